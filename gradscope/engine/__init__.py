@@ -1,0 +1,79 @@
+"""GradScope's engine: instrumented backpropagation through time for stacked RNNs and LSTMs (Qt-free).
+
+    from gradscope.engine import ModelSpec, InitSpec, init_params, bptt
+    spec = ModelSpec(cell="rnn", activation="relu", input_size=32, hidden_size=128, output_size=32)
+    params = init_params(spec, InitSpec(recurrent_scale=3.0), np.random.default_rng(0))
+    result = bptt(spec, params, x, target, mask, "mse")     # x (T, B, n), target (T, B, k), mask (T, B)
+    result.metrics["grad_h_norm"]                             # (L, T): mean_b ||dL/dh_t||
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from .metrics import NonFinite, StepResult, first_nonfinite, step_metric_names
+from .params import (ACTIVATIONS, CELLS, DTYPES, INIT_SCHEMES, InitSpec, LayerParams, ModelSpec, Params,
+                     init_params, spectral_stats)
+
+LOSS_KINDS = ("mse", "ce")
+
+
+def check_batch(spec: ModelSpec, params: Params, x, target, mask, loss_kind: str) -> None:
+    """Refuse arrays that do not fit the model, naming the array, the shape found and the shape expected."""
+    if loss_kind not in LOSS_KINDS:
+        raise ValueError(f"loss_kind must be one of {LOSS_KINDS}, got {loss_kind!r}")
+    if x.ndim != 3:
+        raise ValueError(f"x must be time-major (T, B, n), got an array of shape {x.shape}")
+    T, B, n = x.shape
+    if n != spec.input_size:
+        raise ValueError(f"x has {n} input features per step, the model expects input_size = {spec.input_size}")
+    if x.dtype != spec.np_dtype:
+        raise ValueError(f"x has dtype {x.dtype}, the model is {spec.dtype}")
+    if mask.shape != (T, B):
+        raise ValueError(f"mask must have shape (T, B) = {(T, B)}, got {mask.shape}")
+    if loss_kind == "mse" and target.shape != (T, B, spec.output_size):
+        raise ValueError(f"an mse target must have shape (T, B, k) = {(T, B, spec.output_size)}, got {target.shape}")
+    if loss_kind == "ce":
+        if target.shape != (T, B) or not np.issubdtype(target.dtype, np.integer):
+            raise ValueError(f"a ce target must be integer class indices of shape (T, B) = {(T, B)}, "
+                             f"got {target.dtype} {target.shape}")
+        if target.size and (target.min() < 0 or target.max() >= spec.output_size):
+            raise ValueError(f"ce target classes must lie in [0, {spec.output_size}), "
+                             f"got values from {target.min()} to {target.max()}")
+    expected = {}
+    for l in range(spec.layers):
+        G, d, nl = spec.gates, spec.hidden_size, spec.layer_input_size(l)
+        expected |= {f"layer{l}.W_hx": (G * d, nl), f"layer{l}.W_hh": (G * d, d), f"layer{l}.b_h": (G * d,)}
+    expected |= {"readout.W_yh": (spec.output_size, spec.hidden_size), "readout.b_y": (spec.output_size,)}
+    got = params.arrays()
+    if set(got) != set(expected):
+        raise ValueError(f"parameters {sorted(got)} do not match a {spec.layers}-layer model {sorted(expected)}")
+    for name, shape in expected.items():
+        if got[name].shape != shape:
+            raise ValueError(f"parameter {name} has shape {got[name].shape}, expected {shape}")
+        if got[name].dtype != spec.np_dtype:
+            raise ValueError(f"parameter {name} has dtype {got[name].dtype}, the model is {spec.dtype}")
+
+
+def bptt(spec: ModelSpec, params: Params, x: np.ndarray, target: np.ndarray, mask: np.ndarray,
+         loss_kind: str, *, backend: str = "numba", workspace=None, check: bool = True) -> StepResult:
+    """One forward and backward pass through time with every metric (see ``metrics`` for definitions).
+
+    backend "numba" runs the compiled kernels (``cells``); "numpy" runs their plain twins (``reference``).
+    Never raises on NaN or Inf: ``result.nonfinite`` says where the first one appeared.
+    """
+    if check:
+        check_batch(spec, params, x, target, mask, loss_kind)
+    if backend == "numpy":
+        from . import reference
+
+        return reference.bptt(spec, params, x, target, mask, loss_kind)
+    if backend == "numba":
+        from . import cells
+
+        return cells.bptt(spec, params, x, target, mask, loss_kind, workspace=workspace)
+    raise ValueError(f"backend must be 'numba' or 'numpy', got {backend!r}")
+
+
+__all__ = ["ModelSpec", "InitSpec", "Params", "LayerParams", "init_params", "spectral_stats", "bptt",
+           "check_batch", "StepResult", "NonFinite", "first_nonfinite", "step_metric_names",
+           "CELLS", "ACTIVATIONS", "DTYPES", "INIT_SCHEMES", "LOSS_KINDS"]

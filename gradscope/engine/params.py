@@ -1,0 +1,236 @@
+"""Model description, parameter containers and initialisation schemes.
+
+Layouts follow the lecture and PyTorch, so weights copy across unchanged:
+
+    RNN   layer l:  W_hx (d, n_l)   W_hh (d, d)    b_h (d,)
+    LSTM  layer l:  W_hx (4d, n_l)  W_hh (4d, d)   b_h (4d,)   row blocks i, f, g, o
+    readout:        W_yh (k, d)     b_y (k,)
+
+with n_0 the task's input size and n_l = d above it.  A batch of inputs is applied as
+``x_t @ W_hx.T`` (rows are examples), which is W_hx x_t for each example.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Iterator
+
+import numpy as np
+
+CELLS = ("rnn", "lstm")
+ACTIVATIONS = ("relu", "tanh", "sigmoid", "linear")
+DTYPES = ("float32", "float64")
+INIT_SCHEMES = ("gaussian", "uniform", "xavier", "kaiming", "orthogonal", "identity", "pytorch")
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """The shape of a model: everything a kernel needs besides the arrays."""
+
+    cell: str = "rnn"              # "rnn" | "lstm"
+    activation: str = "relu"       # rnn only: "relu" | "tanh" | "sigmoid" | "linear"
+    input_size: int = 32           # n_0
+    hidden_size: int = 128         # d
+    layers: int = 1                # L
+    output_size: int = 32          # k
+    dtype: str = "float32"         # "float32" | "float64"
+
+    def __post_init__(self):
+        if self.cell not in CELLS:
+            raise ValueError(f"cell must be one of {CELLS}, got {self.cell!r}")
+        if self.cell == "rnn" and self.activation not in ACTIVATIONS:
+            raise ValueError(f"activation must be one of {ACTIVATIONS}, got {self.activation!r}")
+        if self.dtype not in DTYPES:
+            raise ValueError(f"dtype must be one of {DTYPES}, got {self.dtype!r}")
+        for name in ("input_size", "hidden_size", "layers", "output_size"):
+            if int(getattr(self, name)) < 1:
+                raise ValueError(f"{name} must be at least 1, got {getattr(self, name)!r}")
+
+    @property
+    def gates(self) -> int:
+        """Row blocks in W_hh: 1 for an RNN, 4 (i, f, g, o) for an LSTM."""
+        return 4 if self.cell == "lstm" else 1
+
+    @property
+    def np_dtype(self) -> np.dtype:
+        return np.dtype(self.dtype)
+
+    def layer_input_size(self, l: int) -> int:
+        return self.input_size if l == 0 else self.hidden_size
+
+    @property
+    def label(self) -> str:
+        return "lstm" if self.cell == "lstm" else f"rnn-{self.activation}"
+
+
+@dataclass
+class LayerParams:
+    W_hx: np.ndarray  # (G d, n_l)
+    W_hh: np.ndarray  # (G d, d)
+    b_h: np.ndarray   # (G d,)
+
+
+@dataclass
+class Params:
+    """All trainable arrays of a stacked RNN/LSTM with a linear readout on the top layer."""
+
+    layers: list[LayerParams]
+    W_yh: np.ndarray  # (k, d)
+    b_y: np.ndarray   # (k,)
+
+    # Names used in files (TRACE_FORMAT.md: init_params.npz) and in per-parameter metrics.
+    def named(self) -> Iterator[tuple[str, np.ndarray]]:
+        for l, p in enumerate(self.layers):
+            yield f"layer{l}.W_hx", p.W_hx
+            yield f"layer{l}.W_hh", p.W_hh
+            yield f"layer{l}.b_h", p.b_h
+        yield "readout.W_yh", self.W_yh
+        yield "readout.b_y", self.b_y
+
+    def arrays(self) -> dict[str, np.ndarray]:
+        return dict(self.named())
+
+    @classmethod
+    def from_arrays(cls, arrays: dict[str, np.ndarray]) -> "Params":
+        n_layers = 0
+        while f"layer{n_layers}.W_hh" in arrays:
+            n_layers += 1
+        if n_layers == 0:
+            raise KeyError("no 'layer0.W_hh' array: not a GradScope parameter file")
+        layers = [LayerParams(np.asarray(arrays[f"layer{l}.W_hx"]), np.asarray(arrays[f"layer{l}.W_hh"]),
+                              np.asarray(arrays[f"layer{l}.b_h"])) for l in range(n_layers)]
+        return cls(layers, np.asarray(arrays["readout.W_yh"]), np.asarray(arrays["readout.b_y"]))
+
+    def copy(self) -> "Params":
+        return Params([LayerParams(p.W_hx.copy(), p.W_hh.copy(), p.b_h.copy()) for p in self.layers],
+                      self.W_yh.copy(), self.b_y.copy())
+
+    def zeros_like(self) -> "Params":
+        return Params([LayerParams(np.zeros_like(p.W_hx), np.zeros_like(p.W_hh), np.zeros_like(p.b_h))
+                       for p in self.layers], np.zeros_like(self.W_yh), np.zeros_like(self.b_y))
+
+    def astype(self, dtype) -> "Params":
+        return Params([LayerParams(p.W_hx.astype(dtype), p.W_hh.astype(dtype), p.b_h.astype(dtype))
+                       for p in self.layers], self.W_yh.astype(dtype), self.b_y.astype(dtype))
+
+    def global_norm(self) -> float:
+        """sqrt(sum of squares of every entry), accumulated in float64."""
+        return float(np.sqrt(sum(float(np.sum(np.square(a, dtype=np.float64))) for _, a in self.named())))
+
+    def norms(self) -> dict[str, float]:
+        """L2 (Frobenius) norm of every array, by file name."""
+        return {name: float(np.sqrt(np.sum(np.square(a, dtype=np.float64)))) for name, a in self.named()}
+
+
+@dataclass(frozen=True)
+class InitSpec:
+    """How to draw the initial parameters. Scales are per scheme (see ``init_matrix``)."""
+
+    recurrent: str = "gaussian"
+    recurrent_scale: float = 1.0
+    input: str = "gaussian"
+    input_scale: float = 1.0
+    readout_scale: float = 1.0     # W_yh ~ N(0, readout_scale / d), b_y = 0
+    forget_bias: float = 0.0       # lstm: added to the f block of b_h
+    chrono: bool = False           # lstm: chrono initialisation of the i and f biases
+    chrono_tmax: int = 0           # T_max for chrono; 0 means the task's sequence length
+
+    def __post_init__(self):
+        for key in ("recurrent", "input"):
+            if getattr(self, key) not in INIT_SCHEMES:
+                raise ValueError(f"init.{key} must be one of {INIT_SCHEMES}, got {getattr(self, key)!r}")
+
+
+def init_matrix(scheme: str, scale: float, rows: int, cols: int, rng: np.random.Generator) -> np.ndarray:
+    """One (rows, cols) matrix acting on a cols-dimensional input (fan_in = cols, fan_out = rows), float64.
+
+    gaussian    N(0, scale / fan_in)                          (the lecture: scale 3 explodes, 1.5 vanishes for ReLU)
+    uniform     U(-a, a) with the same variance scale / fan_in, a = sqrt(3 scale / fan_in)
+    xavier      U(-a, a), a = scale * sqrt(6 / (fan_in + fan_out))          (Glorot & Bengio 2010; scale = gain)
+    kaiming     N(0, scale^2 * 2 / fan_in)                                   (He et al. 2015; scale = gain)
+    orthogonal  scale * Q, Q with orthonormal rows or columns (QR of a Gaussian, sign-corrected)
+    identity    scale * I (the IRNN of Le, Jaitly & Hinton 2015; rows == cols is required)
+    pytorch     U(-k, k), k = scale / sqrt(hidden size)                      (torch.nn.RNN's default, scale = 1)
+    """
+    if scheme == "gaussian":
+        return rng.normal(0.0, np.sqrt(scale / cols), size=(rows, cols))
+    if scheme == "uniform":
+        a = np.sqrt(3.0 * scale / cols)
+        return rng.uniform(-a, a, size=(rows, cols))
+    if scheme == "xavier":
+        a = scale * np.sqrt(6.0 / (cols + rows))
+        return rng.uniform(-a, a, size=(rows, cols))
+    if scheme == "kaiming":
+        return rng.normal(0.0, scale * np.sqrt(2.0 / cols), size=(rows, cols))
+    if scheme == "orthogonal":
+        a = rng.normal(size=(max(rows, cols), min(rows, cols)))
+        q, r = np.linalg.qr(a)
+        q *= np.sign(np.diag(r))  # makes Q Haar-distributed
+        return scale * (q if rows >= cols else q.T)
+    if scheme == "identity":
+        if rows != cols:
+            raise ValueError(f"identity initialisation needs a square matrix, got {rows}x{cols}")
+        return scale * np.eye(rows)
+    if scheme == "pytorch":
+        raise ValueError("the pytorch scheme needs the hidden size; use init_params")
+    raise ValueError(f"unknown initialisation scheme {scheme!r}; expected one of {INIT_SCHEMES}")
+
+
+def _init_block(scheme: str, scale: float, rows: int, cols: int, d: int, rng) -> np.ndarray:
+    if scheme == "pytorch":
+        k = scale / np.sqrt(d)
+        return rng.uniform(-k, k, size=(rows, cols))
+    return init_matrix(scheme, scale, rows, cols, rng)
+
+
+def init_params(spec: ModelSpec, init: InitSpec, rng: np.random.Generator, seq_len: int = 0) -> Params:
+    """Draw initial parameters from ``rng`` in a fixed order (layer 0 W_hx, W_hh, b_h, layer 1 ..., readout).
+
+    For an LSTM every gate block of W_hx and W_hh is drawn as its own matrix, so "orthogonal" and "identity"
+    make each gate's recurrent matrix orthogonal / the identity.  The biases are zero except: the pytorch scheme
+    draws b_h like PyTorch (sum of its two biases); an LSTM adds ``forget_bias`` to the f block; chrono
+    initialisation (Tallec & Ollivier 2018) sets b_f = log(u), u ~ U[1, T_max - 1], and b_i = -b_f.
+    """
+    d, G = spec.hidden_size, spec.gates
+    layers = []
+    for l in range(spec.layers):
+        n = spec.layer_input_size(l)
+        W_hx = np.concatenate([_init_block(init.input, init.input_scale, d, n, d, rng) for _ in range(G)])
+        W_hh = np.concatenate([_init_block(init.recurrent, init.recurrent_scale, d, d, d, rng) for _ in range(G)])
+        b_h = np.zeros(G * d)
+        if init.recurrent == "pytorch":
+            k = 1.0 / np.sqrt(d)
+            b_h = rng.uniform(-k, k, size=G * d) + rng.uniform(-k, k, size=G * d)
+        if spec.cell == "lstm":
+            b_h[d:2 * d] += init.forget_bias
+            if init.chrono:
+                t_max = init.chrono_tmax or seq_len
+                if t_max < 3:
+                    raise ValueError(f"chrono initialisation needs T_max >= 3, got {t_max}")
+                b_f = np.log(rng.uniform(1.0, t_max - 1.0, size=d))
+                b_h[d:2 * d] = b_f
+                b_h[0:d] = -b_f
+        layers.append(LayerParams(W_hx, W_hh, b_h))
+    W_yh = rng.normal(0.0, np.sqrt(init.readout_scale / d), size=(spec.output_size, d))
+    b_y = np.zeros(spec.output_size)
+    return Params(layers, W_yh, b_y).astype(spec.np_dtype)
+
+
+def spectral_stats(W_hh: np.ndarray, gates: int = 1) -> tuple[float, float]:
+    """(spectral radius, largest singular value) of a recurrent matrix, in float64.
+
+    For an LSTM (gates = 4) the (4d, d) matrix has no spectral radius; we report both figures for the
+    largest over the four square d x d gate blocks.
+    """
+    d = W_hh.shape[1]
+    rho = sigma = 0.0
+    for g in range(gates):
+        block = np.asarray(W_hh[g * d:(g + 1) * d], dtype=np.float64)
+        if not np.all(np.isfinite(block)):
+            return float("nan"), float("nan")
+        rho = max(rho, float(np.max(np.abs(np.linalg.eigvals(block)))))
+        sigma = max(sigma, float(np.linalg.norm(block, 2)))
+    return rho, sigma
+
+
+__all__ = ["ModelSpec", "InitSpec", "Params", "LayerParams", "init_params", "init_matrix", "spectral_stats",
+           "CELLS", "ACTIVATIONS", "DTYPES", "INIT_SCHEMES"]
