@@ -1,0 +1,155 @@
+"""A run's recorded iterations: a growable, bounded-memory column store.
+
+The trainer yields one ``Record`` per iteration; the ones marked ``recorded`` are appended to the run's
+``Trace``.  Every metric becomes a column of shape (K, ...) with one row per recorded iteration, exactly the
+arrays written to trace.npz (TRACE_FORMAT.md).  Readers get read-only views; ``version`` changes on every
+append so a view redraws only when there is something new.
+
+Memory is bounded: when the columns would outgrow ``max_bytes`` the trace keeps every other row (always the
+first, which is iteration 0, and the latest) and carries on; ``thinned`` counts how often that happened.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from .engine.metrics import NonFinite
+
+DEFAULT_MAX_BYTES = 512 * 2**20
+
+
+@dataclass
+class Record:
+    """One training iteration, as the trainer saw it (before the parameter update)."""
+
+    iteration: int
+    loss: float
+    grad_norm: float                  # global L2 norm of every parameter gradient, before clipping
+    clipped: bool = False
+    recorded: bool = True             # belongs in the trace (iteration 0, every record_every-th, last, diverged)
+    metrics: dict[str, np.ndarray | float] = field(default_factory=dict)
+    nonfinite: NonFinite | None = None
+    seconds: float = 0.0              # wall time of the iteration
+
+    def columns(self) -> dict[str, np.ndarray]:
+        """The record as trace columns: per-iteration scalars plus every metric."""
+        cols = {"iteration": np.asarray(self.iteration, dtype=np.int64),
+                "loss": np.asarray(self.loss, dtype=np.float64),
+                "grad_norm": np.asarray(self.grad_norm, dtype=np.float64),
+                "clipped": np.asarray(self.clipped, dtype=np.bool_)}
+        for name, value in self.metrics.items():
+            cols[name] = np.asarray(value)
+        return cols
+
+
+class Trace:
+    """Columns of recorded iterations for one run.  Append from one thread; read anywhere via ``array``."""
+
+    def __init__(self, max_bytes: int = DEFAULT_MAX_BYTES):
+        self.max_bytes = int(max_bytes)
+        self._cols: dict[str, np.ndarray] = {}
+        self._n = 0
+        self.version = 0
+        self.thinned = 0
+        self.nonfinite: NonFinite | None = None
+
+    # ------------------------------------------------------------------------------------------ writing
+    def append(self, record: Record) -> None:
+        self.append_columns(record.columns())
+        if record.nonfinite is not None and self.nonfinite is None:
+            self.nonfinite = record.nonfinite
+
+    def append_columns(self, row: dict[str, np.ndarray]) -> None:
+        if not self._cols:
+            for name, value in row.items():
+                self._cols[name] = np.empty((16,) + value.shape, dtype=_column_dtype(value))
+        elif self._n == len(next(iter(self._cols.values()))):
+            self._grow()
+        for name, value in row.items():
+            column = self._cols.get(name)
+            if column is None:  # a metric that appears late: earlier rows are missing, not zero
+                column = self._cols[name] = np.full((len(next(iter(self._cols.values()))),) + value.shape,
+                                                    _missing(value), dtype=_column_dtype(value))
+            if column.shape[1:] != value.shape:
+                raise ValueError(f"metric {name!r} changed shape from {column.shape[1:]} to {value.shape}")
+            column[self._n] = value
+        for name, column in self._cols.items():
+            if name not in row:
+                column[self._n] = _missing(column)
+        self._n += 1
+        self.version += 1
+
+    def _grow(self) -> None:
+        capacity = len(next(iter(self._cols.values())))
+        row_bytes = sum(c[0].nbytes for c in self._cols.values())
+        if row_bytes * capacity * 2 > self.max_bytes and self._n >= 4:
+            self._thin()
+            return
+        for name, column in self._cols.items():
+            grown = np.empty((capacity * 2,) + column.shape[1:], dtype=column.dtype)
+            grown[:self._n] = column[:self._n]
+            self._cols[name] = grown
+
+    def _thin(self) -> None:
+        """Keep rows 0, 2, 4, ... and the latest row; frees about half the rows."""
+        keep = np.arange(0, self._n, 2)
+        if keep[-1] != self._n - 1:
+            keep = np.append(keep, self._n - 1)
+        for name, column in self._cols.items():
+            column[:len(keep)] = column[keep]
+        self._n = len(keep)
+        self.thinned += 1
+
+    # ------------------------------------------------------------------------------------------ reading
+    def __len__(self) -> int:
+        return self._n
+
+    @property
+    def names(self) -> list[str]:
+        return list(self._cols)
+
+    def __contains__(self, name: str) -> bool:
+        return name in self._cols
+
+    def array(self, name: str) -> np.ndarray:
+        """The column ``name`` as a read-only (K, ...) view."""
+        if name not in self._cols:
+            raise KeyError(f"the trace has no metric {name!r}; it has {sorted(self._cols)}")
+        view = self._cols[name][:self._n]
+        view.flags.writeable = False
+        return view
+
+    @property
+    def iterations(self) -> np.ndarray:
+        return self.array("iteration") if self._cols else np.zeros(0, dtype=np.int64)
+
+    def latest(self, name: str):
+        """The last recorded value of ``name`` (an (L, T) array for per-timestep metrics)."""
+        return self.array(name)[-1]
+
+    def to_arrays(self) -> dict[str, np.ndarray]:
+        """Copies of every column, keyed as in trace.npz."""
+        return {name: np.array(column[:self._n]) for name, column in self._cols.items()}
+
+    @classmethod
+    def from_arrays(cls, arrays: dict[str, np.ndarray], max_bytes: int = DEFAULT_MAX_BYTES) -> "Trace":
+        """A trace holding the given (K, ...) columns, e.g. read back from trace.npz."""
+        trace = cls(max_bytes=max_bytes)
+        lengths = {name: len(a) for name, a in arrays.items()}
+        if len(set(lengths.values())) > 1:
+            raise ValueError(f"columns have different numbers of rows: {lengths}")
+        trace._cols = {name: np.array(a) for name, a in arrays.items()}
+        trace._n = next(iter(lengths.values()), 0)
+        trace.version = 1
+        return trace
+
+
+def _column_dtype(value: np.ndarray) -> np.dtype:
+    if value.dtype.kind == "f":
+        return np.dtype(np.float64)
+    return value.dtype
+
+
+def _missing(value: np.ndarray):
+    return np.nan if value.dtype.kind == "f" else 0
