@@ -5,8 +5,9 @@ The trainer yields one ``Record`` per iteration; the ones marked ``recorded`` ar
 arrays written to trace.npz (TRACE_FORMAT.md).  Readers get read-only views; ``version`` changes on every
 append so a view redraws only when there is something new.
 
-Memory is bounded: when the columns would outgrow ``max_bytes`` the trace keeps every other row (always the
-first, which is iteration 0, and the latest) and carries on; ``thinned`` counts how often that happened.
+Memory is bounded: when the columns would outgrow ``max_bytes`` the trace doubles its stride: it keeps every
+other row (always the first, which is iteration 0) and from then on keeps one appended row in ``stride``, while
+the latest row is always shown.  The rows that remain are evenly spread over the whole run.
 """
 from __future__ import annotations
 
@@ -51,7 +52,10 @@ class Trace:
         self._cols: dict[str, np.ndarray] = {}
         self._n = 0
         self.version = 0
-        self.thinned = 0
+        self.stride = 1                      # one appended row in `stride` is kept
+        self._seq = np.zeros(16, dtype=np.int64)   # running number of each stored row among all appended
+        self._appended = 0
+        self._provisional = False            # the last row is off-stride, kept only until the next append
         self.nonfinite: NonFinite | None = None
 
     # ------------------------------------------------------------------------------------------ writing
@@ -61,27 +65,33 @@ class Trace:
             self.nonfinite = record.nonfinite
 
     def append_columns(self, row: dict[str, np.ndarray]) -> None:
+        if self._provisional:
+            self._n -= 1                     # the previous latest row was off-stride: replace it
         if not self._cols:
             for name, value in row.items():
-                self._cols[name] = np.empty((16,) + value.shape, dtype=_column_dtype(value))
-        elif self._n == len(next(iter(self._cols.values()))):
+                self._cols[name] = np.empty((len(self._seq),) + value.shape, dtype=_column_dtype(value))
+        elif self._n == len(self._seq):
             self._grow()
+        capacity = len(self._seq)
         for name, value in row.items():
             column = self._cols.get(name)
             if column is None:  # a metric that appears late: earlier rows are missing, not zero
-                column = self._cols[name] = np.full((len(next(iter(self._cols.values()))),) + value.shape,
-                                                    _missing(value), dtype=_column_dtype(value))
+                column = self._cols[name] = np.full((capacity,) + value.shape, _missing(value),
+                                                    dtype=_column_dtype(value))
             if column.shape[1:] != value.shape:
                 raise ValueError(f"metric {name!r} changed shape from {column.shape[1:]} to {value.shape}")
             column[self._n] = value
         for name, column in self._cols.items():
             if name not in row:
                 column[self._n] = _missing(column)
+        self._seq[self._n] = self._appended
+        self._provisional = self._appended % self.stride != 0
+        self._appended += 1
         self._n += 1
         self.version += 1
 
     def _grow(self) -> None:
-        capacity = len(next(iter(self._cols.values())))
+        capacity = len(self._seq)
         row_bytes = sum(c[0].nbytes for c in self._cols.values())
         if row_bytes * capacity * 2 > self.max_bytes and self._n >= 4:
             self._thin()
@@ -90,16 +100,16 @@ class Trace:
             grown = np.empty((capacity * 2,) + column.shape[1:], dtype=column.dtype)
             grown[:self._n] = column[:self._n]
             self._cols[name] = grown
+        self._seq = np.concatenate([self._seq, np.zeros(capacity, dtype=np.int64)])
 
     def _thin(self) -> None:
-        """Keep rows 0, 2, 4, ... and the latest row; frees about half the rows."""
-        keep = np.arange(0, self._n, 2)
-        if keep[-1] != self._n - 1:
-            keep = np.append(keep, self._n - 1)
+        """Double the stride and drop the stored rows that are off the new stride."""
+        self.stride *= 2
+        keep = np.flatnonzero(self._seq[:self._n] % self.stride == 0)
         for name, column in self._cols.items():
             column[:len(keep)] = column[keep]
+        self._seq[:len(keep)] = self._seq[keep]
         self._n = len(keep)
-        self.thinned += 1
 
     # ------------------------------------------------------------------------------------------ reading
     def __len__(self) -> int:
@@ -141,6 +151,8 @@ class Trace:
             raise ValueError(f"columns have different numbers of rows: {lengths}")
         trace._cols = {name: np.array(a) for name, a in arrays.items()}
         trace._n = next(iter(lengths.values()), 0)
+        trace._seq = np.arange(max(trace._n, 16), dtype=np.int64)
+        trace._appended = trace._n
         trace.version = 1
         return trace
 
