@@ -1,0 +1,316 @@
+"""The tasks that make training data.  Each says which loss it uses, which steps it scores (the mask) and what
+a trivial strategy scores, in the same units as the loss L (TRACE_FORMAT.md):
+
+    L = (1/B) sum_{t,b} mask[t,b] ell(y_tb, target_tb),   ell = 0.5 ||y - target||^2 (mse) or -log softmax(y)[target] (ce)
+
+so a loss summed over the scored steps and averaged over the batch.
+
+    task = make_task(run.task, "float32")
+    x, target, mask = task.batch(rng)     # x (T, B, n); target (T, B, k) float (mse) or (T, B) int (ce); mask (T, B)
+
+probe    x ~ N(0, 1), an mse target ~ N(0, 1) at the last step only.  Baseline: predict 0, L = k / 2.
+adding   Hochreiter & Schmidhuber (1997): channel 0 holds values ~ U[0, 1], channel 1 marks two of them (one in
+         each half of the sequence); the target at the last step is the sum of the marked values (mse).
+         Baseline: always predict 1.  The sum s has mean 1 and variance 2/12, so E[(s - 1)^2] = 1/6 ~ 0.167 (the
+         figure usually quoted) and in our units L = 0.5 E[(s - 1)^2] = 1/12 ~ 0.0833.
+copy     Reproduce copy_length symbols (out of `symbols`) after a delay: the symbols come first, then blanks, then
+         a "go" marker at step T - copy_length - 1; the last copy_length steps are scored (ce).  Inputs are one-hot
+         over symbols + blank + go.  Baseline (memoryless): predict the uniform distribution over the symbols,
+         L = copy_length * ln(symbols).
+charlm   Next-character prediction on a text (the experiment's task.text, or the corpus shipped in
+         gradscope/engine/data/corpus.txt), every step scored (ce).  Inputs one-hot over the text's characters.
+         Baseline (memoryless): predict the text's character frequencies, L = T * H(unigram) in nats.
+tagging  Sequence labelling in the spirit of part-of-speech tagging on sentences from a small synthetic grammar
+         (below); the label of an ambiguous word ("saw", "run", "watch", ...) depends on the words before it;
+         every step scored (ce).  Baseline (memoryless): predict each word's tag distribution given the word
+         alone, L = T * H(tag | word), estimated once from 200 000 generated words with a fixed seed.
+"""
+from __future__ import annotations
+
+import math
+from functools import lru_cache
+from pathlib import Path
+
+import numpy as np
+
+DEFAULT_CORPUS = Path(__file__).parent / "data" / "corpus.txt"
+
+
+class TaskError(ValueError):
+    """A task setting that cannot work; ``key`` is the dotted experiment-file key at fault."""
+
+    def __init__(self, message: str, key: str):
+        super().__init__(message)
+        self.key = key
+
+
+class Task:
+    """Base: subclasses set the attributes and implement ``batch``."""
+
+    name = ""
+    loss_kind = "mse"           # "mse" | "ce"
+    input_size = 0              # n
+    output_size = 0             # k
+    baseline_loss: float | None = None
+    baseline_strategy = ""      # the trivial strategy the baseline scores
+    description = ""
+
+    def __init__(self, seq_len: int, batch_size: int, dtype: str):
+        self.seq_len, self.batch_size, self.dtype = int(seq_len), int(batch_size), np.dtype(dtype)
+
+    def batch(self, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        raise NotImplementedError
+
+    def _one_hot(self, symbols: np.ndarray, size: int) -> np.ndarray:
+        x = np.zeros(symbols.shape + (size,), dtype=self.dtype)                  # (T, B, size)
+        np.put_along_axis(x, symbols[..., None], 1, axis=-1)
+        return x
+
+
+class ProbeTask(Task):
+    name = "probe"
+    loss_kind = "mse"
+    baseline_strategy = "predict 0"
+
+    def __init__(self, seq_len, batch_size, dtype, input_size: int, output_size: int):
+        super().__init__(seq_len, batch_size, dtype)
+        self.input_size, self.output_size = int(input_size), int(output_size)
+        self.baseline_loss = self.output_size / 2                                 # E[0.5 ||t||^2], t ~ N(0, I_k)
+        self.description = (f"probe: x ~ N(0, 1) in {self.input_size} dimensions, an mse target ~ N(0, 1) in "
+                            f"{self.output_size} dimensions scored at the last step only")
+
+    def batch(self, rng):
+        T, B = self.seq_len, self.batch_size
+        x = rng.standard_normal((T, B, self.input_size)).astype(self.dtype)      # (T, B, n)
+        target = np.zeros((T, B, self.output_size), dtype=self.dtype)             # (T, B, k)
+        target[-1] = rng.standard_normal((B, self.output_size))
+        mask = np.zeros((T, B), dtype=self.dtype)                                 # (T, B)
+        mask[-1] = 1
+        return x, target, mask
+
+
+class AddingTask(Task):
+    name = "adding"
+    loss_kind = "mse"
+    input_size, output_size = 2, 1
+    baseline_loss = 1 / 12
+    baseline_strategy = "always predict 1 (the mean of the sum)"
+
+    def __init__(self, seq_len, batch_size, dtype):
+        super().__init__(seq_len, batch_size, dtype)
+        if seq_len < 2:
+            raise TaskError(f"the adding problem needs seq_len >= 2 (one marker in each half), got {seq_len}",
+                            "task.seq_len")
+        self.description = (f"adding problem: sum the two marked values out of {seq_len} (one marker in each "
+                            f"half), mse at the last step")
+
+    def batch(self, rng):
+        T, B = self.seq_len, self.batch_size
+        values = rng.uniform(0.0, 1.0, size=(T, B))                                # (T, B)
+        first = rng.integers(0, T // 2, size=B)                                    # (B,) in the first half
+        second = rng.integers(T // 2, T, size=B)                                   # (B,) in the second half
+        markers = np.zeros((T, B))
+        markers[first, np.arange(B)] = 1
+        markers[second, np.arange(B)] = 1
+        x = np.stack([values, markers], axis=-1).astype(self.dtype)               # (T, B, 2)
+        target = np.zeros((T, B, 1), dtype=self.dtype)                            # (T, B, 1)
+        target[-1, :, 0] = values[first, np.arange(B)] + values[second, np.arange(B)]
+        mask = np.zeros((T, B), dtype=self.dtype)
+        mask[-1] = 1
+        return x, target, mask
+
+
+class CopyTask(Task):
+    name = "copy"
+    loss_kind = "ce"
+    baseline_strategy = "predict the uniform distribution over the symbols (no memory)"
+
+    def __init__(self, seq_len, batch_size, dtype, symbols: int, copy_length: int):
+        super().__init__(seq_len, batch_size, dtype)
+        if seq_len < 2 * copy_length + 1:
+            raise TaskError(f"the copy task needs seq_len >= 2 * copy_length + 1 = {2 * copy_length + 1} "
+                            f"(symbols, go marker, answer), got seq_len = {seq_len}", "task.seq_len")
+        self.symbols, self.copy_length = int(symbols), int(copy_length)
+        self.blank, self.go = self.symbols, self.symbols + 1                      # input codes after the symbols
+        self.input_size, self.output_size = self.symbols + 2, self.symbols
+        self.baseline_loss = self.copy_length * math.log(self.symbols)
+        delay = seq_len - 2 * copy_length
+        self.description = (f"copy: remember {copy_length} symbols out of {symbols} over a delay of {delay} "
+                            f"steps, reproduce them after the go marker; ce on the last {copy_length} steps")
+
+    def batch(self, rng):
+        T, B, m = self.seq_len, self.batch_size, self.copy_length
+        data = rng.integers(0, self.symbols, size=(m, B))                          # (m, B)
+        codes = np.full((T, B), self.blank, dtype=np.int64)                       # (T, B)
+        codes[:m] = data
+        codes[T - m - 1] = self.go
+        x = self._one_hot(codes, self.input_size)                                 # (T, B, symbols + 2)
+        target = np.zeros((T, B), dtype=np.int64)                                 # unscored steps: class 0
+        target[T - m:] = data
+        mask = np.zeros((T, B), dtype=self.dtype)
+        mask[T - m:] = 1
+        return x, target, mask
+
+
+@lru_cache(maxsize=8)
+def _read_corpus(path: str, mtime: float) -> str:
+    return Path(path).read_text(encoding="utf-8")
+
+
+def load_corpus(text: str) -> tuple[str, Path]:
+    """The text named by task.text ("" = the shipped corpus) and its path."""
+    path = Path(text) if text else DEFAULT_CORPUS
+    try:
+        return _read_corpus(str(path), path.stat().st_mtime), path
+    except FileNotFoundError:
+        raise TaskError(f"text file {str(path)!r} does not exist", "task.text") from None
+    except (OSError, UnicodeDecodeError) as error:
+        raise TaskError(f"cannot read text file {str(path)!r} as UTF-8: {error}", "task.text") from None
+
+
+class CharLMTask(Task):
+    name = "charlm"
+    loss_kind = "ce"
+    baseline_strategy = "predict the text's character frequencies (no memory)"
+
+    def __init__(self, seq_len, batch_size, dtype, text: str = ""):
+        super().__init__(seq_len, batch_size, dtype)
+        corpus, path = load_corpus(text)
+        if len(corpus) < seq_len + 1:
+            raise TaskError(f"the text {str(path)!r} has {len(corpus)} characters; next-character prediction over "
+                            f"seq_len = {seq_len} steps needs at least {seq_len + 1}", "task.seq_len")
+        self.vocabulary = "".join(sorted(set(corpus)))
+        index = {ch: i for i, ch in enumerate(self.vocabulary)}
+        self.codes = np.array([index[ch] for ch in corpus], dtype=np.int64)      # (N,)
+        self.input_size = self.output_size = len(self.vocabulary)
+        freq = np.bincount(self.codes, minlength=len(self.vocabulary)) / len(self.codes)
+        self.unigram_entropy = float(-np.sum(freq[freq > 0] * np.log(freq[freq > 0])))
+        self.baseline_loss = seq_len * self.unigram_entropy
+        self.description = (f"character-level language model on {path.name} ({len(corpus)} characters, "
+                            f"{len(self.vocabulary)} distinct): predict the next character, ce at every step")
+
+    def batch(self, rng):
+        T, B = self.seq_len, self.batch_size
+        starts = rng.integers(0, len(self.codes) - T, size=B)                      # (B,)
+        window = self.codes[starts[None, :] + np.arange(T + 1)[:, None]]          # (T + 1, B)
+        x = self._one_hot(window[:-1], self.input_size)                           # (T, B, V)
+        target = window[1:].copy()                                                # (T, B)
+        mask = np.ones((T, B), dtype=self.dtype)
+        return x, target, mask
+
+
+# Sentences of the tagging grammar.  Each word has a fixed set of possible tags; the ambiguous ones take their
+# tag from context: after a determiner or adjective a noun, after a noun phrase or pronoun a verb.
+TAGS = ("DET", "ADJ", "NOUN", "VERB", "PRON", "ADV", "PUNCT")
+_WORDS = {
+    "DET": ["the", "a", "every", "this"],
+    "ADJ": ["old", "quick", "red", "quiet"],
+    "NOUN": ["miller", "river", "wheel", "cat", "saw", "run", "watch", "light"],
+    "VERB": ["turns", "sees", "finds", "saw", "run", "watch", "light", "keeps"],
+    "PRON": ["she", "he", "they"],
+    "ADV": ["slowly", "often", "again"],
+    "PUNCT": ["."],
+}
+VOCABULARY = tuple(sorted({w for words in _WORDS.values() for w in words}))
+
+
+def _noun_phrase(rng) -> list[tuple[str, str]]:
+    words = [(str(rng.choice(_WORDS["DET"])), "DET")]
+    while rng.random() < 0.4:
+        words.append((str(rng.choice(_WORDS["ADJ"])), "ADJ"))
+    words.append((str(rng.choice(_WORDS["NOUN"])), "NOUN"))
+    return words
+
+
+def tagging_sentence(rng) -> list[tuple[str, str]]:
+    """One sentence: (noun phrase | pronoun) verb [noun phrase] [adverb] ."""
+    words = _noun_phrase(rng) if rng.random() < 0.6 else [(str(rng.choice(_WORDS["PRON"])), "PRON")]
+    words.append((str(rng.choice(_WORDS["VERB"])), "VERB"))
+    if rng.random() < 0.7:
+        words += _noun_phrase(rng)
+    if rng.random() < 0.3:
+        words.append((str(rng.choice(_WORDS["ADV"])), "ADV"))
+    words.append((".", "PUNCT"))
+    return words
+
+
+def tagging_stream(rng, length: int) -> tuple[np.ndarray, np.ndarray]:
+    """``length`` words of consecutive sentences as (word codes, tag codes)."""
+    word_index = {w: i for i, w in enumerate(VOCABULARY)}
+    tag_index = {t: i for i, t in enumerate(TAGS)}
+    words: list[tuple[str, str]] = []
+    while len(words) < length:
+        words += tagging_sentence(rng)
+    words = words[:length]
+    return (np.array([word_index[w] for w, _ in words], dtype=np.int64),
+            np.array([tag_index[t] for _, t in words], dtype=np.int64))
+
+
+@lru_cache(maxsize=1)
+def tagging_conditional_entropy(samples: int = 200_000, seed: int = 12345) -> float:
+    """H(tag | word) in nats, estimated from ``samples`` generated words (the memoryless tagger's loss per step)."""
+    words, tags = tagging_stream(np.random.default_rng(seed), samples)
+    counts = np.zeros((len(VOCABULARY), len(TAGS)))
+    np.add.at(counts, (words, tags), 1)
+    p_word = counts.sum(axis=1) / samples                                         # (V,)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        p_tag = counts / counts.sum(axis=1, keepdims=True)                        # (V, tags)
+        h = -np.nansum(np.where(p_tag > 0, p_tag * np.log(p_tag), 0.0), axis=1)   # (V,)
+    return float(np.sum(p_word * h))
+
+
+class TaggingTask(Task):
+    name = "tagging"
+    loss_kind = "ce"
+    input_size, output_size = len(VOCABULARY), len(TAGS)
+    baseline_strategy = "predict each word's tag distribution from the word alone (no context)"
+
+    def __init__(self, seq_len, batch_size, dtype):
+        super().__init__(seq_len, batch_size, dtype)
+        self.baseline_loss = seq_len * tagging_conditional_entropy()
+        self.description = (f"tagging: label each of {seq_len} words of a synthetic grammar with one of "
+                            f"{len(TAGS)} tags; ambiguous words need the words before them; ce at every step")
+
+    def batch(self, rng):
+        T, B = self.seq_len, self.batch_size
+        codes = np.zeros((T, B), dtype=np.int64)
+        target = np.zeros((T, B), dtype=np.int64)
+        for b in range(B):
+            codes[:, b], target[:, b] = tagging_stream(rng, T)
+        x = self._one_hot(codes, self.input_size)                                 # (T, B, V)
+        mask = np.ones((T, B), dtype=self.dtype)
+        return x, target, mask
+
+
+def make_task(task_config, dtype: str = "float32") -> Task:
+    """The task described by a config.TaskConfig (or anything with the same attributes)."""
+    c = task_config
+    if c.name == "probe":
+        task = ProbeTask(c.seq_len, c.batch_size, dtype, c.input_size or 32, c.output_size or 32)
+    elif c.name == "adding":
+        task = AddingTask(c.seq_len, c.batch_size, dtype)
+    elif c.name == "copy":
+        task = CopyTask(c.seq_len, c.batch_size, dtype, c.symbols, c.copy_length)
+    elif c.name == "charlm":
+        task = CharLMTask(c.seq_len, c.batch_size, dtype, c.text)
+    elif c.name == "tagging":
+        task = TaggingTask(c.seq_len, c.batch_size, dtype)
+    else:
+        raise TaskError(f"unknown task {c.name!r}", "task.name")
+    if c.name != "probe":
+        for key, value, size in (("input_size", c.input_size, task.input_size),
+                                 ("output_size", c.output_size, task.output_size)):
+            if value is not None and value != size:
+                raise TaskError(f"the {c.name} task fixes {key} = {size}, got {value}; leave it out",
+                                f"task.{key}")
+    return task
+
+
+def task_sizes(task_config) -> tuple[int, int]:
+    """(input size n, output size k) of a task without drawing any data."""
+    task = make_task(task_config)
+    return task.input_size, task.output_size
+
+
+__all__ = ["Task", "TaskError", "ProbeTask", "AddingTask", "CopyTask", "CharLMTask", "TaggingTask", "make_task",
+           "task_sizes", "TAGS", "VOCABULARY", "DEFAULT_CORPUS", "load_corpus", "tagging_conditional_entropy"]
