@@ -1,0 +1,190 @@
+"""gradscope.theory against independent estimates: Monte Carlo, closed forms, the NumPy reference engine and
+the initialisation code it models."""
+import math
+
+import numpy as np
+import pytest
+
+from gradscope import theory as th
+from gradscope.engine import InitSpec, ModelSpec, bptt, init_params
+from gradscope.engine.params import init_matrix
+
+
+def _mc_mean(values: np.ndarray) -> tuple[float, float]:
+    """Monte-Carlo mean and its standard error."""
+    return float(values.mean()), float(values.std() / math.sqrt(values.size))
+
+
+# ----------------------------------------------------------------------------------------- expectations
+@pytest.mark.parametrize("q", [0.3, 1.0, 4.0])
+def test_quadrature_integrates_gaussian_moments_exactly(q):
+    assert th.gaussian_expectation(lambda z: z ** 2, q) == pytest.approx(q, rel=1e-12)
+    assert th.gaussian_expectation(lambda z: z ** 4, q) == pytest.approx(3 * q ** 2, rel=1e-12)
+    assert th.gaussian_expectation(np.cos, q) == pytest.approx(math.exp(-q / 2), rel=1e-12)
+
+
+@pytest.mark.parametrize("q", [1e-3, 0.5, 9.0, 60.0, 2000.0])
+def test_quadrature_agrees_with_adaptive_integration_for_narrow_peaks(q):
+    """tanh'(z)^2 is a peak of width ~1 under a Gaussian of width sqrt(q): the hard case for a fixed rule."""
+    from scipy.integrate import quad
+
+    g = lambda u: (1 - np.tanh(u) ** 2) ** 2
+    s = math.sqrt(q)
+    reference = quad(lambda u: g(u) * math.exp(-u * u / (2 * q)) / math.sqrt(2 * math.pi * q),
+                     -12 * s, 12 * s, points=[0.0], limit=500, epsabs=0, epsrel=1e-12)[0]
+    assert th.gaussian_expectation(g, q) == pytest.approx(reference, rel=1e-9)
+
+
+@pytest.mark.parametrize("activation", ["tanh", "sigmoid"])
+@pytest.mark.parametrize("q", [0.2, 1.0, 2.5, 9.0, 40.0])
+def test_moments_agree_with_monte_carlo(activation, q):
+    rng = np.random.default_rng(12345)
+    z = rng.normal(0.0, math.sqrt(q), size=2_000_000)
+    f = np.tanh(z) if activation == "tanh" else 1 / (1 + np.exp(-z))
+    df = 1 - f ** 2 if activation == "tanh" else f * (1 - f)
+    for estimate, samples in ((th.second_moment(activation, q), f ** 2),
+                              (th.derivative_second_moment(activation, q), df ** 2)):
+        mean, se = _mc_mean(samples)
+        assert abs(estimate - mean) < 5 * se, (estimate, mean, se)
+
+
+def test_relu_and_linear_closed_forms():
+    assert th.second_moment("relu", 3.0) == 1.5
+    assert th.derivative_second_moment("relu", 3.0) == 0.5
+    assert th.mean_field_gain("relu", 3.0) == pytest.approx(math.sqrt(1.5))
+    assert th.mean_field_gain("relu", 1.5) == pytest.approx(math.sqrt(0.75))
+    assert th.fixed_point_variance("relu", 1.0, 1.0) == pytest.approx(2.0)      # q = q/2 + 1
+    assert th.fixed_point_variance("relu", 3.0, 1.0) == math.inf                 # past the edge of chaos
+    assert th.fixed_point_variance("linear", 0.5, 1.0) == pytest.approx(2.0)
+
+
+def test_unknown_activation_is_refused_by_name():
+    with pytest.raises(ValueError, match="'softplus'"):
+        th.mean_field_gain("softplus", 1.0)
+    with pytest.raises(ValueError, match="variance q"):
+        th.gaussian_expectation(np.tanh, -1.0)
+
+
+# ------------------------------------------------------------------------------------ the variance map
+@pytest.mark.parametrize("activation,c", [("tanh", 1.0), ("tanh", 3.0), ("sigmoid", 2.0)])
+def test_fixed_point_solves_the_map_and_matches_a_simulated_wide_network(activation, c):
+    q_in = 1.0
+    q_star = th.fixed_point_variance(activation, c, q_in)
+    assert th.variance_map(activation, q_star, c, q_in) == pytest.approx(q_star, rel=1e-10)
+    # Monte Carlo: a wide random network driven by N(0, 1) inputs; mean square of z over units, batch, late t
+    rng = np.random.default_rng(7)
+    d, n, B, T = 1500, 64, 8, 40
+    f = np.tanh if activation == "tanh" else (lambda v: 1 / (1 + np.exp(-v)))
+    W_hh = rng.normal(0, math.sqrt(c / d), size=(d, d))
+    W_hx = rng.normal(0, math.sqrt(q_in / n), size=(d, n))
+    h = np.zeros((B, d))
+    zz = []
+    for t in range(T):
+        z = rng.normal(size=(B, n)) @ W_hx.T + h @ W_hh.T                 # (B, d)
+        h = f(z)
+        if t >= 20:
+            zz.append(np.mean(z ** 2))
+    assert np.mean(zz) == pytest.approx(q_star, rel=0.03)
+
+
+def test_trajectory_starts_at_the_input_variance_and_settles_at_the_fixed_point():
+    q = th.variance_trajectory("tanh", 2.0, 1.0, 30)
+    assert q[0] == 1.0                                   # h_{-1} = 0: only the input
+    assert q[-1] == pytest.approx(th.fixed_point_variance("tanh", 2.0, 1.0), rel=1e-9)
+    assert np.all(np.diff(q) >= 0)                       # the map climbs monotonically
+    relu = th.variance_trajectory("relu", 3.0, 1.0, 5)   # q_t = 1.5 q_{t-1} + 1
+    assert relu == pytest.approx([1.0, 2.5, 4.75, 8.125, 13.1875])
+
+
+def test_stacked_layers_feed_each_layer_the_output_variance_of_the_one_below():
+    q = th.layer_input_variances("tanh", 1.5, 1.0, 1.0, layers=3, T=10)
+    assert q.shape == (3, 10)
+    assert q[0] == pytest.approx(th.variance_trajectory("tanh", 1.5, 1.0, 10))
+    q_in_1 = np.array([th.second_moment("tanh", v) for v in q[0]])
+    assert q[1] == pytest.approx(th.variance_trajectory("tanh", 1.5, q_in_1, 10))
+
+
+# ------------------------------------------------------------- predictions against the reference engine
+def _probe_gradients(activation, c, seed, d=256, T=60, B=16, n=32):
+    """grad_h_norm (T,) of a fresh float64 RNN on the probe task (loss at the last step), and sigma_max(W_hh)."""
+    rng = np.random.default_rng(seed)
+    spec = ModelSpec(cell="rnn", activation=activation, input_size=n, hidden_size=d, output_size=n,
+                     dtype="float64")
+    params = init_params(spec, InitSpec(recurrent_scale=c, input_scale=1.0), rng)
+    x = rng.normal(size=(T, B, n))
+    target = rng.normal(size=(T, B, n))
+    mask = np.zeros((T, B))
+    mask[-1] = 1
+    result = bptt(spec, params, x, target, mask, "mse", backend="numpy")
+    return result.metrics["grad_h_norm"][0], float(np.linalg.norm(params.layers[0].W_hh, 2))
+
+
+@pytest.mark.parametrize("activation,c", [("tanh", 1.0), ("tanh", 3.0), ("sigmoid", 2.0), ("relu", 1.5)])
+def test_mean_field_slope_matches_measured_backprop(activation, c):
+    """The fitted per-step log gain of ||dL/dh_t|| over 4 seeds is within 0.03 of the mean-field log gain."""
+    slopes = []
+    for seed in range(4):
+        g, _ = _probe_gradients(activation, c, seed)
+        ts = np.arange(10, 55)
+        slopes.append(-np.polyfit(ts, np.log(g[ts]), 1)[0])
+    predicted = math.log(th.mean_field_gain(activation, c, q_in=1.0))
+    assert np.mean(slopes) == pytest.approx(predicted, abs=0.03)
+    # and the drawn line has exactly that slope once q_t has settled
+    line = th.mean_field_line(activation, c, 1.0, 60, 59, 1.0)
+    assert (line[10] - line[11]) * math.log(10) == pytest.approx(predicted, rel=1e-6)
+
+
+@pytest.mark.parametrize("activation", ["tanh", "sigmoid", "relu"])
+def test_measured_gradients_stay_under_the_pascanu_bound(activation):
+    g, sigma = _probe_gradients(activation, 2.0, seed=3, d=128, T=40)
+    bound = th.pascanu_line(activation, sigma, 40, 39, g[-1])
+    assert bound[39] == pytest.approx(math.log10(g[-1]))
+    assert np.all(np.log10(g) <= bound + 1e-9)
+    step = bound[0] - bound[1]
+    assert step == pytest.approx(math.log10(th.DERIVATIVE_BOUND[activation] * sigma))
+
+
+# ---------------------------------------------------------------------------------------- anchoring
+def test_anchored_line_passes_through_the_anchor_and_stops_after_it():
+    line = th.relu_line(3.0, T=10, anchor_t=6, anchor_value=0.01)
+    assert line[6] == pytest.approx(-2.0)
+    assert np.all(np.isnan(line[7:]))
+    assert line[0] == pytest.approx(-2.0 + 6 * 0.5 * math.log10(1.5))
+    assert np.all(np.isnan(th.relu_line(3.0, 10, 6, 0.0)))            # nothing to anchor at
+    assert np.all(np.isnan(th.relu_line(3.0, 10, 6, float("nan"))))
+    with pytest.raises(ValueError, match="anchor step 10"):
+        th.relu_line(3.0, 10, 10, 1.0)
+
+
+def test_anchored_line_uses_the_gain_of_each_step():
+    gains = np.log10([9.0, 2.0, 3.0, 5.0])       # stepping back from s multiplies by gains[s]
+    line = th.anchored_line(gains, anchor_t=2, anchor_value=1.0)
+    assert 10 ** line[2] == pytest.approx(1.0)
+    assert 10 ** line[1] == pytest.approx(3.0)
+    assert 10 ** line[0] == pytest.approx(6.0)
+    assert np.isnan(line[3])
+
+
+def test_last_scored_step():
+    mask = np.zeros((8, 3))
+    mask[5, 1] = 1
+    assert th.last_scored_step(mask=mask) == 5
+    assert th.last_scored_step(loss_t=np.array([0.1, 0.2, 0.0, 0.0])) == 1
+    assert th.last_scored_step(T=7) == 6
+
+
+# ----------------------------------------------------------------------- initialisation -> variance c
+@pytest.mark.parametrize("scheme,scale", [("gaussian", 3.0), ("uniform", 1.5), ("xavier", 1.0),
+                                          ("kaiming", 1.0), ("orthogonal", 1.2), ("pytorch", 1.0)])
+@pytest.mark.parametrize("rows,cols", [(400, 400), (400, 100)])
+def test_variance_factor_matches_the_initialiser(scheme, scale, rows, cols):
+    d = rows
+    rng = np.random.default_rng(0)
+    if scheme == "pytorch":                   # drawn inside init_params; same law: U(-k, k), k = scale/sqrt(d)
+        k = scale / math.sqrt(d)
+        W = rng.uniform(-k, k, size=(rows, cols))
+    else:
+        W = init_matrix(scheme, scale, rows, cols, rng)
+    c = th.variance_factor(scheme, scale, fan_in=cols, fan_out=rows, hidden_size=d)
+    assert np.var(W) * cols == pytest.approx(c, rel=0.02)
+    assert th.variance_factor("identity", 1.0, 10, 10, 10) is None
