@@ -97,9 +97,10 @@ class Training:
         for iteration in range(self.iterations):
             start = time.perf_counter()
             x, target, mask = self._batch(iteration)
-            result = bptt(self.spec, self.params, x, target, mask, self.task.loss_kind, backend=self.backend,
-                          workspace=self._workspace if self.backend == "numba" else None)
-            grad_norm, clipped = clip_by_global_norm(result.grads, train.clip_norm)
+            with np.errstate(all="ignore"):   # NaN and Inf are data here: recorded, located, never warned about
+                result = bptt(self.spec, self.params, x, target, mask, self.task.loss_kind, backend=self.backend,
+                              workspace=self._workspace if self.backend == "numba" else None)
+                grad_norm, clipped = clip_by_global_norm(result.grads, train.clip_norm)
             diverged = result.nonfinite is not None or not np.isfinite(grad_norm)
             recorded = diverged or self.is_recorded(iteration)
             metrics: dict = {}
@@ -110,7 +111,8 @@ class Training:
             if nonfinite is not None:
                 nonfinite.iteration = iteration
             if not diverged and train.iterations > 0:
-                self.optimizer.step(self.params, result.grads)
+                with np.errstate(all="ignore"):
+                    self.optimizer.step(self.params, result.grads)
             self.iteration = iteration + 1
             yield Record(iteration=iteration, loss=float(result.loss), grad_norm=float(grad_norm), clipped=clipped,
                          recorded=recorded, metrics=metrics, nonfinite=nonfinite,
