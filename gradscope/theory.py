@@ -26,6 +26,7 @@ ready for plots that draw log10 values on linear axes.
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from functools import lru_cache
 
 import numpy as np
@@ -177,20 +178,19 @@ def variance_factor(scheme: str, scale: float, fan_in: int, fan_out: int, hidden
     raise ValueError(f"unknown initialisation scheme {scheme!r}")
 
 
-def layer_input_variances(activation: str, c_rec: float, c_in: float, input_second_moment: float,
-                          layers: int, T: int, q_b: float = 0.0, c_in_upper: float | None = None) -> np.ndarray:
+def layer_input_variances(activation: str, c_rec: float, c_in: float, input_second_moment, layers: int, T: int,
+                          q_b: float = 0.0, c_in_upper: float | None = None) -> np.ndarray:
     """(layers, T) pre-activation variances q^{(l)}_t of a freshly initialised stacked RNN.
 
-    Layer 0 gets q_in = c_in E[x^2]; layer l > 0 gets q_in,t = c_in_upper E[f(z^{(l-1)}_t)^2] from the layer
-    below (c_in_upper defaults to c_in: the same scheme, now with fan-in d).
+    Layer 0 gets q_in,t = c_in E[x_t^2] (``input_second_moment``: a number or (T,) per step); layer l > 0
+    gets q_in,t = c_in_upper E[f(z^{(l-1)}_t)^2] from the layer below (c_in_upper defaults to c_in).
     """
     c_up = c_in if c_in_upper is None else c_in_upper
     q = np.empty((layers, T))
-    q_in = np.full(T, c_in * input_second_moment)
+    q_in = c_in * np.broadcast_to(np.asarray(input_second_moment, dtype=np.float64), (T,))    # (T,)
     for l in range(layers):
         q[l] = variance_trajectory(activation, c_rec, q_in, T, q_b)
-        with np.errstate(invalid="ignore", over="ignore"):
-            q_in = np.array([c_up * second_moment(activation, v) if math.isfinite(v) else math.inf for v in q[l]])
+        q_in = np.array([c_up * second_moment(activation, v) if math.isfinite(v) else math.inf for v in q[l]])
     return q
 
 
@@ -239,6 +239,62 @@ def pascanu_line(activation: str, sigma_max: float, T: int, anchor_t: int, ancho
     return anchored_line(np.full(T, step), anchor_t, anchor_value)
 
 
+@dataclass(frozen=True)
+class RunTheory:
+    """What the mean-field line of one RNN run needs, read off its settings and first batch.
+
+    c       recurrent variance factor (Var(W_hh) = c / d), None when W_hh is not random (identity)
+    q_in    (T,) the top layer's input contribution to its pre-activation variance
+    q_b     bias variance (nonzero only for the pytorch scheme)
+    The lines describe the TOP layer, which the loss reaches directly; layers below also receive gradient
+    from the layer above at every step, which this recursion leaves out.
+    """
+
+    activation: str
+    c: float | None
+    q_in: np.ndarray
+    q_b: float
+    layer: int
+
+    @classmethod
+    def for_run(cls, run, x: np.ndarray | None = None) -> "RunTheory | None":
+        """From a RunConfig and the run's input batch x (T, B, n) (None: x ~ N(0, 1), the probe's inputs).
+
+        None for an LSTM or an activation without theory.
+        """
+        if run.cell != "rnn" or run.activation not in DERIVATIVE_BOUND:
+            return None
+        d, T = run.hidden_size, run.task.seq_len
+        init = run.init
+        n = x.shape[-1] if x is not None else (run.task.input_size or 1)
+        c = variance_factor(init.recurrent, init.recurrent_scale, d, d, d)
+        c_in = variance_factor(init.input, init.input_scale, n, d, d)
+        c_up = variance_factor(init.input, init.input_scale, d, d, d)
+        if c_in is None:                   # identity W_hx: unit j receives scale * x_j, so q_in = scale^2 E[x^2]
+            c_in = c_up = init.input_scale ** 2
+        m2 = 1.0 if x is None else np.mean(np.square(x, dtype=np.float64), axis=(1, 2))          # (T,) E[x_t^2]
+        # the pytorch scheme also draws b_h as the sum of two U(-1/sqrt(d), 1/sqrt(d)): variance 2 / (3 d)
+        q_b = 2.0 / (3.0 * d) if init.recurrent == "pytorch" else 0.0
+        if c is None:
+            q_in = np.full(T, np.nan)
+        else:
+            q = layer_input_variances(run.activation, c, c_in, m2, run.layers, T, q_b, c_in_upper=c_up)
+            top_in = c_in * np.broadcast_to(m2, (T,)) if run.layers == 1 else np.array(
+                [c_up * second_moment(run.activation, v) if math.isfinite(v) else math.inf for v in q[-2]])
+            q_in = np.asarray(top_in, dtype=np.float64)
+        return cls(run.activation, c, q_in, q_b, run.layers - 1)
+
+    def mean_field(self, anchor_t: int, anchor_value: float) -> np.ndarray | None:
+        """(T,) log10 mean-field prediction for the top layer anchored at step anchor_t, or None (identity)."""
+        if self.c is None:
+            return None
+        return mean_field_line(self.activation, self.c, self.q_in, len(self.q_in), anchor_t, anchor_value,
+                               self.q_b)
+
+    def pascanu(self, sigma_max: float, anchor_t: int, anchor_value: float) -> np.ndarray:
+        return pascanu_line(self.activation, sigma_max, len(self.q_in), anchor_t, anchor_value)
+
+
 def last_scored_step(mask=None, loss_t=None, T: int | None = None) -> int:
     """The last step the loss scores: from the task's (T, B) mask, else the last nonzero loss_t, else T-1."""
     if mask is not None:
@@ -260,4 +316,4 @@ def last_scored_step(mask=None, loss_t=None, T: int | None = None) -> int:
 __all__ = ["DERIVATIVE_BOUND", "gaussian_expectation", "second_moment", "derivative_second_moment",
            "variance_map", "variance_trajectory", "fixed_point_variance", "gain_squared", "mean_field_gain",
            "variance_factor", "layer_input_variances", "anchored_line", "mean_field_line", "relu_line",
-           "pascanu_line", "last_scored_step"]
+           "pascanu_line", "last_scored_step", "RunTheory"]

@@ -188,3 +188,38 @@ def test_variance_factor_matches_the_initialiser(scheme, scale, rows, cols):
     c = th.variance_factor(scheme, scale, fan_in=cols, fan_out=rows, hidden_size=d)
     assert np.var(W) * cols == pytest.approx(c, rel=0.02)
     assert th.variance_factor("identity", 1.0, 10, 10, 10) is None
+
+
+# ------------------------------------------------------------------------------- a run's theory inputs
+def test_run_theory_reads_scales_and_inputs_from_the_run():
+    from gradscope.config import RunConfig
+
+    run = RunConfig.model_validate({"activation": "tanh", "hidden_size": 64, "init": {"recurrent_scale": 2.0,
+                                    "input_scale": 0.5}, "task": {"seq_len": 20}})
+    rt = th.RunTheory.for_run(run)
+    assert rt.c == 2.0 and rt.layer == 0
+    assert rt.q_in == pytest.approx(np.full(20, 0.5))                 # x ~ N(0, 1): q_in = input_scale
+    x = np.zeros((20, 4, 32))
+    x[:, :, 0] = 2.0                                                    # E[x^2] = 4 / 32 per component
+    assert th.RunTheory.for_run(run, x).q_in == pytest.approx(np.full(20, 0.5 * 4 / 32))
+    line = rt.mean_field(19, 1.0)
+    assert line == pytest.approx(th.mean_field_line("tanh", 2.0, 0.5, 20, 19, 1.0))
+    assert th.RunTheory.for_run(run.model_copy(update={"cell": "lstm"})) is None
+    orth = run.model_copy(update={"init": run.init.model_copy(update={"recurrent": "orthogonal",
+                                                                      "recurrent_scale": 1.1})})
+    assert th.RunTheory.for_run(orth).c == pytest.approx(1.21)
+    ident = run.model_copy(update={"init": run.init.model_copy(update={"recurrent": "identity"})})
+    assert th.RunTheory.for_run(ident).mean_field(19, 1.0) is None
+
+
+def test_run_theory_of_a_stack_describes_the_top_layer():
+    from gradscope.config import RunConfig
+
+    run = RunConfig.model_validate({"activation": "tanh", "layers": 3, "hidden_size": 32,
+                                    "init": {"recurrent_scale": 1.5}, "task": {"seq_len": 12}})
+    rt = th.RunTheory.for_run(run)
+    q = th.layer_input_variances("tanh", 1.5, 1.0, 1.0, 3, 12)
+    assert rt.layer == 2
+    # the top layer's input is the middle layer's output: q_in = c_in E[f(z^{(1)})^2]
+    assert rt.q_in == pytest.approx([th.second_moment("tanh", v) for v in q[1]])
+    assert th.variance_trajectory("tanh", 1.5, rt.q_in, 12) == pytest.approx(q[2])
