@@ -46,6 +46,14 @@ class ConfigError(ValueError):
         self.source, self.run, self.key = source, run, key
 
 
+class _KeyedError(ValueError):
+    """Raised inside a model validator for a rule across fields; ``key`` is the dotted key to blame."""
+
+    def __init__(self, key: str, message: str):
+        super().__init__(message)
+        self.key = key
+
+
 # ---------------------------------------------------------------------------------------------- the models
 class InitConfig(BaseModel):
     """How the initial parameters are drawn (engine.InitSpec; formulas in engine.params.init_matrix)."""
@@ -120,12 +128,14 @@ class RunConfig(BaseModel):
     @model_validator(mode="after")
     def _check(self) -> "RunConfig":
         if self.init.chrono and self.cell != "lstm":
-            raise ValueError("init.chrono applies to cell = \"lstm\" only")
+            raise _KeyedError("init.chrono", f"got true with cell = {self.cell!r}; expected cell = \"lstm\" "
+                                             f"(chrono initialises the LSTM's gate biases)")
         if self.init.chrono and (self.init.chrono_tmax or self.task.seq_len) < 3:
-            raise ValueError("init.chrono needs T_max >= 3 (init.chrono_tmax, or task.seq_len when it is 0)")
+            raise _KeyedError("init.chrono_tmax", "chrono initialisation needs T_max >= 3 (init.chrono_tmax, or "
+                                                  "task.seq_len when it is 0)")
         needed, available = self.memory_estimate(), _memory_bytes()
         if available and needed > MEMORY_SHARE * available:
-            raise ValueError(
+            raise _KeyedError("hidden_size", 
                 f"hidden_size = {self.hidden_size}, layers = {self.layers}, task.seq_len = {self.task.seq_len} and "
                 f"task.batch_size = {self.task.batch_size} need about {needed / 2**30:.1f} GiB for BPTT's states "
                 f"and weights; this machine allows {MEMORY_SHARE * available / 2**30:.1f} GiB "
@@ -249,6 +259,8 @@ def loads(text: str, source: str | os.PathLike = "<string>", *, check_tasks: boo
     for index, entry in enumerate(entries):
         label = entry.get("name") if isinstance(entry.get("name"), str) else None
         where = f"run {label!r} (runs[{index}])" if label else f"runs[{index}]"
+        if "runs" not in doc:
+            where = "[defaults] (the file's only run)"
         merged = _merge(defaults, entry)
         merged.setdefault("name", label or (header.name if len(entries) == 1 else f"run {index + 1}"))
         merged = _resolve_text(merged, base_dir)
@@ -257,16 +269,20 @@ def loads(text: str, source: str | os.PathLike = "<string>", *, check_tasks: boo
         except ValidationError as error:
             message, key = _explain(error)
             origin = ""
-            if key and not _has_key(entry, key) and _has_key(defaults, key):
+            if key and "runs" in doc and not _has_key(entry, key) and _has_key(defaults, key):
                 origin = " (set in [defaults])"
             fail(f"{where}: {message}{origin}", key=key, run=label if label else index)
         if check_tasks:
             from .engine.tasks import TaskError, make_task
 
             try:
-                make_task(run.task, run.dtype)
+                task = make_task(run.task, run.dtype)
             except TaskError as error:
                 fail(f"{where}: {error.key}: {error}", key=error.key, run=label if label else index)
+            if run.init.input == "identity" and task.input_size != run.hidden_size:
+                fail(f"{where}: init.input: got \"identity\", which needs a square W_hx, but the task's input size "
+                     f"is {task.input_size} and hidden_size is {run.hidden_size}", key="init.input",
+                     run=label if label else index)
         if any(r.name == run.name for r in runs):
             fail(f"{where}: name: {run.name!r} is used by an earlier run; expected every run to have its own name",
                  key="name", run=run.name)
@@ -318,10 +334,16 @@ def _explain(error: ValidationError, prefix: str = "") -> tuple[str, str | None]
             known = ", ".join(model.model_fields) if model else ""
             lines.append(f"{key}: unknown key; expected one of: {known}")
         elif err["type"] == "value_error":
-            lines.append((f"{key}: " if key else "") + str(err["ctx"]["error"]))
+            cause = err["ctx"]["error"]
+            if isinstance(cause, _KeyedError):
+                key = prefix + cause.key
+                first = first or key
+            lines.append((f"{key}: " if key else "") + str(cause))
         else:
             expected = err["msg"][0].lower() + err["msg"][1:]
             expected = expected.replace("input should be", "expected").replace("input", "a value")
+            for word in ("greater", "less"):
+                expected = expected.replace(f"expected {word} than", f"expected a value {word} than")
             lines.append(f"{key}: got {given!r} ({type(given).__name__}); {expected}")
     return "; ".join(lines), first
 

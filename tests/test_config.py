@@ -1,0 +1,205 @@
+"""Experiment files: loading, refusing bad files with a useful message, writing them back."""
+import sys
+from pathlib import Path
+
+import pytest
+
+from gradscope import cli, config
+from gradscope.config import ConfigError, RunConfig
+
+ROOT = Path(__file__).resolve().parent.parent
+MODELS = sorted((ROOT / "models").glob("*.toml"))
+BAD = ROOT / "tests" / "data" / "bad"
+
+# file -> the dotted key the message must name (and ConfigError.key must be), the run it names (or None)
+MALFORMED = {
+    "syntax_error.toml": (None, None, "line 6"),
+    "unknown_top_key.toml": ("colour", None, "colour"),
+    "missing_schema.toml": ("schema_version", None, "schema_version"),
+    "wrong_schema.toml": ("schema_version", None, "got 2"),
+    "unknown_default_key.toml": ("hiden_size", None, "unknown key"),
+    "bad_cell.toml": ("cell", None, "'gru'"),
+    "bad_activation.toml": ("activation", "soft", "'softplus'"),
+    "negative_hidden.toml": ("hidden_size", None, "-4"),
+    "hidden_string.toml": ("hidden_size", None, "'128'"),
+    "bad_dtype.toml": ("dtype", None, "'float16'"),
+    "bad_init_scheme.toml": ("init.recurrent", "he", "'he'"),
+    "negative_scale.toml": ("init.recurrent_scale", "neg", "-1.0"),
+    "unknown_init_key.toml": ("init.recurrent_gain", None, "unknown key"),
+    "bad_task.toml": ("task.name", None, "'translation'"),
+    "zero_seq_len.toml": ("task.seq_len", "empty", "got 0"),
+    "copy_too_short.toml": ("task.seq_len", None, "2 * copy_length + 1"),
+    "missing_text.toml": ("task.text", None, "no_such_corpus.txt"),
+    "adding_input_size.toml": ("task.input_size", None, "got 5"),
+    "bad_optimizer.toml": ("train.optimizer", None, "'rmsprop'"),
+    "negative_lr.toml": ("train.lr", "backwards", "-0.1"),
+    "momentum_one.toml": ("train.momentum", None, "less than 1"),
+    "record_every_zero.toml": ("train.record_every", None, "got 0"),
+    "duplicate_names.toml": ("name", "twin", "'twin'"),
+    "chrono_rnn.toml": ("init.chrono", "chrono rnn", "lstm"),
+    "too_big.toml": ("hidden_size", None, "GiB"),
+    "bad_seed.toml": ("experiment.seed", None, "-1"),
+    "iterations_float.toml": ("train.iterations", None, "10.5"),
+    "runs_not_tables.toml": ("runs", None, "array of tables"),
+    "defaults_name.toml": ("defaults.name", None, "each [[runs]]"),
+    "layers_bool.toml": ("layers", None, "True"),
+    "identity_input.toml": ("init.input", "irnn", "square"),
+    "defaults_origin.toml": ("hidden_size", "a", "set in [defaults]"),
+}
+
+
+def test_every_malformed_file_is_listed():
+    assert sorted(p.name for p in BAD.glob("*.toml")) == sorted(MALFORMED)
+    assert len(MALFORMED) >= 20
+
+
+@pytest.mark.parametrize("name", sorted(MALFORMED))
+def test_malformed_file_is_refused_naming_file_and_key(name, capsys):
+    key, run, detail = MALFORMED[name]
+    path = BAD / name
+    with pytest.raises(ConfigError) as caught:
+        config.load(path)
+    error = caught.value
+    message = str(error)
+    assert error.source == str(path)
+    assert message.startswith(str(path))
+    assert error.key == key
+    if key is not None:
+        assert key in message
+    if run is not None:
+        assert error.run == run and repr(run) in message
+    assert detail in message
+    # the command line: exit 2, one message naming the file and the key, no traceback
+    assert cli.main(["validate", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert str(path) in err and (key is None or key in err)
+    assert "Traceback" not in err and len(err.strip().splitlines()) == 1
+
+
+def test_refused_run_touches_nothing_on_disk(tmp_path, capsys):
+    out = tmp_path / "never"
+    assert cli.main(["run", str(BAD / "negative_scale.toml"), "--out", str(out), "--backend", "numpy"]) == 2
+    assert not out.exists() and list(tmp_path.iterdir()) == []
+    assert "init.recurrent_scale" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("path", MODELS, ids=[p.stem for p in MODELS])
+def test_shipped_experiments_load(path):
+    experiment = config.load(path)
+    assert experiment.runs and experiment.source == path
+    assert path.read_text().lstrip().startswith("#"), "each shipped file opens with a comment saying what it shows"
+    for run in experiment.runs:
+        spec = run.model_spec()
+        assert spec.hidden_size == run.hidden_size and spec.layers == run.layers
+    # dumps -> loads gives the same resolved runs
+    again = config.loads(config.dumps(experiment), source="<dumped>")
+    assert again.runs == experiment.runs and again.seed == experiment.seed and again.name == experiment.name
+
+
+def test_defaults_are_overridden_by_runs_with_dotted_keys():
+    experiment = config.loads("""
+schema_version = 1
+[experiment]
+name = "e"
+seed = 7
+[defaults]
+hidden_size = 64
+[defaults.init]
+recurrent_scale = 2.0
+input_scale = 0.5
+[[runs]]
+name = "a"
+init.recurrent_scale = 3.0
+[[runs]]
+name = "b"
+seed = 3
+""")
+    a, b = experiment.runs
+    assert (a.init.recurrent_scale, a.init.input_scale, a.hidden_size) == (3.0, 0.5, 64)
+    assert (b.init.recurrent_scale, b.init.input_scale) == (2.0, 0.5)
+    assert a.effective_seed(experiment.seed) == 7 and b.effective_seed(experiment.seed) == 3
+
+
+def test_file_without_runs_is_one_run_named_after_the_experiment():
+    experiment = config.loads('schema_version = 1\n[experiment]\nname = "solo"\n[defaults]\nlayers = 2\n')
+    assert [r.name for r in experiment.runs] == ["solo"] and experiment.runs[0].layers == 2
+
+
+def test_model_and_init_spec_follow_the_task():
+    run = RunConfig.model_validate({"cell": "lstm", "hidden_size": 16, "task": {"name": "copy", "symbols": 5,
+                                                                                 "copy_length": 3, "seq_len": 12},
+                                    "init": {"forget_bias": 1.0, "readout_scale": 0.5}})
+    spec = run.model_spec()
+    assert (spec.input_size, spec.output_size, spec.cell) == (7, 5, "lstm")
+    init = run.init_spec()
+    assert (init.forget_bias, init.readout_scale) == (1.0, 0.5)
+
+
+def test_model_dump_round_trips_and_runs_are_frozen():
+    run = RunConfig.model_validate({"name": "x", "task": {"name": "adding", "seq_len": 20}})
+    assert RunConfig.model_validate(run.model_dump()) == run
+    with pytest.raises(Exception):
+        run.hidden_size = 3
+    edited = run.model_copy(update={"hidden_size": 8})
+    assert edited.hidden_size == 8 and run.hidden_size == 128
+
+
+def test_relative_text_is_resolved_against_the_experiment_file(tmp_path):
+    (tmp_path / "corpus.txt").write_text("abcabcabd " * 20)
+    path = tmp_path / "lm.toml"
+    path.write_text('schema_version = 1\n[defaults.task]\nname = "charlm"\nseq_len = 10\ntext = "corpus.txt"\n')
+    run = config.load(path).runs[0]
+    assert Path(run.task.text) == tmp_path / "corpus.txt"
+    assert run.model_spec().input_size == 5  # a, b, c, d, space
+
+
+def test_save_keeps_comments_and_writes_only_changes(tmp_path):
+    source = tmp_path / "mine.toml"
+    source.write_text("""# my experiment: keep this comment
+schema_version = 1
+
+[experiment]
+name = "mine"   # the name
+seed = 1
+
+[defaults]
+hidden_size = 32  # small
+[defaults.task]
+seq_len = 20
+
+[[runs]]
+name = "a"
+init.recurrent_scale = 3.0  # explodes
+
+[[runs]]
+name = "b"
+""")
+    experiment = config.load(source)
+    a, b = experiment.runs
+    a2 = a.model_copy(update={"init": a.init.model_copy(update={"recurrent_scale": 2.5})})
+    c = b.model_copy(update={"name": "c", "cell": "lstm", "init": b.init.model_copy(update={"forget_bias": 1.0})})
+    edited = experiment.model_copy(update={"runs": [a2, c]})
+    config.save(edited, source)
+    text = source.read_text()
+    for comment in ("# my experiment: keep this comment", "# the name", "# small", "# explodes"):
+        assert comment in text
+    assert 'name = "b"' not in text
+    again = config.load(source)
+    assert again.runs == [a2, c]
+    assert "recurrent_scale = 2.5" in text and "forget_bias = 1.0" in text
+    assert not list(tmp_path.glob(".*tmp*")), "no temporary file left behind"
+
+
+def test_save_of_an_experiment_without_a_file_writes_everything(tmp_path):
+    experiment = config.loads('schema_version = 1\n[[runs]]\nname = "x"\nactivation = "tanh"\n')
+    config.save(experiment, tmp_path / "new.toml")
+    assert config.load(tmp_path / "new.toml").runs == experiment.runs
+
+
+def test_config_imports_no_qt():
+    import subprocess
+
+    code = "import sys, gradscope.config, gradscope.engine.trainer, gradscope.io, gradscope.experiment, gradscope.cli;" \
+           "print(any(m.startswith(('PyQt6', 'pyqtgraph')) for m in sys.modules))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, check=True)
+    assert out.stdout.strip() == "False"
