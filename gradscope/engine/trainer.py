@@ -106,7 +106,8 @@ class Training:
             metrics: dict = {}
             if recorded:
                 metrics = dict(result.metrics)
-                metrics.update(parameter_metrics(self.spec, self.params, result.grads))
+                with np.errstate(all="ignore"):
+                    metrics.update(parameter_metrics(self.spec, self.params, result.grads))
             nonfinite = result.nonfinite
             if nonfinite is not None:
                 nonfinite.iteration = iteration
