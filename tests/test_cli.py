@@ -1,0 +1,178 @@
+"""The command line: exit codes 0 / 1 / 2, progress lines, the log file, overrides, opening the app."""
+import json
+import subprocess
+import sys
+import types
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from gradscope import cli, config
+
+ROOT = Path(__file__).resolve().parent.parent
+
+SMALL = """
+schema_version = 1
+[experiment]
+name = "small"
+seed = 2
+[defaults]
+hidden_size = 8
+[defaults.task]
+name = "adding"
+seq_len = 10
+batch_size = 2
+[defaults.train]
+iterations = 3
+[[runs]]
+name = "relu"
+[[runs]]
+name = "tanh"
+activation = "tanh"
+"""
+
+
+@pytest.fixture
+def small(tmp_path):
+    path = tmp_path / "small.toml"
+    path.write_text(SMALL)
+    return path
+
+
+@pytest.fixture(autouse=True)
+def logs(tmp_path, monkeypatch):
+    folder = tmp_path / "logs"
+    monkeypatch.setenv("GRADSCOPE_LOG_DIR", str(folder))
+    return folder
+
+
+def run(*args):
+    return cli.main(["run", *map(str, args), "--backend", "numpy", "--no-plots"])
+
+
+def test_run_exports_and_reports_progress(small, tmp_path, capsys):
+    assert run(small, "--out", tmp_path / "out") == 0
+    err = capsys.readouterr().err
+    lines = [line for line in err.splitlines() if line.startswith("[")]
+    assert len(lines) == 2 and all("it/s" in line and "completed" in line for line in lines)
+    assert lines[0].startswith("[1/2] relu") and lines[1].startswith("[2/2] tanh")
+    summary = json.loads((tmp_path / "out" / "summary.json").read_text())
+    assert [r["iterations"] for r in summary["runs"]] == [3, 3]
+
+
+def test_overrides_are_applied_and_exported(small, tmp_path):
+    out = tmp_path / "out"
+    assert run(small, "--out", out, "--runs", "tanh", "--iterations", "5", "--seed", "9") == 0
+    experiment = config.load(out / "experiment.toml")
+    assert [r.name for r in experiment.runs] == ["tanh"] and experiment.seed == 9
+    assert experiment.runs[0].train.iterations == 5
+    with np.load(out / "01-tanh" / "trace.npz") as npz:
+        assert list(npz["iteration"]) == [0, 1, 2, 3, 4]
+    # re-running the exported file reproduces the trace
+    assert run(out / "experiment.toml", "--out", tmp_path / "again") == 0
+    with np.load(out / "01-tanh" / "trace.npz") as a, np.load(tmp_path / "again" / "01-tanh" / "trace.npz") as b:
+        assert a.files == b.files and all(np.array_equal(a[k], b[k]) for k in a.files)
+
+
+@pytest.mark.parametrize("args,culprit", [
+    (["--runs", "gru"], "'gru'"),
+    (["--iterations", "-1"], "--iterations"),
+    (["--seed", "-3"], "--seed"),
+    (["--processes", "0"], "--processes"),
+])
+def test_bad_options_exit_2_with_one_message(small, tmp_path, capsys, args, culprit):
+    assert run(small, "--out", tmp_path / "out", *args) == 2
+    err = capsys.readouterr().err
+    assert culprit in err and "Traceback" not in err
+    assert not (tmp_path / "out").exists()
+
+
+def test_missing_file_and_occupied_folder_exit_2(small, tmp_path, capsys):
+    assert cli.main(["validate", str(tmp_path / "nope.toml")]) == 2
+    assert "nope.toml" in capsys.readouterr().err
+    occupied = tmp_path / "thesis"
+    occupied.mkdir()
+    (occupied / "chapter1.tex").write_text("x")
+    assert run(small, "--out", occupied) == 2
+    assert "not a GradScope export" in capsys.readouterr().err
+    assert [p.name for p in occupied.iterdir()] == ["chapter1.tex"]
+
+
+def test_argparse_usage_errors_exit_2(capsys):
+    assert cli.main(["run"]) == 2
+    assert cli.main(["frobnicate", "x.toml"]) == 2
+
+
+def test_unexpected_error_exits_1_with_the_traceback_in_a_log(small, tmp_path, capsys, logs, monkeypatch):
+    import gradscope.experiment
+
+    def broken(*a, **k):
+        raise RuntimeError("simulated bug")
+
+    monkeypatch.setattr(gradscope.experiment, "run_experiment", broken)
+    assert run(small, "--out", tmp_path / "out") == 1
+    err = capsys.readouterr().err
+    log = Path(err.strip().splitlines()[-1].split("the traceback is in ")[1])
+    assert log.parent == logs and "RuntimeError: simulated bug" in log.read_text()
+    assert "Traceback" in log.read_text() and "Traceback" not in err
+
+
+def test_a_failed_run_exits_1_and_the_others_are_kept(small, tmp_path, capsys, logs, monkeypatch):
+    import gradscope.engine.trainer as trainer
+
+    real = trainer.Training
+
+    class FailsForTanh(real):
+        def __init__(self, run, seed, backend="numba"):
+            if run.activation == "tanh":
+                raise FloatingPointError("simulated failure in the tanh run")
+            super().__init__(run, seed, backend)
+
+    monkeypatch.setattr(trainer, "Training", FailsForTanh)
+    out = tmp_path / "out"
+    assert run(small, "--out", out) == 1
+    err = capsys.readouterr().err
+    assert "tanh: failed" in err and "simulated failure" in err
+    summary = json.loads((out / "summary.json").read_text())
+    assert [r["status"] for r in summary["runs"]] == ["completed", "failed"]
+    assert "FloatingPointError" in summary["runs"][1]["error"]
+    log = next(logs.iterdir())
+    assert "simulated failure in the tanh run" in log.read_text()
+
+
+def test_a_diverged_run_is_a_result_exit_0(tmp_path, capsys):
+    path = tmp_path / "boom.toml"
+    path.write_text(SMALL.replace('name = "relu"', 'name = "relu"\ninit.recurrent_scale = 400.0\ntrain.lr = 1e6'))
+    assert run(path, "--out", tmp_path / "out") == 0
+    err = capsys.readouterr().err
+    assert "relu: diverged" in err and "non-finite" in err
+
+
+def test_no_arguments_or_a_file_open_the_app(small, monkeypatch):
+    opened = []
+    fake = types.ModuleType("gradscope.gui.app")
+    fake.main = lambda path=None: opened.append(path) or 0
+    monkeypatch.setitem(sys.modules, "gradscope.gui.app", fake)
+    assert cli.main([]) == 0 and cli.main([str(small)]) == 0
+    assert opened == [None, str(small)]
+
+
+def test_opening_a_bad_file_exits_2_before_the_app_starts(monkeypatch, capsys):
+    fake = types.ModuleType("gradscope.gui.app")
+    fake.main = lambda path=None: pytest.fail("the app must not start on a bad file")
+    monkeypatch.setitem(sys.modules, "gradscope.gui.app", fake)
+    bad = ROOT / "tests" / "data" / "bad" / "bad_cell.toml"
+    assert cli.main([str(bad)]) == 2
+    assert "cell" in capsys.readouterr().err
+
+
+def test_python_dash_m_and_main_py(small):
+    for command in ([sys.executable, "-m", "gradscope", "validate", str(small)],
+                    [sys.executable, str(ROOT / "main.py"), "validate", str(small)]):
+        proc = subprocess.run(command, capture_output=True, text=True, cwd=ROOT)
+        assert proc.returncode == 0 and "2 run(s)" in proc.stderr
+    bad = ROOT / "tests" / "data" / "bad" / "syntax_error.toml"
+    proc = subprocess.run([sys.executable, "-m", "gradscope", "validate", str(bad)], capture_output=True,
+                          text=True, cwd=ROOT)
+    assert proc.returncode == 2 and "line 6" in proc.stderr
