@@ -1,0 +1,226 @@
+"""Plot building blocks shared by the views: log10 axes, hover readouts, empty-state hints, pens.
+
+Log scales: every norm is drawn as log10(value) on a LINEAR axis whose ticks read 10^k.  pyqtgraph's own log
+mode shifts curves in SVG export (pyqtgraph#2941); plotting log10 values sidesteps it and keeps hover values,
+theory lines and exported figures in one coordinate system.
+"""
+from __future__ import annotations
+
+import math
+from typing import Callable
+
+import numpy as np
+import pyqtgraph as pg
+from PyQt6 import QtCore, QtGui, QtWidgets
+
+from . import style
+
+_SUPERSCRIPT = str.maketrans("0123456789-", "⁰¹²³⁴⁵⁶⁷⁸⁹⁻")
+_PEN_STYLES = {"solid": QtCore.Qt.PenStyle.SolidLine, "dash": QtCore.Qt.PenStyle.DashLine,
+               "dot": QtCore.Qt.PenStyle.DotLine, "dashdot": QtCore.Qt.PenStyle.DashDotLine}
+
+
+def decade_label(exponent: int) -> str:
+    """10^k written with superscripts, e.g. 10⁻³."""
+    return "10" + str(exponent).translate(_SUPERSCRIPT)
+
+
+def value_label(value: float) -> str:
+    """A compact readout of a value: 4 significant digits, NaN / Inf spelled out."""
+    if math.isnan(value):
+        return "NaN"
+    if math.isinf(value):
+        return "+Inf" if value > 0 else "-Inf"
+    return f"{value:.4g}"
+
+
+def log_ticks(lo: float, hi: float, pixels: float) -> list[tuple[float, list[float]]]:
+    """Tick levels for log10 data between lo and hi, as pyqtgraph's [(spacing, values), ...].
+
+    Over two decades or more: decades (every 2nd, 5th... when crowded), plus unlabelled 2..9 multiples when
+    there is room.  Over less: 1, 2, 5 (or 1..9) times the decades, all labelled, so an axis never shows a
+    single number.
+    """
+    if not (math.isfinite(lo) and math.isfinite(hi)) or hi <= lo:
+        return []
+    span = hi - lo
+    decades = range(math.floor(lo), math.ceil(hi) + 1)
+    if span < 2:
+        for multiples in ((1, 2, 3, 4, 5, 6, 7, 8, 9), (1, 2, 5), (1, 3), (1,)):
+            values = [d + math.log10(m) for d in decades for m in multiples]
+            values = [v for v in values if lo <= v <= hi]
+            if len(values) * 24 <= pixels:
+                return [(1.0, values)]
+        return [(1.0, values)]
+    max_major = max(2, int(pixels / 38))
+    step = next((s for s in (1, 2, 3, 5, 10, 20, 50, 100, 200, 500, 1000) if span / s <= max_major),
+                math.ceil(span / max_major))
+    majors = [float(k) for k in range(math.ceil(lo / step) * step, math.floor(hi) + 1, step)]
+    levels = [(float(step), majors)]
+    if step == 1 and pixels / span > 55:
+        minors = [d + math.log10(m) for d in decades for m in range(2, 10)]
+        levels.append((0.1, [v for v in minors if lo <= v <= hi]))
+    return levels
+
+
+class Log10Axis(pg.AxisItem):
+    """An axis for data plotted as log10(value): ticks at decades, labelled 10^k."""
+
+    def __init__(self, orientation: str, **kwargs):
+        super().__init__(orientation, **kwargs)
+        self.enableAutoSIPrefix(False)
+        self._spacing = 1.0
+
+    def tickValues(self, minVal, maxVal, size):  # Qt-style name: pyqtgraph override
+        levels = log_ticks(min(minVal, maxVal), max(minVal, maxVal), size)
+        if levels:
+            self._spacing = levels[0][0]
+        return levels
+
+    def tickStrings(self, values, scale, spacing):  # pyqtgraph override
+        if spacing < 1 and self._spacing >= 1:        # minor ticks of a decade scale: unlabelled
+            return ["" for _ in values]
+        decades = all(abs(v - round(v)) < 1e-9 for v in values)
+        # whole decades read 10^k; a short axis with 2x, 5x ticks reads plain numbers (1, 2, 5, 10, ...)
+        return [decade_label(int(round(v))) if decades else value_label(10.0 ** v) for v in values]
+
+
+def pen(color: str, width: float = style.CURVE_WIDTH, line: str = "solid", alpha: int = 255) -> QtGui.QPen:
+    qcolor = QtGui.QColor(color)
+    qcolor.setAlpha(alpha)
+    p = pg.mkPen(qcolor, width=width)
+    p.setStyle(_PEN_STYLES[line])
+    return p
+
+
+def make_plot(layout: pg.GraphicsLayout, row: int, col: int, *, title: str, x_label: str, y_label: str,
+              log_y: bool = False, rowspan: int = 1, colspan: int = 1) -> pg.PlotItem:
+    """A PlotItem placed in ``layout`` with the project's look; log_y gives a Log10Axis on the left."""
+    axes = {"left": Log10Axis("left")} if log_y else {}
+    plot = layout.addPlot(row=row, col=col, rowspan=rowspan, colspan=colspan, axisItems=axes)
+    plot.setTitle(title, size="11pt")
+    plot.setLabel("bottom", x_label)
+    plot.setLabel("left", y_label)
+    plot.showGrid(x=True, y=True, alpha=style.GRID_ALPHA)
+    plot.getAxis("left").setWidth(62)
+    return plot
+
+
+def side_legend(layout: pg.GraphicsLayout, row: int, col: int, rowspan: int = 1) -> pg.LegendItem:
+    """A legend in its own layout cell, beside the plots, so it never hides a curve."""
+    legend = pg.LegendItem(offset=None, brush=pg.mkBrush(255, 255, 255, 0), labelTextColor=style.FOREGROUND,
+                           verSpacing=-4)
+    layout.addItem(legend, row=row, col=col, rowspan=rowspan)
+    # as tall as its entries, at the top of its cell (a grid layout would otherwise spread the entries out)
+    legend.setSizePolicy(QtWidgets.QSizePolicy.Policy.Preferred, QtWidgets.QSizePolicy.Policy.Maximum)
+    layout.layout.setAlignment(legend, QtCore.Qt.AlignmentFlag.AlignTop)
+    return legend
+
+
+class EmptyHint:
+    """A centred message in a plot that has nothing to show (e.g. "Press Run (Space) to start")."""
+
+    def __init__(self, plot: pg.PlotItem, text: str):
+        self.plot = plot
+        self.item = pg.TextItem(text, color="#707070", anchor=(0.5, 0.5))
+        font = QtGui.QFont()
+        font.setPointSize(12)
+        self.item.setFont(font)
+        plot.addItem(self.item, ignoreBounds=True)
+        plot.getViewBox().sigRangeChanged.connect(self._place)
+        self._place()
+
+    def set_text(self, text: str) -> None:
+        self.item.setText(text)
+
+    def show(self, visible: bool) -> None:
+        self.item.setVisible(visible)
+
+    def _place(self, *_):
+        (x0, x1), (y0, y1) = self.plot.getViewBox().viewRange()
+        self.item.setPos((x0 + x1) / 2, (y0 + y1) / 2)
+
+    @property
+    def visible(self) -> bool:
+        return self.item.isVisible()
+
+
+class HoverReadout:
+    """A vertical crosshair and a text box of exact values under the mouse.
+
+    ``describe(x, y)`` returns the text for the data point nearest to x (or None to hide).
+    """
+
+    def __init__(self, plot: pg.PlotItem, describe: Callable[[float, float], str | None]):
+        self.plot, self.describe = plot, describe
+        self.line = pg.InfiniteLine(angle=90, movable=False, pen=pen("#808080", 1, "dash"))
+        self.label = pg.TextItem(anchor=(0, 0), color=style.FOREGROUND, fill=pg.mkBrush(255, 255, 255, 225),
+                                 border=pg.mkPen("#A0A0A0"))
+        for item in (self.line, self.label):
+            item.setZValue(1000)
+            item.setVisible(False)
+            plot.addItem(item, ignoreBounds=True)
+        self._connected = False
+        self.connect()
+
+    def connect(self) -> None:
+        scene = self.plot.scene()
+        if scene is not None and not self._connected:
+            scene.sigMouseMoved.connect(self.hover)
+            self._connected = True
+
+    def hover(self, scene_pos) -> None:
+        """Update for a mouse position in scene coordinates (also called by tests)."""
+        vb = self.plot.getViewBox()
+        if not vb.sceneBoundingRect().contains(scene_pos):
+            self.hide()
+            return
+        point = vb.mapSceneToView(scene_pos)
+        text = self.describe(point.x(), point.y())
+        if not text:
+            self.hide()
+            return
+        self.line.setPos(point.x())
+        (x0, x1), (y0, y1) = vb.viewRange()
+        self.label.setText(text)
+        # keep the box inside the view: at the left when the mouse is on the right half, else at the right
+        right_half = point.x() > (x0 + x1) / 2
+        self.label.setAnchor((0, 0) if right_half else (1, 0))
+        self.label.setPos(x0 if right_half else x1, y1)
+        self.line.setVisible(True)
+        self.label.setVisible(True)
+
+    def hide(self) -> None:
+        self.line.setVisible(False)
+        self.label.setVisible(False)
+
+    @property
+    def text(self) -> str:
+        return self.label.toPlainText() if self.label.isVisible() else ""
+
+
+def nearest_index(xs: np.ndarray, x: float) -> int | None:
+    """Index of the entry of sorted xs nearest to x (None for an empty array)."""
+    if len(xs) == 0 or not math.isfinite(x):
+        return None
+    i = int(np.searchsorted(xs, x))
+    if i == len(xs):
+        return len(xs) - 1
+    if i > 0 and x - xs[i - 1] < xs[i] - x:
+        return i - 1
+    return i
+
+
+def thin_rows(n: int, limit: int) -> np.ndarray:
+    """At most ``limit`` row indices spread evenly over 0..n-1, always with the first and the last."""
+    if n <= limit:
+        return np.arange(n)
+    return np.unique(np.round(np.linspace(0, n - 1, limit)).astype(np.int64))
+
+
+def finite_range(values: np.ndarray) -> tuple[float, float] | None:
+    """(min, max) of the finite entries, or None."""
+    finite = values[np.isfinite(values)]
+    if finite.size == 0:
+        return None
+    return float(finite.min()), float(finite.max())

@@ -1,0 +1,206 @@
+"""What every view shares.
+
+A view is two parts:
+- a ``Figure``: the pyqtgraph plots of the view inside a ``pg.GraphicsLayout``, with ``refresh(runs)``
+  drawing a list of RunData in place (items created once, then setData / setImage).  It knows nothing of
+  widgets, so the same code draws in the app, in the composite figure and in exported files;
+- a ``View``: the QWidget the app shows, the figure's layout in a GraphicsLayoutWidget under a row of
+  controls (layer, run, overlays).  ``View.redraw(runs)`` redraws only when something it shows changed.
+"""
+from __future__ import annotations
+
+import numpy as np
+import pyqtgraph as pg
+from PyQt6 import QtWidgets
+
+from .. import style
+from ..model import RunData, log10_or_nan, nonfinite_mask
+from ..plotting import pen
+
+
+class CurveSet:
+    """One curve per key in a plot: created on first use, updated in place, removed when its key goes."""
+
+    def __init__(self, plot: pg.PlotItem, legend: pg.LegendItem | None = None):
+        self.plot, self.legend = plot, legend
+        self.items: dict = {}
+        self._names: dict = {}
+
+    def set(self, key, x: np.ndarray, y: np.ndarray, qpen, name: str | None = None) -> pg.PlotDataItem:
+        """Draw y against x (non-finite y are gaps: connect="finite")."""
+        item = self.items.get(key)
+        if item is None:
+            item = pg.PlotDataItem(connect="finite", antialias=True)
+            item.setClipToView(True)
+            item.setDownsampling(auto=True, method="peak")
+            self.plot.addItem(item)
+            self.items[key] = item
+        item.setPen(qpen)
+        item.setData(x, y)
+        item.setVisible(True)
+        if self.legend is not None and self._names.get(key) != name:
+            if key in self._names:
+                self.legend.removeItem(item)
+            if name:
+                self.legend.addItem(item, name)
+            self._names[key] = name
+        return item
+
+    def retain(self, keys) -> None:
+        """Remove every curve whose key is not in ``keys``."""
+        keys = set(keys)
+        for key in [k for k in self.items if k not in keys]:
+            item = self.items.pop(key)
+            if self.legend is not None and self._names.pop(key, None):
+                self.legend.removeItem(item)
+            self.plot.removeItem(item)
+
+    def data(self, key) -> tuple[np.ndarray, np.ndarray] | None:
+        """The (x, y) drawn for ``key`` (tests and hover readouts read what is on screen)."""
+        item = self.items.get(key)
+        if item is None or not item.isVisible():
+            return None
+        return item.xData, item.yData
+
+
+class NonFiniteMarkers:
+    """Crosses at the top of a log plot for the steps whose value is NaN or Inf (one colour per run)."""
+
+    def __init__(self, plot: pg.PlotItem):
+        self.plot = plot
+        self.item = pg.ScatterPlotItem(symbol="x", size=9, pxMode=True)
+        self.item.setZValue(50)
+        plot.addItem(self.item)
+        self.points: list[tuple[float, str]] = []
+
+    def set(self, marks: list[tuple[np.ndarray, str]], y_top: float) -> None:
+        """marks: (x positions, colour) pairs; drawn at height y_top."""
+        spots = [{"pos": (float(x), y_top), "pen": pen(color, 2), "brush": pg.mkBrush(color)}
+                 for xs, color in marks for x in xs]
+        self.points = [(float(x), color) for xs, color in marks for x in xs]
+        self.item.setData(spots)
+
+    @property
+    def count(self) -> int:
+        return len(self.points)
+
+
+def log_series(trace, name: str, row: int = -1, layer: int | None = None) -> tuple[np.ndarray, np.ndarray] | None:
+    """(log10 values, non-finite mask) of a per-timestep metric at one recorded row, or None if absent."""
+    if name not in trace or len(trace) == 0:
+        return None
+    values = trace.array(name)[row]
+    if layer is not None:
+        values = values[min(layer, values.shape[0] - 1)]
+    return log10_or_nan(values), nonfinite_mask(values)
+
+
+def top_of(*curve_sets: CurveSet) -> float:
+    """A height just above every finite value drawn in these curve sets (where non-finite markers go)."""
+    top = None
+    for curves in curve_sets:
+        for item in curves.items.values():
+            y = item.yData
+            if item.isVisible() and y is not None and np.isfinite(y).any():
+                m = float(np.max(y[np.isfinite(y)]))
+                top = m if top is None else max(top, m)
+    return (top if top is not None else 0.0) + 0.3
+
+
+def visible_with_data(runs: list[RunData]) -> list[RunData]:
+    return [r for r in runs if r.visible and r.has_data()]
+
+
+class Figure:
+    """Base of the views' plot parts.  Subclasses build plots in __init__ and draw in ``refresh``."""
+
+    name = "figure"          # file stem in exports
+    title = "Figure"
+
+    def __init__(self, layout: pg.GraphicsLayout):
+        self.layout = layout
+        self.plots: list[pg.PlotItem] = []
+        self.readouts = []
+
+    def refresh(self, runs: list[RunData]) -> None:
+        raise NotImplementedError
+
+    def options(self) -> tuple:
+        """The settings that change what is drawn (part of the redraw signature)."""
+        return ()
+
+    def connect_hover(self) -> None:
+        for readout in self.readouts:
+            readout.connect()
+
+
+class View(QtWidgets.QWidget):
+    """A figure in a GraphicsLayoutWidget under a row of controls."""
+
+    figure_class = Figure
+
+    def __init__(self, parent=None):
+        super().__init__(parent)
+        self.graphics = pg.GraphicsLayoutWidget()
+        self.graphics.setBackground(style.BACKGROUND)
+        self.figure = self.figure_class(self.graphics.ci)
+        self.figure.connect_hover()
+        self.controls = QtWidgets.QHBoxLayout()
+        self.controls.setContentsMargins(6, 4, 6, 0)
+        outer = QtWidgets.QVBoxLayout(self)
+        outer.setContentsMargins(0, 0, 0, 0)
+        outer.setSpacing(2)
+        outer.addLayout(self.controls)
+        outer.addWidget(self.graphics, 1)
+        self._signature = None
+        self._runs: list[RunData] = []
+
+    def signature(self, runs: list[RunData]) -> tuple:
+        return (tuple((r.key, id(r.trace), r.trace.version, r.visible, r.color, r.name) for r in runs),
+                self.figure.options())
+
+    def redraw(self, runs: list[RunData], force: bool = False) -> bool:
+        """Redraw when anything shown changed (or ``force``).  Returns whether it drew."""
+        self._runs = runs
+        signature = self.signature(runs)
+        if not force and signature == self._signature:
+            return False
+        self.update_controls(runs)
+        self.figure.refresh(runs)
+        self._signature = self.signature(runs)
+        return True
+
+    def update_controls(self, runs: list[RunData]) -> None:
+        """Adapt the controls to the runs (layer counts, run names).  Default: nothing."""
+
+    def options_changed(self, *_) -> None:
+        self.redraw(self._runs, force=True)
+
+
+def layer_combo(tooltip: str) -> QtWidgets.QComboBox:
+    combo = QtWidgets.QComboBox()
+    combo.setToolTip(tooltip)
+    combo.addItem("top layer", -1)
+    combo.setSizeAdjustPolicy(QtWidgets.QComboBox.SizeAdjustPolicy.AdjustToContents)
+    return combo
+
+
+def set_layer_choices(combo: QtWidgets.QComboBox, layers: int) -> None:
+    """Offer "top layer" and layers 0..layers-1, keeping the current choice when it still exists."""
+    wanted = ["top layer"] + [f"layer {l}" for l in range(layers)]
+    if [combo.itemText(i) for i in range(combo.count())] == wanted:
+        return
+    current = combo.currentData()
+    combo.blockSignals(True)
+    combo.clear()
+    combo.addItem("top layer", -1)
+    for l in range(layers):
+        combo.addItem(f"layer {l}", l)
+    index = combo.findData(current)
+    combo.setCurrentIndex(index if index >= 0 else 0)
+    combo.blockSignals(False)
+
+
+def resolve_layer(choice: int, layers: int) -> int:
+    """A layer choice (-1 = top) as an index into a run with ``layers`` layers."""
+    return layers - 1 if choice < 0 else min(choice, layers - 1)

@@ -1,0 +1,127 @@
+"""View 5, layers: ||dL/dh_t|| and ||h_t|| against t for every layer of one (stacked) run, layer by colour."""
+from __future__ import annotations
+
+import numpy as np
+import pyqtgraph as pg
+from PyQt6 import QtWidgets
+
+from .. import style
+from ..model import RunData
+from ..plotting import EmptyHint, HoverReadout, make_plot, pen, side_legend, value_label
+from .base import CurveSet, Figure, NonFiniteMarkers, View, log_series, top_of, visible_with_data
+
+
+def layer_colors(layers: int) -> list[str]:
+    """Colour-blind-safe colours for layers 0..L-1, from dark (bottom layer) to light (top)."""
+    cmap = pg.colormap.get(style.LAYER_MAP)
+    if layers == 1:
+        return [cmap.map(0.0, mode="qcolor").name()]
+    return [cmap.map(0.7 * l / (layers - 1), mode="qcolor").name() for l in range(layers)]
+
+
+class LayersFigure(Figure):
+    name = "layers"
+    title = "Layers"
+
+    def __init__(self, layout: pg.GraphicsLayout):
+        super().__init__(layout)
+        self.grad_plot = make_plot(layout, 0, 0, title="Gradient per layer", x_label="timestep t",
+                                   y_label="‖∂L/∂hₜ‖ (batch mean)", log_y=True)
+        self.state_plot = make_plot(layout, 0, 1, title="Hidden state per layer", x_label="timestep t",
+                                    y_label="‖hₜ‖ (batch mean)", log_y=True)
+        self.state_plot.setXLink(self.grad_plot)
+        self.plots = [self.grad_plot, self.state_plot]
+        self.legend = side_legend(layout, 0, 2)
+        self.grad_curves = CurveSet(self.grad_plot, self.legend)
+        self.state_curves = CurveSet(self.state_plot)
+        self.grad_marks = NonFiniteMarkers(self.grad_plot)
+        self.state_marks = NonFiniteMarkers(self.state_plot)
+        self.hint = EmptyHint(self.grad_plot, "Press Run (Space) to start")
+        self.run_key = None
+        self.shown: dict | None = None
+        self.readouts = [HoverReadout(self.grad_plot, lambda x, y: self._describe(x, "grad_h_norm")),
+                         HoverReadout(self.state_plot, lambda x, y: self._describe(x, "h_norm"))]
+
+    def options(self) -> tuple:
+        return (self.run_key,)
+
+    def chosen(self, runs: list[RunData]) -> RunData | None:
+        shown = visible_with_data(runs)
+        for run in shown:
+            if run.key == self.run_key:
+                return run
+        # by default the deepest run: the view is about stacks
+        return max(shown, key=lambda r: r.layers) if shown else None
+
+    def refresh(self, runs: list[RunData]) -> None:
+        run = self.chosen(runs)
+        grad_keys, state_keys, grad_marks, state_marks = [], [], [], []
+        self.shown = None
+        if run is not None:
+            colors = layer_colors(run.layers)
+            self.shown = {"name": run.name, "iteration": int(run.trace.iterations[-1]), "grad_h_norm": [],
+                          "h_norm": []}
+            for l in range(run.layers):
+                for metric, curves, keys, marks in (("grad_h_norm", self.grad_curves, grad_keys, grad_marks),
+                                                    ("h_norm", self.state_curves, state_keys, state_marks)):
+                    series = log_series(run.trace, metric, -1, l)
+                    if series is None:
+                        continue
+                    y, bad = series
+                    t = np.arange(len(y), dtype=np.float64)
+                    label = f"layer {l}" + (" (bottom)" if l == 0 and run.layers > 1 else "") + \
+                        (" (top)" if l == run.layers - 1 and run.layers > 1 else "")
+                    curves.set(l, t, y, pen(colors[l]), label if metric == "grad_h_norm" else None)
+                    keys.append(l)
+                    marks.append((t[bad], colors[l]))
+                    self.shown[metric].append(run.trace.latest(metric)[l])
+            self.grad_plot.setTitle(f"Gradient per layer: {run.name}, iteration {self.shown['iteration']}",
+                                    size="11pt")
+        else:
+            self.grad_plot.setTitle("Gradient per layer", size="11pt")
+        self.grad_curves.retain(grad_keys)
+        self.state_curves.retain(state_keys)
+        self.grad_marks.set(grad_marks, top_of(self.grad_curves))
+        self.state_marks.set(state_marks, top_of(self.state_curves))
+        self.hint.show(run is None)
+
+    def _describe(self, x: float, metric: str) -> str | None:
+        if self.shown is None:
+            return None
+        t = int(round(x))
+        parts = [f"layer {l}: {value_label(float(v[t]))}" for l, v in enumerate(self.shown[metric])
+                 if 0 <= t < len(v)]
+        symbol = "‖∂L/∂h‖" if metric == "grad_h_norm" else "‖h‖"
+        return f"{self.shown['name']}, t = {t}, {symbol}\n" + "\n".join(parts) if parts else None
+
+
+class LayersView(View):
+    figure_class = LayersFigure
+
+    def __init__(self, parent=None):
+        super().__init__(parent)
+        self.run_box = QtWidgets.QComboBox()
+        self.run_box.setToolTip("Which run's layers to show (default: the deepest)")
+        self.run_box.setSizeAdjustPolicy(QtWidgets.QComboBox.SizeAdjustPolicy.AdjustToContents)
+        self.run_box.currentIndexChanged.connect(self._run_changed)
+        self.controls.addWidget(QtWidgets.QLabel("Run:"))
+        self.controls.addWidget(self.run_box)
+        self.controls.addStretch(1)
+
+    def _run_changed(self, *_):
+        self.figure.run_key = self.run_box.currentData()
+        self.options_changed()
+
+    def update_controls(self, runs: list[RunData]) -> None:
+        wanted = [(f"{r.name} ({r.layers} layer{'s' if r.layers != 1 else ''})", r.key) for r in runs if r.visible]
+        have = [(self.run_box.itemText(i), self.run_box.itemData(i)) for i in range(self.run_box.count())]
+        if wanted != have:
+            self.run_box.blockSignals(True)
+            self.run_box.clear()
+            for label, key in wanted:
+                self.run_box.addItem(label, key)
+            chosen = self.figure.chosen(runs)
+            index = self.run_box.findData(self.figure.run_key if self.figure.run_key is not None else
+                                          (chosen.key if chosen else None))
+            self.run_box.setCurrentIndex(max(index, 0))
+            self.run_box.blockSignals(False)

@@ -1,0 +1,270 @@
+"""View 1, through time: ||dL/dh_t|| and ||h_t|| (LSTM: ||dL/dc_t||, ||c_t||) against t at one recorded
+iteration, every run overlaid in its colour on log10 axes, with the theory's predictions anchored at the last
+scored step."""
+from __future__ import annotations
+
+import numpy as np
+import pyqtgraph as pg
+from PyQt6 import QtCore, QtGui, QtWidgets
+
+from .. import style
+from ..model import RunData
+from ..plotting import EmptyHint, HoverReadout, make_plot, pen, side_legend, value_label
+from .base import (CurveSet, Figure, NonFiniteMarkers, View, layer_combo, log_series, resolve_layer,
+                   set_layer_choices, top_of, visible_with_data)
+
+OVERLAYS = {
+    "relu": ("ReLU mean field",
+             "ReLU RNN with Var(W_hh) = c/d: each step back in time multiplies ||dL/dh_t|| by sqrt(c/2) on "
+             "average (half the units pass gradient, W_hh scales its squared norm by c).\nc = 2 keeps it "
+             "steady; c = 3 explodes like 1.22^(a-t), c = 1.5 vanishes like 0.87^(a-t).\nDashed, anchored at "
+             "the measured gradient at the last scored step a; top layer only; derived for the initial "
+             "weights."),
+    "tanh": ("tanh / sigmoid mean field",
+             "Mean-field prediction for tanh and sigmoid RNNs: gain per step sqrt(c E[f'(z)^2]) with "
+             "z ~ N(0, q_t),\nq_t following the forward variance map q_t = c E[f(z)^2] + q_in to its fixed "
+             "point q* (q_in: the input's contribution).\nSaturated units (f' ~ 0) make it vanish even when "
+             "c > 1.  Dashed, anchored at the last scored step; top layer only; initial weights."),
+    "pascanu": ("Pascanu bound",
+                "Upper bound of Pascanu, Mikolov & Bengio (2013): ||dh_a/dh_t|| <= (gamma sigma_max(W_hh))^(a-t), "
+                "gamma = 1 for tanh and relu, 1/4 for sigmoid.\nWhen gamma sigma_max < 1 gradients must vanish; "
+                "above 1 they may explode.  Dotted, anchored at the last scored step a, with the current W_hh "
+                "(sigma_max of the shown iteration)."),
+}
+_LINE_STYLE = {"relu": "dash", "tanh": "dash", "pascanu": "dot"}
+
+
+class ProfileFigure(Figure):
+    name = "through_time"
+    title = "Through time"
+
+    def __init__(self, layout: pg.GraphicsLayout):
+        super().__init__(layout)
+        self.grad_plot = make_plot(layout, 0, 0, title="Gradient through time: ‖∂L/∂hₜ‖",
+                                   x_label="timestep t", y_label="‖∂L/∂hₜ‖ (batch mean)", log_y=True)
+        self.state_plot = make_plot(layout, 1, 0, title="Hidden state: ‖hₜ‖",
+                                    x_label="timestep t", y_label="‖hₜ‖ (batch mean)", log_y=True)
+        self.state_plot.setXLink(self.grad_plot)
+        layout.layout.setRowStretchFactor(0, 3)
+        layout.layout.setRowStretchFactor(1, 2)
+        self.plots = [self.grad_plot, self.state_plot]
+        self.grad_legend = side_legend(layout, 0, 1, rowspan=2)
+        self.grad_curves = CurveSet(self.grad_plot, self.grad_legend)
+        self.theory_curves = CurveSet(self.grad_plot)
+        self.state_curves = CurveSet(self.state_plot)
+        self.grad_marks = NonFiniteMarkers(self.grad_plot)
+        self.state_marks = NonFiniteMarkers(self.state_plot)
+        self.hint = EmptyHint(self.grad_plot, "Press Run (Space) to start")
+        self._style_keys: list = []            # legend entries that explain line styles
+        self._style_items = CurveSet(self.grad_plot, self.grad_legend)
+        self.layer = -1                        # -1: the top layer of each run
+        self.row = -1                          # recorded row to show; -1: the latest
+        self.overlays = {"relu": True, "tanh": True, "pascanu": False}
+        self._shown: list[dict] = []
+        self.readouts = [HoverReadout(self.grad_plot, self._describe_grad),
+                         HoverReadout(self.state_plot, self._describe_state)]
+
+    def options(self) -> tuple:
+        return self.layer, self.row, tuple(sorted(self.overlays.items()))
+
+    # ------------------------------------------------------------------------------------------- drawing
+    def refresh(self, runs: list[RunData]) -> None:
+        shown = visible_with_data(runs)
+        self._shown = []
+        grad_keys, theory_keys, state_keys = [], [], []
+        grad_marks, state_marks = [], []
+        any_lstm = False
+        theory_kinds = set()
+        for run in shown:
+            layer = resolve_layer(self.layer, run.layers)
+            row = self.row if -len(run.trace) <= self.row < len(run.trace) else -1
+            iteration = int(run.trace.iterations[row])
+            entry = {"name": run.name, "iteration": iteration, "layer": layer, "values": {}, "theory": {}}
+            for metric, curves, keys, marks, line in (
+                    ("grad_h_norm", self.grad_curves, grad_keys, grad_marks, "solid"),
+                    ("grad_c_norm", self.grad_curves, grad_keys, grad_marks, "dashdot"),
+                    ("h_norm", self.state_curves, state_keys, state_marks, "solid"),
+                    ("c_norm", self.state_curves, state_keys, state_marks, "dashdot")):
+                series = log_series(run.trace, metric, row, layer)
+                if series is None:
+                    continue
+                y, bad = series
+                t = np.arange(len(y), dtype=np.float64)
+                legend_name = run.name if metric == "grad_h_norm" else None
+                curves.set((run.key, metric), t, y, pen(run.color, line=line), legend_name)
+                keys.append((run.key, metric))
+                marks.append((t[bad], run.color))
+                entry["values"][metric] = run.trace.array(metric)[row][layer]
+                any_lstm |= metric == "c_norm"
+            for kind, line in self._theory_lines(run, row, layer).items():
+                t = np.arange(len(line), dtype=np.float64)
+                self.theory_curves.set((run.key, kind), t, line,
+                                       pen(run.color, style.THEORY_WIDTH, _LINE_STYLE[kind], alpha=220))
+                theory_keys.append((run.key, kind))
+                entry["theory"][kind] = line
+                theory_kinds.add(kind)
+            self._shown.append(entry)
+        self.grad_curves.retain(grad_keys)
+        self.theory_curves.retain(theory_keys)
+        self.state_curves.retain(state_keys)
+        self._set_style_legend(any_lstm, theory_kinds)
+        self.grad_marks.set(grad_marks, top_of(self.grad_curves, self.theory_curves))
+        self.state_marks.set(state_marks, top_of(self.state_curves))
+        self.hint.show(not shown)
+        self.hint.set_text(_empty_text(runs))
+        titles = sorted({e["iteration"] for e in self._shown})
+        when = "" if not titles else (f", iteration {titles[0]}" if len(titles) == 1 else ", latest iterations")
+        self.grad_plot.setTitle(f"Gradient through time: ‖∂L/∂hₜ‖{when}", size="11pt")
+
+    def _theory_lines(self, run: RunData, row: int, layer: int) -> dict[str, np.ndarray]:
+        theory = run.theory
+        if theory is None or layer != theory.layer or "grad_h_norm" not in run.trace:
+            return {}
+        grad = run.trace.array("grad_h_norm")[row][layer]                   # (T,)
+        T = len(grad)
+        if len(theory.q_in) != T:
+            return {}
+        a = run.anchor_step(T)
+        lines = {}
+        kind = "relu" if theory.activation == "relu" else "tanh"
+        if self.overlays[kind]:
+            key = ("mean_field", a)
+            if key not in run._cache:                   # the line's shape; the anchor value only shifts it
+                run._cache[key] = theory.mean_field(a, 1.0)
+            shape = run._cache[key]
+            if shape is not None and np.isfinite(grad[a]) and grad[a] > 0:
+                lines[kind] = shape + np.log10(grad[a])
+        if self.overlays["pascanu"] and "sigma_max" in run.trace:
+            sigma = float(np.asarray(run.trace.array("sigma_max")[row]).reshape(-1)[layer])
+            lines["pascanu"] = theory.pascanu(sigma, a, float(grad[a]))
+        return lines
+
+    def _set_style_legend(self, any_lstm: bool, theory_kinds: set) -> None:
+        """Grey legend entries saying what the line styles mean."""
+        wanted = []
+        if any_lstm:
+            wanted.append(("c", "‖∂L/∂cₜ‖ (LSTM)", "dashdot"))
+        if theory_kinds & {"relu", "tanh"}:
+            wanted.append(("mf", "mean field (initial weights)", "dash"))
+        if "pascanu" in theory_kinds:
+            wanted.append(("pb", "Pascanu bound", "dot"))
+        for key, label, line in wanted:
+            self._style_items.set(("style", key), np.array([]), np.array([]), pen("#606060", 1.5, line), label)
+        self._style_items.retain([("style", k) for k, _, _ in wanted])
+
+    # ------------------------------------------------------------------------------------------- hover
+    def _describe(self, x: float, metrics: tuple[str, ...], with_theory: bool) -> str | None:
+        t = int(round(x))
+        lines = []
+        for entry in self._shown:
+            parts = []
+            for metric in metrics:
+                values = entry["values"].get(metric)
+                if values is not None and 0 <= t < len(values):
+                    parts.append(f"{_SYMBOL[metric]} = {value_label(float(values[t]))}")
+            if with_theory:
+                for kind, line in entry["theory"].items():
+                    if 0 <= t < len(line) and np.isfinite(line[t]):
+                        parts.append(f"{_READOUT[kind]} = {value_label(10 ** line[t])}")
+            if parts:
+                lines.append(f"{entry['name']} (iteration {entry['iteration']}, layer {entry['layer']}): "
+                             + ", ".join(parts))
+        return f"t = {t}\n" + "\n".join(lines) if lines else None
+
+    def _describe_grad(self, x, y):
+        return self._describe(x, ("grad_h_norm", "grad_c_norm"), True)
+
+    def _describe_state(self, x, y):
+        return self._describe(x, ("h_norm", "c_norm"), False)
+
+
+_READOUT = {"relu": "mean field", "tanh": "mean field", "pascanu": "Pascanu bound"}
+_SYMBOL = {"grad_h_norm": "‖∂L/∂h‖", "grad_c_norm": "‖∂L/∂c‖", "h_norm": "‖h‖", "c_norm": "‖c‖"}
+
+
+def _empty_text(runs: list[RunData]) -> str:
+    if not runs:
+        return "No runs: open an experiment (Ctrl+O) or pick a preset"
+    if not any(r.visible for r in runs):
+        return "Every run is hidden: tick a run in the list"
+    return "Press Run (Space) to start"
+
+
+class ProfileView(View):
+    """The through-time view with its layer choice, the theory toggles and an iteration slider."""
+
+    figure_class = ProfileFigure
+
+    def __init__(self, parent=None):
+        super().__init__(parent)
+        fig: ProfileFigure = self.figure
+        self.layer_box = layer_combo("Which layer of a stacked model to show (theory lines: top layer only)")
+        self.layer_box.currentIndexChanged.connect(self._layer_changed)
+        self.controls.addWidget(QtWidgets.QLabel("Layer:"))
+        self.controls.addWidget(self.layer_box)
+        self.controls.addSpacing(16)
+        # each overlay is a QAction (for the View menu) mirrored by a checkbox here
+        self.overlay_actions: dict[str, QtGui.QAction] = {}
+        self.overlay_boxes: dict[str, QtWidgets.QCheckBox] = {}
+        for kind, (label, tip) in OVERLAYS.items():
+            action = QtGui.QAction(label, self, checkable=True, checked=fig.overlays[kind])
+            action.setToolTip(tip)
+            box = QtWidgets.QCheckBox(label)
+            box.setToolTip(tip)
+            box.setChecked(fig.overlays[kind])
+            box.toggled.connect(action.setChecked)
+            action.toggled.connect(box.setChecked)
+            action.toggled.connect(lambda on, k=kind: self.set_overlay(k, on))
+            self.controls.addWidget(box)
+            self.overlay_actions[kind] = action
+            self.overlay_boxes[kind] = box
+        self.controls.addSpacing(16)
+        self.controls.addWidget(QtWidgets.QLabel("Iteration:"))
+        self.row_slider = QtWidgets.QSlider(orientation=QtCore.Qt.Orientation.Horizontal)
+        self.row_slider.setToolTip("Recorded iteration to show; at the right end the view follows the latest")
+        self.row_slider.setMinimumWidth(180)
+        self.row_slider.setRange(0, 0)
+        self.row_slider.valueChanged.connect(self._row_changed)
+        self.row_label = QtWidgets.QLabel("latest")
+        self.row_label.setMinimumWidth(110)
+        self.controls.addWidget(self.row_slider)
+        self.controls.addWidget(self.row_label)
+        self.controls.addStretch(1)
+
+    def set_overlay(self, kind: str, on: bool) -> None:
+        if self.overlay_actions[kind].isChecked() != bool(on):
+            self.overlay_actions[kind].setChecked(bool(on))      # comes back here through toggled
+            return
+        if self.figure.overlays[kind] != bool(on):
+            self.figure.overlays[kind] = bool(on)
+            self.options_changed()
+
+    def _layer_changed(self, *_):
+        self.figure.layer = int(self.layer_box.currentData())
+        self.options_changed()
+
+    def _row_changed(self, value: int):
+        latest = value >= self.row_slider.maximum()
+        self.figure.row = -1 if latest else value
+        self._update_row_label()
+        self.options_changed()
+
+    def _update_row_label(self) -> None:
+        shown = [r for r in self._runs if r.visible and r.has_data()]
+        if self.figure.row == -1 or not shown:
+            self.row_label.setText("latest")
+        else:
+            rows = [int(r.trace.iterations[min(self.figure.row, len(r.trace) - 1)]) for r in shown]
+            self.row_label.setText(f"{min(rows)}" if len(set(rows)) == 1 else f"{min(rows)}..{max(rows)}")
+
+    def update_controls(self, runs: list[RunData]) -> None:
+        layers = max([r.layers for r in runs], default=1)
+        set_layer_choices(self.layer_box, layers)
+        rows = max([len(r.trace) for r in runs if r.visible], default=1)
+        following = self.figure.row == -1
+        self.row_slider.blockSignals(True)
+        self.row_slider.setRange(0, max(rows - 1, 0))
+        if following:
+            self.row_slider.setValue(self.row_slider.maximum())
+        self.row_slider.blockSignals(False)
+        self._update_row_label()

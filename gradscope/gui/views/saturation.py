@@ -1,0 +1,129 @@
+"""View 4, saturation: LSTM gate means and the share of saturated gate units against t; for RNNs the share of
+dead ReLU units (h = 0) or of saturated tanh / sigmoid units.  Saturated units pass almost no gradient."""
+from __future__ import annotations
+
+import numpy as np
+import pyqtgraph as pg
+from PyQt6 import QtWidgets
+
+from .. import style
+from ..model import RunData
+from ..plotting import EmptyHint, HoverReadout, make_plot, pen, side_legend, value_label
+from .base import CurveSet, Figure, View, layer_combo, resolve_layer, set_layer_choices, visible_with_data
+
+GATES = "ifgo"
+GATE_NAMES = {"i": "input gate i", "f": "forget gate f", "g": "candidate g", "o": "output gate o"}
+RNN_FRACTIONS = {"relu_dead": "dead ReLU (h = 0)", "tanh_sat": "saturated tanh (|h| > 0.95)",
+                 "sigmoid_sat": "saturated sigmoid (h < 0.05 or > 0.95)"}
+
+
+class SaturationFigure(Figure):
+    name = "saturation"
+    title = "Saturation"
+
+    def __init__(self, layout: pg.GraphicsLayout):
+        super().__init__(layout)
+        self.gate_plot = make_plot(layout, 0, 0, title="LSTM gate means", x_label="timestep t",
+                                   y_label="mean activation")
+        self.sat_plot = make_plot(layout, 0, 1, title="Saturated or dead units", x_label="timestep t",
+                                  y_label="fraction of units")
+        self.sat_plot.setXLink(self.gate_plot)
+        self.gate_plot.setYRange(-1.05, 1.05)
+        self.sat_plot.setYRange(-0.02, 1.02)
+        for plot in (self.gate_plot, self.sat_plot):
+            plot.enableAutoRange(y=False)
+        self.plots = [self.gate_plot, self.sat_plot]
+        self.legend = side_legend(layout, 0, 2)
+        self.gate_curves = CurveSet(self.gate_plot)
+        self.sat_curves = CurveSet(self.sat_plot)
+        self.legend_keys = CurveSet(self.sat_plot, self.legend)      # legend: runs, then gate styles
+        self.gate_hint = EmptyHint(self.gate_plot, "Gate means: LSTM runs only")
+        self.sat_hint = EmptyHint(self.sat_plot, "Press Run (Space) to start")
+        self.layer = -1
+        self._shown: list[dict] = []
+        self.readouts = [HoverReadout(self.gate_plot, lambda x, y: self._describe(x, "mean")),
+                         HoverReadout(self.sat_plot, lambda x, y: self._describe(x, "sat"))]
+
+    def options(self) -> tuple:
+        return (self.layer,)
+
+    def refresh(self, runs: list[RunData]) -> None:
+        shown = visible_with_data(runs)
+        gate_keys, sat_keys, legend_runs = [], [], []
+        self._shown = []
+        any_lstm = False
+        for run in shown:
+            layer = resolve_layer(self.layer, run.layers)
+            entry = {"name": run.name, "iteration": int(run.trace.iterations[-1]), "mean": {}, "sat": {}}
+            if run.cell == "lstm":
+                any_lstm = True
+                for g in GATES:
+                    for kind, curves, keys in (("mean", self.gate_curves, gate_keys),
+                                               ("sat", self.sat_curves, sat_keys)):
+                        metric = f"gate_{g}_{kind}"
+                        if metric in run.trace:
+                            y = np.asarray(run.trace.latest(metric)[layer], dtype=np.float64)      # (T,)
+                            curves.set((run.key, metric), np.arange(len(y), dtype=np.float64), y,
+                                       pen(run.color, line=style.GATE_STYLES[g]))
+                            keys.append((run.key, metric))
+                            entry[kind][GATE_NAMES[g]] = y
+                legend_runs.append(run)
+            else:
+                for metric, label in RNN_FRACTIONS.items():
+                    if metric in run.trace:
+                        y = np.asarray(run.trace.latest(metric)[layer], dtype=np.float64)          # (T,)
+                        self.sat_curves.set((run.key, metric), np.arange(len(y), dtype=np.float64), y,
+                                            pen(run.color))
+                        sat_keys.append((run.key, metric))
+                        entry["sat"][label] = y
+                        legend_runs.append(run)
+            self._shown.append(entry)
+        self.gate_curves.retain(gate_keys)
+        self.sat_curves.retain(sat_keys)
+        self._legend(self.legend_keys, legend_runs, any_lstm)
+        self.gate_hint.show(not any_lstm)
+        self.sat_hint.show(not sat_keys)
+        if shown and not sat_keys:
+            self.sat_hint.set_text("No saturation metric: linear RNNs do not saturate")
+
+    @staticmethod
+    def _legend(keys: CurveSet, runs: list[RunData], gates: bool) -> None:
+        """One entry per run (its colour), then grey entries for the gates' line styles."""
+        wanted = []
+        for run in runs:
+            keys.set(("run", run.key), np.array([]), np.array([]), pen(run.color), run.name)
+            wanted.append(("run", run.key))
+        if gates:
+            for g in GATES:
+                keys.set(("gate", g), np.array([]), np.array([]), pen("#606060", 1.5, style.GATE_STYLES[g]),
+                         GATE_NAMES[g])
+                wanted.append(("gate", g))
+        keys.retain(wanted)
+
+    def _describe(self, x: float, kind: str) -> str | None:
+        t = int(round(x))
+        lines = []
+        for entry in self._shown:
+            parts = [f"{label} {value_label(float(y[t]))}" for label, y in entry[kind].items() if 0 <= t < len(y)]
+            if parts:
+                lines.append(f"{entry['name']}: " + ", ".join(parts))
+        return f"t = {t}\n" + "\n".join(lines) if lines else None
+
+
+class SaturationView(View):
+    figure_class = SaturationFigure
+
+    def __init__(self, parent=None):
+        super().__init__(parent)
+        self.layer_box = layer_combo("Which layer of a stacked model to show")
+        self.layer_box.currentIndexChanged.connect(self._layer_changed)
+        self.controls.addWidget(QtWidgets.QLabel("Layer:"))
+        self.controls.addWidget(self.layer_box)
+        self.controls.addStretch(1)
+
+    def _layer_changed(self, *_):
+        self.figure.layer = int(self.layer_box.currentData())
+        self.options_changed()
+
+    def update_controls(self, runs: list[RunData]) -> None:
+        set_layer_choices(self.layer_box, max([r.layers for r in runs], default=1))

@@ -1,0 +1,103 @@
+"""View 3, training: the loss of every run against the iteration, with its task's baseline (the loss of the
+trivial strategy the task names), and the global gradient norm before clipping with the clip threshold."""
+from __future__ import annotations
+
+import numpy as np
+import pyqtgraph as pg
+
+from .. import style
+from ..model import RunData, log10_or_nan, nonfinite_mask
+from ..plotting import EmptyHint, HoverReadout, make_plot, nearest_index, pen, side_legend, value_label
+from .base import CurveSet, Figure, NonFiniteMarkers, View, top_of, visible_with_data
+
+
+class TrainingFigure(Figure):
+    name = "training"
+    title = "Training"
+
+    def __init__(self, layout: pg.GraphicsLayout):
+        super().__init__(layout)
+        self.loss_plot = make_plot(layout, 0, 0, title="Loss", x_label="iteration", y_label="loss L",
+                                   log_y=True)
+        self.norm_plot = make_plot(layout, 0, 1, title="Global gradient norm (before clipping)",
+                                   x_label="iteration", y_label="‖∂L/∂θ‖", log_y=True)
+        self.norm_plot.setXLink(self.loss_plot)
+        self.plots = [self.loss_plot, self.norm_plot]
+        legend = side_legend(layout, 0, 2)
+        self.loss_curves = CurveSet(self.loss_plot, legend)
+        self.baselines = CurveSet(self.loss_plot)
+        self.norm_curves = CurveSet(self.norm_plot)
+        self.thresholds = CurveSet(self.norm_plot)
+        self.style_items = CurveSet(self.loss_plot, legend)
+        self.norm_style = CurveSet(self.norm_plot, legend)
+        self.loss_marks = NonFiniteMarkers(self.loss_plot)
+        self.norm_marks = NonFiniteMarkers(self.norm_plot)
+        self.hint = EmptyHint(self.loss_plot, "Press Run (Space) to start")
+        self._shown: list[dict] = []
+        self.readouts = [HoverReadout(self.loss_plot, lambda x, y: self._describe(x, "loss")),
+                         HoverReadout(self.norm_plot, lambda x, y: self._describe(x, "grad_norm"))]
+
+    def refresh(self, runs: list[RunData]) -> None:
+        shown = visible_with_data(runs)
+        self._shown = []
+        keys, base_keys, clip_keys = [], [], []
+        loss_marks, norm_marks = [], []
+        x_max = 1.0
+        for run in shown:
+            iterations = run.trace.iterations.astype(np.float64)                  # (K,)
+            loss = np.asarray(run.trace.array("loss"), dtype=np.float64)           # (K,)
+            grad = np.asarray(run.trace.array("grad_norm"), dtype=np.float64)      # (K,)
+            self.loss_curves.set(run.key, iterations, log10_or_nan(loss), pen(run.color), run.name)
+            self.norm_curves.set(run.key, iterations, log10_or_nan(grad), pen(run.color))
+            keys.append(run.key)
+            loss_marks.append((iterations[nonfinite_mask(loss)], run.color))
+            norm_marks.append((iterations[nonfinite_mask(grad)], run.color))
+            x_max = max(x_max, float(iterations[-1]))
+            self._shown.append({"name": run.name, "iterations": iterations, "loss": loss, "grad_norm": grad,
+                                "baseline": run.baseline_loss, "clip": run.clip_norm})
+        # horizontal references drawn across the iterations seen so far
+        for run in shown:
+            if run.baseline_loss is not None and run.baseline_loss > 0:
+                y = np.log10(run.baseline_loss)
+                self.baselines.set(run.key, np.array([0.0, x_max]), np.array([y, y]),
+                                   pen(run.color, style.THEORY_WIDTH, "dash", alpha=200))
+                base_keys.append(run.key)
+            if run.clip_norm > 0:
+                y = np.log10(run.clip_norm)
+                self.thresholds.set(run.key, np.array([0.0, x_max]), np.array([y, y]),
+                                    pen(run.color, style.THEORY_WIDTH, "dash", alpha=200))
+                clip_keys.append(run.key)
+        self.loss_curves.retain(keys)
+        self.norm_curves.retain(keys)
+        self.baselines.retain(base_keys)
+        self.thresholds.retain(clip_keys)
+        # grey legend entries explaining the dashed lines
+        if base_keys:
+            self.style_items.set("baseline", np.array([]), np.array([]), pen("#606060", 1.5, "dash"),
+                                 "task baseline")
+        self.style_items.retain(["baseline"] if base_keys else [])
+        if clip_keys:
+            self.norm_style.set("clip", np.array([]), np.array([]), pen("#606060", 1.5, "dash"), "clip threshold")
+        self.norm_style.retain(["clip"] if clip_keys else [])
+        self.loss_marks.set(loss_marks, top_of(self.loss_curves, self.baselines))
+        self.norm_marks.set(norm_marks, top_of(self.norm_curves, self.thresholds))
+        self.hint.show(not shown)
+
+    def _describe(self, x: float, metric: str) -> str | None:
+        lines = []
+        for entry in self._shown:
+            i = nearest_index(entry["iterations"], x)
+            if i is None:
+                continue
+            text = f"{entry['name']}: iteration {int(entry['iterations'][i])}, " \
+                   f"{'loss' if metric == 'loss' else '‖∂L/∂θ‖'} = {value_label(float(entry[metric][i]))}"
+            if metric == "loss" and entry["baseline"] is not None:
+                text += f" (baseline {value_label(entry['baseline'])})"
+            if metric == "grad_norm" and entry["clip"] > 0:
+                text += f" (clip at {value_label(entry['clip'])})"
+            lines.append(text)
+        return "\n".join(lines) or None
+
+
+class TrainingView(View):
+    figure_class = TrainingFigure

@@ -1,0 +1,337 @@
+"""Each view fed synthetic traces: the numbers drawn, the log levels, NaN / Inf handling, empty states, hover."""
+import math
+
+import numpy as np
+import pytest
+
+from gradscope import theory
+from gradscope.config import RunConfig
+from gradscope.gui import plotting
+from gradscope.gui.model import RunData
+from gradscope.gui.views import LayersView, ProfileView, SaturationView, TrainingView, WaterfallView
+
+from .conftest import grad_values, make_trace
+
+
+def run_data(key, trace, name=None, color="#0072B2", **kw):
+    return RunData(key, name or f"run {key}", color, trace, **kw)
+
+
+def shown(curves, key):
+    data = curves.data(key)
+    assert data is not None, f"no curve {key!r} drawn"
+    return data
+
+
+@pytest.fixture
+def view(qtbot, request):
+    def make(cls):
+        v = cls()
+        qtbot.addWidget(v)
+        v.resize(1000, 600)
+        return v
+    return make
+
+
+# ----------------------------------------------------------------------------------------- log axes
+def test_log_axis_labels_decades_with_superscripts(qapp):
+    axis = plotting.Log10Axis("left")
+    levels = axis.tickValues(-3.2, 1.5, 400)
+    assert levels[0][1] == [-3.0, -2.0, -1.0, 0.0, 1.0]
+    assert axis.tickStrings(levels[0][1], 1, levels[0][0]) == ["10⁻³", "10⁻²", "10⁻¹", "10⁰", "10¹"]
+    minor = levels[1]
+    assert minor[0] < 1 and any(abs(v - (math.log10(2) - 3)) < 1e-12 for v in minor[1])   # the 2 of 2e-3
+    assert set(axis.tickStrings(minor[1], 1, minor[0])) == {""}
+
+
+def test_log_axis_thins_decades_when_crowded_and_labels_short_spans_in_plain_numbers(qapp):
+    levels = plotting.log_ticks(-60, 40, 200)          # 100 decades in 200 px: every 20th
+    assert levels[0][0] == 20 and levels[0][1] == [-60, -40, -20, 0, 20, 40]
+    fine = plotting.log_ticks(-0.5, 0.8, 300)           # 0.32 .. 6.3: 1, 2, ... 9 times the decades
+    values = [10 ** v for v in fine[0][1]]
+    assert values == pytest.approx([0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1, 2, 3, 4, 5, 6])
+    axis = plotting.Log10Axis("left")
+    axis.tickValues(-0.5, 0.8, 300)
+    assert axis.tickStrings(fine[0][1][5:8], 1, 1.0) == ["0.9", "1", "2"]
+
+
+def test_log10_or_nan_turns_zero_negative_and_nonfinite_into_gaps():
+    from gradscope.gui.model import log10_or_nan
+
+    out = log10_or_nan([100.0, 0.0, -1.0, np.nan, np.inf, 1e-300])
+    assert out[0] == 2.0 and out[5] == pytest.approx(-300)
+    assert np.isnan(out[1:5]).all()
+
+
+# ------------------------------------------------------------------------------------ through time
+def test_profile_draws_log10_of_the_latest_row_for_each_visible_run(view):
+    v = view(ProfileView)
+    a, b = make_trace(T=12, K=4), make_trace(activation="tanh", T=12, K=2)
+    runs = [run_data(0, a, "A"), run_data(1, b, "B", color="#D55E00"), run_data(2, make_trace(), "C")]
+    runs[2].visible = False
+    assert v.redraw(runs)
+    fig = v.figure
+    t, y = shown(fig.grad_curves, (0, "grad_h_norm"))
+    assert t == pytest.approx(np.arange(12))
+    assert y == pytest.approx(np.log10(grad_values(3, 0, 12)))          # latest row, k = 3
+    _, y = shown(fig.grad_curves, (1, "grad_h_norm"))
+    assert y == pytest.approx(np.log10(grad_values(1, 0, 12)))
+    _, y = shown(fig.state_curves, (0, "h_norm"))
+    assert y == pytest.approx(np.log10(1.0 + np.arange(12)))
+    assert fig.grad_curves.data((2, "grad_h_norm")) is None               # hidden run: not drawn
+    assert fig.grad_curves.items[(0, "grad_h_norm")].opts["pen"].color().name() == "#0072b2"
+    assert not fig.hint.visible
+    assert not v.redraw(runs)                                             # nothing changed: no redraw
+    runs[1].visible = False
+    assert v.redraw(runs)
+    assert fig.grad_curves.data((1, "grad_h_norm")) is None
+    assert v.redraw(runs[:1]) and (1, "grad_h_norm") not in fig.grad_curves.items
+
+
+def test_profile_iteration_slider_shows_an_older_row(view):
+    v = view(ProfileView)
+    runs = [run_data(0, make_trace(K=4))]
+    v.redraw(runs)
+    assert v.row_slider.maximum() == 3 and v.row_label.text() == "latest"
+    v.row_slider.setValue(1)
+    _, y = shown(v.figure.grad_curves, (0, "grad_h_norm"))
+    assert y == pytest.approx(np.log10(grad_values(1, 0, 12)))
+    assert v.row_label.text() == "10"                                     # iteration of row 1
+
+
+def test_profile_marks_nan_and_inf_and_leaves_gaps(view):
+    def tweak(k, m):
+        if k == 3:
+            m["grad_h_norm"][0, :3] = np.nan
+            m["grad_h_norm"][0, 3] = np.inf
+            m["grad_h_norm"][0, 4] = 0.0                      # underflow: a gap, not a non-finite mark
+        return None
+    v = view(ProfileView)
+    v.redraw([run_data(0, make_trace(tweak=tweak))])
+    _, y = shown(v.figure.grad_curves, (0, "grad_h_norm"))
+    assert np.isnan(y[:5]).all() and np.isfinite(y[5:]).all()
+    marks = v.figure.grad_marks
+    assert sorted(x for x, _ in marks.points) == [0, 1, 2, 3]
+    y_top = marks.item.data["y"][0]
+    assert y_top > np.nanmax(y)                                           # above every finite value
+
+
+def test_profile_layer_choice_and_lstm_cell_curves(view):
+    v = view(ProfileView)
+    run = run_data(0, make_trace(cell="lstm", layers=3))
+    v.redraw([run])
+    assert v.layer_box.count() == 4                                       # top layer + 3 layers
+    _, y = shown(v.figure.grad_curves, (0, "grad_h_norm"))
+    assert y == pytest.approx(np.log10(grad_values(3, 2, 12)))            # default: top layer
+    _, yc = shown(v.figure.grad_curves, (0, "grad_c_norm"))
+    assert yc == pytest.approx(np.log10(grad_values(3, 2, 12) / 2))
+    v.layer_box.setCurrentIndex(v.layer_box.findData(0))
+    _, y = shown(v.figure.grad_curves, (0, "grad_h_norm"))
+    assert y == pytest.approx(np.log10(grad_values(3, 0, 12)))
+    _, yc = shown(v.figure.state_curves, (0, "c_norm"))
+    assert yc == pytest.approx(np.log10(2 * (1.0 + np.arange(12))))
+
+
+def _relu_run(c=3.0, T=12, layers=1):
+    return RunConfig.model_validate({"name": "relu", "activation": "relu", "hidden_size": 16, "layers": layers,
+                                     "init": {"recurrent_scale": c}, "task": {"seq_len": T}})
+
+
+def test_profile_theory_lines_are_anchored_at_the_last_scored_step(view):
+    T, a = 12, 8
+    mask = np.zeros((T, 2))
+    mask[a] = 1                                                            # scored at step 8, not the last
+    run = run_data(0, make_trace(T=T), run=_relu_run(3.0, T), first_batch={"mask": mask})
+    v = view(ProfileView)
+    v.set_overlay("pascanu", True)
+    v.redraw([run])
+    measured = grad_values(3, 0, T)
+    _, mf = shown(v.figure.theory_curves, (0, "relu"))
+    assert mf == pytest.approx(theory.relu_line(3.0, T, a, measured[a]), nan_ok=True)
+    assert mf[a] == pytest.approx(math.log10(measured[a])) and np.isnan(mf[a + 1:]).all()
+    assert mf[0] - mf[1] == pytest.approx(0.5 * math.log10(1.5))          # sqrt(c/2) per step
+    _, pb = shown(v.figure.theory_curves, (0, "pascanu"))
+    assert pb == pytest.approx(theory.pascanu_line("relu", 1.1, T, a, measured[a]), nan_ok=True)
+    v.set_overlay("relu", False)
+    assert v.figure.theory_curves.data((0, "relu")) is None
+    assert v.overlay_boxes["relu"].isChecked() is False
+    v.overlay_actions["pascanu"].setChecked(False)                         # the View menu's action
+    assert v.figure.theory_curves.data((0, "pascanu")) is None
+
+
+def test_profile_theory_only_for_the_top_layer_and_not_for_lstm(view):
+    v = view(ProfileView)
+    stacked = run_data(0, make_trace(layers=2), run=_relu_run(layers=2))
+    lstm_cfg = RunConfig.model_validate({"name": "l", "cell": "lstm", "hidden_size": 8, "task": {"seq_len": 12}})
+    lstm = run_data(1, make_trace(cell="lstm"), run=lstm_cfg)
+    v.redraw([stacked, lstm])
+    assert set(v.figure.theory_curves.items) == {(0, "relu")}
+    v.layer_box.setCurrentIndex(v.layer_box.findData(0))
+    assert not v.figure.theory_curves.items
+
+
+def test_profile_hover_reads_exact_values(view, qtbot):
+    v = view(ProfileView)
+    v.show()
+    qtbot.waitExposed(v)
+    v.redraw([run_data(0, make_trace(), "relu 3/n")])
+    readout = v.figure.readouts[0]
+    vb = v.figure.grad_plot.getViewBox()
+    qtbot.waitUntil(lambda: vb.viewRange()[0][0] <= 0 and vb.viewRange()[0][1] >= 11)   # auto-range applied
+    y = math.log10(grad_values(3, 0, 12)[5])
+    readout.hover(vb.mapViewToScene(plotting.QtCore.QPointF(5.2, y)))
+    text = readout.text
+    assert "t = 5" in text and "relu 3/n" in text
+    assert plotting.value_label(grad_values(3, 0, 12)[5]) in text
+    readout.hover(plotting.QtCore.QPointF(-50, -50))                       # outside the plot: hidden
+    assert readout.text == ""
+
+
+def test_empty_states_say_what_to_do(view):
+    v = view(ProfileView)
+    v.redraw([])
+    assert v.figure.hint.visible and "open an experiment" in v.figure.hint.item.toPlainText()
+    v.redraw([run_data(0, make_trace(K=0))])
+    assert "Press Run" in v.figure.hint.item.toPlainText()
+    hidden = run_data(0, make_trace())
+    hidden.visible = False
+    v.redraw([hidden])
+    assert "hidden" in v.figure.hint.item.toPlainText()
+    for cls in (WaterfallView, TrainingView, SaturationView, LayersView):
+        w = view(cls)
+        w.redraw([run_data(0, make_trace(K=0))])
+        hints = [h for h in vars(w.figure).values() if isinstance(h, plotting.EmptyHint)]
+        assert hints and any(h.visible for h in hints), cls.__name__
+
+
+# -------------------------------------------------------------------------------------- waterfall
+def test_waterfall_image_holds_log10_values_with_whole_decade_levels(view):
+    v = view(WaterfallView)
+    v.redraw([run_data(0, make_trace(T=12, K=4))])
+    fig = v.figure
+    expected = np.log10(np.stack([grad_values(k, 0, 12) for k in range(4)]))   # (K, T)
+    assert fig.image.image.shape == (4, 12)
+    assert fig.image.image == pytest.approx(expected)
+    lo, hi = fig.levels
+    assert (lo, hi) == (math.floor(expected.min()), math.ceil(expected.max()))
+    assert fig.image.levels == pytest.approx([lo, hi])
+    assert fig.shown["iterations"] == pytest.approx([0, 10, 20, 30])
+    rect = fig.image.mapRectToParent(fig.image.boundingRect())
+    assert rect.top() == pytest.approx(-5) and rect.bottom() == pytest.approx(35)   # rows centred on 0..30
+    ticks = fig.colorbar.axis._tickLevels[0]
+    assert [label for _, label in ticks][0] == plotting.decade_label(lo)
+
+
+def test_waterfall_levels_only_widen_while_a_run_goes_on(view):
+    trace = make_trace(T=12, K=2)
+    v = view(WaterfallView)
+    run = run_data(0, trace)
+    v.redraw([run])
+    first = v.figure.levels
+    # a row with much larger and much smaller values widens the levels ...
+    big = make_trace(T=12, K=1, gain=3.0)
+    from gradscope.trace import Record
+    trace.append(Record(iteration=99, loss=1.0, grad_norm=1.0,
+                        metrics={n: big.array(n)[0] for n in big.names if n not in
+                                 ("iteration", "loss", "grad_norm", "clipped")}))
+    v.redraw([run])
+    wide = v.figure.levels
+    assert wide[0] <= first[0] and wide[1] > first[1]
+    # ... and choosing another run resets them
+    other = run_data(1, make_trace(T=12, K=1, gain=1.01), "calm")
+    v.redraw([run, other])
+    v.run_box.setCurrentIndex(v.run_box.findData(1))
+    assert v.figure.levels[1] - v.figure.levels[0] < wide[1] - wide[0]
+
+
+def test_waterfall_draws_nonfinite_cells_grey_and_zeros_at_the_bottom(view):
+    def tweak(k, m):
+        if k == 1:
+            m["grad_h_norm"][0, 2] = np.nan
+            m["grad_h_norm"][0, 3] = np.inf
+            m["grad_h_norm"][0, 4] = 0.0
+    v = view(WaterfallView)
+    v.redraw([run_data(0, make_trace(tweak=tweak))])
+    fig = v.figure
+    alpha = fig.bad.image[..., 3]                                          # (K, T) overlay opacity
+    assert alpha[1, 2] == 255 and alpha[1, 3] == 255
+    assert alpha.sum() == 2 * 255                                          # only those two cells
+    assert fig.image.image[1, 4] == fig.levels[0]                          # zero: bottom colour
+    assert "2 cells" in fig.caption.text
+
+
+def test_waterfall_draws_at_most_max_rows(view, monkeypatch):
+    from gradscope.gui.views import waterfall
+
+    monkeypatch.setattr(waterfall, "MAX_ROWS", 5)
+    v = view(WaterfallView)
+    v.redraw([run_data(0, make_trace(K=23))])
+    assert v.figure.image.image.shape[0] == 5
+    assert v.figure.shown["iterations"][[0, -1]] == pytest.approx([0, 220])   # first and last kept
+
+
+# --------------------------------------------------------------------------------------- training
+def test_training_draws_loss_norm_baseline_and_clip_threshold(view):
+    cfg = RunConfig.model_validate({"name": "r", "train": {"clip_norm": 0.5}})
+    runs = [run_data(0, make_trace(K=5), run=cfg, baseline_loss=16.0),
+            run_data(1, make_trace(K=3), color="#D55E00")]
+    v = view(TrainingView)
+    v.redraw(runs)
+    fig = v.figure
+    x, y = shown(fig.loss_curves, 0)
+    assert x == pytest.approx([0, 10, 20, 30, 40])
+    assert y == pytest.approx(np.log10(0.5 / np.arange(1, 6)))
+    _, y = shown(fig.norm_curves, 1)
+    assert y == pytest.approx(np.log10(2.0 ** -np.arange(3)))
+    _, base = shown(fig.baselines, 0)
+    assert base == pytest.approx([math.log10(16.0)] * 2)
+    _, clip = shown(fig.thresholds, 0)
+    assert clip == pytest.approx([math.log10(0.5)] * 2)
+    assert set(fig.baselines.items) == {0} and set(fig.thresholds.items) == {0}   # run 1 has neither
+
+
+def test_training_marks_a_nan_loss(view):
+    from gradscope.trace import Record
+
+    trace = make_trace(K=2)
+    trace.append(Record(iteration=20, loss=float("nan"), grad_norm=float("inf"),
+                        metrics={n: trace.array(n)[-1] for n in trace.names
+                                 if n not in ("iteration", "loss", "grad_norm", "clipped")}))
+    v = view(TrainingView)
+    v.redraw([run_data(0, trace)])
+    assert [x for x, _ in v.figure.loss_marks.points] == [20]
+    assert [x for x, _ in v.figure.norm_marks.points] == [20]
+
+
+# ------------------------------------------------------------------------------------- saturation
+def test_saturation_draws_gates_for_lstm_and_fractions_for_rnns(view):
+    v = view(SaturationView)
+    runs = [run_data(0, make_trace(cell="lstm", layers=2)), run_data(1, make_trace(activation="relu")),
+            run_data(2, make_trace(activation="tanh"))]
+    v.redraw(runs)
+    fig = v.figure
+    _, f_mean = shown(fig.gate_curves, (0, "gate_f_mean"))
+    assert f_mean == pytest.approx(np.full(12, 0.2 + 0.01))                 # top layer (l = 1)
+    _, o_sat = shown(fig.sat_curves, (0, "gate_o_sat"))
+    assert o_sat == pytest.approx(np.arange(12) / (12 * 5))
+    _, dead = shown(fig.sat_curves, (1, "relu_dead"))
+    assert dead == pytest.approx(np.arange(12) / 12)
+    assert fig.sat_curves.data((2, "tanh_sat")) is not None
+    assert not fig.gate_hint.visible
+    v.redraw(runs[1:])
+    assert fig.gate_hint.visible and not fig.gate_curves.items
+
+
+# ----------------------------------------------------------------------------------------- layers
+def test_layers_draws_one_curve_per_layer_of_the_deepest_run(view):
+    v = view(LayersView)
+    v.redraw([run_data(0, make_trace()), run_data(1, make_trace(layers=3), "deep")])
+    fig = v.figure
+    assert sorted(fig.grad_curves.items) == [0, 1, 2]
+    for l in range(3):
+        _, y = shown(fig.grad_curves, l)
+        assert y == pytest.approx(np.log10(grad_values(3, l, 12)))
+    colors = {fig.grad_curves.items[l].opts["pen"].color().name() for l in range(3)}
+    assert len(colors) == 3
+    v.run_box.setCurrentIndex(v.run_box.findData(0))
+    assert sorted(fig.grad_curves.items) == [0]
