@@ -117,6 +117,39 @@ def side_legend(layout: pg.GraphicsLayout, row: int, col: int, rowspan: int = 1)
     return legend
 
 
+class Legend:
+    """A side legend listing (label, colour, line style) entries in the given order.
+
+    Entries are drawn from their own sample lines, not from the curves, so the legend shows runs in run order
+    and explains line styles; it is rebuilt only when the entries change.
+    """
+
+    def __init__(self, layout: pg.GraphicsLayout, row: int, col: int, rowspan: int = 1):
+        self.item = side_legend(layout, row, col, rowspan)
+        self.entries: list[tuple[str, str, str]] = []
+        self._samples: list[pg.PlotDataItem] = []
+
+    def set(self, entries: list[tuple[str, str, str]]) -> None:
+        """entries: (label, colour, line style), line style one of solid, dash, dot, dashdot."""
+        if entries == self.entries:
+            return
+        self.item.clear()
+        self._samples = []
+        for label, color, line in entries:
+            sample = pg.PlotDataItem(pen=pen(color, style.CURVE_WIDTH if color not in _GREYS else 1.5, line))
+            self._samples.append(sample)
+            self.item.addItem(sample, label)
+        self.entries = list(entries)
+
+    @property
+    def labels(self) -> list[str]:
+        return [label for label, _, _ in self.entries]
+
+
+STYLE_GREY = "#606060"          # legend entries that explain a line style rather than a run
+_GREYS = (STYLE_GREY,)
+
+
 class EmptyHint:
     """A centred message in a plot that has nothing to show (e.g. "Press Run (Space) to start")."""
 

@@ -2,7 +2,6 @@
 import numpy as np
 import pytest
 
-from gradscope.engine.metrics import NonFinite
 from gradscope.trace import Record, Trace
 
 

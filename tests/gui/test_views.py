@@ -172,8 +172,8 @@ def test_profile_theory_only_for_the_top_layer_and_not_for_lstm(view):
 
 def test_profile_hover_reads_exact_values(view, qtbot):
     v = view(ProfileView)
-    v.show()
-    qtbot.waitExposed(v)
+    with qtbot.waitExposed(v):
+        v.show()
     v.redraw([run_data(0, make_trace(), "relu 3/n")])
     readout = v.figure.readouts[0]
     vb = v.figure.grad_plot.getViewBox()

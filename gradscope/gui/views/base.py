@@ -21,12 +21,11 @@ from ..plotting import pen
 class CurveSet:
     """One curve per key in a plot: created on first use, updated in place, removed when its key goes."""
 
-    def __init__(self, plot: pg.PlotItem, legend: pg.LegendItem | None = None):
-        self.plot, self.legend = plot, legend
+    def __init__(self, plot: pg.PlotItem):
+        self.plot = plot
         self.items: dict = {}
-        self._names: dict = {}
 
-    def set(self, key, x: np.ndarray, y: np.ndarray, qpen, name: str | None = None) -> pg.PlotDataItem:
+    def set(self, key, x: np.ndarray, y: np.ndarray, qpen) -> pg.PlotDataItem:
         """Draw y against x (non-finite y are gaps: connect="finite")."""
         item = self.items.get(key)
         if item is None:
@@ -38,22 +37,13 @@ class CurveSet:
         item.setPen(qpen)
         item.setData(x, y)
         item.setVisible(True)
-        if self.legend is not None and self._names.get(key) != name:
-            if key in self._names:
-                self.legend.removeItem(item)
-            if name:
-                self.legend.addItem(item, name)
-            self._names[key] = name
         return item
 
     def retain(self, keys) -> None:
         """Remove every curve whose key is not in ``keys``."""
         keys = set(keys)
         for key in [k for k in self.items if k not in keys]:
-            item = self.items.pop(key)
-            if self.legend is not None and self._names.pop(key, None):
-                self.legend.removeItem(item)
-            self.plot.removeItem(item)
+            self.plot.removeItem(self.items.pop(key))
 
     def data(self, key) -> tuple[np.ndarray, np.ndarray] | None:
         """The (x, y) drawn for ``key`` (tests and hover readouts read what is on screen)."""

@@ -7,7 +7,7 @@ from PyQt6 import QtWidgets
 
 from .. import style
 from ..model import RunData
-from ..plotting import EmptyHint, HoverReadout, make_plot, pen, side_legend, value_label
+from ..plotting import EmptyHint, HoverReadout, Legend, make_plot, pen, value_label
 from .base import CurveSet, Figure, NonFiniteMarkers, View, log_series, top_of, visible_with_data
 
 
@@ -31,8 +31,8 @@ class LayersFigure(Figure):
                                     y_label="‖hₜ‖ (batch mean)", log_y=True)
         self.state_plot.setXLink(self.grad_plot)
         self.plots = [self.grad_plot, self.state_plot]
-        self.legend = side_legend(layout, 0, 2)
-        self.grad_curves = CurveSet(self.grad_plot, self.legend)
+        self.legend = Legend(layout, 0, 2)
+        self.grad_curves = CurveSet(self.grad_plot)
         self.state_curves = CurveSet(self.state_plot)
         self.grad_marks = NonFiniteMarkers(self.grad_plot)
         self.state_marks = NonFiniteMarkers(self.state_plot)
@@ -55,7 +55,7 @@ class LayersFigure(Figure):
 
     def refresh(self, runs: list[RunData]) -> None:
         run = self.chosen(runs)
-        grad_keys, state_keys, grad_marks, state_marks = [], [], [], []
+        grad_keys, state_keys, grad_marks, state_marks, entries = [], [], [], [], []
         self.shown = None
         if run is not None:
             colors = layer_colors(run.layers)
@@ -71,7 +71,9 @@ class LayersFigure(Figure):
                     t = np.arange(len(y), dtype=np.float64)
                     label = f"layer {l}" + (" (bottom)" if l == 0 and run.layers > 1 else "") + \
                         (" (top)" if l == run.layers - 1 and run.layers > 1 else "")
-                    curves.set(l, t, y, pen(colors[l]), label if metric == "grad_h_norm" else None)
+                    curves.set(l, t, y, pen(colors[l]))
+                    if metric == "grad_h_norm":
+                        entries.append((label, colors[l], "solid"))
                     keys.append(l)
                     marks.append((t[bad], colors[l]))
                     self.shown[metric].append(run.trace.latest(metric)[l])
@@ -79,6 +81,7 @@ class LayersFigure(Figure):
                                     size="11pt")
         else:
             self.grad_plot.setTitle("Gradient per layer", size="11pt")
+        self.legend.set(entries)
         self.grad_curves.retain(grad_keys)
         self.state_curves.retain(state_keys)
         self.grad_marks.set(grad_marks, top_of(self.grad_curves))

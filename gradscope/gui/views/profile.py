@@ -9,7 +9,7 @@ from PyQt6 import QtCore, QtGui, QtWidgets
 
 from .. import style
 from ..model import RunData
-from ..plotting import EmptyHint, HoverReadout, make_plot, pen, side_legend, value_label
+from ..plotting import STYLE_GREY, EmptyHint, HoverReadout, Legend, make_plot, pen, value_label
 from .base import (CurveSet, Figure, NonFiniteMarkers, View, layer_combo, log_series, resolve_layer,
                    set_layer_choices, top_of, visible_with_data)
 
@@ -48,15 +48,13 @@ class ProfileFigure(Figure):
         layout.layout.setRowStretchFactor(0, 3)
         layout.layout.setRowStretchFactor(1, 2)
         self.plots = [self.grad_plot, self.state_plot]
-        self.grad_legend = side_legend(layout, 0, 1, rowspan=2)
-        self.grad_curves = CurveSet(self.grad_plot, self.grad_legend)
+        self.legend = Legend(layout, 0, 1, rowspan=2)
+        self.grad_curves = CurveSet(self.grad_plot)
         self.theory_curves = CurveSet(self.grad_plot)
         self.state_curves = CurveSet(self.state_plot)
         self.grad_marks = NonFiniteMarkers(self.grad_plot)
         self.state_marks = NonFiniteMarkers(self.state_plot)
         self.hint = EmptyHint(self.grad_plot, "Press Run (Space) to start")
-        self._style_keys: list = []            # legend entries that explain line styles
-        self._style_items = CurveSet(self.grad_plot, self.grad_legend)
         self.layer = -1                        # -1: the top layer of each run
         self.row = -1                          # recorded row to show; -1: the latest
         self.overlays = {"relu": True, "tanh": True, "pascanu": False}
@@ -90,8 +88,7 @@ class ProfileFigure(Figure):
                     continue
                 y, bad = series
                 t = np.arange(len(y), dtype=np.float64)
-                legend_name = run.name if metric == "grad_h_norm" else None
-                curves.set((run.key, metric), t, y, pen(run.color, line=line), legend_name)
+                curves.set((run.key, metric), t, y, pen(run.color, line=line))
                 keys.append((run.key, metric))
                 marks.append((t[bad], run.color))
                 entry["values"][metric] = run.trace.array(metric)[row][layer]
@@ -107,7 +104,7 @@ class ProfileFigure(Figure):
         self.grad_curves.retain(grad_keys)
         self.theory_curves.retain(theory_keys)
         self.state_curves.retain(state_keys)
-        self._set_style_legend(any_lstm, theory_kinds)
+        self.legend.set([(run.name, run.color, "solid") for run in shown] + _style_entries(any_lstm, theory_kinds))
         self.grad_marks.set(grad_marks, top_of(self.grad_curves, self.theory_curves))
         self.state_marks.set(state_marks, top_of(self.state_curves))
         self.hint.show(not shown)
@@ -139,19 +136,6 @@ class ProfileFigure(Figure):
             lines["pascanu"] = theory.pascanu(sigma, a, float(grad[a]))
         return lines
 
-    def _set_style_legend(self, any_lstm: bool, theory_kinds: set) -> None:
-        """Grey legend entries saying what the line styles mean."""
-        wanted = []
-        if any_lstm:
-            wanted.append(("c", "‖∂L/∂cₜ‖ (LSTM)", "dashdot"))
-        if theory_kinds & {"relu", "tanh"}:
-            wanted.append(("mf", "mean field (initial weights)", "dash"))
-        if "pascanu" in theory_kinds:
-            wanted.append(("pb", "Pascanu bound", "dot"))
-        for key, label, line in wanted:
-            self._style_items.set(("style", key), np.array([]), np.array([]), pen("#606060", 1.5, line), label)
-        self._style_items.retain([("style", k) for k, _, _ in wanted])
-
     # ------------------------------------------------------------------------------------------- hover
     def _describe(self, x: float, metrics: tuple[str, ...], with_theory: bool) -> str | None:
         t = int(round(x))
@@ -176,6 +160,18 @@ class ProfileFigure(Figure):
 
     def _describe_state(self, x, y):
         return self._describe(x, ("h_norm", "c_norm"), False)
+
+
+def _style_entries(any_lstm: bool, theory_kinds: set) -> list[tuple[str, str, str]]:
+    """Grey legend entries saying what the line styles mean."""
+    entries = []
+    if any_lstm:
+        entries.append(("‖∂L/∂cₜ‖, ‖cₜ‖ (LSTM)", STYLE_GREY, "dashdot"))
+    if theory_kinds & {"relu", "tanh"}:
+        entries.append(("mean field (initial weights)", STYLE_GREY, "dash"))
+    if "pascanu" in theory_kinds:
+        entries.append(("Pascanu bound", STYLE_GREY, "dot"))
+    return entries
 
 
 _READOUT = {"relu": "mean field", "tanh": "mean field", "pascanu": "Pascanu bound"}

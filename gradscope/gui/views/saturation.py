@@ -8,7 +8,7 @@ from PyQt6 import QtWidgets
 
 from .. import style
 from ..model import RunData
-from ..plotting import EmptyHint, HoverReadout, make_plot, pen, side_legend, value_label
+from ..plotting import STYLE_GREY, EmptyHint, HoverReadout, Legend, make_plot, pen, value_label
 from .base import CurveSet, Figure, View, layer_combo, resolve_layer, set_layer_choices, visible_with_data
 
 GATES = "ifgo"
@@ -33,10 +33,9 @@ class SaturationFigure(Figure):
         for plot in (self.gate_plot, self.sat_plot):
             plot.enableAutoRange(y=False)
         self.plots = [self.gate_plot, self.sat_plot]
-        self.legend = side_legend(layout, 0, 2)
+        self.legend = Legend(layout, 0, 2)
         self.gate_curves = CurveSet(self.gate_plot)
         self.sat_curves = CurveSet(self.sat_plot)
-        self.legend_keys = CurveSet(self.sat_plot, self.legend)      # legend: runs, then gate styles
         self.gate_hint = EmptyHint(self.gate_plot, "Gate means: LSTM runs only")
         self.sat_hint = EmptyHint(self.sat_plot, "Press Run (Space) to start")
         self.layer = -1
@@ -80,25 +79,14 @@ class SaturationFigure(Figure):
             self._shown.append(entry)
         self.gate_curves.retain(gate_keys)
         self.sat_curves.retain(sat_keys)
-        self._legend(self.legend_keys, legend_runs, any_lstm)
+        entries = [(run.name, run.color, "solid") for run in dict.fromkeys(legend_runs)]
+        if any_lstm:
+            entries += [(GATE_NAMES[g], STYLE_GREY, style.GATE_STYLES[g]) for g in GATES]
+        self.legend.set(entries)
         self.gate_hint.show(not any_lstm)
         self.sat_hint.show(not sat_keys)
         if shown and not sat_keys:
             self.sat_hint.set_text("No saturation metric: linear RNNs do not saturate")
-
-    @staticmethod
-    def _legend(keys: CurveSet, runs: list[RunData], gates: bool) -> None:
-        """One entry per run (its colour), then grey entries for the gates' line styles."""
-        wanted = []
-        for run in runs:
-            keys.set(("run", run.key), np.array([]), np.array([]), pen(run.color), run.name)
-            wanted.append(("run", run.key))
-        if gates:
-            for g in GATES:
-                keys.set(("gate", g), np.array([]), np.array([]), pen("#606060", 1.5, style.GATE_STYLES[g]),
-                         GATE_NAMES[g])
-                wanted.append(("gate", g))
-        keys.retain(wanted)
 
     def _describe(self, x: float, kind: str) -> str | None:
         t = int(round(x))

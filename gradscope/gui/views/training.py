@@ -7,7 +7,7 @@ import pyqtgraph as pg
 
 from .. import style
 from ..model import RunData, log10_or_nan, nonfinite_mask
-from ..plotting import EmptyHint, HoverReadout, make_plot, nearest_index, pen, side_legend, value_label
+from ..plotting import STYLE_GREY, EmptyHint, HoverReadout, Legend, make_plot, nearest_index, pen, value_label
 from .base import CurveSet, Figure, NonFiniteMarkers, View, top_of, visible_with_data
 
 
@@ -23,13 +23,11 @@ class TrainingFigure(Figure):
                                    x_label="iteration", y_label="‖∂L/∂θ‖", log_y=True)
         self.norm_plot.setXLink(self.loss_plot)
         self.plots = [self.loss_plot, self.norm_plot]
-        legend = side_legend(layout, 0, 2)
-        self.loss_curves = CurveSet(self.loss_plot, legend)
+        self.legend = Legend(layout, 0, 2)
+        self.loss_curves = CurveSet(self.loss_plot)
         self.baselines = CurveSet(self.loss_plot)
         self.norm_curves = CurveSet(self.norm_plot)
         self.thresholds = CurveSet(self.norm_plot)
-        self.style_items = CurveSet(self.loss_plot, legend)
-        self.norm_style = CurveSet(self.norm_plot, legend)
         self.loss_marks = NonFiniteMarkers(self.loss_plot)
         self.norm_marks = NonFiniteMarkers(self.norm_plot)
         self.hint = EmptyHint(self.loss_plot, "Press Run (Space) to start")
@@ -47,7 +45,7 @@ class TrainingFigure(Figure):
             iterations = run.trace.iterations.astype(np.float64)                  # (K,)
             loss = np.asarray(run.trace.array("loss"), dtype=np.float64)           # (K,)
             grad = np.asarray(run.trace.array("grad_norm"), dtype=np.float64)      # (K,)
-            self.loss_curves.set(run.key, iterations, log10_or_nan(loss), pen(run.color), run.name)
+            self.loss_curves.set(run.key, iterations, log10_or_nan(loss), pen(run.color))
             self.norm_curves.set(run.key, iterations, log10_or_nan(grad), pen(run.color))
             keys.append(run.key)
             loss_marks.append((iterations[nonfinite_mask(loss)], run.color))
@@ -71,14 +69,12 @@ class TrainingFigure(Figure):
         self.norm_curves.retain(keys)
         self.baselines.retain(base_keys)
         self.thresholds.retain(clip_keys)
-        # grey legend entries explaining the dashed lines
+        entries = [(run.name, run.color, "solid") for run in shown]
         if base_keys:
-            self.style_items.set("baseline", np.array([]), np.array([]), pen("#606060", 1.5, "dash"),
-                                 "task baseline")
-        self.style_items.retain(["baseline"] if base_keys else [])
+            entries.append(("task baseline (loss)", STYLE_GREY, "dash"))
         if clip_keys:
-            self.norm_style.set("clip", np.array([]), np.array([]), pen("#606060", 1.5, "dash"), "clip threshold")
-        self.norm_style.retain(["clip"] if clip_keys else [])
+            entries.append(("clip threshold (norm)", STYLE_GREY, "dash"))
+        self.legend.set(entries)
         self.loss_marks.set(loss_marks, top_of(self.loss_curves, self.baselines))
         self.norm_marks.set(norm_marks, top_of(self.norm_curves, self.thresholds))
         self.hint.show(not shown)

@@ -1,0 +1,58 @@
+"""Start the app: ``main(path)`` opens GradScope's window on an experiment file or an exported folder, or on the
+lecture's ReLU demo (models/relu_init_scale.toml) when no path is given."""
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+
+def make_app():
+    """The QApplication (created if needed) with GradScope's names, font and plot style."""
+    from PyQt6 import QtWidgets
+
+    from .figures import configure_pyqtgraph
+
+    app = QtWidgets.QApplication.instance()
+    if app is None:
+        app = QtWidgets.QApplication(sys.argv[:1])
+    app.setApplicationName("GradScope")
+    app.setOrganizationName("GradScope")
+    app.setApplicationDisplayName("GradScope")
+    font = app.font()
+    if font.pointSize() < 10:
+        font.setPointSize(10)
+        app.setFont(font)
+    app.setWindowIcon(_icon())
+    configure_pyqtgraph()
+    return app
+
+
+def _icon():
+    from PyQt6 import QtGui
+
+    path = Path(__file__).resolve().parents[2] / "assets" / "icon.png"
+    return QtGui.QIcon(str(path)) if path.exists() else QtGui.QIcon()
+
+
+def main(path: str | None = None) -> int:
+    """Open the window (on ``path``, an experiment file or exported folder, else the lecture demo) and run the
+    event loop.  Returns the exit code."""
+    if not (os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY") or os.environ.get("QT_QPA_PLATFORM")):
+        print("gradscope: no display found; run under xvfb-run -a, or set QT_QPA_PLATFORM=offscreen",
+              file=sys.stderr)
+    from PyQt6 import QtCore
+
+    from .main_window import DEFAULT_EXPERIMENT, MainWindow
+
+    app = make_app()
+    window = MainWindow()
+    window.show()
+    target = Path(path) if path else (DEFAULT_EXPERIMENT if DEFAULT_EXPERIMENT.exists() else None)
+    if target is not None:
+        # after the window is on screen: it appears at once, then loads (and compiles in the background)
+        QtCore.QTimer.singleShot(0, lambda: window.open_path(target))
+    main.window = window                # reachable for scripts (screenshots) and tests
+    code = int(app.exec())
+    window.controller.shutdown(timeout_ms=None)     # no worker thread may outlive its QThread object
+    return code

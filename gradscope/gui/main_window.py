@@ -1,0 +1,565 @@
+"""The main window: run list and editor on the left, the five views in tabs, menus, toolbar, status bar.
+
+It computes nothing: runs live in the Controller, drawing in the views.  A ~30 Hz timer redraws the visible
+view, and only when a trace it shows changed (View.redraw compares a signature).
+"""
+from __future__ import annotations
+
+import platform
+import time
+from pathlib import Path
+
+from PyQt6 import QtCore, QtGui, QtWidgets
+
+from .. import config
+from .. import io as gio
+from .controller import Controller
+from .panels import RunEditor, RunList
+from .views import VIEWS
+from .worker import compiler
+
+REDRAW_MS = 33                          # ~30 Hz
+MAX_RECENT = 8
+MODELS_DIR = Path(__file__).resolve().parents[2] / "models"
+DEFAULT_EXPERIMENT = MODELS_DIR / "relu_init_scale.toml"
+TAB_TITLES = ("Through time", "Waterfall", "Training", "Saturation", "Layers")
+TAB_TIPS = ("‖∂L/∂h_t‖ and ‖h_t‖ against t, with the theory's lines",
+            "log ‖∂L/∂h_t‖ over training iteration and timestep for one run",
+            "Loss with the task's baseline; gradient norm with the clip threshold",
+            "LSTM gates; dead ReLU and saturated tanh/sigmoid units",
+            "Gradient norm against t for each layer of a stacked model")
+
+
+class MainWindow(QtWidgets.QMainWindow):
+    def __init__(self, backend: str = "numba", settings: QtCore.QSettings | None = None, warm_up: bool = True):
+        super().__init__()
+        self.settings = settings if settings is not None else QtCore.QSettings("GradScope", "GradScope")
+        self.controller = Controller(backend=backend, parent=self)
+        self.warm_up_enabled = warm_up and backend == "numba"
+        self.last_dialog: QtWidgets.QMessageBox | None = None
+        self.setWindowTitle("GradScope")
+        self.setAcceptDrops(True)
+        self.resize(1600, 1000)
+
+        # views in tabs
+        self.tabs = QtWidgets.QTabWidget()
+        self.views = [cls() for cls in VIEWS]
+        for view, title, tip in zip(self.views, TAB_TITLES, TAB_TIPS):
+            index = self.tabs.addTab(view, title)
+            self.tabs.setTabToolTip(index, tip)
+        self.tabs.currentChanged.connect(lambda _: self.redraw(force=True))
+        self.setCentralWidget(self.tabs)
+
+        # the experiment panel
+        self.run_list = RunList()
+        self.editor = RunEditor()
+        self.experiment_label = QtWidgets.QLabel("")
+        self.experiment_label.setWordWrap(True)
+        panel = QtWidgets.QWidget()
+        column = QtWidgets.QVBoxLayout(panel)
+        column.setContentsMargins(6, 6, 6, 6)
+        column.addWidget(self.experiment_label)
+        splitter = QtWidgets.QSplitter(QtCore.Qt.Orientation.Vertical)
+        splitter.addWidget(self.run_list)
+        splitter.addWidget(self.editor)
+        splitter.setStretchFactor(0, 1)
+        splitter.setStretchFactor(1, 3)
+        column.addWidget(splitter, 1)
+        dock = QtWidgets.QDockWidget("Experiment", self)
+        dock.setObjectName("experiment")
+        dock.setWidget(panel)
+        dock.setFeatures(QtWidgets.QDockWidget.DockWidgetFeature.DockWidgetMovable)
+        dock.setMinimumWidth(380)
+        self.addDockWidget(QtCore.Qt.DockWidgetArea.LeftDockWidgetArea, dock)
+
+        self._make_actions()
+        self._make_menus()
+        self._make_toolbar()
+        self._make_status_bar()
+
+        self.controller.runs_changed.connect(self._runs_changed)
+        self.controller.run_updated.connect(self._run_updated)
+        self.controller.message.connect(lambda text: self.statusBar().showMessage(text, 10000))
+        self.controller.compile_progress.connect(self._compile_progress)
+        compiler().failed.connect(lambda _key, text: self.statusBar().showMessage(
+            f"Compiling kernels failed: {text.strip().splitlines()[-1]}", 15000))
+        self.run_list.selected.connect(self._selected)
+        self.run_list.visibility_changed.connect(self.controller.set_visible)
+        self.run_list.add_requested.connect(self.add_run)
+        self.run_list.duplicate_requested.connect(self._duplicate)
+        self.run_list.remove_requested.connect(self._remove)
+        self.run_list.details_requested.connect(self.show_run_details)
+        self.editor.applied.connect(self._applied)
+
+        self.timer = QtCore.QTimer(self)
+        self.timer.setInterval(REDRAW_MS)
+        self.timer.timeout.connect(self._tick)
+        self.timer.start()
+        self.redraw_count = 0
+        self._update_title()
+
+    # ---------------------------------------------------------------------------------------- actions
+    def _action(self, text, slot, shortcut=None, tip="", checkable=False) -> QtGui.QAction:
+        action = QtGui.QAction(text, self)
+        if shortcut:
+            action.setShortcut(QtGui.QKeySequence(shortcut))
+        action.setStatusTip(tip)
+        action.setToolTip(f"{tip} ({action.shortcut().toString()})" if shortcut else tip)
+        action.setCheckable(checkable)
+        action.triggered.connect(slot)
+        self.addAction(action)
+        return action
+
+    def _make_actions(self) -> None:
+        self.act_open = self._action("&Open experiment…", self.open_dialog, "Ctrl+O", "Open an experiment file")
+        self.act_open_folder = self._action("Open exported &folder…", self.open_folder_dialog, "Ctrl+Shift+O",
+                                            "View an exported experiment folder again without running")
+        self.act_save = self._action("&Save", self.save, "Ctrl+S", "Save the experiment file (keeps comments)")
+        self.act_save_as = self._action("Save &as…", self.save_as_dialog, "Ctrl+Shift+S",
+                                        "Save the experiment to a new file")
+        self.act_export = self._action("&Export traces and figures…", self.export_dialog, "Ctrl+E",
+                                       "Write the experiment folder: traces, parameters, batches, figures")
+        self.act_export_figures = self._action("Export &figures only…", self.export_figures_dialog, None,
+                                               "Write every view as PNG and SVG")
+        self.act_quit = self._action("&Quit", self.close, "Ctrl+Q", "Stop every run and quit")
+        self.act_run = self._action("Run", self.run_or_pause, "Space", "Run every run; again to pause")
+        self.act_step = self._action("Step", self.step, "S", "One more iteration of every run")
+        self.act_stop = self._action("Stop", self.stop, "X", "Stop every run, keeping what it recorded")
+        self.act_reset = self._action("Reset", self.reset, "Ctrl+R", "Stop and clear every trace")
+        self.act_about = self._action("&About GradScope", self.about, None, "Versions and credits")
+        self.tab_actions = []
+        for i, title in enumerate(TAB_TITLES):
+            self.tab_actions.append(self._action(title, lambda _=False, i=i: self.tabs.setCurrentIndex(i),
+                                                 f"Ctrl+{i + 1}", TAB_TIPS[i]))
+
+    def _make_menus(self) -> None:
+        bar = self.menuBar()
+        file_menu = bar.addMenu("&File")
+        file_menu.addAction(self.act_open)
+        self.recent_menu = file_menu.addMenu("Open &recent")
+        file_menu.addAction(self.act_open_folder)
+        file_menu.addSeparator()
+        file_menu.addAction(self.act_save)
+        file_menu.addAction(self.act_save_as)
+        file_menu.addSeparator()
+        file_menu.addAction(self.act_export)
+        file_menu.addAction(self.act_export_figures)
+        file_menu.addSeparator()
+        file_menu.addAction(self.act_quit)
+        self.presets_menu = bar.addMenu("&Presets")
+        self._fill_presets()
+        run_menu = bar.addMenu("&Run")
+        for action in (self.act_run, self.act_step, self.act_stop, self.act_reset):
+            run_menu.addAction(action)
+        view_menu = bar.addMenu("&View")
+        for action in self.tab_actions:
+            view_menu.addAction(action)
+        view_menu.addSeparator()
+        overlays = view_menu.addMenu("Theory overlays")
+        for action in self.views[0].overlay_actions.values():
+            overlays.addAction(action)
+        help_menu = bar.addMenu("&Help")
+        help_menu.addAction(self.act_about)
+        self._fill_recent()
+
+    def _make_toolbar(self) -> None:
+        bar = self.addToolBar("Run")
+        bar.setObjectName("run")
+        bar.setMovable(False)
+        bar.setToolButtonStyle(QtCore.Qt.ToolButtonStyle.ToolButtonTextBesideIcon)
+        style = self.style()
+        icons = {self.act_run: QtWidgets.QStyle.StandardPixmap.SP_MediaPlay,
+                 self.act_step: QtWidgets.QStyle.StandardPixmap.SP_MediaSkipForward,
+                 self.act_stop: QtWidgets.QStyle.StandardPixmap.SP_MediaStop,
+                 self.act_reset: QtWidgets.QStyle.StandardPixmap.SP_BrowserReload}
+        for action, icon in icons.items():
+            action.setIcon(style.standardIcon(icon))
+            bar.addAction(action)
+        bar.addSeparator()
+        bar.addAction(self.act_open)
+        bar.addAction(self.act_export)
+        bar.addSeparator()
+        self.summary_label = QtWidgets.QLabel("")
+        self.summary_label.setContentsMargins(8, 0, 8, 0)
+        bar.addWidget(self.summary_label)
+
+    def _make_status_bar(self) -> None:
+        status = self.statusBar()
+        self.compile_bar = QtWidgets.QProgressBar()
+        self.compile_bar.setMaximumWidth(220)
+        self.compile_bar.setFormat("compiling kernels %v/%m")
+        self.compile_bar.setVisible(False)
+        self.compile_label = QtWidgets.QLabel("")
+        self.compile_label.setVisible(False)
+        status.addPermanentWidget(self.compile_label)
+        status.addPermanentWidget(self.compile_bar)
+        status.showMessage("Ready")
+
+    # ------------------------------------------------------------------------------------- opening
+    def open_path(self, path) -> bool:
+        """An experiment file or an exported folder (from the command line or a drop)."""
+        path = Path(path)
+        if path.is_dir():
+            return self.open_folder(path)
+        return self.open_file(path)
+
+    def open_file(self, path) -> bool:
+        path = Path(path)
+        try:
+            experiment = config.load(path)
+        except config.ConfigError as error:
+            self.show_error("Cannot open the experiment", str(error))
+            return False
+        self._set_experiment(experiment)
+        self._add_recent(path)
+        self.statusBar().showMessage(f"Opened {path}: press Run (Space)", 10000)
+        return True
+
+    def open_folder(self, path) -> bool:
+        path = Path(path)
+        try:
+            experiment, results = gio.load_experiment_folder(path)
+        except (OSError, ValueError, KeyError) as error:       # ConfigError is a ValueError
+            self.show_error("Cannot open the exported folder", f"{path}: {error}")
+            return False
+        self._set_experiment(experiment, results)
+        self._add_recent(path)
+        self.statusBar().showMessage(f"Opened the export {path} (recorded runs, nothing to run)", 10000)
+        return True
+
+    def _set_experiment(self, experiment, results=None) -> None:
+        self.controller.load(experiment, results)
+        self.setWindowModified(False)
+        self._update_title()
+        if results is None:
+            self._warm_up()
+        self.redraw(force=True)
+
+    def open_dialog(self) -> None:
+        start = str(self._source_dir())
+        path, _ = QtWidgets.QFileDialog.getOpenFileName(self, "Open experiment", start,
+                                                        "Experiment files (*.toml);;All files (*)")
+        if path:
+            self.open_file(path)
+
+    def open_folder_dialog(self) -> None:
+        path = QtWidgets.QFileDialog.getExistingDirectory(self, "Open exported folder", str(self._source_dir()))
+        if path:
+            self.open_folder(path)
+
+    def _source_dir(self) -> Path:
+        experiment = self.controller.experiment
+        if experiment is not None and experiment.source is not None:
+            return Path(experiment.source).parent
+        return MODELS_DIR if MODELS_DIR.is_dir() else Path.cwd()
+
+    def _fill_presets(self) -> None:
+        self.presets_menu.clear()
+        files = sorted(MODELS_DIR.glob("*.toml")) if MODELS_DIR.is_dir() else []
+        for path in files:
+            action = self.presets_menu.addAction(path.stem.replace("_", " "))
+            action.setToolTip(_first_comment(path))
+            action.triggered.connect(lambda _=False, p=path: self.open_file(p))
+        self.presets_menu.setToolTipsVisible(True)
+        if not files:
+            self.presets_menu.addAction("(no models/ folder found)").setEnabled(False)
+
+    def _recent(self) -> list[str]:
+        value = self.settings.value("recent", [])
+        if isinstance(value, str):
+            value = [value]
+        return [v for v in (value or []) if v]
+
+    def _add_recent(self, path: Path) -> None:
+        entry = str(Path(path).resolve())
+        recent = [entry] + [p for p in self._recent() if p != entry]
+        self.settings.setValue("recent", recent[:MAX_RECENT])
+        self._fill_recent()
+
+    def _fill_recent(self) -> None:
+        self.recent_menu.clear()
+        for entry in self._recent():
+            action = self.recent_menu.addAction(entry)
+            action.triggered.connect(lambda _=False, p=entry: self.open_path(p))
+        self.recent_menu.setEnabled(bool(self._recent()))
+
+    # drag and drop of a file or folder
+    def dragEnterEvent(self, event) -> None:  # Qt override
+        if _dropped_path(event.mimeData()) is not None:
+            event.acceptProposedAction()
+
+    def dropEvent(self, event) -> None:  # Qt override
+        path = _dropped_path(event.mimeData())
+        if path is not None:
+            event.acceptProposedAction()
+            self.open_path(path)
+
+    # ------------------------------------------------------------------------------------- saving
+    def save(self) -> bool:
+        experiment = self.controller.experiment
+        if experiment is None:
+            return False
+        if experiment.source is None or not str(experiment.source).endswith(".toml"):
+            return self.save_as_dialog()
+        return self.save_to(experiment.source)
+
+    def save_as_dialog(self) -> bool:
+        if self.controller.experiment is None:
+            return False
+        path, _ = QtWidgets.QFileDialog.getSaveFileName(self, "Save experiment", str(self._source_dir()),
+                                                        "Experiment files (*.toml)")
+        return self.save_to(path) if path else False
+
+    def save_to(self, path) -> bool:
+        path = Path(path)
+        experiment = self.controller.experiment
+        try:
+            config.save(experiment, path)
+        except (OSError, ValueError) as error:
+            self.show_error("Cannot save the experiment", f"{path}: {error}")
+            return False
+        self.controller.experiment = experiment.model_copy(update={"source": path})
+        self.setWindowModified(False)
+        self._add_recent(path)
+        self._update_title()
+        self.statusBar().showMessage(f"Saved {path}", 10000)
+        return True
+
+    # ------------------------------------------------------------------------------------- export
+    def export_dialog(self) -> None:
+        if self.controller.experiment is None:
+            return
+        parent = QtWidgets.QFileDialog.getExistingDirectory(self, "Export into which folder?",
+                                                            str(Path.cwd()))
+        if parent:
+            stamp = time.strftime("%Y%m%d-%H%M%S")
+            self.export_to(Path(parent) / f"{self.controller.experiment.name}-{stamp}")
+
+    def export_to(self, out_dir) -> Path | None:
+        """Traces, parameters, batches and figures of every run with data (same code as the CLI)."""
+        results = self.controller.results()
+        if not results:
+            self.show_error("Nothing to export", "No run has recorded anything yet: press Run first.")
+            return None
+        experiment = self.controller.experiment
+        QtWidgets.QApplication.setOverrideCursor(QtCore.Qt.CursorShape.WaitCursor)
+        try:
+            out = gio.export_experiment(out_dir, experiment, results, figures=True)
+        except gio.FigureExportError as error:
+            self.show_error("Figures failed", f"The traces are in {error.path}, but the figures failed.",
+                            error.details, warning=True)
+            return error.path
+        except (OSError, ValueError) as error:
+            self.show_error("Cannot export", f"{out_dir}: {error}")
+            return None
+        finally:
+            QtWidgets.QApplication.restoreOverrideCursor()
+        self.statusBar().showMessage(f"Exported {len(results)} run(s) to {out}", 15000)
+        return out
+
+    def export_figures_dialog(self) -> None:
+        folder = QtWidgets.QFileDialog.getExistingDirectory(self, "Export figures into", str(Path.cwd()))
+        if folder:
+            self.export_figures_to(folder)
+
+    def export_figures_to(self, folder) -> list[Path]:
+        from .figures import render_figures
+
+        title = self.controller.experiment.name if self.controller.experiment else ""
+        try:
+            files = render_figures(self.controller.run_data(), folder, title=title)
+        except OSError as error:
+            self.show_error("Cannot export the figures", f"{folder}: {error}")
+            return []
+        self.statusBar().showMessage(f"Wrote {len(files)} figure files to {folder}", 15000)
+        return files
+
+    # ------------------------------------------------------------------------------------- running
+    def run_or_pause(self) -> None:
+        if self.controller.any_busy and not self.controller.paused:
+            self.controller.pause()
+            self.statusBar().showMessage("Paused: Space runs, S steps", 5000)
+        else:
+            self.controller.start()
+
+    def step(self) -> None:
+        self.controller.step()
+
+    def stop(self) -> None:
+        self.controller.stop()
+        self.statusBar().showMessage("Stopped: the traces stay; Reset clears them", 5000)
+
+    def reset(self) -> None:
+        self.controller.reset()
+
+    # ------------------------------------------------------------------------------------- run edits
+    def add_run(self) -> None:
+        key = self.run_list.current_key()
+        base = self.controller.state(key).run if key is not None else config.RunConfig()
+        state = self.controller.add_run(base.model_copy(update={"name": "new run"}))
+        self._select(state.key)
+        self.setWindowModified(True)
+
+    def _duplicate(self, key: int) -> None:
+        state = self.controller.duplicate_run(key)
+        self._select(state.key)
+        self.setWindowModified(True)
+
+    def _remove(self, key: int) -> None:
+        self.controller.remove_run(key)
+        self.setWindowModified(True)
+
+    def _applied(self, key: int, run) -> None:
+        self.controller.update_run(key, run)
+        self.setWindowModified(True)
+        self._select(key)
+
+    def _select(self, key: int) -> None:
+        item = self.run_list._items.get(key)
+        if item is not None:
+            self.run_list.tree.setCurrentItem(item)
+
+    def _selected(self, key) -> None:
+        if key is None:
+            self.editor.set_run(None, None)
+        else:
+            self.editor.set_run(key, self.controller.state(key).run)
+
+    # ------------------------------------------------------------------------------------- updates
+    def _runs_changed(self) -> None:
+        self.run_list.set_runs(self.controller.states)
+        self._update_title()
+        self.redraw(force=True)
+
+    def _run_updated(self, key: int) -> None:
+        try:
+            self.run_list.update_run(self.controller.state(key))
+        except KeyError:
+            pass
+
+    def _compile_progress(self, done: int, total: int, name: str) -> None:
+        self.compile_bar.setRange(0, total)
+        self.compile_bar.setValue(done)
+        self.compile_label.setText(f"compiling {name}")
+        busy = done < total
+        self.compile_bar.setVisible(busy)
+        self.compile_label.setVisible(busy)
+        if not busy:
+            self.statusBar().showMessage("Kernels ready", 3000)
+
+    def _tick(self) -> None:
+        self.redraw()
+        self._update_summary()
+
+    def redraw(self, force: bool = False) -> bool:
+        """Redraw the visible view if what it shows changed."""
+        view = self.views[self.tabs.currentIndex()]
+        drew = view.redraw(self.controller.run_data(), force=force)
+        self.redraw_count += drew
+        return drew
+
+    def _update_summary(self) -> None:
+        states = self.controller.states
+        counts: dict[str, int] = {}
+        for s in states:
+            counts[s.status] = counts.get(s.status, 0) + 1
+        text = ", ".join(f"{n} {status}" for status, n in counts.items())
+        self.summary_label.setText(f"{len(states)} run{'s' if len(states) != 1 else ''}: {text}" if states else "")
+        running = self.controller.any_busy and not self.controller.paused
+        self.act_run.setText("Pause" if running else "Run")
+        self.act_run.setIcon(self.style().standardIcon(
+            QtWidgets.QStyle.StandardPixmap.SP_MediaPause if running else QtWidgets.QStyle.StandardPixmap.SP_MediaPlay))
+
+    def _update_title(self) -> None:
+        experiment = self.controller.experiment
+        name = experiment.name if experiment is not None else ""
+        self.setWindowTitle(f"GradScope — {name}[*]" if name else "GradScope")
+        if experiment is not None:
+            where = f"<br><small>{experiment.source}</small>" if experiment.source else ""
+            self.experiment_label.setText(f"<b>{name}</b>: {experiment.description}{where}")
+        else:
+            self.experiment_label.setText("No experiment: open one (Ctrl+O) or pick a preset")
+
+    # ------------------------------------------------------------------------------------- kernels
+    def _warm_up(self) -> None:
+        """Have the kernel compiler prepare the loaded runs' kernels in the background (progress in the status
+        bar), so the window never freezes and Run starts at once."""
+        if not self.warm_up_enabled or self.controller.experiment is None:
+            return
+        for run in self.controller.experiment.runs:
+            try:
+                compiler().request(run.model_spec())
+            except ValueError:
+                continue                         # a run the engine refuses: its worker will report it
+
+    # ------------------------------------------------------------------------------------- dialogs
+    def show_error(self, title: str, text: str, details: str | None = None, warning: bool = False) -> None:
+        """A non-blocking message box (kept in ``last_dialog``)."""
+        box = QtWidgets.QMessageBox(self)
+        box.setIcon(QtWidgets.QMessageBox.Icon.Warning if warning else QtWidgets.QMessageBox.Icon.Critical)
+        box.setWindowTitle(title)
+        box.setText(text)
+        if details:
+            box.setDetailedText(details)
+        box.setAttribute(QtCore.Qt.WidgetAttribute.WA_DeleteOnClose)
+        self.last_dialog = box
+        box.open()
+
+    def show_run_details(self, key: int) -> None:
+        state = self.controller.state(key)
+        if state.error:
+            last = state.error.strip().splitlines()[-1]
+            self.show_error(f"Run {state.name!r} failed", f"{state.name} failed: {last}", state.error)
+        elif state.status == "diverged":
+            self.show_error(f"Run {state.name!r} diverged", f"{state.name}: {state.status_text()}",
+                            warning=True)
+
+    def about(self) -> None:
+        import numba
+        import numpy
+        import pyqtgraph
+
+        box = QtWidgets.QMessageBox(self)
+        box.setWindowTitle("About GradScope")
+        box.setIconPixmap(self.windowIcon().pixmap(64, 64))
+        box.setText(f"<b>GradScope {gio.gradscope_version()}</b><br>"
+                    "How gradients flow through time in recurrent networks: instrumented backpropagation through "
+                    "time for ReLU, tanh and sigmoid RNNs and LSTMs, with the theory drawn over the measurements.")
+        box.setInformativeText(
+            f"Python {platform.python_version()}<br>NumPy {numpy.__version__}<br>Numba {numba.__version__}<br>"
+            f"PyQt6 {QtCore.PYQT_VERSION_STR} (Qt {QtCore.qVersion()})<br>pyqtgraph {pyqtgraph.__version__}")
+        box.setAttribute(QtCore.Qt.WidgetAttribute.WA_DeleteOnClose)
+        self.last_dialog = box
+        box.open()
+
+    # ------------------------------------------------------------------------------------- closing
+    def closeEvent(self, event) -> None:  # Qt override
+        self.timer.stop()
+        self.controller.shutdown(timeout_ms=5000)
+        event.accept()
+
+
+def _first_comment(path: Path) -> str:
+    """The opening comment of an experiment file (what it shows), for the preset's tooltip."""
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except OSError:
+        return ""
+    out = []
+    for line in lines:
+        if not line.startswith("#"):
+            break
+        out.append(line.lstrip("# ").rstrip())
+    return "\n".join(out[:6])
+
+
+def _dropped_path(mime: QtCore.QMimeData) -> Path | None:
+    """The first local .toml file or folder in a drop, else None."""
+    if not mime.hasUrls():
+        return None
+    for url in mime.urls():
+        if url.isLocalFile():
+            path = Path(url.toLocalFile())
+            if path.is_dir() or path.suffix.lower() == ".toml":
+                return path
+    return None

@@ -1,0 +1,217 @@
+"""One QThread per run: it pulls Records from the engine's training generator and sends them to the GUI thread
+in batches, at most ``1 / EMIT_INTERVAL`` times a second.
+
+Control comes in through threading.Events checked between records (a kernel call is never interrupted):
+``resume()`` runs freely, ``pause()`` holds, ``step()`` makes exactly one more iteration, ``stop()`` ends
+the run.  The kernels release the GIL (nogil), so the GUI keeps painting while a step computes.  Anything
+raised in the thread comes back as ``failed(traceback text)``; the thread never dies silently.
+
+Compiling kernels (seconds on a cold cache) cannot be interrupted, so it does not happen in these threads: one
+``KernelCompiler`` daemon thread compiles for everyone, and a training thread waits for it while still
+answering stop.  Closing the app mid-compile therefore never waits for the compiler (a daemon thread ends with
+the process; Numba writes its cache files under temporary names).
+"""
+from __future__ import annotations
+
+import math
+import queue
+import threading
+import time
+import traceback
+
+from PyQt6 import QtCore
+
+EMIT_INTERVAL = 0.05          # seconds between batches: <= 20 signals per second per run
+STOP_POLL = 0.05              # seconds between stop checks while waiting for the compiler
+
+
+def kernel_key(spec) -> tuple:
+    """What the compiled kernels depend on (cells.compile_kernels plans by cell and dtype)."""
+    return spec.cell, spec.dtype
+
+
+class KernelCompiler(QtCore.QObject):
+    """Compiles (or loads from Numba's cache) the kernels of each model kind once, in a daemon thread."""
+
+    progress = QtCore.pyqtSignal(object, int, int, str)     # kernel key, done, total, kernel name
+    failed = QtCore.pyqtSignal(object, str)                 # kernel key, traceback text
+
+    def __init__(self, parent=None):
+        super().__init__(parent)
+        self._lock = threading.Lock()
+        self._done: dict[tuple, threading.Event] = {}
+        self._errors: dict[tuple, str] = {}
+        self._queue: queue.Queue = queue.Queue()
+        self._thread: threading.Thread | None = None
+
+    def request(self, spec) -> threading.Event:
+        """Ask for a model's kernels (any thread); the returned event is set once they are ready (or failed)."""
+        key = kernel_key(spec)
+        with self._lock:
+            event = self._done.get(key)
+            if event is None:
+                event = self._done[key] = threading.Event()
+                self._queue.put((key, spec))
+                if self._thread is None:
+                    self._thread = threading.Thread(target=self._work, name="gradscope-compiler", daemon=True)
+                    self._thread.start()
+        return event
+
+    def error(self, spec) -> str | None:
+        return self._errors.get(kernel_key(spec))
+
+    def _work(self) -> None:
+        while True:
+            key, spec = self._queue.get()
+            try:
+                try:
+                    from ..engine import cells
+                except ImportError:
+                    continue                        # no compiled engine here: nothing to prepare
+                cells.compile_kernels(spec, progress=lambda done, total, name: self.progress.emit(key, done,
+                                                                                                 total, name))
+            except Exception:
+                self._errors[key] = traceback.format_exc()
+                self.failed.emit(key, self._errors[key])
+            finally:
+                self._done[key].set()
+
+
+_compiler: KernelCompiler | None = None
+
+
+def compiler() -> KernelCompiler:
+    """The process's kernel compiler (create it first from the GUI thread, e.g. in the controller)."""
+    global _compiler
+    if _compiler is None:
+        _compiler = KernelCompiler()
+    return _compiler
+
+
+class TrainingThread(QtCore.QThread):
+    """Trains one run.  Signals are emitted from the worker thread and delivered queued to the GUI thread."""
+
+    prepared = QtCore.pyqtSignal(object)            # the Training object (spec, task, init_params, first_batch)
+    records = QtCore.pyqtSignal(object)             # list[Record] in iteration order
+    state = QtCore.pyqtSignal(str)                  # "running" | "paused"
+    done = QtCore.pyqtSignal(str)                   # "completed" | "diverged" | "stopped"
+    failed = QtCore.pyqtSignal(str)                 # traceback text
+
+    def __init__(self, run, seed: int, backend: str = "numba", paused: bool = False, parent=None):
+        super().__init__(parent)
+        self.run_config, self.seed, self.backend = run, int(seed), backend
+        self._go = threading.Event()
+        if not paused:
+            self._go.set()
+        self._stop = threading.Event()
+        self._wake = threading.Event()
+        self._lock = threading.Lock()
+        self._steps = 0                             # single steps asked for while paused
+
+    # ------------------------------------------------------------------ control (any thread)
+    def resume(self) -> None:
+        self._go.set()
+        self._wake.set()
+
+    def pause(self) -> None:
+        self._go.clear()
+        self._wake.set()
+
+    def step(self) -> None:
+        with self._lock:
+            self._steps += 1
+        self._wake.set()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._wake.set()
+
+    @property
+    def stopping(self) -> bool:
+        return self._stop.is_set()
+
+    # ------------------------------------------------------------------ the worker thread
+    def run(self) -> None:  # QThread override: runs in the new thread
+        training = None
+        try:
+            if self.backend == "numba" and not self._wait_for_kernels():
+                self.done.emit("stopped")
+                return
+            from ..engine.trainer import Training
+
+            training = Training(self.run_config, self.seed, backend=self.backend)
+            self.prepared.emit(training)
+            self.done.emit(self._loop(iter(training)))
+        except Exception:
+            self.failed.emit(traceback.format_exc())
+        finally:
+            if training is not None:
+                training.close()
+
+    def _wait_for_kernels(self) -> bool:
+        """Wait until the compiler has this model's kernels; False if stopped meanwhile."""
+        spec = self.run_config.model_spec()
+        ready = compiler().request(spec)
+        while not ready.wait(STOP_POLL):
+            if self._stop.is_set():
+                return False
+        error = compiler().error(spec)
+        if error:
+            raise RuntimeError(f"compiling the kernels failed:\n{error}")
+        return not self._stop.is_set()
+
+    def _loop(self, records) -> str:
+        pending: list = []
+        last_emit = time.monotonic()
+        state = None
+        while True:
+            if not self._may_step():
+                self._flush(pending)
+                if state != "paused":
+                    state = "paused"
+                    self.state.emit(state)
+                self._wait()
+                continue
+            if self._stop.is_set():
+                self._flush(pending)
+                return "stopped"
+            if state != "running" and self._go.is_set():
+                state = "running"
+                self.state.emit(state)
+            try:
+                record = next(records)
+            except StopIteration:
+                self._flush(pending)
+                return "completed"
+            pending.append(record)
+            if _diverged(record):
+                self._flush(pending)
+                return "diverged"
+            if not self._go.is_set() or time.monotonic() - last_emit >= EMIT_INTERVAL:
+                self._flush(pending)
+                last_emit = time.monotonic()
+
+    def _may_step(self) -> bool:
+        """True to compute the next iteration now: running, or a single step is owed, or stopping."""
+        if self._stop.is_set() or self._go.is_set():
+            return True
+        with self._lock:
+            if self._steps > 0:
+                self._steps -= 1
+                return True
+        return False
+
+    def _wait(self) -> None:
+        """Sleep until a control call (resume, step, stop) wakes the thread."""
+        while not (self._stop.is_set() or self._go.is_set() or self._steps > 0):
+            self._wake.wait()
+            self._wake.clear()
+
+    def _flush(self, pending: list) -> None:
+        if pending:
+            self.records.emit(list(pending))
+            pending.clear()
+
+
+def _diverged(record) -> bool:
+    return record.nonfinite is not None or not (math.isfinite(record.loss) and math.isfinite(record.grad_norm))
