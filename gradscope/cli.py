@@ -140,15 +140,19 @@ def _select(experiment, args):
 
 
 def _compile(experiment, backend: str) -> None:
-    """Compile (or load from Numba's cache) the kernels every run needs, saying so: a cold compile takes seconds."""
+    """Compile (or load from Numba's cache) the kernels every run needs.  A cold compile takes seconds, so its
+    progress is shown; loading a warm cache is quick and stays quiet."""
     if backend != "numba":
         return
     from .engine import cells
 
-    specs = {r.model_spec() for r in experiment.runs}
-    for spec in specs:
-        def report(done, total, name, spec=spec):
-            print(f"compiling kernels for {spec.label} ({spec.dtype}): {done}/{total} {name}", file=sys.stderr)
+    for spec in {r.model_spec() for r in experiment.runs}:
+        start = time.perf_counter()
+
+        def report(done, total, name, spec=spec, start=start):
+            if time.perf_counter() - start > 0.5:
+                print(f"compiling kernels for {spec.label} ({spec.dtype}): {done}/{total} {name}", file=sys.stderr)
+
         cells.compile_kernels(spec, progress=report)
 
 
