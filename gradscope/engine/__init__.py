@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from .metrics import NonFinite, StepResult, first_nonfinite, step_metric_names
+from .metrics import (PARAMETER_METRICS, NonFinite, StepResult, first_nonfinite, parameter_metrics,
+                      step_metric_names)
 from .params import (ACTIVATIONS, CELLS, DTYPES, INIT_SCHEMES, InitSpec, LayerParams, ModelSpec, Params,
                      init_params, spectral_stats)
 
@@ -18,27 +19,46 @@ LOSS_KINDS = ("mse", "ce")
 
 
 def check_batch(spec: ModelSpec, params: Params, x, target, mask, loss_kind: str) -> None:
-    """Refuse arrays that do not fit the model, naming the array, the shape found and the shape expected."""
+    """Refuse arrays that do not fit the model, naming the array, what was found and what was expected.
+
+    NaN and Inf in x or in an mse target are data (the pass reports where they lead); a mask must be
+    finite, because it weighs the loss rather than feeding the model.
+    """
     if loss_kind not in LOSS_KINDS:
         raise ValueError(f"loss_kind must be one of {LOSS_KINDS}, got {loss_kind!r}")
+    for name, a in (("x", x), ("target", target), ("mask", mask)):
+        if not isinstance(a, np.ndarray):
+            raise TypeError(f"{name} must be a NumPy array, got {type(a).__name__}")
     if x.ndim != 3:
         raise ValueError(f"x must be time-major (T, B, n), got an array of shape {x.shape}")
     T, B, n = x.shape
+    if T < 1 or B < 1:
+        raise ValueError(f"x must hold at least one step and one example, got shape (T, B, n) = {x.shape}")
     if n != spec.input_size:
         raise ValueError(f"x has {n} input features per step, the model expects input_size = {spec.input_size}")
     if x.dtype != spec.np_dtype:
         raise ValueError(f"x has dtype {x.dtype}, the model is {spec.dtype}")
     if mask.shape != (T, B):
         raise ValueError(f"mask must have shape (T, B) = {(T, B)}, got {mask.shape}")
-    if loss_kind == "mse" and target.shape != (T, B, spec.output_size):
-        raise ValueError(f"an mse target must have shape (T, B, k) = {(T, B, spec.output_size)}, got {target.shape}")
+    if not (mask.dtype == np.bool_ or np.issubdtype(mask.dtype, np.number)) or np.iscomplexobj(mask):
+        raise ValueError(f"mask must hold booleans or real weights, got dtype {mask.dtype}")
+    if not np.all(np.isfinite(mask)):
+        bad = np.argwhere(~np.isfinite(mask))[0]
+        raise ValueError(f"mask must be finite; mask[t={bad[0]}, b={bad[1]}] = {mask[tuple(bad)]}")
+    if loss_kind == "mse":
+        if target.shape != (T, B, spec.output_size):
+            raise ValueError(f"an mse target must have shape (T, B, k) = {(T, B, spec.output_size)}, "
+                             f"got {target.shape}")
+        if not np.issubdtype(target.dtype, np.floating):
+            raise ValueError(f"an mse target must hold floats, got dtype {target.dtype}")
     if loss_kind == "ce":
         if target.shape != (T, B) or not np.issubdtype(target.dtype, np.integer):
             raise ValueError(f"a ce target must be integer class indices of shape (T, B) = {(T, B)}, "
                              f"got {target.dtype} {target.shape}")
-        if target.size and (target.min() < 0 or target.max() >= spec.output_size):
-            raise ValueError(f"ce target classes must lie in [0, {spec.output_size}), "
-                             f"got values from {target.min()} to {target.max()}")
+        if target.min() < 0 or target.max() >= spec.output_size:
+            bad = np.argwhere((target < 0) | (target >= spec.output_size))[0]
+            raise ValueError(f"ce target classes must lie in [0, {spec.output_size}) (output_size); "
+                             f"target[t={bad[0]}, b={bad[1]}] = {target[tuple(bad)]}")
     expected = {}
     for l in range(spec.layers):
         G, d, nl = spec.gates, spec.hidden_size, spec.layer_input_size(l)
@@ -48,6 +68,8 @@ def check_batch(spec: ModelSpec, params: Params, x, target, mask, loss_kind: str
     if set(got) != set(expected):
         raise ValueError(f"parameters {sorted(got)} do not match a {spec.layers}-layer model {sorted(expected)}")
     for name, shape in expected.items():
+        if not isinstance(got[name], np.ndarray):
+            raise TypeError(f"parameter {name} must be a NumPy array, got {type(got[name]).__name__}")
         if got[name].shape != shape:
             raise ValueError(f"parameter {name} has shape {got[name].shape}, expected {shape}")
         if got[name].dtype != spec.np_dtype:
@@ -74,6 +96,14 @@ def bptt(spec: ModelSpec, params: Params, x: np.ndarray, target: np.ndarray, mas
     raise ValueError(f"backend must be 'numba' or 'numpy', got {backend!r}")
 
 
+def compile_kernels(spec: ModelSpec, progress=None) -> None:
+    """Compile (or load from the cache) the kernels this model needs; see ``cells.compile_kernels``."""
+    from . import cells
+
+    cells.compile_kernels(spec, progress)
+
+
 __all__ = ["ModelSpec", "InitSpec", "Params", "LayerParams", "init_params", "spectral_stats", "bptt",
            "check_batch", "StepResult", "NonFinite", "first_nonfinite", "step_metric_names",
+           "parameter_metrics", "PARAMETER_METRICS", "compile_kernels",
            "CELLS", "ACTIVATIONS", "DTYPES", "INIT_SCHEMES", "LOSS_KINDS"]

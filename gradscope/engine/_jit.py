@@ -1,23 +1,35 @@
 """The one place Numba options are set.
 
-- ``cache=True`` so a second process starts in well under a second.  Numba caches next to the source
-  (``__pycache__``); when that folder is read-only it uses NUMBA_CACHE_DIR or the user cache folder, and when
-  nothing is writable decorating a cached function fails.  ``choose_cache_dir`` settles this once, at import,
-  falling back to a private temporary folder and, last, to no cache at all.
-- ``nogil=True`` on every entry point so a worker thread running a kernel leaves the Qt event loop free.
+- ``cache=True`` so a second process starts in well under a second.  Compiled kernels go to ONE folder,
+  ``<base>/gradscope-<salt>``, where ``salt`` hashes the kernel sources (cells.py, fastmath.py, this file).
+  Numba invalidates a cached function only when ITS OWN file changes; the salt also retires kernels whose
+  inlined helpers (fastmath.py) or options (here) changed.  ``base`` is the first writable folder among
+  NUMBA_CACHE_DIR, the package's ``__pycache__``, the user cache folder (~/.cache/numba) and the temporary
+  folder; when none is writable, kernels are compiled in every process (with a warning) instead of failing
+  at import (Numba's own "no locator available" error).
+- ``nogil=True`` on every kernel, so a worker thread running one leaves the Qt event loop free.
 - ``error_model="numpy"``: 1/0 gives inf and 0/0 gives NaN instead of raising; NaN and Inf are data here.
-- fastmath is limited to flags that keep NaN and Inf meaningful: no "nnan", "ninf" or "afn".
+- fastmath is limited to flags that keep NaN and Inf meaningful: no "nnan", "ninf" or "afn".  "reassoc"
+  lets LLVM vectorise float sums; fastmath.py's functions, inlined into kernels, are written so that it
+  cannot hurt them (their range reduction goes through fma).
 """
 from __future__ import annotations
 
+import contextlib
+import hashlib
 import os
 import tempfile
 import warnings
 from pathlib import Path
 
 import numba
+from numba.extending import overload
 
 FASTMATH = frozenset({"contract", "reassoc", "nsz", "arcp"})
+KERNEL_OPTIONS = dict(nogil=True, error_model="numpy", boundscheck=False)
+
+_HERE = Path(__file__).parent
+_SALTED_SOURCES = ("cells.py", "fastmath.py", "_jit.py")
 
 
 def _writable_dir(path: Path) -> bool:
@@ -30,40 +42,92 @@ def _writable_dir(path: Path) -> bool:
         return False
 
 
-def choose_cache_dir() -> tuple[bool, str]:
-    """Decide where compiled kernels are cached.  Returns (cache enabled, where)."""
-    user_dir = os.environ.get("NUMBA_CACHE_DIR")
-    if user_dir:
-        if _writable_dir(Path(user_dir)):
-            return True, user_dir
-    elif _writable_dir(Path(__file__).parent / "__pycache__"):
-        return True, str(Path(__file__).parent / "__pycache__")
-    else:
-        from numba.misc.appdirs import user_cache_dir
+def source_salt() -> str:
+    """A short hash of the kernel sources: a new salt means a new cache folder."""
+    h = hashlib.sha1(numba.__version__.encode())
+    for name in _SALTED_SOURCES:
+        try:
+            h.update((_HERE / name).read_bytes())
+        except OSError:  # a frozen or zipped install: the version alone has to do
+            h.update(name.encode())
+    return h.hexdigest()[:12]
 
-        if _writable_dir(Path(user_cache_dir(appname="numba"))):
-            return True, user_cache_dir(appname="numba")
-    fallback = Path(tempfile.gettempdir()) / f"gradscope-numba-cache-{os.getuid() if hasattr(os, 'getuid') else 0}"
-    if _writable_dir(fallback):
-        numba.config.CACHE_DIR = str(fallback)
-        return True, str(fallback)
-    warnings.warn("GradScope: no writable folder for Numba's cache; kernels will be compiled in every process",
-                  RuntimeWarning, stacklevel=2)
+
+def cache_candidates() -> list[Path]:
+    """Where the cache may go, in order of preference."""
+    from numba.misc.appdirs import user_cache_dir
+
+    candidates = []
+    if os.environ.get("NUMBA_CACHE_DIR"):
+        candidates.append(Path(os.environ["NUMBA_CACHE_DIR"]))
+    candidates.append(_HERE / "__pycache__")
+    try:
+        candidates.append(Path(user_cache_dir(appname="numba")))
+    except Exception:  # no usable HOME: skip this candidate  # noqa: BLE001
+        pass
+    uid = os.getuid() if hasattr(os, "getuid") else 0
+    candidates.append(Path(tempfile.gettempdir()) / f"gradscope-numba-cache-{uid}")
+    return candidates
+
+
+def choose_cache_dir() -> tuple[bool, str]:
+    """Decide where compiled kernels are cached.  Returns (cache enabled, folder)."""
+    salt = source_salt()
+    for base in cache_candidates():
+        folder = base / f"gradscope-{salt}"
+        if _writable_dir(folder):
+            return True, str(folder)
+    warnings.warn("GradScope: no writable folder for Numba's cache (tried NUMBA_CACHE_DIR, the package's "
+                  "__pycache__, ~/.cache/numba and the temporary folder); kernels will be compiled in every "
+                  "process", RuntimeWarning, stacklevel=2)
     return False, ""
 
 
 CACHE, CACHE_DIR = choose_cache_dir()
 
 
-def kernel(*args, **overrides):
-    """``@kernel`` / ``@kernel(parallel=True)``: numba.njit with the project's options."""
-    options = dict(cache=CACHE, nogil=True, error_model="numpy", fastmath=set(FASTMATH))
+@contextlib.contextmanager
+def _our_cache_dir():
+    """Numba picks a function's cache folder when it is decorated: point it at ours for that moment only,
+    so other Numba users in the process keep their own settings."""
+    saved = numba.config.CACHE_DIR
+    numba.config.CACHE_DIR = CACHE_DIR
+    try:
+        yield
+    finally:
+        numba.config.CACHE_DIR = saved
+
+
+def kernel(func=None, **overrides):
+    """``@kernel`` / ``@kernel(option=...)``: numba.njit with the project's options (cached, nogil, NaN-safe).
+
+    Compilation is lazy (first call) or explicit (``cells.compile_kernels``), never at import.
+    """
+    options = dict(KERNEL_OPTIONS, cache=CACHE, fastmath=set(FASTMATH))
     options.update(overrides)
-    if args and callable(args[0]):
-        return numba.njit(**options)(args[0])
-    return numba.njit(*args, **options)
+
+    def decorate(f):
+        with _our_cache_dir():
+            return numba.njit(**options)(f)
+
+    return decorate(func) if func is not None else decorate
 
 
 def inline(func):
-    """A helper inlined into the kernels that call it (no call overhead, vectorisable)."""
-    return numba.njit(inline="always", cache=CACHE, error_model="numpy", fastmath=set(FASTMATH))(func)
+    """A small helper inlined into the kernels that call it (no call overhead; vectorisable)."""
+    return numba.njit(inline="always", error_model="numpy", fastmath=set(FASTMATH))(func)
+
+
+def scalar_overload(stub, implementations: dict):
+    """Give the Python function ``stub`` a compiled implementation per Numba scalar type.
+
+    ``implementations`` maps a Numba type (types.float32, types.float64) to a plain Python function.  It is
+    inlined into the caller's Numba IR, so it always ends up inside the calling loop and vectorises with it
+    (LLVM alone declines to inline the larger float64 ones); it then runs with the caller's flags, which is
+    why fastmath.py builds its range reduction on fma, which no flag lets LLVM reassociate.
+    """
+    @overload(stub, inline="always", jit_options=dict(error_model="numpy", fastmath=set(FASTMATH)))
+    def _typed(x):
+        return implementations.get(x)
+
+    return stub

@@ -12,14 +12,24 @@ docs/metrics.md) are shared by the Numba kernels and their NumPy twins:
     tanh_sat                   tanh RNN: share with |h| > 0.95
     sigmoid_sat                sigmoid RNN: share with h < 0.05 or h > 0.95
     loss_t                     (T,) the loss contributed by step t; the step's loss is their sum
+
+Per-parameter metrics (``parameter_metrics``), (L,) arrays unless noted:
+
+    grad_norm_W_hx, grad_norm_W_hh, grad_norm_b_h      ||dL/dW|| (Frobenius) of each layer's arrays
+    grad_norm_W_yh, grad_norm_b_y                      floats, the readout's
+    spectral_radius, sigma_max                         max |eigenvalue| and largest singular value of W_hh
+                                                       (LSTM: the largest over its four d x d gate blocks)
 """
 from __future__ import annotations
 
+import threading
+import zlib
+from collections import OrderedDict
 from dataclasses import dataclass, field
 
 import numpy as np
 
-from .params import ModelSpec, Params
+from .params import ModelSpec, Params, combine_norms, spectral_stats
 
 SAT_LOW, SAT_HIGH = 0.05, 0.95
 
@@ -73,14 +83,21 @@ class StepResult:
     def finite(self) -> bool:
         return self.nonfinite is None
 
+    @property
+    def grad_norm(self) -> float:
+        """Global L2 norm of every parameter gradient (before any clipping)."""
+        norms = self.extras.get("grad_norms")
+        return combine_norms(norms) if norms is not None else self.grads.global_norm()
 
-def first_nonfinite(metrics: dict[str, np.ndarray], grads: Params) -> NonFinite | None:
+
+def first_nonfinite(metrics: dict[str, np.ndarray], grads: Params, grad_norms=None) -> NonFinite | None:
     """Locate the first non-finite value of a pass from its metrics, in computation order.
 
     Forward: layer by layer, and in each layer t = 0..T-1 (c_t before h_t); then the loss, step by step;
     backward: t = T-1..0, and at each step from the top layer down (dL/dh_t before dL/dc_t); last the
-    parameter gradients.  A norm is non-finite exactly when its vector holds a NaN or an Inf (norms are
-    accumulated in float64, so float32 values cannot overflow them).
+    parameter gradients, in ``Params.named()`` order.  A norm is non-finite exactly when its vector holds a
+    NaN or an Inf (norms are accumulated in float64 and rescaled when the plain sum of squares overflows).
+    ``grad_norms``, the norm of every gradient array in that order, spares scanning the arrays.
     """
     h, c = metrics["h_norm"], metrics.get("c_norm")
     L, T = h.shape
@@ -100,8 +117,67 @@ def first_nonfinite(metrics: dict[str, np.ndarray], grads: Params) -> NonFinite 
                 return NonFinite("grad_h", l, t)
             if gc is not None and not np.isfinite(gc[l, t]):
                 return NonFinite("grad_c", l, t)
-    for name, g in grads.named():
-        if not np.all(np.isfinite(g)):
+    for index, (name, g) in enumerate(grads.named()):
+        if not (np.isfinite(grad_norms[index]) if grad_norms is not None else np.all(np.isfinite(g))):
             layer = int(name[5:name.index(".")]) if name.startswith("layer") else None
             return NonFinite(f"grad {name}", layer, None)
     return None
+
+
+class _SpectralCache:
+    """Spectral stats of recently seen W_hh, so an unchanged matrix costs a checksum, not an eigensolve.
+
+    An eigensolve of a 512 x 512 matrix takes a few hundred ms (docs/metrics.md); W_hh is unchanged at
+    iteration 0, with lr = 0, in frozen layers and when the same parameters are measured twice.  Keyed by
+    shape, dtype and a CRC32 of the bytes, confirmed against a stored copy.  Thread-safe; bounded.
+    """
+
+    def __init__(self, max_entries: int = 16):
+        self.max_entries = max_entries
+        self._entries: OrderedDict = OrderedDict()
+        self._lock = threading.Lock()
+        self.hits = self.misses = 0
+
+    def __call__(self, W_hh: np.ndarray, gates: int) -> tuple[float, float]:
+        W = np.ascontiguousarray(W_hh)
+        key = (W.shape, W.dtype.str, gates, zlib.crc32(W.view(np.uint8).reshape(-1)))
+        with self._lock:
+            hit = self._entries.get(key)
+            if hit is not None and np.array_equal(hit[0], W, equal_nan=True):
+                self._entries.move_to_end(key)
+                self.hits += 1
+                return hit[1]
+        stats = spectral_stats(W, gates)
+        with self._lock:
+            self.misses += 1
+            self._entries[key] = (W.copy(), stats)
+            while len(self._entries) > self.max_entries:
+                self._entries.popitem(last=False)
+        return stats
+
+
+spectral_cache = _SpectralCache()
+
+
+def parameter_metrics(spec: ModelSpec, params: Params, grads: Params) -> dict:
+    """Per-parameter metrics of one iteration (module docstring): gradient norms and W_hh's spectrum.
+
+    Returns {"grad_norm_W_hx", "grad_norm_W_hh", "grad_norm_b_h", "spectral_radius", "sigma_max": (L,)
+    float64 arrays, "grad_norm_W_yh", "grad_norm_b_y": floats}.  Norms accumulate in float64.
+    """
+    L = spec.layers
+    norms = grads.norms()
+    out = {name: np.empty(L) for name in ("grad_norm_W_hx", "grad_norm_W_hh", "grad_norm_b_h",
+                                          "spectral_radius", "sigma_max")}
+    for l in range(L):
+        out["grad_norm_W_hx"][l] = norms[f"layer{l}.W_hx"]
+        out["grad_norm_W_hh"][l] = norms[f"layer{l}.W_hh"]
+        out["grad_norm_b_h"][l] = norms[f"layer{l}.b_h"]
+        out["spectral_radius"][l], out["sigma_max"][l] = spectral_cache(params.layers[l].W_hh, spec.gates)
+    out["grad_norm_W_yh"] = norms["readout.W_yh"]
+    out["grad_norm_b_y"] = norms["readout.b_y"]
+    return out
+
+
+PARAMETER_METRICS = ("grad_norm_W_hx", "grad_norm_W_hh", "grad_norm_b_h", "grad_norm_W_yh", "grad_norm_b_y",
+                     "spectral_radius", "sigma_max")

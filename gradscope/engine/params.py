@@ -42,8 +42,10 @@ class ModelSpec:
         if self.dtype not in DTYPES:
             raise ValueError(f"dtype must be one of {DTYPES}, got {self.dtype!r}")
         for name in ("input_size", "hidden_size", "layers", "output_size"):
-            if int(getattr(self, name)) < 1:
-                raise ValueError(f"{name} must be at least 1, got {getattr(self, name)!r}")
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+                raise ValueError(f"{name} must be a whole number of at least 1, got {value!r}")
+            object.__setattr__(self, name, int(value))   # numpy integers become plain ints (hashing, JSON)
 
     @property
     def gates(self) -> int:
@@ -114,11 +116,34 @@ class Params:
 
     def global_norm(self) -> float:
         """sqrt(sum of squares of every entry), accumulated in float64."""
-        return float(np.sqrt(sum(float(np.sum(np.square(a, dtype=np.float64))) for _, a in self.named())))
+        return combine_norms(list(self.norms().values()))
 
     def norms(self) -> dict[str, float]:
-        """L2 (Frobenius) norm of every array, by file name."""
-        return {name: float(np.sqrt(np.sum(np.square(a, dtype=np.float64)))) for name, a in self.named()}
+        """L2 (Frobenius) norm of every array, by file name, accumulated in float64 (scaled when the plain
+        sum of squares would overflow, so a norm is infinite only when its array holds an Inf)."""
+        out = {}
+        for name, a in self.named():
+            a = np.asarray(a, dtype=np.float64).reshape(-1)
+            with np.errstate(over="ignore", invalid="ignore"):
+                norm = float(np.sqrt(np.dot(a, a)))
+                if norm == np.inf:
+                    scaled = a * 2.0 ** -600
+                    norm = float(np.sqrt(np.dot(scaled, scaled))) * 2.0 ** 600
+            out[name] = norm
+        return out
+
+
+def combine_norms(norms) -> float:
+    """The L2 norm of a concatenation, from the L2 norms of its parts (no overflow: scaled by the largest)."""
+    v = np.asarray(norms, dtype=np.float64)
+    if v.size == 0:
+        return 0.0
+    top = float(np.max(v))
+    if not np.isfinite(top) or np.any(np.isnan(v)):
+        return float(np.sum(v))            # NaN if any is NaN, else +inf
+    if top == 0.0:
+        return 0.0
+    return top * float(np.sqrt(np.sum(np.square(v / top))))
 
 
 @dataclass(frozen=True)
@@ -138,6 +163,15 @@ class InitSpec:
         for key in ("recurrent", "input"):
             if getattr(self, key) not in INIT_SCHEMES:
                 raise ValueError(f"init.{key} must be one of {INIT_SCHEMES}, got {getattr(self, key)!r}")
+        for key in ("recurrent_scale", "input_scale", "readout_scale"):
+            value = getattr(self, key)
+            if not (isinstance(value, (int, float, np.number)) and np.isfinite(value) and value >= 0):
+                raise ValueError(f"init.{key} must be a finite number >= 0, got {value!r}")
+        if not (isinstance(self.forget_bias, (int, float, np.number)) and np.isfinite(self.forget_bias)):
+            raise ValueError(f"init.forget_bias must be a finite number, got {self.forget_bias!r}")
+        if isinstance(self.chrono_tmax, bool) or not isinstance(self.chrono_tmax, (int, np.integer)) \
+                or self.chrono_tmax < 0:
+            raise ValueError(f"init.chrono_tmax must be a whole number >= 0, got {self.chrono_tmax!r}")
 
 
 def init_matrix(scheme: str, scale: float, rows: int, cols: int, rng: np.random.Generator) -> np.ndarray:
@@ -194,7 +228,10 @@ def init_params(spec: ModelSpec, init: InitSpec, rng: np.random.Generator, seq_l
     layers = []
     for l in range(spec.layers):
         n = spec.layer_input_size(l)
-        W_hx = np.concatenate([_init_block(init.input, init.input_scale, d, n, d, rng) for _ in range(G)])
+        try:
+            W_hx = np.concatenate([_init_block(init.input, init.input_scale, d, n, d, rng) for _ in range(G)])
+        except ValueError as err:
+            raise ValueError(f"init.input = {init.input!r} for layer {l}'s W_hx ({d} x {n}): {err}") from None
         W_hh = np.concatenate([_init_block(init.recurrent, init.recurrent_scale, d, d, d, rng) for _ in range(G)])
         b_h = np.zeros(G * d)
         if init.recurrent == "pytorch":
@@ -205,7 +242,8 @@ def init_params(spec: ModelSpec, init: InitSpec, rng: np.random.Generator, seq_l
             if init.chrono:
                 t_max = init.chrono_tmax or seq_len
                 if t_max < 3:
-                    raise ValueError(f"chrono initialisation needs T_max >= 3, got {t_max}")
+                    raise ValueError(f"chrono initialisation needs T_max >= 3 (init.chrono_tmax, or the task's "
+                                     f"seq_len when it is 0), got {t_max}")
                 b_f = np.log(rng.uniform(1.0, t_max - 1.0, size=d))
                 b_h[d:2 * d] = b_f
                 b_h[0:d] = -b_f
@@ -218,17 +256,24 @@ def init_params(spec: ModelSpec, init: InitSpec, rng: np.random.Generator, seq_l
 def spectral_stats(W_hh: np.ndarray, gates: int = 1) -> tuple[float, float]:
     """(spectral radius, largest singular value) of a recurrent matrix, in float64.
 
-    For an LSTM (gates = 4) the (4d, d) matrix has no spectral radius; we report both figures for the
-    largest over the four square d x d gate blocks.
+    rho = max |eigenvalue| (LAPACK geev, eigenvalues only); sigma_max = sqrt(largest eigenvalue of
+    W^T W) (symmetric, several times cheaper than an SVD and accurate to a few ulp for the TOP singular
+    value).  For an LSTM (gates = 4) the (4d, d) matrix has no spectral radius; both figures are the
+    largest over the four square d x d gate blocks.  A matrix holding NaN or Inf gives (nan, nan).
     """
     d = W_hh.shape[1]
     rho = sigma = 0.0
     for g in range(gates):
-        block = np.asarray(W_hh[g * d:(g + 1) * d], dtype=np.float64)
+        block = np.asarray(W_hh[g * d:(g + 1) * d], dtype=np.float64)        # (d, d)
         if not np.all(np.isfinite(block)):
             return float("nan"), float("nan")
-        rho = max(rho, float(np.max(np.abs(np.linalg.eigvals(block)))))
-        sigma = max(sigma, float(np.linalg.norm(block, 2)))
+        scale = float(np.max(np.abs(block))) if block.size else 0.0
+        if scale == 0.0:
+            continue
+        unit = block / scale                                                 # W^T W cannot overflow
+        rho = max(rho, scale * float(np.max(np.abs(np.linalg.eigvals(unit)))))
+        top = float(np.linalg.eigvalsh(unit.T @ unit)[-1])
+        sigma = max(sigma, scale * float(np.sqrt(max(top, 0.0))))
     return rho, sigma
 
 

@@ -2,6 +2,10 @@
 
 Nothing here is fast; everything here is meant to be obviously right.  Notation (TRACE_FORMAT.md):
 T steps, batch B, L layers, hidden size d, layer input size n, output size k; arrays are time-major.
+Each function twins the kernel of the same name in cells.py at the same granularity: a layer's forward
+pass, a chunk of a layer's backward pass (the whole layer when no carries are given), the readout of a
+chunk of steps; ``bptt`` twins the step kernels.  fastmath.exp / sigmoid / tanh twin np.exp, ``sigmoid``
+and np.tanh.
 
     RNN   z_t = x_t W_hx^T + h_{t-1} W_hh^T + b_h          h_t = f(z_t)
     LSTM  [i, f, g, o] = split(x_t W_hx^T + h_{t-1} W_hh^T + b_h)
@@ -49,9 +53,23 @@ def sigmoid(z: np.ndarray) -> np.ndarray:
     return 1 / (1 + np.exp(-z))
 
 
+def row_norms(v: np.ndarray) -> np.ndarray:
+    """L2 norm of each row (last axis), accumulated in float64.  Where the plain sum of squares overflows
+    (float64 entries above ~1e154), the norm is taken of v * 2^-600 and scaled back, so a norm is infinite
+    only when the row holds an Inf."""
+    v = np.asarray(v, dtype=np.float64)
+    with np.errstate(over="ignore", invalid="ignore"):
+        norms = np.sqrt(np.sum(v * v, axis=-1))
+        big = norms == np.inf
+        if np.any(big):
+            scaled = v[big] * 2.0 ** -600
+            norms[big] = np.sqrt(np.sum(scaled * scaled, axis=-1)) * 2.0 ** 600
+    return norms
+
+
 def row_norm_mean(v: np.ndarray) -> float:
-    """Mean over the batch (rows) of the L2 norm of each row, accumulated in float64."""
-    return float(np.mean(np.sqrt(np.sum(np.square(v, dtype=np.float64), axis=-1))))
+    """Mean over the batch (rows) of the L2 norm of each row."""
+    return float(np.mean(row_norms(v)))
 
 
 def sat_fraction(a: np.ndarray) -> float:
@@ -83,11 +101,15 @@ def rnn_forward(x: np.ndarray, p: LayerParams, activation: str):
     return H, m
 
 
-def rnn_backward(x: np.ndarray, H: np.ndarray, G: np.ndarray, p: LayerParams, activation: str):
-    """Backward through time.
+def rnn_backward(x: np.ndarray, H: np.ndarray, G: np.ndarray, p: LayerParams, activation: str,
+                 dz_next: np.ndarray | None = None, h_prev: np.ndarray | None = None):
+    """Backward through time over steps t0 .. t0+Tc-1 (the whole layer by default).
 
-    G (T, B, d) holds the DIRECT gradient into each h_t (from the readout or the layer above).
-    Returns the parameter gradients, dL/dx (T, B, n) for the layer below, and grad_h_norm (T,).
+    x (Tc, B, n) and H (Tc, B, d) are the steps' inputs and states; G (Tc, B, d) holds the DIRECT gradient
+    into each h_t (from the readout or the layer above).  For a chunk inside the sequence, dz_next (B, d)
+    is dz_{t0+Tc} from the later steps and h_prev (B, d) is h_{t0-1}; both default to zero (the sequence's
+    end and start).  Returns the parameter gradients, dL/dx (Tc, B, n) for the layer below,
+    grad_h_norm (Tc,) and dz_{t0} (the carry for the earlier steps).
         g_t   = G_t + dz_{t+1} W_hh            total dL/dh_t
         dz_t  = g_t * f'(z_t)
         dW_hh = sum_t dz_t^T h_{t-1}    dW_hx = sum_t dz_t^T x_t    db_h = sum_t,b dz_t    dx_t = dz_t W_hx
@@ -95,17 +117,18 @@ def rnn_backward(x: np.ndarray, H: np.ndarray, G: np.ndarray, p: LayerParams, ac
     T, B, d = H.shape
     dZ = np.zeros_like(H)                                                 # (T, B, d)
     grad_h_norm = np.zeros(T)
-    dz_next = np.zeros((B, d), dtype=H.dtype)
+    dz_next = np.zeros((B, d), dtype=H.dtype) if dz_next is None else dz_next
     for t in range(T - 1, -1, -1):
         g = G[t] + dz_next @ p.W_hh                                       # (B, d) total dL/dh_t
         grad_h_norm[t] = row_norm_mean(g)
         dz_next = dZ[t] = g * activation_grad_from_output(activation, H[t])
-    H_prev = np.concatenate([np.zeros_like(H[:1]), H[:-1]])               # (T, B, d) h_{t-1}
+    h_prev = np.zeros_like(H[0]) if h_prev is None else h_prev
+    H_prev = np.concatenate([h_prev[None], H[:-1]])                       # (T, B, d) h_{t-1}
     grads = LayerParams(W_hx=np.einsum("tbi,tbj->ij", dZ, x),             # (d, n)
                         W_hh=np.einsum("tbi,tbj->ij", dZ, H_prev),        # (d, d)
                         b_h=dZ.sum(axis=(0, 1)))                          # (d,)
     dx = dZ @ p.W_hx                                                      # (T, B, n)
-    return grads, dx, grad_h_norm
+    return grads, dx, grad_h_norm, dZ[0]
 
 
 # --------------------------------------------------------------------------------------------- LSTM layer
@@ -137,36 +160,45 @@ def lstm_forward(x: np.ndarray, p: LayerParams):
     return H, C, A, m
 
 
-def lstm_backward(x: np.ndarray, H: np.ndarray, C: np.ndarray, A: np.ndarray, G: np.ndarray, p: LayerParams):
-    """Backward through time.  G (T, B, d) is the direct gradient into each h_t.
+def lstm_backward(x: np.ndarray, H: np.ndarray, C: np.ndarray, A: np.ndarray, G: np.ndarray, p: LayerParams,
+                  dz_next: np.ndarray | None = None, dc_next: np.ndarray | None = None,
+                  h_prev: np.ndarray | None = None, c_prev: np.ndarray | None = None):
+    """Backward through time over steps t0 .. t0+Tc-1 (the whole layer by default).
 
+    x, H, C, A, G as in ``lstm_forward`` for those steps, G the direct gradient into each h_t.  For a chunk
+    inside the sequence: dz_next (B, 4d) = dz_{t0+Tc}, dc_next (B, d) = dc_{t0+Tc} f_{t0+Tc},
+    h_prev, c_prev (B, d) = h_{t0-1}, c_{t0-1}; all default to zero.
         g_t   = G_t + dz_{t+1} W_hh                              total dL/dh_t
         dc_t  = g_t * o_t * (1 - tanh^2 c_t) + dc_{t+1} * f_{t+1}  total dL/dc_t
         di = dc_t g_t^gate,  df = dc_t c_{t-1},  dg = dc_t i_t,  do = g_t tanh c_t
         dz_t  = [di i(1-i), df f(1-f), dg (1-g^2), do o(1-o)]    (B, 4d)
+    Returns the parameter gradients, dL/dx (Tc, B, n), grad_h_norm, grad_c_norm (Tc,), and the carries
+    for the earlier steps: dz_{t0} and dc_{t0} f_{t0}.
     """
     T, B, d = H.shape
     dZ = np.zeros_like(A)                                                 # (T, B, 4d)
     grad_h_norm, grad_c_norm = np.zeros(T), np.zeros(T)
-    dz_next = np.zeros((B, 4 * d), dtype=H.dtype)
-    dc_next = np.zeros((B, d), dtype=H.dtype)                             # dc_{t+1} * f_{t+1}
+    dz_next = np.zeros((B, 4 * d), dtype=H.dtype) if dz_next is None else dz_next
+    dc_next = np.zeros((B, d), dtype=H.dtype) if dc_next is None else dc_next   # dc_{t+1} * f_{t+1}
+    h_prev = np.zeros((B, d), dtype=H.dtype) if h_prev is None else h_prev
+    c_before = np.zeros((B, d), dtype=H.dtype) if c_prev is None else c_prev
     for t in range(T - 1, -1, -1):
         i, f, g, o = A[t, :, :d], A[t, :, d:2 * d], A[t, :, 2 * d:3 * d], A[t, :, 3 * d:]
-        c_prev = C[t - 1] if t > 0 else np.zeros_like(C[0])
+        c_prev_t = C[t - 1] if t > 0 else c_before
         tc = np.tanh(C[t])
         gh = G[t] + dz_next @ p.W_hh                                      # (B, d) total dL/dh_t
         dc = gh * o * (1 - tc * tc) + dc_next                             # (B, d) total dL/dc_t
         grad_h_norm[t], grad_c_norm[t] = row_norm_mean(gh), row_norm_mean(dc)
-        dZ[t] = np.concatenate([dc * g * i * (1 - i), dc * c_prev * f * (1 - f),
+        dZ[t] = np.concatenate([dc * g * i * (1 - i), dc * c_prev_t * f * (1 - f),
                                 dc * i * (1 - g * g), gh * tc * o * (1 - o)], axis=1)
         dz_next = dZ[t]
         dc_next = dc * f
-    H_prev = np.concatenate([np.zeros_like(H[:1]), H[:-1]])
+    H_prev = np.concatenate([h_prev[None], H[:-1]])
     grads = LayerParams(W_hx=np.einsum("tbi,tbj->ij", dZ, x),             # (4d, n)
                         W_hh=np.einsum("tbi,tbj->ij", dZ, H_prev),        # (4d, d)
                         b_h=dZ.sum(axis=(0, 1)))                          # (4d,)
     dx = dZ @ p.W_hx                                                      # (T, B, n)
-    return grads, dx, grad_h_norm, grad_c_norm
+    return grads, dx, grad_h_norm, grad_c_norm, dZ[0], dc_next
 
 
 # ------------------------------------------------------------------------------------------ readout + loss
@@ -181,7 +213,7 @@ def readout_loss(H: np.ndarray, W_yh: np.ndarray, b_y: np.ndarray, target: np.nd
     Y = H @ W_yh.T + b_y                                                  # (T, B, k)
     w = (mask / B).astype(np.float64)                                     # (T, B)
     if loss_kind == "mse":
-        diff = Y - target                                                 # (T, B, k)
+        diff = Y - target.astype(H.dtype)                                 # (T, B, k) in the model's dtype
         ell = 0.5 * np.sum(np.square(diff, dtype=np.float64), axis=-1)    # (T, B)
         dY = diff * w[..., None].astype(H.dtype)
     elif loss_kind == "ce":
@@ -196,6 +228,14 @@ def readout_loss(H: np.ndarray, W_yh: np.ndarray, b_y: np.ndarray, target: np.nd
         raise ValueError(f"unknown loss kind {loss_kind!r}")
     loss_t = np.sum(w * ell, axis=1)                                      # (T,)
     return float(np.sum(loss_t)), loss_t, dY
+
+
+def readout_backward(H: np.ndarray, dY: np.ndarray, W_yh: np.ndarray):
+    """The readout's gradients and the direct gradient into the top layer's states, given dY (T, B, k).
+
+        dW_yh = sum_t dY_t^T h_t  (k, d)     db_y = sum_{t,b} dY  (k,)     G_t = dY_t W_yh  (T, B, d)
+    """
+    return np.einsum("tbk,tbd->kd", dY, H), dY.sum(axis=(0, 1)), dY @ W_yh
 
 
 # -------------------------------------------------------------------------------------------- whole model
@@ -225,18 +265,16 @@ def bptt(spec: ModelSpec, params: Params, x: np.ndarray, target: np.ndarray, mas
     loss, loss_t, dY = readout_loss(H_top, params.W_yh, params.b_y, target, mask, loss_kind)
     metrics["loss_t"] = loss_t
     grads = params.zeros_like()
-    grads.W_yh = np.einsum("tbk,tbd->kd", dY, H_top)                       # (k, d)
-    grads.b_y = dY.sum(axis=(0, 1))                                       # (k,)
-    G = dY @ params.W_yh                                                  # (T, B, d) direct grad into h_top
+    grads.W_yh, grads.b_y, G = readout_backward(H_top, dY, params.W_yh)  # G (T, B, d) direct grad into h_top
     for l in range(L - 1, -1, -1):
         p = params.layers[l]
         if spec.cell == "lstm":
             H, C, A = caches[l]
-            grads.layers[l], G, gh, gc = lstm_backward(inputs[l], H, C, A, G, p)
+            grads.layers[l], G, gh, gc, _, _ = lstm_backward(inputs[l], H, C, A, G, p)
             put(l, {"grad_h_norm": gh, "grad_c_norm": gc})
         else:
             (H,) = caches[l]
-            grads.layers[l], G, gh = rnn_backward(inputs[l], H, G, p, spec.activation)
+            grads.layers[l], G, gh, _ = rnn_backward(inputs[l], H, G, p, spec.activation)
             put(l, {"grad_h_norm": gh})
     grads = grads.astype(spec.np_dtype)
     return StepResult(loss=loss, grads=grads, metrics=metrics, nonfinite=first_nonfinite(metrics, grads))

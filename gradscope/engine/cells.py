@@ -1,0 +1,768 @@
+"""The Numba kernels: stacked RNN and LSTM forward and backward through time, instrumented inside the loops.
+
+Notation (TRACE_FORMAT.md): T steps, batch B, L layers, hidden size d, layer input size n, output size k,
+G = 1 (RNN) or 4 (LSTM, gate blocks i, f, g, o).  Arrays are time-major and C-contiguous; a batch of rows
+is multiplied as ``X @ W.T`` (W_hx x_t for every example).  Each kernel has a plain NumPy twin in
+reference.py, named the same, and the tests compare them.
+
+One training step (``rnn_step`` / ``lstm_step``, one nogil call from Python):
+
+forward, layer by layer
+    Z = X W_hx^T over all T*B rows at once (one GEMM), written straight into the state buffer;
+    for t: Z_t += h_{t-1} W_hh^T (the only sequential product), then one fused pass adds b_h, applies the
+    activation (LSTM: the gates, c_t and h_t) and accumulates every forward metric of step t.
+backward, a wavefront over chunks of Tc steps from the end (memory: the chunk buffers, not T of them)
+    top layer: Y = H_c W_yh^T + b_y, the loss and dY for the chunk, dW_yh += dY^T H_c, G = dY W_yh;
+    each layer from the top: for t in the chunk, from its end:
+        g_t = G_t + dz_{t+1} W_hh            (the TOTAL dL/dh_t; dz_{t+1} crosses chunk boundaries)
+        dz_t = g_t * f'(z_t)                 (LSTM: through c_t, the gates, and dc_{t+1} f_{t+1})
+    then the chunk's weight gradients as GEMMs (dW_hh += dZ^T H_{t-1}, dW_hx += dZ^T X, db_h += sum dZ)
+    and the direct gradient into the layer below, G = dZ W_hx.
+The LSTM overwrites its gate activations with dz_t in place (they are not needed afterwards) and
+recomputes tanh(c_t) instead of storing it.
+
+Norms, means and sums of metrics accumulate in float64.  Kernels never raise: NaN and Inf flow through
+and the metrics show where they started (metrics.first_nonfinite).
+"""
+from __future__ import annotations
+
+import math
+import threading
+
+import numpy as np
+from numba import types
+
+from . import _jit
+from .fastmath import sigmoid, tanh, exp
+from .metrics import SAT_HIGH, SAT_LOW, StepResult, first_nonfinite, step_metric_names
+from .params import LayerParams, ModelSpec, Params
+
+RELU, TANH, SIGMOID, LINEAR = 0, 1, 2, 3
+ACTIVATION_CODES = {"relu": RELU, "tanh": TANH, "sigmoid": SIGMOID, "linear": LINEAR}
+MSE, CE = 0, 1
+LOSS_CODES = {"mse": MSE, "ce": CE}
+CHUNK_ROWS = 1024            # backward chunk: about this many (t, b) rows, so chunk buffers stay small
+
+# Rows of the metric block M (L, n_metrics, T) each step kernel fills; names as in metrics.py.  The forward
+# rows of a layer come first, so lstm_forward gets them as one contiguous (10, T) block.
+RNN_ROWS = {"h_norm": 0, "relu_dead": 1, "tanh_sat": 1, "sigmoid_sat": 1, "grad_h_norm": 2}
+LSTM_ROWS = {"h_norm": 0, "c_norm": 1, "gate_i_mean": 2, "gate_f_mean": 3, "gate_g_mean": 4, "gate_o_mean": 5,
+             "gate_i_sat": 6, "gate_f_sat": 7, "gate_g_sat": 8, "gate_o_sat": 9,
+             "grad_h_norm": 10, "grad_c_norm": 11}
+
+_SCALE_DOWN = 2.0 ** -600    # second sum of squares, of v * 2^-600: cannot overflow for any float64 v
+_SCALE_UP = 2.0 ** 600
+
+# ------------------------------------------------------------------------------------------------- BLAS
+# Numba's own BLAS entry (it calls SciPy's cython_blas sgemm/dgemm), resolved by name, so cached kernels
+# that call it stay valid in a new process.  Column-major, Fortran semantics:
+#     C (m x n) = alpha op(A) op(B) + beta C
+_xxgemm = types.ExternalFunction("numba_xxgemm", types.intc(
+    types.char, types.char, types.char, types.intp, types.intp, types.intp,
+    types.voidptr, types.voidptr, types.intp, types.voidptr, types.intp, types.voidptr,
+    types.voidptr, types.intp))
+
+
+@_jit.kernel
+def gemm(trans_a, trans_b, A, B, beta, C):
+    """C = op(A) op(B) + beta * C for row-major 2-D arrays, op(M) = M^T when trans_*; beta is 0 or 1.
+
+    A row-major C is a column-major C^T = op(B)^T op(A)^T, which is what BLAS is asked for.  Returns
+    BLAS's status (0).  Accumulating with beta = 1 is what spares every temporary in the kernels below.
+    """
+    m, n = C.shape
+    k = A.shape[0] if trans_a else A.shape[1]
+    if m == 0 or n == 0:
+        return 0
+    if k == 0:
+        if not beta:
+            C[:] = 0
+        return 0
+    scalars = np.empty(2, C.dtype)        # alpha, beta: BLAS takes them by pointer
+    scalars[0] = 1
+    scalars[1] = 1 if beta else 0
+    kind = ord("s") if C.itemsize == 4 else ord("d")
+    return _xxgemm(kind, ord("t") if trans_b else ord("n"), ord("t") if trans_a else ord("n"), n, m, k,
+                   scalars[0:1].ctypes, B.ctypes, max(1, B.strides[0] // B.itemsize),
+                   A.ctypes, max(1, A.strides[0] // A.itemsize), scalars[1:2].ctypes,
+                   C.ctypes, max(1, C.strides[0] // C.itemsize))
+
+
+# -------------------------------------------------------------------------------------------- helpers
+@_jit.inline
+def _norm(ss, ss_scaled):
+    """sqrt of a sum of squares kept twice: plainly (exact for small values) and of v * 2^-600 (which
+    cannot overflow); the second is used only when the first overflowed.  NaN stays NaN, Inf stays Inf."""
+    if ss == np.inf:
+        return math.sqrt(ss_scaled) * _SCALE_UP
+    return math.sqrt(ss)
+
+
+@_jit.kernel
+def vector_norm(v):
+    """||v||_2 of a 1-D array, accumulated in float64 without overflow."""
+    ss = 0.0
+    ss_scaled = 0.0
+    for i in range(v.shape[0]):
+        x = np.float64(v[i])
+        ss += x * x
+        xs = x * _SCALE_DOWN
+        ss_scaled += xs * xs
+    return _norm(ss, ss_scaled)
+
+
+# ------------------------------------------------------------------------------------------ row passes
+# The fused elementwise work of one step, one batch row at a time.  Each is its own function on purpose:
+# LLVM vectorises a loop over one row (16 float32 lanes with AVX-512), but when the same loop sits inside
+# the loop over rows it hoists its runtime alias checks to the whole step, where the in-place gate writes
+# look like they overlap, and falls back to scalar code (measured: 3 ns vs 30 ns per LSTM unit).  They are
+# tested through the layer kernels that call them (against reference.py).
+@_jit.kernel
+def _rnn_forward_row(z, b_h, act, lo, hi):
+    """z (d,) holds x_t W_hx^T + h_{t-1} W_hh^T; in place h = f(z + b_h).
+    Returns (sum h^2, sum (h 2^-600)^2, count for the activation's metric)."""
+    d = z.shape[0]
+    zero = z.dtype.type(0)
+    ss = 0.0
+    ss_scaled = 0.0
+    count = 0
+    if act == RELU:
+        for j in range(d):
+            v = z[j] + b_h[j]
+            h = zero if v <= zero else v                                  # NaN stays NaN
+            z[j] = h
+            count += h == zero
+            hd = np.float64(h)
+            ss += hd * hd
+            ss_scaled += (hd * _SCALE_DOWN) * (hd * _SCALE_DOWN)
+    elif act == TANH:
+        for j in range(d):
+            h = tanh(z[j] + b_h[j])
+            z[j] = h
+            count += abs(h) > hi
+            hd = np.float64(h)
+            ss += hd * hd
+            ss_scaled += (hd * _SCALE_DOWN) * (hd * _SCALE_DOWN)
+    elif act == SIGMOID:
+        for j in range(d):
+            h = sigmoid(z[j] + b_h[j])
+            z[j] = h
+            count += (h < lo) | (h > hi)
+            hd = np.float64(h)
+            ss += hd * hd
+            ss_scaled += (hd * _SCALE_DOWN) * (hd * _SCALE_DOWN)
+    else:
+        for j in range(d):
+            h = z[j] + b_h[j]
+            z[j] = h
+            hd = np.float64(h)
+            ss += hd * hd
+            ss_scaled += (hd * _SCALE_DOWN) * (hd * _SCALE_DOWN)
+    return ss, ss_scaled, count
+
+
+@_jit.kernel
+def _rnn_backward_row(g, h, dz, db_h, act):
+    """g (d,) total dL/dh_t, h (d,) = f(z_t): dz = g f'(z_t) (f' from h), db_h += dz (float64).
+    Returns (sum g^2, sum (g 2^-600)^2)."""
+    d = g.shape[0]
+    one = g.dtype.type(1)
+    zero = g.dtype.type(0)
+    ss = 0.0
+    ss_scaled = 0.0
+    if act == RELU:
+        for j in range(d):
+            gj = g[j]
+            v = gj if h[j] > zero else gj * zero                          # 0 * NaN keeps NaN
+            dz[j] = v
+            db_h[j] += v
+            gd = np.float64(gj)
+            ss += gd * gd
+            ss_scaled += (gd * _SCALE_DOWN) * (gd * _SCALE_DOWN)
+    elif act == TANH:
+        for j in range(d):
+            gj = g[j]
+            v = gj * (one - h[j] * h[j])
+            dz[j] = v
+            db_h[j] += v
+            gd = np.float64(gj)
+            ss += gd * gd
+            ss_scaled += (gd * _SCALE_DOWN) * (gd * _SCALE_DOWN)
+    elif act == SIGMOID:
+        for j in range(d):
+            gj = g[j]
+            v = gj * (h[j] * (one - h[j]))
+            dz[j] = v
+            db_h[j] += v
+            gd = np.float64(gj)
+            ss += gd * gd
+            ss_scaled += (gd * _SCALE_DOWN) * (gd * _SCALE_DOWN)
+    else:
+        for j in range(d):
+            gj = g[j]
+            dz[j] = gj
+            db_h[j] += gj
+            gd = np.float64(gj)
+            ss += gd * gd
+            ss_scaled += (gd * _SCALE_DOWN) * (gd * _SCALE_DOWN)
+    return ss, ss_scaled
+
+
+@_jit.kernel
+def _lstm_forward_row(a, b_h, c_prev, c, h, stats):
+    """a (4d,) holds the pre-activations without b_h; in place the gates i, f, g, o; c, h (d,) out.
+    stats (14,) float64 accumulates: sum h^2, sum c^2 (plain and scaled), the gate sums, the gate
+    saturation counts (see lstm_forward)."""
+    d = c.shape[0]
+    lo = a.dtype.type(SAT_LOW)
+    hi = a.dtype.type(SAT_HIGH)
+    ssh = 0.0
+    ssh_scaled = 0.0
+    ssc = 0.0
+    ssc_scaled = 0.0
+    i_sum = 0.0
+    f_sum = 0.0
+    g_sum = 0.0
+    o_sum = 0.0
+    i_sat = 0
+    f_sat = 0
+    g_sat = 0
+    o_sat = 0
+    for j in range(d):
+        i = sigmoid(a[j] + b_h[j])
+        f = sigmoid(a[d + j] + b_h[d + j])
+        g = tanh(a[2 * d + j] + b_h[2 * d + j])
+        o = sigmoid(a[3 * d + j] + b_h[3 * d + j])
+        cj = f * c_prev[j] + i * g
+        hj = o * tanh(cj)
+        a[j] = i
+        a[d + j] = f
+        a[2 * d + j] = g
+        a[3 * d + j] = o
+        c[j] = cj
+        h[j] = hj
+        hd = np.float64(hj)
+        cd = np.float64(cj)
+        ssh += hd * hd
+        ssh_scaled += (hd * _SCALE_DOWN) * (hd * _SCALE_DOWN)
+        ssc += cd * cd
+        ssc_scaled += (cd * _SCALE_DOWN) * (cd * _SCALE_DOWN)
+        i_sum += np.float64(i)
+        f_sum += np.float64(f)
+        g_sum += np.float64(g)
+        o_sum += np.float64(o)
+        i_sat += (i < lo) | (i > hi)
+        f_sat += (f < lo) | (f > hi)
+        g_sat += abs(g) > hi
+        o_sat += (o < lo) | (o > hi)
+    stats[0] += _norm(ssh, ssh_scaled)
+    stats[1] += _norm(ssc, ssc_scaled)
+    stats[2] += i_sum
+    stats[3] += f_sum
+    stats[4] += g_sum
+    stats[5] += o_sum
+    stats[6] += i_sat
+    stats[7] += f_sat
+    stats[8] += g_sat
+    stats[9] += o_sat
+
+
+@_jit.kernel
+def _lstm_backward_row(a, gh, c, c_prev, dc_next, db_h, stats):
+    """a (4d,) the gates i, f, g, o of step t, overwritten with dz_t; gh (d,) total dL/dh_t; c, c_prev (d,);
+    dc_next (d,) in: dc_{t+1} f_{t+1}, out: dc_t f_t; db_h (4d,) float64 += dz_t.
+    stats (2,) float64 accumulates ||dL/dh_t||, ||dL/dc_t|| of this row."""
+    d = c.shape[0]
+    one = a.dtype.type(1)
+    ssh = 0.0
+    ssh_scaled = 0.0
+    ssc = 0.0
+    ssc_scaled = 0.0
+    for j in range(d):
+        i = a[j]
+        f = a[d + j]
+        g = a[2 * d + j]
+        o = a[3 * d + j]
+        ghj = gh[j]
+        tc = tanh(c[j])                                                   # recomputed, not stored
+        dc = ghj * o * (one - tc * tc) + dc_next[j]
+        di = dc * g * (i * (one - i))
+        df = dc * c_prev[j] * (f * (one - f))
+        dg = dc * i * (one - g * g)
+        do = ghj * tc * (o * (one - o))
+        a[j] = di
+        a[d + j] = df
+        a[2 * d + j] = dg
+        a[3 * d + j] = do
+        dc_next[j] = dc * f
+        db_h[j] += di
+        db_h[d + j] += df
+        db_h[2 * d + j] += dg
+        db_h[3 * d + j] += do
+        ghd = np.float64(ghj)
+        dcd = np.float64(dc)
+        ssh += ghd * ghd
+        ssh_scaled += (ghd * _SCALE_DOWN) * (ghd * _SCALE_DOWN)
+        ssc += dcd * dcd
+        ssc_scaled += (dcd * _SCALE_DOWN) * (dcd * _SCALE_DOWN)
+    stats[0] += _norm(ssh, ssh_scaled)
+    stats[1] += _norm(ssc, ssc_scaled)
+
+
+# ----------------------------------------------------------------------------------------- RNN layer
+@_jit.kernel
+def rnn_forward(X, W_hx, W_hh, b_h, act, H, h_norm, act_metric):
+    """Forward through time of one RNN layer, with its metrics.
+
+        z_t = x_t W_hx^T + h_{t-1} W_hh^T + b_h,   h_t = f(z_t),   h_{-1} = 0
+    X (T, B, n) input, H (T, B, d) output.  f = relu | tanh | sigmoid | linear (act 0..3).
+    h_norm[t] = mean_b ||h_t||; act_metric[t] = share of (b, unit) pairs with h = 0 (relu),
+    |h| > 0.95 (tanh), h < 0.05 or h > 0.95 (sigmoid); untouched for linear.
+    """
+    T, B, n = X.shape
+    d = H.shape[2]
+    lo = H.dtype.type(SAT_LOW)
+    hi = H.dtype.type(SAT_HIGH)
+    gemm(False, True, X.reshape((T * B, n)), W_hx, False, H.reshape((T * B, d)))   # x_t W_hx^T, all t
+    for t in range(T):
+        if t > 0:
+            gemm(False, True, H[t - 1], W_hh, True, H[t])                 # += h_{t-1} W_hh^T
+        norm_sum = 0.0
+        count = 0
+        for b in range(B):
+            ss, ss_scaled, c = _rnn_forward_row(H[t, b], b_h, act, lo, hi)
+            norm_sum += _norm(ss, ss_scaled)
+            count += c
+        h_norm[t] = norm_sum / B
+        if act != LINEAR:
+            act_metric[t] = count / (B * d)
+
+
+@_jit.kernel
+def rnn_backward(X, H, t0, W_hx, W_hh, act, G, dZ, dz_carry, has_carry,
+                 dW_hx, dW_hh, db_h, grad_h_norm, propagate):
+    """Backward through the chunk of steps t0 .. t0+Tc-1 of one RNN layer (the whole layer when t0 = 0
+    and Tc = T).
+
+        g_t   = G_t + dz_{t+1} W_hh        total dL/dh_t          grad_h_norm[t] = mean_b ||g_t||
+        dz_t  = g_t * f'(z_t)              f' from h_t: relu 1[h>0], tanh 1-h^2, sigmoid h(1-h), linear 1
+        dW_hh += sum_t dz_t^T h_{t-1}      dW_hx += sum_t dz_t^T x_t      db_h += sum_{t,b} dz_t
+        G_t  <- dz_t W_hx                  direct gradient into the layer below (when propagate)
+    X (Tc, B, n) the chunk's input; H (T, B, d) the layer's states (all steps: h_{t0-1} is needed);
+    G (Tc, B, d) in: direct gradient, out: the layer below's (or scratch); dZ (Tc, B, d) out;
+    dz_carry (B, d) in: dz_{t0+Tc} (used if has_carry), out: dz_{t0}; db_h (d,) float64.
+    """
+    Tc, B, n = X.shape
+    d = H.shape[2]
+    for s in range(Tc - 1, -1, -1):
+        t = t0 + s
+        if s + 1 < Tc:
+            gemm(False, False, dZ[s + 1], W_hh, True, G[s])               # g_t = G_t + dz_{t+1} W_hh
+        elif has_carry:
+            gemm(False, False, dz_carry, W_hh, True, G[s])
+        norm_sum = 0.0
+        for b in range(B):
+            ss, ss_scaled = _rnn_backward_row(G[s, b], H[t, b], dZ[s, b], db_h, act)
+            norm_sum += _norm(ss, ss_scaled)
+        grad_h_norm[t] = norm_sum / B
+    dz_carry[:] = dZ[0]
+    dZ2 = dZ.reshape((Tc * B, d))                                         # (Tc*B, d)
+    gemm(True, False, dZ2, X.reshape((Tc * B, n)), True, dW_hx)           # += dZ^T X
+    if t0 > 0:
+        gemm(True, False, dZ2, H[t0 - 1:t0 + Tc - 1].reshape((Tc * B, d)), True, dW_hh)   # += dZ^T H_{t-1}
+    elif Tc > 1:                                                          # h_{-1} = 0 adds nothing
+        gemm(True, False, dZ[1:].reshape(((Tc - 1) * B, d)), H[0:Tc - 1].reshape(((Tc - 1) * B, d)),
+             True, dW_hh)
+    if propagate:
+        gemm(False, False, dZ2, W_hx, False, G.reshape((Tc * B, n)))      # (Tc*B, n) = dZ W_hx
+
+
+# ---------------------------------------------------------------------------------------- LSTM layer
+@_jit.kernel
+def lstm_forward(X, W_hx, W_hh, b_h, A, C, H, c_zero, m):
+    """Forward through time of one LSTM layer, with its metrics.
+
+        [i, f, g, o] = split(x_t W_hx^T + h_{t-1} W_hh^T + b_h)      blocks of d, in this order
+        i, f, o = sigmoid(.), g = tanh(.),  c_t = f c_{t-1} + i g,  h_t = o tanh(c_t),  h_{-1} = c_{-1} = 0
+    X (T, B, n); A (T, B, 4d) out: the gate activations i, f, g, o; C, H (T, B, d) out; c_zero (B, d) zeros.
+    m (10, T) out: h_norm, c_norm (mean_b of the L2 norms), gate_{i,f,g,o}_mean (over batch and units),
+    gate_{i,f,o}_sat (share < 0.05 or > 0.95), gate_g_sat (share with |g| > 0.95).
+    """
+    T, B, n = X.shape
+    d = H.shape[2]
+    stats = np.empty(10)
+    gemm(False, True, X.reshape((T * B, n)), W_hx, False, A.reshape((T * B, 4 * d)))   # x_t W_hx^T, all t
+    for t in range(T):
+        if t > 0:
+            gemm(False, True, H[t - 1], W_hh, True, A[t])                 # += h_{t-1} W_hh^T
+        c_prev = C[t - 1] if t > 0 else c_zero                            # (B, d)
+        stats[:] = 0.0
+        for b in range(B):
+            _lstm_forward_row(A[t, b], b_h, c_prev[b], C[t, b], H[t, b], stats)
+        m[0, t] = stats[0] / B
+        m[1, t] = stats[1] / B
+        for q in range(2, 10):
+            m[q, t] = stats[q] / (B * d)
+
+
+@_jit.kernel
+def lstm_backward(X, H, C, A, t0, Tc, W_hx, W_hh, G, dc_carry, c_zero,
+                  dW_hx, dW_hh, db_h, grad_h_norm, grad_c_norm, propagate):
+    """Backward through the chunk of steps t0 .. t0+Tc-1 of one LSTM layer.
+
+        g_t  = G_t + dz_{t+1} W_hh                               total dL/dh_t
+        dc_t = g_t o_t (1 - tanh^2 c_t) + dc_{t+1} f_{t+1}       total dL/dc_t
+        dz_t = [dc_t g_t i_t (1 - i_t),  dc_t c_{t-1} f_t (1 - f_t),  dc_t i_t (1 - g_t^2),
+                g_t tanh(c_t) o_t (1 - o_t)]                     (B, 4d), blocks i, f, g, o
+        dW_hh += sum_t dz_t^T h_{t-1}   dW_hx += sum_t dz_t^T x_t   db_h += sum_{t,b} dz_t   G_t <- dz_t W_hx
+    X (Tc, B, n) the chunk's input; H, C (T, B, d) and A (T, B, 4d) for all steps: A[t] holds the gates of
+    step t and is overwritten with dz_t (dz_{t+1} is read from A[t+1], already converted).
+    G (Tc, B, d) in: direct gradient, out: the layer below's (when propagate); dc_carry (B, d) in:
+    dc_{t0+Tc} f_{t0+Tc} (zeros at the end of the sequence), out: dc_{t0} f_{t0}; db_h (4d,) float64.
+    """
+    T, B, d = H.shape
+    n = X.shape[2]
+    stats = np.empty(2)
+    for s in range(Tc - 1, -1, -1):
+        t = t0 + s
+        if t + 1 < T:
+            gemm(False, False, A[t + 1], W_hh, True, G[s])                # g_t = G_t + dz_{t+1} W_hh
+        c_prev = C[t - 1] if t > 0 else c_zero
+        stats[:] = 0.0
+        for b in range(B):
+            _lstm_backward_row(A[t, b], G[s, b], C[t, b], c_prev[b], dc_carry[b], db_h, stats)
+        grad_h_norm[t] = stats[0] / B
+        grad_c_norm[t] = stats[1] / B
+    dZ2 = A[t0:t0 + Tc].reshape((Tc * B, 4 * d))                          # (Tc*B, 4d)
+    gemm(True, False, dZ2, X.reshape((Tc * B, n)), True, dW_hx)           # += dZ^T X
+    if t0 > 0:
+        gemm(True, False, dZ2, H[t0 - 1:t0 + Tc - 1].reshape((Tc * B, d)), True, dW_hh)
+    elif Tc > 1:
+        gemm(True, False, A[1:Tc].reshape(((Tc - 1) * B, 4 * d)), H[0:Tc - 1].reshape(((Tc - 1) * B, d)),
+             True, dW_hh)
+    if propagate:
+        gemm(False, False, dZ2, W_hx, False, G.reshape((Tc * B, n)))      # (Tc*B, n) = dZ W_hx
+
+
+# ------------------------------------------------------------------------------------- readout + loss
+@_jit.kernel
+def readout_loss(H, W_yh, b_y, target_f, target_i, mask, loss_kind, inv_B, Y, loss_t, dW_yh, db_y, G):
+    """Readout, loss and their gradients for a chunk of steps of the top layer.
+
+        y_t = h_t W_yh^T + b_y,   loss_t[t] = sum_b w_tb ell(y_tb, target_tb),  w_tb = mask[t,b] / B
+        mse: ell = 0.5 ||y - target||^2,        dL/dy = w (y - target)
+        ce:  ell = -log softmax(y)[target],     dL/dy = w (softmax(y) - onehot(target))
+        dW_yh += dY^T H,   db_y += sum dY,   G = dY W_yh   (the direct gradient into h_t)
+    H (Tc, B, d); target_f (Tc, B, k) for mse, target_i (Tc, B) int64 for ce (the other may be empty);
+    mask (Tc, B) float64; Y (Tc, B, k) scratch, ends holding dY; loss_t (Tc,) float64 out;
+    db_y (k,) float64.  ell and the softmax are computed in float64; masked steps still count a NaN
+    (w * NaN is NaN), like the reference and PyTorch.
+    """
+    Tc, B, d = H.shape
+    k = W_yh.shape[0]
+    Y2 = Y.reshape((Tc * B, k))
+    gemm(False, True, H.reshape((Tc * B, d)), W_yh, False, Y2)            # (Tc*B, k)
+    for s in range(Tc):
+        total = 0.0
+        for b in range(B):
+            y = Y[s, b]                                                   # (k,) becomes dL/dy
+            w = mask[s, b] * inv_B
+            wt = Y.dtype.type(w)
+            ell = 0.0
+            if loss_kind == MSE:
+                tgt = target_f[s, b]
+                for j in range(k):
+                    diff = (y[j] + b_y[j]) - tgt[j]
+                    dd = np.float64(diff)
+                    ell += dd * dd
+                    y[j] = diff * wt
+                    db_y[j] += y[j]
+                ell *= 0.5
+            else:
+                zmax = -np.inf
+                for j in range(k):
+                    zmax = max(zmax, np.float64(y[j] + b_y[j]))
+                sum_exp = 0.0
+                for j in range(k):
+                    sum_exp += exp(np.float64(y[j] + b_y[j]) - zmax)
+                lse = zmax + math.log(sum_exp)
+                c = target_i[s, b]
+                ell = lse - np.float64(y[c] + b_y[c])
+                if zmax != zmax:                                          # NaN logits: a NaN loss
+                    ell = zmax
+                for j in range(k):
+                    p = exp(np.float64(y[j] + b_y[j]) - lse)
+                    if j == c:
+                        p -= 1.0
+                    y[j] = Y.dtype.type(p * w)
+                    db_y[j] += y[j]
+            total += w * ell
+        loss_t[s] = total
+    gemm(True, False, Y2, H.reshape((Tc * B, d)), True, dW_yh)            # += dY^T H
+    gemm(False, False, Y2, W_yh, False, G.reshape((Tc * B, d)))           # (Tc*B, d) = dY W_yh
+
+
+# ------------------------------------------------------------------------------------------ the steps
+@_jit.kernel
+def grad_norms(dW_hx0, dW_hxR, dW_hh, db_h, dW_yh, db_y, out):
+    """out = the L2 norm of every gradient array, in Params.named() order (3 per layer, then readout)."""
+    L = dW_hh.shape[0]
+    for l in range(L):
+        dW_hx = dW_hx0 if l == 0 else dW_hxR[l - 1]
+        out[3 * l] = vector_norm(dW_hx.ravel())
+        out[3 * l + 1] = vector_norm(dW_hh[l].ravel())
+        out[3 * l + 2] = vector_norm(db_h[l])
+    out[3 * L] = vector_norm(dW_yh.ravel())
+    out[3 * L + 1] = vector_norm(db_y)
+
+
+@_jit.kernel
+def _zero_accumulators(dW_hx0, dW_hxR, dW_hh, dW_yh, db64, dby64, loss_t):
+    dW_hx0[:] = 0
+    dW_hxR[:] = 0
+    dW_hh[:] = 0
+    dW_yh[:] = 0
+    db64[:] = 0
+    dby64[:] = 0
+    loss_t[:] = 0
+
+
+@_jit.kernel
+def rnn_step(x, W_hx0, W_hxR, W_hh, b_h, W_yh, b_y, target_f, target_i, mask, loss_kind, act, chunk,
+             H, Y, G, dZ, dz_carry, dW_hx0, dW_hxR, dW_hh, db_h, dW_yh, db_y, db64, dby64, M, loss_t,
+             norms):
+    """One forward and backward pass of a stacked RNN with every metric (see the module docstring).
+
+    x (T, B, n); W_hx0 (d, n) layer 0, W_hxR (max(L-1, 1), d, d) layers 1.., W_hh (L, d, d), b_h (L, d);
+    work: H (L, T, B, d) states, Y (Tc, B, k), G and dZ (Tc, B, d), dz_carry (L, B, d);
+    out: the gradients (same shapes; db64 (L, d), dby64 (k,) float64 sums), M (L, 3, T) rows h_norm, the activation's metric; loss_t (T,); norms (3L+2,) the gradient norms.
+    """
+    T, B, n = x.shape
+    L = W_hh.shape[0]
+    for l in range(L):
+        X = x if l == 0 else H[l - 1]
+        W_hx = W_hx0 if l == 0 else W_hxR[l - 1]
+        rnn_forward(X, W_hx, W_hh[l], b_h[l], act, H[l], M[l, 0], M[l, 1])
+    _zero_accumulators(dW_hx0, dW_hxR, dW_hh, dW_yh, db64, dby64, loss_t)
+    inv_B = 1.0 / B
+    t1 = T
+    while t1 > 0:
+        t0 = max(0, t1 - chunk)
+        Tc = t1 - t0
+        Gc = G[:Tc]
+        readout_loss(H[L - 1, t0:t1], W_yh, b_y, target_f[t0:t1], target_i[t0:t1], mask[t0:t1], loss_kind,
+                     inv_B, Y[:Tc], loss_t[t0:t1], dW_yh, dby64, Gc)
+        for l in range(L - 1, -1, -1):
+            X = x[t0:t1] if l == 0 else H[l - 1, t0:t1]
+            W_hx = W_hx0 if l == 0 else W_hxR[l - 1]
+            dW_hx = dW_hx0 if l == 0 else dW_hxR[l - 1]
+            rnn_backward(X, H[l], t0, W_hx, W_hh[l], act, Gc, dZ[:Tc], dz_carry[l], t1 < T,
+                         dW_hx, dW_hh[l], db64[l], M[l, 2], l > 0)
+        t1 = t0
+    for l in range(L):
+        for j in range(db_h.shape[1]):
+            db_h[l, j] = db64[l, j]
+    for j in range(db_y.shape[0]):
+        db_y[j] = dby64[j]
+    grad_norms(dW_hx0, dW_hxR, dW_hh, db_h, dW_yh, db_y, norms)
+
+
+@_jit.kernel
+def lstm_step(x, W_hx0, W_hxR, W_hh, b_h, W_yh, b_y, target_f, target_i, mask, loss_kind, chunk,
+              H, C, A, c_zero, Y, G, dc_carry, dW_hx0, dW_hxR, dW_hh, db_h, dW_yh, db_y, db64, dby64,
+              M, loss_t, norms):
+    """One forward and backward pass of a stacked LSTM with every metric (see the module docstring).
+
+    As ``rnn_step`` with G = 4 gate blocks: W_hx0 (4d, n), W_hxR (max(L-1, 1), 4d, d), W_hh (L, 4d, d),
+    b_h (L, 4d); work: H, C (L, T, B, d), A (L, T, B, 4d) gates (then dz), c_zero (B, d) zeros,
+    dc_carry (L, B, d); M (L, 12, T) rows as LSTM_ROWS.
+    """
+    T, B, n = x.shape
+    L = W_hh.shape[0]
+    for l in range(L):
+        X = x if l == 0 else H[l - 1]
+        W_hx = W_hx0 if l == 0 else W_hxR[l - 1]
+        lstm_forward(X, W_hx, W_hh[l], b_h[l], A[l], C[l], H[l], c_zero, M[l, 0:10])
+    _zero_accumulators(dW_hx0, dW_hxR, dW_hh, dW_yh, db64, dby64, loss_t)
+    dc_carry[:] = 0
+    inv_B = 1.0 / B
+    t1 = T
+    while t1 > 0:
+        t0 = max(0, t1 - chunk)
+        Tc = t1 - t0
+        Gc = G[:Tc]
+        readout_loss(H[L - 1, t0:t1], W_yh, b_y, target_f[t0:t1], target_i[t0:t1], mask[t0:t1], loss_kind,
+                     inv_B, Y[:Tc], loss_t[t0:t1], dW_yh, dby64, Gc)
+        for l in range(L - 1, -1, -1):
+            X = x[t0:t1] if l == 0 else H[l - 1, t0:t1]
+            W_hx = W_hx0 if l == 0 else W_hxR[l - 1]
+            dW_hx = dW_hx0 if l == 0 else dW_hxR[l - 1]
+            lstm_backward(X, H[l], C[l], A[l], t0, Tc, W_hx, W_hh[l], Gc, dc_carry[l], c_zero,
+                          dW_hx, dW_hh[l], db64[l], M[l, 10], M[l, 11], l > 0)
+        t1 = t0
+    for l in range(L):
+        for j in range(db_h.shape[1]):
+            db_h[l, j] = db64[l, j]
+    for j in range(db_y.shape[0]):
+        db_y[j] = dby64[j]
+    grad_norms(dW_hx0, dW_hxR, dW_hh, db_h, dW_yh, db_y, norms)
+
+
+# ------------------------------------------------------------------------------------ compiled set
+def _array_types(dtype: str):
+    f = types.float32 if dtype == "float32" else types.float64
+    return tuple(types.Array(f, ndim, "C") for ndim in (1, 2, 3, 4))
+
+
+def kernel_plan(cell: str, dtype: str) -> list[tuple[str, object, tuple]]:
+    """The kernels a (cell, dtype) model runs, with their exact signatures, callees before callers."""
+    A1, A2, A3, A4 = _array_types(dtype)
+    F1, F2, F3 = (types.Array(types.float64, ndim, "C") for ndim in (1, 2, 3))
+    I2 = types.Array(types.int64, 2, "C")
+    i64, flag, f64 = types.int64, types.boolean, types.float64
+    f = A1.dtype
+    plan = [("gemm", gemm, (flag, flag, A2, A2, flag, A2)),
+            ("vector_norm", vector_norm, (A1,)),
+            ("grad_norms", grad_norms, (A2, A3, A3, A2, A2, A1, F1)),
+            ("zero_accumulators", _zero_accumulators, (A2, A3, A3, A2, F2, F1, F1)),
+            ("readout_loss", readout_loss, (A3, A2, A1, A3, I2, F2, i64, f64, A3, F1, A2, F1, A3))]
+    head = (A3, A2, A3, A3, A2, A2, A1, A3, I2, F2, i64)           # x, weights, targets, mask, loss_kind
+    grads = (A2, A3, A3, A2, A2, A1, F2, F1, F3, F1, F1)            # dW_hx0 .. norms
+    if cell == "rnn":
+        plan += [("rnn_forward_row", _rnn_forward_row, (A1, A1, i64, f, f)),
+                 ("rnn_backward_row", _rnn_backward_row, (A1, A1, A1, F1, i64)),
+                 ("rnn_forward", rnn_forward, (A3, A2, A2, A1, i64, A3, F1, F1)),
+                 ("rnn_backward", rnn_backward, (A3, A3, i64, A2, A2, i64, A3, A3, A2, flag, A2, A2, F1, F1,
+                                                 flag)),
+                 ("rnn_step", rnn_step, head + (i64, i64, A4, A3, A3, A3, A3) + grads)]
+    else:
+        plan += [("lstm_forward_row", _lstm_forward_row, (A1, A1, A1, A1, A1, F1)),
+                 ("lstm_backward_row", _lstm_backward_row, (A1, A1, A1, A1, A1, F1, F1)),
+                 ("lstm_forward", lstm_forward, (A3, A2, A2, A1, A3, A3, A3, A2, F2)),
+                 ("lstm_backward", lstm_backward, (A3, A3, A3, A3, i64, i64, A2, A2, A3, A2, A2, A2, A2, F1,
+                                                   F1, F1, flag)),
+                 ("lstm_step", lstm_step, head + (i64, A4, A4, A4, A2, A3, A3, A3) + grads)]
+    return plan
+
+
+_compile_lock = threading.Lock()
+
+
+def compile_kernels(spec: ModelSpec, progress=None) -> None:
+    """Compile, or load from the cache, every kernel ``bptt`` runs for this model's cell and dtype.
+
+    ``progress(done, total, name)`` is called after each kernel.  A cold compile takes seconds (the GUI
+    shows "compiling kernels"); a warm cache loads in a fraction of a second.
+    """
+    plan = kernel_plan(spec.cell, spec.dtype)
+    with _compile_lock:
+        for done, (name, dispatcher, signature) in enumerate(plan, start=1):
+            dispatcher.compile(signature)
+            if progress is not None:
+                progress(done, len(plan), name)
+
+
+# ------------------------------------------------------------------------------------------- driver
+_EMPTY_I2 = np.zeros((0, 0), dtype=np.int64)
+_EMPTY_F3 = {"float32": np.zeros((0, 0, 0), np.float32), "float64": np.zeros((0, 0, 0), np.float64)}
+
+
+def chunk_steps(T: int, B: int) -> int:
+    """Steps per backward chunk: about CHUNK_ROWS (t, b) rows, at least 1, at most T."""
+    return max(1, min(T, -(-CHUNK_ROWS // B)))
+
+
+def _work_buffers(spec: ModelSpec, T: int, B: int, chunk: int) -> dict:
+    """Everything a step needs besides its outputs: states (what BPTT must keep) and chunk buffers."""
+    L, d, k, G = spec.layers, spec.hidden_size, spec.output_size, spec.gates
+    dt = spec.np_dtype
+    buf = {"H": np.empty((L, T, B, d), dt),                                 # states h_t, every layer
+           "Y": np.empty((chunk, B, k), dt),                                # readout of a chunk, then dY
+           "G": np.empty((chunk, B, d), dt),                                # direct, then total dL/dh
+           "carry": np.zeros((L, B, d), dt),                                # dz_{t+1} (rnn), dc f (lstm)
+           "db64": np.empty((L, G * d), np.float64),
+           "dby64": np.empty(k, np.float64),
+           "W_hxR": np.zeros((max(L - 1, 1), G * d, d), dt),               # stacked layers 1.. (or dummy)
+           "W_hh": np.empty((L, G * d, d), dt),
+           "b_h": np.empty((L, G * d), dt)}
+    if spec.cell == "lstm":
+        buf["C"] = np.empty((L, T, B, d), dt)                               # cell states c_t
+        buf["A"] = np.empty((L, T, B, 4 * d), dt)                           # gates i, f, g, o, then dz
+        buf["c_zero"] = np.zeros((B, d), dt)                                # c_{-1}
+    else:
+        buf["dZ"] = np.empty((chunk, B, d), dt)                             # dz_t of a chunk
+    return buf
+
+
+def _stack(params: Params, buf: dict, L: int):
+    """W_hxR (L-1 or 1, Gd, d), W_hh (L, Gd, d), b_h (L, Gd): views when L = 1, else copied into buf."""
+    layers = params.layers
+    if L == 1:
+        p = layers[0]
+        return buf["W_hxR"], np.ascontiguousarray(p.W_hh)[None], np.ascontiguousarray(p.b_h)[None]
+    W_hxR, W_hh, b_h = buf["W_hxR"], buf["W_hh"], buf["b_h"]
+    for l, p in enumerate(layers):
+        if l > 0:
+            W_hxR[l - 1] = p.W_hx
+        W_hh[l] = p.W_hh
+        b_h[l] = p.b_h
+    return W_hxR, W_hh, b_h
+
+
+def bptt(spec: ModelSpec, params: Params, x: np.ndarray, target: np.ndarray, mask: np.ndarray,
+         loss_kind: str, *, workspace: dict | None = None, chunk: int | None = None) -> StepResult:
+    """One forward and backward pass with every metric, in one call to a compiled kernel.
+
+    Arrays are assumed checked (``engine.check_batch``).  ``workspace``: a dict the caller keeps and passes
+    back each iteration; the state and chunk buffers live in it and are reused while the shapes stay the
+    same, so a steady run allocates only its outputs.  ``chunk``: steps per backward chunk (default:
+    ``chunk_steps``).  The returned arrays are new; nothing returned aliases the workspace.
+    """
+    T, B, _ = x.shape
+    L, d, k, G = spec.layers, spec.hidden_size, spec.output_size, spec.gates
+    dt = spec.np_dtype
+    chunk = chunk_steps(T, B) if chunk is None else max(1, min(T, int(chunk)))
+    key = (spec, T, B, chunk)
+    if workspace is not None and workspace.get("key") == key:
+        buf = workspace["buffers"]
+    else:
+        buf = _work_buffers(spec, T, B, chunk)
+        if workspace is not None:
+            workspace.clear()
+            workspace.update(key=key, buffers=buf)
+    W_hxR, W_hh, b_h = _stack(params, buf, L)
+    x = np.ascontiguousarray(x)
+    W_hx0 = np.ascontiguousarray(params.layers[0].W_hx)
+    W_yh, b_y = np.ascontiguousarray(params.W_yh), np.ascontiguousarray(params.b_y)
+    if loss_kind == "mse":
+        target_f, target_i = np.ascontiguousarray(target, dtype=dt), _EMPTY_I2
+    else:
+        target_f, target_i = _EMPTY_F3[spec.dtype], np.ascontiguousarray(target, dtype=np.int64)
+    mask = np.ascontiguousarray(mask, dtype=np.float64)
+    n = x.shape[2]
+    dW_hx0 = np.empty((G * d, n), dt)
+    dW_hxR = np.empty((max(L - 1, 1), G * d, d), dt)
+    dW_hh = np.empty((L, G * d, d), dt)
+    db_h = np.empty((L, G * d), dt)
+    dW_yh = np.empty((k, d), dt)
+    db_y = np.empty(k, dt)
+    M = np.full((L, 12 if spec.cell == "lstm" else 3, T), np.nan)          # (L, metric, T)
+    loss_t = np.empty(T)
+    norms = np.empty(3 * L + 2)
+    if spec.cell == "lstm":
+        lstm_step(x, W_hx0, W_hxR, W_hh, b_h, W_yh, b_y, target_f, target_i, mask, LOSS_CODES[loss_kind], chunk,
+                  buf["H"], buf["C"], buf["A"], buf["c_zero"], buf["Y"], buf["G"], buf["carry"],
+                  dW_hx0, dW_hxR, dW_hh, db_h, dW_yh, db_y, buf["db64"], buf["dby64"], M, loss_t, norms)
+        rows = LSTM_ROWS
+    else:
+        rnn_step(x, W_hx0, W_hxR, W_hh, b_h, W_yh, b_y, target_f, target_i, mask, LOSS_CODES[loss_kind],
+                 ACTIVATION_CODES[spec.activation], chunk, buf["H"], buf["Y"], buf["G"], buf["dZ"], buf["carry"],
+                 dW_hx0, dW_hxR, dW_hh, db_h, dW_yh, db_y, buf["db64"], buf["dby64"], M, loss_t, norms)
+        rows = RNN_ROWS
+    metrics = {name: M[:, rows[name]] for name in step_metric_names(spec)}
+    metrics["loss_t"] = loss_t
+    grads = Params([LayerParams(dW_hx0 if l == 0 else dW_hxR[l - 1], dW_hh[l], db_h[l]) for l in range(L)],
+                   dW_yh, db_y)
+    return StepResult(loss=float(loss_t.sum()), grads=grads, metrics=metrics,
+                      nonfinite=first_nonfinite(metrics, grads, norms),
+                      extras={"grad_norms": norms})
