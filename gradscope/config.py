@@ -458,16 +458,24 @@ def _edit_in_place(text: str, source: Path, experiment: Experiment) -> str:
 
     before = loads(text, source=source, check_tasks=False)
     doc = tomlkit.parse(text)
-    head = doc.setdefault("experiment", tomlkit.table())
+    if "experiment" not in doc:
+        doc.add("experiment", tomlkit.table())
+    head = doc["experiment"]
     for key in ("name", "seed", "description"):
         if getattr(experiment, key) != getattr(before, key):
             head[key] = getattr(experiment, key)
     # What a run entry resolves to with no keys of its own: the file's defaults.
-    base = loads(tomlkit.dumps(_only_defaults(doc)), source=source, check_tasks=False).runs[0]
+    base = RunConfig.model_validate(_resolve_text(_merge(before.defaults, {"name": "base"}), source.parent))
     base_flat = _flatten(_run_table(base))
     old_entries = list(doc.get("runs", []))
-    old_by_name = {r.name: (entry, r) for entry, r in zip(old_entries, before.runs)}
-    runs = tomlkit.aot()
+    old_names = [r.name for r in before.runs] if old_entries else []
+    old_by_name = {name: (entry, r) for name, entry, r in zip(old_names, old_entries, before.runs)}
+    new_names = [r.name for r in experiment.runs]
+    kept = [name for name in new_names if name in old_by_name]
+    # Edit the [[runs]] array in place when the kept runs keep their order and new ones come last (layout and
+    # blank lines stay); otherwise rebuild it from the (edited) entries.
+    in_place = "runs" in doc and kept == [n for n in old_names if n in kept] and new_names[:len(kept)] == kept
+    entries = []
     for run in experiment.runs:
         flat = _flatten(_run_table(run))
         entry, old = old_by_name.get(run.name, (None, None))
@@ -477,7 +485,7 @@ def _edit_in_place(text: str, source: Path, experiment: Experiment) -> str:
             old_flat = dict(base_flat)
         else:
             old_flat = _flatten(_run_table(old))
-        for key in set(old_flat) - set(flat):        # a key that became None (e.g. seed) : drop it from the run
+        for key in set(old_flat) - set(flat):        # a key that became None (e.g. seed): drop it from the run
             _delete(entry, key)
         for key, value in flat.items():
             if key in old_flat and old_flat[key] == value and type(old_flat[key]) is type(value):
@@ -486,16 +494,23 @@ def _edit_in_place(text: str, source: Path, experiment: Experiment) -> str:
                 _delete(entry, key)                   # back to the default
             elif not (base_flat.get(key) == value and type(base_flat.get(key)) is type(value)):
                 _set(entry, key, value)
-        runs.append(entry)
-    if "runs" in doc:
-        doc["runs"] = runs
+        entries.append(entry)
+    if in_place:
+        runs = doc["runs"]
+        for index in reversed(range(len(old_names))):
+            if old_names[index] not in new_names:
+                del runs[index]
+        for entry in entries[len(kept):]:
+            runs.append(entry)
     else:
-        doc.add("runs", runs)
+        runs = tomlkit.aot()
+        for entry in entries:
+            runs.append(entry)
+        if "runs" in doc:
+            doc["runs"] = runs
+        else:
+            doc.add("runs", runs)
     return tomlkit.dumps(doc)
-
-
-def _only_defaults(doc) -> dict:
-    return {"schema_version": SCHEMA_VERSION, "defaults": doc.get("defaults", {}), "runs": [{"name": "base"}]}
 
 
 def _set(table, dotted: str, value) -> None:

@@ -203,3 +203,24 @@ def test_config_imports_no_qt():
            "print(any(m.startswith(('PyQt6', 'pyqtgraph')) for m in sys.modules))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, check=True)
     assert out.stdout.strip() == "False"
+
+
+@pytest.mark.parametrize("path", MODELS, ids=[p.stem for p in MODELS])
+def test_saving_an_unchanged_shipped_file_leaves_it_byte_for_byte(path, tmp_path):
+    copy = tmp_path / path.name
+    copy.write_text(path.read_text())
+    config.save(config.load(copy), copy)
+    assert copy.read_text() == path.read_text()
+
+
+def test_save_drops_removed_runs_and_reorders_when_asked(tmp_path):
+    source = tmp_path / "three.toml"
+    source.write_text('schema_version = 1\n# runs follow\n[[runs]]\nname = "a"\n\n[[runs]]\nname = "b"\n'
+                      'hidden_size = 8  # tiny\n\n[[runs]]\nname = "c"\n')
+    experiment = config.load(source)
+    a, b, c = experiment.runs
+    config.save(experiment.model_copy(update={"runs": [a, c]}), source)
+    assert [r.name for r in config.load(source).runs] == ["a", "c"] and "# runs follow" in source.read_text()
+    config.save(experiment.model_copy(update={"runs": [b, a]}), source)
+    again = config.load(source)
+    assert again.runs == [b, a]
