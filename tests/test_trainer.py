@@ -135,3 +135,12 @@ def test_numba_backend_matches_numpy_when_available():
         assert x.loss == pytest.approx(y.loss, rel=1e-10)
         np.testing.assert_allclose(x.metrics["grad_h_norm"], y.metrics["grad_h_norm"], rtol=1e-9)
 
+
+
+def test_numba_backend_is_bit_identical_run_to_run():
+    pytest.importorskip("gradscope.engine.cells")
+    run = make_run(cell="lstm", layers=2, train={"iterations": 4, "record_every": 1})
+    a, b = list(run_training(run, 1, backend="numba")), list(run_training(run, 1, backend="numba"))
+    for x, y in zip(a, b):
+        assert x.loss == y.loss and x.grad_norm == y.grad_norm
+        assert all(np.array_equal(x.metrics[k], y.metrics[k]) for k in x.metrics)
