@@ -81,8 +81,7 @@ class MainWindow(QtWidgets.QMainWindow):
         self.controller.run_updated.connect(self._run_updated)
         self.controller.message.connect(lambda text: self.statusBar().showMessage(text, 10000))
         self.controller.compile_progress.connect(self._compile_progress)
-        compiler().failed.connect(lambda _key, text: self.statusBar().showMessage(
-            f"Compiling kernels failed: {text.strip().splitlines()[-1]}", 15000))
+        compiler().failed.connect(self._compile_failed)
         self.run_list.selected.connect(self._selected)
         self.run_list.visibility_changed.connect(self.controller.set_visible)
         self.run_list.add_requested.connect(self.add_run)
@@ -446,6 +445,9 @@ class MainWindow(QtWidgets.QMainWindow):
         self.compile_label.setVisible(busy)
         if not busy:
             self.statusBar().showMessage("Kernels ready", 3000)
+
+    def _compile_failed(self, _kernels, text: str) -> None:
+        self.statusBar().showMessage(f"Compiling kernels failed: {text.strip().splitlines()[-1]}", 15000)
 
     def _tick(self) -> None:
         self.redraw()
