@@ -126,7 +126,7 @@ def scalar_overload(stub, implementations: dict):
     (LLVM alone declines to inline the larger float64 ones); it then runs with the caller's flags, which is
     why fastmath.py builds its range reduction on fma, which no flag lets LLVM reassociate.
     """
-    @overload(stub, inline="always", jit_options=dict(error_model="numpy", fastmath=set(FASTMATH)))
+    @overload(stub, inline="never", jit_options=dict(error_model="numpy", fastmath=set(FASTMATH)))
     def _typed(x):
         return implementations.get(x)
 

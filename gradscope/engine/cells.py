@@ -31,9 +31,11 @@ import threading
 
 import numpy as np
 from numba import types
+from numba.core import cgutils
+from numba.extending import intrinsic
 
 from . import _jit
-from .fastmath import sigmoid, tanh, exp
+from .fastmath import sigmoid, tanh
 from .metrics import SAT_HIGH, SAT_LOW, StepResult, first_nonfinite, step_metric_names
 from .params import LayerParams, ModelSpec, Params
 
@@ -63,6 +65,16 @@ _xxgemm = types.ExternalFunction("numba_xxgemm", types.intc(
     types.voidptr, types.intp))
 
 
+@intrinsic
+def _stack_pointer(typingctx, value):
+    """A pointer to a stack slot holding ``value`` (BLAS takes alpha and beta by pointer; no heap)."""
+    def codegen(context, builder, signature, args):
+        slot = cgutils.alloca_once_value(builder, args[0])
+        return builder.bitcast(slot, cgutils.voidptr_t)
+
+    return types.voidptr(value), codegen
+
+
 @_jit.kernel
 def gemm(trans_a, trans_b, A, B, beta, C):
     """C = op(A) op(B) + beta * C for row-major 2-D arrays, op(M) = M^T when trans_*; beta is 0 or 1.
@@ -76,19 +88,30 @@ def gemm(trans_a, trans_b, A, B, beta, C):
         return 0
     if k == 0:
         if not beta:
-            C[:] = 0
+            _fill_zero(C.ravel())
         return 0
-    scalars = np.empty(2, C.dtype)        # alpha, beta: BLAS takes them by pointer
-    scalars[0] = 1
-    scalars[1] = 1 if beta else 0
+    one = C.dtype.type(1)
     kind = ord("s") if C.itemsize == 4 else ord("d")
     return _xxgemm(kind, ord("t") if trans_b else ord("n"), ord("t") if trans_a else ord("n"), n, m, k,
-                   scalars[0:1].ctypes, B.ctypes, max(1, B.strides[0] // B.itemsize),
-                   A.ctypes, max(1, A.strides[0] // A.itemsize), scalars[1:2].ctypes,
+                   _stack_pointer(one), B.ctypes, max(1, B.strides[0] // B.itemsize),
+                   A.ctypes, max(1, A.strides[0] // A.itemsize), _stack_pointer(one if beta else one - one),
                    C.ctypes, max(1, C.strides[0] // C.itemsize))
 
 
 # -------------------------------------------------------------------------------------------- helpers
+@_jit.kernel
+def _fill_zero(v):
+    """v[:] = 0 for a 1-D array (a plain loop: Numba's slice assignment costs seconds of compile time)."""
+    for i in range(v.shape[0]):
+        v[i] = 0
+
+
+@_jit.kernel
+def _rows(a):
+    """(m, B, c) -> the (m*B, c) view of the same rows (one function, so one compiled reshape)."""
+    return a.reshape((a.shape[0] * a.shape[1], a.shape[2]))
+
+
 @_jit.inline
 def _norm(ss, ss_scaled):
     """sqrt of a sum of squares kept twice: plainly (exact for small values) and of v * 2^-600 (which
@@ -323,7 +346,7 @@ def rnn_forward(X, W_hx, W_hh, b_h, act, H, h_norm, act_metric):
     d = H.shape[2]
     lo = H.dtype.type(SAT_LOW)
     hi = H.dtype.type(SAT_HIGH)
-    gemm(False, True, X.reshape((T * B, n)), W_hx, False, H.reshape((T * B, d)))   # x_t W_hx^T, all t
+    gemm(False, True, _rows(X), W_hx, False, _rows(H))   # x_t W_hx^T, all t
     for t in range(T):
         if t > 0:
             gemm(False, True, H[t - 1], W_hh, True, H[t])                 # += h_{t-1} W_hh^T
@@ -365,16 +388,18 @@ def rnn_backward(X, H, t0, W_hx, W_hh, act, G, dZ, dz_carry, has_carry,
             ss, ss_scaled = _rnn_backward_row(G[s, b], H[t, b], dZ[s, b], db_h, act)
             norm_sum += _norm(ss, ss_scaled)
         grad_h_norm[t] = norm_sum / B
-    dz_carry[:] = dZ[0]
-    dZ2 = dZ.reshape((Tc * B, d))                                         # (Tc*B, d)
-    gemm(True, False, dZ2, X.reshape((Tc * B, n)), True, dW_hx)           # += dZ^T X
+    for b in range(B):                                                    # dz_{t0}, for the earlier chunk
+        for j in range(d):
+            dz_carry[b, j] = dZ[0, b, j]
+    dZ2 = _rows(dZ)                                         # (Tc*B, d)
+    gemm(True, False, dZ2, _rows(X), True, dW_hx)           # += dZ^T X
     if t0 > 0:
-        gemm(True, False, dZ2, H[t0 - 1:t0 + Tc - 1].reshape((Tc * B, d)), True, dW_hh)   # += dZ^T H_{t-1}
+        gemm(True, False, dZ2, _rows(H[t0 - 1:t0 + Tc - 1]), True, dW_hh)   # += dZ^T H_{t-1}
     elif Tc > 1:                                                          # h_{-1} = 0 adds nothing
-        gemm(True, False, dZ[1:].reshape(((Tc - 1) * B, d)), H[0:Tc - 1].reshape(((Tc - 1) * B, d)),
+        gemm(True, False, _rows(dZ[1:]), _rows(H[0:Tc - 1]),
              True, dW_hh)
     if propagate:
-        gemm(False, False, dZ2, W_hx, False, G.reshape((Tc * B, n)))      # (Tc*B, n) = dZ W_hx
+        gemm(False, False, dZ2, W_hx, False, _rows(G))      # (Tc*B, n) = dZ W_hx
 
 
 # ---------------------------------------------------------------------------------------- LSTM layer
@@ -391,12 +416,12 @@ def lstm_forward(X, W_hx, W_hh, b_h, A, C, H, c_zero, m):
     T, B, n = X.shape
     d = H.shape[2]
     stats = np.empty(10)
-    gemm(False, True, X.reshape((T * B, n)), W_hx, False, A.reshape((T * B, 4 * d)))   # x_t W_hx^T, all t
+    gemm(False, True, _rows(X), W_hx, False, _rows(A))   # x_t W_hx^T, all t
     for t in range(T):
         if t > 0:
             gemm(False, True, H[t - 1], W_hh, True, A[t])                 # += h_{t-1} W_hh^T
         c_prev = C[t - 1] if t > 0 else c_zero                            # (B, d)
-        stats[:] = 0.0
+        _fill_zero(stats)
         for b in range(B):
             _lstm_forward_row(A[t, b], b_h, c_prev[b], C[t, b], H[t, b], stats)
         m[0, t] = stats[0] / B
@@ -428,20 +453,20 @@ def lstm_backward(X, H, C, A, t0, Tc, W_hx, W_hh, G, dc_carry, c_zero,
         if t + 1 < T:
             gemm(False, False, A[t + 1], W_hh, True, G[s])                # g_t = G_t + dz_{t+1} W_hh
         c_prev = C[t - 1] if t > 0 else c_zero
-        stats[:] = 0.0
+        _fill_zero(stats)
         for b in range(B):
             _lstm_backward_row(A[t, b], G[s, b], C[t, b], c_prev[b], dc_carry[b], db_h, stats)
         grad_h_norm[t] = stats[0] / B
         grad_c_norm[t] = stats[1] / B
-    dZ2 = A[t0:t0 + Tc].reshape((Tc * B, 4 * d))                          # (Tc*B, 4d)
-    gemm(True, False, dZ2, X.reshape((Tc * B, n)), True, dW_hx)           # += dZ^T X
+    dZ2 = _rows(A[t0:t0 + Tc])                          # (Tc*B, 4d)
+    gemm(True, False, dZ2, _rows(X), True, dW_hx)           # += dZ^T X
     if t0 > 0:
-        gemm(True, False, dZ2, H[t0 - 1:t0 + Tc - 1].reshape((Tc * B, d)), True, dW_hh)
+        gemm(True, False, dZ2, _rows(H[t0 - 1:t0 + Tc - 1]), True, dW_hh)
     elif Tc > 1:
-        gemm(True, False, A[1:Tc].reshape(((Tc - 1) * B, 4 * d)), H[0:Tc - 1].reshape(((Tc - 1) * B, d)),
+        gemm(True, False, _rows(A[1:Tc]), _rows(H[0:Tc - 1]),
              True, dW_hh)
     if propagate:
-        gemm(False, False, dZ2, W_hx, False, G.reshape((Tc * B, n)))      # (Tc*B, n) = dZ W_hx
+        gemm(False, False, dZ2, W_hx, False, _rows(G))      # (Tc*B, n) = dZ W_hx
 
 
 # ------------------------------------------------------------------------------------- readout + loss
@@ -460,8 +485,8 @@ def readout_loss(H, W_yh, b_y, target_f, target_i, mask, loss_kind, inv_B, Y, lo
     """
     Tc, B, d = H.shape
     k = W_yh.shape[0]
-    Y2 = Y.reshape((Tc * B, k))
-    gemm(False, True, H.reshape((Tc * B, d)), W_yh, False, Y2)            # (Tc*B, k)
+    Y2 = _rows(Y)
+    gemm(False, True, _rows(H), W_yh, False, Y2)            # (Tc*B, k)
     for s in range(Tc):
         total = 0.0
         for b in range(B):
@@ -484,22 +509,22 @@ def readout_loss(H, W_yh, b_y, target_f, target_i, mask, loss_kind, inv_B, Y, lo
                     zmax = max(zmax, np.float64(y[j] + b_y[j]))
                 sum_exp = 0.0
                 for j in range(k):
-                    sum_exp += exp(np.float64(y[j] + b_y[j]) - zmax)
+                    sum_exp += math.exp(np.float64(y[j] + b_y[j]) - zmax)
                 lse = zmax + math.log(sum_exp)
                 c = target_i[s, b]
                 ell = lse - np.float64(y[c] + b_y[c])
                 if zmax != zmax:                                          # NaN logits: a NaN loss
                     ell = zmax
                 for j in range(k):
-                    p = exp(np.float64(y[j] + b_y[j]) - lse)
+                    p = math.exp(np.float64(y[j] + b_y[j]) - lse)
                     if j == c:
                         p -= 1.0
                     y[j] = Y.dtype.type(p * w)
                     db_y[j] += y[j]
             total += w * ell
         loss_t[s] = total
-    gemm(True, False, Y2, H.reshape((Tc * B, d)), True, dW_yh)            # += dY^T H
-    gemm(False, False, Y2, W_yh, False, G.reshape((Tc * B, d)))           # (Tc*B, d) = dY W_yh
+    gemm(True, False, Y2, _rows(H), True, dW_yh)            # += dY^T H
+    gemm(False, False, Y2, W_yh, False, _rows(G))           # (Tc*B, d) = dY W_yh
 
 
 # ------------------------------------------------------------------------------------------ the steps
@@ -518,13 +543,13 @@ def grad_norms(dW_hx0, dW_hxR, dW_hh, db_h, dW_yh, db_y, out):
 
 @_jit.kernel
 def _zero_accumulators(dW_hx0, dW_hxR, dW_hh, dW_yh, db64, dby64, loss_t):
-    dW_hx0[:] = 0
-    dW_hxR[:] = 0
-    dW_hh[:] = 0
-    dW_yh[:] = 0
-    db64[:] = 0
-    dby64[:] = 0
-    loss_t[:] = 0
+    _fill_zero(dW_hx0.ravel())
+    _fill_zero(dW_hxR.ravel())
+    _fill_zero(dW_hh.ravel())
+    _fill_zero(dW_yh.ravel())
+    _fill_zero(db64.ravel())
+    _fill_zero(dby64)
+    _fill_zero(loss_t)
 
 
 @_jit.kernel
@@ -584,7 +609,7 @@ def lstm_step(x, W_hx0, W_hxR, W_hh, b_h, W_yh, b_y, target_f, target_i, mask, l
         W_hx = W_hx0 if l == 0 else W_hxR[l - 1]
         lstm_forward(X, W_hx, W_hh[l], b_h[l], A[l], C[l], H[l], c_zero, M[l, 0:10])
     _zero_accumulators(dW_hx0, dW_hxR, dW_hh, dW_yh, db64, dby64, loss_t)
-    dc_carry[:] = 0
+    _fill_zero(dc_carry.ravel())
     inv_B = 1.0 / B
     t1 = T
     while t1 > 0:
@@ -621,7 +646,10 @@ def kernel_plan(cell: str, dtype: str) -> list[tuple[str, object, tuple]]:
     I2 = types.Array(types.int64, 2, "C")
     i64, flag, f64 = types.int64, types.boolean, types.float64
     f = A1.dtype
-    plan = [("gemm", gemm, (flag, flag, A2, A2, flag, A2)),
+    plan = [("fill_zero", _fill_zero, (A1,)),
+            ("fill_zero", _fill_zero, (F1,)),
+            ("rows", _rows, (A3,)),
+            ("gemm", gemm, (flag, flag, A2, A2, flag, A2)),
             ("vector_norm", vector_norm, (A1,)),
             ("grad_norms", grad_norms, (A2, A3, A3, A2, A2, A1, F1)),
             ("zero_accumulators", _zero_accumulators, (A2, A3, A3, A2, F2, F1, F1)),

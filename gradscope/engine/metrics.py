@@ -101,22 +101,20 @@ def first_nonfinite(metrics: dict[str, np.ndarray], grads: Params, grad_norms=No
     """
     h, c = metrics["h_norm"], metrics.get("c_norm")
     L, T = h.shape
-    for l in range(L):
-        for t in range(T):
-            if c is not None and not np.isfinite(c[l, t]):
-                return NonFinite("c", l, t)
-            if not np.isfinite(h[l, t]):
-                return NonFinite("h", l, t)
+    forward_ok = np.isfinite(h) if c is None else np.isfinite(h) & np.isfinite(c)      # (L, T)
+    if not forward_ok.all():
+        l = int(np.flatnonzero(~forward_ok.all(axis=1))[0])                 # the first layer with one
+        t = int(np.flatnonzero(~forward_ok[l])[0])
+        return NonFinite("c" if c is not None and not np.isfinite(c[l, t]) else "h", l, t)
     bad = np.flatnonzero(~np.isfinite(metrics["loss_t"]))
     if bad.size:
         return NonFinite("loss", None, int(bad[0]))
     gh, gc = metrics["grad_h_norm"], metrics.get("grad_c_norm")
-    for t in range(T - 1, -1, -1):
-        for l in range(L - 1, -1, -1):
-            if not np.isfinite(gh[l, t]):
-                return NonFinite("grad_h", l, t)
-            if gc is not None and not np.isfinite(gc[l, t]):
-                return NonFinite("grad_c", l, t)
+    backward_ok = np.isfinite(gh) if gc is None else np.isfinite(gh) & np.isfinite(gc)  # (L, T)
+    if not backward_ok.all():
+        t = int(np.flatnonzero(~backward_ok.all(axis=0))[-1])               # the LAST step with one
+        l = int(np.flatnonzero(~backward_ok[:, t])[-1])                     # its top layer with one
+        return NonFinite("grad_h" if not np.isfinite(gh[l, t]) else "grad_c", l, t)
     for index, (name, g) in enumerate(grads.named()):
         if not (np.isfinite(grad_norms[index]) if grad_norms is not None else np.all(np.isfinite(g))):
             layer = int(name[5:name.index(".")]) if name.startswith("layer") else None
