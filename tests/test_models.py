@@ -92,3 +92,18 @@ def test_deep_tanh_gradient_shrinks_down_the_layers_at_the_last_step():
     assert np.all(np.diff(last) > 0)                                   # layer 0 < 1 < 2 < 3
     relu_last = records["relu 2/n, 4 layers"].metrics["grad_h_norm"][:, -1]
     assert relu_last.max() / relu_last.min() < 3                        # He: same order in every layer
+
+
+def test_orthogonal_and_gaussian_decay_alike_at_matched_scale_but_differ_in_sigma_max():
+    records = first_records("orthogonal_vs_gaussian_tanh")
+
+    def decades(name):
+        g = records[name].metrics["grad_h_norm"][0]
+        return np.log10(g[0] / g[-1])
+
+    assert abs(decades("gaussian 1/n") - decades("orthogonal gain 1")) < 1.5
+    assert abs(decades("gaussian 1.44/n") - decades("orthogonal gain 1.2")) < 1.5
+    assert decades("orthogonal gain 1.2") > decades("orthogonal gain 1") + 3      # the scale is what matters
+    assert records["orthogonal gain 1"].metrics["sigma_max"][0] == pytest.approx(1.0, abs=1e-5)
+    assert records["orthogonal gain 1.2"].metrics["sigma_max"][0] == pytest.approx(1.2, abs=1e-5)
+    assert records["gaussian 1/n"].metrics["sigma_max"][0] > 1.8
