@@ -218,12 +218,14 @@ class HoverReadout:
             self.hide()
             return
         self.line.setPos(point.x())
-        (x0, x1), (y0, y1) = vb.viewRange()
         self.label.setText(text)
-        # keep the box inside the view: at the left when the mouse is on the right half, else at the right
-        right_half = point.x() > (x0 + x1) / 2
+        # keep the box inside the view, in its top corner away from the mouse (scene coordinates, so an
+        # inverted axis, as in the waterfall, puts it at the top too)
+        box = vb.sceneBoundingRect()
+        right_half = scene_pos.x() > box.center().x()
+        corner = vb.mapSceneToView(box.topLeft() if right_half else box.topRight())
         self.label.setAnchor((0, 0) if right_half else (1, 0))
-        self.label.setPos(x0 if right_half else x1, y1)
+        self.label.setPos(corner.x(), corner.y())
         self.line.setVisible(True)
         self.label.setVisible(True)
 

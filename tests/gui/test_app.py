@@ -375,3 +375,16 @@ def test_about_box_lists_versions(window):
     for name in ("Python", "NumPy", "Numba", "PyQt6", "pyqtgraph"):
         assert name in info
     assert isinstance(window.last_dialog, QtWidgets.QMessageBox)
+
+
+def test_editor_shows_task_fixed_sizes_as_such_and_restores_probe_sizes(window, small_file):
+    window.open_file(small_file())
+    editor = window.editor
+    assert editor.values()["task.input_size"] == 3
+    editor.set_value("task.name", "adding")
+    assert editor.values()["task.input_size"] == 0
+    assert editor.widgets["task.input_size"].text() == "set by the task"
+    run = editor.edited_run()
+    assert run.task.input_size is None and run.model_spec().input_size == 2      # the adding problem's n
+    editor.set_value("task.name", "probe")
+    assert editor.values()["task.input_size"] == 32 and editor.edited_run().task.input_size == 32

@@ -258,6 +258,8 @@ def test_waterfall_draws_nonfinite_cells_grey_and_zeros_at_the_bottom(view):
     assert alpha.sum() == 2 * 255                                          # only those two cells
     assert fig.image.image[1, 4] == fig.levels[0]                          # zero: bottom colour
     assert "2 cells" in fig.caption.text
+    v.redraw([run_data(0, make_trace())])                                  # all finite: no overlay
+    assert not fig.bad.isVisible()
 
 
 def test_waterfall_draws_at_most_max_rows(view, monkeypatch):
@@ -335,3 +337,18 @@ def test_layers_draws_one_curve_per_layer_of_the_deepest_run(view):
     assert len(colors) == 3
     v.run_box.setCurrentIndex(v.run_box.findData(0))
     assert sorted(fig.grad_curves.items) == [0]
+
+
+def test_waterfall_hover_reads_the_cell_and_stays_inside_the_inverted_plot(view, qtbot):
+    v = view(WaterfallView)
+    with qtbot.waitExposed(v):
+        v.show()
+    v.redraw([run_data(0, make_trace(T=12, K=4), "relu")])
+    vb = v.figure.plot.getViewBox()
+    qtbot.waitUntil(lambda: vb.viewRange()[1][0] <= 0 and vb.viewRange()[1][1] >= 30)
+    readout = v.figure.readouts[0]
+    readout.hover(vb.mapViewToScene(plotting.QtCore.QPointF(7.1, 19.0)))     # t = 7, iteration 20
+    assert "iteration 20, t = 7" in readout.text
+    assert plotting.value_label(grad_values(2, 0, 12)[7]) in readout.text
+    label_box = readout.label.sceneBoundingRect()
+    assert vb.sceneBoundingRect().contains(label_box.topLeft())             # not clipped off the plot

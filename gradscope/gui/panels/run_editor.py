@@ -34,8 +34,8 @@ FIELDS = {
         ("task.name", "Task", "choice", TASKS, "probe, adding problem, copy, character LM, tagging"),
         ("task.seq_len", "Sequence length T", "int", (1, 10**6), "Timesteps per sequence"),
         ("task.batch_size", "Batch size B", "int", (1, 65536), "Sequences per batch"),
-        ("task.input_size", "Input size n", "int", (1, 65536), "probe only: input dimension"),
-        ("task.output_size", "Output size k", "int", (1, 65536), "probe only: target dimension"),
+        ("task.input_size", "Input size n", "int", (0, 65536), "probe only: input dimension (other tasks fix it)"),
+        ("task.output_size", "Output size k", "int", (0, 65536), "probe only: target dimension (other tasks fix it)"),
         ("task.symbols", "Symbols", "int", (2, 1024), "copy: alphabet size"),
         ("task.copy_length", "Copy length", "int", (1, 10**5), "copy: symbols to remember"),
         ("task.text", "Text file", "text", None, "charlm: a text file (empty: the corpus shipped with GradScope)"),
@@ -64,6 +64,9 @@ APPLIES = {
     "train.momentum": lambda v: v["train.optimizer"] == "sgd",
 }
 PROBE_SIZE = 32
+SIZES = ("task.input_size", "task.output_size")
+SPECIAL = {"task.input_size": "set by the task", "task.output_size": "set by the task",
+           "init.chrono_tmax": "0: the sequence length", "train.iterations": "0: one pass at initialisation"}
 
 
 class ScaleEdit(QtWidgets.QWidget):
@@ -120,6 +123,8 @@ class RunEditor(QtWidgets.QWidget):
             for key, label, kind, options, tip in fields:
                 widget = self._make(kind, options)
                 widget.setToolTip(tip)
+                if key in SPECIAL:
+                    widget.setSpecialValueText(SPECIAL[key])       # what 0 means for this key
                 label_widget = QtWidgets.QLabel(label)
                 label_widget.setToolTip(tip)
                 form.addRow(label_widget, widget)
@@ -217,8 +222,8 @@ class RunEditor(QtWidgets.QWidget):
             flat = _flatten(run.model_dump())
             for field_key in self.widgets:
                 value = flat.get(field_key)
-                if field_key in ("task.input_size", "task.output_size") and value is None:
-                    value = PROBE_SIZE
+                if field_key in SIZES and value is None:
+                    value = 0                       # "set by the task"
                 self.set_value(field_key, value)
         self._loading = False
         self.setEnabled(run is not None)
@@ -232,7 +237,7 @@ class RunEditor(QtWidgets.QWidget):
         for key, value in values.items():
             applies = APPLIES.get(key)
             if applies is not None and not applies(values):
-                if key in ("task.input_size", "task.output_size"):
+                if key in SIZES:
                     value = None                    # the task fixes these sizes
                 else:
                     continue                        # keep the run's value for settings that do not apply
@@ -252,6 +257,19 @@ class RunEditor(QtWidgets.QWidget):
     def _changed(self, *_):
         if self._loading:
             return
+        values = self.values()
+        if values["task.name"] == "probe":
+            for key in SIZES:                       # back to the probe: its sizes are free again
+                if values[key] == 0:
+                    self._loading = True
+                    self.set_value(key, PROBE_SIZE)
+                    self._loading = False
+        else:
+            for key in SIZES:
+                if values[key] != 0:
+                    self._loading = True
+                    self.set_value(key, 0)
+                    self._loading = False
         values = self.values()
         for key, applies in APPLIES.items():
             self.widgets[key].setEnabled(applies(values))

@@ -89,12 +89,16 @@ class WaterfallFigure(Figure):
         self.image.setImage(image, autoLevels=False, levels=(lo, hi))
         self.colorbar.setLevels((lo, hi))
         self._set_colorbar_ticks(lo, hi)
-        overlay = np.zeros(values.shape + (4,), dtype=np.uint8)                    # (K', T, 4) RGBA
-        overlay[bad] = (_GREY.red(), _GREY.green(), _GREY.blue(), 255)
-        self.bad.setImage(overlay, autoLevels=False, levels=(0, 255))
         rect = _rect(iterations, values.shape[1])
         self.image.setRect(rect)
-        self.bad.setRect(rect)
+        if bad.any():                                       # the overlay costs a (K', T, 4) array: only if needed
+            overlay = np.zeros(values.shape + (4,), dtype=np.uint8)                # (K', T, 4) RGBA
+            overlay[bad] = (_GREY.red(), _GREY.green(), _GREY.blue(), 255)
+            self.bad.setImage(overlay, autoLevels=False, levels=(0, 255))
+            self.bad.setRect(rect)
+        else:
+            self.bad.clear()
+        self.bad.setVisible(bool(bad.any()))
         symbol = QUANTITIES[self.quantity]
         self.plot.setTitle(f"Waterfall of log₁₀ {symbol}: {run.name}, layer {layer}", size="11pt")
         note = f"{len(rows)} of {len(run.trace)} recorded iterations shown" if len(rows) < len(run.trace) else \
