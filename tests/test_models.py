@@ -107,3 +107,9 @@ def test_orthogonal_and_gaussian_decay_alike_at_matched_scale_but_differ_in_sigm
     assert records["orthogonal gain 1"].metrics["sigma_max"][0] == pytest.approx(1.0, abs=1e-5)
     assert records["orthogonal gain 1.2"].metrics["sigma_max"][0] == pytest.approx(1.2, abs=1e-5)
     assert records["gaussian 1/n"].metrics["sigma_max"][0] > 1.8
+
+
+def test_irnn_passes_the_gradient_back_and_the_gaussian_relu_loses_most_of_it():
+    records = first_records("irnn_adding")
+    irnn, gauss = (records[k].metrics["grad_h_norm"][0] for k in ("irnn", "gaussian relu 2/n"))
+    assert irnn[0] / irnn[-1] > 0.3 and gauss[0] / gauss[-1] < 1e-2
