@@ -198,6 +198,7 @@ class HoverReadout:
             item.setVisible(False)
             plot.addItem(item, ignoreBounds=True)
         self._connected = False
+        self._last = None
         self.connect()
 
     def connect(self) -> None:
@@ -208,6 +209,7 @@ class HoverReadout:
 
     def hover(self, scene_pos) -> None:
         """Update for a mouse position in scene coordinates (also called by tests)."""
+        self._last = scene_pos
         vb = self.plot.getViewBox()
         if not vb.sceneBoundingRect().contains(scene_pos):
             self.hide()
@@ -228,6 +230,11 @@ class HoverReadout:
         self.label.setPos(corner.x(), corner.y())
         self.line.setVisible(True)
         self.label.setVisible(True)
+
+    def refresh(self) -> None:
+        """Describe the last mouse position again (after a redraw, so the values shown are the ones drawn)."""
+        if self.label.isVisible() and self._last is not None:
+            self.hover(self._last)
 
     def hide(self) -> None:
         self.line.setVisible(False)

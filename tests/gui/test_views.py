@@ -183,6 +183,16 @@ def test_profile_hover_reads_exact_values(view, qtbot):
     text = readout.text
     assert "t = 5" in text and "relu 3/n" in text
     assert plotting.value_label(grad_values(3, 0, 12)[5]) in text
+    # new data arrives while the mouse rests: the readout follows what is drawn
+    from gradscope.trace import Record
+
+    trace = v._runs[0].trace
+    trace.append(Record(iteration=99, loss=1.0, grad_norm=1.0,
+                        metrics={n: trace.array(n)[0] * 1000 for n in trace.names
+                                 if n not in ("iteration", "loss", "grad_norm", "clipped")}))
+    v.redraw(v._runs)
+    assert "iteration 99" in readout.text
+    assert plotting.value_label(1000 * grad_values(0, 0, 12)[5]) in readout.text
     readout.hover(plotting.QtCore.QPointF(-50, -50))                       # outside the plot: hidden
     assert readout.text == ""
 

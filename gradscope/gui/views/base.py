@@ -157,6 +157,8 @@ class View(QtWidgets.QWidget):
             return False
         self.update_controls(runs)
         self.figure.refresh(runs)
+        for readout in self.figure.readouts:
+            readout.refresh()
         self._signature = self.signature(runs)
         return True
 
