@@ -1,0 +1,347 @@
+"""Every Numba kernel against its plain NumPy twin (reference.py), on seeded data with odd sizes and
+odd chunk sizes; the workspace; float32 kernels staying float32; compile_kernels covering every call.
+
+Twins and kernels compute the same formulas in different orders, so they agree to rounding: rtol 1e-12
+in float64 and 2e-5 in float32 (single-precision sums over a few dozen terms), with an absolute floor
+of the same relative size times the largest entry for arrays whose entries can cancel.
+"""
+import numba
+import numpy as np
+import pytest
+
+from gradscope.engine import LayerParams, ModelSpec, _jit, bptt, cells, reference
+from gradscope.engine.cells import ACTIVATION_CODES, LOSS_CODES
+
+from ._helpers import CELL_KINDS, label, make_batch, make_model
+
+DTYPES = ["float64", "float32"]
+TOL = {"float64": 1e-12, "float32": 2e-5}
+
+
+def close(got, want, dtype, name=""):
+    got, want = np.asarray(got, dtype=np.float64), np.asarray(want, dtype=np.float64)
+    scale = np.max(np.abs(want)) if want.size else 0.0
+    np.testing.assert_allclose(got, want, rtol=TOL[dtype], atol=TOL[dtype] * scale, err_msg=name)
+
+
+def same_counts(got, want, name=""):
+    """Shares of counted pairs: the same counts, up to the rounding of the division."""
+    np.testing.assert_allclose(got, want, rtol=1e-14, atol=0, err_msg=name)
+
+
+def rand(rng, shape, dtype, scale=1.0):
+    return (rng.standard_normal(shape) * scale).astype(dtype)
+
+
+# --------------------------------------------------------------------------------------------- BLAS
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("trans_a,trans_b", [(False, False), (False, True), (True, False), (True, True)])
+@pytest.mark.parametrize("beta", [False, True])
+def test_gemm_matches_matmul(trans_a, trans_b, beta, dtype):
+    rng = np.random.default_rng(1)
+    m, k, n = 5, 7, 3
+    A = rand(rng, (k, m) if trans_a else (m, k), dtype)
+    Bm = rand(rng, (n, k) if trans_b else (k, n), dtype)
+    C0 = rand(rng, (m, n), dtype)
+    C = C0.copy()
+    assert cells.gemm(trans_a, trans_b, A, Bm, beta, C) == 0
+    want = (A.T if trans_a else A) @ (Bm.T if trans_b else Bm) + (C0 if beta else 0)
+    close(C, want, dtype)
+
+
+def test_gemm_on_rows_of_a_bigger_array_and_empty_inner_dimension():
+    rng = np.random.default_rng(2)
+    big = rand(rng, (6, 4, 5), "float64")
+    W = rand(rng, (3, 5), "float64")
+    C = np.zeros((4, 3))
+    cells.gemm(False, True, big[2], W, False, C)                     # a (4, 5) block in the middle
+    close(C, big[2] @ W.T, "float64")
+    C[:] = 7.0
+    cells.gemm(False, False, np.zeros((4, 0)), np.zeros((0, 3)), True, C)
+    assert np.all(C == 7.0)                                          # k = 0: C += nothing
+    cells.gemm(False, False, np.zeros((4, 0)), np.zeros((0, 3)), False, C)
+    assert np.all(C == 0.0)
+
+
+def test_vector_norm_matches_numpy_and_never_overflows():
+    rng = np.random.default_rng(3)
+    v = rng.standard_normal(101)
+    assert cells.vector_norm(v) == pytest.approx(np.linalg.norm(v), rel=1e-14)
+    huge = v * 1e200                                                  # sum of squares overflows float64
+    assert cells.vector_norm(huge) == pytest.approx(np.linalg.norm(v) * 1e200, rel=1e-14)
+    assert cells.vector_norm(np.array([1.0, np.inf])) == np.inf
+    assert np.isnan(cells.vector_norm(np.array([1.0, np.nan])))
+    assert cells.vector_norm(v.astype(np.float32)) == pytest.approx(np.linalg.norm(v.astype(np.float32)), rel=1e-7)
+
+
+# -------------------------------------------------------------------------------------------- layers
+def _layer(cell, dtype, rng, n, d):
+    G = 4 if cell == "lstm" else 1
+    return LayerParams(rand(rng, (G * d, n), dtype, 1 / np.sqrt(n)), rand(rng, (G * d, d), dtype, 1.2 / np.sqrt(d)),
+                       rand(rng, (G * d,), dtype, 0.3))
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("activation", ["relu", "tanh", "sigmoid", "linear"])
+def test_rnn_forward_matches_twin(activation, dtype):
+    rng = np.random.default_rng(4)
+    T, B, n, d = 7, 3, 5, 9
+    x = rand(rng, (T, B, n), dtype)
+    p = _layer("rnn", dtype, rng, n, d)
+    H = np.empty((T, B, d), dtype)
+    h_norm, act_metric = np.empty(T), np.full(T, -1.0)
+    cells.rnn_forward(x, p.W_hx, p.W_hh, p.b_h, ACTIVATION_CODES[activation], H, h_norm, act_metric)
+    H_ref, m = reference.rnn_forward(x, p, activation)
+    close(H, H_ref, dtype, "H")
+    close(h_norm, m["h_norm"], dtype, "h_norm")
+    for name in ("relu_dead", "tanh_sat", "sigmoid_sat"):
+        if name in m:
+            same_counts(act_metric, m[name], name)
+    if activation == "linear":
+        assert np.all(act_metric == -1.0)                            # left untouched
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("activation", ["relu", "tanh", "sigmoid", "linear"])
+@pytest.mark.parametrize("t0,Tc", [(0, 11), (4, 7), (0, 4), (3, 1), (5, 5)])
+@pytest.mark.parametrize("n", [5, 9])
+def test_rnn_backward_chunk_matches_twin(activation, t0, Tc, n, dtype):
+    """A chunk of steps t0 .. t0+Tc-1 inside a sequence of T = 11, with carries in and out.  Above layer 0
+    (n = d) the kernel also writes the gradient into the layer below over G."""
+    rng = np.random.default_rng(5)
+    T, B, d = 11, 3, 9
+    propagate = n == d
+    x = rand(rng, (T, B, n), dtype)
+    p = _layer("rnn", dtype, rng, n, d)
+    H, _ = reference.rnn_forward(x, p, activation)
+    G = rand(rng, (Tc, B, d), dtype)
+    has_carry = t0 + Tc < T
+    carry = rand(rng, (B, d), dtype) if has_carry else np.zeros((B, d), dtype)
+    dW_hx0, dW_hh0, db0 = rand(rng, p.W_hx.shape, dtype), rand(rng, p.W_hh.shape, dtype), rng.standard_normal(d)
+    dW_hx, dW_hh, db = dW_hx0.copy(), dW_hh0.copy(), db0.copy()
+    G_k, dZ, carry_k, gh = G.copy(), np.empty((Tc, B, d), dtype), carry.copy(), np.full(T, -1.0)
+    cells.rnn_backward(x[t0:t0 + Tc], H, t0, p.W_hx, p.W_hh, ACTIVATION_CODES[activation], G_k, dZ, carry_k,
+                       has_carry, dW_hx, dW_hh, db, gh, propagate)
+    grads, dx, gh_ref, dz_first = reference.rnn_backward(
+        x[t0:t0 + Tc], H[t0:t0 + Tc], G, p, activation, dz_next=carry if has_carry else None,
+        h_prev=H[t0 - 1] if t0 > 0 else None)
+    close(dW_hx - dW_hx0, grads.W_hx, dtype, "dW_hx")
+    close(dW_hh - dW_hh0, grads.W_hh, dtype, "dW_hh")
+    close(db - db0, grads.b_h, dtype, "db_h")
+    if propagate:
+        close(G_k, dx, dtype, "dx")
+    close(carry_k, dz_first, dtype, "carry")
+    close(gh[t0:t0 + Tc], gh_ref, dtype, "grad_h_norm")
+    assert np.all(np.delete(gh, np.s_[t0:t0 + Tc]) == -1.0)           # other steps untouched
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_lstm_forward_matches_twin(dtype):
+    rng = np.random.default_rng(6)
+    T, B, n, d = 7, 3, 5, 9
+    x = rand(rng, (T, B, n), dtype)
+    p = _layer("lstm", dtype, rng, n, d)
+    A, C, H = np.empty((T, B, 4 * d), dtype), np.empty((T, B, d), dtype), np.empty((T, B, d), dtype)
+    m = np.empty((10, T))
+    cells.lstm_forward(x, p.W_hx, p.W_hh, p.b_h, A, C, H, np.zeros((B, d), dtype), m)
+    H_ref, C_ref, A_ref, m_ref = reference.lstm_forward(x, p)
+    close(H, H_ref, dtype, "H")
+    close(C, C_ref, dtype, "C")
+    close(A, A_ref, dtype, "gates")
+    names = ["h_norm", "c_norm"] + [f"gate_{g}_mean" for g in "ifgo"] + [f"gate_{g}_sat" for g in "ifgo"]
+    for row, name in enumerate(names):
+        if name.endswith("_sat"):
+            same_counts(m[row], m_ref[name], name)
+        else:
+            close(m[row], m_ref[name], dtype, name)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("t0,Tc", [(0, 11), (4, 7), (0, 4), (3, 1), (5, 5)])
+@pytest.mark.parametrize("n", [5, 9])
+def test_lstm_backward_chunk_matches_twin(t0, Tc, n, dtype):
+    rng = np.random.default_rng(7)
+    T, B, d = 11, 3, 9
+    propagate = n == d
+    x = rand(rng, (T, B, n), dtype)
+    p = _layer("lstm", dtype, rng, n, d)
+    H, C, A, _ = reference.lstm_forward(x, p)
+    G = rand(rng, (Tc, B, d), dtype)
+    has_carry = t0 + Tc < T
+    A_k = A.copy()
+    dz_next = None
+    if has_carry:                                                     # dz_{t0+Tc} sits in A[t0+Tc] already
+        dz_next = rand(rng, (B, 4 * d), dtype)
+        A_k[t0 + Tc] = dz_next
+    dc_next = rand(rng, (B, d), dtype) if has_carry else np.zeros((B, d), dtype)
+    dW_hx0, dW_hh0, db0 = rand(rng, p.W_hx.shape, dtype), rand(rng, p.W_hh.shape, dtype), rng.standard_normal(4 * d)
+    dW_hx, dW_hh, db = dW_hx0.copy(), dW_hh0.copy(), db0.copy()
+    G_k, dc_k = G.copy(), dc_next.copy()
+    gh, gc = np.full(T, -1.0), np.full(T, -1.0)
+    cells.lstm_backward(x[t0:t0 + Tc], H, C, A_k, t0, Tc, p.W_hx, p.W_hh, G_k, dc_k, np.zeros((B, d), dtype),
+                        dW_hx, dW_hh, db, gh, gc, propagate)
+    grads, dx, gh_ref, gc_ref, dz_first, dc_first = reference.lstm_backward(
+        x[t0:t0 + Tc], H[t0:t0 + Tc], C[t0:t0 + Tc], A[t0:t0 + Tc], G, p, dz_next=dz_next,
+        dc_next=dc_next if has_carry else None, h_prev=H[t0 - 1] if t0 > 0 else None,
+        c_prev=C[t0 - 1] if t0 > 0 else None)
+    close(dW_hx - dW_hx0, grads.W_hx, dtype, "dW_hx")
+    close(dW_hh - dW_hh0, grads.W_hh, dtype, "dW_hh")
+    close(db - db0, grads.b_h, dtype, "db_h")
+    if propagate:
+        close(G_k, dx, dtype, "dx")
+    close(A_k[t0], dz_first, dtype, "dz_t0 (in place of the gates)")
+    close(dc_k, dc_first, dtype, "dc carry")
+    close(gh[t0:t0 + Tc], gh_ref, dtype, "grad_h_norm")
+    close(gc[t0:t0 + Tc], gc_ref, dtype, "grad_c_norm")
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("loss_kind", ["mse", "ce"])
+def test_readout_loss_matches_twin(loss_kind, dtype):
+    rng = np.random.default_rng(8)
+    Tc, B, d, k = 5, 3, 6, 4
+    H = rand(rng, (Tc, B, d), dtype)
+    W_yh, b_y = rand(rng, (k, d), dtype, 0.5), rand(rng, (k,), dtype)
+    mask = (rng.random((Tc, B)) < 0.6).astype(np.float64)
+    if loss_kind == "mse":
+        target_f, target_i = rand(rng, (Tc, B, k), dtype), cells._EMPTY_I2
+        target = target_f
+    else:
+        target_f, target_i = cells._EMPTY_F3[dtype], rng.integers(0, k, size=(Tc, B))
+        target = target_i
+    Y = np.empty((Tc, B, k), dtype)
+    loss_t, dW_yh, db_y, G = np.empty(Tc), np.zeros((k, d), dtype), np.zeros(k), np.empty((Tc, B, d), dtype)
+    cells.readout_loss(H, W_yh, b_y, target_f, target_i, mask, LOSS_CODES[loss_kind], 1.0 / B, Y, loss_t,
+                       dW_yh, db_y, G)
+    _, loss_t_ref, dY = reference.readout_loss(H, W_yh, b_y, target, mask, loss_kind)
+    dW_ref, db_ref, G_ref = reference.readout_backward(H, dY, W_yh)
+    close(loss_t, loss_t_ref, dtype, "loss_t")
+    close(Y, dY, dtype, "dY")
+    close(dW_yh, dW_ref, dtype, "dW_yh")
+    close(db_y, db_ref, dtype, "db_y")
+    close(G, G_ref, dtype, "G")
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_grad_norms_match_params_norms(dtype):
+    rng = np.random.default_rng(9)
+    spec, params = make_model("lstm", "tanh", 3, dtype, rng)
+    L = spec.layers
+    out = np.empty(3 * L + 2)
+    W_hxR = np.stack([p.W_hx for p in params.layers[1:]])
+    cells.grad_norms(params.layers[0].W_hx, W_hxR, np.stack([p.W_hh for p in params.layers]),
+                     np.stack([p.b_h for p in params.layers]), params.W_yh, params.b_y, out)
+    np.testing.assert_allclose(out, list(params.norms().values()), rtol=1e-12)
+
+
+# ------------------------------------------------------------------------------ the whole step
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("loss_kind", ["mse", "ce"])
+@pytest.mark.parametrize("cell,activation", CELL_KINDS, ids=[label(*c) for c in CELL_KINDS])
+def test_step_matches_twin_for_every_chunk_size(cell, activation, loss_kind, dtype):
+    rng = np.random.default_rng(10)
+    spec, params = make_model(cell, activation, 3, dtype, rng, n=5, d=7, k=4)
+    T, B = 11, 3
+    x, target, mask = make_batch(spec, T, B, loss_kind, rng)
+    want = reference.bptt(spec, params, x, target, mask, loss_kind)
+    for chunk in (1, 2, 3, 5, 11):
+        got = cells.bptt(spec, params, x, target, mask, loss_kind, chunk=chunk)
+        assert got.loss == pytest.approx(want.loss, rel=TOL[dtype])
+        assert set(got.metrics) == set(want.metrics)
+        for name in want.metrics:
+            if name.endswith("_sat") or name == "relu_dead":
+                same_counts(got.metrics[name], want.metrics[name], name)
+            else:
+                close(got.metrics[name], want.metrics[name], dtype, f"{name} chunk {chunk}")
+        for (name, g), (_, w) in zip(got.grads.named(), want.grads.named()):
+            close(g, w, dtype, f"{name} chunk {chunk}")
+        np.testing.assert_allclose(got.extras["grad_norms"], list(want.grads.norms().values()), rtol=10 * TOL[dtype])
+        assert got.nonfinite is None and want.nonfinite is None
+
+
+def test_default_chunk_is_about_chunk_rows():
+    assert cells.chunk_steps(100, 1) == 100
+    assert cells.chunk_steps(500, 64) == 16
+    assert cells.chunk_steps(500, 5000) == 1
+    assert cells.chunk_steps(3, 7) == 3
+
+
+# --------------------------------------------------------------------------------- the workspace
+@pytest.mark.parametrize("cell", ["rnn", "lstm"])
+def test_workspace_reuse_gives_identical_results_and_nothing_aliases_it(cell):
+    rng = np.random.default_rng(11)
+    spec, params = make_model(cell, "tanh", 2, "float32", rng)
+    x1, t1, m1 = make_batch(spec, 13, 4, "mse", rng)
+    x2, t2, m2 = make_batch(spec, 13, 4, "mse", rng)
+    fresh = bptt(spec, params, x1, t1, m1, "mse")
+    ws: dict = {}
+    first = bptt(spec, params, x1, t1, m1, "mse", workspace=ws)
+    buffers = ws["buffers"]
+    first_copy = {name: v.copy() for name, v in first.metrics.items()}
+    grads_copy = first.grads.copy()
+    bptt(spec, params, x2, t2, m2, "mse", workspace=ws)               # reuses and overwrites the buffers
+    again = bptt(spec, params, x1, t1, m1, "mse", workspace=ws)
+    assert ws["buffers"] is buffers                                   # same shapes: nothing reallocated
+    for name in fresh.metrics:
+        np.testing.assert_array_equal(again.metrics[name], fresh.metrics[name])
+        np.testing.assert_array_equal(first.metrics[name], first_copy[name])   # results own their arrays
+    for (name, g), (_, w), (_, c) in zip(again.grads.named(), fresh.grads.named(), first.grads.named()):
+        np.testing.assert_array_equal(g, w)
+    for (_, a), (_, b) in zip(first.grads.named(), grads_copy.named()):
+        np.testing.assert_array_equal(a, b)
+    assert again.loss == fresh.loss
+    x3, t3, m3 = make_batch(spec, 9, 2, "mse", rng)                   # new shapes: new buffers, right answer
+    other = bptt(spec, params, x3, t3, m3, "mse", workspace=ws)
+    assert ws["buffers"] is not buffers
+    assert other.loss == pytest.approx(reference.bptt(spec, params, x3, t3, m3, "mse").loss, rel=1e-5)
+
+
+# ------------------------------------------------------------------------------ float32 stays float32
+@pytest.mark.parametrize("cell", ["rnn", "lstm"])
+def test_float32_kernels_compute_in_float32(cell):
+    """The per-unit values of the float32 row kernels (activations, gates, cell state, their gradients) are
+    typed float32: Numba would silently promote an expression holding a float64 literal (the float32
+    literal trap) and the whole loop would run at half the vector width."""
+    spec = ModelSpec(cell=cell, dtype="float32")
+    cells.compile_kernels(spec)
+    per_unit = {"v", "h", "gj", "i", "f", "g", "o", "cj", "hj", "ghj", "tc", "dc", "di", "df", "dg", "do",
+                "one", "zero", "lo", "hi"}
+    rows = ["rnn_forward_row", "rnn_backward_row"] if cell == "rnn" else ["lstm_forward_row", "lstm_backward_row"]
+    plan = {name: (d, sig) for name, d, sig in cells.kernel_plan(cell, "float32")}
+    checked = 0
+    for name in rows:
+        kernel, sig = plan[name]
+        # the cached build has no type annotations: type the same source with the same options afresh
+        fresh = numba.njit(**dict(_jit.KERNEL_OPTIONS, fastmath=set(_jit.FASTMATH)))(kernel.py_func)
+        fresh.compile(sig)
+        for var, typ in fresh.overloads[tuple(sig)].type_annotation.typemap.items():
+            if var.split(".")[0] in per_unit and isinstance(typ, numba.types.Number):
+                assert typ == numba.types.float32, (name, var, typ)
+                checked += 1
+    assert checked > 10
+    rng = np.random.default_rng(12)
+    spec, params = make_model(cell, "tanh", 2, "float32", rng)
+    x, t, m = make_batch(spec, 5, 2, "mse", rng)
+    result = bptt(spec, params, x, t, m, "mse")
+    assert all(g.dtype == np.float32 for _, g in result.grads.named())
+    assert all(v.dtype == np.float64 for v in result.metrics.values())
+
+
+# ----------------------------------------------------------------------------- compile_kernels
+@pytest.mark.parametrize("cell,dtype", [("rnn", "float32"), ("lstm", "float64")])
+def test_compile_kernels_covers_everything_bptt_runs(cell, dtype):
+    spec = ModelSpec(cell=cell, dtype=dtype, layers=2, input_size=3, hidden_size=4, output_size=2)
+    calls = []
+    cells.compile_kernels(spec, progress=lambda done, total, name: calls.append((done, total, name)))
+    plan = cells.kernel_plan(cell, dtype)
+    assert [c[0] for c in calls] == list(range(1, len(plan) + 1))
+    assert all(c[1] == len(plan) for c in calls) and calls[-1][2] == f"{cell}_step"
+    before = {name: len(d.signatures) for name, d, _ in plan}
+    rng = np.random.default_rng(13)
+    from gradscope.engine import init_params, InitSpec
+    params = init_params(spec, InitSpec(), rng)
+    for loss_kind in ("mse", "ce"):
+        x, target, mask = make_batch(spec, 6, 2, loss_kind, rng)
+        bptt(spec, params, x, target, mask, loss_kind)
+    after = {name: len(d.signatures) for name, d, _ in plan}
+    assert after == before, "bptt compiled a signature that compile_kernels did not"
