@@ -404,7 +404,7 @@ def dumps(experiment: Experiment) -> str:
     import tomlkit
 
     doc = tomlkit.document()
-    doc.add(tomlkit.comment(f"GradScope experiment file (docs/experiments.md). Every setting is written out."))
+    doc.add(tomlkit.comment("GradScope experiment file (docs/experiments.md). Every setting is written out."))
     doc.add("schema_version", SCHEMA_VERSION)
     head = tomlkit.table()
     head.add("name", experiment.name)

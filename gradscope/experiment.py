@@ -72,10 +72,6 @@ def execute_run(run: RunConfig, seed: int, backend: str = "numba") -> RunResult:
     return result
 
 
-def _execute_in_worker(run: RunConfig, seed: int, backend: str) -> RunResult:
-    return execute_run(run, seed, backend)
-
-
 @contextmanager
 def _single_threaded_children():
     """Worker processes each get one BLAS / Numba thread: two processes on two cores, no oversubscription."""
@@ -122,7 +118,7 @@ def run_experiment(experiment: Experiment, *, backend: str = "numba", processes:
     with _single_threaded_children():
         context = multiprocessing.get_context("spawn")   # never fork a process that may hold threads
         with ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:
-            futures = [pool.submit(_execute_in_worker, run, run.effective_seed(experiment.seed), backend)
+            futures = [pool.submit(execute_run, run, run.effective_seed(experiment.seed), backend)
                        for run in runs]
             for run, future in zip(runs, futures):
                 try:

@@ -20,7 +20,7 @@ import re
 import shutil
 import tempfile
 import traceback
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -197,8 +197,8 @@ def _csv_value(v) -> str:
 
 
 def _run_summary(result: RunResult, dir_name: str) -> dict:
-    arrays = result.trace
-    loss = arrays.array("loss") if len(arrays) and "loss" in arrays else np.zeros(0)
+    trace = result.trace
+    loss = trace.array("loss") if len(trace) and "loss" in trace else np.zeros(0)
     config = result.run.model_dump(exclude_none=True)
     config.pop("name")
     return {

@@ -199,8 +199,8 @@ def test_save_of_an_experiment_without_a_file_writes_everything(tmp_path):
 def test_config_imports_no_qt():
     import subprocess
 
-    code = "import sys, gradscope.config, gradscope.engine.trainer, gradscope.io, gradscope.experiment, gradscope.cli;" \
-           "print(any(m.startswith(('PyQt6', 'pyqtgraph')) for m in sys.modules))"
+    code = ("import sys, gradscope.config, gradscope.engine.trainer, gradscope.io, gradscope.experiment, "
+            "gradscope.cli; print(any(m.startswith(('PyQt6', 'pyqtgraph')) for m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, check=True)
     assert out.stdout.strip() == "False"
 
