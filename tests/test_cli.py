@@ -176,3 +176,13 @@ def test_python_dash_m_and_main_py(small):
     proc = subprocess.run([sys.executable, "-m", "gradscope", "validate", str(bad)], capture_output=True,
                           text=True, cwd=ROOT)
     assert proc.returncode == 2 and "line 6" in proc.stderr
+
+
+def test_run_with_figures_writes_png_and_svg(small, tmp_path):
+    pytest.importorskip("gradscope.gui.figures")
+    out = tmp_path / "out"
+    assert cli.main(["run", str(small), "--out", str(out), "--backend", "numpy"]) == 0
+    plots = sorted(p.name for p in (out / "plots").iterdir())
+    assert any(n.endswith(".png") for n in plots) and any(n.endswith(".svg") for n in plots)
+    assert all((out / "plots" / n).stat().st_size > 0 for n in plots)
+    assert "figures_error" not in json.loads((out / "summary.json").read_text())
