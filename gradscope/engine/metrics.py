@@ -157,21 +157,25 @@ class _SpectralCache:
 spectral_cache = _SpectralCache()
 
 
-def parameter_metrics(spec: ModelSpec, params: Params, grads: Params) -> dict:
+def parameter_metrics(spec: ModelSpec, params: Params, grads: Params, spectral: bool = True) -> dict:
     """Per-parameter metrics of one iteration (module docstring): gradient norms and W_hh's spectrum.
 
     Returns {"grad_norm_W_hx", "grad_norm_W_hh", "grad_norm_b_h", "spectral_radius", "sigma_max": (L,)
-    float64 arrays, "grad_norm_W_yh", "grad_norm_b_y": floats}.  Norms accumulate in float64.
+    float64 arrays, "grad_norm_W_yh", "grad_norm_b_y": floats}.  Norms accumulate in float64.  The spectral
+    pair costs an O(d^3) eigensolve per changed W_hh (docs/metrics.md: ~0.3 s at d = 512); ``spectral=False``
+    leaves both keys out, for callers that measure the spectrum less often.
     """
     L = spec.layers
     norms = grads.norms()
-    out = {name: np.empty(L) for name in ("grad_norm_W_hx", "grad_norm_W_hh", "grad_norm_b_h",
-                                          "spectral_radius", "sigma_max")}
+    names = ("grad_norm_W_hx", "grad_norm_W_hh", "grad_norm_b_h") + (("spectral_radius", "sigma_max") if spectral
+                                                                     else ())
+    out = {name: np.empty(L) for name in names}
     for l in range(L):
         out["grad_norm_W_hx"][l] = norms[f"layer{l}.W_hx"]
         out["grad_norm_W_hh"][l] = norms[f"layer{l}.W_hh"]
         out["grad_norm_b_h"][l] = norms[f"layer{l}.b_h"]
-        out["spectral_radius"][l], out["sigma_max"][l] = spectral_cache(params.layers[l].W_hh, spec.gates)
+        if spectral:
+            out["spectral_radius"][l], out["sigma_max"][l] = spectral_cache(params.layers[l].W_hh, spec.gates)
     out["grad_norm_W_yh"] = norms["readout.W_yh"]
     out["grad_norm_b_y"] = norms["readout.b_y"]
     return out

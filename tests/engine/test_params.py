@@ -193,3 +193,25 @@ def test_spectral_stats_and_combined_norms():
     assert combine_norms([3.0, 4.0]) == pytest.approx(5.0)
     assert combine_norms([3e200, 4e200]) == pytest.approx(5e200)
     assert combine_norms([1.0, np.inf]) == np.inf and np.isnan(combine_norms([np.nan, np.inf]))
+
+
+def test_parameter_metrics_cache_and_spectral_switch():
+    from gradscope.engine import parameter_metrics
+    from gradscope.engine.metrics import spectral_cache
+    spec = ModelSpec(cell="rnn", layers=2, input_size=3, hidden_size=9, output_size=2, dtype="float64")
+    params = init_params(spec, InitSpec(), np.random.default_rng(12))
+    grads = params.copy()
+    first = parameter_metrics(spec, params, grads)
+    misses = spectral_cache.misses
+    again = parameter_metrics(spec, params.copy(), grads)              # same content, new arrays: cache hits
+    assert spectral_cache.misses == misses
+    np.testing.assert_array_equal(first["spectral_radius"], again["spectral_radius"])
+    params.layers[1].W_hh[0, 0] += 0.5                                 # changed: recomputed, and right
+    changed = parameter_metrics(spec, params, grads)
+    assert spectral_cache.misses == misses + 1
+    assert changed["spectral_radius"][1] == pytest.approx(spectral_stats(params.layers[1].W_hh)[0], rel=1e-12)
+    assert changed["spectral_radius"][0] == first["spectral_radius"][0]
+    quick = parameter_metrics(spec, params, grads, spectral=False)
+    assert "spectral_radius" not in quick and "sigma_max" not in quick
+    np.testing.assert_array_equal(quick["grad_norm_W_hh"], changed["grad_norm_W_hh"])
+    assert quick["grad_norm_b_y"] == pytest.approx(np.linalg.norm(grads.b_y))
