@@ -4,6 +4,7 @@
     xvfb-run -a -s "-screen 0 1920x1200x24" python benchmarks/bench_gui.py    # a real X window
     python benchmarks/bench_gui.py --seconds 20 --tab 1  # longer, on the waterfall tab
     python benchmarks/bench_gui.py --startup             # also: process start -> window on screen (warm cache)
+    python benchmarks/bench_gui.py --blas-threads 1      # OPENBLAS_NUM_THREADS=1 set before NumPy loads
 
 What it measures, in one process, after the kernels are compiled and 2 s of warm-up:
 - tick latency: a 10 ms QTimer records how late each timeout fires (time the event loop was busy elsewhere);
@@ -13,6 +14,11 @@ What it measures, in one process, after the kernels are compiled and 2 s of warm
   ~30 Hz; --force redraws on every tick, the worst case), and the time one redraw takes;
 - training speed: iterations per second of each run while the GUI works.
 Writes benchmarks/results/gui.json.
+
+OpenBLAS threads: on the 2-core machines of this project, training steps with OpenBLAS's default threads were 20
+to 150 times slower than with OPENBLAS_NUM_THREADS=1 (in a worker thread and in the main thread alike), and
+several runs at once collapsed.  The variable must be set before NumPy is imported; --blas-threads does that for
+this process, and the report prints which BLAS libraries and thread counts were in use.
 """
 from __future__ import annotations
 
@@ -26,8 +32,6 @@ import textwrap
 import threading
 import time
 from pathlib import Path
-
-import numpy as np
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
@@ -70,12 +74,16 @@ init.forget_bias = 1.0
 
 
 def percentiles(values, qs=(50, 95, 99)):
+    import numpy as np
+
     values = np.asarray(values, dtype=np.float64)
     return {f"p{q}": float(np.percentile(values, q)) for q in qs} | {"max": float(values.max()),
                                                                      "n": int(values.size)}
 
 
 def measure(seconds: float, tab: int, backend: str = "numba", force: bool = False) -> dict:
+    import numpy as np
+
     if not (os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")):
         os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
     from PyQt6 import QtCore, QtWidgets
@@ -192,6 +200,15 @@ def measure(seconds: float, tab: int, backend: str = "numba", force: bool = Fals
     }
 
 
+def blas_info() -> list[dict]:
+    try:
+        from threadpoolctl import threadpool_info
+    except ImportError:
+        return [{"library": "unknown (threadpoolctl not installed)", "threads": None}]
+    return [{"library": Path(i["filepath"]).name, "threads": i["num_threads"], "api": i["internal_api"]}
+            for i in threadpool_info()]
+
+
 STARTUP_PROBE = textwrap.dedent("""
     import sys, time
     sys.path.insert(0, {root!r})
@@ -230,6 +247,8 @@ def startup(repeats: int = 3) -> dict:
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--blas-threads", type=int, default=None,
+                        help="set OPENBLAS_NUM_THREADS (and OMP_NUM_THREADS) before NumPy loads")
     parser.add_argument("--seconds", type=float, default=10.0, help="measured seconds (after 2 s of warm-up)")
     parser.add_argument("--tab", type=int, default=0, help="view shown: 0 through time, 1 waterfall, ...")
     parser.add_argument("--startup", action="store_true", help="also time process start -> window shown")
@@ -238,10 +257,16 @@ def main(argv=None) -> int:
     parser.add_argument("--backend", choices=("numba", "numpy"), default="numba",
                         help="engine of the runs (numpy: the reference engine, holds the GIL more)")
     args = parser.parse_args(argv)
+    if args.blas_threads is not None:
+        if "numpy" in sys.modules:
+            parser.error("--blas-threads must take effect before NumPy is imported")
+        os.environ["OPENBLAS_NUM_THREADS"] = os.environ["OMP_NUM_THREADS"] = str(args.blas_threads)
     result = {"python": platform.python_version(), "cpus": os.cpu_count(), "load": measure(args.seconds, args.tab, args.backend, args.force)}
     if args.startup:
         result["startup"] = startup()
     load = result["load"]
+    result["blas"] = blas_info()
+    print("BLAS: " + "; ".join(f"{b['library']} {b['threads']} thread(s)" for b in result["blas"]))
     print(f"platform {load['platform']}, view '{load['tab']}', {len(load['runs'])} runs of (B 32, T 200, d 128) "
           f"training for {load['seconds']:.1f} s on the {load['backend']} engine"
           + (", redrawing on every tick" if load["forced_redraws"] else ""))

@@ -154,6 +154,83 @@ STYLE_GREY = "#606060"          # legend entries that explain a line style rathe
 _GREYS = (STYLE_GREY,)
 
 
+def nice_ceil(value: float) -> float:
+    """The smallest of 1, 2, 5 x 10^k at or above value (for value > 0)."""
+    if not math.isfinite(value) or value <= 0:
+        return 1.0
+    k = math.floor(math.log10(value))
+    for m in (1, 2, 5, 10):
+        if m * 10.0 ** k >= value * (1 - 1e-12):
+            return m * 10.0 ** k
+    return 10.0 ** (k + 1)
+
+
+class SnapBounds(pg.GraphicsObject):
+    """An invisible item whose data bounds round the plot's data out to whole decades (log10 y) and to 1, 2, 5
+    x 10^k on x when asked, so pyqtgraph's auto-range picks the same range frame after frame.
+
+    Axes are re-laid-out and repainted only when their range changes: a moving range cost a third of a frame.
+    Zooming and panning by hand still work, and the plot's "A" button returns to this auto-range.
+    """
+
+    def __init__(self, plot: pg.PlotItem):
+        super().__init__()
+        self.bounds: tuple | None = None             # ((x0, x1), (y0, y1))
+        plot.addItem(self)
+
+    def snap(self, x: tuple[float, float] | None, y: tuple[float, float] | None, *, log_y: bool,
+             nice_x: bool = False, nice_y: bool = False) -> None:
+        """Set from the drawn data's ranges (None: nothing drawn).  nice_x / nice_y: the end of a growing
+        iteration axis, rounded up to 1, 2, 5 x 10^k."""
+        if x is None or y is None:
+            bounds = None
+        else:
+            x0, x1 = x
+            if nice_x:
+                x1 = max(x1, nice_ceil(x1))
+            y0, y1 = y
+            if log_y:
+                lo, hi = math.floor(y0 - 0.05), math.ceil(y1 + 0.05)
+                if self.bounds is not None:
+                    # hysteresis: keep the current decades while the data fits and they are at most one decade
+                    # too wide on either side (values near a decade boundary would flip the range otherwise)
+                    cur_lo, cur_hi = self.bounds[1]
+                    if cur_lo <= y0 and y1 <= cur_hi and cur_lo >= lo - 1 and cur_hi <= hi + 1:
+                        lo, hi = cur_lo, cur_hi
+                y0, y1 = lo, hi
+            elif nice_y:
+                y1 = max(y1, nice_ceil(y1))
+            bounds = ((x0, x1), (y0, y1))
+        if bounds != self.bounds:
+            self.bounds = bounds
+            self.informViewBoundsChanged()
+
+    def dataBounds(self, ax, frac=1.0, orthoRange=None):  # pyqtgraph's auto-range protocol
+        return self.bounds[ax] if self.bounds is not None else (None, None)
+
+    def boundingRect(self):  # Qt override: draws nothing
+        return QtCore.QRectF()
+
+    def paint(self, painter, *args):  # Qt override
+        pass
+
+
+def data_ranges(*curve_sets) -> tuple[tuple[float, float] | None, tuple[float, float] | None]:
+    """(x range, y range) over the finite points of every visible curve in the given CurveSets."""
+    xs, ys = [], []
+    for curves in curve_sets:
+        for item in curves.items.values():
+            if not item.isVisible() or item.yData is None or not len(item.yData):
+                continue
+            ok = np.isfinite(item.yData)
+            if ok.any():
+                xs += [float(np.min(item.xData[ok])), float(np.max(item.xData[ok]))]
+                ys += [float(np.min(item.yData[ok])), float(np.max(item.yData[ok]))]
+    if not ys:
+        return None, None
+    return (min(xs), max(xs)), (min(ys), max(ys))
+
+
 class EmptyHint:
     """A centred message in a plot that has nothing to show (e.g. "Press Run (Space) to start")."""
 

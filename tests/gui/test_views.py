@@ -362,3 +362,35 @@ def test_waterfall_hover_reads_the_cell_and_stays_inside_the_inverted_plot(view,
     assert plotting.value_label(grad_values(2, 0, 12)[7]) in readout.text
     label_box = readout.label.sceneBoundingRect()
     assert vb.sceneBoundingRect().contains(label_box.topLeft())             # not clipped off the plot
+
+
+def test_axes_hold_still_while_data_moves_within_a_decade(view, qtbot):
+    """The plot's auto-range snaps to whole decades, so the axes are not re-laid out on every frame."""
+    from gradscope.trace import Record
+
+    v = view(ProfileView)
+    with qtbot.waitExposed(v):
+        v.show()
+    trace = make_trace(T=12, K=1)                     # grad 1e-3 * 1.25^(11 - t): from 1e-3 to ~1.2e-2
+    runs = [run_data(0, trace)]
+    v.redraw(runs)
+    vb = v.figure.grad_plot.getViewBox()
+    assert v.figure.grad_snap.bounds[1] == (-4, -1)   # floor(-3 - 0.05), ceil(log10(1.16e-2) + 0.05)
+    qtbot.waitUntil(lambda: vb.viewRange()[1][0] <= -4 and vb.viewRange()[1][1] >= -1)
+    first = vb.viewRange()
+
+    def add(scale):
+        trace.append(Record(iteration=len(trace), loss=1.0, grad_norm=1.0,
+                            metrics={n: trace.array(n)[0] * scale for n in trace.names
+                                     if n not in ("iteration", "loss", "grad_norm", "clipped")}))
+        v.redraw(runs)
+
+    add(1.3)                                          # still inside the same decades
+    assert v.figure.grad_snap.bounds[1] == (-4, -1)
+    assert vb.viewRange() == first
+    add(1.0)                                          # and back: no flip-flop at a decade boundary
+    assert v.figure.grad_snap.bounds[1] == (-4, -1)
+    add(1000.0)                                       # three decades up: the range follows
+    assert v.figure.grad_snap.bounds[1] == (-1, 2)
+    qtbot.waitUntil(lambda: vb.viewRange()[1][1] >= 2)
+    assert plotting.nice_ceil(37) == 50 and plotting.nice_ceil(200) == 200 and plotting.nice_ceil(0.3) == 0.5

@@ -1,6 +1,8 @@
 """The run list: one row per run with its colour, a visibility tick, its status, iteration and speed."""
 from __future__ import annotations
 
+import functools
+
 from PyQt6 import QtCore, QtGui, QtWidgets
 
 STATUS_COLORS = {"queued": "#606060", "compiling": "#8a6d00", "running": "#006d3c", "paused": "#8a6d00",
@@ -8,6 +10,7 @@ STATUS_COLORS = {"queued": "#606060", "compiling": "#8a6d00", "running": "#006d3
 COLUMNS = ("Run", "Status", "Iteration", "it/s")
 
 
+@functools.lru_cache(maxsize=64)
 def color_icon(color: str, size: int = 14) -> QtGui.QIcon:
     pixmap = QtGui.QPixmap(size, size)
     pixmap.fill(QtGui.QColor(color))

@@ -15,7 +15,7 @@ from PyQt6 import QtWidgets
 
 from .. import style
 from ..model import RunData, log10_or_nan, nonfinite_mask
-from ..plotting import pen
+from ..plotting import SnapBounds, data_ranges, pen
 
 
 class CurveSet:
@@ -85,16 +85,13 @@ def log_series(trace, name: str, row: int = -1, layer: int | None = None) -> tup
     return log10_or_nan(values), nonfinite_mask(values)
 
 
-def top_of(*curve_sets: CurveSet) -> float:
-    """A height just above every finite value drawn in these curve sets (where non-finite markers go)."""
-    top = None
-    for curves in curve_sets:
-        for item in curves.items.values():
-            y = item.yData
-            if item.isVisible() and y is not None and np.isfinite(y).any():
-                m = float(np.max(y[np.isfinite(y)]))
-                top = m if top is None else max(top, m)
-    return (top if top is not None else 0.0) + 0.3
+def snap_and_mark(snap: SnapBounds, marks: NonFiniteMarkers, marked: list, *curve_sets: CurveSet,
+                  log_y: bool = True, nice_x: bool = False) -> None:
+    """Snap the plot's auto-range to the drawn curves and put the non-finite markers just above them."""
+    x, y = data_ranges(*curve_sets)
+    snap.snap(x, y, log_y=log_y, nice_x=nice_x)
+    top = snap.bounds[1][1] if snap.bounds is not None else 0.0
+    marks.set(marked, top + 0.25)
 
 
 def visible_with_data(runs: list[RunData]) -> list[RunData]:

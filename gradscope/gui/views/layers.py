@@ -7,8 +7,8 @@ from PyQt6 import QtWidgets
 
 from .. import style
 from ..model import RunData
-from ..plotting import EmptyHint, HoverReadout, Legend, make_plot, pen, value_label
-from .base import CurveSet, Figure, NonFiniteMarkers, View, log_series, top_of, visible_with_data
+from ..plotting import EmptyHint, HoverReadout, Legend, SnapBounds, make_plot, pen, value_label
+from .base import CurveSet, Figure, NonFiniteMarkers, View, log_series, snap_and_mark, visible_with_data
 
 
 def layer_colors(layers: int) -> list[str]:
@@ -36,6 +36,8 @@ class LayersFigure(Figure):
         self.state_curves = CurveSet(self.state_plot)
         self.grad_marks = NonFiniteMarkers(self.grad_plot)
         self.state_marks = NonFiniteMarkers(self.state_plot)
+        self.grad_snap = SnapBounds(self.grad_plot)
+        self.state_snap = SnapBounds(self.state_plot)
         self.hint = EmptyHint(self.grad_plot, "Press Run (Space) to start")
         self.run_key = None
         self.shown: dict | None = None
@@ -84,8 +86,8 @@ class LayersFigure(Figure):
         self.legend.set(entries)
         self.grad_curves.retain(grad_keys)
         self.state_curves.retain(state_keys)
-        self.grad_marks.set(grad_marks, top_of(self.grad_curves))
-        self.state_marks.set(state_marks, top_of(self.state_curves))
+        snap_and_mark(self.grad_snap, self.grad_marks, grad_marks, self.grad_curves)
+        snap_and_mark(self.state_snap, self.state_marks, state_marks, self.state_curves)
         self.hint.show(run is None)
 
     def _describe(self, x: float, metric: str) -> str | None:

@@ -9,9 +9,9 @@ from PyQt6 import QtCore, QtGui, QtWidgets
 
 from .. import style
 from ..model import RunData
-from ..plotting import STYLE_GREY, EmptyHint, HoverReadout, Legend, make_plot, pen, value_label
+from ..plotting import STYLE_GREY, EmptyHint, HoverReadout, Legend, SnapBounds, make_plot, pen, value_label
 from .base import (CurveSet, Figure, NonFiniteMarkers, View, layer_combo, log_series, resolve_layer,
-                   set_layer_choices, top_of, visible_with_data)
+                   set_layer_choices, snap_and_mark, visible_with_data)
 
 OVERLAYS = {
     "relu": ("ReLU mean field",
@@ -54,6 +54,8 @@ class ProfileFigure(Figure):
         self.state_curves = CurveSet(self.state_plot)
         self.grad_marks = NonFiniteMarkers(self.grad_plot)
         self.state_marks = NonFiniteMarkers(self.state_plot)
+        self.grad_snap = SnapBounds(self.grad_plot)
+        self.state_snap = SnapBounds(self.state_plot)
         self.hint = EmptyHint(self.grad_plot, "Press Run (Space) to start")
         self.layer = -1                        # -1: the top layer of each run
         self.row = -1                          # recorded row to show; -1: the latest
@@ -105,8 +107,8 @@ class ProfileFigure(Figure):
         self.theory_curves.retain(theory_keys)
         self.state_curves.retain(state_keys)
         self.legend.set([(run.name, run.color, "solid") for run in shown] + _style_entries(any_lstm, theory_kinds))
-        self.grad_marks.set(grad_marks, top_of(self.grad_curves, self.theory_curves))
-        self.state_marks.set(state_marks, top_of(self.state_curves))
+        snap_and_mark(self.grad_snap, self.grad_marks, grad_marks, self.grad_curves, self.theory_curves)
+        snap_and_mark(self.state_snap, self.state_marks, state_marks, self.state_curves)
         self.hint.show(not shown)
         self.hint.set_text(_empty_text(runs))
         titles = sorted({e["iteration"] for e in self._shown})

@@ -7,8 +7,9 @@ import pyqtgraph as pg
 
 from .. import style
 from ..model import RunData, log10_or_nan, nonfinite_mask
-from ..plotting import STYLE_GREY, EmptyHint, HoverReadout, Legend, make_plot, nearest_index, pen, value_label
-from .base import CurveSet, Figure, NonFiniteMarkers, View, top_of, visible_with_data
+from ..plotting import (STYLE_GREY, EmptyHint, HoverReadout, Legend, SnapBounds, make_plot, nearest_index, pen,
+                        value_label)
+from .base import CurveSet, Figure, NonFiniteMarkers, View, snap_and_mark, visible_with_data
 
 
 class TrainingFigure(Figure):
@@ -30,6 +31,8 @@ class TrainingFigure(Figure):
         self.thresholds = CurveSet(self.norm_plot)
         self.loss_marks = NonFiniteMarkers(self.loss_plot)
         self.norm_marks = NonFiniteMarkers(self.norm_plot)
+        self.loss_snap = SnapBounds(self.loss_plot)
+        self.norm_snap = SnapBounds(self.norm_plot)
         self.hint = EmptyHint(self.loss_plot, "Press Run (Space) to start")
         self._shown: list[dict] = []
         self.readouts = [HoverReadout(self.loss_plot, lambda x, y: self._describe(x, "loss")),
@@ -75,8 +78,8 @@ class TrainingFigure(Figure):
         if clip_keys:
             entries.append(("clip threshold (norm)", STYLE_GREY, "dash"))
         self.legend.set(entries)
-        self.loss_marks.set(loss_marks, top_of(self.loss_curves, self.baselines))
-        self.norm_marks.set(norm_marks, top_of(self.norm_curves, self.thresholds))
+        snap_and_mark(self.loss_snap, self.loss_marks, loss_marks, self.loss_curves, self.baselines, nice_x=True)
+        snap_and_mark(self.norm_snap, self.norm_marks, norm_marks, self.norm_curves, self.thresholds, nice_x=True)
         self.hint.show(not shown)
 
     def _describe(self, x: float, metric: str) -> str | None:

@@ -12,7 +12,8 @@ from PyQt6 import QtCore, QtGui, QtWidgets
 
 from .. import style
 from ..model import RunData, log10_or_nan
-from ..plotting import EmptyHint, HoverReadout, decade_label, finite_range, make_plot, nearest_index, thin_rows
+from ..plotting import (EmptyHint, HoverReadout, SnapBounds, decade_label, finite_range, make_plot, nearest_index,
+                        nice_ceil, thin_rows)
 from ..plotting import value_label
 from .base import Figure, View, layer_combo, resolve_layer, set_layer_choices, visible_with_data
 
@@ -44,6 +45,7 @@ class WaterfallFigure(Figure):
         self.caption = pg.LabelItem("", color="#505050", size="9pt", justify="left")
         layout.addItem(self.caption, 1, 0, 1, 2)
         self.hint = EmptyHint(self.plot, "Press Run (Space) to start")
+        self.snap = SnapBounds(self.plot)
         self.run_key = None                 # None: the first visible run
         self.layer = -1
         self.quantity = "grad_h_norm"
@@ -67,6 +69,7 @@ class WaterfallFigure(Figure):
         if run is None:
             self.image.clear()
             self.bad.clear()
+            self.snap.snap(None, None, log_y=False)
             self.shown = None
             self.hint.show(True)
             self.hint.set_text("Press Run (Space) to start" if any(r.visible for r in runs) or not runs
@@ -91,6 +94,10 @@ class WaterfallFigure(Figure):
         self._set_colorbar_ticks(lo, hi)
         rect = _rect(iterations, values.shape[1])
         self.image.setRect(rect)
+        # the iteration axis grows with training: snap its end to 1, 2, 5 x 10^k so it moves rarely
+        self.snap.snap((rect.left(), rect.right()), (rect.top(), rect.bottom()), log_y=False)
+        self.snap.bounds = ((rect.left(), rect.right()), (rect.top(), max(rect.bottom(), nice_ceil(rect.bottom()))))
+        self.snap.informViewBoundsChanged()
         if bad.any():                                       # the overlay costs a (K', T, 4) array: only if needed
             overlay = np.zeros(values.shape + (4,), dtype=np.uint8)                # (K', T, 4) RGBA
             overlay[bad] = (_GREY.red(), _GREY.green(), _GREY.blue(), 255)
