@@ -456,6 +456,7 @@ class MainWindow(QtWidgets.QMainWindow):
     def redraw(self, force: bool = False) -> bool:
         """Redraw the visible view if what it shows changed."""
         view = self.views[self.tabs.currentIndex()]
+        view.set_live(self.controller.any_busy and not self.controller.paused)
         drew = view.redraw(self.controller.run_data(), force=force)
         self.redraw_count += drew
         return drew

@@ -24,12 +24,23 @@ class CurveSet:
     def __init__(self, plot: pg.PlotItem):
         self.plot = plot
         self.items: dict = {}
+        self.antialias = True
+
+    def set_antialias(self, on: bool) -> None:
+        """Smooth lines (for still pictures and exports) or fast ones (while runs stream in)."""
+        if on == self.antialias:
+            return
+        self.antialias = on
+        for item in self.items.values():
+            item.opts["antialias"] = on
+            item.curve.opts["antialias"] = on
+            item.curve.update()
 
     def set(self, key, x: np.ndarray, y: np.ndarray, qpen) -> pg.PlotDataItem:
         """Draw y against x (non-finite y are gaps: connect="finite")."""
         item = self.items.get(key)
         if item is None:
-            item = pg.PlotDataItem(connect="finite", antialias=True)
+            item = pg.PlotDataItem(connect="finite", antialias=self.antialias)
             item.setClipToView(True)
             item.setDownsampling(auto=True, method="peak")
             self.plot.addItem(item)
@@ -120,6 +131,9 @@ class Figure:
         for readout in self.readouts:
             readout.connect()
 
+    def curve_sets(self) -> list[CurveSet]:
+        return [v for v in vars(self).values() if isinstance(v, CurveSet)]
+
 
 class View(QtWidgets.QWidget):
     """A figure in a GraphicsLayoutWidget under a row of controls."""
@@ -132,6 +146,13 @@ class View(QtWidgets.QWidget):
         self.graphics.setBackground(style.BACKGROUND)
         self.figure = self.figure_class(self.graphics.ci)
         self.figure.connect_hover()
+        # Axes (with their grid lines, which span the plot) are cached as pixmaps: their range moves only when
+        # a decade is crossed (SnapBounds), so a frame blits them instead of replaying every line and label.
+        # Only here, on screen: exported figures are drawn from fresh Figures, as vectors.
+        for plot in self.figure.plots:
+            for name in ("left", "bottom"):
+                plot.getAxis(name).setCacheMode(QtWidgets.QGraphicsItem.CacheMode.DeviceCoordinateCache)
+        self.live = False
         self.controls = QtWidgets.QHBoxLayout()
         self.controls.setContentsMargins(6, 4, 6, 0)
         outer = QtWidgets.QVBoxLayout(self)
@@ -145,6 +166,15 @@ class View(QtWidgets.QWidget):
     def signature(self, runs: list[RunData]) -> tuple:
         return (tuple((r.key, id(r.trace), r.trace.version, r.visible, r.color, r.name) for r in runs),
                 self.figure.options())
+
+    def set_live(self, live: bool) -> None:
+        """While runs stream in, curves are drawn without antialiasing (a third of a frame's paint time);
+        once they stop, the still picture is smooth again."""
+        if live == self.live:
+            return
+        self.live = live
+        for curves in self.figure.curve_sets():
+            curves.set_antialias(not live)
 
     def redraw(self, runs: list[RunData], force: bool = False) -> bool:
         """Redraw when anything shown changed (or ``force``).  Returns whether it drew."""
