@@ -75,12 +75,15 @@ def _stack_pointer(typingctx, value):
     return types.voidptr(value), codegen
 
 
-@_jit.kernel
-def gemm(trans_a, trans_b, A, B, beta, C):
+@_jit.inline
+def _gemm(trans_a, trans_b, A, B, beta, C):
     """C = op(A) op(B) + beta * C for row-major 2-D arrays, op(M) = M^T when trans_*; beta is 0 or 1.
 
     A row-major C is a column-major C^T = op(B)^T op(A)^T, which is what BLAS is asked for.  Returns
     BLAS's status (0).  Accumulating with beta = 1 is what spares every temporary in the kernels below.
+    Inlined into the five entry points below, whose only arguments are arrays: a compiled function called
+    with constant flags would be compiled again for every combination of them (Numba types constants as
+    literals), which cost seconds of cold compile.
     """
     m, n = C.shape
     k = A.shape[0] if trans_a else A.shape[1]
@@ -98,15 +101,49 @@ def gemm(trans_a, trans_b, A, B, beta, C):
                    C.ctypes, max(1, C.strides[0] // C.itemsize))
 
 
-# -------------------------------------------------------------------------------------------- helpers
 @_jit.kernel
+def gemm_nt(A, B, C):
+    """C = A B^T (BLAS)."""
+    return _gemm(False, True, A, B, False, C)
+
+
+@_jit.kernel
+def gemm_nt_acc(A, B, C):
+    """C += A B^T (BLAS)."""
+    return _gemm(False, True, A, B, True, C)
+
+
+@_jit.kernel
+def gemm_nn(A, B, C):
+    """C = A B (BLAS)."""
+    return _gemm(False, False, A, B, False, C)
+
+
+@_jit.kernel
+def gemm_nn_acc(A, B, C):
+    """C += A B (BLAS)."""
+    return _gemm(False, False, A, B, True, C)
+
+
+@_jit.kernel
+def gemm_tn_acc(A, B, C):
+    """C += A^T B (BLAS)."""
+    return _gemm(True, False, A, B, True, C)
+
+
+GEMMS = {(False, True, False): gemm_nt, (False, True, True): gemm_nt_acc, (False, False, False): gemm_nn,
+         (False, False, True): gemm_nn_acc, (True, False, True): gemm_tn_acc}
+
+
+# -------------------------------------------------------------------------------------------- helpers
+@_jit.kernel(no_cpython_wrapper=True)
 def _fill_zero(v):
     """v[:] = 0 for a 1-D array (a plain loop: Numba's slice assignment costs seconds of compile time)."""
     for i in range(v.shape[0]):
         v[i] = 0
 
 
-@_jit.kernel
+@_jit.kernel(no_cpython_wrapper=True)
 def _rows(a):
     """(m, B, c) -> the (m*B, c) view of the same rows (one function, so one compiled reshape)."""
     return a.reshape((a.shape[0] * a.shape[1], a.shape[2]))
@@ -140,7 +177,7 @@ def vector_norm(v):
 # the loop over rows it hoists its runtime alias checks to the whole step, where the in-place gate writes
 # look like they overlap, and falls back to scalar code (measured: 3 ns vs 30 ns per LSTM unit).  They are
 # tested through the layer kernels that call them (against reference.py).
-@_jit.kernel
+@_jit.kernel(no_cpython_wrapper=True)
 def _rnn_forward_row(z, b_h, act, lo, hi):
     """z (d,) holds x_t W_hx^T + h_{t-1} W_hh^T; in place h = f(z + b_h).
     Returns (sum h^2, sum (h 2^-600)^2, count for the activation's metric)."""
@@ -184,7 +221,7 @@ def _rnn_forward_row(z, b_h, act, lo, hi):
     return ss, ss_scaled, count
 
 
-@_jit.kernel
+@_jit.kernel(no_cpython_wrapper=True)
 def _rnn_backward_row(g, h, dz, db_h, act):
     """g (d,) total dL/dh_t, h (d,) = f(z_t): dz = g f'(z_t) (f' from h), db_h += dz (float64).
     Returns (sum g^2, sum (g 2^-600)^2)."""
@@ -231,7 +268,7 @@ def _rnn_backward_row(g, h, dz, db_h, act):
     return ss, ss_scaled
 
 
-@_jit.kernel
+@_jit.kernel(no_cpython_wrapper=True)
 def _lstm_forward_row(a, b_h, c_prev, c, h, stats):
     """a (4d,) holds the pre-activations without b_h; in place the gates i, f, g, o; c, h (d,) out.
     stats (14,) float64 accumulates: sum h^2, sum c^2 (plain and scaled), the gate sums, the gate
@@ -290,7 +327,7 @@ def _lstm_forward_row(a, b_h, c_prev, c, h, stats):
     stats[9] += o_sat
 
 
-@_jit.kernel
+@_jit.kernel(no_cpython_wrapper=True)
 def _lstm_backward_row(a, gh, c, c_prev, dc_next, db_h, stats):
     """a (4d,) the gates i, f, g, o of step t, overwritten with dz_t; gh (d,) total dL/dh_t; c, c_prev (d,);
     dc_next (d,) in: dc_{t+1} f_{t+1}, out: dc_t f_t; db_h (4d,) float64 += dz_t.
@@ -346,10 +383,10 @@ def rnn_forward(X, W_hx, W_hh, b_h, act, H, h_norm, act_metric):
     d = H.shape[2]
     lo = H.dtype.type(SAT_LOW)
     hi = H.dtype.type(SAT_HIGH)
-    gemm(False, True, _rows(X), W_hx, False, _rows(H))   # x_t W_hx^T, all t
+    gemm_nt(_rows(X), W_hx, _rows(H))                                         # x_t W_hx^T, all t
     for t in range(T):
         if t > 0:
-            gemm(False, True, H[t - 1], W_hh, True, H[t])                 # += h_{t-1} W_hh^T
+            gemm_nt_acc(H[t - 1], W_hh, H[t])                                 # += h_{t-1} W_hh^T
         norm_sum = 0.0
         count = 0
         for b in range(B):
@@ -380,9 +417,9 @@ def rnn_backward(X, H, t0, W_hx, W_hh, act, G, dZ, dz_carry, has_carry,
     for s in range(Tc - 1, -1, -1):
         t = t0 + s
         if s + 1 < Tc:
-            gemm(False, False, dZ[s + 1], W_hh, True, G[s])               # g_t = G_t + dz_{t+1} W_hh
+            gemm_nn_acc(dZ[s + 1], W_hh, G[s])                                # g_t = G_t + dz_{t+1} W_hh
         elif has_carry:
-            gemm(False, False, dz_carry, W_hh, True, G[s])
+            gemm_nn_acc(dz_carry, W_hh, G[s])
         norm_sum = 0.0
         for b in range(B):
             ss, ss_scaled = _rnn_backward_row(G[s, b], H[t, b], dZ[s, b], db_h, act)
@@ -392,14 +429,13 @@ def rnn_backward(X, H, t0, W_hx, W_hh, act, G, dZ, dz_carry, has_carry,
         for j in range(d):
             dz_carry[b, j] = dZ[0, b, j]
     dZ2 = _rows(dZ)                                         # (Tc*B, d)
-    gemm(True, False, dZ2, _rows(X), True, dW_hx)           # += dZ^T X
+    gemm_tn_acc(dZ2, _rows(X), dW_hx)                                         # += dZ^T X
     if t0 > 0:
-        gemm(True, False, dZ2, _rows(H[t0 - 1:t0 + Tc - 1]), True, dW_hh)   # += dZ^T H_{t-1}
+        gemm_tn_acc(dZ2, _rows(H[t0 - 1:t0 + Tc - 1]), dW_hh)                 # += dZ^T H_{t-1}
     elif Tc > 1:                                                          # h_{-1} = 0 adds nothing
-        gemm(True, False, _rows(dZ[1:]), _rows(H[0:Tc - 1]),
-             True, dW_hh)
+        gemm_tn_acc(_rows(dZ[1:]), _rows(H[0:Tc - 1]), dW_hh)
     if propagate:
-        gemm(False, False, dZ2, W_hx, False, _rows(G))      # (Tc*B, n) = dZ W_hx
+        gemm_nn(dZ2, W_hx, _rows(G))                                          # (Tc*B, n) = dZ W_hx
 
 
 # ---------------------------------------------------------------------------------------- LSTM layer
@@ -416,10 +452,10 @@ def lstm_forward(X, W_hx, W_hh, b_h, A, C, H, c_zero, m):
     T, B, n = X.shape
     d = H.shape[2]
     stats = np.empty(10)
-    gemm(False, True, _rows(X), W_hx, False, _rows(A))   # x_t W_hx^T, all t
+    gemm_nt(_rows(X), W_hx, _rows(A))                                         # x_t W_hx^T, all t
     for t in range(T):
         if t > 0:
-            gemm(False, True, H[t - 1], W_hh, True, A[t])                 # += h_{t-1} W_hh^T
+            gemm_nt_acc(H[t - 1], W_hh, A[t])                                 # += h_{t-1} W_hh^T
         c_prev = C[t - 1] if t > 0 else c_zero                            # (B, d)
         _fill_zero(stats)
         for b in range(B):
@@ -446,12 +482,11 @@ def lstm_backward(X, H, C, A, t0, Tc, W_hx, W_hh, G, dc_carry, c_zero,
     dc_{t0+Tc} f_{t0+Tc} (zeros at the end of the sequence), out: dc_{t0} f_{t0}; db_h (4d,) float64.
     """
     T, B, d = H.shape
-    n = X.shape[2]
     stats = np.empty(2)
     for s in range(Tc - 1, -1, -1):
         t = t0 + s
         if t + 1 < T:
-            gemm(False, False, A[t + 1], W_hh, True, G[s])                # g_t = G_t + dz_{t+1} W_hh
+            gemm_nn_acc(A[t + 1], W_hh, G[s])                                 # g_t = G_t + dz_{t+1} W_hh
         c_prev = C[t - 1] if t > 0 else c_zero
         _fill_zero(stats)
         for b in range(B):
@@ -459,14 +494,13 @@ def lstm_backward(X, H, C, A, t0, Tc, W_hx, W_hh, G, dc_carry, c_zero,
         grad_h_norm[t] = stats[0] / B
         grad_c_norm[t] = stats[1] / B
     dZ2 = _rows(A[t0:t0 + Tc])                          # (Tc*B, 4d)
-    gemm(True, False, dZ2, _rows(X), True, dW_hx)           # += dZ^T X
+    gemm_tn_acc(dZ2, _rows(X), dW_hx)                                         # += dZ^T X
     if t0 > 0:
-        gemm(True, False, dZ2, _rows(H[t0 - 1:t0 + Tc - 1]), True, dW_hh)
+        gemm_tn_acc(dZ2, _rows(H[t0 - 1:t0 + Tc - 1]), dW_hh)
     elif Tc > 1:
-        gemm(True, False, _rows(A[1:Tc]), _rows(H[0:Tc - 1]),
-             True, dW_hh)
+        gemm_tn_acc(_rows(A[1:Tc]), _rows(H[0:Tc - 1]), dW_hh)
     if propagate:
-        gemm(False, False, dZ2, W_hx, False, _rows(G))      # (Tc*B, n) = dZ W_hx
+        gemm_nn(dZ2, W_hx, _rows(G))                                          # (Tc*B, n) = dZ W_hx
 
 
 # ------------------------------------------------------------------------------------- readout + loss
@@ -486,7 +520,7 @@ def readout_loss(H, W_yh, b_y, target_f, target_i, mask, loss_kind, inv_B, Y, lo
     Tc, B, d = H.shape
     k = W_yh.shape[0]
     Y2 = _rows(Y)
-    gemm(False, True, _rows(H), W_yh, False, Y2)            # (Tc*B, k)
+    gemm_nt(_rows(H), W_yh, Y2)                                               # (Tc*B, k)
     for s in range(Tc):
         total = 0.0
         for b in range(B):
@@ -523,8 +557,8 @@ def readout_loss(H, W_yh, b_y, target_f, target_i, mask, loss_kind, inv_B, Y, lo
                     db_y[j] += y[j]
             total += w * ell
         loss_t[s] = total
-    gemm(True, False, Y2, _rows(H), True, dW_yh)            # += dY^T H
-    gemm(False, False, Y2, W_yh, False, _rows(G))           # (Tc*B, d) = dY W_yh
+    gemm_tn_acc(Y2, _rows(H), dW_yh)                                          # += dY^T H
+    gemm_nn(Y2, W_yh, _rows(G))                                               # (Tc*B, d) = dY W_yh
 
 
 # ------------------------------------------------------------------------------------------ the steps
@@ -541,7 +575,7 @@ def grad_norms(dW_hx0, dW_hxR, dW_hh, db_h, dW_yh, db_y, out):
     out[3 * L + 1] = vector_norm(db_y)
 
 
-@_jit.kernel
+@_jit.kernel(no_cpython_wrapper=True)
 def _zero_accumulators(dW_hx0, dW_hxR, dW_hh, dW_yh, db64, dby64, loss_t):
     _fill_zero(dW_hx0.ravel())
     _fill_zero(dW_hxR.ravel())
@@ -560,7 +594,9 @@ def rnn_step(x, W_hx0, W_hxR, W_hh, b_h, W_yh, b_y, target_f, target_i, mask, lo
 
     x (T, B, n); W_hx0 (d, n) layer 0, W_hxR (max(L-1, 1), d, d) layers 1.., W_hh (L, d, d), b_h (L, d);
     work: H (L, T, B, d) states, Y (Tc, B, k), G and dZ (Tc, B, d), dz_carry (L, B, d);
-    out: the gradients (same shapes; db64 (L, d), dby64 (k,) float64 sums), M (L, 3, T) rows h_norm, the activation's metric; loss_t (T,); norms (3L+2,) the gradient norms.
+    out: the gradients (same shapes; db64 (L, d), dby64 (k,) float64 sums), M (L, 3, T) rows h_norm,
+    the activation's metric (relu_dead, tanh_sat or sigmoid_sat), grad_h_norm; loss_t (T,);
+    norms (3L+2,) the gradient norms.
     """
     T, B, n = x.shape
     L = W_hh.shape[0]
@@ -648,12 +684,12 @@ def kernel_plan(cell: str, dtype: str) -> list[tuple[str, object, tuple]]:
     f = A1.dtype
     plan = [("fill_zero", _fill_zero, (A1,)),
             ("fill_zero", _fill_zero, (F1,)),
-            ("rows", _rows, (A3,)),
-            ("gemm", gemm, (flag, flag, A2, A2, flag, A2)),
-            ("vector_norm", vector_norm, (A1,)),
-            ("grad_norms", grad_norms, (A2, A3, A3, A2, A2, A1, F1)),
-            ("zero_accumulators", _zero_accumulators, (A2, A3, A3, A2, F2, F1, F1)),
-            ("readout_loss", readout_loss, (A3, A2, A1, A3, I2, F2, i64, f64, A3, F1, A2, F1, A3))]
+            ("rows", _rows, (A3,))]
+    plan += [(g.__name__, g, (A2, A2, A2)) for g in GEMMS.values()]
+    plan += [("vector_norm", vector_norm, (A1,)),
+             ("grad_norms", grad_norms, (A2, A3, A3, A2, A2, A1, F1)),
+             ("zero_accumulators", _zero_accumulators, (A2, A3, A3, A2, F2, F1, F1)),
+             ("readout_loss", readout_loss, (A3, A2, A1, A3, I2, F2, i64, f64, A3, F1, A2, F1, A3))]
     head = (A3, A2, A3, A3, A2, A2, A1, A3, I2, F2, i64)           # x, weights, targets, mask, loss_kind
     grads = (A2, A3, A3, A2, A2, A1, F2, F1, F3, F1, F1)            # dW_hx0 .. norms
     if cell == "rnn":

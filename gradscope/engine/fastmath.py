@@ -8,7 +8,7 @@ version by the type of x; called from Python, it is NumPy's.
 exp(x) = 2^n * e^r with n = round(x / ln 2) and r = x - n ln 2, |r| <= ln(2)/2.  ln 2 is split Cody-Waite
 style, ln 2 = C1 + C2 with C1 short enough that n*C1 is exact, so r carries no cancellation error.
 e^r: float32, the Cephes expf polynomial (degree 7); float64, the Cephes Pade form
-e^r = 1 + 2 r P(r^2) / (Q(r^2) - r P(r^2)) (short enough for LLVM to inline and vectorise).  2^n is assembled from its IEEE bits as 2^(n//2) * 2^(n - n//2), so both
+e^r = 1 + 2 r P(r^2) / (Q(r^2) - r P(r^2)).  2^n is assembled from its IEEE bits as 2^(n//2) * 2^(n - n//2), so both
 factors stay normal numbers and results that underflow to subnormals or overflow to inf come out right
 (the first factor is applied by an integer add to the exponent bits of e^r, which no fastmath flag can
 reorder).
@@ -198,10 +198,6 @@ def _tanh64(x):
 # ------------------------------------------------------------------ the generic names kernels call
 def exp(x):
     """e^x (NumPy's when called from Python)."""
-    return np.exp(x)
-
-
-def exp(x):
     return np.exp(x)
 
 

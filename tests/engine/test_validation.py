@@ -27,18 +27,21 @@ def test_good_batch_runs(good):
 
 @pytest.mark.parametrize("change,kind,message", [
     (lambda a: a.update(loss_kind="l1"), ValueError, r"loss_kind must be one of \('mse', 'ce'\), got 'l1'"),
-    (lambda a: a.update(x=a["x"][0]), ValueError, r"x must be time-major \(T, B, n\), got an array of shape \(2, 3\)"),
+    (lambda a: a.update(x=a["x"][0]), ValueError,
+     r"x must be time-major \(T, B, n\), got an array of shape \(2, 3\)"),
     (lambda a: a.update(x=a["x"].tolist()), TypeError, "x must be a NumPy array, got list"),
     (lambda a: a.update(x=a["x"][:0]), ValueError, "x must hold at least one step and one example"),
     (lambda a: a.update(x=np.zeros((T, B, 4), np.float32)), ValueError,
      "x has 4 input features per step, the model expects input_size = 3"),
     (lambda a: a.update(x=a["x"].astype(np.float64)), ValueError, "x has dtype float64, the model is float32"),
-    (lambda a: a.update(mask=np.ones((T, B + 1))), ValueError, r"mask must have shape \(T, B\) = \(6, 2\), got \(6, 3\)"),
+    (lambda a: a.update(mask=np.ones((T, B + 1))), ValueError,
+     r"mask must have shape \(T, B\) = \(6, 2\), got \(6, 3\)"),
     (lambda a: a["mask"].__setitem__((4, 1), np.nan), ValueError, r"mask must be finite; mask\[t=4, b=1\] = nan"),
     (lambda a: a.update(mask=np.full((T, B), "y")), ValueError, "mask must hold booleans or real weights"),
     (lambda a: a.update(target=a["target"][:, :, :4]), ValueError,
      r"an mse target must have shape \(T, B, k\) = \(6, 2, 5\), got \(6, 2, 4\)"),
-    (lambda a: a.update(target=np.zeros((T, B, 5), np.int64)), ValueError, "an mse target must hold floats, got dtype int64"),
+    (lambda a: a.update(target=np.zeros((T, B, 5), np.int64)), ValueError,
+     "an mse target must hold floats, got dtype int64"),
 ])
 def test_bad_arrays_are_named(good, change, kind, message):
     params, x, target, _, mask = good
