@@ -95,3 +95,13 @@ def test_clipping_a_non_finite_gradient_reports_it_untouched():
     g.W_yh[0, 0] = np.inf
     norm, clipped = clip_by_global_norm(g, clip_norm=1.0)
     assert norm == np.inf and not clipped and g.W_yh[0, 0] == np.inf
+
+
+def test_clipping_uses_a_norm_the_caller_already_has():
+    g, h = small_params(np.random.default_rng(4)), small_params(np.random.default_rng(4))
+    norm = g.global_norm()
+    assert clip_by_global_norm(g, clip_norm=norm / 3, norm=norm) == (norm, True)
+    clip_by_global_norm(h, clip_norm=norm / 3)
+    assert all(np.array_equal(a, b) for (_, a), (_, b) in zip(g.named(), h.named()))
+    # The given norm is the one used: claiming a norm under the threshold leaves the arrays alone.
+    assert clip_by_global_norm(g, clip_norm=norm, norm=norm / 2) == (norm / 2, False)

@@ -144,3 +144,40 @@ def test_numba_backend_is_bit_identical_run_to_run():
     for x, y in zip(a, b):
         assert x.loss == y.loss and x.grad_norm == y.grad_norm
         assert all(np.array_equal(x.metrics[k], y.metrics[k]) for k in x.metrics)
+
+
+def test_every_gradient_metric_is_taken_before_clipping():
+    # A clip far below the gradient's norm: the record must still show the raw gradient, everywhere.
+    run = make_run(layers=2, train={"iterations": 2, "optimizer": "sgd", "lr": 0.1, "clip_norm": 1e-4})
+    training = Training(run, seed=4, backend=BACKEND)
+    record = next(iter(training))
+    b = training.first_batch
+    raw = reference.bptt(training.spec, training.init_params, b["x"], b["target"], b["mask"], "mse").grads.norms()
+    assert record.clipped and record.grad_norm > 1e3 * 1e-4
+    for l in range(2):
+        for p in ("W_hx", "W_hh", "b_h"):
+            assert record.metrics[f"grad_norm_{p}"][l] == pytest.approx(raw[f"layer{l}.{p}"], rel=1e-12)
+    assert record.metrics["grad_norm_W_yh"] == pytest.approx(raw["readout.W_yh"], rel=1e-12)
+    per_parameter = np.concatenate([np.ravel(record.metrics[f"grad_norm_{p}"])
+                                    for p in ("W_hx", "W_hh", "b_h", "W_yh", "b_y")])
+    assert np.sqrt(np.sum(per_parameter ** 2)) == pytest.approx(record.grad_norm, rel=1e-12)
+
+
+def test_the_per_parameter_metrics_run_on_one_blas_thread_and_the_setting_is_restored(monkeypatch):
+    threadpoolctl = pytest.importorskip("threadpoolctl")
+    import gradscope.engine.trainer as trainer
+
+    seen = []
+    real = trainer.parameter_metrics
+
+    def spy(*args, **kwargs):
+        seen.append({lib["num_threads"] for lib in threadpoolctl.threadpool_info() if lib["user_api"] == "blas"})
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(trainer, "parameter_metrics", spy)
+    with threadpoolctl.threadpool_limits(2, user_api="blas"):
+        list(Training(make_run(train={"iterations": 3}), seed=0, backend=BACKEND))
+        after = {lib["num_threads"] for lib in threadpoolctl.threadpool_info() if lib["user_api"] == "blas"}
+    if not seen[0]:
+        pytest.skip("no BLAS library that threadpoolctl can control")
+    assert seen == [{1}] * 3 and after == {2}

@@ -14,13 +14,15 @@ import numpy as np
 from .params import Params
 
 
-def clip_by_global_norm(grads: Params, clip_norm: float) -> tuple[float, bool]:
+def clip_by_global_norm(grads: Params, clip_norm: float, norm: float | None = None) -> tuple[float, bool]:
     """Scale every gradient by clip_norm / ||g|| when the global norm ||g|| exceeds clip_norm (> 0).
 
-    Returns (||g|| before clipping, whether it clipped).  A non-finite norm is returned as is and nothing is
-    scaled: the run is about to be stopped as diverged, and the record should show the raw gradient.
+    ``norm``: ||g|| when the caller has it already (the engine computes it inside the kernel), else it is
+    computed here.  Returns (||g|| before clipping, whether it clipped).  A non-finite norm is returned as is
+    and nothing is scaled: the run is about to be stopped as diverged, and the record should show the raw
+    gradient.
     """
-    norm = grads.global_norm()
+    norm = grads.global_norm() if norm is None else float(norm)
     if clip_norm > 0 and np.isfinite(norm) and norm > clip_norm:
         scale = clip_norm / norm
         for _, g in grads.named():

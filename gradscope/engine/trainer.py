@@ -17,36 +17,52 @@ the generator: the run diverged and keeps everything recorded.
 """
 from __future__ import annotations
 
+import sys
+import threading
 import time
+from contextlib import contextmanager
 from typing import Iterator
 
 import numpy as np
 
 from ..trace import Record
 from . import bptt
-from . import metrics as _metrics
+from .metrics import parameter_metrics
 from .optim import clip_by_global_norm, make_optimizer
-from .params import Params, init_params, spectral_stats
+from .params import init_params
 from .tasks import make_task
 
 
-def parameter_metrics(spec, params: Params, grads: Params) -> dict:
-    """Per-parameter metrics: gradient norms of each layer's W_hx, W_hh, b_h ((L,) arrays), of W_yh and b_y
-    (floats), and the spectral radius and largest singular value of each layer's W_hh ((L,) arrays).
+_blas_lock = threading.RLock()
+_blas_controller = None          # threadpoolctl's view of the loaded BLAS libraries ...
+_blas_modules = 0                # ... taken when sys.modules had this many entries
 
-    Uses the engine's ``metrics.parameter_metrics`` when it has one (same names and meanings).
+
+@contextmanager
+def small_linear_algebra():
+    """Run the block's BLAS/LAPACK calls on one thread: NumPy's small ones in the trainer (the per-parameter
+    metrics' eigvals, eigvalsh and W^T W of each W_hh; the NumPy backend's gradient norms).
+
+    Why: OpenBLAS's threads busy-wait for each other, so on a machine whose cores are busy with other work a
+    128 x 128 eigvals on two threads took up to 0.8 s instead of 5 ms, and a 512 x 512 one 8 s instead of
+    1.4 s (benchmarks/bench_cli.py --lapack); one thread costs at most ~10 % on an idle machine.  The thread
+    counts change only inside the block (milliseconds), so the kernels' large GEMMs, between blocks, keep
+    every thread (a kernel running meanwhile in another of the app's threads runs those milliseconds on one).
+    The lock keeps concurrent trainers from restoring each other's settings out of order.
     """
-    engine_version = getattr(_metrics, "parameter_metrics", None)
-    if engine_version is not None:
-        return engine_version(spec, params, grads)
-    norms = grads.norms()
-    L = spec.layers
-    out = {f"grad_norm_{p}": np.array([norms[f"layer{l}.{p}"] for l in range(L)]) for p in ("W_hx", "W_hh", "b_h")}
-    out["grad_norm_W_yh"] = norms["readout.W_yh"]
-    out["grad_norm_b_y"] = norms["readout.b_y"]
-    stats = np.array([spectral_stats(layer.W_hh, spec.gates) for layer in params.layers])  # (L, 2)
-    out["spectral_radius"], out["sigma_max"] = stats[:, 0].copy(), stats[:, 1].copy()
-    return out
+    global _blas_controller, _blas_modules
+    with _blas_lock:
+        # Listing the loaded libraries takes ~5 ms, so it is done again only when modules were imported since
+        # (a BLAS library arrives with an extension module, e.g. SciPy's with the Numba kernels).
+        if _blas_controller is None or len(sys.modules) != _blas_modules:
+            from threadpoolctl import ThreadpoolController   # ~25 ms to import: only once something trains
+
+            _blas_controller, _blas_modules = ThreadpoolController(), len(sys.modules)
+        limiter = _blas_controller.limit(limits=1, user_api="blas")
+        try:
+            yield
+        finally:
+            limiter.restore_original_limits()
 
 
 class Training:
@@ -100,14 +116,18 @@ class Training:
             with np.errstate(all="ignore"):   # NaN and Inf are data here: recorded, located, never warned about
                 result = bptt(self.spec, self.params, x, target, mask, self.task.loss_kind, backend=self.backend,
                               workspace=self._workspace if self.backend == "numba" else None)
-                grad_norm, clipped = clip_by_global_norm(result.grads, train.clip_norm)
-            diverged = result.nonfinite is not None or not np.isfinite(grad_norm)
-            recorded = diverged or self.is_recorded(iteration)
-            metrics: dict = {}
-            if recorded:
-                metrics = dict(result.metrics)
-                with np.errstate(all="ignore"):
+            # Every gradient figure of the record is taken BEFORE clipping (TRACE_FORMAT.md: grad_norm is
+            # before clipping; the per-parameter norms follow it, so they add up to grad_norm in quadrature),
+            # and every parameter figure at the parameters this pass used, before the update.
+            with np.errstate(all="ignore"), small_linear_algebra():
+                grad_norm = result.grad_norm
+                diverged = result.nonfinite is not None or not np.isfinite(grad_norm)
+                recorded = diverged or self.is_recorded(iteration)
+                metrics: dict = {}
+                if recorded:
+                    metrics = dict(result.metrics)
                     metrics.update(parameter_metrics(self.spec, self.params, result.grads))
+            clipped = clip_by_global_norm(result.grads, train.clip_norm, norm=grad_norm)[1]
             nonfinite = result.nonfinite
             if nonfinite is not None:
                 nonfinite.iteration = iteration
@@ -127,4 +147,4 @@ def run_training(run, seed: int, **kwargs) -> Iterator[Record]:
     return iter(Training(run, seed, **kwargs))
 
 
-__all__ = ["Training", "run_training", "parameter_metrics"]
+__all__ = ["Training", "run_training", "small_linear_algebra"]
