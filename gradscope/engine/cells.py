@@ -173,8 +173,9 @@ def _sq_scaled(x, wide):
 @_jit.inline
 def _norm(ss, ss_scaled):
     """sqrt of a sum of squares kept twice: plainly (exact for small values) and of v * 2^-600 (which
-    cannot overflow); the second is used only when the first overflowed.  NaN stays NaN, Inf stays Inf."""
-    if ss == np.inf:
+    cannot overflow); the second is used only when the first overflowed and it was kept (float64 models:
+    for float32 it is 0, and an infinite plain sum means an Inf entry).  NaN stays NaN, Inf stays Inf."""
+    if ss == np.inf and ss_scaled > 0:
         return math.sqrt(ss_scaled) * _SCALE_UP
     return math.sqrt(ss)
 
