@@ -6,28 +6,41 @@
     gradscope validate EXPERIMENT.toml
 
 Exit codes: 0 done (a diverged run is a result, not an error); 2 bad input (one message naming the file, run and
-key; no traceback); 1 anything else: the traceback goes to a log file whose path is printed.
-Progress goes to stderr, one line per run.
+key; no traceback); 1 anything else: the traceback goes to a log file whose path is printed; 130 / 143 stopped
+by SIGINT (Ctrl+C) / SIGTERM, after exporting what was computed.
+Progress goes to stderr: one line per run as it ends; on a terminal also a status line that follows the
+running runs (iterations done, iterations per second).
+
+This module imports only the standard library at start-up: the engine (NumPy, Numba), the config models
+(pydantic) and the figures (Qt) are imported when a command needs them.
 """
 from __future__ import annotations
 
 import argparse
 import os
+import signal
 import sys
-import tempfile
+import threading
 import time
-import traceback
+from contextlib import contextmanager
 from pathlib import Path
 
 EXIT_OK, EXIT_ERROR, EXIT_BAD_INPUT = 0, 1, 2
+STOP_SIGNALS = ("SIGINT", "SIGTERM")       # exit code 128 + the signal's number, as a shell reports it
 
 
 class BadInput(Exception):
     """A mistake of the user's: printed as one line, exit code 2."""
 
 
+class _Stopped(Exception):
+    """A stop signal arrived before any run started (e.g. while kernels compiled)."""
+
+
 def log_dir() -> Path:
     """Where tracebacks go: $GRADSCOPE_LOG_DIR, else ~/.cache/gradscope/logs, else the temporary folder."""
+    import tempfile
+
     for candidate in (os.environ.get("GRADSCOPE_LOG_DIR"), Path.home() / ".cache" / "gradscope" / "logs",
                       Path(tempfile.gettempdir()) / "gradscope-logs"):
         if not candidate:
@@ -77,12 +90,14 @@ def main(argv: list[str] | None = None) -> int:
     except BadInput as error:
         print(f"gradscope: {error}", file=sys.stderr)
         return EXIT_BAD_INPUT
-    except KeyboardInterrupt:
+    except KeyboardInterrupt:                # Ctrl+C outside a run (e.g. while loading a file)
         print("gradscope: interrupted", file=sys.stderr)
-        return EXIT_ERROR
+        return 128 + signal.SIGINT
     except SystemExit as exit_:              # argparse: usage errors exit 2 after printing one message
         return int(exit_.code) if isinstance(exit_.code, int) else EXIT_BAD_INPUT
     except Exception:
+        import traceback
+
         path = write_log(traceback.format_exc())
         print(f"gradscope: unexpected error; the traceback is in {path}", file=sys.stderr)
         return EXIT_ERROR
@@ -139,24 +154,136 @@ def _select(experiment, args):
     return experiment.model_copy(update=update)
 
 
-def _compile(experiment, backend: str) -> None:
-    """Compile (or load from Numba's cache) the kernels every run needs.  A cold compile takes seconds, so its
-    progress is shown; loading a warm cache is quick and stays quiet."""
-    if backend != "numba":
-        return
-    from .engine import cells
+# ------------------------------------------------------------------------------------------ stop signals
+class StopRequest:
+    """SIGINT / SIGTERM during ``gradscope run``: the first asks every run to stop after its current iteration,
+    and what was computed is exported; a second one ends the process at once (the signal's default action).
 
-    for spec in {r.model_spec() for r in experiment.runs}:
-        start = time.perf_counter()
+    Use as ``with stop.handling(): ...``; ``is_set()`` is what the runs check.  The handler only sets a flag
+    and writes one line to the stderr file descriptor (never through sys.stderr's buffer, which the main
+    thread may be in the middle of).
+    """
 
-        def report(done, total, name, spec=spec, start=start):
-            if time.perf_counter() - start > 0.5:
-                print(f"compiling kernels for {spec.label} ({spec.dtype}): {done}/{total} {name}", file=sys.stderr)
+    def __init__(self, tty: bool = False):
+        self.event = threading.Event()
+        self.signum: int | None = None
+        self.tty = tty
+        self.exporting = False               # what the signal's message says is happening
 
-        cells.compile_kernels(spec, progress=report)
+    def is_set(self) -> bool:
+        return self.event.is_set()
+
+    @property
+    def name(self) -> str:
+        return signal.Signals(self.signum).name if self.signum is not None else ""
+
+    @property
+    def exit_code(self) -> int:
+        return 128 + int(self.signum)
+
+    def _handle(self, signum, frame) -> None:
+        if self.signum is not None:          # the second one: quit now, as if we had no handler
+            signal.signal(signum, signal.SIG_DFL)
+            os.kill(os.getpid(), signum)
+            return
+        self.signum = signum
+        self.event.set()
+        again = "Ctrl+C" if signum == signal.SIGINT else signal.Signals(signum).name
+        doing = ("finishing the export" if self.exporting else
+                 "stopping the runs after their current iteration and exporting what was computed")
+        message = (f"gradscope: {signal.Signals(signum).name} received: {doing} ({again} again quits at once, "
+                   f"exporting nothing)\n")
+        try:
+            os.write(2, (("\r\033[K" if self.tty else "") + message).encode())
+        except OSError:
+            pass
+
+    @contextmanager
+    def handling(self):
+        """Install the handler for SIGINT and SIGTERM (main thread only; elsewhere this does nothing)."""
+        if threading.current_thread() is not threading.main_thread():
+            yield self
+            return
+        signums = [getattr(signal, name) for name in STOP_SIGNALS if hasattr(signal, name)]
+        previous = {signum: signal.signal(signum, self._handle) for signum in signums}
+        try:
+            yield self
+        finally:
+            for signum, handler in previous.items():
+                signal.signal(signum, handler)
 
 
-def _progress_line(index: int, total: int, result) -> str:
+# ---------------------------------------------------------------------------------------------- progress
+class Console:
+    """stderr during a run: permanent lines (one per run as it ends) and, on a terminal, one status line
+    under them, redrawn at most 10 times a second, that follows the running runs."""
+
+    def __init__(self, names: list[str], stream=None):
+        self.stream = stream if stream is not None else sys.stderr
+        self.tty = bool(getattr(self.stream, "isatty", lambda: False)())
+        self.names = names
+        self.running: dict[int, tuple[int, int, float]] = {}     # index -> (done, total, seconds)
+        self._status = ""
+        self._drawn_at = 0.0
+
+    def line(self, text: str) -> None:
+        """A permanent line; the status line, if any, is drawn again under it."""
+        had_status = bool(self._status)
+        self.clear()
+        self._write(text + "\n")
+        if had_status:
+            self._draw()
+
+    def status(self, text: str) -> None:
+        """Replace the status line (terminals only)."""
+        if not self.tty:
+            return
+        width = _terminal_width()
+        text = text if len(text) < width else text[:width - 2] + "…"
+        self._status = text
+        self._write("\r\033[K" + text)
+        self._drawn_at = time.monotonic()
+
+    def clear(self) -> None:
+        if self._status:
+            self._write("\r\033[K")
+            self._status = ""
+
+    def iteration(self, index: int, done: int, total: int, seconds: float) -> None:
+        self.running[index] = (done, total, seconds)
+        if self.tty and time.monotonic() - self._drawn_at >= 0.1:
+            self._draw()
+
+    def finished(self, result) -> None:
+        index = self.names.index(result.name)
+        self.running.pop(index, None)
+        self.line(progress_line(index + 1, len(self.names), result))
+
+    def _draw(self) -> None:
+        parts = []
+        for index, (done, total, seconds) in sorted(self.running.items()):
+            rate = f", {done / seconds:.1f} it/s" if seconds > 0 else ""
+            parts.append(f"[{index + 1}/{len(self.names)}] {self.names[index]}: {done}/{total}{rate}")
+        if parts:
+            self.status(" | ".join(parts))
+        else:
+            self.clear()
+
+    def _write(self, text: str) -> None:
+        self.stream.write(text)
+        self.stream.flush()
+
+
+def _terminal_width() -> int:
+    import shutil
+
+    return max(20, shutil.get_terminal_size((100, 24)).columns)
+
+
+def progress_line(index: int, total: int, result) -> str:
+    """``[2/3] relu 2/n: completed, 100 iteration(s) in 1.20 s (83.3 it/s), loss 2.1 -> 0.3``."""
+    if result.status == "stopped" and result.iterations == 0 and result.init_params is None:
+        return f"[{index}/{total}] {result.name}: stopped before it started"
     rate = result.iterations / result.wall_seconds if result.wall_seconds > 0 else float("inf")
     line = (f"[{index}/{total}] {result.name}: {result.status}, {result.iterations} iteration(s) in "
             f"{result.wall_seconds:.2f} s ({rate:.1f} it/s)")
@@ -170,44 +297,83 @@ def _progress_line(index: int, total: int, result) -> str:
     return line
 
 
+# ------------------------------------------------------------------------------------------------ run
+def _compile(experiment, backend: str, console: Console, stop: StopRequest) -> None:
+    """Compile (or load from Numba's cache) the kernels every run needs.  A cold compile takes seconds, so its
+    progress is shown; loading a warm cache is quick and stays quiet.  A stop signal ends it between kernels."""
+    if backend != "numba":
+        return
+    from .engine import cells
+
+    for spec in dict.fromkeys(r.model_spec() for r in experiment.runs):     # each once, in the file's order
+        start = time.perf_counter()
+
+        def report(done, total, name, spec=spec, start=start):
+            if stop.is_set():
+                raise _Stopped
+            if time.perf_counter() - start > 0.5:
+                text = f"compiling kernels for {spec.label} ({spec.dtype}): {done}/{total} {name}"
+                if console.tty:
+                    console.status(text)
+                else:
+                    console.line(text)
+
+        cells.compile_kernels(spec, progress=report)
+    console.clear()
+
+
 def _run(args) -> int:
+    experiment = _select(_load(args.experiment), args)
     from .experiment import choose_processes, run_experiment
     from .io import ExportError, FigureExportError, check_output_dir, export_experiment
 
-    experiment = _select(_load(args.experiment), args)
     try:
         check_output_dir(args.out)
     except ExportError as error:
         raise BadInput(str(error)) from None
     workers = choose_processes(list(experiment.runs), args.processes)
-    print(f"running {experiment.name!r}: {len(experiment.runs)} run(s)"
-          f"{f' in {workers} processes' if workers > 1 else ''}", file=sys.stderr)
-    _compile(experiment, args.backend)
-    done = [0]
-
-    def progress(result):
-        done[0] += 1
-        print(_progress_line(done[0], len(experiment.runs), result), file=sys.stderr)
-
-    results = run_experiment(experiment, backend=args.backend, processes=workers, progress=progress)
-    status = EXIT_OK
+    console = Console([r.name for r in experiment.runs])
+    console.line(f"running {experiment.name!r}: {len(experiment.runs)} run(s)"
+                 f"{f' in {workers} processes' if workers > 1 else ''}")
+    stop = StopRequest(tty=console.tty)
+    with stop.handling():
+        try:
+            _compile(experiment, args.backend, console, stop)
+        except _Stopped:
+            console.clear()
+            print(f"gradscope: stopped by {stop.name} before any run started; nothing exported ({args.out} "
+                  f"left as it was)", file=sys.stderr)
+            return stop.exit_code
+        results = run_experiment(experiment, backend=args.backend, processes=workers, stop=stop,
+                                 progress=console.finished, on_iteration=console.iteration)
+        console.clear()
+        stopped = stop.is_set() or any(r.status == "stopped" for r in results)
+        computed = sum(r.iterations for r in results)
+        if stopped and computed == 0:
+            print(f"gradscope: stopped before any iteration was computed; nothing exported ({args.out} left as "
+                  f"it was)", file=sys.stderr)
+            return stop.exit_code if stop.signum is not None else 128 + signal.SIGINT
+        status = EXIT_OK
+        stop.exporting = True
+        try:
+            out = export_experiment(args.out, experiment, results, figures=not args.no_plots)
+            print(f"exported to {out}", file=sys.stderr)
+        except FigureExportError as error:
+            path = write_log(error.details)
+            print(f"gradscope: {error}; the traceback is in {path}", file=sys.stderr)
+            status = EXIT_ERROR
+        except ExportError as error:
+            raise BadInput(str(error)) from None
     failed = [r for r in results if r.status == "failed"]
-    try:
-        out = export_experiment(args.out, experiment, results, figures=not args.no_plots)
-        print(f"exported to {out}", file=sys.stderr)
-    except FigureExportError as error:
-        path = write_log(error.details)
-        print(f"gradscope: {error}; the traceback is in {path}", file=sys.stderr)
-        status = EXIT_ERROR
-    except ExportError as error:
-        raise BadInput(str(error)) from None
     if failed:
         path = write_log("\n".join(f"run {r.name!r} failed:\n{r.error}" for r in failed))
         print(f"gradscope: {len(failed)} run(s) failed; the tracebacks are in {path}", file=sys.stderr)
         status = EXIT_ERROR
-    if any(r.status == "stopped" for r in results):
-        status = EXIT_ERROR
+    if stopped:
+        cause = f"by {stop.name}" if stop.signum is not None else "by an interrupt"
+        print(f"gradscope: stopped {cause}; the {computed} iteration(s) computed are exported", file=sys.stderr)
+        status = stop.exit_code if stop.signum is not None else 128 + signal.SIGINT
     return status
 
 
-__all__ = ["main", "EXIT_OK", "EXIT_ERROR", "EXIT_BAD_INPUT"]
+__all__ = ["main", "EXIT_OK", "EXIT_ERROR", "EXIT_BAD_INPUT", "StopRequest", "Console", "progress_line"]

@@ -1,10 +1,19 @@
 """Running an experiment's runs: one after another, or in worker processes when there is enough work.
 
-    results = run_experiment(experiment, backend="numba", progress=print_line)   # list[io.RunResult]
+    stop = threading.Event()                       # set it (e.g. from a signal handler) to stop every run
+    results = run_experiment(experiment, backend="numba", stop=stop,
+                             progress=print_line,              # called with each RunResult as its run ends
+                             on_iteration=show)                # show(index, done, total, seconds) as runs go
+    # results: list[io.RunResult], in the file's order
 
 Each run trains with ``engine.trainer.Training`` and keeps its recorded iterations in a ``Trace``.  A run that
 raises is "failed" (its traceback kept, the other runs go on); one that hits a NaN or Inf is "diverged"; one
-interrupted with Ctrl+C is "stopped" and the runs after it are not started.  Everything recorded is kept.
+interrupted by ``stop`` (or Ctrl+C in this process) is "stopped" after the iteration it was computing, and the
+runs not started yet are "stopped" with no iterations.  Everything recorded is kept.
+
+Worker processes ignore SIGINT and SIGTERM: a terminal's Ctrl+C reaches the whole process group, and a stop
+must go through the main process, which tells the workers (a shared event they check between iterations)
+and collects what they computed.  A worker whose main process died stops too.
 
 Runs of one experiment use the experiment's seed unless they set their own, so they see the same data.
 """
@@ -12,9 +21,11 @@ from __future__ import annotations
 
 import multiprocessing
 import os
+import queue
+import signal
 import time
 import traceback
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from contextlib import contextmanager
 from typing import Callable
 
@@ -37,14 +48,22 @@ def estimated_flops(run: RunConfig) -> float:
     return 3.0 * per_step * T * B * max(run.train.iterations, 1)
 
 
-def execute_run(run: RunConfig, seed: int, backend: str = "numba") -> RunResult:
-    """Train one run to its end (or its divergence, failure or interruption) and collect its trace."""
+def execute_run(run: RunConfig, seed: int, backend: str = "numba", *, stop=None,
+                on_iteration: Callable[[int, int, float], None] | None = None) -> RunResult:
+    """Train one run to its end (or its divergence, failure or a stop) and collect its trace.
+
+    ``stop``: anything with ``is_set()``, checked between iterations (and before the run starts).
+    ``on_iteration(done, total, seconds)``: called after every iteration, with the seconds since the start.
+    """
     from .engine.trainer import Training
 
     start = time.perf_counter()
     trace = Trace()
     result = RunResult(name=run.name, run=run, trace=trace, status="failed", iterations=0, wall_seconds=0.0,
                        loss_kind="", seed=seed)
+    if stop is not None and stop.is_set():
+        result.status = "stopped"                  # not started
+        return result
     training = None
     try:
         training = Training(run, seed, backend=backend)
@@ -60,6 +79,12 @@ def execute_run(run: RunConfig, seed: int, backend: str = "numba") -> RunResult:
             if record.nonfinite is not None:
                 status = "diverged"
                 result.nonfinite = record.nonfinite
+            if on_iteration is not None:
+                on_iteration(result.iterations, training.iterations, time.perf_counter() - start)
+            if stop is not None and stop.is_set() and result.iterations < training.iterations and \
+                    status != "diverged":
+                status = "stopped"
+                break
         result.status = status
     except KeyboardInterrupt:
         result.status = "stopped"
@@ -70,6 +95,11 @@ def execute_run(run: RunConfig, seed: int, backend: str = "numba") -> RunResult:
             training.close()
     result.wall_seconds = time.perf_counter() - start
     return result
+
+
+def _not_started(run: RunConfig, seed: int) -> RunResult:
+    return RunResult(name=run.name, run=run, trace=Trace(), status="stopped", iterations=0, wall_seconds=0.0,
+                     loss_kind="", seed=seed)
 
 
 @contextmanager
@@ -98,38 +128,139 @@ def choose_processes(runs: list[RunConfig], processes: int | None = None) -> int
 
 
 def run_experiment(experiment: Experiment, *, backend: str = "numba", processes: int | None = None,
-                   progress: Callable[[RunResult], None] | None = None) -> list[RunResult]:
-    """Run every run of ``experiment`` (in order of the file); ``progress(result)`` is called as each ends."""
+                   progress: Callable[[RunResult], None] | None = None, stop=None,
+                   on_iteration: Callable[[int, int, int, float], None] | None = None) -> list[RunResult]:
+    """Run every run of ``experiment``; returns their results in the file's order.
+
+    ``progress(result)`` is called as each run ends (in worker processes: in the order they end);
+    ``on_iteration(index, done, total, seconds)`` as runs go (from workers: at most ~10 times a second each);
+    ``stop`` (anything with ``is_set()``) stops every run after its current iteration.  Ctrl+C in this process
+    (KeyboardInterrupt) is a stop too.
+    """
     runs = list(experiment.runs)
+    seeds = [run.effective_seed(experiment.seed) for run in runs]
     workers = choose_processes(runs, processes)
-    results: list[RunResult] = []
     if workers == 1:
-        for run in runs:
-            result = execute_run(run, run.effective_seed(experiment.seed), backend)
+        results: list[RunResult] = []
+        for index, (run, seed) in enumerate(zip(runs, seeds)):
+            report = None
+            if on_iteration is not None:
+                def report(done, total, seconds, index=index):
+                    on_iteration(index, done, total, seconds)
+            result = execute_run(run, seed, backend, stop=stop, on_iteration=report)
             results.append(result)
             if progress:
                 progress(result)
             if result.status == "stopped":
                 break
-        for run in runs[len(results):]:   # not started after a Ctrl+C
-            results.append(RunResult(name=run.name, run=run, trace=Trace(), status="stopped", iterations=0,
-                                     wall_seconds=0.0, loss_kind="", seed=run.effective_seed(experiment.seed)))
+        for run, seed in zip(runs[len(results):], seeds[len(results):]):
+            results.append(_not_started(run, seed))
+            if progress:
+                progress(results[-1])
         return results
-    with _single_threaded_children():
-        context = multiprocessing.get_context("spawn")   # never fork a process that may hold threads
-        with ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:
-            futures = [pool.submit(execute_run, run, run.effective_seed(experiment.seed), backend)
-                       for run in runs]
-            for run, future in zip(runs, futures):
+    return _run_in_processes(runs, seeds, backend, workers, progress, stop, on_iteration)
+
+
+# ------------------------------------------------------------------------------------- worker processes
+_STOP_SIGNALS = {signal.SIGINT} | ({signal.SIGTERM} if hasattr(signal, "SIGTERM") else set())
+_worker_stop = None            # in a worker: the main process's stop event
+_worker_updates = None         # in a worker: where progress goes, (index, done, total, seconds)
+_worker_parent = None          # in a worker: the main process's pid (a changed parent means it died)
+
+
+def _init_worker(stop, updates) -> None:
+    """Worker start-up: leave SIGINT and SIGTERM to the main process (see the module's docstring)."""
+    global _worker_stop, _worker_updates, _worker_parent
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    if hasattr(signal, "SIGTERM"):
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    if hasattr(signal, "pthread_sigmask"):      # they were blocked while this process was started
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, _STOP_SIGNALS)
+    updates.cancel_join_thread()                # progress may be dropped at exit; never block on it
+    _worker_stop, _worker_updates, _worker_parent = stop, updates, os.getppid()
+
+
+class _WorkerStop:
+    """Stop when the main process says so or has died."""
+
+    def is_set(self) -> bool:
+        return _worker_stop.is_set() or os.getppid() != _worker_parent
+
+
+def _execute_in_worker(index: int, run: RunConfig, seed: int, backend: str) -> RunResult:
+    last = [0.0]
+
+    def report(done, total, seconds):
+        if seconds - last[0] >= 0.1 or done == total:
+            last[0] = seconds
+            try:
+                _worker_updates.put_nowait((index, done, total, seconds))
+            except (queue.Full, OSError, ValueError):
+                pass                            # progress is a courtesy; the run goes on
+
+    return execute_run(run, seed, backend, stop=_WorkerStop(), on_iteration=report)
+
+
+
+@contextmanager
+def _stop_signals_blocked():
+    """Block SIGINT and SIGTERM in this thread while worker processes start: a child inherits the mask, so
+    a Ctrl+C in that instant waits (in this process) instead of killing a half-started worker."""
+    if not hasattr(signal, "pthread_sigmask"):
+        yield
+        return
+    previous = signal.pthread_sigmask(signal.SIG_BLOCK, _STOP_SIGNALS)
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
+
+
+def _run_in_processes(runs, seeds, backend, workers, progress, stop, on_iteration) -> list[RunResult]:
+    context = multiprocessing.get_context("spawn")     # never fork a process that may hold threads
+    shared_stop, updates = context.Event(), context.Queue()
+    results: list[RunResult | None] = [None] * len(runs)
+
+    def drain():
+        while True:
+            try:
+                update = updates.get_nowait()
+            except (queue.Empty, OSError, ValueError):
+                return
+            if on_iteration is not None:
+                on_iteration(*update)
+
+    pool = ProcessPoolExecutor(max_workers=workers, mp_context=context, initializer=_init_worker,
+                               initargs=(shared_stop, updates))
+    try:
+        with _stop_signals_blocked(), _single_threaded_children():      # the workers start here
+            pending = {pool.submit(_execute_in_worker, index, run, seed, backend): index
+                       for index, (run, seed) in enumerate(zip(runs, seeds))}
+        while pending:
+            try:
+                done, _ = wait(pending, timeout=0.1, return_when=FIRST_COMPLETED)
+            except KeyboardInterrupt:           # Ctrl+C here without a handler: a stop, as in one process
+                shared_stop.set()
+                continue
+            if stop is not None and stop.is_set():
+                shared_stop.set()
+            drain()
+            for future in done:
+                index = pending.pop(future)
                 try:
                     result = future.result()
                 except Exception:  # the worker process itself died: the run failed, the others go on
-                    result = RunResult(name=run.name, run=run, trace=Trace(), status="failed", iterations=0,
-                                       wall_seconds=0.0, loss_kind="", seed=run.effective_seed(experiment.seed),
+                    result = RunResult(name=runs[index].name, run=runs[index], trace=Trace(), status="failed",
+                                       iterations=0, wall_seconds=0.0, loss_kind="", seed=seeds[index],
                                        error=traceback.format_exc())
-                results.append(result)
+                results[index] = result
                 if progress:
                     progress(result)
+    finally:
+        shared_stop.set()                       # whatever happened, no worker keeps computing
+        pool.shutdown(wait=True, cancel_futures=True)
+        drain()
+        updates.close()
     return results
 
 

@@ -186,3 +186,115 @@ def test_run_with_figures_writes_png_and_svg(small, tmp_path):
     assert any(n.endswith(".png") for n in plots) and any(n.endswith(".svg") for n in plots)
     assert all((out / "plots" / n).stat().st_size > 0 for n in plots)
     assert "figures_error" not in json.loads((out / "summary.json").read_text())
+
+
+# ------------------------------------------------------------------------------ stopping with a signal
+STOPPABLE = """
+schema_version = 1
+[experiment]
+name = "stoppable"
+seed = 1
+[defaults]
+hidden_size = 8
+[defaults.task]
+name = "adding"
+seq_len = 12
+batch_size = 2
+[defaults.train]
+iterations = 5
+[[runs]]
+name = "short"
+[[runs]]
+name = "long"
+train.iterations = 10000000
+train.record_every = 10
+"""
+
+
+def _start(path, out, extra, **kwargs):
+    import os
+    env = dict(os.environ, GRADSCOPE_LOG_DIR=str(Path(out).parent / "logs"))
+    return subprocess.Popen([sys.executable, "-m", "gradscope", "run", str(path), "--out", str(out), "--no-plots",
+                             "--backend", "numpy", *extra], cwd=ROOT, env=env, **kwargs)
+
+
+def _check_stopped_export(out, log_dir):
+    summary = json.loads((out / "summary.json").read_text())
+    short, long = summary["runs"]
+    assert (short["status"], short["iterations"]) == ("completed", 5)
+    with np.load(out / short["dir"] / "trace.npz") as npz:
+        assert list(npz["iteration"]) == [0, 1, 2, 3, 4]                # the finished run is all there
+    assert long["status"] == "stopped"
+    if long["iterations"]:
+        with np.load(out / long["dir"] / "trace.npz") as npz:
+            assert list(npz["iteration"]) == list(range(0, long["iterations"], 10))   # nothing computed lost
+    assert not log_dir.exists() or not any(log_dir.iterdir())            # a stop is not an error
+    return long
+
+
+def test_sigterm_stops_the_runs_exports_what_was_computed_and_exits_143(tmp_path):
+    import signal
+    path = tmp_path / "stoppable.toml"
+    path.write_text(STOPPABLE)
+    out = tmp_path / "out"
+    proc = _start(path, out, ["--processes", "1"], stderr=subprocess.PIPE, text=True)
+    seen = []
+    for line in proc.stderr:                          # wait for the first run's line, then stop the second
+        seen.append(line)
+        if line.startswith("[1/2] short: completed"):
+            proc.send_signal(signal.SIGTERM)
+            break
+    else:
+        pytest.fail(f"the first run never ended: {''.join(seen)}")
+    rest = proc.stderr.read()
+    assert proc.wait(timeout=60) == 143
+    assert "SIGTERM received" in rest and "stopped by SIGTERM" in rest and "Traceback" not in rest
+    assert "[2/2] long: stopped" in rest
+    _check_stopped_export(out, tmp_path / "logs")
+
+
+def test_ctrl_c_in_a_terminal_stops_the_worker_processes_too_and_exits_130(tmp_path):
+    """As in a terminal: stderr is a tty (so the status line shows the long run's iterations), and Ctrl+C
+    sends SIGINT to the whole process group, workers included."""
+    import os
+    import re
+    import select
+    import signal
+    path = tmp_path / "stoppable.toml"
+    path.write_text(STOPPABLE)
+    out = tmp_path / "out"
+    master, slave = os.openpty()
+    proc = _start(path, out, ["--processes", "2"], stdin=subprocess.DEVNULL, stdout=slave, stderr=slave,
+                  start_new_session=True)
+    os.close(slave)
+    text = ""
+
+    def read_until(pattern, timeout=120.0):
+        nonlocal text
+        import time
+        deadline = time.monotonic() + timeout
+        while not re.search(pattern, text):
+            ready, _, _ = select.select([master], [], [], max(0.0, deadline - time.monotonic()))
+            if not ready:
+                pytest.fail(f"no {pattern!r} on the terminal within {timeout} s: {text!r}")
+            try:
+                chunk = os.read(master, 65536)
+            except OSError:                            # the child closed the terminal
+                chunk = b""
+            if not chunk:
+                return False
+            text += chunk.decode(errors="replace")
+        return True
+
+    try:
+        assert read_until(r"\[2/2\] long: [1-9]\d*/10000000, [\d.]+ it/s")   # the status line, live
+        os.killpg(proc.pid, signal.SIGINT)
+        read_until(r"will never appear")                                     # read to the end
+        assert proc.wait(timeout=60) == 130
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        os.close(master)
+    assert "SIGINT received" in text and "stopped by SIGINT" in text and "Traceback" not in text
+    long = _check_stopped_export(out, tmp_path / "logs")
+    assert long["iterations"] >= 1

@@ -1,0 +1,110 @@
+"""Running experiments: stopping runs in this process and in worker processes, progress as runs go."""
+import threading
+
+import numpy as np
+import pytest
+
+from gradscope import config
+from gradscope.experiment import estimated_flops, execute_run, run_experiment
+
+EXPERIMENT = """
+schema_version = 1
+[experiment]
+name = "stoppable"
+seed = 3
+[defaults]
+hidden_size = 8
+[defaults.task]
+name = "adding"
+seq_len = 12
+batch_size = 2
+[defaults.train]
+iterations = 4
+record_every = 3
+[[runs]]
+name = "short"
+[[runs]]
+name = "long"
+train.iterations = 100000
+[[runs]]
+name = "after"
+"""
+
+
+@pytest.fixture(scope="module")
+def experiment():
+    return config.loads(EXPERIMENT)
+
+
+class StopAt:
+    """on_iteration callback that sets the stop event once run ``index`` has done ``count`` iterations."""
+
+    def __init__(self, index: int, count: int):
+        self.index, self.count = index, count
+        self.event = threading.Event()
+        self.updates = []
+
+    def __call__(self, index, done, total, seconds):
+        self.updates.append((index, done, total))
+        if index == self.index and done >= self.count:
+            self.event.set()
+
+
+def test_a_stop_in_one_process_keeps_what_was_computed_and_starts_nothing_more(experiment):
+    stop = StopAt(index=1, count=7)
+    ended = []
+    results = run_experiment(experiment, backend="numpy", processes=1, stop=stop.event, on_iteration=stop,
+                             progress=ended.append)
+    assert [r.status for r in results] == ["completed", "stopped", "stopped"]
+    assert [r.iterations for r in results] == [4, 7, 0]
+    assert [r.name for r in ended] == ["short", "long", "after"]            # one report per run
+    long = results[1]
+    assert list(long.trace.array("iteration")) == [0, 3, 6]                 # every recorded row is kept
+    assert long.init_params is not None and long.first_batch is not None
+    assert results[2].init_params is None and len(results[2].trace) == 0  # never started
+    assert stop.updates[:4] == [(0, 1, 4), (0, 2, 4), (0, 3, 4), (0, 4, 4)]
+    # What was kept is what an uninterrupted run computes over those iterations.
+    whole = execute_run(experiment.runs[1].model_copy(
+        update={"train": experiment.runs[1].train.model_copy(update={"iterations": 7})}), 3, "numpy")
+    for name in whole.trace.names:
+        np.testing.assert_array_equal(long.trace.array(name), whole.trace.array(name))
+
+
+def test_a_stop_reaches_worker_processes(experiment):
+    stop = StopAt(index=1, count=3)
+    ended = []
+    results = run_experiment(experiment, backend="numpy", processes=2, stop=stop.event, on_iteration=stop,
+                             progress=ended.append)
+    by_name = {r.name: r for r in results}
+    assert [r.name for r in results] == ["short", "long", "after"]         # the file's order
+    assert by_name["short"].status == "completed" and by_name["short"].iterations == 4
+    long = by_name["long"]
+    assert long.status == "stopped" and 3 <= long.iterations < 100000
+    assert len(long.trace) == len(range(0, long.iterations, 3))
+    # "after" either ran to its end before the stop or was stopped: never lost, never failed.
+    assert by_name["after"].status in ("completed", "stopped")
+    assert sorted(r.name for r in ended) == ["after", "long", "short"]
+    assert any(index == 1 for index, _, _ in stop.updates)                 # progress came back from workers
+
+
+def test_a_stop_before_a_run_starts_and_a_stop_after_its_last_iteration(experiment):
+    stop = threading.Event()
+    stop.set()
+    result = execute_run(experiment.runs[0], 0, "numpy", stop=stop)
+    assert result.status == "stopped" and result.iterations == 0 and result.init_params is None
+    late = threading.Event()
+
+    def set_at_the_end(done, total, seconds):
+        if done == total:
+            late.set()
+
+    finished = execute_run(experiment.runs[0], 0, "numpy", stop=late, on_iteration=set_at_the_end)
+    assert finished.status == "completed" and finished.iterations == 4     # nothing was left to stop
+
+
+def test_estimated_flops_counts_three_passes_of_every_layer():
+    run = config.RunConfig.model_validate({"cell": "lstm", "hidden_size": 10, "layers": 2,
+                                           "task": {"seq_len": 5, "batch_size": 3, "input_size": 4},
+                                           "train": {"iterations": 2}})
+    per_step = 2 * 4 * 10 * (4 + 10) + 2 * 4 * 10 * 2 * 10     # layer 0 (n = 4), layer 1 (n = d)
+    assert estimated_flops(run) == 3 * per_step * 5 * 3 * 2
