@@ -388,3 +388,25 @@ def test_editor_shows_task_fixed_sizes_as_such_and_restores_probe_sizes(window, 
     assert run.task.input_size is None and run.model_spec().input_size == 2      # the adding problem's n
     editor.set_value("task.name", "probe")
     assert editor.values()["task.input_size"] == 32 and editor.edited_run().task.input_size == 32
+
+
+def test_the_app_process_runs_blas_single_threaded(tmp_path):
+    """Importing gradscope (before NumPy) keeps OpenBLAS to one thread: several pools of busy-waiting threads
+    made training 30x slower on two cores (gradscope/__init__.py)."""
+    import os
+    import subprocess
+    import sys
+
+    pytest.importorskip("threadpoolctl")
+    code = ("import gradscope.gui.app, numpy, scipy.linalg\n"
+            "from threadpoolctl import threadpool_info\n"
+            "print(sorted({i['num_threads'] for i in threadpool_info() if i['internal_api'] == 'openblas'}))")
+    env = {k: v for k, v in os.environ.items() if k != "OPENBLAS_NUM_THREADS"}
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
+                         cwd=Path(__file__).resolve().parents[2], timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "[1]"
+    env["OPENBLAS_NUM_THREADS"] = "2"                                     # the user's choice is kept
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
+                         cwd=Path(__file__).resolve().parents[2], timeout=120)
+    assert out.stdout.strip() == "[2]"
