@@ -108,6 +108,7 @@ class TrainConfig(BaseModel):
     eps: float = Field(1e-8, gt=0)                      # adam
     clip_norm: float = Field(0.0, ge=0)                 # clip the global gradient norm to this; 0: no clipping
     record_every: int = Field(1, ge=1)                  # keep every record_every-th iteration in the trace
+    spectral_every: int = Field(1, ge=0)                # spectral_radius, sigma_max on every k-th iteration; 0: never
 
 
 class RunConfig(BaseModel):

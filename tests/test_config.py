@@ -35,6 +35,7 @@ MALFORMED = {
     "negative_lr.toml": ("train.lr", "backwards", "-0.1"),
     "momentum_one.toml": ("train.momentum", None, "less than 1"),
     "record_every_zero.toml": ("train.record_every", None, "got 0"),
+    "spectral_every_negative.toml": ("train.spectral_every", "sparse", "got -2"),
     "duplicate_names.toml": ("name", "twin", "'twin'"),
     "chrono_rnn.toml": ("init.chrono", "chrono rnn", "lstm"),
     "too_big.toml": ("hidden_size", None, "GiB"),

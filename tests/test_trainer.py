@@ -181,3 +181,25 @@ def test_the_per_parameter_metrics_run_on_one_blas_thread_and_the_setting_is_res
     if not seen[0]:
         pytest.skip("no BLAS library that threadpoolctl can control")
     assert seen == [{1}] * 3 and after == {2}
+
+
+def test_spectral_every_thins_the_eigensolves_and_zero_turns_them_off():
+    from gradscope.trace import Trace
+
+    run = make_run(train={"iterations": 8, "record_every": 1, "spectral_every": 3, "lr": 0.05})
+    trace = Trace()
+    records = list(run_training(run, seed=2, backend=BACKEND))
+    for record in records:
+        trace.append(record)
+    measured = [r.iteration for r in records if "spectral_radius" in r.metrics]
+    assert measured == [0, 3, 6, 7]                                       # every 3rd and the last
+    assert all("grad_norm_W_hh" in r.metrics for r in records)            # the gradient norms stay
+    rho = trace.array("spectral_radius")[:, 0]
+    assert np.all(np.isnan(rho[[1, 2, 4, 5]])) and np.all(np.isfinite(rho[measured]))
+    off = list(run_training(make_run(train={"iterations": 3, "spectral_every": 0}), seed=2, backend=BACKEND))
+    assert not any("spectral_radius" in r.metrics or "sigma_max" in r.metrics for r in off)
+    # Same seed, same data and updates: thinning the spectrum changes nothing else.
+    full = list(run_training(make_run(train={"iterations": 8, "record_every": 1, "lr": 0.05}), seed=2,
+                             backend=BACKEND))
+    assert [r.loss for r in full] == [r.loss for r in records]
+    np.testing.assert_array_equal(full[3].metrics["spectral_radius"], records[3].metrics["spectral_radius"])

@@ -102,6 +102,13 @@ class Training:
         return (iteration == 0 or iteration % self.run.train.record_every == 0
                 or iteration == self.iterations - 1)
 
+    def measures_spectrum(self, iteration: int, diverged: bool = False) -> bool:
+        """Whether a recorded iteration carries spectral_radius and sigma_max: every spectral_every-th
+        (iteration 0 included), the last and a diverged one; never when spectral_every is 0.  An eigensolve
+        per changed W_hh costs O(d^3) (docs/metrics.md): at d = 512 about a training step."""
+        every = self.run.train.spectral_every
+        return every > 0 and (iteration % every == 0 or iteration == self.iterations - 1 or diverged)
+
     def _batch(self, iteration: int):
         if iteration == 0 or self.run.task.fixed_batch:
             b = self.first_batch
@@ -126,7 +133,8 @@ class Training:
                 metrics: dict = {}
                 if recorded:
                     metrics = dict(result.metrics)
-                    metrics.update(parameter_metrics(self.spec, self.params, result.grads))
+                    metrics.update(parameter_metrics(self.spec, self.params, result.grads,
+                                                     spectral=self.measures_spectrum(iteration, diverged)))
             clipped = clip_by_global_norm(result.grads, train.clip_norm, norm=grad_norm)[1]
             nonfinite = result.nonfinite
             if nonfinite is not None:
