@@ -478,7 +478,7 @@ class MainWindow(QtWidgets.QMainWindow):
         name = experiment.name if experiment is not None else ""
         self.setWindowTitle(f"GradScope — {name}[*]" if name else "GradScope")
         if experiment is not None:
-            where = f"<br><small>{experiment.source}</small>" if experiment.source else ""
+            where = f"<br><small>{_display_path(experiment.source)}</small>" if experiment.source else ""
             self.experiment_label.setText(f"<b>{name}</b>: {experiment.description}{where}")
         else:
             self.experiment_label.setText("No experiment: open one (Ctrl+O) or pick a preset")
@@ -540,6 +540,19 @@ class MainWindow(QtWidgets.QMainWindow):
         self.timer.stop()
         self.controller.shutdown(timeout_ms=5000)
         event.accept()
+
+
+def _display_path(path) -> str:
+    """A path as the user would type it: relative to the working folder when inside it, else with ~."""
+    path = Path(path)
+    try:
+        return str(path.resolve().relative_to(Path.cwd().resolve()))
+    except ValueError:
+        home = Path.home()
+        try:
+            return "~/" + str(path.resolve().relative_to(home))
+        except ValueError:
+            return str(path)
 
 
 def _first_comment(path: Path) -> str:
