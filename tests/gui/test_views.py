@@ -394,3 +394,19 @@ def test_axes_hold_still_while_data_moves_within_a_decade(view, qtbot):
     assert v.figure.grad_snap.bounds[1] == (-1, 2)
     qtbot.waitUntil(lambda: vb.viewRange()[1][1] >= 2)
     assert plotting.nice_ceil(37) == 50 and plotting.nice_ceil(200) == 200 and plotting.nice_ceil(0.3) == 0.5
+
+
+def test_pascanu_line_uses_the_latest_measured_sigma_max(view):
+    """sigma_max is measured every train.spectral_every-th iteration; rows between hold NaN."""
+    def tweak(k, m):
+        m["sigma_max"] = np.array([1.1 + 0.1 * k]) if k in (0, 1) else np.array([np.nan])
+    T = 12
+    mask = np.zeros((T, 2))
+    mask[-1] = 1
+    run = run_data(0, make_trace(T=T, tweak=tweak), run=_relu_run(3.0, T), first_batch={"mask": mask})
+    v = view(ProfileView)
+    v.set_overlay("pascanu", True)
+    v.redraw([run])
+    _, pb = shown(v.figure.theory_curves, (0, "pascanu"))
+    measured = grad_values(3, 0, T)
+    assert pb == pytest.approx(theory.pascanu_line("relu", 1.2, T, T - 1, measured[-1]))   # row 1's value

@@ -47,6 +47,8 @@ FIELDS = {
         ("train.momentum", "Momentum", "float", (0.0, 0.9999), "sgd: heavy-ball momentum"),
         ("train.clip_norm", "Clip norm", "float", (0.0, 1e9), "Clip the global gradient norm to this; 0: off"),
         ("train.record_every", "Record every", "int", (1, 10**9), "Keep every n-th iteration in the trace"),
+        ("train.spectral_every", "Spectrum every", "int", (0, 10**9),
+         "Measure spectral_radius and sigma_max of W_hh on every n-th iteration (an eigensolve); 0: never"),
     ],
 }
 
@@ -66,7 +68,8 @@ APPLIES = {
 PROBE_SIZE = 32
 SIZES = ("task.input_size", "task.output_size")
 SPECIAL = {"task.input_size": "set by the task", "task.output_size": "set by the task",
-           "init.chrono_tmax": "0: the sequence length", "train.iterations": "0: one pass at initialisation"}
+           "init.chrono_tmax": "0: the sequence length", "train.iterations": "0: one pass at initialisation",
+           "train.spectral_every": "0: never"}
 
 
 class ScaleEdit(QtWidgets.QWidget):

@@ -134,8 +134,9 @@ class ProfileFigure(Figure):
             if shape is not None and np.isfinite(grad[a]) and grad[a] > 0:
                 lines[kind] = shape + np.log10(grad[a])
         if self.overlays["pascanu"] and "sigma_max" in run.trace:
-            sigma = float(np.asarray(run.trace.array("sigma_max")[row]).reshape(-1)[layer])
-            lines["pascanu"] = theory.pascanu(sigma, a, float(grad[a]))
+            sigma = latest_finite(run.trace.array("sigma_max"), row, layer)
+            if sigma is not None:
+                lines["pascanu"] = theory.pascanu(sigma, a, float(grad[a]))
         return lines
 
     # ------------------------------------------------------------------------------------------- hover
@@ -162,6 +163,15 @@ class ProfileFigure(Figure):
 
     def _describe_state(self, x, y):
         return self._describe(x, ("h_norm", "c_norm"), False)
+
+
+def latest_finite(column: np.ndarray, row: int, layer: int) -> float | None:
+    """The column's value for ``layer`` at ``row``, or at the closest earlier row that has one (the spectral
+    statistics are measured only every train.spectral_every-th iteration; rows between hold NaN)."""
+    values = np.asarray(column, dtype=np.float64).reshape(len(column), -1)[:, layer]       # (K,)
+    row = row % len(values)
+    finite = np.flatnonzero(np.isfinite(values[:row + 1]))
+    return float(values[finite[-1]]) if finite.size else None
 
 
 def _style_entries(any_lstm: bool, theory_kinds: set) -> list[tuple[str, str, str]]:
