@@ -410,3 +410,14 @@ def test_pascanu_line_uses_the_latest_measured_sigma_max(view):
     _, pb = shown(v.figure.theory_curves, (0, "pascanu"))
     measured = grad_values(3, 0, T)
     assert pb == pytest.approx(theory.pascanu_line("relu", 1.2, T, T - 1, measured[-1]))   # row 1's value
+
+
+def test_training_curves_draw_at_most_max_points(view, monkeypatch):
+    from gradscope.gui.views import training
+
+    monkeypatch.setattr(training, "MAX_POINTS", 7)
+    v = view(TrainingView)
+    v.redraw([run_data(0, make_trace(K=30))])
+    x, y = shown(v.figure.loss_curves, 0)
+    assert len(x) == 7 and x[0] == 0 and x[-1] == 290                    # first and last iterations kept
+    assert y == pytest.approx(np.log10(0.5 / (x / 10 + 1)))

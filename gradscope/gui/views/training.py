@@ -8,7 +8,9 @@ import pyqtgraph as pg
 from .. import style
 from ..model import RunData, log10_or_nan, nonfinite_mask
 from ..plotting import (STYLE_GREY, EmptyHint, HoverReadout, Legend, SnapBounds, make_plot, nearest_index, pen,
-                        value_label)
+                        thin_rows, value_label)
+
+MAX_POINTS = 4000                  # points per curve at most: the trace may keep more, a plot cannot show them
 from .base import CurveSet, Figure, NonFiniteMarkers, View, snap_and_mark, visible_with_data
 
 
@@ -45,9 +47,10 @@ class TrainingFigure(Figure):
         loss_marks, norm_marks = [], []
         x_max = 1.0
         for run in shown:
-            iterations = run.trace.iterations.astype(np.float64)                  # (K,)
-            loss = np.asarray(run.trace.array("loss"), dtype=np.float64)           # (K,)
-            grad = np.asarray(run.trace.array("grad_norm"), dtype=np.float64)      # (K,)
+            rows = thin_rows(len(run.trace), MAX_POINTS)                          # (K',) evenly spread
+            iterations = run.trace.iterations[rows].astype(np.float64)             # (K',)
+            loss = np.asarray(run.trace.array("loss")[rows], dtype=np.float64)     # (K',)
+            grad = np.asarray(run.trace.array("grad_norm")[rows], dtype=np.float64)   # (K',)
             self.loss_curves.set(run.key, iterations, log10_or_nan(loss), pen(run.color))
             self.norm_curves.set(run.key, iterations, log10_or_nan(grad), pen(run.color))
             keys.append(run.key)
