@@ -20,6 +20,7 @@ import threading
 import time
 import traceback
 
+import numpy as np
 from PyQt6 import QtCore
 
 EMIT_INTERVAL = 0.05          # seconds between batches: <= 20 signals per second per run
@@ -200,6 +201,9 @@ class TrainingThread(QtCore.QThread):
             except StopIteration:
                 self._flush(pending)
                 return "completed"
+            # the batch reaches the GUI thread up to EMIT_INTERVAL later, after more steps: own the arrays, in
+            # case the engine reuses its buffers between steps (the CLI appends before the next step)
+            record.metrics = {name: np.array(value) for name, value in record.metrics.items()}
             pending.append(record)
             if _diverged(record):
                 self._flush(pending)
