@@ -41,7 +41,6 @@ class RunState:
         self.iteration = -1                # last iteration computed
         self.iterations_per_second = 0.0
         self.wall_seconds = 0.0
-        self.last_loss = float("nan")
         self.loaded = False                # came from an exported folder: nothing to run
         self.init_params = None
         self._rate_window: list[tuple[float, int]] = []
@@ -90,7 +89,6 @@ class Controller(QtCore.QObject):
     run_updated = QtCore.pyqtSignal(int)          # a run's status or counters changed (its key)
     compile_progress = QtCore.pyqtSignal(int, int, str)   # done, total, kernel name
     message = QtCore.pyqtSignal(str)              # for the status bar
-    all_finished = QtCore.pyqtSignal()            # no run is busy any more
 
     def __init__(self, backend: str = "numba", parent=None):
         super().__init__(parent)
@@ -270,7 +268,6 @@ class Controller(QtCore.QObject):
         state.thread = thread
         state.status = "compiling" if self.backend == "numba" else "running"
         state.detail = ""
-        state.started = time.monotonic()
         thread.start()
         self.run_updated.emit(key)
 
@@ -340,7 +337,6 @@ class Controller(QtCore.QObject):
             if record.recorded:
                 trace.append(record)
             state.iteration = record.iteration
-            state.last_loss = record.loss
             state.wall_seconds += record.seconds
             if record.nonfinite is not None:
                 state.nonfinite = record.nonfinite
@@ -383,8 +379,6 @@ class Controller(QtCore.QObject):
                 state.status = "stopped"      # ended without a verdict (e.g. stopped while compiling)
             state.thread = None
             self.run_updated.emit(key)
-        if not self.any_busy:
-            self.all_finished.emit()
 
     # ---------------------------------------------------------------------------------- export
     def results(self) -> list[gio.RunResult]:
