@@ -410,3 +410,37 @@ def test_the_app_process_runs_blas_single_threaded(tmp_path):
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
                          cwd=Path(__file__).resolve().parents[2], timeout=120)
     assert out.stdout.strip() == "[2]"
+
+
+def test_every_editor_field_round_trips_a_run_of_each_preset(window):
+    """The form shows and rebuilds every shipped run unchanged (no key lost or retyped on the way)."""
+    for path in sorted(MODELS_DIR.glob("*.toml")):
+        experiment = config.load(path)
+        for run in experiment.runs:
+            window.editor.set_run(0, run)
+            assert window.editor.edited_run() == run, (path.name, run.name)
+            assert not window.editor.apply_button.isEnabled()
+    window.editor.set_value("train.optimizer", "adam")
+    window.editor.set_value("train.beta2", 0.98)
+    assert window.editor.edited_run().train.beta2 == 0.98
+    assert not window.editor.widgets["train.momentum"].isEnabled()
+
+
+def test_editor_keeps_exact_floats_and_refuses_text_that_is_not_a_number(window, small_file, qtbot):
+    window.open_file(small_file())
+    run = window.controller.states[0].run
+    exact = run.model_copy(update={"train": run.train.model_copy(update={"lr": 3e-7}),
+                                   "init": run.init.model_copy(update={"recurrent_scale": 1.41421356237})})
+    editor = window.editor
+    editor.set_run(0, exact)
+    editor.set_value("hidden_size", 20)                                     # edit something else
+    edited = editor.edited_run()
+    assert edited.train.lr == 3e-7 and edited.init.recurrent_scale == 1.41421356237   # not rounded
+    lr_field = editor.widgets["train.lr"]
+    lr_field.clear()
+    qtbot.keyClicks(lr_field, "1e-3x")                                       # the validator drops the x
+    assert editor.edited_run().train.lr == 1e-3
+    qtbot.keyClick(lr_field, QtCore.Qt.Key.Key_A, QtCore.Qt.KeyboardModifier.ControlModifier)
+    qtbot.keyClick(lr_field, QtCore.Qt.Key.Key_Backspace)                   # the user empties the field
+    assert "train.lr" in editor.message.text() and not editor.apply_button.isEnabled()
+    assert editor.apply() is False

@@ -3,7 +3,7 @@ same pydantic models as the file, applied with "Apply" (which restarts that run)
 from __future__ import annotations
 
 from pydantic import ValidationError
-from PyQt6 import QtCore, QtWidgets
+from PyQt6 import QtCore, QtGui, QtWidgets
 
 from ...config import OPTIMIZERS, TASKS, RunConfig
 from ...engine.params import ACTIVATIONS, CELLS, DTYPES, INIT_SCHEMES
@@ -39,12 +39,15 @@ FIELDS = {
         ("task.symbols", "Symbols", "int", (2, 1024), "copy: alphabet size"),
         ("task.copy_length", "Copy length", "int", (1, 10**5), "copy: symbols to remember"),
         ("task.text", "Text file", "text", None, "charlm: a text file (empty: the corpus shipped with GradScope)"),
+        ("task.fixed_batch", "Fixed batch", "bool", None, "Train on the first batch at every iteration"),
     ],
     "Training": [
         ("train.iterations", "Iterations", "int", (0, 10**9), "Parameter updates; 0: one pass at initialisation"),
         ("train.optimizer", "Optimizer", "choice", OPTIMIZERS, "sgd (with momentum) or adam"),
         ("train.lr", "Learning rate", "float", (0.0, 100.0), "Step size"),
         ("train.momentum", "Momentum", "float", (0.0, 0.9999), "sgd: heavy-ball momentum"),
+        ("train.beta1", "Adam beta1", "float", (0.0, 0.9999), "adam: decay of the first-moment estimate"),
+        ("train.beta2", "Adam beta2", "float", (0.0, 0.9999), "adam: decay of the second-moment estimate"),
         ("train.clip_norm", "Clip norm", "float", (0.0, 1e9), "Clip the global gradient norm to this; 0: off"),
         ("train.record_every", "Record every", "int", (1, 10**9), "Keep every n-th iteration in the trace"),
         ("train.spectral_every", "Spectrum every", "int", (0, 10**9),
@@ -64,6 +67,8 @@ APPLIES = {
     "task.copy_length": lambda v: v["task.name"] == "copy",
     "task.text": lambda v: v["task.name"] == "charlm",
     "train.momentum": lambda v: v["train.optimizer"] == "sgd",
+    "train.beta1": lambda v: v["train.optimizer"] == "adam",
+    "train.beta2": lambda v: v["train.optimizer"] == "adam",
 }
 PROBE_SIZE = 32
 SIZES = ("task.input_size", "task.output_size")
@@ -72,8 +77,39 @@ SPECIAL = {"task.input_size": "set by the task", "task.output_size": "set by the
            "train.spectral_every": "0: never"}
 
 
+class FloatEdit(QtWidgets.QLineEdit):
+    """A float field that keeps the exact value (repr round-trips; a spin box would round to its decimals)."""
+
+    valueChanged = QtCore.pyqtSignal(float)
+
+    def __init__(self, lo: float, hi: float):
+        super().__init__()
+        validator = QtGui.QDoubleValidator(lo, hi, 17, self)
+        validator.setNotation(QtGui.QDoubleValidator.Notation.ScientificNotation)
+        validator.setLocale(QtCore.QLocale.c())                 # "0.01", never "0,01"
+        self.setValidator(validator)
+        self.lo, self.hi = lo, hi
+        self.textEdited.connect(self._edited)
+
+    def _edited(self, _text: str) -> None:
+        self.valueChanged.emit(self.value())          # NaN while incomplete: the form says what is wrong
+
+    def value(self) -> float:
+        """The typed value (NaN while the text is not a number in range: the form refuses to apply it)."""
+        try:
+            value = float(self.text())
+        except ValueError:
+            return float("nan")
+        return value if self.lo <= value <= self.hi else float("nan")
+
+    def setValue(self, value: float) -> None:  # Qt-style name, like the widgets it sits among
+        if self.text() != repr(float(value)):
+            self.setText(repr(float(value)))
+            self.valueChanged.emit(float(value))
+
+
 class ScaleEdit(QtWidgets.QWidget):
-    """A slider and a spin box for one scale (slider steps of 0.01; the box takes any value)."""
+    """A slider (steps of 0.01) and an exact float field for one scale."""
 
     valueChanged = QtCore.pyqtSignal(float)
 
@@ -81,10 +117,8 @@ class ScaleEdit(QtWidgets.QWidget):
         super().__init__()
         self.slider = QtWidgets.QSlider(QtCore.Qt.Orientation.Horizontal)
         self.slider.setRange(int(lo * 100), int(hi * 100))
-        self.box = QtWidgets.QDoubleSpinBox()
-        self.box.setRange(lo, 1e6)
-        self.box.setDecimals(3)
-        self.box.setSingleStep(0.05)
+        self.box = FloatEdit(lo, 1e6)
+        self.box.setMaximumWidth(110)
         layout = QtWidgets.QHBoxLayout(self)
         layout.setContentsMargins(0, 0, 0, 0)
         layout.addWidget(self.slider, 1)
@@ -93,16 +127,17 @@ class ScaleEdit(QtWidgets.QWidget):
         self.box.valueChanged.connect(self._box_changed)
 
     def _box_changed(self, value: float) -> None:
-        self.slider.blockSignals(True)
-        self.slider.setValue(int(round(value * 100)))
-        self.slider.blockSignals(False)
+        if value == value:                           # not NaN: move the slider along
+            self.slider.blockSignals(True)
+            self.slider.setValue(int(round(value * 100)))
+            self.slider.blockSignals(False)
         self.valueChanged.emit(value)
 
     def value(self) -> float:
-        return float(self.box.value())
+        return self.box.value()
 
-    def setValue(self, value: float) -> None:  # Qt-style name, like the widgets it sits among
-        self.box.setValue(float(value))
+    def setValue(self, value: float) -> None:  # Qt-style name
+        self.box.setValue(value)
 
 
 class RunEditor(QtWidgets.QWidget):
@@ -170,10 +205,7 @@ class RunEditor(QtWidgets.QWidget):
             widget.setRange(*options)
             widget.valueChanged.connect(self._changed)
         elif kind == "float":
-            widget = QtWidgets.QDoubleSpinBox()
-            widget.setRange(*options)
-            widget.setDecimals(6)
-            widget.setStepType(QtWidgets.QAbstractSpinBox.StepType.AdaptiveDecimalStepType)
+            widget = FloatEdit(*options)
             widget.valueChanged.connect(self._changed)
         elif kind == "scale":
             widget = ScaleEdit(*options)
@@ -190,7 +222,9 @@ class RunEditor(QtWidgets.QWidget):
         """Every field's value by dotted key."""
         out = {}
         for key, widget in self.widgets.items():
-            if isinstance(widget, QtWidgets.QLineEdit):
+            if isinstance(widget, (FloatEdit, ScaleEdit)):
+                out[key] = widget.value()
+            elif isinstance(widget, QtWidgets.QLineEdit):
                 out[key] = widget.text()
             elif isinstance(widget, QtWidgets.QComboBox):
                 out[key] = widget.currentText()
@@ -199,13 +233,15 @@ class RunEditor(QtWidgets.QWidget):
             elif isinstance(widget, QtWidgets.QSpinBox):
                 out[key] = int(widget.value())
             else:
-                out[key] = float(widget.value())
+                raise TypeError(f"{key}: no value for a {type(widget).__name__}")
         return out
 
     def set_value(self, key: str, value) -> None:
         """Set one field (as a user would); tests and presets use it."""
         widget = self.widgets[key]
-        if isinstance(widget, QtWidgets.QLineEdit):
+        if isinstance(widget, (FloatEdit, ScaleEdit)):
+            widget.setValue(value)
+        elif isinstance(widget, QtWidgets.QLineEdit):
             widget.setText("" if value is None else str(value))
         elif isinstance(widget, QtWidgets.QComboBox):
             index = widget.findText(str(value))
@@ -237,6 +273,10 @@ class RunEditor(QtWidgets.QWidget):
         """The form as a RunConfig (raises ValueError with a readable message if it is not valid)."""
         values = self.values()
         data = self.run.model_dump() if self.run is not None else {}
+        for key, widget in self.widgets.items():
+            if isinstance(widget, (FloatEdit, ScaleEdit)) and widget.isEnabled() and values[key] != values[key]:
+                box = widget if isinstance(widget, FloatEdit) else widget.box
+                raise ValueError(f"{key}: {box.text()!r} is not a number from {box.lo:g} to {box.hi:g}")
         for key, value in values.items():
             applies = APPLIES.get(key)
             if applies is not None and not applies(values):
