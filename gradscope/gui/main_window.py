@@ -69,7 +69,7 @@ class MainWindow(QtWidgets.QMainWindow):
         dock.setObjectName("experiment")
         dock.setWidget(panel)
         dock.setFeatures(QtWidgets.QDockWidget.DockWidgetFeature.DockWidgetMovable)
-        dock.setMinimumWidth(380)
+        dock.setMinimumWidth(440)
         self.addDockWidget(QtCore.Qt.DockWidgetArea.LeftDockWidgetArea, dock)
 
         self._make_actions()

@@ -101,6 +101,7 @@ class RunList(QtWidgets.QWidget):
             return
         filling, self._filling = self._filling, True
         item.setText(0, state.name)
+        item.setToolTip(0, f"{state.name}: tick to show it in the views")
         item.setIcon(0, color_icon(state.data.color))
         item.setCheckState(0, QtCore.Qt.CheckState.Checked if state.data.visible else
                            QtCore.Qt.CheckState.Unchecked)
