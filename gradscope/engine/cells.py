@@ -750,6 +750,10 @@ def compile_kernels(spec: ModelSpec, progress=None) -> None:
             dispatcher.compile(signature)
             if progress is not None:
                 progress(done, len(plan), name)
+    # Numba finds SciPy's BLAS on the first call, taking the GIL to import it: do that here, not inside a
+    # nogil kernel running in a worker thread.
+    one = np.ones((1, 1), spec.np_dtype)
+    gemm_nt(one, one, np.empty((1, 1), spec.np_dtype))
 
 
 # ------------------------------------------------------------------------------------------- driver
