@@ -171,8 +171,10 @@ class Controller(QtCore.QObject):
         self.runs_changed.emit()
 
     def set_visible(self, key: int, visible: bool) -> None:
+        """Show or hide a run in the views (run_updated, not runs_changed: the run list keeps its rows, one of
+        which may be emitting this very change)."""
         self.state(key).data.visible = bool(visible)
-        self.runs_changed.emit()
+        self.run_updated.emit(key)
 
     def _free_color_index(self) -> int:
         used = {s.data.color for s in self.states}

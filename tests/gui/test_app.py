@@ -444,3 +444,18 @@ def test_editor_keeps_exact_floats_and_refuses_text_that_is_not_a_number(window,
     qtbot.keyClick(lr_field, QtCore.Qt.Key.Key_Backspace)                   # the user empties the field
     assert "train.lr" in editor.message.text() and not editor.apply_button.isEnabled()
     assert editor.apply() is False
+
+
+def test_unticking_runs_repeatedly_keeps_the_rows_and_the_selection(window, qtbot, small_file):
+    """Each tick used to rebuild the list from inside the row's own signal (a crash, sometimes)."""
+    window.open_file(small_file(iterations=1))
+    items = dict(window.run_list._items)
+    window.run_list.tree.setCurrentItem(items[window.controller.states[1].key])
+    for _ in range(5):
+        for key, item in items.items():
+            item.setCheckState(0, QtCore.Qt.CheckState.Unchecked)
+            assert window.controller.state(key).data.visible is False
+            item.setCheckState(0, QtCore.Qt.CheckState.Checked)
+    assert window.run_list._items == items                                  # the same row objects
+    assert window.run_list.current_key() == window.controller.states[1].key
+    assert all(s.data.visible for s in window.controller.states)

@@ -72,7 +72,12 @@ class RunList(QtWidgets.QWidget):
             signal.emit(key)
 
     def set_runs(self, states) -> None:
-        """Rebuild the rows (runs added, removed or renamed), keeping the selection."""
+        """Show these runs, keeping the selection.  The same runs in the same order are updated in place (a row
+        is never deleted while it may be emitting a signal); otherwise the rows are rebuilt."""
+        if [s.key for s in states] == list(self._items):
+            for state in states:
+                self.update_run(state)
+            return
         current = self.current_key()
         self._filling = True
         self.tree.clear()
