@@ -324,3 +324,29 @@ def test_params_from_the_export_rebuild_a_model(exported):
     with np.load(out / "02-lstm-copy" / "init_params.npz") as npz:
         params = Params.from_arrays({k: npz[k] for k in npz.files})
     assert params.layers[0].W_hh.shape == (40, 10)
+
+
+def test_trace_csv_reads_back_cell_by_cell_with_any_run_name():
+    from gradscope.io import trace_csv
+
+    rng = np.random.default_rng(0)
+    arrays = {"iteration": np.array([0, 5, 10]), "loss": np.array([1.5, np.nan, 0.1 + 0.2]),
+              "clipped": np.array([True, False, True]), "grad_norm_W_hh": rng.normal(size=(3, 2)),
+              "loss_t": rng.normal(size=(3, 4)), "h_norm": rng.normal(size=(3, 2, 4)) * 1e300}
+    arrays["h_norm"][1, 0, 2] = -np.inf
+    name = 'relu "3/n", seed 1\nsecond line'
+    rows = list(csv.DictReader(trace_csv(name, arrays).splitlines(keepends=True)))
+    assert {r["run"] for r in rows} == {name}
+    rebuilt = {}
+    for r in rows:
+        index = (int(r["iteration"]) // 5,) + tuple(int(r[c]) for c in ("layer", "timestep") if r[c] != "")
+        key = (r["metric"], "layer" if r["layer"] else "", "timestep" if r["timestep"] else "")
+        rebuilt.setdefault(key, {})[index] = float(r["value"])
+    assert set(rebuilt) == {("loss", "", ""), ("clipped", "", ""), ("grad_norm_W_hh", "layer", ""),
+                            ("loss_t", "", "timestep"), ("h_norm", "layer", "timestep")}
+    for (metric, _, _), cells in rebuilt.items():
+        values = np.zeros(arrays[metric].shape)
+        for index, value in cells.items():
+            values[index] = value
+        assert len(cells) == arrays[metric].size
+        np.testing.assert_array_equal(values, arrays[metric].astype(float))   # exact: repr round-trips
