@@ -2,8 +2,9 @@
 
 Notation (TRACE_FORMAT.md): T steps, batch B, L layers, hidden size d, layer input size n, output size k,
 G = 1 (RNN) or 4 (LSTM, gate blocks i, f, g, o).  Arrays are time-major and C-contiguous; a batch of rows
-is multiplied as ``X @ W.T`` (W_hx x_t for every example).  Each kernel has a plain NumPy twin in
-reference.py, named the same, and the tests compare them.
+is multiplied as ``X @ W.T`` (W_hx x_t for every example).  Each layer, chunk and step kernel has a plain
+NumPy twin in reference.py, named the same (the BLAS entries: np.matmul), and the tests compare them; the
+row passes are tested through the layer kernels that call them.
 
 One training step (``rnn_step`` / ``lstm_step``, one nogil call from Python):
 
@@ -33,6 +34,7 @@ import numpy as np
 from numba import types
 from numba.core import cgutils
 from numba.extending import intrinsic, overload
+from numba.np.linalg import ensure_blas
 
 from . import _jit
 from .fastmath import sigmoid, tanh
@@ -59,6 +61,8 @@ _SCALE_UP = 2.0 ** 600
 # Numba's own BLAS entry (it calls SciPy's cython_blas sgemm/dgemm), resolved by name, so cached kernels
 # that call it stay valid in a new process.  Column-major, Fortran semantics:
 #     C (m x n) = alpha op(A) op(B) + beta C
+# Without SciPy it would do nothing and return -1: refuse to import instead, with Numba's own message.
+ensure_blas()
 _xxgemm = types.ExternalFunction("numba_xxgemm", types.intc(
     types.char, types.char, types.char, types.intp, types.intp, types.intp,
     types.voidptr, types.voidptr, types.intp, types.voidptr, types.intp, types.voidptr,
@@ -753,7 +757,8 @@ def compile_kernels(spec: ModelSpec, progress=None) -> None:
     # Numba finds SciPy's BLAS on the first call, taking the GIL to import it: do that here, not inside a
     # nogil kernel running in a worker thread.
     one = np.ones((1, 1), spec.np_dtype)
-    gemm_nt(one, one, np.empty((1, 1), spec.np_dtype))
+    if gemm_nt(one, one, np.empty((1, 1), spec.np_dtype)) != 0:
+        raise RuntimeError("Numba could not call SciPy's BLAS (scipy.linalg.cython_blas); reinstall scipy")
 
 
 # ------------------------------------------------------------------------------------------- driver
