@@ -33,7 +33,7 @@ import threading
 import numpy as np
 from numba import types
 from numba.core import cgutils
-from numba.extending import intrinsic, overload
+from numba.extending import intrinsic
 from numba.np.linalg import ensure_blas
 
 from . import _jit
@@ -140,14 +140,14 @@ GEMMS = {(False, True, False): gemm_nt, (False, True, True): gemm_nt_acc, (False
 
 
 # -------------------------------------------------------------------------------------------- helpers
-@_jit.kernel(no_cpython_wrapper=True)
+@_jit.helper
 def _fill_zero(v):
     """v[:] = 0 for a 1-D array (a plain loop: Numba's slice assignment costs seconds of compile time)."""
     for i in range(v.shape[0]):
         v[i] = 0
 
 
-@_jit.kernel(no_cpython_wrapper=True)
+@_jit.helper
 def _rows(a):
     """(m, B, c) -> the (m*B, c) view of the same rows (one function, so one compiled reshape)."""
     return a.reshape((a.shape[0] * a.shape[1], a.shape[2]))
@@ -158,10 +158,7 @@ def _is_float64(a):
     return a.dtype == np.float64
 
 
-@overload(_is_float64, inline="always")
-def _is_float64_typed(a):
-    wide = a.dtype == types.float64
-    return lambda a: wide
+_jit.type_constant(_is_float64, lambda array_type: array_type.dtype == types.float64)
 
 
 @_jit.inline
@@ -203,7 +200,7 @@ def vector_norm(v):
 # the loop over rows it hoists its runtime alias checks to the whole step, where the in-place gate writes
 # look like they overlap, and falls back to scalar code (measured: 3 ns vs 30 ns per LSTM unit).  They are
 # tested through the layer kernels that call them (against reference.py).
-@_jit.kernel(no_cpython_wrapper=True)
+@_jit.helper
 def _rnn_forward_row(z, b_h, act, lo, hi):
     """z (d,) holds x_t W_hx^T + h_{t-1} W_hh^T; in place h = f(z + b_h).
     Returns (sum h^2, sum (h 2^-600)^2, count for the activation's metric)."""
@@ -248,7 +245,7 @@ def _rnn_forward_row(z, b_h, act, lo, hi):
     return ss, ss_scaled, count
 
 
-@_jit.kernel(no_cpython_wrapper=True)
+@_jit.helper
 def _rnn_backward_row(g, h, dz, db_h, act):
     """g (d,) total dL/dh_t, h (d,) = f(z_t): dz = g f'(z_t) (f' from h), db_h += dz (float64).
     Returns (sum g^2, sum (g 2^-600)^2)."""
@@ -296,7 +293,7 @@ def _rnn_backward_row(g, h, dz, db_h, act):
     return ss, ss_scaled
 
 
-@_jit.kernel(no_cpython_wrapper=True)
+@_jit.helper
 def _lstm_forward_row(a, b_h, c_prev, c, h, stats):
     """a (4d,) holds the pre-activations without b_h; in place the gates i, f, g, o; c, h (d,) out.
     stats (14,) float64 accumulates: sum h^2, sum c^2 (plain and scaled), the gate sums, the gate
@@ -356,7 +353,7 @@ def _lstm_forward_row(a, b_h, c_prev, c, h, stats):
     stats[9] += o_sat
 
 
-@_jit.kernel(no_cpython_wrapper=True)
+@_jit.helper
 def _lstm_backward_row(a, gh, c, c_prev, dc_next, db_h, stats):
     """a (4d,) the gates i, f, g, o of step t, overwritten with dz_t; gh (d,) total dL/dh_t; c, c_prev (d,);
     dc_next (d,) in: dc_{t+1} f_{t+1}, out: dc_t f_t; db_h (4d,) float64 += dz_t.
@@ -605,7 +602,7 @@ def grad_norms(dW_hx0, dW_hxR, dW_hh, db_h, dW_yh, db_y, out):
     out[3 * L + 1] = vector_norm(db_y)
 
 
-@_jit.kernel(no_cpython_wrapper=True)
+@_jit.helper
 def _zero_accumulators(dW_hx0, dW_hxR, dW_hh, dW_yh, db64, dby64, loss_t):
     _fill_zero(dW_hx0.ravel())
     _fill_zero(dW_hxR.ravel())
