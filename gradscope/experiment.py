@@ -30,6 +30,7 @@ from contextlib import contextmanager
 from typing import Callable
 
 from .config import Experiment, RunConfig
+from .engine.tasks import loss_kind_of
 from .io import RunResult
 from .trace import Trace
 
@@ -60,7 +61,7 @@ def execute_run(run: RunConfig, seed: int, backend: str = "numba", *, stop=None,
     start = time.perf_counter()
     trace = Trace()
     result = RunResult(name=run.name, run=run, trace=trace, status="failed", iterations=0, wall_seconds=0.0,
-                       loss_kind="", seed=seed)
+                       loss_kind=loss_kind_of(run.task), seed=seed)
     if stop is not None and stop.is_set():
         result.status = "stopped"                  # not started
         return result
@@ -99,7 +100,7 @@ def execute_run(run: RunConfig, seed: int, backend: str = "numba", *, stop=None,
 
 def _not_started(run: RunConfig, seed: int) -> RunResult:
     return RunResult(name=run.name, run=run, trace=Trace(), status="stopped", iterations=0, wall_seconds=0.0,
-                     loss_kind="", seed=seed)
+                     loss_kind=loss_kind_of(run.task), seed=seed)
 
 
 @contextmanager
@@ -251,8 +252,8 @@ def _run_in_processes(runs, seeds, backend, workers, progress, stop, on_iteratio
                     result = future.result()
                 except Exception:  # the worker process itself died: the run failed, the others go on
                     result = RunResult(name=runs[index].name, run=runs[index], trace=Trace(), status="failed",
-                                       iterations=0, wall_seconds=0.0, loss_kind="", seed=seeds[index],
-                                       error=traceback.format_exc())
+                                       iterations=0, wall_seconds=0.0, loss_kind=loss_kind_of(runs[index].task),
+                                       seed=seeds[index], error=traceback.format_exc())
                 results[index] = result
                 if progress:
                     progress(result)

@@ -137,6 +137,7 @@ def test_a_failed_run_exits_1_and_the_others_are_kept(small, tmp_path, capsys, l
     summary = json.loads((out / "summary.json").read_text())
     assert [r["status"] for r in summary["runs"]] == ["completed", "failed"]
     assert "FloatingPointError" in summary["runs"][1]["error"]
+    assert [r["loss_kind"] for r in summary["runs"]] == ["mse", "mse"]     # a failed run still says which
     log = next(logs.iterdir())
     assert "simulated failure in the tanh run" in log.read_text()
 
@@ -186,6 +187,13 @@ def test_run_with_figures_writes_png_and_svg(small, tmp_path):
     assert any(n.endswith(".png") for n in plots) and any(n.endswith(".svg") for n in plots)
     assert all((out / "plots" / n).stat().st_size > 0 for n in plots)
     assert "figures_error" not in json.loads((out / "summary.json").read_text())
+    import xml.etree.ElementTree as ElementTree
+    for name in plots:
+        data = (out / "plots" / name).read_bytes()
+        if name.endswith(".png"):
+            assert data.startswith(b"\x89PNG\r\n\x1a\n"), name
+        else:                                                    # well-formed XML with an <svg> root
+            assert ElementTree.fromstring(data).tag.endswith("svg"), name
 
 
 # ------------------------------------------------------------------------------ stopping with a signal

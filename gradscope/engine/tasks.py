@@ -307,6 +307,15 @@ def make_task(task_config, dtype: str = "float32") -> Task:
     return task
 
 
+TASK_CLASSES = {"probe": ProbeTask, "adding": AddingTask, "copy": CopyTask, "charlm": CharLMTask,
+                "tagging": TaggingTask}
+
+
+def loss_kind_of(task_config) -> str:
+    """"mse" or "ce": the loss a task uses, known without building it (e.g. for a run that never started)."""
+    return TASK_CLASSES[task_config.name].loss_kind
+
+
 def task_sizes(task_config) -> tuple[int, int]:
     """(input size n, output size k) of a task without drawing any data."""
     task = make_task(task_config)
@@ -314,4 +323,4 @@ def task_sizes(task_config) -> tuple[int, int]:
 
 
 __all__ = ["Task", "TaskError", "ProbeTask", "AddingTask", "CopyTask", "CharLMTask", "TaggingTask", "make_task",
-           "task_sizes", "TAGS", "VOCABULARY", "DEFAULT_CORPUS", "load_corpus", "tagging_conditional_entropy"]
+           "task_sizes", "loss_kind_of", "TASK_CLASSES", "TAGS", "VOCABULARY", "DEFAULT_CORPUS", "load_corpus", "tagging_conditional_entropy"]
