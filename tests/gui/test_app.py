@@ -69,7 +69,7 @@ def statuses(w):
     return [s.status for s in w.controller.states]
 
 
-def wait_finished(qtbot, w, timeout=20000):
+def wait_finished(qtbot, w, timeout=90000):
     qtbot.waitUntil(lambda: all(s.finished and not s.busy for s in w.controller.states), timeout=timeout)
 
 
