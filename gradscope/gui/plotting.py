@@ -154,20 +154,24 @@ STYLE_GREY = "#606060"          # legend entries that explain a line style rathe
 _GREYS = (STYLE_GREY,)
 
 
+NICE_STEPS = (1, 1.25, 1.5, 2, 2.5, 3, 4, 5, 6, 8, 10)     # consecutive ratios <= 4/3: little empty space
+
+
 def nice_ceil(value: float) -> float:
-    """The smallest of 1, 2, 5 x 10^k at or above value (for value > 0)."""
+    """The smallest of NICE_STEPS x 10^k at or above value (for value > 0)."""
     if not math.isfinite(value) or value <= 0:
         return 1.0
     k = math.floor(math.log10(value))
-    for m in (1, 2, 5, 10):
+    for m in NICE_STEPS:
         if m * 10.0 ** k >= value * (1 - 1e-12):
             return m * 10.0 ** k
     return 10.0 ** (k + 1)
 
 
 class SnapBounds(pg.GraphicsObject):
-    """An invisible item whose data bounds round the plot's data out to whole decades (log10 y) and to 1, 2, 5
-    x 10^k on x when asked, so pyqtgraph's auto-range picks the same range frame after frame.
+    """An invisible item whose data bounds round the plot's data out to whole decades (log10 y) and the end of
+    a growing iteration axis up to a nice number (nice_ceil), so pyqtgraph's auto-range picks the same range
+    frame after frame.
 
     Axes are re-laid-out and repainted only when their range changes: a moving range cost a third of a frame.
     Zooming and panning by hand still work, and the plot's "A" button returns to this auto-range.
@@ -181,7 +185,7 @@ class SnapBounds(pg.GraphicsObject):
     def snap(self, x: tuple[float, float] | None, y: tuple[float, float] | None, *, log_y: bool,
              nice_x: bool = False, nice_y: bool = False) -> None:
         """Set from the drawn data's ranges (None: nothing drawn).  nice_x / nice_y: the end of a growing
-        iteration axis, rounded up to 1, 2, 5 x 10^k."""
+        iteration axis, rounded up by nice_ceil."""
         if x is None or y is None:
             bounds = None
         else:

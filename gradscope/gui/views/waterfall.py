@@ -94,7 +94,7 @@ class WaterfallFigure(Figure):
         self._set_colorbar_ticks(lo, hi)
         rect = _rect(iterations, values.shape[1])
         self.image.setRect(rect)
-        # the iteration axis grows with training: snap its end to 1, 2, 5 x 10^k so it moves rarely
+        # the iteration axis grows with training: snap its end to a nice number so it moves rarely
         self.snap.snap((rect.left(), rect.right()), (rect.top(), rect.bottom()), log_y=False)
         self.snap.bounds = ((rect.left(), rect.right()), (rect.top(), max(rect.bottom(), nice_ceil(rect.bottom()))))
         self.snap.informViewBoundsChanged()
