@@ -196,6 +196,25 @@ class View(QtWidgets.QWidget):
         self.redraw(self._runs, force=True)
 
 
+def run_combo(tooltip: str) -> QtWidgets.QComboBox:
+    combo = QtWidgets.QComboBox()
+    combo.setToolTip(tooltip)
+    combo.setSizeAdjustPolicy(QtWidgets.QComboBox.SizeAdjustPolicy.AdjustToContents)
+    return combo
+
+
+def set_run_choices(combo: QtWidgets.QComboBox, entries: list[tuple[str, int]], selected) -> None:
+    """Offer (label, run key) entries, selecting the run ``selected`` (or the first), without emitting."""
+    if [(combo.itemText(i), combo.itemData(i)) for i in range(combo.count())] == entries:
+        return
+    combo.blockSignals(True)
+    combo.clear()
+    for label, key in entries:
+        combo.addItem(label, key)
+    combo.setCurrentIndex(max(combo.findData(selected), 0))
+    combo.blockSignals(False)
+
+
 def layer_combo(tooltip: str) -> QtWidgets.QComboBox:
     combo = QtWidgets.QComboBox()
     combo.setToolTip(tooltip)

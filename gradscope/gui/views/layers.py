@@ -8,7 +8,8 @@ from PyQt6 import QtWidgets
 from .. import style
 from ..model import RunData
 from ..plotting import EmptyHint, HoverReadout, Legend, SnapBounds, make_plot, pen, value_label
-from .base import CurveSet, Figure, NonFiniteMarkers, View, log_series, snap_and_mark, visible_with_data
+from .base import (CurveSet, Figure, NonFiniteMarkers, View, log_series, run_combo, set_run_choices, snap_and_mark,
+                   visible_with_data)
 
 
 def layer_colors(layers: int) -> list[str]:
@@ -105,9 +106,7 @@ class LayersView(View):
 
     def __init__(self, parent=None):
         super().__init__(parent)
-        self.run_box = QtWidgets.QComboBox()
-        self.run_box.setToolTip("Which run's layers to show (default: the deepest)")
-        self.run_box.setSizeAdjustPolicy(QtWidgets.QComboBox.SizeAdjustPolicy.AdjustToContents)
+        self.run_box = run_combo("Which run's layers to show (default: the deepest)")
         self.run_box.currentIndexChanged.connect(self._run_changed)
         self.controls.addWidget(QtWidgets.QLabel("Run:"))
         self.controls.addWidget(self.run_box)
@@ -118,15 +117,8 @@ class LayersView(View):
         self.options_changed()
 
     def update_controls(self, runs: list[RunData]) -> None:
-        wanted = [(f"{r.name} ({r.layers} layer{'s' if r.layers != 1 else ''})", r.key) for r in runs if r.visible]
-        have = [(self.run_box.itemText(i), self.run_box.itemData(i)) for i in range(self.run_box.count())]
-        if wanted != have:
-            self.run_box.blockSignals(True)
-            self.run_box.clear()
-            for label, key in wanted:
-                self.run_box.addItem(label, key)
-            chosen = self.figure.chosen(runs)
-            index = self.run_box.findData(self.figure.run_key if self.figure.run_key is not None else
-                                          (chosen.key if chosen else None))
-            self.run_box.setCurrentIndex(max(index, 0))
-            self.run_box.blockSignals(False)
+        chosen = self.figure.chosen(runs)                 # by default the deepest run
+        set_run_choices(self.run_box,
+                        [(f"{r.name} ({r.layers} layer{'s' if r.layers != 1 else ''})", r.key)
+                         for r in runs if r.visible],
+                        chosen.key if chosen is not None else None)

@@ -15,7 +15,8 @@ from ..model import RunData, log10_or_nan
 from ..plotting import (EmptyHint, HoverReadout, SnapBounds, decade_label, finite_range, make_plot, nearest_index,
                         nice_ceil, thin_rows)
 from ..plotting import value_label
-from .base import Figure, View, layer_combo, resolve_layer, set_layer_choices, visible_with_data
+from .base import (Figure, View, layer_combo, resolve_layer, run_combo, set_layer_choices, set_run_choices,
+                   visible_with_data)
 
 QUANTITIES = {"grad_h_norm": "‖∂L/∂hₜ‖", "grad_c_norm": "‖∂L/∂cₜ‖", "h_norm": "‖hₜ‖", "c_norm": "‖cₜ‖"}
 MAX_ROWS = 2000                    # rows drawn at most: the trace keeps more, the screen cannot show them
@@ -160,9 +161,7 @@ class WaterfallView(View):
 
     def __init__(self, parent=None):
         super().__init__(parent)
-        self.run_box = QtWidgets.QComboBox()
-        self.run_box.setToolTip("Which run to show as a heatmap")
-        self.run_box.setSizeAdjustPolicy(QtWidgets.QComboBox.SizeAdjustPolicy.AdjustToContents)
+        self.run_box = run_combo("Which run to show as a heatmap")
         self.run_box.currentIndexChanged.connect(self._run_changed)
         self.quantity_box = QtWidgets.QComboBox()
         self.quantity_box.setToolTip("Which per-timestep norm to show")
@@ -192,14 +191,5 @@ class WaterfallView(View):
 
     def update_controls(self, runs: list[RunData]) -> None:
         set_layer_choices(self.layer_box, max([r.layers for r in runs], default=1))
-        wanted = [(r.name, r.key) for r in runs if r.visible]
-        have = [(self.run_box.itemText(i), self.run_box.itemData(i)) for i in range(self.run_box.count())]
-        if wanted != have:
-            self.run_box.blockSignals(True)
-            self.run_box.clear()
-            for name, key in wanted:
-                self.run_box.addItem(name, key)
-            index = self.run_box.findData(self.figure.run_key)
-            self.run_box.setCurrentIndex(max(index, 0))
-            self.run_box.blockSignals(False)
-            self.figure.run_key = self.run_box.currentData()
+        set_run_choices(self.run_box, [(r.name, r.key) for r in runs if r.visible], self.figure.run_key)
+        self.figure.run_key = self.run_box.currentData()
