@@ -121,6 +121,9 @@ def main(argv=None) -> int:
     app.exec()
     window.controller.shutdown(timeout_ms=None)
     QtGui.QGuiApplication.processEvents()
+    from gradscope.gui.app import exit_now_if_compiling
+
+    exit_now_if_compiling(result["code"])
     return result["code"]
 
 

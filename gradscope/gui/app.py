@@ -55,4 +55,20 @@ def main(path: str | None = None) -> int:
     main.window = window                # reachable for scripts (screenshots) and tests
     code = int(app.exec())
     window.controller.shutdown(timeout_ms=None)     # no worker thread may outlive its QThread object
+    exit_now_if_compiling(code)
     return code
+
+
+def exit_now_if_compiling(code: int) -> None:
+    """End the process at once if the kernel compiler is still at work (the window closed mid-compile).
+
+    A compile cannot be interrupted, and letting the interpreter tear itself down around a thread inside Numba
+    and LLVM risks a crash; the operating system ends it cleanly instead (Numba writes its cache files under
+    temporary names, so an interrupted compile is simply redone next time).
+    """
+    from .worker import compiler
+
+    if compiler().busy:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)

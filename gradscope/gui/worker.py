@@ -59,6 +59,7 @@ class KernelCompiler(QtCore.QObject):
         self._errors: dict[tuple, str] = {}
         self._queue: queue.Queue = queue.Queue()
         self._thread: threading.Thread | None = None
+        self.busy = False                           # compiling right now (cannot be interrupted)
 
     def request(self, spec) -> threading.Event:
         """Ask for a model's kernels (any thread); the returned event is set once they are ready (or failed)."""
@@ -80,6 +81,7 @@ class KernelCompiler(QtCore.QObject):
         lower_priority()
         while True:
             key, spec = self._queue.get()
+            self.busy = True
             try:
                 try:
                     from ..engine import cells
@@ -91,6 +93,7 @@ class KernelCompiler(QtCore.QObject):
                 self._errors[key] = traceback.format_exc()
                 self.failed.emit(key, self._errors[key])
             finally:
+                self.busy = False
                 self._done[key].set()
 
 

@@ -459,3 +459,34 @@ def test_unticking_runs_repeatedly_keeps_the_rows_and_the_selection(window, qtbo
     assert window.run_list._items == items                                  # the same row objects
     assert window.run_list.current_key() == window.controller.states[1].key
     assert all(s.data.visible for s in window.controller.states)
+
+
+def test_closing_the_app_mid_compile_exits_at_once_and_cleanly(tmp_path):
+    """A cold compile cannot be interrupted: app.main ends the process instead of waiting for it (subprocess)."""
+    pytest.importorskip("gradscope.engine.cells")
+    import os
+    import subprocess
+    import sys
+
+    code = ("import sys, time\n"
+            "from PyQt6 import QtCore\n"
+            "from gradscope.gui import app, worker\n"
+            "a = app.make_app()\n"
+            "def close():\n"
+            "    w = app.main.window\n"
+            "    print('compiling', worker.compiler().busy, flush=True)\n"
+            "    w.close(); a.quit()\n"
+            "def poll():\n"
+            "    if worker.compiler().busy: close()\n"
+            "    else: QtCore.QTimer.singleShot(5, poll)\n"
+            "QtCore.QTimer.singleShot(0, poll)\n"
+            f"start = time.monotonic(); code = app.main({str(MODELS_DIR / 'relu_tanh_lstm.toml')!r})\n"
+            "print('returned', code, flush=True)\n")
+    env = dict(os.environ, NUMBA_CACHE_DIR=str(tmp_path / "cold-cache"), QT_QPA_PLATFORM="offscreen")
+    start = time.monotonic()
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300,
+                         cwd=Path(__file__).resolve().parents[2])
+    elapsed = time.monotonic() - start
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert "compiling True" in out.stdout and "returned" not in out.stdout    # ended by os._exit mid-compile
+    assert elapsed < 60, f"closing mid-compile took {elapsed:.0f} s"
