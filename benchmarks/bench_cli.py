@@ -10,8 +10,9 @@ The case (issue "engine speed"): an instrumented LSTM training experiment at (B,
 
     gradscope               python -m gradscope run benchmarks/cli_lstm.toml --out DIR --no-plots
     gradscope + figures     the same with the PNG and SVG figures
-    gradscope, no spectrum  the same file with train.spectral_every = 0: no eigensolves, so the same metrics
-                            as the PyTorch script computes (the default run computes more than it does)
+    gradscope + spectra     the same file with train.spectral_every = 1 (GradScope's default): also the
+                            spectral radius and largest singular value of W_hh's four gate blocks, every
+                            iteration (four 128 x 128 eigensolves), which the PyTorch script does not compute
     torch                   python benchmarks/torch_equivalent.py --out FILE.npz --threads N
 
 Every process gets N threads (OMP_NUM_THREADS, OPENBLAS_NUM_THREADS, MKL_NUM_THREADS, NUMBA_NUM_THREADS; the
@@ -87,12 +88,14 @@ def check_gradscope_export(out: Path) -> Path:
 
 
 def iteration_zero_agreement(run_dir: Path, torch_npz: Path) -> dict:
-    """Largest relative difference at iteration 0, per metric, between GradScope's trace and PyTorch's."""
+    """Largest difference at iteration 0 between GradScope's trace and PyTorch's, per metric, relative to the
+    metric's largest value over the T steps (gradient norms vanish to ~1e-20 at early steps, and a gate mean can
+    cross 0, so a step-by-step ratio would measure float32 rounding of tiny numbers)."""
     out = {}
     with np.load(run_dir / "trace.npz") as ours, np.load(torch_npz) as theirs:
         for name in SHARED_METRICS:
             a, b = ours[name][0, 0], theirs[name][0]                 # (T,) layer 0 / (T,)
-            out[name] = float(np.max(np.abs(a - b) / np.maximum(np.abs(b), 1e-30)))
+            out[name] = float(np.max(np.abs(a - b)) / np.max(np.abs(b)))
         out["loss"] = float(abs(ours["loss"][0] - theirs["loss"][0]) / abs(theirs["loss"][0]))
         out["grad_norm"] = float(abs(ours["grad_norm"][0] - theirs["grad_norm"][0]) / theirs["grad_norm"][0])
     return out
@@ -116,9 +119,8 @@ def summarise(samples: list[tuple[float, float]]) -> dict:
 
 def bench_threads(threads: int, repeats: int, work: Path) -> dict:
     env = thread_env(threads)
-    no_spectrum = work / "cli_lstm_no_spectrum.toml"
-    no_spectrum.write_text(EXPERIMENT.read_text().replace("record_every = 1\n",
-                                                          "record_every = 1\nspectral_every = 0\n"))
+    spectra = work / "cli_lstm_spectra.toml"
+    spectra.write_text(EXPERIMENT.read_text().replace("spectral_every = 0\n", "spectral_every = 1\n"))
     # Untimed: warm the Numba cache and the file cache; check both do the same job.
     warm = work / f"warm-{threads}"
     shutil.rmtree(warm, ignore_errors=True)
@@ -131,7 +133,7 @@ def bench_threads(threads: int, repeats: int, work: Path) -> dict:
     commands = {
         "gradscope": lambda out: gradscope_command(EXPERIMENT, out, figures=False),
         "gradscope + figures": lambda out: gradscope_command(EXPERIMENT, out, figures=True),
-        "gradscope, no spectrum": lambda out: gradscope_command(no_spectrum, out, figures=False),
+        "gradscope + spectra": lambda out: gradscope_command(spectra, out, figures=False),
         "torch": lambda out: torch_command(out.with_suffix(".npz"), threads),
     }
     samples: dict[str, list] = {name: [] for name in commands}
@@ -148,7 +150,7 @@ def bench_threads(threads: int, repeats: int, work: Path) -> dict:
                   f"{sample[1]:.2f} s CPU", file=sys.stderr)
     result = {name: summarise(s) for name, s in samples.items()}
     torch_ = result["torch"]
-    for name in ("gradscope", "gradscope + figures", "gradscope, no spectrum"):
+    for name in ("gradscope", "gradscope + figures", "gradscope + spectra"):
         result[name]["torch_over_this_median"] = torch_["median"] / result[name]["median"]
         result[name]["torch_over_this_best"] = torch_["best"] / result[name]["best"]
     return {"threads": threads, "repeats": repeats, "iteration0_relative_difference": agreement,
@@ -213,13 +215,16 @@ def markdown(report: dict) -> str:
             lines.append(f"| {name} | {t['best']:.2f} | {t['median']:.2f} | {t['cpu_median']:.2f} | "
                          f"{ratio[0]} | {ratio[1]} |")
         worst = max(entry["iteration0_relative_difference"].values())
-        lines += ["", f"Iteration 0 from the same parameters and batch: GradScope and PyTorch agree to a relative "
-                      f"{worst:.1e} or better on {', '.join(entry['iteration0_relative_difference'])}.", "",
+        lines += ["", f"Iteration 0 from the same parameters and batch: GradScope and PyTorch agree to {worst:.1e} "
+                      f"(largest difference over the steps / largest value) or better on "
+                      f"{', '.join(entry['iteration0_relative_difference'])}.", "",
                   "BLAS: " + "; ".join(f"{b.get('internal_api')} {b.get('version')} ({b.get('architecture')}, "
                                        f"{b.get('num_threads')} threads, {Path(str(b.get('filepath'))).name})"
                                        for b in entry["blas"] if b.get("user_api") == "blas"), ""]
     if report.get("lapack"):
         lines += ["## The trainer's small LAPACK calls (spectral_stats), one against two BLAS threads", "",
+                  "busy = the number of spinning processes added for the measurement, on top of whatever else the "
+                  "machine was running (see the load averages above).", "",
                   "| case | median (ms) | max (ms) |", "|---|---:|---:|"]
         for case, t in report["lapack"].items():
             lines.append(f"| {case} | {t['median_ms']:.1f} | {t['max_ms']:.1f} |")

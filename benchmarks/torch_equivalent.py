@@ -64,8 +64,11 @@ def main() -> None:
             cell.bias_ih.zero_()
             readout.weight.normal_(0, (1 / d) ** 0.5, generator=generator)
             readout.bias.zero_()
-        cell.bias_hh.zero_()                            # GradScope has one b_h: PyTorch's two biases sum to it
-    parameters = list(cell.parameters()) + list(readout.parameters())
+        cell.bias_hh.zero_()
+    # GradScope has one bias b_h (PyTorch's two sum to it): bias_hh stays 0, or its gradient (equal to
+    # bias_ih's) would count twice in the gradient's norm and the update.
+    cell.bias_hh.requires_grad_(False)
+    parameters = [cell.weight_ih, cell.weight_hh, cell.bias_ih, readout.weight, readout.bias]
     optimizer = torch.optim.SGD(parameters, lr=LR)
 
     names = ("h_norm", "c_norm", "grad_h_norm", "grad_c_norm", "gate_i_mean", "gate_f_mean", "gate_g_mean",
@@ -99,8 +102,10 @@ def main() -> None:
             values = {"h_norm": H.norm(dim=2).mean(dim=1), "c_norm": C.norm(dim=2).mean(dim=1),
                       "grad_h_norm": torch.stack([v.grad for v in hs]).norm(dim=2).mean(dim=1),
                       "grad_c_norm": torch.stack([v.grad for v in cs]).norm(dim=2).mean(dim=1),
-                      "gate_i_mean": torch.sigmoid(i).mean(dim=(1, 2)), "gate_f_mean": torch.sigmoid(f).mean(dim=(1, 2)),
-                      "gate_g_mean": torch.tanh(g).mean(dim=(1, 2)), "gate_o_mean": torch.sigmoid(o).mean(dim=(1, 2))}
+                      "gate_i_mean": torch.sigmoid(i).mean(dim=(1, 2)),
+                      "gate_f_mean": torch.sigmoid(f).mean(dim=(1, 2)),
+                      "gate_g_mean": torch.tanh(g).mean(dim=(1, 2)),
+                      "gate_o_mean": torch.sigmoid(o).mean(dim=(1, 2))}
             grad_norm = torch.linalg.vector_norm(torch.stack([p.grad.norm() for p in parameters]))
         for name, value in values.items():
             records[name].append(value.numpy())
