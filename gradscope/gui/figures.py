@@ -3,14 +3,20 @@
     export_figures(experiment, results, plots_dir)   # what gradscope.io.export_experiment calls
     render_figures(runs, plots_dir)                   # the same from RunData (the app's Export figures)
 
-Every view becomes NAME.png and NAME.svg (the waterfall once per run), plus composite.png / composite.svg
-with all views on one page.  Files are written under a temporary name and renamed, so a crash never leaves
-a truncated figure under its final name.
+Every view that has something to show becomes NAME.png and NAME.svg: through_time and training always (for
+runs with data), waterfall_<run> once per run, saturation when a run has a saturation metric (not for linear
+RNNs), layers when a run has more than one layer.  composite.png / composite.svg put those pages side by side,
+two to a row under the experiment's name: the same renders, not drawn again.  Files are written under a
+temporary name and renamed, so a crash never leaves a truncated figure under its final name.
+
+Each figure is drawn once: its pixels go to a worker thread for PNG encoding (zlib releases the GIL) while the
+next figure is drawn, and its SVG comes from svg.py.
 """
 from __future__ import annotations
 
 import os
 import re
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from . import style
@@ -18,7 +24,10 @@ from .model import RunData
 
 FORMATS = ("png", "svg")
 VIEW_SIZE = (1400, 800)
-COMPOSITE_SIZE = (2000, 2100)
+COMPOSITE_COLUMNS = 2
+COMPOSITE_TITLE_HEIGHT = 60          # px above the pages, for the experiment's name
+SATURATION_METRICS = ("relu_dead", "tanh_sat", "sigmoid_sat", "gate_i_sat", "gate_f_sat", "gate_g_sat",
+                      "gate_o_sat")
 
 
 def ensure_app():
@@ -48,8 +57,8 @@ def run_data_from_results(results) -> list[RunData]:
 
     runs = []
     for index, result in enumerate(results):
-        baseline = None
-        if result.run is not None:
+        baseline = getattr(result, "baseline_loss", None)
+        if baseline is None and result.run is not None:
             try:
                 baseline = make_task(result.run.task, result.run.dtype).baseline_loss
             except (ValueError, OSError):
@@ -66,94 +75,157 @@ def export_figures(experiment, results, plots_dir) -> list[Path]:
     return render_figures(run_data_from_results(results), plots_dir, title=title)
 
 
-def render_figures(runs: list[RunData], plots_dir, title: str = "", formats=FORMATS) -> list[Path]:
-    """Each view (the waterfall once per run with data) and a composite figure, as files in plots_dir."""
+def shows_something(figure_name: str, runs: list[RunData]) -> bool:
+    """Whether a view has anything to draw for these runs (an export leaves the others out)."""
+    with_data = [r for r in runs if r.visible and r.has_data()]
+    if figure_name == "saturation":
+        return any(name in r.trace for r in with_data for name in SATURATION_METRICS)
+    if figure_name == "layers":
+        return any(r.layers > 1 for r in with_data)
+    return bool(with_data)
+
+
+def figure_pages(runs: list[RunData], size=VIEW_SIZE):
+    """(stem, widget, figure) for each figure to export, drawn and laid out at ``size``.
+
+    A generator: each page is ready when it is yielded (and the waterfall's one figure is redrawn for the next
+    run after that), so a caller renders it before asking for the next.
+    """
     import pyqtgraph as pg
 
+    from .rendering import settle
     from .views import FIGURES, WaterfallFigure
 
+    stems: set[str] = set()
+    for figure_class in FIGURES:
+        if not shows_something(figure_class.name, runs):
+            continue
+        widget = pg.GraphicsLayoutWidget()
+        widget.setBackground(style.BACKGROUND)
+        widget.resize(*size)
+        figure = figure_class(widget.ci, interactive=False)
+        if figure_class is WaterfallFigure:
+            for run in runs:
+                if run.visible and run.has_data():
+                    figure.run_key = run.key
+                    figure.refresh(runs)
+                    settle(widget)
+                    yield unique(f"waterfall_{slug(run.name)}", stems), widget, figure
+            continue
+        figure.refresh(runs)
+        settle(widget)
+        yield unique(figure_class.name, stems), widget, figure
+
+
+def render_figures(runs: list[RunData], plots_dir, title: str = "", formats=FORMATS) -> list[Path]:
+    """Each view with something to show (the waterfall once per run) and the composite, as files in plots_dir."""
+    from . import svg
+    from .rendering import encode_png, render_page, write_atomically
+
+    for fmt in formats:
+        if fmt not in FORMATS:
+            raise ValueError(f"unknown figure format {fmt!r}; expected png or svg")
     plots_dir = Path(plots_dir)
     plots_dir.mkdir(parents=True, exist_ok=True)
     written: list[Path] = []
-    stems: set[str] = set()
-    for figure_class in FIGURES:
-        if figure_class is WaterfallFigure:
-            for run in runs:
-                if run.has_data():
-                    widget, figure = _figure_widget(figure_class, runs, VIEW_SIZE)
-                    figure.run_key = run.key
-                    figure.refresh(runs)
-                    stem = unique(f"waterfall_{slug(run.name)}", stems)
-                    written += _export(widget, plots_dir / stem, formats)
-            continue
-        widget, _ = _figure_widget(figure_class, runs, VIEW_SIZE)
-        written += _export(widget, plots_dir / figure_class.name, formats)
+    pages = []
+    with ThreadPoolExecutor(max_workers=2, thread_name_prefix="gradscope-png") as pool:
+        pending = []
 
-    widget = pg.GraphicsLayoutWidget()
-    widget.setBackground(style.BACKGROUND)
-    widget.resize(*COMPOSITE_SIZE)
-    if title:
-        widget.ci.addLabel(f"GradScope: {title}", row=0, col=0, colspan=2, size="16pt")
-    cells = {"through_time": (1, 0), "waterfall": (1, 1), "training": (2, 0, 1, 2), "saturation": (3, 0),
-             "layers": (3, 1)}
-    for figure_class in FIGURES:
-        row, col, *span = cells[figure_class.name]
-        rowspan, colspan = span or (1, 1)
-        figure = figure_class(widget.ci.addLayout(row=row, col=col, rowspan=rowspan, colspan=colspan))
-        figure.refresh(runs)
-    for row in (1, 2, 3):
-        widget.ci.layout.setRowStretchFactor(row, 1)
-    written += _export(widget, plots_dir / "composite", formats)
+        def write_png(path, rgb):
+            return write_atomically(path, encode_png(rgb))
+
+        for n, (stem, widget, _figure) in enumerate(figure_pages(runs)):
+            page = render_page(widget, formats, id_prefix=f"p{n}c")
+            pages.append((stem, page))
+            if "png" in formats:
+                pending.append(pool.submit(write_png, plots_dir / f"{stem}.png", page.rgb))
+            if "svg" in formats:
+                data = svg.document(page.width, page.height, style.BACKGROUND, page.svg_defs, page.svg_body,
+                                    title=f"GradScope: {stem}")
+                written.append(write_atomically(plots_dir / f"{stem}.svg", data))
+        if pages:
+            composite = _composite(pages, title, formats)
+            if "png" in formats:
+                pending.append(pool.submit(write_png, plots_dir / "composite.png", composite.rgb))
+            if "svg" in formats:
+                written.append(write_atomically(plots_dir / "composite.svg", composite.svg))
+        written += [future.result() for future in pending]          # re-raises an encoding or disk error
     return written
 
 
-def _figure_widget(figure_class, runs: list[RunData], size):
-    import pyqtgraph as pg
-
-    widget = pg.GraphicsLayoutWidget()
-    widget.setBackground(style.BACKGROUND)
-    widget.resize(*size)
-    figure = figure_class(widget.ci)
-    figure.refresh(runs)
-    return widget, figure
-
-
-def _export(widget, stem: Path, formats) -> list[Path]:
-    """Write the widget's scene as stem.png / stem.svg, each under a temporary name first."""
-    from pyqtgraph.exporters import ImageExporter, SVGExporter
-    from PyQt6 import QtWidgets
-
-    _settle(widget)
-    written = []
-    for fmt in formats:
-        final = stem.with_name(f"{stem.name}.{fmt}")          # not with_suffix: run names may hold dots
-        temporary = stem.with_name(f".{stem.name}.partial.{fmt}")
-        if fmt == "png":
-            exporter = ImageExporter(widget.ci)
-            exporter.parameters()["width"] = widget.width()
-            exporter.export(str(temporary))
-        elif fmt == "svg":
-            SVGExporter(widget.ci).export(str(temporary))
-        else:
-            raise ValueError(f"unknown figure format {fmt!r}; expected png or svg")
-        if not temporary.exists() or temporary.stat().st_size == 0:
-            raise OSError(f"writing {final} failed: the exporter produced no file")
-        with open(temporary, "rb+") as handle:
-            os.fsync(handle.fileno())
-        os.replace(temporary, final)
-        written.append(final)
-    QtWidgets.QApplication.processEvents()
-    return written
+def composite_order(stems: list[str]) -> list[str]:
+    """The pages of the composite: every view, with the first run's waterfall beside the through-time view;
+    further waterfalls only to fill the last row."""
+    waterfalls = [s for s in stems if s.startswith("waterfall_")]
+    views = [s for s in stems if not s.startswith("waterfall_")]
+    order = views[:1] + waterfalls[:1] + views[1:]
+    spare = waterfalls[1:]
+    while len(order) % COMPOSITE_COLUMNS and spare:
+        order.append(spare.pop(0))
+    return order
 
 
-def _settle(widget) -> None:
-    """Lay the widget out at its size without showing it, so axes and legends have their final geometry."""
-    from PyQt6 import QtWidgets
+class _Composite:
+    def __init__(self, rgb, svg_bytes):
+        self.rgb, self.svg = rgb, svg_bytes
 
-    widget.ci.layout.activate()
-    widget.ci.setGeometry(0, 0, widget.width(), widget.height())
-    QtWidgets.QApplication.processEvents()
-    widget.ci.layout.activate()
+
+def _composite(pages, title: str, formats) -> _Composite:
+    """The pages side by side, COMPOSITE_COLUMNS to a row, under a title: pixels and SVG from the renders."""
+    import numpy as np
+
+    from . import svg
+
+    by_stem = dict(pages)
+    chosen = [by_stem[s] for s in composite_order([stem for stem, _ in pages])]
+    cell_w = max(p.width for p in chosen)
+    cell_h = max(p.height for p in chosen)
+    rows = -(-len(chosen) // COMPOSITE_COLUMNS)
+    columns = min(COMPOSITE_COLUMNS, len(chosen))
+    top = COMPOSITE_TITLE_HEIGHT if title else 0
+    width, height = columns * cell_w, top + rows * cell_h
+    heading = f"GradScope: {title}" if title else ""
+    rgb = None
+    if "png" in formats:
+        rgb = np.full((height, width, 3), 255, dtype=np.uint8)                  # (H, W, 3) white
+        for i, page in enumerate(chosen):
+            y, x = top + (i // COMPOSITE_COLUMNS) * cell_h, (i % COMPOSITE_COLUMNS) * cell_w
+            rgb[y:y + page.height, x:x + page.width] = page.rgb
+        if heading:
+            rgb[:top] = _title_pixels(heading, width, top)
+    svg_bytes = None
+    if "svg" in formats:
+        defs, body = [], []
+        if heading:
+            body.append(svg.text_element(heading, width / 2, top * 0.62, 22, style.FOREGROUND))
+        for i, page in enumerate(chosen):
+            y, x = top + (i // COMPOSITE_COLUMNS) * cell_h, (i % COMPOSITE_COLUMNS) * cell_w
+            defs += page.svg_defs
+            body.append(svg.translated(page.svg_body, x, y))
+        svg_bytes = svg.document(width, height, style.BACKGROUND, defs, body, title=heading or "GradScope")
+    return _Composite(rgb, svg_bytes)
+
+
+def _title_pixels(text: str, width: int, height: int):
+    """(height, width, 3) pixels of a centred title line."""
+    from PyQt6 import QtCore, QtGui
+
+    from .rendering import image_rgb
+
+    image = QtGui.QImage(width, height, QtGui.QImage.Format.Format_RGB32)
+    image.fill(QtGui.QColor(style.BACKGROUND))
+    painter = QtGui.QPainter(image)
+    try:
+        painter.setRenderHint(QtGui.QPainter.RenderHint.TextAntialiasing, True)
+        font = QtGui.QFont(QtGui.QGuiApplication.font())
+        font.setPixelSize(22)
+        painter.setFont(font)
+        painter.setPen(QtGui.QColor(style.FOREGROUND))
+        painter.drawText(QtCore.QRectF(0, 0, width, height), QtCore.Qt.AlignmentFlag.AlignCenter, text)
+    finally:
+        painter.end()
+    return image_rgb(image)
 
 
 def unique(stem: str, taken: set[str]) -> str:

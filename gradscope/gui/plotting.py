@@ -93,16 +93,56 @@ def pen(color: str, width: float = style.CURVE_WIDTH, line: str = "solid", alpha
     return p
 
 
+class IterationAxis(pg.AxisItem):
+    """An axis of training iterations (or other counts): ticks at whole numbers only, never an SI prefix.
+
+    pyqtgraph's default axis put "(x0.001)" on a one-row waterfall and ticks at 0.2, 0.4 ... on a training plot
+    of a single iteration; an iteration is a whole number.
+    """
+
+    def __init__(self, orientation: str, **kwargs):
+        super().__init__(orientation, **kwargs)
+        self.enableAutoSIPrefix(False)
+
+    def tickValues(self, minVal, maxVal, size):  # pyqtgraph override
+        levels = []
+        for spacing, values in super().tickValues(minVal, maxVal, size):
+            if spacing < 1:
+                continue
+            whole = [v for v in values if abs(v - round(v)) < 1e-9]
+            if whole:
+                levels.append((spacing, whole))
+        lo, hi = sorted((minVal, maxVal))
+        if not levels and math.isfinite(lo) and math.isfinite(hi) and math.ceil(lo) <= math.floor(hi):
+            levels = [(1.0, [float(k) for k in range(math.ceil(lo), math.floor(hi) + 1)][:50])]
+        return levels
+
+    def tickStrings(self, values, scale, spacing):  # pyqtgraph override
+        return [f"{int(round(v))}" for v in values]
+
+
 def make_plot(layout: pg.GraphicsLayout, row: int, col: int, *, title: str, x_label: str, y_label: str,
-              log_y: bool = False, rowspan: int = 1, colspan: int = 1) -> pg.PlotItem:
-    """A PlotItem placed in ``layout`` with the project's look; log_y gives a Log10Axis on the left."""
-    axes = {"left": Log10Axis("left")} if log_y else {}
-    plot = layout.addPlot(row=row, col=col, rowspan=rowspan, colspan=colspan, axisItems=axes)
+              log_y: bool = False, iterations_x: bool = False, iterations_y: bool = False, rowspan: int = 1,
+              colspan: int = 1, menu: bool = True) -> pg.PlotItem:
+    """A PlotItem placed in ``layout`` with the project's look; log_y gives a Log10Axis on the left,
+    iterations_x / iterations_y an IterationAxis (whole numbers) at the bottom / on the left; menu: pyqtgraph's
+    context menus (not needed in exported figures)."""
+    axes = {}
+    if log_y:
+        axes["left"] = Log10Axis("left")
+    elif iterations_y:
+        axes["left"] = IterationAxis("left")
+    if iterations_x:
+        axes["bottom"] = IterationAxis("bottom")
+    plot = layout.addPlot(row=row, col=col, rowspan=rowspan, colspan=colspan, axisItems=axes, enableMenu=menu)
     plot.setTitle(title, size="11pt")
     plot.setLabel("bottom", x_label)
     plot.setLabel("left", y_label)
     plot.showGrid(x=True, y=True, alpha=style.GRID_ALPHA)
     plot.getAxis("left").setWidth(62)
+    for name in ("left", "bottom"):
+        # "(x0.001)" beside a timestep or a fraction of units reads as a unit; the numbers are plain
+        plot.getAxis(name).enableAutoSIPrefix(False)
     # minor grid lines of linear axes are clutter, and they were a third of a frame's paint time
     plot.getAxis("bottom").setStyle(maxTickLevel=0)
     if not log_y:
@@ -190,7 +230,12 @@ class SnapBounds(pg.GraphicsObject):
             bounds = None
         else:
             x0, x1 = x
-            if nice_x:
+            if x1 - x0 < 1:
+                # a single iteration or timestep: a unit-wide range centred on it, so its marker is not
+                # squeezed against an edge and the whole-number axis labels it
+                mid = 0.5 * (x0 + x1)
+                x0, x1 = mid - 0.5, mid + 0.5
+            elif nice_x:
                 x1 = max(x1, nice_ceil(x1))
             y0, y1 = y
             if log_y:

@@ -330,8 +330,11 @@ def test_saturation_draws_gates_for_lstm_and_fractions_for_rnns(view):
     assert dead == pytest.approx(np.arange(12) / 12)
     assert fig.sat_curves.data((2, "tanh_sat")) is not None
     assert not fig.gate_hint.visible
-    v.redraw(runs[1:])
-    assert fig.gate_hint.visible and not fig.gate_curves.items
+    assert fig.gate_plot.isVisible()
+    v.redraw(runs[1:])                          # RNNs only: the gate plot is left out, not shown empty
+    assert not fig.gate_plot.isVisible() and not fig.gate_curves.items
+    v.redraw([])                                # before any data: both plots, each with its hint
+    assert fig.gate_plot.isVisible() and fig.gate_hint.visible and fig.sat_hint.visible
 
 
 # ----------------------------------------------------------------------------------------- layers

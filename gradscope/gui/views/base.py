@@ -19,11 +19,19 @@ from ..plotting import SnapBounds, data_ranges, pen
 
 
 class CurveSet:
-    """One curve per key in a plot: created on first use, updated in place, removed when its key goes."""
+    """One curve per key in a plot: created on first use, updated in place, removed when its key goes.
+
+    A line needs two neighbouring finite points: a single recorded iteration, or a finite value between NaNs,
+    would draw nothing.  Such points get a dot (and every point does when ``markers`` is asked for, e.g. a
+    training curve of a few iterations, so one sees which iterations were recorded).
+    """
+
+    MARKER_SIZE = 7
 
     def __init__(self, plot: pg.PlotItem):
         self.plot = plot
         self.items: dict = {}
+        self.dots: dict = {}                      # key -> ScatterPlotItem of the points drawn as dots
         self.antialias = True
 
     def set_antialias(self, on: bool) -> None:
@@ -36,8 +44,9 @@ class CurveSet:
             item.curve.opts["antialias"] = on
             item.curve.update()
 
-    def set(self, key, x: np.ndarray, y: np.ndarray, qpen) -> pg.PlotDataItem:
-        """Draw y against x (non-finite y are gaps: connect="finite")."""
+    def set(self, key, x: np.ndarray, y: np.ndarray, qpen, markers: bool = False) -> pg.PlotDataItem:
+        """Draw y against x (non-finite y are gaps: connect="finite"); dots on isolated points, or on every
+        point with ``markers``."""
         item = self.items.get(key)
         if item is None:
             item = pg.PlotDataItem(connect="finite", antialias=self.antialias)
@@ -48,13 +57,35 @@ class CurveSet:
         item.setPen(qpen)
         item.setData(x, y)
         item.setVisible(True)
+        self._set_dots(key, x, y, qpen, markers)
         return item
+
+    def _set_dots(self, key, x, y, qpen, markers: bool) -> None:
+        finite = np.isfinite(y)                                                    # (n,)
+        if markers:
+            show = finite
+        else:
+            before = np.r_[False, finite[:-1]]
+            after = np.r_[finite[1:], False]
+            show = finite & ~before & ~after                                       # no finite neighbour
+        dots = self.dots.get(key)
+        if not show.any():
+            if dots is not None:
+                self.plot.removeItem(self.dots.pop(key))
+            return
+        if dots is None:
+            dots = self.dots[key] = pg.ScatterPlotItem(symbol="o", size=self.MARKER_SIZE, pxMode=True)
+            self.plot.addItem(dots)
+        dots.setData(x=np.asarray(x, dtype=np.float64)[show], y=np.asarray(y, dtype=np.float64)[show],
+                     pen=pg.mkPen(qpen.color(), width=1), brush=pg.mkBrush(qpen.color()))
 
     def retain(self, keys) -> None:
         """Remove every curve whose key is not in ``keys``."""
         keys = set(keys)
         for key in [k for k in self.items if k not in keys]:
             self.plot.removeItem(self.items.pop(key))
+            if key in self.dots:
+                self.plot.removeItem(self.dots.pop(key))
 
     def data(self, key) -> tuple[np.ndarray, np.ndarray] | None:
         """The (x, y) drawn for ``key`` (tests and hover readouts read what is on screen)."""
@@ -62,6 +93,13 @@ class CurveSet:
         if item is None or not item.isVisible():
             return None
         return item.xData, item.yData
+
+    def dot_positions(self, key) -> np.ndarray:
+        """(n, 2) positions of the dots drawn for ``key`` (empty when none)."""
+        dots = self.dots.get(key)
+        if dots is None:
+            return np.zeros((0, 2))
+        return np.c_[dots.data["x"], dots.data["y"]]
 
 
 class NonFiniteMarkers:
@@ -115,8 +153,11 @@ class Figure:
     name = "figure"          # file stem in exports
     title = "Figure"
 
-    def __init__(self, layout: pg.GraphicsLayout):
+    def __init__(self, layout: pg.GraphicsLayout, interactive: bool = True):
+        """interactive: the plots get pyqtgraph's context menus (in the app; exported figures need none, and
+        the menus were a fifth of a figure's construction time)."""
         self.layout = layout
+        self.interactive = interactive
         self.plots: list[pg.PlotItem] = []
         self.readouts = []
 

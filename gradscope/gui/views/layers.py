@@ -24,12 +24,12 @@ class LayersFigure(Figure):
     name = "layers"
     title = "Layers"
 
-    def __init__(self, layout: pg.GraphicsLayout):
-        super().__init__(layout)
-        self.grad_plot = make_plot(layout, 0, 0, title="Gradient per layer", x_label="timestep t",
+    def __init__(self, layout: pg.GraphicsLayout, interactive: bool = True):
+        super().__init__(layout, interactive)
+        self.grad_plot = make_plot(layout, 0, 0, menu=interactive, title="Gradient per layer", x_label="timestep t",
                                    y_label="‖∂L/∂hₜ‖ (batch mean)", log_y=True)
-        self.state_plot = make_plot(layout, 0, 1, title="Hidden state per layer", x_label="timestep t",
-                                    y_label="‖hₜ‖ (batch mean)", log_y=True)
+        self.state_plot = make_plot(layout, 0, 1, menu=interactive, title="Hidden state per layer",
+                                    x_label="timestep t", y_label="‖hₜ‖ (batch mean)", log_y=True)
         self.state_plot.setXLink(self.grad_plot)
         self.plots = [self.grad_plot, self.state_plot]
         self.legend = Legend(layout, 0, 2)

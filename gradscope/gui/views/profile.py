@@ -38,11 +38,11 @@ class ProfileFigure(Figure):
     name = "through_time"
     title = "Through time"
 
-    def __init__(self, layout: pg.GraphicsLayout):
-        super().__init__(layout)
-        self.grad_plot = make_plot(layout, 0, 0, title="Gradient through time: ‖∂L/∂hₜ‖",
+    def __init__(self, layout: pg.GraphicsLayout, interactive: bool = True):
+        super().__init__(layout, interactive)
+        self.grad_plot = make_plot(layout, 0, 0, menu=interactive, title="Gradient through time: ‖∂L/∂hₜ‖",
                                    x_label="timestep t", y_label="‖∂L/∂hₜ‖ (batch mean)", log_y=True)
-        self.state_plot = make_plot(layout, 1, 0, title="Hidden state: ‖hₜ‖",
+        self.state_plot = make_plot(layout, 1, 0, menu=interactive, title="Hidden state: ‖hₜ‖",
                                     x_label="timestep t", y_label="‖hₜ‖ (batch mean)", log_y=True)
         self.state_plot.setXLink(self.grad_plot)
         layout.layout.setRowStretchFactor(0, 3)

@@ -8,7 +8,7 @@ from PyQt6 import QtWidgets
 
 from .. import style
 from ..model import RunData
-from ..plotting import STYLE_GREY, EmptyHint, HoverReadout, Legend, make_plot, pen, value_label
+from ..plotting import STYLE_GREY, EmptyHint, HoverReadout, Legend, SnapBounds, make_plot, pen, value_label
 from .base import CurveSet, Figure, View, layer_combo, resolve_layer, set_layer_choices, visible_with_data
 
 GATES = "ifgo"
@@ -21,13 +21,15 @@ class SaturationFigure(Figure):
     name = "saturation"
     title = "Saturation"
 
-    def __init__(self, layout: pg.GraphicsLayout):
-        super().__init__(layout)
-        self.gate_plot = make_plot(layout, 0, 0, title="LSTM gate means", x_label="timestep t",
+    def __init__(self, layout: pg.GraphicsLayout, interactive: bool = True):
+        super().__init__(layout, interactive)
+        self.gate_plot = make_plot(layout, 0, 0, menu=interactive, title="LSTM gate means", x_label="timestep t",
                                    y_label="mean activation")
-        self.sat_plot = make_plot(layout, 0, 1, title="Saturated or dead units", x_label="timestep t",
+        self.sat_plot = make_plot(layout, 0, 1, menu=interactive, title="Saturated or dead units", x_label="timestep t",
                                   y_label="fraction of units")
-        self.sat_plot.setXLink(self.gate_plot)
+        # the fractions are the plot every run has; the gate means (LSTMs only) follow its time axis, and are
+        # left out when no LSTM is shown (a hidden plot gives its room to the other)
+        self.gate_plot.setXLink(self.sat_plot)
         self.gate_plot.setYRange(-1.05, 1.05)
         self.sat_plot.setYRange(-0.02, 1.02)
         for plot in (self.gate_plot, self.sat_plot):
@@ -36,6 +38,7 @@ class SaturationFigure(Figure):
         self.legend = Legend(layout, 0, 2)
         self.gate_curves = CurveSet(self.gate_plot)
         self.sat_curves = CurveSet(self.sat_plot)
+        self.sat_snap = SnapBounds(self.sat_plot)          # x: every shown run's timesteps
         self.gate_hint = EmptyHint(self.gate_plot, "Gate means: LSTM runs only")
         self.sat_hint = EmptyHint(self.sat_plot, "Press Run (Space) to start")
         self.layer = -1
@@ -83,6 +86,11 @@ class SaturationFigure(Figure):
         if any_lstm:
             entries += [(GATE_NAMES[g], STYLE_GREY, style.GATE_STYLES[g]) for g in GATES]
         self.legend.set(entries)
+        # the time axis spans every shown run's steps, whether or not it has a saturation metric
+        T = max([int(run.trace.array("h_norm").shape[-1]) for run in shown if "h_norm" in run.trace], default=0)
+        self.sat_snap.snap((0.0, float(T - 1)) if T else None, (0.0, 1.0) if T else None, log_y=False)
+        # without an LSTM the gate plot has nothing to show: left out (shown, with its hint, before any data)
+        self.gate_plot.setVisible(any_lstm or not shown)
         self.gate_hint.show(not any_lstm)
         self.sat_hint.show(not sat_keys)
         if shown and not sat_keys:

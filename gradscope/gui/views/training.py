@@ -10,20 +10,22 @@ from ..model import RunData, log10_or_nan, nonfinite_mask
 from ..plotting import (STYLE_GREY, EmptyHint, HoverReadout, Legend, SnapBounds, make_plot, nearest_index, pen,
                         thin_rows, value_label)
 
-MAX_POINTS = 4000                  # points per curve at most: the trace may keep more, a plot cannot show them
 from .base import CurveSet, Figure, NonFiniteMarkers, View, snap_and_mark, visible_with_data
+
+MAX_POINTS = 4000                  # points per curve at most: the trace may keep more, a plot cannot show them
+MARKER_POINTS = 30                 # curves of at most this many recorded iterations get a dot on each
 
 
 class TrainingFigure(Figure):
     name = "training"
     title = "Training"
 
-    def __init__(self, layout: pg.GraphicsLayout):
-        super().__init__(layout)
-        self.loss_plot = make_plot(layout, 0, 0, title="Loss", x_label="iteration", y_label="loss L",
-                                   log_y=True)
-        self.norm_plot = make_plot(layout, 0, 1, title="Global gradient norm (before clipping)",
-                                   x_label="iteration", y_label="‖∂L/∂θ‖", log_y=True)
+    def __init__(self, layout: pg.GraphicsLayout, interactive: bool = True):
+        super().__init__(layout, interactive)
+        self.loss_plot = make_plot(layout, 0, 0, menu=interactive, title="Loss", x_label="iteration", y_label="loss L",
+                                   log_y=True, iterations_x=True)
+        self.norm_plot = make_plot(layout, 0, 1, menu=interactive, title="Global gradient norm (before clipping)",
+                                   x_label="iteration", y_label="‖∂L/∂θ‖", log_y=True, iterations_x=True)
         self.norm_plot.setXLink(self.loss_plot)
         self.plots = [self.loss_plot, self.norm_plot]
         self.legend = Legend(layout, 0, 2)
@@ -45,30 +47,33 @@ class TrainingFigure(Figure):
         self._shown = []
         keys, base_keys, clip_keys = [], [], []
         loss_marks, norm_marks = [], []
-        x_max = 1.0
+        x_lo, x_hi = np.inf, -np.inf
         for run in shown:
             rows = thin_rows(len(run.trace), MAX_POINTS)                          # (K',) evenly spread
             iterations = run.trace.iterations[rows].astype(np.float64)             # (K',)
             loss = np.asarray(run.trace.array("loss")[rows], dtype=np.float64)     # (K',)
             grad = np.asarray(run.trace.array("grad_norm")[rows], dtype=np.float64)   # (K',)
-            self.loss_curves.set(run.key, iterations, log10_or_nan(loss), pen(run.color))
-            self.norm_curves.set(run.key, iterations, log10_or_nan(grad), pen(run.color))
+            few = len(rows) <= MARKER_POINTS
+            self.loss_curves.set(run.key, iterations, log10_or_nan(loss), pen(run.color), markers=few)
+            self.norm_curves.set(run.key, iterations, log10_or_nan(grad), pen(run.color), markers=few)
             keys.append(run.key)
             loss_marks.append((iterations[nonfinite_mask(loss)], run.color))
             norm_marks.append((iterations[nonfinite_mask(grad)], run.color))
-            x_max = max(x_max, float(iterations[-1]))
+            x_lo, x_hi = min(x_lo, float(iterations[0])), max(x_hi, float(iterations[-1]))
             self._shown.append({"name": run.name, "iterations": iterations, "loss": loss, "grad_norm": grad,
                                 "baseline": run.baseline_loss, "clip": run.clip_norm})
-        # horizontal references drawn across the iterations seen so far
+        if x_hi - x_lo < 1:                      # one iteration: the references still read as lines
+            x_lo, x_hi = x_lo - 0.5, x_hi + 0.5
+        # horizontal references drawn across the iterations shown
         for run in shown:
             if run.baseline_loss is not None and run.baseline_loss > 0:
                 y = np.log10(run.baseline_loss)
-                self.baselines.set(run.key, np.array([0.0, x_max]), np.array([y, y]),
+                self.baselines.set(run.key, np.array([x_lo, x_hi]), np.array([y, y]),
                                    pen(run.color, style.THEORY_WIDTH, "dash", alpha=200))
                 base_keys.append(run.key)
             if run.clip_norm > 0:
                 y = np.log10(run.clip_norm)
-                self.thresholds.set(run.key, np.array([0.0, x_max]), np.array([y, y]),
+                self.thresholds.set(run.key, np.array([x_lo, x_hi]), np.array([y, y]),
                                     pen(run.color, style.THEORY_WIDTH, "dash", alpha=200))
                 clip_keys.append(run.key)
         self.loss_curves.retain(keys)

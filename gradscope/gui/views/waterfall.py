@@ -27,10 +27,10 @@ class WaterfallFigure(Figure):
     name = "waterfall"
     title = "Waterfall"
 
-    def __init__(self, layout: pg.GraphicsLayout):
-        super().__init__(layout)
-        self.plot = make_plot(layout, 0, 0, title="Gradient waterfall", x_label="timestep t",
-                              y_label="training iteration")
+    def __init__(self, layout: pg.GraphicsLayout, interactive: bool = True):
+        super().__init__(layout, interactive)
+        self.plot = make_plot(layout, 0, 0, menu=interactive, title="Gradient waterfall", x_label="timestep t",
+                              y_label="training iteration", iterations_y=True)
         self.plot.showGrid(x=False, y=False)
         self.plot.getViewBox().invertY(True)          # iteration 0 at the top, training flows down
         self.plots = [self.plot]
