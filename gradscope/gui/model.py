@@ -58,6 +58,15 @@ class RunData:
     def clip_norm(self) -> float:
         return float(self.run.train.clip_norm) if self.run is not None else 0.0
 
+    @property
+    def label(self) -> str:
+        """The run's name for legends and titles; a diverged run says so, and at which iteration."""
+        nonfinite = getattr(self.trace, "nonfinite", None)
+        if nonfinite is None:
+            return self.name
+        at = f" at iteration {nonfinite.iteration}" if nonfinite.iteration is not None else ""
+        return f"{self.name} (diverged{at})"
+
     def has_data(self) -> bool:
         return len(self.trace) > 0
 

@@ -103,16 +103,29 @@ class IterationAxis(pg.AxisItem):
     def __init__(self, orientation: str, **kwargs):
         super().__init__(orientation, **kwargs)
         self.enableAutoSIPrefix(False)
+        self.limits: tuple[float, float] | None = None     # no ticks outside (e.g. the recorded iterations)
+        self.marks: list[float] | None = None              # ticks exactly here (a few recorded rows)
+
+    def set_marks(self, limits: tuple[float, float] | None, marks: list[float] | None = None) -> None:
+        """Ticks only within ``limits``; with ``marks``, exactly at those values (when there is room)."""
+        if (limits, marks) != (self.limits, self.marks):
+            self.limits, self.marks = limits, marks
+            self.picture = None                          # pyqtgraph's cached drawing of the axis
+            self.update()
 
     def tickValues(self, minVal, maxVal, size):  # pyqtgraph override
+        lo, hi = sorted((minVal, maxVal))
+        if self.limits is not None:
+            lo, hi = max(lo, self.limits[0]), min(hi, self.limits[1])
+        if self.marks is not None and len(self.marks) * 30 <= size:
+            return [(1.0, [float(v) for v in self.marks if lo - 1e-9 <= v <= hi + 1e-9])]
         levels = []
         for spacing, values in super().tickValues(minVal, maxVal, size):
             if spacing < 1:
                 continue
-            whole = [v for v in values if abs(v - round(v)) < 1e-9]
+            whole = [v for v in values if abs(v - round(v)) < 1e-9 and lo - 1e-9 <= v <= hi + 1e-9]
             if whole:
                 levels.append((spacing, whole))
-        lo, hi = sorted((minVal, maxVal))
         if not levels and math.isfinite(lo) and math.isfinite(hi) and math.ceil(lo) <= math.floor(hi):
             levels = [(1.0, [float(k) for k in range(math.ceil(lo), math.floor(hi) + 1)][:50])]
         return levels

@@ -80,7 +80,7 @@ class LayersFigure(Figure):
                     keys.append(l)
                     marks.append((t[bad], colors[l]))
                     self.shown[metric].append(run.trace.latest(metric)[l])
-            self.grad_plot.setTitle(f"Gradient per layer: {run.name}, iteration {self.shown['iteration']}",
+            self.grad_plot.setTitle(f"Gradient per layer: {run.label}, iteration {self.shown['iteration']}",
                                     size="11pt")
         else:
             self.grad_plot.setTitle("Gradient per layer", size="11pt")

@@ -106,7 +106,7 @@ class ProfileFigure(Figure):
         self.grad_curves.retain(grad_keys)
         self.theory_curves.retain(theory_keys)
         self.state_curves.retain(state_keys)
-        self.legend.set([(run.name, run.color, "solid") for run in shown] + _style_entries(any_lstm, theory_kinds))
+        self.legend.set([(run.label, run.color, "solid") for run in shown] + _style_entries(any_lstm, theory_kinds))
         snap_and_mark(self.grad_snap, self.grad_marks, grad_marks, self.grad_curves, self.theory_curves)
         snap_and_mark(self.state_snap, self.state_marks, state_marks, self.state_curves)
         self.hint.show(not shown)

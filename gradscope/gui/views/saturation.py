@@ -82,7 +82,7 @@ class SaturationFigure(Figure):
             self._shown.append(entry)
         self.gate_curves.retain(gate_keys)
         self.sat_curves.retain(sat_keys)
-        entries = [(run.name, run.color, "solid") for run in dict.fromkeys(legend_runs)]
+        entries = [(run.label, run.color, "solid") for run in dict.fromkeys(legend_runs)]
         if any_lstm:
             entries += [(GATE_NAMES[g], STYLE_GREY, style.GATE_STYLES[g]) for g in GATES]
         self.legend.set(entries)

@@ -80,7 +80,7 @@ class TrainingFigure(Figure):
         self.norm_curves.retain(keys)
         self.baselines.retain(base_keys)
         self.thresholds.retain(clip_keys)
-        entries = [(run.name, run.color, "solid") for run in shown]
+        entries = [(run.label, run.color, "solid") for run in shown]
         if base_keys:
             entries.append(("task baseline (loss)", STYLE_GREY, "dash"))
         if clip_keys:

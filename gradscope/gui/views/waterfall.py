@@ -95,6 +95,9 @@ class WaterfallFigure(Figure):
         self._set_colorbar_ticks(lo, hi)
         rect = _rect(iterations, values.shape[1])
         self.image.setRect(rect)
+        # iteration ticks within the recorded rows, at the rows themselves when they are few
+        self.plot.getAxis("left").set_marks((float(iterations[0]), float(iterations[-1])),
+                                            [float(i) for i in iterations] if len(iterations) <= 12 else None)
         # the iteration axis grows with training: snap its end to a nice number so it moves rarely
         self.snap.snap((rect.left(), rect.right()), (rect.top(), rect.bottom()), log_y=False)
         self.snap.bounds = ((rect.left(), rect.right()), (rect.top(), max(rect.bottom(), nice_ceil(rect.bottom()))))
@@ -108,7 +111,7 @@ class WaterfallFigure(Figure):
             self.bad.clear()
         self.bad.setVisible(bool(bad.any()))
         symbol = QUANTITIES[self.quantity]
-        self.plot.setTitle(f"Waterfall of log₁₀ {symbol}: {run.name}, layer {layer}", size="11pt")
+        self.plot.setTitle(f"Waterfall of log₁₀ {symbol}: {run.label}, layer {layer}", size="11pt")
         note = f"{len(rows)} of {len(run.trace)} recorded iterations shown" if len(rows) < len(run.trace) else \
             f"{len(rows)} recorded iteration{'s' if len(rows) != 1 else ''}"
         self.caption.setText(f"colour: log₁₀ {symbol};  grey: NaN or Inf ({int(bad.sum())} cells);  {note}")
