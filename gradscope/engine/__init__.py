@@ -1,10 +1,17 @@
 """GradScope's engine: instrumented backpropagation through time for stacked RNNs and LSTMs (Qt-free).
 
-    from gradscope.engine import ModelSpec, InitSpec, init_params, bptt
+    from gradscope.engine import ModelSpec, InitSpec, init_params, bptt, compile_kernels, parameter_metrics
     spec = ModelSpec(cell="rnn", activation="relu", input_size=32, hidden_size=128, output_size=32)
     params = init_params(spec, InitSpec(recurrent_scale=3.0), np.random.default_rng(0))
-    result = bptt(spec, params, x, target, mask, "mse")     # x (T, B, n), target (T, B, k), mask (T, B)
-    result.metrics["grad_h_norm"]                             # (L, T): mean_b ||dL/dh_t||
+    compile_kernels(spec, progress=print)                     # optional: compile or load, with progress
+    workspace = {}                                            # keep it across iterations: no reallocation
+    result = bptt(spec, params, x, target, mask, "mse", workspace=workspace)
+    #   x (T, B, n), target (T, B, k) (mse) or (T, B) ints (ce), mask (T, B)
+    result.metrics["grad_h_norm"]                             # (L, T): mean_b ||dL/dh_t||, total derivative
+    result.loss, result.grads, result.grad_norm, result.nonfinite
+    parameter_metrics(spec, params, result.grads)             # gradient norms, spectral radius, sigma_max
+
+Every metric is defined in docs/metrics.md.  Nothing here imports Qt.
 """
 from __future__ import annotations
 
