@@ -9,8 +9,8 @@ RNNs), layers when a run has more than one layer.  composite.png / composite.svg
 two to a row under the experiment's name: the same renders, not drawn again.  Files are written under a
 temporary name and renamed, so a crash never leaves a truncated figure under its final name.
 
-Each figure is drawn once: its pixels go to a worker thread for PNG encoding (zlib releases the GIL) while the
-next figure is drawn, and its SVG comes from svg.py.
+Each figure is drawn once: its pixels go to a worker thread for PNG encoding (zlib releases the GIL) and its
+files are written (and fsynced) there while the next figure is drawn; its SVG comes from svg.py.
 """
 from __future__ import annotations
 
@@ -143,13 +143,13 @@ def render_figures(runs: list[RunData], plots_dir, title: str = "", formats=FORM
             if "svg" in formats:
                 data = svg.document(page.width, page.height, style.BACKGROUND, page.svg_defs, page.svg_body,
                                     title=f"GradScope: {stem}")
-                written.append(write_atomically(plots_dir / f"{stem}.svg", data))
+                pending.append(pool.submit(write_atomically, plots_dir / f"{stem}.svg", data))
         if pages:
             composite = _composite(pages, title, formats)
             if "png" in formats:
                 pending.append(pool.submit(write_png, plots_dir / "composite.png", composite.rgb))
             if "svg" in formats:
-                written.append(write_atomically(plots_dir / "composite.svg", composite.svg))
+                pending.append(pool.submit(write_atomically, plots_dir / "composite.svg", composite.svg))
         written += [future.result() for future in pending]          # re-raises an encoding or disk error
     return written
 
