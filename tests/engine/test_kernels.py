@@ -362,3 +362,36 @@ def test_row_norms_are_inf_exactly_when_a_value_is(dtype, value, finite):
         np.testing.assert_allclose(h_norm, want, rtol=1e-14)
     else:
         assert h_norm[0] == np.inf and np.isnan(h_norm[1])                # then inf * 0 (W_hh = 0) is NaN
+
+
+@pytest.mark.parametrize("cell", ["rnn", "lstm"])
+def test_eight_layers_one_step_and_one_example(cell):
+    rng = np.random.default_rng(14)
+    spec, params = make_model(cell, "tanh", 8, "float64", rng, n=3, d=5, k=2)
+    for T, B in ((1, 1), (9, 1)):
+        x, target, mask = make_batch(spec, T, B, "ce", rng)
+        got = bptt(spec, params, x, target, mask, "ce")
+        want = reference.bptt(spec, params, x, target, mask, "ce")
+        assert got.metrics["h_norm"].shape == (8, T)
+        for name in want.metrics:
+            close(got.metrics[name], want.metrics[name], "float64", name)
+        for (name, g), (_, w) in zip(got.grads.named(), want.grads.named()):
+            close(g, w, "float64", name)
+
+
+def test_non_contiguous_inputs_and_weighted_masks():
+    rng = np.random.default_rng(15)
+    spec, params = make_model("lstm", "tanh", 2, "float64", rng, n=4, d=6, k=3)
+    x, target, mask = make_batch(spec, 7, 3, "mse", rng)
+    mask = rng.random((7, 3))                                          # real weights, not just 0/1
+    strided = params.copy()
+    strided.layers[0].W_hx = np.asfortranarray(params.layers[0].W_hx)
+    strided.layers[1].W_hh = np.asfortranarray(params.layers[1].W_hh)
+    strided.W_yh = np.asfortranarray(params.W_yh)
+    x_strided = np.asfortranarray(x)
+    assert not x_strided.flags.c_contiguous and not strided.W_yh.flags.c_contiguous
+    got = bptt(spec, strided, x_strided, target, mask.T.copy().T, "mse")
+    want = reference.bptt(spec, params, x, target, mask, "mse")
+    assert got.loss == pytest.approx(want.loss, rel=1e-12)
+    for (name, g), (_, w) in zip(got.grads.named(), want.grads.named()):
+        close(g, w, "float64", name)
