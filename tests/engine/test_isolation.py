@@ -154,3 +154,21 @@ def test_nothing_writable_still_imports_and_runs_uncached(sandbox):
     assert result["cache"] is False
     assert any("no writable folder for Numba's cache" in w for w in result["warnings"])
     np.testing.assert_allclose(result["exp"], np.exp([0.0, 1.0, -1.0]), rtol=1e-15)
+
+
+def test_cache_folder_changes_with_any_kernel_source(tmp_path, monkeypatch):
+    """Numba re-validates a cached kernel only against its own file; the salted folder name makes an edit
+    of fastmath.py, _jit.py or metrics.py (inlined or compiled into the kernels) start a fresh cache."""
+    from gradscope.engine import _jit
+
+    if _jit.CACHE:
+        assert Path(_jit.CACHE_DIR).name == "gradscope-" + _jit.source_salt()
+    for name in _jit._SALTED_SOURCES:
+        (tmp_path / name).write_bytes((_jit._HERE / name).read_bytes())
+    monkeypatch.setattr(_jit, "_HERE", tmp_path)
+    salts = {_jit.source_salt()}
+    for name in ("fastmath.py", "metrics.py", "cells.py"):
+        with open(tmp_path / name, "a") as f:
+            f.write("\n# edited\n")
+        salts.add(_jit.source_salt())
+    assert len(salts) == 4
