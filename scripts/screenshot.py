@@ -48,9 +48,9 @@ def main(argv=None) -> int:
     if args.offscreen:
         os.environ["QT_QPA_PLATFORM"] = "offscreen"
 
-    from PyQt6 import QtCore, QtGui, QtTest
+    from PyQt6 import QtCore, QtTest
 
-    from gradscope.gui.app import make_app
+    from gradscope.gui.app import close_down, make_app
     from gradscope.gui.main_window import MainWindow
 
     app = make_app()
@@ -119,11 +119,7 @@ def main(argv=None) -> int:
 
     QtCore.QTimer.singleShot(100, poll)
     app.exec()
-    window.controller.shutdown(timeout_ms=None)
-    QtGui.QGuiApplication.processEvents()
-    from gradscope.gui.app import exit_now_if_compiling
-
-    exit_now_if_compiling(result["code"])
+    close_down(window, result["code"])          # threads joined, the window deleted while the app lives
     return result["code"]
 
 

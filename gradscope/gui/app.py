@@ -7,8 +7,12 @@ import sys
 from pathlib import Path
 
 
+_APP = None            # the QApplication: referenced here so it outlives every widget (see close_down)
+
+
 def make_app():
     """The QApplication (created if needed) with GradScope's names, font and plot style."""
+    global _APP
     from PyQt6 import QtWidgets
 
     from .figures import configure_pyqtgraph
@@ -16,6 +20,7 @@ def make_app():
     app = QtWidgets.QApplication.instance()
     if app is None:
         app = QtWidgets.QApplication(sys.argv[:1])
+    _APP = app
     app.setApplicationName("GradScope")
     app.setOrganizationName("GradScope")
     app.setApplicationDisplayName("GradScope")
@@ -54,9 +59,35 @@ def main(path: str | None = None) -> int:
         QtCore.QTimer.singleShot(0, lambda: window.open_path(target))
     main.window = window                # reachable for scripts (screenshots) and tests
     code = int(app.exec())
-    window.controller.shutdown(timeout_ms=None)     # no worker thread may outlive its QThread object
-    exit_now_if_compiling(code)
+    main.window = None
+    close_down(window, code)
     return code
+
+
+def close_down(window, code: int = 0) -> None:
+    """Take the window down after the event loop, in a fixed order, while the QApplication still exists.
+
+    Left to the interpreter's teardown, the order is arbitrary: a QApplication released before the window
+    (locals are freed in order of definition) or a plot item collected after it can crash the process at exit.
+    So: the redraw timer stops; every training thread is stopped and joined (no thread outlives its QThread);
+    signals they queued are delivered while their receivers live; then the window and everything in it is
+    deleted and Python's cycles collected.  The QApplication itself stays referenced (module global _APP)
+    until the process ends, with no widget left to outlive it.
+    """
+    import gc
+
+    from PyQt6 import QtCore, QtWidgets, sip
+
+    window.timer.stop()
+    window.controller.shutdown(timeout_ms=None)
+    exit_now_if_compiling(code)
+    QtWidgets.QApplication.processEvents()
+    window.close()
+    window.deleteLater()
+    QtCore.QCoreApplication.sendPostedEvents(None, QtCore.QEvent.Type.DeferredDelete)
+    if not sip.isdeleted(window):
+        sip.delete(window)
+    gc.collect()
 
 
 def exit_now_if_compiling(code: int) -> None:
