@@ -360,6 +360,11 @@ class HoverReadout:
             return
         self.line.setPos(point.x())
         self.label.setText(text)
+        # never wider than the plot (the plot clips it): long lines wrap instead of being cut off
+        room = max(80.0, vb.sceneBoundingRect().width() - 6)
+        self.label.setTextWidth(-1)
+        if self.label.textItem.boundingRect().width() > room:
+            self.label.setTextWidth(room)
         # keep the box inside the view, in its top corner away from the mouse (scene coordinates, so an
         # inverted axis, as in the waterfall, puts it at the top too)
         box = vb.sceneBoundingRect()

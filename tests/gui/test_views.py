@@ -424,3 +424,22 @@ def test_training_curves_draw_at_most_max_points(view, monkeypatch):
     x, y = shown(v.figure.loss_curves, 0)
     assert len(x) == 7 and x[0] == 0 and x[-1] == 290                    # first and last iterations kept
     assert y == pytest.approx(np.log10(0.5 / (x / 10 + 1)))
+
+
+def test_hover_readout_wraps_to_stay_inside_a_narrow_plot(view, qtbot):
+    """Three long readout lines in a plot narrower than them: the box wraps, it is not cut off by the plot."""
+    v = view(TrainingView)
+    v.resize(1100, 500)
+    with qtbot.waitExposed(v):
+        v.show()
+    runs = [run_data(k, make_trace(K=4), f"a rather long run name number {k}", baseline_loss=16.0) for k in range(3)]
+    v.redraw(runs)
+    vb = v.figure.loss_plot.getViewBox()
+    qtbot.waitUntil(lambda: vb.viewRange()[0][0] <= 0 and vb.viewRange()[0][1] >= 30)
+    readout = v.figure.readouts[0]
+    for x in (2.0, 28.0):                                     # mouse on the left, then on the right half
+        readout.hover(vb.mapViewToScene(plotting.QtCore.QPointF(x, vb.viewRange()[1][0] + 0.1)))
+        assert "a rather long run name number 2" in readout.text.replace("\n", " ")
+        box, plot = readout.label.sceneBoundingRect(), vb.sceneBoundingRect()
+        assert box.width() < plot.width()
+        assert plot.left() - 1 <= box.left() and box.right() <= plot.right() + 1
