@@ -6,6 +6,8 @@
     xvfb-run -a -s "-screen 0 1920x1200x24" .venv/bin/python scripts/screenshot.py \\
         models/relu_tanh_lstm.toml --iterations 40 --tab waterfall --out /tmp/mid-run.png
         # mid-run: taken once every run has made 40 iterations (runs keep going while it is taken)
+    ... scripts/screenshot.py models/deep_rnn_layers.toml --tab all --out /tmp/deep.png
+        # every view: /tmp/deep-through_time.png, /tmp/deep-waterfall.png, ...
 
 The window is captured with QScreen.grabWindow, i.e. the pixels the X server shows.  It refuses the offscreen
 platform (that would not be a real window) unless --offscreen is given, for a quick look without Xvfb.
@@ -29,7 +31,9 @@ def main(argv=None) -> int:
     parser.add_argument("experiment", nargs="?", default=str(ROOT / "models" / "relu_init_scale.toml"),
                         help="experiment file or exported folder (default: the lecture demo)")
     parser.add_argument("--out", default=str(ROOT / "assets" / "screenshot.png"), help="PNG to write")
-    parser.add_argument("--tab", default="through_time", choices=sorted(TABS), help="view to show")
+    parser.add_argument("--tab", default="through_time", choices=sorted(TABS) + ["all"],
+                        help="view to show; all: one screenshot per view, OUT-<view>.png, one after the other "
+                             "while the runs go on")
     parser.add_argument("--iterations", type=int, default=None,
                         help="take it once every run has made this many iterations (default: when all finished)")
     parser.add_argument("--size", default="1600x1000", help="window size WxH")
@@ -62,12 +66,14 @@ def main(argv=None) -> int:
     if not window.open_path(args.experiment):
         print(f"screenshot: cannot open {args.experiment}: {window.last_dialog.text()}", file=sys.stderr)
         return 2
-    window.tabs.setCurrentIndex(TABS[args.tab])
+    tabs = list(TABS) if args.tab == "all" else [args.tab]
+    window.tabs.setCurrentIndex(TABS[tabs[0]])
     if args.pascanu:
         window.views[0].set_overlay("pascanu", True)
     window.controller.start()
     start = time.monotonic()
     result = {"code": 1}
+    out = Path(args.out)
 
     def ready() -> bool:
         states = window.controller.states
@@ -75,12 +81,14 @@ def main(argv=None) -> int:
             return all(s.finished for s in states)
         return all(s.iteration + 1 >= args.iterations or s.finished for s in states)
 
-    def take():
+    def take(pending: list[str]):
+        tab = pending[0]
+        window.tabs.setCurrentIndex(TABS[tab])
         window.redraw(force=True)
         app.processEvents()
-        view = window.views[TABS[args.tab]]
+        view = window.views[TABS[tab]]
         if args.hover >= 0 and view.figure.plots:
-            plot = view.figure.plots[0]
+            plot = next((p for p in view.figure.plots if p.isVisible()), view.figure.plots[0])
             rect = plot.getViewBox().sceneBoundingRect()
             scene_point = QtCore.QPointF(rect.left() + args.hover * rect.width(), rect.top() + 0.5 * rect.height())
             viewport = view.graphics.viewport()
@@ -88,28 +96,36 @@ def main(argv=None) -> int:
             QtTest.QTest.mouseMove(viewport, widget_point)
             app.processEvents()
         # a few event-loop turns so the X server has the final frame
-        QtCore.QTimer.singleShot(300, grab)
+        QtCore.QTimer.singleShot(300, lambda: grab(pending))
 
-    def grab():
+    def grab(pending: list[str]):
+        tab, rest = pending[0], pending[1:]
         screen = window.screen()
         frame = window.frameGeometry()
         if app.platformName() == "offscreen":
             pixmap = window.grab()
         else:
             pixmap = screen.grabWindow(0, frame.x(), frame.y(), frame.width(), frame.height())
-        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-        ok = pixmap.save(args.out, "PNG")
-        print(f"screenshot: {args.out} ({pixmap.width()}x{pixmap.height()}, platform {app.platformName()}, "
+        path = out if len(tabs) == 1 else out.with_name(f"{out.stem}-{tab}{out.suffix or '.png'}")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        ok = pixmap.save(str(path), "PNG")
+        print(f"screenshot: {path} ({pixmap.width()}x{pixmap.height()}, platform {app.platformName()}, "
               f"{time.monotonic() - start:.1f} s, runs: "
               + ", ".join(f"{s.name} {s.status_text()} at iteration {s.iteration}" for s in window.controller.states)
               + ")", file=sys.stderr)
-        result["code"] = 0 if ok else 1
-        window.close()
-        app.quit()
+        if not ok:
+            rest = []                                  # exit code stays 1
+        elif not rest:
+            result["code"] = 0                         # every view saved
+        if rest:
+            take(rest)
+        else:
+            window.close()
+            app.quit()
 
     def poll():
         if ready():
-            take()
+            take(tabs)
         elif time.monotonic() - start > args.timeout:
             print(f"screenshot: gave up after {args.timeout:.0f} s", file=sys.stderr)
             window.close()

@@ -18,6 +18,7 @@ import os
 import re
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import NamedTuple
 
 from . import style
 from .model import RunData
@@ -135,9 +136,12 @@ def render_figures(runs: list[RunData], plots_dir, title: str = "", formats=FORM
         def write_png(path, rgb):
             return write_atomically(path, encode_png(rgb))
 
+        waterfalls = 0
         for n, (stem, widget, _figure) in enumerate(figure_pages(runs)):
             page = render_page(widget, formats, id_prefix=f"p{n}c")
-            pages.append((stem, page))
+            waterfalls += stem.startswith("waterfall_")
+            if not stem.startswith("waterfall_") or waterfalls <= COMPOSITE_COLUMNS:
+                pages.append((stem, page))          # a candidate for the composite (see composite_order)
             if "png" in formats:
                 pending.append(pool.submit(write_png, plots_dir / f"{stem}.png", page.rgb))
             if "svg" in formats:
@@ -166,9 +170,9 @@ def composite_order(stems: list[str]) -> list[str]:
     return order
 
 
-class _Composite:
-    def __init__(self, rgb, svg_bytes):
-        self.rgb, self.svg = rgb, svg_bytes
+class _Composite(NamedTuple):
+    rgb: object            # (H, W, 3) uint8 pixels, or None without "png"
+    svg: bytes | None
 
 
 def _composite(pages, title: str, formats) -> _Composite:
