@@ -334,6 +334,7 @@ def test_a_failing_run_is_marked_failed_with_its_traceback_and_others_finish(win
 def test_a_diverging_run_stops_as_diverged_and_keeps_its_trace(window, qtbot, tmp_path):
     text = SMALL.format(iterations=20).replace('activation = "relu"', 'activation = "relu"\nhidden_size = 64\n'
                                                'init.recurrent_scale = 8.0\ntask.seq_len = 120')
+    text = text.replace('name = "b"', 'name = "exploding relu"')
     path = tmp_path / "boom.toml"
     path.write_text(text)
     window.open_file(path)
@@ -345,6 +346,16 @@ def test_a_diverging_run_stops_as_diverged_and_keeps_its_trace(window, qtbot, tm
     assert len(boom.data.trace) == 1 and not np.isfinite(boom.data.trace.array("h_norm")).all()
     window.redraw(force=True)
     assert window.views[0].figure.grad_marks.count > 0 or window.views[0].figure.state_marks.count > 0
+    # the long status never squeezes the run names out of the list (it is elided, whole in its tooltip)
+    tree = window.run_list.tree
+    with qtbot.waitExposed(window):
+        window.show()
+    tree.setFixedWidth(300)
+    qtbot.waitUntil(lambda: tree.viewport().width() < 300 and tree.columnWidth(1) > 0)
+    item = window.run_list._items[boom.key]
+    assert tree.columnWidth(0) >= tree.fontMetrics().horizontalAdvance(boom.name) + 20
+    assert item.toolTip(1) == boom.status_text()
+    assert "diverged at iteration 0" in window.views[0].figure.legend.labels[1]
 
 
 # ------------------------------------------------------------------------------------ the Numba engine

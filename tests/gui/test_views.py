@@ -145,13 +145,18 @@ def test_profile_theory_lines_are_anchored_at_the_last_scored_step(view):
     v = view(ProfileView)
     v.set_overlay("pascanu", True)
     v.redraw([run])
-    measured = grad_values(3, 0, T)
+    # the latest row is iteration 30: the Pascanu bound (of that W_hh) but no mean field (initial weights only)
+    latest = grad_values(3, 0, T)
+    _, pb = shown(v.figure.theory_curves, (0, "pascanu"))
+    assert pb == pytest.approx(theory.pascanu_line("relu", 1.1, T, a, latest[a]), nan_ok=True)
+    assert v.figure.theory_curves.data((0, "relu")) is None
+    v.row_slider.setValue(0)                                               # iteration 0: the initial weights
+    measured = grad_values(0, 0, T)
     _, mf = shown(v.figure.theory_curves, (0, "relu"))
     assert mf == pytest.approx(theory.relu_line(3.0, T, a, measured[a]), nan_ok=True)
     assert mf[a] == pytest.approx(math.log10(measured[a])) and np.isnan(mf[a + 1:]).all()
     assert mf[0] - mf[1] == pytest.approx(0.5 * math.log10(1.5))          # sqrt(c/2) per step
-    _, pb = shown(v.figure.theory_curves, (0, "pascanu"))
-    assert pb == pytest.approx(theory.pascanu_line("relu", 1.1, T, a, measured[a]), nan_ok=True)
+    assert "mean field (iteration 0)" in v.figure.legend.labels
     v.set_overlay("relu", False)
     assert v.figure.theory_curves.data((0, "relu")) is None
     assert v.overlay_boxes["relu"].isChecked() is False
@@ -161,7 +166,7 @@ def test_profile_theory_lines_are_anchored_at_the_last_scored_step(view):
 
 def test_profile_theory_only_for_the_top_layer_and_not_for_lstm(view):
     v = view(ProfileView)
-    stacked = run_data(0, make_trace(layers=2), run=_relu_run(layers=2))
+    stacked = run_data(0, make_trace(layers=2, K=1), run=_relu_run(layers=2))
     lstm_cfg = RunConfig.model_validate({"name": "l", "cell": "lstm", "hidden_size": 8, "task": {"seq_len": 12}})
     lstm = run_data(1, make_trace(cell="lstm"), run=lstm_cfg)
     v.redraw([stacked, lstm])

@@ -37,9 +37,14 @@ class RunList(QtWidgets.QWidget):
         self.tree.setSelectionMode(QtWidgets.QAbstractItemView.SelectionMode.SingleSelection)
         self.tree.setToolTip("Tick to show a run in the views; double-click a failed run for its traceback")
         header = self.tree.header()
-        header.setSectionResizeMode(0, QtWidgets.QHeaderView.ResizeMode.Stretch)
-        for col in (1, 2, 3):
+        # names always whole; a long status ("diverged at iteration 1, layer 0, t = 18 (h)") takes the room
+        # left and is elided, in full in its tooltip
+        header.setStretchLastSection(False)
+        for col in (0, 2, 3):
             header.setSectionResizeMode(col, QtWidgets.QHeaderView.ResizeMode.ResizeToContents)
+        header.setSectionResizeMode(1, QtWidgets.QHeaderView.ResizeMode.Stretch)
+        self.tree.setTextElideMode(QtCore.Qt.TextElideMode.ElideRight)
+        self.tree.setHorizontalScrollBarPolicy(QtCore.Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
         self.tree.itemChanged.connect(self._item_changed)
         self.tree.currentItemChanged.connect(self._current_changed)
         self.tree.itemDoubleClicked.connect(lambda item, _: self.details_requested.emit(item.data(0, _KEY)))

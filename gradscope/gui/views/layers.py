@@ -17,7 +17,8 @@ def layer_colors(layers: int) -> list[str]:
     cmap = pg.colormap.get(style.LAYER_MAP)
     if layers == 1:
         return [cmap.map(0.0, mode="qcolor").name()]
-    return [cmap.map(0.7 * l / (layers - 1), mode="qcolor").name() for l in range(layers)]
+    # up to 0.85 of the map: its last stretch is a pale yellow that fades into a white background
+    return [cmap.map(0.85 * l / (layers - 1), mode="qcolor").name() for l in range(layers)]
 
 
 class LayersFigure(Figure):
@@ -80,7 +81,8 @@ class LayersFigure(Figure):
                     keys.append(l)
                     marks.append((t[bad], colors[l]))
                     self.shown[metric].append(run.trace.latest(metric)[l])
-            self.grad_plot.setTitle(f"Gradient per layer: {run.label}, iteration {self.shown['iteration']}",
+            single = "" if run.layers > 1 else " (1 layer)"
+            self.grad_plot.setTitle(f"Gradient per layer: {run.label}{single}, iteration {self.shown['iteration']}",
                                     size="11pt")
         else:
             self.grad_plot.setTitle("Gradient per layer", size="11pt")

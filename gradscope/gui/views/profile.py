@@ -18,13 +18,14 @@ OVERLAYS = {
              "ReLU RNN with Var(W_hh) = c/d: each step back in time multiplies ||dL/dh_t|| by sqrt(c/2) on "
              "average (half the units pass gradient, W_hh scales its squared norm by c).\nc = 2 keeps it "
              "steady; c = 3 explodes like 1.22^(a-t), c = 1.5 vanishes like 0.87^(a-t).\nDashed, anchored at "
-             "the measured gradient at the last scored step a; top layer only; derived for the initial "
-             "weights."),
+             "the measured gradient at the last scored step a; top layer only.\nDerived for the initial "
+             "weights, so drawn at iteration 0 only (during training: the Iteration slider's left end)."),
     "tanh": ("tanh / sigmoid mean field",
              "Mean-field prediction for tanh and sigmoid RNNs: gain per step sqrt(c E[f'(z)^2]) with "
              "z ~ N(0, q_t),\nq_t following the forward variance map q_t = c E[f(z)^2] + q_in to its fixed "
              "point q* (q_in: the input's contribution).\nSaturated units (f' ~ 0) make it vanish even when "
-             "c > 1.  Dashed, anchored at the last scored step; top layer only; initial weights."),
+             "c > 1.  Dashed, anchored at the last scored step; top layer only.\nDerived for the initial "
+             "weights, so drawn at iteration 0 only (during training: the Iteration slider's left end)."),
     "pascanu": ("Pascanu bound",
                 "Upper bound of Pascanu, Mikolov & Bengio (2013): ||dh_a/dh_t|| <= (gamma sigma_max(W_hh))^(a-t), "
                 "gamma = 1 for tanh and relu, 1/4 for sigmoid.\nWhen gamma sigma_max < 1 gradients must vanish; "
@@ -126,7 +127,8 @@ class ProfileFigure(Figure):
         a = run.anchor_step(T)
         lines = {}
         kind = "relu" if theory.activation == "relu" else "tanh"
-        if self.overlays[kind]:
+        # the mean field describes the initial weights: after updates it would compare with another network
+        if self.overlays[kind] and int(run.trace.iterations[row]) == 0:
             key = ("mean_field", a)
             if key not in run._cache:                   # the line's shape; the anchor value only shifts it
                 run._cache[key] = theory.mean_field(a, 1.0)
@@ -180,7 +182,7 @@ def _style_entries(any_lstm: bool, theory_kinds: set) -> list[tuple[str, str, st
     if any_lstm:
         entries.append(("‖∂L/∂cₜ‖, ‖cₜ‖ (LSTM)", STYLE_GREY, "dashdot"))
     if theory_kinds & {"relu", "tanh"}:
-        entries.append(("mean field (initial weights)", STYLE_GREY, "dash"))
+        entries.append(("mean field (iteration 0)", STYLE_GREY, "dash"))
     if "pascanu" in theory_kinds:
         entries.append(("Pascanu bound", STYLE_GREY, "dot"))
     return entries

@@ -48,12 +48,13 @@ class TrainingFigure(Figure):
         keys, base_keys, clip_keys = [], [], []
         loss_marks, norm_marks = [], []
         x_lo, x_hi = np.inf, -np.inf
+        # dots on every point while the longest curve is short: all runs alike, not only the slowest
+        few = max([len(run.trace) for run in shown], default=0) <= MARKER_POINTS
         for run in shown:
             rows = thin_rows(len(run.trace), MAX_POINTS)                          # (K',) evenly spread
             iterations = run.trace.iterations[rows].astype(np.float64)             # (K',)
             loss = np.asarray(run.trace.array("loss")[rows], dtype=np.float64)     # (K',)
             grad = np.asarray(run.trace.array("grad_norm")[rows], dtype=np.float64)   # (K',)
-            few = len(rows) <= MARKER_POINTS
             self.loss_curves.set(run.key, iterations, log10_or_nan(loss), pen(run.color), markers=few)
             self.norm_curves.set(run.key, iterations, log10_or_nan(grad), pen(run.color), markers=few)
             keys.append(run.key)
