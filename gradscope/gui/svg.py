@@ -44,7 +44,8 @@ def scene_parts(scene: QtWidgets.QGraphicsScene, source: QtCore.QRectF, id_prefi
     """
     clippers = [item for item in scene.items() if item.isVisible()
                 and item.flags() & QtWidgets.QGraphicsItem.GraphicsItemFlag.ItemClipsChildrenToShape]
-    clippers.sort(key=lambda item: (item.zValue(), scene.items().index(item)))
+    order = {item: n for n, item in enumerate(scene.items(QtCore.Qt.SortOrder.AscendingOrder))}
+    clippers.sort(key=order.get)                      # stacking order, bottom first
     offset = QtCore.QPointF(-source.left(), -source.top())
     defs: list[ET.Element] = []
     body: list[ET.Element] = []
@@ -162,14 +163,15 @@ def _flatten(group: ET.Element) -> list[ET.Element]:
     match = _MATRIX.match(transform.strip())
     a, b, c, d, e, f = (float(v) for v in match.group(1).split(",")) if match else (1, 0, 0, 1, 0, 0)
     M = np.array([[a, c, e], [b, d, f]])                                          # (2, 3) affine
-    family = attrs.get("font-family")
-    if family is not None:
-        attrs["font-family"] = _font_family(family.strip('"')) + ", sans-serif"
+    if "font-family" in attrs:
+        attrs["font-family"] = _portable_family(attrs["font-family"])
     scale = math.sqrt(abs(a * d - b * c))
     out: list[ET.Element] = []
     current, current_flat = None, None
     for child in group:
         tag = child.tag.rpartition("}")[2]
+        if "font-family" in child.attrib:                 # Qt repeats the font on every <text>
+            child.set("font-family", _portable_family(child.get("font-family")))
         flat = tag in _FLATTENED and _transform_shape(child, tag, M)
         if flat:
             if child.get("vector-effect") == "non-scaling-stroke":
@@ -277,5 +279,11 @@ def _font_family(name: str | None = None) -> str:
     if key not in _FAMILIES:
         font = QtGui.QFont(name) if name else QtGui.QGuiApplication.font()
         real = QtGui.QFontInfo(font).family()
-        _FAMILIES[key] = ", ".join(dict.fromkeys(f'"{n}"' if " " in n else n for n in (real, name) if n))
+        _FAMILIES[key] = ", ".join(dict.fromkeys(f"'{n}'" if " " in n else n for n in (real, name) if n))
     return _FAMILIES[key]
+
+
+def _portable_family(qt_family: str) -> str:
+    """Qt's font-family value (e.g. "Sans Serif", a fontconfig alias no other program knows) as the font Qt
+    really drew with, the alias, and a generic family any viewer has."""
+    return f"{_font_family(qt_family.strip(chr(34)).strip(chr(39)))}, sans-serif"

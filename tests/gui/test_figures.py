@@ -216,6 +216,9 @@ def test_svg_curves_sit_inside_their_plots_and_scale_like_the_page(exported):
         for group in root.iter(SVG + "g"):
             if "matrix" in group.get("transform", ""):
                 assert not group.findall(SVG + "path") and not group.findall(SVG + "polyline"), name
+        # fonts: what Qt drew with, then a generic family every viewer has (Qt writes "Sans Serif", an alias)
+        families = {node.get("font-family") for node in root.iter() if node.get("font-family")}
+        assert families and all(f.endswith(", sans-serif") for f in families), families
 
 
 def test_one_recorded_iteration_reads_as_such(tmp_path, qapp):
