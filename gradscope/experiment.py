@@ -35,8 +35,14 @@ from .io import RunResult
 from .trace import Trace
 
 # Below this much estimated work (floating-point operations over all runs) worker processes cost more to start
-# (about a second each: Python, NumPy, Numba's cached kernels) than they save.
-PARALLEL_MIN_FLOPS = 4e9
+# than they save.  Each worker starts Python, imports NumPy and Numba and loads the cached kernels: 1 to 3 s on
+# the project's 2-core machine.  Measured there (load average ~4 from other work; `gradscope run --no-plots`,
+# --processes 1 against 2, three times each): two LSTM runs at (B, T, n, d) = (32, 100, 32, 128) of 7.9 GFLOP
+# each (5 iterations): 1.4-1.9 s against 3.3-4.6 s; of 31 GFLOP: 2.2-2.6 s against 4.0-5.8 s; of 94 GFLOP:
+# 4.3-7.1 s against 7.8-10.7 s; models/relu_tanh_lstm.toml (708 GFLOP): 10.5 and 17.7 s against 11.7 and
+# 18.6 s.  On a loaded machine the second core is not there to win; on an idle one two processes at best halve
+# the work, so they pay only for work of several seconds: ~300 GFLOP at the ~40 GFLOP/s the kernels reach here.
+PARALLEL_MIN_FLOPS = 300e9
 
 
 def estimated_flops(run: RunConfig) -> float:

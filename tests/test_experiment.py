@@ -109,3 +109,16 @@ def test_estimated_flops_counts_three_passes_of_every_layer():
                                            "train": {"iterations": 2}})
     per_step = 2 * 4 * 10 * (4 + 10) + 2 * 4 * 10 * 2 * 10     # layer 0 (n = 4), layer 1 (n = d)
     assert estimated_flops(run) == 3 * per_step * 5 * 3 * 2
+
+
+def test_worker_processes_only_for_several_runs_with_enough_work(experiment, monkeypatch):
+    import gradscope.experiment as ex
+
+    monkeypatch.setattr(ex.os, "cpu_count", lambda: 2)
+    small = list(experiment.runs)                                           # a few MFLOP
+    assert ex.choose_processes(small) == 1
+    big = [r.model_copy(update={"train": r.train.model_copy(update={"iterations": 10**9})}) for r in small]
+    assert sum(map(estimated_flops, big)) > ex.PARALLEL_MIN_FLOPS
+    assert ex.choose_processes(big) == 2                                    # one per core
+    assert ex.choose_processes(big[:1]) == 1                                # one run: nothing to share
+    assert ex.choose_processes(small, processes=3) == 3 and ex.choose_processes(small[:2], processes=5) == 2
