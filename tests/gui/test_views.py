@@ -448,3 +448,28 @@ def test_hover_readout_wraps_to_stay_inside_a_narrow_plot(view, qtbot):
         box, plot = readout.label.sceneBoundingRect(), vb.sceneBoundingRect()
         assert box.width() < plot.width()
         assert plot.left() - 1 <= box.left() and box.right() <= plot.right() + 1
+
+
+def test_curves_are_rebuilt_only_when_their_values_change(qapp):
+    """Each redraw recomputes every run's arrays, but a curve whose values, pen and dots are unchanged keeps
+    its drawn path (with 5 runs, most redraws bring new data for one of them)."""
+    import pyqtgraph as pg
+
+    from gradscope.gui.views.base import CurveSet
+
+    plot = pg.PlotItem()
+    curves = CurveSet(plot)
+    x, y = np.arange(5.0), np.array([1.0, np.nan, 2.0, 3.0, 4.0])
+    item = curves.set("a", x, y, plotting.pen("#0072B2"))
+    path = item.curve.getPath()
+    assert curves.set("a", x.copy(), y.copy(), plotting.pen("#0072B2")) is item
+    assert item.curve.path is path                                         # not rebuilt
+    curves.set("a", x, y + 1, plotting.pen("#0072B2"))
+    assert item.curve.path is None and item.yData[0] == 2.0                # new values: rebuilt
+    item.curve.getPath()
+    curves.set("a", x, y + 1, plotting.pen("#D55E00"))
+    assert item.opts["pen"].color().name() == "#d55e00"
+    curves.set("a", x, y + 1, plotting.pen("#D55E00"), markers=True)
+    assert len(curves.dot_positions("a")) == 4                             # every finite point
+    curves.set("a", x, y + 1, plotting.pen("#D55E00"))
+    assert len(curves.dot_positions("a")) == 1                             # back to the isolated one: t = 0

@@ -32,6 +32,7 @@ class CurveSet:
         self.plot = plot
         self.items: dict = {}
         self.dots: dict = {}                      # key -> ScatterPlotItem of the points drawn as dots
+        self._markers: dict = {}                  # key -> whether every point was asked to get a dot
         self.antialias = True
 
     def set_antialias(self, on: bool) -> None:
@@ -54,10 +55,17 @@ class CurveSet:
             item.setDownsampling(auto=True, method="peak")
             self.plot.addItem(item)
             self.items[key] = item
+        elif (_same(item.xData, x) and _same(item.yData, y) and item.opts["pen"] == qpen
+              and self._markers.get(key) == markers):
+            # unchanged (another run brought the new data): setData would rebuild the curve's path for nothing
+            if not item.isVisible():
+                item.setVisible(True)
+            return item
         item.setPen(qpen)
         item.setData(x, y)
         item.setVisible(True)
         self._set_dots(key, x, y, qpen, markers)
+        self._markers[key] = markers
         return item
 
     def _set_dots(self, key, x, y, qpen, markers: bool) -> None:
@@ -84,6 +92,7 @@ class CurveSet:
         keys = set(keys)
         for key in [k for k in self.items if k not in keys]:
             self.plot.removeItem(self.items.pop(key))
+            self._markers.pop(key, None)
             if key in self.dots:
                 self.plot.removeItem(self.dots.pop(key))
 
@@ -100,6 +109,11 @@ class CurveSet:
         if dots is None:
             return np.zeros((0, 2))
         return np.c_[dots.data["x"], dots.data["y"]]
+
+
+def _same(drawn, new) -> bool:
+    """Whether a curve already holds these values (NaN equal to NaN)."""
+    return drawn is not None and drawn.shape == np.shape(new) and np.array_equal(drawn, new, equal_nan=True)
 
 
 class NonFiniteMarkers:
