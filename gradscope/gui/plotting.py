@@ -46,10 +46,13 @@ def log_ticks(lo: float, hi: float, pixels: float) -> list[tuple[float, list[flo
     span = hi - lo
     decades = range(math.floor(lo), math.ceil(hi) + 1)
     if span < 2:
+        per_decade = pixels / span
         for multiples in ((1, 2, 3, 4, 5, 6, 7, 8, 9), (1, 2, 5), (1, 3), (1,)):
             values = [d + math.log10(m) for d in decades for m in multiples]
             values = [v for v in values if lo <= v <= hi]
-            if len(values) * 24 <= pixels:
+            # the closest two labels (8 and 9, or 2 and 2.5 ...) need a label's height between them
+            ratios = [b / a for a, b in zip(multiples, multiples[1:] + (10,))]
+            if math.log10(min(ratios)) * per_decade >= 18 and len(values) >= 2:
                 return [(1.0, values)]
         return [(1.0, values)]
     max_major = max(2, int(pixels / 38))
@@ -222,13 +225,17 @@ def nice_ceil(value: float) -> float:
 
 
 class SnapBounds(pg.GraphicsObject):
-    """An invisible item whose data bounds round the plot's data out to whole decades (log10 y) and the end of
-    a growing iteration axis up to a nice number (nice_ceil), so pyqtgraph's auto-range picks the same range
-    frame after frame.
+    """An invisible item whose data bounds give pyqtgraph's auto-range the plot's range.
 
-    Axes are re-laid-out and repainted only when their range changes: a moving range cost a third of a frame.
+    While runs stream in (live), the data's range is rounded out to whole decades (log10 y) and the end of a
+    growing iteration axis up to a nice number (nice_ceil), so the range stays put frame after frame: axes are
+    re-laid-out and repainted only when it changes, and a moving range cost a third of a frame.  A still
+    picture (paused, finished, exported) is fitted to the data instead (at least half a decade tall), so a loss
+    between 6 and 10 does not sit in an eighth of a plot from 1 to 100.
     Zooming and panning by hand still work, and the plot's "A" button returns to this auto-range.
     """
+
+    MIN_LOG_SPAN = 0.5                 # decades: a still log plot of nearly constant values is not all noise
 
     def __init__(self, plot: pg.PlotItem):
         super().__init__()
@@ -236,9 +243,9 @@ class SnapBounds(pg.GraphicsObject):
         plot.addItem(self)
 
     def snap(self, x: tuple[float, float] | None, y: tuple[float, float] | None, *, log_y: bool,
-             nice_x: bool = False, nice_y: bool = False) -> None:
+             nice_x: bool = False, nice_y: bool = False, live: bool = True) -> None:
         """Set from the drawn data's ranges (None: nothing drawn).  nice_x / nice_y: the end of a growing
-        iteration axis, rounded up by nice_ceil."""
+        iteration axis, rounded up by nice_ceil while live; live: whole decades (else fitted)."""
         if x is None or y is None:
             bounds = None
         else:
@@ -248,10 +255,14 @@ class SnapBounds(pg.GraphicsObject):
                 # squeezed against an edge and the whole-number axis labels it
                 mid = 0.5 * (x0 + x1)
                 x0, x1 = mid - 0.5, mid + 0.5
-            elif nice_x:
+            elif nice_x and live:
                 x1 = max(x1, nice_ceil(x1))
             y0, y1 = y
-            if log_y:
+            if log_y and not live:
+                if y1 - y0 < self.MIN_LOG_SPAN:
+                    mid = 0.5 * (y0 + y1)
+                    y0, y1 = mid - self.MIN_LOG_SPAN / 2, mid + self.MIN_LOG_SPAN / 2
+            elif log_y:
                 lo, hi = math.floor(y0 - 0.05), math.ceil(y1 + 0.05)
                 if self.bounds is not None:
                     # hysteresis: keep the current decades while the data fits and they are at most one decade
@@ -260,7 +271,7 @@ class SnapBounds(pg.GraphicsObject):
                     if cur_lo <= y0 and y1 <= cur_hi and cur_lo >= lo - 1 and cur_hi <= hi + 1:
                         lo, hi = cur_lo, cur_hi
                 y0, y1 = lo, hi
-            elif nice_y:
+            elif nice_y and live:
                 y1 = max(y1, nice_ceil(y1))
             bounds = ((x0, x1), (y0, y1))
         if bounds != self.bounds:

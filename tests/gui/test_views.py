@@ -47,12 +47,15 @@ def test_log_axis_labels_decades_with_superscripts(qapp):
 def test_log_axis_thins_decades_when_crowded_and_labels_short_spans_in_plain_numbers(qapp):
     levels = plotting.log_ticks(-60, 40, 200)          # 100 decades in 200 px: every 20th
     assert levels[0][0] == 20 and levels[0][1] == [-60, -40, -20, 0, 20, 40]
-    fine = plotting.log_ticks(-0.5, 0.8, 300)           # 0.32 .. 6.3: 1, 2, ... 9 times the decades
+    fine = plotting.log_ticks(-0.5, 0.8, 600)           # 0.32 .. 6.3: 1, 2, ... 9 times the decades
     values = [10 ** v for v in fine[0][1]]
     assert values == pytest.approx([0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1, 2, 3, 4, 5, 6])
     axis = plotting.Log10Axis("left")
-    axis.tickValues(-0.5, 0.8, 300)
+    axis.tickValues(-0.5, 0.8, 600)
     assert axis.tickStrings(fine[0][1][5:8], 1, 1.0) == ["0.9", "1", "2"]
+    # in 300 px, 0.8 and 0.9 would be 6 px apart: 1, 2, 5 times the decades instead
+    coarse = [10 ** v for v in plotting.log_ticks(-0.5, 0.8, 300)[0][1]]
+    assert coarse == pytest.approx([0.5, 1, 2, 5])
 
 
 def test_log10_or_nan_turns_zero_negative_and_nonfinite_into_gaps():
@@ -379,6 +382,7 @@ def test_axes_hold_still_while_data_moves_within_a_decade(view, qtbot):
     v = view(ProfileView)
     with qtbot.waitExposed(v):
         v.show()
+    v.set_live(True)                                  # runs streaming in
     trace = make_trace(T=12, K=1)                     # grad 1e-3 * 1.25^(11 - t): from 1e-3 to ~1.2e-2
     runs = [run_data(0, trace)]
     v.redraw(runs)
@@ -401,6 +405,11 @@ def test_axes_hold_still_while_data_moves_within_a_decade(view, qtbot):
     add(1000.0)                                       # three decades up: the range follows
     assert v.figure.grad_snap.bounds[1] == (-1, 2)
     qtbot.waitUntil(lambda: vb.viewRange()[1][1] >= 2)
+    # once the runs stop, the still picture is fitted to the data: 1e-3 * 1000 .. 1.16e-2 * 1000
+    v.set_live(False)
+    assert v.redraw(runs)
+    lo, hi = v.figure.grad_snap.bounds[1]
+    assert lo == pytest.approx(0.0) and hi == pytest.approx(np.log10(1000 * grad_values(0, 0, 12)[0]))
     assert [plotting.nice_ceil(v) for v in (37, 56, 200, 0.3, 9.1)] == pytest.approx([40, 60, 200, 0.3, 10])
 
 

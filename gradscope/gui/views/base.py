@@ -149,10 +149,10 @@ def log_series(trace, name: str, row: int = -1, layer: int | None = None) -> tup
 
 
 def snap_and_mark(snap: SnapBounds, marks: NonFiniteMarkers, marked: list, *curve_sets: CurveSet,
-                  log_y: bool = True, nice_x: bool = False) -> None:
+                  log_y: bool = True, nice_x: bool = False, live: bool = True) -> None:
     """Snap the plot's auto-range to the drawn curves and put the non-finite markers just above them."""
     x, y = data_ranges(*curve_sets)
-    snap.snap(x, y, log_y=log_y, nice_x=nice_x)
+    snap.snap(x, y, log_y=log_y, nice_x=nice_x, live=live)
     top = snap.bounds[1][1] if snap.bounds is not None else 0.0
     marks.set(marked, top + 0.25)
 
@@ -172,6 +172,7 @@ class Figure:
         the menus were a fifth of a figure's construction time)."""
         self.layout = layout
         self.interactive = interactive
+        self.live = False            # runs streaming in: ranges snapped so axes hold still (see SnapBounds)
         self.plots: list[pg.PlotItem] = []
         self.readouts = []
 
@@ -220,14 +221,16 @@ class View(QtWidgets.QWidget):
 
     def signature(self, runs: list[RunData]) -> tuple:
         return (tuple((r.key, id(r.trace), r.trace.version, r.visible, r.color, r.name) for r in runs),
-                self.figure.options())
+                self.figure.options(), self.figure.live)
 
     def set_live(self, live: bool) -> None:
-        """While runs stream in, curves are drawn without antialiasing (a third of a frame's paint time);
-        once they stop, the still picture is smooth again."""
+        """While runs stream in, curves are drawn without antialiasing (a third of a frame's paint time) and
+        ranges snap to whole decades; once they stop, the still picture is smooth and fitted to the data (the
+        next redraw: the figure's live state is part of the signature)."""
         if live == self.live:
             return
         self.live = live
+        self.figure.live = live
         for curves in self.figure.curve_sets():
             curves.set_antialias(not live)
 

@@ -89,8 +89,8 @@ class LayersFigure(Figure):
         self.legend.set(entries)
         self.grad_curves.retain(grad_keys)
         self.state_curves.retain(state_keys)
-        snap_and_mark(self.grad_snap, self.grad_marks, grad_marks, self.grad_curves)
-        snap_and_mark(self.state_snap, self.state_marks, state_marks, self.state_curves)
+        snap_and_mark(self.grad_snap, self.grad_marks, grad_marks, self.grad_curves, live=self.live)
+        snap_and_mark(self.state_snap, self.state_marks, state_marks, self.state_curves, live=self.live)
         self.hint.show(run is None)
 
     def _describe(self, x: float, metric: str) -> str | None:

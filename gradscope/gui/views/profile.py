@@ -108,8 +108,9 @@ class ProfileFigure(Figure):
         self.theory_curves.retain(theory_keys)
         self.state_curves.retain(state_keys)
         self.legend.set([(run.label, run.color, "solid") for run in shown] + _style_entries(any_lstm, theory_kinds))
-        snap_and_mark(self.grad_snap, self.grad_marks, grad_marks, self.grad_curves, self.theory_curves)
-        snap_and_mark(self.state_snap, self.state_marks, state_marks, self.state_curves)
+        snap_and_mark(self.grad_snap, self.grad_marks, grad_marks, self.grad_curves, self.theory_curves,
+                      live=self.live)
+        snap_and_mark(self.state_snap, self.state_marks, state_marks, self.state_curves, live=self.live)
         self.hint.show(not shown)
         self.hint.set_text(_empty_text(runs))
         titles = sorted({e["iteration"] for e in self._shown})

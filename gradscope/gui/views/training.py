@@ -87,8 +87,10 @@ class TrainingFigure(Figure):
         if clip_keys:
             entries.append(("clip threshold (norm)", STYLE_GREY, "dash"))
         self.legend.set(entries)
-        snap_and_mark(self.loss_snap, self.loss_marks, loss_marks, self.loss_curves, self.baselines, nice_x=True)
-        snap_and_mark(self.norm_snap, self.norm_marks, norm_marks, self.norm_curves, self.thresholds, nice_x=True)
+        snap_and_mark(self.loss_snap, self.loss_marks, loss_marks, self.loss_curves, self.baselines, nice_x=True,
+                      live=self.live)
+        snap_and_mark(self.norm_snap, self.norm_marks, norm_marks, self.norm_curves, self.thresholds, nice_x=True,
+                      live=self.live)
         self.hint.show(not shown)
 
     def _describe(self, x: float, metric: str) -> str | None:

@@ -13,7 +13,7 @@ from PyQt6 import QtCore, QtGui, QtWidgets
 from .. import style
 from ..model import RunData, log10_or_nan
 from ..plotting import (EmptyHint, HoverReadout, SnapBounds, decade_label, finite_range, make_plot, nearest_index,
-                        nice_ceil, thin_rows)
+                        thin_rows)
 from ..plotting import value_label
 from .base import (Figure, View, layer_combo, resolve_layer, run_combo, set_layer_choices, set_run_choices,
                    visible_with_data)
@@ -99,9 +99,8 @@ class WaterfallFigure(Figure):
         self.plot.getAxis("left").set_marks((float(iterations[0]), float(iterations[-1])),
                                             [float(i) for i in iterations] if len(iterations) <= 12 else None)
         # the iteration axis grows with training: snap its end to a nice number so it moves rarely
-        self.snap.snap((rect.left(), rect.right()), (rect.top(), rect.bottom()), log_y=False)
-        self.snap.bounds = ((rect.left(), rect.right()), (rect.top(), max(rect.bottom(), nice_ceil(rect.bottom()))))
-        self.snap.informViewBoundsChanged()
+        self.snap.snap((rect.left(), rect.right()), (rect.top(), rect.bottom()), log_y=False, nice_y=True,
+                       live=self.live)
         if bad.any():                                       # the overlay costs a (K', T, 4) array: only if needed
             overlay = np.zeros(values.shape + (4,), dtype=np.uint8)                # (K', T, 4) RGBA
             overlay[bad] = (_GREY.red(), _GREY.green(), _GREY.blue(), 255)
