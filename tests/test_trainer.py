@@ -1,4 +1,6 @@
 """The training generator: records, recording rule, seeds, determinism, divergence, clipping, pausing."""
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -163,24 +165,50 @@ def test_every_gradient_metric_is_taken_before_clipping():
     assert np.sqrt(np.sum(per_parameter ** 2)) == pytest.approx(record.grad_norm, rel=1e-12)
 
 
-def test_the_per_parameter_metrics_run_on_one_blas_thread_and_the_setting_is_restored(monkeypatch):
-    threadpoolctl = pytest.importorskip("threadpoolctl")
-    import gradscope.engine.trainer as trainer
+SPY_ON_BLAS_THREADS = """
+import json, sys
+import numpy as np
+from threadpoolctl import threadpool_info
+import gradscope.engine.trainer as trainer
+from gradscope.config import RunConfig
 
-    seen = []
-    real = trainer.parameter_metrics
+def numpy_blas():   # thread counts of the BLAS libraries NumPy ships (the ones np.linalg calls)
+    return sorted({lib["num_threads"] for lib in threadpool_info()
+                   if lib["user_api"] == "blas" and "numpy" in lib["filepath"]})
 
-    def spy(*args, **kwargs):
-        seen.append({lib["num_threads"] for lib in threadpoolctl.threadpool_info() if lib["user_api"] == "blas"})
-        return real(*args, **kwargs)
+seen, real = [], trainer.parameter_metrics
+def spy(*args, **kwargs):
+    seen.append(numpy_blas())
+    return real(*args, **kwargs)
+trainer.parameter_metrics = spy
+run = RunConfig.model_validate({"hidden_size": 12, "task": {"name": "adding", "seq_len": 15, "batch_size": 4},
+                                "train": {"iterations": 3}})
+before = numpy_blas()
+list(trainer.Training(run, 0, backend="numpy"))
+print(json.dumps({"before": before, "seen": seen, "after": numpy_blas()}))
+"""
 
-    monkeypatch.setattr(trainer, "parameter_metrics", spy)
-    with threadpoolctl.threadpool_limits(2, user_api="blas"):
-        list(Training(make_run(train={"iterations": 3}), seed=0, backend=BACKEND))
-        after = {lib["num_threads"] for lib in threadpoolctl.threadpool_info() if lib["user_api"] == "blas"}
-    if not seen[0]:
-        pytest.skip("no BLAS library that threadpoolctl can control")
-    assert seen == [{1}] * 3 and after == {2}
+
+@pytest.mark.parametrize("threads", ["2", "1"])
+def test_the_per_parameter_metrics_run_on_one_blas_thread_and_the_setting_is_restored(threads):
+    # In a fresh process: the OpenBLAS thread count is the process's, and (OpenBLAS 0.3.30) one set from a
+    # Qt thread, as the GUI tests do, cannot be changed from the main thread afterwards.
+    import json
+    import os
+    import subprocess
+    import sys
+
+    pytest.importorskip("threadpoolctl")
+    root = Path(__file__).resolve().parent.parent
+    env = dict(os.environ, OPENBLAS_NUM_THREADS=threads)
+    proc = subprocess.run([sys.executable, "-c", SPY_ON_BLAS_THREADS], env=env, cwd=root, capture_output=True,
+                          text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    found = json.loads(proc.stdout)
+    if not found["before"]:
+        pytest.skip("NumPy's BLAS is not one that threadpoolctl finds inside the numpy package")
+    assert found["before"] == found["after"] == [int(threads)]         # as the process had it, before and after
+    assert found["seen"] == [[1]] * 3                                    # one thread inside, every iteration
 
 
 def test_spectral_every_thins_the_eigensolves_and_zero_turns_them_off():

@@ -17,7 +17,6 @@ the generator: the run diverged and keeps everything recorded.
 """
 from __future__ import annotations
 
-import sys
 import threading
 import time
 from contextlib import contextmanager
@@ -34,8 +33,7 @@ from .tasks import make_task
 
 
 _blas_lock = threading.RLock()
-_blas_controller = None          # threadpoolctl's view of the loaded BLAS libraries ...
-_blas_modules = 0                # ... taken when sys.modules had this many entries
+_blas_controller = None          # threadpoolctl's handle on the BLAS libraries, made once
 
 
 @contextmanager
@@ -49,20 +47,29 @@ def small_linear_algebra():
     counts change only inside the block (milliseconds), so the kernels' large GEMMs, between blocks, keep
     every thread (a kernel running meanwhile in another of the app's threads runs those milliseconds on one).
     The lock keeps concurrent trainers from restoring each other's settings out of order.
+
+    The libraries are listed once (~1-5 ms), the first time something trains: NumPy's, the one these calls
+    use, is always among them, since NumPy is imported by then.  A library loaded later (e.g. SciPy's, with
+    the Numba kernels, when the NumPy backend trained first) is not limited: nothing in the block calls it.
+    Libraries already on one thread (GradScope's default, gradscope/__init__.py) are left alone: nothing is
+    set then, which matters because an OpenBLAS thread count set from a thread Qt started (the app's
+    workers) can no longer be changed from the main thread afterwards (OpenBLAS 0.3.30, 0.3.31).
     """
-    global _blas_controller, _blas_modules
+    global _blas_controller
     with _blas_lock:
-        # Listing the loaded libraries takes ~5 ms, so it is done again only when modules were imported since
-        # (a BLAS library arrives with an extension module, e.g. SciPy's with the Numba kernels).
-        if _blas_controller is None or len(sys.modules) != _blas_modules:
+        if _blas_controller is None:
             from threadpoolctl import ThreadpoolController   # ~25 ms to import: only once something trains
 
-            _blas_controller, _blas_modules = ThreadpoolController(), len(sys.modules)
-        limiter = _blas_controller.limit(limits=1, user_api="blas")
+            _blas_controller = ThreadpoolController()
+        saved = [(lib, lib.num_threads) for lib in _blas_controller.lib_controllers
+                 if lib.user_api == "blas" and lib.num_threads > 1]
+        for lib, _ in saved:
+            lib.set_num_threads(1)
         try:
             yield
         finally:
-            limiter.restore_original_limits()
+            for lib, threads in saved:
+                lib.set_num_threads(threads)
 
 
 class Training:
