@@ -246,7 +246,8 @@ class RunEditor(QtWidgets.QWidget):
         elif isinstance(widget, QtWidgets.QComboBox):
             index = widget.findText(str(value))
             if index < 0:
-                raise ValueError(f"{key}: {value!r} is not one of {[widget.itemText(i) for i in range(widget.count())]}")
+                choices = [widget.itemText(i) for i in range(widget.count())]
+                raise ValueError(f"{key}: {value!r} is not one of {choices}")
             widget.setCurrentIndex(index)
         elif isinstance(widget, QtWidgets.QCheckBox):
             widget.setChecked(bool(value))
