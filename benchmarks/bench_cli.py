@@ -1,7 +1,7 @@
 """What a user feels: ``gradscope run`` as a whole process against the equivalent PyTorch script.
 
     python benchmarks/bench_cli.py                      # 5 repeats at 2 threads each (the issue's setting)
-    python benchmarks/bench_cli.py --threads 1,2 --repeats 3
+    python benchmarks/bench_cli.py --threads 2,1,default --repeats 3
     python benchmarks/bench_cli.py --lapack             # also: the trainer's small LAPACK calls, 1 vs 2 threads
 
 The case (issue "engine speed"): an instrumented LSTM training experiment at (B, T, n, d) = (32, 100, 32, 128),
@@ -16,8 +16,9 @@ The case (issue "engine speed"): an instrumented LSTM training experiment at (B,
     torch                   python benchmarks/torch_equivalent.py --out FILE.npz --threads N
 
 Every process gets N threads (OMP_NUM_THREADS, OPENBLAS_NUM_THREADS, MKL_NUM_THREADS, NUMBA_NUM_THREADS; the
-PyTorch script also calls torch.set_num_threads(N)).  GradScope runs on a warm Numba cache (one untimed run
-first; so does PyTorch, for the file cache).  The commands alternate within each repeat, so that a change in
+PyTorch script also calls torch.set_num_threads(N)).  "default" sets none of them: each program as a user
+runs it (GradScope: OpenBLAS on one thread, gradscope/__init__.py; PyTorch: one thread per core).  GradScope
+runs on a warm Numba cache (one untimed run first; so does PyTorch, for the file cache).  The commands alternate within each repeat, so that a change in
 the machine's load hits them alike.  The untimed first PyTorch run starts from GradScope's initial parameters
 and first batch (--init-from), and its iteration 0 is compared with GradScope's: the two do the same job.
 
@@ -49,9 +50,13 @@ SHARED_METRICS = ("h_norm", "c_norm", "grad_h_norm", "grad_c_norm", "gate_i_mean
 
 
 def thread_env(threads: int) -> dict:
+    """The environment for N threads; 0: none of the thread variables (each program's own default)."""
     env = dict(os.environ)
     for name in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NUMBA_NUM_THREADS"):
-        env[name] = str(threads)
+        if threads > 0:
+            env[name] = str(threads)
+        else:
+            env.pop(name, None)
     env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
     return env
 
@@ -206,7 +211,9 @@ def markdown(report: dict) -> str:
              f"Command: `{report['command']}`.  Case: benchmarks/cli_lstm.toml, LSTM (B, T, n, d) = (32, 100, 32, "
              f"128), 100 SGD iterations, every iteration recorded; PyTorch: benchmarks/torch_equivalent.py.", ""]
     for entry in report["results"]:
-        lines += [f"## {entry['threads']} thread(s) per process, {entry['repeats']} repeats", "",
+        title = (f"{entry['threads']} thread(s) per process" if entry["threads"] else
+                 "each program's default threads (no thread variables set)")
+        lines += [f"## {title}, {entry['repeats']} repeats", "",
                   "| command | best wall (s) | median wall (s) | median CPU (s) | torch / this (median) | "
                   "torch / this (best) |", "|---|---:|---:|---:|---:|---:|"]
         for name, t in entry["times"].items():
@@ -235,7 +242,7 @@ def markdown(report: dict) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--repeats", type=int, default=5)
-    parser.add_argument("--threads", default="2", help="comma-separated thread counts (default 2)")
+    parser.add_argument("--threads", default="2", help="comma-separated thread counts, or default (default 2)")
     parser.add_argument("--lapack", action="store_true", help="also measure the small LAPACK calls")
     parser.add_argument("--out", default=str(RESULTS), help="folder for cli.json and cli.md")
     args = parser.parse_args()
@@ -250,7 +257,7 @@ def main() -> None:
                            "numba": numba.__version__, "torch": torch.__version__},
               "results": []}
     with tempfile.TemporaryDirectory(prefix="gradscope-bench-cli-") as work:
-        for threads in (int(t) for t in args.threads.split(",")):
+        for threads in (0 if t.strip() == "default" else int(t) for t in args.threads.split(",")):
             report["results"].append(bench_threads(threads, args.repeats, Path(work)))
     if args.lapack:
         report["lapack"] = bench_lapack()

@@ -3,6 +3,8 @@ peer of benchmarks/bench_cli.py, written as a PyTorch user would write it.
 
     python benchmarks/torch_equivalent.py --out traces.npz [--threads 2] [--init-from DIR/01-lstm]
 
+(--threads 0 leaves PyTorch's default.)
+
 The same job: an LSTM (n = 32 inputs, d = 128 units) with a linear readout, on GradScope's probe task (B = 32
 sequences of T = 100 steps, x_t ~ N(0, 1), one mse target ~ N(0, 1) scored at the last step, a new batch every
 iteration), trained for 100 plain SGD iterations (lr 0.01).  Every iteration records, before the update:
@@ -38,11 +40,12 @@ ITERATIONS, LR = 100, 0.01
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", required=True, help=".npz file to write")
-    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--threads", type=int, default=2, help="torch.set_num_threads; 0 leaves PyTorch's default")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--init-from", help="a GradScope run folder (init_params.npz, first_batch.npz)")
     args = parser.parse_args()
-    torch.set_num_threads(args.threads)
+    if args.threads > 0:
+        torch.set_num_threads(args.threads)
     generator = torch.Generator().manual_seed(args.seed)
 
     cell = torch.nn.LSTMCell(n, d)                     # weight_ih (4d, n), weight_hh (4d, d): gates i, f, g, o
