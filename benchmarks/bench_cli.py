@@ -18,9 +18,10 @@ The case (issue "engine speed"): an instrumented LSTM training experiment at (B,
 Every process gets N threads (OMP_NUM_THREADS, OPENBLAS_NUM_THREADS, MKL_NUM_THREADS, NUMBA_NUM_THREADS; the
 PyTorch script also calls torch.set_num_threads(N)).  "default" sets none of them: each program as a user
 runs it (GradScope: OpenBLAS on one thread, gradscope/__init__.py; PyTorch: one thread per core).  GradScope
-runs on a warm Numba cache (one untimed run first; so does PyTorch, for the file cache).  The commands alternate within each repeat, so that a change in
-the machine's load hits them alike.  The untimed first PyTorch run starts from GradScope's initial parameters
-and first batch (--init-from), and its iteration 0 is compared with GradScope's: the two do the same job.
+runs on a warm Numba cache (one untimed run first; so does PyTorch, for the file cache).  The commands
+alternate within each repeat, so that a change in the machine's load hits them alike.  The untimed first
+PyTorch run starts from GradScope's initial parameters and first batch (--init-from), and its iteration 0 is
+compared with GradScope's: the two do the same job.
 
 Writes benchmarks/results/cli.json and cli.md.
 """
