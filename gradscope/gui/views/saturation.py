@@ -34,6 +34,7 @@ class SaturationFigure(Figure):
         self.sat_plot.setYRange(-0.02, 1.02)
         for plot in (self.gate_plot, self.sat_plot):
             plot.enableAutoRange(y=False)
+            plot.hideButtons()        # its "A" (auto-range) would show on every hover: y is fixed on purpose
         self.plots = [self.gate_plot, self.sat_plot]
         self.legend = Legend(layout, 0, 2)
         self.gate_curves = CurveSet(self.gate_plot)
