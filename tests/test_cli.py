@@ -2,6 +2,7 @@
 import json
 import subprocess
 import sys
+import textwrap
 import types
 from pathlib import Path
 
@@ -306,3 +307,22 @@ def test_ctrl_c_in_a_terminal_stops_the_worker_processes_too_and_exits_130(tmp_p
     assert "SIGINT received" in text and "stopped by SIGINT" in text and "Traceback" not in text
     long = _check_stopped_export(out, tmp_path / "logs")
     assert long["iterations"] >= 1
+
+
+def test_the_command_line_imports_heavy_packages_only_when_needed(small, tmp_path):
+    """Start-up time: gradscope.cli needs only the standard library; a run without figures never loads Qt,
+    pyqtgraph or PyTorch."""
+    code = textwrap.dedent(f"""
+        import json, sys
+        heavy = ("numpy", "pydantic", "numba", "scipy", "PyQt6", "pyqtgraph", "torch")
+        from gradscope import cli
+        at_import = sorted({{m.split(".")[0] for m in sys.modules}} & set(heavy))
+        code = cli.main(["run", {str(small)!r}, "--out", {str(tmp_path / "out")!r}, "--no-plots",
+                         "--backend", "numpy"])
+        after_run = sorted({{m.split(".")[0] for m in sys.modules}} & set(heavy))
+        print(json.dumps([code, at_import, after_run]))
+    """)
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=120)
+    code, at_import, after_run = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert code == 0 and at_import == []
+    assert not {"PyQt6", "pyqtgraph", "torch"} & set(after_run) and "numpy" in after_run
