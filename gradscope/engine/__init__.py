@@ -84,11 +84,14 @@ def check_batch(spec: ModelSpec, params: Params, x, target, mask, loss_kind: str
 
 
 def bptt(spec: ModelSpec, params: Params, x: np.ndarray, target: np.ndarray, mask: np.ndarray,
-         loss_kind: str, *, backend: str = "numba", workspace=None, check: bool = True) -> StepResult:
+         loss_kind: str, *, backend: str = "numba", workspace=None, check: bool = True,
+         threads: int | None = None) -> StepResult:
     """One forward and backward pass through time with every metric (see ``metrics`` for definitions).
 
     backend "numba" runs the compiled kernels (``cells``); "numpy" runs their plain twins (``reference``).
-    Never raises on NaN or Inf: ``result.nonfinite`` says where the first one appeared.
+    ``threads`` (numba only): at most this many threads, each on a shard of the batch (``cells.shard_rows``;
+    default: Numba's thread count, NUMBA_NUM_THREADS).  Never raises on NaN or Inf: ``result.nonfinite``
+    says where the first one appeared.
     """
     if check:
         check_batch(spec, params, x, target, mask, loss_kind)
@@ -99,7 +102,7 @@ def bptt(spec: ModelSpec, params: Params, x: np.ndarray, target: np.ndarray, mas
     if backend == "numba":
         from . import cells
 
-        return cells.bptt(spec, params, x, target, mask, loss_kind, workspace=workspace)
+        return cells.bptt(spec, params, x, target, mask, loss_kind, workspace=workspace, threads=threads)
     raise ValueError(f"backend must be 'numba' or 'numpy', got {backend!r}")
 
 

@@ -1,8 +1,8 @@
 """The one place Numba options are set.
 
 - ``cache=True`` so a second process starts in well under a second.  Compiled kernels go to ONE folder,
-  ``<base>/gradscope-<salt>``, where ``salt`` hashes the kernel sources (cells.py, fastmath.py, this file,
-  and metrics.py, whose saturation thresholds are compiled in).
+  ``<base>/gradscope-<salt>``, where ``salt`` hashes the kernel sources (cells.py, fastmath.py, gemm.py, this
+  file, and metrics.py, whose saturation thresholds are compiled in).
   Numba invalidates a cached function only when ITS OWN file changes; the salt also retires kernels whose
   inlined helpers (fastmath.py) or options (here) changed.  ``base`` is the first writable folder among
   NUMBA_CACHE_DIR, the package's ``__pycache__``, the user cache folder (~/.cache/numba) and the temporary
@@ -30,7 +30,8 @@ FASTMATH = frozenset({"contract", "reassoc", "nsz", "arcp"})
 KERNEL_OPTIONS = dict(nogil=True, error_model="numpy", boundscheck=False)
 
 _HERE = Path(__file__).parent
-_SALTED_SOURCES = ("cells.py", "fastmath.py", "_jit.py", "metrics.py")   # metrics.py: the 0.05 / 0.95 thresholds
+# metrics.py: the 0.05 / 0.95 thresholds are compiled in
+_SALTED_SOURCES = ("cells.py", "fastmath.py", "gemm.py", "_jit.py", "metrics.py")
 
 
 def _writable_dir(path: Path) -> bool:

@@ -28,8 +28,10 @@ and the metrics show where they started (metrics.first_nonfinite).
 from __future__ import annotations
 
 import math
+import os
 import threading
 
+import numba
 import numpy as np
 from numba import types
 from numba.core import cgutils
@@ -38,6 +40,7 @@ from numba.np.linalg import ensure_blas
 
 from . import _jit
 from .fastmath import sigmoid, tanh
+from .gemm import gemm_packed_acc, pack, pack_transposed, panels
 from .metrics import SAT_HIGH, SAT_LOW, StepResult, first_nonfinite, step_metric_names
 from .params import LayerParams, ModelSpec, Params
 
@@ -112,21 +115,9 @@ def gemm_nt(A, B, C):
 
 
 @_jit.kernel
-def gemm_nt_acc(A, B, C):
-    """C += A B^T (BLAS)."""
-    return _gemm(False, True, A, B, True, C)
-
-
-@_jit.kernel
 def gemm_nn(A, B, C):
     """C = A B (BLAS)."""
     return _gemm(False, False, A, B, False, C)
-
-
-@_jit.kernel
-def gemm_nn_acc(A, B, C):
-    """C += A B (BLAS)."""
-    return _gemm(False, False, A, B, True, C)
 
 
 @_jit.kernel
@@ -135,8 +126,7 @@ def gemm_tn_acc(A, B, C):
     return _gemm(True, False, A, B, True, C)
 
 
-GEMMS = {(False, True, False): gemm_nt, (False, True, True): gemm_nt_acc, (False, False, False): gemm_nn,
-         (False, False, True): gemm_nn_acc, (True, False, True): gemm_tn_acc}
+GEMMS = {(False, True, False): gemm_nt, (False, False, False): gemm_nn, (True, False, True): gemm_tn_acc}
 
 
 # -------------------------------------------------------------------------------------------- helpers
@@ -398,11 +388,12 @@ def _lstm_backward_row(a, gh, c, c_prev, dc_next, db_h, stats):
 
 # ----------------------------------------------------------------------------------------- RNN layer
 @_jit.kernel
-def rnn_forward(X, W_hx, W_hh, b_h, act, H, h_norm, act_metric):
+def rnn_forward(X, W_hx, P_hh, b_h, act, H, h_norm, act_metric):
     """Forward through time of one RNN layer, with its metrics.
 
         z_t = x_t W_hx^T + h_{t-1} W_hh^T + b_h,   h_t = f(z_t),   h_{-1} = 0
-    X (T, B, n) input, H (T, B, d) output.  f = relu | tanh | sigmoid | linear (act 0..3).
+    X (T, B, n) input, H (T, B, d) output; P_hh: W_hh^T packed (``pack_recurrent``).
+    f = relu | tanh | sigmoid | linear (act 0..3).
     h_norm[t] = mean_b ||h_t||; act_metric[t] = share of (b, unit) pairs with h = 0 (relu),
     |h| > 0.95 (tanh), h < 0.05 or h > 0.95 (sigmoid); untouched for linear.
     """
@@ -413,7 +404,7 @@ def rnn_forward(X, W_hx, W_hh, b_h, act, H, h_norm, act_metric):
     gemm_nt(_rows(X), W_hx, _rows(H))                                         # x_t W_hx^T, all t
     for t in range(T):
         if t > 0:
-            gemm_nt_acc(H[t - 1], W_hh, H[t])                                 # += h_{t-1} W_hh^T
+            gemm_packed_acc(H[t - 1], P_hh, H[t])                             # += h_{t-1} W_hh^T
         norm_sum = 0.0
         count = 0
         for b in range(B):
@@ -426,7 +417,7 @@ def rnn_forward(X, W_hx, W_hh, b_h, act, H, h_norm, act_metric):
 
 
 @_jit.kernel
-def rnn_backward(X, H, t0, W_hx, W_hh, act, G, dZ, dz_carry, has_carry,
+def rnn_backward(X, H, t0, W_hx, P_hh, act, G, dZ, dz_carry, has_carry,
                  dW_hx, dW_hh, db_h, grad_h_norm, propagate):
     """Backward through the chunk of steps t0 .. t0+Tc-1 of one RNN layer (the whole layer when t0 = 0
     and Tc = T).
@@ -436,7 +427,8 @@ def rnn_backward(X, H, t0, W_hx, W_hh, act, G, dZ, dz_carry, has_carry,
         dW_hh += sum_t dz_t^T h_{t-1}      dW_hx += sum_t dz_t^T x_t      db_h += sum_{t,b} dz_t
         G_t  <- dz_t W_hx                  direct gradient into the layer below (when propagate)
     X (Tc, B, n) the chunk's input; H (T, B, d) the layer's states (all steps: h_{t0-1} is needed);
-    G (Tc, B, d) in: direct gradient, out: the layer below's (or scratch); dZ (Tc, B, d) out;
+    P_hh: W_hh packed (``pack_recurrent``); G (Tc, B, d) in: direct gradient, out: the layer below's (or
+    scratch); dZ (Tc, B, d) out;
     dz_carry (B, d) in: dz_{t0+Tc} (used if has_carry), out: dz_{t0}; db_h (d,) float64.
     """
     Tc, B, n = X.shape
@@ -444,9 +436,9 @@ def rnn_backward(X, H, t0, W_hx, W_hh, act, G, dZ, dz_carry, has_carry,
     for s in range(Tc - 1, -1, -1):
         t = t0 + s
         if s + 1 < Tc:
-            gemm_nn_acc(dZ[s + 1], W_hh, G[s])                                # g_t = G_t + dz_{t+1} W_hh
+            gemm_packed_acc(dZ[s + 1], P_hh, G[s])                            # g_t = G_t + dz_{t+1} W_hh
         elif has_carry:
-            gemm_nn_acc(dz_carry, W_hh, G[s])
+            gemm_packed_acc(dz_carry, P_hh, G[s])
         norm_sum = 0.0
         for b in range(B):
             ss, ss_scaled = _rnn_backward_row(G[s, b], H[t, b], dZ[s, b], db_h, act)
@@ -467,12 +459,13 @@ def rnn_backward(X, H, t0, W_hx, W_hh, act, G, dZ, dz_carry, has_carry,
 
 # ---------------------------------------------------------------------------------------- LSTM layer
 @_jit.kernel
-def lstm_forward(X, W_hx, W_hh, b_h, A, C, H, c_zero, m):
+def lstm_forward(X, W_hx, P_hh, b_h, A, C, H, c_zero, m):
     """Forward through time of one LSTM layer, with its metrics.
 
         [i, f, g, o] = split(x_t W_hx^T + h_{t-1} W_hh^T + b_h)      blocks of d, in this order
         i, f, o = sigmoid(.), g = tanh(.),  c_t = f c_{t-1} + i g,  h_t = o tanh(c_t),  h_{-1} = c_{-1} = 0
-    X (T, B, n); A (T, B, 4d) out: the gate activations i, f, g, o; C, H (T, B, d) out; c_zero (B, d) zeros.
+    X (T, B, n); P_hh: W_hh^T packed (``pack_recurrent``); A (T, B, 4d) out: the gate activations i, f, g, o;
+    C, H (T, B, d) out; c_zero (B, d) zeros.
     m (10, T) out: h_norm, c_norm (mean_b of the L2 norms), gate_{i,f,g,o}_mean (over batch and units),
     gate_{i,f,o}_sat (share < 0.05 or > 0.95), gate_g_sat (share with |g| > 0.95).
     """
@@ -482,7 +475,7 @@ def lstm_forward(X, W_hx, W_hh, b_h, A, C, H, c_zero, m):
     gemm_nt(_rows(X), W_hx, _rows(A))                                         # x_t W_hx^T, all t
     for t in range(T):
         if t > 0:
-            gemm_nt_acc(H[t - 1], W_hh, A[t])                                 # += h_{t-1} W_hh^T
+            gemm_packed_acc(H[t - 1], P_hh, A[t])                             # += h_{t-1} W_hh^T
         c_prev = C[t - 1] if t > 0 else c_zero                            # (B, d)
         _fill_zero(stats)
         for b in range(B):
@@ -494,7 +487,7 @@ def lstm_forward(X, W_hx, W_hh, b_h, A, C, H, c_zero, m):
 
 
 @_jit.kernel
-def lstm_backward(X, H, C, A, t0, Tc, W_hx, W_hh, G, dc_carry, c_zero,
+def lstm_backward(X, H, C, A, t0, Tc, W_hx, P_hh, G, dc_carry, c_zero,
                   dW_hx, dW_hh, db_h, grad_h_norm, grad_c_norm, propagate):
     """Backward through the chunk of steps t0 .. t0+Tc-1 of one LSTM layer.
 
@@ -504,7 +497,7 @@ def lstm_backward(X, H, C, A, t0, Tc, W_hx, W_hh, G, dc_carry, c_zero,
                 g_t tanh(c_t) o_t (1 - o_t)]                     (B, 4d), blocks i, f, g, o
         dW_hh += sum_t dz_t^T h_{t-1}   dW_hx += sum_t dz_t^T x_t   db_h += sum_{t,b} dz_t   G_t <- dz_t W_hx
     X (Tc, B, n) the chunk's input; H, C (T, B, d) and A (T, B, 4d) for all steps: A[t] holds the gates of
-    step t and is overwritten with dz_t (dz_{t+1} is read from A[t+1], already converted).
+    step t and is overwritten with dz_t (dz_{t+1} is read from A[t+1], already converted); P_hh: W_hh packed.
     G (Tc, B, d) in: direct gradient, out: the layer below's (when propagate); dc_carry (B, d) in:
     dc_{t0+Tc} f_{t0+Tc} (zeros at the end of the sequence), out: dc_{t0} f_{t0}; db_h (4d,) float64.
     """
@@ -513,7 +506,7 @@ def lstm_backward(X, H, C, A, t0, Tc, W_hx, W_hh, G, dc_carry, c_zero,
     for s in range(Tc - 1, -1, -1):
         t = t0 + s
         if t + 1 < T:
-            gemm_nn_acc(A[t + 1], W_hh, G[s])                                 # g_t = G_t + dz_{t+1} W_hh
+            gemm_packed_acc(A[t + 1], P_hh, G[s])                             # g_t = G_t + dz_{t+1} W_hh
         c_prev = C[t - 1] if t > 0 else c_zero
         _fill_zero(stats)
         for b in range(B):
@@ -588,6 +581,17 @@ def readout_loss(H, W_yh, b_y, target_f, target_i, mask, loss_kind, inv_B, Y, lo
     gemm_nn(Y2, W_yh, _rows(G))                                               # (Tc*B, d) = dY W_yh
 
 
+def pack_recurrent(W_hh: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(P_f, P_b): W_hh^T and W_hh packed for the forward and backward recurrent products (gemm.py); the
+    step kernels pack into their workspace, this is for calling the layer kernels on their own."""
+    Gd, d = W_hh.shape
+    W_hh = np.ascontiguousarray(W_hh)
+    P_f, P_b = panels(d, Gd, W_hh.dtype), panels(Gd, d, W_hh.dtype)
+    pack_transposed(W_hh, P_f)
+    pack(W_hh, P_b)
+    return P_f, P_b
+
+
 # ------------------------------------------------------------------------------------------ the steps
 @_jit.kernel
 def grad_norms(dW_hx0, dW_hxR, dW_hh, db_h, dW_yh, db_y, out):
@@ -614,25 +618,28 @@ def _zero_accumulators(dW_hx0, dW_hxR, dW_hh, dW_yh, db64, dby64, loss_t):
 
 
 @_jit.kernel
-def rnn_step(x, W_hx0, W_hxR, W_hh, b_h, W_yh, b_y, target_f, target_i, mask, loss_kind, act, chunk,
-             H, Y, G, dZ, dz_carry, dW_hx0, dW_hxR, dW_hh, db_h, dW_yh, db_y, db64, dby64, M, loss_t,
+def rnn_step(x, W_hx0, W_hxR, W_hh, b_h, W_yh, b_y, target_f, target_i, mask, loss_kind, inv_B, act, chunk,
+             P_f, P_b, H, Y, G, dZ, dz_carry, dW_hx0, dW_hxR, dW_hh, db_h, dW_yh, db_y, db64, dby64, M, loss_t,
              norms):
     """One forward and backward pass of a stacked RNN with every metric (see the module docstring).
 
     x (T, B, n); W_hx0 (d, n) layer 0, W_hxR (max(L-1, 1), d, d) layers 1.., W_hh (L, d, d), b_h (L, d);
-    work: H (L, T, B, d) states, Y (Tc, B, k), G and dZ (Tc, B, d), dz_carry (L, B, d);
+    inv_B: 1 / the batch size the loss averages over (a shard of a batch holds only some of its examples);
+    work: P_f, P_b (L, ...) each layer's W_hh^T and W_hh packed (gemm.py), H (L, T, B, d) states, Y (Tc, B, k),
+    G and dZ (Tc, B, d), dz_carry (L, B, d);
     out: the gradients (same shapes; db64 (L, d), dby64 (k,) float64 sums), M (L, 3, T) rows h_norm,
-    the activation's metric (relu_dead, tanh_sat or sigmoid_sat), grad_h_norm; loss_t (T,);
-    norms (3L+2,) the gradient norms.
+    the activation's metric (relu_dead, tanh_sat or sigmoid_sat), grad_h_norm (means over this B);
+    loss_t (T,); norms (3L+2,) the gradient norms, or (0,) to skip them (a shard's are not wanted).
     """
-    T, B, n = x.shape
+    T = x.shape[0]
     L = W_hh.shape[0]
     for l in range(L):
+        pack_transposed(W_hh[l], P_f[l])
+        pack(W_hh[l], P_b[l])
         X = x if l == 0 else H[l - 1]
         W_hx = W_hx0 if l == 0 else W_hxR[l - 1]
-        rnn_forward(X, W_hx, W_hh[l], b_h[l], act, H[l], M[l, 0], M[l, 1])
+        rnn_forward(X, W_hx, P_f[l], b_h[l], act, H[l], M[l, 0], M[l, 1])
     _zero_accumulators(dW_hx0, dW_hxR, dW_hh, dW_yh, db64, dby64, loss_t)
-    inv_B = 1.0 / B
     t1 = T
     while t1 > 0:
         t0 = max(0, t1 - chunk)
@@ -644,7 +651,7 @@ def rnn_step(x, W_hx0, W_hxR, W_hh, b_h, W_yh, b_y, target_f, target_i, mask, lo
             X = x[t0:t1] if l == 0 else H[l - 1, t0:t1]
             W_hx = W_hx0 if l == 0 else W_hxR[l - 1]
             dW_hx = dW_hx0 if l == 0 else dW_hxR[l - 1]
-            rnn_backward(X, H[l], t0, W_hx, W_hh[l], act, Gc, dZ[:Tc], dz_carry[l], t1 < T,
+            rnn_backward(X, H[l], t0, W_hx, P_b[l], act, Gc, dZ[:Tc], dz_carry[l], t1 < T,
                          dW_hx, dW_hh[l], db64[l], M[l, 2], l > 0)
         t1 = t0
     for l in range(L):
@@ -652,12 +659,13 @@ def rnn_step(x, W_hx0, W_hxR, W_hh, b_h, W_yh, b_y, target_f, target_i, mask, lo
             db_h[l, j] = db64[l, j]
     for j in range(db_y.shape[0]):
         db_y[j] = dby64[j]
-    grad_norms(dW_hx0, dW_hxR, dW_hh, db_h, dW_yh, db_y, norms)
+    if norms.shape[0] > 0:
+        grad_norms(dW_hx0, dW_hxR, dW_hh, db_h, dW_yh, db_y, norms)
 
 
 @_jit.kernel
-def lstm_step(x, W_hx0, W_hxR, W_hh, b_h, W_yh, b_y, target_f, target_i, mask, loss_kind, chunk,
-              H, C, A, c_zero, Y, G, dc_carry, dW_hx0, dW_hxR, dW_hh, db_h, dW_yh, db_y, db64, dby64,
+def lstm_step(x, W_hx0, W_hxR, W_hh, b_h, W_yh, b_y, target_f, target_i, mask, loss_kind, inv_B, chunk,
+              P_f, P_b, H, C, A, c_zero, Y, G, dc_carry, dW_hx0, dW_hxR, dW_hh, db_h, dW_yh, db_y, db64, dby64,
               M, loss_t, norms):
     """One forward and backward pass of a stacked LSTM with every metric (see the module docstring).
 
@@ -665,15 +673,16 @@ def lstm_step(x, W_hx0, W_hxR, W_hh, b_h, W_yh, b_y, target_f, target_i, mask, l
     b_h (L, 4d); work: H, C (L, T, B, d), A (L, T, B, 4d) gates (then dz), c_zero (B, d) zeros,
     dc_carry (L, B, d); M (L, 12, T) rows as LSTM_ROWS.
     """
-    T, B, n = x.shape
+    T = x.shape[0]
     L = W_hh.shape[0]
     for l in range(L):
+        pack_transposed(W_hh[l], P_f[l])
+        pack(W_hh[l], P_b[l])
         X = x if l == 0 else H[l - 1]
         W_hx = W_hx0 if l == 0 else W_hxR[l - 1]
-        lstm_forward(X, W_hx, W_hh[l], b_h[l], A[l], C[l], H[l], c_zero, M[l, 0:10])
+        lstm_forward(X, W_hx, P_f[l], b_h[l], A[l], C[l], H[l], c_zero, M[l, 0:10])
     _zero_accumulators(dW_hx0, dW_hxR, dW_hh, dW_yh, db64, dby64, loss_t)
     _fill_zero(dc_carry.ravel())
-    inv_B = 1.0 / B
     t1 = T
     while t1 > 0:
         t0 = max(0, t1 - chunk)
@@ -685,7 +694,7 @@ def lstm_step(x, W_hx0, W_hxR, W_hh, b_h, W_yh, b_y, target_f, target_i, mask, l
             X = x[t0:t1] if l == 0 else H[l - 1, t0:t1]
             W_hx = W_hx0 if l == 0 else W_hxR[l - 1]
             dW_hx = dW_hx0 if l == 0 else dW_hxR[l - 1]
-            lstm_backward(X, H[l], C[l], A[l], t0, Tc, W_hx, W_hh[l], Gc, dc_carry[l], c_zero,
+            lstm_backward(X, H[l], C[l], A[l], t0, Tc, W_hx, P_b[l], Gc, dc_carry[l], c_zero,
                           dW_hx, dW_hh[l], db64[l], M[l, 10], M[l, 11], l > 0)
         t1 = t0
     for l in range(L):
@@ -693,7 +702,8 @@ def lstm_step(x, W_hx0, W_hxR, W_hh, b_h, W_yh, b_y, target_f, target_i, mask, l
             db_h[l, j] = db64[l, j]
     for j in range(db_y.shape[0]):
         db_y[j] = dby64[j]
-    grad_norms(dW_hx0, dW_hxR, dW_hh, db_h, dW_yh, db_y, norms)
+    if norms.shape[0] > 0:
+        grad_norms(dW_hx0, dW_hxR, dW_hh, db_h, dW_yh, db_y, norms)
 
 
 # ------------------------------------------------------------------------------------ compiled set
@@ -713,26 +723,28 @@ def kernel_plan(cell: str, dtype: str) -> list[tuple[str, object, tuple]]:
             ("fill_zero", _fill_zero, (F1,)),
             ("rows", _rows, (A3,))]
     plan += [(g.__name__, g, (A2, A2, A2)) for g in GEMMS.values()]
+    plan += [("pack_transposed", pack_transposed, (A2, A3)), ("pack", pack, (A2, A3)),
+             ("gemm_packed_acc", gemm_packed_acc, (A2, A3, A2))]
     plan += [("vector_norm", vector_norm, (A1,)),
              ("grad_norms", grad_norms, (A2, A3, A3, A2, A2, A1, F1)),
              ("zero_accumulators", _zero_accumulators, (A2, A3, A3, A2, F2, F1, F1)),
              ("readout_loss", readout_loss, (A3, A2, A1, A3, I2, F2, i64, f64, A3, F1, A2, F1, A3))]
-    head = (A3, A2, A3, A3, A2, A2, A1, A3, I2, F2, i64)           # x, weights, targets, mask, loss_kind
+    head = (A3, A2, A3, A3, A2, A2, A1, A3, I2, F2, i64, f64)      # x, weights, targets, mask, loss_kind, inv_B
     grads = (A2, A3, A3, A2, A2, A1, F2, F1, F3, F1, F1)            # dW_hx0 .. norms
     if cell == "rnn":
         plan += [("rnn_forward_row", _rnn_forward_row, (A1, A1, i64, f, f)),
                  ("rnn_backward_row", _rnn_backward_row, (A1, A1, A1, F1, i64)),
-                 ("rnn_forward", rnn_forward, (A3, A2, A2, A1, i64, A3, F1, F1)),
-                 ("rnn_backward", rnn_backward, (A3, A3, i64, A2, A2, i64, A3, A3, A2, flag, A2, A2, F1, F1,
+                 ("rnn_forward", rnn_forward, (A3, A2, A3, A1, i64, A3, F1, F1)),
+                 ("rnn_backward", rnn_backward, (A3, A3, i64, A2, A3, i64, A3, A3, A2, flag, A2, A2, F1, F1,
                                                  flag)),
-                 ("rnn_step", rnn_step, head + (i64, i64, A4, A3, A3, A3, A3) + grads)]
+                 ("rnn_step", rnn_step, head + (i64, i64, A4, A4, A4, A3, A3, A3, A3) + grads)]
     else:
         plan += [("lstm_forward_row", _lstm_forward_row, (A1, A1, A1, A1, A1, F1)),
                  ("lstm_backward_row", _lstm_backward_row, (A1, A1, A1, A1, A1, F1, F1)),
-                 ("lstm_forward", lstm_forward, (A3, A2, A2, A1, A3, A3, A3, A2, F2)),
-                 ("lstm_backward", lstm_backward, (A3, A3, A3, A3, i64, i64, A2, A2, A3, A2, A2, A2, A2, F1,
+                 ("lstm_forward", lstm_forward, (A3, A2, A3, A1, A3, A3, A3, A2, F2)),
+                 ("lstm_backward", lstm_backward, (A3, A3, A3, A3, i64, i64, A2, A3, A3, A2, A2, A2, A2, F1,
                                                    F1, F1, flag)),
-                 ("lstm_step", lstm_step, head + (i64, A4, A4, A4, A2, A3, A3, A3) + grads)]
+                 ("lstm_step", lstm_step, head + (i64, A4, A4, A4, A4, A4, A2, A3, A3, A3) + grads)]
     return plan
 
 
@@ -761,6 +773,10 @@ def compile_kernels(spec: ModelSpec, progress=None) -> None:
 # ------------------------------------------------------------------------------------------- driver
 _EMPTY_I2 = np.zeros((0, 0), dtype=np.int64)
 _EMPTY_F3 = {"float32": np.zeros((0, 0, 0), np.float32), "float64": np.zeros((0, 0, 0), np.float64)}
+_NO_NORMS = np.zeros(0)
+
+MIN_SHARD_ROWS = 8           # examples per shard at least: below, BLAS's small-matrix overheads dominate
+MIN_SHARD_FLOPS = 2e7        # a pass with fewer FLOPs runs whole (handing a shard to a thread costs ~50 us)
 
 
 def chunk_steps(T: int, B: int) -> int:
@@ -768,6 +784,85 @@ def chunk_steps(T: int, B: int) -> int:
     return max(1, min(T, -(-CHUNK_ROWS // B)))
 
 
+def pass_flops(spec: ModelSpec, T: int, B: int) -> float:
+    """Multiply-adds x 2 of a pass's matrix products (forward, recurrence both ways, weight gradients)."""
+    G, d, k = spec.gates, spec.hidden_size, spec.output_size
+    per_row = sum(3 * G * d * (spec.layer_input_size(l) + d) for l in range(spec.layers)) + 3 * d * k
+    return 2.0 * T * B * per_row
+
+
+# ------------------------------------------------------------------------------------- threads
+def default_threads() -> int:
+    """Threads a pass may use unless told: Numba's setting (NUMBA_NUM_THREADS; by default every CPU)."""
+    return max(1, int(numba.config.NUMBA_NUM_THREADS))
+
+
+_kernel_blas = None          # threadpoolctl's controllers of the kernels' BLAS, looked up once
+
+
+def kernel_blas_controllers() -> list:
+    """threadpoolctl's handles on the BLAS library the kernels call: SciPy's (Numba calls it through
+    scipy.linalg.cython_blas), told from NumPy's by the folder it was loaded from; every BLAS library if
+    none is SciPy's own (a system install where both share one).  Empty without threadpoolctl."""
+    global _kernel_blas
+    if _kernel_blas is None:
+        try:
+            from threadpoolctl import ThreadpoolController
+
+            blas = [lib for lib in ThreadpoolController().lib_controllers if lib.user_api == "blas"]
+        except Exception:  # no threadpoolctl, or a library it cannot handle  # noqa: BLE001
+            blas = []
+        scipy_own = [lib for lib in blas if "scipy" in os.path.basename(os.path.dirname(str(lib.filepath)))]
+        _kernel_blas = scipy_own or blas
+    return _kernel_blas
+
+
+def kernel_blas_threads() -> int:
+    """Threads of the BLAS library the kernels call, as set now (1 if it cannot be told).
+
+    GradScope sets it to 1 (gradscope/__init__.py).  A user who raises it gets parallel GEMMs instead of
+    shards, not both: two shards each waking a pool of busy-waiting BLAS threads would fight for the cores.
+    """
+    try:
+        return max([1] + [int(lib.num_threads) for lib in kernel_blas_controllers()])
+    except Exception:  # noqa: BLE001
+        return 1
+
+
+def shard_rows(spec: ModelSpec, T: int, B: int, threads: int | None = None) -> list[tuple[int, int]]:
+    """How a pass splits its batch: [(b0, b1), ...], one shard per thread, computed concurrently.
+
+    Examples never interact in BPTT: each shard runs the whole pass on its rows, with the loss weighted by
+    the WHOLE batch's 1/B, and the shards' gradients and per-step sums add up to the batch's.  One shard
+    (the whole batch) when ``threads`` is 1, when a shard would hold fewer than MIN_SHARD_ROWS examples, or
+    when the pass is too small to gain from threads (MIN_SHARD_FLOPS).  The split depends only on these
+    numbers, so the same settings give bit-identical results on any machine.
+    """
+    threads = default_threads() if threads is None else max(1, int(threads))
+    shards = min(threads, B // MIN_SHARD_ROWS)
+    if shards <= 1 or pass_flops(spec, T, B) < MIN_SHARD_FLOPS:
+        return [(0, B)]
+    bounds = [B * s // shards for s in range(shards + 1)]
+    return list(zip(bounds[:-1], bounds[1:]))
+
+
+_pool = None
+_pool_lock = threading.Lock()
+
+
+def _executor():
+    """The threads that run all shards but each pass's first (the calling thread runs that one)."""
+    global _pool
+    with _pool_lock:
+        if _pool is None:
+            from concurrent.futures import ThreadPoolExecutor
+
+            _pool = ThreadPoolExecutor(max_workers=max(1, (os.cpu_count() or 2) - 1),
+                                       thread_name_prefix="gradscope-shard")
+        return _pool
+
+
+# ------------------------------------------------------------------------------------- buffers
 def _work_buffers(spec: ModelSpec, T: int, B: int, chunk: int) -> dict:
     """Everything a step needs besides its outputs: states (what BPTT must keep) and chunk buffers."""
     L, d, k, G = spec.layers, spec.hidden_size, spec.output_size, spec.gates
@@ -780,7 +875,9 @@ def _work_buffers(spec: ModelSpec, T: int, B: int, chunk: int) -> dict:
            "dby64": np.empty(k, np.float64),
            "W_hxR": np.zeros((max(L - 1, 1), G * d, d), dt),               # stacked layers 1.. (or dummy)
            "W_hh": np.empty((L, G * d, d), dt),
-           "b_h": np.empty((L, G * d), dt)}
+           "b_h": np.empty((L, G * d), dt),
+           "P_f": np.stack([panels(d, G * d, dt)] * L),                     # W_hh^T (d, Gd) packed, per layer
+           "P_b": np.stack([panels(G * d, d, dt)] * L)}                     # W_hh (Gd, d) packed
     if spec.cell == "lstm":
         buf["C"] = np.empty((L, T, B, d), dt)                               # cell states c_t
         buf["A"] = np.empty((L, T, B, 4 * d), dt)                           # gates i, f, g, o, then dz
@@ -788,6 +885,29 @@ def _work_buffers(spec: ModelSpec, T: int, B: int, chunk: int) -> dict:
     else:
         buf["dZ"] = np.empty((chunk, B, d), dt)                             # dz_t of a chunk
     return buf
+
+
+def _shard_buffers(spec: ModelSpec, T: int, B: int, n: int, loss_kind: str, chunk: int) -> dict:
+    """A shard's own copy of its rows of the batch, and its own gradients and metrics (summed afterwards)."""
+    L, k = spec.layers, spec.output_size
+    dt = spec.np_dtype
+    buf = _work_buffers(spec, T, B, chunk)
+    buf.update(x=np.empty((T, B, n), dt),
+               target_f=np.empty((T, B, k), dt) if loss_kind == "mse" else _EMPTY_F3[spec.dtype],
+               target_i=np.empty((T, B), np.int64) if loss_kind == "ce" else _EMPTY_I2,
+               mask=np.empty((T, B)),
+               grads=_new_grads(spec, n),
+               M=np.full((L, 12 if spec.cell == "lstm" else 3, T), np.nan),     # (L, metric, T)
+               loss_t=np.empty(T))
+    return buf
+
+
+def _new_grads(spec: ModelSpec, n: int) -> tuple:
+    """dW_hx0 (Gd, n), dW_hxR (max(L-1, 1), Gd, d), dW_hh (L, Gd, d), db_h (L, Gd), dW_yh (k, d), db_y (k,)."""
+    L, d, k, G = spec.layers, spec.hidden_size, spec.output_size, spec.gates
+    dt = spec.np_dtype
+    return (np.empty((G * d, n), dt), np.empty((max(L - 1, 1), G * d, d), dt), np.empty((L, G * d, d), dt),
+            np.empty((L, G * d), dt), np.empty((k, d), dt), np.empty(k, dt))
 
 
 def _stack(params: Params, buf: dict, L: int):
@@ -805,60 +925,122 @@ def _stack(params: Params, buf: dict, L: int):
     return W_hxR, W_hh, b_h
 
 
+def _run_step(spec: ModelSpec, weights: tuple, x, target_f, target_i, mask, loss_kind: str, inv_B: float,
+              chunk: int, buf: dict, grads: tuple, M, loss_t, norms) -> None:
+    """One call of the step kernel (nogil) on a batch, or a shard of one, with its buffers."""
+    W_hx0, W_hxR, W_hh, b_h, W_yh, b_y = weights
+    if spec.cell == "lstm":
+        lstm_step(x, W_hx0, W_hxR, W_hh, b_h, W_yh, b_y, target_f, target_i, mask, LOSS_CODES[loss_kind], inv_B,
+                  chunk, buf["P_f"], buf["P_b"], buf["H"], buf["C"], buf["A"], buf["c_zero"], buf["Y"], buf["G"],
+                  buf["carry"], *grads, buf["db64"], buf["dby64"], M, loss_t, norms)
+    else:
+        rnn_step(x, W_hx0, W_hxR, W_hh, b_h, W_yh, b_y, target_f, target_i, mask, LOSS_CODES[loss_kind], inv_B,
+                 ACTIVATION_CODES[spec.activation], chunk, buf["P_f"], buf["P_b"], buf["H"], buf["Y"], buf["G"],
+                 buf["dZ"], buf["carry"], *grads, buf["db64"], buf["dby64"], M, loss_t, norms)
+
+
+def _run_shards(spec: ModelSpec, weights: tuple, x, target, mask, loss_kind: str, rows: list, shards: list,
+                grads: tuple, M, loss_t) -> None:
+    """Run every shard (the first in this thread, the others in the pool), then add their results up:
+
+        dW = sum_s dW_s,   loss_t = sum_s loss_t_s,   M = sum_s (B_s / B) M_s   (M_s: means over shard s)
+
+    The bias gradients are added from the shards' float64 sums and rounded once."""
+    B = x.shape[1]
+    inv_B = 1.0 / B
+    for (b0, b1), buf in zip(rows, shards):
+        np.copyto(buf["x"], x[:, b0:b1])
+        if loss_kind == "mse":
+            np.copyto(buf["target_f"], target[:, b0:b1])
+        else:
+            np.copyto(buf["target_i"], target[:, b0:b1])
+        np.copyto(buf["mask"], mask[:, b0:b1])
+
+    def run(buf):
+        _run_step(spec, weights, buf["x"], buf["target_f"], buf["target_i"], buf["mask"], loss_kind, inv_B,
+                  buf["G"].shape[0], buf, buf["grads"], buf["M"], buf["loss_t"], _NO_NORMS)
+
+    pending = [_executor().submit(run, buf) for buf in shards[1:]]
+    try:
+        run(shards[0])
+    finally:
+        for future in pending:                 # every shard ends before its buffers can be touched again
+            future.result()
+    first, rest = shards[0], shards[1:]
+    for total, part in zip(grads, first["grads"]):
+        np.copyto(total, part)
+    np.copyto(M, first["M"])
+    M *= (rows[0][1] - rows[0][0]) * inv_B
+    np.copyto(loss_t, first["loss_t"])
+    db64, dby64 = first["db64"].copy(), first["dby64"].copy()
+    for (b0, b1), buf in zip(rows[1:], rest):
+        for total, part in zip(grads, buf["grads"]):
+            total += part
+        M += (b1 - b0) * inv_B * buf["M"]
+        loss_t += buf["loss_t"]
+        db64 += buf["db64"]
+        dby64 += buf["dby64"]
+    grads[3][...] = db64                      # db_h (L, Gd)
+    grads[5][...] = dby64                     # db_y (k,)
+
+
 def bptt(spec: ModelSpec, params: Params, x: np.ndarray, target: np.ndarray, mask: np.ndarray,
-         loss_kind: str, *, workspace: dict | None = None, chunk: int | None = None) -> StepResult:
-    """One forward and backward pass with every metric, in one call to a compiled kernel.
+         loss_kind: str, *, workspace: dict | None = None, chunk: int | None = None,
+         threads: int | None = None) -> StepResult:
+    """One forward and backward pass with every metric, in compiled kernels that release the GIL.
 
     Arrays are assumed checked (``engine.check_batch``).  ``workspace``: a dict the caller keeps and passes
     back each iteration; the state and chunk buffers live in it and are reused while the shapes stay the
     same, so a steady run allocates only its outputs.  ``chunk``: steps per backward chunk (default:
-    ``chunk_steps``).  The returned arrays are new; nothing returned aliases the workspace.
+    ``chunk_steps``).  ``threads``: at most this many threads, each running the pass on a shard of the batch
+    (``shard_rows``; default ``default_threads()``, divided by the threads of the kernels' BLAS if a user
+    gave it more than one).  The returned arrays are new; nothing returned aliases the workspace.
     """
-    T, B, _ = x.shape
-    L, d, k, G = spec.layers, spec.hidden_size, spec.output_size, spec.gates
+    T, B, n = x.shape
+    L = spec.layers
     dt = spec.np_dtype
-    chunk = chunk_steps(T, B) if chunk is None else max(1, min(T, int(chunk)))
-    key = (spec, T, B, chunk)
+    if threads is None:
+        threads = default_threads()
+    if threads > 1 and B >= 2 * MIN_SHARD_ROWS:
+        threads = max(1, threads // kernel_blas_threads())
+    rows = shard_rows(spec, T, B, threads)
+    chunks = [chunk_steps(T, b1 - b0) if chunk is None else max(1, min(T, int(chunk))) for b0, b1 in rows]
+    key = (spec, T, B, n, tuple(chunks), tuple(rows), loss_kind if len(rows) > 1 else None)
     if workspace is not None and workspace.get("key") == key:
         buf = workspace["buffers"]
     else:
-        buf = _work_buffers(spec, T, B, chunk)
+        if len(rows) == 1:
+            buf = _work_buffers(spec, T, B, chunks[0])
+        else:
+            buf = {"shards": [_shard_buffers(spec, T, b1 - b0, n, loss_kind, c) for (b0, b1), c in zip(rows, chunks)]}
+            buf.update({name: buf["shards"][0][name] for name in ("W_hxR", "W_hh", "b_h")})
         if workspace is not None:
             workspace.clear()
             workspace.update(key=key, buffers=buf)
-    W_hxR, W_hh, b_h = _stack(params, buf, L)
-    x = np.ascontiguousarray(x)
-    W_hx0 = np.ascontiguousarray(params.layers[0].W_hx)
-    W_yh, b_y = np.ascontiguousarray(params.W_yh), np.ascontiguousarray(params.b_y)
-    if loss_kind == "mse":
-        target_f, target_i = np.ascontiguousarray(target, dtype=dt), _EMPTY_I2
-    else:
-        target_f, target_i = _EMPTY_F3[spec.dtype], np.ascontiguousarray(target, dtype=np.int64)
-    mask = np.ascontiguousarray(mask, dtype=np.float64)
-    n = x.shape[2]
-    dW_hx0 = np.empty((G * d, n), dt)
-    dW_hxR = np.empty((max(L - 1, 1), G * d, d), dt)
-    dW_hh = np.empty((L, G * d, d), dt)
-    db_h = np.empty((L, G * d), dt)
-    dW_yh = np.empty((k, d), dt)
-    db_y = np.empty(k, dt)
+    weights = (np.ascontiguousarray(params.layers[0].W_hx),) + _stack(params, buf, L) + (
+        np.ascontiguousarray(params.W_yh), np.ascontiguousarray(params.b_y))
+    grads = _new_grads(spec, n)
     M = np.full((L, 12 if spec.cell == "lstm" else 3, T), np.nan)          # (L, metric, T)
     loss_t = np.empty(T)
     norms = np.empty(3 * L + 2)
-    if spec.cell == "lstm":
-        lstm_step(x, W_hx0, W_hxR, W_hh, b_h, W_yh, b_y, target_f, target_i, mask, LOSS_CODES[loss_kind], chunk,
-                  buf["H"], buf["C"], buf["A"], buf["c_zero"], buf["Y"], buf["G"], buf["carry"],
-                  dW_hx0, dW_hxR, dW_hh, db_h, dW_yh, db_y, buf["db64"], buf["dby64"], M, loss_t, norms)
-        rows = LSTM_ROWS
+    if len(rows) == 1:
+        x = np.ascontiguousarray(x)
+        if loss_kind == "mse":
+            target_f, target_i = np.ascontiguousarray(target, dtype=dt), _EMPTY_I2
+        else:
+            target_f, target_i = _EMPTY_F3[spec.dtype], np.ascontiguousarray(target, dtype=np.int64)
+        mask = np.ascontiguousarray(mask, dtype=np.float64)
+        _run_step(spec, weights, x, target_f, target_i, mask, loss_kind, 1.0 / B, chunks[0], buf, grads, M,
+                  loss_t, norms)
     else:
-        rnn_step(x, W_hx0, W_hxR, W_hh, b_h, W_yh, b_y, target_f, target_i, mask, LOSS_CODES[loss_kind],
-                 ACTIVATION_CODES[spec.activation], chunk, buf["H"], buf["Y"], buf["G"], buf["dZ"], buf["carry"],
-                 dW_hx0, dW_hxR, dW_hh, db_h, dW_yh, db_y, buf["db64"], buf["dby64"], M, loss_t, norms)
-        rows = RNN_ROWS
-    metrics = {name: M[:, rows[name]] for name in step_metric_names(spec)}
+        _run_shards(spec, weights, x, target, mask, loss_kind, rows, buf["shards"], grads, M, loss_t)
+        grad_norms(*grads, norms)
+    rows_of = LSTM_ROWS if spec.cell == "lstm" else RNN_ROWS
+    metrics = {name: M[:, rows_of[name]] for name in step_metric_names(spec)}
     metrics["loss_t"] = loss_t
-    grads = Params([LayerParams(dW_hx0 if l == 0 else dW_hxR[l - 1], dW_hh[l], db_h[l]) for l in range(L)],
-                   dW_yh, db_y)
-    return StepResult(loss=float(loss_t.sum()), grads=grads, metrics=metrics,
-                      nonfinite=first_nonfinite(metrics, grads, norms),
-                      extras={"grad_norms": norms})
+    dW_hx0, dW_hxR, dW_hh, db_h, dW_yh, db_y = grads
+    result_grads = Params([LayerParams(dW_hx0 if l == 0 else dW_hxR[l - 1], dW_hh[l], db_h[l]) for l in range(L)],
+                          dW_yh, db_y)
+    return StepResult(loss=float(loss_t.sum()), grads=result_grads, metrics=metrics,
+                      nonfinite=first_nonfinite(metrics, result_grads, norms),
+                      extras={"grad_norms": norms, "shards": len(rows)})

@@ -57,7 +57,7 @@ def test_gemm_on_rows_of_a_bigger_array_and_empty_inner_dimension():
     cells.gemm_nt(big[2], W, C)                                       # a (4, 5) block in the middle
     close(C, big[2] @ W.T, "float64")
     C[:] = 7.0
-    cells.gemm_nn_acc(np.zeros((4, 0)), np.zeros((0, 3)), C)
+    cells.gemm_tn_acc(np.zeros((0, 4)), np.zeros((0, 3)), C)
     assert np.all(C == 7.0)                                          # k = 0: C += nothing
     cells.gemm_nn(np.zeros((4, 0)), np.zeros((0, 3)), C)
     assert np.all(C == 0.0)
@@ -90,7 +90,8 @@ def test_rnn_forward_matches_twin(activation, dtype):
     p = _layer("rnn", dtype, rng, n, d)
     H = np.empty((T, B, d), dtype)
     h_norm, act_metric = np.empty(T), np.full(T, -1.0)
-    cells.rnn_forward(x, p.W_hx, p.W_hh, p.b_h, ACTIVATION_CODES[activation], H, h_norm, act_metric)
+    cells.rnn_forward(x, p.W_hx, cells.pack_recurrent(p.W_hh)[0], p.b_h, ACTIVATION_CODES[activation], H, h_norm,
+                      act_metric)
     H_ref, m = reference.rnn_forward(x, p, activation)
     close(H, H_ref, dtype, "H")
     close(h_norm, m["h_norm"], dtype, "h_norm")
@@ -120,8 +121,8 @@ def test_rnn_backward_chunk_matches_twin(activation, t0, Tc, n, dtype):
     dW_hx0, dW_hh0, db0 = rand(rng, p.W_hx.shape, dtype), rand(rng, p.W_hh.shape, dtype), rng.standard_normal(d)
     dW_hx, dW_hh, db = dW_hx0.copy(), dW_hh0.copy(), db0.copy()
     G_k, dZ, carry_k, gh = G.copy(), np.empty((Tc, B, d), dtype), carry.copy(), np.full(T, -1.0)
-    cells.rnn_backward(x[t0:t0 + Tc], H, t0, p.W_hx, p.W_hh, ACTIVATION_CODES[activation], G_k, dZ, carry_k,
-                       has_carry, dW_hx, dW_hh, db, gh, propagate)
+    cells.rnn_backward(x[t0:t0 + Tc], H, t0, p.W_hx, cells.pack_recurrent(p.W_hh)[1], ACTIVATION_CODES[activation],
+                       G_k, dZ, carry_k, has_carry, dW_hx, dW_hh, db, gh, propagate)
     grads, dx, gh_ref, dz_first = reference.rnn_backward(
         x[t0:t0 + Tc], H[t0:t0 + Tc], G, p, activation, dz_next=carry if has_carry else None,
         h_prev=H[t0 - 1] if t0 > 0 else None)
@@ -143,7 +144,7 @@ def test_lstm_forward_matches_twin(dtype):
     p = _layer("lstm", dtype, rng, n, d)
     A, C, H = np.empty((T, B, 4 * d), dtype), np.empty((T, B, d), dtype), np.empty((T, B, d), dtype)
     m = np.empty((10, T))
-    cells.lstm_forward(x, p.W_hx, p.W_hh, p.b_h, A, C, H, np.zeros((B, d), dtype), m)
+    cells.lstm_forward(x, p.W_hx, cells.pack_recurrent(p.W_hh)[0], p.b_h, A, C, H, np.zeros((B, d), dtype), m)
     H_ref, C_ref, A_ref, m_ref = reference.lstm_forward(x, p)
     close(H, H_ref, dtype, "H")
     close(C, C_ref, dtype, "C")
@@ -178,8 +179,8 @@ def test_lstm_backward_chunk_matches_twin(t0, Tc, n, dtype):
     dW_hx, dW_hh, db = dW_hx0.copy(), dW_hh0.copy(), db0.copy()
     G_k, dc_k = G.copy(), dc_next.copy()
     gh, gc = np.full(T, -1.0), np.full(T, -1.0)
-    cells.lstm_backward(x[t0:t0 + Tc], H, C, A_k, t0, Tc, p.W_hx, p.W_hh, G_k, dc_k, np.zeros((B, d), dtype),
-                        dW_hx, dW_hh, db, gh, gc, propagate)
+    cells.lstm_backward(x[t0:t0 + Tc], H, C, A_k, t0, Tc, p.W_hx, cells.pack_recurrent(p.W_hh)[1], G_k, dc_k,
+                        np.zeros((B, d), dtype), dW_hx, dW_hh, db, gh, gc, propagate)
     grads, dx, gh_ref, gc_ref, dz_first, dc_first = reference.lstm_backward(
         x[t0:t0 + Tc], H[t0:t0 + Tc], C[t0:t0 + Tc], A[t0:t0 + Tc], G, p, dz_next=dz_next,
         dc_next=dc_next if has_carry else None, h_prev=H[t0 - 1] if t0 > 0 else None,
@@ -356,7 +357,8 @@ def test_row_norms_are_inf_exactly_when_a_value_is(dtype, value, finite):
     p = LayerParams(np.ones((d, n), dtype), np.zeros((d, d), dtype), np.zeros(d, dtype))
     H, h_norm, act = np.empty((T, B, d), dtype), np.empty(T), np.empty(T)
     with np.errstate(over="ignore"):
-        cells.rnn_forward(x, p.W_hx, p.W_hh, p.b_h, ACTIVATION_CODES["linear"], H, h_norm, act)
+        cells.rnn_forward(x, p.W_hx, cells.pack_recurrent(p.W_hh)[0], p.b_h, ACTIVATION_CODES["linear"], H, h_norm,
+                          act)
         want = 2 * value * np.sqrt(3.0)                                   # each h entry is 2 * value
     if finite:
         np.testing.assert_allclose(h_norm, want, rtol=1e-14)

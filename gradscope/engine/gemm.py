@@ -1,0 +1,202 @@
+"""The recurrent products of BPTT, C += A M, with the weight matrix M packed once per pass.
+
+    forward    Z_t += h_{t-1} W_hh^T      A (B, d),  M = W_hh^T (d, Gd)
+    backward   g_t += dz_{t+1} W_hh       A (B, Gd), M = W_hh   (Gd, d)
+
+These run T times per pass on the same M with only B rows (a batch, or a shard of one: 1..64), and BLAS is
+poor at them: OpenBLAS packs both operands into its own layout on every call, and its kernels are tuned
+for many rows.  Measured on the project's AMD EPYC (Zen 4, AVX-512), one thread, float32, (B, K, N) =
+(16, 128, 512): OpenBLAS 52 GFLOP/s, this module 102 GFLOP/s; (32, 512, 2048): 63 against 106
+(docs/performance.md).
+
+How: M (K, N) is copied once per pass into panels of NR columns, ``P[p, k, j] = M[k, p*NR + j]`` (zero
+beyond column N), so a panel is read front to back.  A tile of MR rows of A times one panel accumulates
+MR x NV vectors of LANES values (NR = NV * LANES) in registers over all K, then adds them to C: per k,
+NV vector loads of the panel, MR broadcasts of A[i, k] and MR * NV fused multiply-adds.  The tile is written
+in LLVM IR (``_tile``) because the vectoriser, given the same loops, keeps the accumulators in memory.
+Its sizes follow the vector registers of the CPU Numba compiles for: 32 of 64 bytes with AVX-512 (MR = 8,
+NV = 2: 16 accumulators), else 16 (MR = 4, NV = 2).
+
+The products are summed in the same precision as BLAS (each multiply-add rounded once), in a different
+order; NaN and Inf propagate as in any sum of products.
+"""
+from __future__ import annotations
+
+import numba
+import numpy as np
+from llvmlite import binding as llvm_binding
+from llvmlite import ir
+from numba import types
+from numba.core import cgutils
+from numba.extending import intrinsic
+
+from . import _jit
+
+
+def _vector_bytes() -> int:
+    """Width of the CPU's vector registers, as Numba will compile for it (host CPU unless configured)."""
+    if numba.config.CPU_NAME and numba.config.CPU_NAME != "host":
+        features = numba.config.CPU_FEATURES or ""
+        return 64 if "+avx512f" in features else 32 if "+avx" in features else 16
+    host = llvm_binding.get_host_cpu_features()
+    return 64 if host.get("avx512f") else 32 if host.get("avx") else 16
+
+
+VECTOR_BYTES = _vector_bytes()
+NV = 2                                          # vectors per tile row
+MR = 8 if VECTOR_BYTES == 64 else 4             # rows per tile: MR * NV accumulators + NV panel vectors fit
+
+
+def panel_width(dtype) -> int:
+    """NR, the columns of a panel, for float32 or float64."""
+    return NV * VECTOR_BYTES // np.dtype(dtype).itemsize
+
+
+def _lanes(dtype) -> int:
+    return VECTOR_BYTES // (4 if dtype == types.float32 else 8)
+
+
+def _make_tile(rows: int):
+    """The LLVM IR tile for ``rows`` rows of A (rows = MR, or 1 for leftover rows).
+
+    _tile(A, a0, lda, mr, P, p0, C, c0, ldc, K):
+        for i < rows, j < NR:  acc[i, j] = sum_{k < K} A[a0 + i' lda + k] * P[p0 + k NR + j],  i' = min(i, mr-1)
+        then C[c0 + i ldc + j] += acc[i, j] for i < mr.
+    Offsets and strides count elements.  Rows from mr on repeat row mr-1 (valid memory) and are not stored:
+    one tile serves 1..rows rows.
+    """
+    @intrinsic
+    def _tile(typingctx, A, a0, lda, mr, P, p0, C, c0, ldc, K):
+        if not (isinstance(A, types.Array) and A.dtype in (types.float32, types.float64)
+                and A.dtype == P.dtype == C.dtype):
+            return None
+        sig = types.void(A, a0, lda, mr, P, p0, C, c0, ldc, K)
+        lanes = _lanes(A.dtype)
+
+        def codegen(context, builder, signature, args):
+            a, a0, lda, mr, p, p0, c, c0, ldc, K = args
+            i64 = ir.IntType(64)
+            a0, lda, mr, p0, c0, ldc, K = (context.cast(builder, v, t, types.int64) for v, t in
+                                           zip((a0, lda, mr, p0, c0, ldc, K), signature.args[1:4] +
+                                               signature.args[5:6] + signature.args[7:10]))
+            fl = context.get_value_type(A.dtype)
+            vec = ir.VectorType(fl, lanes)
+            pa = builder.gep(context.make_array(signature.args[0])(context, builder, a).data, [a0])
+            pp = builder.gep(context.make_array(signature.args[4])(context, builder, p).data, [p0])
+            pc = builder.gep(context.make_array(signature.args[6])(context, builder, c).data, [c0])
+            fma = cgutils.get_or_insert_function(builder.module, ir.FunctionType(vec, [vec] * 3),
+                                                 f"llvm.fma.v{lanes}{'f32' if A.dtype == types.float32 else 'f64'}")
+            zero = ir.Constant(vec, [0.0] * lanes)
+            broadcast = ir.Constant(ir.VectorType(ir.IntType(32), lanes), [0] * lanes)
+            last = builder.sub(mr, ir.Constant(i64, 1))
+            row_ptrs = []
+            for i in range(rows):                                 # rows past mr-1 read row mr-1
+                r = ir.Constant(i64, i)
+                r = builder.select(builder.icmp_signed("<", r, mr), r, last)
+                row_ptrs.append(builder.gep(pa, [builder.mul(r, lda)]))
+            acc = [[cgutils.alloca_once_value(builder, zero) for _ in range(NV)] for _ in range(rows)]
+            nr = ir.Constant(i64, NV * lanes)
+            with cgutils.for_range(builder, K) as loop:
+                k = loop.index
+                panel = builder.gep(pp, [builder.mul(k, nr)])
+                w = [builder.load(builder.bitcast(builder.gep(panel, [ir.Constant(i64, q * lanes)]),
+                                                  vec.as_pointer()), align=A.dtype.bitwidth // 8)
+                     for q in range(NV)]
+                for i in range(rows):
+                    value = builder.load(builder.gep(row_ptrs[i], [k]))
+                    splat = builder.shuffle_vector(builder.insert_element(ir.Constant(vec, ir.Undefined), value,
+                                                                          ir.Constant(ir.IntType(32), 0)),
+                                                   ir.Constant(vec, ir.Undefined), broadcast)
+                    for q in range(NV):
+                        builder.store(builder.call(fma, [splat, w[q], builder.load(acc[i][q])]), acc[i][q])
+            for i in range(rows):
+                with builder.if_then(builder.icmp_signed("<", ir.Constant(i64, i), mr), likely=True):
+                    row = builder.gep(pc, [builder.mul(ir.Constant(i64, i), ldc)])
+                    for q in range(NV):
+                        ptr = builder.bitcast(builder.gep(row, [ir.Constant(i64, q * lanes)]), vec.as_pointer())
+                        total = builder.fadd(builder.load(ptr, align=A.dtype.bitwidth // 8), builder.load(acc[i][q]))
+                        builder.store(total, ptr, align=A.dtype.bitwidth // 8)
+            return context.get_dummy_value()
+
+        return sig, codegen
+
+    return _tile
+
+
+_tile = _make_tile(MR)
+_tile_1 = _make_tile(1)
+
+
+@_jit.kernel
+def pack_transposed(W, P):
+    """P[p, k, j] = W[p NR + j, k], 0 beyond the rows of W: the panels of W^T (W (N, K) -> P (ceil(N/NR), K, NR))."""
+    N, K = W.shape
+    NP, _, NR = P.shape
+    zero = P.dtype.type(0)
+    for p in range(NP):
+        for j in range(NR):
+            row = p * NR + j
+            if row < N:
+                for k in range(K):
+                    P[p, k, j] = W[row, k]
+            else:
+                for k in range(K):
+                    P[p, k, j] = zero
+
+
+@_jit.kernel
+def pack(W, P):
+    """P[p, k, j] = W[k, p NR + j], 0 beyond the columns of W: the panels of W (W (K, N) -> P (ceil(N/NR), K, NR))."""
+    K, N = W.shape
+    NP, _, NR = P.shape
+    zero = P.dtype.type(0)
+    for p in range(NP):
+        for k in range(K):
+            for j in range(NR):
+                col = p * NR + j
+                P[p, k, j] = W[k, col] if col < N else zero
+
+
+@_jit.kernel
+def gemm_packed_acc(A, P, C):
+    """C += A M for A (m, K) and C (m, N) with rows of any stride (unit columns), M (K, N) packed as P.
+
+    Tiles of MR rows (the last one partly filled; a single leftover row uses a one-row tile) by one panel;
+    a panel that sticks out past column N is accumulated into a scratch tile first and its valid columns
+    added to C.
+    """
+    m, K = A.shape
+    N = C.shape[1]
+    NP, _, NR = P.shape
+    lda = A.strides[0] // A.itemsize
+    ldc = C.strides[0] // C.itemsize
+    full = N // NR
+    for p in range(full):
+        i0 = 0
+        while i0 < m:
+            mr = min(MR, m - i0)
+            if mr == 1:
+                _tile_1(A, i0 * lda, lda, 1, P, p * K * NR, C, i0 * ldc + p * NR, ldc, K)
+            else:
+                _tile(A, i0 * lda, lda, mr, P, p * K * NR, C, i0 * ldc + p * NR, ldc, K)
+            i0 += mr
+    if full < NP:                                       # the last panel, past column N
+        cols = N - full * NR
+        scratch = np.zeros((MR, NR), C.dtype)
+        i0 = 0
+        while i0 < m:
+            mr = min(MR, m - i0)
+            for i in range(MR):
+                for j in range(NR):
+                    scratch[i, j] = 0
+            _tile(A, i0 * lda, lda, mr, P, full * K * NR, scratch, 0, NR, K)
+            for i in range(mr):
+                for j in range(cols):
+                    C[i0 + i, full * NR + j] += scratch[i, j]
+            i0 += mr
+
+
+def panels(K: int, N: int, dtype) -> np.ndarray:
+    """An empty packed matrix for a (K, N) operand: (ceil(N/NR), K, NR)."""
+    NR = panel_width(dtype)
+    return np.empty((-(-N // NR), K, NR), dtype)

@@ -1,0 +1,115 @@
+"""A pass split into shards of the batch, run on threads (cells.shard_rows): the same numbers as the whole
+batch in the NumPy twin, whatever the split; the split depends on the settings only; a BLAS given its own
+threads takes the place of shards; NaN and Inf are located as without shards."""
+import numpy as np
+import pytest
+
+from gradscope.engine import ModelSpec, bptt, cells, reference
+
+from ._helpers import CELL_KINDS, label, make_batch, make_model
+
+TOL = {"float64": 1e-12, "float32": 2e-5}
+
+
+@pytest.fixture
+def small_shards(monkeypatch):
+    """Let the small test models split (the real thresholds keep passes this small whole)."""
+    monkeypatch.setattr(cells, "MIN_SHARD_FLOPS", 0)
+    monkeypatch.setattr(cells, "MIN_SHARD_ROWS", 2)
+
+
+def close(got, want, dtype, name):
+    want = np.asarray(want, dtype=np.float64)
+    scale = np.max(np.abs(want)) if want.size else 0.0
+    np.testing.assert_allclose(np.asarray(got, dtype=np.float64), want, rtol=TOL[dtype], atol=TOL[dtype] * scale,
+                               err_msg=name)
+
+
+def test_shard_rows_follow_threads_batch_and_work():
+    big = ModelSpec(cell="lstm", input_size=32, hidden_size=128, output_size=32)
+    assert cells.shard_rows(big, 100, 32, threads=1) == [(0, 32)]
+    assert cells.shard_rows(big, 100, 32, threads=2) == [(0, 16), (16, 32)]
+    assert cells.shard_rows(big, 100, 33, threads=3) == [(0, 11), (11, 22), (22, 33)]
+    assert cells.shard_rows(big, 100, 2 * cells.MIN_SHARD_ROWS - 1, threads=2) == [(0, 15)]   # too few rows
+    assert cells.shard_rows(big, 100, 64, threads=16) == [(8 * s, 8 * s + 8) for s in range(8)]
+    tiny = ModelSpec(cell="rnn", input_size=8, hidden_size=16, output_size=8)
+    assert cells.pass_flops(tiny, 10, 32) < cells.MIN_SHARD_FLOPS
+    assert cells.shard_rows(tiny, 10, 32, threads=2) == [(0, 32)]                            # too little work
+    assert cells.shard_rows(big, 100, 32, threads=None) == cells.shard_rows(big, 100, 32, cells.default_threads())
+
+
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+@pytest.mark.parametrize("loss_kind", ["mse", "ce"])
+@pytest.mark.parametrize("cell,activation", CELL_KINDS, ids=[label(*c) for c in CELL_KINDS])
+def test_shards_match_the_whole_batch_twin(small_shards, cell, activation, loss_kind, dtype):
+    rng = np.random.default_rng(20)
+    spec, params = make_model(cell, activation, 2, dtype, rng, n=5, d=7, k=4)
+    x, target, mask = make_batch(spec, 9, 7, loss_kind, rng)
+    want = reference.bptt(spec, params, x, target, mask, loss_kind)
+    for threads in (2, 3):
+        got = bptt(spec, params, x, target, mask, loss_kind, threads=threads)
+        assert got.extras["shards"] == threads
+        assert got.loss == pytest.approx(want.loss, rel=TOL[dtype])
+        for name in want.metrics:
+            if name.endswith("_sat") or name == "relu_dead":              # counted shares, added back up
+                np.testing.assert_allclose(got.metrics[name], want.metrics[name], rtol=1e-13, atol=1e-15)
+            else:
+                close(got.metrics[name], want.metrics[name], dtype, f"{name}, {threads} shards")
+        for (name, g), (_, w) in zip(got.grads.named(), want.grads.named()):
+            assert g.dtype == spec.np_dtype
+            close(g, w, dtype, f"{name}, {threads} shards")
+        np.testing.assert_allclose(got.extras["grad_norms"], list(want.grads.norms().values()), rtol=10 * TOL[dtype])
+        assert got.nonfinite is None
+
+
+def test_same_settings_same_bits_and_the_workspace_is_reused(small_shards):
+    rng = np.random.default_rng(21)
+    spec, params = make_model("lstm", "tanh", 2, "float32", rng, n=5, d=40, k=3)
+    x, target, mask = make_batch(spec, 8, 12, "mse", rng)
+    ws: dict = {}
+    first = bptt(spec, params, x, target, mask, "mse", workspace=ws, threads=2)
+    buffers = ws["buffers"]
+    x2, t2, m2 = make_batch(spec, 8, 12, "mse", rng)
+    bptt(spec, params, x2, t2, m2, "mse", workspace=ws, threads=2)          # other data through the buffers
+    again = bptt(spec, params, x, target, mask, "mse", workspace=ws, threads=2)
+    fresh = bptt(spec, params, x, target, mask, "mse", threads=2)
+    assert ws["buffers"] is buffers
+    for other in (again, fresh):
+        assert other.loss == first.loss
+        for name in first.metrics:
+            np.testing.assert_array_equal(other.metrics[name], first.metrics[name])
+        for (_, a), (_, b) in zip(other.grads.named(), first.grads.named()):
+            np.testing.assert_array_equal(a, b)
+    for _, g in first.grads.named():                                         # results own their arrays
+        assert not any(np.shares_memory(g, v) for shard in buffers["shards"] for v in shard["grads"])
+
+
+def test_a_multithreaded_blas_takes_the_place_of_shards(small_shards, monkeypatch):
+    rng = np.random.default_rng(22)
+    spec, params = make_model("rnn", "tanh", 1, "float64", rng, n=5, d=8, k=3)
+    x, target, mask = make_batch(spec, 5, 8, "mse", rng)
+    assert bptt(spec, params, x, target, mask, "mse", threads=2).extras["shards"] == 2
+    monkeypatch.setattr(cells, "kernel_blas_threads", lambda: 2)
+    assert bptt(spec, params, x, target, mask, "mse", threads=2).extras["shards"] == 1
+    assert bptt(spec, params, x, target, mask, "mse", threads=4).extras["shards"] == 2
+
+
+def test_kernel_blas_is_scipys_and_gradscope_keeps_it_on_one_thread():
+    libs = cells.kernel_blas_controllers()
+    assert libs, "threadpoolctl finds the BLAS library the kernels call"
+    assert cells.kernel_blas_threads() == 1                                  # gradscope/__init__.py's default
+
+
+@pytest.mark.parametrize("cell", ["rnn", "lstm"])
+def test_non_finite_values_are_located_as_without_shards(small_shards, cell):
+    rng = np.random.default_rng(23)
+    spec, params = make_model(cell, "relu", 2, "float64", rng, n=4, d=6, k=3)
+    x, target, mask = make_batch(spec, 7, 6, "mse", rng)
+    x[4, 5, 1] = np.nan                                                      # in the last shard only
+    want = reference.bptt(spec, params, x, target, mask, "mse")
+    got = bptt(spec, params, x, target, mask, "mse", threads=3)
+    assert got.extras["shards"] == 3
+    assert want.nonfinite is not None
+    assert got.nonfinite.as_dict() == want.nonfinite.as_dict()
+    for name in want.metrics:
+        np.testing.assert_array_equal(np.isfinite(got.metrics[name]), np.isfinite(want.metrics[name]), name)
