@@ -1,11 +1,24 @@
 """Engine speed and memory, measured against peers in the same run (see peers.py and docs/performance.md).
 
-    python benchmarks/bench_engine.py                      # everything: float32 and float64 tables, ~15 min
+    python benchmarks/bench_engine.py                      # everything: float32 and float64 tables, ~25 min
     python benchmarks/bench_engine.py --quick              # the two small sizes, float32 only
-    python benchmarks/bench_engine.py --only speed         # or: memory, linear, compile
+    python benchmarks/bench_engine.py --only speed         # or: memory, linear, compile, spectral
+    python benchmarks/bench_engine.py --threads 1          # every peer on one thread
 
-Times are medians of the time per training step (forward + backward + every per-timestep metric, no optimizer),
-2 threads everywhere (BLAS, Numba, PyTorch).  Writes benchmarks/results/engine.json and engine.md.
+Speed: the median (and best) time per training step, forward + backward + every per-timestep metric, no
+optimizer, of GradScope's engine, PyTorch fused (nn.RNN / nn.LSTM), PyTorch instrumented (unrolled cells,
+retain_grad on every h_t and c_t, the per-step norms) and the NumPy GEMM floor, on the same weights and batch.
+``--threads N`` (default 2) is given to every peer, each in its own way, and read back into the results:
+
+    GradScope           N shards of the batch on N threads (engine.cells.shard_rows), each calling its BLAS
+                        (SciPy's OpenBLAS) on one thread: GradScope's own way to use N cores
+    PyTorch             torch.set_num_threads(N) (its OpenMP pool, oneDNN)
+    NumPy GEMM floor    NumPy's OpenBLAS on N threads
+
+Every other BLAS pool is on one thread while a peer runs, so no idle pool busy-waits beside it.  The peers are
+measured round-robin (--rounds blocks of each, interleaved), each block after a short pause (so the threads of
+the peer before have gone to sleep) and one untimed step, so that the machine's load hits them alike; the
+machine's load average is recorded with every row.  Writes benchmarks/results/engine.json and engine.md.
 """
 from __future__ import annotations
 
@@ -27,29 +40,57 @@ ROOT = HERE.parent
 sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(ROOT))
 
-from peers import Case, GemmFloor, TorchFused, TorchInstrumented, make_data, sgemm_peak_gflops  # noqa: E402
+import gradscope  # noqa: E402,F401  (GradScope's thread defaults before NumPy loads, as in the app)
+from peers import Case, GemmFloor, TorchFused, TorchInstrumented, make_data, peak_gflops  # noqa: E402
 
-THREADS = 2
 SIZES = [(1, 100, 8, 32), (32, 100, 32, 128), (32, 200, 64, 256), (64, 500, 64, 512)]
 CELLS = ["rnn-relu", "rnn-tanh", "lstm"]
+SETTLE = 0.2            # seconds of pause before each block: other pools' spinning threads go to sleep
 
 
-def set_threads(n: int = THREADS):
-    import numba
-    import torch
-    from threadpoolctl import threadpool_limits
-
-    numba.set_num_threads(n)
-    torch.set_num_threads(n)
-    return threadpool_limits(n)
+def load() -> float:
+    """The machine's 1-minute load average."""
+    try:
+        return float(open("/proc/loadavg").read().split()[0])
+    except OSError:
+        return float("nan")
 
 
+# ------------------------------------------------------------------------------------------- threads
+class Threads:
+    """The thread settings of each peer, applied when its block starts (see the module docstring)."""
+
+    def __init__(self, n: int):
+        import torch
+        from threadpoolctl import ThreadpoolController
+
+        from gradscope.engine import cells
+
+        self.n, self.torch = n, torch
+        self.blas = [lib for lib in ThreadpoolController().lib_controllers if lib.user_api == "blas"]
+        kernel_paths = {lib.filepath for lib in cells.kernel_blas_controllers()}
+        self.kernel_blas = [lib for lib in self.blas if lib.filepath in kernel_paths]
+        self.numpy_blas = [lib for lib in self.blas if lib.filepath not in kernel_paths] or self.blas
+
+    def apply(self, peer: str) -> dict:
+        """Set the threads for ``peer`` ("gradscope", "torch" or "floor"); returns the settings read back."""
+        own = self.numpy_blas if peer == "floor" else []
+        for lib in self.blas:
+            lib.set_num_threads(self.n if lib in own else 1)
+        self.torch.set_num_threads(self.n if peer == "torch" else 1)
+        return self.read(peer)
+
+    def read(self, peer: str) -> dict:
+        return {"numpy_blas": max(lib.num_threads for lib in self.numpy_blas),
+                "kernel_blas": max(lib.num_threads for lib in self.kernel_blas) if self.kernel_blas else None,
+                "torch": self.torch.get_num_threads()}
+
+
+# --------------------------------------------------------------------------------------------- peers
 class GradScopeStep:
     """GradScope's engine on the same weights and batch as the peers."""
 
-    name = "gradscope"
-
-    def __init__(self, case: Case, weights, x, target, parameter_metrics: bool = False):
+    def __init__(self, case: Case, weights, x, target, threads: int = 1, parameter_metrics: bool = False):
         from gradscope.engine import LayerParams, ModelSpec, Params, bptt
 
         self.bptt = bptt
@@ -61,10 +102,14 @@ class GradScopeStep:
         self.x, self.target = x, target
         self.mask = np.ones(x.shape[:2], dtype=x.dtype)
         self.workspace: dict = {}
+        self.threads = threads
         self.parameter_metrics = parameter_metrics
+        self.shards = None
 
     def step(self):
-        result = self.bptt(self.spec, self.params, self.x, self.target, self.mask, "mse", workspace=self.workspace)
+        result = self.bptt(self.spec, self.params, self.x, self.target, self.mask, "mse", workspace=self.workspace,
+                           threads=self.threads)
+        self.shards = result.extras["shards"]
         if self.parameter_metrics:
             from gradscope.engine.metrics import parameter_metrics
 
@@ -72,111 +117,154 @@ class GradScopeStep:
         return result.loss
 
 
-def median_time(step, budget: float = 3.0, min_repeats: int = 3, max_repeats: int = 25) -> tuple[float, int]:
-    step()  # warm-up: compile, allocate workspaces
-    t0 = time.perf_counter()
-    step()
-    once = time.perf_counter() - t0
-    repeats = int(np.clip(budget / max(once, 1e-6), min_repeats, max_repeats))
-    times = []
-    for _ in range(repeats):
+PEERS = {"gradscope": "gradscope", "gradscope+param": "gradscope", "torch_fused": "torch",
+         "torch_instrumented": "torch", "floor": "floor"}
+
+
+def make_peer(key: str, case: Case, data, threads: int):
+    if key == "gradscope":
+        return GradScopeStep(case, *data, threads=threads)
+    if key == "gradscope+param":
+        return GradScopeStep(case, *data, threads=threads, parameter_metrics=True)
+    return {"torch_fused": TorchFused, "torch_instrumented": TorchInstrumented, "floor": GemmFloor}[key](case, *data)
+
+
+def round_robin(steps: dict, threads: Threads, rounds: int, budget: float) -> dict:
+    """Time each peer's step in ``rounds`` interleaved blocks of about budget/rounds seconds each.
+
+    Returns {key: {"median_ms", "best_ms", "samples", "threads": settings read back during its blocks}}.
+    """
+    once = {}
+    for key, step in steps.items():                          # warm-up (compile, allocate) and a first time
+        threads.apply(PEERS[key])
+        step()
         t0 = time.perf_counter()
         step()
-        times.append(time.perf_counter() - t0)
-    return float(np.median(times)), repeats
+        once[key] = time.perf_counter() - t0
+    times = {key: [] for key in steps}
+    settings = {}
+    for _ in range(rounds):
+        for key, step in steps.items():
+            settings[key] = threads.apply(PEERS[key])
+            time.sleep(SETTLE)
+            step()                                           # untimed: caches and thread pools warm again
+            repeats = int(np.clip(budget / rounds / max(once[key], 1e-6), 1, 200))
+            for _ in range(repeats):
+                t0 = time.perf_counter()
+                step()
+                times[key].append(time.perf_counter() - t0)
+    return {key: {"median_ms": float(np.median(v)) * 1e3, "best_ms": float(np.min(v)) * 1e3, "samples": len(v),
+                  "threads": settings[key]} for key, v in times.items()}
 
 
-def bench_speed(dtypes, sizes, cells, budget):
+def bench_speed(dtypes, sizes, cells, n_threads: int, rounds: int, budget: float):
+    threads = Threads(n_threads)
     rows = []
     for dtype in dtypes:
         for size in sizes:
             for cell in cells:
                 case = Case(cell, *size, dtype=dtype)
-                weights, x, target = make_data(case)
+                data = make_data(case)
+                load_before = load()
+                peers = {key: make_peer(key, case, data, n_threads) for key in PEERS}
+                measured = round_robin({key: peer.step for key, peer in peers.items()}, threads, rounds, budget)
                 row = {"cell": cell, "B": case.B, "T": case.T, "n": case.n, "d": case.d, "dtype": dtype,
-                       "flops": case.flops()}
-                peers = [("gradscope", GradScopeStep), ("gradscope+param", None), ("torch_fused", TorchFused),
-                         ("torch_instrumented", TorchInstrumented), ("floor", GemmFloor)]
-                for key, cls in peers:
-                    if key == "gradscope+param":
-                        runner = GradScopeStep(case, weights, x, target, parameter_metrics=True)
-                    else:
-                        runner = cls(case, weights, x, target)
-                    seconds, row[key + "_repeats"] = median_time(runner.step, budget)
-                    row[key + "_ms"] = seconds * 1e3
-                    del runner
-                row["floor_gflops"] = case.flops() / (row["floor_ms"] / 1e3) / 1e9
-                row["gradscope_gflops"] = case.flops() / (row["gradscope_ms"] / 1e3) / 1e9
-                row["vs_floor"] = row["gradscope_ms"] / row["floor_ms"]
-                row["speedup_vs_torch_instrumented"] = row["torch_instrumented_ms"] / row["gradscope_ms"]
-                row["speedup_vs_torch_fused"] = row["torch_fused_ms"] / row["gradscope_ms"]
-                print(f"{case.label():52s} gradscope {row['gradscope_ms']:9.3f} ms  fused {row['torch_fused_ms']:9.3f}"
-                      f"  instrumented {row['torch_instrumented_ms']:9.3f}  floor {row['floor_ms']:9.3f}"
-                      f"  -> {row['vs_floor']:.2f}x floor, {row['speedup_vs_torch_instrumented']:.1f}x faster than "
-                      f"instrumented, {row['speedup_vs_torch_fused']:.2f}x vs fused", file=sys.stderr, flush=True)
+                       "flops": case.flops(), "load": [load_before, load()],
+                       "gradscope_shards": peers["gradscope"].shards}
+                for key, m in measured.items():
+                    row[key] = m
+                del peers
+                g = row["gradscope"]["median_ms"]
+                row["floor_gflops"] = case.flops() / (row["floor"]["median_ms"] / 1e3) / 1e9
+                row["gradscope_gflops"] = case.flops() / (g / 1e3) / 1e9
+                row["vs_floor"] = g / row["floor"]["median_ms"]
+                row["speedup_vs_torch_instrumented"] = row["torch_instrumented"]["median_ms"] / g
+                row["speedup_vs_torch_fused"] = row["torch_fused"]["median_ms"] / g
+                print(f"{case.label():52s} gradscope {g:9.3f} ms  fused {row['torch_fused']['median_ms']:9.3f}  "
+                      f"instrumented {row['torch_instrumented']['median_ms']:9.3f}  "
+                      f"floor {row['floor']['median_ms']:9.3f}  -> {row['vs_floor']:.2f}x floor, "
+                      f"{row['speedup_vs_torch_instrumented']:.1f}x faster than instrumented, "
+                      f"{row['speedup_vs_torch_fused']:.2f}x vs fused (load {row['load'][0]:.1f}-{row['load'][1]:.1f})",
+                      file=sys.stderr, flush=True)
                 rows.append(row)
     return rows
 
 
+# -------------------------------------------------------------------------------------------- memory
 MEMORY_CHILD = textwrap.dedent("""
     import json, sys, numpy as np
     sys.path.insert(0, {here!r}); sys.path.insert(0, {root!r})
+    import gradscope
     from peers import Case, make_data
-    from bench_engine import GradScopeStep, set_threads
+    from bench_engine import GradScopeStep
     def status(key):
         for line in open("/proc/self/status"):
             if line.startswith(key):
                 return int(line.split()[1]) * 1024
-    limits = set_threads()
+    small = Case({cell!r}, 16, 5, {n}, 8, {dtype!r})
+    GradScopeStep(small, *make_data(small), threads={threads}).step()   # kernels and shard threads ready
     case = Case({cell!r}, {B}, {T}, {n}, {d}, {dtype!r})
-    small = GradScopeStep(Case({cell!r}, 2, 5, {n}, 8, {dtype!r}), *make_data(Case({cell!r}, 2, 5, {n}, 8, {dtype!r})))
-    small.step()                                     # compile / load kernels before measuring
-    runner = GradScopeStep(case, *make_data(case))
+    runner = GradScopeStep(case, *make_data(case), threads={threads})
     base = status("VmRSS")
     open("/proc/self/clear_refs", "w").write("5")    # reset the peak (VmHWM) to the current RSS
-    runner.step()
+    runner.step()                                    # the first step: the workspace is allocated in it
     peak = status("VmHWM")
-    print(json.dumps({{"base": base, "peak": peak}}))
+    print(json.dumps({{"base": base, "peak": peak, "shards": runner.shards}}))
 """)
 
 
-def bench_memory(cells, size, dtype):
+def bench_memory(cells, size, dtype, n_threads):
     rows = []
     for cell in cells:
         case = Case(cell, *size, dtype=dtype)
         code = MEMORY_CHILD.format(here=str(HERE), root=str(ROOT), cell=cell, B=case.B, T=case.T, n=case.n,
-                                   d=case.d, dtype=dtype)
+                                   d=case.d, dtype=dtype, threads=n_threads)
         out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
         m = json.loads(out.stdout.strip().splitlines()[-1])
         extra = m["peak"] - m["base"]
         row = {"cell": cell, "B": case.B, "T": case.T, "n": case.n, "d": case.d, "dtype": dtype,
                "peak_extra_bytes": extra, "must_keep_bytes": case.state_bytes(),
-               "ratio": extra / case.state_bytes()}
+               "ratio": extra / case.state_bytes(), "shards": m["shards"]}
         print(f"memory {case.label()}: peak extra {extra / 2**20:.0f} MiB, BPTT must keep "
               f"{case.state_bytes() / 2**20:.0f} MiB -> {row['ratio']:.2f}x", file=sys.stderr, flush=True)
         rows.append(row)
     return rows
 
 
-def bench_linear(cells, Ts, B=32, n=32, d=128, dtype="float32", budget=2.0):
+# ----------------------------------------------------------------------------------------- linear in T
+def bench_linear(cells, Ts, n_threads, rounds, B=32, n=32, d=128, dtype="float32", budget=1.0):
+    threads = Threads(n_threads)
     rows = []
     for cell in cells:
-        times = []
+        steps = {}
         for T in Ts:
             case = Case(cell, B, T, n, d, dtype)
-            runner = GradScopeStep(case, *make_data(case))
-            times.append(median_time(runner.step, budget)[0])
+            steps[T] = GradScopeStep(case, *make_data(case), threads=n_threads).step
+        measured = round_robin(steps, _AllGradScope(threads), rounds, budget)
+        times = np.array([measured[T]["median_ms"] for T in Ts])
         slope, intercept = np.polyfit(Ts, times, 1)
         pred = slope * np.asarray(Ts) + intercept
-        r2 = 1 - np.sum((np.asarray(times) - pred) ** 2) / np.sum((np.asarray(times) - np.mean(times)) ** 2)
-        rows.append({"cell": cell, "B": B, "n": n, "d": d, "dtype": dtype, "T": list(Ts),
-                     "ms": [t * 1e3 for t in times], "ms_per_step": slope * 1e3, "intercept_ms": intercept * 1e3,
-                     "r2": float(r2)})
-        print(f"linear in T {cell}: {slope * 1e3:.4f} ms per timestep, intercept {intercept * 1e3:.3f} ms, "
-              f"R^2 = {r2:.5f}", file=sys.stderr, flush=True)
+        r2 = 1 - np.sum((times - pred) ** 2) / np.sum((times - np.mean(times)) ** 2)
+        per_step = times / np.asarray(Ts)
+        rows.append({"cell": cell, "B": B, "n": n, "d": d, "dtype": dtype, "T": list(Ts), "ms": times.tolist(),
+                     "ms_per_step": float(slope), "intercept_ms": float(intercept), "r2": float(r2),
+                     "ms_per_timestep_each": per_step.tolist(), "load": load()})
+        print(f"linear in T {cell}: {slope:.4f} ms per timestep, intercept {intercept:.3f} ms, R^2 = {r2:.5f}; "
+              f"ms per timestep at each T: {', '.join(f'{v:.4f}' for v in per_step)}", file=sys.stderr, flush=True)
     return rows
 
 
+class _AllGradScope:
+    """round_robin's thread settings when every 'peer' is GradScope."""
+
+    def __init__(self, threads: Threads):
+        self.threads = threads
+
+    def apply(self, key):
+        return self.threads.apply("gradscope")
+
+
+# ------------------------------------------------------------------------------------------- compile
 COMPILE_CHILD = textwrap.dedent("""
     import time
     t0 = time.perf_counter()
@@ -202,26 +290,62 @@ FIRST_STEP_CHILD = textwrap.dedent("""
 
 
 def bench_compile():
+    """A cold compile of every kernel (both cells, both dtypes) in a fresh process and an empty cache; then
+    new processes on that cache, from their start to their first computed step."""
     with tempfile.TemporaryDirectory() as cache:
         env = dict(os.environ, NUMBA_CACHE_DIR=cache)
+        env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
+        load_before = load()
         cold = float(subprocess.run([sys.executable, "-c", COMPILE_CHILD], env=env, capture_output=True, text=True,
                                     check=True, cwd=ROOT).stdout.split()[-1])
-        print(f"cold compile of the whole kernel set: {cold:.1f} s", file=sys.stderr, flush=True)
+        print(f"cold compile of the whole kernel set: {cold:.1f} s (load {load_before:.1f})", file=sys.stderr,
+              flush=True)
         first = {}
         for cell in ("rnn", "lstm"):
             runs = []
-            for _ in range(3):
+            for _ in range(5):
                 t0 = time.time()
                 out = subprocess.run([sys.executable, "-c", FIRST_STEP_CHILD.format(cell=cell)], env=env,
                                      capture_output=True, text=True, check=True, cwd=ROOT)
                 runs.append(float(out.stdout.split()[-1]) - t0)
-            first[cell] = min(runs)
+            first[cell] = {"median": float(np.median(runs)), "best": float(np.min(runs))}
             print(f"warm cache, process start to first computed {cell} step (B=32, T=100, d=128): "
-                  f"{first[cell]:.2f} s (best of 3)", file=sys.stderr, flush=True)
-    return {"cold_compile_seconds": cold, "warm_first_step_seconds": first}
+                  f"median {first[cell]['median']:.2f} s, best {first[cell]['best']:.2f} s of 5", file=sys.stderr,
+                  flush=True)
+    return {"cold_compile_seconds": cold, "warm_first_step_seconds": first, "load": [load_before, load()]}
 
 
-def machine_info():
+# ------------------------------------------------------------------------------------------- spectral
+def bench_spectral(sizes=(32, 128, 256, 512)):
+    """parameter_metrics' spectral pair per changed W_hh (uncached), its BLAS on 1 and on 2 threads."""
+    from threadpoolctl import threadpool_limits
+
+    from gradscope.engine.params import spectral_stats
+
+    rng = np.random.default_rng(0)
+    rows = []
+    for d in sizes:
+        for gates in (1, 4):
+            W = (rng.standard_normal((gates * d, d)) / np.sqrt(d)).astype(np.float32)
+            row = {"d": d, "cell": "lstm" if gates == 4 else "rnn"}
+            for blas_threads in (1, 2):
+                with threadpool_limits(blas_threads, user_api="blas"):
+                    spectral_stats(W, gates)
+                    times = []
+                    for _ in range(3 if d >= 256 else 10):
+                        t0 = time.perf_counter()
+                        spectral_stats(W, gates)
+                        times.append(time.perf_counter() - t0)
+                row[f"ms_{blas_threads}_thread"] = float(np.median(times)) * 1e3
+            row["load"] = load()
+            print(f"spectral stats {row['cell']} d={d}: {row['ms_1_thread']:.1f} ms on 1 BLAS thread, "
+                  f"{row['ms_2_thread']:.1f} ms on 2", file=sys.stderr, flush=True)
+            rows.append(row)
+    return rows
+
+
+# -------------------------------------------------------------------------------------------- report
+def machine_info(n_threads):
     from threadpoolctl import threadpool_info
 
     cpu = "unknown"
@@ -230,78 +354,120 @@ def machine_info():
     except (OSError, StopIteration):
         pass
     import numba
+    import scipy
     import torch
 
     return {"cpu": cpu, "cores": os.cpu_count(), "python": platform.python_version(), "numpy": np.__version__,
-            "numba": numba.__version__, "torch": torch.__version__, "threads": THREADS,
-            "blas": [{k: lib.get(k) for k in ("filepath", "internal_api", "version", "architecture", "num_threads")}
-                     for lib in threadpool_info()]}
+            "scipy": scipy.__version__, "numba": numba.__version__, "torch": torch.__version__,
+            "threads": n_threads,
+            "environment": {k: os.environ.get(k) for k in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS",
+                                                           "NUMBA_NUM_THREADS", "OPENBLAS_CORETYPE")},
+            "blas": [{k: lib.get(k) for k in ("filepath", "internal_api", "version", "architecture")}
+                     for lib in threadpool_info() if lib.get("user_api") == "blas"]}
+
+
+def _ms(m: dict) -> str:
+    return f"{m['median_ms']:.3g} ({m['best_ms']:.3g})"
 
 
 def markdown(result) -> str:
-    lines = [f"Machine: {result['machine']['cpu']}, {result['machine']['cores']} cores, {THREADS} threads everywhere; "
-             f"BLAS kernels: " + ", ".join(f"{b['internal_api']} {b['version']} ({b['architecture']})"
-                                           for b in result["machine"]["blas"]), ""]
+    machine = result["machine"]
+    lines = [f"Command: `{result['command']}` ({result['date']})", "",
+             f"Machine: {machine['cpu']}, {machine['cores']} cores; Python {machine['python']}, NumPy "
+             f"{machine['numpy']}, SciPy {machine['scipy']}, Numba {machine['numba']}, PyTorch {machine['torch']}",
+             "", "BLAS kernels (threadpoolctl): " + "; ".join(
+                 f"{Path(b['filepath']).parent.name}/{Path(b['filepath']).name}: {b['internal_api']} "
+                 f"{b['version']} ({b['architecture']})" for b in machine["blas"]), ""]
     if result.get("speed"):
-        lines.append(f"Large-sgemm peak measured in the same run: {result['sgemm_peak_gflops']:.0f} GFLOP/s")
+        n = machine["threads"]
+        lines.append(f"{n} thread(s) per peer (read back during its blocks: GradScope's shards, PyTorch's "
+                     f"threads, NumPy's BLAS threads). Milliseconds per training step: median (best) of the "
+                     f"interleaved repeats.")
         for dtype in sorted({r["dtype"] for r in result["speed"]}, reverse=True):
-            lines += ["", f"### {dtype}: median ms per training step", "",
+            peak = result["peak_gflops"][dtype]
+            lines += ["", f"### {dtype}: ms per training step (large-{'s' if dtype == 'float32' else 'd'}gemm peak "
+                          f"in the same run: {peak:.0f} GFLOP/s)", "",
                       "| cell | (B, T, n, d) | GradScope | + param. metrics | PyTorch fused | PyTorch instrumented | "
-                      "NumPy GEMM floor (GFLOP/s) | GradScope / floor | speed-up vs instrumented | vs fused |",
-                      "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+                      "NumPy GEMM floor | floor GFLOP/s | GradScope / floor | vs instrumented | vs fused | "
+                      "shards | load |",
+                      "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
             for r in (r for r in result["speed"] if r["dtype"] == dtype):
-                lines.append(f"| {r['cell']} | ({r['B']}, {r['T']}, {r['n']}, {r['d']}) | {r['gradscope_ms']:.3f} | "
-                             f"{r['gradscope+param_ms']:.3f} | {r['torch_fused_ms']:.3f} | "
-                             f"{r['torch_instrumented_ms']:.3f} | {r['floor_ms']:.3f} ({r['floor_gflops']:.0f}) | "
-                             f"{r['vs_floor']:.2f}x | {r['speedup_vs_torch_instrumented']:.1f}x | "
-                             f"{r['speedup_vs_torch_fused']:.2f}x |")
+                lines.append(f"| {r['cell']} | ({r['B']}, {r['T']}, {r['n']}, {r['d']}) | {_ms(r['gradscope'])} | "
+                             f"{_ms(r['gradscope+param'])} | {_ms(r['torch_fused'])} | "
+                             f"{_ms(r['torch_instrumented'])} | {_ms(r['floor'])} | "
+                             f"{r['floor_gflops']:.0f} ({r['flops'] / 1e9:.3g} GFLOP) | {r['vs_floor']:.2f}x | "
+                             f"{r['speedup_vs_torch_instrumented']:.1f}x faster | "
+                             f"{r['speedup_vs_torch_fused']:.2f}x | {r['gradscope_shards']} | "
+                             f"{r['load'][0]:.1f}-{r['load'][1]:.1f} |")
     if result.get("memory"):
-        lines += ["", "### Peak extra memory of one training step", "",
-                  "| cell | (B, T, n, d) | peak extra | BPTT must keep | ratio |", "|---|---|---:|---:|---:|"]
+        lines += ["", "### Peak extra memory of one training step (its first: the workspace is allocated in it)", "",
+                  "| cell | (B, T, n, d) | peak extra | BPTT must keep | ratio | shards |",
+                  "|---|---|---:|---:|---:|---:|"]
         for r in result["memory"]:
             lines.append(f"| {r['cell']} | ({r['B']}, {r['T']}, {r['n']}, {r['d']}) | "
                          f"{r['peak_extra_bytes'] / 2**20:.0f} MiB | {r['must_keep_bytes'] / 2**20:.0f} MiB | "
-                         f"{r['ratio']:.2f}x |")
+                         f"{r['ratio']:.2f}x | {r['shards']} |")
     if result.get("linear"):
-        lines += ["", "### Time against T (B=32, n=32, d=128, float32)", "",
-                  "| cell | T | ms | fit: ms per timestep | intercept ms | R^2 |", "|---|---|---|---:|---:|---:|"]
+        r0 = result["linear"][0]
+        lines += ["", f"### Time against T (B={r0['B']}, n={r0['n']}, d={r0['d']}, {r0['dtype']}): least-squares "
+                      f"line through the medians", "",
+                  "| cell | T | ms | ms per timestep at each T | fit: ms per timestep | intercept ms | R^2 |",
+                  "|---|---|---|---|---:|---:|---:|"]
         for r in result["linear"]:
             lines.append(f"| {r['cell']} | {', '.join(map(str, r['T']))} | {', '.join(f'{v:.2f}' for v in r['ms'])} "
-                         f"| {r['ms_per_step']:.4f} | {r['intercept_ms']:.3f} | {r['r2']:.5f} |")
+                         f"| {', '.join(f'{v:.4f}' for v in r['ms_per_timestep_each'])} | {r['ms_per_step']:.4f} | "
+                         f"{r['intercept_ms']:.3f} | {r['r2']:.5f} |")
     if result.get("compile"):
         c = result["compile"]
-        lines += ["", f"Cold compile of the whole kernel set: {c['cold_compile_seconds']:.1f} s. Warm cache, process "
-                      f"start to first computed step: " + ", ".join(f"{k} {v:.2f} s"
-                                                                  for k, v in c["warm_first_step_seconds"].items())]
+        warm = ", ".join(f"{k} {v['median']:.2f} s (best {v['best']:.2f} s)"
+                         for k, v in c["warm_first_step_seconds"].items())
+        lines += ["", f"Cold compile of the whole kernel set (both cells, both dtypes, empty cache): "
+                      f"{c['cold_compile_seconds']:.1f} s. Warm cache, process start to first computed step "
+                      f"(B=32, T=100, d=128): {warm}"]
+    if result.get("spectral"):
+        lines += ["", "### Spectral radius and sigma_max of one changed W_hh (parameter_metrics, uncached)", "",
+                  "| cell | d | 1 BLAS thread | 2 BLAS threads | load |", "|---|---:|---:|---:|---:|"]
+        for r in result["spectral"]:
+            lines.append(f"| {r['cell']} | {r['d']} | {r['ms_1_thread']:.1f} ms | {r['ms_2_thread']:.1f} ms | "
+                         f"{r['load']:.1f} |")
     return "\n".join(lines) + "\n"
 
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="the two small sizes, float32 only")
-    parser.add_argument("--only", choices=["speed", "memory", "linear", "compile"], action="append")
+    parser.add_argument("--only", choices=["speed", "memory", "linear", "compile", "spectral"], action="append")
     parser.add_argument("--dtype", nargs="+", default=["float32", "float64"])
     parser.add_argument("--cells", nargs="+", default=CELLS)
-    parser.add_argument("--budget", type=float, default=3.0, help="seconds of timing per measurement")
+    parser.add_argument("--sizes", nargs="+", type=int, choices=range(len(SIZES)), metavar="I",
+                        help=f"indices into {SIZES} (default: all)")
+    parser.add_argument("--threads", type=int, default=2, help="threads for every peer (default 2)")
+    parser.add_argument("--rounds", type=int, default=5, help="interleaved blocks per peer (default 5)")
+    parser.add_argument("--budget", type=float, default=2.0, help="seconds of timing per peer and case")
     parser.add_argument("--out", type=Path, default=HERE / "results")
     args = parser.parse_args(argv)
-    parts = set(args.only or ["speed", "memory", "linear", "compile"])
-    sizes = SIZES[:2] if args.quick else SIZES
+    parts = set(args.only or ["speed", "memory", "linear", "compile", "spectral"])
+    sizes = SIZES[:2] if args.quick else [SIZES[i] for i in args.sizes] if args.sizes else SIZES
     dtypes = ["float32"] if args.quick else args.dtype
 
-    limits = set_threads()
     result = {"command": "python benchmarks/" + " ".join([Path(__file__).name] + (argv or sys.argv[1:])),
-              "machine": machine_info(), "date": time.strftime("%Y-%m-%d %H:%M")}
+              "machine": machine_info(args.threads), "date": time.strftime("%Y-%m-%d %H:%M"), "load": load()}
     if "compile" in parts:
         result["compile"] = bench_compile()
     if "speed" in parts:
-        result["sgemm_peak_gflops"] = sgemm_peak_gflops()
-        result["speed"] = bench_speed(dtypes, sizes, args.cells, args.budget)
+        from threadpoolctl import threadpool_limits
+
+        with threadpool_limits(args.threads, user_api="blas"):
+            result["peak_gflops"] = {dt: peak_gflops(np.dtype(dt)) for dt in dtypes}
+        result["speed"] = bench_speed(dtypes, sizes, args.cells, args.threads, args.rounds, args.budget)
     if "memory" in parts:
-        result["memory"] = bench_memory(args.cells, SIZES[-1] if not args.quick else SIZES[1], "float32")
+        result["memory"] = bench_memory(args.cells, SIZES[-1] if not args.quick else SIZES[1], "float32",
+                                        args.threads)
     if "linear" in parts:
-        result["linear"] = bench_linear(args.cells, [50, 100, 200, 500, 1000])
-    del limits
+        result["linear"] = bench_linear(args.cells, [50, 100, 200, 500, 1000], args.threads, args.rounds)
+    if "spectral" in parts:
+        result["spectral"] = bench_spectral()
+    result["load_end"] = load()
     args.out.mkdir(parents=True, exist_ok=True)
     suffix = "-quick" if args.quick else ""
     (args.out / f"engine{suffix}.json").write_text(json.dumps(result, indent=1))

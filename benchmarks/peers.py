@@ -200,8 +200,9 @@ class GemmFloor:
         return 0.0
 
 
-def sgemm_peak_gflops(size: int = 2048, repeats: int = 5, dtype=np.float32) -> float:
-    """Best-of GFLOP/s of one large square GEMM: the machine's practical BLAS peak in this process."""
+def peak_gflops(dtype=np.float32, size: int = 2048, repeats: int = 5) -> float:
+    """Best-of GFLOP/s of one large square GEMM (sgemm or dgemm by dtype): the machine's practical BLAS peak
+    in this process, at NumPy's BLAS thread setting when called."""
     import time
 
     a = np.random.default_rng(0).normal(size=(size, size)).astype(dtype)
