@@ -581,14 +581,19 @@ def readout_loss(H, W_yh, b_y, target_f, target_i, mask, loss_kind, inv_B, Y, lo
     gemm_nn(Y2, W_yh, _rows(G))                                               # (Tc*B, d) = dY W_yh
 
 
+@_jit.kernel
+def _pack_both(W_hh, P_f, P_b):
+    pack_transposed(W_hh, P_f)
+    pack(W_hh, P_b)
+
+
 def pack_recurrent(W_hh: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """(P_f, P_b): W_hh^T and W_hh packed for the forward and backward recurrent products (gemm.py); the
     step kernels pack into their workspace, this is for calling the layer kernels on their own."""
     Gd, d = W_hh.shape
     W_hh = np.ascontiguousarray(W_hh)
     P_f, P_b = panels(d, Gd, W_hh.dtype), panels(Gd, d, W_hh.dtype)
-    pack_transposed(W_hh, P_f)
-    pack(W_hh, P_b)
+    _pack_both(W_hh, P_f, P_b)
     return P_f, P_b
 
 

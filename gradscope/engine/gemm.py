@@ -59,28 +59,30 @@ def _lanes(dtype) -> int:
 def _make_tile(rows: int):
     """The LLVM IR tile for ``rows`` rows of A (rows = MR, or 1 for leftover rows).
 
-    _tile(A, a0, lda, mr, P, p0, C, c0, ldc, K):
-        for i < rows, j < NR:  acc[i, j] = sum_{k < K} A[a0 + i' lda + k] * P[p0 + k NR + j],  i' = min(i, mr-1)
-        then C[c0 + i ldc + j] += acc[i, j] for i < mr.
-    Offsets and strides count elements.  Rows from mr on repeat row mr-1 (valid memory) and are not stored:
-    one tile serves 1..rows rows.
+    _tile(A, a0, lda, mr, P, p0, C, c0, ldc, K, nc):
+        acc[i, j] = sum_{k < K} A[a0 + i' lda + k] P[p0 + k NR + j]   for i < rows, j < NR, i' = min(i, mr-1)
+        C[c0 + i ldc + j] += acc[i, j]                               for i < mr, j < nc
+    Offsets and strides count elements.  Rows from mr on repeat row mr-1 (valid memory) and are not stored,
+    so one tile serves 1..rows rows; nc < NR (a panel past the last column of C) adds through a buffer on
+    the stack, one value at a time.
     """
     @intrinsic
-    def _tile(typingctx, A, a0, lda, mr, P, p0, C, c0, ldc, K):
+    def _tile(typingctx, A, a0, lda, mr, P, p0, C, c0, ldc, K, nc):
         if not (isinstance(A, types.Array) and A.dtype in (types.float32, types.float64)
                 and A.dtype == P.dtype == C.dtype):
             return None
-        sig = types.void(A, a0, lda, mr, P, p0, C, c0, ldc, K)
+        sig = types.void(A, a0, lda, mr, P, p0, C, c0, ldc, K, nc)
         lanes = _lanes(A.dtype)
 
         def codegen(context, builder, signature, args):
-            a, a0, lda, mr, p, p0, c, c0, ldc, K = args
+            a, p, c = args[0], args[4], args[6]
+            a0, lda, mr, p0, c0, ldc, K, nc = (context.cast(builder, args[i], signature.args[i], types.int64)
+                                               for i in (1, 2, 3, 5, 7, 8, 9, 10))
             i64 = ir.IntType(64)
-            a0, lda, mr, p0, c0, ldc, K = (context.cast(builder, v, t, types.int64) for v, t in
-                                           zip((a0, lda, mr, p0, c0, ldc, K), signature.args[1:4] +
-                                               signature.args[5:6] + signature.args[7:10]))
+            align = A.dtype.bitwidth // 8
             fl = context.get_value_type(A.dtype)
             vec = ir.VectorType(fl, lanes)
+            NR = NV * lanes
             pa = builder.gep(context.make_array(signature.args[0])(context, builder, a).data, [a0])
             pp = builder.gep(context.make_array(signature.args[4])(context, builder, p).data, [p0])
             pc = builder.gep(context.make_array(signature.args[6])(context, builder, c).data, [c0])
@@ -95,13 +97,11 @@ def _make_tile(rows: int):
                 r = builder.select(builder.icmp_signed("<", r, mr), r, last)
                 row_ptrs.append(builder.gep(pa, [builder.mul(r, lda)]))
             acc = [[cgutils.alloca_once_value(builder, zero) for _ in range(NV)] for _ in range(rows)]
-            nr = ir.Constant(i64, NV * lanes)
             with cgutils.for_range(builder, K) as loop:
                 k = loop.index
-                panel = builder.gep(pp, [builder.mul(k, nr)])
+                panel = builder.gep(pp, [builder.mul(k, ir.Constant(i64, NR))])
                 w = [builder.load(builder.bitcast(builder.gep(panel, [ir.Constant(i64, q * lanes)]),
-                                                  vec.as_pointer()), align=A.dtype.bitwidth // 8)
-                     for q in range(NV)]
+                                                  vec.as_pointer()), align=align) for q in range(NV)]
                 for i in range(rows):
                     value = builder.load(builder.gep(row_ptrs[i], [k]))
                     splat = builder.shuffle_vector(builder.insert_element(ir.Constant(vec, ir.Undefined), value,
@@ -109,13 +109,26 @@ def _make_tile(rows: int):
                                                    ir.Constant(vec, ir.Undefined), broadcast)
                     for q in range(NV):
                         builder.store(builder.call(fma, [splat, w[q], builder.load(acc[i][q])]), acc[i][q])
+            spill = cgutils.alloca_once(builder, vec, size=NV)    # a row of accumulators, for nc < NR
+            whole = builder.icmp_signed(">=", nc, ir.Constant(i64, NR))
             for i in range(rows):
                 with builder.if_then(builder.icmp_signed("<", ir.Constant(i64, i), mr), likely=True):
                     row = builder.gep(pc, [builder.mul(ir.Constant(i64, i), ldc)])
-                    for q in range(NV):
-                        ptr = builder.bitcast(builder.gep(row, [ir.Constant(i64, q * lanes)]), vec.as_pointer())
-                        total = builder.fadd(builder.load(ptr, align=A.dtype.bitwidth // 8), builder.load(acc[i][q]))
-                        builder.store(total, ptr, align=A.dtype.bitwidth // 8)
+                    with builder.if_else(whole, likely=True) as (vector_store, partial_store):
+                        with vector_store:
+                            for q in range(NV):
+                                ptr = builder.bitcast(builder.gep(row, [ir.Constant(i64, q * lanes)]),
+                                                      vec.as_pointer())
+                                total = builder.fadd(builder.load(ptr, align=align), builder.load(acc[i][q]))
+                                builder.store(total, ptr, align=align)
+                        with partial_store:
+                            for q in range(NV):
+                                builder.store(builder.load(acc[i][q]), builder.gep(spill, [ir.Constant(i64, q)]))
+                            values = builder.bitcast(spill, fl.as_pointer())
+                            with cgutils.for_range(builder, nc) as cols:
+                                ptr = builder.gep(row, [cols.index])
+                                builder.store(builder.fadd(builder.load(ptr), builder.load(
+                                    builder.gep(values, [cols.index]))), ptr)
             return context.get_dummy_value()
 
         return sig, codegen
@@ -127,7 +140,7 @@ _tile = _make_tile(MR)
 _tile_1 = _make_tile(1)
 
 
-@_jit.kernel
+@_jit.helper
 def pack_transposed(W, P):
     """P[p, k, j] = W[p NR + j, k], 0 beyond the rows of W: the panels of W^T (W (N, K) -> P (ceil(N/NR), K, NR))."""
     N, K = W.shape
@@ -144,7 +157,7 @@ def pack_transposed(W, P):
                     P[p, k, j] = zero
 
 
-@_jit.kernel
+@_jit.helper
 def pack(W, P):
     """P[p, k, j] = W[k, p NR + j], 0 beyond the columns of W: the panels of W (W (K, N) -> P (ceil(N/NR), K, NR))."""
     K, N = W.shape
@@ -157,42 +170,27 @@ def pack(W, P):
                 P[p, k, j] = W[k, col] if col < N else zero
 
 
-@_jit.kernel
+@_jit.helper
 def gemm_packed_acc(A, P, C):
     """C += A M for A (m, K) and C (m, N) with rows of any stride (unit columns), M (K, N) packed as P.
 
-    Tiles of MR rows (the last one partly filled; a single leftover row uses a one-row tile) by one panel;
-    a panel that sticks out past column N is accumulated into a scratch tile first and its valid columns
-    added to C.
+    Tiles of MR rows (the last one partly filled; a single row uses a one-row tile) by one panel (the last
+    one possibly past column N).
     """
     m, K = A.shape
     N = C.shape[1]
-    NP, _, NR = P.shape
+    NR = P.shape[2]
     lda = A.strides[0] // A.itemsize
     ldc = C.strides[0] // C.itemsize
-    full = N // NR
-    for p in range(full):
+    for p in range(P.shape[0]):
+        nc = min(NR, N - p * NR)
         i0 = 0
         while i0 < m:
             mr = min(MR, m - i0)
             if mr == 1:
-                _tile_1(A, i0 * lda, lda, 1, P, p * K * NR, C, i0 * ldc + p * NR, ldc, K)
+                _tile_1(A, i0 * lda, lda, 1, P, p * K * NR, C, i0 * ldc + p * NR, ldc, K, nc)
             else:
-                _tile(A, i0 * lda, lda, mr, P, p * K * NR, C, i0 * ldc + p * NR, ldc, K)
-            i0 += mr
-    if full < NP:                                       # the last panel, past column N
-        cols = N - full * NR
-        scratch = np.zeros((MR, NR), C.dtype)
-        i0 = 0
-        while i0 < m:
-            mr = min(MR, m - i0)
-            for i in range(MR):
-                for j in range(NR):
-                    scratch[i, j] = 0
-            _tile(A, i0 * lda, lda, mr, P, full * K * NR, scratch, 0, NR, K)
-            for i in range(mr):
-                for j in range(cols):
-                    C[i0 + i, full * NR + j] += scratch[i, j]
+                _tile(A, i0 * lda, lda, mr, P, p * K * NR, C, i0 * ldc + p * NR, ldc, K, nc)
             i0 += mr
 
 

@@ -1,11 +1,28 @@
 """The packed recurrent products (gemm.py) against NumPy's matmul: every edge of the tiling (rows past the
 last full tile, a single row, columns past the last full panel), rows of a bigger array, both layouts of
 the packed operand, and NaN / Inf passing through as in any sum of products."""
+import numba
 import numpy as np
 import pytest
 
-from gradscope.engine import cells
-from gradscope.engine.gemm import MR, gemm_packed_acc, pack, pack_transposed, panel_width, panels
+from gradscope.engine import cells, gemm
+from gradscope.engine.gemm import MR, panel_width, panels
+
+
+# The gemm functions are compiled into the kernels only (no Python entry points); call them from here.
+@numba.njit
+def gemm_packed_acc(A, P, C):
+    gemm.gemm_packed_acc(A, P, C)
+
+
+@numba.njit
+def pack(W, P):
+    gemm.pack(W, P)
+
+
+@numba.njit
+def pack_transposed(W, P):
+    gemm.pack_transposed(W, P)
 
 TOL = {"float64": 1e-13, "float32": 2e-6}
 
