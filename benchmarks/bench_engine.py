@@ -10,8 +10,9 @@ optimizer, of GradScope's engine, PyTorch fused (nn.RNN / nn.LSTM), PyTorch inst
 retain_grad on every h_t and c_t, the per-step norms) and the NumPy GEMM floor, on the same weights and batch.
 ``--threads N`` (default 2) is given to every peer, each in its own way, and read back into the results:
 
-    GradScope           N shards of the batch on N threads (engine.cells.shard_rows), each calling its BLAS
-                        (SciPy's OpenBLAS) on one thread: GradScope's own way to use N cores
+    GradScope           the batch in the machine's shards (engine.cells.shard_rows; as many as CPUs), run N
+                        at a time on N threads, each calling its BLAS (SciPy's OpenBLAS) on one thread:
+                        GradScope's own way to use N cores (the shards, not the threads, fix the numbers)
     PyTorch             torch.set_num_threads(N) (its OpenMP pool, oneDNN)
     NumPy GEMM floor    NumPy's OpenBLAS on N threads
 

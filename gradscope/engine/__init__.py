@@ -85,12 +85,13 @@ def check_batch(spec: ModelSpec, params: Params, x, target, mask, loss_kind: str
 
 def bptt(spec: ModelSpec, params: Params, x: np.ndarray, target: np.ndarray, mask: np.ndarray,
          loss_kind: str, *, backend: str = "numba", workspace=None, check: bool = True,
-         threads: int | None = None) -> StepResult:
+         threads: int | None = None, shards: int | None = None) -> StepResult:
     """One forward and backward pass through time with every metric (see ``metrics`` for definitions).
 
     backend "numba" runs the compiled kernels (``cells``); "numpy" runs their plain twins (``reference``).
-    ``threads`` (numba only): at most this many threads, each on a shard of the batch (``cells.shard_rows``;
-    default: Numba's thread count, NUMBA_NUM_THREADS).  Never raises on NaN or Inf: ``result.nonfinite``
+    ``shards`` (numba only): the parts of the batch a big enough pass runs on separately and adds up
+    (``cells.shard_rows``; default: the machine's CPUs, at most 8), which fix the result's bits;
+    ``threads``: how many shards run at once (default: NUMBA_NUM_THREADS), which changes only the speed.  Never raises on NaN or Inf: ``result.nonfinite``
     says where the first one appeared.
     """
     if check:
@@ -102,7 +103,8 @@ def bptt(spec: ModelSpec, params: Params, x: np.ndarray, target: np.ndarray, mas
     if backend == "numba":
         from . import cells
 
-        return cells.bptt(spec, params, x, target, mask, loss_kind, workspace=workspace, threads=threads)
+        return cells.bptt(spec, params, x, target, mask, loss_kind, workspace=workspace, threads=threads,
+                          shards=shards)
     raise ValueError(f"backend must be 'numba' or 'numpy', got {backend!r}")
 
 

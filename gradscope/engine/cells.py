@@ -834,17 +834,26 @@ def kernel_blas_threads() -> int:
         return 1
 
 
-def shard_rows(spec: ModelSpec, T: int, B: int, threads: int | None = None) -> list[tuple[int, int]]:
-    """How a pass splits its batch: [(b0, b1), ...], one shard per thread, computed concurrently.
+def default_shards() -> int:
+    """Shards a big enough pass splits its batch into unless told: the machine's CPUs (at most 8).
+
+    A property of the machine, never of how many threads happen to run the pass (threads only decide
+    which shards run concurrently), so a run gives the same bits in the app, in ``gradscope run`` and
+    in a worker process of either."""
+    return max(1, min(8, os.cpu_count() or 1))
+
+
+def shard_rows(spec: ModelSpec, T: int, B: int, shards: int | None = None) -> list[tuple[int, int]]:
+    """How a pass splits its batch: [(b0, b1), ...], as many shards as asked (``default_shards()``).
 
     Examples never interact in BPTT: each shard runs the whole pass on its rows, with the loss weighted by
     the WHOLE batch's 1/B, and the shards' gradients and per-step sums add up to the batch's.  One shard
-    (the whole batch) when ``threads`` is 1, when a shard would hold fewer than MIN_SHARD_ROWS examples, or
+    (the whole batch) when ``shards`` is 1, when a shard would hold fewer than MIN_SHARD_ROWS examples, or
     when the pass is too small to gain from threads (MIN_SHARD_FLOPS).  The split depends only on these
-    numbers, so the same settings give bit-identical results on any machine.
+    numbers, so the same settings give bit-identical results whatever the threads that compute them.
     """
-    threads = default_threads() if threads is None else max(1, int(threads))
-    shards = min(threads, B // MIN_SHARD_ROWS)
+    shards = default_shards() if shards is None else max(1, int(shards))
+    shards = min(shards, B // MIN_SHARD_ROWS)
     if shards <= 1 or pass_flops(spec, T, B) < MIN_SHARD_FLOPS:
         return [(0, B)]
     bounds = [B * s // shards for s in range(shards + 1)]
@@ -856,15 +865,24 @@ _pool_lock = threading.Lock()
 
 
 def _executor():
-    """The threads that run all shards but each pass's first (the calling thread runs that one)."""
+    """The threads that run the shards a pass does not run in its own thread."""
     global _pool
     with _pool_lock:
         if _pool is None:
             from concurrent.futures import ThreadPoolExecutor
 
-            _pool = ThreadPoolExecutor(max_workers=max(1, (os.cpu_count() or 2) - 1),
-                                       thread_name_prefix="gradscope-shard")
+            _pool = ThreadPoolExecutor(max_workers=max(1, default_shards() - 1), thread_name_prefix="gradscope-shard")
         return _pool
+
+
+def shutdown_threads() -> None:
+    """End the shard threads (idle between passes); the next threaded pass starts new ones.  For programs
+    that tear down in order (the app, before its QApplication goes)."""
+    global _pool
+    with _pool_lock:
+        pool, _pool = _pool, None
+    if pool is not None:
+        pool.shutdown(wait=True)
 
 
 # ------------------------------------------------------------------------------------- buffers
@@ -945,8 +963,9 @@ def _run_step(spec: ModelSpec, weights: tuple, x, target_f, target_i, mask, loss
 
 
 def _run_shards(spec: ModelSpec, weights: tuple, x, target, mask, loss_kind: str, rows: list, shards: list,
-                grads: tuple, M, loss_t) -> None:
-    """Run every shard (the first in this thread, the others in the pool), then add their results up:
+                grads: tuple, M, loss_t, threads: int) -> None:
+    """Run every shard, ``threads`` at a time (thread w runs shards w, w + threads, ...; thread 0 is this
+    one, the others come from the pool), then add their results up in shard order:
 
         dW = sum_s dW_s,   loss_t = sum_s loss_t_s,   M = sum_s (B_s / B) M_s   (M_s: means over shard s)
 
@@ -965,9 +984,14 @@ def _run_shards(spec: ModelSpec, weights: tuple, x, target, mask, loss_kind: str
         _run_step(spec, weights, buf["x"], buf["target_f"], buf["target_i"], buf["mask"], loss_kind, inv_B,
                   buf["G"].shape[0], buf, buf["grads"], buf["M"], buf["loss_t"], _NO_NORMS)
 
-    pending = [_executor().submit(run, buf) for buf in shards[1:]]
+    def run_every(group):
+        for buf in group:
+            run(buf)
+
+    threads = max(1, min(threads, len(shards)))
+    pending = [_executor().submit(run_every, shards[w::threads]) for w in range(1, threads)]
     try:
-        run(shards[0])
+        run_every(shards[::threads])
     finally:
         for future in pending:                 # every shard ends before its buffers can be touched again
             future.result()
@@ -991,24 +1015,25 @@ def _run_shards(spec: ModelSpec, weights: tuple, x, target, mask, loss_kind: str
 
 def bptt(spec: ModelSpec, params: Params, x: np.ndarray, target: np.ndarray, mask: np.ndarray,
          loss_kind: str, *, workspace: dict | None = None, chunk: int | None = None,
-         threads: int | None = None) -> StepResult:
+         threads: int | None = None, shards: int | None = None) -> StepResult:
     """One forward and backward pass with every metric, in compiled kernels that release the GIL.
 
     Arrays are assumed checked (``engine.check_batch``).  ``workspace``: a dict the caller keeps and passes
     back each iteration; the state and chunk buffers live in it and are reused while the shapes stay the
     same, so a steady run allocates only its outputs.  ``chunk``: steps per backward chunk (default:
-    ``chunk_steps``).  ``threads``: at most this many threads, each running the pass on a shard of the batch
-    (``shard_rows``; default ``default_threads()``, divided by the threads of the kernels' BLAS if a user
-    gave it more than one).  The returned arrays are new; nothing returned aliases the workspace.
+    ``chunk_steps``).  ``shards``: how many parts of the batch the pass runs on (``shard_rows``; default
+    ``default_shards()``); they decide the bits of the result.  ``threads``: how many of them run at once
+    (default ``default_threads()``, divided by the threads of the kernels' BLAS if a user gave it more than
+    one); they decide only the speed.  The returned arrays are new; nothing returned aliases the workspace.
     """
     T, B, n = x.shape
     L = spec.layers
     dt = spec.np_dtype
     if threads is None:
         threads = default_threads()
-    if threads > 1 and B >= 2 * MIN_SHARD_ROWS:
+    rows = shard_rows(spec, T, B, shards)
+    if threads > 1 and len(rows) > 1:
         threads = max(1, threads // kernel_blas_threads())
-    rows = shard_rows(spec, T, B, threads)
     chunks = [chunk_steps(T, b1 - b0) if chunk is None else max(1, min(T, int(chunk))) for b0, b1 in rows]
     key = (spec, T, B, n, tuple(chunks), tuple(rows), loss_kind if len(rows) > 1 else None)
     if workspace is not None and workspace.get("key") == key:
@@ -1038,7 +1063,7 @@ def bptt(spec: ModelSpec, params: Params, x: np.ndarray, target: np.ndarray, mas
         _run_step(spec, weights, x, target_f, target_i, mask, loss_kind, 1.0 / B, chunks[0], buf, grads, M,
                   loss_t, norms)
     else:
-        _run_shards(spec, weights, x, target, mask, loss_kind, rows, buf["shards"], grads, M, loss_t)
+        _run_shards(spec, weights, x, target, mask, loss_kind, rows, buf["shards"], grads, M, loss_t, threads)
         grad_norms(*grads, norms)
     rows_of = LSTM_ROWS if spec.cell == "lstm" else RNN_ROWS
     metrics = {name: M[:, rows_of[name]] for name in step_metric_names(spec)}

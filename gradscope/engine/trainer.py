@@ -90,6 +90,7 @@ class Training:
         self.iterations = max(run.train.iterations, 1)        # passes to make
         self.iteration = 0                                    # the next iteration to compute
         self._workspace: dict = {}
+        self.threads: int | None = None                       # threads per pass (engine.bptt); None: all
         self._generator: Iterator[Record] | None = None
 
     def __iter__(self) -> Iterator[Record]:
@@ -129,7 +130,8 @@ class Training:
             x, target, mask = self._batch(iteration)
             with np.errstate(all="ignore"):   # NaN and Inf are data here: recorded, located, never warned about
                 result = bptt(self.spec, self.params, x, target, mask, self.task.loss_kind, backend=self.backend,
-                              workspace=self._workspace if self.backend == "numba" else None)
+                              workspace=self._workspace if self.backend == "numba" else None,
+                              threads=self.threads if self.backend == "numba" else None)
             # Every gradient figure of the record is taken BEFORE clipping (TRACE_FORMAT.md: grad_norm is
             # before clipping; the per-parameter norms follow it, so they add up to grad_norm in quadrature),
             # and every parameter figure at the parameters this pass used, before the update.

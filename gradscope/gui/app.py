@@ -69,7 +69,8 @@ def close_down(window, code: int = 0) -> None:
 
     Left to the interpreter's teardown, the order is arbitrary: a QApplication released before the window
     (locals are freed in order of definition) or a plot item collected after it can crash the process at exit.
-    So: the redraw timer stops; every training thread is stopped and joined (no thread outlives its QThread);
+    So: the redraw timer stops; every training thread is stopped and joined (no thread outlives its QThread),
+    and the engine's shard threads with them;
     signals they queued are delivered while their receivers live; then the window and everything in it is
     deleted and Python's cycles collected.  The QApplication itself stays referenced (module global _APP)
     until the process ends, with no widget left to outlive it.
@@ -81,6 +82,9 @@ def close_down(window, code: int = 0) -> None:
     window.timer.stop()
     window.controller.shutdown(timeout_ms=None)
     exit_now_if_compiling(code)
+    cells = sys.modules.get("gradscope.engine.cells")          # loaded (and compiled) if a run computed anything
+    if cells is not None and hasattr(cells, "shutdown_threads"):
+        cells.shutdown_threads()                               # the idle batch-shard threads end too
     QtWidgets.QApplication.processEvents()
     window.close()
     window.deleteLater()

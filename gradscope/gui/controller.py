@@ -9,6 +9,7 @@ Statuses: queued -> compiling -> running <-> paused -> completed | diverged | st
 from __future__ import annotations
 
 import itertools
+import os
 import time
 
 from PyQt6 import QtCore
@@ -328,6 +329,7 @@ class Controller(QtCore.QObject):
         state.data.invalidate()
         if not thread.stopping:
             state.status = "paused" if self.paused else "running"
+        self._share_cores()
         self.run_updated.emit(key)
 
     def _on_records(self, key, thread, records) -> None:
@@ -349,7 +351,17 @@ class Controller(QtCore.QObject):
         state = self._current(key, thread)
         if state is not None and not state.finished:
             state.status = s
+            self._share_cores()
             self.run_updated.emit(key)
+
+    def _share_cores(self) -> None:
+        """The cores go to the runs, not to their shards: with k runs training, each pass runs its batch
+        shards on cpus // k threads (at least 1), so several runs never queue for one pool of shard threads.
+        Threads change only the speed of a pass, never its numbers (engine.cells.shard_rows)."""
+        running = [s.training for s in self.states if s.training is not None and s.status == "running"]
+        threads = max(1, (os.cpu_count() or 1) // max(1, len(running)))
+        for training in running:
+            training.threads = threads
 
     def _on_done(self, key, thread, status) -> None:
         state = self._current(key, thread)
@@ -357,6 +369,7 @@ class Controller(QtCore.QObject):
             return
         state.status = status
         state.iterations_per_second = 0.0
+        self._share_cores()
         if status == "diverged":
             self.message.emit(f"{state.name}: {state.status_text()}")
         self.run_updated.emit(key)
@@ -368,6 +381,7 @@ class Controller(QtCore.QObject):
         state.status = "failed"
         state.error = text
         state.iterations_per_second = 0.0
+        self._share_cores()
         last = text.strip().splitlines()[-1] if text.strip() else "error"
         self.message.emit(f"{state.name} failed: {last}")
         self.run_updated.emit(key)

@@ -1,6 +1,7 @@
 """A pass split into shards of the batch, run on threads (cells.shard_rows): the same numbers as the whole
-batch in the NumPy twin, whatever the split; the split depends on the settings only; a BLAS given its own
-threads takes the place of shards; NaN and Inf are located as without shards."""
+batch in the NumPy twin, whatever the split; the split depends on the settings only, never on the threads
+(the same bits on 1, 2 or 3 threads); a BLAS given its own threads takes the place of shard threads; NaN
+and Inf are located as without shards."""
 import numpy as np
 import pytest
 
@@ -25,17 +26,24 @@ def close(got, want, dtype, name):
                                err_msg=name)
 
 
-def test_shard_rows_follow_threads_batch_and_work():
+def test_shard_rows_follow_shards_batch_and_work():
     big = ModelSpec(cell="lstm", input_size=32, hidden_size=128, output_size=32)
-    assert cells.shard_rows(big, 100, 32, threads=1) == [(0, 32)]
-    assert cells.shard_rows(big, 100, 32, threads=2) == [(0, 16), (16, 32)]
-    assert cells.shard_rows(big, 100, 33, threads=3) == [(0, 11), (11, 22), (22, 33)]
-    assert cells.shard_rows(big, 100, 2 * cells.MIN_SHARD_ROWS - 1, threads=2) == [(0, 15)]   # too few rows
-    assert cells.shard_rows(big, 100, 64, threads=16) == [(8 * s, 8 * s + 8) for s in range(8)]
+    assert cells.shard_rows(big, 100, 32, shards=1) == [(0, 32)]
+    assert cells.shard_rows(big, 100, 32, shards=2) == [(0, 16), (16, 32)]
+    assert cells.shard_rows(big, 100, 33, shards=3) == [(0, 11), (11, 22), (22, 33)]
+    assert cells.shard_rows(big, 100, 2 * cells.MIN_SHARD_ROWS - 1, shards=2) == [(0, 15)]    # too few rows
+    assert cells.shard_rows(big, 100, 64, shards=16) == [(8 * s, 8 * s + 8) for s in range(8)]
     tiny = ModelSpec(cell="rnn", input_size=8, hidden_size=16, output_size=8)
     assert cells.pass_flops(tiny, 10, 32) < cells.MIN_SHARD_FLOPS
-    assert cells.shard_rows(tiny, 10, 32, threads=2) == [(0, 32)]                            # too little work
-    assert cells.shard_rows(big, 100, 32, threads=None) == cells.shard_rows(big, 100, 32, cells.default_threads())
+    assert cells.shard_rows(tiny, 10, 32, shards=2) == [(0, 32)]                             # too little work
+    assert cells.shard_rows(big, 100, 32, shards=None) == cells.shard_rows(big, 100, 32, cells.default_shards())
+
+
+def test_the_default_split_is_the_machines_not_the_threads(monkeypatch):
+    """NUMBA_NUM_THREADS = 1 (a worker process of gradscope run) changes the threads, not the split."""
+    monkeypatch.setattr(cells.numba.config, "NUMBA_NUM_THREADS", 1)
+    assert cells.default_threads() == 1
+    assert cells.default_shards() == max(1, min(8, cells.os.cpu_count() or 1))
 
 
 @pytest.mark.parametrize("dtype", ["float64", "float32"])
@@ -47,7 +55,7 @@ def test_shards_match_the_whole_batch_twin(small_shards, cell, activation, loss_
     x, target, mask = make_batch(spec, 9, 7, loss_kind, rng)
     want = reference.bptt(spec, params, x, target, mask, loss_kind)
     for threads in (2, 3):
-        got = bptt(spec, params, x, target, mask, loss_kind, threads=threads)
+        got = bptt(spec, params, x, target, mask, loss_kind, threads=threads, shards=threads)
         assert got.extras["shards"] == threads
         assert got.loss == pytest.approx(want.loss, rel=TOL[dtype])
         for name in want.metrics:
@@ -67,14 +75,17 @@ def test_same_settings_same_bits_and_the_workspace_is_reused(small_shards):
     spec, params = make_model("lstm", "tanh", 2, "float32", rng, n=5, d=40, k=3)
     x, target, mask = make_batch(spec, 8, 12, "mse", rng)
     ws: dict = {}
-    first = bptt(spec, params, x, target, mask, "mse", workspace=ws, threads=2)
+    first = bptt(spec, params, x, target, mask, "mse", workspace=ws, threads=2, shards=3)
     buffers = ws["buffers"]
     x2, t2, m2 = make_batch(spec, 8, 12, "mse", rng)
-    bptt(spec, params, x2, t2, m2, "mse", workspace=ws, threads=2)          # other data through the buffers
-    again = bptt(spec, params, x, target, mask, "mse", workspace=ws, threads=2)
-    fresh = bptt(spec, params, x, target, mask, "mse", threads=2)
+    bptt(spec, params, x2, t2, m2, "mse", workspace=ws, threads=2, shards=3)   # other data through the buffers
+    again = bptt(spec, params, x, target, mask, "mse", workspace=ws, threads=2, shards=3)
+    fresh = bptt(spec, params, x, target, mask, "mse", threads=2, shards=3)
+    alone = bptt(spec, params, x, target, mask, "mse", threads=1, shards=3)    # one thread runs all three
+    wide = bptt(spec, params, x, target, mask, "mse", threads=3, shards=3)
     assert ws["buffers"] is buffers
-    for other in (again, fresh):
+    assert first.extras["shards"] == alone.extras["shards"] == 3
+    for other in (again, fresh, alone, wide):
         assert other.loss == first.loss
         for name in first.metrics:
             np.testing.assert_array_equal(other.metrics[name], first.metrics[name])
@@ -84,14 +95,23 @@ def test_same_settings_same_bits_and_the_workspace_is_reused(small_shards):
         assert not any(np.shares_memory(g, v) for shard in buffers["shards"] for v in shard["grads"])
 
 
-def test_a_multithreaded_blas_takes_the_place_of_shards(small_shards, monkeypatch):
+def test_a_multithreaded_blas_takes_the_place_of_shard_threads(small_shards, monkeypatch):
+    """Shards run one at a time (in the calling thread) when the BLAS has as many threads as asked for."""
     rng = np.random.default_rng(22)
     spec, params = make_model("rnn", "tanh", 1, "float64", rng, n=5, d=8, k=3)
     x, target, mask = make_batch(spec, 5, 8, "mse", rng)
-    assert bptt(spec, params, x, target, mask, "mse", threads=2).extras["shards"] == 2
+    callers = []
+    run_step = cells._run_step
+    monkeypatch.setattr(cells, "_run_step", lambda *a: (callers.append(cells.threading.get_ident()), run_step(*a)))
+    want = bptt(spec, params, x, target, mask, "mse", threads=2, shards=2)
+    assert want.extras["shards"] == 2 and len(callers) == 2
     monkeypatch.setattr(cells, "kernel_blas_threads", lambda: 2)
-    assert bptt(spec, params, x, target, mask, "mse", threads=2).extras["shards"] == 1
-    assert bptt(spec, params, x, target, mask, "mse", threads=4).extras["shards"] == 2
+    callers.clear()
+    got = bptt(spec, params, x, target, mask, "mse", threads=2, shards=2)
+    assert got.extras["shards"] == 2 and callers == [cells.threading.get_ident()] * 2
+    assert got.loss == want.loss
+    for (_, a), (_, b) in zip(got.grads.named(), want.grads.named()):
+        np.testing.assert_array_equal(a, b)
 
 
 def test_kernel_blas_is_scipys_and_gradscope_keeps_it_on_one_thread():
@@ -107,7 +127,7 @@ def test_non_finite_values_are_located_as_without_shards(small_shards, cell):
     x, target, mask = make_batch(spec, 7, 6, "mse", rng)
     x[4, 5, 1] = np.nan                                                      # in the last shard only
     want = reference.bptt(spec, params, x, target, mask, "mse")
-    got = bptt(spec, params, x, target, mask, "mse", threads=3)
+    got = bptt(spec, params, x, target, mask, "mse", threads=3, shards=3)
     assert got.extras["shards"] == 3
     assert want.nonfinite is not None
     assert got.nonfinite.as_dict() == want.nonfinite.as_dict()

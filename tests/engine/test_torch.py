@@ -79,7 +79,7 @@ def test_batch_shards_on_threads_match_pytorch(torch, monkeypatch, cell, activat
     rng = np.random.default_rng(zlib.crc32(f"shards-{cell}-{loss_kind}-{dtype}".encode()))
     spec, params = make_model(cell, activation, 2, dtype, rng, n=5, d=40, k=3, recurrent_scale=1.0)
     x, target, mask = make_batch(spec, 6, 21, loss_kind, rng)
-    result = bptt(spec, params, x, target, mask, loss_kind, workspace={}, threads=3)
+    result = bptt(spec, params, x, target, mask, loss_kind, workspace={}, threads=3, shards=3)
     assert result.extras["shards"] == 3
     check_against_pytorch(torch, spec, params, x, target, mask, loss_kind, result)
 

@@ -380,6 +380,23 @@ def test_numba_backend_runs_with_compile_progress(qtbot, tmp_path, small_file):
     w.close()
 
 
+def test_runs_training_at_once_share_the_cores_between_them(window, qtbot, small_file):
+    """Two runs training: each pass gets cpus // 2 threads (at least 1) for its batch shards; one run
+    left: all of them.  Threads change only the speed, never the numbers (tests/engine/test_shards.py)."""
+    import os
+
+    window.open_file(small_file(iterations=100000))
+    window.controller.start()
+    states = window.controller.states
+    qtbot.waitUntil(lambda: all(s.training is not None and s.status == "running" for s in states), timeout=30000)
+    assert [s.training.threads for s in states] == [max(1, (os.cpu_count() or 1) // 2)] * 2
+    states[1].thread.stop()
+    qtbot.waitUntil(lambda: states[1].finished, timeout=30000)
+    assert states[0].training.threads == (os.cpu_count() or 1)
+    window.controller.stop()
+    wait_finished(qtbot, window)
+
+
 def test_about_box_lists_versions(window):
     window.about()
     info = window.last_dialog.informativeText()
