@@ -130,14 +130,15 @@ def make_peer(key: str, case: Case, data, threads: int):
     return {"torch_fused": TorchFused, "torch_instrumented": TorchInstrumented, "floor": GemmFloor}[key](case, *data)
 
 
-def round_robin(steps: dict, threads: Threads, rounds: int, budget: float) -> dict:
+def round_robin(steps: dict, threads: Threads, rounds: int, budget: float, peer_of=PEERS.__getitem__) -> dict:
     """Time each peer's step in ``rounds`` interleaved blocks of about budget/rounds seconds each.
+    ``peer_of(key)``: whose thread settings a step runs with ("gradscope", "torch" or "floor").
 
     Returns {key: {"median_ms", "best_ms", "samples", "threads": settings read back during its blocks}}.
     """
     once = {}
     for key, step in steps.items():                          # warm-up (compile, allocate) and a first time
-        threads.apply(PEERS[key])
+        threads.apply(peer_of(key))
         step()
         t0 = time.perf_counter()
         step()
@@ -146,7 +147,7 @@ def round_robin(steps: dict, threads: Threads, rounds: int, budget: float) -> di
     settings = {}
     for _ in range(rounds):
         for key, step in steps.items():
-            settings[key] = threads.apply(PEERS[key])
+            settings[key] = threads.apply(peer_of(key))
             time.sleep(SETTLE)
             step()                                           # untimed: caches and thread pools warm again
             repeats = int(np.clip(budget / rounds / max(once[key], 1e-6), 1, 200))
@@ -202,15 +203,17 @@ MEMORY_CHILD = textwrap.dedent("""
         for line in open("/proc/self/status"):
             if line.startswith(key):
                 return int(line.split()[1]) * 1024
-    small = Case({cell!r}, 16, 5, {n}, 8, {dtype!r})
-    GradScopeStep(small, *make_data(small), threads={threads}).step()   # kernels and shard threads ready
+    # kernels, shard threads and their BLAS buffers ready: the same model and batch split, T = 10
+    small = Case({cell!r}, {B}, 10, {n}, {d}, {dtype!r})
+    warm = GradScopeStep(small, *make_data(small), threads={threads})
+    warm.step()
     case = Case({cell!r}, {B}, {T}, {n}, {d}, {dtype!r})
     runner = GradScopeStep(case, *make_data(case), threads={threads})
     base = status("VmRSS")
     open("/proc/self/clear_refs", "w").write("5")    # reset the peak (VmHWM) to the current RSS
     runner.step()                                    # the first step: the workspace is allocated in it
     peak = status("VmHWM")
-    print(json.dumps({{"base": base, "peak": peak, "shards": runner.shards}}))
+    print(json.dumps({{"base": base, "peak": peak, "shards": runner.shards, "warm_up_shards": warm.shards}}))
 """)
 
 
@@ -225,7 +228,7 @@ def bench_memory(cells, size, dtype, n_threads):
         extra = m["peak"] - m["base"]
         row = {"cell": cell, "B": case.B, "T": case.T, "n": case.n, "d": case.d, "dtype": dtype,
                "peak_extra_bytes": extra, "must_keep_bytes": case.state_bytes(),
-               "ratio": extra / case.state_bytes(), "shards": m["shards"]}
+               "ratio": extra / case.state_bytes(), "shards": m["shards"], "warm_up_shards": m["warm_up_shards"]}
         print(f"memory {case.label()}: peak extra {extra / 2**20:.0f} MiB, BPTT must keep "
               f"{case.state_bytes() / 2**20:.0f} MiB -> {row['ratio']:.2f}x", file=sys.stderr, flush=True)
         rows.append(row)
@@ -241,7 +244,7 @@ def bench_linear(cells, Ts, n_threads, rounds, B=32, n=32, d=128, dtype="float32
         for T in Ts:
             case = Case(cell, B, T, n, d, dtype)
             steps[T] = GradScopeStep(case, *make_data(case), threads=n_threads).step
-        measured = round_robin(steps, _AllGradScope(threads), rounds, budget)
+        measured = round_robin(steps, threads, rounds, budget, peer_of=lambda T: "gradscope")
         times = np.array([measured[T]["median_ms"] for T in Ts])
         slope, intercept = np.polyfit(Ts, times, 1)
         pred = slope * np.asarray(Ts) + intercept
@@ -253,16 +256,6 @@ def bench_linear(cells, Ts, n_threads, rounds, B=32, n=32, d=128, dtype="float32
         print(f"linear in T {cell}: {slope:.4f} ms per timestep, intercept {intercept:.3f} ms, R^2 = {r2:.5f}; "
               f"ms per timestep at each T: {', '.join(f'{v:.4f}' for v in per_step)}", file=sys.stderr, flush=True)
     return rows
-
-
-class _AllGradScope:
-    """round_robin's thread settings when every 'peer' is GradScope."""
-
-    def __init__(self, threads: Threads):
-        self.threads = threads
-
-    def apply(self, key):
-        return self.threads.apply("gradscope")
 
 
 # ------------------------------------------------------------------------------------------- compile
@@ -299,8 +292,18 @@ def bench_compile():
         load_before = load()
         cold = float(subprocess.run([sys.executable, "-c", COMPILE_CHILD], env=env, capture_output=True, text=True,
                                     check=True, cwd=ROOT).stdout.split()[-1])
-        print(f"cold compile of the whole kernel set: {cold:.1f} s (load {load_before:.1f})", file=sys.stderr,
-              flush=True)
+        print(f"cold compile of the whole kernel set, one process: {cold:.1f} s (load {load_before:.1f})",
+              file=sys.stderr, flush=True)
+    with tempfile.TemporaryDirectory() as cache:             # as users get it: gradscope compile (install.sh)
+        env = dict(os.environ, NUMBA_CACHE_DIR=cache)
+        env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
+        load_parallel = load()
+        t0 = time.perf_counter()
+        subprocess.run([sys.executable, "-m", "gradscope", "compile"], env=env, capture_output=True, check=True,
+                       cwd=ROOT)
+        parallel = time.perf_counter() - t0
+        print(f"cold compile of the whole kernel set, gradscope compile (whole process): {parallel:.1f} s "
+              f"(load {load_parallel:.1f})", file=sys.stderr, flush=True)
         first = {}
         for cell in ("rnn", "lstm"):
             runs = []
@@ -313,7 +316,8 @@ def bench_compile():
             print(f"warm cache, process start to first computed {cell} step (B=32, T=100, d=128): "
                   f"median {first[cell]['median']:.2f} s, best {first[cell]['best']:.2f} s of 5", file=sys.stderr,
                   flush=True)
-    return {"cold_compile_seconds": cold, "warm_first_step_seconds": first, "load": [load_before, load()]}
+    return {"cold_compile_seconds": cold, "cold_compile_command_seconds": parallel,
+            "warm_first_step_seconds": first, "load": [load_before, load()]}
 
 
 # ------------------------------------------------------------------------------------------- spectral
@@ -401,7 +405,10 @@ def markdown(result) -> str:
                              f"{r['speedup_vs_torch_fused']:.2f}x | {r['gradscope_shards']} | "
                              f"{r['load'][0]:.1f}-{r['load'][1]:.1f} |")
     if result.get("memory"):
-        lines += ["", "### Peak extra memory of one training step (its first: the workspace is allocated in it)", "",
+        lines += ["", "### Peak extra memory of one training step", "",
+                  "The first step at this size (its workspace is allocated in it), in a process that has run "
+                  "one pass of the same model and batch split into the same shards at T = 10 (kernels, shard threads and "
+                  "their BLAS buffers ready); peak RSS (VmHWM) above the RSS before the step.", "",
                   "| cell | (B, T, n, d) | peak extra | BPTT must keep | ratio | shards |",
                   "|---|---|---:|---:|---:|---:|"]
         for r in result["memory"]:
@@ -423,7 +430,9 @@ def markdown(result) -> str:
         warm = ", ".join(f"{k} {v['median']:.2f} s (best {v['best']:.2f} s)"
                          for k, v in c["warm_first_step_seconds"].items())
         lines += ["", f"Cold compile of the whole kernel set (both cells, both dtypes, empty cache): "
-                      f"{c['cold_compile_seconds']:.1f} s. Warm cache, process start to first computed step "
+                      f"{c['cold_compile_seconds']:.1f} s in one process; "
+                      f"{c['cold_compile_command_seconds']:.1f} s as `gradscope compile` (a process per dtype, "
+                      f"the whole command). Warm cache, process start to first computed step "
                       f"(B=32, T=100, d=128): {warm}"]
     if result.get("spectral"):
         lines += ["", "### Spectral radius and sigma_max of one changed W_hh (parameter_metrics, uncached)", "",
@@ -453,26 +462,34 @@ def main(argv=None):
 
     result = {"command": "python benchmarks/" + " ".join([Path(__file__).name] + (argv or sys.argv[1:])),
               "machine": machine_info(args.threads), "date": time.strftime("%Y-%m-%d %H:%M"), "load": load()}
+    args.out.mkdir(parents=True, exist_ok=True)
+    suffix = "-quick" if args.quick else ""
+
+    def save():                                   # after every part: an interrupted run keeps what it measured
+        result["load_end"] = load()
+        (args.out / f"engine{suffix}.json").write_text(json.dumps(result, indent=1))
+        (args.out / f"engine{suffix}.md").write_text(markdown(result))
+
     if "compile" in parts:
         result["compile"] = bench_compile()
+        save()
     if "speed" in parts:
         from threadpoolctl import threadpool_limits
 
         with threadpool_limits(args.threads, user_api="blas"):
             result["peak_gflops"] = {dt: peak_gflops(np.dtype(dt)) for dt in dtypes}
         result["speed"] = bench_speed(dtypes, sizes, args.cells, args.threads, args.rounds, args.budget)
+        save()
     if "memory" in parts:
         result["memory"] = bench_memory(args.cells, SIZES[-1] if not args.quick else SIZES[1], "float32",
                                         args.threads)
+        save()
     if "linear" in parts:
         result["linear"] = bench_linear(args.cells, [50, 100, 200, 500, 1000], args.threads, args.rounds)
+        save()
     if "spectral" in parts:
         result["spectral"] = bench_spectral()
-    result["load_end"] = load()
-    args.out.mkdir(parents=True, exist_ok=True)
-    suffix = "-quick" if args.quick else ""
-    (args.out / f"engine{suffix}.json").write_text(json.dumps(result, indent=1))
-    (args.out / f"engine{suffix}.md").write_text(markdown(result))
+    save()
     print(markdown(result))
 
 

@@ -75,17 +75,22 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--processes", type=int, help="worker processes (default: chosen from the amount of work)")
     validate = sub.add_parser("validate", help="check an experiment file without running it")
     validate.add_argument("experiment", help="experiment file (TOML)")
+    compile_ = sub.add_parser("compile", help="compile every engine kernel into the cache now (install.sh does it)")
+    compile_.add_argument("--jobs", type=int, help="processes compiling at once (default: one per dtype, up to "
+                                                   "the CPUs)")
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     try:
-        if not argv or (len(argv) == 1 and argv[0] not in ("run", "validate", "-h", "--help")):
+        if not argv or (len(argv) == 1 and argv[0] not in ("run", "validate", "compile", "-h", "--help")):
             return _open_app(argv[0] if argv else None)
         args = _parser().parse_args(argv)
         if args.command == "validate":
             return _validate(args)
+        if args.command == "compile":
+            return _compile_all(args)
         return _run(args)
     except BadInput as error:
         print(f"gradscope: {error}", file=sys.stderr)
@@ -126,6 +131,22 @@ def _validate(args) -> int:
     experiment = _load(args.experiment)
     print(f"{args.experiment}: ok, experiment {experiment.name!r} with {len(experiment.runs)} run(s): "
           f"{', '.join(r.name for r in experiment.runs)}", file=sys.stderr)
+    return EXIT_OK
+
+
+def _compile_all(args) -> int:
+    """gradscope compile: every kernel set into Numba's cache, so that no later start waits for a compile."""
+    if args.jobs is not None and args.jobs < 1:
+        raise BadInput(f"--jobs: got {args.jobs}; expected 1 or more")
+    start = time.perf_counter()
+    from .engine import _jit, cells
+
+    if not _jit.CACHE:
+        print("gradscope: no writable folder for the kernel cache; kernels will be compiled in every process",
+              file=sys.stderr)
+    cells.compile_all(args.jobs)
+    print(f"gradscope: kernels ready in {_jit.CACHE_DIR or 'memory'} ({time.perf_counter() - start:.1f} s)",
+          file=sys.stderr)
     return EXIT_OK
 
 

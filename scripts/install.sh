@@ -36,4 +36,7 @@ if [ "$with_tests" = 1 ]; then
 else
   .venv/bin/python -m pip install -q -e . >&2
 fi
+# Compile the engine's kernels now (one process per dtype, ~10 s), so that no first start waits for it;
+# they are cached where GradScope finds them later (NUMBA_CACHE_DIR if set, else the package's __pycache__).
+.venv/bin/gradscope compile
 echo "GradScope installed in $(pwd)/.venv" >&2

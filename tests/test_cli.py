@@ -326,3 +326,42 @@ def test_the_command_line_imports_heavy_packages_only_when_needed(small, tmp_pat
     code, at_import, after_run = json.loads(proc.stdout.strip().splitlines()[-1])
     assert code == 0 and at_import == []
     assert not {"PyQt6", "pyqtgraph", "torch"} & set(after_run) and "numpy" in after_run
+
+
+def test_compile_refuses_a_bad_job_count(capsys):
+    assert cli.main(["compile", "--jobs", "0"]) == 2
+    assert "--jobs: got 0; expected 1 or more" in capsys.readouterr().err
+
+
+def test_compile_fills_an_empty_cache_so_a_later_process_compiles_nothing(tmp_path):
+    """gradscope compile (two processes, one per dtype) into an empty NUMBA_CACHE_DIR; a new process then
+    loads every kernel of every cell and dtype from that cache: Numba counts no cache miss."""
+    import os
+
+    env = dict(os.environ, NUMBA_CACHE_DIR=str(tmp_path / "cache"))
+    out = subprocess.run([sys.executable, "-m", "gradscope", "compile", "--jobs", "2"], env=env, cwd=ROOT,
+                         capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stderr
+    assert "kernels ready in" in out.stderr and str(tmp_path / "cache") in out.stderr
+    check = textwrap.dedent("""
+        from gradscope.engine import ModelSpec, cells
+        misses, hits = 0, 0
+        for cell, dtype in cells.KERNEL_SETS:
+            cells.compile_kernels(ModelSpec(cell=cell, dtype=dtype))
+            for name, dispatcher, signature in cells.kernel_plan(cell, dtype):
+                misses += sum(dispatcher.stats.cache_misses.values())
+                hits += dispatcher.stats.cache_hits[signature]
+        print("misses", misses, "hits", hits)
+    """)
+    out = subprocess.run([sys.executable, "-c", check], env=env, cwd=ROOT, capture_output=True, text=True,
+                         timeout=600)
+    assert out.returncode == 0, out.stderr
+    words = out.stdout.split()
+    assert words[0] == "misses" and int(words[1]) == 0, out.stdout
+    assert int(words[3]) >= len(cells_plan_sizes()), out.stdout
+
+
+def cells_plan_sizes():
+    from gradscope.engine import cells
+
+    return [entry for cell, dtype in cells.KERNEL_SETS for entry in cells.kernel_plan(cell, dtype)]

@@ -775,6 +775,44 @@ def compile_kernels(spec: ModelSpec, progress=None) -> None:
         raise RuntimeError("Numba could not call SciPy's BLAS (scipy.linalg.cython_blas); reinstall scipy")
 
 
+KERNEL_SETS = [(cell, dtype) for dtype in ("float32", "float64") for cell in ("rnn", "lstm")]
+
+
+def _compile_sets(sets: list[tuple[str, str]]) -> float:
+    """Compile the kernel sets of these (cell, dtype) pairs in this process; returns the seconds it took."""
+    import time
+
+    start = time.perf_counter()
+    for cell, dtype in sets:
+        compile_kernels(ModelSpec(cell=cell, dtype=dtype))
+    return time.perf_counter() - start
+
+
+def compile_all(jobs: int | None = None, progress=None) -> None:
+    """Compile every kernel of every cell and dtype into the cache, ``jobs`` processes at a time (default:
+    one per CPU, at most one per dtype), then load them here.  ``gradscope compile`` (run by
+    scripts/install.sh), so that no first run waits for a compile.
+
+    Each process compiles one dtype (both cells).  The dtypes share a single signature (fill_zero on
+    float64); should two processes race on its cache index, the load here finds what is missing and
+    compiles it (milliseconds), so the cache is whole when this returns.  ``progress(done, total, label)``
+    after each set is loaded here.
+    """
+    dtypes = sorted({dtype for _, dtype in KERNEL_SETS})
+    jobs = max(1, min(len(dtypes), os.cpu_count() or 1) if jobs is None else int(jobs))
+    if jobs > 1 and _jit.CACHE:
+        import multiprocessing
+        from concurrent.futures import ProcessPoolExecutor
+
+        groups = [[s for s in KERNEL_SETS if s[1] == dtype] for dtype in dtypes]
+        with ProcessPoolExecutor(max_workers=jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
+            list(pool.map(_compile_sets, groups))
+    for done, (cell, dtype) in enumerate(KERNEL_SETS, start=1):     # from the cache now (or compiled here)
+        compile_kernels(ModelSpec(cell=cell, dtype=dtype))
+        if progress is not None:
+            progress(done, len(KERNEL_SETS), f"{cell} {dtype}")
+
+
 # ------------------------------------------------------------------------------------------- driver
 _EMPTY_I2 = np.zeros((0, 0), dtype=np.int64)
 _EMPTY_F3 = {"float32": np.zeros((0, 0, 0), np.float32), "float64": np.zeros((0, 0, 0), np.float64)}
@@ -1034,7 +1072,7 @@ def bptt(spec: ModelSpec, params: Params, x: np.ndarray, target: np.ndarray, mas
     rows = shard_rows(spec, T, B, shards)
     if threads > 1 and len(rows) > 1:
         threads = max(1, threads // kernel_blas_threads())
-    chunks = [chunk_steps(T, b1 - b0) if chunk is None else max(1, min(T, int(chunk))) for b0, b1 in rows]
+    chunks = [chunk_steps(T, B) if chunk is None else max(1, min(T, int(chunk))) for _ in rows]   # rows shared out
     key = (spec, T, B, n, tuple(chunks), tuple(rows), loss_kind if len(rows) > 1 else None)
     if workspace is not None and workspace.get("key") == key:
         buf = workspace["buffers"]
