@@ -362,13 +362,22 @@ def machine_info(n_threads):
     import scipy
     import torch
 
-    return {"cpu": cpu, "cores": os.cpu_count(), "python": platform.python_version(), "numpy": np.__version__,
+    from gradscope.engine import cells
+
+    kernel_blas = {str(lib.filepath) for lib in cells.kernel_blas_controllers()}     # loads SciPy's BLAS
+    numba_cpu = numba.config.CPU_NAME or __import__("llvmlite.binding", fromlist=["x"]).get_host_cpu_name()
+    return {"cpu": cpu, "numba_cpu": numba_cpu, "cores": os.cpu_count(), "python": platform.python_version(), "numpy": np.__version__,
             "scipy": scipy.__version__, "numba": numba.__version__, "torch": torch.__version__,
             "threads": n_threads,
             "environment": {k: os.environ.get(k) for k in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS",
                                                            "NUMBA_NUM_THREADS", "OPENBLAS_CORETYPE")},
-            "blas": [{k: lib.get(k) for k in ("filepath", "internal_api", "version", "architecture")}
-                     for lib in threadpool_info() if lib.get("user_api") == "blas"]}
+            "blas": [dict({k: lib.get(k) for k in ("filepath", "internal_api", "version", "architecture")},
+                          used_by="GradScope's kernels (SciPy's OpenBLAS, through Numba)"
+                          if lib.get("filepath") in kernel_blas else "NumPy (the GEMM floor)")
+                     for lib in threadpool_info() if lib.get("user_api") == "blas"],
+            "torch_backend": [line.strip() for line in torch.__config__.parallel_info().splitlines()
+                              if "Math Kernel" in line or line.startswith("OpenMP")]
+            + [f"oneDNN {'on' if torch.backends.mkldnn.is_available() else 'off'}"]}
 
 
 def _ms(m: dict) -> str:
@@ -379,10 +388,12 @@ def markdown(result) -> str:
     machine = result["machine"]
     lines = [f"Command: `{result['command']}` ({result['date']})", "",
              f"Machine: {machine['cpu']}, {machine['cores']} cores; Python {machine['python']}, NumPy "
-             f"{machine['numpy']}, SciPy {machine['scipy']}, Numba {machine['numba']}, PyTorch {machine['torch']}",
+             f"{machine['numpy']}, SciPy {machine['scipy']}, Numba {machine['numba']} (compiling for "
+             f"{machine.get('numba_cpu', '?')}), PyTorch {machine['torch']}",
              "", "BLAS kernels (threadpoolctl): " + "; ".join(
-                 f"{Path(b['filepath']).parent.name}/{Path(b['filepath']).name}: {b['internal_api']} "
-                 f"{b['version']} ({b['architecture']})" for b in machine["blas"]), ""]
+                 f"{b.get('used_by', '?')}: {Path(b['filepath']).parent.name}/{Path(b['filepath']).name}, "
+                 f"{b['internal_api']} {b['version']} ({b['architecture']} kernels)" for b in machine["blas"]),
+             "", "PyTorch: " + "; ".join(machine.get("torch_backend", [])), ""]
     if result.get("speed"):
         n = machine["threads"]
         lines.append(f"{n} thread(s) per peer (read back during its blocks: GradScope's shards, PyTorch's "
