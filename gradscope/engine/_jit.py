@@ -7,7 +7,8 @@
   inlined helpers (fastmath.py) or options (here) changed.  ``base`` is the first writable folder among
   NUMBA_CACHE_DIR, the package's ``__pycache__``, the user cache folder (~/.cache/numba) and the temporary
   folder; when none is writable, kernels are compiled in every process (with a warning) instead of failing
-  at import (Numba's own "no locator available" error).
+  at import (Numba's own "no locator available" error).  Folders of other versions (other salts) unused
+  for 14 days are removed at import (``prune_stale_caches``), so upgrades do not pile up old kernels.
 - ``nogil=True`` on every kernel, so a worker thread running one leaves the Qt event loop free.
 - ``error_model="numpy"``: 1/0 gives inf and 0/0 gives NaN instead of raising; NaN and Inf are data here.
 - fastmath is limited to flags that keep NaN and Inf meaningful: no "nnan", "ninf" or "afn".  "reassoc"
@@ -85,7 +86,33 @@ def choose_cache_dir() -> tuple[bool, str]:
     return False, ""
 
 
+STALE_DAYS = 14
+
+
+def prune_stale_caches(folder: str, days: float = STALE_DAYS) -> list[str]:
+    """Mark ``folder`` (ours) as used now and remove its siblings ``gradscope-*`` (kernels of other GradScope
+    versions, ~2 to 8 MB each) unused for ``days``: every process marks the folder it uses at import, so a
+    version still in use within that time keeps its kernels.  Returns the folders removed; never raises."""
+    import shutil
+    import time
+
+    removed = []
+    try:
+        ours = Path(folder)
+        os.utime(ours)
+        cutoff = time.time() - days * 86400
+        for sibling in ours.parent.glob("gradscope-*"):
+            if sibling != ours and sibling.is_dir() and sibling.stat().st_mtime < cutoff:
+                shutil.rmtree(sibling, ignore_errors=True)
+                removed.append(str(sibling))
+    except OSError:       # a folder another process is removing, or one we may not touch: leave it
+        pass
+    return removed
+
+
 CACHE, CACHE_DIR = choose_cache_dir()
+if CACHE:
+    prune_stale_caches(CACHE_DIR)
 
 
 @contextlib.contextmanager
