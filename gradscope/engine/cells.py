@@ -6,10 +6,13 @@ is multiplied as ``X @ W.T`` (W_hx x_t for every example).  Each layer, chunk an
 NumPy twin in reference.py, named the same (the BLAS entries: np.matmul), and the tests compare them; the
 row passes are tested through the layer kernels that call them.
 
-One training step (``rnn_step`` / ``lstm_step``, one nogil call from Python):
+One training step (``rnn_step`` / ``lstm_step``, one nogil call from Python, after ``pack_layers``; a batch
+split into shards runs one call per shard, on threads, each on its rows of the batch):
 
 forward, layer by layer
-    Z = X W_hx^T over all T*B rows at once (one GEMM), written straight into the state buffer;
+    Z = X W_hx^T over all T*B rows at once (one GEMM), written straight into the state buffer (a shard of
+    the batch reads its rows of x in place, so its layer 0 does this a chunk of steps at a time, through a
+    small staging buffer);
     for t: Z_t += h_{t-1} W_hh^T (the only sequential product), then one fused pass adds b_h, applies the
     activation (LSTM: the gates, c_t and h_t) and accumulates every forward metric of step t.
 backward, a wavefront over chunks of Tc steps from the end (memory: the chunk buffers, not T of them)
@@ -141,6 +144,34 @@ def _fill_zero(v):
 def _rows(a):
     """(m, B, c) -> the (m*B, c) view of the same rows (one function, so one compiled reshape)."""
     return a.reshape((a.shape[0] * a.shape[1], a.shape[2]))
+
+
+@_jit.helper
+def _stage(x, t0, t1, b0, B, stage):
+    """Rows b0 .. b0+B-1 of steps t0 .. t1-1 of x (T, B', n) as a C-contiguous (t1-t0, B, n) array: the
+    view x[t0:t1] when they are all of x's rows, else a copy in stage (at least t1-t0, B, n).  A GEMM reads
+    a block of (t, b) rows as one (rows, n) matrix; a shard's rows of one step are contiguous in x, of
+    several steps they are not."""
+    if b0 == 0 and B == x.shape[1]:
+        return x[t0:t1]
+    out = stage[:t1 - t0]
+    n = x.shape[2]
+    for s in range(t1 - t0):
+        for b in range(B):
+            for j in range(n):
+                out[s, b, j] = x[t0 + s, b0 + b, j]
+    return out
+
+
+@_jit.helper
+def _project(X, b0, W_hx, stage, Z):
+    """Z (T, B, Gd) = X[:, b0:b0+B] W_hx^T, the input projection of every step: one GEMM over all T*B rows
+    when they are all of X's, else a GEMM per block of stage.shape[0] steps staged in ``stage``."""
+    T, B = Z.shape[0], Z.shape[1]
+    Tc = max(1, T if (b0 == 0 and B == X.shape[1]) else stage.shape[0])
+    for t0 in range(0, T, Tc):
+        t1 = min(T, t0 + Tc)
+        gemm_nt(_rows(_stage(X, t0, t1, b0, B, stage)), W_hx, _rows(Z[t0:t1]))
 
 
 def _is_float64(a):
@@ -388,20 +419,21 @@ def _lstm_backward_row(a, gh, c, c_prev, dc_next, db_h, stats):
 
 # ----------------------------------------------------------------------------------------- RNN layer
 @_jit.kernel
-def rnn_forward(X, W_hx, P_hh, b_h, act, H, h_norm, act_metric):
+def rnn_forward(X, b0, W_hx, P_hh, b_h, act, stage, H, h_norm, act_metric):
     """Forward through time of one RNN layer, with its metrics.
 
         z_t = x_t W_hx^T + h_{t-1} W_hh^T + b_h,   h_t = f(z_t),   h_{-1} = 0
-    X (T, B, n) input, H (T, B, d) output; P_hh: W_hh^T packed (``pack_recurrent``).
+    X (T, B', n): the layer's input is its rows b0 .. b0+B-1 (a shard of the batch; all of them when
+    b0 = 0 and B' = B); stage (Tc, B, n) scratch for them when they are not all of X's rows (else unused,
+    may be empty); H (T, B, d) output; P_hh: W_hh^T packed (``pack_recurrent``).
     f = relu | tanh | sigmoid | linear (act 0..3).
     h_norm[t] = mean_b ||h_t||; act_metric[t] = share of (b, unit) pairs with h = 0 (relu),
     |h| > 0.95 (tanh), h < 0.05 or h > 0.95 (sigmoid); untouched for linear.
     """
-    T, B, n = X.shape
-    d = H.shape[2]
+    T, B, d = H.shape
     lo = H.dtype.type(SAT_LOW)
     hi = H.dtype.type(SAT_HIGH)
-    gemm_nt(_rows(X), W_hx, _rows(H))                                         # x_t W_hx^T, all t
+    _project(X, b0, W_hx, stage, H)                                           # x_t W_hx^T, all t
     for t in range(T):
         if t > 0:
             gemm_packed_acc(H[t - 1], P_hh, H[t])                             # += h_{t-1} W_hh^T
@@ -459,20 +491,20 @@ def rnn_backward(X, H, t0, W_hx, P_hh, act, G, dZ, dz_carry, has_carry,
 
 # ---------------------------------------------------------------------------------------- LSTM layer
 @_jit.kernel
-def lstm_forward(X, W_hx, P_hh, b_h, A, C, H, c_zero, m):
+def lstm_forward(X, b0, W_hx, P_hh, b_h, stage, A, C, H, c_zero, m):
     """Forward through time of one LSTM layer, with its metrics.
 
         [i, f, g, o] = split(x_t W_hx^T + h_{t-1} W_hh^T + b_h)      blocks of d, in this order
         i, f, o = sigmoid(.), g = tanh(.),  c_t = f c_{t-1} + i g,  h_t = o tanh(c_t),  h_{-1} = c_{-1} = 0
-    X (T, B, n); P_hh: W_hh^T packed (``pack_recurrent``); A (T, B, 4d) out: the gate activations i, f, g, o;
+    X (T, B', n), b0, stage: the input rows as in ``rnn_forward``; P_hh: W_hh^T packed (``pack_recurrent``);
+    A (T, B, 4d) out: the gate activations i, f, g, o;
     C, H (T, B, d) out; c_zero (B, d) zeros.
     m (10, T) out: h_norm, c_norm (mean_b of the L2 norms), gate_{i,f,g,o}_mean (over batch and units),
     gate_{i,f,o}_sat (share < 0.05 or > 0.95), gate_g_sat (share with |g| > 0.95).
     """
-    T, B, n = X.shape
-    d = H.shape[2]
+    T, B, d = H.shape
     stats = np.empty(10)
-    gemm_nt(_rows(X), W_hx, _rows(A))                                         # x_t W_hx^T, all t
+    _project(X, b0, W_hx, stage, A)                                           # x_t W_hx^T, all t
     for t in range(T):
         if t > 0:
             gemm_packed_acc(H[t - 1], P_hh, A[t])                             # += h_{t-1} W_hh^T
@@ -525,17 +557,18 @@ def lstm_backward(X, H, C, A, t0, Tc, W_hx, P_hh, G, dc_carry, c_zero,
 
 # ------------------------------------------------------------------------------------- readout + loss
 @_jit.kernel
-def readout_loss(H, W_yh, b_y, target_f, target_i, mask, loss_kind, inv_B, Y, loss_t, dW_yh, db_y, G):
+def readout_loss(H, W_yh, b_y, target_f, target_i, mask, b0, loss_kind, inv_B, Y, loss_t, dW_yh, db_y, G):
     """Readout, loss and their gradients for a chunk of steps of the top layer.
 
         y_t = h_t W_yh^T + b_y,   loss_t[t] = sum_b w_tb ell(y_tb, target_tb),  w_tb = mask[t,b] / B
         mse: ell = 0.5 ||y - target||^2,        dL/dy = w (y - target)
         ce:  ell = -log softmax(y)[target],     dL/dy = w (softmax(y) - onehot(target))
         dW_yh += dY^T H,   db_y += sum dY,   G = dY W_yh   (the direct gradient into h_t)
-    H (Tc, B, d); target_f (Tc, B, k) for mse, target_i (Tc, B) int64 for ce (the other may be empty);
-    mask (Tc, B) float64; Y (Tc, B, k) scratch, ends holding dY; loss_t (Tc,) float64 out;
-    db_y (k,) float64.  ell and the softmax are computed in float64; masked steps still count a NaN
-    (w * NaN is NaN), like the reference and PyTorch.
+    H (Tc, B, d); target_f (Tc, B', k) for mse, target_i (Tc, B') int64 for ce (the other may be empty),
+    mask (Tc, B') float64: their rows b0 .. b0+B-1 are H's (a shard of the batch reads its rows in place);
+    Y (Tc, B, k) scratch, ends holding dY; loss_t (Tc,) float64 out; db_y (k,) float64.  ell and the
+    softmax are computed in float64; masked steps still count a NaN (w * NaN is NaN), like the reference
+    and PyTorch.
     """
     Tc, B, d = H.shape
     k = W_yh.shape[0]
@@ -545,11 +578,11 @@ def readout_loss(H, W_yh, b_y, target_f, target_i, mask, loss_kind, inv_B, Y, lo
         total = 0.0
         for b in range(B):
             y = Y[s, b]                                                   # (k,) becomes dL/dy
-            w = mask[s, b] * inv_B
+            w = mask[s, b0 + b] * inv_B
             wt = Y.dtype.type(w)
             ell = 0.0
             if loss_kind == MSE:
-                tgt = target_f[s, b]
+                tgt = target_f[s, b0 + b]
                 for j in range(k):
                     diff = (y[j] + b_y[j]) - tgt[j]
                     dd = np.float64(diff)
@@ -565,7 +598,7 @@ def readout_loss(H, W_yh, b_y, target_f, target_i, mask, loss_kind, inv_B, Y, lo
                 for j in range(k):
                     sum_exp += math.exp(np.float64(y[j] + b_y[j]) - zmax)
                 lse = zmax + math.log(sum_exp)
-                c = target_i[s, b]
+                c = target_i[s, b0 + b]
                 ell = lse - np.float64(y[c] + b_y[c])
                 if zmax != zmax:                                          # NaN logits: a NaN loss
                     ell = zmax
@@ -582,18 +615,22 @@ def readout_loss(H, W_yh, b_y, target_f, target_i, mask, loss_kind, inv_B, Y, lo
 
 
 @_jit.kernel
-def _pack_both(W_hh, P_f, P_b):
-    pack_transposed(W_hh, P_f)
-    pack(W_hh, P_b)
+def pack_layers(W_hh, P_f, P_b):
+    """P_f[l], P_b[l] = W_hh[l]^T and W_hh[l] packed (gemm.py) for every layer l of W_hh (L, Gd, d): the
+    operands of the forward and backward recurrent products.  Once per pass, before its shards run (they
+    only read them)."""
+    for l in range(W_hh.shape[0]):
+        pack_transposed(W_hh[l], P_f[l])
+        pack(W_hh[l], P_b[l])
 
 
 def pack_recurrent(W_hh: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(P_f, P_b): W_hh^T and W_hh packed for the forward and backward recurrent products (gemm.py); the
-    step kernels pack into their workspace, this is for calling the layer kernels on their own."""
+    """(P_f, P_b): one layer's W_hh (Gd, d) packed as ``pack_layers`` does, for calling the layer kernels on
+    their own."""
     Gd, d = W_hh.shape
     W_hh = np.ascontiguousarray(W_hh)
     P_f, P_b = panels(d, Gd, W_hh.dtype), panels(Gd, d, W_hh.dtype)
-    _pack_both(W_hh, P_f, P_b)
+    pack_layers(W_hh[None], P_f[None], P_b[None])
     return P_f, P_b
 
 
@@ -623,37 +660,40 @@ def _zero_accumulators(dW_hx0, dW_hxR, dW_hh, dW_yh, db64, dby64, loss_t):
 
 
 @_jit.kernel
-def rnn_step(x, W_hx0, W_hxR, W_hh, b_h, W_yh, b_y, target_f, target_i, mask, loss_kind, inv_B, act, chunk,
-             P_f, P_b, H, Y, G, dZ, dz_carry, dW_hx0, dW_hxR, dW_hh, db_h, dW_yh, db_y, db64, dby64, M, loss_t,
-             norms):
+def rnn_step(x, W_hx0, W_hxR, W_hh, b_h, W_yh, b_y, target_f, target_i, mask, b0, loss_kind, inv_B, act,
+             chunk, stage, P_f, P_b, H, Y, G, dZ, dz_carry, dW_hx0, dW_hxR, dW_hh, db_h, dW_yh, db_y, db64, dby64,
+             M, loss_t, norms):
     """One forward and backward pass of a stacked RNN with every metric (see the module docstring).
 
-    x (T, B, n); W_hx0 (d, n) layer 0, W_hxR (max(L-1, 1), d, d) layers 1.., W_hh (L, d, d), b_h (L, d);
+    x (T, B', n), target_f (T, B', k) or target_i (T, B'), mask (T, B'): the whole batch; the pass runs on
+    its rows b0 .. b0+B-1 (B = H.shape[2]: a shard, or all of them), read in place;
+    W_hx0 (d, n) layer 0, W_hxR (L-1, d, d) layers 1.., W_hh (L, d, d), b_h (L, d);
     inv_B: 1 / the batch size the loss averages over (a shard of a batch holds only some of its examples);
-    work: P_f, P_b (L, ...) each layer's W_hh^T and W_hh packed (gemm.py), H (L, T, B, d) states, Y (Tc, B, k),
-    G and dZ (Tc, B, d), dz_carry (L, B, d);
+    P_f, P_b (L, ...): each layer's W_hh^T and W_hh packed by ``pack_layers`` (read only: shards share them);
+    work: stage (Tc, B, n) a chunk of the shard's rows of x, for the GEMMs that read x (unused, may be
+    empty, when the pass runs on all of x's rows), H (L, T, B, d) states, Y (Tc, B, k), G and dZ (Tc, B, d),
+    dz_carry (L, B, d);
     out: the gradients (same shapes; db64 (L, d), dby64 (k,) float64 sums), M (L, 3, T) rows h_norm,
     the activation's metric (relu_dead, tanh_sat or sigmoid_sat), grad_h_norm (means over this B);
     loss_t (T,); norms (3L+2,) the gradient norms, or (0,) to skip them (a shard's are not wanted).
     """
     T = x.shape[0]
-    L = W_hh.shape[0]
+    L, B = W_hh.shape[0], H.shape[2]
     for l in range(L):
-        pack_transposed(W_hh[l], P_f[l])
-        pack(W_hh[l], P_b[l])
-        X = x if l == 0 else H[l - 1]
-        W_hx = W_hx0 if l == 0 else W_hxR[l - 1]
-        rnn_forward(X, W_hx, P_f[l], b_h[l], act, H[l], M[l, 0], M[l, 1])
+        if l == 0:
+            rnn_forward(x, b0, W_hx0, P_f[0], b_h[0], act, stage, H[0], M[0, 0], M[0, 1])
+        else:
+            rnn_forward(H[l - 1], 0, W_hxR[l - 1], P_f[l], b_h[l], act, stage, H[l], M[l, 0], M[l, 1])
     _zero_accumulators(dW_hx0, dW_hxR, dW_hh, dW_yh, db64, dby64, loss_t)
     t1 = T
     while t1 > 0:
         t0 = max(0, t1 - chunk)
         Tc = t1 - t0
         Gc = G[:Tc]
-        readout_loss(H[L - 1, t0:t1], W_yh, b_y, target_f[t0:t1], target_i[t0:t1], mask[t0:t1], loss_kind,
+        readout_loss(H[L - 1, t0:t1], W_yh, b_y, target_f[t0:t1], target_i[t0:t1], mask[t0:t1], b0, loss_kind,
                      inv_B, Y[:Tc], loss_t[t0:t1], dW_yh, dby64, Gc)
         for l in range(L - 1, -1, -1):
-            X = x[t0:t1] if l == 0 else H[l - 1, t0:t1]
+            X = _stage(x, t0, t1, b0, B, stage) if l == 0 else H[l - 1, t0:t1]          # (Tc, B, n)
             W_hx = W_hx0 if l == 0 else W_hxR[l - 1]
             dW_hx = dW_hx0 if l == 0 else dW_hxR[l - 1]
             rnn_backward(X, H[l], t0, W_hx, P_b[l], act, Gc, dZ[:Tc], dz_carry[l], t1 < T,
@@ -669,23 +709,22 @@ def rnn_step(x, W_hx0, W_hxR, W_hh, b_h, W_yh, b_y, target_f, target_i, mask, lo
 
 
 @_jit.kernel
-def lstm_step(x, W_hx0, W_hxR, W_hh, b_h, W_yh, b_y, target_f, target_i, mask, loss_kind, inv_B, chunk,
-              P_f, P_b, H, C, A, c_zero, Y, G, dc_carry, dW_hx0, dW_hxR, dW_hh, db_h, dW_yh, db_y, db64, dby64,
-              M, loss_t, norms):
+def lstm_step(x, W_hx0, W_hxR, W_hh, b_h, W_yh, b_y, target_f, target_i, mask, b0, loss_kind, inv_B, chunk,
+              stage, P_f, P_b, H, C, A, c_zero, Y, G, dc_carry, dW_hx0, dW_hxR, dW_hh, db_h, dW_yh, db_y, db64,
+              dby64, M, loss_t, norms):
     """One forward and backward pass of a stacked LSTM with every metric (see the module docstring).
 
-    As ``rnn_step`` with G = 4 gate blocks: W_hx0 (4d, n), W_hxR (max(L-1, 1), 4d, d), W_hh (L, 4d, d),
+    As ``rnn_step`` with G = 4 gate blocks: W_hx0 (4d, n), W_hxR (L-1, 4d, d), W_hh (L, 4d, d),
     b_h (L, 4d); work: H, C (L, T, B, d), A (L, T, B, 4d) gates (then dz), c_zero (B, d) zeros,
     dc_carry (L, B, d); M (L, 12, T) rows as LSTM_ROWS.
     """
     T = x.shape[0]
-    L = W_hh.shape[0]
+    L, B = W_hh.shape[0], H.shape[2]
     for l in range(L):
-        pack_transposed(W_hh[l], P_f[l])
-        pack(W_hh[l], P_b[l])
-        X = x if l == 0 else H[l - 1]
-        W_hx = W_hx0 if l == 0 else W_hxR[l - 1]
-        lstm_forward(X, W_hx, P_f[l], b_h[l], A[l], C[l], H[l], c_zero, M[l, 0:10])
+        if l == 0:
+            lstm_forward(x, b0, W_hx0, P_f[0], b_h[0], stage, A[0], C[0], H[0], c_zero, M[0, 0:10])
+        else:
+            lstm_forward(H[l - 1], 0, W_hxR[l - 1], P_f[l], b_h[l], stage, A[l], C[l], H[l], c_zero, M[l, 0:10])
     _zero_accumulators(dW_hx0, dW_hxR, dW_hh, dW_yh, db64, dby64, loss_t)
     _fill_zero(dc_carry.ravel())
     t1 = T
@@ -693,10 +732,10 @@ def lstm_step(x, W_hx0, W_hxR, W_hh, b_h, W_yh, b_y, target_f, target_i, mask, l
         t0 = max(0, t1 - chunk)
         Tc = t1 - t0
         Gc = G[:Tc]
-        readout_loss(H[L - 1, t0:t1], W_yh, b_y, target_f[t0:t1], target_i[t0:t1], mask[t0:t1], loss_kind,
+        readout_loss(H[L - 1, t0:t1], W_yh, b_y, target_f[t0:t1], target_i[t0:t1], mask[t0:t1], b0, loss_kind,
                      inv_B, Y[:Tc], loss_t[t0:t1], dW_yh, dby64, Gc)
         for l in range(L - 1, -1, -1):
-            X = x[t0:t1] if l == 0 else H[l - 1, t0:t1]
+            X = _stage(x, t0, t1, b0, B, stage) if l == 0 else H[l - 1, t0:t1]          # (Tc, B, n)
             W_hx = W_hx0 if l == 0 else W_hxR[l - 1]
             dW_hx = dW_hx0 if l == 0 else dW_hxR[l - 1]
             lstm_backward(X, H[l], C[l], A[l], t0, Tc, W_hx, P_b[l], Gc, dc_carry[l], c_zero,
@@ -728,28 +767,30 @@ def kernel_plan(cell: str, dtype: str) -> list[tuple[str, object, tuple]]:
             ("fill_zero", _fill_zero, (F1,)),
             ("rows", _rows, (A3,))]
     plan += [(g.__name__, g, (A2, A2, A2)) for g in GEMMS.values()]
+    plan += [("stage", _stage, (A3, i64, i64, i64, i64, A3)), ("project", _project, (A3, i64, A2, A3, A3))]
     plan += [("pack_transposed", pack_transposed, (A2, A3)), ("pack", pack, (A2, A3)),
-             ("gemm_packed_acc", gemm_packed_acc, (A2, A3, A2))]
+             ("gemm_packed_acc", gemm_packed_acc, (A2, A3, A2)),
+             ("pack_layers", pack_layers, (A3, A4, A4))]
     plan += [("vector_norm", vector_norm, (A1,)),
              ("grad_norms", grad_norms, (A2, A3, A3, A2, A2, A1, F1)),
              ("zero_accumulators", _zero_accumulators, (A2, A3, A3, A2, F2, F1, F1)),
-             ("readout_loss", readout_loss, (A3, A2, A1, A3, I2, F2, i64, f64, A3, F1, A2, F1, A3))]
-    head = (A3, A2, A3, A3, A2, A2, A1, A3, I2, F2, i64, f64)      # x, weights, targets, mask, loss_kind, inv_B
+             ("readout_loss", readout_loss, (A3, A2, A1, A3, I2, F2, i64, i64, f64, A3, F1, A2, F1, A3))]
+    head = (A3, A2, A3, A3, A2, A2, A1, A3, I2, F2, i64, i64, f64)  # x, weights, targets, mask, b0, loss_kind, inv_B
     grads = (A2, A3, A3, A2, A2, A1, F2, F1, F3, F1, F1)            # dW_hx0 .. norms
     if cell == "rnn":
         plan += [("rnn_forward_row", _rnn_forward_row, (A1, A1, i64, f, f)),
                  ("rnn_backward_row", _rnn_backward_row, (A1, A1, A1, F1, i64)),
-                 ("rnn_forward", rnn_forward, (A3, A2, A3, A1, i64, A3, F1, F1)),
+                 ("rnn_forward", rnn_forward, (A3, i64, A2, A3, A1, i64, A3, A3, F1, F1)),
                  ("rnn_backward", rnn_backward, (A3, A3, i64, A2, A3, i64, A3, A3, A2, flag, A2, A2, F1, F1,
                                                  flag)),
-                 ("rnn_step", rnn_step, head + (i64, i64, A4, A4, A4, A3, A3, A3, A3) + grads)]
+                 ("rnn_step", rnn_step, head + (i64, i64, A3, A4, A4, A4, A3, A3, A3, A3) + grads)]
     else:
         plan += [("lstm_forward_row", _lstm_forward_row, (A1, A1, A1, A1, A1, F1)),
                  ("lstm_backward_row", _lstm_backward_row, (A1, A1, A1, A1, A1, F1, F1)),
-                 ("lstm_forward", lstm_forward, (A3, A2, A3, A1, A3, A3, A3, A2, F2)),
+                 ("lstm_forward", lstm_forward, (A3, i64, A2, A3, A1, A3, A3, A3, A3, A2, F2)),
                  ("lstm_backward", lstm_backward, (A3, A3, A3, A3, i64, i64, A2, A3, A3, A2, A2, A2, A2, F1,
                                                    F1, F1, flag)),
-                 ("lstm_step", lstm_step, head + (i64, A4, A4, A4, A4, A4, A2, A3, A3, A3) + grads)]
+                 ("lstm_step", lstm_step, head + (i64, A3, A4, A4, A4, A4, A4, A2, A3, A3, A3) + grads)]
     return plan
 
 
@@ -925,7 +966,8 @@ def shutdown_threads() -> None:
 
 # ------------------------------------------------------------------------------------- buffers
 def _work_buffers(spec: ModelSpec, T: int, B: int, chunk: int) -> dict:
-    """Everything a step needs besides its outputs: states (what BPTT must keep) and chunk buffers."""
+    """What a step needs besides its inputs, weights and outputs: states (what BPTT must keep) and chunk
+    buffers; one set per shard."""
     L, d, k, G = spec.layers, spec.hidden_size, spec.output_size, spec.gates
     dt = spec.np_dtype
     buf = {"H": np.empty((L, T, B, d), dt),                                 # states h_t, every layer
@@ -933,12 +975,7 @@ def _work_buffers(spec: ModelSpec, T: int, B: int, chunk: int) -> dict:
            "G": np.empty((chunk, B, d), dt),                                # direct, then total dL/dh
            "carry": np.zeros((L, B, d), dt),                                # dz_{t+1} (rnn), dc f (lstm)
            "db64": np.empty((L, G * d), np.float64),
-           "dby64": np.empty(k, np.float64),
-           "W_hxR": np.zeros((max(L - 1, 1), G * d, d), dt),               # stacked layers 1.. (or dummy)
-           "W_hh": np.empty((L, G * d, d), dt),
-           "b_h": np.empty((L, G * d), dt),
-           "P_f": np.stack([panels(d, G * d, dt)] * L),                     # W_hh^T (d, Gd) packed, per layer
-           "P_b": np.stack([panels(G * d, d, dt)] * L)}                     # W_hh (Gd, d) packed
+           "dby64": np.empty(k, np.float64)}
     if spec.cell == "lstm":
         buf["C"] = np.empty((L, T, B, d), dt)                               # cell states c_t
         buf["A"] = np.empty((L, T, B, 4 * d), dt)                           # gates i, f, g, o, then dz
@@ -948,31 +985,43 @@ def _work_buffers(spec: ModelSpec, T: int, B: int, chunk: int) -> dict:
     return buf
 
 
-def _shard_buffers(spec: ModelSpec, T: int, B: int, n: int, loss_kind: str, chunk: int) -> dict:
-    """A shard's own copy of its rows of the batch, and its own gradients and metrics (summed afterwards)."""
-    L, k = spec.layers, spec.output_size
+def _stack_buffers(spec: ModelSpec) -> dict:
+    """Room for the weights as the step kernels take them: layers 1.. stacked, and packed W_hh (one set,
+    shared by the shards)."""
+    L, d, G = spec.layers, spec.hidden_size, spec.gates
     dt = spec.np_dtype
+    return {"W_hxR": np.empty((L - 1, G * d, d), dt),                          # layers 1.. (none when L = 1)
+            "W_hh": np.empty((L, G * d, d), dt),
+            "b_h": np.empty((L, G * d), dt),
+            "P_f": np.stack([panels(d, G * d, dt)] * L),                     # W_hh^T (d, Gd) packed, per layer
+            "P_b": np.stack([panels(G * d, d, dt)] * L)}                     # W_hh (Gd, d) packed
+
+
+def _shard_buffers(spec: ModelSpec, T: int, B: int, n: int, chunk: int, first: bool) -> dict:
+    """A shard's work buffers and a chunk of its rows of x (``stage``; the shard reads x, the targets and
+    the mask in place); the shards after the first also get their own gradients and metrics (summed into
+    the first's, which are the pass's outputs)."""
+    L = spec.layers
     buf = _work_buffers(spec, T, B, chunk)
-    buf.update(x=np.empty((T, B, n), dt),
-               target_f=np.empty((T, B, k), dt) if loss_kind == "mse" else _EMPTY_F3[spec.dtype],
-               target_i=np.empty((T, B), np.int64) if loss_kind == "ce" else _EMPTY_I2,
-               mask=np.empty((T, B)),
-               grads=_new_grads(spec, n),
-               M=np.full((L, 12 if spec.cell == "lstm" else 3, T), np.nan),     # (L, metric, T)
-               loss_t=np.empty(T))
+    buf["stage"] = np.empty((chunk, B, n), spec.np_dtype)                      # (Tc, B_s, n)
+    if not first:
+        buf.update(grads=_new_grads(spec, n),
+                   M=np.full((L, 12 if spec.cell == "lstm" else 3, T), np.nan),     # (L, metric, T)
+                   loss_t=np.empty(T))
     return buf
 
 
 def _new_grads(spec: ModelSpec, n: int) -> tuple:
-    """dW_hx0 (Gd, n), dW_hxR (max(L-1, 1), Gd, d), dW_hh (L, Gd, d), db_h (L, Gd), dW_yh (k, d), db_y (k,)."""
+    """dW_hx0 (Gd, n), dW_hxR (L-1, Gd, d), dW_hh (L, Gd, d), db_h (L, Gd), dW_yh (k, d), db_y (k,)."""
     L, d, k, G = spec.layers, spec.hidden_size, spec.output_size, spec.gates
     dt = spec.np_dtype
-    return (np.empty((G * d, n), dt), np.empty((max(L - 1, 1), G * d, d), dt), np.empty((L, G * d, d), dt),
+    return (np.empty((G * d, n), dt), np.empty((L - 1, G * d, d), dt), np.empty((L, G * d, d), dt),
             np.empty((L, G * d), dt), np.empty((k, d), dt), np.empty(k, dt))
 
 
 def _stack(params: Params, buf: dict, L: int):
-    """W_hxR (L-1 or 1, Gd, d), W_hh (L, Gd, d), b_h (L, Gd): views when L = 1, else copied into buf."""
+    """W_hxR (L-1, Gd, d), W_hh (L, Gd, d), b_h (L, Gd): views when L = 1 (W_hxR empty), else copied into
+    buf (``_stack_buffers``)."""
     layers = params.layers
     if L == 1:
         p = layers[0]
@@ -986,59 +1035,51 @@ def _stack(params: Params, buf: dict, L: int):
     return W_hxR, W_hh, b_h
 
 
-def _run_step(spec: ModelSpec, weights: tuple, x, target_f, target_i, mask, loss_kind: str, inv_B: float,
-              chunk: int, buf: dict, grads: tuple, M, loss_t, norms) -> None:
-    """One call of the step kernel (nogil) on a batch, or a shard of one, with its buffers."""
+def _run_step(spec: ModelSpec, weights: tuple, packed: tuple, x, target_f, target_i, mask, b0: int,
+              loss_kind: str, inv_B: float, chunk: int, buf: dict, grads: tuple, M, loss_t, norms) -> None:
+    """One call of the step kernel (nogil) on a batch, or on its rows b0 .. (a shard), with its buffers;
+    packed: (P_f, P_b), ``pack_layers`` of the weights' W_hh."""
     W_hx0, W_hxR, W_hh, b_h, W_yh, b_y = weights
+    P_f, P_b = packed
+    stage = buf.get("stage", _EMPTY_F3[spec.dtype])
     if spec.cell == "lstm":
-        lstm_step(x, W_hx0, W_hxR, W_hh, b_h, W_yh, b_y, target_f, target_i, mask, LOSS_CODES[loss_kind], inv_B,
-                  chunk, buf["P_f"], buf["P_b"], buf["H"], buf["C"], buf["A"], buf["c_zero"], buf["Y"], buf["G"],
-                  buf["carry"], *grads, buf["db64"], buf["dby64"], M, loss_t, norms)
+        lstm_step(x, W_hx0, W_hxR, W_hh, b_h, W_yh, b_y, target_f, target_i, mask, b0, LOSS_CODES[loss_kind],
+                  inv_B, chunk, stage, P_f, P_b, buf["H"], buf["C"], buf["A"], buf["c_zero"], buf["Y"],
+                  buf["G"], buf["carry"], *grads, buf["db64"], buf["dby64"], M, loss_t, norms)
     else:
-        rnn_step(x, W_hx0, W_hxR, W_hh, b_h, W_yh, b_y, target_f, target_i, mask, LOSS_CODES[loss_kind], inv_B,
-                 ACTIVATION_CODES[spec.activation], chunk, buf["P_f"], buf["P_b"], buf["H"], buf["Y"], buf["G"],
-                 buf["dZ"], buf["carry"], *grads, buf["db64"], buf["dby64"], M, loss_t, norms)
+        rnn_step(x, W_hx0, W_hxR, W_hh, b_h, W_yh, b_y, target_f, target_i, mask, b0, LOSS_CODES[loss_kind],
+                 inv_B, ACTIVATION_CODES[spec.activation], chunk, stage, P_f, P_b, buf["H"], buf["Y"],
+                 buf["G"], buf["dZ"], buf["carry"], *grads, buf["db64"], buf["dby64"], M, loss_t, norms)
 
 
-def _run_shards(spec: ModelSpec, weights: tuple, x, target, mask, loss_kind: str, rows: list, shards: list,
-                grads: tuple, M, loss_t, threads: int) -> None:
-    """Run every shard, ``threads`` at a time (thread w runs shards w, w + threads, ...; thread 0 is this
-    one, the others come from the pool), then add their results up in shard order:
+def _run_shards(spec: ModelSpec, weights: tuple, packed: tuple, x, target_f, target_i, mask, loss_kind: str,
+                rows: list, shards: list, grads: tuple, M, loss_t, threads: int) -> None:
+    """Run every shard on its rows of the batch (read in place), ``threads`` at a time (thread w runs shards
+    w, w + threads, ...; thread 0 is this one, the others come from the pool), then add their results up in
+    shard order, into the first shard's, which are the outputs:
 
         dW = sum_s dW_s,   loss_t = sum_s loss_t_s,   M = sum_s (B_s / B) M_s   (M_s: means over shard s)
 
     The bias gradients are added from the shards' float64 sums and rounded once."""
     B = x.shape[1]
     inv_B = 1.0 / B
-    for (b0, b1), buf in zip(rows, shards):
-        np.copyto(buf["x"], x[:, b0:b1])
-        if loss_kind == "mse":
-            np.copyto(buf["target_f"], target[:, b0:b1])
-        else:
-            np.copyto(buf["target_i"], target[:, b0:b1])
-        np.copyto(buf["mask"], mask[:, b0:b1])
-
-    def run(buf):
-        _run_step(spec, weights, buf["x"], buf["target_f"], buf["target_i"], buf["mask"], loss_kind, inv_B,
-                  buf["G"].shape[0], buf, buf["grads"], buf["M"], buf["loss_t"], _NO_NORMS)
+    outputs = [(grads, M, loss_t)] + [(buf["grads"], buf["M"], buf["loss_t"]) for buf in shards[1:]]
+    work = list(zip(rows, shards, outputs))
 
     def run_every(group):
-        for buf in group:
-            run(buf)
+        for (b0, _), buf, (g, m, lt) in group:
+            _run_step(spec, weights, packed, x, target_f, target_i, mask, b0, loss_kind, inv_B, buf["G"].shape[0],
+                      buf, g, m, lt, _NO_NORMS)
 
     threads = max(1, min(threads, len(shards)))
-    pending = [_executor().submit(run_every, shards[w::threads]) for w in range(1, threads)]
+    pending = [_executor().submit(run_every, work[w::threads]) for w in range(1, threads)]
     try:
-        run_every(shards[::threads])
+        run_every(work[::threads])
     finally:
         for future in pending:                 # every shard ends before its buffers can be touched again
             future.result()
     first, rest = shards[0], shards[1:]
-    for total, part in zip(grads, first["grads"]):
-        np.copyto(total, part)
-    np.copyto(M, first["M"])
     M *= (rows[0][1] - rows[0][0]) * inv_B
-    np.copyto(loss_t, first["loss_t"])
     db64, dby64 = first["db64"].copy(), first["dby64"].copy()
     for (b0, b1), buf in zip(rows[1:], rest):
         for total, part in zip(grads, buf["grads"]):
@@ -1073,15 +1114,16 @@ def bptt(spec: ModelSpec, params: Params, x: np.ndarray, target: np.ndarray, mas
     if threads > 1 and len(rows) > 1:
         threads = max(1, threads // kernel_blas_threads())
     chunks = [chunk_steps(T, B) if chunk is None else max(1, min(T, int(chunk))) for _ in rows]   # rows shared out
-    key = (spec, T, B, n, tuple(chunks), tuple(rows), loss_kind if len(rows) > 1 else None)
+    key = (spec, T, B, n, tuple(chunks), tuple(rows))
     if workspace is not None and workspace.get("key") == key:
         buf = workspace["buffers"]
     else:
         if len(rows) == 1:
             buf = _work_buffers(spec, T, B, chunks[0])
         else:
-            buf = {"shards": [_shard_buffers(spec, T, b1 - b0, n, loss_kind, c) for (b0, b1), c in zip(rows, chunks)]}
-            buf.update({name: buf["shards"][0][name] for name in ("W_hxR", "W_hh", "b_h")})
+            buf = {"shards": [_shard_buffers(spec, T, b1 - b0, n, c, first=s == 0)
+                              for s, ((b0, b1), c) in enumerate(zip(rows, chunks))]}
+        buf.update(_stack_buffers(spec))
         if workspace is not None:
             workspace.clear()
             workspace.update(key=key, buffers=buf)
@@ -1091,17 +1133,20 @@ def bptt(spec: ModelSpec, params: Params, x: np.ndarray, target: np.ndarray, mas
     M = np.full((L, 12 if spec.cell == "lstm" else 3, T), np.nan)          # (L, metric, T)
     loss_t = np.empty(T)
     norms = np.empty(3 * L + 2)
-    if len(rows) == 1:
-        x = np.ascontiguousarray(x)
-        if loss_kind == "mse":
-            target_f, target_i = np.ascontiguousarray(target, dtype=dt), _EMPTY_I2
-        else:
-            target_f, target_i = _EMPTY_F3[spec.dtype], np.ascontiguousarray(target, dtype=np.int64)
-        mask = np.ascontiguousarray(mask, dtype=np.float64)
-        _run_step(spec, weights, x, target_f, target_i, mask, loss_kind, 1.0 / B, chunks[0], buf, grads, M,
-                  loss_t, norms)
+    x = np.ascontiguousarray(x, dtype=dt)                                   # the caller's, when they fit
+    if loss_kind == "mse":
+        target_f, target_i = np.ascontiguousarray(target, dtype=dt), _EMPTY_I2
     else:
-        _run_shards(spec, weights, x, target, mask, loss_kind, rows, buf["shards"], grads, M, loss_t, threads)
+        target_f, target_i = _EMPTY_F3[spec.dtype], np.ascontiguousarray(target, dtype=np.int64)
+    mask = np.ascontiguousarray(mask, dtype=np.float64)
+    packed = (buf["P_f"], buf["P_b"])
+    pack_layers(weights[2], *packed)
+    if len(rows) == 1:
+        _run_step(spec, weights, packed, x, target_f, target_i, mask, 0, loss_kind, 1.0 / B, chunks[0], buf, grads,
+                  M, loss_t, norms)
+    else:
+        _run_shards(spec, weights, packed, x, target_f, target_i, mask, loss_kind, rows, buf["shards"], grads, M,
+                    loss_t, threads)
         grad_norms(*grads, norms)
     rows_of = LSTM_ROWS if spec.cell == "lstm" else RNN_ROWS
     metrics = {name: M[:, rows_of[name]] for name in step_metric_names(spec)}

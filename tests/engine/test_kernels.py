@@ -81,18 +81,25 @@ def _layer(cell, dtype, rng, n, d):
                        rand(rng, (G * d,), dtype, 0.3))
 
 
+# Which rows of a batch of B_all examples a layer reads: all of them, or a shard (rows b0 .. b0+2) staged
+# a block of Tc_stage steps at a time (3 does not divide T = 7; 7 is all of them; b0 = 0 of a bigger batch).
+SHARD_ROWS = [(0, 3, 0), (2, 6, 3), (0, 5, 7), (3, 6, 1)]
+
+
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("activation", ["relu", "tanh", "sigmoid", "linear"])
-def test_rnn_forward_matches_twin(activation, dtype):
+@pytest.mark.parametrize("b0,B_all,Tc_stage", SHARD_ROWS)
+def test_rnn_forward_matches_twin(activation, b0, B_all, Tc_stage, dtype):
     rng = np.random.default_rng(4)
     T, B, n, d = 7, 3, 5, 9
-    x = rand(rng, (T, B, n), dtype)
+    x = rand(rng, (T, B_all, n), dtype)
     p = _layer("rnn", dtype, rng, n, d)
     H = np.empty((T, B, d), dtype)
     h_norm, act_metric = np.empty(T), np.full(T, -1.0)
-    cells.rnn_forward(x, p.W_hx, cells.pack_recurrent(p.W_hh)[0], p.b_h, ACTIVATION_CODES[activation], H, h_norm,
-                      act_metric)
-    H_ref, m = reference.rnn_forward(x, p, activation)
+    stage = np.full((Tc_stage, B, n), np.nan, dtype)
+    cells.rnn_forward(x, b0, p.W_hx, cells.pack_recurrent(p.W_hh)[0], p.b_h, ACTIVATION_CODES[activation], stage, H,
+                      h_norm, act_metric)
+    H_ref, m = reference.rnn_forward(x[:, b0:b0 + B], p, activation)
     close(H, H_ref, dtype, "H")
     close(h_norm, m["h_norm"], dtype, "h_norm")
     for name in ("relu_dead", "tanh_sat", "sigmoid_sat"):
@@ -137,15 +144,18 @@ def test_rnn_backward_chunk_matches_twin(activation, t0, Tc, n, dtype):
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
-def test_lstm_forward_matches_twin(dtype):
+@pytest.mark.parametrize("b0,B_all,Tc_stage", SHARD_ROWS)
+def test_lstm_forward_matches_twin(b0, B_all, Tc_stage, dtype):
     rng = np.random.default_rng(6)
     T, B, n, d = 7, 3, 5, 9
-    x = rand(rng, (T, B, n), dtype)
+    x = rand(rng, (T, B_all, n), dtype)
     p = _layer("lstm", dtype, rng, n, d)
     A, C, H = np.empty((T, B, 4 * d), dtype), np.empty((T, B, d), dtype), np.empty((T, B, d), dtype)
     m = np.empty((10, T))
-    cells.lstm_forward(x, p.W_hx, cells.pack_recurrent(p.W_hh)[0], p.b_h, A, C, H, np.zeros((B, d), dtype), m)
-    H_ref, C_ref, A_ref, m_ref = reference.lstm_forward(x, p)
+    stage = np.full((Tc_stage, B, n), np.nan, dtype)
+    cells.lstm_forward(x, b0, p.W_hx, cells.pack_recurrent(p.W_hh)[0], p.b_h, stage, A, C, H,
+                       np.zeros((B, d), dtype), m)
+    H_ref, C_ref, A_ref, m_ref = reference.lstm_forward(x[:, b0:b0 + B], p)
     close(H, H_ref, dtype, "H")
     close(C, C_ref, dtype, "C")
     close(A, A_ref, dtype, "gates")
@@ -198,23 +208,25 @@ def test_lstm_backward_chunk_matches_twin(t0, Tc, n, dtype):
 
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("loss_kind", ["mse", "ce"])
-def test_readout_loss_matches_twin(loss_kind, dtype):
+@pytest.mark.parametrize("b0,B_all", [(0, 3), (2, 6), (0, 7)])
+def test_readout_loss_matches_twin(loss_kind, b0, B_all, dtype):
+    """H holds rows b0 .. b0+2 of a batch of B_all: the kernel reads those rows of the targets and mask."""
     rng = np.random.default_rng(8)
     Tc, B, d, k = 5, 3, 6, 4
     H = rand(rng, (Tc, B, d), dtype)
     W_yh, b_y = rand(rng, (k, d), dtype, 0.5), rand(rng, (k,), dtype)
-    mask = (rng.random((Tc, B)) < 0.6).astype(np.float64)
+    mask = (rng.random((Tc, B_all)) < 0.6).astype(np.float64)
     if loss_kind == "mse":
-        target_f, target_i = rand(rng, (Tc, B, k), dtype), cells._EMPTY_I2
+        target_f, target_i = rand(rng, (Tc, B_all, k), dtype), cells._EMPTY_I2
         target = target_f
     else:
-        target_f, target_i = cells._EMPTY_F3[dtype], rng.integers(0, k, size=(Tc, B))
+        target_f, target_i = cells._EMPTY_F3[dtype], rng.integers(0, k, size=(Tc, B_all))
         target = target_i
     Y = np.empty((Tc, B, k), dtype)
     loss_t, dW_yh, db_y, G = np.empty(Tc), np.zeros((k, d), dtype), np.zeros(k), np.empty((Tc, B, d), dtype)
-    cells.readout_loss(H, W_yh, b_y, target_f, target_i, mask, LOSS_CODES[loss_kind], 1.0 / B, Y, loss_t,
+    cells.readout_loss(H, W_yh, b_y, target_f, target_i, mask, b0, LOSS_CODES[loss_kind], 1.0 / B, Y, loss_t,
                        dW_yh, db_y, G)
-    _, loss_t_ref, dY = reference.readout_loss(H, W_yh, b_y, target, mask, loss_kind)
+    _, loss_t_ref, dY = reference.readout_loss(H, W_yh, b_y, target[:, b0:b0 + B], mask[:, b0:b0 + B], loss_kind)
     dW_ref, db_ref, G_ref = reference.readout_backward(H, dY, W_yh)
     close(loss_t, loss_t_ref, dtype, "loss_t")
     close(Y, dY, dtype, "dY")
@@ -357,8 +369,8 @@ def test_row_norms_are_inf_exactly_when_a_value_is(dtype, value, finite):
     p = LayerParams(np.ones((d, n), dtype), np.zeros((d, d), dtype), np.zeros(d, dtype))
     H, h_norm, act = np.empty((T, B, d), dtype), np.empty(T), np.empty(T)
     with np.errstate(over="ignore"):
-        cells.rnn_forward(x, p.W_hx, cells.pack_recurrent(p.W_hh)[0], p.b_h, ACTIVATION_CODES["linear"], H, h_norm,
-                          act)
+        cells.rnn_forward(x, 0, p.W_hx, cells.pack_recurrent(p.W_hh)[0], p.b_h, ACTIVATION_CODES["linear"],
+                          cells._EMPTY_F3[dtype], H, h_norm, act)
         want = 2 * value * np.sqrt(3.0)                                   # each h entry is 2 * value
     if finite:
         np.testing.assert_allclose(h_norm, want, rtol=1e-14)

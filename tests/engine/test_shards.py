@@ -91,8 +91,13 @@ def test_same_settings_same_bits_and_the_workspace_is_reused(small_shards):
             np.testing.assert_array_equal(other.metrics[name], first.metrics[name])
         for (_, a), (_, b) in zip(other.grads.named(), first.grads.named()):
             np.testing.assert_array_equal(a, b)
+    work = [v for shard in buffers["shards"] for value in shard.values()
+            for v in (value if isinstance(value, tuple) else (value,))]
+    assert len(work) > 20 and all(isinstance(v, np.ndarray) for v in work)
     for _, g in first.grads.named():                                         # results own their arrays
-        assert not any(np.shares_memory(g, v) for shard in buffers["shards"] for v in shard["grads"])
+        assert not any(np.shares_memory(g, v) for v in work)
+    for v in first.metrics.values():
+        assert not any(np.shares_memory(v, w) for w in work)
 
 
 def test_a_multithreaded_blas_takes_the_place_of_shard_threads(small_shards, monkeypatch):
@@ -133,3 +138,93 @@ def test_non_finite_values_are_located_as_without_shards(small_shards, cell):
     assert got.nonfinite.as_dict() == want.nonfinite.as_dict()
     for name in want.metrics:
         np.testing.assert_array_equal(np.isfinite(got.metrics[name]), np.isfinite(want.metrics[name]), name)
+
+
+# ------------------------------------------------------------------ shards read the batch in place
+@pytest.mark.parametrize("loss_kind", ["mse", "ce"])
+@pytest.mark.parametrize("layers", [1, 3])
+@pytest.mark.parametrize("cell", ["rnn", "lstm"])
+def test_shards_read_their_rows_in_place(small_shards, cell, layers, loss_kind):
+    """Uneven shards (3, 3, 4 examples: the later ones start at b0 > 0), weighted masks with zeros, and
+    backward chunks of 3 steps (not dividing T = 11, so layer 0's input is staged in blocks, the last one
+    short): the twin's numbers on the whole batch, and the caller's arrays are left as they were."""
+    rng = np.random.default_rng(24)
+    spec, params = make_model(cell, "tanh", layers, "float64", rng, n=5, d=6, k=4)
+    x, target, mask = make_batch(spec, 11, 10, loss_kind, rng)
+    mask *= rng.random(mask.shape)                                           # weights, and zeros
+    mask[:, 7] = 0.0                                                         # an example of the last shard off
+    inputs = (x.copy(), target.copy(), mask.copy())
+    want = reference.bptt(spec, params, x, target, mask, loss_kind)
+    assert cells.shard_rows(spec, 11, 10, 3) == [(0, 3), (3, 6), (6, 10)]
+    got = cells.bptt(spec, params, x, target, mask, loss_kind, threads=2, shards=3, chunk=3)
+    assert got.extras["shards"] == 3
+    assert got.loss == pytest.approx(want.loss, rel=1e-12)
+    for name in want.metrics:
+        if name.endswith("_sat"):
+            np.testing.assert_allclose(got.metrics[name], want.metrics[name], rtol=1e-13, atol=1e-15)
+        else:
+            close(got.metrics[name], want.metrics[name], "float64", name)
+    for (name, g), (_, w) in zip(got.grads.named(), want.grads.named()):
+        close(g, w, "float64", name)
+    assert len(got.grads.layers) == layers
+    for given, kept in zip((x, target, mask), inputs):
+        np.testing.assert_array_equal(given, kept)
+
+
+@pytest.mark.parametrize("layers", [1, 3])
+@pytest.mark.parametrize("where", ["x", "target"])
+def test_non_finite_in_the_last_shard_is_located(small_shards, layers, where):
+    """A NaN in the last shard's rows of x, or an Inf in its target (read in place by the readout), is
+    located as the twin locates it on the whole batch."""
+    rng = np.random.default_rng(25)
+    spec, params = make_model("rnn", "relu", layers, "float64", rng, n=4, d=6, k=3)
+    x, target, mask = make_batch(spec, 9, 8, "mse", rng)
+    if where == "x":
+        x[5, 7, 2] = np.nan
+    else:
+        target[6, 6, 0] = np.inf
+    want = reference.bptt(spec, params, x, target, mask, "mse")
+    got = cells.bptt(spec, params, x, target, mask, "mse", threads=2, shards=2, chunk=4)
+    assert got.extras["shards"] == 2
+    assert want.nonfinite is not None
+    assert got.nonfinite.as_dict() == want.nonfinite.as_dict()
+    for name in want.metrics:
+        np.testing.assert_array_equal(np.isfinite(got.metrics[name]), np.isfinite(want.metrics[name]), name)
+
+
+@pytest.mark.parametrize("cell", ["rnn", "lstm"])
+def test_shards_keep_no_copy_of_the_batch(small_shards, cell):
+    """The workspace of a pass in two shards holds what one shard's does, twice, plus a chunk of x's rows
+    per shard and the second shard's gradients: no copy of x, the targets or the mask, one set of packed
+    weights.  (T is long against the model, so a copy of x would be most of the workspace.)"""
+    rng = np.random.default_rng(26)
+    spec, params = make_model(cell, "tanh", 1, "float32", rng, n=64, d=8, k=32)
+    T, B = 1000, 16
+    x, target, mask = make_batch(spec, T, B, "mse", rng)
+    ws1: dict = {}
+    ws2: dict = {}
+    bptt(spec, params, x, target, mask, "mse", workspace=ws1, threads=1, shards=1)
+    bptt(spec, params, x, target, mask, "mse", workspace=ws2, threads=2, shards=2)
+
+    def arrays(buf):
+        for value in buf.values():
+            if isinstance(value, dict):
+                yield from arrays(value)
+            elif isinstance(value, (list, tuple)):
+                for v in value:
+                    yield from (arrays(v) if isinstance(v, dict) else [v])
+            else:
+                yield value
+
+    one, two = ws1["buffers"], ws2["buffers"]
+    assert len(two["shards"]) == 2
+    assert all("P_f" not in shard and "x" not in shard for shard in two["shards"])
+    chunk = cells.chunk_steps(T, B)
+    stages = 2 * chunk * (B // 2) * spec.input_size * 4
+    second = sum(a.nbytes for a in arrays({"g": two["shards"][1]["grads"], "M": two["shards"][1]["M"],
+                                          "l": two["shards"][1]["loss_t"]}))
+    extra = sum(a.nbytes for a in arrays(two)) - sum(a.nbytes for a in arrays(one))
+    per_shard_small = 2 * sum(a.nbytes for name, a in one.items() if name in ("Y", "G", "dZ", "carry", "c_zero",
+                                                                             "db64", "dby64"))
+    assert extra <= stages + second + per_shard_small
+    assert extra < x.nbytes / 4                                              # a copy of x alone would be more
