@@ -241,7 +241,14 @@ def readout_backward(H: np.ndarray, dY: np.ndarray, W_yh: np.ndarray):
 # -------------------------------------------------------------------------------------------- whole model
 def bptt(spec: ModelSpec, params: Params, x: np.ndarray, target: np.ndarray, mask: np.ndarray,
          loss_kind: str) -> StepResult:
-    """One forward and backward pass through time over the stacked model, with every metric."""
+    """One forward and backward pass through time over the stacked model, with every metric.  NaN and Inf
+    are data, as in the kernels: they flow through without warnings and ``nonfinite`` says where they began."""
+    with np.errstate(all="ignore"):
+        return _bptt(spec, params, x, target, mask, loss_kind)
+
+
+def _bptt(spec: ModelSpec, params: Params, x: np.ndarray, target: np.ndarray, mask: np.ndarray,
+          loss_kind: str) -> StepResult:
     T = x.shape[0]
     L = spec.layers
     inputs, caches = [x], []
