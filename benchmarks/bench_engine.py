@@ -223,7 +223,10 @@ def bench_memory(cells, size, dtype, n_threads):
         case = Case(cell, *size, dtype=dtype)
         code = MEMORY_CHILD.format(here=str(HERE), root=str(ROOT), cell=cell, B=case.B, T=case.T, n=case.n,
                                    d=case.d, dtype=dtype, threads=n_threads)
-        out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+        # glibc's mmap threshold fixed: big arrays are mapped and unmapped, never served from pages an
+        # earlier pass freed, so the peak counts every byte the step holds whatever the process did before
+        env = dict(os.environ, MALLOC_MMAP_THRESHOLD_="131072")
+        out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, env=env)
         m = json.loads(out.stdout.strip().splitlines()[-1])
         extra = m["peak"] - m["base"]
         row = {"cell": cell, "B": case.B, "T": case.T, "n": case.n, "d": case.d, "dtype": dtype,
@@ -386,14 +389,16 @@ def _ms(m: dict) -> str:
 
 def markdown(result) -> str:
     machine = result["machine"]
-    lines = [f"Command: `{result['command']}` ({result['date']})", "",
-             f"Machine: {machine['cpu']}, {machine['cores']} cores; Python {machine['python']}, NumPy "
-             f"{machine['numpy']}, SciPy {machine['scipy']}, Numba {machine['numba']} (compiling for "
-             f"{machine.get('numba_cpu', '?')}), PyTorch {machine['torch']}",
-             "", "BLAS kernels (threadpoolctl): " + "; ".join(
-                 f"{b.get('used_by', '?')}: {Path(b['filepath']).parent.name}/{Path(b['filepath']).name}, "
-                 f"{b['internal_api']} {b['version']} ({b['architecture']} kernels)" for b in machine["blas"]),
-             "", "PyTorch: " + "; ".join(machine.get("torch_backend", [])), ""]
+    lines = [f"Command: `{result['command']}` ({result['date']})", ""]
+    lines += [f"Then: `{u['command']}` ({u['date']}), which measured {', '.join(u['parts'])} again.\n"
+              for u in result.get("updates", [])]
+    lines += [f"Machine: {machine['cpu']}, {machine['cores']} cores; Python {machine['python']}, NumPy "
+              f"{machine['numpy']}, SciPy {machine['scipy']}, Numba {machine['numba']} (compiling for "
+              f"{machine.get('numba_cpu', '?')}), PyTorch {machine['torch']}",
+              "", "BLAS kernels (threadpoolctl): " + "; ".join(
+                  f"{b.get('used_by', '?')}: {Path(b['filepath']).parent.name}/{Path(b['filepath']).name}, "
+                  f"{b['internal_api']} {b['version']} ({b['architecture']} kernels)" for b in machine["blas"]),
+              "", "PyTorch: " + "; ".join(machine.get("torch_backend", [])), ""]
     if result.get("speed"):
         n = machine["threads"]
         lines.append(f"{n} thread(s) per peer (read back during its blocks: GradScope's shards, PyTorch's "
@@ -419,7 +424,8 @@ def markdown(result) -> str:
         lines += ["", "### Peak extra memory of one training step", "",
                   "The first step at this size (its workspace is allocated in it), in a process that has run "
                   "one pass of the same model and batch split into the same shards at T = 10 (kernels, shard threads and "
-                  "their BLAS buffers ready); peak RSS (VmHWM) above the RSS before the step.", "",
+                  "their BLAS buffers ready); peak RSS (VmHWM) above the RSS before the step, with glibc's mmap "
+                  "threshold fixed (MALLOC_MMAP_THRESHOLD_=131072) so that no freed pages hide an allocation.", "",
                   "| cell | (B, T, n, d) | peak extra | BPTT must keep | ratio | shards |",
                   "|---|---|---:|---:|---:|---:|"]
         for r in result["memory"]:
@@ -471,10 +477,16 @@ def main(argv=None):
     sizes = SIZES[:2] if args.quick else [SIZES[i] for i in args.sizes] if args.sizes else SIZES
     dtypes = ["float32"] if args.quick else args.dtype
 
-    result = {"command": "python benchmarks/" + " ".join([Path(__file__).name] + (argv or sys.argv[1:])),
-              "machine": machine_info(args.threads), "date": time.strftime("%Y-%m-%d %H:%M"), "load": load()}
+    command = "python benchmarks/" + " ".join([Path(__file__).name] + (argv or sys.argv[1:]))
+    result = {"command": command, "machine": machine_info(args.threads), "date": time.strftime("%Y-%m-%d %H:%M"),
+              "load": load()}
     args.out.mkdir(parents=True, exist_ok=True)
     suffix = "-quick" if args.quick else ""
+    earlier = args.out / f"engine{suffix}.json"
+    if args.only and earlier.exists():            # some parts again: the other parts' results stay
+        result = dict(json.loads(earlier.read_text()), **{key: result[key] for key in ("machine", "load")})
+        result.setdefault("updates", []).append({"command": command, "date": time.strftime("%Y-%m-%d %H:%M"),
+                                                 "parts": sorted(parts)})
 
     def save():                                   # after every part: an interrupted run keeps what it measured
         result["load_end"] = load()
