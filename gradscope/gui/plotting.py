@@ -236,6 +236,7 @@ class SnapBounds(pg.GraphicsObject):
     """
 
     MIN_LOG_SPAN = 0.5                 # decades: a still log plot of nearly constant values is not all noise
+    EMPTY_LOG_Y = (-3.0, 3.0)          # decades shown before there is data: axes that read 10^-3 .. 10^3
 
     def __init__(self, plot: pg.PlotItem):
         super().__init__()
@@ -243,11 +244,14 @@ class SnapBounds(pg.GraphicsObject):
         plot.addItem(self)
 
     def snap(self, x: tuple[float, float] | None, y: tuple[float, float] | None, *, log_y: bool,
-             nice_x: bool = False, nice_y: bool = False, live: bool = True) -> None:
+             nice_x: bool = False, nice_y: bool = False, live: bool = True,
+             empty_x: tuple[float, float] | None = None) -> None:
         """Set from the drawn data's ranges (None: nothing drawn).  nice_x / nice_y: the end of a growing
-        iteration axis, rounded up by nice_ceil while live; live: whole decades (else fitted)."""
+        iteration axis, rounded up by nice_ceil while live; live: whole decades (else fitted).  empty_x:
+        the x range to show while nothing is drawn (e.g. the experiment's timesteps), with EMPTY_LOG_Y on
+        a log axis, so that an empty plot has axes that mean something instead of 0 .. 1."""
         if x is None or y is None:
-            bounds = None
+            bounds = (empty_x, self.EMPTY_LOG_Y if log_y else (0.0, 1.0)) if empty_x is not None else None
         else:
             x0, x1 = x
             if x1 - x0 < 1:

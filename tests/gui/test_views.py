@@ -222,6 +222,28 @@ def test_empty_states_say_what_to_do(view):
         assert hints and any(h.visible for h in hints), cls.__name__
 
 
+def test_empty_plots_show_the_experiments_timesteps_and_iterations_on_decade_axes(view, qtbot):
+    """Before any data: through time and layers span t = 0 .. T-1 of the longest run, training spans its
+    iterations, and log axes read 10^-3 .. 10^3 (not pyqtgraph's 0 .. 1)."""
+    short = RunConfig.model_validate({"name": "a", "task": {"seq_len": 12}, "train": {"iterations": 40}})
+    long = RunConfig.model_validate({"name": "b", "task": {"seq_len": 30}, "train": {"iterations": 7}})
+    runs = [run_data(0, make_trace(K=0), run=short), run_data(1, make_trace(K=0), run=long)]
+    for cls, plot_names, x in ((ProfileView, ("grad_plot", "state_plot"), (0, 29)),
+                               (LayersView, ("grad_plot", "state_plot"), (0, 29)),
+                               (TrainingView, ("loss_plot", "norm_plot"), (0, 39))):
+        v = view(cls)
+        with qtbot.waitExposed(v):
+            v.show()
+        v.redraw(runs)
+        for name in plot_names:
+            vb = getattr(v.figure, name).getViewBox()
+            assert getattr(v.figure, name.replace("plot", "snap")).bounds == ((0.0, float(x[1])), (-3.0, 3.0))
+            qtbot.waitUntil(lambda: vb.viewRange()[0][1] >= x[1])          # auto-range applies on the next paint
+            (x0, x1), (y0, y1) = vb.viewRange()
+            assert x0 <= x[0] < x[1] <= x1 and x1 - x0 < 1.2 * (x[1] - x[0]) + 1, (cls.__name__, name, x0, x1)
+            assert y0 <= -3 and 3 <= y1 and y1 - y0 < 8, (cls.__name__, name, y0, y1)   # 6 decades + padding
+
+
 # -------------------------------------------------------------------------------------- waterfall
 def test_waterfall_image_holds_log10_values_with_whole_decade_levels(view):
     v = view(WaterfallView)

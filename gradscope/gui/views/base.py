@@ -149,16 +149,31 @@ def log_series(trace, name: str, row: int = -1, layer: int | None = None) -> tup
 
 
 def snap_and_mark(snap: SnapBounds, marks: NonFiniteMarkers, marked: list, *curve_sets: CurveSet,
-                  log_y: bool = True, nice_x: bool = False, live: bool = True) -> None:
-    """Snap the plot's auto-range to the drawn curves and put the non-finite markers just above them."""
+                  log_y: bool = True, nice_x: bool = False, live: bool = True,
+                  empty_x: tuple[float, float] | None = None) -> None:
+    """Snap the plot's auto-range to the drawn curves and put the non-finite markers just above them;
+    empty_x: the x range while nothing is drawn (SnapBounds.snap)."""
     x, y = data_ranges(*curve_sets)
-    snap.snap(x, y, log_y=log_y, nice_x=nice_x, live=live)
+    snap.snap(x, y, log_y=log_y, nice_x=nice_x, live=live, empty_x=empty_x)
     top = snap.bounds[1][1] if snap.bounds is not None else 0.0
     marks.set(marked, top + 0.25)
 
 
 def visible_with_data(runs: list[RunData]) -> list[RunData]:
     return [r for r in runs if r.visible and r.has_data()]
+
+
+def timestep_range(runs: list[RunData]) -> tuple[float, float] | None:
+    """0 .. T-1 of the longest sequence among the runs' settings (None without settings): the x range of a
+    through-time plot before any data."""
+    lengths = [r.run.task.seq_len for r in runs if r.run is not None]
+    return (0.0, float(max(lengths) - 1)) if lengths else None
+
+
+def iteration_range(runs: list[RunData]) -> tuple[float, float] | None:
+    """0 .. the last iteration any run will make (None without settings): a training plot before any data."""
+    counts = [max(r.run.train.iterations, 1) for r in runs if r.run is not None]
+    return (0.0, float(max(max(counts) - 1, 1))) if counts else None
 
 
 class Figure:

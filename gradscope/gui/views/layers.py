@@ -9,7 +9,7 @@ from .. import style
 from ..model import RunData
 from ..plotting import EmptyHint, HoverReadout, Legend, SnapBounds, make_plot, pen, value_label
 from .base import (CurveSet, Figure, NonFiniteMarkers, View, log_series, run_combo, set_run_choices, snap_and_mark,
-                   visible_with_data)
+                   timestep_range, visible_with_data)
 
 
 def layer_colors(layers: int) -> list[str]:
@@ -89,8 +89,11 @@ class LayersFigure(Figure):
         self.legend.set(entries)
         self.grad_curves.retain(grad_keys)
         self.state_curves.retain(state_keys)
-        snap_and_mark(self.grad_snap, self.grad_marks, grad_marks, self.grad_curves, live=self.live)
-        snap_and_mark(self.state_snap, self.state_marks, state_marks, self.state_curves, live=self.live)
+        empty_x = timestep_range(runs)
+        snap_and_mark(self.grad_snap, self.grad_marks, grad_marks, self.grad_curves, live=self.live,
+                      empty_x=empty_x)
+        snap_and_mark(self.state_snap, self.state_marks, state_marks, self.state_curves, live=self.live,
+                      empty_x=empty_x)
         self.hint.show(run is None)
 
     def _describe(self, x: float, metric: str) -> str | None:

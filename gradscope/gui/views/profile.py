@@ -11,7 +11,7 @@ from .. import style
 from ..model import RunData
 from ..plotting import STYLE_GREY, EmptyHint, HoverReadout, Legend, SnapBounds, make_plot, pen, value_label
 from .base import (CurveSet, Figure, NonFiniteMarkers, View, layer_combo, log_series, resolve_layer,
-                   set_layer_choices, snap_and_mark, visible_with_data)
+                   set_layer_choices, snap_and_mark, timestep_range, visible_with_data)
 
 OVERLAYS = {
     "relu": ("ReLU mean field",
@@ -108,9 +108,11 @@ class ProfileFigure(Figure):
         self.theory_curves.retain(theory_keys)
         self.state_curves.retain(state_keys)
         self.legend.set([(run.label, run.color, "solid") for run in shown] + _style_entries(any_lstm, theory_kinds))
+        empty_x = timestep_range(runs)
         snap_and_mark(self.grad_snap, self.grad_marks, grad_marks, self.grad_curves, self.theory_curves,
-                      live=self.live)
-        snap_and_mark(self.state_snap, self.state_marks, state_marks, self.state_curves, live=self.live)
+                      live=self.live, empty_x=empty_x)
+        snap_and_mark(self.state_snap, self.state_marks, state_marks, self.state_curves, live=self.live,
+                      empty_x=empty_x)
         self.hint.show(not shown)
         self.hint.set_text(_empty_text(runs))
         titles = sorted({e["iteration"] for e in self._shown})

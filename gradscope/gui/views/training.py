@@ -10,7 +10,7 @@ from ..model import RunData, log10_or_nan, nonfinite_mask
 from ..plotting import (STYLE_GREY, EmptyHint, HoverReadout, Legend, SnapBounds, make_plot, nearest_index, pen,
                         thin_rows, value_label)
 
-from .base import CurveSet, Figure, NonFiniteMarkers, View, snap_and_mark, visible_with_data
+from .base import CurveSet, Figure, NonFiniteMarkers, View, iteration_range, snap_and_mark, visible_with_data
 
 MAX_POINTS = 4000                  # points per curve at most: the trace may keep more, a plot cannot show them
 MARKER_POINTS = 30                 # curves of at most this many recorded iterations get a dot on each
@@ -87,10 +87,11 @@ class TrainingFigure(Figure):
         if clip_keys:
             entries.append(("clip threshold (norm)", STYLE_GREY, "dash"))
         self.legend.set(entries)
+        empty_x = iteration_range(runs)
         snap_and_mark(self.loss_snap, self.loss_marks, loss_marks, self.loss_curves, self.baselines, nice_x=True,
-                      live=self.live)
+                      live=self.live, empty_x=empty_x)
         snap_and_mark(self.norm_snap, self.norm_marks, norm_marks, self.norm_curves, self.thresholds, nice_x=True,
-                      live=self.live)
+                      live=self.live, empty_x=empty_x)
         self.hint.show(not shown)
 
     def _describe(self, x: float, metric: str) -> str | None:
