@@ -61,7 +61,11 @@ def write_log(text: str) -> Path:
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="gradscope", description="See how gradients flow through time in RNNs.")
+    parser = argparse.ArgumentParser(
+        prog="gradscope", description="See how gradients flow through time in RNNs.",
+        epilog="gradscope [EXPERIMENT.toml | EXPORT_DIR] without a command opens the app (on the lecture's demo "
+               "when given nothing).  Exit codes: 0 done, 2 bad input, 130/143 stopped by a signal (after "
+               "exporting), 1 anything else (the traceback goes to a log file).")
     sub = parser.add_subparsers(dest="command", required=True)
     run = sub.add_parser("run", help="run an experiment headless and export its traces")
     run.add_argument("experiment", help="experiment file (TOML)")
