@@ -819,25 +819,20 @@ def compile_kernels(spec: ModelSpec, progress=None) -> None:
 KERNEL_SETS = [(cell, dtype) for dtype in ("float32", "float64") for cell in ("rnn", "lstm")]
 
 
-def _compile_sets(sets: list[tuple[str, str]]) -> float:
-    """Compile the kernel sets of these (cell, dtype) pairs in this process; returns the seconds it took."""
-    import time
-
-    start = time.perf_counter()
+def _compile_sets(sets: list[tuple[str, str]]) -> None:
+    """Compile the kernel sets of these (cell, dtype) pairs in this process (a worker of ``compile_all``)."""
     for cell, dtype in sets:
         compile_kernels(ModelSpec(cell=cell, dtype=dtype))
-    return time.perf_counter() - start
 
 
-def compile_all(jobs: int | None = None, progress=None) -> None:
+def compile_all(jobs: int | None = None) -> None:
     """Compile every kernel of every cell and dtype into the cache, ``jobs`` processes at a time (default:
     one per CPU, at most one per dtype), then load them here.  ``gradscope compile`` (run by
     scripts/install.sh), so that no first run waits for a compile.
 
     Each process compiles one dtype (both cells).  The dtypes share a single signature (fill_zero on
     float64); should two processes race on its cache index, the load here finds what is missing and
-    compiles it (milliseconds), so the cache is whole when this returns.  ``progress(done, total, label)``
-    after each set is loaded here.
+    compiles it (milliseconds), so the cache is whole when this returns.
     """
     dtypes = sorted({dtype for _, dtype in KERNEL_SETS})
     jobs = max(1, min(len(dtypes), os.cpu_count() or 1) if jobs is None else int(jobs))
@@ -848,10 +843,7 @@ def compile_all(jobs: int | None = None, progress=None) -> None:
         groups = [[s for s in KERNEL_SETS if s[1] == dtype] for dtype in dtypes]
         with ProcessPoolExecutor(max_workers=jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
             list(pool.map(_compile_sets, groups))
-    for done, (cell, dtype) in enumerate(KERNEL_SETS, start=1):     # from the cache now (or compiled here)
-        compile_kernels(ModelSpec(cell=cell, dtype=dtype))
-        if progress is not None:
-            progress(done, len(KERNEL_SETS), f"{cell} {dtype}")
+    _compile_sets(KERNEL_SETS)                    # from the cache now (or compiled here, with one job)
 
 
 # ------------------------------------------------------------------------------------------- driver
@@ -1053,7 +1045,7 @@ def _run_step(spec: ModelSpec, weights: tuple, packed: tuple, x, target_f, targe
 
 
 def _run_shards(spec: ModelSpec, weights: tuple, packed: tuple, x, target_f, target_i, mask, loss_kind: str,
-                rows: list, shards: list, grads: tuple, M, loss_t, threads: int) -> None:
+                Tc: int, rows: list, shards: list, grads: tuple, M, loss_t, threads: int) -> None:
     """Run every shard on its rows of the batch (read in place), ``threads`` at a time (thread w runs shards
     w, w + threads, ...; thread 0 is this one, the others come from the pool), then add their results up in
     shard order, into the first shard's, which are the outputs:
@@ -1068,8 +1060,8 @@ def _run_shards(spec: ModelSpec, weights: tuple, packed: tuple, x, target_f, tar
 
     def run_every(group):
         for (b0, _), buf, (g, m, lt) in group:
-            _run_step(spec, weights, packed, x, target_f, target_i, mask, b0, loss_kind, inv_B, buf["G"].shape[0],
-                      buf, g, m, lt, _NO_NORMS)
+            _run_step(spec, weights, packed, x, target_f, target_i, mask, b0, loss_kind, inv_B, Tc, buf, g, m, lt,
+                      _NO_NORMS)
 
     threads = max(1, min(threads, len(shards)))
     pending = [_executor().submit(run_every, work[w::threads]) for w in range(1, threads)]
@@ -1113,16 +1105,17 @@ def bptt(spec: ModelSpec, params: Params, x: np.ndarray, target: np.ndarray, mas
     rows = shard_rows(spec, T, B, shards)
     if threads > 1 and len(rows) > 1:
         threads = max(1, threads // kernel_blas_threads())
-    chunks = [chunk_steps(T, B) if chunk is None else max(1, min(T, int(chunk))) for _ in rows]   # rows shared out
-    key = (spec, T, B, n, tuple(chunks), tuple(rows))
+    # steps per backward chunk: the batch's (each shard's chunk buffers hold its share of the chunk's rows)
+    Tc = chunk_steps(T, B) if chunk is None else max(1, min(T, int(chunk)))
+    key = (spec, T, B, n, Tc, tuple(rows))
     if workspace is not None and workspace.get("key") == key:
         buf = workspace["buffers"]
     else:
         if len(rows) == 1:
-            buf = _work_buffers(spec, T, B, chunks[0])
+            buf = _work_buffers(spec, T, B, Tc)
         else:
-            buf = {"shards": [_shard_buffers(spec, T, b1 - b0, n, c, first=s == 0)
-                              for s, ((b0, b1), c) in enumerate(zip(rows, chunks))]}
+            buf = {"shards": [_shard_buffers(spec, T, b1 - b0, n, Tc, first=s == 0)
+                              for s, (b0, b1) in enumerate(rows)]}
         buf.update(_stack_buffers(spec))
         if workspace is not None:
             workspace.clear()
@@ -1142,11 +1135,11 @@ def bptt(spec: ModelSpec, params: Params, x: np.ndarray, target: np.ndarray, mas
     packed = (buf["P_f"], buf["P_b"])
     pack_layers(weights[2], *packed)
     if len(rows) == 1:
-        _run_step(spec, weights, packed, x, target_f, target_i, mask, 0, loss_kind, 1.0 / B, chunks[0], buf, grads,
-                  M, loss_t, norms)
+        _run_step(spec, weights, packed, x, target_f, target_i, mask, 0, loss_kind, 1.0 / B, Tc, buf, grads, M,
+                  loss_t, norms)
     else:
-        _run_shards(spec, weights, packed, x, target_f, target_i, mask, loss_kind, rows, buf["shards"], grads, M,
-                    loss_t, threads)
+        _run_shards(spec, weights, packed, x, target_f, target_i, mask, loss_kind, Tc, rows, buf["shards"], grads,
+                    M, loss_t, threads)
         grad_norms(*grads, norms)
     rows_of = LSTM_ROWS if spec.cell == "lstm" else RNN_ROWS
     metrics = {name: M[:, rows_of[name]] for name in step_metric_names(spec)}

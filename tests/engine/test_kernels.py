@@ -24,6 +24,13 @@ def close(got, want, dtype, name=""):
     np.testing.assert_allclose(got, want, rtol=TOL[dtype], atol=TOL[dtype] * scale, err_msg=name)
 
 
+def close_added(grads, dtype, W_hx, W_hh, b_h):
+    """A backward kernel ADDS its weight gradients: each (after, before) pair differs by the twin's."""
+    for name, (after, before), want in zip(("dW_hx", "dW_hh", "db_h"), (W_hx, W_hh, b_h),
+                                           (grads.W_hx, grads.W_hh, grads.b_h)):
+        close(after - before, want, dtype, name)
+
+
 def same_counts(got, want, name=""):
     """Shares of counted pairs: the same counts, up to the rounding of the division."""
     np.testing.assert_allclose(got, want, rtol=1e-14, atol=0, err_msg=name)
@@ -133,9 +140,7 @@ def test_rnn_backward_chunk_matches_twin(activation, t0, Tc, n, dtype):
     grads, dx, gh_ref, dz_first = reference.rnn_backward(
         x[t0:t0 + Tc], H[t0:t0 + Tc], G, p, activation, dz_next=carry if has_carry else None,
         h_prev=H[t0 - 1] if t0 > 0 else None)
-    close(dW_hx - dW_hx0, grads.W_hx, dtype, "dW_hx")
-    close(dW_hh - dW_hh0, grads.W_hh, dtype, "dW_hh")
-    close(db - db0, grads.b_h, dtype, "db_h")
+    close_added(grads, dtype, (dW_hx, dW_hx0), (dW_hh, dW_hh0), (db, db0))
     if propagate:
         close(G_k, dx, dtype, "dx")
     close(carry_k, dz_first, dtype, "carry")
@@ -195,9 +200,7 @@ def test_lstm_backward_chunk_matches_twin(t0, Tc, n, dtype):
         x[t0:t0 + Tc], H[t0:t0 + Tc], C[t0:t0 + Tc], A[t0:t0 + Tc], G, p, dz_next=dz_next,
         dc_next=dc_next if has_carry else None, h_prev=H[t0 - 1] if t0 > 0 else None,
         c_prev=C[t0 - 1] if t0 > 0 else None)
-    close(dW_hx - dW_hx0, grads.W_hx, dtype, "dW_hx")
-    close(dW_hh - dW_hh0, grads.W_hh, dtype, "dW_hh")
-    close(db - db0, grads.b_h, dtype, "db_h")
+    close_added(grads, dtype, (dW_hx, dW_hx0), (dW_hh, dW_hh0), (db, db0))
     if propagate:
         close(G_k, dx, dtype, "dx")
     close(A_k[t0], dz_first, dtype, "dz_t0 (in place of the gates)")
