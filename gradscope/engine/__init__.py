@@ -91,8 +91,8 @@ def bptt(spec: ModelSpec, params: Params, x: np.ndarray, target: np.ndarray, mas
     backend "numba" runs the compiled kernels (``cells``); "numpy" runs their plain twins (``reference``).
     ``shards`` (numba only): the parts of the batch a big enough pass runs on separately and adds up
     (``cells.shard_rows``; default: the machine's CPUs, at most 8), which fix the result's bits;
-    ``threads``: how many shards run at once (default: NUMBA_NUM_THREADS), which changes only the speed.  Never raises on NaN or Inf: ``result.nonfinite``
-    says where the first one appeared.
+    ``threads``: how many shards run at once (default: NUMBA_NUM_THREADS), which changes only the speed.
+    Never raises on NaN or Inf: ``result.nonfinite`` says where the first one appeared.
     """
     if check:
         check_batch(spec, params, x, target, mask, loss_kind)

@@ -99,6 +99,7 @@ class Controller(QtCore.QObject):
         self.paused = False                        # the user's last choice: run or pause
         self._retired: list[TrainingThread] = []    # stopped threads not yet ended: kept alive until they end
         compiler().progress.connect(self._on_compiling)         # created here, in the GUI thread
+        self.run_updated.connect(self._share_cores)              # after every change of a run's status
 
     # ------------------------------------------------------------------------------------ the runs
     def load(self, experiment, results=None) -> None:
@@ -329,7 +330,6 @@ class Controller(QtCore.QObject):
         state.data.invalidate()
         if not thread.stopping:
             state.status = "paused" if self.paused else "running"
-        self._share_cores()
         self.run_updated.emit(key)
 
     def _on_records(self, key, thread, records) -> None:
@@ -351,10 +351,9 @@ class Controller(QtCore.QObject):
         state = self._current(key, thread)
         if state is not None and not state.finished:
             state.status = s
-            self._share_cores()
             self.run_updated.emit(key)
 
-    def _share_cores(self) -> None:
+    def _share_cores(self, _key=None) -> None:
         """The cores go to the runs, not to their shards: with k runs training, each pass runs its batch
         shards on cpus // k threads (at least 1), so several runs never queue for one pool of shard threads.
         Threads change only the speed of a pass, never its numbers (engine.cells.shard_rows)."""
@@ -369,7 +368,6 @@ class Controller(QtCore.QObject):
             return
         state.status = status
         state.iterations_per_second = 0.0
-        self._share_cores()
         if status == "diverged":
             self.message.emit(f"{state.name}: {state.status_text()}")
         self.run_updated.emit(key)
@@ -381,7 +379,6 @@ class Controller(QtCore.QObject):
         state.status = "failed"
         state.error = text
         state.iterations_per_second = 0.0
-        self._share_cores()
         last = text.strip().splitlines()[-1] if text.strip() else "error"
         self.message.emit(f"{state.name} failed: {last}")
         self.run_updated.emit(key)
