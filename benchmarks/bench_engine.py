@@ -65,7 +65,7 @@ class Threads:
         import torch
         from threadpoolctl import ThreadpoolController
 
-        from gradscope.engine import cells
+        from gradscope.engine import kernels as cells
 
         self.n, self.torch = n, torch
         self.blas = [lib for lib in ThreadpoolController().lib_controllers if lib.user_api == "blas"]
@@ -365,7 +365,7 @@ def machine_info(n_threads):
     import scipy
     import torch
 
-    from gradscope.engine import cells
+    from gradscope.engine import kernels as cells
 
     kernel_blas = {str(lib.filepath) for lib in cells.kernel_blas_controllers()}     # loads SciPy's BLAS
     numba_cpu = numba.config.CPU_NAME or __import__("llvmlite.binding", fromlist=["x"]).get_host_cpu_name()

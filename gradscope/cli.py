@@ -143,12 +143,13 @@ def _compile_all(args) -> int:
     if args.jobs is not None and args.jobs < 1:
         raise BadInput(f"--jobs: got {args.jobs}; expected 1 or more")
     start = time.perf_counter()
-    from .engine import _jit, cells
+    from . import engine
+    from .engine import _jit
 
     if not _jit.CACHE:
         print("gradscope: no writable folder for the kernel cache; kernels will be compiled in every process",
               file=sys.stderr)
-    cells.compile_all(args.jobs)
+    engine.compile_all(args.jobs)
     print(f"gradscope: kernels ready in {_jit.CACHE_DIR or 'memory'} ({time.perf_counter() - start:.1f} s)",
           file=sys.stderr)
     return EXIT_OK
@@ -328,7 +329,7 @@ def _compile(experiment, backend: str, console: Console, stop: StopRequest) -> N
     progress is shown; loading a warm cache is quick and stays quiet.  A stop signal ends it between kernels."""
     if backend != "numba":
         return
-    from .engine import cells
+    from .engine import compile_kernels
 
     for spec in dict.fromkeys(r.model_spec() for r in experiment.runs):     # each once, in the file's order
         start = time.perf_counter()
@@ -343,7 +344,7 @@ def _compile(experiment, backend: str, console: Console, stop: StopRequest) -> N
                 else:
                     console.line(text)
 
-        cells.compile_kernels(spec, progress=report)
+        compile_kernels(spec, progress=report)
     console.clear()
 
 

@@ -129,7 +129,7 @@ def choose_processes(runs: list[RunConfig], processes: int | None = None) -> int
     """How many worker processes to use: 1 (in this process) unless several runs share enough work that
     one process cannot spread over the cores by itself.
 
-    A run whose passes the engine splits into batch shards (engine.cells.shard_rows) already keeps every
+    A run whose passes the engine splits into batch shards (engine.shard_rows) already keeps every
     core busy in this process, with no worker to start: measured on models/relu_tanh_lstm.toml (three runs,
     every pass split in two), 6.8 and 7.2 s in one process against 8.3 and 8.5 s in two.  So only the work of
     runs whose passes run whole counts towards PARALLEL_MIN_FLOPS."""
@@ -137,7 +137,7 @@ def choose_processes(runs: list[RunConfig], processes: int | None = None) -> int
         return max(1, min(processes, len(runs)))
     if len(runs) < 2:
         return 1
-    from .engine.cells import shard_rows
+    from .engine import shard_rows
 
     whole = [r for r in runs if len(shard_rows(r.model_spec(), r.task.seq_len, r.task.batch_size)) == 1]
     if len(whole) < 2 or sum(estimated_flops(r) for r in whole) < PARALLEL_MIN_FLOPS:

@@ -127,7 +127,7 @@ def test_worker_processes_only_for_several_runs_with_enough_work(experiment, mon
 def test_runs_whose_passes_split_into_shards_stay_in_one_process(experiment, monkeypatch):
     """A pass split into batch shards already uses every core: worker processes would only add start-up."""
     import gradscope.experiment as ex
-    from gradscope.engine import cells
+    from gradscope.engine import kernels as cells
 
     monkeypatch.setattr(ex.os, "cpu_count", lambda: 2)
     monkeypatch.setattr(cells, "default_shards", lambda: 2)

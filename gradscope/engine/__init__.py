@@ -19,6 +19,7 @@ import numpy as np
 
 from .metrics import (PARAMETER_METRICS, NonFinite, StepResult, first_nonfinite, parameter_metrics,
                       step_metric_names)
+from .cells import Cell, cell
 from .params import (ACTIVATIONS, CELLS, DTYPES, INIT_SCHEMES, InitSpec, LayerParams, ModelSpec, Params,
                      init_params, spectral_stats)
 
@@ -101,21 +102,51 @@ def bptt(spec: ModelSpec, params: Params, x: np.ndarray, target: np.ndarray, mas
 
         return reference.bptt(spec, params, x, target, mask, loss_kind)
     if backend == "numba":
-        from . import cells
+        from . import kernels
 
-        return cells.bptt(spec, params, x, target, mask, loss_kind, workspace=workspace, threads=threads,
+        return kernels.bptt(spec, params, x, target, mask, loss_kind, workspace=workspace, threads=threads,
                           shards=shards)
     raise ValueError(f"backend must be 'numba' or 'numpy', got {backend!r}")
 
 
 def compile_kernels(spec: ModelSpec, progress=None) -> None:
-    """Compile (or load from the cache) the kernels this model needs; see ``cells.compile_kernels``."""
-    from . import cells
+    """Compile (or load from the cache) the kernels this model needs, calling ``progress(done, total, name)``
+    after each: seconds when cold (callers show "compiling kernels"), a fraction of a second from the cache."""
+    from . import kernels
 
-    cells.compile_kernels(spec, progress)
+    kernels.compile_kernels(spec, progress)
+
+
+def compile_all(jobs: int | None = None) -> None:
+    """Compile every kernel of every cell and dtype into the cache (``gradscope compile``)."""
+    from . import kernels
+
+    kernels.compile_all(jobs)
+
+
+def shutdown_threads() -> None:
+    """End the engine's idle batch-shard threads, if any were started (the app, at exit)."""
+    import sys
+
+    kernels = sys.modules.get(f"{__name__}.kernels")
+    if kernels is not None:
+        kernels.shutdown_threads()
+
+
+# Plain-Python facts of the compiled engine, loaded on first use (they live beside the kernels).
+_LAZY = ("shard_rows", "pass_flops", "KERNEL_SETS", "kernel_plan")
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        from . import kernels
+
+        return getattr(kernels, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 __all__ = ["ModelSpec", "InitSpec", "Params", "LayerParams", "init_params", "spectral_stats", "bptt",
            "check_batch", "StepResult", "NonFinite", "first_nonfinite", "step_metric_names",
-           "parameter_metrics", "PARAMETER_METRICS", "compile_kernels",
+           "parameter_metrics", "PARAMETER_METRICS", "compile_kernels", "compile_all", "shutdown_threads",
+           "shard_rows", "pass_flops", "KERNEL_SETS", "kernel_plan", "Cell", "cell",
            "CELLS", "ACTIVATIONS", "DTYPES", "INIT_SCHEMES", "LOSS_KINDS"]

@@ -32,7 +32,7 @@ KERNEL_OPTIONS = dict(nogil=True, error_model="numpy", boundscheck=False)
 
 _HERE = Path(__file__).parent
 # metrics.py: the 0.05 / 0.95 thresholds are compiled in
-_SALTED_SOURCES = ("cells.py", "fastmath.py", "gemm.py", "_jit.py", "metrics.py")
+_SALTED_SOURCES = ("kernels.py", "fastmath.py", "gemm.py", "_jit.py", "metrics.py")
 
 
 def _writable_dir(path: Path) -> bool:

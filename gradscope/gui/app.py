@@ -82,9 +82,9 @@ def close_down(window, code: int = 0) -> None:
     window.timer.stop()
     window.controller.shutdown(timeout_ms=None)
     exit_now_if_compiling(code)
-    cells = sys.modules.get("gradscope.engine.cells")          # loaded (and compiled) if a run computed anything
-    if cells is not None and hasattr(cells, "shutdown_threads"):
-        cells.shutdown_threads()                               # the idle batch-shard threads end too
+    engine = sys.modules.get("gradscope.engine")               # loaded if a run computed anything
+    if engine is not None:
+        engine.shutdown_threads()                              # the idle batch-shard threads end too
     QtWidgets.QApplication.processEvents()
     window.close()
     window.deleteLater()

@@ -356,7 +356,7 @@ class Controller(QtCore.QObject):
     def _share_cores(self, _key=None) -> None:
         """The cores go to the runs, not to their shards: with k runs training, each pass runs its batch
         shards on cpus // k threads (at least 1), so several runs never queue for one pool of shard threads.
-        Threads change only the speed of a pass, never its numbers (engine.cells.shard_rows)."""
+        Threads change only the speed of a pass, never its numbers (engine.shard_rows)."""
         running = [s.training for s in self.states if s.training is not None and s.status == "running"]
         threads = max(1, (os.cpu_count() or 1) // max(1, len(running)))
         for training in running:

@@ -42,7 +42,7 @@ def lower_priority() -> None:
 
 
 def kernel_key(spec) -> tuple:
-    """What the compiled kernels depend on (cells.compile_kernels plans by cell and dtype)."""
+    """What the compiled kernels depend on (engine.compile_kernels plans by cell and dtype)."""
     return spec.cell, spec.dtype
 
 
@@ -84,11 +84,10 @@ class KernelCompiler(QtCore.QObject):
             self.busy = True
             try:
                 try:
-                    from ..engine import cells
+                    from ..engine import compile_kernels
                 except ImportError:
                     continue                        # no compiled engine here: nothing to prepare
-                cells.compile_kernels(spec, progress=lambda done, total, name: self.progress.emit(key, done,
-                                                                                                 total, name))
+                compile_kernels(spec, progress=lambda done, total, name: self.progress.emit(key, done, total, name))
             except Exception:
                 self._errors[key] = traceback.format_exc()
                 self.failed.emit(key, self._errors[key])

@@ -5,7 +5,7 @@ import numba
 import numpy as np
 import pytest
 
-from gradscope.engine import cells, gemm
+from gradscope.engine import kernels as cells, gemm
 from gradscope.engine.gemm import MR, panel_width, panels
 
 

@@ -9,8 +9,8 @@ import numba
 import numpy as np
 import pytest
 
-from gradscope.engine import LayerParams, ModelSpec, _jit, bptt, cells, reference
-from gradscope.engine.cells import ACTIVATION_CODES, LOSS_CODES
+from gradscope.engine import LayerParams, ModelSpec, _jit, bptt, kernels as cells, reference
+from gradscope.engine.kernels import ACTIVATION_CODES, LOSS_CODES
 
 from ._helpers import CELL_KINDS, label, make_batch, make_model
 

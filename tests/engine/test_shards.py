@@ -5,7 +5,7 @@ and Inf are located as without shards."""
 import numpy as np
 import pytest
 
-from gradscope.engine import ModelSpec, bptt, cells, reference
+from gradscope.engine import ModelSpec, bptt, kernels as cells, reference
 
 from ._helpers import CELL_KINDS, label, make_batch, make_model
 

@@ -5,7 +5,7 @@ import time
 
 import numpy as np
 
-from gradscope.engine import bptt, cells
+from gradscope.engine import bptt, kernels as cells
 
 from ._helpers import make_batch, make_model
 

@@ -72,7 +72,7 @@ def test_batch_shards_on_threads_match_pytorch(torch, monkeypatch, cell, activat
     """The batch split over 3 threads (cells.shard_rows: rows 0-6, 7-13, 14-20), each shard's gradients
     and per-step means added up, against the whole batch in PyTorch.  d = 40 is no multiple of the packed
     panels' width, and 7 rows no multiple of the tile's: every edge of the recurrent products is used."""
-    from gradscope.engine import cells
+    from gradscope.engine import kernels as cells
 
     monkeypatch.setattr(cells, "MIN_SHARD_FLOPS", 0)
     monkeypatch.setattr(cells, "MIN_SHARD_ROWS", 4)

@@ -1,0 +1,91 @@
+"""One description per cell: what the engine, the config, the views, the run editor and the tests know of it.
+
+A cell is one unit of the engine: its forward rule and its backward rule side by side in ``cells/<name>.py``
+(Numba kernels), its NumPy twin in ``reference``.  Everything else asks this registry instead of comparing
+``cell == "lstm"``:
+
+    from gradscope.engine.cells import CELLS, cell
+    cell("lstm").gates            # ("i", "f", "g", "o"): row blocks of W_hh, W_hx, b_h, in this order
+    cell("lstm").blocks           # 4 (G): W_hh is (G d, d)
+    cell("lstm").states           # ("h", "c"): what a step carries to the next
+    cell("rnn").step_metrics("relu")      # the (L, T) metrics a pass records
+    cell("lstm").applies("init.forget_bias")   # config keys that mean something for this cell only
+
+Importing this module imports neither Numba nor NumPy: the config, the CLI and the app read it cheaply.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+ACTIVATIONS = ("relu", "tanh", "sigmoid", "linear")
+ACTIVATION_METRIC = {"relu": "relu_dead", "tanh": "tanh_sat", "sigmoid": "sigmoid_sat", "linear": None}
+
+
+@dataclass(frozen=True)
+class Cell:
+    """A recurrent cell as the rest of GradScope sees it."""
+
+    name: str                                  # the config's ``cell`` value
+    title: str                                 # for people: legends, menus, docs
+    gates: tuple[str, ...]                     # named row blocks of W_hh (empty: one block, no gates)
+    states: tuple[str, ...]                    # carried from step to step, h first
+    parameters: tuple[str, ...]                # a layer's arrays, in Params.named() order
+    own_keys: tuple[str, ...]                  # config keys that apply to this cell only
+    uses_activation: bool = False              # ``activation`` chooses f (the plain RNN)
+    gate_kinds: dict[str, str] = field(default_factory=dict)   # gate -> "sigmoid" | "tanh"
+
+    @property
+    def blocks(self) -> int:
+        """G: row blocks of W_hh (G d, d), W_hx (G d, n) and b_h (G d,)."""
+        return max(1, len(self.gates))
+
+    @property
+    def state_size_factor(self) -> int:
+        """The step map's state is this many d-vectors: s_t = h_t, or (h_t, c_t) for the LSTM."""
+        return len(self.states)
+
+    def gate_metrics(self) -> tuple[str, ...]:
+        """gate_<g>_mean and gate_<g>_sat for every gate, means first."""
+        return tuple(f"gate_{g}_mean" for g in self.gates) + tuple(f"gate_{g}_sat" for g in self.gates)
+
+    def step_metrics(self, activation: str = "relu") -> tuple[str, ...]:
+        """Names of the (L, T) metrics one pass records, forward ones first (docs/metrics.md)."""
+        forward = tuple(f"{s}_norm" for s in self.states)
+        if self.uses_activation:
+            metric = ACTIVATION_METRIC[activation]
+            forward += (metric,) if metric else ()
+        forward += self.gate_metrics()
+        return forward + tuple(f"grad_{s}_norm" for s in self.states)
+
+    def applies(self, key: str) -> bool:
+        """Whether a config key that belongs to some cell means something for this one."""
+        if key == "activation":
+            return self.uses_activation
+        return key not in CELL_KEYS or key in self.own_keys
+
+    def label(self, activation: str = "relu") -> str:
+        """Short name of a model: ``rnn-relu``, ``lstm``."""
+        return f"{self.name}-{activation}" if self.uses_activation else self.name
+
+
+RNN = Cell(name="rnn", title="RNN", gates=(), states=("h",), parameters=("W_hx", "W_hh", "b_h"),
+           own_keys=("activation",), uses_activation=True)
+LSTM = Cell(name="lstm", title="LSTM", gates=("i", "f", "g", "o"), states=("h", "c"),
+            parameters=("W_hx", "W_hh", "b_h"),
+            own_keys=("init.forget_bias", "init.chrono", "init.chrono_tmax"),
+            gate_kinds={"i": "sigmoid", "f": "sigmoid", "g": "tanh", "o": "sigmoid"})
+
+CELLS: dict[str, Cell] = {c.name: c for c in (RNN, LSTM)}
+CELL_NAMES = tuple(CELLS)
+CELL_KEYS = frozenset(k for c in CELLS.values() for k in c.own_keys)   # keys some cell owns
+
+
+def cell(name: str) -> Cell:
+    """The description of the cell called ``name``; a ValueError naming the known ones otherwise."""
+    try:
+        return CELLS[name]
+    except KeyError:
+        raise ValueError(f"cell must be one of {CELL_NAMES}, got {name!r}") from None
+
+
+__all__ = ["Cell", "CELLS", "CELL_NAMES", "CELL_KEYS", "cell", "ACTIVATIONS", "ACTIVATION_METRIC"]
