@@ -10,7 +10,7 @@ optimizer, of GradScope's engine, PyTorch fused (nn.RNN / nn.LSTM), PyTorch inst
 retain_grad on every h_t and c_t, the per-step norms) and the NumPy GEMM floor, on the same weights and batch.
 ``--threads N`` (default 2) is given to every peer, each in its own way, and read back into the results:
 
-    GradScope           the batch in the machine's shards (engine.cells.shard_rows; as many as CPUs), run N
+    GradScope           the batch in the machine's shards (engine.shards.shard_rows; as many as CPUs), run N
                         at a time on N threads, each calling its BLAS (SciPy's OpenBLAS) on one thread:
                         GradScope's own way to use N cores (the shards, not the threads, fix the numbers)
     PyTorch             torch.set_num_threads(N) (its OpenMP pool, oneDNN)
@@ -65,11 +65,12 @@ class Threads:
         import torch
         from threadpoolctl import ThreadpoolController
 
-        from gradscope.engine import kernels as cells
+        import gradscope.engine as engine
+        from gradscope.engine import shards
 
         self.n, self.torch = n, torch
         self.blas = [lib for lib in ThreadpoolController().lib_controllers if lib.user_api == "blas"]
-        kernel_paths = {lib.filepath for lib in cells.kernel_blas_controllers()}
+        kernel_paths = {lib.filepath for lib in shards.kernel_blas_controllers()}
         self.kernel_blas = [lib for lib in self.blas if lib.filepath in kernel_paths]
         self.numpy_blas = [lib for lib in self.blas if lib.filepath not in kernel_paths] or self.blas
 
@@ -268,7 +269,7 @@ COMPILE_CHILD = textwrap.dedent("""
     from gradscope.engine import ModelSpec, cells
     specs = [ModelSpec(cell=c, activation="relu", dtype=dt) for c in ("rnn", "lstm") for dt in ("float32", "float64")]
     for spec in specs:
-        cells.compile_kernels(spec)
+        engine.compile_kernels(spec)
     print(time.perf_counter() - t0)
 """)
 
@@ -365,9 +366,10 @@ def machine_info(n_threads):
     import scipy
     import torch
 
-    from gradscope.engine import kernels as cells
+    import gradscope.engine as engine
+    from gradscope.engine import shards
 
-    kernel_blas = {str(lib.filepath) for lib in cells.kernel_blas_controllers()}     # loads SciPy's BLAS
+    kernel_blas = {str(lib.filepath) for lib in shards.kernel_blas_controllers()}     # loads SciPy's BLAS
     numba_cpu = numba.config.CPU_NAME or __import__("llvmlite.binding", fromlist=["x"]).get_host_cpu_name()
     return {"cpu": cpu, "numba_cpu": numba_cpu, "cores": os.cpu_count(), "python": platform.python_version(), "numpy": np.__version__,
             "scipy": scipy.__version__, "numba": numba.__version__, "torch": torch.__version__,

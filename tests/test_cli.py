@@ -344,12 +344,11 @@ def test_compile_fills_an_empty_cache_so_a_later_process_compiles_nothing(tmp_pa
     assert out.returncode == 0, out.stderr
     assert "kernels ready in" in out.stderr and str(tmp_path / "cache") in out.stderr
     check = textwrap.dedent("""
-        from gradscope.engine import ModelSpec
-        from gradscope.engine import kernels as cells
+        from gradscope.engine import plan
         misses, hits = 0, 0
-        for cell, dtype in cells.KERNEL_SETS:
-            cells.compile_kernels(ModelSpec(cell=cell, dtype=dtype))
-            for name, dispatcher, signature in cells.kernel_plan(cell, dtype):
+        for dtype in plan.KERNEL_DTYPES:
+            plan.compile_kernels(dtype)
+            for name, dispatcher, signature in plan.kernel_plan(dtype):
                 misses += sum(dispatcher.stats.cache_misses.values())
                 hits += dispatcher.stats.cache_hits[signature]
         print("misses", misses, "hits", hits)
@@ -363,6 +362,6 @@ def test_compile_fills_an_empty_cache_so_a_later_process_compiles_nothing(tmp_pa
 
 
 def cells_plan_sizes():
-    from gradscope.engine import kernels as cells
+    from gradscope.engine import plan
 
-    return [entry for cell, dtype in cells.KERNEL_SETS for entry in cells.kernel_plan(cell, dtype)]
+    return [entry for dtype in plan.KERNEL_DTYPES for entry in plan.kernel_plan(dtype)]

@@ -127,14 +127,14 @@ def test_worker_processes_only_for_several_runs_with_enough_work(experiment, mon
 def test_runs_whose_passes_split_into_shards_stay_in_one_process(experiment, monkeypatch):
     """A pass split into batch shards already uses every core: worker processes would only add start-up."""
     import gradscope.experiment as ex
-    from gradscope.engine import kernels as cells
+    from gradscope.engine import shards
 
     monkeypatch.setattr(ex.os, "cpu_count", lambda: 2)
-    monkeypatch.setattr(cells, "default_shards", lambda: 2)
+    monkeypatch.setattr(shards, "DEFAULT_SHARDS", 2)
     big = [r.model_copy(update={"train": r.train.model_copy(update={"iterations": 10**9}), "hidden_size": 128,
                                 "task": r.task.model_copy(update={"batch_size": 64, "seq_len": 200})})
            for r in experiment.runs]
-    assert all(len(cells.shard_rows(r.model_spec(), 200, 64)) == 2 for r in big)
+    assert all(len(shards.shard_rows(r.model_spec(), 200, 64)) == 2 for r in big)
     assert ex.choose_processes(big) == 1
-    monkeypatch.setattr(cells, "default_shards", lambda: 1)                 # a machine that does not split
+    monkeypatch.setattr(shards, "DEFAULT_SHARDS", 1)                        # a setting that does not split
     assert ex.choose_processes(big) == 2

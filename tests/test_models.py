@@ -12,7 +12,7 @@ from gradscope.engine.trainer import Training
 
 ROOT = Path(__file__).resolve().parent.parent
 MODELS = sorted((ROOT / "models").glob("*.toml"))
-BACKEND = "numba" if importlib.util.find_spec("gradscope.engine.kernels") else "numpy"
+BACKEND = "numba" if importlib.util.find_spec("gradscope.engine.driver") else "numpy"
 
 
 def test_all_nine_shipped_experiments_are_there():

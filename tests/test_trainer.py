@@ -129,7 +129,7 @@ def test_float32_runs_stay_float32():
 
 
 def test_numba_backend_matches_numpy_when_available():
-    pytest.importorskip("gradscope.engine.kernels")
+    pytest.importorskip("gradscope.engine.driver")
     run = make_run(dtype="float64", train={"iterations": 3})
     a = list(run_training(run, 0, backend="numpy"))
     b = list(run_training(run, 0, backend="numba"))
@@ -140,7 +140,7 @@ def test_numba_backend_matches_numpy_when_available():
 
 
 def test_numba_backend_is_bit_identical_run_to_run():
-    pytest.importorskip("gradscope.engine.kernels")
+    pytest.importorskip("gradscope.engine.driver")
     run = make_run(cell="lstm", layers=2, train={"iterations": 4, "record_every": 1})
     a, b = list(run_training(run, 1, backend="numba")), list(run_training(run, 1, backend="numba"))
     for x, y in zip(a, b):

@@ -89,9 +89,9 @@ def bptt(spec: ModelSpec, params: Params, x: np.ndarray, target: np.ndarray, mas
          threads: int | None = None, shards: int | None = None) -> StepResult:
     """One forward and backward pass through time with every metric (see ``metrics`` for definitions).
 
-    backend "numba" runs the compiled kernels (``cells``); "numpy" runs their plain twins (``reference``).
+    backend "numba" runs the compiled kernels (``driver``); "numpy" runs their plain twins (``reference``).
     ``shards`` (numba only): the parts of the batch a big enough pass runs on separately and adds up
-    (``cells.shard_rows``; default: the machine's CPUs, at most 8), which fix the result's bits;
+    (``shard_rows``; default: DEFAULT_SHARDS, a fixed number), which fix the result's bits;
     ``threads``: how many shards run at once (default: NUMBA_NUM_THREADS), which changes only the speed.
     Never raises on NaN or Inf: ``result.nonfinite`` says where the first one appeared.
     """
@@ -102,9 +102,9 @@ def bptt(spec: ModelSpec, params: Params, x: np.ndarray, target: np.ndarray, mas
 
         return reference.bptt(spec, params, x, target, mask, loss_kind)
     if backend == "numba":
-        from . import kernels
+        from . import driver
 
-        return kernels.bptt(spec, params, x, target, mask, loss_kind, workspace=workspace, threads=threads,
+        return driver.bptt(spec, params, x, target, mask, loss_kind, workspace=workspace, threads=threads,
                           shards=shards)
     raise ValueError(f"backend must be 'numba' or 'numpy', got {backend!r}")
 
@@ -112,41 +112,42 @@ def bptt(spec: ModelSpec, params: Params, x: np.ndarray, target: np.ndarray, mas
 def compile_kernels(spec: ModelSpec, progress=None) -> None:
     """Compile (or load from the cache) the kernels this model needs, calling ``progress(done, total, name)``
     after each: seconds when cold (callers show "compiling kernels"), a fraction of a second from the cache."""
-    from . import kernels
+    from . import plan
 
-    kernels.compile_kernels(spec, progress)
+    plan.compile_kernels(spec.dtype, progress)
 
 
 def compile_all(jobs: int | None = None) -> None:
     """Compile every kernel of every cell and dtype into the cache (``gradscope compile``)."""
-    from . import kernels
+    from . import plan
 
-    kernels.compile_all(jobs)
+    plan.compile_all(jobs)
 
 
 def shutdown_threads() -> None:
     """End the engine's idle batch-shard threads, if any were started (the app, at exit)."""
     import sys
 
-    kernels = sys.modules.get(f"{__name__}.kernels")
-    if kernels is not None:
-        kernels.shutdown_threads()
+    shards = sys.modules.get(f"{__name__}.shards")
+    if shards is not None:
+        shards.shutdown_threads()
 
 
-# Plain-Python facts of the compiled engine, loaded on first use (they live beside the kernels).
-_LAZY = ("shard_rows", "pass_flops", "KERNEL_SETS", "kernel_plan")
+# Facts of the compiled engine, loaded on first use (importing them imports Numba).
+_LAZY = {"shard_rows": "shards", "pass_flops": "shards", "DEFAULT_SHARDS": "shards", "KERNEL_DTYPES": "plan",
+         "kernel_plan": "plan"}
 
 
 def __getattr__(name: str):
     if name in _LAZY:
-        from . import kernels
+        import importlib
 
-        return getattr(kernels, name)
+        return getattr(importlib.import_module(f"{__name__}.{_LAZY[name]}"), name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 __all__ = ["ModelSpec", "InitSpec", "Params", "LayerParams", "init_params", "spectral_stats", "bptt",
            "check_batch", "StepResult", "NonFinite", "first_nonfinite", "step_metric_names",
            "parameter_metrics", "PARAMETER_METRICS", "compile_kernels", "compile_all", "shutdown_threads",
-           "shard_rows", "pass_flops", "KERNEL_SETS", "kernel_plan", "Cell", "cell",
+           "shard_rows", "pass_flops", "DEFAULT_SHARDS", "KERNEL_DTYPES", "kernel_plan", "Cell", "cell",
            "CELLS", "ACTIVATIONS", "DTYPES", "INIT_SCHEMES", "LOSS_KINDS"]

@@ -1,7 +1,7 @@
 """The one place Numba options are set.
 
 - ``cache=True`` so a second process starts in well under a second.  Compiled kernels go to ONE folder,
-  ``<base>/gradscope-<salt>``, where ``salt`` hashes the kernel sources (cells.py, fastmath.py, gemm.py, this
+  ``<base>/gradscope-<salt>``, where ``salt`` hashes the kernel sources (every .py of the engine, its cells included;
   file, and metrics.py, whose saturation thresholds are compiled in).
   Numba invalidates a cached function only when ITS OWN file changes; the salt also retires kernels whose
   inlined helpers (fastmath.py) or options (here) changed.  ``base`` is the first writable folder among
@@ -31,8 +31,8 @@ FASTMATH = frozenset({"contract", "reassoc", "nsz", "arcp"})
 KERNEL_OPTIONS = dict(nogil=True, error_model="numpy", boundscheck=False)
 
 _HERE = Path(__file__).parent
-# metrics.py: the 0.05 / 0.95 thresholds are compiled in
-_SALTED_SOURCES = ("kernels.py", "fastmath.py", "gemm.py", "_jit.py", "metrics.py")
+# every engine source: kernels, the thresholds of metrics.py and the cells' descriptions are compiled in
+_SALTED_SOURCES = tuple(sorted(str(p.relative_to(_HERE)) for p in (*_HERE.glob("*.py"), *_HERE.glob("cells/*.py"))))
 
 
 def _writable_dir(path: Path) -> bool:

@@ -29,22 +29,14 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from .cells import cell
 from .params import ModelSpec, Params, combine_norms, spectral_stats
 
 SAT_LOW, SAT_HIGH = 0.05, 0.95
 
-COMMON_STEP_METRICS = ("h_norm", "grad_h_norm")
-LSTM_STEP_METRICS = ("c_norm", "grad_c_norm",
-                     "gate_i_mean", "gate_f_mean", "gate_g_mean", "gate_o_mean",
-                     "gate_i_sat", "gate_f_sat", "gate_g_sat", "gate_o_sat")
-RNN_ACTIVATION_METRICS = {"relu": ("relu_dead",), "tanh": ("tanh_sat",), "sigmoid": ("sigmoid_sat",), "linear": ()}
-
-
 def step_metric_names(spec: ModelSpec) -> tuple[str, ...]:
-    """Names of the (L, T) metrics a pass over this model produces."""
-    if spec.cell == "lstm":
-        return COMMON_STEP_METRICS + LSTM_STEP_METRICS
-    return COMMON_STEP_METRICS + RNN_ACTIVATION_METRICS[spec.activation]
+    """Names of the (L, T) metrics a pass over this model produces (the cell's description says)."""
+    return cell(spec.cell).step_metrics(spec.activation)
 
 
 @dataclass

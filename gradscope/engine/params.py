@@ -16,8 +16,9 @@ from typing import Iterator
 
 import numpy as np
 
-CELLS = ("rnn", "lstm")
-ACTIVATIONS = ("relu", "tanh", "sigmoid", "linear")
+from .cells import ACTIVATIONS, CELL_NAMES, cell
+
+CELLS = CELL_NAMES
 DTYPES = ("float32", "float64")
 INIT_SCHEMES = ("gaussian", "uniform", "xavier", "kaiming", "orthogonal", "identity", "pytorch")
 
@@ -35,9 +36,8 @@ class ModelSpec:
     dtype: str = "float32"         # "float32" | "float64"
 
     def __post_init__(self):
-        if self.cell not in CELLS:
-            raise ValueError(f"cell must be one of {CELLS}, got {self.cell!r}")
-        if self.cell == "rnn" and self.activation not in ACTIVATIONS:
+        cell(self.cell)                                    # a ValueError naming the cells for an unknown one
+        if cell(self.cell).uses_activation and self.activation not in ACTIVATIONS:
             raise ValueError(f"activation must be one of {ACTIVATIONS}, got {self.activation!r}")
         if self.dtype not in DTYPES:
             raise ValueError(f"dtype must be one of {DTYPES}, got {self.dtype!r}")
@@ -49,8 +49,8 @@ class ModelSpec:
 
     @property
     def gates(self) -> int:
-        """Row blocks in W_hh: 1 for an RNN, 4 (i, f, g, o) for an LSTM."""
-        return 4 if self.cell == "lstm" else 1
+        """Row blocks in W_hh: 1 for an RNN, 4 (i, f, g, o) for an LSTM (the cell's description)."""
+        return cell(self.cell).blocks
 
     @property
     def np_dtype(self) -> np.dtype:
@@ -61,7 +61,7 @@ class ModelSpec:
 
     @property
     def label(self) -> str:
-        return "lstm" if self.cell == "lstm" else f"rnn-{self.activation}"
+        return cell(self.cell).label(self.activation)
 
 
 @dataclass

@@ -5,7 +5,8 @@ import numba
 import numpy as np
 import pytest
 
-from gradscope.engine import kernels as cells, gemm
+from gradscope.engine import gemm
+from gradscope.engine import step as step_kernels
 from gradscope.engine.gemm import MR, panel_width, panels
 
 
@@ -70,7 +71,7 @@ def test_recurrent_packing_gives_both_products(dtype):
     rng = np.random.default_rng(1)
     Gd, d, B = 4 * 11, 11, 5
     W_hh = rng.standard_normal((Gd, d)).astype(dtype)
-    P_f, P_b = cells.pack_recurrent(W_hh)
+    P_f, P_b = step_kernels.pack_recurrent(W_hh)
     H = rng.standard_normal((3, B, d)).astype(dtype)
     Z = np.zeros((3, B, Gd), dtype)
     gemm_packed_acc(H[1], P_f, Z[2])

@@ -43,7 +43,7 @@ def _run(code: str, env: dict, cwd: Path, args=(), as_user: dict | None = None) 
 
 def test_engine_config_and_trace_import_without_qt():
     code = ("import sys\n"
-            "import gradscope.engine, gradscope.engine.kernels, gradscope.engine.trainer, gradscope.config, "
+            "import gradscope.engine, gradscope.engine.driver, gradscope.engine.plan, gradscope.engine.trainer, gradscope.config, "
             "gradscope.trace\n"
             "print(sorted(m for m in sys.modules if m.split('.')[0] in ('PyQt6', 'pyqtgraph', 'PySide6')))")
     env = {**os.environ, "PYTHONPATH": str(REPO)}
@@ -164,10 +164,12 @@ def test_cache_folder_changes_with_any_kernel_source(tmp_path, monkeypatch):
     if _jit.CACHE:
         assert Path(_jit.CACHE_DIR).name == "gradscope-" + _jit.source_salt()
     for name in _jit._SALTED_SOURCES:
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
         (tmp_path / name).write_bytes((_jit._HERE / name).read_bytes())
     monkeypatch.setattr(_jit, "_HERE", tmp_path)
     salts = {_jit.source_salt()}
-    for name in ("fastmath.py", "metrics.py", "kernels.py"):
+    assert {"fastmath.py", "metrics.py", "step.py", "cells/lstm.py", "cells/__init__.py"} <= set(_jit._SALTED_SOURCES)
+    for name in ("fastmath.py", "metrics.py", "cells/lstm.py"):
         with open(tmp_path / name, "a") as f:
             f.write("\n# edited\n")
         salts.add(_jit.source_salt())

@@ -9,8 +9,19 @@ import numba
 import numpy as np
 import pytest
 
-from gradscope.engine import LayerParams, ModelSpec, _jit, bptt, kernels as cells, reference
-from gradscope.engine.kernels import ACTIVATION_CODES, LOSS_CODES
+from gradscope.engine import LayerParams, ModelSpec, _jit, bptt, reference
+from gradscope.engine import blas
+from gradscope.engine import driver
+import gradscope.engine as engine
+from gradscope.engine.cells import lstm
+from gradscope.engine import plan as engine_plan
+from gradscope.engine import primitives
+from gradscope.engine import readout
+from gradscope.engine.cells import rnn
+from gradscope.engine import shards
+from gradscope.engine import step as step_kernels
+from gradscope.engine.cells.rnn import ACTIVATION_CODES
+from gradscope.engine.readout import LOSS_CODES
 
 from ._helpers import CELL_KINDS, label, make_batch, make_model
 
@@ -42,7 +53,7 @@ def rand(rng, shape, dtype, scale=1.0):
 
 # --------------------------------------------------------------------------------------------- BLAS
 @pytest.mark.parametrize("dtype", DTYPES)
-@pytest.mark.parametrize("flags", list(cells.GEMMS), ids=[g.__name__ for g in cells.GEMMS.values()])
+@pytest.mark.parametrize("flags", list(blas.GEMMS), ids=[g.__name__ for g in blas.GEMMS.values()])
 def test_gemm_matches_matmul(flags, dtype):
     trans_a, trans_b, beta = flags
     rng = np.random.default_rng(1)
@@ -51,7 +62,7 @@ def test_gemm_matches_matmul(flags, dtype):
     Bm = rand(rng, (n, k) if trans_b else (k, n), dtype)
     C0 = rand(rng, (m, n), dtype)
     C = C0.copy()
-    assert cells.GEMMS[flags](A, Bm, C) == 0
+    assert blas.GEMMS[flags](A, Bm, C) == 0
     want = (A.T if trans_a else A) @ (Bm.T if trans_b else Bm) + (C0 if beta else 0)
     close(C, want, dtype)
 
@@ -61,24 +72,24 @@ def test_gemm_on_rows_of_a_bigger_array_and_empty_inner_dimension():
     big = rand(rng, (6, 4, 5), "float64")
     W = rand(rng, (3, 5), "float64")
     C = np.zeros((4, 3))
-    cells.gemm_nt(big[2], W, C)                                       # a (4, 5) block in the middle
+    blas.gemm_nt(big[2], W, C)                                       # a (4, 5) block in the middle
     close(C, big[2] @ W.T, "float64")
     C[:] = 7.0
-    cells.gemm_tn_acc(np.zeros((0, 4)), np.zeros((0, 3)), C)
+    blas.gemm_tn_acc(np.zeros((0, 4)), np.zeros((0, 3)), C)
     assert np.all(C == 7.0)                                          # k = 0: C += nothing
-    cells.gemm_nn(np.zeros((4, 0)), np.zeros((0, 3)), C)
+    blas.gemm_nn(np.zeros((4, 0)), np.zeros((0, 3)), C)
     assert np.all(C == 0.0)
 
 
 def test_vector_norm_matches_numpy_and_never_overflows():
     rng = np.random.default_rng(3)
     v = rng.standard_normal(101)
-    assert cells.vector_norm(v) == pytest.approx(np.linalg.norm(v), rel=1e-14)
+    assert primitives.vector_norm(v) == pytest.approx(np.linalg.norm(v), rel=1e-14)
     huge = v * 1e200                                                  # sum of squares overflows float64
-    assert cells.vector_norm(huge) == pytest.approx(np.linalg.norm(v) * 1e200, rel=1e-14)
-    assert cells.vector_norm(np.array([1.0, np.inf])) == np.inf
-    assert np.isnan(cells.vector_norm(np.array([1.0, np.nan])))
-    assert cells.vector_norm(v.astype(np.float32)) == pytest.approx(np.linalg.norm(v.astype(np.float32)), rel=1e-7)
+    assert primitives.vector_norm(huge) == pytest.approx(np.linalg.norm(v) * 1e200, rel=1e-14)
+    assert primitives.vector_norm(np.array([1.0, np.inf])) == np.inf
+    assert np.isnan(primitives.vector_norm(np.array([1.0, np.nan])))
+    assert primitives.vector_norm(v.astype(np.float32)) == pytest.approx(np.linalg.norm(v.astype(np.float32)), rel=1e-7)
 
 
 # -------------------------------------------------------------------------------------------- layers
@@ -104,7 +115,7 @@ def test_rnn_forward_matches_twin(activation, b0, B_all, Tc_stage, dtype):
     H = np.empty((T, B, d), dtype)
     h_norm, act_metric = np.empty(T), np.full(T, -1.0)
     stage = np.full((Tc_stage, B, n), np.nan, dtype)
-    cells.rnn_forward(x, b0, p.W_hx, cells.pack_recurrent(p.W_hh)[0], p.b_h, ACTIVATION_CODES[activation], stage, H,
+    rnn.rnn_forward(x, b0, p.W_hx, step_kernels.pack_recurrent(p.W_hh)[0], p.b_h, ACTIVATION_CODES[activation], stage, H,
                       h_norm, act_metric)
     H_ref, m = reference.rnn_forward(x[:, b0:b0 + B], p, activation)
     close(H, H_ref, dtype, "H")
@@ -135,7 +146,7 @@ def test_rnn_backward_chunk_matches_twin(activation, t0, Tc, n, dtype):
     dW_hx0, dW_hh0, db0 = rand(rng, p.W_hx.shape, dtype), rand(rng, p.W_hh.shape, dtype), rng.standard_normal(d)
     dW_hx, dW_hh, db = dW_hx0.copy(), dW_hh0.copy(), db0.copy()
     G_k, dZ, carry_k, gh = G.copy(), np.empty((Tc, B, d), dtype), carry.copy(), np.full(T, -1.0)
-    cells.rnn_backward(x[t0:t0 + Tc], H, t0, p.W_hx, cells.pack_recurrent(p.W_hh)[1], ACTIVATION_CODES[activation],
+    rnn.rnn_backward(x[t0:t0 + Tc], H, t0, p.W_hx, step_kernels.pack_recurrent(p.W_hh)[1], ACTIVATION_CODES[activation],
                        G_k, dZ, carry_k, has_carry, dW_hx, dW_hh, db, gh, propagate)
     grads, dx, gh_ref, dz_first = reference.rnn_backward(
         x[t0:t0 + Tc], H[t0:t0 + Tc], G, p, activation, dz_next=carry if has_carry else None,
@@ -158,7 +169,7 @@ def test_lstm_forward_matches_twin(b0, B_all, Tc_stage, dtype):
     A, C, H = np.empty((T, B, 4 * d), dtype), np.empty((T, B, d), dtype), np.empty((T, B, d), dtype)
     m = np.empty((10, T))
     stage = np.full((Tc_stage, B, n), np.nan, dtype)
-    cells.lstm_forward(x, b0, p.W_hx, cells.pack_recurrent(p.W_hh)[0], p.b_h, stage, A, C, H,
+    lstm.lstm_forward(x, b0, p.W_hx, step_kernels.pack_recurrent(p.W_hh)[0], p.b_h, stage, A, C, H,
                        np.zeros((B, d), dtype), m)
     H_ref, C_ref, A_ref, m_ref = reference.lstm_forward(x[:, b0:b0 + B], p)
     close(H, H_ref, dtype, "H")
@@ -194,7 +205,7 @@ def test_lstm_backward_chunk_matches_twin(t0, Tc, n, dtype):
     dW_hx, dW_hh, db = dW_hx0.copy(), dW_hh0.copy(), db0.copy()
     G_k, dc_k = G.copy(), dc_next.copy()
     gh, gc = np.full(T, -1.0), np.full(T, -1.0)
-    cells.lstm_backward(x[t0:t0 + Tc], H, C, A_k, t0, Tc, p.W_hx, cells.pack_recurrent(p.W_hh)[1], G_k, dc_k,
+    lstm.lstm_backward(x[t0:t0 + Tc], H, C, A_k, t0, Tc, p.W_hx, step_kernels.pack_recurrent(p.W_hh)[1], G_k, dc_k,
                         np.zeros((B, d), dtype), dW_hx, dW_hh, db, gh, gc, propagate)
     grads, dx, gh_ref, gc_ref, dz_first, dc_first = reference.lstm_backward(
         x[t0:t0 + Tc], H[t0:t0 + Tc], C[t0:t0 + Tc], A[t0:t0 + Tc], G, p, dz_next=dz_next,
@@ -220,14 +231,14 @@ def test_readout_loss_matches_twin(loss_kind, b0, B_all, dtype):
     W_yh, b_y = rand(rng, (k, d), dtype, 0.5), rand(rng, (k,), dtype)
     mask = (rng.random((Tc, B_all)) < 0.6).astype(np.float64)
     if loss_kind == "mse":
-        target_f, target_i = rand(rng, (Tc, B_all, k), dtype), cells._EMPTY_I2
+        target_f, target_i = rand(rng, (Tc, B_all, k), dtype), driver._EMPTY_I2
         target = target_f
     else:
-        target_f, target_i = cells._EMPTY_F3[dtype], rng.integers(0, k, size=(Tc, B_all))
+        target_f, target_i = driver._EMPTY_F3[dtype], rng.integers(0, k, size=(Tc, B_all))
         target = target_i
     Y = np.empty((Tc, B, k), dtype)
     loss_t, dW_yh, db_y, G = np.empty(Tc), np.zeros((k, d), dtype), np.zeros(k), np.empty((Tc, B, d), dtype)
-    cells.readout_loss(H, W_yh, b_y, target_f, target_i, mask, b0, LOSS_CODES[loss_kind], 1.0 / B, Y, loss_t,
+    readout.readout_loss(H, W_yh, b_y, target_f, target_i, mask, b0, LOSS_CODES[loss_kind], 1.0 / B, Y, loss_t,
                        dW_yh, db_y, G)
     _, loss_t_ref, dY = reference.readout_loss(H, W_yh, b_y, target[:, b0:b0 + B], mask[:, b0:b0 + B], loss_kind)
     dW_ref, db_ref, G_ref = reference.readout_backward(H, dY, W_yh)
@@ -245,7 +256,7 @@ def test_grad_norms_match_params_norms(dtype):
     L = spec.layers
     out = np.empty(3 * L + 2)
     W_hxR = np.stack([p.W_hx for p in params.layers[1:]])
-    cells.grad_norms(params.layers[0].W_hx, W_hxR, np.stack([p.W_hh for p in params.layers]),
+    step_kernels.grad_norms(params.layers[0].W_hx, W_hxR, np.stack([p.W_hh for p in params.layers]),
                      np.stack([p.b_h for p in params.layers]), params.W_yh, params.b_y, out)
     np.testing.assert_allclose(out, list(params.norms().values()), rtol=1e-12)
 
@@ -261,7 +272,7 @@ def test_step_matches_twin_for_every_chunk_size(cell, activation, loss_kind, dty
     x, target, mask = make_batch(spec, T, B, loss_kind, rng)
     want = reference.bptt(spec, params, x, target, mask, loss_kind)
     for chunk in (1, 2, 3, 5, 11):
-        got = cells.bptt(spec, params, x, target, mask, loss_kind, chunk=chunk)
+        got = driver.bptt(spec, params, x, target, mask, loss_kind, chunk=chunk)
         assert got.loss == pytest.approx(want.loss, rel=TOL[dtype])
         assert set(got.metrics) == set(want.metrics)
         for name in want.metrics:
@@ -276,10 +287,10 @@ def test_step_matches_twin_for_every_chunk_size(cell, activation, loss_kind, dty
 
 
 def test_default_chunk_is_about_chunk_rows():
-    assert cells.chunk_steps(100, 1) == 100
-    assert cells.chunk_steps(500, 64) == 16
-    assert cells.chunk_steps(500, 5000) == 1
-    assert cells.chunk_steps(3, 7) == 3
+    assert shards.chunk_steps(100, 1) == 100
+    assert shards.chunk_steps(500, 64) == 16
+    assert shards.chunk_steps(500, 5000) == 1
+    assert shards.chunk_steps(3, 7) == 3
 
 
 # --------------------------------------------------------------------------------- the workspace
@@ -319,11 +330,11 @@ def test_float32_kernels_compute_in_float32(cell):
     typed float32: Numba would silently promote an expression holding a float64 literal (the float32
     literal trap) and the whole loop would run at half the vector width."""
     spec = ModelSpec(cell=cell, dtype="float32")
-    cells.compile_kernels(spec)
+    engine.compile_kernels(spec)
     per_unit = {"v", "h", "gj", "i", "f", "g", "o", "cj", "hj", "ghj", "tc", "dc", "di", "df", "dg", "do",
                 "one", "zero", "lo", "hi"}
     rows = ["rnn_forward_row", "rnn_backward_row"] if cell == "rnn" else ["lstm_forward_row", "lstm_backward_row"]
-    plan = {name: (d, sig) for name, d, sig in cells.kernel_plan(cell, "float32")}
+    plan = {name: (d, sig) for name, d, sig in engine_plan.kernel_plan("float32")}
     checked = 0
     for name in rows:
         kernel, sig = plan[name]
@@ -348,10 +359,10 @@ def test_float32_kernels_compute_in_float32(cell):
 def test_compile_kernels_covers_everything_bptt_runs(cell, dtype):
     spec = ModelSpec(cell=cell, dtype=dtype, layers=2, input_size=3, hidden_size=4, output_size=2)
     calls = []
-    cells.compile_kernels(spec, progress=lambda done, total, name: calls.append((done, total, name)))
-    plan = cells.kernel_plan(cell, dtype)
+    engine.compile_kernels(spec, progress=lambda done, total, name: calls.append((done, total, name)))
+    plan = engine_plan.kernel_plan(dtype)
     assert [c[0] for c in calls] == list(range(1, len(plan) + 1))
-    assert all(c[1] == len(plan) for c in calls) and calls[-1][2] == f"{cell}_step"
+    assert all(c[1] == len(plan) for c in calls) and calls[-1][2] == "step"
     before = {name: len(d.signatures) for name, d, _ in plan}
     rng = np.random.default_rng(13)
     from gradscope.engine import init_params, InitSpec
@@ -372,8 +383,8 @@ def test_row_norms_are_inf_exactly_when_a_value_is(dtype, value, finite):
     p = LayerParams(np.ones((d, n), dtype), np.zeros((d, d), dtype), np.zeros(d, dtype))
     H, h_norm, act = np.empty((T, B, d), dtype), np.empty(T), np.empty(T)
     with np.errstate(over="ignore"):
-        cells.rnn_forward(x, 0, p.W_hx, cells.pack_recurrent(p.W_hh)[0], p.b_h, ACTIVATION_CODES["linear"],
-                          cells._EMPTY_F3[dtype], H, h_norm, act)
+        rnn.rnn_forward(x, 0, p.W_hx, step_kernels.pack_recurrent(p.W_hh)[0], p.b_h, ACTIVATION_CODES["linear"],
+                          driver._EMPTY_F3[dtype], H, h_norm, act)
         want = 2 * value * np.sqrt(3.0)                                   # each h entry is 2 * value
     if finite:
         np.testing.assert_allclose(h_norm, want, rtol=1e-14)

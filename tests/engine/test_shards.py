@@ -1,11 +1,13 @@
-"""A pass split into shards of the batch, run on threads (cells.shard_rows): the same numbers as the whole
+"""A pass split into shards of the batch, run on threads (shards.shard_rows): the same numbers as the whole
 batch in the NumPy twin, whatever the split; the split depends on the settings only, never on the threads
 (the same bits on 1, 2 or 3 threads); a BLAS given its own threads takes the place of shard threads; NaN
 and Inf are located as without shards."""
 import numpy as np
 import pytest
 
-from gradscope.engine import ModelSpec, bptt, kernels as cells, reference
+from gradscope.engine import ModelSpec, bptt, reference
+from gradscope.engine import driver
+from gradscope.engine import shards
 
 from ._helpers import CELL_KINDS, label, make_batch, make_model
 
@@ -15,8 +17,8 @@ TOL = {"float64": 1e-12, "float32": 2e-5}
 @pytest.fixture
 def small_shards(monkeypatch):
     """Let the small test models split (the real thresholds keep passes this small whole)."""
-    monkeypatch.setattr(cells, "MIN_SHARD_FLOPS", 0)
-    monkeypatch.setattr(cells, "MIN_SHARD_ROWS", 2)
+    monkeypatch.setattr(shards, "MIN_SHARD_FLOPS", 0)
+    monkeypatch.setattr(shards, "MIN_SHARD_ROWS", 2)
 
 
 def close(got, want, dtype, name):
@@ -28,22 +30,27 @@ def close(got, want, dtype, name):
 
 def test_shard_rows_follow_shards_batch_and_work():
     big = ModelSpec(cell="lstm", input_size=32, hidden_size=128, output_size=32)
-    assert cells.shard_rows(big, 100, 32, shards=1) == [(0, 32)]
-    assert cells.shard_rows(big, 100, 32, shards=2) == [(0, 16), (16, 32)]
-    assert cells.shard_rows(big, 100, 33, shards=3) == [(0, 11), (11, 22), (22, 33)]
-    assert cells.shard_rows(big, 100, 2 * cells.MIN_SHARD_ROWS - 1, shards=2) == [(0, 15)]    # too few rows
-    assert cells.shard_rows(big, 100, 64, shards=16) == [(8 * s, 8 * s + 8) for s in range(8)]
+    assert shards.shard_rows(big, 100, 32, shards=1) == [(0, 32)]
+    assert shards.shard_rows(big, 100, 32, shards=2) == [(0, 16), (16, 32)]
+    assert shards.shard_rows(big, 100, 33, shards=3) == [(0, 11), (11, 22), (22, 33)]
+    assert shards.shard_rows(big, 100, 2 * shards.MIN_SHARD_ROWS - 1, shards=2) == [(0, 15)]    # too few rows
+    assert shards.shard_rows(big, 100, 64, shards=16) == [(8 * s, 8 * s + 8) for s in range(8)]
     tiny = ModelSpec(cell="rnn", input_size=8, hidden_size=16, output_size=8)
-    assert cells.pass_flops(tiny, 10, 32) < cells.MIN_SHARD_FLOPS
-    assert cells.shard_rows(tiny, 10, 32, shards=2) == [(0, 32)]                             # too little work
-    assert cells.shard_rows(big, 100, 32, shards=None) == cells.shard_rows(big, 100, 32, cells.default_shards())
+    assert shards.pass_flops(tiny, 10, 32) < shards.MIN_SHARD_FLOPS
+    assert shards.shard_rows(tiny, 10, 32, shards=2) == [(0, 32)]                             # too little work
+    assert shards.shard_rows(big, 100, 32, shards=None) == shards.shard_rows(big, 100, 32, shards.DEFAULT_SHARDS)
 
 
-def test_the_default_split_is_the_machines_not_the_threads(monkeypatch):
-    """NUMBA_NUM_THREADS = 1 (a worker process of gradscope run) changes the threads, not the split."""
-    monkeypatch.setattr(cells.numba.config, "NUMBA_NUM_THREADS", 1)
-    assert cells.default_threads() == 1
-    assert cells.default_shards() == max(1, min(8, cells.os.cpu_count() or 1))
+def test_the_default_split_is_a_setting_not_the_machine(monkeypatch):
+    """NUMBA_NUM_THREADS = 1 (a worker process of gradscope run) or another CPU count changes the threads,
+    never the split: the default is a fixed number of shards."""
+    big = ModelSpec(cell="lstm", input_size=64, hidden_size=256, output_size=64)
+    split = shards.shard_rows(big, 100, 64)
+    assert len(split) == shards.DEFAULT_SHARDS > 1
+    monkeypatch.setattr(shards.numba.config, "NUMBA_NUM_THREADS", 1)
+    monkeypatch.setattr(shards.os, "cpu_count", lambda: 7)
+    assert shards.default_threads() == 1
+    assert shards.shard_rows(big, 100, 64) == split
 
 
 @pytest.mark.parametrize("dtype", ["float64", "float32"])
@@ -106,23 +113,23 @@ def test_a_multithreaded_blas_takes_the_place_of_shard_threads(small_shards, mon
     spec, params = make_model("rnn", "tanh", 1, "float64", rng, n=5, d=8, k=3)
     x, target, mask = make_batch(spec, 5, 8, "mse", rng)
     callers = []
-    run_step = cells._run_step
-    monkeypatch.setattr(cells, "_run_step", lambda *a: (callers.append(cells.threading.get_ident()), run_step(*a)))
+    run_step = driver._run_step
+    monkeypatch.setattr(driver, "_run_step", lambda *a: (callers.append(shards.threading.get_ident()), run_step(*a)))
     want = bptt(spec, params, x, target, mask, "mse", threads=2, shards=2)
     assert want.extras["shards"] == 2 and len(callers) == 2
-    monkeypatch.setattr(cells, "kernel_blas_threads", lambda: 2)
+    monkeypatch.setattr(driver, "kernel_blas_threads", lambda: 2)
     callers.clear()
     got = bptt(spec, params, x, target, mask, "mse", threads=2, shards=2)
-    assert got.extras["shards"] == 2 and callers == [cells.threading.get_ident()] * 2
+    assert got.extras["shards"] == 2 and callers == [shards.threading.get_ident()] * 2
     assert got.loss == want.loss
     for (_, a), (_, b) in zip(got.grads.named(), want.grads.named()):
         np.testing.assert_array_equal(a, b)
 
 
 def test_kernel_blas_is_scipys_and_gradscope_keeps_it_on_one_thread():
-    libs = cells.kernel_blas_controllers()
+    libs = shards.kernel_blas_controllers()
     assert libs, "threadpoolctl finds the BLAS library the kernels call"
-    assert cells.kernel_blas_threads() == 1                                  # gradscope/__init__.py's default
+    assert shards.kernel_blas_threads() == 1                                  # gradscope/__init__.py's default
 
 
 @pytest.mark.parametrize("cell", ["rnn", "lstm"])
@@ -160,8 +167,8 @@ def test_shards_read_their_rows_in_place(small_shards, cell, layers, loss_kind):
     mask[:, 7] = 0.0                                                         # an example of the last shard off
     inputs = (x.copy(), target.copy(), mask.copy())
     want = reference.bptt(spec, params, x, target, mask, loss_kind)
-    assert cells.shard_rows(spec, 11, 10, 3) == [(0, 3), (3, 6), (6, 10)]
-    got = cells.bptt(spec, params, x, target, mask, loss_kind, threads=2, shards=3, chunk=3)
+    assert shards.shard_rows(spec, 11, 10, 3) == [(0, 3), (3, 6), (6, 10)]
+    got = driver.bptt(spec, params, x, target, mask, loss_kind, threads=2, shards=3, chunk=3)
     assert got.extras["shards"] == 3
     assert got.loss == pytest.approx(want.loss, rel=1e-12)
     for name in want.metrics:
@@ -188,7 +195,7 @@ def test_non_finite_in_the_last_shard_is_located(small_shards, layers, where):
         x[5, 7, 2] = np.nan
     else:
         target[6, 6, 0] = np.inf
-    located_like_the_twin(cells.bptt(spec, params, x, target, mask, "mse", threads=2, shards=2, chunk=4), 2,
+    located_like_the_twin(driver.bptt(spec, params, x, target, mask, "mse", threads=2, shards=2, chunk=4), 2,
                           reference.bptt(spec, params, x, target, mask, "mse"))
 
 
@@ -219,7 +226,7 @@ def test_shards_keep_no_copy_of_the_batch(small_shards, cell):
     one, two = ws1["buffers"], ws2["buffers"]
     assert len(two["shards"]) == 2
     assert all("P_f" not in shard and "x" not in shard for shard in two["shards"])
-    chunk = cells.chunk_steps(T, B)
+    chunk = shards.chunk_steps(T, B)
     stages = 2 * chunk * (B // 2) * spec.input_size * 4
     second = sum(a.nbytes for a in arrays({"g": two["shards"][1]["grads"], "M": two["shards"][1]["M"],
                                           "l": two["shards"][1]["loss_t"]}))

@@ -5,7 +5,8 @@ import time
 
 import numpy as np
 
-from gradscope.engine import bptt, kernels as cells
+from gradscope.engine import bptt
+import gradscope.engine as engine
 
 from ._helpers import make_batch, make_model
 
@@ -16,7 +17,7 @@ def test_bptt_releases_the_gil_while_it_computes():
     rng = np.random.default_rng(0)
     spec, params = make_model("lstm", "tanh", 2, "float32", rng, n=32, d=128, k=8)
     x, target, mask = make_batch(spec, 400, 32, "mse", rng)
-    cells.compile_kernels(spec)
+    engine.compile_kernels(spec)
     ws: dict = {}
     bptt(spec, params, x, target, mask, "mse", workspace=ws)          # buffers allocated, kernels loaded
     started, finished = threading.Event(), threading.Event()
@@ -49,7 +50,7 @@ def test_parallel_runs_in_threads_match_sequential_runs():
         spec, params = make_model(cell, "relu", 2, "float32", rng, n=8, d=48, k=4)
         jobs.append((spec, params) + make_batch(spec, 60, 16, "mse", rng))
     for spec, *_ in jobs:
-        cells.compile_kernels(spec)
+        engine.compile_kernels(spec)
     sequential = [bptt(spec, p, x, t, m, "mse") for spec, p, x, t, m in jobs]
     parallel = [None] * len(jobs)
 

@@ -69,13 +69,13 @@ def test_engine_matches_pytorch(torch, cell, activation, layers, loss_kind, dtyp
 @pytest.mark.parametrize("loss_kind", ["mse", "ce"])
 @pytest.mark.parametrize("cell,activation", [("rnn", "relu"), ("lstm", "tanh")])
 def test_batch_shards_on_threads_match_pytorch(torch, monkeypatch, cell, activation, loss_kind, dtype):
-    """The batch split over 3 threads (cells.shard_rows: rows 0-6, 7-13, 14-20), each shard's gradients
+    """The batch split over 3 threads (shards.shard_rows: rows 0-6, 7-13, 14-20), each shard's gradients
     and per-step means added up, against the whole batch in PyTorch.  d = 40 is no multiple of the packed
     panels' width, and 7 rows no multiple of the tile's: every edge of the recurrent products is used."""
-    from gradscope.engine import kernels as cells
+    from gradscope.engine import shards
 
-    monkeypatch.setattr(cells, "MIN_SHARD_FLOPS", 0)
-    monkeypatch.setattr(cells, "MIN_SHARD_ROWS", 4)
+    monkeypatch.setattr(shards, "MIN_SHARD_FLOPS", 0)
+    monkeypatch.setattr(shards, "MIN_SHARD_ROWS", 4)
     rng = np.random.default_rng(zlib.crc32(f"shards-{cell}-{loss_kind}-{dtype}".encode()))
     spec, params = make_model(cell, activation, 2, dtype, rng, n=5, d=40, k=3, recurrent_scale=1.0)
     x, target, mask = make_batch(spec, 6, 21, loss_kind, rng)

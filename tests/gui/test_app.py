@@ -360,7 +360,7 @@ def test_a_diverging_run_stops_as_diverged_and_keeps_its_trace(window, qtbot, tm
 
 # ------------------------------------------------------------------------------------ the Numba engine
 def test_numba_backend_runs_with_compile_progress(qtbot, tmp_path, small_file):
-    pytest.importorskip("gradscope.engine.kernels")
+    pytest.importorskip("gradscope.engine.driver")
     from gradscope.gui.worker import KernelCompiler
 
     fresh = KernelCompiler()
@@ -491,7 +491,7 @@ def test_unticking_runs_repeatedly_keeps_the_rows_and_the_selection(window, qtbo
 
 def test_closing_the_app_mid_compile_exits_at_once_and_cleanly(tmp_path):
     """A cold compile cannot be interrupted: app.main ends the process instead of waiting for it (subprocess)."""
-    pytest.importorskip("gradscope.engine.kernels")
+    pytest.importorskip("gradscope.engine.driver")
     import os
     import subprocess
     import sys

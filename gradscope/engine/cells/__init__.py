@@ -33,6 +33,11 @@ class Cell:
     own_keys: tuple[str, ...]                  # config keys that apply to this cell only
     uses_activation: bool = False              # ``activation`` chooses f (the plain RNN)
     gate_kinds: dict[str, str] = field(default_factory=dict)   # gate -> "sigmoid" | "tanh"
+    # work buffers the cell's kernels need besides H (L, T, B, d), as shapes in the symbols L, T, B, d, Gd
+    # and chunk (steps of a backward chunk); the driver (engine/driver.py) makes them
+    buffers: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    kernels: str = ""                          # module of the Numba kernels, e.g. gradscope.engine.cells.lstm
+    twin: str = ""                             # module of the NumPy twin, e.g. gradscope.engine.reference.lstm
 
     @property
     def blocks(self) -> int:
@@ -57,6 +62,34 @@ class Cell:
         forward += self.gate_metrics()
         return forward + tuple(f"grad_{s}_norm" for s in self.states)
 
+    def metric_rows(self) -> dict[str, int]:
+        """Row of each per-timestep metric in the block (rows, T) a layer's kernels fill: the forward rows
+        first (state norms, the activation's metric, gate means and saturations), then the gradient norms.
+        The plain RNN keeps one row for its activation's metric whichever it is (none for linear)."""
+        names = [f"{s}_norm" for s in self.states]
+        rows = {name: r for r, name in enumerate(names)}
+        r = len(rows)
+        if self.uses_activation:
+            rows.update({m: r for m in ACTIVATION_METRIC.values() if m})
+            r += 1
+        for name in self.gate_metrics():
+            rows[name] = r
+            r += 1
+        for s in self.states:
+            rows[f"grad_{s}_norm"] = r
+            r += 1
+        return rows
+
+    @property
+    def metric_row_count(self) -> int:
+        """Rows of the metric block: forward rows, then one gradient norm per state."""
+        return max(self.metric_rows().values()) + 1
+
+    @property
+    def forward_row_count(self) -> int:
+        """Rows the forward kernel fills (the first ones of the block)."""
+        return self.metric_row_count - len(self.states)
+
     def applies(self, key: str) -> bool:
         """Whether a config key that belongs to some cell means something for this one."""
         if key == "activation":
@@ -69,11 +102,17 @@ class Cell:
 
 
 RNN = Cell(name="rnn", title="RNN", gates=(), states=("h",), parameters=("W_hx", "W_hh", "b_h"),
-           own_keys=("activation",), uses_activation=True)
+           own_keys=("activation",), uses_activation=True,
+           buffers={"dZ": ("chunk", "B", "d")},                     # dz_t of a backward chunk
+           kernels=f"{__name__}.rnn", twin="gradscope.engine.reference.rnn")
 LSTM = Cell(name="lstm", title="LSTM", gates=("i", "f", "g", "o"), states=("h", "c"),
             parameters=("W_hx", "W_hh", "b_h"),
             own_keys=("init.forget_bias", "init.chrono", "init.chrono_tmax"),
-            gate_kinds={"i": "sigmoid", "f": "sigmoid", "g": "tanh", "o": "sigmoid"})
+            gate_kinds={"i": "sigmoid", "f": "sigmoid", "g": "tanh", "o": "sigmoid"},
+            buffers={"S": ("L", "T", "B", "d"),                     # cell states c_t
+                     "A": ("L", "T", "B", "Gd"),                    # gates i, f, g, o, then dz_t in place
+                     "s_zero": ("B", "d")},                         # c_{-1} = 0
+            kernels=f"{__name__}.lstm", twin="gradscope.engine.reference.lstm")
 
 CELLS: dict[str, Cell] = {c.name: c for c in (RNN, LSTM)}
 CELL_NAMES = tuple(CELLS)

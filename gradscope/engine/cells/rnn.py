@@ -1,0 +1,191 @@
+"""The plain RNN cell: forward and backward through time of one layer, instrumented inside the time loop.
+
+    forward    z_t = x_t W_hx^T + h_{t-1} W_hh^T + b_h          h_t = f(z_t),   h_{-1} = 0
+    backward   g_t = G_t + dz_{t+1} W_hh                         total dL/dh_t (G_t: the direct part)
+               dz_t = g_t * f'(z_t)                              f' read off h_t: no z_t is kept
+               dW_hh += dz_t^T h_{t-1}   dW_hx += dz_t^T x_t   db_h += sum_b dz_t   G_t <- dz_t W_hx
+
+f = relu | tanh | sigmoid | linear (codes 0..3).  Each kernel here has a NumPy twin of the same name in
+reference/rnn.py; the tests compare them.  The layer's metric rows are RNN.metric_rows() (cells/__init__.py).
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from .. import _jit
+from ..blas import gemm_nn, gemm_tn_acc, project
+from ..fastmath import sigmoid, tanh
+from ..gemm import gemm_packed_acc
+from ..metrics import SAT_HIGH, SAT_LOW
+from ..primitives import is_float64, norm_from_sums, rows, sq_scaled
+
+RELU, TANH, SIGMOID, LINEAR = 0, 1, 2, 3
+ACTIVATION_CODES = {"relu": RELU, "tanh": TANH, "sigmoid": SIGMOID, "linear": LINEAR}
+
+# The fused elementwise work of one step, one batch row at a time.  Each is its own function on purpose:
+# LLVM vectorises a loop over one row (16 float32 lanes with AVX-512), but when the same loop sits inside
+# the loop over rows it hoists its runtime alias checks to the whole step, where the in-place gate writes
+# look like they overlap, and falls back to scalar code (measured: 3 ns vs 30 ns per LSTM unit).  They are
+# tested through the layer kernels that call them (against reference.py).
+@_jit.helper
+def rnn_forward_row(z, b_h, act, lo, hi):
+    """z (d,) holds x_t W_hx^T + h_{t-1} W_hh^T; in place h = f(z + b_h).
+    Returns (sum h^2, sum (h 2^-600)^2, count for the activation's metric)."""
+    d = z.shape[0]
+    zero = z.dtype.type(0)
+    wide = is_float64(z)
+    ss = 0.0
+    ss_scaled = 0.0
+    count = 0
+    if act == RELU:
+        for j in range(d):
+            v = z[j] + b_h[j]
+            h = zero if v <= zero else v                                  # NaN stays NaN
+            z[j] = h
+            count += h == zero
+            hd = np.float64(h)
+            ss += hd * hd
+            ss_scaled += sq_scaled(hd, wide)
+    elif act == TANH:
+        for j in range(d):
+            h = tanh(z[j] + b_h[j])
+            z[j] = h
+            count += abs(h) > hi
+            hd = np.float64(h)
+            ss += hd * hd
+            ss_scaled += sq_scaled(hd, wide)
+    elif act == SIGMOID:
+        for j in range(d):
+            h = sigmoid(z[j] + b_h[j])
+            z[j] = h
+            count += (h < lo) | (h > hi)
+            hd = np.float64(h)
+            ss += hd * hd
+            ss_scaled += sq_scaled(hd, wide)
+    else:
+        for j in range(d):
+            h = z[j] + b_h[j]
+            z[j] = h
+            hd = np.float64(h)
+            ss += hd * hd
+            ss_scaled += sq_scaled(hd, wide)
+    return ss, ss_scaled, count
+
+
+@_jit.helper
+def rnn_backward_row(g, h, dz, db_h, act):
+    """g (d,) total dL/dh_t, h (d,) = f(z_t): dz = g f'(z_t) (f' from h), db_h += dz (float64).
+    Returns (sum g^2, sum (g 2^-600)^2)."""
+    d = g.shape[0]
+    one = g.dtype.type(1)
+    zero = g.dtype.type(0)
+    wide = is_float64(g)
+    ss = 0.0
+    ss_scaled = 0.0
+    if act == RELU:
+        for j in range(d):
+            gj = g[j]
+            v = gj if h[j] > zero else gj * zero                          # 0 * NaN keeps NaN
+            dz[j] = v
+            db_h[j] += v
+            gd = np.float64(gj)
+            ss += gd * gd
+            ss_scaled += sq_scaled(gd, wide)
+    elif act == TANH:
+        for j in range(d):
+            gj = g[j]
+            v = gj * (one - h[j] * h[j])
+            dz[j] = v
+            db_h[j] += v
+            gd = np.float64(gj)
+            ss += gd * gd
+            ss_scaled += sq_scaled(gd, wide)
+    elif act == SIGMOID:
+        for j in range(d):
+            gj = g[j]
+            v = gj * (h[j] * (one - h[j]))
+            dz[j] = v
+            db_h[j] += v
+            gd = np.float64(gj)
+            ss += gd * gd
+            ss_scaled += sq_scaled(gd, wide)
+    else:
+        for j in range(d):
+            gj = g[j]
+            dz[j] = gj
+            db_h[j] += gj
+            gd = np.float64(gj)
+            ss += gd * gd
+            ss_scaled += sq_scaled(gd, wide)
+    return ss, ss_scaled
+
+
+@_jit.kernel
+def rnn_forward(X, b0, W_hx, P_hh, b_h, act, stage, H, h_norm, act_metric):
+    """Forward through time of one RNN layer, with its metrics.
+
+        z_t = x_t W_hx^T + h_{t-1} W_hh^T + b_h,   h_t = f(z_t),   h_{-1} = 0
+    X (T, B', n): the layer's input is its rows b0 .. b0+B-1 (a shard of the batch; all of them when
+    b0 = 0 and B' = B); stage (Tc, B, n) scratch for them when they are not all of X's rows (else unused,
+    may be empty); H (T, B, d) output; P_hh: W_hh^T packed (``pack_recurrent``).
+    f = relu | tanh | sigmoid | linear (act 0..3).
+    h_norm[t] = mean_b ||h_t||; act_metric[t] = share of (b, unit) pairs with h = 0 (relu),
+    |h| > 0.95 (tanh), h < 0.05 or h > 0.95 (sigmoid); untouched for linear.
+    """
+    T, B, d = H.shape
+    lo = H.dtype.type(SAT_LOW)
+    hi = H.dtype.type(SAT_HIGH)
+    project(X, b0, W_hx, stage, H)                                           # x_t W_hx^T, all t
+    for t in range(T):
+        if t > 0:
+            gemm_packed_acc(H[t - 1], P_hh, H[t])                             # += h_{t-1} W_hh^T
+        norm_sum = 0.0
+        count = 0
+        for b in range(B):
+            ss, ss_scaled, c = rnn_forward_row(H[t, b], b_h, act, lo, hi)
+            norm_sum += norm_from_sums(ss, ss_scaled)
+            count += c
+        h_norm[t] = norm_sum / B
+        if act != LINEAR:
+            act_metric[t] = count / (B * d)
+
+
+@_jit.kernel
+def rnn_backward(X, H, t0, W_hx, P_hh, act, G, dZ, dz_carry, has_carry,
+                 dW_hx, dW_hh, db_h, grad_h_norm, propagate):
+    """Backward through the chunk of steps t0 .. t0+Tc-1 of one RNN layer (the whole layer when t0 = 0
+    and Tc = T).
+
+        g_t   = G_t + dz_{t+1} W_hh        total dL/dh_t          grad_h_norm[t] = mean_b ||g_t||
+        dz_t  = g_t * f'(z_t)              f' from h_t: relu 1[h>0], tanh 1-h^2, sigmoid h(1-h), linear 1
+        dW_hh += sum_t dz_t^T h_{t-1}      dW_hx += sum_t dz_t^T x_t      db_h += sum_{t,b} dz_t
+        G_t  <- dz_t W_hx                  direct gradient into the layer below (when propagate)
+    X (Tc, B, n) the chunk's input; H (T, B, d) the layer's states (all steps: h_{t0-1} is needed);
+    P_hh: W_hh packed (``pack_recurrent``); G (Tc, B, d) in: direct gradient, out: the layer below's (or
+    scratch); dZ (Tc, B, d) out;
+    dz_carry (B, d) in: dz_{t0+Tc} (used if has_carry), out: dz_{t0}; db_h (d,) float64.
+    """
+    Tc, B, n = X.shape
+    d = H.shape[2]
+    for s in range(Tc - 1, -1, -1):
+        t = t0 + s
+        if s + 1 < Tc:
+            gemm_packed_acc(dZ[s + 1], P_hh, G[s])                            # g_t = G_t + dz_{t+1} W_hh
+        elif has_carry:
+            gemm_packed_acc(dz_carry, P_hh, G[s])
+        norm_sum = 0.0
+        for b in range(B):
+            ss, ss_scaled = rnn_backward_row(G[s, b], H[t, b], dZ[s, b], db_h, act)
+            norm_sum += norm_from_sums(ss, ss_scaled)
+        grad_h_norm[t] = norm_sum / B
+    for b in range(B):                                                    # dz_{t0}, for the earlier chunk
+        for j in range(d):
+            dz_carry[b, j] = dZ[0, b, j]
+    dZ2 = rows(dZ)                                         # (Tc*B, d)
+    gemm_tn_acc(dZ2, rows(X), dW_hx)                                         # += dZ^T X
+    if t0 > 0:
+        gemm_tn_acc(dZ2, rows(H[t0 - 1:t0 + Tc - 1]), dW_hh)                 # += dZ^T H_{t-1}
+    elif Tc > 1:                                                          # h_{-1} = 0 adds nothing
+        gemm_tn_acc(rows(dZ[1:]), rows(H[0:Tc - 1]), dW_hh)
+    if propagate:
+        gemm_nn(dZ2, W_hx, rows(G))                                          # (Tc*B, n) = dZ W_hx

@@ -1,0 +1,219 @@
+"""The engine's Python side: a pass's buffers, its shards on threads, and ``bptt``, the compiled pass.
+
+``bptt`` packs the weights as the step kernel takes them (layers 1.. stacked, W_hh packed for the recurrent
+products), keeps the state and chunk buffers in the caller's workspace across iterations, runs the step kernel
+(step.py, nogil) on the whole batch or on each shard (shards.py), and adds the shards' results up.  The buffers
+a cell needs come from its description (cells/__init__.py); a buffer a cell does not use is passed empty.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from .cells import cell
+from .cells.rnn import ACTIVATION_CODES
+from .gemm import panels
+from .metrics import StepResult, first_nonfinite, step_metric_names
+from .params import LayerParams, ModelSpec, Params
+from .readout import LOSS_CODES
+from .shards import chunk_steps, default_threads, executor, kernel_blas_threads, shard_rows
+from .step import CELL_CODES, grad_norms, pack_layers, step
+
+_EMPTY_I2 = np.zeros((0, 0), dtype=np.int64)
+_EMPTY_F3 = {"float32": np.zeros((0, 0, 0), np.float32), "float64": np.zeros((0, 0, 0), np.float64)}
+_NO_NORMS = np.zeros(0)
+# what the step kernel gets for a buffer the cell does not use: empty, with the dimensions it indexes
+_ABSENT = {"S": lambda L: (L, 0, 0, 0), "A": lambda L: (L, 0, 0, 0), "s_zero": lambda L: (0, 0),
+           "dZ": lambda L: (0, 0, 0)}
+
+
+# ------------------------------------------------------------------------------------- buffers
+def _work_buffers(spec: ModelSpec, T: int, B: int, chunk: int) -> dict:
+    """What a step needs besides its inputs, weights and outputs: states (what BPTT must keep), chunk
+    buffers, and the cell's own buffers (its description's ``buffers``); one set per shard."""
+    L, d, k = spec.layers, spec.hidden_size, spec.output_size
+    desc = cell(spec.cell)
+    dt = spec.np_dtype
+    buf = {"H": np.empty((L, T, B, d), dt),                                 # states h_t, every layer
+           "Y": np.empty((chunk, B, k), dt),                                # readout of a chunk, then dY
+           "G": np.empty((chunk, B, d), dt),                                # direct, then total dL/dh
+           "carry": np.zeros((L, B, d), dt),                                # what crosses a chunk boundary
+           "db64": np.empty((L, desc.blocks * d), np.float64),
+           "dby64": np.empty(k, np.float64)}
+    sizes = {"L": L, "T": T, "B": B, "d": d, "Gd": desc.blocks * d, "chunk": chunk}
+    for name, absent in _ABSENT.items():
+        shape = desc.buffers.get(name)
+        buf[name] = np.zeros(tuple(sizes[s] for s in shape) if shape else absent(L), dt)
+    return buf
+
+
+def _stack_buffers(spec: ModelSpec) -> dict:
+    """Room for the weights as the step kernel takes them: layers 1.. stacked, and packed W_hh (one set,
+    shared by the shards)."""
+    L, d, G = spec.layers, spec.hidden_size, cell(spec.cell).blocks
+    dt = spec.np_dtype
+    return {"W_hxR": np.empty((L - 1, G * d, d), dt),                          # layers 1.. (none when L = 1)
+            "W_hh": np.empty((L, G * d, d), dt),
+            "b_h": np.empty((L, G * d), dt),
+            "P_f": np.stack([panels(d, G * d, dt)] * L),                     # W_hh^T (d, Gd) packed, per layer
+            "P_b": np.stack([panels(G * d, d, dt)] * L)}                     # W_hh (Gd, d) packed
+
+
+def _metric_block(spec: ModelSpec, T: int) -> np.ndarray:
+    """(L, rows, T) NaN: the block the step kernel fills, rows as the cell's metric_rows()."""
+    return np.full((spec.layers, cell(spec.cell).metric_row_count, T), np.nan)
+
+
+def _shard_buffers(spec: ModelSpec, T: int, B: int, n: int, chunk: int, first: bool) -> dict:
+    """A shard's work buffers and a chunk of its rows of x (``stage``; the shard reads x, the targets and
+    the mask in place); the shards after the first also get their own gradients and metrics (summed into
+    the first's, which are the pass's outputs)."""
+    buf = _work_buffers(spec, T, B, chunk)
+    buf["stage"] = np.empty((chunk, B, n), spec.np_dtype)                      # (Tc, B_s, n)
+    if not first:
+        buf.update(grads=_new_grads(spec, n), M=_metric_block(spec, T), loss_t=np.empty(T))
+    return buf
+
+
+def _new_grads(spec: ModelSpec, n: int) -> tuple:
+    """dW_hx0 (Gd, n), dW_hxR (L-1, Gd, d), dW_hh (L, Gd, d), db_h (L, Gd), dW_yh (k, d), db_y (k,)."""
+    L, d, k, G = spec.layers, spec.hidden_size, spec.output_size, cell(spec.cell).blocks
+    dt = spec.np_dtype
+    return (np.empty((G * d, n), dt), np.empty((L - 1, G * d, d), dt), np.empty((L, G * d, d), dt),
+            np.empty((L, G * d), dt), np.empty((k, d), dt), np.empty(k, dt))
+
+
+def _stack(params: Params, buf: dict, L: int):
+    """W_hxR (L-1, Gd, d), W_hh (L, Gd, d), b_h (L, Gd): views when L = 1 (W_hxR empty), else copied into
+    buf (``_stack_buffers``)."""
+    layers = params.layers
+    if L == 1:
+        p = layers[0]
+        return buf["W_hxR"], np.ascontiguousarray(p.W_hh)[None], np.ascontiguousarray(p.b_h)[None]
+    W_hxR, W_hh, b_h = buf["W_hxR"], buf["W_hh"], buf["b_h"]
+    for l, p in enumerate(layers):
+        if l > 0:
+            W_hxR[l - 1] = p.W_hx
+        W_hh[l] = p.W_hh
+        b_h[l] = p.b_h
+    return W_hxR, W_hh, b_h
+
+
+def _run_step(spec: ModelSpec, weights: tuple, packed: tuple, x, target_f, target_i, mask, b0: int,
+              loss_kind: str, inv_B: float, chunk: int, buf: dict, grads: tuple, M, loss_t, norms) -> None:
+    """One call of the step kernel (nogil) on a batch, or on its rows b0 .. (a shard), with its buffers;
+    packed: (P_f, P_b), ``pack_layers`` of the weights' W_hh."""
+    W_hx0, W_hxR, W_hh, b_h, W_yh, b_y = weights
+    P_f, P_b = packed
+    stage = buf.get("stage", _EMPTY_F3[spec.dtype])
+    act = ACTIVATION_CODES[spec.activation] if cell(spec.cell).uses_activation else 0
+    step(CELL_CODES[spec.cell], act, x, W_hx0, W_hxR, W_hh, b_h, W_yh, b_y, target_f, target_i, mask, b0,
+         LOSS_CODES[loss_kind], inv_B, chunk, stage, P_f, P_b, buf["H"], buf["S"], buf["A"], buf["s_zero"],
+         buf["Y"], buf["G"], buf["dZ"], buf["carry"], *grads, buf["db64"], buf["dby64"], M, loss_t, norms)
+
+
+def _run_shards(spec: ModelSpec, weights: tuple, packed: tuple, x, target_f, target_i, mask, loss_kind: str,
+                Tc: int, rows: list, shards: list, grads: tuple, M, loss_t, threads: int) -> None:
+    """Run every shard on its rows of the batch (read in place), ``threads`` at a time (thread w runs shards
+    w, w + threads, ...; thread 0 is this one, the others come from the pool), then add their results up in
+    shard order, into the first shard's, which are the outputs:
+
+        dW = sum_s dW_s,   loss_t = sum_s loss_t_s,   M = sum_s (B_s / B) M_s   (M_s: means over shard s)
+
+    The bias gradients are added from the shards' float64 sums and rounded once."""
+    B = x.shape[1]
+    inv_B = 1.0 / B
+    outputs = [(grads, M, loss_t)] + [(buf["grads"], buf["M"], buf["loss_t"]) for buf in shards[1:]]
+    work = list(zip(rows, shards, outputs))
+
+    def run_every(group):
+        for (b0, _), buf, (g, m, lt) in group:
+            _run_step(spec, weights, packed, x, target_f, target_i, mask, b0, loss_kind, inv_B, Tc, buf, g, m, lt,
+                      _NO_NORMS)
+
+    threads = max(1, min(threads, len(shards)))
+    pending = [executor().submit(run_every, work[w::threads]) for w in range(1, threads)]
+    try:
+        run_every(work[::threads])
+    finally:
+        for future in pending:                 # every shard ends before its buffers can be touched again
+            future.result()
+    first, rest = shards[0], shards[1:]
+    M *= (rows[0][1] - rows[0][0]) * inv_B
+    db64, dby64 = first["db64"].copy(), first["dby64"].copy()
+    for (b0, b1), buf in zip(rows[1:], rest):
+        for total, part in zip(grads, buf["grads"]):
+            total += part
+        M += (b1 - b0) * inv_B * buf["M"]
+        loss_t += buf["loss_t"]
+        db64 += buf["db64"]
+        dby64 += buf["dby64"]
+    grads[3][...] = db64                      # db_h (L, Gd)
+    grads[5][...] = dby64                     # db_y (k,)
+
+
+def bptt(spec: ModelSpec, params: Params, x: np.ndarray, target: np.ndarray, mask: np.ndarray,
+         loss_kind: str, *, workspace: dict | None = None, chunk: int | None = None,
+         threads: int | None = None, shards: int | None = None) -> StepResult:
+    """One forward and backward pass with every metric, in compiled kernels that release the GIL.
+
+    Arrays are assumed checked (``engine.check_batch``).  ``workspace``: a dict the caller keeps and passes
+    back each iteration; the state and chunk buffers live in it and are reused while the shapes stay the
+    same, so a steady run allocates only its outputs.  ``chunk``: steps per backward chunk (default:
+    ``chunk_steps``).  ``shards``: how many parts of the batch the pass runs on (``shard_rows``; default
+    ``shards.DEFAULT_SHARDS``); they decide the bits of the result.  ``threads``: how many of them run at once
+    (default ``default_threads()``, divided by the threads of the kernels' BLAS if a user gave it more than
+    one); they decide only the speed.  The returned arrays are new; nothing returned aliases the workspace.
+    """
+    T, B, n = x.shape
+    L = spec.layers
+    dt = spec.np_dtype
+    if threads is None:
+        threads = default_threads()
+    rows = shard_rows(spec, T, B, shards)
+    if threads > 1 and len(rows) > 1:
+        threads = max(1, threads // kernel_blas_threads())
+    # steps per backward chunk: the batch's (each shard's chunk buffers hold its share of the chunk's rows)
+    Tc = chunk_steps(T, B) if chunk is None else max(1, min(T, int(chunk)))
+    key = (spec, T, B, n, Tc, tuple(rows))
+    if workspace is not None and workspace.get("key") == key:
+        buf = workspace["buffers"]
+    else:
+        if len(rows) == 1:
+            buf = _work_buffers(spec, T, B, Tc)
+        else:
+            buf = {"shards": [_shard_buffers(spec, T, b1 - b0, n, Tc, first=s == 0)
+                              for s, (b0, b1) in enumerate(rows)]}
+        buf.update(_stack_buffers(spec))
+        if workspace is not None:
+            workspace.clear()
+            workspace.update(key=key, buffers=buf)
+    weights = (np.ascontiguousarray(params.layers[0].W_hx),) + _stack(params, buf, L) + (
+        np.ascontiguousarray(params.W_yh), np.ascontiguousarray(params.b_y))
+    grads = _new_grads(spec, n)
+    M = _metric_block(spec, T)                                              # (L, metric, T)
+    loss_t = np.empty(T)
+    norms = np.empty(3 * L + 2)
+    x = np.ascontiguousarray(x, dtype=dt)                                   # the caller's, when they fit
+    if loss_kind == "mse":
+        target_f, target_i = np.ascontiguousarray(target, dtype=dt), _EMPTY_I2
+    else:
+        target_f, target_i = _EMPTY_F3[spec.dtype], np.ascontiguousarray(target, dtype=np.int64)
+    mask = np.ascontiguousarray(mask, dtype=np.float64)
+    packed = (buf["P_f"], buf["P_b"])
+    pack_layers(weights[2], *packed)
+    if len(rows) == 1:
+        _run_step(spec, weights, packed, x, target_f, target_i, mask, 0, loss_kind, 1.0 / B, Tc, buf, grads, M,
+                  loss_t, norms)
+    else:
+        _run_shards(spec, weights, packed, x, target_f, target_i, mask, loss_kind, Tc, rows, buf["shards"], grads,
+                    M, loss_t, threads)
+        grad_norms(*grads, norms)
+    rows_of = cell(spec.cell).metric_rows()
+    metrics = {name: M[:, rows_of[name]] for name in step_metric_names(spec)}
+    metrics["loss_t"] = loss_t
+    dW_hx0, dW_hxR, dW_hh, db_h, dW_yh, db_y = grads
+    result_grads = Params([LayerParams(dW_hx0 if l == 0 else dW_hxR[l - 1], dW_hh[l], db_h[l]) for l in range(L)],
+                          dW_yh, db_y)
+    return StepResult(loss=float(loss_t.sum()), grads=result_grads, metrics=metrics,
+                      nonfinite=first_nonfinite(metrics, result_grads, norms),
+                      extras={"grad_norms": norms, "shards": len(rows)})

@@ -1,0 +1,116 @@
+"""The compile plan: every kernel a pass runs, with its exact signature, compiled (or loaded) ahead of use.
+
+Numba compiles a kernel on its first call, seconds for the step kernels; a worker thread must not meet that
+inside a nogil pass (the GUI shows "compiling kernels" instead), and ``gradscope compile`` (run at install)
+fills the cache so that no first start waits.  Signatures are fixed here so that the cache holds exactly one
+version of each kernel per dtype.  The step kernel drives every cell (step.py), so one plan per dtype covers
+every cell.
+"""
+from __future__ import annotations
+
+import os
+import threading
+
+import numpy as np
+from numba import types
+
+from . import _jit
+from .blas import GEMMS, gemm_nt, project, stage_rows
+from .cells.lstm import lstm_backward, lstm_backward_row, lstm_forward, lstm_forward_row
+from .cells.rnn import rnn_backward, rnn_backward_row, rnn_forward, rnn_forward_row
+from .gemm import gemm_packed_acc, pack, pack_transposed
+from .params import DTYPES
+from .primitives import fill_zero, rows, vector_norm
+from .readout import readout_loss
+from .step import grad_norms, pack_layers, step, zero_accumulators
+
+KERNEL_DTYPES = DTYPES          # one kernel set per dtype, every cell in each
+
+
+def _array_types(dtype: str):
+    f = types.float32 if dtype == "float32" else types.float64
+    return tuple(types.Array(f, ndim, "C") for ndim in (1, 2, 3, 4))
+
+
+def kernel_plan(dtype: str) -> list[tuple[str, object, tuple]]:
+    """The kernels a model of this dtype runs (any cell), with their exact signatures, callees before callers."""
+    A1, A2, A3, A4 = _array_types(dtype)
+    F1, F2, F3 = (types.Array(types.float64, ndim, "C") for ndim in (1, 2, 3))
+    I2 = types.Array(types.int64, 2, "C")
+    i64, flag, f64 = types.int64, types.boolean, types.float64
+    f = A1.dtype
+    plan = [("fill_zero", fill_zero, (A1,)),
+            ("fill_zero", fill_zero, (F1,)),
+            ("rows", rows, (A3,))]
+    plan += [(g.__name__, g, (A2, A2, A2)) for g in GEMMS.values()]
+    plan += [("stage_rows", stage_rows, (A3, i64, i64, i64, i64, A3)), ("project", project, (A3, i64, A2, A3, A3))]
+    plan += [("pack_transposed", pack_transposed, (A2, A3)), ("pack", pack, (A2, A3)),
+             ("gemm_packed_acc", gemm_packed_acc, (A2, A3, A2)),
+             ("pack_layers", pack_layers, (A3, A4, A4))]
+    plan += [("vector_norm", vector_norm, (A1,)),
+             ("grad_norms", grad_norms, (A2, A3, A3, A2, A2, A1, F1)),
+             ("zero_accumulators", zero_accumulators, (A2, A3, A3, A2, F2, F1, F1, A3)),
+             ("readout_loss", readout_loss, (A3, A2, A1, A3, I2, F2, i64, i64, f64, A3, F1, A2, F1, A3))]
+    # the cells: a row pass each way, then the layer kernels that call them (cells/<name>.py)
+    plan += [("rnn_forward_row", rnn_forward_row, (A1, A1, i64, f, f)),
+             ("rnn_backward_row", rnn_backward_row, (A1, A1, A1, F1, i64)),
+             ("rnn_forward", rnn_forward, (A3, i64, A2, A3, A1, i64, A3, A3, F1, F1)),
+             ("rnn_backward", rnn_backward, (A3, A3, i64, A2, A3, i64, A3, A3, A2, flag, A2, A2, F1, F1, flag))]
+    plan += [("lstm_forward_row", lstm_forward_row, (A1, A1, A1, A1, A1, F1)),
+             ("lstm_backward_row", lstm_backward_row, (A1, A1, A1, A1, A1, F1, F1)),
+             ("lstm_forward", lstm_forward, (A3, i64, A2, A3, A1, A3, A3, A3, A3, A2, F2)),
+             ("lstm_backward", lstm_backward, (A3, A3, A3, A3, i64, i64, A2, A3, A3, A2, A2, A2, A2, F1, F1, F1,
+                                               flag))]
+    head = (i64, i64, A3, A2, A3, A3, A2, A2, A1, A3, I2, F2, i64, i64, f64)  # cell, act, x, weights, targets ..
+    work = (i64, A3, A4, A4, A4, A4, A4, A2, A3, A3, A3, A3)                  # chunk, stage, P_f .. carry
+    grads = (A2, A3, A3, A2, A2, A1, F2, F1, F3, F1, F1)                      # dW_hx0 .. norms
+    plan += [("step", step, head + work + grads)]
+    return plan
+
+
+_compile_lock = threading.Lock()
+
+
+def compile_kernels(dtype: str, progress=None) -> None:
+    """Compile, or load from the cache, every kernel ``bptt`` runs for models of this dtype.
+
+    ``progress(done, total, name)`` is called after each kernel.  A cold compile takes seconds (the GUI
+    shows "compiling kernels"); a warm cache loads in a fraction of a second.
+    """
+    plan = kernel_plan(dtype)
+    with _compile_lock:
+        for done, (name, dispatcher, signature) in enumerate(plan, start=1):
+            dispatcher.compile(signature)
+            if progress is not None:
+                progress(done, len(plan), name)
+    # Numba finds SciPy's BLAS on the first call, taking the GIL to import it: do that here, not inside a
+    # nogil kernel running in a worker thread.
+    one = np.ones((1, 1), dtype)
+    if gemm_nt(one, one, np.empty((1, 1), dtype)) != 0:
+        raise RuntimeError("Numba could not call SciPy's BLAS (scipy.linalg.cython_blas); reinstall scipy")
+
+
+def _compile_dtypes(dtypes: list[str]) -> None:
+    """Compile the kernel sets of these dtypes in this process (a worker of ``compile_all``)."""
+    for dtype in dtypes:
+        compile_kernels(dtype)
+
+
+def compile_all(jobs: int | None = None) -> None:
+    """Compile every kernel of every dtype into the cache, ``jobs`` processes at a time (default: one per CPU,
+    at most one per dtype), then load them here.  ``gradscope compile`` (run by scripts/install.sh), so that
+    no first run waits for a compile.
+
+    The dtypes share a single signature (fill_zero on float64); should two processes race on its cache
+    index, the load here finds what is missing and compiles it (milliseconds), so the cache is whole when
+    this returns.
+    """
+    dtypes = list(KERNEL_DTYPES)
+    jobs = max(1, min(len(dtypes), os.cpu_count() or 1) if jobs is None else int(jobs))
+    if jobs > 1 and _jit.CACHE:
+        import multiprocessing
+        from concurrent.futures import ProcessPoolExecutor
+
+        with ProcessPoolExecutor(max_workers=jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
+            list(pool.map(_compile_dtypes, [[d] for d in dtypes]))
+    _compile_dtypes(dtypes)                       # from the cache now (or compiled here, with one job)

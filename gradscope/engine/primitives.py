@@ -1,0 +1,71 @@
+"""The small loops every kernel shares: zeroing, row views, and norms that neither overflow nor lose NaN.
+
+Norms and sums of metrics accumulate in float64.  A float64 model's sum of squares can overflow (entries above
+~1e154), so float64 kernels keep a second sum, of (v 2^-600)^2, used only when the first is infinite: a norm
+is then infinite exactly when its vector holds an Inf, and NaN stays NaN.
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from numba import types
+
+from . import _jit
+
+SCALE_DOWN = 2.0 ** -600     # second sum of squares, of v * 2^-600: cannot overflow for any float64 v
+SCALE_UP = 2.0 ** 600
+
+
+@_jit.helper
+def fill_zero(v):
+    """v[:] = 0 for a 1-D array (a plain loop: Numba's slice assignment costs seconds of compile time)."""
+    for i in range(v.shape[0]):
+        v[i] = 0
+
+
+@_jit.helper
+def rows(a):
+    """(m, B, c) -> the (m*B, c) view of the same rows (one function, so one compiled reshape)."""
+    return a.reshape((a.shape[0] * a.shape[1], a.shape[2]))
+
+
+def is_float64(a):
+    """True for a float64 array (in kernels: a compile-time constant, so dead branches vanish)."""
+    return a.dtype == np.float64
+
+
+_jit.type_constant(is_float64, lambda array_type: array_type.dtype == types.float64)
+
+
+@_jit.inline
+def sq_scaled(x, wide):
+    """(x 2^-600)^2 when ``wide`` (float64 models, whose squares can overflow), else 0: a float32 value
+    squared cannot overflow a float64 sum, and the second accumulator would cost ~20% of an LSTM row."""
+    if wide:
+        xs = x * SCALE_DOWN
+        return xs * xs
+    return 0.0
+
+
+@_jit.inline
+def norm_from_sums(ss, ss_scaled):
+    """sqrt of a sum of squares kept twice: plainly (exact for small values) and of v * 2^-600 (which
+    cannot overflow); the second is used only when the first overflowed and it was kept (float64 models:
+    for float32 it is 0, and an infinite plain sum means an Inf entry).  NaN stays NaN, Inf stays Inf."""
+    if ss == np.inf and ss_scaled > 0:
+        return math.sqrt(ss_scaled) * SCALE_UP
+    return math.sqrt(ss)
+
+
+@_jit.kernel
+def vector_norm(v):
+    """||v||_2 of a 1-D array, accumulated in float64 without overflow."""
+    ss = 0.0
+    ss_scaled = 0.0
+    for i in range(v.shape[0]):
+        x = np.float64(v[i])
+        ss += x * x
+        xs = x * SCALE_DOWN
+        ss_scaled += xs * xs
+    return norm_from_sums(ss, ss_scaled)

@@ -1,0 +1,200 @@
+"""Plain NumPy twins of the engine's kernels: the readable specification and the test oracle.
+
+Nothing here is fast; everything here is meant to be obviously right.  Notation (TRACE_FORMAT.md):
+T steps, batch B, L layers, hidden size d, layer input size n, output size k; arrays are time-major.
+Each function twins the kernel of the same name at the same granularity: a cell's layer forward pass and a
+chunk of its backward pass (the whole layer when no carries are given) in reference/<cell>.py beside
+cells/<cell>.py, the readout of a chunk of steps here (readout.py); ``bptt`` twins the step kernel (step.py).  fastmath.exp / sigmoid / tanh twin np.exp, ``sigmoid``
+and np.tanh.
+
+    RNN   z_t = x_t W_hx^T + h_{t-1} W_hh^T + b_h          h_t = f(z_t)
+    LSTM  [i, f, g, o] = split(x_t W_hx^T + h_{t-1} W_hh^T + b_h)
+          i, f, o = sigmoid(.), g = tanh(.)   c_t = f * c_{t-1} + i * g   h_t = o * tanh(c_t)
+    readout y_t = h_t W_yh^T + b_y on the top layer;  L = (1/B) sum_{t,b} mask[t,b] ell(y_tb, target_tb)
+
+The backward pass carries the TOTAL derivative dL/dh_t = (direct part: the readout at t, or the layer
+above at t) + (recurrent part: dL/dz_{t+1} W_hh), which is what the metrics record.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from ..cells import cell
+from ..metrics import SAT_HIGH, SAT_LOW, StepResult, first_nonfinite
+from ..params import ModelSpec, Params
+
+
+# ----------------------------------------------------------------------------------------------- activations
+def activate(name: str, z: np.ndarray) -> np.ndarray:
+    if name == "relu":
+        return np.maximum(z, 0)
+    if name == "tanh":
+        return np.tanh(z)
+    if name == "sigmoid":
+        return sigmoid(z)
+    if name == "linear":
+        return z.copy()
+    raise ValueError(f"unknown activation {name!r}")
+
+
+def activation_grad_from_output(name: str, h: np.ndarray) -> np.ndarray:
+    """f'(z) written in terms of h = f(z), so the backward pass needs only the stored states."""
+    if name == "relu":
+        return (h > 0).astype(h.dtype)
+    if name == "tanh":
+        return 1 - h * h
+    if name == "sigmoid":
+        return h * (1 - h)
+    if name == "linear":
+        return np.ones_like(h)
+    raise ValueError(f"unknown activation {name!r}")
+
+
+def sigmoid(z: np.ndarray) -> np.ndarray:
+    return 1 / (1 + np.exp(-z))
+
+
+def row_norms(v: np.ndarray) -> np.ndarray:
+    """L2 norm of each row (last axis), accumulated in float64.  Where the plain sum of squares overflows
+    (float64 entries above ~1e154), the norm is taken of v * 2^-600 and scaled back, so a norm is infinite
+    only when the row holds an Inf."""
+    v = np.asarray(v, dtype=np.float64)
+    with np.errstate(over="ignore", invalid="ignore"):
+        norms = np.sqrt(np.sum(v * v, axis=-1))
+        big = norms == np.inf
+        if np.any(big):
+            scaled = v[big] * 2.0 ** -600
+            norms[big] = np.sqrt(np.sum(scaled * scaled, axis=-1)) * 2.0 ** 600
+    return norms
+
+
+def row_norm_mean(v: np.ndarray) -> float:
+    """Mean over the batch (rows) of the L2 norm of each row."""
+    return float(np.mean(row_norms(v)))
+
+
+def sat_fraction(a: np.ndarray) -> float:
+    return float(np.mean((a < SAT_LOW) | (a > SAT_HIGH)))
+
+
+# ------------------------------------------------------------------------------------------ readout + loss
+def readout_loss(H: np.ndarray, W_yh: np.ndarray, b_y: np.ndarray, target: np.ndarray, mask: np.ndarray,
+                 loss_kind: str):
+    """y_t = h_t W_yh^T + b_y and L = (1/B) sum mask * ell.  Returns (loss, loss_t (T,), dY (T, B, k)).
+
+    mse: ell = 0.5 ||y - target||^2,        dell/dy = y - target
+    ce:  ell = -log softmax(y)[target],     dell/dy = softmax(y) - onehot(target)
+    """
+    T, B, _ = H.shape
+    Y = H @ W_yh.T + b_y                                                  # (T, B, k)
+    w = (mask / B).astype(np.float64)                                     # (T, B)
+    if loss_kind == "mse":
+        diff = Y - target.astype(H.dtype)                                 # (T, B, k) in the model's dtype
+        ell = 0.5 * np.sum(np.square(diff, dtype=np.float64), axis=-1)    # (T, B)
+        dY = diff * w[..., None].astype(H.dtype)
+    elif loss_kind == "ce":
+        Y64 = Y.astype(np.float64)
+        zmax = np.max(Y64, axis=-1, keepdims=True)
+        lse = zmax[..., 0] + np.log(np.sum(np.exp(Y64 - zmax), axis=-1))  # (T, B) log-sum-exp
+        ell = lse - np.take_along_axis(Y64, target[..., None].astype(np.intp), axis=-1)[..., 0]
+        P = np.exp(Y64 - lse[..., None])                                  # (T, B, k) softmax
+        P[np.arange(T)[:, None], np.arange(B)[None, :], target] -= 1.0
+        dY = (P * w[..., None]).astype(H.dtype)
+    else:
+        raise ValueError(f"unknown loss kind {loss_kind!r}")
+    loss_t = np.sum(w * ell, axis=1)                                      # (T,)
+    return float(np.sum(loss_t)), loss_t, dY
+
+
+def readout_backward(H: np.ndarray, dY: np.ndarray, W_yh: np.ndarray):
+    """The readout's gradients and the direct gradient into the top layer's states, given dY (T, B, k).
+
+        dW_yh = sum_t dY_t^T h_t  (k, d)     db_y = sum_{t,b} dY  (k,)     G_t = dY_t W_yh  (T, B, d)
+    """
+    return np.einsum("tbk,tbd->kd", dY, H), dY.sum(axis=(0, 1)), dY @ W_yh
+
+
+# -------------------------------------------------------------------------------------------- whole model
+def bptt(spec: ModelSpec, params: Params, x: np.ndarray, target: np.ndarray, mask: np.ndarray,
+         loss_kind: str) -> StepResult:
+    """One forward and backward pass through time over the stacked model, with every metric.  NaN and Inf
+    are data, as in the kernels: they flow through without warnings and ``nonfinite`` says where they began."""
+    with np.errstate(all="ignore"):
+        return _bptt(spec, params, x, target, mask, loss_kind)
+
+
+def _bptt(spec: ModelSpec, params: Params, x: np.ndarray, target: np.ndarray, mask: np.ndarray,
+          loss_kind: str) -> StepResult:
+    T = x.shape[0]
+    L = spec.layers
+    inputs, caches = [x], []
+    metrics: dict[str, np.ndarray] = {}
+
+    def put(l, layer_metrics):
+        for k, v in layer_metrics.items():
+            metrics.setdefault(k, np.zeros((L, T)))[l] = v
+
+    twin = _TWINS[cell(spec.cell).name]
+    for l, p in enumerate(params.layers):
+        H, cache, m = twin.forward(inputs[l], p, spec.activation)
+        caches.append(cache)
+        put(l, m)
+        inputs.append(H)
+
+    H_top = inputs[-1]
+    loss, loss_t, dY = readout_loss(H_top, params.W_yh, params.b_y, target, mask, loss_kind)
+    metrics["loss_t"] = loss_t
+    grads = params.zeros_like()
+    grads.W_yh, grads.b_y, G = readout_backward(H_top, dY, params.W_yh)  # G (T, B, d) direct grad into h_top
+    for l in range(L - 1, -1, -1):
+        grads.layers[l], G, m = twin.backward(inputs[l], caches[l], G, params.layers[l], spec.activation)
+        put(l, m)
+    grads = grads.astype(spec.np_dtype)
+    return StepResult(loss=loss, grads=grads, metrics=metrics, nonfinite=first_nonfinite(metrics, grads))
+
+
+# --------------------------------------------------------------------------------------------- the cells
+class _Twin:
+    """A cell's layer twins behind one interface: forward(x, p, activation) -> (H, cache, metrics) and
+    backward(x, cache, G, p, activation) -> (grads, dx, metrics), the whole layer at once."""
+
+    def __init__(self, forward, backward):
+        self.forward, self.backward = forward, backward
+
+
+def _rnn_twin():
+    from . import rnn
+
+    def forward(x, p, activation):
+        H, m = rnn.rnn_forward(x, p, activation)
+        return H, (H,), m
+
+    def backward(x, cache, G, p, activation):
+        grads, dx, gh, _ = rnn.rnn_backward(x, cache[0], G, p, activation)
+        return grads, dx, {"grad_h_norm": gh}
+
+    return _Twin(forward, backward)
+
+
+def _lstm_twin():
+    from . import lstm
+
+    def forward(x, p, activation):
+        H, C, A, m = lstm.lstm_forward(x, p)
+        return H, (H, C, A), m
+
+    def backward(x, cache, G, p, activation):
+        grads, dx, gh, gc, _, _ = lstm.lstm_backward(x, *cache, G, p)
+        return grads, dx, {"grad_h_norm": gh, "grad_c_norm": gc}
+
+    return _Twin(forward, backward)
+
+
+_TWINS = {"rnn": _rnn_twin(), "lstm": _lstm_twin()}
+
+from .lstm import lstm_backward, lstm_forward  # noqa: E402  (the layer twins, by their kernels' names)
+from .rnn import rnn_backward, rnn_forward  # noqa: E402
+
+__all__ = ["bptt", "readout_loss", "readout_backward", "rnn_forward", "rnn_backward", "lstm_forward",
+           "lstm_backward", "activate", "activation_grad_from_output", "sigmoid", "row_norms", "row_norm_mean",
+           "sat_fraction"]
