@@ -11,37 +11,14 @@ the latest row is always shown.  The rows that remain are evenly spread over the
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-
 import numpy as np
 
 from .engine.metrics import NonFinite
+from .engine.record import Record
 
 DEFAULT_MAX_BYTES = 512 * 2**20
 
-
-@dataclass
-class Record:
-    """One training iteration, as the trainer saw it (before the parameter update)."""
-
-    iteration: int
-    loss: float
-    grad_norm: float                  # global L2 norm of every parameter gradient, before clipping
-    clipped: bool = False
-    recorded: bool = True             # belongs in the trace (iteration 0, every record_every-th, last, diverged)
-    metrics: dict[str, np.ndarray | float] = field(default_factory=dict)
-    nonfinite: NonFinite | None = None
-    seconds: float = 0.0              # wall time of the iteration
-
-    def columns(self) -> dict[str, np.ndarray]:
-        """The record as trace columns: per-iteration scalars plus every metric."""
-        cols = {"iteration": np.asarray(self.iteration, dtype=np.int64),
-                "loss": np.asarray(self.loss, dtype=np.float64),
-                "grad_norm": np.asarray(self.grad_norm, dtype=np.float64),
-                "clipped": np.asarray(self.clipped, dtype=np.bool_)}
-        for name, value in self.metrics.items():
-            cols[name] = np.asarray(value)
-        return cols
+__all__ = ["Record", "Trace", "DEFAULT_MAX_BYTES"]    # Record: the engine's, appended here
 
 
 class Trace:

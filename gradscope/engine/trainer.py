@@ -24,11 +24,11 @@ from typing import Iterator
 
 import numpy as np
 
-from ..trace import Record
 from . import bptt
 from .metrics import parameter_metrics
 from .optim import clip_by_global_norm, make_optimizer
 from .params import init_params
+from .record import Record
 from .tasks import make_task
 
 
