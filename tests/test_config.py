@@ -18,7 +18,7 @@ MALFORMED = {
     "missing_schema.toml": ("schema_version", None, "schema_version"),
     "wrong_schema.toml": ("schema_version", None, "got 2"),
     "unknown_default_key.toml": ("hiden_size", None, "unknown key"),
-    "bad_cell.toml": ("cell", None, "'gru'"),
+    "bad_cell.toml": ("cell", None, "'transformer'"),
     "bad_activation.toml": ("activation", "soft", "'softplus'"),
     "negative_hidden.toml": ("hidden_size", None, "-4"),
     "hidden_string.toml": ("hidden_size", None, "'128'"),

@@ -1,4 +1,4 @@
-"""GradScope's engine: instrumented backpropagation through time for stacked RNNs and LSTMs (Qt-free).
+"""GradScope's engine: instrumented backpropagation through time for stacked RNNs, LSTMs and GRUs (Qt-free).
 
     from gradscope.engine import ModelSpec, InitSpec, init_params, bptt, compile_kernels, parameter_metrics
     spec = ModelSpec(cell="rnn", activation="relu", input_size=32, hidden_size=128, output_size=32)
@@ -70,7 +70,8 @@ def check_batch(spec: ModelSpec, params: Params, x, target, mask, loss_kind: str
     expected = {}
     for l in range(spec.layers):
         G, d, nl = spec.gates, spec.hidden_size, spec.layer_input_size(l)
-        expected |= {f"layer{l}.W_hx": (G * d, nl), f"layer{l}.W_hh": (G * d, d), f"layer{l}.b_h": (G * d,)}
+        shapes = {"W_hx": (G * d, nl), "W_hh": (G * d, d), "b_h": (G * d,), "b_hh": (G * d,)}
+        expected |= {f"layer{l}.{name}": shapes[name] for name in cell(spec.cell).parameters}
     expected |= {"readout.W_yh": (spec.output_size, spec.hidden_size), "readout.b_y": (spec.output_size,)}
     got = params.arrays()
     if set(got) != set(expected):

@@ -22,8 +22,8 @@ _EMPTY_I2 = np.zeros((0, 0), dtype=np.int64)
 _EMPTY_F3 = {"float32": np.zeros((0, 0, 0), np.float32), "float64": np.zeros((0, 0, 0), np.float64)}
 _NO_NORMS = np.zeros(0)
 # what the step kernel gets for a buffer the cell does not use: empty, with the dimensions it indexes
-_ABSENT = {"S": lambda L: (L, 0, 0, 0), "A": lambda L: (L, 0, 0, 0), "s_zero": lambda L: (0, 0),
-           "dZ": lambda L: (0, 0, 0)}
+_ABSENT = {"S": lambda L: (L, 0, 0, 0), "A": lambda L: (L, 0, 0, 0), "zero": lambda L: (0, 0),
+           "U": lambda L: (0, 0), "dZ": lambda L: (0, 0, 0)}
 
 
 # ------------------------------------------------------------------------------------- buffers
@@ -36,13 +36,15 @@ def _work_buffers(spec: ModelSpec, T: int, B: int, chunk: int) -> dict:
     buf = {"H": np.empty((L, T, B, d), dt),                                 # states h_t, every layer
            "Y": np.empty((chunk, B, k), dt),                                # readout of a chunk, then dY
            "G": np.empty((chunk, B, d), dt),                                # direct, then total dL/dh
-           "carry": np.zeros((L, B, d), dt),                                # what crosses a chunk boundary
            "db64": np.empty((L, desc.blocks * d), np.float64),
+           "dbhh64": np.empty((L, desc.blocks * d if desc.has_b_hh else 0), np.float64),
            "dby64": np.empty(k, np.float64)}
     sizes = {"L": L, "T": T, "B": B, "d": d, "Gd": desc.blocks * d, "chunk": chunk}
     for name, absent in _ABSENT.items():
         shape = desc.buffers.get(name)
         buf[name] = np.zeros(tuple(sizes[s] for s in shape) if shape else absent(L), dt)
+    carry = desc.buffers.get("carry", ("L", "B", "d"))                      # what crosses a chunk boundary
+    buf["carry"] = np.zeros(tuple(sizes[s] for s in carry), dt)
     return buf
 
 
@@ -54,6 +56,7 @@ def _stack_buffers(spec: ModelSpec) -> dict:
     return {"W_hxR": np.empty((L - 1, G * d, d), dt),                          # layers 1.. (none when L = 1)
             "W_hh": np.empty((L, G * d, d), dt),
             "b_h": np.empty((L, G * d), dt),
+            "b_hh": np.empty((L, G * d if cell(spec.cell).has_b_hh else 0), dt),
             "P_f": np.stack([panels(d, G * d, dt)] * L),                     # W_hh^T (d, Gd) packed, per layer
             "P_b": np.stack([panels(G * d, d, dt)] * L)}                     # W_hh (Gd, d) packed
 
@@ -75,40 +78,46 @@ def _shard_buffers(spec: ModelSpec, T: int, B: int, n: int, chunk: int, first: b
 
 
 def _new_grads(spec: ModelSpec, n: int) -> tuple:
-    """dW_hx0 (Gd, n), dW_hxR (L-1, Gd, d), dW_hh (L, Gd, d), db_h (L, Gd), dW_yh (k, d), db_y (k,)."""
+    """dW_hx0 (Gd, n), dW_hxR (L-1, Gd, d), dW_hh (L, Gd, d), db_h (L, Gd), db_hh (L, Gd) or (L, 0) for a
+    cell without b_hh, dW_yh (k, d), db_y (k,): the step kernel's order."""
     L, d, k, G = spec.layers, spec.hidden_size, spec.output_size, cell(spec.cell).blocks
     dt = spec.np_dtype
     return (np.empty((G * d, n), dt), np.empty((L - 1, G * d, d), dt), np.empty((L, G * d, d), dt),
-            np.empty((L, G * d), dt), np.empty((k, d), dt), np.empty(k, dt))
+            np.empty((L, G * d), dt), np.empty((L, G * d if cell(spec.cell).has_b_hh else 0), dt),
+            np.empty((k, d), dt), np.empty(k, dt))
 
 
 def _stack(params: Params, buf: dict, L: int):
-    """W_hxR (L-1, Gd, d), W_hh (L, Gd, d), b_h (L, Gd): views when L = 1 (W_hxR empty), else copied into
-    buf (``_stack_buffers``)."""
+    """W_hxR (L-1, Gd, d), W_hh (L, Gd, d), b_h (L, Gd), b_hh (L, Gd) or (L, 0): views when L = 1 (W_hxR
+    empty), else copied into buf (``_stack_buffers``)."""
     layers = params.layers
+    b_hh = buf["b_hh"]
     if L == 1:
         p = layers[0]
-        return buf["W_hxR"], np.ascontiguousarray(p.W_hh)[None], np.ascontiguousarray(p.b_h)[None]
+        if b_hh.shape[1]:
+            b_hh = np.ascontiguousarray(p.b_hh)[None]
+        return buf["W_hxR"], np.ascontiguousarray(p.W_hh)[None], np.ascontiguousarray(p.b_h)[None], b_hh
     W_hxR, W_hh, b_h = buf["W_hxR"], buf["W_hh"], buf["b_h"]
     for l, p in enumerate(layers):
         if l > 0:
             W_hxR[l - 1] = p.W_hx
         W_hh[l] = p.W_hh
         b_h[l] = p.b_h
-    return W_hxR, W_hh, b_h
+        if b_hh.shape[1]:
+            b_hh[l] = p.b_hh
+    return W_hxR, W_hh, b_h, b_hh
 
 
 def _run_step(spec: ModelSpec, weights: tuple, packed: tuple, x, target_f, target_i, mask, b0: int,
               loss_kind: str, inv_B: float, chunk: int, buf: dict, grads: tuple, M, loss_t, norms) -> None:
     """One call of the step kernel (nogil) on a batch, or on its rows b0 .. (a shard), with its buffers;
     packed: (P_f, P_b), ``pack_layers`` of the weights' W_hh."""
-    W_hx0, W_hxR, W_hh, b_h, W_yh, b_y = weights
     P_f, P_b = packed
     stage = buf.get("stage", _EMPTY_F3[spec.dtype])
     act = ACTIVATION_CODES[spec.activation] if cell(spec.cell).uses_activation else 0
-    step(CELL_CODES[spec.cell], act, x, W_hx0, W_hxR, W_hh, b_h, W_yh, b_y, target_f, target_i, mask, b0,
-         LOSS_CODES[loss_kind], inv_B, chunk, stage, P_f, P_b, buf["H"], buf["S"], buf["A"], buf["s_zero"],
-         buf["Y"], buf["G"], buf["dZ"], buf["carry"], *grads, buf["db64"], buf["dby64"], M, loss_t, norms)
+    step(CELL_CODES[spec.cell], act, x, *weights, target_f, target_i, mask, b0, LOSS_CODES[loss_kind], inv_B,
+         chunk, stage, P_f, P_b, buf["H"], buf["S"], buf["A"], buf["zero"], buf["U"], buf["Y"], buf["G"],
+         buf["dZ"], buf["carry"], *grads, buf["db64"], buf["dbhh64"], buf["dby64"], M, loss_t, norms)
 
 
 def _run_shards(spec: ModelSpec, weights: tuple, packed: tuple, x, target_f, target_i, mask, loss_kind: str,
@@ -139,16 +148,18 @@ def _run_shards(spec: ModelSpec, weights: tuple, packed: tuple, x, target_f, tar
             future.result()
     first, rest = shards[0], shards[1:]
     M *= (rows[0][1] - rows[0][0]) * inv_B
-    db64, dby64 = first["db64"].copy(), first["dby64"].copy()
+    db64, dbhh64, dby64 = first["db64"].copy(), first["dbhh64"].copy(), first["dby64"].copy()
     for (b0, b1), buf in zip(rows[1:], rest):
         for total, part in zip(grads, buf["grads"]):
             total += part
         M += (b1 - b0) * inv_B * buf["M"]
         loss_t += buf["loss_t"]
         db64 += buf["db64"]
+        dbhh64 += buf["dbhh64"]
         dby64 += buf["dby64"]
     grads[3][...] = db64                      # db_h (L, Gd)
-    grads[5][...] = dby64                     # db_y (k,)
+    grads[4][...] = dbhh64                    # db_hh (L, Gd) or (L, 0)
+    grads[6][...] = dby64                     # db_y (k,)
 
 
 def bptt(spec: ModelSpec, params: Params, x: np.ndarray, target: np.ndarray, mask: np.ndarray,
@@ -187,12 +198,12 @@ def bptt(spec: ModelSpec, params: Params, x: np.ndarray, target: np.ndarray, mas
         if workspace is not None:
             workspace.clear()
             workspace.update(key=key, buffers=buf)
-    weights = (np.ascontiguousarray(params.layers[0].W_hx),) + _stack(params, buf, L) + (
+    weights = (np.ascontiguousarray(params.layers[0].W_hx),) + _stack(params, buf, L) + (   # step's order
         np.ascontiguousarray(params.W_yh), np.ascontiguousarray(params.b_y))
     grads = _new_grads(spec, n)
     M = _metric_block(spec, T)                                              # (L, metric, T)
     loss_t = np.empty(T)
-    norms = np.empty(3 * L + 2)
+    norms = np.empty(len(cell(spec.cell).parameters) * L + 2)               # Params.named() order
     x = np.ascontiguousarray(x, dtype=dt)                                   # the caller's, when they fit
     if loss_kind == "mse":
         target_f, target_i = np.ascontiguousarray(target, dtype=dt), _EMPTY_I2
@@ -211,9 +222,9 @@ def bptt(spec: ModelSpec, params: Params, x: np.ndarray, target: np.ndarray, mas
     rows_of = cell(spec.cell).metric_rows()
     metrics = {name: M[:, rows_of[name]] for name in step_metric_names(spec)}
     metrics["loss_t"] = loss_t
-    dW_hx0, dW_hxR, dW_hh, db_h, dW_yh, db_y = grads
-    result_grads = Params([LayerParams(dW_hx0 if l == 0 else dW_hxR[l - 1], dW_hh[l], db_h[l]) for l in range(L)],
-                          dW_yh, db_y)
+    dW_hx0, dW_hxR, dW_hh, db_h, db_hh, dW_yh, db_y = grads
+    result_grads = Params([LayerParams(dW_hx0 if l == 0 else dW_hxR[l - 1], dW_hh[l], db_h[l],
+                                       db_hh[l] if db_hh.shape[1] else None) for l in range(L)], dW_yh, db_y)
     return StepResult(loss=float(loss_t.sum()), grads=result_grads, metrics=metrics,
                       nonfinite=first_nonfinite(metrics, result_grads, norms),
                       extras={"grad_norms": norms, "shards": len(rows)})

@@ -18,7 +18,8 @@ Per-parameter metrics (``parameter_metrics``), (L,) arrays unless noted:
     grad_norm_W_hx, grad_norm_W_hh, grad_norm_b_h      ||dL/dW|| (Frobenius) of each layer's arrays
     grad_norm_W_yh, grad_norm_b_y                      floats, the readout's
     spectral_radius, sigma_max                         max |eigenvalue| and largest singular value of W_hh
-                                                       (LSTM: the largest over its four d x d gate blocks)
+                                                       (LSTM, GRU: the largest over its d x d gate blocks)
+    grad_norm_b_hh                                     GRU: ||dL/db_hh|| of each layer
 """
 from __future__ import annotations
 
@@ -152,20 +153,19 @@ spectral_cache = _SpectralCache()
 def parameter_metrics(spec: ModelSpec, params: Params, grads: Params, spectral: bool = True) -> dict:
     """Per-parameter metrics of one iteration (module docstring): gradient norms and W_hh's spectrum.
 
-    Returns {"grad_norm_W_hx", "grad_norm_W_hh", "grad_norm_b_h", "spectral_radius", "sigma_max": (L,)
-    float64 arrays, "grad_norm_W_yh", "grad_norm_b_y": floats}.  Norms accumulate in float64.  The spectral
+    Returns {"grad_norm_W_hx", "grad_norm_W_hh", "grad_norm_b_h" (and "grad_norm_b_hh" for the GRU),
+    "spectral_radius", "sigma_max": (L,) float64 arrays, "grad_norm_W_yh", "grad_norm_b_y": floats}.  Norms accumulate in float64.  The spectral
     pair costs an O(d^3) eigensolve per changed W_hh (docs/metrics.md: ~0.3 s at d = 512); ``spectral=False``
     leaves both keys out, for callers that measure the spectrum less often.
     """
     L = spec.layers
     norms = grads.norms()
-    names = ("grad_norm_W_hx", "grad_norm_W_hh", "grad_norm_b_h") + (("spectral_radius", "sigma_max") if spectral
-                                                                     else ())
+    layer_arrays = cell(spec.cell).parameters                 # W_hx, W_hh, b_h (and the GRU's b_hh)
+    names = tuple(f"grad_norm_{a}" for a in layer_arrays) + (("spectral_radius", "sigma_max") if spectral else ())
     out = {name: np.empty(L) for name in names}
     for l in range(L):
-        out["grad_norm_W_hx"][l] = norms[f"layer{l}.W_hx"]
-        out["grad_norm_W_hh"][l] = norms[f"layer{l}.W_hh"]
-        out["grad_norm_b_h"][l] = norms[f"layer{l}.b_h"]
+        for a in layer_arrays:
+            out[f"grad_norm_{a}"][l] = norms[f"layer{l}.{a}"]
         if spectral:
             out["spectral_radius"][l], out["sigma_max"][l] = spectral_cache(params.layers[l].W_hh, spec.gates)
     out["grad_norm_W_yh"] = norms["readout.W_yh"]
@@ -173,5 +173,5 @@ def parameter_metrics(spec: ModelSpec, params: Params, grads: Params, spectral: 
     return out
 
 
-PARAMETER_METRICS = ("grad_norm_W_hx", "grad_norm_W_hh", "grad_norm_b_h", "grad_norm_W_yh", "grad_norm_b_y",
-                     "spectral_radius", "sigma_max")
+PARAMETER_METRICS = ("grad_norm_W_hx", "grad_norm_W_hh", "grad_norm_b_h", "grad_norm_b_hh", "grad_norm_W_yh",
+                     "grad_norm_b_y", "spectral_radius", "sigma_max")

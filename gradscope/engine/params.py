@@ -4,6 +4,7 @@ Layouts follow the lecture and PyTorch, so weights copy across unchanged:
 
     RNN   layer l:  W_hx (d, n_l)   W_hh (d, d)    b_h (d,)
     LSTM  layer l:  W_hx (4d, n_l)  W_hh (4d, d)   b_h (4d,)   row blocks i, f, g, o
+    GRU   layer l:  W_hx (3d, n_l)  W_hh (3d, d)   b_h (3d,)   b_hh (3d,)   row blocks r, z, n
     readout:        W_yh (k, d)     b_y (k,)
 
 with n_0 the task's input size and n_l = d above it.  A batch of inputs is applied as
@@ -27,7 +28,7 @@ INIT_SCHEMES = ("gaussian", "uniform", "xavier", "kaiming", "orthogonal", "ident
 class ModelSpec:
     """The shape of a model: everything a kernel needs besides the arrays."""
 
-    cell: str = "rnn"              # "rnn" | "lstm"
+    cell: str = "rnn"              # "rnn" | "lstm" | "gru" (engine.cells)
     activation: str = "relu"       # rnn only: "relu" | "tanh" | "sigmoid" | "linear"
     input_size: int = 32           # n_0
     hidden_size: int = 128         # d
@@ -69,6 +70,19 @@ class LayerParams:
     W_hx: np.ndarray  # (G d, n_l)
     W_hh: np.ndarray  # (G d, d)
     b_h: np.ndarray   # (G d,)
+    b_hh: np.ndarray | None = None   # (G d,): the GRU's bias inside the recurrent product; None for others
+
+    def named(self) -> Iterator[tuple[str, np.ndarray]]:
+        """The layer's arrays by their file names, in the order of the cell's description."""
+        yield "W_hx", self.W_hx
+        yield "W_hh", self.W_hh
+        yield "b_h", self.b_h
+        if self.b_hh is not None:
+            yield "b_hh", self.b_hh
+
+    def map(self, f) -> "LayerParams":
+        """A layer of f(array) for each of its arrays."""
+        return LayerParams(f(self.W_hx), f(self.W_hh), f(self.b_h), None if self.b_hh is None else f(self.b_hh))
 
 
 @dataclass
@@ -82,9 +96,8 @@ class Params:
     # Names used in files (TRACE_FORMAT.md: init_params.npz) and in per-parameter metrics.
     def named(self) -> Iterator[tuple[str, np.ndarray]]:
         for l, p in enumerate(self.layers):
-            yield f"layer{l}.W_hx", p.W_hx
-            yield f"layer{l}.W_hh", p.W_hh
-            yield f"layer{l}.b_h", p.b_h
+            for name, a in p.named():
+                yield f"layer{l}.{name}", a
         yield "readout.W_yh", self.W_yh
         yield "readout.b_y", self.b_y
 
@@ -99,20 +112,23 @@ class Params:
         if n_layers == 0:
             raise KeyError("no 'layer0.W_hh' array: not a GradScope parameter file")
         layers = [LayerParams(np.asarray(arrays[f"layer{l}.W_hx"]), np.asarray(arrays[f"layer{l}.W_hh"]),
-                              np.asarray(arrays[f"layer{l}.b_h"])) for l in range(n_layers)]
+                              np.asarray(arrays[f"layer{l}.b_h"]),
+                              np.asarray(arrays[f"layer{l}.b_hh"]) if f"layer{l}.b_hh" in arrays else None)
+                  for l in range(n_layers)]
         return cls(layers, np.asarray(arrays["readout.W_yh"]), np.asarray(arrays["readout.b_y"]))
 
+    def map(self, f) -> "Params":
+        """Params of f(array) for each array."""
+        return Params([p.map(f) for p in self.layers], f(self.W_yh), f(self.b_y))
+
     def copy(self) -> "Params":
-        return Params([LayerParams(p.W_hx.copy(), p.W_hh.copy(), p.b_h.copy()) for p in self.layers],
-                      self.W_yh.copy(), self.b_y.copy())
+        return self.map(np.copy)
 
     def zeros_like(self) -> "Params":
-        return Params([LayerParams(np.zeros_like(p.W_hx), np.zeros_like(p.W_hh), np.zeros_like(p.b_h))
-                       for p in self.layers], np.zeros_like(self.W_yh), np.zeros_like(self.b_y))
+        return self.map(np.zeros_like)
 
     def astype(self, dtype) -> "Params":
-        return Params([LayerParams(p.W_hx.astype(dtype), p.W_hh.astype(dtype), p.b_h.astype(dtype))
-                       for p in self.layers], self.W_yh.astype(dtype), self.b_y.astype(dtype))
+        return self.map(lambda a: a.astype(dtype))
 
     def global_norm(self) -> float:
         """sqrt(sum of squares of every entry), accumulated in float64."""
@@ -219,7 +235,7 @@ def _init_block(scheme: str, scale: float, rows: int, cols: int, d: int, rng) ->
 def init_params(spec: ModelSpec, init: InitSpec, rng: np.random.Generator, seq_len: int = 0) -> Params:
     """Draw initial parameters from ``rng`` in a fixed order (layer 0 W_hx, W_hh, b_h, layer 1 ..., readout).
 
-    For an LSTM every gate block of W_hx and W_hh is drawn as its own matrix, so "orthogonal" and "identity"
+    For an LSTM or a GRU every gate block of W_hx and W_hh is drawn as its own matrix, so "orthogonal" and "identity"
     make each gate's recurrent matrix orthogonal / the identity.  The biases are zero except: the pytorch scheme
     draws b_h like PyTorch (sum of its two biases); an LSTM adds ``forget_bias`` to the f block; chrono
     initialisation (Tallec & Ollivier 2018) sets b_f = log(u), u ~ U[1, T_max - 1], and b_i = -b_f.
@@ -234,10 +250,15 @@ def init_params(spec: ModelSpec, init: InitSpec, rng: np.random.Generator, seq_l
             raise ValueError(f"init.input = {init.input!r} for layer {l}'s W_hx ({d} x {n}): {err}") from None
         W_hh = np.concatenate([_init_block(init.recurrent, init.recurrent_scale, d, d, d, rng) for _ in range(G)])
         b_h = np.zeros(G * d)
+        b_hh = np.zeros(G * d) if cell(spec.cell).has_b_hh else None
         if init.recurrent == "pytorch":
             k = 1.0 / np.sqrt(d)
-            b_h = rng.uniform(-k, k, size=G * d) + rng.uniform(-k, k, size=G * d)
-        if spec.cell == "lstm":
+            b_h = rng.uniform(-k, k, size=G * d)
+            if b_hh is None:
+                b_h += rng.uniform(-k, k, size=G * d)       # bias_ih + bias_hh, PyTorch's two biases in one
+            else:
+                b_hh = rng.uniform(-k, k, size=G * d)       # the GRU keeps them apart: n uses r * (.. + b_hh)
+        if cell(spec.cell).applies("init.forget_bias"):
             b_h[d:2 * d] += init.forget_bias
             if init.chrono:
                 t_max = init.chrono_tmax or seq_len
@@ -247,7 +268,7 @@ def init_params(spec: ModelSpec, init: InitSpec, rng: np.random.Generator, seq_l
                 b_f = np.log(rng.uniform(1.0, t_max - 1.0, size=d))
                 b_h[d:2 * d] = b_f
                 b_h[0:d] = -b_f
-        layers.append(LayerParams(W_hx, W_hh, b_h))
+        layers.append(LayerParams(W_hx, W_hh, b_h, b_hh))
     W_yh = rng.normal(0.0, np.sqrt(init.readout_scale / d), size=(spec.output_size, d))
     b_y = np.zeros(spec.output_size)
     return Params(layers, W_yh, b_y).astype(spec.np_dtype)

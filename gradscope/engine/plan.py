@@ -16,6 +16,7 @@ from numba import types
 
 from . import _jit
 from .blas import GEMMS, gemm_nt, project, stage_rows
+from .cells.gru import gru_backward, gru_backward_row, gru_forward, gru_forward_row
 from .cells.lstm import lstm_backward, lstm_backward_row, lstm_forward, lstm_forward_row
 from .cells.rnn import rnn_backward, rnn_backward_row, rnn_forward, rnn_forward_row
 from .gemm import gemm_packed_acc, pack, pack_transposed
@@ -48,8 +49,8 @@ def kernel_plan(dtype: str) -> list[tuple[str, object, tuple]]:
              ("gemm_packed_acc", gemm_packed_acc, (A2, A3, A2)),
              ("pack_layers", pack_layers, (A3, A4, A4))]
     plan += [("vector_norm", vector_norm, (A1,)),
-             ("grad_norms", grad_norms, (A2, A3, A3, A2, A2, A1, F1)),
-             ("zero_accumulators", zero_accumulators, (A2, A3, A3, A2, F2, F1, F1, A3)),
+             ("grad_norms", grad_norms, (A2, A3, A3, A2, A2, A2, A1, F1)),
+             ("zero_accumulators", zero_accumulators, (A2, A3, A3, A2, F2, F2, F1, F1, A3)),
              ("readout_loss", readout_loss, (A3, A2, A1, A3, I2, F2, i64, i64, f64, A3, F1, A2, F1, A3))]
     # the cells: a row pass each way, then the layer kernels that call them (cells/<name>.py)
     plan += [("rnn_forward_row", rnn_forward_row, (A1, A1, i64, f, f)),
@@ -61,9 +62,14 @@ def kernel_plan(dtype: str) -> list[tuple[str, object, tuple]]:
              ("lstm_forward", lstm_forward, (A3, i64, A2, A3, A1, A3, A3, A3, A3, A2, F2)),
              ("lstm_backward", lstm_backward, (A3, A3, A3, A3, i64, i64, A2, A3, A3, A2, A2, A2, A2, F1, F1, F1,
                                                flag))]
-    head = (i64, i64, A3, A2, A3, A3, A2, A2, A1, A3, I2, F2, i64, i64, f64)  # cell, act, x, weights, targets ..
-    work = (i64, A3, A4, A4, A4, A4, A4, A2, A3, A3, A3, A3)                  # chunk, stage, P_f .. carry
-    grads = (A2, A3, A3, A2, A2, A1, F2, F1, F3, F1, F1)                      # dW_hx0 .. norms
+    plan += [("gru_forward_row", gru_forward_row, (A1, A1, A1, A1, A1, A1, A1, F1)),
+             ("gru_backward_row", gru_backward_row, (A1, A1, A1, A1, A1, A1, F1, F1)),
+             ("gru_forward", gru_forward, (A3, i64, A2, A3, A1, A1, A3, A3, A3, A3, A2, A2, F2)),
+             ("gru_backward", gru_backward, (A3, A3, A3, A3, i64, i64, A2, A3, A3, A3, A2, flag, A2, A2, A2, F1, F1,
+                                             F1, flag))]
+    head = (i64, i64, A3, A2, A3, A3, A2, A2, A2, A1, A3, I2, F2, i64, i64, f64)  # cell, act, x, weights, ..
+    work = (i64, A3, A4, A4, A4, A4, A4, A2, A2, A3, A3, A3, A3)              # chunk, stage, P_f .. carry
+    grads = (A2, A3, A3, A2, A2, A2, A1, F2, F2, F1, F3, F1, F1)              # dW_hx0 .. norms
     plan += [("step", step, head + work + grads)]
     return plan
 

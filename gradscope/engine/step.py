@@ -18,7 +18,8 @@ from __future__ import annotations
 import numpy as np
 
 from . import _jit
-from .cells import CELL_NAMES, LSTM as _LSTM_DESCRIPTION
+from .cells import CELL_NAMES, GRU as _GRU_DESCRIPTION, LSTM as _LSTM_DESCRIPTION
+from .cells.gru import gru_backward, gru_forward
 from .cells.lstm import lstm_backward, lstm_forward
 from .cells.rnn import rnn_backward, rnn_forward
 from .gemm import pack, pack_transposed, panels
@@ -27,9 +28,11 @@ from .readout import readout_loss
 from .blas import stage_rows
 
 CELL_CODES = {name: code for code, name in enumerate(CELL_NAMES)}
-RNN, LSTM = CELL_CODES["rnn"], CELL_CODES["lstm"]
+RNN, LSTM, GRU = CELL_CODES["rnn"], CELL_CODES["lstm"], CELL_CODES["gru"]
 _LSTM_FORWARD_ROWS = _LSTM_DESCRIPTION.forward_row_count               # 10: h, c, 4 gate means, 4 saturations
 _LSTM_GRAD_H, _LSTM_GRAD_C = (_LSTM_DESCRIPTION.metric_rows()[k] for k in ("grad_h_norm", "grad_c_norm"))
+_GRU_FORWARD_ROWS = _GRU_DESCRIPTION.forward_row_count                 # 7: h, 3 gate means, 3 saturations
+_GRU_GRAD_H = _GRU_DESCRIPTION.metric_rows()["grad_h_norm"]
 
 
 @_jit.kernel
@@ -53,79 +56,92 @@ def pack_recurrent(W_hh: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 
 @_jit.kernel
-def grad_norms(dW_hx0, dW_hxR, dW_hh, db_h, dW_yh, db_y, out):
-    """out = the L2 norm of every gradient array, in Params.named() order (3 per layer, then readout)."""
+def grad_norms(dW_hx0, dW_hxR, dW_hh, db_h, db_hh, dW_yh, db_y, out):
+    """out = the L2 norm of every gradient array, in Params.named() order (W_hx, W_hh, b_h and, for a cell
+    with one, b_hh per layer; then the readout's W_yh, b_y).  db_hh (L, 0) when the cell has none."""
     L = dW_hh.shape[0]
+    P = 4 if db_hh.shape[1] > 0 else 3                                   # arrays per layer
     for l in range(L):
         dW_hx = dW_hx0 if l == 0 else dW_hxR[l - 1]
-        out[3 * l] = vector_norm(dW_hx.ravel())
-        out[3 * l + 1] = vector_norm(dW_hh[l].ravel())
-        out[3 * l + 2] = vector_norm(db_h[l])
-    out[3 * L] = vector_norm(dW_yh.ravel())
-    out[3 * L + 1] = vector_norm(db_y)
+        out[P * l] = vector_norm(dW_hx.ravel())
+        out[P * l + 1] = vector_norm(dW_hh[l].ravel())
+        out[P * l + 2] = vector_norm(db_h[l])
+        if P == 4:
+            out[P * l + 3] = vector_norm(db_hh[l])
+    out[P * L] = vector_norm(dW_yh.ravel())
+    out[P * L + 1] = vector_norm(db_y)
 
 
 @_jit.helper
-def zero_accumulators(dW_hx0, dW_hxR, dW_hh, dW_yh, db64, dby64, loss_t, carry):
-    """Every sum the backward pass adds into starts at 0 (db_h, db_y are summed in float64)."""
+def zero_accumulators(dW_hx0, dW_hxR, dW_hh, dW_yh, db64, dbhh64, dby64, loss_t, carry):
+    """Every sum the backward pass adds into starts at 0 (db_h, db_hh, db_y are summed in float64)."""
     fill_zero(dW_hx0.ravel())
     fill_zero(dW_hxR.ravel())
     fill_zero(dW_hh.ravel())
     fill_zero(dW_yh.ravel())
     fill_zero(db64.ravel())
+    fill_zero(dbhh64.ravel())
     fill_zero(dby64)
     fill_zero(loss_t)
     fill_zero(carry.ravel())
 
 
 @_jit.inline
-def layer_forward(cell, act, X, b0, W_hx, P_f, b_h, stage, A, S, H, s_zero, m):
+def layer_forward(cell, act, X, b0, W_hx, P_f, b_h, b_hh, stage, A, S, H, zero, U, m):
     """The cell's forward kernel over one layer; m (rows, T) is the layer's metric block."""
     if cell == LSTM:
-        lstm_forward(X, b0, W_hx, P_f, b_h, stage, A, S, H, s_zero, m[0:_LSTM_FORWARD_ROWS])
+        lstm_forward(X, b0, W_hx, P_f, b_h, stage, A, S, H, zero, m[0:_LSTM_FORWARD_ROWS])
+    elif cell == GRU:
+        gru_forward(X, b0, W_hx, P_f, b_h, b_hh, stage, A, S, H, zero, U, m[0:_GRU_FORWARD_ROWS])
     else:
         rnn_forward(X, b0, W_hx, P_f, b_h, act, stage, H, m[0], m[1])
 
 
 @_jit.inline
-def layer_backward(cell, act, X, H, S, A, t0, Tc, W_hx, P_b, G, dZ, carry, has_carry, s_zero,
-                   dW_hx, dW_hh, db_h, m, propagate):
+def layer_backward(cell, act, X, H, S, A, t0, Tc, W_hx, P_b, G, dZ, carry, has_carry, zero,
+                   dW_hx, dW_hh, db_h, db_hh, m, propagate):
     """The cell's backward kernel over the chunk t0 .. t0+Tc-1 of one layer (carry: what crosses chunks)."""
     if cell == LSTM:
-        lstm_backward(X, H, S, A, t0, Tc, W_hx, P_b, G, carry, s_zero, dW_hx, dW_hh, db_h,
+        lstm_backward(X, H, S, A, t0, Tc, W_hx, P_b, G, carry, zero, dW_hx, dW_hh, db_h,
                       m[_LSTM_GRAD_H], m[_LSTM_GRAD_C], propagate)
+    elif cell == GRU:
+        gru_backward(X, H, S, A, t0, Tc, W_hx, P_b, G, dZ, carry, has_carry, zero, dW_hx, dW_hh, db_h, db_hh,
+                     m[_GRU_GRAD_H], propagate)
     else:
         rnn_backward(X, H, t0, W_hx, P_b, act, G, dZ, carry, has_carry, dW_hx, dW_hh, db_h, m[2], propagate)
 
 
 @_jit.kernel
-def step(cell, act, x, W_hx0, W_hxR, W_hh, b_h, W_yh, b_y, target_f, target_i, mask, b0, loss_kind, inv_B,
-         chunk, stage, P_f, P_b, H, S, A, s_zero, Y, G, dZ, carry, dW_hx0, dW_hxR, dW_hh, db_h, dW_yh, db_y,
-         db64, dby64, M, loss_t, norms):
+def step(cell, act, x, W_hx0, W_hxR, W_hh, b_h, b_hh, W_yh, b_y, target_f, target_i, mask, b0, loss_kind, inv_B,
+         chunk, stage, P_f, P_b, H, S, A, zero, U, Y, G, dZ, carry, dW_hx0, dW_hxR, dW_hh, db_h, db_hh, dW_yh,
+         db_y, db64, dbhh64, dby64, M, loss_t, norms):
     """One forward and backward pass of a stacked model with every metric (see the module docstring).
 
     cell: CELL_CODES[name]; act: the RNN's activation code (cells.rnn.ACTIVATION_CODES; ignored otherwise).
     x (T, B', n), target_f (T, B', k) or target_i (T, B'), mask (T, B'): the whole batch; the pass runs on
     rows b0 .. b0+B-1 (B = H.shape[2]); inv_B: 1 / the batch size the loss averages over.
-    Weights: W_hx0 (Gd, n) layer 0, W_hxR (L-1, Gd, d) layers 1.., W_hh (L, Gd, d), b_h (L, Gd), W_yh (k, d),
-    b_y (k,); P_f, P_b (L, ...): each layer's W_hh^T and W_hh packed by ``pack_layers`` (read only).
-    Work: stage (Tc, B, n) the shard's rows of x for the GEMMs that read x (may be empty when the pass runs
-    on all of x's rows); H (L, T, B, d) states; S (L, T, B, d) second states (LSTM: c_t); A (L, T, B, Gd)
-    gate activations, then dz_t (LSTM); s_zero (B, d) zeros (c_{-1}); Y (Tc, B, k); G (Tc, B, d); dZ
-    (Tc, B, d) the RNN's dz_t of a chunk; carry (L, B, d) what crosses a chunk boundary (RNN: dz_{t0};
-    LSTM: dc_{t0} f_{t0}).  Unused ones are empty.
-    Out: the gradients (db64 (L, Gd), dby64 (k,): float64 sums), M (L, rows, T) as the cell's
-    metric_rows(), loss_t (T,), norms (3L+2,) the gradient norms, or (0,) to skip them (a shard's).
+    Weights: W_hx0 (Gd, n) layer 0, W_hxR (L-1, Gd, d) layers 1.., W_hh (L, Gd, d), b_h (L, Gd), b_hh
+    (L, Gd) (GRU; (L, 0) otherwise), W_yh (k, d), b_y (k,); P_f, P_b (L, ...): each layer's W_hh^T and W_hh
+    packed by ``pack_layers`` (read only).
+    Work (the cell's description lists which it uses; the others are empty): stage (Tc, B, n) the shard's
+    rows of x for the GEMMs that read x (empty when the pass runs on all of x's rows); H (L, T, B, d)
+    states; S (L, T, B, d) second states (LSTM: c_t; GRU: u_n); A (L, T, B, Gd) gate activations, then
+    their gradients; zero (B, d) zeros (c_{-1}, h_{-1}); U (B, Gd) the GRU's W_hh h_{t-1} of one step;
+    Y (Tc, B, k); G (Tc, B, d); dZ (Tc, B, .) the RNN's dz_t, the GRU's du_t of a chunk; carry (L, B, .)
+    what crosses a chunk boundary (RNN: dz_{t0}; LSTM: dc_{t0} f_{t0}; GRU: du_{t0}).
+    Out: the gradients (db64, dbhh64 (L, Gd), dby64 (k,): float64 sums), M (L, rows, T) as the cell's
+    metric_rows(), loss_t (T,), norms (the gradient norms, Params.named() order), or (0,) to skip them.
     """
     T = x.shape[0]
     L, B = W_hh.shape[0], H.shape[2]
     for l in range(L):
         if l == 0:
-            layer_forward(cell, act, x, b0, W_hx0, P_f[0], b_h[0], stage, A[0], S[0], H[0], s_zero, M[0])
+            layer_forward(cell, act, x, b0, W_hx0, P_f[0], b_h[0], b_hh[0], stage, A[0], S[0], H[0], zero, U,
+                          M[0])
         else:
-            layer_forward(cell, act, H[l - 1], 0, W_hxR[l - 1], P_f[l], b_h[l], stage, A[l], S[l], H[l], s_zero,
-                          M[l])
-    zero_accumulators(dW_hx0, dW_hxR, dW_hh, dW_yh, db64, dby64, loss_t, carry)
+            layer_forward(cell, act, H[l - 1], 0, W_hxR[l - 1], P_f[l], b_h[l], b_hh[l], stage, A[l], S[l], H[l],
+                          zero, U, M[l])
+    zero_accumulators(dW_hx0, dW_hxR, dW_hh, dW_yh, db64, dbhh64, dby64, loss_t, carry)
     t1 = T
     while t1 > 0:
         t0 = max(0, t1 - chunk)
@@ -138,12 +154,14 @@ def step(cell, act, x, W_hx0, W_hxR, W_hh, b_h, W_yh, b_y, target_f, target_i, m
             W_hx = W_hx0 if l == 0 else W_hxR[l - 1]
             dW_hx = dW_hx0 if l == 0 else dW_hxR[l - 1]
             layer_backward(cell, act, X, H[l], S[l], A[l], t0, Tc, W_hx, P_b[l], Gc, dZ[:Tc], carry[l], t1 < T,
-                           s_zero, dW_hx, dW_hh[l], db64[l], M[l], l > 0)
+                           zero, dW_hx, dW_hh[l], db64[l], dbhh64[l], M[l], l > 0)
         t1 = t0
     for l in range(L):
         for j in range(db_h.shape[1]):
             db_h[l, j] = db64[l, j]
+        for j in range(db_hh.shape[1]):
+            db_hh[l, j] = dbhh64[l, j]
     for j in range(db_y.shape[0]):
         db_y[j] = dby64[j]
     if norms.shape[0] > 0:
-        grad_norms(dW_hx0, dW_hxR, dW_hh, db_h, dW_yh, db_y, norms)
+        grad_norms(dW_hx0, dW_hxR, dW_hh, db_h, db_hh, dW_yh, db_y, norms)

@@ -4,13 +4,15 @@ from __future__ import annotations
 import numpy as np
 
 from gradscope.engine import InitSpec, ModelSpec, init_params
+from gradscope.engine.cells import cell as describe
 from gradscope.engine.metrics import SAT_HIGH, SAT_LOW, step_metric_names
 
-CELL_KINDS = [("rnn", "relu"), ("rnn", "tanh"), ("rnn", "sigmoid"), ("rnn", "linear"), ("lstm", "tanh")]
+CELL_KINDS = [("rnn", "relu"), ("rnn", "tanh"), ("rnn", "sigmoid"), ("rnn", "linear"), ("lstm", "tanh"),
+              ("gru", "tanh")]
 
 
 def label(cell: str, activation: str) -> str:
-    return "lstm" if cell == "lstm" else f"rnn-{activation}"
+    return describe(cell).label(activation)
 
 
 def make_model(cell, activation, layers, dtype, rng, n=4, d=6, k=3, recurrent_scale=1.5, bias_std=0.3):
@@ -20,6 +22,8 @@ def make_model(cell, activation, layers, dtype, rng, n=4, d=6, k=3, recurrent_sc
     params = init_params(spec, InitSpec(recurrent_scale=recurrent_scale), rng)
     for p in params.layers:
         p.b_h[...] = rng.normal(0.0, bias_std, size=p.b_h.shape)
+        if p.b_hh is not None:
+            p.b_hh[...] = rng.normal(0.0, bias_std, size=p.b_hh.shape)
     params.b_y[...] = rng.normal(0.0, bias_std, size=params.b_y.shape)
     return spec, params
 
@@ -57,6 +61,8 @@ def torch_pass(torch, spec, params, x, target, mask, loss_kind):
         n_l = spec.layer_input_size(l)
         if spec.cell == "lstm":
             cell = nn.LSTMCell(n_l, d, dtype=dt)
+        elif spec.cell == "gru":
+            cell = nn.GRUCell(n_l, d, dtype=dt)
         elif spec.activation in ("relu", "tanh"):
             cell = nn.RNNCell(n_l, d, nonlinearity=spec.activation, dtype=dt)
         else:
@@ -65,7 +71,10 @@ def torch_pass(torch, spec, params, x, target, mask, loss_kind):
             cell.weight_ih.copy_(as_t(p.W_hx))
             cell.weight_hh.copy_(as_t(p.W_hh))
             cell.bias_ih.copy_(as_t(p.b_h))
-            cell.bias_hh.zero_()
+            if p.b_hh is not None:
+                cell.bias_hh.copy_(as_t(p.b_hh))
+            else:
+                cell.bias_hh.zero_()
         cells.append(cell)
     W_yh = as_t(params.W_yh).requires_grad_(True)
     b_y = as_t(params.b_y).requires_grad_(True)
@@ -78,7 +87,15 @@ def torch_pass(torch, spec, params, x, target, mask, loss_kind):
         for t in range(T):
             z = inputs[t] @ cell.weight_ih.T + cell.bias_ih + h @ cell.weight_hh.T + cell.bias_hh
             pre[l, t] = z.detach()
-            if spec.cell == "lstm":
+            if spec.cell == "gru":                                         # r, z, n as PyTorch defines them
+                gi = inputs[t] @ cell.weight_ih.T + cell.bias_ih
+                gh = h @ cell.weight_hh.T + cell.bias_hh
+                r = torch.sigmoid(gi[:, :d] + gh[:, :d])
+                u = torch.sigmoid(gi[:, d:2 * d] + gh[:, d:2 * d])
+                n = torch.tanh(gi[:, 2 * d:] + r * gh[:, 2 * d:])
+                act[l, t] = torch.cat([r, u, n], 1).detach()
+                h = cell(inputs[t], h)
+            elif spec.cell == "lstm":
                 h, c = cell(inputs[t], (h, c))
                 c.retain_grad()
                 cs[l, t] = c
@@ -120,11 +137,13 @@ def torch_pass(torch, spec, params, x, target, mask, loss_kind):
             if spec.cell == "lstm":
                 metrics["c_norm"][l, t] = norm_mean(cs[l, t])
                 metrics["grad_c_norm"][l, t] = norm_mean(cs[l, t].grad)
+            gates = describe(spec.cell).gates
+            if gates:
                 a = act[l, t].to(torch.float64)
-                for q, gate in enumerate("ifgo"):
+                for q, gate in enumerate(gates):
                     block = act[l, t][:, q * d:(q + 1) * d]
                     metrics[f"gate_{gate}_mean"][l, t] = a[:, q * d:(q + 1) * d].mean().item()
-                    if gate == "g":
+                    if describe(spec.cell).gate_kinds[gate] == "tanh":
                         sat = block.abs() > SAT_HIGH
                     else:
                         sat = (block < SAT_LOW) | (block > SAT_HIGH)
@@ -143,6 +162,8 @@ def torch_pass(torch, spec, params, x, target, mask, loss_kind):
         grads[f"layer{l}.W_hx"] = cell.weight_ih.grad.numpy().copy()
         grads[f"layer{l}.W_hh"] = cell.weight_hh.grad.numpy().copy()
         grads[f"layer{l}.b_h"] = cell.bias_ih.grad.numpy().copy()
+        if spec.cell == "gru":
+            grads[f"layer{l}.b_hh"] = cell.bias_hh.grad.numpy().copy()
     grads["readout.W_yh"] = W_yh.grad.numpy().copy()
     grads["readout.b_y"] = b_y.grad.numpy().copy()
     return loss.item(), metrics, loss_t, grads, pre, act

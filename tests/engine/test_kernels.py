@@ -13,7 +13,8 @@ from gradscope.engine import LayerParams, ModelSpec, _jit, bptt, reference
 from gradscope.engine import blas
 from gradscope.engine import driver
 import gradscope.engine as engine
-from gradscope.engine.cells import lstm
+from gradscope.engine.cells import cell as describe
+from gradscope.engine.cells import gru, lstm
 from gradscope.engine import plan as engine_plan
 from gradscope.engine import primitives
 from gradscope.engine import readout
@@ -94,9 +95,10 @@ def test_vector_norm_matches_numpy_and_never_overflows():
 
 # -------------------------------------------------------------------------------------------- layers
 def _layer(cell, dtype, rng, n, d):
-    G = 4 if cell == "lstm" else 1
+    G = describe(cell).blocks
+    b_hh = rand(rng, (G * d,), dtype, 0.3) if describe(cell).has_b_hh else None
     return LayerParams(rand(rng, (G * d, n), dtype, 1 / np.sqrt(n)), rand(rng, (G * d, d), dtype, 1.2 / np.sqrt(d)),
-                       rand(rng, (G * d,), dtype, 0.3))
+                       rand(rng, (G * d,), dtype, 0.3), b_hh)
 
 
 # Which rows of a batch of B_all examples a layer reads: all of them, or a shard (rows b0 .. b0+2) staged
@@ -221,6 +223,68 @@ def test_lstm_backward_chunk_matches_twin(t0, Tc, n, dtype):
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("b0,B_all,Tc_stage", SHARD_ROWS)
+def test_gru_forward_matches_twin(b0, B_all, Tc_stage, dtype):
+    rng = np.random.default_rng(16)
+    T, B, n, d = 7, 3, 5, 9
+    x = rand(rng, (T, B_all, n), dtype)
+    p = _layer("gru", dtype, rng, n, d)
+    A, S, H = np.empty((T, B, 3 * d), dtype), np.empty((T, B, d), dtype), np.empty((T, B, d), dtype)
+    m = np.empty((7, T))
+    stage = np.full((Tc_stage, B, n), np.nan, dtype)
+    gru.gru_forward(x, b0, p.W_hx, step_kernels.pack_recurrent(p.W_hh)[0], p.b_h, p.b_hh, stage, A, S, H,
+                    np.zeros((B, d), dtype), np.full((B, 3 * d), np.nan, dtype), m)
+    H_ref, U_ref, A_ref, m_ref = reference.gru_forward(x[:, b0:b0 + B], p)
+    close(H, H_ref, dtype, "H")
+    close(S, U_ref, dtype, "u_n")
+    close(A, A_ref, dtype, "gates")
+    for row, name in enumerate(["h_norm"] + list(describe("gru").gate_metrics())):
+        if name.endswith("_sat"):
+            same_counts(m[row], m_ref[name], name)
+        else:
+            close(m[row], m_ref[name], dtype, name)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("t0,Tc", [(0, 11), (4, 7), (0, 4), (3, 1), (5, 5)])
+@pytest.mark.parametrize("n", [5, 9])
+def test_gru_backward_chunk_matches_twin(t0, Tc, n, dtype):
+    """A chunk inside a sequence of T = 11: du_{t0+Tc} comes in the carry, g_{t0+Tc} z_{t0+Tc} in S[t0+Tc]
+    (where the later chunk left it); out go du_{t0} (carry), g_{t0} z_{t0} (S[t0]), dL/da (A) and dx (G)."""
+    rng = np.random.default_rng(17)
+    T, B, d = 11, 3, 9
+    propagate = n == d
+    x = rand(rng, (T, B, n), dtype)
+    p = _layer("gru", dtype, rng, n, d)
+    H, U_n, A, _ = reference.gru_forward(x, p)
+    G = rand(rng, (Tc, B, d), dtype)
+    has_carry = t0 + Tc < T
+    S_k, A_k = U_n.copy(), A.copy()
+    du_next = rand(rng, (B, 3 * d), dtype) if has_carry else None
+    gz_next = rand(rng, (B, d), dtype) if has_carry else None
+    if has_carry:
+        S_k[t0 + Tc] = gz_next
+    carry = du_next.copy() if has_carry else np.zeros((B, 3 * d), dtype)
+    shapes = (p.W_hx.shape, p.W_hh.shape, (3 * d,), (3 * d,))
+    before = [rand(rng, shape, dtype) if len(shape) == 2 else rng.standard_normal(shape) for shape in shapes]
+    dW_hx, dW_hh, db, dbhh = (a.copy() for a in before)
+    G_k, DU, gh = G.copy(), np.empty((Tc, B, 3 * d), dtype), np.full(T, -1.0)
+    gru.gru_backward(x[t0:t0 + Tc], H, S_k, A_k, t0, Tc, p.W_hx, step_kernels.pack_recurrent(p.W_hh)[1], G_k, DU,
+                     carry, has_carry, np.zeros((B, d), dtype), dW_hx, dW_hh, db, dbhh, gh, propagate)
+    grads, dx, gh_ref, du_first, gz_first = reference.gru_backward(
+        x[t0:t0 + Tc], H[t0:t0 + Tc], U_n[t0:t0 + Tc], A[t0:t0 + Tc], G, p, du_next=du_next, gz_next=gz_next,
+        h_prev=H[t0 - 1] if t0 > 0 else None)
+    close_added(grads, dtype, (dW_hx, before[0]), (dW_hh, before[1]), (db, before[2]))
+    close(dbhh - before[3], grads.b_hh, dtype, "db_hh")
+    if propagate:
+        close(G_k, dx, dtype, "dx")
+    close(carry, du_first, dtype, "du carry")
+    close(S_k[t0], gz_first, dtype, "g z carry (in place of u_n)")
+    close(gh[t0:t0 + Tc], gh_ref, dtype, "grad_h_norm")
+    assert np.all(np.delete(gh, np.s_[t0:t0 + Tc]) == -1.0)           # other steps untouched
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("loss_kind", ["mse", "ce"])
 @pytest.mark.parametrize("b0,B_all", [(0, 3), (2, 6), (0, 7)])
 def test_readout_loss_matches_twin(loss_kind, b0, B_all, dtype):
@@ -250,14 +314,18 @@ def test_readout_loss_matches_twin(loss_kind, b0, B_all, dtype):
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
-def test_grad_norms_match_params_norms(dtype):
+@pytest.mark.parametrize("cell", ["lstm", "gru"])
+def test_grad_norms_match_params_norms(dtype, cell):
+    """The kernel's norms come in Params.named() order, the GRU's b_hh included."""
     rng = np.random.default_rng(9)
-    spec, params = make_model("lstm", "tanh", 3, dtype, rng)
+    spec, params = make_model(cell, "tanh", 3, dtype, rng)
     L = spec.layers
-    out = np.empty(3 * L + 2)
+    per_layer = len(describe(cell).parameters)                        # 4 with the GRU's b_hh
+    out = np.empty(per_layer * L + 2)
     W_hxR = np.stack([p.W_hx for p in params.layers[1:]])
+    b_hh = np.stack([p.b_hh for p in params.layers]) if cell == "gru" else np.zeros((L, 0), spec.np_dtype)
     step_kernels.grad_norms(params.layers[0].W_hx, W_hxR, np.stack([p.W_hh for p in params.layers]),
-                     np.stack([p.b_h for p in params.layers]), params.W_yh, params.b_y, out)
+                            np.stack([p.b_h for p in params.layers]), b_hh, params.W_yh, params.b_y, out)
     np.testing.assert_allclose(out, list(params.norms().values()), rtol=1e-12)
 
 
@@ -294,7 +362,7 @@ def test_default_chunk_is_about_chunk_rows():
 
 
 # --------------------------------------------------------------------------------- the workspace
-@pytest.mark.parametrize("cell", ["rnn", "lstm"])
+@pytest.mark.parametrize("cell", ["rnn", "lstm", "gru"])
 def test_workspace_reuse_gives_identical_results_and_nothing_aliases_it(cell):
     rng = np.random.default_rng(11)
     spec, params = make_model(cell, "tanh", 2, "float32", rng)
@@ -324,7 +392,7 @@ def test_workspace_reuse_gives_identical_results_and_nothing_aliases_it(cell):
 
 
 # ------------------------------------------------------------------------------ float32 stays float32
-@pytest.mark.parametrize("cell", ["rnn", "lstm"])
+@pytest.mark.parametrize("cell", ["rnn", "lstm", "gru"])
 def test_float32_kernels_compute_in_float32(cell):
     """The per-unit values of the float32 row kernels (activations, gates, cell state, their gradients) are
     typed float32: Numba would silently promote an expression holding a float64 literal (the float32
@@ -332,8 +400,8 @@ def test_float32_kernels_compute_in_float32(cell):
     spec = ModelSpec(cell=cell, dtype="float32")
     engine.compile_kernels(spec)
     per_unit = {"v", "h", "gj", "i", "f", "g", "o", "cj", "hj", "ghj", "tc", "dc", "di", "df", "dg", "do",
-                "one", "zero", "lo", "hi"}
-    rows = ["rnn_forward_row", "rnn_backward_row"] if cell == "rnn" else ["lstm_forward_row", "lstm_backward_row"]
+                "r", "z", "n", "unj", "dn", "dz", "dr", "dun", "one", "zero", "lo", "hi"}
+    rows = [f"{cell}_forward_row", f"{cell}_backward_row"]
     plan = {name: (d, sig) for name, d, sig in engine_plan.kernel_plan("float32")}
     checked = 0
     for name in rows:
@@ -392,7 +460,7 @@ def test_row_norms_are_inf_exactly_when_a_value_is(dtype, value, finite):
         assert h_norm[0] == np.inf and np.isnan(h_norm[1])                # then inf * 0 (W_hh = 0) is NaN
 
 
-@pytest.mark.parametrize("cell", ["rnn", "lstm"])
+@pytest.mark.parametrize("cell", ["rnn", "lstm", "gru"])
 def test_eight_layers_one_step_and_one_example(cell):
     rng = np.random.default_rng(14)
     spec, params = make_model(cell, "tanh", 8, "float64", rng, n=3, d=5, k=2)

@@ -87,7 +87,7 @@ def test_backward_overflow_is_located_with_a_finite_forward_pass():
     assert result.metrics["grad_h_norm"][1, T - 3] == pytest.approx(np.sqrt(2) * 1e37, rel=1e-4)
 
 
-@pytest.mark.parametrize("cell", ["rnn", "lstm"])
+@pytest.mark.parametrize("cell", ["rnn", "lstm", "gru"])
 def test_nan_in_the_input_is_located_at_its_step(cell):
     rng = np.random.default_rng(2)
     spec = ModelSpec(cell=cell, activation="tanh", input_size=3, hidden_size=4, layers=2, output_size=2)
@@ -146,7 +146,7 @@ def test_nonfinite_parameter_gradient_is_named():
     assert first_nonfinite(metrics, grads) == NonFinite("grad_h", 0, 1)   # t = 1 is computed before t = 0
 
 
-@pytest.mark.parametrize("cell", ["rnn", "lstm"])
+@pytest.mark.parametrize("cell", ["rnn", "lstm", "gru"])
 @pytest.mark.parametrize("loss_kind", ["mse", "ce"])
 def test_all_nan_weights_run_to_the_end(cell, loss_kind):
     rng = np.random.default_rng(6)

@@ -146,7 +146,7 @@ def test_deterministic_dtype_and_no_global_random_state():
 
 
 @pytest.mark.parametrize("kwargs,message", [
-    ({"cell": "gru"}, "cell must be one of"),
+    ({"cell": "transformer"}, "cell must be one of"),
     ({"activation": "softplus"}, "activation must be one of"),
     ({"dtype": "float16"}, "dtype must be one of"),
     ({"hidden_size": 0}, "hidden_size must be a whole number of at least 1, got 0"),

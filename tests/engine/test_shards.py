@@ -132,7 +132,7 @@ def test_kernel_blas_is_scipys_and_gradscope_keeps_it_on_one_thread():
     assert shards.kernel_blas_threads() == 1                                  # gradscope/__init__.py's default
 
 
-@pytest.mark.parametrize("cell", ["rnn", "lstm"])
+@pytest.mark.parametrize("cell", ["rnn", "lstm", "gru"])
 def test_non_finite_values_are_located_as_without_shards(small_shards, cell):
     rng = np.random.default_rng(23)
     spec, params = make_model(cell, "relu", 2, "float64", rng, n=4, d=6, k=3)
@@ -155,7 +155,7 @@ def located_like_the_twin(got, shards, want):
 # ------------------------------------------------------------------ shards read the batch in place
 @pytest.mark.parametrize("loss_kind", ["mse", "ce"])
 @pytest.mark.parametrize("layers", [1, 3])
-@pytest.mark.parametrize("cell", ["rnn", "lstm"])
+@pytest.mark.parametrize("cell", ["rnn", "lstm", "gru"])
 def test_shards_read_their_rows_in_place(small_shards, cell, layers, loss_kind):
     """Uneven shards (3, 3, 4 examples: the later ones start at b0 > 0), weighted masks with zeros, and
     backward chunks of 3 steps (not dividing T = 11, so layer 0's input is staged in blocks, the last one
@@ -199,7 +199,7 @@ def test_non_finite_in_the_last_shard_is_located(small_shards, layers, where):
                           reference.bptt(spec, params, x, target, mask, "mse"))
 
 
-@pytest.mark.parametrize("cell", ["rnn", "lstm"])
+@pytest.mark.parametrize("cell", ["rnn", "lstm", "gru"])
 def test_shards_keep_no_copy_of_the_batch(small_shards, cell):
     """The workspace of a pass in two shards holds what one shard's does, twice, plus a chunk of x's rows
     per shard and the second shard's gradients: no copy of x, the targets or the mask, one set of packed

@@ -19,6 +19,7 @@ import numpy as np
 import pytest
 
 from gradscope.engine import bptt, parameter_metrics
+from gradscope.engine.cells import cell as describe
 from gradscope.engine.metrics import SAT_HIGH, SAT_LOW
 
 from ._helpers import CELL_KINDS, label, make_batch, make_model, torch_pass
@@ -30,21 +31,23 @@ MEAN_ATOL = {"float64": 1e-13, "float32": 1e-6}
 NEAR = {"float64": 1e-12, "float32": 1e-6}     # "within a few ulp" of a threshold (ulp(0.95) = 6e-8 in float32)
 
 
-def _allowed_flips(name, l, t, pre, act, d, dtype):
+def _allowed_flips(name, l, t, pre, act, d, dtype, cell="lstm"):
     """How many (example, unit) pairs of this metric sit so close to a threshold that rounding decides."""
+    desc = describe(cell)
     near = NEAR[dtype]
     if name == "relu_dead":
         values = np.abs(pre[l, t].numpy().astype(np.float64))
         return int(np.sum(values <= near)), values.size
     a = act[l, t].numpy().astype(np.float64)
+    tanh_like = name == "tanh_sat"
     if name.startswith("gate_"):
-        q = "ifgo".index(name[5])
+        gate = name.split("_")[1]
+        q = desc.gates.index(gate)
         a = a[:, q * d:(q + 1) * d]
-        if name[5] == "g":
-            a = np.abs(a)
-    elif name == "tanh_sat":
+        tanh_like = desc.gate_kinds[gate] == "tanh"
+    if tanh_like:
         a = np.abs(a)
-    thresholds = [SAT_HIGH] if name in ("tanh_sat", "gate_g_sat") else [SAT_LOW, SAT_HIGH]
+    thresholds = [SAT_HIGH] if tanh_like else [SAT_LOW, SAT_HIGH]
     close = np.zeros(a.shape, dtype=bool)
     for th in thresholds:
         close |= np.abs(a - th) <= near
@@ -67,7 +70,7 @@ def test_engine_matches_pytorch(torch, cell, activation, layers, loss_kind, dtyp
 
 @pytest.mark.parametrize("dtype", ["float64", "float32"])
 @pytest.mark.parametrize("loss_kind", ["mse", "ce"])
-@pytest.mark.parametrize("cell,activation", [("rnn", "relu"), ("lstm", "tanh")])
+@pytest.mark.parametrize("cell,activation", [("rnn", "relu"), ("lstm", "tanh"), ("gru", "tanh")])
 def test_batch_shards_on_threads_match_pytorch(torch, monkeypatch, cell, activation, loss_kind, dtype):
     """The batch split over 3 threads (shards.shard_rows: rows 0-6, 7-13, 14-20), each shard's gradients
     and per-step means added up, against the whole batch in PyTorch.  d = 40 is no multiple of the packed
@@ -101,7 +104,7 @@ def check_against_pytorch(torch, spec, params, x, target, mask, loss_kind, resul
         if name.endswith("_sat") or name == "relu_dead":
             for l in range(layers):
                 for t in range(T):
-                    flips, count = _allowed_flips(name, l, t, pre, act, spec.hidden_size, dtype)
+                    flips, count = _allowed_flips(name, l, t, pre, act, spec.hidden_size, dtype, spec.cell)
                     assert abs(got[l, t] - expected[l, t]) <= flips / count + 1e-12, (name, l, t, flips)
         elif name.endswith("_mean"):
             np.testing.assert_allclose(got, expected, rtol=rtol, atol=MEAN_ATOL[dtype], err_msg=name)
@@ -117,7 +120,7 @@ def check_against_pytorch(torch, spec, params, x, target, mask, loss_kind, resul
     pm = parameter_metrics(spec, params, result.grads)
     d = spec.hidden_size
     for l in range(layers):
-        for short in ("W_hx", "W_hh", "b_h"):
+        for short in describe(spec.cell).parameters:
             ref = np.linalg.norm(grads[f"layer{l}.{short}"].astype(np.float64))
             assert pm[f"grad_norm_{short}"][l] == pytest.approx(ref, rel=rtol)
         W = torch.tensor(params.layers[l].W_hh, dtype=torch.float64)

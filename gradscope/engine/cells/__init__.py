@@ -10,6 +10,7 @@ A cell is one unit of the engine: its forward rule and its backward rule side by
     cell("lstm").states           # ("h", "c"): what a step carries to the next
     cell("rnn").step_metrics("relu")      # the (L, T) metrics a pass records
     cell("lstm").applies("init.forget_bias")   # config keys that mean something for this cell only
+    cell("gru").parameters        # ("W_hx", "W_hh", "b_h", "b_hh"): a layer's arrays
 
 Importing this module imports neither Numba nor NumPy: the config, the CLI and the app read it cheaply.
 """
@@ -34,7 +35,8 @@ class Cell:
     uses_activation: bool = False              # ``activation`` chooses f (the plain RNN)
     gate_kinds: dict[str, str] = field(default_factory=dict)   # gate -> "sigmoid" | "tanh"
     # work buffers the cell's kernels need besides H (L, T, B, d), as shapes in the symbols L, T, B, d, Gd
-    # and chunk (steps of a backward chunk); the driver (engine/driver.py) makes them
+    # and chunk (steps of a backward chunk); the driver (engine/driver.py) makes them, and passes the ones a
+    # cell does not list empty (carry defaults to (L, B, d))
     buffers: dict[str, tuple[str, ...]] = field(default_factory=dict)
     kernels: str = ""                          # module of the Numba kernels, e.g. gradscope.engine.cells.lstm
     twin: str = ""                             # module of the NumPy twin, e.g. gradscope.engine.reference.lstm
@@ -90,6 +92,11 @@ class Cell:
         """Rows the forward kernel fills (the first ones of the block)."""
         return self.metric_row_count - len(self.states)
 
+    @property
+    def has_b_hh(self) -> bool:
+        """A second bias inside the recurrent product (the GRU's b_hh: n uses r * (W_hh h + b_hh)_n)."""
+        return "b_hh" in self.parameters
+
     def applies(self, key: str) -> bool:
         """Whether a config key that belongs to some cell means something for this one."""
         if key == "activation":
@@ -111,10 +118,20 @@ LSTM = Cell(name="lstm", title="LSTM", gates=("i", "f", "g", "o"), states=("h", 
             gate_kinds={"i": "sigmoid", "f": "sigmoid", "g": "tanh", "o": "sigmoid"},
             buffers={"S": ("L", "T", "B", "d"),                     # cell states c_t
                      "A": ("L", "T", "B", "Gd"),                    # gates i, f, g, o, then dz_t in place
-                     "s_zero": ("B", "d")},                         # c_{-1} = 0
+                     "zero": ("B", "d")},                           # c_{-1} = 0
             kernels=f"{__name__}.lstm", twin="gradscope.engine.reference.lstm")
+GRU = Cell(name="gru", title="GRU", gates=("r", "z", "n"), states=("h",),
+           parameters=("W_hx", "W_hh", "b_h", "b_hh"), own_keys=(),
+           gate_kinds={"r": "sigmoid", "z": "sigmoid", "n": "tanh"},
+           buffers={"S": ("L", "T", "B", "d"),                     # u_n, then g_t z_t (what step t-1 needs)
+                    "A": ("L", "T", "B", "Gd"),                    # gates r, z, n, then dL/da_t in place
+                    "zero": ("B", "d"),                            # h_{-1} = 0
+                    "U": ("B", "Gd"),                              # W_hh h_{t-1} + b_hh of one step
+                    "dZ": ("chunk", "B", "Gd"),                    # dL/du_t of a backward chunk
+                    "carry": ("L", "B", "Gd")},                    # du_{t0}, for the chunk before
+           kernels=f"{__name__}.gru", twin="gradscope.engine.reference.gru")
 
-CELLS: dict[str, Cell] = {c.name: c for c in (RNN, LSTM)}
+CELLS: dict[str, Cell] = {c.name: c for c in (RNN, LSTM, GRU)}
 CELL_NAMES = tuple(CELLS)
 CELL_KEYS = frozenset(k for c in CELLS.values() for k in c.own_keys)   # keys some cell owns
 

@@ -190,11 +190,26 @@ def _lstm_twin():
     return _Twin(forward, backward)
 
 
-_TWINS = {"rnn": _rnn_twin(), "lstm": _lstm_twin()}
+def _gru_twin():
+    from . import gru
 
-from .lstm import lstm_backward, lstm_forward  # noqa: E402  (the layer twins, by their kernels' names)
+    def forward(x, p, activation):
+        H, U_n, A, m = gru.gru_forward(x, p)
+        return H, (H, U_n, A), m
+
+    def backward(x, cache, G, p, activation):
+        grads, dx, gh, _, _ = gru.gru_backward(x, *cache, G, p)
+        return grads, dx, {"grad_h_norm": gh}
+
+    return _Twin(forward, backward)
+
+
+_TWINS = {"rnn": _rnn_twin(), "lstm": _lstm_twin(), "gru": _gru_twin()}
+
+from .gru import gru_backward, gru_forward  # noqa: E402  (the layer twins, by their kernels' names)
+from .lstm import lstm_backward, lstm_forward  # noqa: E402
 from .rnn import rnn_backward, rnn_forward  # noqa: E402
 
 __all__ = ["bptt", "readout_loss", "readout_backward", "rnn_forward", "rnn_backward", "lstm_forward",
-           "lstm_backward", "activate", "activation_grad_from_output", "sigmoid", "row_norms", "row_norm_mean",
+           "lstm_backward", "gru_forward", "gru_backward", "activate", "activation_grad_from_output", "sigmoid", "row_norms", "row_norm_mean",
            "sat_fraction"]
