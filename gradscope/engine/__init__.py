@@ -68,14 +68,15 @@ def check_batch(spec: ModelSpec, params: Params, x, target, mask, loss_kind: str
             raise ValueError(f"ce target classes must lie in [0, {spec.output_size}) (output_size); "
                              f"target[t={bad[0]}, b={bad[1]}] = {target[tuple(bad)]}")
     expected = {}
-    for l in range(spec.layers):
-        G, d, nl = spec.gates, spec.hidden_size, spec.layer_input_size(l)
+    for stream in spec.streams:
+        G, d, nl = spec.gates, spec.hidden_size, spec.layer_input_size(int(stream[5:].split("_")[0]))
         shapes = {"W_hx": (G * d, nl), "W_hh": (G * d, d), "b_h": (G * d,), "b_hh": (G * d,)}
-        expected |= {f"layer{l}.{name}": shapes[name] for name in cell(spec.cell).parameters}
-    expected |= {"readout.W_yh": (spec.output_size, spec.hidden_size), "readout.b_y": (spec.output_size,)}
+        expected |= {f"{stream}.{name}": shapes[name] for name in cell(spec.cell).parameters}
+    expected |= {"readout.W_yh": (spec.output_size, spec.readout_size), "readout.b_y": (spec.output_size,)}
     got = params.arrays()
     if set(got) != set(expected):
-        raise ValueError(f"parameters {sorted(got)} do not match a {spec.layers}-layer model {sorted(expected)}")
+        raise ValueError(f"parameters {sorted(got)} do not match a {spec.layers}-layer {spec.label} model "
+                         f"{sorted(expected)}")
     for name, shape in expected.items():
         if not isinstance(got[name], np.ndarray):
             raise TypeError(f"parameter {name} must be a NumPy array, got {type(got[name]).__name__}")

@@ -35,6 +35,7 @@ class ModelSpec:
     layers: int = 1                # L
     output_size: int = 32          # k
     dtype: str = "float32"         # "float32" | "float64"
+    bidirectional: bool = False    # each layer runs forward and in reverse; the layer above reads both
 
     def __post_init__(self):
         cell(self.cell)                                    # a ValueError naming the cells for an unknown one
@@ -47,6 +48,9 @@ class ModelSpec:
             if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
                 raise ValueError(f"{name} must be a whole number of at least 1, got {value!r}")
             object.__setattr__(self, name, int(value))   # numpy integers become plain ints (hashing, JSON)
+        if not isinstance(self.bidirectional, (bool, np.bool_)):
+            raise ValueError(f"bidirectional must be true or false, got {self.bidirectional!r}")
+        object.__setattr__(self, "bidirectional", bool(self.bidirectional))
 
     @property
     def gates(self) -> int:
@@ -57,8 +61,26 @@ class ModelSpec:
     def np_dtype(self) -> np.dtype:
         return np.dtype(self.dtype)
 
+    @property
+    def directions(self) -> int:
+        """1, or 2 for a bidirectional model (forward, then reverse, in every layer)."""
+        return 2 if self.bidirectional else 1
+
+    @property
+    def streams(self) -> tuple[str, ...]:
+        """The recurrent chains, in the engine's order: layer0, layer0_reverse (bidirectional), layer1, ...
+        (TRACE_FORMAT.md, streams).  Per-timestep metrics are (S, T) in this order."""
+        suffixes = ("", "_reverse")[:self.directions]
+        return tuple(f"layer{l}{suffix}" for l in range(self.layers) for suffix in suffixes)
+
     def layer_input_size(self, l: int) -> int:
-        return self.input_size if l == 0 else self.hidden_size
+        """n_l: the task's input for layer 0; above, the layer below's h (both directions' when bidirectional)."""
+        return self.input_size if l == 0 else self.hidden_size * self.directions
+
+    @property
+    def readout_size(self) -> int:
+        """The readout's input: the top layer's h_t, [h_fwd_t ; h_rev_t] when bidirectional."""
+        return self.hidden_size * self.directions
 
     @property
     def label(self) -> str:
@@ -87,17 +109,22 @@ class LayerParams:
 
 @dataclass
 class Params:
-    """All trainable arrays of a stacked RNN/LSTM with a linear readout on the top layer."""
+    """All trainable arrays of a recurrent model with a linear readout: one LayerParams per stream (a layer,
+    or one direction of a bidirectional layer, in ModelSpec.streams order) and the readout."""
 
     layers: list[LayerParams]
-    W_yh: np.ndarray  # (k, d)
+    W_yh: np.ndarray  # (k, d) or (k, 2d) bidirectional
     b_y: np.ndarray   # (k,)
+    streams: tuple[str, ...] | None = None    # the streams' names; None: layer0, layer1, ...
+
+    def stream_names(self) -> tuple[str, ...]:
+        return self.streams if self.streams is not None else tuple(f"layer{l}" for l in range(len(self.layers)))
 
     # Names used in files (TRACE_FORMAT.md: init_params.npz) and in per-parameter metrics.
     def named(self) -> Iterator[tuple[str, np.ndarray]]:
-        for l, p in enumerate(self.layers):
+        for stream, p in zip(self.stream_names(), self.layers):
             for name, a in p.named():
-                yield f"layer{l}.{name}", a
+                yield f"{stream}.{name}", a
         yield "readout.W_yh", self.W_yh
         yield "readout.b_y", self.b_y
 
@@ -106,20 +133,24 @@ class Params:
 
     @classmethod
     def from_arrays(cls, arrays: dict[str, np.ndarray]) -> "Params":
-        n_layers = 0
-        while f"layer{n_layers}.W_hh" in arrays:
-            n_layers += 1
-        if n_layers == 0:
-            raise KeyError("no 'layer0.W_hh' array: not a GradScope parameter file")
-        layers = [LayerParams(np.asarray(arrays[f"layer{l}.W_hx"]), np.asarray(arrays[f"layer{l}.W_hh"]),
-                              np.asarray(arrays[f"layer{l}.b_h"]),
-                              np.asarray(arrays[f"layer{l}.b_hh"]) if f"layer{l}.b_hh" in arrays else None)
-                  for l in range(n_layers)]
-        return cls(layers, np.asarray(arrays["readout.W_yh"]), np.asarray(arrays["readout.b_y"]))
+        """Params from the arrays of an init_params.npz (or ``arrays()``): streams in file order."""
+        streams = list(dict.fromkeys(name.rsplit(".", 1)[0] for name in arrays
+                                     if name.endswith(".W_hh")))
+        if not streams:
+            raise KeyError("no '<stream>.W_hh' array (e.g. layer0.W_hh): not a GradScope parameter file")
+
+        def get(name):
+            return np.asarray(arrays[name]) if name in arrays else None
+
+        layers = [LayerParams(get(f"{s}.W_hx"), get(f"{s}.W_hh"), get(f"{s}.b_h"), get(f"{s}.b_hh"))
+                  for s in streams]
+        plain = streams == [f"layer{l}" for l in range(len(streams))]
+        return cls(layers, np.asarray(arrays["readout.W_yh"]), np.asarray(arrays["readout.b_y"]),
+                   None if plain else tuple(streams))
 
     def map(self, f) -> "Params":
         """Params of f(array) for each array."""
-        return Params([p.map(f) for p in self.layers], f(self.W_yh), f(self.b_y))
+        return Params([p.map(f) for p in self.layers], f(self.W_yh), f(self.b_y), self.streams)
 
     def copy(self) -> "Params":
         return self.map(np.copy)
@@ -233,7 +264,8 @@ def _init_block(scheme: str, scale: float, rows: int, cols: int, d: int, rng) ->
 
 
 def init_params(spec: ModelSpec, init: InitSpec, rng: np.random.Generator, seq_len: int = 0) -> Params:
-    """Draw initial parameters from ``rng`` in a fixed order (layer 0 W_hx, W_hh, b_h, layer 1 ..., readout).
+    """Draw initial parameters from ``rng`` in a fixed order (stream by stream: layer 0 W_hx, W_hh, b_h, (its
+    reverse direction,) layer 1 ..., then the readout).
 
     For an LSTM or a GRU every gate block of W_hx and W_hh is drawn as its own matrix, so "orthogonal" and "identity"
     make each gate's recurrent matrix orthogonal / the identity.  The biases are zero except: the pytorch scheme
@@ -242,12 +274,14 @@ def init_params(spec: ModelSpec, init: InitSpec, rng: np.random.Generator, seq_l
     """
     d, G = spec.hidden_size, spec.gates
     layers = []
-    for l in range(spec.layers):
+    for stream in spec.streams:                        # layer0, (layer0_reverse,) layer1, ...: each its own draws
+        l = int(stream[5:].split("_")[0])
         n = spec.layer_input_size(l)
         try:
             W_hx = np.concatenate([_init_block(init.input, init.input_scale, d, n, d, rng) for _ in range(G)])
         except ValueError as err:
-            raise ValueError(f"init.input = {init.input!r} for layer {l}'s W_hx ({d} x {n}): {err}") from None
+            where = f"layer {l}" + (" (reverse)" if stream.endswith("_reverse") else "")
+            raise ValueError(f"init.input = {init.input!r} for {where}'s W_hx ({d} x {n}): {err}") from None
         W_hh = np.concatenate([_init_block(init.recurrent, init.recurrent_scale, d, d, d, rng) for _ in range(G)])
         b_h = np.zeros(G * d)
         b_hh = np.zeros(G * d) if cell(spec.cell).has_b_hh else None
@@ -269,9 +303,11 @@ def init_params(spec: ModelSpec, init: InitSpec, rng: np.random.Generator, seq_l
                 b_h[d:2 * d] = b_f
                 b_h[0:d] = -b_f
         layers.append(LayerParams(W_hx, W_hh, b_h, b_hh))
-    W_yh = rng.normal(0.0, np.sqrt(init.readout_scale / d), size=(spec.output_size, d))
+    r = spec.readout_size                              # d, or 2d: [h_fwd ; h_rev]
+    W_yh = rng.normal(0.0, np.sqrt(init.readout_scale / r), size=(spec.output_size, r))
     b_y = np.zeros(spec.output_size)
-    return Params(layers, W_yh, b_y).astype(spec.np_dtype)
+    streams = None if not spec.bidirectional else spec.streams
+    return Params(layers, W_yh, b_y, streams).astype(spec.np_dtype)
 
 
 def spectral_stats(W_hh: np.ndarray, gates: int = 1) -> tuple[float, float]:

@@ -24,18 +24,19 @@ from .params import DTYPES
 from .primitives import fill_zero, rows, vector_norm
 from .readout import readout_loss
 from .step import grad_norms, pack_layers, step, zero_accumulators
+from .streams import add_at_positions, bidirectional_step, join_directions, reverse_rows, split_directions
 
 KERNEL_DTYPES = DTYPES          # one kernel set per dtype, every cell in each
 
 
 def _array_types(dtype: str):
     f = types.float32 if dtype == "float32" else types.float64
-    return tuple(types.Array(f, ndim, "C") for ndim in (1, 2, 3, 4))
+    return tuple(types.Array(f, ndim, "C") for ndim in (1, 2, 3, 4, 5))
 
 
 def kernel_plan(dtype: str) -> list[tuple[str, object, tuple]]:
     """The kernels a model of this dtype runs (any cell), with their exact signatures, callees before callers."""
-    A1, A2, A3, A4 = _array_types(dtype)
+    A1, A2, A3, A4, A5 = _array_types(dtype)
     F1, F2, F3 = (types.Array(types.float64, ndim, "C") for ndim in (1, 2, 3))
     I2 = types.Array(types.int64, 2, "C")
     i64, flag, f64 = types.int64, types.boolean, types.float64
@@ -71,6 +72,14 @@ def kernel_plan(dtype: str) -> list[tuple[str, object, tuple]]:
     work = (i64, A3, A4, A4, A4, A4, A4, A2, A2, A3, A3, A3, A3)              # chunk, stage, P_f .. carry
     grads = (A2, A3, A3, A2, A2, A2, A1, F2, F2, F1, F3, F1, F1)              # dW_hx0 .. norms
     plan += [("step", step, head + work + grads)]
+    # the bidirectional stack: the same cells, a direction axis after the layer axis (streams.py)
+    plan += [("reverse_rows", reverse_rows, (A3, i64, i64, A3)), ("join_directions", join_directions, (A3, A3, A3)),
+             ("split_directions", split_directions, (A3, A3, A3)),
+             ("add_at_positions", add_at_positions, (A3, i64, flag, A3))]
+    head2 = (i64, i64, A3, A3, A4, A4, A3, A3, A2, A1, A3, I2, F2, i64, i64, f64)
+    work2 = (i64, A3, A5, A5, A5, A5, A5, A2, A2, A3, A3, A3, A3, A3, A4, A3, A3, A3, A2)
+    grads2 = (A3, A4, A4, A3, A3, A2, A1, F3, F3, F1, F3, F1)
+    plan += [("bidirectional_step", bidirectional_step, head2 + work2 + grads2)]
     return plan
 
 

@@ -125,30 +125,47 @@ def bptt(spec: ModelSpec, params: Params, x: np.ndarray, target: np.ndarray, mas
 
 def _bptt(spec: ModelSpec, params: Params, x: np.ndarray, target: np.ndarray, mask: np.ndarray,
           loss_kind: str) -> StepResult:
+    """Stream by stream: a layer's D = 1 or 2 directions (ModelSpec.streams order), the reverse one run over
+    the time-reversed input; the layer above (and the readout) reads [h_fwd_t ; h_rev_t]."""
     T = x.shape[0]
-    L = spec.layers
-    inputs, caches = [x], []
+    L, D, d = spec.layers, spec.directions, spec.hidden_size
     metrics: dict[str, np.ndarray] = {}
 
-    def put(l, layer_metrics):
-        for k, v in layer_metrics.items():
-            metrics.setdefault(k, np.zeros((L, T)))[l] = v
+    def put(s, stream_metrics, reverse):
+        for k, v in stream_metrics.items():     # a reverse stream's t is the input position, not the step
+            metrics.setdefault(k, np.zeros((L * D, T)))[s] = v[::-1] if reverse else v
 
     twin = _TWINS[cell(spec.cell).name]
-    for l, p in enumerate(params.layers):
-        H, cache, m = twin.forward(inputs[l], p, spec.activation)
-        caches.append(cache)
-        put(l, m)
-        inputs.append(H)
+    inputs, caches = [], []
+    X = x                                                                 # (T, B, n_l)
+    for l in range(L):
+        outs = []
+        for r in range(D):
+            s = l * D + r
+            H, cache, m = twin.forward(X[::-1].copy() if r else X, params.layers[s], spec.activation)
+            caches.append(cache)
+            put(s, m, r == 1)
+            outs.append(H[::-1] if r else H)                              # (T, B, d) by input position
+        inputs.append(X)
+        X = np.concatenate(outs, axis=2) if D == 2 else outs[0]           # (T, B, D d)
 
-    H_top = inputs[-1]
+    H_top = X
     loss, loss_t, dY = readout_loss(H_top, params.W_yh, params.b_y, target, mask, loss_kind)
     metrics["loss_t"] = loss_t
     grads = params.zeros_like()
-    grads.W_yh, grads.b_y, G = readout_backward(H_top, dY, params.W_yh)  # G (T, B, d) direct grad into h_top
+    grads.W_yh, grads.b_y, G = readout_backward(H_top, dY, params.W_yh)  # G (T, B, D d) direct grad into h_top
     for l in range(L - 1, -1, -1):
-        grads.layers[l], G, m = twin.backward(inputs[l], caches[l], G, params.layers[l], spec.activation)
-        put(l, m)
+        dX = 0
+        for r in range(D):
+            s = l * D + r
+            G_s, X_s = G[:, :, r * d:(r + 1) * d], inputs[l]              # this stream's part, by position
+            if r:
+                G_s, X_s = G_s[::-1], X_s[::-1]                           # in the stream's own step order
+            grads.layers[s], dx, m = twin.backward(X_s.copy(), caches[s], G_s.copy(), params.layers[s],
+                                                   spec.activation)
+            put(s, m, r == 1)
+            dX = dX + (dx[::-1] if r else dx)
+        G = dX                                                            # (T, B, n_l) into the layer below
     grads = grads.astype(spec.np_dtype)
     return StepResult(loss=loss, grads=grads, metrics=metrics, nonfinite=first_nonfinite(metrics, grads))
 
