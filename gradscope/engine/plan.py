@@ -56,18 +56,19 @@ def kernel_plan(dtype: str) -> list[tuple[str, object, tuple]]:
     # the cells: a row pass each way, then the layer kernels that call them (cells/<name>.py)
     plan += [("rnn_forward_row", rnn_forward_row, (A1, A1, i64, f, f)),
              ("rnn_backward_row", rnn_backward_row, (A1, A1, A1, F1, i64)),
-             ("rnn_forward", rnn_forward, (A3, i64, A2, A3, A1, i64, A3, A3, F1, F1)),
-             ("rnn_backward", rnn_backward, (A3, A3, i64, A2, A3, i64, A3, A3, A2, flag, A2, A2, F1, F1, flag))]
+             ("rnn_forward", rnn_forward, (A3, i64, A2, A3, A1, i64, A3, A3, F1, F1, A2, flag)),
+             ("rnn_backward", rnn_backward, (A3, A3, i64, A2, A3, i64, A3, A3, A2, flag, A2, A2, F1, F1, flag,
+                                             A2, flag, A2))]
     plan += [("lstm_forward_row", lstm_forward_row, (A1, A1, A1, A1, A1, F1)),
              ("lstm_backward_row", lstm_backward_row, (A1, A1, A1, A1, A1, F1, F1)),
-             ("lstm_forward", lstm_forward, (A3, i64, A2, A3, A1, A3, A3, A3, A3, A2, F2)),
+             ("lstm_forward", lstm_forward, (A3, i64, A2, A3, A1, A3, A3, A3, A3, A2, F2, A2, flag)),
              ("lstm_backward", lstm_backward, (A3, A3, A3, A3, i64, i64, A2, A3, A3, A2, A2, A2, A2, F1, F1, F1,
-                                               flag))]
+                                               flag, A2, flag, A2))]
     plan += [("gru_forward_row", gru_forward_row, (A1, A1, A1, A1, A1, A1, A1, F1)),
              ("gru_backward_row", gru_backward_row, (A1, A1, A1, A1, A1, A1, F1, F1)),
-             ("gru_forward", gru_forward, (A3, i64, A2, A3, A1, A1, A3, A3, A3, A3, A2, A2, F2)),
+             ("gru_forward", gru_forward, (A3, i64, A2, A3, A1, A1, A3, A3, A3, A3, A2, A2, F2, A2, flag)),
              ("gru_backward", gru_backward, (A3, A3, A3, A3, i64, i64, A2, A3, A3, A3, A2, flag, A2, A2, A2, F1, F1,
-                                             F1, flag))]
+                                             F1, flag, A2, flag, A2))]
     head = (i64, i64, A3, A2, A3, A3, A2, A2, A2, A1, A3, I2, F2, i64, i64, f64)  # cell, act, x, weights, ..
     work = (i64, A3, A4, A4, A4, A4, A4, A2, A2, A3, A3, A3, A3)              # chunk, stage, P_f .. carry
     grads = (A2, A3, A3, A2, A2, A2, A1, F2, F2, F1, F3, F1, F1)              # dW_hx0 .. norms

@@ -31,7 +31,8 @@ def chunk_steps(T: int, B: int) -> int:
 def pass_flops(spec: ModelSpec, T: int, B: int) -> float:
     """Multiply-adds x 2 of a pass's matrix products (forward, recurrence both ways, weight gradients)."""
     G, d, k = cell(spec.cell).blocks, spec.hidden_size, spec.output_size
-    per_row = sum(3 * G * d * (spec.layer_input_size(l) + d) for l in range(spec.layers)) + 3 * d * k
+    per_row = spec.directions * sum(3 * G * d * (spec.layer_input_size(l) + d) for l in range(spec.layers))
+    per_row += 3 * spec.readout_size * k
     return 2.0 * T * B * per_row
 
 

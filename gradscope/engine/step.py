@@ -87,28 +87,31 @@ def zero_accumulators(dW_hx0, dW_hxR, dW_hh, dW_yh, db64, dbhh64, dby64, loss_t,
 
 
 @_jit.inline
-def layer_forward(cell, act, X, b0, W_hx, P_f, b_h, b_hh, stage, A, S, H, zero, U, m):
-    """The cell's forward kernel over one layer; m (rows, T) is the layer's metric block."""
+def layer_forward(cell, act, X, b0, W_hx, P_f, b_h, b_hh, stage, A, S, H, zero, U, m, h0, c0, has_h0):
+    """The cell's forward kernel over one layer; m (rows, T) is the layer's metric block; h0, c0 (B, d) the
+    initial state when has_h0 (a seq2seq decoder), else h_{-1} = c_{-1} = 0 (pass ``zero`` for both)."""
     if cell == LSTM:
-        lstm_forward(X, b0, W_hx, P_f, b_h, stage, A, S, H, zero, m[0:_LSTM_FORWARD_ROWS])
+        lstm_forward(X, b0, W_hx, P_f, b_h, stage, A, S, H, c0, m[0:_LSTM_FORWARD_ROWS], h0, has_h0)
     elif cell == GRU:
-        gru_forward(X, b0, W_hx, P_f, b_h, b_hh, stage, A, S, H, zero, U, m[0:_GRU_FORWARD_ROWS])
+        gru_forward(X, b0, W_hx, P_f, b_h, b_hh, stage, A, S, H, zero, U, m[0:_GRU_FORWARD_ROWS], h0, has_h0)
     else:
-        rnn_forward(X, b0, W_hx, P_f, b_h, act, stage, H, m[0], m[1])
+        rnn_forward(X, b0, W_hx, P_f, b_h, act, stage, H, m[0], m[1], h0, has_h0)
 
 
 @_jit.inline
 def layer_backward(cell, act, X, H, S, A, t0, Tc, W_hx, P_b, G, dZ, carry, has_carry, zero,
-                   dW_hx, dW_hh, db_h, db_hh, m, propagate):
-    """The cell's backward kernel over the chunk t0 .. t0+Tc-1 of one layer (carry: what crosses chunks)."""
+                   dW_hx, dW_hh, db_h, db_hh, m, propagate, h0, c0, has_h0, dh0):
+    """The cell's backward kernel over the chunk t0 .. t0+Tc-1 of one layer (carry: what crosses chunks;
+    dh0 (B, d) out: dL/dh_{-1} when has_h0; an LSTM's dL/dc_{-1} is the carry after the first chunk)."""
     if cell == LSTM:
-        lstm_backward(X, H, S, A, t0, Tc, W_hx, P_b, G, carry, zero, dW_hx, dW_hh, db_h,
-                      m[_LSTM_GRAD_H], m[_LSTM_GRAD_C], propagate)
+        lstm_backward(X, H, S, A, t0, Tc, W_hx, P_b, G, carry, c0, dW_hx, dW_hh, db_h,
+                      m[_LSTM_GRAD_H], m[_LSTM_GRAD_C], propagate, h0, has_h0, dh0)
     elif cell == GRU:
         gru_backward(X, H, S, A, t0, Tc, W_hx, P_b, G, dZ, carry, has_carry, zero, dW_hx, dW_hh, db_h, db_hh,
-                     m[_GRU_GRAD_H], propagate)
+                     m[_GRU_GRAD_H], propagate, h0, has_h0, dh0)
     else:
-        rnn_backward(X, H, t0, W_hx, P_b, act, G, dZ, carry, has_carry, dW_hx, dW_hh, db_h, m[2], propagate)
+        rnn_backward(X, H, t0, W_hx, P_b, act, G, dZ, carry, has_carry, dW_hx, dW_hh, db_h, m[2], propagate,
+                     h0, has_h0, dh0)
 
 
 @_jit.kernel
@@ -134,13 +137,14 @@ def step(cell, act, x, W_hx0, W_hxR, W_hh, b_h, b_hh, W_yh, b_y, target_f, targe
     """
     T = x.shape[0]
     L, B = W_hh.shape[0], H.shape[2]
+    given = T < 0                                          # no initial state given: h_{-1} = c_{-1} = 0
     for l in range(L):
         if l == 0:
             layer_forward(cell, act, x, b0, W_hx0, P_f[0], b_h[0], b_hh[0], stage, A[0], S[0], H[0], zero, U,
-                          M[0])
+                          M[0], zero, zero, given)
         else:
             layer_forward(cell, act, H[l - 1], 0, W_hxR[l - 1], P_f[l], b_h[l], b_hh[l], stage, A[l], S[l], H[l],
-                          zero, U, M[l])
+                          zero, U, M[l], zero, zero, given)
     zero_accumulators(dW_hx0, dW_hxR, dW_hh, dW_yh, db64, dbhh64, dby64, loss_t, carry)
     t1 = T
     while t1 > 0:
@@ -154,7 +158,7 @@ def step(cell, act, x, W_hx0, W_hxR, W_hh, b_h, b_hh, W_yh, b_y, target_f, targe
             W_hx = W_hx0 if l == 0 else W_hxR[l - 1]
             dW_hx = dW_hx0 if l == 0 else dW_hxR[l - 1]
             layer_backward(cell, act, X, H[l], S[l], A[l], t0, Tc, W_hx, P_b[l], Gc, dZ[:Tc], carry[l], t1 < T,
-                           zero, dW_hx, dW_hh[l], db64[l], dbhh64[l], M[l], l > 0)
+                           zero, dW_hx, dW_hh[l], db64[l], dbhh64[l], M[l], l > 0, zero, zero, given, zero)
         t1 = t0
     for l in range(L):
         for j in range(db_h.shape[1]):

@@ -87,20 +87,21 @@ def bidirectional_step(cell, act, x, W_hx0, W_hxR, W_hh, b_h, b_hh, W_yh, b_y, t
     """
     T = x.shape[0]
     L, B = W_hh.shape[0], H.shape[3]
+    given = T < 0                                          # no initial state given: h_{-1} = c_{-1} = 0
     reverse_rows(x, b0, B, X_rev)
     for l in range(L):                                                    # forward, layer by layer
         if l > 0:
             join_directions(H[l - 1, 0], H[l - 1, 1], X_cat)
             reverse_rows(X_cat, 0, B, X_cat_rev)
             layer_forward(cell, act, X_cat, 0, W_hxR[l - 1, 0], P_f[l, 0], b_h[l, 0], b_hh[l, 0], stage, A[l, 0],
-                          S[l, 0], H[l, 0], zero, U, M[2 * l])
+                          S[l, 0], H[l, 0], zero, U, M[2 * l], zero, zero, given)
             layer_forward(cell, act, X_cat_rev, 0, W_hxR[l - 1, 1], P_f[l, 1], b_h[l, 1], b_hh[l, 1], stage,
-                          A[l, 1], S[l, 1], H[l, 1], zero, U, M[2 * l + 1])
+                          A[l, 1], S[l, 1], H[l, 1], zero, U, M[2 * l + 1], zero, zero, given)
         else:
             layer_forward(cell, act, x, b0, W_hx0[0], P_f[0, 0], b_h[0, 0], b_hh[0, 0], stage, A[0, 0], S[0, 0],
-                          H[0, 0], zero, U, M[0])
+                          H[0, 0], zero, U, M[0], zero, zero, given)
             layer_forward(cell, act, X_rev, 0, W_hx0[1], P_f[0, 1], b_h[0, 1], b_hh[0, 1], stage, A[0, 1],
-                          S[0, 1], H[0, 1], zero, U, M[1])
+                          S[0, 1], H[0, 1], zero, U, M[1], zero, zero, given)
     for a in (dW_hx0.ravel(), dW_hxR.ravel(), dW_hh.ravel(), dW_yh.ravel()):
         fill_zero(a)
     for a in (db64.ravel(), dbhh64.ravel(), dby64, loss_t):
@@ -137,7 +138,7 @@ def bidirectional_step(cell, act, x, W_hx0, W_hxR, W_hh, b_h, b_hh, W_yh, b_y, t
                 Xc = stage_rows(X, t0, t1, xb0, B, stage)                 # (Tc, B, n_l)
                 layer_backward(cell, act, Xc, H[l, r], S[l, r], A[l, r], t0, Tc, W_hx, P_b[l, r],
                                G_s[r, t0:t1], dZ[:Tc], carry, t1 < T, zero, dW_hx, dW_hh[l, r], db64[l, r],
-                               dbhh64[l, r], M[2 * l + r], False)
+                               dbhh64[l, r], M[2 * l + r], False, zero, zero, given, zero)
                 if l > 0:                                                 # dX = dZ W_hx into the layer below
                     n_l = W_hx.shape[1]
                     D = DX[:Tc].ravel()[:Tc * B * n_l].reshape((Tc, B, n_l))

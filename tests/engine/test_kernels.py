@@ -93,6 +93,9 @@ def test_vector_norm_matches_numpy_and_never_overflows():
     assert primitives.vector_norm(v.astype(np.float32)) == pytest.approx(np.linalg.norm(v.astype(np.float32)), rel=1e-7)
 
 
+NO_STATE = {dt: np.zeros((0, 0), dt) for dt in ("float32", "float64")}   # no initial state given
+
+
 # -------------------------------------------------------------------------------------------- layers
 def _layer(cell, dtype, rng, n, d):
     G = describe(cell).blocks
@@ -118,7 +121,7 @@ def test_rnn_forward_matches_twin(activation, b0, B_all, Tc_stage, dtype):
     h_norm, act_metric = np.empty(T), np.full(T, -1.0)
     stage = np.full((Tc_stage, B, n), np.nan, dtype)
     rnn.rnn_forward(x, b0, p.W_hx, step_kernels.pack_recurrent(p.W_hh)[0], p.b_h, ACTIVATION_CODES[activation], stage, H,
-                      h_norm, act_metric)
+                    h_norm, act_metric, NO_STATE[dtype], False)
     H_ref, m = reference.rnn_forward(x[:, b0:b0 + B], p, activation)
     close(H, H_ref, dtype, "H")
     close(h_norm, m["h_norm"], dtype, "h_norm")
@@ -149,7 +152,8 @@ def test_rnn_backward_chunk_matches_twin(activation, t0, Tc, n, dtype):
     dW_hx, dW_hh, db = dW_hx0.copy(), dW_hh0.copy(), db0.copy()
     G_k, dZ, carry_k, gh = G.copy(), np.empty((Tc, B, d), dtype), carry.copy(), np.full(T, -1.0)
     rnn.rnn_backward(x[t0:t0 + Tc], H, t0, p.W_hx, step_kernels.pack_recurrent(p.W_hh)[1], ACTIVATION_CODES[activation],
-                       G_k, dZ, carry_k, has_carry, dW_hx, dW_hh, db, gh, propagate)
+                     G_k, dZ, carry_k, has_carry, dW_hx, dW_hh, db, gh, propagate, NO_STATE[dtype], False,
+                     NO_STATE[dtype])
     grads, dx, gh_ref, dz_first = reference.rnn_backward(
         x[t0:t0 + Tc], H[t0:t0 + Tc], G, p, activation, dz_next=carry if has_carry else None,
         h_prev=H[t0 - 1] if t0 > 0 else None)
@@ -172,7 +176,7 @@ def test_lstm_forward_matches_twin(b0, B_all, Tc_stage, dtype):
     m = np.empty((10, T))
     stage = np.full((Tc_stage, B, n), np.nan, dtype)
     lstm.lstm_forward(x, b0, p.W_hx, step_kernels.pack_recurrent(p.W_hh)[0], p.b_h, stage, A, C, H,
-                       np.zeros((B, d), dtype), m)
+                      np.zeros((B, d), dtype), m, NO_STATE[dtype], False)
     H_ref, C_ref, A_ref, m_ref = reference.lstm_forward(x[:, b0:b0 + B], p)
     close(H, H_ref, dtype, "H")
     close(C, C_ref, dtype, "C")
@@ -208,7 +212,8 @@ def test_lstm_backward_chunk_matches_twin(t0, Tc, n, dtype):
     G_k, dc_k = G.copy(), dc_next.copy()
     gh, gc = np.full(T, -1.0), np.full(T, -1.0)
     lstm.lstm_backward(x[t0:t0 + Tc], H, C, A_k, t0, Tc, p.W_hx, step_kernels.pack_recurrent(p.W_hh)[1], G_k, dc_k,
-                        np.zeros((B, d), dtype), dW_hx, dW_hh, db, gh, gc, propagate)
+                       np.zeros((B, d), dtype), dW_hx, dW_hh, db, gh, gc, propagate, NO_STATE[dtype], False,
+                       NO_STATE[dtype])
     grads, dx, gh_ref, gc_ref, dz_first, dc_first = reference.lstm_backward(
         x[t0:t0 + Tc], H[t0:t0 + Tc], C[t0:t0 + Tc], A[t0:t0 + Tc], G, p, dz_next=dz_next,
         dc_next=dc_next if has_carry else None, h_prev=H[t0 - 1] if t0 > 0 else None,
@@ -233,7 +238,7 @@ def test_gru_forward_matches_twin(b0, B_all, Tc_stage, dtype):
     m = np.empty((7, T))
     stage = np.full((Tc_stage, B, n), np.nan, dtype)
     gru.gru_forward(x, b0, p.W_hx, step_kernels.pack_recurrent(p.W_hh)[0], p.b_h, p.b_hh, stage, A, S, H,
-                    np.zeros((B, d), dtype), np.full((B, 3 * d), np.nan, dtype), m)
+                    np.zeros((B, d), dtype), np.full((B, 3 * d), np.nan, dtype), m, NO_STATE[dtype], False)
     H_ref, U_ref, A_ref, m_ref = reference.gru_forward(x[:, b0:b0 + B], p)
     close(H, H_ref, dtype, "H")
     close(S, U_ref, dtype, "u_n")
@@ -270,7 +275,8 @@ def test_gru_backward_chunk_matches_twin(t0, Tc, n, dtype):
     dW_hx, dW_hh, db, dbhh = (a.copy() for a in before)
     G_k, DU, gh = G.copy(), np.empty((Tc, B, 3 * d), dtype), np.full(T, -1.0)
     gru.gru_backward(x[t0:t0 + Tc], H, S_k, A_k, t0, Tc, p.W_hx, step_kernels.pack_recurrent(p.W_hh)[1], G_k, DU,
-                     carry, has_carry, np.zeros((B, d), dtype), dW_hx, dW_hh, db, dbhh, gh, propagate)
+                     carry, has_carry, np.zeros((B, d), dtype), dW_hx, dW_hh, db, dbhh, gh, propagate,
+                     NO_STATE[dtype], False, NO_STATE[dtype])
     grads, dx, gh_ref, du_first, gz_first = reference.gru_backward(
         x[t0:t0 + Tc], H[t0:t0 + Tc], U_n[t0:t0 + Tc], A[t0:t0 + Tc], G, p, du_next=du_next, gz_next=gz_next,
         h_prev=H[t0 - 1] if t0 > 0 else None)
@@ -430,7 +436,8 @@ def test_compile_kernels_covers_everything_bptt_runs(cell, dtype):
     engine.compile_kernels(spec, progress=lambda done, total, name: calls.append((done, total, name)))
     plan = engine_plan.kernel_plan(dtype)
     assert [c[0] for c in calls] == list(range(1, len(plan) + 1))
-    assert all(c[1] == len(plan) for c in calls) and calls[-1][2] == "step"
+    assert all(c[1] == len(plan) for c in calls) and [c[2] for c in calls] == [name for name, _, _ in plan]
+    assert {"step", "bidirectional_step"} <= {name for name, _, _ in plan}
     before = {name: len(d.signatures) for name, d, _ in plan}
     rng = np.random.default_rng(13)
     from gradscope.engine import init_params, InitSpec
@@ -452,7 +459,7 @@ def test_row_norms_are_inf_exactly_when_a_value_is(dtype, value, finite):
     H, h_norm, act = np.empty((T, B, d), dtype), np.empty(T), np.empty(T)
     with np.errstate(over="ignore"):
         rnn.rnn_forward(x, 0, p.W_hx, step_kernels.pack_recurrent(p.W_hh)[0], p.b_h, ACTIVATION_CODES["linear"],
-                          driver._EMPTY_F3[dtype], H, h_norm, act)
+                        driver._EMPTY_F3[dtype], H, h_norm, act, NO_STATE[dtype], False)
         want = 2 * value * np.sqrt(3.0)                                   # each h entry is 2 * value
     if finite:
         np.testing.assert_allclose(h_norm, want, rtol=1e-14)

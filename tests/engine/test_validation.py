@@ -74,7 +74,7 @@ def test_bad_parameters_are_named(good):
         bptt(SPEC, wrong, x, target, mask, "mse")
     wrong = params.copy()
     wrong.layers.pop()
-    with pytest.raises(ValueError, match="do not match a 2-layer model"):
+    with pytest.raises(ValueError, match="do not match a 2-layer lstm model"):
         bptt(SPEC, wrong, x, target, mask, "mse")
 
 

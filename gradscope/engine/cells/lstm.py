@@ -125,14 +125,15 @@ def lstm_backward_row(a, gh, c, c_prev, dc_next, db_h, stats):
 
 
 @_jit.kernel
-def lstm_forward(X, b0, W_hx, P_hh, b_h, stage, A, C, H, c_zero, m):
+def lstm_forward(X, b0, W_hx, P_hh, b_h, stage, A, C, H, c0, m, h0, has_h0):
     """Forward through time of one LSTM layer, with its metrics.
 
         [i, f, g, o] = split(x_t W_hx^T + h_{t-1} W_hh^T + b_h)      blocks of d, in this order
         i, f, o = sigmoid(.), g = tanh(.),  c_t = f c_{t-1} + i g,  h_t = o tanh(c_t),  h_{-1} = c_{-1} = 0
     X (T, B', n), b0, stage: the input rows as in ``rnn_forward``; P_hh: W_hh^T packed (``pack_recurrent``);
     A (T, B, 4d) out: the gate activations i, f, g, o;
-    C, H (T, B, d) out; c_zero (B, d) zeros.
+    C, H (T, B, d) out; c0, h0 (B, d) the initial state (c0 zeros and has_h0 false unless it is given, as
+    for a seq2seq decoder).
     m (10, T) out: h_norm, c_norm (mean_b of the L2 norms), gate_{i,f,g,o}_mean (over batch and units),
     gate_{i,f,o}_sat (share < 0.05 or > 0.95), gate_g_sat (share with |g| > 0.95).
     """
@@ -142,7 +143,9 @@ def lstm_forward(X, b0, W_hx, P_hh, b_h, stage, A, C, H, c_zero, m):
     for t in range(T):
         if t > 0:
             gemm_packed_acc(H[t - 1], P_hh, A[t])                             # += h_{t-1} W_hh^T
-        c_prev = C[t - 1] if t > 0 else c_zero                            # (B, d)
+        elif has_h0:
+            gemm_packed_acc(h0, P_hh, A[0])                                   # += h_{-1} W_hh^T
+        c_prev = C[t - 1] if t > 0 else c0                                # (B, d)
         fill_zero(stats)
         for b in range(B):
             lstm_forward_row(A[t, b], b_h, c_prev[b], C[t, b], H[t, b], stats)
@@ -153,8 +156,8 @@ def lstm_forward(X, b0, W_hx, P_hh, b_h, stage, A, C, H, c_zero, m):
 
 
 @_jit.kernel
-def lstm_backward(X, H, C, A, t0, Tc, W_hx, P_hh, G, dc_carry, c_zero,
-                  dW_hx, dW_hh, db_h, grad_h_norm, grad_c_norm, propagate):
+def lstm_backward(X, H, C, A, t0, Tc, W_hx, P_hh, G, dc_carry, c0,
+                  dW_hx, dW_hh, db_h, grad_h_norm, grad_c_norm, propagate, h0, has_h0, dh0):
     """Backward through the chunk of steps t0 .. t0+Tc-1 of one LSTM layer.
 
         g_t  = G_t + dz_{t+1} W_hh                               total dL/dh_t
@@ -173,7 +176,7 @@ def lstm_backward(X, H, C, A, t0, Tc, W_hx, P_hh, G, dc_carry, c_zero,
         t = t0 + s
         if t + 1 < T:
             gemm_packed_acc(A[t + 1], P_hh, G[s])                             # g_t = G_t + dz_{t+1} W_hh
-        c_prev = C[t - 1] if t > 0 else c_zero
+        c_prev = C[t - 1] if t > 0 else c0
         fill_zero(stats)
         for b in range(B):
             lstm_backward_row(A[t, b], G[s, b], C[t, b], c_prev[b], dc_carry[b], db_h, stats)
@@ -183,7 +186,12 @@ def lstm_backward(X, H, C, A, t0, Tc, W_hx, P_hh, G, dc_carry, c_zero,
     gemm_tn_acc(dZ2, rows(X), dW_hx)                                         # += dZ^T X
     if t0 > 0:
         gemm_tn_acc(dZ2, rows(H[t0 - 1:t0 + Tc - 1]), dW_hh)
-    elif Tc > 1:
-        gemm_tn_acc(rows(A[1:Tc]), rows(H[0:Tc - 1]), dW_hh)
+    else:
+        if Tc > 1:
+            gemm_tn_acc(rows(A[1:Tc]), rows(H[0:Tc - 1]), dW_hh)
+        if has_h0:                                                        # h_{-1} given (dc_{-1} is dc_carry)
+            gemm_tn_acc(A[0], h0, dW_hh)                                      # += dz_0^T h_{-1}
+            fill_zero(dh0.ravel())
+            gemm_packed_acc(A[0], P_hh, dh0)                                  # dL/dh_{-1} = dz_0 W_hh
     if propagate:
         gemm_nn(dZ2, W_hx, rows(G))                                          # (Tc*B, n) = dZ W_hx

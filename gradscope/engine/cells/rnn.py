@@ -17,7 +17,7 @@ from ..blas import gemm_nn, gemm_tn_acc, project
 from ..fastmath import sigmoid, tanh
 from ..gemm import gemm_packed_acc
 from ..metrics import SAT_HIGH, SAT_LOW
-from ..primitives import is_float64, norm_from_sums, rows, sq_scaled
+from ..primitives import fill_zero, is_float64, norm_from_sums, rows, sq_scaled
 
 RELU, TANH, SIGMOID, LINEAR = 0, 1, 2, 3
 ACTIVATION_CODES = {"relu": RELU, "tanh": TANH, "sigmoid": SIGMOID, "linear": LINEAR}
@@ -121,7 +121,7 @@ def rnn_backward_row(g, h, dz, db_h, act):
 
 
 @_jit.kernel
-def rnn_forward(X, b0, W_hx, P_hh, b_h, act, stage, H, h_norm, act_metric):
+def rnn_forward(X, b0, W_hx, P_hh, b_h, act, stage, H, h_norm, act_metric, h0, has_h0):
     """Forward through time of one RNN layer, with its metrics.
 
         z_t = x_t W_hx^T + h_{t-1} W_hh^T + b_h,   h_t = f(z_t),   h_{-1} = 0
@@ -139,6 +139,8 @@ def rnn_forward(X, b0, W_hx, P_hh, b_h, act, stage, H, h_norm, act_metric):
     for t in range(T):
         if t > 0:
             gemm_packed_acc(H[t - 1], P_hh, H[t])                             # += h_{t-1} W_hh^T
+        elif has_h0:
+            gemm_packed_acc(h0, P_hh, H[0])                                   # += h_{-1} W_hh^T
         norm_sum = 0.0
         count = 0
         for b in range(B):
@@ -152,7 +154,7 @@ def rnn_forward(X, b0, W_hx, P_hh, b_h, act, stage, H, h_norm, act_metric):
 
 @_jit.kernel
 def rnn_backward(X, H, t0, W_hx, P_hh, act, G, dZ, dz_carry, has_carry,
-                 dW_hx, dW_hh, db_h, grad_h_norm, propagate):
+                 dW_hx, dW_hh, db_h, grad_h_norm, propagate, h0, has_h0, dh0):
     """Backward through the chunk of steps t0 .. t0+Tc-1 of one RNN layer (the whole layer when t0 = 0
     and Tc = T).
 
@@ -185,7 +187,12 @@ def rnn_backward(X, H, t0, W_hx, P_hh, act, G, dZ, dz_carry, has_carry,
     gemm_tn_acc(dZ2, rows(X), dW_hx)                                         # += dZ^T X
     if t0 > 0:
         gemm_tn_acc(dZ2, rows(H[t0 - 1:t0 + Tc - 1]), dW_hh)                 # += dZ^T H_{t-1}
-    elif Tc > 1:                                                          # h_{-1} = 0 adds nothing
-        gemm_tn_acc(rows(dZ[1:]), rows(H[0:Tc - 1]), dW_hh)
+    else:
+        if Tc > 1:
+            gemm_tn_acc(rows(dZ[1:]), rows(H[0:Tc - 1]), dW_hh)
+        if has_h0:                                                        # h_{-1} given (a seq2seq decoder)
+            gemm_tn_acc(dZ[0], h0, dW_hh)                                     # += dz_0^T h_{-1}
+            fill_zero(dh0.ravel())
+            gemm_packed_acc(dZ[0], P_hh, dh0)                                 # dL/dh_{-1} = dz_0 W_hh
     if propagate:
         gemm_nn(dZ2, W_hx, rows(G))                                          # (Tc*B, n) = dZ W_hx
