@@ -15,6 +15,8 @@ Every metric is defined in docs/metrics.md.  Nothing here imports Qt.
 """
 from __future__ import annotations
 
+from functools import lru_cache
+
 import numpy as np
 
 from .metrics import (PARAMETER_METRICS, NonFinite, StepResult, first_nonfinite, parameter_metrics,
@@ -24,6 +26,18 @@ from .params import (ACTIVATIONS, CELLS, DTYPES, INIT_SCHEMES, InitSpec, LayerPa
                      init_params, spectral_stats)
 
 LOSS_KINDS = ("mse", "ce")
+
+
+@lru_cache(maxsize=64)
+def expected_shapes(spec: ModelSpec) -> dict[str, tuple[int, ...]]:
+    """Every parameter array of the model, by file name (Params.named() order), with its shape."""
+    expected = {}
+    G, d = spec.gates, spec.hidden_size
+    for stream in spec.streams:
+        nl = spec.layer_input_size(int(stream[5:].split("_")[0]))
+        shapes = {"W_hx": (G * d, nl), "W_hh": (G * d, d), "b_h": (G * d,), "b_hh": (G * d,)}
+        expected |= {f"{stream}.{name}": shapes[name] for name in cell(spec.cell).parameters}
+    return expected | {"readout.W_yh": (spec.output_size, spec.readout_size), "readout.b_y": (spec.output_size,)}
 
 
 def check_batch(spec: ModelSpec, params: Params, x, target, mask, loss_kind: str) -> None:
@@ -67,14 +81,9 @@ def check_batch(spec: ModelSpec, params: Params, x, target, mask, loss_kind: str
             bad = np.argwhere((target < 0) | (target >= spec.output_size))[0]
             raise ValueError(f"ce target classes must lie in [0, {spec.output_size}) (output_size); "
                              f"target[t={bad[0]}, b={bad[1]}] = {target[tuple(bad)]}")
-    expected = {}
-    for stream in spec.streams:
-        G, d, nl = spec.gates, spec.hidden_size, spec.layer_input_size(int(stream[5:].split("_")[0]))
-        shapes = {"W_hx": (G * d, nl), "W_hh": (G * d, d), "b_h": (G * d,), "b_hh": (G * d,)}
-        expected |= {f"{stream}.{name}": shapes[name] for name in cell(spec.cell).parameters}
-    expected |= {"readout.W_yh": (spec.output_size, spec.readout_size), "readout.b_y": (spec.output_size,)}
+    expected = expected_shapes(spec)
     got = params.arrays()
-    if set(got) != set(expected):
+    if got.keys() != expected.keys():
         raise ValueError(f"parameters {sorted(got)} do not match a {spec.layers}-layer {spec.label} model "
                          f"{sorted(expected)}")
     for name, shape in expected.items():

@@ -7,6 +7,8 @@ a cell needs come from its description (cells/__init__.py); a buffer a cell does
 """
 from __future__ import annotations
 
+from functools import lru_cache
+
 import numpy as np
 
 from .cells import cell
@@ -26,6 +28,17 @@ _NO_NORMS = np.zeros(0)
 # what the step kernel gets for a buffer the cell does not use: empty, with the dimensions it indexes
 _ABSENT = {"S": lambda L: (L, 0, 0, 0), "A": lambda L: (L, 0, 0, 0), "zero": lambda L: (0, 0),
            "U": lambda L: (0, 0), "dZ": lambda L: (0, 0, 0)}
+
+
+@lru_cache(maxsize=64)
+def _facts(spec: ModelSpec) -> tuple:
+    """What every pass of this model asks of its description, worked out once: (cell code, activation code,
+    [(metric, row)], arrays per pass's gradient norms)."""
+    desc = cell(spec.cell)
+    act = ACTIVATION_CODES[spec.activation] if desc.uses_activation else 0
+    rows_of = desc.metric_rows()
+    return (CELL_CODES[spec.cell], act, tuple((name, rows_of[name]) for name in step_metric_names(spec)),
+            len(desc.parameters) * len(spec.streams) + 2)
 
 
 # ------------------------------------------------------------------------------------- buffers
@@ -162,6 +175,9 @@ def _stack(params: Params, buf: dict, L: int):
 def _result_grads(spec: ModelSpec, grads: tuple) -> Params:
     """The kernel's gradient arrays as Params, stream by stream (views, no copies)."""
     dW_hx0, dW_hxR, dW_hh, db_h, db_hh, dW_yh, db_y = grads
+    if not spec.bidirectional:
+        return Params([LayerParams(dW_hx0 if l == 0 else dW_hxR[l - 1], dW_hh[l], db_h[l],
+                                   db_hh[l] if db_hh.shape[1] else None) for l in range(spec.layers)], dW_yh, db_y)
     layers = []
     for stream in range(len(spec.streams)):
         l, r = divmod(stream, spec.directions)
@@ -197,15 +213,15 @@ def _run_step(spec: ModelSpec, weights: tuple, packed: tuple, x, target_f, targe
     packed: (P_f, P_b), ``pack_layers`` of the weights' W_hh."""
     P_f, P_b = packed
     stage = buf.get("stage", _EMPTY_F3[spec.dtype])
-    act = ACTIVATION_CODES[spec.activation] if cell(spec.cell).uses_activation else 0
+    code, act = _facts(spec)[:2]
     if spec.bidirectional:
-        bidirectional_step(CELL_CODES[spec.cell], act, x, *weights, target_f, target_i, mask, b0,
+        bidirectional_step(code, act, x, *weights, target_f, target_i, mask, b0,
                            LOSS_CODES[loss_kind], inv_B, chunk, stage, P_f, P_b, buf["H"], buf["S"], buf["A"],
                            buf["zero"], buf["U"], buf["X_rev"], buf["X_cat"], buf["X_cat_rev"], buf["Y"],
                            buf["G_top"], buf["G_s"], buf["G_below"], buf["DX"], buf["dZ"], buf["carry"], *grads,
                            buf["db64"], buf["dbhh64"], buf["dby64"], M, loss_t)
         return
-    step(CELL_CODES[spec.cell], act, x, *weights, target_f, target_i, mask, b0, LOSS_CODES[loss_kind], inv_B,
+    step(code, act, x, *weights, target_f, target_i, mask, b0, LOSS_CODES[loss_kind], inv_B,
          chunk, stage, P_f, P_b, buf["H"], buf["S"], buf["A"], buf["zero"], buf["U"], buf["Y"], buf["G"],
          buf["dZ"], buf["carry"], *grads, buf["db64"], buf["dbhh64"], buf["dby64"], M, loss_t, norms)
 
@@ -291,7 +307,7 @@ def bptt(spec: ModelSpec, params: Params, x: np.ndarray, target: np.ndarray, mas
     grads = _new_grads(spec, n)
     M = _metric_block(spec, T)                                              # (L, metric, T)
     loss_t = np.empty(T)
-    norms = np.empty(len(cell(spec.cell).parameters) * len(spec.streams) + 2)   # Params.named() order
+    norms = np.empty(_facts(spec)[3])                                       # Params.named() order
     x = np.ascontiguousarray(x, dtype=dt)                                   # the caller's, when they fit
     if loss_kind == "mse":
         target_f, target_i = np.ascontiguousarray(target, dtype=dt), _EMPTY_I2
@@ -299,9 +315,12 @@ def bptt(spec: ModelSpec, params: Params, x: np.ndarray, target: np.ndarray, mas
         target_f, target_i = _EMPTY_F3[spec.dtype], np.ascontiguousarray(target, dtype=np.int64)
     mask = np.ascontiguousarray(mask, dtype=np.float64)
     packed = (buf["P_f"], buf["P_b"])
-    S = len(spec.streams)                                   # one packed W_hh per stream
-    pack_layers(weights[2].reshape((S,) + weights[2].shape[-2:]), buf["P_f"].reshape((S,) + buf["P_f"].shape[-3:]),
-                buf["P_b"].reshape((S,) + buf["P_b"].shape[-3:]))
+    if spec.bidirectional:                                  # one packed W_hh per stream: (L, 2, ..) as (2L, ..)
+        S = len(spec.streams)
+        pack_layers(weights[2].reshape((S,) + weights[2].shape[-2:]), buf["P_f"].reshape((S,) + buf["P_f"].shape[-3:]),
+                    buf["P_b"].reshape((S,) + buf["P_b"].shape[-3:]))
+    else:
+        pack_layers(weights[2], *packed)
     if len(rows) == 1:
         _run_step(spec, weights, packed, x, target_f, target_i, mask, 0, loss_kind, 1.0 / B, Tc, buf, grads, M,
                   loss_t, norms)
@@ -310,10 +329,9 @@ def bptt(spec: ModelSpec, params: Params, x: np.ndarray, target: np.ndarray, mas
                     M, loss_t, threads)
         if not spec.bidirectional:
             grad_norms(*grads, norms)
-    rows_of = cell(spec.cell).metric_rows()
     if spec.bidirectional:
         M[1::2] = M[1::2, :, ::-1].copy()                   # reverse streams: from step order to input position
-    metrics = {name: M[:, rows_of[name]] for name in step_metric_names(spec)}
+    metrics = {name: M[:, row] for name, row in _facts(spec)[2]}
     metrics["loss_t"] = loss_t
     result_grads = _result_grads(spec, grads)
     if spec.bidirectional:

@@ -13,6 +13,7 @@ with n_0 the task's input size and n_l = d above it.  A batch of inputs is appli
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Iterator
 
 import numpy as np
@@ -66,7 +67,7 @@ class ModelSpec:
         """1, or 2 for a bidirectional model (forward, then reverse, in every layer)."""
         return 2 if self.bidirectional else 1
 
-    @property
+    @cached_property
     def streams(self) -> tuple[str, ...]:
         """The recurrent chains, in the engine's order: layer0, layer0_reverse (bidirectional), layer1, ...
         (TRACE_FORMAT.md, streams).  Per-timestep metrics are (S, T) in this order."""

@@ -41,6 +41,11 @@ class Cell:
     kernels: str = ""                          # module of the Numba kernels, e.g. gradscope.engine.cells.lstm
     twin: str = ""                             # module of the NumPy twin, e.g. gradscope.engine.reference.lstm
 
+    def __post_init__(self):
+        # derived once: the engine asks for them on every pass
+        object.__setattr__(self, "_rows", self._metric_rows())
+        object.__setattr__(self, "_metrics", {a: self._step_metrics(a) for a in ACTIVATIONS})
+
     @property
     def blocks(self) -> int:
         """G: row blocks of W_hh (G d, d), W_hx (G d, n) and b_h (G d,)."""
@@ -57,6 +62,11 @@ class Cell:
 
     def step_metrics(self, activation: str = "relu") -> tuple[str, ...]:
         """Names of the (L, T) metrics one pass records, forward ones first (docs/metrics.md)."""
+        if activation in self._metrics:
+            return self._metrics[activation]
+        return self._step_metrics(activation)
+
+    def _step_metrics(self, activation: str) -> tuple[str, ...]:
         forward = tuple(f"{s}_norm" for s in self.states)
         if self.uses_activation:
             metric = ACTIVATION_METRIC[activation]
@@ -68,6 +78,9 @@ class Cell:
         """Row of each per-timestep metric in the block (rows, T) a layer's kernels fill: the forward rows
         first (state norms, the activation's metric, gate means and saturations), then the gradient norms.
         The plain RNN keeps one row for its activation's metric whichever it is (none for linear)."""
+        return self._rows
+
+    def _metric_rows(self) -> dict[str, int]:
         names = [f"{s}_norm" for s in self.states]
         rows = {name: r for r, name in enumerate(names)}
         r = len(rows)
@@ -85,7 +98,7 @@ class Cell:
     @property
     def metric_row_count(self) -> int:
         """Rows of the metric block: forward rows, then one gradient norm per state."""
-        return max(self.metric_rows().values()) + 1
+        return max(self._rows.values()) + 1
 
     @property
     def forward_row_count(self) -> int:
