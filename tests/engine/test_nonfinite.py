@@ -6,6 +6,8 @@ The overflow runs are engineered so the location is known independently: the sam
 (NumPy twin) says at which layer and step a float32 value must exceed the float32 range, with a margin
 of 100x on either side so rounding cannot move it.
 """
+import dataclasses
+
 import numpy as np
 import pytest
 
@@ -73,7 +75,7 @@ def test_backward_overflow_is_located_with_a_finite_forward_pass():
     mask = np.zeros((T, B))
     mask[-1] = 1.0
     p64 = Params([_as64(p) for p in params.layers], params.W_yh.astype(np.float64), params.b_y.astype(np.float64))
-    spec64 = ModelSpec(**{**spec.__dict__, "dtype": "float64"})
+    spec64 = dataclasses.replace(spec, dtype="float64")
     want = reference.bptt(spec64, p64, x.astype(np.float64), target.astype(np.float64), mask, "mse")
     assert want.nonfinite is None and np.isfinite(want.loss)
 
