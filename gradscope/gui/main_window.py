@@ -343,7 +343,9 @@ class MainWindow(QtWidgets.QMainWindow):
         experiment = self.controller.experiment
         QtWidgets.QApplication.setOverrideCursor(QtCore.Qt.CursorShape.WaitCursor)
         try:
-            out = gio.export_experiment(out_dir, experiment, results, figures=True)
+            from .figures import export_figures
+
+            out = gio.export_experiment(out_dir, experiment, results, figures=export_figures)
         except gio.FigureExportError as error:
             self.show_error("Figures failed", f"The traces are in {error.path}, but the figures failed.",
                             error.details, warning=True)
