@@ -1,6 +1,8 @@
-"""Exported experiment folders (TRACE_FORMAT.md, docs/experiments.md): writing them atomically, reading them back.
+"""Exported experiment folders (docs/trace_format.md, docs/experiments.md): writing them atomically, reading them
+back.
 
-    export_experiment("out/relu", experiment, results)        # experiment.toml, summary.json, <run>/..., plots/
+    export_experiment("out/relu", experiment, results)        # experiment.toml, summary.json, <run>/...
+    export_experiment("out/relu", experiment, results, figures=write)   # and plots/, by write(experiment, results, dir)
     experiment, results = load_experiment_folder("out/relu")   # view it again without running
 
 Atomicity: the folder is built under a temporary name beside its destination, every file is fsynced, and the
@@ -308,5 +310,5 @@ def load_experiment_folder(path: str | os.PathLike) -> tuple[Experiment, list[Ru
 
 
 __all__ = ["RunResult", "export_experiment", "load_experiment_folder", "check_output_dir", "atomic_write_bytes",
-           "atomic_write_text", "trace_csv", "run_dir_name", "ExportError", "FigureExportError", "FigureWriter", "FORMAT_VERSION",
-           "STATUSES"]
+           "atomic_write_text", "trace_csv", "run_dir_name", "ExportError", "FigureExportError", "FigureWriter",
+           "FORMAT_VERSION", "STATUSES"]

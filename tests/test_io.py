@@ -1,4 +1,4 @@
-"""Exported experiment folders: checked against TRACE_FORMAT.md with plain NumPy, json and csv; iteration 0
+"""Exported experiment folders: checked against docs/trace_format.md with plain NumPy, json and csv; iteration 0
 recomputed in PyTorch from init_params.npz and first_batch.npz alone; atomic writes; reading folders back."""
 import csv
 import json

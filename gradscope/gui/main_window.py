@@ -13,6 +13,7 @@ from PyQt6 import QtCore, QtGui, QtWidgets
 
 from .. import config
 from .. import io as gio
+from .. import presets
 from .controller import Controller
 from .panels import RunEditor, RunList
 from .views import VIEWS
@@ -20,8 +21,8 @@ from .worker import compiler
 
 REDRAW_MS = 33                          # ~30 Hz
 MAX_RECENT = 8
-MODELS_DIR = Path(__file__).resolve().parents[2] / "models"
-DEFAULT_EXPERIMENT = MODELS_DIR / "relu_init_scale.toml"
+MODELS_DIR = presets.presets_dir()              # the shipped experiment files, installed with the package
+DEFAULT_EXPERIMENT = MODELS_DIR / presets.DEFAULT
 TAB_TITLES = ("Through time", "Waterfall", "Training", "Saturation", "Layers")
 TAB_TIPS = ("‖∂L/∂h_t‖ and ‖h_t‖ against t, with the theory's lines",
             "log ‖∂L/∂h_t‖ over training iteration and timestep for one run",
