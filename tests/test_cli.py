@@ -402,3 +402,19 @@ def test_figures_are_written_by_the_gui_writer_the_cli_passes(small, tmp_path, m
     fake.export_figures = lambda experiment, results, plots_dir: [plots_dir / "drawn"]
     monkeypatch.setitem(sys.modules, "gradscope.gui.figures", fake)
     assert cli.write_figures(None, [], tmp_path) == [tmp_path / "drawn"]
+
+
+def test_a_diverged_run_says_where_in_the_engines_words():
+    """One text for a non-finite location (NonFinite.location), in the CLI's progress line as everywhere."""
+    from gradscope.engine.metrics import NonFinite
+    from gradscope.trace import Trace
+
+    nf = NonFinite(quantity="grad_h", layer=0, timestep=41, iteration=3)
+    assert nf.location() == "iteration 3, layer 0, t = 41"
+    assert str(nf) == "non-finite grad_h at iteration 3, layer 0, t = 41"
+    assert NonFinite("loss", None, None, 2).location() == "iteration 2"
+    assert str(NonFinite("loss", None, None)) == "non-finite loss"
+    result = types.SimpleNamespace(name="relu", status="diverged", iterations=4, wall_seconds=2.0, trace=Trace(),
+                                   nonfinite=nf, error=None, init_params=object())
+    assert cli.progress_line(1, 2, result) == ("[1/2] relu: diverged, 4 iteration(s) in 2.00 s (2.0 it/s); "
+                                               "non-finite grad_h at iteration 3, layer 0, t = 41")
