@@ -12,6 +12,7 @@ from pathlib import Path
 
 from pydantic import BaseModel, ValidationError
 
+from ..engine.tasks import TaskError, make_task
 from .schema import SCHEMA_VERSION, ConfigError, Experiment, RunConfig, _Header, _KeyedError
 
 
@@ -86,8 +87,6 @@ def loads(text: str, source: str | os.PathLike = "<string>", *, check_tasks: boo
                 origin = " (set in [defaults])"
             fail(f"{where}: {message}{origin}", key=key, run=label if label else index)
         if check_tasks:
-            from ..engine.tasks import TaskError, make_task
-
             try:
                 task = make_task(run.task, run.dtype)
             except TaskError as error:

@@ -17,7 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from ..engine.cells import CELLS as CELL_DESCRIPTIONS, cell
 from ..engine.params import ACTIVATIONS, CELLS, DTYPES, INIT_SCHEMES, InitSpec, ModelSpec
-from ..engine.tasks import TASK_NAMES
+from ..engine.tasks import TASK_NAMES, task_sizes
 
 SCHEMA_VERSION = 1
 TASKS = TASK_NAMES
@@ -144,8 +144,6 @@ class RunConfig(BaseModel):
 
     def model_spec(self) -> ModelSpec:
         """The engine's ModelSpec; input and output sizes come from the task."""
-        from ..engine.tasks import task_sizes
-
         n, k = task_sizes(self.task)
         return ModelSpec(cell=self.cell, activation=self.activation, input_size=n, hidden_size=self.hidden_size,
                          layers=self.layers, output_size=k, dtype=self.dtype)

@@ -62,7 +62,7 @@ class NonFinite:
 
     def location(self) -> str:
         """Where it appeared, for people: ``iteration 3, layer 0, t = 41`` (the parts that are known; "" if none).
-        Every message about a non-finite value (the CLI, the app's run list, exports) says it this way."""
+        The one text of a location: every message about a non-finite value says it through this (or __str__)."""
         where = [f"iteration {self.iteration}"] if self.iteration is not None else []
         if self.layer is not None:
             where.append(f"layer {self.layer}")

@@ -326,5 +326,5 @@ def task_sizes(task_config) -> tuple[int, int]:
 
 
 __all__ = ["Task", "TaskError", "ProbeTask", "AddingTask", "CopyTask", "CharLMTask", "TaggingTask", "make_task",
-           "task_sizes", "loss_kind_of", "TASK_CLASSES", "TASK_NAMES", "TAGS", "VOCABULARY", "DEFAULT_CORPUS", "load_corpus",
-           "tagging_conditional_entropy"]
+           "task_sizes", "loss_kind_of", "TASK_CLASSES", "TASK_NAMES", "TAGS", "VOCABULARY", "DEFAULT_CORPUS",
+           "load_corpus", "tagging_conditional_entropy"]

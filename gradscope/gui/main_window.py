@@ -15,6 +15,7 @@ from .. import config
 from .. import io as gio
 from .. import presets
 from .controller import Controller
+from .figures import export_figures
 from .panels import RunEditor, RunList
 from .views import VIEWS
 from .worker import compiler
@@ -344,8 +345,6 @@ class MainWindow(QtWidgets.QMainWindow):
         experiment = self.controller.experiment
         QtWidgets.QApplication.setOverrideCursor(QtCore.Qt.CursorShape.WaitCursor)
         try:
-            from .figures import export_figures
-
             out = gio.export_experiment(out_dir, experiment, results, figures=export_figures)
         except gio.FigureExportError as error:
             self.show_error("Figures failed", f"The traces are in {error.path}, but the figures failed.",
