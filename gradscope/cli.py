@@ -348,14 +348,27 @@ def _compile(experiment, backend: str, console: Console, stop: StopRequest) -> N
     console.clear()
 
 
+def write_figures(experiment, results, plots_dir):
+    """The figures of an export (gui.figures.export_figures), with Qt imported only now: ``gradscope run
+    --no-plots`` never loads it.  Without a display Qt draws offscreen.  Called by io.export_experiment inside its
+    error handling, so a Qt that cannot load is a figure failure (exit 1, traces exported), not a crash."""
+    if not os.environ.get("DISPLAY") and not os.environ.get("WAYLAND_DISPLAY"):
+        os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+    from .gui.figures import export_figures
+
+    return export_figures(experiment, results, plots_dir)
+
+
 def _run(args) -> int:
     experiment = _select(_load(args.experiment), args)
-    from .experiment import choose_processes, run_experiment
+    from .config import ConfigError
+    from .experiment import check_memory, choose_processes, run_experiment
     from .io import ExportError, FigureExportError, check_output_dir, export_experiment
 
     try:
+        check_memory(experiment)             # this machine's question, before anything is compiled or run
         check_output_dir(args.out)
-    except ExportError as error:
+    except (ConfigError, ExportError) as error:
         raise BadInput(str(error)) from None
     workers = choose_processes(list(experiment.runs), args.processes)
     console = Console([r.name for r in experiment.runs])
@@ -382,7 +395,8 @@ def _run(args) -> int:
         status = EXIT_OK
         stop.exporting = True
         try:
-            out = export_experiment(args.out, experiment, results, figures=not args.no_plots)
+            out = export_experiment(args.out, experiment, results,
+                                    figures=None if args.no_plots else write_figures)
             print(f"exported to {out}", file=sys.stderr)
         except FigureExportError as error:
             path = write_log(error.details)

@@ -29,7 +29,7 @@ from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from contextlib import contextmanager
 from typing import Callable
 
-from .config import Experiment, RunConfig
+from .config import ConfigError, Experiment, RunConfig
 from .engine.tasks import loss_kind_of
 from .io import RunResult
 from .trace import Trace
@@ -45,14 +45,50 @@ from .trace import Trace
 PARALLEL_MIN_FLOPS = 300e9
 
 
+# Refuse runs whose BPTT states would not fit in this share of the machine's memory.
+MEMORY_SHARE = 0.5
+
+
 def estimated_flops(run: RunConfig) -> float:
-    """Floating-point operations of a run's training: 3 passes (forward, backward, weight gradients) of
-    2 G d (n + d) multiply-adds per layer, example and step, for max(iterations, 1) iterations."""
-    G = 4 if run.cell == "lstm" else 1
-    d, T, B = run.hidden_size, run.task.seq_len, run.task.batch_size
-    n = run.task.input_size or d
-    per_step = 2 * G * d * (n + d) + (run.layers - 1) * 2 * G * d * 2 * d
-    return 3.0 * per_step * T * B * max(run.train.iterations, 1)
+    """Floating-point operations of a run's training: the engine's count for one pass (engine.pass_flops:
+    forward, backward and weight gradients) times max(iterations, 1) iterations."""
+    from .engine import pass_flops
+
+    return pass_flops(run.model_spec(), run.task.seq_len, run.task.batch_size) * max(run.train.iterations, 1)
+
+
+def machine_memory() -> int:
+    """Bytes of physical memory of this machine; 0 when the system does not say."""
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):
+        return 0
+
+
+def check_memory(experiment: Experiment, runs: list[RunConfig] | None = None) -> None:
+    """Refuse, before anything is computed, a run whose BPTT states and weights (RunConfig.memory_estimate)
+    need more than MEMORY_SHARE of this machine's memory: a ConfigError naming the file, the run and its keys.
+
+    ``runs``: the runs about to start (default: all of the experiment's).  A file is valid on every machine
+    (config.load does not check this); whether it fits is a question for the machine that runs it, so
+    ``gradscope run``, ``run_experiment`` and the app ask it before they start.
+    """
+    available = machine_memory()
+    if not available:
+        return
+    source = str(experiment.source) if experiment.source is not None else f"experiment {experiment.name!r}"
+    names = [r.name for r in experiment.runs]
+    for run in experiment.runs if runs is None else runs:
+        needed = run.memory_estimate()
+        if needed <= MEMORY_SHARE * available:
+            continue
+        where = f"run {run.name!r} (runs[{names.index(run.name)}])" if run.name in names else f"run {run.name!r}"
+        raise ConfigError(
+            f"{source}: {where}: hidden_size: hidden_size = {run.hidden_size}, layers = {run.layers}, "
+            f"task.seq_len = {run.task.seq_len} and task.batch_size = {run.task.batch_size} need about "
+            f"{needed / 2**30:.1f} GiB for BPTT's states and weights; this machine allows "
+            f"{MEMORY_SHARE * available / 2**30:.1f} GiB ({MEMORY_SHARE:.0%} of its memory)",
+            source=source, run=run.name, key="hidden_size")
 
 
 def execute_run(run: RunConfig, seed: int, backend: str = "numba", *, stop=None,
@@ -153,8 +189,10 @@ def run_experiment(experiment: Experiment, *, backend: str = "numba", processes:
     ``progress(result)`` is called as each run ends (in worker processes: in the order they end);
     ``on_iteration(index, done, total, seconds)`` as runs go (from workers: at most ~10 times a second each);
     ``stop`` (anything with ``is_set()``) stops every run after its current iteration.  Ctrl+C in this process
-    (KeyboardInterrupt) is a stop too.
+    (KeyboardInterrupt) is a stop too.  Raises ConfigError (check_memory) before the first iteration when a
+    run cannot fit this machine's memory.
     """
+    check_memory(experiment)
     runs = list(experiment.runs)
     seeds = [run.effective_seed(experiment.seed) for run in runs]
     workers = choose_processes(runs, processes)
@@ -282,4 +320,5 @@ def _run_in_processes(runs, seeds, backend, workers, progress, stop, on_iteratio
     return results
 
 
-__all__ = ["run_experiment", "execute_run", "estimated_flops", "choose_processes", "PARALLEL_MIN_FLOPS"]
+__all__ = ["run_experiment", "execute_run", "estimated_flops", "choose_processes", "check_memory", "machine_memory",
+           "PARALLEL_MIN_FLOPS", "MEMORY_SHARE"]

@@ -1,12 +1,14 @@
-"""Exported experiment folders (TRACE_FORMAT.md, docs/experiments.md): writing them atomically, reading them back.
+"""Exported experiment folders (docs/trace_format.md, docs/experiments.md): writing them atomically, reading them
+back.
 
-    export_experiment("out/relu", experiment, results)        # experiment.toml, summary.json, <run>/..., plots/
+    export_experiment("out/relu", experiment, results)        # experiment.toml, summary.json, <run>/...
+    export_experiment("out/relu", experiment, results, figures=write)   # and plots/, by write(experiment, results, dir)
     experiment, results = load_experiment_folder("out/relu")   # view it again without running
 
 Atomicity: the folder is built under a temporary name beside its destination, every file is fsynced, and the
 folder is renamed into place (an earlier export under the same name is swapped out only then).  A crash, a
 kill or a full disk leaves at most a hidden ``.<name>.tmp-*`` folder, never a truncated file under a final name.
-Single files (config.save) go through ``atomic_write_bytes``: temporary name in the same folder, fsync,
+Single files (config.save) go through ``files.atomic_write_bytes``: temporary name in the same folder, fsync,
 os.replace.
 """
 from __future__ import annotations
@@ -22,12 +24,14 @@ import tempfile
 import traceback
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 
 from .config import Experiment, RunConfig, dumps, load
 from .engine.metrics import NonFinite
 from .engine.params import Params
+from .files import atomic_write_bytes, atomic_write_text, fsync_dir
 from .trace import Trace
 
 FORMAT_VERSION = 1
@@ -78,40 +82,6 @@ class RunResult:
     seed: int | None = None                       # the seed the run used
     baseline_loss: float | None = None            # the task's trivial strategy, in the units of the loss
     description: str = ""                         # the task, in words
-
-
-# --------------------------------------------------------------------------------------------- atomic files
-def _fsync_dir(path: Path) -> None:
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
-def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
-    """Write ``data`` to ``path`` so that ``path`` is either its old content or all of ``data``."""
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.tmp-", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    _fsync_dir(path.parent)
-
-
-def atomic_write_text(path: str | os.PathLike, text: str) -> None:
-    atomic_write_bytes(path, text.encode("utf-8"))
 
 
 def _npz_bytes(arrays: dict[str, np.ndarray]) -> bytes:
@@ -223,12 +193,20 @@ def _run_summary(result: RunResult, dir_name: str) -> dict:
     }
 
 
-def export_experiment(out_dir: str | os.PathLike, experiment: Experiment, results: list[RunResult],
-                      figures: bool = True) -> Path:
-    """Write the experiment folder of TRACE_FORMAT.md at ``out_dir``; returns its path.
+# What writes the figures: (experiment as it ran, results, plots folder) -> anything.  The core never imports the
+# GUI; the caller that wants figures passes gui.figures.export_figures (or a lazy wrapper around it).
+FigureWriter = Callable[[Experiment, list, Path], object]
 
-    Raises ExportError when ``out_dir`` holds something else, and FigureExportError (after the traces are in
-    place) when only the figures failed.
+
+def export_experiment(out_dir: str | os.PathLike, experiment: Experiment, results: list[RunResult],
+                      figures: FigureWriter | None = None) -> Path:
+    """Write the experiment folder of docs/trace_format.md at ``out_dir``; returns its path.
+
+    ``figures(experiment, results, plots_dir)``, when given, writes the figures into the folder's ``plots/``
+    while the folder is still under its temporary name, so they are published with the traces or not at all;
+    None (or False): traces only.  Raises ExportError when ``out_dir`` holds something else, and
+    FigureExportError (after the traces are in place, with ``figures_error`` in summary.json) when only the
+    figures failed, whatever the writer raised (including an ImportError of the GUI it loads).
     """
     out = check_output_dir(out_dir).absolute()
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -253,12 +231,8 @@ def export_experiment(out_dir: str | os.PathLike, experiment: Experiment, result
         _write(tmp / "experiment.toml", dumps(ran).encode("utf-8"))
         if figures:
             try:
-                if not os.environ.get("DISPLAY") and not os.environ.get("WAYLAND_DISPLAY"):
-                    os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
-                from .gui.figures import export_figures
-
                 (tmp / "plots").mkdir()
-                export_figures(ran, results, tmp / "plots")
+                figures(ran, results, tmp / "plots")
             except Exception:
                 figures_error = traceback.format_exc()
         summary = {
@@ -271,7 +245,7 @@ def export_experiment(out_dir: str | os.PathLike, experiment: Experiment, result
         if figures_error:
             summary["figures_error"] = figures_error
         _write(tmp / "summary.json", json.dumps(summary, indent=2, allow_nan=False).encode("utf-8"))
-        _fsync_dir(tmp)
+        fsync_dir(tmp)
         _publish(tmp, out)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -293,7 +267,7 @@ def _publish(tmp: Path, out: Path) -> None:
         if old is not None:
             os.replace(old / out.name, out)      # put the earlier export back
         raise
-    _fsync_dir(out.parent)
+    fsync_dir(out.parent)
     if old is not None:
         shutil.rmtree(old, ignore_errors=True)
 
@@ -336,5 +310,5 @@ def load_experiment_folder(path: str | os.PathLike) -> tuple[Experiment, list[Ru
 
 
 __all__ = ["RunResult", "export_experiment", "load_experiment_folder", "check_output_dir", "atomic_write_bytes",
-           "atomic_write_text", "trace_csv", "run_dir_name", "ExportError", "FigureExportError", "FORMAT_VERSION",
-           "STATUSES"]
+           "atomic_write_text", "trace_csv", "run_dir_name", "ExportError", "FigureExportError", "FigureWriter",
+           "FORMAT_VERSION", "STATUSES"]

@@ -10,7 +10,7 @@ with_tests=0
 [ "${1:-}" = "--test" ] && with_tests=1
 
 # Qt's runtime libraries (offscreen and X11), a font, OpenMP for Numba, Xvfb for headless windows.
-# See ../shared/ENVIRONMENT.md for why each is here.
+# docs/environment.md says why each is here.
 apt_packages="xvfb xauth libxcb-icccm4 libxcb-keysyms1 libxcb-cursor0 libxcb-shape0 libxcb-randr0
   libxcb-render-util0 libxcb-image0 libxcb-xkb1 libxcb-xfixes0 libxcb-sync1 libx11-xcb1 libxkbcommon0
   libxkbcommon-x11-0 libgl1 libegl1 libglib2.0-0 libfontconfig1 fonts-dejavu-core libgomp1"
@@ -31,7 +31,7 @@ if [ ! -x .venv/bin/python ]; then
 fi
 .venv/bin/python -m pip install -q --upgrade pip >&2
 if [ "$with_tests" = 1 ]; then
-  # torch is pinned: an unpinned torch pulls a multi-GB CUDA build (ENVIRONMENT.md)
+  # torch is pinned: an unpinned torch pulls a multi-GB CUDA build (docs/environment.md)
   .venv/bin/python -m pip install -q -e ".[test]" "torch==2.13.0" >&2
 else
   .venv/bin/python -m pip install -q -e . >&2

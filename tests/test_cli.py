@@ -365,3 +365,55 @@ def cells_plan_sizes():
     from gradscope.engine import plan
 
     return [entry for dtype in plan.KERNEL_DTYPES for entry in plan.kernel_plan(dtype)]
+
+
+def test_run_refuses_a_valid_file_too_big_for_this_machine(tmp_path, capsys):
+    """validate accepts the file (it is valid everywhere); run refuses it here, before compiling anything."""
+    path = ROOT / "tests" / "data" / "bad" / "too_big.toml"
+    assert cli.main(["validate", str(path)]) == 0
+    capsys.readouterr()
+    out = tmp_path / "never"
+    assert cli.main(["run", str(path), "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"gradscope: {path}: run 'bad' (runs[0]): hidden_size:") and "GiB" in err
+    for key in ("hidden_size", "layers", "task.seq_len", "task.batch_size"):
+        assert key in err
+    assert "Traceback" not in err and len(err.strip().splitlines()) == 1 and "compiling" not in err
+    assert not out.exists()
+
+
+def test_figures_are_written_by_the_gui_writer_the_cli_passes(small, tmp_path, monkeypatch):
+    """The CLI composes the export: io gets cli.write_figures, which loads gradscope.gui.figures only then."""
+    import gradscope.io as gio
+
+    passed = []
+    real = gio.export_experiment
+
+    def spy(out_dir, experiment, results, figures=None):
+        passed.append(figures)
+        return real(out_dir, experiment, results, figures=None)
+
+    monkeypatch.setattr(gio, "export_experiment", spy)
+    assert cli.main(["run", str(small), "--out", str(tmp_path / "a"), "--backend", "numpy"]) == 0
+    assert cli.main(["run", str(small), "--out", str(tmp_path / "b"), "--backend", "numpy", "--no-plots"]) == 0
+    assert passed == [cli.write_figures, None]
+    fake = types.ModuleType("gradscope.gui.figures")
+    fake.export_figures = lambda experiment, results, plots_dir: [plots_dir / "drawn"]
+    monkeypatch.setitem(sys.modules, "gradscope.gui.figures", fake)
+    assert cli.write_figures(None, [], tmp_path) == [tmp_path / "drawn"]
+
+
+def test_a_diverged_run_says_where_in_the_engines_words():
+    """One text for a non-finite location (NonFinite.location), in the CLI's progress line as everywhere."""
+    from gradscope.engine.metrics import NonFinite
+    from gradscope.trace import Trace
+
+    nf = NonFinite(quantity="grad_h", layer=0, timestep=41, iteration=3)
+    assert nf.location() == "iteration 3, layer 0, t = 41"
+    assert str(nf) == "non-finite grad_h at iteration 3, layer 0, t = 41"
+    assert NonFinite("loss", None, None, 2).location() == "iteration 2"
+    assert str(NonFinite("loss", None, None)) == "non-finite loss"
+    result = types.SimpleNamespace(name="relu", status="diverged", iterations=4, wall_seconds=2.0, trace=Trace(),
+                                   nonfinite=nf, error=None, init_params=object())
+    assert cli.progress_line(1, 2, result) == ("[1/2] relu: diverged, 4 iteration(s) in 2.00 s (2.0 it/s); "
+                                               "non-finite grad_h at iteration 3, layer 0, t = 41")

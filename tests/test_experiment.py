@@ -62,7 +62,7 @@ def test_a_stop_in_one_process_keeps_what_was_computed_and_starts_nothing_more(e
     assert list(long.trace.array("iteration")) == [0, 3, 6]                 # every recorded row is kept
     assert long.init_params is not None and long.first_batch is not None
     assert results[2].init_params is None and len(results[2].trace) == 0  # never started
-    assert [r.loss_kind for r in results] == ["mse"] * 3                    # TRACE_FORMAT's values, even unstarted
+    assert [r.loss_kind for r in results] == ["mse"] * 3                    # the contract's values, even unstarted
     assert stop.updates[:4] == [(0, 1, 4), (0, 2, 4), (0, 3, 4), (0, 4, 4)]
     # What was kept is what an uninterrupted run computes over those iterations.
     whole = execute_run(experiment.runs[1].model_copy(
@@ -104,11 +104,19 @@ def test_a_stop_before_a_run_starts_and_a_stop_after_its_last_iteration(experime
 
 
 def test_estimated_flops_counts_three_passes_of_every_layer():
+    """The engine's one FLOP model (engine.pass_flops), checked by hand: every layer and the readout (k = 7)."""
+    from gradscope.engine import pass_flops
+
     run = config.RunConfig.model_validate({"cell": "lstm", "hidden_size": 10, "layers": 2,
-                                           "task": {"seq_len": 5, "batch_size": 3, "input_size": 4},
+                                           "task": {"seq_len": 5, "batch_size": 3, "input_size": 4,
+                                                    "output_size": 7},
                                            "train": {"iterations": 2}})
     per_step = 2 * 4 * 10 * (4 + 10) + 2 * 4 * 10 * 2 * 10     # layer 0 (n = 4), layer 1 (n = d)
-    assert estimated_flops(run) == 3 * per_step * 5 * 3 * 2
+    readout = 2 * 10 * 7                                        # y = W_yh h + b_y, and its two gradients
+    assert estimated_flops(run) == 3 * (per_step + readout) * 5 * 3 * 2
+    assert estimated_flops(run) == 2 * pass_flops(run.model_spec(), 5, 3)
+    rnn = run.model_copy(update={"cell": "rnn"})                # one block instead of four
+    assert estimated_flops(rnn) == 2 * pass_flops(rnn.model_spec(), 5, 3) < estimated_flops(run)
 
 
 def test_worker_processes_only_for_several_runs_with_enough_work(experiment, monkeypatch):
@@ -138,3 +146,37 @@ def test_runs_whose_passes_split_into_shards_stay_in_one_process(experiment, mon
     assert ex.choose_processes(big) == 1
     monkeypatch.setattr(shards, "DEFAULT_SHARDS", 1)                        # a setting that does not split
     assert ex.choose_processes(big) == 2
+
+
+# ------------------------------------------------------------------------------ fitting this machine's memory
+def test_a_run_too_big_for_this_machine_is_refused_before_the_first_iteration(tmp_path):
+    """The file is valid (config.load accepts it); run_experiment refuses it before computing anything."""
+    from pathlib import Path
+
+    path = Path(__file__).parent / "data" / "bad" / "too_big.toml"
+    experiment = config.load(path)                              # ~4 TB of BPTT states: no machine allows it
+    seen = []
+    with pytest.raises(config.ConfigError) as caught:
+        run_experiment(experiment, backend="numpy", progress=seen.append,
+                       on_iteration=lambda *update: seen.append(update))
+    error = caught.value
+    assert seen == []
+    assert (error.source, error.run, error.key) == (str(path), "bad", "hidden_size")
+    message = str(error)
+    assert message.startswith(f"{path}: run 'bad' (runs[0]): hidden_size:")
+    for part in ("hidden_size = 65536", "layers = 1", "task.seq_len = 10000", "task.batch_size = 512", "GiB"):
+        assert part in message
+
+
+def test_the_memory_check_compares_the_estimate_with_this_machines_share(experiment, monkeypatch):
+    import gradscope.experiment as ex
+
+    needed = max(run.memory_estimate() for run in experiment.runs)
+    monkeypatch.setattr(ex, "machine_memory", lambda: int(needed / ex.MEMORY_SHARE))    # exactly enough
+    ex.check_memory(experiment)
+    monkeypatch.setattr(ex, "machine_memory", lambda: int(needed / ex.MEMORY_SHARE) - 1024)
+    with pytest.raises(config.ConfigError, match="experiment 'stoppable': run 'short' \\(runs\\[0\\]\\)"):
+        ex.check_memory(experiment)
+    ex.check_memory(experiment, runs=[])                                                # nothing to start
+    monkeypatch.setattr(ex, "machine_memory", lambda: 0)                                # the system does not say
+    ex.check_memory(experiment)

@@ -1,4 +1,4 @@
-"""Exported experiment folders: checked against TRACE_FORMAT.md with plain NumPy, json and csv; iteration 0
+"""Exported experiment folders: checked against docs/trace_format.md with plain NumPy, json and csv; iteration 0
 recomputed in PyTorch from init_params.npz and first_batch.npz alone; atomic writes; reading folders back."""
 import csv
 import json
@@ -350,3 +350,65 @@ def test_trace_csv_reads_back_cell_by_cell_with_any_run_name():
             values[index] = value
         assert len(cells) == arrays[metric].size
         np.testing.assert_array_equal(values, arrays[metric].astype(float))   # exact: repr round-trips
+
+
+# ------------------------------------------------------------------------------ figures: composed by the caller
+def test_export_calls_the_callers_figure_writer_inside_the_unpublished_folder(exported, tmp_path):
+    experiment, results, _ = exported
+    out = tmp_path / "out"
+    seen = []
+
+    def writer(ran, given, plots_dir):
+        seen.append((ran.runs, [r.name for r in given], plots_dir, out.exists()))
+        (plots_dir / "one.png").write_bytes(b"png")
+
+    assert export_experiment(out, experiment, results, figures=writer) == out.absolute()
+    (runs, names, plots_dir, published), = seen
+    assert runs == [r.run for r in results] and names == [r.name for r in results]
+    assert plots_dir.name == "plots" and plots_dir.parent.name.startswith(".out.tmp-") and not published
+    assert (out / "plots" / "one.png").read_bytes() == b"png"
+    assert "figures_error" not in json.loads((out / "summary.json").read_text())
+
+
+def test_a_failing_figure_writer_still_publishes_the_traces_and_says_why(exported, tmp_path):
+    from gradscope.io import FigureExportError
+
+    experiment, results, _ = exported
+    out = tmp_path / "out"
+
+    def writer(ran, given, plots_dir):
+        (plots_dir / "half.svg").write_bytes(b"<svg")
+        raise ImportError("libEGL.so.1: cannot open shared object file")
+
+    with pytest.raises(FigureExportError) as caught:
+        export_experiment(out, experiment, results, figures=writer)
+    assert caught.value.path == out.absolute() and "libEGL.so.1" in caught.value.details
+    assert str(caught.value) == f"the traces are in {out.absolute()}, but rendering the figures failed"
+    summary = json.loads((out / "summary.json").read_text())
+    assert "libEGL.so.1" in summary["figures_error"] and len(summary["runs"]) == len(results)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]
+
+
+def test_io_never_imports_the_gui():
+    """The core points down only: exporting (without figures) loads neither gradscope.gui nor Qt."""
+    script = textwrap.dedent(f"""
+        import sys, tempfile, pathlib
+        from gradscope import config
+        import gradscope.io as gio
+        from gradscope.experiment import run_experiment
+        experiment = config.loads({EXPERIMENT!r})
+        results = run_experiment(experiment, backend="numpy", processes=1)
+        gio.export_experiment(pathlib.Path(tempfile.mkdtemp()) / "out", experiment, results)
+        print(sorted(m for m in sys.modules if m.startswith(("gradscope.gui", "PyQt6", "pyqtgraph"))))
+    """)
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=ROOT, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip().splitlines()[-1] == "[]"
+    import ast
+
+    import gradscope.io as gio
+
+    tree = ast.parse(Path(gio.__file__).read_text())
+    imported = [node.module or "" for node in ast.walk(tree) if isinstance(node, ast.ImportFrom)]
+    imported += [alias.name for node in ast.walk(tree) if isinstance(node, ast.Import) for alias in node.names]
+    assert not [name for name in imported if "gui" in name.split(".")]       # not even lazily, in a function

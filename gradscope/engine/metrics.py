@@ -53,13 +53,20 @@ class NonFinite:
         return {"iteration": self.iteration, "layer": self.layer, "timestep": self.timestep,
                 "quantity": self.quantity}
 
-    def __str__(self) -> str:
+    def location(self) -> str:
+        """Where it appeared, for people: ``iteration 3, layer 0, t = 41`` (the parts that are known; "" if none).
+        The one text of a location: every message about a non-finite value says it through this (or __str__)."""
         where = [f"iteration {self.iteration}"] if self.iteration is not None else []
         if self.layer is not None:
             where.append(f"layer {self.layer}")
         if self.timestep is not None:
             where.append(f"t = {self.timestep}")
-        return f"non-finite {self.quantity} at " + ", ".join(where) if where else f"non-finite {self.quantity}"
+        return ", ".join(where)
+
+    def __str__(self) -> str:
+        """``non-finite grad_h at iteration 3, layer 0, t = 41``."""
+        where = self.location()
+        return f"non-finite {self.quantity} at {where}" if where else f"non-finite {self.quantity}"
 
 
 @dataclass

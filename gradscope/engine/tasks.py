@@ -297,7 +297,7 @@ def make_task(task_config, dtype: str = "float32") -> Task:
     elif c.name == "tagging":
         task = TaggingTask(c.seq_len, c.batch_size, dtype)
     else:
-        raise TaskError(f"unknown task {c.name!r}", "task.name")
+        raise TaskError(f"unknown task {c.name!r}; expected one of {TASK_NAMES}", "task.name")
     if c.name != "probe":
         for key, value, size in (("input_size", c.input_size, task.input_size),
                                  ("output_size", c.output_size, task.output_size)):
@@ -307,8 +307,11 @@ def make_task(task_config, dtype: str = "float32") -> Task:
     return task
 
 
+# The task registry: every task GradScope knows, by the name an experiment file gives (config.TaskConfig.name
+# accepts exactly these).
 TASK_CLASSES = {"probe": ProbeTask, "adding": AddingTask, "copy": CopyTask, "charlm": CharLMTask,
                 "tagging": TaggingTask}
+TASK_NAMES = tuple(TASK_CLASSES)
 
 
 def loss_kind_of(task_config) -> str:
@@ -323,5 +326,5 @@ def task_sizes(task_config) -> tuple[int, int]:
 
 
 __all__ = ["Task", "TaskError", "ProbeTask", "AddingTask", "CopyTask", "CharLMTask", "TaggingTask", "make_task",
-           "task_sizes", "loss_kind_of", "TASK_CLASSES", "TAGS", "VOCABULARY", "DEFAULT_CORPUS", "load_corpus",
-           "tagging_conditional_entropy"]
+           "task_sizes", "loss_kind_of", "TASK_CLASSES", "TASK_NAMES", "TAGS", "VOCABULARY", "DEFAULT_CORPUS",
+           "load_corpus", "tagging_conditional_entropy"]

@@ -13,15 +13,17 @@ from PyQt6 import QtCore, QtGui, QtWidgets
 
 from .. import config
 from .. import io as gio
+from .. import presets
 from .controller import Controller
+from .figures import export_figures
 from .panels import RunEditor, RunList
 from .views import VIEWS
 from .worker import compiler
 
 REDRAW_MS = 33                          # ~30 Hz
 MAX_RECENT = 8
-MODELS_DIR = Path(__file__).resolve().parents[2] / "models"
-DEFAULT_EXPERIMENT = MODELS_DIR / "relu_init_scale.toml"
+MODELS_DIR = presets.presets_dir()              # the shipped experiment files, installed with the package
+DEFAULT_EXPERIMENT = MODELS_DIR / presets.DEFAULT
 TAB_TITLES = ("Through time", "Waterfall", "Training", "Saturation", "Layers")
 TAB_TIPS = ("‖∂L/∂h_t‖ and ‖h_t‖ against t, with the theory's lines",
             "log ‖∂L/∂h_t‖ over training iteration and timestep for one run",
@@ -343,7 +345,7 @@ class MainWindow(QtWidgets.QMainWindow):
         experiment = self.controller.experiment
         QtWidgets.QApplication.setOverrideCursor(QtCore.Qt.CursorShape.WaitCursor)
         try:
-            out = gio.export_experiment(out_dir, experiment, results, figures=True)
+            out = gio.export_experiment(out_dir, experiment, results, figures=export_figures)
         except gio.FigureExportError as error:
             self.show_error("Figures failed", f"The traces are in {error.path}, but the figures failed.",
                             error.details, warning=True)

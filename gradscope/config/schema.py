@@ -1,0 +1,185 @@
+"""The experiment file's schema: frozen pydantic models with every default visible, and the rules across fields.
+
+    run = RunConfig(cell="lstm", hidden_size=64)     # frozen; run.model_copy(update=...) for an edited copy
+    run.model_spec(), run.init_spec()                # what the engine needs
+    run.memory_estimate()                            # bytes BPTT keeps (checked where it runs: experiment.py)
+
+The names a field accepts come from the engine: cells, activations, dtypes and init schemes from
+engine.params, task names from the task registry (engine.tasks.TASK_NAMES).
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from ..engine.cells import CELLS as CELL_DESCRIPTIONS, cell
+from ..engine.params import ACTIVATIONS, CELLS, DTYPES, INIT_SCHEMES, InitSpec, ModelSpec
+from ..engine.tasks import TASK_NAMES, task_sizes
+
+SCHEMA_VERSION = 1
+TASKS = TASK_NAMES
+OPTIMIZERS = ("sgd", "adam")
+
+_MODEL = ConfigDict(frozen=True, extra="forbid", strict=True)
+
+
+class ConfigError(ValueError):
+    """A refused experiment file or setting.  ``str(error)`` is the message for the user.
+
+    source: the file (or "<string>"); run: the run's name (or its index) or None for the whole file;
+    key: the dotted key at fault (e.g. "init.recurrent_scale"), or None.
+    """
+
+    def __init__(self, message: str, *, source: str | None = None, run: str | int | None = None,
+                 key: str | None = None):
+        super().__init__(message)
+        self.source, self.run, self.key = source, run, key
+
+
+class _KeyedError(ValueError):
+    """Raised inside a model validator for a rule across fields; ``key`` is the dotted key to blame."""
+
+    def __init__(self, key: str, message: str):
+        super().__init__(message)
+        self.key = key
+
+
+# ---------------------------------------------------------------------------------------------- the models
+class InitConfig(BaseModel):
+    """How the initial parameters are drawn (engine.InitSpec; formulas in engine.params.init_matrix)."""
+
+    model_config = _MODEL
+    recurrent: Literal[INIT_SCHEMES] = "gaussian"      # scheme for W_hh
+    recurrent_scale: float = Field(1.0, ge=0)           # gaussian: Var(W_hh) = scale / d; orthogonal, identity: gain
+    input: Literal[INIT_SCHEMES] = "gaussian"           # scheme for W_hx
+    input_scale: float = Field(1.0, ge=0)               # gaussian: Var(W_hx) = scale / fan_in
+    readout_scale: float = Field(1.0, ge=0)             # W_yh ~ N(0, readout_scale / d)
+    forget_bias: float = 0.0                            # lstm: added to the f block of b_h
+    chrono: bool = False                                # lstm: chrono initialisation of b_i, b_f
+    chrono_tmax: int = Field(0, ge=0)                   # T_max for chrono; 0: the task's seq_len
+
+
+class TaskConfig(BaseModel):
+    """The task that makes the data (engine.tasks).  Sizes that the task fixes are left out (None)."""
+
+    model_config = _MODEL
+    name: Literal[TASKS] = "probe"
+    seq_len: int = Field(100, ge=1)                     # T
+    batch_size: int = Field(16, ge=1)                   # B
+    input_size: int | None = Field(None, ge=1)          # probe: n (default 32); other tasks fix it
+    output_size: int | None = Field(None, ge=1)         # probe: k (default 32); other tasks fix it
+    symbols: int = Field(8, ge=2)                       # copy: alphabet size
+    copy_length: int = Field(10, ge=1)                  # copy: how many symbols to remember
+    text: str = ""                                      # charlm: text file ("" = the corpus shipped with GradScope)
+    fixed_batch: bool = False                           # reuse the first batch at every iteration
+
+    @model_validator(mode="before")
+    @classmethod
+    def _probe_sizes(cls, data: Any) -> Any:
+        # The probe is the only task whose sizes are free; fill its defaults so files show them.
+        if isinstance(data, dict) and data.get("name", "probe") == "probe":
+            data = dict(data)
+            for key in ("input_size", "output_size"):
+                if data.get(key) is None:
+                    data[key] = 32
+        return data
+
+
+class TrainConfig(BaseModel):
+    """The training loop (engine.trainer, engine.optim)."""
+
+    model_config = _MODEL
+    iterations: int = Field(0, ge=0)                    # parameter updates; 0: one pass at the initial parameters
+    optimizer: Literal[OPTIMIZERS] = "sgd"
+    lr: float = Field(0.01, ge=0)
+    momentum: float = Field(0.0, ge=0, lt=1)            # sgd: heavy-ball momentum (PyTorch's SGD)
+    beta1: float = Field(0.9, ge=0, lt=1)               # adam
+    beta2: float = Field(0.999, ge=0, lt=1)             # adam
+    eps: float = Field(1e-8, gt=0)                      # adam
+    clip_norm: float = Field(0.0, ge=0)                 # clip the global gradient norm to this; 0: no clipping
+    record_every: int = Field(1, ge=1)                  # keep every record_every-th iteration in the trace
+    spectral_every: int = Field(1, ge=0)                # spectral_radius, sigma_max on every k-th iteration; 0: never
+
+
+class RunConfig(BaseModel):
+    """One run, fully resolved (defaults merged with the run's own keys)."""
+
+    model_config = _MODEL
+    name: str = Field("run", min_length=1)
+    seed: int | None = Field(None, ge=0)                # None: the experiment's seed
+    cell: Literal[CELLS] = "rnn"
+    activation: Literal[ACTIVATIONS] = "relu"           # cells that use one (the plain RNN)
+    hidden_size: int = Field(128, ge=1)                 # d
+    layers: int = Field(1, ge=1, le=64)                 # L
+    dtype: Literal[DTYPES] = "float32"
+    init: InitConfig = InitConfig()
+    task: TaskConfig = TaskConfig()
+    train: TrainConfig = TrainConfig()
+
+    @model_validator(mode="after")
+    def _check(self) -> "RunConfig":
+        if self.init.chrono and not cell(self.cell).applies("init.chrono"):
+            takers = " or ".join(f"cell = \"{c.name}\"" for c in CELL_DESCRIPTIONS.values()
+                                 if c.applies("init.chrono"))
+            raise _KeyedError("init.chrono", f"got true with cell = {self.cell!r}; expected {takers} "
+                                             f"(chrono initialises the LSTM's gate biases)")
+        if self.init.chrono and (self.init.chrono_tmax or self.task.seq_len) < 3:
+            raise _KeyedError("init.chrono_tmax", "chrono initialisation needs T_max >= 3 (init.chrono_tmax, or "
+                                                  "task.seq_len when it is 0)")
+        return self
+
+    def memory_estimate(self) -> int:
+        """Bytes BPTT keeps: (G + 2) L T B d state floats, the batch and the weights (with gradients and
+        optimizer state: four copies)."""
+        G = cell(self.cell).blocks
+        d, L, T, B = self.hidden_size, self.layers, self.task.seq_len, self.task.batch_size
+        n = self.task.input_size or 1
+        k = self.task.output_size or 1
+        states = (G + 2) * L * T * B * d + T * B * (n + k + 1)
+        weights = G * d * (n + d + 1) + (L - 1) * G * d * (2 * d + 1) + k * (d + 1)
+        return (states + 4 * weights) * np.dtype(self.dtype).itemsize
+
+    def model_spec(self) -> ModelSpec:
+        """The engine's ModelSpec; input and output sizes come from the task."""
+        n, k = task_sizes(self.task)
+        return ModelSpec(cell=self.cell, activation=self.activation, input_size=n, hidden_size=self.hidden_size,
+                         layers=self.layers, output_size=k, dtype=self.dtype)
+
+    def init_spec(self) -> InitSpec:
+        return InitSpec(**self.init.model_dump())
+
+    def effective_seed(self, experiment_seed: int) -> int:
+        return self.seed if self.seed is not None else experiment_seed
+
+
+class Experiment(BaseModel):
+    """A set of runs sharing defaults.  ``runs`` are fully resolved; ``defaults`` is the file's table as written."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid", arbitrary_types_allowed=True)
+    schema_version: Literal[1] = SCHEMA_VERSION
+    name: str = "experiment"
+    seed: int = 0
+    description: str = ""
+    defaults: dict = Field(default_factory=dict)
+    runs: list[RunConfig] = Field(default_factory=list)
+    source: Path | None = None
+
+    def run(self, name: str) -> RunConfig:
+        for run in self.runs:
+            if run.name == name:
+                return run
+        raise KeyError(f"no run named {name!r}; the runs are {[r.name for r in self.runs]}")
+
+
+class _Header(BaseModel):
+    model_config = _MODEL
+    name: str = Field("experiment", min_length=1)
+    seed: int = Field(0, ge=0)
+    description: str = ""
+
+
+__all__ = ["ConfigError", "InitConfig", "TaskConfig", "TrainConfig", "RunConfig", "Experiment", "SCHEMA_VERSION",
+           "TASKS", "OPTIMIZERS"]
