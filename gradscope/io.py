@@ -20,7 +20,6 @@ import re
 import shutil
 import tempfile
 import traceback
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -28,10 +27,11 @@ import numpy as np
 from .config import Experiment, RunConfig, dumps, load
 from .engine.metrics import NonFinite
 from .engine.params import Params
+from .runs import FINISHED, RunResult, RunStatus
 from .trace import Trace
 
 FORMAT_VERSION = 1
-STATUSES = ("completed", "diverged", "stopped", "failed")
+STATUSES = tuple(status.value for status in RunStatus if status in FINISHED)   # summary.json's "status"
 
 
 def gradscope_version() -> str:
@@ -58,26 +58,6 @@ class FigureExportError(RuntimeError):
     def __init__(self, path: Path, details: str):
         super().__init__(f"the traces are in {path}, but rendering the figures failed")
         self.path, self.details = path, details
-
-
-@dataclass
-class RunResult:
-    """Everything a finished (or stopped, diverged, failed) run leaves behind."""
-
-    name: str
-    run: RunConfig
-    trace: Trace
-    status: str                                   # "completed" | "diverged" | "stopped" | "failed"
-    iterations: int                               # iterations computed (records yielded)
-    wall_seconds: float
-    loss_kind: str                                # "mse" | "ce"
-    nonfinite: NonFinite | None = None
-    init_params: Params | None = None
-    first_batch: dict[str, np.ndarray] | None = None
-    error: str | None = None                      # traceback text of a failed run
-    seed: int | None = None                       # the seed the run used
-    baseline_loss: float | None = None            # the task's trivial strategy, in the units of the loss
-    description: str = ""                         # the task, in words
 
 
 # --------------------------------------------------------------------------------------------- atomic files
@@ -212,7 +192,7 @@ def _run_summary(result: RunResult, dir_name: str) -> dict:
     config = result.run.model_dump(exclude_none=True)
     config.pop("name")
     return {
-        "name": result.name, "dir": dir_name, "status": result.status, "iterations": result.iterations,
+        "name": result.name, "dir": dir_name, "status": RunStatus(result.status).value, "iterations": result.iterations,
         "recorded": len(result.trace), "loss_kind": result.loss_kind, "wall_seconds": result.wall_seconds,
         "seed": result.seed,
         "final_loss": _finite_or_text(float(loss[-1])) if len(loss) else None,
@@ -328,8 +308,8 @@ def load_experiment_folder(path: str | os.PathLike) -> tuple[Experiment, list[Ru
         trace = Trace.from_arrays(arrays)
         trace.nonfinite = nonfinite
         results.append(RunResult(
-            name=entry["name"], run=run, trace=trace, status=entry["status"], iterations=entry["iterations"],
-            wall_seconds=entry["wall_seconds"], loss_kind=entry["loss_kind"], nonfinite=nonfinite,
+            name=entry["name"], run=run, trace=trace, status=RunStatus(entry["status"]),
+            iterations=entry["iterations"], wall_seconds=entry["wall_seconds"], loss_kind=entry["loss_kind"], nonfinite=nonfinite,
             init_params=init_params, first_batch=first_batch, error=entry.get("error"), seed=entry.get("seed"),
             baseline_loss=_from_text(entry.get("baseline_loss")), description=entry.get("task_description", "")))
     return experiment, results

@@ -11,6 +11,7 @@ the latest row is always shown.  The rows that remain are evenly spread over the
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -32,6 +33,12 @@ class Record:
     metrics: dict[str, np.ndarray | float] = field(default_factory=dict)
     nonfinite: NonFinite | None = None
     seconds: float = 0.0              # wall time of the iteration
+
+    @property
+    def diverged(self) -> bool:
+        """The trainer's rule (engine.trainer ends its generator after such a record): a NaN or Inf located
+        in the pass, or a global gradient norm that is not finite."""
+        return self.nonfinite is not None or not math.isfinite(self.grad_norm)
 
     def columns(self) -> dict[str, np.ndarray]:
         """The record as trace columns: per-iteration scalars plus every metric."""
