@@ -53,7 +53,7 @@ def configure_pyqtgraph() -> None:
 
 
 def run_data_from_results(results) -> list[RunData]:
-    """RunData for each gradscope.io.RunResult (the baseline comes from the run's task)."""
+    """RunData for each gradscope.runs.RunResult (the baseline, when missing, from the run's task)."""
     from ..engine.tasks import make_task
 
     runs = []

@@ -13,6 +13,7 @@ from PyQt6 import QtCore, QtGui, QtWidgets
 
 from .. import config
 from .. import io as gio
+from ..runs import RunStatus
 from .controller import Controller
 from .panels import RunEditor, RunList
 from .views import VIEWS
@@ -513,7 +514,7 @@ class MainWindow(QtWidgets.QMainWindow):
         if state.error:
             last = state.error.strip().splitlines()[-1]
             self.show_error(f"Run {state.name!r} failed", f"{state.name} failed: {last}", state.error)
-        elif state.status == "diverged":
+        elif state.status is RunStatus.DIVERGED:
             self.show_error(f"Run {state.name!r} diverged", f"{state.name}: {state.status_text()}",
                             warning=True)
 
