@@ -137,3 +137,24 @@ def test_pause_step_stop_and_reset_with_queued_runs(make_controller, counting, q
     c.reset()                                          # reset empties the queue: nothing starts afterwards
     qtbot.waitUntil(lambda: not c.any_busy, timeout=30000)
     assert all(s.thread is None and s.status is RunStatus.QUEUED for s in c.states)
+
+
+def test_the_limit_is_a_setting_chosen_in_the_run_menu_and_kept(qtbot, tmp_path):
+    from PyQt6 import QtCore
+
+    from gradscope.gui.controller import default_runs_at_once
+    from gradscope.gui.main_window import MainWindow
+
+    settings = QtCore.QSettings(str(tmp_path / "settings.ini"), QtCore.QSettings.Format.IniFormat)
+    window = MainWindow(backend="numpy", settings=settings, warm_up=False)
+    qtbot.addWidget(window)
+    assert window.controller.runs_at_once == default_runs_at_once()
+    checked = [a.text() for a in window.runs_at_once_menu.actions() if a.isChecked()]
+    assert checked == [str(default_runs_at_once())]
+    choice = next(a for a in window.runs_at_once_menu.actions() if a.text() == "1")
+    choice.trigger()
+    assert window.controller.runs_at_once == 1
+    assert [a.text() for a in window.runs_at_once_menu.actions() if a.isChecked()] == ["1"]
+    again = MainWindow(backend="numpy", settings=settings, warm_up=False)        # the next session
+    qtbot.addWidget(again)
+    assert again.controller.runs_at_once == 1
