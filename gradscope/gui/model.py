@@ -57,11 +57,14 @@ class RunData:
     # ------------------------------------------------------------------------------ what the run is
     @property
     def cell_description(self) -> Cell:
-        """The run's cell (engine.cells): from its RunConfig, else the cell whose states the trace records."""
+        """The run's cell (engine.cells): from its RunConfig, else the cell with the most states whose norms the
+        trace records (an LSTM records h_norm and c_norm; with nothing recorded, the cell of fewest states)."""
         if self.run is not None:
             return cell(self.run.cell)
         recorded = [c for c in CELLS.values() if all(f"{s}_norm" in self.trace for s in c.states)]
-        return max(recorded, key=lambda c: len(c.states), default=cell("rnn"))
+        if not recorded:
+            return min(CELLS.values(), key=lambda c: len(c.states))
+        return max(recorded, key=lambda c: len(c.states))
 
     @property
     def cell(self) -> str:
