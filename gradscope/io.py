@@ -24,7 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .config import Experiment, RunConfig, dumps, load
+from .config import Experiment, dumps, load
 from .engine.metrics import NonFinite
 from .engine.params import Params
 from .runs import FINISHED, RunResult, RunStatus
@@ -192,7 +192,7 @@ def _run_summary(result: RunResult, dir_name: str) -> dict:
     config = result.run.model_dump(exclude_none=True)
     config.pop("name")
     return {
-        "name": result.name, "dir": dir_name, "status": RunStatus(result.status).value, "iterations": result.iterations,
+        "name": result.name, "dir": dir_name, "status": result.status, "iterations": result.iterations,
         "recorded": len(result.trace), "loss_kind": result.loss_kind, "wall_seconds": result.wall_seconds,
         "seed": result.seed,
         "final_loss": _finite_or_text(float(loss[-1])) if len(loss) else None,
@@ -309,9 +309,10 @@ def load_experiment_folder(path: str | os.PathLike) -> tuple[Experiment, list[Ru
         trace.nonfinite = nonfinite
         results.append(RunResult(
             name=entry["name"], run=run, trace=trace, status=RunStatus(entry["status"]),
-            iterations=entry["iterations"], wall_seconds=entry["wall_seconds"], loss_kind=entry["loss_kind"], nonfinite=nonfinite,
-            init_params=init_params, first_batch=first_batch, error=entry.get("error"), seed=entry.get("seed"),
-            baseline_loss=_from_text(entry.get("baseline_loss")), description=entry.get("task_description", "")))
+            iterations=entry["iterations"], wall_seconds=entry["wall_seconds"], loss_kind=entry["loss_kind"],
+            nonfinite=nonfinite, init_params=init_params, first_batch=first_batch, error=entry.get("error"),
+            seed=entry.get("seed"), baseline_loss=_from_text(entry.get("baseline_loss")),
+            description=entry.get("task_description", "")))
     return experiment, results
 
 

@@ -14,15 +14,19 @@ run leaves behind, written to summary.json by gradscope.io and held by the app f
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import Callable
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from .engine.metrics import NonFinite
 from .engine.params import Params
 from .trace import Record, Trace
+
+if TYPE_CHECKING:                                 # the config imports pydantic; the run model needs only its data
+    from .config import RunConfig
 
 
 class RunStatus(StrEnum):
@@ -57,7 +61,7 @@ class RunResult:
     """Everything a run has left behind so far: finished (or stopped, diverged, failed), or still going."""
 
     name: str
-    run: object                                   # the RunConfig
+    run: RunConfig
     trace: Trace = field(default_factory=Trace)
     status: RunStatus = RunStatus.QUEUED
     iterations: int = 0                           # iterations computed (records yielded)
