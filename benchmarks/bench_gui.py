@@ -103,6 +103,7 @@ def measure(seconds: float, tab: int, backend: str = "numba", force: bool = Fals
     window = MainWindow(backend=backend, warm_up=backend == "numba")
     window.show()
     experiment = config.loads(EXPERIMENT)
+    window.controller.set_runs_at_once(len(experiment.runs))     # every run training at once, not queued
     window._set_experiment(experiment)
     window.tabs.setCurrentIndex(tab)
     view = window.views[tab]

@@ -308,7 +308,9 @@ def _terminal_width() -> int:
 
 def progress_line(index: int, total: int, result) -> str:
     """``[2/3] relu 2/n: completed, 100 iteration(s) in 1.20 s (83.3 it/s), loss 2.1 -> 0.3``."""
-    if result.status == "stopped" and result.iterations == 0 and result.init_params is None:
+    from .runs import RunStatus
+
+    if result.status is RunStatus.STOPPED and result.iterations == 0 and result.init_params is None:
         return f"[{index}/{total}] {result.name}: stopped before it started"
     rate = result.iterations / result.wall_seconds if result.wall_seconds > 0 else float("inf")
     line = (f"[{index}/{total}] {result.name}: {result.status}, {result.iterations} iteration(s) in "
@@ -364,6 +366,7 @@ def _run(args) -> int:
     from .config import ConfigError
     from .experiment import check_memory, choose_processes, run_experiment
     from .io import ExportError, FigureExportError, check_output_dir, export_experiment
+    from .runs import RunStatus
 
     try:
         check_memory(experiment)             # this machine's question, before anything is compiled or run
@@ -386,7 +389,7 @@ def _run(args) -> int:
         results = run_experiment(experiment, backend=args.backend, processes=workers, stop=stop,
                                  progress=console.finished, on_iteration=console.iteration)
         console.clear()
-        stopped = stop.is_set() or any(r.status == "stopped" for r in results)
+        stopped = stop.is_set() or any(r.status is RunStatus.STOPPED for r in results)
         computed = sum(r.iterations for r in results)
         if stopped and computed == 0:
             print(f"gradscope: stopped before any iteration was computed; nothing exported ({args.out} left as "
@@ -404,7 +407,7 @@ def _run(args) -> int:
             status = EXIT_ERROR
         except ExportError as error:
             raise BadInput(str(error)) from None
-    failed = [r for r in results if r.status == "failed"]
+    failed = [r for r in results if r.status is RunStatus.FAILED]
     if failed:
         path = write_log("\n".join(f"run {r.name!r} failed:\n{r.error}" for r in failed))
         print(f"gradscope: {len(failed)} run(s) failed; the tracebacks are in {path}", file=sys.stderr)

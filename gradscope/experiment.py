@@ -4,7 +4,7 @@
     results = run_experiment(experiment, backend="numba", stop=stop,
                              progress=print_line,              # called with each RunResult as its run ends
                              on_iteration=show)                # show(index, done, total, seconds) as runs go
-    # results: list[io.RunResult], in the file's order
+    # results: list[runs.RunResult], in the file's order
 
 Each run trains with ``engine.trainer.Training`` and keeps its recorded iterations in a ``Trace``.  A run that
 raises is "failed" (its traceback kept, the other runs go on); one that hits a NaN or Inf is "diverged"; one
@@ -30,9 +30,7 @@ from contextlib import contextmanager
 from typing import Callable
 
 from .config import ConfigError, Experiment, RunConfig
-from .engine.tasks import loss_kind_of
-from .io import RunResult
-from .trace import Trace
+from .runs import RunControl, RunResult, RunStatus, drive
 
 # Below this much estimated work (floating-point operations over all runs) worker processes cost more to start
 # than they save.  Each worker starts Python, imports NumPy and Numba and loads the cached kernels: 1 to 3 s on
@@ -97,42 +95,29 @@ def execute_run(run: RunConfig, seed: int, backend: str = "numba", *, stop=None,
 
     ``stop``: anything with ``is_set()``, checked between iterations (and before the run starts).
     ``on_iteration(done, total, seconds)``: called after every iteration, with the seconds since the start.
+    The loop is runs.drive, the app's too.
     """
     from .engine.trainer import Training
 
     start = time.perf_counter()
-    trace = Trace()
-    result = RunResult(name=run.name, run=run, trace=trace, status="failed", iterations=0, wall_seconds=0.0,
-                       loss_kind=loss_kind_of(run.task), seed=seed)
+    result = RunResult.for_run(run, seed, status=RunStatus.FAILED)
     if stop is not None and stop.is_set():
-        result.status = "stopped"                  # not started
-        return result
+        return _not_started(run, seed)
     training = None
     try:
         training = Training(run, seed, backend=backend)
-        result.loss_kind = training.task.loss_kind
-        result.baseline_loss = training.task.baseline_loss
-        result.description = training.task.description
-        result.init_params, result.first_batch = training.init_params, training.first_batch
-        status = "completed"
-        for record in training:
-            result.iterations = record.iteration + 1
-            if record.recorded:
-                trace.append(record)
-            if record.nonfinite is not None:
-                status = "diverged"
-                result.nonfinite = record.nonfinite
+        result.prepare(training)
+
+        def on_record(record):
+            result.add(record)
             if on_iteration is not None:
                 on_iteration(result.iterations, training.iterations, time.perf_counter() - start)
-            if stop is not None and stop.is_set() and result.iterations < training.iterations and \
-                    status != "diverged":
-                status = "stopped"
-                break
-        result.status = status
+
+        result.status = drive(training, RunControl(stop=stop), on_record=on_record)
     except KeyboardInterrupt:
-        result.status = "stopped"
+        result.status = RunStatus.STOPPED
     except Exception:
-        result.status, result.error = "failed", traceback.format_exc()
+        result.status, result.error = RunStatus.FAILED, traceback.format_exc()
     finally:
         if training is not None:
             training.close()
@@ -141,8 +126,7 @@ def execute_run(run: RunConfig, seed: int, backend: str = "numba", *, stop=None,
 
 
 def _not_started(run: RunConfig, seed: int) -> RunResult:
-    return RunResult(name=run.name, run=run, trace=Trace(), status="stopped", iterations=0, wall_seconds=0.0,
-                     loss_kind=loss_kind_of(run.task), seed=seed)
+    return RunResult.for_run(run, seed, status=RunStatus.STOPPED)
 
 
 @contextmanager
@@ -207,7 +191,7 @@ def run_experiment(experiment: Experiment, *, backend: str = "numba", processes:
             results.append(result)
             if progress:
                 progress(result)
-            if result.status == "stopped":
+            if result.status is RunStatus.STOPPED:
                 break
         for run, seed in zip(runs[len(results):], seeds[len(results):]):
             results.append(_not_started(run, seed))
@@ -306,9 +290,8 @@ def _run_in_processes(runs, seeds, backend, workers, progress, stop, on_iteratio
                 try:
                     result = future.result()
                 except Exception:  # the worker process itself died: the run failed, the others go on
-                    result = RunResult(name=runs[index].name, run=runs[index], trace=Trace(), status="failed",
-                                       iterations=0, wall_seconds=0.0, loss_kind=loss_kind_of(runs[index].task),
-                                       seed=seeds[index], error=traceback.format_exc())
+                    result = RunResult.for_run(runs[index], seeds[index], status=RunStatus.FAILED)
+                    result.error = traceback.format_exc()
                 results[index] = result
                 if progress:
                     progress(result)

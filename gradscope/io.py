@@ -22,20 +22,20 @@ import re
 import shutil
 import tempfile
 import traceback
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
 import numpy as np
 
-from .config import Experiment, RunConfig, dumps, load
+from .config import Experiment, dumps, load
 from .engine.metrics import NonFinite
 from .engine.params import Params
 from .files import atomic_write_bytes, atomic_write_text, fsync_dir
+from .runs import FINISHED, RunResult, RunStatus
 from .trace import Trace
 
 FORMAT_VERSION = 1
-STATUSES = ("completed", "diverged", "stopped", "failed")
+STATUSES = tuple(status.value for status in RunStatus if status in FINISHED)   # summary.json's "status"
 
 
 def gradscope_version() -> str:
@@ -64,24 +64,6 @@ class FigureExportError(RuntimeError):
         self.path, self.details = path, details
 
 
-@dataclass
-class RunResult:
-    """Everything a finished (or stopped, diverged, failed) run leaves behind."""
-
-    name: str
-    run: RunConfig
-    trace: Trace
-    status: str                                   # "completed" | "diverged" | "stopped" | "failed"
-    iterations: int                               # iterations computed (records yielded)
-    wall_seconds: float
-    loss_kind: str                                # "mse" | "ce"
-    nonfinite: NonFinite | None = None
-    init_params: Params | None = None
-    first_batch: dict[str, np.ndarray] | None = None
-    error: str | None = None                      # traceback text of a failed run
-    seed: int | None = None                       # the seed the run used
-    baseline_loss: float | None = None            # the task's trivial strategy, in the units of the loss
-    description: str = ""                         # the task, in words
 
 
 def _npz_bytes(arrays: dict[str, np.ndarray]) -> bytes:
@@ -302,10 +284,11 @@ def load_experiment_folder(path: str | os.PathLike) -> tuple[Experiment, list[Ru
         trace = Trace.from_arrays(arrays)
         trace.nonfinite = nonfinite
         results.append(RunResult(
-            name=entry["name"], run=run, trace=trace, status=entry["status"], iterations=entry["iterations"],
-            wall_seconds=entry["wall_seconds"], loss_kind=entry["loss_kind"], nonfinite=nonfinite,
-            init_params=init_params, first_batch=first_batch, error=entry.get("error"), seed=entry.get("seed"),
-            baseline_loss=_from_text(entry.get("baseline_loss")), description=entry.get("task_description", "")))
+            name=entry["name"], run=run, trace=trace, status=RunStatus(entry["status"]),
+            iterations=entry["iterations"], wall_seconds=entry["wall_seconds"], loss_kind=entry["loss_kind"],
+            nonfinite=nonfinite, init_params=init_params, first_batch=first_batch, error=entry.get("error"),
+            seed=entry.get("seed"), baseline_loss=_from_text(entry.get("baseline_loss")),
+            description=entry.get("task_description", "")))
     return experiment, results
 
 

@@ -5,11 +5,17 @@ The ones marked ``recorded`` belong in the run's trace (gradscope.trace.Trace, o
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 
 import numpy as np
 
 from .metrics import NonFinite
+
+
+def diverges(nonfinite: NonFinite | None, grad_norm: float) -> bool:
+    """The one divergence rule: a NaN or Inf located in the pass, or a global gradient norm that is not finite."""
+    return nonfinite is not None or not math.isfinite(grad_norm)
 
 
 @dataclass
@@ -24,6 +30,12 @@ class Record:
     metrics: dict[str, np.ndarray | float] = field(default_factory=dict)
     nonfinite: NonFinite | None = None
     seconds: float = 0.0              # wall time of the iteration
+
+    @property
+    def diverged(self) -> bool:
+        """Whether this iteration diverged (``diverges``): the trainer ends its generator after such a record;
+        the command line and the app read it from here."""
+        return diverges(self.nonfinite, self.grad_norm)
 
     def columns(self) -> dict[str, np.ndarray]:
         """The record as trace columns: per-iteration scalars plus every metric."""

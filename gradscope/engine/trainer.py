@@ -28,7 +28,7 @@ from . import bptt
 from .metrics import parameter_metrics
 from .optim import clip_by_global_norm, make_optimizer
 from .params import init_params
-from .record import Record
+from .record import Record, diverges
 from .tasks import make_task
 
 
@@ -137,7 +137,7 @@ class Training:
             # and every parameter figure at the parameters this pass used, before the update.
             with np.errstate(all="ignore"), small_linear_algebra():
                 grad_norm = result.grad_norm
-                diverged = result.nonfinite is not None or not np.isfinite(grad_norm)
+                diverged = diverges(result.nonfinite, grad_norm)
                 recorded = diverged or self.is_recorded(iteration)
                 metrics: dict = {}
                 if recorded:

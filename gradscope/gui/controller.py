@@ -1,86 +1,26 @@
 """The run controller: the experiment's runs, their live traces and their worker threads.
 
-It owns one ``RunState`` per run and starts a ``TrainingThread`` for a run when asked to run or step it.
-Batches of records arrive by signal on the GUI thread and are appended to the run's Trace there (the only
-writer), so views read traces without locks.  Nothing here draws: the main window's timer redraws the views.
+It owns one ``RunState`` per run (its gradscope.runs.RunResult, the type the command line exports, plus what
+the app needs to drive it) and queues the runs asked to run: at most ``runs_at_once`` of them have a
+``TrainingThread`` at a time; the others show "queued" and start, in order, as workers end.  Batches of records
+arrive by signal on the GUI thread and are added to the run's RunResult there (the only writer), so views read
+traces without locks.  Nothing here draws: the main window's timer redraws the views.
 
-Statuses: queued -> compiling -> running <-> paused -> completed | diverged | stopped | failed.
+Statuses (runs.RunStatus): queued -> compiling -> running <-> paused -> completed | diverged | stopped | failed.
 """
 from __future__ import annotations
 
 import itertools
 import os
 import time
+from dataclasses import replace
 
 from PyQt6 import QtCore
 
-from .. import io as gio
-from ..trace import Trace
+from ..runs import RunResult, RunStatus
 from . import style
-from .model import RunData
+from .model import RunData, RunState, default_runs_at_once, fresh_result
 from .worker import TrainingThread, compiler, kernel_key
-
-TRACE_BYTES = 96 * 2**20          # per run: past this the trace thins itself (keeps every other older row)
-FINISHED = ("completed", "diverged", "stopped", "failed")
-
-
-class RunState:
-    """One run of the experiment as the app holds it."""
-
-    _keys = itertools.count()
-
-    def __init__(self, run, color: str):
-        self.key = next(RunState._keys)
-        self.run = run
-        self.data = RunData(self.key, run.name, color, Trace(max_bytes=TRACE_BYTES), run=run)
-        self.status = "queued"
-        self.detail = ""                   # e.g. "kernel 3/8" while compiling
-        self.error: str | None = None      # traceback of a failed run
-        self.nonfinite = None
-        self.thread: TrainingThread | None = None
-        self.training = None               # the engine's Training (init_params, first_batch, task)
-        self.iteration = -1                # last iteration computed
-        self.iterations_per_second = 0.0
-        self.wall_seconds = 0.0
-        self.loaded = False                # came from an exported folder: nothing to run
-        self.init_params = None
-        self._rate_window: list[tuple[float, int]] = []
-
-    @property
-    def name(self) -> str:
-        return self.run.name
-
-    @property
-    def finished(self) -> bool:
-        return self.status in FINISHED
-
-    @property
-    def busy(self) -> bool:
-        return self.thread is not None and self.thread.isRunning()
-
-    def status_text(self) -> str:
-        if self.status == "diverged" and self.nonfinite is not None:
-            nf = self.nonfinite
-            where = [f"iteration {nf.iteration}"] if nf.iteration is not None else []
-            if nf.layer is not None:
-                where.append(f"layer {nf.layer}")
-            if nf.timestep is not None:
-                where.append(f"t = {nf.timestep}")
-            return f"diverged at {', '.join(where)} ({nf.quantity})"
-        if self.status == "compiling" and self.detail:
-            return f"compiling kernels {self.detail}"
-        if self.status == "failed":
-            return "failed (double-click for the traceback)"
-        return self.status
-
-    def note_rate(self, iteration: int) -> None:
-        """Iterations per second over the last ~2 seconds."""
-        now = time.monotonic()
-        self._rate_window.append((now, iteration))
-        while len(self._rate_window) > 2 and now - self._rate_window[0][0] > 2.0:
-            self._rate_window.pop(0)
-        (t0, i0), (t1, i1) = self._rate_window[0], self._rate_window[-1]
-        self.iterations_per_second = (i1 - i0) / (t1 - t0) if t1 > t0 else 0.0
 
 
 class Controller(QtCore.QObject):
@@ -91,12 +31,14 @@ class Controller(QtCore.QObject):
     compile_progress = QtCore.pyqtSignal(int, int, str)   # done, total, kernel name
     message = QtCore.pyqtSignal(str)              # for the status bar
 
-    def __init__(self, backend: str = "numba", parent=None):
+    def __init__(self, backend: str = "numba", runs_at_once: int | None = None, parent=None):
         super().__init__(parent)
         self.backend = backend
         self.experiment = None
         self.states: list[RunState] = []
         self.paused = False                        # the user's last choice: run or pause
+        self.runs_at_once = max(1, int(runs_at_once or default_runs_at_once()))   # runs with a worker, at most
+        self._waiting: list[RunState] = []         # asked to run, no worker yet: started first come, first served
         self._retired: list[TrainingThread] = []    # stopped threads not yet ended: kept alive until they end
         compiler().progress.connect(self._on_compiling)         # created here, in the GUI thread
         self.run_updated.connect(self._share_cores)              # after every change of a run's status
@@ -114,19 +56,9 @@ class Controller(QtCore.QObject):
             by_name = {r.name: r for r in results}
             for state in self.states:
                 result = by_name.get(state.name)
-                if result is None:
-                    continue
-                state.data.trace = result.trace
-                state.data.first_batch = result.first_batch
-                state.data.loss_kind = result.loss_kind
-                state.data.baseline_loss = result.baseline_loss
-                state.status = result.status
-                state.nonfinite = result.nonfinite
-                state.error = result.error
-                state.iteration = result.iterations - 1
-                state.wall_seconds = result.wall_seconds
-                state.loaded = True
-                state.init_params = result.init_params
+                if result is not None:
+                    state.data.result = result
+                    state.loaded = True
         self.paused = False
         self.runs_changed.emit()
 
@@ -141,8 +73,6 @@ class Controller(QtCore.QObject):
 
     def add_run(self, run) -> RunState:
         state = RunState(_unique_name(run, self.states), style.run_color(self._free_color_index()))
-        state.data.name = state.run.name
-        state.data.run = state.run
         self.states.append(state)
         self._sync_experiment()
         self.runs_changed.emit()
@@ -154,9 +84,11 @@ class Controller(QtCore.QObject):
     def remove_run(self, key: int) -> None:
         state = self.state(key)
         self._stop_thread(state, wait=True)
+        self._unqueue(state)
         self.states.remove(state)
         self._sync_experiment()
         self.runs_changed.emit()
+        self._fill_slots()
 
     def update_run(self, key: int, run) -> None:
         """Replace a run's settings: it is stopped and its trace cleared (the old trace no longer matches)."""
@@ -164,13 +96,11 @@ class Controller(QtCore.QObject):
         others = [s for s in self.states if s is not state]
         run = _unique_name(run, others)
         self._stop_thread(state, wait=True)
-        state.run = run
-        self._clear(state)
-        state.data.run = run
-        state.data.name = run.name
+        self._clear(state, run)
         state.data.invalidate()
         self._sync_experiment()
         self.runs_changed.emit()
+        self._fill_slots()
 
     def set_visible(self, key: int, visible: bool) -> None:
         """Show or hide a run in the views (run_updated, not runs_changed: the run list keeps its rows, one of
@@ -191,47 +121,62 @@ class Controller(QtCore.QObject):
 
     # ---------------------------------------------------------------------------------- control
     def start(self) -> None:
-        """Run every run that is not finished: start threads for queued runs, resume paused ones."""
+        """Run every run that is not finished: resume paused ones, queue the others (they start as workers
+        become free)."""
         self.paused = False
         for state in self.states:
             if state.finished or state.loaded:
                 continue
             if state.thread is None:
-                self._launch(state, paused=False)
+                self._enqueue(state)
             else:
                 state.thread.resume()
+        self._fill_slots()
 
     def pause(self) -> None:
+        """Hold every run between iterations; queued runs stay queued."""
         self.paused = True
         for state in self.states:
             if state.busy:
                 state.thread.pause()
 
     def step(self) -> None:
-        """One more iteration of every unfinished run (starting paused runs that never ran)."""
+        """One more iteration of every run with a worker; queued runs that find a free worker start with one
+        iteration, the others stay queued."""
         self.paused = True
         for state in self.states:
             if state.finished or state.loaded:
                 continue
             if state.thread is None:
-                self._launch(state, paused=True)
+                self._enqueue(state)
             else:
                 state.thread.pause()
-            state.thread.step()
+                state.thread.step()
+        self._fill_slots(step=True)
 
     def stop(self) -> None:
-        """Stop every run; what they recorded stays."""
+        """Stop every run; what they recorded stays.  Queued runs are stopped before they start."""
         for state in self.states:
             if state.thread is not None:
                 state.thread.stop()
+        waiting, self._waiting = self._waiting, []
+        for state in waiting:
+            state.status = RunStatus.STOPPED
+            self.run_updated.emit(state.key)
 
     def reset(self) -> None:
-        """Stop everything and clear the traces: every run back to queued (loaded runs too)."""
+        """Stop everything and clear the traces: every run back to queued (loaded runs too), none waiting."""
+        self._waiting = []
         for state in self.states:
             self._stop_thread(state, wait=True)
             self._clear(state)
         self.paused = False
         self.runs_changed.emit()
+
+    def set_runs_at_once(self, n: int) -> None:
+        """At most ``n`` runs with a worker from now on (runs already training go on; more start if allowed)."""
+        self.runs_at_once = max(1, int(n))
+        self._fill_slots()
 
     def shutdown(self, timeout_ms: int | None = 5000) -> bool:
         """Stop every worker and wait for them (closing the window; None waits as long as it takes).
@@ -240,6 +185,7 @@ class Controller(QtCore.QObject):
         Threads still running at the deadline are kept referenced until they end, never destroyed running.
         Returns True if all ended in time.
         """
+        self._waiting = []
         threads = [s.thread for s in self.states if s.thread is not None] + self._retired
         for thread in threads:
             thread.stop()
@@ -257,9 +203,35 @@ class Controller(QtCore.QObject):
     def any_busy(self) -> bool:
         return any(s.busy for s in self.states)
 
+    @property
+    def queued(self) -> list[RunState]:
+        """The runs waiting for a worker, in the order they will start."""
+        return list(self._waiting)
+
+    # ---------------------------------------------------------------------------------- the queue
+    def _enqueue(self, state: RunState) -> None:
+        if state not in self._waiting:
+            self._waiting.append(state)
+
+    def _unqueue(self, state: RunState) -> None:
+        if state in self._waiting:
+            self._waiting.remove(state)
+
+    def _fill_slots(self, step: bool = False) -> None:
+        """Give waiting runs a worker while fewer than runs_at_once have one.  While paused only a step starts
+        runs (with its one iteration): a run started paused would hold a worker and do nothing."""
+        if self.paused and not step:
+            return
+        while self._waiting and sum(s.thread is not None for s in self.states) < self.runs_at_once:
+            state = self._waiting.pop(0)
+            self._launch(state, paused=self.paused)
+            if step:
+                state.thread.step()
+
     # ---------------------------------------------------------------------------------- threads
     def _launch(self, state: RunState, paused: bool) -> None:
         seed = state.run.effective_seed(self.experiment.seed if self.experiment is not None else 0)
+        state.result.seed = seed
         thread = TrainingThread(state.run, seed, backend=self.backend, paused=paused)
         key = state.key
         # every slot gets the run's key and the thread, so late signals of a replaced thread are ignored
@@ -270,7 +242,7 @@ class Controller(QtCore.QObject):
         thread.failed.connect(lambda text: self._on_failed(key, thread, text))
         thread.finished.connect(lambda: self._on_thread_finished(key, thread))
         state.thread = thread
-        state.status = "compiling" if self.backend == "numba" else "running"
+        state.status = RunStatus.COMPILING if self.backend == "numba" else RunStatus.RUNNING
         state.detail = ""
         thread.start()
         self.run_updated.emit(key)
@@ -286,18 +258,13 @@ class Controller(QtCore.QObject):
             self._retired.append(thread)
         state.thread = None
 
-    def _clear(self, state: RunState) -> None:
-        state.data.trace = Trace(max_bytes=TRACE_BYTES)
-        state.data.first_batch = None
+    def _clear(self, state: RunState, run=None) -> None:
+        """The run back to queued with nothing recorded (with new settings ``run``, if given)."""
+        self._unqueue(state)
+        state.data.result = fresh_result(run if run is not None else state.run)
         state.training = None
-        state.init_params = None
-        state.status = "queued"
         state.detail = ""
-        state.error = None
-        state.nonfinite = None
-        state.iteration = -1
         state.iterations_per_second = 0.0
-        state.wall_seconds = 0.0
         state.loaded = False
         state._rate_window.clear()
         self.run_updated.emit(state.key)
@@ -314,7 +281,7 @@ class Controller(QtCore.QObject):
         """Progress of the kernel compiler: shown on the runs waiting for those kernels."""
         self.compile_progress.emit(done, total, name)
         for state in self.states:
-            if state.status == "compiling" and kernel_key(state.run.model_spec()) == kernels:
+            if state.status is RunStatus.COMPILING and kernel_key(state.run.model_spec()) == kernels:
                 state.detail = f"{done}/{total}"
                 self.run_updated.emit(state.key)
 
@@ -323,41 +290,33 @@ class Controller(QtCore.QObject):
         if state is None:
             return
         state.training = training
-        state.init_params = training.init_params
-        state.data.first_batch = training.first_batch
-        state.data.loss_kind = training.task.loss_kind
-        state.data.baseline_loss = training.task.baseline_loss
+        state.result.prepare(training)
         state.data.invalidate()
         if not thread.stopping:
-            state.status = "paused" if self.paused else "running"
+            state.status = RunStatus.PAUSED if self.paused else RunStatus.RUNNING
         self.run_updated.emit(key)
 
     def _on_records(self, key, thread, records) -> None:
         state = self._current(key, thread)
         if state is None:
             return
-        trace = state.data.trace
         for record in records:
-            if record.recorded:
-                trace.append(record)
-            state.iteration = record.iteration
-            state.wall_seconds += record.seconds
-            if record.nonfinite is not None:
-                state.nonfinite = record.nonfinite
+            state.result.add(record)
         state.note_rate(state.iteration)
         self.run_updated.emit(key)
 
-    def _on_state(self, key, thread, s) -> None:
+    def _on_state(self, key, thread, status) -> None:
         state = self._current(key, thread)
         if state is not None and not state.finished:
-            state.status = s
+            state.status = status
             self.run_updated.emit(key)
 
     def _share_cores(self, _key=None) -> None:
         """The cores go to the runs, not to their shards: with k runs training, each pass runs its batch
         shards on cpus // k threads (at least 1), so several runs never queue for one pool of shard threads.
         Threads change only the speed of a pass, never its numbers (engine.shard_rows)."""
-        running = [s.training for s in self.states if s.training is not None and s.status == "running"]
+        running = [s.training for s in self.states
+                   if s.training is not None and s.status is RunStatus.RUNNING]
         threads = max(1, (os.cpu_count() or 1) // max(1, len(running)))
         for training in running:
             training.threads = threads
@@ -368,7 +327,7 @@ class Controller(QtCore.QObject):
             return
         state.status = status
         state.iterations_per_second = 0.0
-        if status == "diverged":
+        if status is RunStatus.DIVERGED:
             self.message.emit(f"{state.name}: {state.status_text()}")
         self.run_updated.emit(key)
 
@@ -376,7 +335,7 @@ class Controller(QtCore.QObject):
         state = self._current(key, thread)
         if state is None:
             return
-        state.status = "failed"
+        state.status = RunStatus.FAILED
         state.error = text
         state.iterations_per_second = 0.0
         last = text.strip().splitlines()[-1] if text.strip() else "error"
@@ -384,35 +343,24 @@ class Controller(QtCore.QObject):
         self.run_updated.emit(key)
 
     def _on_thread_finished(self, key, thread) -> None:
+        thread.wait()                         # its last instructions: never count it as free while it runs
         if thread in self._retired:
             self._retired.remove(thread)
         state = self._current(key, thread)
         if state is not None:
             if not state.finished:
-                state.status = "stopped"      # ended without a verdict (e.g. stopped while compiling)
+                state.status = RunStatus.STOPPED   # ended without a verdict (e.g. stopped while compiling)
             state.thread = None
             self.run_updated.emit(key)
+        self._fill_slots()                    # its worker is free: the next queued run starts
 
     # ---------------------------------------------------------------------------------- export
-    def results(self) -> list[gio.RunResult]:
-        """A RunResult per run with data, as gradscope.io.export_experiment takes them."""
-        out = []
-        for state in self.states:
-            if not len(state.data.trace) and state.status != "failed":
-                continue
-            status = {"completed": "completed", "diverged": "diverged", "failed": "failed"}.get(state.status,
-                                                                                              "stopped")
-            training = state.training
-            init_params = training.init_params if training is not None else state.init_params
-            out.append(gio.RunResult(
-                name=state.name, run=state.run, trace=state.data.trace, status=status,
-                iterations=state.iteration + 1, wall_seconds=state.wall_seconds,
-                loss_kind=state.data.loss_kind or "mse", nonfinite=state.nonfinite, init_params=init_params,
-                first_batch=state.data.first_batch, error=state.error,
-                seed=state.run.effective_seed(self.experiment.seed if self.experiment else 0),
-                baseline_loss=state.data.baseline_loss,
-                description=training.task.description if training is not None else ""))
-        return out
+    def results(self) -> list[RunResult]:
+        """A RunResult per run with data, as gradscope.io.export_experiment takes them: a run not finished
+        yet is exported as "stopped" (RunStatus.exported)."""
+        seed = self.experiment.seed if self.experiment else 0
+        return [replace(state.result, status=RunStatus(state.status).exported, seed=state.run.effective_seed(seed))
+                for state in self.states if len(state.data.trace) or state.status is RunStatus.FAILED]
 
 
 def _unique_name(run, others: list[RunState]):

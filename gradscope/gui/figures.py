@@ -1,6 +1,6 @@
 """The app's views rendered offscreen to PNG and SVG, by the same Figure classes the app shows.
 
-    export_figures(experiment, results, plots_dir)   # what gradscope.io.export_experiment calls
+    export_figures(experiment, results, plots_dir)   # the writer the app and the CLI hand io.export_experiment
     render_figures(runs, plots_dir)                   # the same from RunData (the app's Export figures)
 
 Every view that has something to show becomes NAME.png and NAME.svg: through_time and training always (for
@@ -53,7 +53,7 @@ def configure_pyqtgraph() -> None:
 
 
 def run_data_from_results(results) -> list[RunData]:
-    """RunData for each gradscope.io.RunResult (the baseline comes from the run's task)."""
+    """RunData for each gradscope.runs.RunResult (the baseline, when missing, from the run's task)."""
     from ..engine.tasks import make_task
 
     runs = []

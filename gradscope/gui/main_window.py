@@ -5,38 +5,34 @@ view, and only when a trace it shows changed (View.redraw compares a signature).
 """
 from __future__ import annotations
 
-import platform
 import time
 from pathlib import Path
 
-from PyQt6 import QtCore, QtGui, QtWidgets
+from PyQt6 import QtCore, QtWidgets
 
 from .. import config
 from .. import io as gio
 from .. import presets
+from ..runs import RunStatus
+from . import menus
 from .controller import Controller
 from .figures import export_figures
+from .menus import MODELS_DIR, TAB_TIPS, TAB_TITLES
 from .panels import RunEditor, RunList
 from .views import VIEWS
 from .worker import compiler
 
 REDRAW_MS = 33                          # ~30 Hz
 MAX_RECENT = 8
-MODELS_DIR = presets.presets_dir()              # the shipped experiment files, installed with the package
 DEFAULT_EXPERIMENT = MODELS_DIR / presets.DEFAULT
-TAB_TITLES = ("Through time", "Waterfall", "Training", "Saturation", "Layers")
-TAB_TIPS = ("‖∂L/∂h_t‖ and ‖h_t‖ against t, with the theory's lines",
-            "log ‖∂L/∂h_t‖ over training iteration and timestep for one run",
-            "Loss with the task's baseline; gradient norm with the clip threshold",
-            "LSTM gates; dead ReLU and saturated tanh/sigmoid units",
-            "Gradient norm against t for each layer of a stacked model")
 
 
 class MainWindow(QtWidgets.QMainWindow):
     def __init__(self, backend: str = "numba", settings: QtCore.QSettings | None = None, warm_up: bool = True):
         super().__init__()
         self.settings = settings if settings is not None else QtCore.QSettings("GradScope", "GradScope")
-        self.controller = Controller(backend=backend, parent=self)
+        saved = self.settings.value("runs_at_once", 0, type=int)          # 0: not chosen yet
+        self.controller = Controller(backend=backend, runs_at_once=saved if saved > 0 else None, parent=self)
         self.warm_up_enabled = warm_up and backend == "numba"
         self.last_dialog: QtWidgets.QMessageBox | None = None
         self.setWindowTitle("GradScope")
@@ -74,10 +70,10 @@ class MainWindow(QtWidgets.QMainWindow):
         dock.setMinimumWidth(440)
         self.addDockWidget(QtCore.Qt.DockWidgetArea.LeftDockWidgetArea, dock)
 
-        self._make_actions()
-        self._make_menus()
-        self._make_toolbar()
-        self._make_status_bar()
+        menus.make_actions(self)
+        menus.make_menus(self)
+        menus.make_toolbar(self)
+        menus.make_status_bar(self)
 
         self.controller.runs_changed.connect(self._runs_changed)
         self.controller.run_updated.connect(self._run_updated)
@@ -98,103 +94,6 @@ class MainWindow(QtWidgets.QMainWindow):
         self.timer.start()
         self.redraw_count = 0
         self._update_title()
-
-    # ---------------------------------------------------------------------------------------- actions
-    def _action(self, text, slot, shortcut=None, tip="", checkable=False) -> QtGui.QAction:
-        action = QtGui.QAction(text, self)
-        if shortcut:
-            action.setShortcut(QtGui.QKeySequence(shortcut))
-        action.setStatusTip(tip)
-        action.setToolTip(f"{tip} ({action.shortcut().toString()})" if shortcut else tip)
-        action.setCheckable(checkable)
-        action.triggered.connect(slot)
-        self.addAction(action)
-        return action
-
-    def _make_actions(self) -> None:
-        self.act_open = self._action("&Open experiment…", self.open_dialog, "Ctrl+O", "Open an experiment file")
-        self.act_open_folder = self._action("Open exported &folder…", self.open_folder_dialog, "Ctrl+Shift+O",
-                                            "View an exported experiment folder again without running")
-        self.act_save = self._action("&Save", self.save, "Ctrl+S", "Save the experiment file (keeps comments)")
-        self.act_save_as = self._action("Save &as…", self.save_as_dialog, "Ctrl+Shift+S",
-                                        "Save the experiment to a new file")
-        self.act_export = self._action("&Export traces and figures…", self.export_dialog, "Ctrl+E",
-                                       "Write the experiment folder: traces, parameters, batches, figures")
-        self.act_export_figures = self._action("Export &figures only…", self.export_figures_dialog, None,
-                                               "Write every view as PNG and SVG")
-        self.act_quit = self._action("&Quit", self.close, "Ctrl+Q", "Stop every run and quit")
-        self.act_run = self._action("Run", self.run_or_pause, "Space", "Run every run; again to pause")
-        self.act_step = self._action("Step", self.step, "S", "One more iteration of every run")
-        self.act_stop = self._action("Stop", self.stop, "X", "Stop every run, keeping what it recorded")
-        self.act_reset = self._action("Reset", self.reset, "Ctrl+R", "Stop and clear every trace")
-        self.act_about = self._action("&About GradScope", self.about, None, "Versions and credits")
-        self.tab_actions = []
-        for i, title in enumerate(TAB_TITLES):
-            self.tab_actions.append(self._action(title, lambda _=False, i=i: self.tabs.setCurrentIndex(i),
-                                                 f"Ctrl+{i + 1}", TAB_TIPS[i]))
-
-    def _make_menus(self) -> None:
-        bar = self.menuBar()
-        file_menu = bar.addMenu("&File")
-        file_menu.addAction(self.act_open)
-        self.recent_menu = file_menu.addMenu("Open &recent")
-        file_menu.addAction(self.act_open_folder)
-        file_menu.addSeparator()
-        file_menu.addAction(self.act_save)
-        file_menu.addAction(self.act_save_as)
-        file_menu.addSeparator()
-        file_menu.addAction(self.act_export)
-        file_menu.addAction(self.act_export_figures)
-        file_menu.addSeparator()
-        file_menu.addAction(self.act_quit)
-        self.presets_menu = bar.addMenu("&Presets")
-        self._fill_presets()
-        run_menu = bar.addMenu("&Run")
-        for action in (self.act_run, self.act_step, self.act_stop, self.act_reset):
-            run_menu.addAction(action)
-        view_menu = bar.addMenu("&View")
-        for action in self.tab_actions:
-            view_menu.addAction(action)
-        view_menu.addSeparator()
-        overlays = view_menu.addMenu("Theory overlays")
-        for action in self.views[0].overlay_actions.values():
-            overlays.addAction(action)
-        help_menu = bar.addMenu("&Help")
-        help_menu.addAction(self.act_about)
-        self._fill_recent()
-
-    def _make_toolbar(self) -> None:
-        bar = self.addToolBar("Run")
-        bar.setObjectName("run")
-        bar.setMovable(False)
-        bar.setToolButtonStyle(QtCore.Qt.ToolButtonStyle.ToolButtonTextBesideIcon)
-        style = self.style()
-        icons = {self.act_run: QtWidgets.QStyle.StandardPixmap.SP_MediaPlay,
-                 self.act_step: QtWidgets.QStyle.StandardPixmap.SP_MediaSkipForward,
-                 self.act_stop: QtWidgets.QStyle.StandardPixmap.SP_MediaStop,
-                 self.act_reset: QtWidgets.QStyle.StandardPixmap.SP_BrowserReload}
-        for action, icon in icons.items():
-            action.setIcon(style.standardIcon(icon))
-            bar.addAction(action)
-        bar.addSeparator()
-        bar.addAction(self.act_open)
-        bar.addAction(self.act_export)
-        bar.addSeparator()
-        self.summary_label = QtWidgets.QLabel("")
-        self.summary_label.setContentsMargins(8, 0, 8, 0)
-        bar.addWidget(self.summary_label)
-
-    def _make_status_bar(self) -> None:
-        status = self.statusBar()
-        self.compile_bar = QtWidgets.QProgressBar()
-        self.compile_bar.setMaximumWidth(220)
-        self.compile_bar.setFormat("compiling kernels %v/%m")
-        self.compile_bar.setVisible(False)
-        self.compile_label = QtWidgets.QLabel("")
-        self.compile_label.setVisible(False)
-        status.addPermanentWidget(self.compile_label)
-        status.addPermanentWidget(self.compile_bar)
-        status.showMessage("Ready")
 
     # ------------------------------------------------------------------------------------- opening
     def open_path(self, path) -> bool:
@@ -254,18 +153,7 @@ class MainWindow(QtWidgets.QMainWindow):
             return Path(experiment.source).parent
         return MODELS_DIR if MODELS_DIR.is_dir() else Path.cwd()
 
-    def _fill_presets(self) -> None:
-        self.presets_menu.clear()
-        files = sorted(MODELS_DIR.glob("*.toml")) if MODELS_DIR.is_dir() else []
-        for path in files:
-            action = self.presets_menu.addAction(path.stem.replace("_", " "))
-            action.setToolTip(_first_comment(path))
-            action.triggered.connect(lambda _=False, p=path: self.open_file(p))
-        self.presets_menu.setToolTipsVisible(True)
-        if not files:
-            self.presets_menu.addAction("(no models/ folder found)").setEnabled(False)
-
-    def _recent(self) -> list[str]:
+    def recent(self) -> list[str]:
         value = self.settings.value("recent", [])
         if isinstance(value, str):
             value = [value]
@@ -273,16 +161,9 @@ class MainWindow(QtWidgets.QMainWindow):
 
     def _add_recent(self, path: Path) -> None:
         entry = str(Path(path).resolve())
-        recent = [entry] + [p for p in self._recent() if p != entry]
+        recent = [entry] + [p for p in self.recent() if p != entry]
         self.settings.setValue("recent", recent[:MAX_RECENT])
-        self._fill_recent()
-
-    def _fill_recent(self) -> None:
-        self.recent_menu.clear()
-        for entry in self._recent():
-            action = self.recent_menu.addAction(entry)
-            action.triggered.connect(lambda _=False, p=entry: self.open_path(p))
-        self.recent_menu.setEnabled(bool(self._recent()))
+        menus.fill_recent(self)
 
     # drag and drop of a file or folder
     def dragEnterEvent(self, event) -> None:  # Qt override
@@ -385,6 +266,14 @@ class MainWindow(QtWidgets.QMainWindow):
 
     def step(self) -> None:
         self.controller.step()
+
+    def set_runs_at_once(self, n: int) -> None:
+        """How many runs train at once (Run > Runs training at once), remembered for the next session."""
+        self.controller.set_runs_at_once(n)
+        self.settings.setValue("runs_at_once", int(n))
+        for action in self.runs_at_once_menu.actions():
+            action.setChecked(action.text() == str(n))
+        self.statusBar().showMessage(f"At most {n} run(s) train at once; the others wait, queued", 5000)
 
     def stop(self) -> None:
         self.controller.stop()
@@ -515,27 +404,12 @@ class MainWindow(QtWidgets.QMainWindow):
         if state.error:
             last = state.error.strip().splitlines()[-1]
             self.show_error(f"Run {state.name!r} failed", f"{state.name} failed: {last}", state.error)
-        elif state.status == "diverged":
+        elif state.status is RunStatus.DIVERGED:
             self.show_error(f"Run {state.name!r} diverged", f"{state.name}: {state.status_text()}",
                             warning=True)
 
     def about(self) -> None:
-        import numba
-        import numpy
-        import pyqtgraph
-
-        box = QtWidgets.QMessageBox(self)
-        box.setWindowTitle("About GradScope")
-        box.setIconPixmap(self.windowIcon().pixmap(64, 64))
-        box.setText(f"<b>GradScope {gio.gradscope_version()}</b><br>"
-                    "How gradients flow through time in recurrent networks: instrumented backpropagation through "
-                    "time for ReLU, tanh and sigmoid RNNs and LSTMs, with the theory drawn over the measurements.")
-        box.setInformativeText(
-            f"Python {platform.python_version()}<br>NumPy {numpy.__version__}<br>Numba {numba.__version__}<br>"
-            f"PyQt6 {QtCore.PYQT_VERSION_STR} (Qt {QtCore.qVersion()})<br>pyqtgraph {pyqtgraph.__version__}")
-        box.setAttribute(QtCore.Qt.WidgetAttribute.WA_DeleteOnClose)
-        self.last_dialog = box
-        box.open()
+        menus.about(self)
 
     # ------------------------------------------------------------------------------------- closing
     def closeEvent(self, event) -> None:  # Qt override
@@ -555,20 +429,6 @@ def _display_path(path) -> str:
             return "~/" + str(path.resolve().relative_to(home))
         except ValueError:
             return str(path)
-
-
-def _first_comment(path: Path) -> str:
-    """The opening comment of an experiment file (what it shows), for the preset's tooltip."""
-    try:
-        lines = path.read_text(encoding="utf-8").splitlines()
-    except OSError:
-        return ""
-    out = []
-    for line in lines:
-        if not line.startswith("#"):
-            break
-        out.append(line.lstrip("# ").rstrip())
-    return "\n".join(out[:6])
 
 
 def _dropped_path(mime: QtCore.QMimeData) -> Path | None:

@@ -1,50 +1,83 @@
-"""RunData: everything a view needs to draw one run, Qt-free, so views can be fed synthetic traces."""
+"""The app's runs, Qt-free: RunData, everything a view needs to draw one run (so views can be fed synthetic
+traces), and RunState, a run as the controller holds it.  Both hold the run's gradscope.runs.RunResult."""
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import itertools
+import os
+import time
 
 import numpy as np
 
 from .. import theory
+from ..engine.cells import ACTIVATION_METRIC, CELLS, Cell, cell
+from ..runs import RunResult, RunStatus
 from ..trace import Trace
 
+TRACE_BYTES = 96 * 2**20          # per run: past this the trace thins itself (keeps every other older row)
 
-@dataclass(eq=False)
+
+def _of_result(name: str) -> property:
+    """An attribute that is the run's RunResult's (``self.result``): one record of the run, never a copy."""
+    return property(lambda self: getattr(self.result, name), lambda self, value: setattr(self.result, name, value),
+                    doc=f"The run's {name} (RunResult.{name}).")
+
+
 class RunData:
-    """One run as the views see it.
+    """One run as the views see it: the run's RunResult (the type the command line exports) and how it is shown.
 
     key         a stable identity (a run keeps its key when renamed or edited)
-    trace       the recorded iterations (gradscope.trace.Trace), read through trace.array(name)
-    run         the RunConfig, when known: theory lines, clip threshold, cell and activation come from it
-    first_batch the batch of iteration 0 (x, target, mask): the mask says which steps are scored
+    result      the gradscope.runs.RunResult: name, trace (read through trace.array(name)), run (the
+                RunConfig, when known: theory lines, clip threshold, cell and activation come from it),
+                first_batch (x, target, mask: the mask says which steps are scored), loss_kind, baseline_loss
+    color, visible  how it is drawn
+
+    Views and tests may build one from a bare trace: ``RunData(key, name, color, trace, run=..., ...)``.
     """
 
-    key: int
-    name: str
-    color: str
-    trace: Trace
-    run: object | None = None
-    visible: bool = True
-    loss_kind: str | None = None
-    baseline_loss: float | None = None
-    first_batch: dict | None = None
-    _cache: dict = field(default_factory=dict, repr=False)
+    name = _of_result("name")
+    trace = _of_result("trace")
+    run = _of_result("run")
+    loss_kind = _of_result("loss_kind")
+    baseline_loss = _of_result("baseline_loss")
+    first_batch = _of_result("first_batch")
+
+    def __init__(self, key: int, name: str = "", color: str = "#000000", trace: Trace | None = None,
+                 run: object | None = None, visible: bool = True, loss_kind: str | None = None,
+                 baseline_loss: float | None = None, first_batch: dict | None = None,
+                 result: RunResult | None = None):
+        if result is None:
+            result = RunResult(name=name, run=run, trace=trace if trace is not None else Trace(),
+                               loss_kind=loss_kind, baseline_loss=baseline_loss, first_batch=first_batch)
+        self.key, self.color, self.visible, self.result = key, color, visible, result
+        self._cache: dict = {}
+
+    def __repr__(self) -> str:
+        return f"RunData(key={self.key!r}, name={self.name!r}, color={self.color!r}, rows={len(self.trace)})"
 
     # ------------------------------------------------------------------------------ what the run is
     @property
-    def cell(self) -> str:
+    def cell_description(self) -> Cell:
+        """The run's cell (engine.cells): from its RunConfig, else the cell with the most states whose norms the
+        trace records (an LSTM records h_norm and c_norm; with nothing recorded, the cell of fewest states)."""
         if self.run is not None:
-            return self.run.cell
-        return "lstm" if "c_norm" in self.trace else "rnn"
+            return cell(self.run.cell)
+        recorded = [c for c in CELLS.values() if all(f"{s}_norm" in self.trace for s in c.states)]
+        if not recorded:
+            return min(CELLS.values(), key=lambda c: len(c.states))
+        return max(recorded, key=lambda c: len(c.states))
+
+    @property
+    def cell(self) -> str:
+        return self.cell_description.name
 
     @property
     def activation(self) -> str | None:
-        if self.cell == "lstm":
+        if not self.cell_description.uses_activation:
             return None
         if self.run is not None:
             return self.run.activation
-        for metric, act in (("relu_dead", "relu"), ("tanh_sat", "tanh"), ("sigmoid_sat", "sigmoid")):
-            if metric in self.trace:
+        for act, metric in ACTIVATION_METRIC.items():
+            if metric is not None and metric in self.trace:
                 return act
         return None
 
@@ -89,6 +122,83 @@ class RunData:
     def invalidate(self) -> None:
         """Forget derived values (after the run's settings changed)."""
         self._cache.clear()
+
+
+def default_runs_at_once() -> int:
+    """One training run per core, and at least two: the views compare runs, and two runs sharing one core
+    (their kernels release the GIL) still keep a comparison live."""
+    return max(2, os.cpu_count() or 1)
+
+
+class RunState:
+    """One run of the experiment as the app holds it: its RunResult (``result``, shared with the views through
+    ``data``) and the worker driving it."""
+
+    _keys = itertools.count()
+
+    run = _of_result("run")
+    name = _of_result("name")
+    status = _of_result("status")
+    error = _of_result("error")                # traceback of a failed run
+    nonfinite = _of_result("nonfinite")
+    wall_seconds = _of_result("wall_seconds")
+    init_params = _of_result("init_params")
+
+    def __init__(self, run, color: str):
+        self.key = next(RunState._keys)
+        self.data = RunData(self.key, color=color, result=fresh_result(run))
+        self.detail = ""                   # e.g. "kernel 3/8" while compiling
+        self.thread = None                 # its worker (gui.worker.TrainingThread), while it has one
+        self.training = None               # the engine's Training (init_params, first_batch, task)
+        self.iterations_per_second = 0.0
+        self.loaded = False                # came from an exported folder: nothing to run
+        self._rate_window: list[tuple[float, int]] = []
+
+    @property
+    def result(self) -> RunResult:
+        return self.data.result
+
+    @property
+    def iteration(self) -> int:
+        """The last iteration computed (-1 before the first)."""
+        return self.result.iteration
+
+    @property
+    def finished(self) -> bool:
+        return self.result.finished
+
+    @property
+    def busy(self) -> bool:
+        return self.thread is not None and self.thread.isRunning()
+
+    def status_text(self) -> str:
+        if self.status is RunStatus.DIVERGED and self.nonfinite is not None:
+            nf = self.nonfinite
+            where = [f"iteration {nf.iteration}"] if nf.iteration is not None else []
+            if nf.layer is not None:
+                where.append(f"layer {nf.layer}")
+            if nf.timestep is not None:
+                where.append(f"t = {nf.timestep}")
+            return f"diverged at {', '.join(where)} ({nf.quantity})"
+        if self.status is RunStatus.COMPILING and self.detail:
+            return f"compiling kernels {self.detail}"
+        if self.status is RunStatus.FAILED:
+            return "failed (double-click for the traceback)"
+        return str(self.status)
+
+    def note_rate(self, iteration: int) -> None:
+        """Iterations per second over the last ~2 seconds."""
+        now = time.monotonic()
+        self._rate_window.append((now, iteration))
+        while len(self._rate_window) > 2 and now - self._rate_window[0][0] > 2.0:
+            self._rate_window.pop(0)
+        (t0, i0), (t1, i1) = self._rate_window[0], self._rate_window[-1]
+        self.iterations_per_second = (i1 - i0) / (t1 - t0) if t1 > t0 else 0.0
+
+
+def fresh_result(run) -> RunResult:
+    """A run's RunResult before its first iteration, its trace bounded to TRACE_BYTES."""
+    return RunResult.for_run(run, trace=Trace(max_bytes=TRACE_BYTES))
 
 
 def log10_or_nan(values) -> np.ndarray:

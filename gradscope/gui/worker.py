@@ -1,10 +1,11 @@
 """One QThread per run: it pulls Records from the engine's training generator and sends them to the GUI thread
 in batches, at most ``1 / EMIT_INTERVAL`` times a second.
 
-Control comes in through threading.Events checked between records (a kernel call is never interrupted):
-``resume()`` runs freely, ``pause()`` holds, ``step()`` makes exactly one more iteration, ``stop()`` ends
-the run.  The kernels release the GIL (nogil), so the GUI keeps painting while a step computes.  Anything
-raised in the thread comes back as ``failed(traceback text)``; the thread never dies silently.
+Each thread drives its run with gradscope.runs.drive, the command line's loop, through a runs.RunControl
+obeyed between records (a kernel call is never interrupted): ``resume()`` runs freely, ``pause()`` holds,
+``step()`` makes exactly one more iteration, ``stop()`` ends the run.  The kernels release the GIL (nogil), so
+the GUI keeps painting while a step computes.  Anything raised in the thread comes back as
+``failed(traceback text)``; the thread never dies silently.
 
 Compiling kernels (seconds on a cold cache) cannot be interrupted, so it does not happen in these threads: one
 ``KernelCompiler`` daemon thread compiles for everyone, and a training thread waits for it while still
@@ -13,7 +14,6 @@ the process; Numba writes its cache files under temporary names).
 """
 from __future__ import annotations
 
-import math
 import os
 import queue
 import threading
@@ -22,6 +22,8 @@ import traceback
 
 import numpy as np
 from PyQt6 import QtCore
+
+from ..runs import RunControl, RunStatus, drive
 
 EMIT_INTERVAL = 0.05          # seconds between batches: <= 20 signals per second per run
 STOP_POLL = 0.05              # seconds between stop checks while waiting for the compiler
@@ -112,42 +114,31 @@ class TrainingThread(QtCore.QThread):
 
     prepared = QtCore.pyqtSignal(object)            # the Training object (spec, task, init_params, first_batch)
     records = QtCore.pyqtSignal(object)             # list[Record] in iteration order
-    state = QtCore.pyqtSignal(str)                  # "running" | "paused"
-    done = QtCore.pyqtSignal(str)                   # "completed" | "diverged" | "stopped"
+    state = QtCore.pyqtSignal(object)               # RunStatus.RUNNING | RunStatus.PAUSED
+    done = QtCore.pyqtSignal(object)                # RunStatus.COMPLETED | DIVERGED | STOPPED
     failed = QtCore.pyqtSignal(str)                 # traceback text
 
     def __init__(self, run, seed: int, backend: str = "numba", paused: bool = False, parent=None):
         super().__init__(parent)
         self.run_config, self.seed, self.backend = run, int(seed), backend
-        self._go = threading.Event()
-        if not paused:
-            self._go.set()
-        self._stop = threading.Event()
-        self._wake = threading.Event()
-        self._lock = threading.Lock()
-        self._steps = 0                             # single steps asked for while paused
+        self.control = RunControl(paused=paused)
 
     # ------------------------------------------------------------------ control (any thread)
     def resume(self) -> None:
-        self._go.set()
-        self._wake.set()
+        self.control.resume()
 
     def pause(self) -> None:
-        self._go.clear()
-        self._wake.set()
+        self.control.pause()
 
     def step(self) -> None:
-        with self._lock:
-            self._steps += 1
-        self._wake.set()
+        self.control.step()
 
     def stop(self) -> None:
-        self._stop.set()
-        self._wake.set()
+        self.control.stop()
 
     @property
     def stopping(self) -> bool:
-        return self._stop.is_set()
+        return self.control.stopping
 
     # ------------------------------------------------------------------ the worker thread
     def run(self) -> None:  # QThread override: runs in the new thread
@@ -155,13 +146,13 @@ class TrainingThread(QtCore.QThread):
         lower_priority()
         try:
             if self.backend == "numba" and not self._wait_for_kernels():
-                self.done.emit("stopped")
+                self.done.emit(RunStatus.STOPPED)
                 return
             from ..engine.trainer import Training
 
             training = Training(self.run_config, self.seed, backend=self.backend)
             self.prepared.emit(training)
-            self.done.emit(self._loop(iter(training)))
+            self.done.emit(self._drive(training))
         except Exception:
             self.failed.emit(traceback.format_exc())
         finally:
@@ -173,68 +164,38 @@ class TrainingThread(QtCore.QThread):
         spec = self.run_config.model_spec()
         ready = compiler().request(spec)
         while not ready.wait(STOP_POLL):
-            if self._stop.is_set():
+            if self.control.stopping:
                 return False
         error = compiler().error(spec)
         if error:
             raise RuntimeError(f"compiling the kernels failed:\n{error}")
-        return not self._stop.is_set()
+        return not self.control.stopping
 
-    def _loop(self, records) -> str:
+    def _drive(self, training) -> RunStatus:
+        """runs.drive (the command line's loop too), its records sent in batches."""
         pending: list = []
         last_emit = time.monotonic()
-        state = None
-        while True:
-            if not self._may_step():
-                self._flush(pending)
-                if state != "paused":
-                    state = "paused"
-                    self.state.emit(state)
-                self._wait()
-                continue
-            if self._stop.is_set():
-                self._flush(pending)
-                return "stopped"
-            if state != "running" and self._go.is_set():
-                state = "running"
-                self.state.emit(state)
-            try:
-                record = next(records)
-            except StopIteration:
-                self._flush(pending)
-                return "completed"
+
+        def flush() -> None:
+            if pending:
+                self.records.emit(list(pending))
+                pending.clear()
+
+        def on_record(record) -> None:
+            nonlocal last_emit
             # the batch reaches the GUI thread up to EMIT_INTERVAL later, after more steps: own the arrays, in
             # case the engine reuses its buffers between steps (the CLI appends before the next step)
             record.metrics = {name: np.array(value) for name, value in record.metrics.items()}
             pending.append(record)
-            if _diverged(record):
-                self._flush(pending)
-                return "diverged"
-            if not self._go.is_set() or time.monotonic() - last_emit >= EMIT_INTERVAL:
-                self._flush(pending)
+            if self.control.paused or time.monotonic() - last_emit >= EMIT_INTERVAL:
+                flush()
                 last_emit = time.monotonic()
 
-    def _may_step(self) -> bool:
-        """True to compute the next iteration now: running, or a single step is owed, or stopping."""
-        if self._stop.is_set() or self._go.is_set():
-            return True
-        with self._lock:
-            if self._steps > 0:
-                self._steps -= 1
-                return True
-        return False
+        def on_state(status: RunStatus) -> None:
+            flush()                                 # what was computed before a pause shows during it
+            self.state.emit(status)
 
-    def _wait(self) -> None:
-        """Sleep until a control call (resume, step, stop) wakes the thread."""
-        while not (self._stop.is_set() or self._go.is_set() or self._steps > 0):
-            self._wake.wait()
-            self._wake.clear()
-
-    def _flush(self, pending: list) -> None:
-        if pending:
-            self.records.emit(list(pending))
-            pending.clear()
-
-
-def _diverged(record) -> bool:
-    return record.nonfinite is not None or not (math.isfinite(record.loss) and math.isfinite(record.grad_norm))
+        try:
+            return drive(training, self.control, on_record=on_record, on_state=on_state)
+        finally:
+            flush()

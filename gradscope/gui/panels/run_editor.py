@@ -1,80 +1,66 @@
 """The editor of the selected run: a form over RunConfig's keys (the experiment file's names), validated by the
-same pydantic models as the file, applied with "Apply" (which restarts that run)."""
+same pydantic models as the file, applied with "Apply" (which restarts that run).
+
+The fields, their types, ranges, choices and defaults come from the schema (panels.fields, read from the
+pydantic models); which apply to the selected cell, from the cell descriptions.  Only how a field is shown is
+written here: its label and tip, what its special value means, and which scales get a slider.
+"""
 from __future__ import annotations
 
 from pydantic import ValidationError
 from PyQt6 import QtCore, QtGui, QtWidgets
 
-from ...config import OPTIMIZERS, TASKS, RunConfig
-from ...engine.params import ACTIVATIONS, CELLS, DTYPES, INIT_SCHEMES
+from ...config import RunConfig
+from .fields import FIELDS, FLOAT_MAX, Field, applies
 
-# (dotted key, label, kind, options, tooltip).  kinds: text, choice, int, float, scale (slider), bool
-FIELDS = {
-    "Model": [
-        ("name", "Name", "text", None, "The run's name (unique within the experiment)"),
-        ("cell", "Cell", "choice", CELLS, "rnn: h_t = f(W_hh h_{t-1} + W_hx x_t + b_h); lstm: gates i, f, g, o"),
-        ("activation", "Activation f", "choice", ACTIVATIONS, "The RNN's nonlinearity (rnn only)"),
-        ("hidden_size", "Hidden size d", "int", (1, 8192), "Units per layer"),
-        ("layers", "Layers L", "int", (1, 64), "Stacked recurrent layers"),
-        ("dtype", "Precision", "choice", DTYPES, "Floating-point type of the kernels"),
-    ],
-    "Initialisation": [
-        ("init.recurrent", "W_hh scheme", "choice", INIT_SCHEMES,
-         "gaussian: Var(W_hh) = scale / d; orthogonal / identity: gain = scale; see docs/experiments.md"),
-        ("init.recurrent_scale", "W_hh scale", "scale", (0.0, 6.0),
-         "gaussian: c in Var(W_hh) = c / d (ReLU: 2 is critical, 3 explodes, 1.5 vanishes)"),
-        ("init.input", "W_hx scheme", "choice", INIT_SCHEMES, "Scheme of the input weights W_hx"),
-        ("init.input_scale", "W_hx scale", "scale", (0.0, 6.0), "gaussian: Var(W_hx) = scale / fan_in"),
-        ("init.readout_scale", "W_yh scale", "float", (0.0, 100.0), "W_yh ~ N(0, scale / d)"),
-        ("init.forget_bias", "Forget bias", "float", (-20.0, 20.0), "lstm: added to the f block of b_h"),
-        ("init.chrono", "Chrono init", "bool", None, "lstm: b_f = log U[1, T_max - 1], b_i = -b_f"),
-        ("init.chrono_tmax", "Chrono T_max", "int", (0, 10**6), "0: the task's sequence length"),
-    ],
-    "Task": [
-        ("task.name", "Task", "choice", TASKS, "probe, adding problem, copy, character LM, tagging"),
-        ("task.seq_len", "Sequence length T", "int", (1, 10**6), "Timesteps per sequence"),
-        ("task.batch_size", "Batch size B", "int", (1, 65536), "Sequences per batch"),
-        ("task.input_size", "Input size n", "int", (0, 65536), "probe only: input dimension (other tasks fix it)"),
-        ("task.output_size", "Output size k", "int", (0, 65536), "probe only: target dimension (other tasks fix it)"),
-        ("task.symbols", "Symbols", "int", (2, 1024), "copy: alphabet size"),
-        ("task.copy_length", "Copy length", "int", (1, 10**5), "copy: symbols to remember"),
-        ("task.text", "Text file", "text", None, "charlm: a text file (empty: the corpus shipped with GradScope)"),
-        ("task.fixed_batch", "Fixed batch", "bool", None, "Train on the first batch at every iteration"),
-    ],
-    "Training": [
-        ("train.iterations", "Iterations", "int", (0, 10**9), "Parameter updates; 0: one pass at initialisation"),
-        ("train.optimizer", "Optimizer", "choice", OPTIMIZERS, "sgd (with momentum) or adam"),
-        ("train.lr", "Learning rate", "float", (0.0, 100.0), "Step size"),
-        ("train.momentum", "Momentum", "float", (0.0, 0.9999), "sgd: heavy-ball momentum"),
-        ("train.beta1", "Adam beta1", "float", (0.0, 0.9999), "adam: decay of the first-moment estimate"),
-        ("train.beta2", "Adam beta2", "float", (0.0, 0.9999), "adam: decay of the second-moment estimate"),
-        ("train.clip_norm", "Clip norm", "float", (0.0, 1e9), "Clip the global gradient norm to this; 0: off"),
-        ("train.record_every", "Record every", "int", (1, 10**9), "Keep every n-th iteration in the trace"),
-        ("train.spectral_every", "Spectrum every", "int", (0, 10**9),
-         "Measure spectral_radius and sigma_max of W_hh on every n-th iteration (an eigensolve); 0: never"),
-    ],
+GROUPS = {"": "Model", "init": "Initialisation", "task": "Task", "train": "Training"}   # sub-table -> box title
+# dotted key -> (label, tooltip); a schema key without an entry is shown under its own name
+LABELS = {
+    "name": ("Name", "The run's name (unique within the experiment)"),
+    "seed": ("Seed", "The run's own seed for its parameters and data"),
+    "cell": ("Cell", "rnn: h_t = f(W_hh h_{t-1} + W_hx x_t + b_h); lstm: gates i, f, g, o"),
+    "activation": ("Activation f", "The RNN's nonlinearity (rnn only)"),
+    "hidden_size": ("Hidden size d", "Units per layer"),
+    "layers": ("Layers L", "Stacked recurrent layers"),
+    "dtype": ("Precision", "Floating-point type of the kernels"),
+    "init.recurrent": ("W_hh scheme", "gaussian: Var(W_hh) = scale / d; orthogonal / identity: gain = scale; "
+                                      "see docs/experiments.md"),
+    "init.recurrent_scale": ("W_hh scale", "gaussian: c in Var(W_hh) = c / d (ReLU: 2 is critical, 3 explodes, "
+                                           "1.5 vanishes)"),
+    "init.input": ("W_hx scheme", "Scheme of the input weights W_hx"),
+    "init.input_scale": ("W_hx scale", "gaussian: Var(W_hx) = scale / fan_in"),
+    "init.readout_scale": ("W_yh scale", "W_yh ~ N(0, scale / d)"),
+    "init.forget_bias": ("Forget bias", "lstm: added to the f block of b_h"),
+    "init.chrono": ("Chrono init", "lstm: b_f = log U[1, T_max - 1], b_i = -b_f"),
+    "init.chrono_tmax": ("Chrono T_max", "0: the task's sequence length"),
+    "task.name": ("Task", "probe, adding problem, copy, character LM, tagging"),
+    "task.seq_len": ("Sequence length T", "Timesteps per sequence"),
+    "task.batch_size": ("Batch size B", "Sequences per batch"),
+    "task.input_size": ("Input size n", "probe only: input dimension (other tasks fix it)"),
+    "task.output_size": ("Output size k", "probe only: target dimension (other tasks fix it)"),
+    "task.symbols": ("Symbols", "copy: alphabet size"),
+    "task.copy_length": ("Copy length", "copy: symbols to remember"),
+    "task.text": ("Text file", "charlm: a text file (empty: the corpus shipped with GradScope)"),
+    "task.fixed_batch": ("Fixed batch", "Train on the first batch at every iteration"),
+    "train.iterations": ("Iterations", "Parameter updates; 0: one pass at initialisation"),
+    "train.optimizer": ("Optimizer", "sgd (with momentum) or adam"),
+    "train.lr": ("Learning rate", "Step size"),
+    "train.momentum": ("Momentum", "sgd: heavy-ball momentum"),
+    "train.beta1": ("Adam beta1", "adam: decay of the first-moment estimate"),
+    "train.beta2": ("Adam beta2", "adam: decay of the second-moment estimate"),
+    "train.eps": ("Adam epsilon", "adam: added to the root of the second moment"),
+    "train.clip_norm": ("Clip norm", "Clip the global gradient norm to this; 0: off"),
+    "train.record_every": ("Record every", "Keep every n-th iteration in the trace"),
+    "train.spectral_every": ("Spectrum every", "Measure spectral_radius and sigma_max of W_hh on every n-th "
+                                               "iteration (an eigensolve); 0: never"),
 }
-
-# which keys apply, given the others (disabled otherwise)
-APPLIES = {
-    "activation": lambda v: v["cell"] == "rnn",
-    "init.forget_bias": lambda v: v["cell"] == "lstm",
-    "init.chrono": lambda v: v["cell"] == "lstm",
-    "init.chrono_tmax": lambda v: v["cell"] == "lstm" and v["init.chrono"],
-    "task.input_size": lambda v: v["task.name"] == "probe",
-    "task.output_size": lambda v: v["task.name"] == "probe",
-    "task.symbols": lambda v: v["task.name"] == "copy",
-    "task.copy_length": lambda v: v["task.name"] == "copy",
-    "task.text": lambda v: v["task.name"] == "charlm",
-    "train.momentum": lambda v: v["train.optimizer"] == "sgd",
-    "train.beta1": lambda v: v["train.optimizer"] == "adam",
-    "train.beta2": lambda v: v["train.optimizer"] == "adam",
-}
+SLIDERS = {"init.recurrent_scale": 6.0, "init.input_scale": 6.0}   # scales with a slider, and where it ends
 PROBE_SIZE = 32
 SIZES = ("task.input_size", "task.output_size")
-SPECIAL = {"task.input_size": "set by the task", "task.output_size": "set by the task",
-           "init.chrono_tmax": "0: the sequence length", "train.iterations": "0: one pass at initialisation",
-           "train.spectral_every": "0: never"}
+# the text of an int field's lowest value (a nullable field's lowest stands for None)
+SPECIAL = {"seed": "the experiment's seed", "task.input_size": "set by the task",
+           "task.output_size": "set by the task", "init.chrono_tmax": "0: the sequence length",
+           "train.iterations": "0: one pass at initialisation", "train.spectral_every": "0: never"}
 
 
 class FloatEdit(QtWidgets.QLineEdit):
@@ -82,14 +68,29 @@ class FloatEdit(QtWidgets.QLineEdit):
 
     valueChanged = QtCore.pyqtSignal(float)
 
-    def __init__(self, lo: float, hi: float):
+    def __init__(self, lo: float, hi: float, lo_open: bool = False, hi_open: bool = False):
         super().__init__()
         validator = QtGui.QDoubleValidator(lo, hi, 17, self)
         validator.setNotation(QtGui.QDoubleValidator.Notation.ScientificNotation)
         validator.setLocale(QtCore.QLocale.c())                 # "0.01", never "0,01"
         self.setValidator(validator)
-        self.lo, self.hi = lo, hi
+        self.lo, self.hi, self.lo_open, self.hi_open = lo, hi, lo_open, hi_open
         self.textEdited.connect(self._edited)
+
+    def accepts(self, value: float) -> bool:
+        """Within the bounds (an open bound excludes itself); NaN never."""
+        above = value > self.lo if self.lo_open else value >= self.lo
+        below = value < self.hi if self.hi_open else value <= self.hi
+        return above and below
+
+    def range_text(self) -> str:
+        """The bounds in words: "at least 0 and below 1", "above 0", "finite"."""
+        parts = []
+        if self.lo > -FLOAT_MAX:
+            parts.append(f"{'above' if self.lo_open else 'at least'} {self.lo:g}")
+        if self.hi < FLOAT_MAX:
+            parts.append(f"{'below' if self.hi_open else 'at most'} {self.hi:g}")
+        return " and ".join(parts) or "finite"
 
     def _edited(self, _text: str) -> None:
         self.valueChanged.emit(self.value())          # NaN while incomplete: the form says what is wrong
@@ -100,7 +101,7 @@ class FloatEdit(QtWidgets.QLineEdit):
             value = float(self.text())
         except ValueError:
             return float("nan")
-        return value if self.lo <= value <= self.hi else float("nan")
+        return value if self.accepts(value) else float("nan")
 
     def setValue(self, value: float) -> None:  # Qt-style name, like the widgets it sits among
         if self.text() != repr(float(value)):
@@ -113,11 +114,11 @@ class ScaleEdit(QtWidgets.QWidget):
 
     valueChanged = QtCore.pyqtSignal(float)
 
-    def __init__(self, lo: float, hi: float):
+    def __init__(self, box: FloatEdit, slider_end: float):
         super().__init__()
         self.slider = QtWidgets.QSlider(QtCore.Qt.Orientation.Horizontal)
-        self.slider.setRange(int(lo * 100), int(hi * 100))
-        self.box = FloatEdit(lo, 1e6)
+        self.slider.setRange(int(max(box.lo, 0.0) * 100), int(slider_end * 100))
+        self.box = box
         self.box.setMaximumWidth(110)
         layout = QtWidgets.QHBoxLayout(self)
         layout.setContentsMargins(0, 0, 0, 0)
@@ -154,20 +155,25 @@ class RunEditor(QtWidgets.QWidget):
         form_host = QtWidgets.QWidget()
         column = QtWidgets.QVBoxLayout(form_host)
         column.setContentsMargins(0, 0, 0, 0)
-        for group, fields in FIELDS.items():
-            box = QtWidgets.QGroupBox(group)
-            form = QtWidgets.QFormLayout(box)
-            form.setFieldGrowthPolicy(QtWidgets.QFormLayout.FieldGrowthPolicy.AllNonFixedFieldsGrow)
-            for key, label, kind, options, tip in fields:
-                widget = self._make(kind, options)
-                widget.setToolTip(tip)
-                if key in SPECIAL:
-                    widget.setSpecialValueText(SPECIAL[key])       # what 0 means for this key
-                label_widget = QtWidgets.QLabel(label)
-                label_widget.setToolTip(tip)
-                form.addRow(label_widget, widget)
-                self.widgets[key] = widget
-            column.addWidget(box)
+        forms: dict[str, QtWidgets.QFormLayout] = {}
+        for spec in FIELDS.values():
+            form = forms.get(spec.group)
+            if form is None:
+                box = QtWidgets.QGroupBox(GROUPS.get(spec.group, spec.group))
+                form = forms[spec.group] = QtWidgets.QFormLayout(box)
+                form.setFieldGrowthPolicy(QtWidgets.QFormLayout.FieldGrowthPolicy.AllNonFixedFieldsGrow)
+                column.addWidget(box)
+            label, tip = LABELS.get(spec.key, (spec.key, spec.description or ""))
+            if spec.default is not None and spec.kind != "text":
+                tip = f"{tip} (default {spec.default})" if tip else f"default {spec.default}"
+            widget = self._make(spec)
+            widget.setToolTip(tip)
+            if spec.key in SPECIAL:
+                widget.setSpecialValueText(SPECIAL[spec.key])       # what the lowest value means for this key
+            label_widget = QtWidgets.QLabel(label)
+            label_widget.setToolTip(tip)
+            form.addRow(label_widget, widget)
+            self.widgets[spec.key] = widget
         column.addStretch(1)
         scroll = QtWidgets.QScrollArea()
         scroll.setWidgetResizable(True)
@@ -192,29 +198,29 @@ class RunEditor(QtWidgets.QWidget):
         outer.addLayout(buttons)
         self.set_run(None, None)
 
-    def _make(self, kind: str, options) -> QtWidgets.QWidget:
-        if kind == "text":
+    def _make(self, spec: Field) -> QtWidgets.QWidget:
+        """The widget for one schema field, with the schema's range or choices."""
+        if spec.kind == "text":
             widget = QtWidgets.QLineEdit()
             widget.textChanged.connect(self._changed)
-        elif kind == "choice":
+        elif spec.kind == "choice":
             widget = QtWidgets.QComboBox()
-            widget.addItems(list(options))
+            widget.addItems([str(c) for c in spec.choices])
             widget.currentIndexChanged.connect(self._changed)
-        elif kind == "int":
+        elif spec.kind == "int":
             widget = QtWidgets.QSpinBox()
-            widget.setRange(*options)
+            widget.setRange(*spec.int_range())
             widget.valueChanged.connect(self._changed)
-        elif kind == "float":
-            widget = FloatEdit(*options)
+        elif spec.kind == "float":
+            widget = FloatEdit(*spec.float_range(), lo_open=spec.lo_open, hi_open=spec.hi_open)
+            if spec.key in SLIDERS:
+                widget = ScaleEdit(widget, SLIDERS[spec.key])
             widget.valueChanged.connect(self._changed)
-        elif kind == "scale":
-            widget = ScaleEdit(*options)
-            widget.valueChanged.connect(self._changed)
-        elif kind == "bool":
+        elif spec.kind == "bool":
             widget = QtWidgets.QCheckBox()
             widget.toggled.connect(self._changed)
         else:
-            raise ValueError(f"unknown field kind {kind!r}")
+            raise ValueError(f"{spec.key}: no editor field for kind {spec.kind!r}")
         return widget
 
     # ------------------------------------------------------------------------------ values
@@ -251,7 +257,9 @@ class RunEditor(QtWidgets.QWidget):
             widget.setCurrentIndex(index)
         elif isinstance(widget, QtWidgets.QCheckBox):
             widget.setChecked(bool(value))
-        elif value is not None:
+        elif value is None:
+            widget.setValue(widget.minimum())           # a nullable int's lowest value stands for None
+        else:
             widget.setValue(value)
 
     def set_run(self, key, run: RunConfig | None) -> None:
@@ -261,10 +269,7 @@ class RunEditor(QtWidgets.QWidget):
         if run is not None:
             flat = _flatten(run.model_dump())
             for field_key in self.widgets:
-                value = flat.get(field_key)
-                if field_key in SIZES and value is None:
-                    value = 0                       # "set by the task"
-                self.set_value(field_key, value)
+                self.set_value(field_key, flat.get(field_key))
         self._loading = False
         self.setEnabled(run is not None)
         self._changed()
@@ -277,10 +282,12 @@ class RunEditor(QtWidgets.QWidget):
         for key, widget in self.widgets.items():
             if isinstance(widget, (FloatEdit, ScaleEdit)) and widget.isEnabled() and values[key] != values[key]:
                 box = widget if isinstance(widget, FloatEdit) else widget.box
-                raise ValueError(f"{key}: {box.text()!r} is not a number from {box.lo:g} to {box.hi:g}")
+                raise ValueError(f"{key}: {box.text()!r} is not a number ({box.range_text()})")
         for key, value in values.items():
-            applies = APPLIES.get(key)
-            if applies is not None and not applies(values):
+            widget = self.widgets[key]
+            if FIELDS[key].nullable and value == widget.minimum():
+                value = None                        # e.g. "set by the task", "the experiment's seed"
+            if not applies(key, values):
                 if key in SIZES:
                     value = None                    # the task fixes these sizes
                 else:
@@ -304,19 +311,19 @@ class RunEditor(QtWidgets.QWidget):
         values = self.values()
         if values["task.name"] == "probe":
             for key in SIZES:                       # back to the probe: its sizes are free again
-                if values[key] == 0:
+                if values[key] == self.widgets[key].minimum():
                     self._loading = True
                     self.set_value(key, PROBE_SIZE)
                     self._loading = False
         else:
             for key in SIZES:
-                if values[key] != 0:
+                if values[key] != self.widgets[key].minimum():
                     self._loading = True
-                    self.set_value(key, 0)
+                    self.set_value(key, None)       # "set by the task"
                     self._loading = False
         values = self.values()
-        for key, applies in APPLIES.items():
-            self.widgets[key].setEnabled(applies(values))
+        for key, widget in self.widgets.items():
+            widget.setEnabled(applies(key, values))
         if self.run is None:
             self.message.setText("")
             return

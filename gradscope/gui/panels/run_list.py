@@ -5,8 +5,11 @@ import functools
 
 from PyQt6 import QtCore, QtGui, QtWidgets
 
-STATUS_COLORS = {"queued": "#606060", "compiling": "#8a6d00", "running": "#006d3c", "paused": "#8a6d00",
-                 "completed": "#202020", "diverged": "#b03000", "stopped": "#606060", "failed": "#b00020"}
+from ...runs import RunStatus
+
+STATUS_COLORS = {RunStatus.QUEUED: "#606060", RunStatus.COMPILING: "#8a6d00", RunStatus.RUNNING: "#006d3c",
+                 RunStatus.PAUSED: "#8a6d00", RunStatus.COMPLETED: "#202020", RunStatus.DIVERGED: "#b03000",
+                 RunStatus.STOPPED: "#606060", RunStatus.FAILED: "#b00020"}
 COLUMNS = ("Run", "Status", "Iteration", "it/s")
 
 

@@ -11,7 +11,6 @@ from ..model import RunData
 from ..plotting import STYLE_GREY, EmptyHint, HoverReadout, Legend, SnapBounds, make_plot, pen, value_label
 from .base import CurveSet, Figure, View, layer_combo, resolve_layer, set_layer_choices, visible_with_data
 
-GATES = "ifgo"
 GATE_NAMES = {"i": "input gate i", "f": "forget gate f", "g": "candidate g", "o": "output gate o"}
 RNN_FRACTIONS = {"relu_dead": "dead ReLU (h = 0)", "tanh_sat": "saturated tanh (|h| > 0.95)",
                  "sigmoid_sat": "saturated sigmoid (h < 0.05 or > 0.95)"}
@@ -54,13 +53,14 @@ class SaturationFigure(Figure):
         shown = visible_with_data(runs)
         gate_keys, sat_keys, legend_runs = [], [], []
         self._shown = []
-        any_lstm = False
+        gates_shown: dict[str, None] = {}                 # the gates of every shown gated cell, in order
         for run in shown:
             layer = resolve_layer(self.layer, run.layers)
             entry = {"name": run.name, "iteration": int(run.trace.iterations[-1]), "mean": {}, "sat": {}}
-            if run.cell == "lstm":
-                any_lstm = True
-                for g in GATES:
+            gates = run.cell_description.gates
+            if gates:
+                gates_shown.update(dict.fromkeys(gates))
+                for g in gates:
                     for kind, curves, keys in (("mean", self.gate_curves, gate_keys),
                                                ("sat", self.sat_curves, sat_keys)):
                         metric = f"gate_{g}_{kind}"
@@ -69,7 +69,7 @@ class SaturationFigure(Figure):
                             curves.set((run.key, metric), np.arange(len(y), dtype=np.float64), y,
                                        pen(run.color, line=style.GATE_STYLES[g]))
                             keys.append((run.key, metric))
-                            entry[kind][GATE_NAMES[g]] = y
+                            entry[kind][GATE_NAMES.get(g, f"gate {g}")] = y
                 legend_runs.append(run)
             else:
                 for metric, label in RNN_FRACTIONS.items():
@@ -84,15 +84,14 @@ class SaturationFigure(Figure):
         self.gate_curves.retain(gate_keys)
         self.sat_curves.retain(sat_keys)
         entries = [(run.label, run.color, "solid") for run in dict.fromkeys(legend_runs)]
-        if any_lstm:
-            entries += [(GATE_NAMES[g], STYLE_GREY, style.GATE_STYLES[g]) for g in GATES]
+        entries += [(GATE_NAMES.get(g, f"gate {g}"), STYLE_GREY, style.GATE_STYLES[g]) for g in gates_shown]
         self.legend.set(entries)
         # the time axis spans every shown run's steps, whether or not it has a saturation metric
         T = max([int(run.trace.array("h_norm").shape[-1]) for run in shown if "h_norm" in run.trace], default=0)
         self.sat_snap.snap((0.0, float(T - 1)) if T else None, (0.0, 1.0) if T else None, log_y=False)
         # without an LSTM the gate plot has nothing to show: left out (shown, with its hint, before any data)
-        self.gate_plot.setVisible(any_lstm or not shown)
-        self.gate_hint.show(not any_lstm)
+        self.gate_plot.setVisible(bool(gates_shown) or not shown)
+        self.gate_hint.show(not gates_shown)
         self.sat_hint.show(not sat_keys)
         if shown and not sat_keys:
             self.sat_hint.set_text("No saturation metric: linear RNNs do not saturate")
