@@ -42,6 +42,7 @@ sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(ROOT))
 
 import gradscope  # noqa: E402,F401  (GradScope's thread defaults before NumPy loads, as in the app)
+
 from peers import Case, GemmFloor, TorchFused, TorchInstrumented, make_data, peak_gflops  # noqa: E402
 
 SIZES = [(1, 100, 8, 32), (32, 100, 32, 128), (32, 200, 64, 256), (64, 500, 64, 512)]
@@ -371,8 +372,8 @@ def machine_info(n_threads):
 
     kernel_blas = {str(lib.filepath) for lib in shards.kernel_blas_controllers()}     # loads SciPy's BLAS
     numba_cpu = numba.config.CPU_NAME or __import__("llvmlite.binding", fromlist=["x"]).get_host_cpu_name()
-    return {"cpu": cpu, "numba_cpu": numba_cpu, "cores": os.cpu_count(), "python": platform.python_version(), "numpy": np.__version__,
-            "scipy": scipy.__version__, "numba": numba.__version__, "torch": torch.__version__,
+    return {"cpu": cpu, "numba_cpu": numba_cpu, "cores": os.cpu_count(), "python": platform.python_version(),
+            "numpy": np.__version__, "scipy": scipy.__version__, "numba": numba.__version__, "torch": torch.__version__,
             "threads": n_threads,
             "environment": {k: os.environ.get(k) for k in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS",
                                                            "NUMBA_NUM_THREADS", "OPENBLAS_CORETYPE")},
@@ -425,8 +426,8 @@ def markdown(result) -> str:
     if result.get("memory"):
         lines += ["", "### Peak extra memory of one training step", "",
                   "The first step at this size (its workspace is allocated in it), in a process that has run "
-                  "one pass of the same model and batch split into the same shards at T = 10 (kernels, shard threads and "
-                  "their BLAS buffers ready); peak RSS (VmHWM) above the RSS before the step, with glibc's mmap "
+                  "one pass of the same model and batch split into the same shards at T = 10 (kernels, shard threads "
+                  "and their BLAS buffers ready); peak RSS (VmHWM) above the RSS before the step, with glibc's mmap "
                   "threshold fixed (MALLOC_MMAP_THRESHOLD_=131072) so that no freed pages hide an allocation.", "",
                   "| cell | (B, T, n, d) | peak extra | BPTT must keep | ratio | shards |",
                   "|---|---|---:|---:|---:|---:|"]

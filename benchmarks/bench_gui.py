@@ -88,6 +88,8 @@ def percentiles(values, qs=(50, 95, 99)):
 
 def measure(seconds: float, tab: int, backend: str = "numba", force: bool = False) -> dict:
     import gradscope  # noqa: F401  first, as the app starts: it sets OpenBLAS's threads before NumPy loads
+
+    # isort: split
     import numpy as np
 
     if not (os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")):
@@ -229,7 +231,7 @@ def measure(seconds: float, tab: int, backend: str = "numba", force: bool = Fals
         "seconds": elapsed,
         "runs": [r.name for r in experiment.runs],
         "statuses_at_end": statuses,
-        "iterations_per_second": [(b - a) / elapsed for a, b in zip(i0, i1)],
+        "iterations_per_second": [(b - a) / elapsed for a, b in zip(i0, i1, strict=True)],
         "frames_per_second": frames[0] / elapsed,
         "paints_per_second": len(paint_ms) / elapsed,
         "redraw_ms": percentiles(redraw_ms) if redraw_ms else none,
@@ -325,7 +327,7 @@ def main(argv=None) -> int:
         print(f"  {name:21s} median {p['p50']:.1f}, p95 {p['p95']:.1f}, p99 {p['p99']:.1f}, max {p['max']:.1f}"
               f"  ({p['n']} samples)" + ("  (issue: <= 100)" if key == "input_to_screen_ms" else ""))
     print("  iterations/s per run " + ", ".join(f"{n} {v:.1f}" for n, v in
-                                               zip(load["runs"], load["iterations_per_second"])))
+                                               zip(load["runs"], load["iterations_per_second"], strict=True)))
     if "startup" in result:
         s = result["startup"]
         print(f"  startup: window shown after {', '.join(f'{v:.2f}' for v in s['window_shown_s'])} s; demo loaded "

@@ -2,7 +2,8 @@
 # Install GradScope on a Debian/Ubuntu machine: the system libraries Qt needs, then a virtual environment
 # in .venv with GradScope in editable mode.
 #   scripts/install.sh          the app
-#   scripts/install.sh --test   the app, the test tools and PyTorch (the CPU build, pinned: the tests' oracle)
+#   scripts/install.sh --test   the app, the test tools and PyTorch (the CPU build, pinned: the tests' oracle),
+#                               and the static checkers that .ci/run uses (ruff, mypy, import-linter; [dev])
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -32,7 +33,7 @@ fi
 .venv/bin/python -m pip install -q --upgrade pip >&2
 if [ "$with_tests" = 1 ]; then
   # torch is pinned: an unpinned torch pulls a multi-GB CUDA build (docs/environment.md)
-  .venv/bin/python -m pip install -q -e ".[test]" "torch==2.13.0" >&2
+  .venv/bin/python -m pip install -q -e ".[test,dev]" "torch==2.13.0" >&2
 else
   .venv/bin/python -m pip install -q -e . >&2
 fi
