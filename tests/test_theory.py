@@ -223,3 +223,13 @@ def test_run_theory_of_a_stack_describes_the_top_layer():
     # the top layer's input is the middle layer's output: q_in = c_in E[f(z^{(1)})^2]
     assert rt.q_in == pytest.approx([th.second_moment("tanh", v) for v in q[1]])
     assert th.variance_trajectory("tanh", 1.5, rt.q_in, 12) == pytest.approx(q[2])
+
+
+def test_run_theory_has_no_activation_line_for_gated_cells():
+    from gradscope.config import RunConfig
+
+    run = RunConfig.model_validate({"activation": "tanh", "hidden_size": 16, "task": {"seq_len": 8}})
+    assert th.RunTheory.for_run(run) is not None
+    for gated in ("lstm", "gru"):
+        assert th.RunTheory.for_run(run.model_copy(update={"cell": gated})) is None
+
