@@ -233,3 +233,52 @@ def test_run_theory_has_no_activation_line_for_gated_cells():
     for gated in ("lstm", "gru"):
         assert th.RunTheory.for_run(run.model_copy(update={"cell": gated})) is None
 
+
+# ------------------------------------------------------------------ the tanh phase diagram (Poole et al. 2016)
+# Published values: the edge of chaos chi_1 = 1 of Poole et al. (2016, Fig. 1) / Schoenholz et al. (2017) and
+# chi_1 at sigma_b = 0.3 for three weight scales, each to 1e-3.
+@pytest.mark.parametrize("sigma_b,sigma_w", [(0.05, 1.1225), (0.3, 1.3956), (1.0, 1.8556)])
+def test_critical_sigma_w_matches_published_values(sigma_b, sigma_w):
+    assert th.critical_sigma_w(sigma_b) == pytest.approx(sigma_w, abs=1e-3)
+
+
+@pytest.mark.parametrize("sigma_w,chi", [(1.3, 0.940), (2.5, 1.585), (4.0, 2.367)])
+def test_chi_1_matches_published_values(sigma_w, chi):
+    assert th.chi_1(sigma_w, 0.3) == pytest.approx(chi, abs=1e-3)
+
+
+@pytest.mark.parametrize("sigma_w,sigma_b", [(1.3, 0.3), (2.5, 0.05), (0.8, 1.0), (1.5, 0.0)])
+def test_tanh_fixed_point_agrees_with_iterating_the_variance_map(sigma_w, sigma_b):
+    """brentq on the fixed-point equation against plain iteration of the map (started above 0)."""
+    q = th.tanh_fixed_point(sigma_w, sigma_b)
+    iterated = 1.0                                                    # above 0: the unbiased map leaves 0 alone
+    for _ in range(5000):
+        iterated = th.variance_map("tanh", iterated, sigma_w ** 2, 0.0, sigma_b ** 2)
+    assert q == pytest.approx(iterated, rel=1e-8)
+    assert th.tanh_fixed_point(0.9, 0.0) == 0.0                      # ordered and unbiased: the rest state
+
+
+def test_critical_line_is_where_chi_1_crosses_one():
+    sigma_b, sigma_w = th.critical_line()
+    assert sigma_b[0] == 0 and sigma_b[-1] == pytest.approx(2.0) and sigma_w[0] == 1.0
+    assert np.all(np.diff(sigma_w) > 0)                               # more bias needs bigger weights
+    for sb, sw in zip(sigma_b[[5, 40, 100]], sigma_w[[5, 40, 100]]):
+        # computed through the fixed point (not the line's parametrisation): ordered left, chaotic right
+        assert th.chi_1(sw, sb) == pytest.approx(1.0, abs=1e-9)
+        assert th.chi_1(0.99 * sw, sb) < 1 < th.chi_1(1.01 * sw, sb)
+    assert th.critical_line([0.3, 1.0])[1] == pytest.approx([th.critical_sigma_w(0.3), th.critical_sigma_w(1.0)])
+    with pytest.raises(ValueError, match="sigma_b"):
+        th.critical_sigma_w(-0.1)
+
+
+@pytest.mark.parametrize("c", [1.5, 2.0, 3.0])
+def test_relu_log_gain_matches_a_wide_random_layer(c):
+    rng = np.random.default_rng(11)
+    d = 3000
+    W = rng.normal(0, math.sqrt(c / d), size=(d, d))
+    active = rng.normal(size=(16, d)) > 0                            # half the units, as for symmetric z
+    v = rng.normal(size=(16, d))
+    ratio = np.log(np.linalg.norm((v @ W) * active, axis=1) / np.linalg.norm(v, axis=1))
+    assert ratio.mean() == pytest.approx(th.relu_log_gain(c), abs=0.01)
+    assert th.relu_log_gain(2.0) == 0.0
+

@@ -33,6 +33,7 @@ Beyond the profile lines (each module's docstring gives its formulas and sources
 Modules: meanfield (moments, variance map, init -> variance factor), lines (anchored lines, RunTheory),
 criticality, lyapunov, gates.  Every public name is importable from gradscope.theory.
 """
+from .criticality import chi_1, critical_line, critical_sigma_w, relu_log_gain, tanh_fixed_point
 from .lines import RunTheory, anchored_line, last_scored_step, mean_field_line, pascanu_line, relu_line
 from .meanfield import (ACTIVATIONS, DERIVATIVE_BOUND, derivative_second_moment, fixed_point_variance,
                         gain_squared, gaussian_expectation, layer_input_variances, mean_field_gain,
@@ -41,4 +42,5 @@ from .meanfield import (ACTIVATIONS, DERIVATIVE_BOUND, derivative_second_moment,
 __all__ = ["ACTIVATIONS", "DERIVATIVE_BOUND", "gaussian_expectation", "second_moment", "derivative_second_moment",
            "variance_map", "variance_trajectory", "fixed_point_variance", "gain_squared", "mean_field_gain",
            "variance_factor", "layer_input_variances",
-           "anchored_line", "mean_field_line", "relu_line", "pascanu_line", "last_scored_step", "RunTheory"]
+           "anchored_line", "mean_field_line", "relu_line", "pascanu_line", "last_scored_step", "RunTheory",
+           "tanh_fixed_point", "chi_1", "critical_sigma_w", "critical_line", "relu_log_gain"]
