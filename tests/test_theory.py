@@ -282,3 +282,72 @@ def test_relu_log_gain_matches_a_wide_random_layer(c):
     assert ratio.mean() == pytest.approx(th.relu_log_gain(c), abs=0.01)
     assert th.relu_log_gain(2.0) == 0.0
 
+
+# ---------------------------------------------------- Lyapunov exponents of a random tanh RNN (Engelken et al.)
+@pytest.mark.parametrize("g,lam", [(2.0, 0.1547), (3.0, 0.3102)])
+def test_largest_lyapunov_exponent_matches_published_values(g, lam):
+    assert th.largest_lyapunov_exponent(g) == pytest.approx(lam, abs=2e-3)
+
+
+def test_order_to_chaos_transition_at_g_one():
+    assert th.chaos_onset_gain() == 1.0
+    assert th.largest_lyapunov_exponent(0.5) == pytest.approx(math.log(0.5))   # rest state: J = W, radius g
+    assert th.largest_lyapunov_exponent(0.98) < 0 < th.largest_lyapunov_exponent(1.02)
+    g_in = th.chaos_onset_gain(0.5)                                   # input noise delays the onset
+    assert g_in > 1
+    assert th.largest_lyapunov_exponent(g_in, 0.5) == pytest.approx(0.0, abs=1e-9)
+
+
+def _tanh_network(g, d, T, rng, burn=200):
+    W = rng.normal(0, g / math.sqrt(d), size=(d, d))
+    h = np.tanh(rng.normal(size=d))
+    for _ in range(burn):
+        h = np.tanh(W @ h)
+    return W, h
+
+
+def test_largest_lyapunov_exponent_matches_a_simulated_network():
+    rng = np.random.default_rng(5)
+    W, h = _tanh_network(2.0, 800, 0, rng)
+    v = rng.normal(size=800)
+    v /= np.linalg.norm(v)
+    logs = []
+    for _ in range(400):
+        h = np.tanh(W @ h)
+        v = (1 - h ** 2) * (W @ v)                                    # J_t v
+        n = np.linalg.norm(v)
+        logs.append(math.log(n))
+        v /= n
+    assert np.mean(logs[50:]) == pytest.approx(th.largest_lyapunov_exponent(2.0), abs=0.03)
+
+
+@pytest.mark.parametrize("g,mean", [(2.0, -1.1505), (3.0, -2.2739)])
+def test_mean_lyapunov_exponent_matches_published_large_network_values(g, mean):
+    assert th.mean_lyapunov_exponent(g) == pytest.approx(mean, abs=0.01)
+
+
+def test_mean_lyapunov_exponent_matches_the_volume_growth_of_a_simulated_network():
+    """(1/d) mean_t ln|det J_t| = (1/d) [mean_t sum_i ln(1 - h_ti^2) + ln|det W|], measured, vs the formula."""
+    rng = np.random.default_rng(9)
+    d, measured = 1000, []
+    for _ in range(3):                    # one network scatters by ~0.01 (its own q* and det W): average three
+        W, h = _tanh_network(2.0, d, 0, rng)
+        log_slopes = []
+        for _ in range(150):
+            h = np.tanh(W @ h)
+            log_slopes.append(np.mean(np.log1p(-h ** 2)))
+        measured.append(np.mean(log_slopes) + np.linalg.slogdet(W)[1] / d)
+    assert np.mean(measured) == pytest.approx(th.mean_lyapunov_exponent(2.0, d=d), abs=0.012)
+
+
+def test_ginibre_mean_log_det_against_sampled_matrices():
+    rng = np.random.default_rng(3)
+    d = 40
+    logdets = [np.linalg.slogdet(rng.normal(0, 1 / math.sqrt(d), size=(d, d)))[1] / d for _ in range(4000)]
+    mean, se = _mc_mean(np.array(logdets))
+    assert abs(th.ginibre_mean_log_det(d) - mean) < 5 * se
+    assert th.ginibre_mean_log_det(1) == pytest.approx(-0.5 * (np.euler_gamma + math.log(2)))  # E ln|N(0,1)|
+    assert th.ginibre_mean_log_det(10 ** 6) == pytest.approx(th.ginibre_mean_log_det(), abs=1e-5)
+    with pytest.raises(ValueError, match="matrix size"):
+        th.ginibre_mean_log_det(0)
+

@@ -35,6 +35,7 @@ criticality, lyapunov, gates.  Every public name is importable from gradscope.th
 """
 from .criticality import chi_1, critical_line, critical_sigma_w, relu_log_gain, tanh_fixed_point
 from .lines import RunTheory, anchored_line, last_scored_step, mean_field_line, pascanu_line, relu_line
+from .lyapunov import chaos_onset_gain, ginibre_mean_log_det, largest_lyapunov_exponent, mean_lyapunov_exponent
 from .meanfield import (ACTIVATIONS, DERIVATIVE_BOUND, derivative_second_moment, fixed_point_variance,
                         gain_squared, gaussian_expectation, layer_input_variances, mean_field_gain,
                         second_moment, variance_factor, variance_map, variance_trajectory)
@@ -43,4 +44,5 @@ __all__ = ["ACTIVATIONS", "DERIVATIVE_BOUND", "gaussian_expectation", "second_mo
            "variance_map", "variance_trajectory", "fixed_point_variance", "gain_squared", "mean_field_gain",
            "variance_factor", "layer_input_variances",
            "anchored_line", "mean_field_line", "relu_line", "pascanu_line", "last_scored_step", "RunTheory",
-           "tanh_fixed_point", "chi_1", "critical_sigma_w", "critical_line", "relu_log_gain"]
+           "tanh_fixed_point", "chi_1", "critical_sigma_w", "critical_line", "relu_log_gain",
+           "largest_lyapunov_exponent", "chaos_onset_gain", "ginibre_mean_log_det", "mean_lyapunov_exponent"]
