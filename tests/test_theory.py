@@ -351,3 +351,52 @@ def test_ginibre_mean_log_det_against_sampled_matrices():
     with pytest.raises(ValueError, match="matrix size"):
         th.ginibre_mean_log_det(0)
 
+
+# ------------------------------------------------------------------------- gated cells at initialisation
+def test_gate_mean_closed_forms_and_monte_carlo():
+    sigmoid = lambda a: 1 / (1 + np.exp(-a))
+    assert th.gate_mean(0.0, 7.0) == pytest.approx(0.5, abs=1e-12)              # symmetric about b = 0
+    assert th.lstm_cell_decay(1.0, 5) == pytest.approx(sigmoid(1.0) ** 5, rel=1e-12)
+    assert th.gru_update_decay(-2.0, 3) == pytest.approx(sigmoid(-2.0) ** 3, rel=1e-12)
+    rng = np.random.default_rng(2)
+    b, q, k = 1.0, 0.8, 6
+    a = b + math.sqrt(q) * rng.normal(size=(400_000, k))              # independent steps
+    products = np.prod(sigmoid(a), axis=1)
+    mean, se = _mc_mean(products)
+    assert abs(th.lstm_cell_decay(b, k, q) - mean) < 5 * se
+    mean2, se2 = _mc_mean(products ** 2)
+    assert abs(th.lstm_cell_decay(b, k, q, "rms") ** 2 - mean2) < 5 * se2
+    assert th.lstm_cell_decay(b, k, q) < sigmoid(b) ** k            # sigma is concave for b > 0
+    with pytest.raises(ValueError, match="'median'"):
+        th.gate_mean(1.0, 0.5, "median")
+
+
+def test_gate_preactivation_variance_matches_random_weights():
+    rng = np.random.default_rng(4)
+    n, d, c_in, c_rec = 50, 400, 1.0, 0.5
+    x = rng.normal(0, 2.0, size=n)                                      # E[x^2] = 4
+    h = rng.uniform(-0.8, 0.8, size=d)
+    a = [rng.normal(0, math.sqrt(c_in / n), size=(d, n)) @ x + rng.normal(0, math.sqrt(c_rec / d), size=(d, d)) @ h
+         for _ in range(20)]
+    q = th.gate_preactivation_variance(c_in, np.mean(x ** 2), c_rec, np.mean(h ** 2))
+    assert np.var(a) == pytest.approx(q, rel=0.03)
+
+
+def test_gate_lines_anchor_like_the_other_lines():
+    b, q, T, a = 1.5, 0.3, 12, 8
+    line = th.lstm_cell_line(b, q, T, a, 0.02)
+    assert line == pytest.approx(th.anchored_line(np.full(T, math.log10(th.gate_mean(b, q))), a, 0.02),
+                                 nan_ok=True)
+    assert line[a] == pytest.approx(math.log10(0.02)) and np.all(np.isnan(line[a + 1:]))
+    assert np.all(np.isnan(th.gru_update_line(b, q, T, a, 0.0)))
+    with pytest.raises(ValueError, match="anchor step 12"):
+        th.gru_update_line(b, q, T, 12, 1.0)
+    # one bias per unit (chrono): the average over units of each unit's product, not a straight line
+    biases = np.array([0.0, 1.0, 3.0])
+    m = np.array([th.gate_mean(v, q) for v in biases])
+    per_unit = th.lstm_cell_line(biases, q, T, a, 1.0)
+    assert 10 ** per_unit[a - 5] == pytest.approx(np.mean(m ** 5))
+    rms = th.gru_update_line(biases, q, T, a, 1.0, "rms")
+    r = np.array([th.gate_mean(v, q, "rms") for v in biases])
+    assert 10 ** rms[0] == pytest.approx(math.sqrt(np.mean(r ** (2 * a))))
+    assert np.isfinite(th.lstm_cell_line(biases, q, 5000, 4999, 1.0)[0])   # no underflow on long lines

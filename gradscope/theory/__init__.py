@@ -34,6 +34,8 @@ Modules: meanfield (moments, variance map, init -> variance factor), lines (anch
 criticality, lyapunov, gates.  Every public name is importable from gradscope.theory.
 """
 from .criticality import chi_1, critical_line, critical_sigma_w, relu_log_gain, tanh_fixed_point
+from .gates import (gate_mean, gate_preactivation_variance, gate_product, gate_product_line, gru_update_decay,
+                    gru_update_line, lstm_cell_decay, lstm_cell_line)
 from .lines import RunTheory, anchored_line, last_scored_step, mean_field_line, pascanu_line, relu_line
 from .lyapunov import chaos_onset_gain, ginibre_mean_log_det, largest_lyapunov_exponent, mean_lyapunov_exponent
 from .meanfield import (ACTIVATIONS, DERIVATIVE_BOUND, derivative_second_moment, fixed_point_variance,
@@ -45,4 +47,6 @@ __all__ = ["ACTIVATIONS", "DERIVATIVE_BOUND", "gaussian_expectation", "second_mo
            "variance_factor", "layer_input_variances",
            "anchored_line", "mean_field_line", "relu_line", "pascanu_line", "last_scored_step", "RunTheory",
            "tanh_fixed_point", "chi_1", "critical_sigma_w", "critical_line", "relu_log_gain",
-           "largest_lyapunov_exponent", "chaos_onset_gain", "ginibre_mean_log_det", "mean_lyapunov_exponent"]
+           "largest_lyapunov_exponent", "chaos_onset_gain", "ginibre_mean_log_det", "mean_lyapunov_exponent",
+           "gate_preactivation_variance", "gate_mean", "gate_product", "lstm_cell_decay", "gru_update_decay",
+           "gate_product_line", "lstm_cell_line", "gru_update_line"]
