@@ -400,3 +400,13 @@ def test_gate_lines_anchor_like_the_other_lines():
     r = np.array([th.gate_mean(v, q, "rms") for v in biases])
     assert 10 ** rms[0] == pytest.approx(math.sqrt(np.mean(r ** (2 * a))))
     assert np.isfinite(th.lstm_cell_line(biases, q, 5000, 4999, 1.0)[0])   # no underflow on long lines
+
+
+def test_every_public_name_of_the_theory_modules_is_importable_from_the_package():
+    import importlib
+
+    for module in ("meanfield", "lines", "criticality", "lyapunov", "gates"):
+        names = importlib.import_module(f"gradscope.theory.{module}").__all__
+        assert set(names) <= set(th.__all__), module
+        assert all(getattr(th, name) is getattr(importlib.import_module(f"gradscope.theory.{module}"), name)
+                   for name in names)
