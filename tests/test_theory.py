@@ -223,3 +223,190 @@ def test_run_theory_of_a_stack_describes_the_top_layer():
     # the top layer's input is the middle layer's output: q_in = c_in E[f(z^{(1)})^2]
     assert rt.q_in == pytest.approx([th.second_moment("tanh", v) for v in q[1]])
     assert th.variance_trajectory("tanh", 1.5, rt.q_in, 12) == pytest.approx(q[2])
+
+
+def test_run_theory_has_no_activation_line_for_gated_cells():
+    from gradscope.config import RunConfig
+
+    run = RunConfig.model_validate({"activation": "tanh", "hidden_size": 16, "task": {"seq_len": 8}})
+    assert th.RunTheory.for_run(run) is not None
+    for gated in ("lstm", "gru"):
+        assert th.RunTheory.for_run(run.model_copy(update={"cell": gated})) is None
+
+
+# ------------------------------------------------------------------ the tanh phase diagram (Poole et al. 2016)
+# Published values: the edge of chaos chi_1 = 1 of Poole et al. (2016, Fig. 1) / Schoenholz et al. (2017) and
+# chi_1 at sigma_b = 0.3 for three weight scales, each to 1e-3.
+@pytest.mark.parametrize("sigma_b,sigma_w", [(0.05, 1.1225), (0.3, 1.3956), (1.0, 1.8556)])
+def test_critical_sigma_w_matches_published_values(sigma_b, sigma_w):
+    assert th.critical_sigma_w(sigma_b) == pytest.approx(sigma_w, abs=1e-3)
+
+
+@pytest.mark.parametrize("sigma_w,chi", [(1.3, 0.940), (2.5, 1.585), (4.0, 2.367)])
+def test_chi_1_matches_published_values(sigma_w, chi):
+    assert th.chi_1(sigma_w, 0.3) == pytest.approx(chi, abs=1e-3)
+
+
+@pytest.mark.parametrize("sigma_w,sigma_b", [(1.3, 0.3), (2.5, 0.05), (0.8, 1.0), (1.5, 0.0)])
+def test_tanh_fixed_point_agrees_with_iterating_the_variance_map(sigma_w, sigma_b):
+    """brentq on the fixed-point equation against plain iteration of the map (started above 0)."""
+    q = th.tanh_fixed_point(sigma_w, sigma_b)
+    iterated = 1.0                                                    # above 0: the unbiased map leaves 0 alone
+    for _ in range(5000):
+        iterated = th.variance_map("tanh", iterated, sigma_w ** 2, 0.0, sigma_b ** 2)
+    assert q == pytest.approx(iterated, rel=1e-8)
+    assert th.tanh_fixed_point(0.9, 0.0) == 0.0                      # ordered and unbiased: the rest state
+
+
+def test_critical_line_is_where_chi_1_crosses_one():
+    sigma_b, sigma_w = th.critical_line()
+    assert sigma_b[0] == 0 and sigma_b[-1] == pytest.approx(2.0) and sigma_w[0] == 1.0
+    assert np.all(np.diff(sigma_w) > 0)                               # more bias needs bigger weights
+    for sb, sw in zip(sigma_b[[5, 40, 100]], sigma_w[[5, 40, 100]]):
+        # computed through the fixed point (not the line's parametrisation): ordered left, chaotic right
+        assert th.chi_1(sw, sb) == pytest.approx(1.0, abs=1e-9)
+        assert th.chi_1(0.99 * sw, sb) < 1 < th.chi_1(1.01 * sw, sb)
+    assert th.critical_line([0.3, 1.0])[1] == pytest.approx([th.critical_sigma_w(0.3), th.critical_sigma_w(1.0)])
+    with pytest.raises(ValueError, match="sigma_b"):
+        th.critical_sigma_w(-0.1)
+
+
+@pytest.mark.parametrize("c", [1.5, 2.0, 3.0])
+def test_relu_log_gain_matches_a_wide_random_layer(c):
+    rng = np.random.default_rng(11)
+    d = 3000
+    W = rng.normal(0, math.sqrt(c / d), size=(d, d))
+    active = rng.normal(size=(16, d)) > 0                            # half the units, as for symmetric z
+    v = rng.normal(size=(16, d))
+    ratio = np.log(np.linalg.norm((v @ W) * active, axis=1) / np.linalg.norm(v, axis=1))
+    assert ratio.mean() == pytest.approx(th.relu_log_gain(c), abs=0.01)
+    assert th.relu_log_gain(2.0) == 0.0
+
+
+# ---------------------------------------------------- Lyapunov exponents of a random tanh RNN (Engelken et al.)
+@pytest.mark.parametrize("g,lam", [(2.0, 0.1547), (3.0, 0.3102)])
+def test_largest_lyapunov_exponent_matches_published_values(g, lam):
+    assert th.largest_lyapunov_exponent(g) == pytest.approx(lam, abs=2e-3)
+
+
+def test_order_to_chaos_transition_at_g_one():
+    assert th.chaos_onset_gain() == 1.0
+    assert th.largest_lyapunov_exponent(0.5) == pytest.approx(math.log(0.5))   # rest state: J = W, radius g
+    assert th.largest_lyapunov_exponent(0.98) < 0 < th.largest_lyapunov_exponent(1.02)
+    g_in = th.chaos_onset_gain(0.5)                                   # input noise delays the onset
+    assert g_in > 1
+    assert th.largest_lyapunov_exponent(g_in, 0.5) == pytest.approx(0.0, abs=1e-9)
+
+
+def _tanh_network(g, d, T, rng, burn=200):
+    W = rng.normal(0, g / math.sqrt(d), size=(d, d))
+    h = np.tanh(rng.normal(size=d))
+    for _ in range(burn):
+        h = np.tanh(W @ h)
+    return W, h
+
+
+def test_largest_lyapunov_exponent_matches_a_simulated_network():
+    rng = np.random.default_rng(5)
+    W, h = _tanh_network(2.0, 800, 0, rng)
+    v = rng.normal(size=800)
+    v /= np.linalg.norm(v)
+    logs = []
+    for _ in range(400):
+        h = np.tanh(W @ h)
+        v = (1 - h ** 2) * (W @ v)                                    # J_t v
+        n = np.linalg.norm(v)
+        logs.append(math.log(n))
+        v /= n
+    assert np.mean(logs[50:]) == pytest.approx(th.largest_lyapunov_exponent(2.0), abs=0.03)
+
+
+@pytest.mark.parametrize("g,mean", [(2.0, -1.1505), (3.0, -2.2739)])
+def test_mean_lyapunov_exponent_matches_published_large_network_values(g, mean):
+    assert th.mean_lyapunov_exponent(g) == pytest.approx(mean, abs=0.01)
+
+
+def test_mean_lyapunov_exponent_matches_the_volume_growth_of_a_simulated_network():
+    """(1/d) mean_t ln|det J_t| = (1/d) [mean_t sum_i ln(1 - h_ti^2) + ln|det W|], measured, vs the formula."""
+    rng = np.random.default_rng(9)
+    d, measured = 1000, []
+    for _ in range(3):                    # one network scatters by ~0.01 (its own q* and det W): average three
+        W, h = _tanh_network(2.0, d, 0, rng)
+        log_slopes = []
+        for _ in range(150):
+            h = np.tanh(W @ h)
+            log_slopes.append(np.mean(np.log1p(-h ** 2)))
+        measured.append(np.mean(log_slopes) + np.linalg.slogdet(W)[1] / d)
+    assert np.mean(measured) == pytest.approx(th.mean_lyapunov_exponent(2.0, d=d), abs=0.012)
+
+
+def test_ginibre_mean_log_det_against_sampled_matrices():
+    rng = np.random.default_rng(3)
+    d = 40
+    logdets = [np.linalg.slogdet(rng.normal(0, 1 / math.sqrt(d), size=(d, d)))[1] / d for _ in range(4000)]
+    mean, se = _mc_mean(np.array(logdets))
+    assert abs(th.ginibre_mean_log_det(d) - mean) < 5 * se
+    assert th.ginibre_mean_log_det(1) == pytest.approx(-0.5 * (np.euler_gamma + math.log(2)))  # E ln|N(0,1)|
+    assert th.ginibre_mean_log_det(10 ** 6) == pytest.approx(th.ginibre_mean_log_det(), abs=1e-5)
+    with pytest.raises(ValueError, match="matrix size"):
+        th.ginibre_mean_log_det(0)
+
+
+# ------------------------------------------------------------------------- gated cells at initialisation
+def test_gate_mean_closed_forms_and_monte_carlo():
+    sigmoid = lambda a: 1 / (1 + np.exp(-a))
+    assert th.gate_mean(0.0, 7.0) == pytest.approx(0.5, abs=1e-12)              # symmetric about b = 0
+    assert th.lstm_cell_decay(1.0, 5) == pytest.approx(sigmoid(1.0) ** 5, rel=1e-12)
+    assert th.gru_update_decay(-2.0, 3) == pytest.approx(sigmoid(-2.0) ** 3, rel=1e-12)
+    rng = np.random.default_rng(2)
+    b, q, k = 1.0, 0.8, 6
+    a = b + math.sqrt(q) * rng.normal(size=(400_000, k))              # independent steps
+    products = np.prod(sigmoid(a), axis=1)
+    mean, se = _mc_mean(products)
+    assert abs(th.lstm_cell_decay(b, k, q) - mean) < 5 * se
+    mean2, se2 = _mc_mean(products ** 2)
+    assert abs(th.lstm_cell_decay(b, k, q, "rms") ** 2 - mean2) < 5 * se2
+    assert th.lstm_cell_decay(b, k, q) < sigmoid(b) ** k            # sigma is concave for b > 0
+    with pytest.raises(ValueError, match="'median'"):
+        th.gate_mean(1.0, 0.5, "median")
+
+
+def test_gate_preactivation_variance_matches_random_weights():
+    rng = np.random.default_rng(4)
+    n, d, c_in, c_rec = 50, 400, 1.0, 0.5
+    x = rng.normal(0, 2.0, size=n)                                      # E[x^2] = 4
+    h = rng.uniform(-0.8, 0.8, size=d)
+    a = [rng.normal(0, math.sqrt(c_in / n), size=(d, n)) @ x + rng.normal(0, math.sqrt(c_rec / d), size=(d, d)) @ h
+         for _ in range(20)]
+    q = th.gate_preactivation_variance(c_in, np.mean(x ** 2), c_rec, np.mean(h ** 2))
+    assert np.var(a) == pytest.approx(q, rel=0.03)
+
+
+def test_gate_lines_anchor_like_the_other_lines():
+    b, q, T, a = 1.5, 0.3, 12, 8
+    line = th.lstm_cell_line(b, q, T, a, 0.02)
+    assert line == pytest.approx(th.anchored_line(np.full(T, math.log10(th.gate_mean(b, q))), a, 0.02),
+                                 nan_ok=True)
+    assert line[a] == pytest.approx(math.log10(0.02)) and np.all(np.isnan(line[a + 1:]))
+    assert np.all(np.isnan(th.gru_update_line(b, q, T, a, 0.0)))
+    with pytest.raises(ValueError, match="anchor step 12"):
+        th.gru_update_line(b, q, T, 12, 1.0)
+    # one bias per unit (chrono): the average over units of each unit's product, not a straight line
+    biases = np.array([0.0, 1.0, 3.0])
+    m = np.array([th.gate_mean(v, q) for v in biases])
+    per_unit = th.lstm_cell_line(biases, q, T, a, 1.0)
+    assert 10 ** per_unit[a - 5] == pytest.approx(np.mean(m ** 5))
+    rms = th.gru_update_line(biases, q, T, a, 1.0, "rms")
+    r = np.array([th.gate_mean(v, q, "rms") for v in biases])
+    assert 10 ** rms[0] == pytest.approx(math.sqrt(np.mean(r ** (2 * a))))
+    assert np.isfinite(th.lstm_cell_line(biases, q, 5000, 4999, 1.0)[0])   # no underflow on long lines
+
+
+def test_every_public_name_of_the_theory_modules_is_importable_from_the_package():
+    import importlib
+
+    for module in ("meanfield", "lines", "criticality", "lyapunov", "gates"):
+        names = importlib.import_module(f"gradscope.theory.{module}").__all__
+        assert set(names) <= set(th.__all__), module
+        assert all(getattr(th, name) is getattr(importlib.import_module(f"gradscope.theory.{module}"), name)
+                   for name in names)

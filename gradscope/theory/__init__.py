@@ -1,0 +1,52 @@
+"""Closed-form predictions drawn over the measured gradient profiles (Qt-free).
+
+Setting (the lecture's): an RNN h_t = f(z_t), z_t = W_hh h_{t-1} + W_hx x_t + b_h, whose loss is scored at one
+step a (the "anchor", the last scored step).  Going back in time the TOTAL gradient obeys
+
+    dL/dh_{t-1} = W_hh^T (f'(z_t) * dL/dh_t)            for t <= a (no loss before a)
+
+and the views compare ||dL/dh_t|| with three predictions, all anchored at the measured value at step a:
+
+1. Mean field, ReLU.  With W_hh entries i.i.d. of variance c/d, E||W_hh^T v||^2 = c ||v||^2 and half the units
+   are active, so each step back multiplies the norm by sqrt(c/2): c = 2 is the edge of chaos, c = 3 explodes
+   like 1.22^(a-t), c = 1.5 vanishes like 0.87^(a-t).
+2. Mean field, any activation (tanh, sigmoid, linear).  The per-unit pre-activation variance q_t obeys the
+   forward map q_t = c E[f(z)^2] + q_in + q_b with z ~ N(0, q_{t-1}) and q_0 = q_in + q_b (h_{-1} = 0);
+   q_in is the input's contribution (Var(W_hx) x E[x^2] per component) and q_b the bias variance.  Each step
+   back from t multiplies the gradient norm by gain_t = sqrt(c E[f'(z)^2]), z ~ N(0, q_t).  After a short
+   transient q_t sits at the fixed point q*, and the line's slope is log10(gain(q*)).  Expectations over
+   z ~ N(0, q) use a trapezoidal rule accurate to ~1e-12 (``gaussian_expectation``; closed forms for relu and
+   linear).
+3. The bound of Pascanu, Mikolov & Bengio (2013): ||dh_a/dh_t|| <= (gamma sigma_max(W_hh))^(a-t), with gamma
+   the bound on |f'|: 1 for tanh, relu and linear, 1/4 for sigmoid.  Measured gradients must stay below it.
+
+Lines are returned as log10 values over t = 0..T-1 (NaN after the anchor, where the assumptions do not hold),
+ready for plots that draw log10 values on linear axes.
+
+Beyond the profile lines (each module's docstring gives its formulas and sources):
+* ``criticality``: the tanh fixed point q*(sigma_w, sigma_b), chi_1 and the edge of chaos chi_1 = 1 of
+  Poole et al. (2016) / Schoenholz et al. (2017), for phase diagrams; the ReLU log gain 0.5 ln(c/2).
+* ``lyapunov``: the mean-field largest Lyapunov exponent and the mean of the Lyapunov spectrum of a random
+  tanh RNN (Engelken, Wolf & Abbott 2020/2023).
+* ``gates``: the LSTM cell-path (prod f) and GRU update-path (prod z) decays at initialisation, as lines.
+
+Modules: meanfield (moments, variance map, init -> variance factor), lines (anchored lines, RunTheory),
+criticality, lyapunov, gates.  Every public name is importable from gradscope.theory.
+"""
+from .criticality import chi_1, critical_line, critical_sigma_w, relu_log_gain, tanh_fixed_point
+from .gates import (gate_mean, gate_preactivation_variance, gate_product, gate_product_line, gru_update_decay,
+                    gru_update_line, lstm_cell_decay, lstm_cell_line)
+from .lines import RunTheory, anchored_line, last_scored_step, mean_field_line, pascanu_line, relu_line
+from .lyapunov import chaos_onset_gain, ginibre_mean_log_det, largest_lyapunov_exponent, mean_lyapunov_exponent
+from .meanfield import (ACTIVATIONS, DERIVATIVE_BOUND, derivative_second_moment, fixed_point_variance,
+                        gain_squared, gaussian_expectation, layer_input_variances, mean_field_gain,
+                        second_moment, variance_factor, variance_map, variance_trajectory)
+
+__all__ = ["ACTIVATIONS", "DERIVATIVE_BOUND", "gaussian_expectation", "second_moment", "derivative_second_moment",
+           "variance_map", "variance_trajectory", "fixed_point_variance", "gain_squared", "mean_field_gain",
+           "variance_factor", "layer_input_variances",
+           "anchored_line", "mean_field_line", "relu_line", "pascanu_line", "last_scored_step", "RunTheory",
+           "tanh_fixed_point", "chi_1", "critical_sigma_w", "critical_line", "relu_log_gain",
+           "largest_lyapunov_exponent", "chaos_onset_gain", "ginibre_mean_log_det", "mean_lyapunov_exponent",
+           "gate_preactivation_variance", "gate_mean", "gate_product", "lstm_cell_decay", "gru_update_decay",
+           "gate_product_line", "lstm_cell_line", "gru_update_line"]
