@@ -5,6 +5,7 @@ gradscope.models (pyproject.toml's package-dir and package-data).  A package map
 gradscope/ is invisible to [tool.setuptools.packages.find], and a hand-written list of packages would miss the
 next subpackage; so the list is found here: every gradscope* package of the tree, plus gradscope.models.
 """
+
 from setuptools import find_packages, setup
 
 setup(packages=[*find_packages(include=["gradscope", "gradscope.*"]), "gradscope.models"])

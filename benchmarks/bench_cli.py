@@ -25,6 +25,7 @@ compared with GradScope's: the two do the same job.
 
 Writes benchmarks/results/cli.json and cli.md.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -46,8 +47,16 @@ ROOT = HERE.parent
 EXPERIMENT = HERE / "cli_lstm.toml"
 TORCH_SCRIPT = HERE / "torch_equivalent.py"
 RESULTS = HERE / "results"
-SHARED_METRICS = ("h_norm", "c_norm", "grad_h_norm", "grad_c_norm", "gate_i_mean", "gate_f_mean", "gate_g_mean",
-                  "gate_o_mean")
+SHARED_METRICS = (
+    "h_norm",
+    "c_norm",
+    "grad_h_norm",
+    "grad_c_norm",
+    "gate_i_mean",
+    "gate_f_mean",
+    "gate_g_mean",
+    "gate_o_mean",
+)
 
 
 def thread_env(threads: int) -> dict:
@@ -76,13 +85,15 @@ def timed(command: list[str], env: dict) -> tuple[float, float]:
 
 
 def gradscope_command(experiment: Path, out: Path, figures: bool) -> list[str]:
-    return [sys.executable, "-m", "gradscope", "run", str(experiment), "--out", str(out)] + \
-        ([] if figures else ["--no-plots"])
+    return [sys.executable, "-m", "gradscope", "run", str(experiment), "--out", str(out)] + (
+        [] if figures else ["--no-plots"]
+    )
 
 
 def torch_command(out: Path, threads: int, init_from: Path | None = None) -> list[str]:
-    return [sys.executable, str(TORCH_SCRIPT), "--out", str(out), "--threads", str(threads)] + \
-        (["--init-from", str(init_from)] if init_from else [])
+    return [sys.executable, str(TORCH_SCRIPT), "--out", str(out), "--threads", str(threads)] + (
+        ["--init-from", str(init_from)] if init_from else []
+    )
 
 
 def check_gradscope_export(out: Path) -> Path:
@@ -100,7 +111,7 @@ def iteration_zero_agreement(run_dir: Path, torch_npz: Path) -> dict:
     out = {}
     with np.load(run_dir / "trace.npz") as ours, np.load(torch_npz) as theirs:
         for name in SHARED_METRICS:
-            a, b = ours[name][0, 0], theirs[name][0]                 # (T,) layer 0 / (T,)
+            a, b = ours[name][0, 0], theirs[name][0]  # (T,) layer 0 / (T,)
             out[name] = float(np.max(np.abs(a - b)) / np.max(np.abs(b)))
         out["loss"] = float(abs(ours["loss"][0] - theirs["loss"][0]) / abs(theirs["loss"][0]))
         out["grad_norm"] = float(abs(ours["grad_norm"][0] - theirs["grad_norm"][0]) / theirs["grad_norm"][0])
@@ -108,10 +119,12 @@ def iteration_zero_agreement(run_dir: Path, torch_npz: Path) -> dict:
 
 
 def blas_info(env: dict) -> list:
-    code = ("import json, numpy, scipy.linalg.cython_blas, torch\n"
-            "from threadpoolctl import threadpool_info\n"
-            "print(json.dumps([{k: i.get(k) for k in ('user_api', 'internal_api', 'num_threads', 'version', "
-            "'architecture', 'filepath')} for i in threadpool_info()]))")
+    code = (
+        "import json, numpy, scipy.linalg.cython_blas, torch\n"
+        "from threadpoolctl import threadpool_info\n"
+        "print(json.dumps([{k: i.get(k) for k in ('user_api', 'internal_api', 'num_threads', 'version', "
+        "'architecture', 'filepath')} for i in threadpool_info()]))"
+    )
     proc = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
     return json.loads(proc.stdout) if proc.returncode == 0 else [{"error": proc.stderr[-500:]}]
 
@@ -119,8 +132,13 @@ def blas_info(env: dict) -> list:
 def summarise(samples: list[tuple[float, float]]) -> dict:
     walls = sorted(w for w, _ in samples)
     cpus = sorted(c for _, c in samples)
-    return {"wall": [round(w, 3) for w, _ in samples], "cpu": [round(c, 3) for _, c in samples],
-            "best": walls[0], "median": float(np.median(walls)), "cpu_median": float(np.median(cpus))}
+    return {
+        "wall": [round(w, 3) for w, _ in samples],
+        "cpu": [round(c, 3) for _, c in samples],
+        "best": walls[0],
+        "median": float(np.median(walls)),
+        "cpu_median": float(np.median(cpus)),
+    }
 
 
 def bench_threads(threads: int, repeats: int, work: Path) -> dict:
@@ -152,15 +170,23 @@ def bench_threads(threads: int, repeats: int, work: Path) -> dict:
             if name.startswith("gradscope"):
                 check_gradscope_export(out)
             samples[name].append(sample)
-            print(f"  threads={threads} repeat {repeat + 1}/{repeats} {name}: {sample[0]:.2f} s wall, "
-                  f"{sample[1]:.2f} s CPU", file=sys.stderr)
+            print(
+                f"  threads={threads} repeat {repeat + 1}/{repeats} {name}: {sample[0]:.2f} s wall, "
+                f"{sample[1]:.2f} s CPU",
+                file=sys.stderr,
+            )
     result = {name: summarise(s) for name, s in samples.items()}
     torch_ = result["torch"]
     for name in ("gradscope", "gradscope + figures", "gradscope + spectra"):
         result[name]["torch_over_this_median"] = torch_["median"] / result[name]["median"]
         result[name]["torch_over_this_best"] = torch_["best"] / result[name]["best"]
-    return {"threads": threads, "repeats": repeats, "iteration0_relative_difference": agreement,
-            "blas": blas_info(env), "times": result}
+    return {
+        "threads": threads,
+        "repeats": repeats,
+        "iteration0_relative_difference": agreement,
+        "blas": blas_info(env),
+        "times": result,
+    }
 
 
 # ------------------------------------------------------------------------------- small LAPACK calls
@@ -191,10 +217,15 @@ def bench_lapack(repeats: int = 30) -> dict:
                             times.append(time.perf_counter() - start)
                     times.sort()
                     out[f"busy={load} d={d} threads={threads}"] = {
-                        "median_ms": 1e3 * float(np.median(times)), "max_ms": 1e3 * times[-1],
-                        "min_ms": 1e3 * times[0]}
-                    print(f"  lapack busy={load} d={d} threads={threads}: median "
-                          f"{out[f'busy={load} d={d} threads={threads}']['median_ms']:.1f} ms", file=sys.stderr)
+                        "median_ms": 1e3 * float(np.median(times)),
+                        "max_ms": 1e3 * times[-1],
+                        "min_ms": 1e3 * times[0],
+                    }
+                    print(
+                        f"  lapack busy={load} d={d} threads={threads}: median "
+                        f"{out[f'busy={load} d={d} threads={threads}']['median_ms']:.1f} ms",
+                        file=sys.stderr,
+                    )
         finally:
             for hog in hogs:
                 hog.kill()
@@ -204,36 +235,66 @@ def bench_lapack(repeats: int = 30) -> dict:
 
 # ---------------------------------------------------------------------------------------------- report
 def markdown(report: dict) -> str:
-    lines = ["# `gradscope run` against the equivalent PyTorch script, as whole processes", "",
-             f"Measured {report['date']} on {report['machine']['cpus']} CPUs (load average before "
-             f"{report['machine']['load_before']}, after {report['machine']['load_after']}); "
-             f"python {report['versions']['python']}, numpy {report['versions']['numpy']}, "
-             f"numba {report['versions']['numba']}, torch {report['versions']['torch']}.", "",
-             f"Command: `{report['command']}`.  Case: benchmarks/cli_lstm.toml, LSTM (B, T, n, d) = (32, 100, 32, "
-             f"128), 100 SGD iterations, every iteration recorded; PyTorch: benchmarks/torch_equivalent.py.", ""]
+    lines = [
+        "# `gradscope run` against the equivalent PyTorch script, as whole processes",
+        "",
+        f"Measured {report['date']} on {report['machine']['cpus']} CPUs (load average before "
+        f"{report['machine']['load_before']}, after {report['machine']['load_after']}); "
+        f"python {report['versions']['python']}, numpy {report['versions']['numpy']}, "
+        f"numba {report['versions']['numba']}, torch {report['versions']['torch']}.",
+        "",
+        f"Command: `{report['command']}`.  Case: benchmarks/cli_lstm.toml, LSTM (B, T, n, d) = (32, 100, 32, "
+        f"128), 100 SGD iterations, every iteration recorded; PyTorch: benchmarks/torch_equivalent.py.",
+        "",
+    ]
     for entry in report["results"]:
-        title = (f"{entry['threads']} thread(s) per process" if entry["threads"] else
-                 "each program's default threads (no thread variables set)")
-        lines += [f"## {title}, {entry['repeats']} repeats", "",
-                  "| command | best wall (s) | median wall (s) | median CPU (s) | torch / this (median) | "
-                  "torch / this (best) |", "|---|---:|---:|---:|---:|---:|"]
+        title = (
+            f"{entry['threads']} thread(s) per process"
+            if entry["threads"]
+            else "each program's default threads (no thread variables set)"
+        )
+        lines += [
+            f"## {title}, {entry['repeats']} repeats",
+            "",
+            "| command | best wall (s) | median wall (s) | median CPU (s) | torch / this (median) | "
+            "torch / this (best) |",
+            "|---|---:|---:|---:|---:|---:|",
+        ]
         for name, t in entry["times"].items():
-            ratio = (f"{t['torch_over_this_median']:.2f}", f"{t['torch_over_this_best']:.2f}") \
-                if "torch_over_this_median" in t else ("", "")
-            lines.append(f"| {name} | {t['best']:.2f} | {t['median']:.2f} | {t['cpu_median']:.2f} | "
-                         f"{ratio[0]} | {ratio[1]} |")
+            ratio = (
+                (f"{t['torch_over_this_median']:.2f}", f"{t['torch_over_this_best']:.2f}")
+                if "torch_over_this_median" in t
+                else ("", "")
+            )
+            lines.append(
+                f"| {name} | {t['best']:.2f} | {t['median']:.2f} | {t['cpu_median']:.2f} | {ratio[0]} | {ratio[1]} |"
+            )
         worst = max(entry["iteration0_relative_difference"].values())
-        lines += ["", f"Iteration 0 from the same parameters and batch: GradScope and PyTorch agree to {worst:.1e} "
-                      f"(largest difference over the steps / largest value) or better on "
-                      f"{', '.join(entry['iteration0_relative_difference'])}.", "",
-                  "BLAS: " + "; ".join(f"{b.get('internal_api')} {b.get('version')} ({b.get('architecture')}, "
-                                       f"{b.get('num_threads')} threads, {Path(str(b.get('filepath'))).name})"
-                                       for b in entry["blas"] if b.get("user_api") == "blas"), ""]
+        lines += [
+            "",
+            f"Iteration 0 from the same parameters and batch: GradScope and PyTorch agree to {worst:.1e} "
+            f"(largest difference over the steps / largest value) or better on "
+            f"{', '.join(entry['iteration0_relative_difference'])}.",
+            "",
+            "BLAS: "
+            + "; ".join(
+                f"{b.get('internal_api')} {b.get('version')} ({b.get('architecture')}, "
+                f"{b.get('num_threads')} threads, {Path(str(b.get('filepath'))).name})"
+                for b in entry["blas"]
+                if b.get("user_api") == "blas"
+            ),
+            "",
+        ]
     if report.get("lapack"):
-        lines += ["## The trainer's small LAPACK calls (spectral_stats), one against two BLAS threads", "",
-                  "busy = the number of spinning processes added for the measurement, on top of whatever else the "
-                  "machine was running (see the load averages above).", "",
-                  "| case | median (ms) | max (ms) |", "|---|---:|---:|"]
+        lines += [
+            "## The trainer's small LAPACK calls (spectral_stats), one against two BLAS threads",
+            "",
+            "busy = the number of spinning processes added for the measurement, on top of whatever else the "
+            "machine was running (see the load averages above).",
+            "",
+            "| case | median (ms) | max (ms) |",
+            "|---|---:|---:|",
+        ]
         for case, t in report["lapack"].items():
             lines.append(f"| {case} | {t['median_ms']:.1f} | {t['max_ms']:.1f} |")
         lines.append("")
@@ -251,12 +312,22 @@ def main() -> None:
     import numba
     import torch
 
-    report = {"date": time.strftime("%Y-%m-%d %H:%M"), "command": " ".join(["python"] + sys.argv),
-              "machine": {"cpus": os.cpu_count(), "platform": platform.platform(),
-                          "load_before": [round(x, 2) for x in os.getloadavg()]},
-              "versions": {"python": platform.python_version(), "numpy": np.__version__,
-                           "numba": numba.__version__, "torch": torch.__version__},
-              "results": []}
+    report = {
+        "date": time.strftime("%Y-%m-%d %H:%M"),
+        "command": " ".join(["python"] + sys.argv),
+        "machine": {
+            "cpus": os.cpu_count(),
+            "platform": platform.platform(),
+            "load_before": [round(x, 2) for x in os.getloadavg()],
+        },
+        "versions": {
+            "python": platform.python_version(),
+            "numpy": np.__version__,
+            "numba": numba.__version__,
+            "torch": torch.__version__,
+        },
+        "results": [],
+    }
     with tempfile.TemporaryDirectory(prefix="gradscope-bench-cli-") as work:
         for threads in (0 if t.strip() == "default" else int(t) for t in args.threads.split(",")):
             report["results"].append(bench_threads(threads, args.repeats, Path(work)))

@@ -21,6 +21,7 @@ measured round-robin (--rounds blocks of each, interleaved), each block after a 
 the peer before have gone to sleep) and one untimed step, so that the machine's load hits them alike; the
 machine's load average is recorded with every row.  Writes benchmarks/results/engine.json and engine.md.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -47,7 +48,7 @@ from peers import Case, GemmFloor, TorchFused, TorchInstrumented, make_data, pea
 
 SIZES = [(1, 100, 8, 32), (32, 100, 32, 128), (32, 200, 64, 256), (64, 500, 64, 512)]
 CELLS = ["rnn-relu", "rnn-tanh", "lstm"]
-SETTLE = 0.2            # seconds of pause before each block: other pools' spinning threads go to sleep
+SETTLE = 0.2  # seconds of pause before each block: other pools' spinning threads go to sleep
 
 
 def load() -> float:
@@ -66,7 +67,6 @@ class Threads:
         import torch
         from threadpoolctl import ThreadpoolController
 
-        import gradscope.engine as engine
         from gradscope.engine import shards
 
         self.n, self.torch = n, torch
@@ -84,9 +84,11 @@ class Threads:
         return self.read(peer)
 
     def read(self, peer: str) -> dict:
-        return {"numpy_blas": max(lib.num_threads for lib in self.numpy_blas),
-                "kernel_blas": max(lib.num_threads for lib in self.kernel_blas) if self.kernel_blas else None,
-                "torch": self.torch.get_num_threads()}
+        return {
+            "numpy_blas": max(lib.num_threads for lib in self.numpy_blas),
+            "kernel_blas": max(lib.num_threads for lib in self.kernel_blas) if self.kernel_blas else None,
+            "torch": self.torch.get_num_threads(),
+        }
 
 
 # --------------------------------------------------------------------------------------------- peers
@@ -97,11 +99,18 @@ class GradScopeStep:
         from gradscope.engine import LayerParams, ModelSpec, Params, bptt
 
         self.bptt = bptt
-        self.spec = ModelSpec(cell="lstm" if case.cell == "lstm" else "rnn", activation=case.activation,
-                              input_size=case.n, hidden_size=case.d, layers=1, output_size=case.k,
-                              dtype=case.dtype)
-        self.params = Params([LayerParams(weights["W_hx"], weights["W_hh"], weights["b_h"])],
-                             weights["W_yh"], weights["b_y"])
+        self.spec = ModelSpec(
+            cell="lstm" if case.cell == "lstm" else "rnn",
+            activation=case.activation,
+            input_size=case.n,
+            hidden_size=case.d,
+            layers=1,
+            output_size=case.k,
+            dtype=case.dtype,
+        )
+        self.params = Params(
+            [LayerParams(weights["W_hx"], weights["W_hh"], weights["b_h"])], weights["W_yh"], weights["b_y"]
+        )
         self.x, self.target = x, target
         self.mask = np.ones(x.shape[:2], dtype=x.dtype)
         self.workspace: dict = {}
@@ -110,8 +119,16 @@ class GradScopeStep:
         self.shards = None
 
     def step(self):
-        result = self.bptt(self.spec, self.params, self.x, self.target, self.mask, "mse", workspace=self.workspace,
-                           threads=self.threads)
+        result = self.bptt(
+            self.spec,
+            self.params,
+            self.x,
+            self.target,
+            self.mask,
+            "mse",
+            workspace=self.workspace,
+            threads=self.threads,
+        )
         self.shards = result.extras["shards"]
         if self.parameter_metrics:
             from gradscope.engine.metrics import parameter_metrics
@@ -120,8 +137,13 @@ class GradScopeStep:
         return result.loss
 
 
-PEERS = {"gradscope": "gradscope", "gradscope+param": "gradscope", "torch_fused": "torch",
-         "torch_instrumented": "torch", "floor": "floor"}
+PEERS = {
+    "gradscope": "gradscope",
+    "gradscope+param": "gradscope",
+    "torch_fused": "torch",
+    "torch_instrumented": "torch",
+    "floor": "floor",
+}
 
 
 def make_peer(key: str, case: Case, data, threads: int):
@@ -139,7 +161,7 @@ def round_robin(steps: dict, threads: Threads, rounds: int, budget: float, peer_
     Returns {key: {"median_ms", "best_ms", "samples", "threads": settings read back during its blocks}}.
     """
     once = {}
-    for key, step in steps.items():                          # warm-up (compile, allocate) and a first time
+    for key, step in steps.items():  # warm-up (compile, allocate) and a first time
         threads.apply(peer_of(key))
         step()
         t0 = time.perf_counter()
@@ -151,14 +173,21 @@ def round_robin(steps: dict, threads: Threads, rounds: int, budget: float, peer_
         for key, step in steps.items():
             settings[key] = threads.apply(peer_of(key))
             time.sleep(SETTLE)
-            step()                                           # untimed: caches and thread pools warm again
+            step()  # untimed: caches and thread pools warm again
             repeats = int(np.clip(budget / rounds / max(once[key], 1e-6), 1, 200))
             for _ in range(repeats):
                 t0 = time.perf_counter()
                 step()
                 times[key].append(time.perf_counter() - t0)
-    return {key: {"median_ms": float(np.median(v)) * 1e3, "best_ms": float(np.min(v)) * 1e3, "samples": len(v),
-                  "threads": settings[key]} for key, v in times.items()}
+    return {
+        key: {
+            "median_ms": float(np.median(v)) * 1e3,
+            "best_ms": float(np.min(v)) * 1e3,
+            "samples": len(v),
+            "threads": settings[key],
+        }
+        for key, v in times.items()
+    }
 
 
 def bench_speed(dtypes, sizes, cells, n_threads: int, rounds: int, budget: float):
@@ -172,9 +201,17 @@ def bench_speed(dtypes, sizes, cells, n_threads: int, rounds: int, budget: float
                 load_before = load()
                 peers = {key: make_peer(key, case, data, n_threads) for key in PEERS}
                 measured = round_robin({key: peer.step for key, peer in peers.items()}, threads, rounds, budget)
-                row = {"cell": cell, "B": case.B, "T": case.T, "n": case.n, "d": case.d, "dtype": dtype,
-                       "flops": case.flops(), "load": [load_before, load()],
-                       "gradscope_shards": peers["gradscope"].shards}
+                row = {
+                    "cell": cell,
+                    "B": case.B,
+                    "T": case.T,
+                    "n": case.n,
+                    "d": case.d,
+                    "dtype": dtype,
+                    "flops": case.flops(),
+                    "load": [load_before, load()],
+                    "gradscope_shards": peers["gradscope"].shards,
+                }
                 for key, m in measured.items():
                     row[key] = m
                 del peers
@@ -184,12 +221,15 @@ def bench_speed(dtypes, sizes, cells, n_threads: int, rounds: int, budget: float
                 row["vs_floor"] = g / row["floor"]["median_ms"]
                 row["speedup_vs_torch_instrumented"] = row["torch_instrumented"]["median_ms"] / g
                 row["speedup_vs_torch_fused"] = row["torch_fused"]["median_ms"] / g
-                print(f"{case.label():52s} gradscope {g:9.3f} ms  fused {row['torch_fused']['median_ms']:9.3f}  "
-                      f"instrumented {row['torch_instrumented']['median_ms']:9.3f}  "
-                      f"floor {row['floor']['median_ms']:9.3f}  -> {row['vs_floor']:.2f}x floor, "
-                      f"{row['speedup_vs_torch_instrumented']:.1f}x faster than instrumented, "
-                      f"{row['speedup_vs_torch_fused']:.2f}x vs fused (load {row['load'][0]:.1f}-{row['load'][1]:.1f})",
-                      file=sys.stderr, flush=True)
+                print(
+                    f"{case.label():52s} gradscope {g:9.3f} ms  fused {row['torch_fused']['median_ms']:9.3f}  "
+                    f"instrumented {row['torch_instrumented']['median_ms']:9.3f}  "
+                    f"floor {row['floor']['median_ms']:9.3f}  -> {row['vs_floor']:.2f}x floor, "
+                    f"{row['speedup_vs_torch_instrumented']:.1f}x faster than instrumented, "
+                    f"{row['speedup_vs_torch_fused']:.2f}x vs fused (load {row['load'][0]:.1f}-{row['load'][1]:.1f})",
+                    file=sys.stderr,
+                    flush=True,
+                )
                 rows.append(row)
     return rows
 
@@ -223,19 +263,42 @@ def bench_memory(cells, size, dtype, n_threads):
     rows = []
     for cell in cells:
         case = Case(cell, *size, dtype=dtype)
-        code = MEMORY_CHILD.format(here=str(HERE), root=str(ROOT), cell=cell, B=case.B, T=case.T, n=case.n,
-                                   d=case.d, dtype=dtype, threads=n_threads)
+        code = MEMORY_CHILD.format(
+            here=str(HERE),
+            root=str(ROOT),
+            cell=cell,
+            B=case.B,
+            T=case.T,
+            n=case.n,
+            d=case.d,
+            dtype=dtype,
+            threads=n_threads,
+        )
         # glibc's mmap threshold fixed: big arrays are mapped and unmapped, never served from pages an
         # earlier pass freed, so the peak counts every byte the step holds whatever the process did before
         env = dict(os.environ, MALLOC_MMAP_THRESHOLD_="131072")
         out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, env=env)
         m = json.loads(out.stdout.strip().splitlines()[-1])
         extra = m["peak"] - m["base"]
-        row = {"cell": cell, "B": case.B, "T": case.T, "n": case.n, "d": case.d, "dtype": dtype,
-               "peak_extra_bytes": extra, "must_keep_bytes": case.state_bytes(),
-               "ratio": extra / case.state_bytes(), "shards": m["shards"], "warm_up_shards": m["warm_up_shards"]}
-        print(f"memory {case.label()}: peak extra {extra / 2**20:.0f} MiB, BPTT must keep "
-              f"{case.state_bytes() / 2**20:.0f} MiB -> {row['ratio']:.2f}x", file=sys.stderr, flush=True)
+        row = {
+            "cell": cell,
+            "B": case.B,
+            "T": case.T,
+            "n": case.n,
+            "d": case.d,
+            "dtype": dtype,
+            "peak_extra_bytes": extra,
+            "must_keep_bytes": case.state_bytes(),
+            "ratio": extra / case.state_bytes(),
+            "shards": m["shards"],
+            "warm_up_shards": m["warm_up_shards"],
+        }
+        print(
+            f"memory {case.label()}: peak extra {extra / 2**20:.0f} MiB, BPTT must keep "
+            f"{case.state_bytes() / 2**20:.0f} MiB -> {row['ratio']:.2f}x",
+            file=sys.stderr,
+            flush=True,
+        )
         rows.append(row)
     return rows
 
@@ -255,11 +318,28 @@ def bench_linear(cells, Ts, n_threads, rounds, B=32, n=32, d=128, dtype="float32
         pred = slope * np.asarray(Ts) + intercept
         r2 = 1 - np.sum((times - pred) ** 2) / np.sum((times - np.mean(times)) ** 2)
         per_step = times / np.asarray(Ts)
-        rows.append({"cell": cell, "B": B, "n": n, "d": d, "dtype": dtype, "T": list(Ts), "ms": times.tolist(),
-                     "ms_per_step": float(slope), "intercept_ms": float(intercept), "r2": float(r2),
-                     "ms_per_timestep_each": per_step.tolist(), "load": load()})
-        print(f"linear in T {cell}: {slope:.4f} ms per timestep, intercept {intercept:.3f} ms, R^2 = {r2:.5f}; "
-              f"ms per timestep at each T: {', '.join(f'{v:.4f}' for v in per_step)}", file=sys.stderr, flush=True)
+        rows.append(
+            {
+                "cell": cell,
+                "B": B,
+                "n": n,
+                "d": d,
+                "dtype": dtype,
+                "T": list(Ts),
+                "ms": times.tolist(),
+                "ms_per_step": float(slope),
+                "intercept_ms": float(intercept),
+                "r2": float(r2),
+                "ms_per_timestep_each": per_step.tolist(),
+                "load": load(),
+            }
+        )
+        print(
+            f"linear in T {cell}: {slope:.4f} ms per timestep, intercept {intercept:.3f} ms, R^2 = {r2:.5f}; "
+            f"ms per timestep at each T: {', '.join(f'{v:.4f}' for v in per_step)}",
+            file=sys.stderr,
+            flush=True,
+        )
     return rows
 
 
@@ -295,34 +375,58 @@ def bench_compile():
         env = dict(os.environ, NUMBA_CACHE_DIR=cache)
         env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
         load_before = load()
-        cold = float(subprocess.run([sys.executable, "-c", COMPILE_CHILD], env=env, capture_output=True, text=True,
-                                    check=True, cwd=ROOT).stdout.split()[-1])
-        print(f"cold compile of the whole kernel set, one process: {cold:.1f} s (load {load_before:.1f})",
-              file=sys.stderr, flush=True)
-    with tempfile.TemporaryDirectory() as cache:             # as users get it: gradscope compile (install.sh)
+        cold = float(
+            subprocess.run(
+                [sys.executable, "-c", COMPILE_CHILD], env=env, capture_output=True, text=True, check=True, cwd=ROOT
+            ).stdout.split()[-1]
+        )
+        print(
+            f"cold compile of the whole kernel set, one process: {cold:.1f} s (load {load_before:.1f})",
+            file=sys.stderr,
+            flush=True,
+        )
+    with tempfile.TemporaryDirectory() as cache:  # as users get it: gradscope compile (install.sh)
         env = dict(os.environ, NUMBA_CACHE_DIR=cache)
         env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
         load_parallel = load()
         t0 = time.perf_counter()
-        subprocess.run([sys.executable, "-m", "gradscope", "compile"], env=env, capture_output=True, check=True,
-                       cwd=ROOT)
+        subprocess.run(
+            [sys.executable, "-m", "gradscope", "compile"], env=env, capture_output=True, check=True, cwd=ROOT
+        )
         parallel = time.perf_counter() - t0
-        print(f"cold compile of the whole kernel set, gradscope compile (whole process): {parallel:.1f} s "
-              f"(load {load_parallel:.1f})", file=sys.stderr, flush=True)
+        print(
+            f"cold compile of the whole kernel set, gradscope compile (whole process): {parallel:.1f} s "
+            f"(load {load_parallel:.1f})",
+            file=sys.stderr,
+            flush=True,
+        )
         first = {}
         for cell in ("rnn", "lstm"):
             runs = []
             for _ in range(5):
                 t0 = time.time()
-                out = subprocess.run([sys.executable, "-c", FIRST_STEP_CHILD.format(cell=cell)], env=env,
-                                     capture_output=True, text=True, check=True, cwd=ROOT)
+                out = subprocess.run(
+                    [sys.executable, "-c", FIRST_STEP_CHILD.format(cell=cell)],
+                    env=env,
+                    capture_output=True,
+                    text=True,
+                    check=True,
+                    cwd=ROOT,
+                )
                 runs.append(float(out.stdout.split()[-1]) - t0)
             first[cell] = {"median": float(np.median(runs)), "best": float(np.min(runs))}
-            print(f"warm cache, process start to first computed {cell} step (B=32, T=100, d=128): "
-                  f"median {first[cell]['median']:.2f} s, best {first[cell]['best']:.2f} s of 5", file=sys.stderr,
-                  flush=True)
-    return {"cold_compile_seconds": cold, "cold_compile_command_seconds": parallel,
-            "warm_first_step_seconds": first, "load": [load_before, load()]}
+            print(
+                f"warm cache, process start to first computed {cell} step (B=32, T=100, d=128): "
+                f"median {first[cell]['median']:.2f} s, best {first[cell]['best']:.2f} s of 5",
+                file=sys.stderr,
+                flush=True,
+            )
+    return {
+        "cold_compile_seconds": cold,
+        "cold_compile_command_seconds": parallel,
+        "warm_first_step_seconds": first,
+        "load": [load_before, load()],
+    }
 
 
 # ------------------------------------------------------------------------------------------- spectral
@@ -348,8 +452,12 @@ def bench_spectral(sizes=(32, 128, 256, 512)):
                         times.append(time.perf_counter() - t0)
                 row[f"ms_{blas_threads}_thread"] = float(np.median(times)) * 1e3
             row["load"] = load()
-            print(f"spectral stats {row['cell']} d={d}: {row['ms_1_thread']:.1f} ms on 1 BLAS thread, "
-                  f"{row['ms_2_thread']:.1f} ms on 2", file=sys.stderr, flush=True)
+            print(
+                f"spectral stats {row['cell']} d={d}: {row['ms_1_thread']:.1f} ms on 1 BLAS thread, "
+                f"{row['ms_2_thread']:.1f} ms on 2",
+                file=sys.stderr,
+                flush=True,
+            )
             rows.append(row)
     return rows
 
@@ -367,23 +475,41 @@ def machine_info(n_threads):
     import scipy
     import torch
 
-    import gradscope.engine as engine
     from gradscope.engine import shards
 
-    kernel_blas = {str(lib.filepath) for lib in shards.kernel_blas_controllers()}     # loads SciPy's BLAS
+    kernel_blas = {str(lib.filepath) for lib in shards.kernel_blas_controllers()}  # loads SciPy's BLAS
     numba_cpu = numba.config.CPU_NAME or __import__("llvmlite.binding", fromlist=["x"]).get_host_cpu_name()
-    return {"cpu": cpu, "numba_cpu": numba_cpu, "cores": os.cpu_count(), "python": platform.python_version(),
-            "numpy": np.__version__, "scipy": scipy.__version__, "numba": numba.__version__, "torch": torch.__version__,
-            "threads": n_threads,
-            "environment": {k: os.environ.get(k) for k in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS",
-                                                           "NUMBA_NUM_THREADS", "OPENBLAS_CORETYPE")},
-            "blas": [dict({k: lib.get(k) for k in ("filepath", "internal_api", "version", "architecture")},
-                          used_by="GradScope's kernels (SciPy's OpenBLAS, through Numba)"
-                          if lib.get("filepath") in kernel_blas else "NumPy (the GEMM floor)")
-                     for lib in threadpool_info() if lib.get("user_api") == "blas"],
-            "torch_backend": [line.strip() for line in torch.__config__.parallel_info().splitlines()
-                              if "Math Kernel" in line or line.startswith("OpenMP")]
-            + [f"oneDNN {'on' if torch.backends.mkldnn.is_available() else 'off'}"]}
+    return {
+        "cpu": cpu,
+        "numba_cpu": numba_cpu,
+        "cores": os.cpu_count(),
+        "python": platform.python_version(),
+        "numpy": np.__version__,
+        "scipy": scipy.__version__,
+        "numba": numba.__version__,
+        "torch": torch.__version__,
+        "threads": n_threads,
+        "environment": {
+            k: os.environ.get(k)
+            for k in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "NUMBA_NUM_THREADS", "OPENBLAS_CORETYPE")
+        },
+        "blas": [
+            dict(
+                {k: lib.get(k) for k in ("filepath", "internal_api", "version", "architecture")},
+                used_by="GradScope's kernels (SciPy's OpenBLAS, through Numba)"
+                if lib.get("filepath") in kernel_blas
+                else "NumPy (the GEMM floor)",
+            )
+            for lib in threadpool_info()
+            if lib.get("user_api") == "blas"
+        ],
+        "torch_backend": [
+            line.strip()
+            for line in torch.__config__.parallel_info().splitlines()
+            if "Math Kernel" in line or line.startswith("OpenMP")
+        ]
+        + [f"oneDNN {'on' if torch.backends.mkldnn.is_available() else 'off'}"],
+    }
 
 
 def _ms(m: dict) -> str:
@@ -393,73 +519,114 @@ def _ms(m: dict) -> str:
 def markdown(result) -> str:
     machine = result["machine"]
     lines = [f"Command: `{result['command']}` ({result['date']})", ""]
-    lines += [f"Then: `{u['command']}` ({u['date']}), which measured {', '.join(u['parts'])} again.\n"
-              for u in result.get("updates", [])]
-    lines += [f"Machine: {machine['cpu']}, {machine['cores']} cores; Python {machine['python']}, NumPy "
-              f"{machine['numpy']}, SciPy {machine['scipy']}, Numba {machine['numba']} (compiling for "
-              f"{machine.get('numba_cpu', '?')}), PyTorch {machine['torch']}",
-              "", "BLAS kernels (threadpoolctl): " + "; ".join(
-                  f"{b.get('used_by', '?')}: {Path(b['filepath']).parent.name}/{Path(b['filepath']).name}, "
-                  f"{b['internal_api']} {b['version']} ({b['architecture']} kernels)" for b in machine["blas"]),
-              "", "PyTorch: " + "; ".join(machine.get("torch_backend", [])), ""]
+    lines += [
+        f"Then: `{u['command']}` ({u['date']}), which measured {', '.join(u['parts'])} again.\n"
+        for u in result.get("updates", [])
+    ]
+    lines += [
+        f"Machine: {machine['cpu']}, {machine['cores']} cores; Python {machine['python']}, NumPy "
+        f"{machine['numpy']}, SciPy {machine['scipy']}, Numba {machine['numba']} (compiling for "
+        f"{machine.get('numba_cpu', '?')}), PyTorch {machine['torch']}",
+        "",
+        "BLAS kernels (threadpoolctl): "
+        + "; ".join(
+            f"{b.get('used_by', '?')}: {Path(b['filepath']).parent.name}/{Path(b['filepath']).name}, "
+            f"{b['internal_api']} {b['version']} ({b['architecture']} kernels)"
+            for b in machine["blas"]
+        ),
+        "",
+        "PyTorch: " + "; ".join(machine.get("torch_backend", [])),
+        "",
+    ]
     if result.get("speed"):
         n = machine["threads"]
-        lines.append(f"{n} thread(s) per peer (read back during its blocks: GradScope's shards, PyTorch's "
-                     f"threads, NumPy's BLAS threads). Milliseconds per training step: median (best) of the "
-                     f"interleaved repeats.")
+        lines.append(
+            f"{n} thread(s) per peer (read back during its blocks: GradScope's shards, PyTorch's "
+            f"threads, NumPy's BLAS threads). Milliseconds per training step: median (best) of the "
+            f"interleaved repeats."
+        )
         for dtype in sorted({r["dtype"] for r in result["speed"]}, reverse=True):
             peak = result["peak_gflops"][dtype]
-            lines += ["", f"### {dtype}: ms per training step (large-{'s' if dtype == 'float32' else 'd'}gemm peak "
-                          f"in the same run: {peak:.0f} GFLOP/s)", "",
-                      "| cell | (B, T, n, d) | GradScope | + param. metrics | PyTorch fused | PyTorch instrumented | "
-                      "NumPy GEMM floor | floor GFLOP/s | GradScope / floor | vs instrumented | vs fused | "
-                      "shards | load |",
-                      "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+            lines += [
+                "",
+                f"### {dtype}: ms per training step (large-{'s' if dtype == 'float32' else 'd'}gemm peak "
+                f"in the same run: {peak:.0f} GFLOP/s)",
+                "",
+                "| cell | (B, T, n, d) | GradScope | + param. metrics | PyTorch fused | PyTorch instrumented | "
+                "NumPy GEMM floor | floor GFLOP/s | GradScope / floor | vs instrumented | vs fused | "
+                "shards | load |",
+                "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+            ]
             for r in (r for r in result["speed"] if r["dtype"] == dtype):
-                lines.append(f"| {r['cell']} | ({r['B']}, {r['T']}, {r['n']}, {r['d']}) | {_ms(r['gradscope'])} | "
-                             f"{_ms(r['gradscope+param'])} | {_ms(r['torch_fused'])} | "
-                             f"{_ms(r['torch_instrumented'])} | {_ms(r['floor'])} | "
-                             f"{r['floor_gflops']:.0f} ({r['flops'] / 1e9:.3g} GFLOP) | {r['vs_floor']:.2f}x | "
-                             f"{r['speedup_vs_torch_instrumented']:.1f}x faster | "
-                             f"{r['speedup_vs_torch_fused']:.2f}x | {r['gradscope_shards']} | "
-                             f"{r['load'][0]:.1f}-{r['load'][1]:.1f} |")
+                lines.append(
+                    f"| {r['cell']} | ({r['B']}, {r['T']}, {r['n']}, {r['d']}) | {_ms(r['gradscope'])} | "
+                    f"{_ms(r['gradscope+param'])} | {_ms(r['torch_fused'])} | "
+                    f"{_ms(r['torch_instrumented'])} | {_ms(r['floor'])} | "
+                    f"{r['floor_gflops']:.0f} ({r['flops'] / 1e9:.3g} GFLOP) | {r['vs_floor']:.2f}x | "
+                    f"{r['speedup_vs_torch_instrumented']:.1f}x faster | "
+                    f"{r['speedup_vs_torch_fused']:.2f}x | {r['gradscope_shards']} | "
+                    f"{r['load'][0]:.1f}-{r['load'][1]:.1f} |"
+                )
     if result.get("memory"):
-        lines += ["", "### Peak extra memory of one training step", "",
-                  "The first step at this size (its workspace is allocated in it), in a process that has run "
-                  "one pass of the same model and batch split into the same shards at T = 10 (kernels, shard threads "
-                  "and their BLAS buffers ready); peak RSS (VmHWM) above the RSS before the step, with glibc's mmap "
-                  "threshold fixed (MALLOC_MMAP_THRESHOLD_=131072) so that no freed pages hide an allocation.", "",
-                  "| cell | (B, T, n, d) | peak extra | BPTT must keep | ratio | shards |",
-                  "|---|---|---:|---:|---:|---:|"]
+        lines += [
+            "",
+            "### Peak extra memory of one training step",
+            "",
+            "The first step at this size (its workspace is allocated in it), in a process that has run "
+            "one pass of the same model and batch split into the same shards at T = 10 (kernels, shard threads "
+            "and their BLAS buffers ready); peak RSS (VmHWM) above the RSS before the step, with glibc's mmap "
+            "threshold fixed (MALLOC_MMAP_THRESHOLD_=131072) so that no freed pages hide an allocation.",
+            "",
+            "| cell | (B, T, n, d) | peak extra | BPTT must keep | ratio | shards |",
+            "|---|---|---:|---:|---:|---:|",
+        ]
         for r in result["memory"]:
-            lines.append(f"| {r['cell']} | ({r['B']}, {r['T']}, {r['n']}, {r['d']}) | "
-                         f"{r['peak_extra_bytes'] / 2**20:.0f} MiB | {r['must_keep_bytes'] / 2**20:.0f} MiB | "
-                         f"{r['ratio']:.2f}x | {r['shards']} |")
+            lines.append(
+                f"| {r['cell']} | ({r['B']}, {r['T']}, {r['n']}, {r['d']}) | "
+                f"{r['peak_extra_bytes'] / 2**20:.0f} MiB | {r['must_keep_bytes'] / 2**20:.0f} MiB | "
+                f"{r['ratio']:.2f}x | {r['shards']} |"
+            )
     if result.get("linear"):
         r0 = result["linear"][0]
-        lines += ["", f"### Time against T (B={r0['B']}, n={r0['n']}, d={r0['d']}, {r0['dtype']}): least-squares "
-                      f"line through the medians", "",
-                  "| cell | T | ms | ms per timestep at each T | fit: ms per timestep | intercept ms | R^2 |",
-                  "|---|---|---|---|---:|---:|---:|"]
+        lines += [
+            "",
+            f"### Time against T (B={r0['B']}, n={r0['n']}, d={r0['d']}, {r0['dtype']}): least-squares "
+            f"line through the medians",
+            "",
+            "| cell | T | ms | ms per timestep at each T | fit: ms per timestep | intercept ms | R^2 |",
+            "|---|---|---|---|---:|---:|---:|",
+        ]
         for r in result["linear"]:
-            lines.append(f"| {r['cell']} | {', '.join(map(str, r['T']))} | {', '.join(f'{v:.2f}' for v in r['ms'])} "
-                         f"| {', '.join(f'{v:.4f}' for v in r['ms_per_timestep_each'])} | {r['ms_per_step']:.4f} | "
-                         f"{r['intercept_ms']:.3f} | {r['r2']:.5f} |")
+            lines.append(
+                f"| {r['cell']} | {', '.join(map(str, r['T']))} | {', '.join(f'{v:.2f}' for v in r['ms'])} "
+                f"| {', '.join(f'{v:.4f}' for v in r['ms_per_timestep_each'])} | {r['ms_per_step']:.4f} | "
+                f"{r['intercept_ms']:.3f} | {r['r2']:.5f} |"
+            )
     if result.get("compile"):
         c = result["compile"]
-        warm = ", ".join(f"{k} {v['median']:.2f} s (best {v['best']:.2f} s)"
-                         for k, v in c["warm_first_step_seconds"].items())
-        lines += ["", f"Cold compile of the whole kernel set (both cells, both dtypes, empty cache): "
-                      f"{c['cold_compile_seconds']:.1f} s in one process; "
-                      f"{c['cold_compile_command_seconds']:.1f} s as `gradscope compile` (a process per dtype, "
-                      f"the whole command). Warm cache, process start to first computed step "
-                      f"(B=32, T=100, d=128): {warm}"]
+        warm = ", ".join(
+            f"{k} {v['median']:.2f} s (best {v['best']:.2f} s)" for k, v in c["warm_first_step_seconds"].items()
+        )
+        lines += [
+            "",
+            f"Cold compile of the whole kernel set (both cells, both dtypes, empty cache): "
+            f"{c['cold_compile_seconds']:.1f} s in one process; "
+            f"{c['cold_compile_command_seconds']:.1f} s as `gradscope compile` (a process per dtype, "
+            f"the whole command). Warm cache, process start to first computed step "
+            f"(B=32, T=100, d=128): {warm}",
+        ]
     if result.get("spectral"):
-        lines += ["", "### Spectral radius and sigma_max of one changed W_hh (parameter_metrics, uncached)", "",
-                  "| cell | d | 1 BLAS thread | 2 BLAS threads | load |", "|---|---:|---:|---:|---:|"]
+        lines += [
+            "",
+            "### Spectral radius and sigma_max of one changed W_hh (parameter_metrics, uncached)",
+            "",
+            "| cell | d | 1 BLAS thread | 2 BLAS threads | load |",
+            "|---|---:|---:|---:|---:|",
+        ]
         for r in result["spectral"]:
-            lines.append(f"| {r['cell']} | {r['d']} | {r['ms_1_thread']:.1f} ms | {r['ms_2_thread']:.1f} ms | "
-                         f"{r['load']:.1f} |")
+            lines.append(
+                f"| {r['cell']} | {r['d']} | {r['ms_1_thread']:.1f} ms | {r['ms_2_thread']:.1f} ms | {r['load']:.1f} |"
+            )
     return "\n".join(lines) + "\n"
 
 
@@ -469,8 +636,14 @@ def main(argv=None):
     parser.add_argument("--only", choices=["speed", "memory", "linear", "compile", "spectral"], action="append")
     parser.add_argument("--dtype", nargs="+", default=["float32", "float64"])
     parser.add_argument("--cells", nargs="+", default=CELLS)
-    parser.add_argument("--sizes", nargs="+", type=int, choices=range(len(SIZES)), metavar="I",
-                        help=f"indices into {SIZES} (default: all)")
+    parser.add_argument(
+        "--sizes",
+        nargs="+",
+        type=int,
+        choices=range(len(SIZES)),
+        metavar="I",
+        help=f"indices into {SIZES} (default: all)",
+    )
     parser.add_argument("--threads", type=int, default=2, help="threads for every peer (default 2)")
     parser.add_argument("--rounds", type=int, default=5, help="interleaved blocks per peer (default 5)")
     parser.add_argument("--budget", type=float, default=2.0, help="seconds of timing per peer and case")
@@ -481,17 +654,22 @@ def main(argv=None):
     dtypes = ["float32"] if args.quick else args.dtype
 
     command = "python benchmarks/" + " ".join([Path(__file__).name] + (argv or sys.argv[1:]))
-    result = {"command": command, "machine": machine_info(args.threads), "date": time.strftime("%Y-%m-%d %H:%M"),
-              "load": load()}
+    result = {
+        "command": command,
+        "machine": machine_info(args.threads),
+        "date": time.strftime("%Y-%m-%d %H:%M"),
+        "load": load(),
+    }
     args.out.mkdir(parents=True, exist_ok=True)
     suffix = "-quick" if args.quick else ""
     earlier = args.out / f"engine{suffix}.json"
-    if args.only and earlier.exists():            # some parts again: the other parts' results stay
+    if args.only and earlier.exists():  # some parts again: the other parts' results stay
         result = dict(json.loads(earlier.read_text()), **{key: result[key] for key in ("machine", "load")})
-        result.setdefault("updates", []).append({"command": command, "date": time.strftime("%Y-%m-%d %H:%M"),
-                                                 "parts": sorted(parts)})
+        result.setdefault("updates", []).append(
+            {"command": command, "date": time.strftime("%Y-%m-%d %H:%M"), "parts": sorted(parts)}
+        )
 
-    def save():                                   # after every part: an interrupted run keeps what it measured
+    def save():  # after every part: an interrupted run keeps what it measured
         result["load_end"] = load()
         (args.out / f"engine{suffix}.json").write_text(json.dumps(result, indent=1))
         (args.out / f"engine{suffix}.md").write_text(markdown(result))
@@ -507,8 +685,7 @@ def main(argv=None):
         result["speed"] = bench_speed(dtypes, sizes, args.cells, args.threads, args.rounds, args.budget)
         save()
     if "memory" in parts:
-        result["memory"] = bench_memory(args.cells, SIZES[-1] if not args.quick else SIZES[1], "float32",
-                                        args.threads)
+        result["memory"] = bench_memory(args.cells, SIZES[-1] if not args.quick else SIZES[1], "float32", args.threads)
         save()
     if "linear" in parts:
         result["linear"] = bench_linear(args.cells, [50, 100, 200, 500, 1000], args.threads, args.rounds)

@@ -25,6 +25,7 @@ to 150 times slower than with OPENBLAS_NUM_THREADS=1 (in a worker thread and in 
 several runs at once collapsed.  The variable must be set before NumPy is imported; --blas-threads does that for
 this process, and the report prints which BLAS libraries and thread counts were in use.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -82,8 +83,7 @@ def percentiles(values, qs=(50, 95, 99)):
     import numpy as np
 
     values = np.asarray(values, dtype=np.float64)
-    return {f"p{q}": float(np.percentile(values, q)) for q in qs} | {"max": float(values.max()),
-                                                                     "n": int(values.size)}
+    return {f"p{q}": float(np.percentile(values, q)) for q in qs} | {"max": float(values.max()), "n": int(values.size)}
 
 
 def measure(seconds: float, tab: int, backend: str = "numba", force: bool = False) -> dict:
@@ -105,7 +105,7 @@ def measure(seconds: float, tab: int, backend: str = "numba", force: bool = Fals
     window = MainWindow(backend=backend, warm_up=backend == "numba")
     window.show()
     experiment = config.loads(EXPERIMENT)
-    window.controller.set_runs_at_once(len(experiment.runs))     # every run training at once, not queued
+    window.controller.set_runs_at_once(len(experiment.runs))  # every run training at once, not queued
     window._set_experiment(experiment)
     window.tabs.setCurrentIndex(tab)
     view = window.views[tab]
@@ -117,11 +117,11 @@ def measure(seconds: float, tab: int, backend: str = "numba", force: bool = Fals
             app.processEvents()
 
     recording = [False]
-    ticks: list[float] = []                 # ms late, per 10 ms timer tick
-    redraw_ms: list[float] = []             # the views' redraw (setData ...) of each frame
-    paint_ms: list[float] = []              # the paint that puts a redraw on screen
-    frames = [0]                            # paints showing a new redraw
-    latencies: list[float] = []             # input posted -> end of the paint that shows its reaction
+    ticks: list[float] = []  # ms late, per 10 ms timer tick
+    redraw_ms: list[float] = []  # the views' redraw (setData ...) of each frame
+    paint_ms: list[float] = []  # the paint that puts a redraw on screen
+    frames = [0]  # paints showing a new redraw
+    latencies: list[float] = []  # input posted -> end of the paint that shows its reaction
     state = {"fresh": False, "handled": None}
 
     # 1. timer lateness
@@ -161,7 +161,7 @@ def measure(seconds: float, tab: int, backend: str = "numba", force: bool = Fals
             kind = event.type()
             if kind == QtCore.QEvent.Type.MouseMove and hasattr(event, "sent"):
                 state["handled"] = (event.sent, False)
-                return False                        # the view handles it: crosshair, readout, repaint
+                return False  # the view handles it: crosshair, readout, repaint
             if kind == QtCore.QEvent.Type.Paint:
                 fresh, state["fresh"] = state["fresh"], False
                 pending = state["handled"]
@@ -181,8 +181,9 @@ def measure(seconds: float, tab: int, backend: str = "numba", force: bool = Fals
     viewport.installEventFilter(watch)
     plot = view.figure.plots[0]
     box = plot.getViewBox().sceneBoundingRect()
-    spots = [view.graphics.mapFromScene(QtCore.QPointF(box.left() + f * box.width(), box.center().y()))
-             for f in (0.3, 0.6)]
+    spots = [
+        view.graphics.mapFromScene(QtCore.QPointF(box.left() + f * box.width(), box.center().y())) for f in (0.3, 0.6)
+    ]
     stop_posting = threading.Event()
 
     def post():
@@ -190,8 +191,14 @@ def measure(seconds: float, tab: int, backend: str = "numba", force: bool = Fals
         while not stop_posting.wait(0.05):
             point = QtCore.QPointF(spots[n % 2])
             n += 1
-            event = QtGui.QMouseEvent(QtCore.QEvent.Type.MouseMove, point, point, QtCore.Qt.MouseButton.NoButton,
-                                      QtCore.Qt.MouseButton.NoButton, QtCore.Qt.KeyboardModifier.NoModifier)
+            event = QtGui.QMouseEvent(
+                QtCore.QEvent.Type.MouseMove,
+                point,
+                point,
+                QtCore.Qt.MouseButton.NoButton,
+                QtCore.Qt.MouseButton.NoButton,
+                QtCore.Qt.KeyboardModifier.NoModifier,
+            )
             event.sent = time.perf_counter()
             QtCore.QCoreApplication.postEvent(viewport, event)
 
@@ -247,8 +254,10 @@ def blas_info() -> list[dict]:
         from threadpoolctl import threadpool_info
     except ImportError:
         return [{"library": "unknown (threadpoolctl not installed)", "threads": None}]
-    return [{"library": Path(i["filepath"]).name, "threads": i["num_threads"], "api": i["internal_api"]}
-            for i in threadpool_info()]
+    return [
+        {"library": Path(i["filepath"]).name, "threads": i["num_threads"], "api": i["internal_api"]}
+        for i in threadpool_info()
+    ]
 
 
 STARTUP_PROBE = textwrap.dedent("""
@@ -279,8 +288,13 @@ def startup(repeats: int = 3) -> dict:
         env.setdefault("QT_QPA_PLATFORM", "offscreen")
     for _ in range(repeats):
         start = time.time()
-        out = subprocess.run([sys.executable, "-c", STARTUP_PROBE.format(root=str(ROOT))], env=env,
-                             capture_output=True, text=True, timeout=120).stdout
+        out = subprocess.run(
+            [sys.executable, "-c", STARTUP_PROBE.format(root=str(ROOT))],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        ).stdout
         marks = dict(line.split() for line in out.splitlines() if line.startswith(("SHOWN", "LOADED")))
         shown.append(float(marks["SHOWN"]) - start)
         loaded.append(float(marks["LOADED"]) - start)
@@ -289,49 +303,76 @@ def startup(repeats: int = 3) -> dict:
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--blas-threads", type=int, default=None,
-                        help="set OPENBLAS_NUM_THREADS (and OMP_NUM_THREADS) before NumPy loads")
+    parser.add_argument(
+        "--blas-threads",
+        type=int,
+        default=None,
+        help="set OPENBLAS_NUM_THREADS (and OMP_NUM_THREADS) before NumPy loads",
+    )
     parser.add_argument("--seconds", type=float, default=10.0, help="measured seconds (after 2 s of warm-up)")
     parser.add_argument("--tab", type=int, default=0, help="view shown: 0 through time, 1 waterfall, ...")
     parser.add_argument("--startup", action="store_true", help="also time process start -> window shown")
-    parser.add_argument("--force", action="store_true",
-                        help="redraw on every timer tick, as if every trace changed each frame (worst case)")
-    parser.add_argument("--backend", choices=("numba", "numpy"), default="numba",
-                        help="engine of the runs (numpy: the reference engine, holds the GIL more)")
+    parser.add_argument(
+        "--force",
+        action="store_true",
+        help="redraw on every timer tick, as if every trace changed each frame (worst case)",
+    )
+    parser.add_argument(
+        "--backend",
+        choices=("numba", "numpy"),
+        default="numba",
+        help="engine of the runs (numpy: the reference engine, holds the GIL more)",
+    )
     args = parser.parse_args(argv)
     if args.blas_threads is not None:
         if "numpy" in sys.modules:
             parser.error("--blas-threads must take effect before NumPy is imported")
         os.environ["OPENBLAS_NUM_THREADS"] = os.environ["OMP_NUM_THREADS"] = str(args.blas_threads)
-    result = {"python": platform.python_version(), "cpus": os.cpu_count(), "load_average": os.getloadavg(),
-              "load": measure(args.seconds, args.tab, args.backend, args.force)}
+    result = {
+        "python": platform.python_version(),
+        "cpus": os.cpu_count(),
+        "load_average": os.getloadavg(),
+        "load": measure(args.seconds, args.tab, args.backend, args.force),
+    }
     if args.startup:
         result["startup"] = startup()
     load = result["load"]
     result["blas"] = blas_info()
     print("BLAS: " + "; ".join(f"{b['library']} {b['threads']} thread(s)" for b in result["blas"]))
-    print(f"platform {load['platform']}, view '{load['tab']}', {len(load['runs'])} runs of (B 32, T 200, d 128) "
-          f"training for {load['seconds']:.1f} s on the {load['backend']} engine"
-          + (", redrawing on every tick" if load["forced_redraws"] else ""))
+    print(
+        f"platform {load['platform']}, view '{load['tab']}', {len(load['runs'])} runs of (B 32, T 200, d 128) "
+        f"training for {load['seconds']:.1f} s on the {load['backend']} engine"
+        + (", redrawing on every tick" if load["forced_redraws"] else "")
+    )
     records = sum(load["iterations_per_second"])
     if load["forced_redraws"]:
         print(f"  frames/s (new frame painted) {load['frames_per_second']:.1f}   (issue: >= 20; timer: at most 30)")
     else:
-        print(f"  frames/s (new data painted) {load['frames_per_second']:.1f}   (a frame whenever a trace changed: "
-              f"bounded by the {records:.0f} records/s the runs make and the 30 Hz timer; --force for capacity)")
-    print(f"  one frame: redraw median {load['redraw_ms']['p50']:.1f} ms (p95 {load['redraw_ms']['p95']:.1f}) + paint "
-          f"median {load['paint_ms']['p50']:.1f} ms (p95 {load['paint_ms']['p95']:.1f}): capacity "
-          f"{1000 / load['frame_ms_median']:.0f} frames/s")
+        print(
+            f"  frames/s (new data painted) {load['frames_per_second']:.1f}   (a frame whenever a trace changed: "
+            f"bounded by the {records:.0f} records/s the runs make and the 30 Hz timer; --force for capacity)"
+        )
+    print(
+        f"  one frame: redraw median {load['redraw_ms']['p50']:.1f} ms (p95 {load['redraw_ms']['p95']:.1f}) + paint "
+        f"median {load['paint_ms']['p50']:.1f} ms (p95 {load['paint_ms']['p95']:.1f}): capacity "
+        f"{1000 / load['frame_ms_median']:.0f} frames/s"
+    )
     for name, key in (("input -> screen (ms)", "input_to_screen_ms"), ("tick lateness (ms)", "tick_lateness_ms")):
         p = load[key]
-        print(f"  {name:21s} median {p['p50']:.1f}, p95 {p['p95']:.1f}, p99 {p['p99']:.1f}, max {p['max']:.1f}"
-              f"  ({p['n']} samples)" + ("  (issue: <= 100)" if key == "input_to_screen_ms" else ""))
-    print("  iterations/s per run " + ", ".join(f"{n} {v:.1f}" for n, v in
-                                               zip(load["runs"], load["iterations_per_second"], strict=True)))
+        print(
+            f"  {name:21s} median {p['p50']:.1f}, p95 {p['p95']:.1f}, p99 {p['p99']:.1f}, max {p['max']:.1f}"
+            f"  ({p['n']} samples)" + ("  (issue: <= 100)" if key == "input_to_screen_ms" else "")
+        )
+    print(
+        "  iterations/s per run "
+        + ", ".join(f"{n} {v:.1f}" for n, v in zip(load["runs"], load["iterations_per_second"], strict=True))
+    )
     if "startup" in result:
         s = result["startup"]
-        print(f"  startup: window shown after {', '.join(f'{v:.2f}' for v in s['window_shown_s'])} s; demo loaded "
-              f"after {', '.join(f'{v:.2f}' for v in s['demo_loaded_s'])} s")
+        print(
+            f"  startup: window shown after {', '.join(f'{v:.2f}' for v in s['window_shown_s'])} s; demo loaded "
+            f"after {', '.join(f'{v:.2f}' for v in s['demo_loaded_s'])} s"
+        )
     out = HERE / "results"
     out.mkdir(exist_ok=True)
     (out / "gui.json").write_text(json.dumps(result, indent=2))

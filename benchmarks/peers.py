@@ -8,6 +8,7 @@ of a one-layer model with a linear readout and an mse loss at every step, on the
   projection as one GEMM over all T*B rows, the T sequential recurrent GEMMs forward and backward, the readout and
   its gradient, and each weight gradient as one GEMM). Its FLOP count gives achieved GFLOP/s.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -17,7 +18,7 @@ import numpy as np
 
 @dataclass(frozen=True)
 class Case:
-    cell: str        # "rnn-relu" | "rnn-tanh" | "lstm"
+    cell: str  # "rnn-relu" | "rnn-tanh" | "lstm"
     B: int
     T: int
     n: int
@@ -25,7 +26,7 @@ class Case:
     dtype: str = "float32"
 
     @property
-    def k(self) -> int:          # readout size: the probe task's default output size = input size
+    def k(self) -> int:  # readout size: the probe task's default output size = input size
         return self.n
 
     @property
@@ -43,11 +44,13 @@ class Case:
         """Multiply-adds x 2 of the unavoidable matrix products (GemmFloor's work)."""
         T, B, n, d, k, G = self.T, self.B, self.n, self.d, self.k, self.gates
         forward = T * B * n * G * d + T * B * d * G * d + T * B * d * k
-        backward = (T * B * k * d            # dH = dY W_yh
-                    + T * B * k * d          # dW_yh = dY^T H
-                    + T * B * G * d * d      # recurrent: dz_{t+1} W_hh
-                    + T * B * G * d * d      # dW_hh = dZ^T H_prev
-                    + T * B * G * d * n)     # dW_hx = dZ^T X
+        backward = (
+            T * B * k * d  # dH = dY W_yh
+            + T * B * k * d  # dW_yh = dY^T H
+            + T * B * G * d * d  # recurrent: dz_{t+1} W_hh
+            + T * B * G * d * d  # dW_hh = dZ^T H_prev
+            + T * B * G * d * n
+        )  # dW_hx = dZ^T X
         return 2 * (forward + backward)
 
     def state_bytes(self) -> int:
@@ -60,11 +63,13 @@ def make_data(case: Case, seed: int = 0):
     """Weights in PyTorch's layout (float64 master copy) and one batch, shared by every peer."""
     rng = np.random.default_rng(seed)
     G, d, n, k = case.gates, case.d, case.n, case.k
-    w = {"W_hx": rng.normal(0, np.sqrt(1 / n), (G * d, n)),
-         "W_hh": rng.normal(0, np.sqrt(1 / d), (G * d, d)),
-         "b_h": np.zeros(G * d),
-         "W_yh": rng.normal(0, np.sqrt(1 / d), (k, d)),
-         "b_y": np.zeros(k)}
+    w = {
+        "W_hx": rng.normal(0, np.sqrt(1 / n), (G * d, n)),
+        "W_hh": rng.normal(0, np.sqrt(1 / d), (G * d, d)),
+        "b_h": np.zeros(G * d),
+        "W_yh": rng.normal(0, np.sqrt(1 / d), (k, d)),
+        "b_y": np.zeros(k),
+    }
     x = rng.normal(size=(case.T, case.B, n))
     target = rng.normal(size=(case.T, case.B, k))
     dt = np.dtype(case.dtype)
@@ -97,8 +102,8 @@ class TorchFused:
     def step(self):
         for p in list(self.rnn.parameters()) + list(self.readout.parameters()):
             p.grad = None
-        out, _ = self.rnn(self.x)                                              # (T, B, d)
-        y = self.readout(out)                                                  # (T, B, k)
+        out, _ = self.rnn(self.x)  # (T, B, d)
+        y = self.readout(out)  # (T, B, k)
         loss = 0.5 * ((y - self.target) ** 2).sum() / self.B
         loss.backward()
         return loss.item()
@@ -144,13 +149,15 @@ class TorchInstrumented:
                 h = self.cell(self.x[t], h)
             h.retain_grad()
             hs.append(h)
-        H = torch.stack(hs)                                                    # (T, B, d)
+        H = torch.stack(hs)  # (T, B, d)
         y = self.readout(H)
         loss = 0.5 * ((y - self.target) ** 2).sum() / case.B
         loss.backward()
         with torch.no_grad():
-            metrics = {"h_norm": H.norm(dim=2).mean(dim=1),
-                       "grad_h_norm": torch.stack([v.grad for v in hs]).norm(dim=2).mean(dim=1)}
+            metrics = {
+                "h_norm": H.norm(dim=2).mean(dim=1),
+                "grad_h_norm": torch.stack([v.grad for v in hs]).norm(dim=2).mean(dim=1),
+            }
             if cs:
                 C = torch.stack(cs)
                 metrics["c_norm"] = C.norm(dim=2).mean(dim=1)
@@ -170,8 +177,8 @@ class GemmFloor:
         self.case = case
         self.W_hx, self.W_hh, self.W_yh = weights["W_hx"], weights["W_hh"], weights["W_yh"]
         self.X = x.reshape(T * B, n)
-        self.Z = np.empty((T, B, G * d), dt)            # gate pre-activations (and dZ in backward)
-        self.H = np.zeros((T + 1, B, d), dt)            # H[0] = h_{-1} = 0
+        self.Z = np.empty((T, B, G * d), dt)  # gate pre-activations (and dZ in backward)
+        self.H = np.zeros((T + 1, B, d), dt)  # H[0] = h_{-1} = 0
         self.Y = np.empty((T * B, k), dt)
         self.dH = np.empty((T * B, d), dt)
         self.rec = np.empty((B, d), dt)
@@ -184,19 +191,19 @@ class GemmFloor:
         c = self.case
         T, B, d = c.T, c.B, c.d
         Z2 = self.Z.reshape(T * B, -1)
-        np.matmul(self.X, self.W_hx.T, out=Z2)                                # input projection, one GEMM
-        for t in range(T):                                                    # the sequential part
+        np.matmul(self.X, self.W_hx.T, out=Z2)  # input projection, one GEMM
+        for t in range(T):  # the sequential part
             np.matmul(self.H[t], self.W_hh.T, out=self.Z[t])
-            self.H[t + 1] = self.Z[t, :, :d]                                  # stands in for the cell's output
+            self.H[t + 1] = self.Z[t, :, :d]  # stands in for the cell's output
         H2 = self.H[1:].reshape(T * B, d)
-        np.matmul(H2, self.W_yh.T, out=self.Y)                                # readout
-        np.subtract(self.Y, self.target, out=self.Y)                          # dY (mse)
-        np.matmul(self.Y, self.W_yh, out=self.dH)                             # dH = dY W_yh
-        np.matmul(self.Y.T, H2, out=self.dW_yh)                               # dW_yh
-        for t in range(T - 1, -1, -1):                                        # the sequential part, backward
+        np.matmul(H2, self.W_yh.T, out=self.Y)  # readout
+        np.subtract(self.Y, self.target, out=self.Y)  # dY (mse)
+        np.matmul(self.Y, self.W_yh, out=self.dH)  # dH = dY W_yh
+        np.matmul(self.Y.T, H2, out=self.dW_yh)  # dW_yh
+        for t in range(T - 1, -1, -1):  # the sequential part, backward
             np.matmul(self.Z[t], self.W_hh, out=self.rec)
-        np.matmul(Z2.T, self.H[:-1].reshape(T * B, d), out=self.dW_hh)        # dW_hh = dZ^T H_prev
-        np.matmul(Z2.T, self.X, out=self.dW_hx)                               # dW_hx = dZ^T X
+        np.matmul(Z2.T, self.H[:-1].reshape(T * B, d), out=self.dW_hh)  # dW_hh = dZ^T H_prev
+        np.matmul(Z2.T, self.X, out=self.dW_hx)  # dW_hx = dZ^T X
         return 0.0
 
 
@@ -214,4 +221,4 @@ def peak_gflops(dtype=np.float32, size: int = 2048, repeats: int = 5) -> float:
         t0 = time.perf_counter()
         np.matmul(a, b, out=out)
         best = min(best, time.perf_counter() - t0)
-    return 2 * size ** 3 / best / 1e9
+    return 2 * size**3 / best / 1e9

@@ -23,6 +23,7 @@ Initialisation as GradScope's defaults: W_hh ~ N(0, 1/d), W_hx ~ N(0, 1/n), b_h 
 ``--init-from RUN_DIR`` loads a GradScope run's init_params.npz and first_batch.npz instead, so that iteration 0
 is the very pass GradScope made (bench_cli.py compares them).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -48,7 +49,7 @@ def main() -> None:
         torch.set_num_threads(args.threads)
     generator = torch.Generator().manual_seed(args.seed)
 
-    cell = torch.nn.LSTMCell(n, d)                     # weight_ih (4d, n), weight_hh (4d, d): gates i, f, g, o
+    cell = torch.nn.LSTMCell(n, d)  # weight_ih (4d, n), weight_hh (4d, d): gates i, f, g, o
     readout = torch.nn.Linear(d, k)
     first_batch = None
     with torch.no_grad():
@@ -74,15 +75,23 @@ def main() -> None:
     parameters = [cell.weight_ih, cell.weight_hh, cell.bias_ih, readout.weight, readout.bias]
     optimizer = torch.optim.SGD(parameters, lr=LR)
 
-    names = ("h_norm", "c_norm", "grad_h_norm", "grad_c_norm", "gate_i_mean", "gate_f_mean", "gate_g_mean",
-             "gate_o_mean")
+    names = (
+        "h_norm",
+        "c_norm",
+        "grad_h_norm",
+        "grad_c_norm",
+        "gate_i_mean",
+        "gate_f_mean",
+        "gate_g_mean",
+        "gate_o_mean",
+    )
     records = {name: [] for name in names + ("loss", "grad_norm")}
     for iteration in range(ITERATIONS):
         if iteration == 0 and first_batch is not None:
             x, target = first_batch
         else:
-            x = torch.randn(T, B, n, generator=generator)          # (T, B, n)
-            target = torch.randn(B, k, generator=generator)        # (B, k), scored at t = T-1
+            x = torch.randn(T, B, n, generator=generator)  # (T, B, n)
+            target = torch.randn(B, k, generator=generator)  # (B, k), scored at t = T-1
         optimizer.zero_grad(set_to_none=True)
         h = torch.zeros(B, d)
         c = torch.zeros(B, d)
@@ -93,30 +102,37 @@ def main() -> None:
             c.retain_grad()
             hs.append(h)
             cs.append(c)
-        y = readout(h)                                             # (B, k), the last step's output
+        y = readout(h)  # (B, k), the last step's output
         loss = 0.5 * ((y - target) ** 2).sum() / B
         loss.backward()
         with torch.no_grad():
-            H, C = torch.stack(hs), torch.stack(cs)                # (T, B, d)
+            H, C = torch.stack(hs), torch.stack(cs)  # (T, B, d)
             # The gates are inside nn.LSTMCell: recompute them from h_{t-1} and x_t (one batched GEMM).
-            H_prev = torch.cat([torch.zeros(1, B, d), H[:-1]])    # (T, B, d)
-            z = x @ cell.weight_ih.T + H_prev @ cell.weight_hh.T + cell.bias_ih + cell.bias_hh   # (T, B, 4d)
+            H_prev = torch.cat([torch.zeros(1, B, d), H[:-1]])  # (T, B, d)
+            z = x @ cell.weight_ih.T + H_prev @ cell.weight_hh.T + cell.bias_ih + cell.bias_hh  # (T, B, 4d)
             i, f, g, o = z.split(d, dim=2)
-            values = {"h_norm": H.norm(dim=2).mean(dim=1), "c_norm": C.norm(dim=2).mean(dim=1),
-                      "grad_h_norm": torch.stack([v.grad for v in hs]).norm(dim=2).mean(dim=1),
-                      "grad_c_norm": torch.stack([v.grad for v in cs]).norm(dim=2).mean(dim=1),
-                      "gate_i_mean": torch.sigmoid(i).mean(dim=(1, 2)),
-                      "gate_f_mean": torch.sigmoid(f).mean(dim=(1, 2)),
-                      "gate_g_mean": torch.tanh(g).mean(dim=(1, 2)),
-                      "gate_o_mean": torch.sigmoid(o).mean(dim=(1, 2))}
+            values = {
+                "h_norm": H.norm(dim=2).mean(dim=1),
+                "c_norm": C.norm(dim=2).mean(dim=1),
+                "grad_h_norm": torch.stack([v.grad for v in hs]).norm(dim=2).mean(dim=1),
+                "grad_c_norm": torch.stack([v.grad for v in cs]).norm(dim=2).mean(dim=1),
+                "gate_i_mean": torch.sigmoid(i).mean(dim=(1, 2)),
+                "gate_f_mean": torch.sigmoid(f).mean(dim=(1, 2)),
+                "gate_g_mean": torch.tanh(g).mean(dim=(1, 2)),
+                "gate_o_mean": torch.sigmoid(o).mean(dim=(1, 2)),
+            }
             grad_norm = torch.linalg.vector_norm(torch.stack([p.grad.norm() for p in parameters]))
         for name, value in values.items():
             records[name].append(value.numpy())
         records["loss"].append(loss.item())
         records["grad_norm"].append(grad_norm.item())
         optimizer.step()
-    np.savez(args.out, **{name: np.asarray(values) for name, values in records.items()},
-             iteration=np.arange(ITERATIONS), wall_seconds=time.perf_counter() - START)
+    np.savez(
+        args.out,
+        **{name: np.asarray(values) for name, values in records.items()},
+        iteration=np.arange(ITERATIONS),
+        wall_seconds=time.perf_counter() - START,
+    )
 
 
 if __name__ == "__main__":

@@ -1,4 +1,5 @@
 """GradScope: instrumented backpropagation through time for RNNs and LSTMs, and a live viewer."""
+
 import os
 
 # NumPy and SciPy each bring their own OpenBLAS, each with a pool of busy-waiting threads.  Alternating between

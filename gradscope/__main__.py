@@ -1,4 +1,5 @@
 """``python -m gradscope ...``: the command line (gradscope.cli); with no arguments it opens the app."""
+
 import sys
 
 from .cli import main

@@ -14,6 +14,7 @@ running runs (iterations done, iterations per second).
 This module imports only the standard library at start-up: the engine (NumPy, Numba), the config models
 (pydantic) and the figures (Qt) are imported when a command needs them.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -26,7 +27,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 EXIT_OK, EXIT_ERROR, EXIT_BAD_INPUT = 0, 1, 2
-STOP_SIGNALS = ("SIGINT", "SIGTERM")       # exit code 128 + the signal's number, as a shell reports it
+STOP_SIGNALS = ("SIGINT", "SIGTERM")  # exit code 128 + the signal's number, as a shell reports it
 
 
 class BadInput(Exception):
@@ -41,8 +42,11 @@ def log_dir() -> Path:
     """Where tracebacks go: $GRADSCOPE_LOG_DIR, else ~/.cache/gradscope/logs, else the temporary folder."""
     import tempfile
 
-    for candidate in (os.environ.get("GRADSCOPE_LOG_DIR"), Path.home() / ".cache" / "gradscope" / "logs",
-                      Path(tempfile.gettempdir()) / "gradscope-logs"):
+    for candidate in (
+        os.environ.get("GRADSCOPE_LOG_DIR"),
+        Path.home() / ".cache" / "gradscope" / "logs",
+        Path(tempfile.gettempdir()) / "gradscope-logs",
+    ):
         if not candidate:
             continue
         try:
@@ -62,10 +66,12 @@ def write_log(text: str) -> Path:
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="gradscope", description="See how gradients flow through time in RNNs.",
+        prog="gradscope",
+        description="See how gradients flow through time in RNNs.",
         epilog="gradscope [EXPERIMENT.toml | EXPORT_DIR] without a command opens the app (on the lecture's demo "
-               "when given nothing).  Exit codes: 0 done, 2 bad input, 130/143 stopped by a signal (after "
-               "exporting), 1 anything else (the traceback goes to a log file).")
+        "when given nothing).  Exit codes: 0 done, 2 bad input, 130/143 stopped by a signal (after "
+        "exporting), 1 anything else (the traceback goes to a log file).",
+    )
     sub = parser.add_subparsers(dest="command", required=True)
     run = sub.add_parser("run", help="run an experiment headless and export its traces")
     run.add_argument("experiment", help="experiment file (TOML)")
@@ -74,14 +80,19 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--iterations", type=int, help="override train.iterations of every run")
     run.add_argument("--runs", help="comma-separated names of the runs to run (default: all)")
     run.add_argument("--no-plots", action="store_true", help="export traces only, no figures")
-    run.add_argument("--backend", choices=("numba", "numpy"), default="numba",
-                     help="numba: compiled kernels (default); numpy: the plain reference engine (slow)")
+    run.add_argument(
+        "--backend",
+        choices=("numba", "numpy"),
+        default="numba",
+        help="numba: compiled kernels (default); numpy: the plain reference engine (slow)",
+    )
     run.add_argument("--processes", type=int, help="worker processes (default: chosen from the amount of work)")
     validate = sub.add_parser("validate", help="check an experiment file without running it")
     validate.add_argument("experiment", help="experiment file (TOML)")
     compile_ = sub.add_parser("compile", help="compile every engine kernel into the cache now (install.sh does it)")
-    compile_.add_argument("--jobs", type=int, help="processes compiling at once (default: one per dtype, up to "
-                                                   "the CPUs)")
+    compile_.add_argument(
+        "--jobs", type=int, help="processes compiling at once (default: one per dtype, up to the CPUs)"
+    )
     return parser
 
 
@@ -99,12 +110,12 @@ def main(argv: list[str] | None = None) -> int:
     except BadInput as error:
         print(f"gradscope: {error}", file=sys.stderr)
         return EXIT_BAD_INPUT
-    except KeyboardInterrupt:                # Ctrl+C outside a run (e.g. while loading a file)
+    except KeyboardInterrupt:  # Ctrl+C outside a run (e.g. while loading a file)
         print("gradscope: interrupted", file=sys.stderr)
         return 128 + signal.SIGINT
-    except SystemExit as exit_:              # argparse: usage errors exit 2 after printing one message
+    except SystemExit as exit_:  # argparse: usage errors exit 2 after printing one message
         return int(exit_.code) if isinstance(exit_.code, int) else EXIT_BAD_INPUT
-    except Exception:
+    except Exception:  # noqa: BLE001  (the last resort: one line and a log, never a bare traceback)
         import traceback
 
         path = write_log(traceback.format_exc())
@@ -125,7 +136,7 @@ def _open_app(path: str | None) -> int:
     if path is not None and not Path(path).exists():
         raise BadInput(f"{path}: no such experiment file or exported folder")
     if path is not None and Path(path).is_file():
-        _load(path)                          # a bad file gets its one-line message here too
+        _load(path)  # a bad file gets its one-line message here too
     from .gui.app import main as app_main
 
     return int(app_main(path) or 0)
@@ -133,8 +144,11 @@ def _open_app(path: str | None) -> int:
 
 def _validate(args) -> int:
     experiment = _load(args.experiment)
-    print(f"{args.experiment}: ok, experiment {experiment.name!r} with {len(experiment.runs)} run(s): "
-          f"{', '.join(r.name for r in experiment.runs)}", file=sys.stderr)
+    print(
+        f"{args.experiment}: ok, experiment {experiment.name!r} with {len(experiment.runs)} run(s): "
+        f"{', '.join(r.name for r in experiment.runs)}",
+        file=sys.stderr,
+    )
     return EXIT_OK
 
 
@@ -147,11 +161,15 @@ def _compile_all(args) -> int:
     from .engine import _jit
 
     if not _jit.CACHE:
-        print("gradscope: no writable folder for the kernel cache; kernels will be compiled in every process",
-              file=sys.stderr)
+        print(
+            "gradscope: no writable folder for the kernel cache; kernels will be compiled in every process",
+            file=sys.stderr,
+        )
     engine.compile_all(args.jobs)
-    print(f"gradscope: kernels ready in {_jit.CACHE_DIR or 'memory'} ({time.perf_counter() - start:.1f} s)",
-          file=sys.stderr)
+    print(
+        f"gradscope: kernels ready in {_jit.CACHE_DIR or 'memory'} ({time.perf_counter() - start:.1f} s)",
+        file=sys.stderr,
+    )
     return EXIT_OK
 
 
@@ -162,14 +180,17 @@ def _select(experiment, args):
         wanted = [name.strip() for name in args.runs.split(",") if name.strip()]
         unknown = [name for name in wanted if name not in {r.name for r in runs}]
         if unknown:
-            raise BadInput(f"--runs: no run named {unknown[0]!r} in {args.experiment}; the runs are "
-                           f"{', '.join(repr(r.name) for r in runs)}")
+            raise BadInput(
+                f"--runs: no run named {unknown[0]!r} in {args.experiment}; the runs are "
+                f"{', '.join(repr(r.name) for r in runs)}"
+            )
         runs = [r for r in runs if r.name in wanted]
     if args.iterations is not None:
         if args.iterations < 0:
             raise BadInput(f"--iterations: got {args.iterations}; expected an integer >= 0")
-        runs = [r.model_copy(update={"train": r.train.model_copy(update={"iterations": args.iterations})})
-                for r in runs]
+        runs = [
+            r.model_copy(update={"train": r.train.model_copy(update={"iterations": args.iterations})}) for r in runs
+        ]
     update = {"runs": runs}
     if args.seed is not None:
         if args.seed < 0:
@@ -194,7 +215,7 @@ class StopRequest:
         self.event = threading.Event()
         self.signum: int | None = None
         self.tty = tty
-        self.exporting = False               # what the signal's message says is happening
+        self.exporting = False  # what the signal's message says is happening
 
     def is_set(self) -> bool:
         return self.event.is_set()
@@ -208,17 +229,22 @@ class StopRequest:
         return 128 + int(self.signum)
 
     def _handle(self, signum, frame) -> None:
-        if self.signum is not None:          # the second one: quit now, as if we had no handler
+        if self.signum is not None:  # the second one: quit now, as if we had no handler
             signal.signal(signum, signal.SIG_DFL)
             os.kill(os.getpid(), signum)
             return
         self.signum = signum
         self.event.set()
         again = "Ctrl+C" if signum == signal.SIGINT else signal.Signals(signum).name
-        doing = ("finishing the export" if self.exporting else
-                 "stopping the runs after their current iteration and exporting what was computed")
-        message = (f"gradscope: {signal.Signals(signum).name} received: {doing} ({again} again quits at once, "
-                   f"exporting nothing)\n")
+        doing = (
+            "finishing the export"
+            if self.exporting
+            else "stopping the runs after their current iteration and exporting what was computed"
+        )
+        message = (
+            f"gradscope: {signal.Signals(signum).name} received: {doing} ({again} again quits at once, "
+            f"exporting nothing)\n"
+        )
         try:
             os.write(2, (("\r\033[K" if self.tty else "") + message).encode())
         except OSError:
@@ -248,7 +274,7 @@ class Console:
         self.stream = stream if stream is not None else sys.stderr
         self.tty = bool(getattr(self.stream, "isatty", lambda: False)())
         self.names = names
-        self.running: dict[int, tuple[int, int, float]] = {}     # index -> (done, total, seconds)
+        self.running: dict[int, tuple[int, int, float]] = {}  # index -> (done, total, seconds)
         self._status = ""
         self._drawn_at = 0.0
 
@@ -265,7 +291,7 @@ class Console:
         if not self.tty:
             return
         width = _terminal_width()
-        text = text if len(text) < width else text[:width - 2] + "…"
+        text = text if len(text) < width else text[: width - 2] + "…"
         self._status = text
         self._write("\r\033[K" + text)
         self._drawn_at = time.monotonic()
@@ -313,8 +339,10 @@ def progress_line(index: int, total: int, result) -> str:
     if result.status is RunStatus.STOPPED and result.iterations == 0 and result.init_params is None:
         return f"[{index}/{total}] {result.name}: stopped before it started"
     rate = result.iterations / result.wall_seconds if result.wall_seconds > 0 else float("inf")
-    line = (f"[{index}/{total}] {result.name}: {result.status}, {result.iterations} iteration(s) in "
-            f"{result.wall_seconds:.2f} s ({rate:.1f} it/s)")
+    line = (
+        f"[{index}/{total}] {result.name}: {result.status}, {result.iterations} iteration(s) in "
+        f"{result.wall_seconds:.2f} s ({rate:.1f} it/s)"
+    )
     if len(result.trace):
         loss = result.trace.array("loss")
         line += f", loss {loss[0]:.4g} -> {loss[-1]:.4g}"
@@ -333,7 +361,7 @@ def _compile(experiment, backend: str, console: Console, stop: StopRequest) -> N
         return
     from .engine import compile_kernels
 
-    for spec in dict.fromkeys(r.model_spec() for r in experiment.runs):     # each once, in the file's order
+    for spec in dict.fromkeys(r.model_spec() for r in experiment.runs):  # each once, in the file's order
         start = time.perf_counter()
 
         def report(done, total, name, spec=spec, start=start):
@@ -369,37 +397,48 @@ def _run(args) -> int:
     from .runs import RunStatus
 
     try:
-        check_memory(experiment)             # this machine's question, before anything is compiled or run
+        check_memory(experiment)  # this machine's question, before anything is compiled or run
         check_output_dir(args.out)
     except (ConfigError, ExportError) as error:
         raise BadInput(str(error)) from None
     workers = choose_processes(list(experiment.runs), args.processes)
     console = Console([r.name for r in experiment.runs])
-    console.line(f"running {experiment.name!r}: {len(experiment.runs)} run(s)"
-                 f"{f' in {workers} processes' if workers > 1 else ''}")
+    console.line(
+        f"running {experiment.name!r}: {len(experiment.runs)} run(s){f' in {workers} processes' if workers > 1 else ''}"
+    )
     stop = StopRequest(tty=console.tty)
     with stop.handling():
         try:
             _compile(experiment, args.backend, console, stop)
         except _Stopped:
             console.clear()
-            print(f"gradscope: stopped by {stop.name} before any run started; nothing exported ({args.out} "
-                  f"left as it was)", file=sys.stderr)
+            print(
+                f"gradscope: stopped by {stop.name} before any run started; nothing exported ({args.out} "
+                f"left as it was)",
+                file=sys.stderr,
+            )
             return stop.exit_code
-        results = run_experiment(experiment, backend=args.backend, processes=workers, stop=stop,
-                                 progress=console.finished, on_iteration=console.iteration)
+        results = run_experiment(
+            experiment,
+            backend=args.backend,
+            processes=workers,
+            stop=stop,
+            progress=console.finished,
+            on_iteration=console.iteration,
+        )
         console.clear()
         stopped = stop.is_set() or any(r.status is RunStatus.STOPPED for r in results)
         computed = sum(r.iterations for r in results)
         if stopped and computed == 0:
-            print(f"gradscope: stopped before any iteration was computed; nothing exported ({args.out} left as "
-                  f"it was)", file=sys.stderr)
+            print(
+                f"gradscope: stopped before any iteration was computed; nothing exported ({args.out} left as it was)",
+                file=sys.stderr,
+            )
             return stop.exit_code if stop.signum is not None else 128 + signal.SIGINT
         status = EXIT_OK
         stop.exporting = True
         try:
-            out = export_experiment(args.out, experiment, results,
-                                    figures=None if args.no_plots else write_figures)
+            out = export_experiment(args.out, experiment, results, figures=None if args.no_plots else write_figures)
             print(f"exported to {out}", file=sys.stderr)
         except FigureExportError as error:
             path = write_log(error.details)

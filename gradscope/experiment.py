@@ -17,6 +17,7 @@ and collects what they computed.  A worker whose main process died stops too.
 
 Runs of one experiment use the experiment's seed unless they set their own, so they see the same data.
 """
+
 from __future__ import annotations
 
 import multiprocessing
@@ -25,9 +26,9 @@ import queue
 import signal
 import time
 import traceback
+from collections.abc import Callable
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from contextlib import contextmanager
-from typing import Callable
 
 from .config import ConfigError, Experiment, RunConfig
 from .runs import RunControl, RunResult, RunStatus, drive
@@ -86,11 +87,20 @@ def check_memory(experiment: Experiment, runs: list[RunConfig] | None = None) ->
             f"task.seq_len = {run.task.seq_len} and task.batch_size = {run.task.batch_size} need about "
             f"{needed / 2**30:.1f} GiB for BPTT's states and weights; this machine allows "
             f"{MEMORY_SHARE * available / 2**30:.1f} GiB ({MEMORY_SHARE:.0%} of its memory)",
-            source=source, run=run.name, key="hidden_size")
+            source=source,
+            run=run.name,
+            key="hidden_size",
+        )
 
 
-def execute_run(run: RunConfig, seed: int, backend: str = "numba", *, stop=None,
-                on_iteration: Callable[[int, int, float], None] | None = None) -> RunResult:
+def execute_run(
+    run: RunConfig,
+    seed: int,
+    backend: str = "numba",
+    *,
+    stop=None,
+    on_iteration: Callable[[int, int, float], None] | None = None,
+) -> RunResult:
     """Train one run to its end (or its divergence, failure or a stop) and collect its trace.
 
     ``stop``: anything with ``is_set()``, checked between iterations (and before the run starts).
@@ -116,7 +126,7 @@ def execute_run(run: RunConfig, seed: int, backend: str = "numba", *, stop=None,
         result.status = drive(training, RunControl(stop=stop), on_record=on_record)
     except KeyboardInterrupt:
         result.status = RunStatus.STOPPED
-    except Exception:
+    except Exception:  # noqa: BLE001  (a run that fails ends as FAILED with its traceback; the others go on)
         result.status, result.error = RunStatus.FAILED, traceback.format_exc()
     finally:
         if training is not None:
@@ -165,9 +175,15 @@ def choose_processes(runs: list[RunConfig], processes: int | None = None) -> int
     return max(1, min(os.cpu_count() or 1, len(runs)))
 
 
-def run_experiment(experiment: Experiment, *, backend: str = "numba", processes: int | None = None,
-                   progress: Callable[[RunResult], None] | None = None, stop=None,
-                   on_iteration: Callable[[int, int, int, float], None] | None = None) -> list[RunResult]:
+def run_experiment(
+    experiment: Experiment,
+    *,
+    backend: str = "numba",
+    processes: int | None = None,
+    progress: Callable[[RunResult], None] | None = None,
+    stop=None,
+    on_iteration: Callable[[int, int, int, float], None] | None = None,
+) -> list[RunResult]:
     """Run every run of ``experiment``; returns their results in the file's order.
 
     ``progress(result)`` is called as each run ends (in worker processes: in the order they end);
@@ -185,15 +201,17 @@ def run_experiment(experiment: Experiment, *, backend: str = "numba", processes:
         for index, (run, seed) in enumerate(zip(runs, seeds)):
             report = None
             if on_iteration is not None:
+
                 def report(done, total, seconds, index=index):
                     on_iteration(index, done, total, seconds)
+
             result = execute_run(run, seed, backend, stop=stop, on_iteration=report)
             results.append(result)
             if progress:
                 progress(result)
             if result.status is RunStatus.STOPPED:
                 break
-        for run, seed in zip(runs[len(results):], seeds[len(results):]):
+        for run, seed in zip(runs[len(results) :], seeds[len(results) :]):
             results.append(_not_started(run, seed))
             if progress:
                 progress(results[-1])
@@ -203,9 +221,9 @@ def run_experiment(experiment: Experiment, *, backend: str = "numba", processes:
 
 # ------------------------------------------------------------------------------------- worker processes
 _STOP_SIGNALS = {signal.SIGINT} | ({signal.SIGTERM} if hasattr(signal, "SIGTERM") else set())
-_worker_stop = None            # in a worker: the main process's stop event
-_worker_updates = None         # in a worker: where progress goes, (index, done, total, seconds)
-_worker_parent = None          # in a worker: the main process's pid (a changed parent means it died)
+_worker_stop = None  # in a worker: the main process's stop event
+_worker_updates = None  # in a worker: where progress goes, (index, done, total, seconds)
+_worker_parent = None  # in a worker: the main process's pid (a changed parent means it died)
 
 
 def _init_worker(stop, updates) -> None:
@@ -214,9 +232,9 @@ def _init_worker(stop, updates) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     if hasattr(signal, "SIGTERM"):
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
-    if hasattr(signal, "pthread_sigmask"):      # they were blocked while this process was started
+    if hasattr(signal, "pthread_sigmask"):  # they were blocked while this process was started
         signal.pthread_sigmask(signal.SIG_UNBLOCK, _STOP_SIGNALS)
-    updates.cancel_join_thread()                # progress may be dropped at exit; never block on it
+    updates.cancel_join_thread()  # progress may be dropped at exit; never block on it
     _worker_stop, _worker_updates, _worker_parent = stop, updates, os.getppid()
 
 
@@ -236,10 +254,9 @@ def _execute_in_worker(index: int, run: RunConfig, seed: int, backend: str) -> R
             try:
                 _worker_updates.put_nowait((index, done, total, seconds))
             except (queue.Full, OSError, ValueError):
-                pass                            # progress is a courtesy; the run goes on
+                pass  # progress is a courtesy; the run goes on
 
     return execute_run(run, seed, backend, stop=_WorkerStop(), on_iteration=report)
-
 
 
 @contextmanager
@@ -257,7 +274,7 @@ def _stop_signals_blocked():
 
 
 def _run_in_processes(runs, seeds, backend, workers, progress, stop, on_iteration) -> list[RunResult]:
-    context = multiprocessing.get_context("spawn")     # never fork a process that may hold threads
+    context = multiprocessing.get_context("spawn")  # never fork a process that may hold threads
     shared_stop, updates = context.Event(), context.Queue()
     results: list[RunResult | None] = [None] * len(runs)
 
@@ -270,16 +287,19 @@ def _run_in_processes(runs, seeds, backend, workers, progress, stop, on_iteratio
             if on_iteration is not None:
                 on_iteration(*update)
 
-    pool = ProcessPoolExecutor(max_workers=workers, mp_context=context, initializer=_init_worker,
-                               initargs=(shared_stop, updates))
+    pool = ProcessPoolExecutor(
+        max_workers=workers, mp_context=context, initializer=_init_worker, initargs=(shared_stop, updates)
+    )
     try:
-        with _stop_signals_blocked(), _single_threaded_children():      # the workers start here
-            pending = {pool.submit(_execute_in_worker, index, run, seed, backend): index
-                       for index, (run, seed) in enumerate(zip(runs, seeds))}
+        with _stop_signals_blocked(), _single_threaded_children():  # the workers start here
+            pending = {
+                pool.submit(_execute_in_worker, index, run, seed, backend): index
+                for index, (run, seed) in enumerate(zip(runs, seeds))
+            }
         while pending:
             try:
                 done, _ = wait(pending, timeout=0.1, return_when=FIRST_COMPLETED)
-            except KeyboardInterrupt:           # Ctrl+C here without a handler: a stop, as in one process
+            except KeyboardInterrupt:  # Ctrl+C here without a handler: a stop, as in one process
                 shared_stop.set()
                 continue
             if stop is not None and stop.is_set():
@@ -289,19 +309,27 @@ def _run_in_processes(runs, seeds, backend, workers, progress, stop, on_iteratio
                 index = pending.pop(future)
                 try:
                     result = future.result()
-                except Exception:  # the worker process itself died: the run failed, the others go on
+                except Exception:  # noqa: BLE001  (the worker process itself died: the run failed, the others go on)
                     result = RunResult.for_run(runs[index], seeds[index], status=RunStatus.FAILED)
                     result.error = traceback.format_exc()
                 results[index] = result
                 if progress:
                     progress(result)
     finally:
-        shared_stop.set()                       # whatever happened, no worker keeps computing
+        shared_stop.set()  # whatever happened, no worker keeps computing
         pool.shutdown(wait=True, cancel_futures=True)
         drain()
         updates.close()
     return results
 
 
-__all__ = ["run_experiment", "execute_run", "estimated_flops", "choose_processes", "check_memory", "machine_memory",
-           "PARALLEL_MIN_FLOPS", "MEMORY_SHARE"]
+__all__ = [
+    "run_experiment",
+    "execute_run",
+    "estimated_flops",
+    "choose_processes",
+    "check_memory",
+    "machine_memory",
+    "PARALLEL_MIN_FLOPS",
+    "MEMORY_SHARE",
+]

@@ -5,6 +5,7 @@
 The config (config.save) and the exporter (io) both write through here; this module imports only the standard
 library, so neither has to import the other for it.
 """
+
 from __future__ import annotations
 
 import os

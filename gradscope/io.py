@@ -11,6 +11,7 @@ kill or a full disk leaves at most a hidden ``.<name>.tmp-*`` folder, never a tr
 Single files (config.save) go through ``files.atomic_write_bytes``: temporary name in the same folder, fsync,
 os.replace.
 """
+
 from __future__ import annotations
 
 import csv
@@ -22,8 +23,8 @@ import re
 import shutil
 import tempfile
 import traceback
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 
@@ -35,7 +36,7 @@ from .runs import FINISHED, RunResult, RunStatus
 from .trace import Trace
 
 FORMAT_VERSION = 1
-STATUSES = tuple(status.value for status in RunStatus if status in FINISHED)   # summary.json's "status"
+STATUSES = tuple(status.value for status in RunStatus if status in FINISHED)  # summary.json's "status"
 
 
 def gradscope_version() -> str:
@@ -48,6 +49,8 @@ def gradscope_version() -> str:
         pyproject = Path(__file__).resolve().parent.parent / "pyproject.toml"
         match = re.search(r'^version = "([^"]+)"', pyproject.read_text(), re.M) if pyproject.exists() else None
         return match.group(1) if match else "unknown"
+
+
 # Metrics with one value per timestep but no layer axis: (K, T) in a trace.
 PER_STEP_WITHOUT_LAYER = ("loss_t",)
 
@@ -62,8 +65,6 @@ class FigureExportError(RuntimeError):
     def __init__(self, path: Path, details: str):
         super().__init__(f"the traces are in {path}, but rendering the figures failed")
         self.path, self.details = path, details
-
-
 
 
 def _npz_bytes(arrays: dict[str, np.ndarray]) -> bytes:
@@ -93,11 +94,13 @@ def check_output_dir(out_dir: str | os.PathLike) -> Path:
     out = Path(out_dir)
     if out.exists():
         if not out.is_dir():
-            raise ExportError(f"--out {out}: a file is in the way; expected a folder (new, empty, or an earlier "
-                              f"GradScope export)")
+            raise ExportError(
+                f"--out {out}: a file is in the way; expected a folder (new, empty, or an earlier GradScope export)"
+            )
         if any(out.iterdir()) and not (out / "summary.json").exists():
-            raise ExportError(f"--out {out}: the folder is not empty and is not a GradScope export; choose a new "
-                              f"folder")
+            raise ExportError(
+                f"--out {out}: the folder is not empty and is not a GradScope export; choose a new folder"
+            )
     return out
 
 
@@ -128,13 +131,13 @@ def trace_csv(run_name: str, arrays: dict[str, np.ndarray]) -> str:
         values = np.asarray(values)
         head = f"{run},"
         tail = f",{_csv_field(name)},"
-        if values.ndim == 1:                                            # (K,): per iteration
+        if values.ndim == 1:  # (K,): per iteration
             keys = [f"{head}{it},,{tail}" for it in iterations]
-        elif values.ndim == 2 and name in PER_STEP_WITHOUT_LAYER:       # (K, T)
+        elif values.ndim == 2 and name in PER_STEP_WITHOUT_LAYER:  # (K, T)
             keys = [f"{head}{it},,{t}{tail}" for it in iterations for t in range(values.shape[1])]
-        elif values.ndim == 2:                                          # (K, L)
+        elif values.ndim == 2:  # (K, L)
             keys = [f"{head}{it},{l},{tail}" for it in iterations for l in range(values.shape[1])]
-        else:                                                           # (K, L, T)
+        else:  # (K, L, T)
             L, T = values.shape[1], values.shape[2]
             keys = [f"{head}{it},{l},{t}{tail}" for it in iterations for l in range(L) for t in range(T)]
         lines += map(str.__add__, keys, _csv_values(values))
@@ -144,7 +147,7 @@ def trace_csv(run_name: str, arrays: dict[str, np.ndarray]) -> str:
 def _csv_field(text: str) -> str:
     """One text field, quoted as the csv module quotes it (when it holds a comma, a quote or a line break)."""
     buffer = io.StringIO()
-    csv.writer(buffer, lineterminator="\n").writerow([text])     # the terminator also decides the quoting
+    csv.writer(buffer, lineterminator="\n").writerow([text])  # the terminator also decides the quoting
     return buffer.getvalue()[:-1]
 
 
@@ -164,11 +167,17 @@ def _run_summary(result: RunResult, dir_name: str) -> dict:
     config = result.run.model_dump(exclude_none=True)
     config.pop("name")
     return {
-        "name": result.name, "dir": dir_name, "status": result.status, "iterations": result.iterations,
-        "recorded": len(result.trace), "loss_kind": result.loss_kind, "wall_seconds": result.wall_seconds,
+        "name": result.name,
+        "dir": dir_name,
+        "status": result.status,
+        "iterations": result.iterations,
+        "recorded": len(result.trace),
+        "loss_kind": result.loss_kind,
+        "wall_seconds": result.wall_seconds,
         "seed": result.seed,
         "final_loss": _finite_or_text(float(loss[-1])) if len(loss) else None,
-        "baseline_loss": result.baseline_loss, "task_description": result.description,
+        "baseline_loss": result.baseline_loss,
+        "task_description": result.description,
         "nonfinite": result.nonfinite.as_dict() if result.nonfinite is not None else None,
         "error": result.error,
         "config": config,
@@ -180,8 +189,9 @@ def _run_summary(result: RunResult, dir_name: str) -> dict:
 FigureWriter = Callable[[Experiment, list, Path], object]
 
 
-def export_experiment(out_dir: str | os.PathLike, experiment: Experiment, results: list[RunResult],
-                      figures: FigureWriter | None = None) -> Path:
+def export_experiment(
+    out_dir: str | os.PathLike, experiment: Experiment, results: list[RunResult], figures: FigureWriter | None = None
+) -> Path:
     """Write the experiment folder of docs/trace_format.md at ``out_dir``; returns its path.
 
     ``figures(experiment, results, plots_dir)``, when given, writes the figures into the folder's ``plots/``
@@ -215,13 +225,17 @@ def export_experiment(out_dir: str | os.PathLike, experiment: Experiment, result
             try:
                 (tmp / "plots").mkdir()
                 figures(ran, results, tmp / "plots")
-            except Exception:
+            except Exception:  # noqa: BLE001  (no figure must cost the traces: they are published all the same)
                 figures_error = traceback.format_exc()
         summary = {
-            "format_version": FORMAT_VERSION, "gradscope_version": gradscope_version(),
-            "experiment": {"name": experiment.name, "seed": experiment.seed,
-                           "description": experiment.description,
-                           "source": str(experiment.source) if experiment.source else None},
+            "format_version": FORMAT_VERSION,
+            "gradscope_version": gradscope_version(),
+            "experiment": {
+                "name": experiment.name,
+                "seed": experiment.seed,
+                "description": experiment.description,
+                "source": str(experiment.source) if experiment.source else None,
+            },
             "runs": summaries,
         }
         if figures_error:
@@ -247,7 +261,7 @@ def _publish(tmp: Path, out: Path) -> None:
         os.replace(tmp, out)
     except BaseException:
         if old is not None:
-            os.replace(old / out.name, out)      # put the earlier export back
+            os.replace(old / out.name, out)  # put the earlier export back
         raise
     fsync_dir(out.parent)
     if old is not None:
@@ -264,8 +278,10 @@ def load_experiment_folder(path: str | os.PathLike) -> tuple[Experiment, list[Ru
         raise FileNotFoundError(f"{folder}: no summary.json; not a GradScope export folder")
     summary = json.loads(summary_path.read_text(encoding="utf-8"))
     if summary.get("format_version") != FORMAT_VERSION:
-        raise ValueError(f"{summary_path}: format_version {summary.get('format_version')!r}; this GradScope "
-                         f"reads version {FORMAT_VERSION}")
+        raise ValueError(
+            f"{summary_path}: format_version {summary.get('format_version')!r}; this GradScope "
+            f"reads version {FORMAT_VERSION}"
+        )
     experiment = load(folder / "experiment.toml", check_tasks=False)
     results = []
     for entry in summary["runs"]:
@@ -283,15 +299,39 @@ def load_experiment_folder(path: str | os.PathLike) -> tuple[Experiment, list[Ru
         nonfinite = NonFinite(**entry["nonfinite"]) if entry.get("nonfinite") else None
         trace = Trace.from_arrays(arrays)
         trace.nonfinite = nonfinite
-        results.append(RunResult(
-            name=entry["name"], run=run, trace=trace, status=RunStatus(entry["status"]),
-            iterations=entry["iterations"], wall_seconds=entry["wall_seconds"], loss_kind=entry["loss_kind"],
-            nonfinite=nonfinite, init_params=init_params, first_batch=first_batch, error=entry.get("error"),
-            seed=entry.get("seed"), baseline_loss=_from_text(entry.get("baseline_loss")),
-            description=entry.get("task_description", "")))
+        results.append(
+            RunResult(
+                name=entry["name"],
+                run=run,
+                trace=trace,
+                status=RunStatus(entry["status"]),
+                iterations=entry["iterations"],
+                wall_seconds=entry["wall_seconds"],
+                loss_kind=entry["loss_kind"],
+                nonfinite=nonfinite,
+                init_params=init_params,
+                first_batch=first_batch,
+                error=entry.get("error"),
+                seed=entry.get("seed"),
+                baseline_loss=_from_text(entry.get("baseline_loss")),
+                description=entry.get("task_description", ""),
+            )
+        )
     return experiment, results
 
 
-__all__ = ["RunResult", "export_experiment", "load_experiment_folder", "check_output_dir", "atomic_write_bytes",
-           "atomic_write_text", "trace_csv", "run_dir_name", "ExportError", "FigureExportError", "FigureWriter",
-           "FORMAT_VERSION", "STATUSES"]
+__all__ = [
+    "RunResult",
+    "export_experiment",
+    "load_experiment_folder",
+    "check_output_dir",
+    "atomic_write_bytes",
+    "atomic_write_text",
+    "trace_csv",
+    "run_dir_name",
+    "ExportError",
+    "FigureExportError",
+    "FigureWriter",
+    "FORMAT_VERSION",
+    "STATUSES",
+]

@@ -8,13 +8,14 @@ Found with importlib.resources, so an installed wheel, an editable install and a
 files; a source tree used without installing (PYTHONPATH pointing at it) has no ``gradscope.models`` to
 import, and there the folder beside the package is used.
 """
+
 from __future__ import annotations
 
 from importlib import resources
 from pathlib import Path
 
 PACKAGE = "gradscope.models"
-DEFAULT = "relu_init_scale.toml"        # the lecture's demo: the app opens it when given nothing
+DEFAULT = "relu_init_scale.toml"  # the lecture's demo: the app opens it when given nothing
 
 
 def presets_dir() -> Path:

@@ -11,6 +11,7 @@ iteration-by-iteration loop, stopped or paused between iterations, and the train
 diverged (``Record.diverged``, the rule under which the trainer ends its generator).  ``RunResult`` is what a
 run leaves behind, written to summary.json by gradscope.io and held by the app for each of its runs.
 """
+
 from __future__ import annotations
 
 import threading
@@ -25,7 +26,7 @@ from .engine.metrics import NonFinite
 from .engine.params import Params
 from .trace import Record, Trace
 
-if TYPE_CHECKING:                                 # the config imports pydantic; the run model needs only its data
+if TYPE_CHECKING:  # the config imports pydantic; the run model needs only its data
     from .config import RunConfig
 
 
@@ -34,21 +35,21 @@ class RunStatus(StrEnum):
 
     The values of the finished ones are the strings summary.json's ``status`` holds (TRACE_FORMAT.md)."""
 
-    QUEUED = "queued"              # not started (waiting for its turn, or never asked to run)
-    COMPILING = "compiling"        # waiting for its kernels
+    QUEUED = "queued"  # not started (waiting for its turn, or never asked to run)
+    COMPILING = "compiling"  # waiting for its kernels
     RUNNING = "running"
     PAUSED = "paused"
-    COMPLETED = "completed"        # every iteration computed
-    DIVERGED = "diverged"          # a NaN or Inf ended it; everything up to there is kept
-    STOPPED = "stopped"            # stopped by the user (or never started before a stop)
-    FAILED = "failed"              # raised; the traceback is kept
+    COMPLETED = "completed"  # every iteration computed
+    DIVERGED = "diverged"  # a NaN or Inf ended it; everything up to there is kept
+    STOPPED = "stopped"  # stopped by the user (or never started before a stop)
+    FAILED = "failed"  # raised; the traceback is kept
 
     @property
     def finished(self) -> bool:
         return self in FINISHED
 
     @property
-    def exported(self) -> "RunStatus":
+    def exported(self) -> RunStatus:
         """The status an export writes: a run not finished yet was interrupted by the export, so "stopped"."""
         return self if self.finished else RunStatus.STOPPED
 
@@ -64,25 +65,32 @@ class RunResult:
     run: RunConfig
     trace: Trace = field(default_factory=Trace)
     status: RunStatus = RunStatus.QUEUED
-    iterations: int = 0                           # iterations computed (records yielded)
+    iterations: int = 0  # iterations computed (records yielded)
     wall_seconds: float = 0.0
-    loss_kind: str | None = None                  # "mse" | "ce"
+    loss_kind: str | None = None  # "mse" | "ce"
     nonfinite: NonFinite | None = None
     init_params: Params | None = None
     first_batch: dict[str, np.ndarray] | None = None
-    error: str | None = None                      # traceback text of a failed run
-    seed: int | None = None                       # the seed the run used
-    baseline_loss: float | None = None            # the task's trivial strategy, in the units of the loss
-    description: str = ""                         # the task, in words
+    error: str | None = None  # traceback text of a failed run
+    seed: int | None = None  # the seed the run used
+    baseline_loss: float | None = None  # the task's trivial strategy, in the units of the loss
+    description: str = ""  # the task, in words
 
     @classmethod
-    def for_run(cls, run, seed: int | None = None, trace: Trace | None = None,
-                status: RunStatus = RunStatus.QUEUED) -> "RunResult":
+    def for_run(
+        cls, run, seed: int | None = None, trace: Trace | None = None, status: RunStatus = RunStatus.QUEUED
+    ) -> RunResult:
         """A run that has computed nothing yet (its loss kind known from its task without building it)."""
         from .engine.tasks import loss_kind_of
 
-        return cls(name=run.name, run=run, trace=trace if trace is not None else Trace(), status=status,
-                   loss_kind=loss_kind_of(run.task), seed=seed)
+        return cls(
+            name=run.name,
+            run=run,
+            trace=trace if trace is not None else Trace(),
+            status=status,
+            loss_kind=loss_kind_of(run.task),
+            seed=seed,
+        )
 
     @property
     def finished(self) -> bool:
@@ -124,7 +132,7 @@ class RunControl:
         self._stop = stop if stop is not None else threading.Event()
         self._wake = threading.Event()
         self._lock = threading.Lock()
-        self._steps = 0                               # single steps asked for while paused
+        self._steps = 0  # single steps asked for while paused
 
     def resume(self) -> None:
         self._go.set()
@@ -171,8 +179,13 @@ class RunControl:
                 self._wake.clear()
 
 
-def drive(training, control: RunControl | None = None, *, on_record: Callable[[Record], None] | None = None,
-          on_state: Callable[[RunStatus], None] | None = None) -> RunStatus:
+def drive(
+    training,
+    control: RunControl | None = None,
+    *,
+    on_record: Callable[[Record], None] | None = None,
+    on_state: Callable[[RunStatus], None] | None = None,
+) -> RunStatus:
     """Pull the Training's records until it ends: COMPLETED, DIVERGED (the trainer's verdict on the last
     record), or STOPPED (``control`` stopped it between iterations).
 
@@ -188,7 +201,7 @@ def drive(training, control: RunControl | None = None, *, on_record: Callable[[R
             if on_state is not None:
                 on_state(status)
 
-    while training.iteration < training.iterations:       # a stop after the last iteration changes nothing
+    while training.iteration < training.iterations:  # a stop after the last iteration changes nothing
         if control is not None and not control.wait_turn(lambda: tell(RunStatus.PAUSED)):
             return RunStatus.STOPPED
         if control is None or not control.paused:

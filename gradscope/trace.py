@@ -9,6 +9,7 @@ Memory is bounded: when the columns would outgrow ``max_bytes`` the trace double
 other row (always the first, which is iteration 0) and from then on keeps one appended row in ``stride``, while
 the latest row is always shown.  The rows that remain are evenly spread over the whole run.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -18,7 +19,7 @@ from .engine.record import Record
 
 DEFAULT_MAX_BYTES = 512 * 2**20
 
-__all__ = ["Record", "Trace", "DEFAULT_MAX_BYTES"]    # Record: the engine's, appended here
+__all__ = ["Record", "Trace", "DEFAULT_MAX_BYTES"]  # Record: the engine's, appended here
 
 
 class Trace:
@@ -29,10 +30,10 @@ class Trace:
         self._cols: dict[str, np.ndarray] = {}
         self._n = 0
         self.version = 0
-        self.stride = 1                      # one appended row in `stride` is kept
-        self._seq = np.zeros(16, dtype=np.int64)   # running number of each stored row among all appended
+        self.stride = 1  # one appended row in `stride` is kept
+        self._seq = np.zeros(16, dtype=np.int64)  # running number of each stored row among all appended
         self._appended = 0
-        self._provisional = False            # the last row is off-stride, kept only until the next append
+        self._provisional = False  # the last row is off-stride, kept only until the next append
         self.nonfinite: NonFinite | None = None
 
     # ------------------------------------------------------------------------------------------ writing
@@ -43,7 +44,7 @@ class Trace:
 
     def append_columns(self, row: dict[str, np.ndarray]) -> None:
         if self._provisional:
-            self._n -= 1                     # the previous latest row was off-stride: replace it
+            self._n -= 1  # the previous latest row was off-stride: replace it
         if not self._cols:
             for name, value in row.items():
                 self._cols[name] = np.empty((len(self._seq),) + value.shape, dtype=_column_dtype(value))
@@ -53,8 +54,9 @@ class Trace:
         for name, value in row.items():
             column = self._cols.get(name)
             if column is None:  # a metric that appears late: earlier rows are missing, not zero
-                column = self._cols[name] = np.full((capacity,) + value.shape, _missing(value),
-                                                    dtype=_column_dtype(value))
+                column = self._cols[name] = np.full(
+                    (capacity,) + value.shape, _missing(value), dtype=_column_dtype(value)
+                )
             if column.shape[1:] != value.shape:
                 raise ValueError(f"metric {name!r} changed shape from {column.shape[1:]} to {value.shape}")
             column[self._n] = value
@@ -75,17 +77,17 @@ class Trace:
             return
         for name, column in self._cols.items():
             grown = np.empty((capacity * 2,) + column.shape[1:], dtype=column.dtype)
-            grown[:self._n] = column[:self._n]
+            grown[: self._n] = column[: self._n]
             self._cols[name] = grown
         self._seq = np.concatenate([self._seq, np.zeros(capacity, dtype=np.int64)])
 
     def _thin(self) -> None:
         """Double the stride and drop the stored rows that are off the new stride."""
         self.stride *= 2
-        keep = np.flatnonzero(self._seq[:self._n] % self.stride == 0)
-        for name, column in self._cols.items():
-            column[:len(keep)] = column[keep]
-        self._seq[:len(keep)] = self._seq[keep]
+        keep = np.flatnonzero(self._seq[: self._n] % self.stride == 0)
+        for _name, column in self._cols.items():
+            column[: len(keep)] = column[keep]
+        self._seq[: len(keep)] = self._seq[keep]
         self._n = len(keep)
 
     # ------------------------------------------------------------------------------------------ reading
@@ -103,7 +105,7 @@ class Trace:
         """The column ``name`` as a read-only (K, ...) view."""
         if name not in self._cols:
             raise KeyError(f"the trace has no metric {name!r}; it has {sorted(self._cols)}")
-        view = self._cols[name][:self._n]
+        view = self._cols[name][: self._n]
         view.flags.writeable = False
         return view
 
@@ -117,10 +119,10 @@ class Trace:
 
     def to_arrays(self) -> dict[str, np.ndarray]:
         """Copies of every column, keyed as in trace.npz."""
-        return {name: np.array(column[:self._n]) for name, column in self._cols.items()}
+        return {name: np.array(column[: self._n]) for name, column in self._cols.items()}
 
     @classmethod
-    def from_arrays(cls, arrays: dict[str, np.ndarray], max_bytes: int = DEFAULT_MAX_BYTES) -> "Trace":
+    def from_arrays(cls, arrays: dict[str, np.ndarray], max_bytes: int = DEFAULT_MAX_BYTES) -> Trace:
         """A trace holding the given (K, ...) columns, e.g. read back from trace.npz."""
         trace = cls(max_bytes=max_bytes)
         lengths = {name: len(a) for name, a in arrays.items()}

@@ -12,6 +12,7 @@
 The window is captured with QScreen.grabWindow, i.e. the pixels the X server shows.  It refuses the offscreen
 platform (that would not be a real window) unless --offscreen is given, for a quick look without Xvfb.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -28,18 +29,32 @@ TABS = {"through_time": 0, "waterfall": 1, "training": 2, "saturation": 3, "laye
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("experiment", nargs="?", default=str(ROOT / "models" / "relu_init_scale.toml"),
-                        help="experiment file or exported folder (default: the lecture demo)")
+    parser.add_argument(
+        "experiment",
+        nargs="?",
+        default=str(ROOT / "models" / "relu_init_scale.toml"),
+        help="experiment file or exported folder (default: the lecture demo)",
+    )
     parser.add_argument("--out", default=str(ROOT / "assets" / "screenshot.png"), help="PNG to write")
-    parser.add_argument("--tab", default="through_time", choices=sorted(TABS) + ["all"],
-                        help="view to show; all: one screenshot per view, OUT-<view>.png, one after the other "
-                             "while the runs go on")
-    parser.add_argument("--iterations", type=int, default=None,
-                        help="take it once every run has made this many iterations (default: when all finished)")
+    parser.add_argument(
+        "--tab",
+        default="through_time",
+        choices=sorted(TABS) + ["all"],
+        help="view to show; all: one screenshot per view, OUT-<view>.png, one after the other while the runs go on",
+    )
+    parser.add_argument(
+        "--iterations",
+        type=int,
+        default=None,
+        help="take it once every run has made this many iterations (default: when all finished)",
+    )
     parser.add_argument("--size", default="1600x1000", help="window size WxH")
-    parser.add_argument("--hover", type=float, default=0.35,
-                        help="put the mouse at this fraction of the first plot's width (crosshair readout); "
-                             "negative: no mouse")
+    parser.add_argument(
+        "--hover",
+        type=float,
+        default=0.35,
+        help="put the mouse at this fraction of the first plot's width (crosshair readout); negative: no mouse",
+    )
     parser.add_argument("--pascanu", action="store_true", help="switch the Pascanu bound overlay on")
     parser.add_argument("--timeout", type=float, default=300, help="give up after this many seconds")
     parser.add_argument("--offscreen", action="store_true", help="allow the offscreen platform (not a real window)")
@@ -109,14 +124,17 @@ def main(argv=None) -> int:
         path = out if len(tabs) == 1 else out.with_name(f"{out.stem}-{tab}{out.suffix or '.png'}")
         path.parent.mkdir(parents=True, exist_ok=True)
         ok = pixmap.save(str(path), "PNG")
-        print(f"screenshot: {path} ({pixmap.width()}x{pixmap.height()}, platform {app.platformName()}, "
-              f"{time.monotonic() - start:.1f} s, runs: "
-              + ", ".join(f"{s.name} {s.status_text()} at iteration {s.iteration}" for s in window.controller.states)
-              + ")", file=sys.stderr)
+        print(
+            f"screenshot: {path} ({pixmap.width()}x{pixmap.height()}, platform {app.platformName()}, "
+            f"{time.monotonic() - start:.1f} s, runs: "
+            + ", ".join(f"{s.name} {s.status_text()} at iteration {s.iteration}" for s in window.controller.states)
+            + ")",
+            file=sys.stderr,
+        )
         if not ok:
-            rest = []                                  # exit code stays 1
+            rest = []  # exit code stays 1
         elif not rest:
-            result["code"] = 0                         # every view saved
+            result["code"] = 0  # every view saved
         if rest:
             take(rest)
         else:
@@ -135,7 +153,7 @@ def main(argv=None) -> int:
 
     QtCore.QTimer.singleShot(100, poll)
     app.exec()
-    close_down(window, result["code"])          # threads joined, the window deleted while the app lives
+    close_down(window, result["code"])  # threads joined, the window deleted while the app lives
     return result["code"]
 
 

@@ -1,5 +1,6 @@
 """Shared fixtures.  PyTorch is the independent oracle: in CI (GRADSCOPE_REQUIRE_TORCH=1) a missing torch
 fails the run instead of skipping the comparisons."""
+
 import importlib
 import os
 

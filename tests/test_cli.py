@@ -1,4 +1,5 @@
 """The command line: exit codes 0 / 1 / 2, progress lines, the log file, overrides, opening the app."""
+
 import json
 import subprocess
 import sys
@@ -76,12 +77,15 @@ def test_overrides_are_applied_and_exported(small, tmp_path):
         assert a.files == b.files and all(np.array_equal(a[k], b[k]) for k in a.files)
 
 
-@pytest.mark.parametrize("args,culprit", [
-    (["--runs", "gru"], "'gru'"),
-    (["--iterations", "-1"], "--iterations"),
-    (["--seed", "-3"], "--seed"),
-    (["--processes", "0"], "--processes"),
-])
+@pytest.mark.parametrize(
+    "args,culprit",
+    [
+        (["--runs", "gru"], "'gru'"),
+        (["--iterations", "-1"], "--iterations"),
+        (["--seed", "-3"], "--seed"),
+        (["--processes", "0"], "--processes"),
+    ],
+)
 def test_bad_options_exit_2_with_one_message(small, tmp_path, capsys, args, culprit):
     assert run(small, "--out", tmp_path / "out", *args) == 2
     err = capsys.readouterr().err
@@ -138,7 +142,7 @@ def test_a_failed_run_exits_1_and_the_others_are_kept(small, tmp_path, capsys, l
     summary = json.loads((out / "summary.json").read_text())
     assert [r["status"] for r in summary["runs"]] == ["completed", "failed"]
     assert "FloatingPointError" in summary["runs"][1]["error"]
-    assert [r["loss_kind"] for r in summary["runs"]] == ["mse", "mse"]     # a failed run still says which
+    assert [r["loss_kind"] for r in summary["runs"]] == ["mse", "mse"]  # a failed run still says which
     log = next(logs.iterdir())
     assert "simulated failure in the tanh run" in log.read_text()
 
@@ -170,13 +174,16 @@ def test_opening_a_bad_file_exits_2_before_the_app_starts(monkeypatch, capsys):
 
 
 def test_python_dash_m_and_main_py(small):
-    for command in ([sys.executable, "-m", "gradscope", "validate", str(small)],
-                    [sys.executable, str(ROOT / "main.py"), "validate", str(small)]):
+    for command in (
+        [sys.executable, "-m", "gradscope", "validate", str(small)],
+        [sys.executable, str(ROOT / "main.py"), "validate", str(small)],
+    ):
         proc = subprocess.run(command, capture_output=True, text=True, cwd=ROOT)
         assert proc.returncode == 0 and "2 run(s)" in proc.stderr
     bad = ROOT / "tests" / "data" / "bad" / "syntax_error.toml"
-    proc = subprocess.run([sys.executable, "-m", "gradscope", "validate", str(bad)], capture_output=True,
-                          text=True, cwd=ROOT)
+    proc = subprocess.run(
+        [sys.executable, "-m", "gradscope", "validate", str(bad)], capture_output=True, text=True, cwd=ROOT
+    )
     assert proc.returncode == 2 and "line 6" in proc.stderr
 
 
@@ -189,11 +196,12 @@ def test_run_with_figures_writes_png_and_svg(small, tmp_path):
     assert all((out / "plots" / n).stat().st_size > 0 for n in plots)
     assert "figures_error" not in json.loads((out / "summary.json").read_text())
     import xml.etree.ElementTree as ElementTree
+
     for name in plots:
         data = (out / "plots" / name).read_bytes()
         if name.endswith(".png"):
             assert data.startswith(b"\x89PNG\r\n\x1a\n"), name
-        else:                                                    # well-formed XML with an <svg> root
+        else:  # well-formed XML with an <svg> root
             assert ElementTree.fromstring(data).tag.endswith("svg"), name
 
 
@@ -222,9 +230,26 @@ train.record_every = 10
 
 def _start(path, out, extra, **kwargs):
     import os
+
     env = dict(os.environ, GRADSCOPE_LOG_DIR=str(Path(out).parent / "logs"))
-    return subprocess.Popen([sys.executable, "-m", "gradscope", "run", str(path), "--out", str(out), "--no-plots",
-                             "--backend", "numpy", *extra], cwd=ROOT, env=env, **kwargs)
+    return subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "gradscope",
+            "run",
+            str(path),
+            "--out",
+            str(out),
+            "--no-plots",
+            "--backend",
+            "numpy",
+            *extra,
+        ],
+        cwd=ROOT,
+        env=env,
+        **kwargs,
+    )
 
 
 def _check_stopped_export(out, log_dir):
@@ -232,23 +257,24 @@ def _check_stopped_export(out, log_dir):
     short, long = summary["runs"]
     assert (short["status"], short["iterations"]) == ("completed", 5)
     with np.load(out / short["dir"] / "trace.npz") as npz:
-        assert list(npz["iteration"]) == [0, 1, 2, 3, 4]                # the finished run is all there
+        assert list(npz["iteration"]) == [0, 1, 2, 3, 4]  # the finished run is all there
     assert long["status"] == "stopped"
     if long["iterations"]:
         with np.load(out / long["dir"] / "trace.npz") as npz:
-            assert list(npz["iteration"]) == list(range(0, long["iterations"], 10))   # nothing computed lost
-    assert not log_dir.exists() or not any(log_dir.iterdir())            # a stop is not an error
+            assert list(npz["iteration"]) == list(range(0, long["iterations"], 10))  # nothing computed lost
+    assert not log_dir.exists() or not any(log_dir.iterdir())  # a stop is not an error
     return long
 
 
 def test_sigterm_stops_the_runs_exports_what_was_computed_and_exits_143(tmp_path):
     import signal
+
     path = tmp_path / "stoppable.toml"
     path.write_text(STOPPABLE)
     out = tmp_path / "out"
     proc = _start(path, out, ["--processes", "1"], stderr=subprocess.PIPE, text=True)
     seen = []
-    for line in proc.stderr:                          # wait for the first run's line, then stop the second
+    for line in proc.stderr:  # wait for the first run's line, then stop the second
         seen.append(line)
         if line.startswith("[1/2] short: completed"):
             proc.send_signal(signal.SIGTERM)
@@ -269,18 +295,21 @@ def test_ctrl_c_in_a_terminal_stops_the_worker_processes_too_and_exits_130(tmp_p
     import re
     import select
     import signal
+
     path = tmp_path / "stoppable.toml"
     path.write_text(STOPPABLE)
     out = tmp_path / "out"
     master, slave = os.openpty()
-    proc = _start(path, out, ["--processes", "2"], stdin=subprocess.DEVNULL, stdout=slave, stderr=slave,
-                  start_new_session=True)
+    proc = _start(
+        path, out, ["--processes", "2"], stdin=subprocess.DEVNULL, stdout=slave, stderr=slave, start_new_session=True
+    )
     os.close(slave)
     text = ""
 
     def read_until(pattern, timeout=120.0):
         nonlocal text
         import time
+
         deadline = time.monotonic() + timeout
         while not re.search(pattern, text):
             ready, _, _ = select.select([master], [], [], max(0.0, deadline - time.monotonic()))
@@ -288,7 +317,7 @@ def test_ctrl_c_in_a_terminal_stops_the_worker_processes_too_and_exits_130(tmp_p
                 pytest.fail(f"no {pattern!r} on the terminal within {timeout} s: {text!r}")
             try:
                 chunk = os.read(master, 65536)
-            except OSError:                            # the child closed the terminal
+            except OSError:  # the child closed the terminal
                 chunk = b""
             if not chunk:
                 return False
@@ -296,9 +325,9 @@ def test_ctrl_c_in_a_terminal_stops_the_worker_processes_too_and_exits_130(tmp_p
         return True
 
     try:
-        assert read_until(r"\[2/2\] long: [1-9]\d*/10000000, [\d.]+ it/s")   # the status line, live
+        assert read_until(r"\[2/2\] long: [1-9]\d*/10000000, [\d.]+ it/s")  # the status line, live
         os.killpg(proc.pid, signal.SIGINT)
-        read_until(r"will never appear")                                     # read to the end
+        read_until(r"will never appear")  # read to the end
         assert proc.wait(timeout=60) == 130
     finally:
         if proc.poll() is None:
@@ -339,8 +368,14 @@ def test_compile_fills_an_empty_cache_so_a_later_process_compiles_nothing(tmp_pa
     import os
 
     env = dict(os.environ, NUMBA_CACHE_DIR=str(tmp_path / "cache"))
-    out = subprocess.run([sys.executable, "-m", "gradscope", "compile", "--jobs", "2"], env=env, cwd=ROOT,
-                         capture_output=True, text=True, timeout=600)
+    out = subprocess.run(
+        [sys.executable, "-m", "gradscope", "compile", "--jobs", "2"],
+        env=env,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert out.returncode == 0, out.stderr
     assert "kernels ready in" in out.stderr and str(tmp_path / "cache") in out.stderr
     check = textwrap.dedent("""
@@ -353,8 +388,7 @@ def test_compile_fills_an_empty_cache_so_a_later_process_compiles_nothing(tmp_pa
                 hits += dispatcher.stats.cache_hits[signature]
         print("misses", misses, "hits", hits)
     """)
-    out = subprocess.run([sys.executable, "-c", check], env=env, cwd=ROOT, capture_output=True, text=True,
-                         timeout=600)
+    out = subprocess.run([sys.executable, "-c", check], env=env, cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert out.returncode == 0, out.stderr
     words = out.stdout.split()
     assert words[0] == "misses" and int(words[1]) == 0, out.stdout
@@ -413,7 +447,16 @@ def test_a_diverged_run_says_where_in_the_engines_words():
     assert str(nf) == "non-finite grad_h at iteration 3, layer 0, t = 41"
     assert NonFinite("loss", None, None, 2).location() == "iteration 2"
     assert str(NonFinite("loss", None, None)) == "non-finite loss"
-    result = types.SimpleNamespace(name="relu", status="diverged", iterations=4, wall_seconds=2.0, trace=Trace(),
-                                   nonfinite=nf, error=None, init_params=object())
-    assert cli.progress_line(1, 2, result) == ("[1/2] relu: diverged, 4 iteration(s) in 2.00 s (2.0 it/s); "
-                                               "non-finite grad_h at iteration 3, layer 0, t = 41")
+    result = types.SimpleNamespace(
+        name="relu",
+        status="diverged",
+        iterations=4,
+        wall_seconds=2.0,
+        trace=Trace(),
+        nonfinite=nf,
+        error=None,
+        init_params=object(),
+    )
+    assert cli.progress_line(1, 2, result) == (
+        "[1/2] relu: diverged, 4 iteration(s) in 2.00 s (2.0 it/s); non-finite grad_h at iteration 3, layer 0, t = 41"
+    )

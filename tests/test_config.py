@@ -1,4 +1,5 @@
 """Experiment files: loading, refusing bad files with a useful message, writing them back."""
+
 import sys
 from pathlib import Path
 
@@ -129,9 +130,14 @@ def test_file_without_runs_is_one_run_named_after_the_experiment():
 
 
 def test_model_and_init_spec_follow_the_task():
-    run = RunConfig.model_validate({"cell": "lstm", "hidden_size": 16, "task": {"name": "copy", "symbols": 5,
-                                                                                 "copy_length": 3, "seq_len": 12},
-                                    "init": {"forget_bias": 1.0, "readout_scale": 0.5}})
+    run = RunConfig.model_validate(
+        {
+            "cell": "lstm",
+            "hidden_size": 16,
+            "task": {"name": "copy", "symbols": 5, "copy_length": 3, "seq_len": 12},
+            "init": {"forget_bias": 1.0, "readout_scale": 0.5},
+        }
+    )
     spec = run.model_spec()
     assert (spec.input_size, spec.output_size, spec.cell) == (7, 5, "lstm")
     init = run.init_spec()
@@ -223,14 +229,15 @@ def test_memory_estimate_counts_the_cell_blocks():
     from gradscope.engine.cells import cell
 
     def estimate(cell_name: str, d: int) -> int:
-        return RunConfig.model_validate({"cell": cell_name, "hidden_size": d,
-                                         "task": {"seq_len": 7, "batch_size": 3}}).memory_estimate()
+        return RunConfig.model_validate(
+            {"cell": cell_name, "hidden_size": d, "task": {"seq_len": 7, "batch_size": 3}}
+        ).memory_estimate()
 
     for name in ("rnn", "lstm"):
         G = cell(name).blocks
         # doubling d adds (G + 2) L T B d state floats, and the weights' G d (n + d + 1) grow with it
         states = (G + 2) * 1 * 7 * 3
-        weights = lambda d: G * d * (32 + d + 1) + 32 * (d + 1)      # noqa: E731  (n = k = 32, the probe)
+        weights = lambda d: G * d * (32 + d + 1) + 32 * (d + 1)  # noqa: E731  (n = k = 32, the probe)
         assert estimate(name, 20) - estimate(name, 10) == 4 * (states * 10 + 4 * (weights(20) - weights(10)))
     assert cell("lstm").blocks == 4 and cell("rnn").blocks == 1
 
@@ -250,9 +257,11 @@ def test_config_and_io_import_atomic_writes_from_their_own_module():
     """No import circle: config and io both take atomic writes from gradscope.files, which imports neither."""
     import subprocess
 
-    code = ("import sys, gradscope.files; before = sorted(m for m in sys.modules if m.startswith('gradscope'));"
-            "import gradscope.config.saving as s, gradscope.io as io, gradscope.files as f;"
-            "print(before, s.atomic_write_text is f.atomic_write_text, io.atomic_write_bytes is f.atomic_write_bytes)")
+    code = (
+        "import sys, gradscope.files; before = sorted(m for m in sys.modules if m.startswith('gradscope'));"
+        "import gradscope.config.saving as s, gradscope.io as io, gradscope.files as f;"
+        "print(before, s.atomic_write_text is f.atomic_write_text, io.atomic_write_bytes is f.atomic_write_bytes)"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, check=True)
     assert out.stdout.strip() == "['gradscope', 'gradscope.files'] True True"
 
@@ -260,8 +269,10 @@ def test_config_and_io_import_atomic_writes_from_their_own_module():
 def test_config_imports_no_qt():
     import subprocess
 
-    code = ("import sys, gradscope.config, gradscope.engine.trainer, gradscope.io, gradscope.experiment, "
-            "gradscope.cli; print(any(m.startswith(('PyQt6', 'pyqtgraph')) for m in sys.modules))")
+    code = (
+        "import sys, gradscope.config, gradscope.engine.trainer, gradscope.io, gradscope.experiment, "
+        "gradscope.cli; print(any(m.startswith(('PyQt6', 'pyqtgraph')) for m in sys.modules))"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, check=True)
     assert out.stdout.strip() == "False"
 
@@ -276,8 +287,10 @@ def test_saving_an_unchanged_shipped_file_leaves_it_byte_for_byte(path, tmp_path
 
 def test_save_drops_removed_runs_and_reorders_when_asked(tmp_path):
     source = tmp_path / "three.toml"
-    source.write_text('schema_version = 1\n# runs follow\n[[runs]]\nname = "a"\n\n[[runs]]\nname = "b"\n'
-                      'hidden_size = 8  # tiny\n\n[[runs]]\nname = "c"\n')
+    source.write_text(
+        'schema_version = 1\n# runs follow\n[[runs]]\nname = "a"\n\n[[runs]]\nname = "b"\n'
+        'hidden_size = 8  # tiny\n\n[[runs]]\nname = "c"\n'
+    )
     experiment = config.load(source)
     a, b, c = experiment.runs
     config.save(experiment.model_copy(update={"runs": [a, c]}), source)

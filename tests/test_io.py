@@ -1,5 +1,6 @@
 """Exported experiment folders: checked against docs/trace_format.md with plain NumPy, json and csv; iteration 0
 recomputed in PyTorch from init_params.npz and first_batch.npz alone; atomic writes; reading folders back."""
+
 import csv
 import json
 import os
@@ -14,7 +15,7 @@ import pytest
 from gradscope import config
 from gradscope.engine.params import Params
 from gradscope.experiment import run_experiment
-from gradscope.io import (atomic_write_bytes, export_experiment, load_experiment_folder)
+from gradscope.io import atomic_write_bytes, export_experiment, load_experiment_folder
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -53,10 +54,24 @@ init.recurrent_scale = 40.0
 train.lr = 100.0
 """
 
-PER_TIMESTEP = {"rnn-tanh": ("h_norm", "grad_h_norm", "tanh_sat"),
-                "lstm": ("h_norm", "grad_h_norm", "c_norm", "grad_c_norm", "gate_i_mean", "gate_f_mean",
-                         "gate_g_mean", "gate_o_mean", "gate_i_sat", "gate_f_sat", "gate_g_sat", "gate_o_sat"),
-                "rnn-relu": ("h_norm", "grad_h_norm", "relu_dead")}
+PER_TIMESTEP = {
+    "rnn-tanh": ("h_norm", "grad_h_norm", "tanh_sat"),
+    "lstm": (
+        "h_norm",
+        "grad_h_norm",
+        "c_norm",
+        "grad_c_norm",
+        "gate_i_mean",
+        "gate_f_mean",
+        "gate_g_mean",
+        "gate_o_mean",
+        "gate_i_sat",
+        "gate_f_sat",
+        "gate_g_sat",
+        "gate_o_sat",
+    ),
+    "rnn-relu": ("h_norm", "grad_h_norm", "relu_dead"),
+}
 
 
 @pytest.fixture(scope="module")
@@ -70,8 +85,13 @@ def exported(tmp_path_factory):
 
 def test_folder_layout_and_summary(exported):
     experiment, results, out = exported
-    assert sorted(p.name for p in out.iterdir()) == ["01-tanh-2-layers", "02-lstm-copy", "03-relu-blows-up",
-                                                     "experiment.toml", "summary.json"]
+    assert sorted(p.name for p in out.iterdir()) == [
+        "01-tanh-2-layers",
+        "02-lstm-copy",
+        "03-relu-blows-up",
+        "experiment.toml",
+        "summary.json",
+    ]
     summary = json.loads((out / "summary.json").read_text())
     assert summary["format_version"] == 1 and summary["gradscope_version"]
     assert summary["experiment"]["name"] == "export test" and summary["experiment"]["seed"] == 4
@@ -79,8 +99,7 @@ def test_folder_layout_and_summary(exported):
     assert statuses == {"tanh 2 layers": "completed", "lstm copy": "completed", "relu blows up": "diverged"}
     for entry in summary["runs"]:
         assert {"name", "dir", "status", "iterations", "loss_kind", "wall_seconds", "config"} <= set(entry)
-        assert set(entry["config"]) >= {"cell", "activation", "hidden_size", "layers", "dtype", "init", "task",
-                                        "train"}
+        assert set(entry["config"]) >= {"cell", "activation", "hidden_size", "layers", "dtype", "init", "task", "train"}
         assert (out / entry["dir"] / "trace.npz").exists()
     by_name = {r["name"]: r for r in summary["runs"]}
     assert by_name["lstm copy"]["loss_kind"] == "ce" and by_name["tanh 2 layers"]["loss_kind"] == "mse"
@@ -102,7 +121,7 @@ def test_trace_npz_and_csv_follow_the_format(exported):
         K = len(arrays["iteration"])
         assert arrays["iteration"][0] == 0
         if entry["status"] == "completed":
-            assert list(arrays["iteration"]) == [0, 2, 4]                # record_every 2 and the last (4)
+            assert list(arrays["iteration"]) == [0, 2, 4]  # record_every 2 and the last (4)
         for name in PER_TIMESTEP[label]:
             assert arrays[name].shape == (K, L, T), name
         for name in ("loss", "grad_norm", "iteration"):
@@ -119,13 +138,17 @@ def test_trace_npz_and_csv_follow_the_format(exported):
         loss_rows = [r for r in rows if r["metric"] == "loss"]
         assert all(r["layer"] == "" and r["timestep"] == "" for r in loss_rows)
         np.testing.assert_array_equal([float(r["value"]) for r in loss_rows], arrays["loss"])
-        grad = {(int(r["iteration"]), int(r["layer"]), int(r["timestep"])): float(r["value"])
-                for r in rows if r["metric"] == "grad_h_norm"}
+        grad = {
+            (int(r["iteration"]), int(r["layer"]), int(r["timestep"])): float(r["value"])
+            for r in rows
+            if r["metric"] == "grad_h_norm"
+        }
         for k, it in enumerate(arrays["iteration"]):
             for l in range(L):
                 for t in range(T):
                     assert grad[(int(it), l, t)] == arrays["grad_h_norm"][k, l, t] or (
-                        np.isnan(grad[(int(it), l, t)]) and np.isnan(arrays["grad_h_norm"][k, l, t]))
+                        np.isnan(grad[(int(it), l, t)]) and np.isnan(arrays["grad_h_norm"][k, l, t])
+                    )
         n_per_step = sum(v.size for k, v in arrays.items() if k != "iteration")
         assert len(rows) == n_per_step
 
@@ -133,8 +156,18 @@ def test_trace_npz_and_csv_follow_the_format(exported):
 def test_init_params_and_first_batch(exported):
     _, results, out = exported
     with np.load(out / "01-tanh-2-layers" / "init_params.npz") as npz:
-        assert sorted(npz.files) == sorted(["layer0.W_hx", "layer0.W_hh", "layer0.b_h", "layer1.W_hx",
-                                            "layer1.W_hh", "layer1.b_h", "readout.W_yh", "readout.b_y"])
+        assert sorted(npz.files) == sorted(
+            [
+                "layer0.W_hx",
+                "layer0.W_hh",
+                "layer0.b_h",
+                "layer1.W_hx",
+                "layer1.W_hh",
+                "layer1.b_h",
+                "readout.W_yh",
+                "readout.b_y",
+            ]
+        )
         assert npz["layer0.W_hx"].shape == (10, 4) and npz["layer1.W_hx"].shape == (10, 10)
     with np.load(out / "02-lstm-copy" / "first_batch.npz") as npz:
         assert npz["x"].shape == (9, 3, 5) and npz["target"].shape == (9, 3) and npz["mask"].shape == (9, 3)
@@ -170,19 +203,22 @@ def _torch_iteration_zero(torch, cfg, params, batch):
         hs.append(layer_h)
         cs.append(layer_c)
         inputs = torch.stack(layer_h)
-    Y = inputs @ P["readout.W_yh"].T + P["readout.b_y"]                     # (T, B, k)
+    Y = inputs @ P["readout.W_yh"].T + P["readout.b_y"]  # (T, B, k)
     if batch["target"].ndim == 3:
         ell = 0.5 * ((Y - torch.tensor(batch["target"])) ** 2).sum(-1)
     else:
-        ell = torch.nn.functional.cross_entropy(Y.reshape(T * B, -1), torch.tensor(batch["target"]).reshape(-1),
-                                                reduction="none").reshape(T, B)
+        ell = torch.nn.functional.cross_entropy(
+            Y.reshape(T * B, -1), torch.tensor(batch["target"]).reshape(-1), reduction="none"
+        ).reshape(T, B)
     loss = (mask * ell).sum() / B
     loss.backward()
-    norm = lambda v: v.detach().norm(dim=1).mean().item()                    # mean over the batch of ||.||
-    out = {"loss": loss.item(),
-           "grad_norm": torch.sqrt(sum((p.grad ** 2).sum() for p in P.values())).item(),
-           "h_norm": np.array([[norm(h) for h in layer] for layer in hs]),
-           "grad_h_norm": np.array([[norm(h.grad) for h in layer] for layer in hs])}
+    norm = lambda v: v.detach().norm(dim=1).mean().item()  # mean over the batch of ||.||
+    out = {
+        "loss": loss.item(),
+        "grad_norm": torch.sqrt(sum((p.grad**2).sum() for p in P.values())).item(),
+        "h_norm": np.array([[norm(h) for h in layer] for layer in hs]),
+        "grad_h_norm": np.array([[norm(h.grad) for h in layer] for layer in hs]),
+    }
     if cfg["cell"] == "lstm":
         out["c_norm"] = np.array([[norm(c) for c in layer] for layer in cs])
         out["grad_c_norm"] = np.array([[norm(c.grad) for c in layer] for layer in cs])
@@ -251,11 +287,12 @@ def test_export_replaces_an_earlier_export_and_refuses_other_folders(exported, t
     with pytest.raises(OSError, match="not a GradScope export"):
         export_experiment(other, experiment, results, figures=False)
     assert (other / "thesis.tex").read_text() == "precious"
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["mine", "x"]     # no temporary folders left
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["mine", "x"]  # no temporary folders left
 
 
 def test_an_export_interrupted_by_an_error_leaves_no_final_folder_and_keeps_the_earlier_one(
-        exported, tmp_path, monkeypatch):
+    exported, tmp_path, monkeypatch
+):
     experiment, results, _ = exported
     import gradscope.io as gio
 
@@ -274,8 +311,8 @@ def test_an_export_interrupted_by_an_error_leaves_no_final_folder_and_keeps_the_
     monkeypatch.setattr(gio, "_write", failing_write)
     with pytest.raises(OSError, match="No space"):
         export_experiment(out, experiment, results, figures=False)
-    assert (out / "summary.json").read_bytes() == before                 # the earlier export is intact
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]        # and nothing half-written is around
+    assert (out / "summary.json").read_bytes() == before  # the earlier export is intact
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]  # and nothing half-written is around
     calls.clear()
     with pytest.raises(OSError):
         export_experiment(tmp_path / "fresh", experiment, results, figures=False)
@@ -316,7 +353,7 @@ def test_an_export_killed_midway_leaves_no_final_folder(tmp_path):
     assert proc.returncode == -9, proc.stderr
     assert not (tmp_path / "out").exists()
     leftovers = [p.name for p in tmp_path.iterdir()]
-    assert all(name.startswith(".out.tmp-") for name in leftovers)      # only a hidden, clearly temporary folder
+    assert all(name.startswith(".out.tmp-") for name in leftovers)  # only a hidden, clearly temporary folder
 
 
 def test_params_from_the_export_rebuild_a_model(exported):
@@ -330,9 +367,14 @@ def test_trace_csv_reads_back_cell_by_cell_with_any_run_name():
     from gradscope.io import trace_csv
 
     rng = np.random.default_rng(0)
-    arrays = {"iteration": np.array([0, 5, 10]), "loss": np.array([1.5, np.nan, 0.1 + 0.2]),
-              "clipped": np.array([True, False, True]), "grad_norm_W_hh": rng.normal(size=(3, 2)),
-              "loss_t": rng.normal(size=(3, 4)), "h_norm": rng.normal(size=(3, 2, 4)) * 1e300}
+    arrays = {
+        "iteration": np.array([0, 5, 10]),
+        "loss": np.array([1.5, np.nan, 0.1 + 0.2]),
+        "clipped": np.array([True, False, True]),
+        "grad_norm_W_hh": rng.normal(size=(3, 2)),
+        "loss_t": rng.normal(size=(3, 4)),
+        "h_norm": rng.normal(size=(3, 2, 4)) * 1e300,
+    }
     arrays["h_norm"][1, 0, 2] = -np.inf
     name = 'relu "3/n", seed 1\nsecond line'
     rows = list(csv.DictReader(trace_csv(name, arrays).splitlines(keepends=True)))
@@ -342,14 +384,19 @@ def test_trace_csv_reads_back_cell_by_cell_with_any_run_name():
         index = (int(r["iteration"]) // 5,) + tuple(int(r[c]) for c in ("layer", "timestep") if r[c] != "")
         key = (r["metric"], "layer" if r["layer"] else "", "timestep" if r["timestep"] else "")
         rebuilt.setdefault(key, {})[index] = float(r["value"])
-    assert set(rebuilt) == {("loss", "", ""), ("clipped", "", ""), ("grad_norm_W_hh", "layer", ""),
-                            ("loss_t", "", "timestep"), ("h_norm", "layer", "timestep")}
+    assert set(rebuilt) == {
+        ("loss", "", ""),
+        ("clipped", "", ""),
+        ("grad_norm_W_hh", "layer", ""),
+        ("loss_t", "", "timestep"),
+        ("h_norm", "layer", "timestep"),
+    }
     for (metric, _, _), cells in rebuilt.items():
         values = np.zeros(arrays[metric].shape)
         for index, value in cells.items():
             values[index] = value
         assert len(cells) == arrays[metric].size
-        np.testing.assert_array_equal(values, arrays[metric].astype(float))   # exact: repr round-trips
+        np.testing.assert_array_equal(values, arrays[metric].astype(float))  # exact: repr round-trips
 
 
 # ------------------------------------------------------------------------------ figures: composed by the caller
@@ -363,7 +410,7 @@ def test_export_calls_the_callers_figure_writer_inside_the_unpublished_folder(ex
         (plots_dir / "one.png").write_bytes(b"png")
 
     assert export_experiment(out, experiment, results, figures=writer) == out.absolute()
-    (runs, names, plots_dir, published), = seen
+    ((runs, names, plots_dir, published),) = seen
     assert runs == [r.run for r in results] and names == [r.name for r in results]
     assert plots_dir.name == "plots" and plots_dir.parent.name.startswith(".out.tmp-") and not published
     assert (out / "plots" / "one.png").read_bytes() == b"png"
@@ -411,4 +458,4 @@ def test_io_never_imports_the_gui():
     tree = ast.parse(Path(gio.__file__).read_text())
     imported = [node.module or "" for node in ast.walk(tree) if isinstance(node, ast.ImportFrom)]
     imported += [alias.name for node in ast.walk(tree) if isinstance(node, ast.Import) for alias in node.names]
-    assert not [name for name in imported if "gui" in name.split(".")]       # not even lazily, in a function
+    assert not [name for name in imported if "gui" in name.split(".")]  # not even lazily, in a function

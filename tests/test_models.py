@@ -1,5 +1,6 @@
 """The shipped experiments: each runs headless through the command line (iterations cut), and the claims their
 comments make about iteration 0 hold.  (Full-length training claims are checked by hand: docs/experiments.md.)"""
+
 import importlib.util
 import json
 from pathlib import Path
@@ -17,16 +18,37 @@ BACKEND = "numba" if importlib.util.find_spec("gradscope.engine.driver") else "n
 
 def test_all_nine_shipped_experiments_are_there():
     assert {p.stem for p in MODELS} >= {
-        "relu_init_scale", "relu_tanh_lstm", "sigmoid_vs_tanh", "orthogonal_vs_gaussian_tanh", "irnn_adding",
-        "lstm_forget_bias_copy", "clipping_exploding_relu", "deep_rnn_layers", "char_lstm_vs_tanh"}
+        "relu_init_scale",
+        "relu_tanh_lstm",
+        "sigmoid_vs_tanh",
+        "orthogonal_vs_gaussian_tanh",
+        "irnn_adding",
+        "lstm_forget_bias_copy",
+        "clipping_exploding_relu",
+        "deep_rnn_layers",
+        "char_lstm_vs_tanh",
+    }
 
 
 @pytest.mark.parametrize("path", MODELS, ids=[p.stem for p in MODELS])
 def test_runs_headless(path, tmp_path, monkeypatch):
     monkeypatch.setenv("GRADSCOPE_LOG_DIR", str(tmp_path / "logs"))
     out = tmp_path / "out"
-    code = cli.main(["run", str(path), "--out", str(out), "--iterations", "2", "--no-plots", "--backend", BACKEND,
-                     "--processes", "1"])
+    code = cli.main(
+        [
+            "run",
+            str(path),
+            "--out",
+            str(out),
+            "--iterations",
+            "2",
+            "--no-plots",
+            "--backend",
+            BACKEND,
+            "--processes",
+            "1",
+        ]
+    )
     assert code == 0
     summary = json.loads((out / "summary.json").read_text())
     experiment = config.load(path)
@@ -39,8 +61,10 @@ def test_runs_headless(path, tmp_path, monkeypatch):
 
 def first_records(name):
     experiment = config.load(ROOT / "models" / f"{name}.toml")
-    return {run.name: next(iter(Training(run, run.effective_seed(experiment.seed), backend=BACKEND)))
-            for run in experiment.runs}
+    return {
+        run.name: next(iter(Training(run, run.effective_seed(experiment.seed), backend=BACKEND)))
+        for run in experiment.runs
+    }
 
 
 def backward_log_slope(record, layer=0):
@@ -79,7 +103,7 @@ def test_unclipped_exploding_relu_diverges_and_the_clipped_one_does_not(tmp_path
     for run in experiment.runs:
         short = run.model_copy(update={"train": run.train.model_copy(update={"iterations": 5})})
         records = list(Training(short, experiment.seed, backend=BACKEND))
-        assert records[0].grad_norm > 100 * 1.0                         # far above the clipping threshold
+        assert records[0].grad_norm > 100 * 1.0  # far above the clipping threshold
         if run.train.clip_norm == 0:
             assert records[-1].nonfinite is not None and len(records) < 5
         else:
@@ -89,9 +113,9 @@ def test_unclipped_exploding_relu_diverges_and_the_clipped_one_does_not(tmp_path
 def test_deep_tanh_gradient_shrinks_down_the_layers_at_the_last_step():
     records = first_records("deep_rnn_layers")
     last = records["tanh 1/n, 4 layers"].metrics["grad_h_norm"][:, -1]
-    assert np.all(np.diff(last) > 0)                                   # layer 0 < 1 < 2 < 3
+    assert np.all(np.diff(last) > 0)  # layer 0 < 1 < 2 < 3
     relu_last = records["relu 2/n, 4 layers"].metrics["grad_h_norm"][:, -1]
-    assert relu_last.max() / relu_last.min() < 3                        # He: same order in every layer
+    assert relu_last.max() / relu_last.min() < 3  # He: same order in every layer
 
 
 def test_orthogonal_and_gaussian_decay_alike_at_matched_scale_but_differ_in_sigma_max():
@@ -103,7 +127,7 @@ def test_orthogonal_and_gaussian_decay_alike_at_matched_scale_but_differ_in_sigm
 
     assert abs(decades("gaussian 1/n") - decades("orthogonal gain 1")) < 1.5
     assert abs(decades("gaussian 1.44/n") - decades("orthogonal gain 1.2")) < 1.5
-    assert decades("orthogonal gain 1.2") > decades("orthogonal gain 1") + 3      # the scale is what matters
+    assert decades("orthogonal gain 1.2") > decades("orthogonal gain 1") + 3  # the scale is what matters
     assert records["orthogonal gain 1"].metrics["sigma_max"][0] == pytest.approx(1.0, abs=1e-5)
     assert records["orthogonal gain 1.2"].metrics["sigma_max"][0] == pytest.approx(1.2, abs=1e-5)
     assert records["gaussian 1/n"].metrics["sigma_max"][0] > 1.8

@@ -1,4 +1,5 @@
 """Optimizers against hand-computed steps and torch.optim; clipping by global norm."""
+
 import numpy as np
 import pytest
 
@@ -8,15 +9,20 @@ from gradscope.engine.params import LayerParams, Params
 
 
 def small_params(rng, dtype=np.float64):
-    return Params([LayerParams(rng.normal(size=(3, 2)), rng.normal(size=(3, 3)), rng.normal(size=3))],
-                  rng.normal(size=(2, 3)), rng.normal(size=2)).astype(dtype)
+    return Params(
+        [LayerParams(rng.normal(size=(3, 2)), rng.normal(size=(3, 3)), rng.normal(size=3))],
+        rng.normal(size=(2, 3)),
+        rng.normal(size=2),
+    ).astype(dtype)
 
 
 def test_sgd_step_by_hand():
-    p = Params([LayerParams(np.array([[1.0, 2.0]]), np.array([[0.5]]), np.array([0.0]))],
-               np.array([[2.0]]), np.array([1.0]))
-    g = Params([LayerParams(np.array([[0.5, -1.0]]), np.array([[2.0]]), np.array([4.0]))],
-               np.array([[-2.0]]), np.array([0.0]))
+    p = Params(
+        [LayerParams(np.array([[1.0, 2.0]]), np.array([[0.5]]), np.array([0.0]))], np.array([[2.0]]), np.array([1.0])
+    )
+    g = Params(
+        [LayerParams(np.array([[0.5, -1.0]]), np.array([[2.0]]), np.array([4.0]))], np.array([[-2.0]]), np.array([0.0])
+    )
     SGD(p, lr=0.1).step(p, g)
     assert np.allclose(p.layers[0].W_hx, [[0.95, 2.1]]) and np.allclose(p.layers[0].W_hh, [[0.3]])
     assert np.allclose(p.layers[0].b_h, [-0.4]) and np.allclose(p.W_yh, [[2.2]]) and np.allclose(p.b_y, [1.0])
@@ -27,8 +33,7 @@ def test_momentum_steps_by_hand():
     p = Params([LayerParams(np.zeros((1, 1)), np.array([[1.0]]), np.zeros(1))], np.zeros((1, 1)), np.zeros(1))
     opt = SGD(p, lr=0.5, momentum=0.9)
     for g_value in (2.0, -1.0):
-        g = Params([LayerParams(np.zeros((1, 1)), np.array([[g_value]]), np.zeros(1))],
-                   np.zeros((1, 1)), np.zeros(1))
+        g = Params([LayerParams(np.zeros((1, 1)), np.array([[g_value]]), np.zeros(1))], np.zeros((1, 1)), np.zeros(1))
         opt.step(p, g)
     assert p.layers[0].W_hh[0, 0] == pytest.approx(1.0 - 0.5 * 2.0 - 0.5 * (0.9 * 2.0 - 1.0))
 
@@ -36,16 +41,21 @@ def test_momentum_steps_by_hand():
 def test_adam_first_step_by_hand():
     # At t = 1 bias correction makes the step lr * g / (|g| + eps'): -lr sign(g) for |g| >> eps.
     p = Params([LayerParams(np.zeros((1, 2)), np.array([[1.0]]), np.zeros(1))], np.zeros((1, 1)), np.zeros(1))
-    g = Params([LayerParams(np.array([[3.0, -0.02]]), np.array([[1e-3]]), np.zeros(1))],
-               np.zeros((1, 1)), np.zeros(1))
+    g = Params([LayerParams(np.array([[3.0, -0.02]]), np.array([[1e-3]]), np.zeros(1))], np.zeros((1, 1)), np.zeros(1))
     Adam(p, lr=0.01, eps=1e-8).step(p, g)
     assert np.allclose(p.layers[0].W_hx, [[-0.01, 0.01]], rtol=1e-6)
     assert p.layers[0].W_hh[0, 0] == pytest.approx(1.0 - 0.01 * 1e-3 / (1e-3 + 1e-8))
-    assert np.all(p.layers[0].b_h == 0)            # zero gradient: no step
+    assert np.all(p.layers[0].b_h == 0)  # zero gradient: no step
 
 
-@pytest.mark.parametrize("kind,kw", [("sgd", {"lr": 0.05, "momentum": 0.9}), ("sgd", {"lr": 0.05}),
-                                     ("adam", {"lr": 0.01, "beta1": 0.8, "beta2": 0.99, "eps": 1e-6})])
+@pytest.mark.parametrize(
+    "kind,kw",
+    [
+        ("sgd", {"lr": 0.05, "momentum": 0.9}),
+        ("sgd", {"lr": 0.05}),
+        ("adam", {"lr": 0.01, "beta1": 0.8, "beta2": 0.99, "eps": 1e-6}),
+    ],
+)
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
 def test_against_torch_optim(torch, kind, kw, dtype):
     rng = np.random.default_rng(0)
@@ -73,12 +83,12 @@ def test_clipping_scales_to_the_threshold_and_reports_the_norm_before():
     rng = np.random.default_rng(1)
     g = small_params(rng)
     before = g.copy()
-    norm = np.sqrt(sum(np.sum(a ** 2) for _, a in before.named()))
+    norm = np.sqrt(sum(np.sum(a**2) for _, a in before.named()))
     reported, clipped = clip_by_global_norm(g, clip_norm=norm / 4)
     assert clipped and reported == pytest.approx(norm)
     assert g.global_norm() == pytest.approx(norm / 4)
     for (_, a), (_, b) in zip(g.named(), before.named()):
-        np.testing.assert_allclose(a, b / 4)                    # one common factor, directions kept
+        np.testing.assert_allclose(a, b / 4)  # one common factor, directions kept
 
 
 def test_clipping_leaves_small_gradients_and_disabled_clipping_alone():

@@ -7,6 +7,7 @@ interpreter's site-packages (a .pth file's folders are added to sys.path, their 
 the running environment's GradScope, if any, stays out of it).  The fresh environment has no pip of its own:
 the running one's, seen through that .pth file, installs into whichever interpreter runs it.
 """
+
 import json
 import os
 import shutil
@@ -61,25 +62,32 @@ def _require_the_build_backend() -> None:
     except metadata.PackageNotFoundError:
         version = "0"
     if int(version.split(".")[0]) < 77:
-        pytest.fail(f"setuptools {version} cannot build GradScope (pyproject.toml needs >= 77): "
-                    f"pip install -e '.[test]'")
+        pytest.fail(
+            f"setuptools {version} cannot build GradScope (pyproject.toml needs >= 77): pip install -e '.[test]'"
+        )
 
 
 def _copy_of_the_repository(dest: Path) -> Path:
     """The source tree without build products or caches (the build writes into the tree it builds)."""
-    ignore = shutil.ignore_patterns(".git", ".venv", "__pycache__", "*.egg-info", "build", "dist", "out", "runs",
-                                    ".pytest_cache", "*.nbi", "*.nbc")
+    ignore = shutil.ignore_patterns(
+        ".git", ".venv", "__pycache__", "*.egg-info", "build", "dist", "out", "runs", ".pytest_cache", "*.nbi", "*.nbc"
+    )
     return Path(shutil.copytree(ROOT, dest / "src", ignore=ignore))
 
 
 def _fresh_venv(path: Path) -> Path:
     # No pip of its own: the running environment's pip and setuptools (seen through the .pth file) install into
     # it, since pip installs into the interpreter that runs it.
-    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(path)], check=True, capture_output=True,
-                   timeout=300)
+    subprocess.run(
+        [sys.executable, "-m", "venv", "--without-pip", str(path)], check=True, capture_output=True, timeout=300
+    )
     python = path / "bin" / "python"
-    purelib = subprocess.run([str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
-                             check=True, capture_output=True, text=True).stdout.strip()
+    purelib = subprocess.run(
+        [str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout.strip()
     ours = [p for p in [*site.getsitepackages(), site.getusersitepackages()] if Path(p).is_dir()]
     (Path(purelib) / "gradscope-test-deps.pth").write_text("\n".join(ours) + "\n")
     return python
@@ -87,14 +95,20 @@ def _fresh_venv(path: Path) -> Path:
 
 def _env(tmp_path: Path) -> dict:
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "PYTHONHOME", "VIRTUAL_ENV")}
-    env.update(QT_QPA_PLATFORM="offscreen", NUMBA_CACHE_DIR=str(tmp_path / "numba"),
-               PIP_NO_INDEX="1", PIP_DISABLE_PIP_VERSION_CHECK="1", GRADSCOPE_LOG_DIR=str(tmp_path / "logs"))
+    env.update(
+        QT_QPA_PLATFORM="offscreen",
+        NUMBA_CACHE_DIR=str(tmp_path / "numba"),
+        PIP_NO_INDEX="1",
+        PIP_DISABLE_PIP_VERSION_CHECK="1",
+        GRADSCOPE_LOG_DIR=str(tmp_path / "logs"),
+    )
     return env
 
 
 def _report(python: Path, cwd: Path, env: dict, *args) -> dict:
-    proc = subprocess.run([str(python), "-c", CHILD, *args], cwd=cwd, env=env, capture_output=True, text=True,
-                          timeout=600)
+    proc = subprocess.run(
+        [str(python), "-c", CHILD, *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=600
+    )
     assert proc.returncode == 0, proc.stderr
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
@@ -103,15 +117,36 @@ def test_a_wheel_installed_elsewhere_finds_validates_and_opens_every_preset(tmp_
     _require_the_build_backend()
     src = _copy_of_the_repository(tmp_path)
     env = _env(tmp_path)
-    subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q",
-                    "-w", str(tmp_path / "dist"), str(src)], check=True, capture_output=True, env=env, cwd=src,
-                   timeout=600)
-    wheel, = (tmp_path / "dist").glob("gradscope-*.whl")
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "wheel",
+            "--no-deps",
+            "--no-build-isolation",
+            "-q",
+            "-w",
+            str(tmp_path / "dist"),
+            str(src),
+        ],
+        check=True,
+        capture_output=True,
+        env=env,
+        cwd=src,
+        timeout=600,
+    )
+    (wheel,) = (tmp_path / "dist").glob("gradscope-*.whl")
     venv = tmp_path / "venv"
     python = _fresh_venv(venv)
-    subprocess.run([str(python), "-m", "pip", "install", "--no-deps", "--ignore-installed", "-q", str(wheel)],
-                   check=True, capture_output=True, env=env, timeout=600)
-    shutil.rmtree(src)                                   # nothing may come from a source tree
+    subprocess.run(
+        [str(python), "-m", "pip", "install", "--no-deps", "--ignore-installed", "-q", str(wheel)],
+        check=True,
+        capture_output=True,
+        env=env,
+        timeout=600,
+    )
+    shutil.rmtree(src)  # nothing may come from a source tree
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
 
@@ -123,8 +158,14 @@ def test_a_wheel_installed_elsewhere_finds_validates_and_opens_every_preset(tmp_
     assert sorted(report["runs"]) == PRESETS and all(report["runs"].values())
     assert report["menu"] == [Path(name).stem.replace("_", " ") for name in PRESETS]
     for path in presets:
-        proc = subprocess.run([str(venv / "bin" / "gradscope"), "validate", str(path)], cwd=elsewhere, env=env,
-                              capture_output=True, text=True, timeout=300)
+        proc = subprocess.run(
+            [str(venv / "bin" / "gradscope"), "validate", str(path)],
+            cwd=elsewhere,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
         assert proc.returncode == 0 and ": ok, experiment" in proc.stderr, proc.stderr
 
 
@@ -133,8 +174,25 @@ def test_an_editable_install_finds_the_presets_in_the_source_tree(tmp_path):
     src = _copy_of_the_repository(tmp_path)
     env = _env(tmp_path)
     python = _fresh_venv(tmp_path / "venv")
-    subprocess.run([str(python), "-m", "pip", "install", "--no-deps", "--ignore-installed", "--no-build-isolation",
-                    "-q", "-e", str(src)], check=True, capture_output=True, env=env, cwd=tmp_path, timeout=600)
+    subprocess.run(
+        [
+            str(python),
+            "-m",
+            "pip",
+            "install",
+            "--no-deps",
+            "--ignore-installed",
+            "--no-build-isolation",
+            "-q",
+            "-e",
+            str(src),
+        ],
+        check=True,
+        capture_output=True,
+        env=env,
+        cwd=tmp_path,
+        timeout=600,
+    )
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
     report = _report(python, elsewhere, env)

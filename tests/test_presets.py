@@ -1,5 +1,6 @@
 """The shipped experiment files: found through the package (gradscope.models -> models/), or beside the package
 in a source tree used without installing.  The installed case: tests/test_packaging.py."""
+
 from pathlib import Path
 
 from gradscope import config, presets

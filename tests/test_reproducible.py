@@ -4,6 +4,7 @@ The batch split into shards decides the order of the floating-point sums, so it 
 it is a fixed setting (engine.shards.DEFAULT_SHARDS); threads only decide which shards run at once.  Each case
 trains the same run in a fresh process and prints a digest of every recorded metric and the final weights.
 """
+
 from __future__ import annotations
 
 import os
@@ -47,8 +48,9 @@ SCRIPT = textwrap.dedent("""
 
 def _digest(**env) -> tuple[int, str]:
     full = dict(os.environ, PYTHONPATH=str(ROOT), **env)
-    out = subprocess.run([sys.executable, "-c", SCRIPT], env=full, cwd=ROOT, capture_output=True, text=True,
-                         timeout=600)
+    out = subprocess.run(
+        [sys.executable, "-c", SCRIPT], env=full, cwd=ROOT, capture_output=True, text=True, timeout=600
+    )
     assert out.returncode == 0, out.stderr
     shards, digest = out.stdout.split()
     return int(shards), digest
@@ -57,11 +59,13 @@ def _digest(**env) -> tuple[int, str]:
 @pytest.mark.slow
 def test_the_same_bits_on_any_threads_and_any_machine():
     base_shards, base = _digest(NUMBA_NUM_THREADS="2", PASS_THREADS="2")
-    assert base_shards > 1                                  # the pass is split, so the sums' order matters
-    cases = {"1 thread": dict(NUMBA_NUM_THREADS="2", PASS_THREADS="1"),
-             "NUMBA_NUM_THREADS=1": dict(NUMBA_NUM_THREADS="1"),
-             "NUMBA_NUM_THREADS=2": dict(NUMBA_NUM_THREADS="2"),
-             "1 CPU": dict(FAKE_CPU_COUNT="1", NUMBA_NUM_THREADS="1"),
-             "16 CPUs": dict(FAKE_CPU_COUNT="16")}
+    assert base_shards > 1  # the pass is split, so the sums' order matters
+    cases = {
+        "1 thread": dict(NUMBA_NUM_THREADS="2", PASS_THREADS="1"),
+        "NUMBA_NUM_THREADS=1": dict(NUMBA_NUM_THREADS="1"),
+        "NUMBA_NUM_THREADS=2": dict(NUMBA_NUM_THREADS="2"),
+        "1 CPU": dict(FAKE_CPU_COUNT="1", NUMBA_NUM_THREADS="1"),
+        "16 CPUs": dict(FAKE_CPU_COUNT="16"),
+    }
     got = {name: _digest(**env) for name, env in cases.items()}
     assert got == {name: (base_shards, base) for name in cases}

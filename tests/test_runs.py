@@ -1,4 +1,5 @@
 """The run model (gradscope.runs): statuses, the one result type, and the one loop the CLI and the app drive."""
+
 import subprocess
 import sys
 import threading
@@ -19,9 +20,12 @@ BACKEND = "numpy"
 
 
 def make_run(**kw):
-    base = {"name": "r", "hidden_size": 8, "task": {"name": "probe", "seq_len": 6, "batch_size": 2,
-                                                    "input_size": 3, "output_size": 2},
-            "train": {"iterations": 5, "record_every": 2}}
+    base = {
+        "name": "r",
+        "hidden_size": 8,
+        "task": {"name": "probe", "seq_len": 6, "batch_size": 2, "input_size": 3, "output_size": 2},
+        "train": {"iterations": 5, "record_every": 2},
+    }
     for key, value in kw.items():
         base[key] = {**base.get(key, {}), **value} if isinstance(value, dict) else value
     return RunConfig.model_validate(base)
@@ -29,8 +33,12 @@ def make_run(**kw):
 
 def exploding_run():
     """Diverges within a few iterations (as tests/test_trainer.py's divergence test)."""
-    return make_run(init={"recurrent_scale": 6.0}, hidden_size=32, task={"seq_len": 40},
-                    train={"iterations": 50, "optimizer": "sgd", "lr": 10.0, "record_every": 100})
+    return make_run(
+        init={"recurrent_scale": 6.0},
+        hidden_size=32,
+        task={"seq_len": 40},
+        train={"iterations": 50, "optimizer": "sgd", "lr": 10.0, "record_every": 100},
+    )
 
 
 class FakeTraining:
@@ -69,7 +77,7 @@ def test_record_diverged_is_the_rule_under_which_the_trainer_ends():
     assert record(0, grad_norm=float("inf")).diverged and record(0, grad_norm=float("nan")).diverged
     assert record(0, nonfinite=NonFinite("h", 0, 3)).diverged
     training = Training(exploding_run(), 0, backend=BACKEND)
-    records = list(training)                                          # the trainer decides where it ends
+    records = list(training)  # the trainer decides where it ends
     assert len(records) < 50
     assert [r.diverged for r in records] == [False] * (len(records) - 1) + [True]
 
@@ -93,10 +101,8 @@ def test_execute_run_of_a_diverging_run_matches_the_trainer():
 def test_run_result_counts_every_iteration_and_keeps_the_recorded_ones():
     run = make_run()
     result = RunResult.for_run(run, seed=4)
-    assert (result.status, result.iterations, result.iteration, result.loss_kind) == (RunStatus.QUEUED, 0, -1,
-                                                                                       "mse")
-    rows = [Record(iteration=i, loss=1.0 / (i + 1), grad_norm=1.0, recorded=i % 2 == 0, seconds=0.5)
-            for i in range(5)]
+    assert (result.status, result.iterations, result.iteration, result.loss_kind) == (RunStatus.QUEUED, 0, -1, "mse")
+    rows = [Record(iteration=i, loss=1.0 / (i + 1), grad_norm=1.0, recorded=i % 2 == 0, seconds=0.5) for i in range(5)]
     for r in rows:
         result.add(r)
     assert result.iterations == 5 and result.iteration == 4 and result.wall_seconds == pytest.approx(2.5)
@@ -131,10 +137,11 @@ def test_paused_control_makes_exactly_the_steps_asked_for_then_stops():
         if status is RunStatus.PAUSED:
             held.release()
 
-    thread = threading.Thread(target=lambda: out.setdefault(
-        "status", drive(fake, control, on_record=on_record, on_state=on_state)))
+    thread = threading.Thread(
+        target=lambda: out.setdefault("status", drive(fake, control, on_record=on_record, on_state=on_state))
+    )
     thread.start()
-    assert held.acquire(timeout=10) and seen == []                   # paused before the first iteration
+    assert held.acquire(timeout=10) and seen == []  # paused before the first iteration
     control.step()
     control.step()
     assert stepped.acquire(timeout=10) and stepped.acquire(timeout=10)
@@ -144,8 +151,7 @@ def test_paused_control_makes_exactly_the_steps_asked_for_then_stops():
     assert out["status"] is RunStatus.STOPPED and [r.iteration for r in seen] == [0, 1]
     assert states == [RunStatus.PAUSED]
     states.clear()
-    assert drive(FakeTraining(record(i) for i in range(3)), RunControl(), on_state=states.append) \
-        is RunStatus.COMPLETED
+    assert drive(FakeTraining(record(i) for i in range(3)), RunControl(), on_state=states.append) is RunStatus.COMPLETED
     assert states == [RunStatus.RUNNING]
 
 
@@ -156,6 +162,7 @@ def test_a_stop_after_the_last_iteration_leaves_the_run_completed():
     def on_record(r):
         if r.iteration == 2:
             control.stop()
+
     assert drive(fake, control, on_record=on_record) is RunStatus.COMPLETED
     fake = FakeTraining(record(i) for i in range(3))
     control = RunControl()
@@ -170,14 +177,22 @@ def test_an_outside_stop_event_stops_the_cli_loop_between_iterations():
         seen.append(r)
         if len(seen) == 2:
             stop.set()
-    assert drive(FakeTraining(record(i) for i in range(10)), RunControl(stop=stop),
-                 on_record=on_record) is RunStatus.STOPPED
+
+    assert (
+        drive(FakeTraining(record(i) for i in range(10)), RunControl(stop=stop), on_record=on_record)
+        is RunStatus.STOPPED
+    )
     assert len(seen) == 2
 
 
 def test_the_run_model_imports_no_qt():
     code = "import sys, gradscope.runs, gradscope.experiment; print('PyQt6' in sys.modules)"
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
-                         cwd=Path(__file__).resolve().parents[1])
+    out = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=Path(__file__).resolve().parents[1],
+    )
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "False"

@@ -1,4 +1,5 @@
 """Tasks: shapes, masks, what is scored, and baselines measured against the strategy each one states."""
+
 import math
 
 import numpy as np
@@ -20,8 +21,9 @@ def loss_of_predictions(t, Y, target, mask):
     return loss
 
 
-@pytest.mark.parametrize("name,n,k,kind", [("adding", 2, 1, "mse"), ("copy", 10, 8, "ce"),
-                                           ("tagging", len(VOCABULARY), len(TAGS), "ce")])
+@pytest.mark.parametrize(
+    "name,n,k,kind", [("adding", 2, 1, "mse"), ("copy", 10, 8, "ce"), ("tagging", len(VOCABULARY), len(TAGS), "ce")]
+)
 def test_fixed_sizes_and_loss_kinds(name, n, k, kind):
     t = task(name=name, seq_len=30, batch_size=5)
     x, target, mask = t.batch(np.random.default_rng(0))
@@ -40,7 +42,7 @@ def test_probe_scores_the_last_step_only_and_its_baseline_is_predicting_zero():
     assert np.all(mask[:-1] == 0) and np.all(mask[-1] == 1)
     assert abs(x.mean()) < 0.02 and abs(x.std() - 1) < 0.02
     measured = loss_of_predictions(t, np.zeros_like(target), target, mask)
-    assert measured == pytest.approx(t.baseline_loss, rel=0.03)        # k / 2 = 3 ; sd of the estimate ~0.5 %
+    assert measured == pytest.approx(t.baseline_loss, rel=0.03)  # k / 2 = 3 ; sd of the estimate ~0.5 %
 
 
 def test_adding_problem_markers_target_and_baseline():
@@ -60,11 +62,11 @@ def test_adding_problem_markers_target_and_baseline():
 def test_copy_task_layout_and_memoryless_baseline():
     t = task(name="copy", seq_len=25, batch_size=3000, symbols=6, copy_length=4)
     x, target, mask = t.batch(np.random.default_rng(3))
-    codes = x.argmax(axis=-1)                                             # (T, B)
+    codes = x.argmax(axis=-1)  # (T, B)
     assert np.all(x.sum(axis=-1) == 1)
-    assert np.all(codes[4:25 - 5] == t.blank) and np.all(codes[25 - 5] == t.go)
-    assert np.all(codes[25 - 4:] == t.blank)
-    assert np.array_equal(target[-4:], codes[:4])                        # reproduce the first symbols
+    assert np.all(codes[4 : 25 - 5] == t.blank) and np.all(codes[25 - 5] == t.go)
+    assert np.all(codes[25 - 4 :] == t.blank)
+    assert np.array_equal(target[-4:], codes[:4])  # reproduce the first symbols
     assert np.all(mask[-4:] == 1) and mask[:-4].sum() == 0
     # Memoryless strategy: uniform over the 6 symbols at every scored step -> 4 ln 6.
     uniform = np.zeros((25, 3000, 6))
@@ -79,7 +81,7 @@ def test_charlm_next_character_and_unigram_baseline(tmp_path):
     assert t.vocabulary == "".join(sorted(set(text)))
     x, target, mask = t.batch(np.random.default_rng(4))
     chars = np.array(list(t.vocabulary))
-    inputs = chars[x.argmax(axis=-1)]                                     # (T, B)
+    inputs = chars[x.argmax(axis=-1)]  # (T, B)
     for b in range(3):
         window = "".join(inputs[:, b]) + t.vocabulary[target[-1, b]]
         assert window in text and "".join(chars[target[:, b]]) == window[1:]
@@ -126,10 +128,15 @@ def test_batches_depend_only_on_the_generator():
     assert all(np.array_equal(u, v) for u, v in zip(a, b))
 
 
-@pytest.mark.parametrize("kw,key", [({"name": "copy", "seq_len": 10, "copy_length": 5}, "task.seq_len"),
-                                    ({"name": "charlm", "text": "/nonexistent/x.txt"}, "task.text"),
-                                    ({"name": "adding", "output_size": 3}, "task.output_size"),
-                                    ({"name": "adding", "seq_len": 1}, "task.seq_len")])
+@pytest.mark.parametrize(
+    "kw,key",
+    [
+        ({"name": "copy", "seq_len": 10, "copy_length": 5}, "task.seq_len"),
+        ({"name": "charlm", "text": "/nonexistent/x.txt"}, "task.text"),
+        ({"name": "adding", "output_size": 3}, "task.output_size"),
+        ({"name": "adding", "seq_len": 1}, "task.seq_len"),
+    ],
+)
 def test_impossible_tasks_name_the_key(kw, key):
     with pytest.raises(TaskError) as caught:
         task(**kw)

@@ -1,5 +1,6 @@
 """gradscope.theory against independent estimates: Monte Carlo, closed forms, the NumPy reference engine and
 the initialisation code it models."""
+
 import math
 
 import numpy as np
@@ -18,8 +19,8 @@ def _mc_mean(values: np.ndarray) -> tuple[float, float]:
 # ----------------------------------------------------------------------------------------- expectations
 @pytest.mark.parametrize("q", [0.3, 1.0, 4.0])
 def test_quadrature_integrates_gaussian_moments_exactly(q):
-    assert th.gaussian_expectation(lambda z: z ** 2, q) == pytest.approx(q, rel=1e-12)
-    assert th.gaussian_expectation(lambda z: z ** 4, q) == pytest.approx(3 * q ** 2, rel=1e-12)
+    assert th.gaussian_expectation(lambda z: z**2, q) == pytest.approx(q, rel=1e-12)
+    assert th.gaussian_expectation(lambda z: z**4, q) == pytest.approx(3 * q**2, rel=1e-12)
     assert th.gaussian_expectation(np.cos, q) == pytest.approx(math.exp(-q / 2), rel=1e-12)
 
 
@@ -30,8 +31,15 @@ def test_quadrature_agrees_with_adaptive_integration_for_narrow_peaks(q):
 
     g = lambda u: (1 - np.tanh(u) ** 2) ** 2
     s = math.sqrt(q)
-    reference = quad(lambda u: g(u) * math.exp(-u * u / (2 * q)) / math.sqrt(2 * math.pi * q),
-                     -12 * s, 12 * s, points=[0.0], limit=500, epsabs=0, epsrel=1e-12)[0]
+    reference = quad(
+        lambda u: g(u) * math.exp(-u * u / (2 * q)) / math.sqrt(2 * math.pi * q),
+        -12 * s,
+        12 * s,
+        points=[0.0],
+        limit=500,
+        epsabs=0,
+        epsrel=1e-12,
+    )[0]
     assert th.gaussian_expectation(g, q) == pytest.approx(reference, rel=1e-9)
 
 
@@ -41,9 +49,11 @@ def test_moments_agree_with_monte_carlo(activation, q):
     rng = np.random.default_rng(12345)
     z = rng.normal(0.0, math.sqrt(q), size=2_000_000)
     f = np.tanh(z) if activation == "tanh" else 1 / (1 + np.exp(-z))
-    df = 1 - f ** 2 if activation == "tanh" else f * (1 - f)
-    for estimate, samples in ((th.second_moment(activation, q), f ** 2),
-                              (th.derivative_second_moment(activation, q), df ** 2)):
+    df = 1 - f**2 if activation == "tanh" else f * (1 - f)
+    for estimate, samples in (
+        (th.second_moment(activation, q), f**2),
+        (th.derivative_second_moment(activation, q), df**2),
+    ):
         mean, se = _mc_mean(samples)
         assert abs(estimate - mean) < 5 * se, (estimate, mean, se)
 
@@ -53,8 +63,8 @@ def test_relu_and_linear_closed_forms():
     assert th.derivative_second_moment("relu", 3.0) == 0.5
     assert th.mean_field_gain("relu", 3.0) == pytest.approx(math.sqrt(1.5))
     assert th.mean_field_gain("relu", 1.5) == pytest.approx(math.sqrt(0.75))
-    assert th.fixed_point_variance("relu", 1.0, 1.0) == pytest.approx(2.0)      # q = q/2 + 1
-    assert th.fixed_point_variance("relu", 3.0, 1.0) == math.inf                 # past the edge of chaos
+    assert th.fixed_point_variance("relu", 1.0, 1.0) == pytest.approx(2.0)  # q = q/2 + 1
+    assert th.fixed_point_variance("relu", 3.0, 1.0) == math.inf  # past the edge of chaos
     assert th.fixed_point_variance("linear", 0.5, 1.0) == pytest.approx(2.0)
 
 
@@ -80,19 +90,19 @@ def test_fixed_point_solves_the_map_and_matches_a_simulated_wide_network(activat
     h = np.zeros((B, d))
     zz = []
     for t in range(T):
-        z = rng.normal(size=(B, n)) @ W_hx.T + h @ W_hh.T                 # (B, d)
+        z = rng.normal(size=(B, n)) @ W_hx.T + h @ W_hh.T  # (B, d)
         h = f(z)
         if t >= 20:
-            zz.append(np.mean(z ** 2))
+            zz.append(np.mean(z**2))
     assert np.mean(zz) == pytest.approx(q_star, rel=0.03)
 
 
 def test_trajectory_starts_at_the_input_variance_and_settles_at_the_fixed_point():
     q = th.variance_trajectory("tanh", 2.0, 1.0, 30)
-    assert q[0] == 1.0                                   # h_{-1} = 0: only the input
+    assert q[0] == 1.0  # h_{-1} = 0: only the input
     assert q[-1] == pytest.approx(th.fixed_point_variance("tanh", 2.0, 1.0), rel=1e-9)
-    assert np.all(np.diff(q) >= 0)                       # the map climbs monotonically
-    relu = th.variance_trajectory("relu", 3.0, 1.0, 5)   # q_t = 1.5 q_{t-1} + 1
+    assert np.all(np.diff(q) >= 0)  # the map climbs monotonically
+    relu = th.variance_trajectory("relu", 3.0, 1.0, 5)  # q_t = 1.5 q_{t-1} + 1
     assert relu == pytest.approx([1.0, 2.5, 4.75, 8.125, 13.1875])
 
 
@@ -108,8 +118,7 @@ def test_stacked_layers_feed_each_layer_the_output_variance_of_the_one_below():
 def _probe_gradients(activation, c, seed, d=256, T=60, B=16, n=32):
     """grad_h_norm (T,) of a fresh float64 RNN on the probe task (loss at the last step), and sigma_max(W_hh)."""
     rng = np.random.default_rng(seed)
-    spec = ModelSpec(cell="rnn", activation=activation, input_size=n, hidden_size=d, output_size=n,
-                     dtype="float64")
+    spec = ModelSpec(cell="rnn", activation=activation, input_size=n, hidden_size=d, output_size=n, dtype="float64")
     params = init_params(spec, InitSpec(recurrent_scale=c, input_scale=1.0), rng)
     x = rng.normal(size=(T, B, n))
     target = rng.normal(size=(T, B, n))
@@ -150,14 +159,14 @@ def test_anchored_line_passes_through_the_anchor_and_stops_after_it():
     assert line[6] == pytest.approx(-2.0)
     assert np.all(np.isnan(line[7:]))
     assert line[0] == pytest.approx(-2.0 + 6 * 0.5 * math.log10(1.5))
-    assert np.all(np.isnan(th.relu_line(3.0, 10, 6, 0.0)))            # nothing to anchor at
+    assert np.all(np.isnan(th.relu_line(3.0, 10, 6, 0.0)))  # nothing to anchor at
     assert np.all(np.isnan(th.relu_line(3.0, 10, 6, float("nan"))))
     with pytest.raises(ValueError, match="anchor step 10"):
         th.relu_line(3.0, 10, 10, 1.0)
 
 
 def test_anchored_line_uses_the_gain_of_each_step():
-    gains = np.log10([9.0, 2.0, 3.0, 5.0])       # stepping back from s multiplies by gains[s]
+    gains = np.log10([9.0, 2.0, 3.0, 5.0])  # stepping back from s multiplies by gains[s]
     line = th.anchored_line(gains, anchor_t=2, anchor_value=1.0)
     assert 10 ** line[2] == pytest.approx(1.0)
     assert 10 ** line[1] == pytest.approx(3.0)
@@ -174,13 +183,15 @@ def test_last_scored_step():
 
 
 # ----------------------------------------------------------------------- initialisation -> variance c
-@pytest.mark.parametrize("scheme,scale", [("gaussian", 3.0), ("uniform", 1.5), ("xavier", 1.0),
-                                          ("kaiming", 1.0), ("orthogonal", 1.2), ("pytorch", 1.0)])
+@pytest.mark.parametrize(
+    "scheme,scale",
+    [("gaussian", 3.0), ("uniform", 1.5), ("xavier", 1.0), ("kaiming", 1.0), ("orthogonal", 1.2), ("pytorch", 1.0)],
+)
 @pytest.mark.parametrize("rows,cols", [(400, 400), (400, 100)])
 def test_variance_factor_matches_the_initialiser(scheme, scale, rows, cols):
     d = rows
     rng = np.random.default_rng(0)
-    if scheme == "pytorch":                   # drawn inside init_params; same law: U(-k, k), k = scale/sqrt(d)
+    if scheme == "pytorch":  # drawn inside init_params; same law: U(-k, k), k = scale/sqrt(d)
         k = scale / math.sqrt(d)
         W = rng.uniform(-k, k, size=(rows, cols))
     else:
@@ -194,19 +205,26 @@ def test_variance_factor_matches_the_initialiser(scheme, scale, rows, cols):
 def test_run_theory_reads_scales_and_inputs_from_the_run():
     from gradscope.config import RunConfig
 
-    run = RunConfig.model_validate({"activation": "tanh", "hidden_size": 64, "init": {"recurrent_scale": 2.0,
-                                    "input_scale": 0.5}, "task": {"seq_len": 20}})
+    run = RunConfig.model_validate(
+        {
+            "activation": "tanh",
+            "hidden_size": 64,
+            "init": {"recurrent_scale": 2.0, "input_scale": 0.5},
+            "task": {"seq_len": 20},
+        }
+    )
     rt = th.RunTheory.for_run(run)
     assert rt.c == 2.0 and rt.layer == 0
-    assert rt.q_in == pytest.approx(np.full(20, 0.5))                 # x ~ N(0, 1): q_in = input_scale
+    assert rt.q_in == pytest.approx(np.full(20, 0.5))  # x ~ N(0, 1): q_in = input_scale
     x = np.zeros((20, 4, 32))
-    x[:, :, 0] = 2.0                                                    # E[x^2] = 4 / 32 per component
+    x[:, :, 0] = 2.0  # E[x^2] = 4 / 32 per component
     assert th.RunTheory.for_run(run, x).q_in == pytest.approx(np.full(20, 0.5 * 4 / 32))
     line = rt.mean_field(19, 1.0)
     assert line == pytest.approx(th.mean_field_line("tanh", 2.0, 0.5, 20, 19, 1.0))
     assert th.RunTheory.for_run(run.model_copy(update={"cell": "lstm"})) is None
-    orth = run.model_copy(update={"init": run.init.model_copy(update={"recurrent": "orthogonal",
-                                                                      "recurrent_scale": 1.1})})
+    orth = run.model_copy(
+        update={"init": run.init.model_copy(update={"recurrent": "orthogonal", "recurrent_scale": 1.1})}
+    )
     assert th.RunTheory.for_run(orth).c == pytest.approx(1.21)
     ident = run.model_copy(update={"init": run.init.model_copy(update={"recurrent": "identity"})})
     assert th.RunTheory.for_run(ident).mean_field(19, 1.0) is None
@@ -215,8 +233,15 @@ def test_run_theory_reads_scales_and_inputs_from_the_run():
 def test_run_theory_of_a_stack_describes_the_top_layer():
     from gradscope.config import RunConfig
 
-    run = RunConfig.model_validate({"activation": "tanh", "layers": 3, "hidden_size": 32,
-                                    "init": {"recurrent_scale": 1.5}, "task": {"seq_len": 12}})
+    run = RunConfig.model_validate(
+        {
+            "activation": "tanh",
+            "layers": 3,
+            "hidden_size": 32,
+            "init": {"recurrent_scale": 1.5},
+            "task": {"seq_len": 12},
+        }
+    )
     rt = th.RunTheory.for_run(run)
     q = th.layer_input_variances("tanh", 1.5, 1.0, 1.0, 3, 12)
     assert rt.layer == 2
@@ -251,17 +276,17 @@ def test_chi_1_matches_published_values(sigma_w, chi):
 def test_tanh_fixed_point_agrees_with_iterating_the_variance_map(sigma_w, sigma_b):
     """brentq on the fixed-point equation against plain iteration of the map (started above 0)."""
     q = th.tanh_fixed_point(sigma_w, sigma_b)
-    iterated = 1.0                                                    # above 0: the unbiased map leaves 0 alone
+    iterated = 1.0  # above 0: the unbiased map leaves 0 alone
     for _ in range(5000):
-        iterated = th.variance_map("tanh", iterated, sigma_w ** 2, 0.0, sigma_b ** 2)
+        iterated = th.variance_map("tanh", iterated, sigma_w**2, 0.0, sigma_b**2)
     assert q == pytest.approx(iterated, rel=1e-8)
-    assert th.tanh_fixed_point(0.9, 0.0) == 0.0                      # ordered and unbiased: the rest state
+    assert th.tanh_fixed_point(0.9, 0.0) == 0.0  # ordered and unbiased: the rest state
 
 
 def test_critical_line_is_where_chi_1_crosses_one():
     sigma_b, sigma_w = th.critical_line()
     assert sigma_b[0] == 0 and sigma_b[-1] == pytest.approx(2.0) and sigma_w[0] == 1.0
-    assert np.all(np.diff(sigma_w) > 0)                               # more bias needs bigger weights
+    assert np.all(np.diff(sigma_w) > 0)  # more bias needs bigger weights
     for sb, sw in zip(sigma_b[[5, 40, 100]], sigma_w[[5, 40, 100]]):
         # computed through the fixed point (not the line's parametrisation): ordered left, chaotic right
         assert th.chi_1(sw, sb) == pytest.approx(1.0, abs=1e-9)
@@ -276,7 +301,7 @@ def test_relu_log_gain_matches_a_wide_random_layer(c):
     rng = np.random.default_rng(11)
     d = 3000
     W = rng.normal(0, math.sqrt(c / d), size=(d, d))
-    active = rng.normal(size=(16, d)) > 0                            # half the units, as for symmetric z
+    active = rng.normal(size=(16, d)) > 0  # half the units, as for symmetric z
     v = rng.normal(size=(16, d))
     ratio = np.log(np.linalg.norm((v @ W) * active, axis=1) / np.linalg.norm(v, axis=1))
     assert ratio.mean() == pytest.approx(th.relu_log_gain(c), abs=0.01)
@@ -291,9 +316,9 @@ def test_largest_lyapunov_exponent_matches_published_values(g, lam):
 
 def test_order_to_chaos_transition_at_g_one():
     assert th.chaos_onset_gain() == 1.0
-    assert th.largest_lyapunov_exponent(0.5) == pytest.approx(math.log(0.5))   # rest state: J = W, radius g
+    assert th.largest_lyapunov_exponent(0.5) == pytest.approx(math.log(0.5))  # rest state: J = W, radius g
     assert th.largest_lyapunov_exponent(0.98) < 0 < th.largest_lyapunov_exponent(1.02)
-    g_in = th.chaos_onset_gain(0.5)                                   # input noise delays the onset
+    g_in = th.chaos_onset_gain(0.5)  # input noise delays the onset
     assert g_in > 1
     assert th.largest_lyapunov_exponent(g_in, 0.5) == pytest.approx(0.0, abs=1e-9)
 
@@ -314,7 +339,7 @@ def test_largest_lyapunov_exponent_matches_a_simulated_network():
     logs = []
     for _ in range(400):
         h = np.tanh(W @ h)
-        v = (1 - h ** 2) * (W @ v)                                    # J_t v
+        v = (1 - h**2) * (W @ v)  # J_t v
         n = np.linalg.norm(v)
         logs.append(math.log(n))
         v /= n
@@ -330,12 +355,12 @@ def test_mean_lyapunov_exponent_matches_the_volume_growth_of_a_simulated_network
     """(1/d) mean_t ln|det J_t| = (1/d) [mean_t sum_i ln(1 - h_ti^2) + ln|det W|], measured, vs the formula."""
     rng = np.random.default_rng(9)
     d, measured = 1000, []
-    for _ in range(3):                    # one network scatters by ~0.01 (its own q* and det W): average three
+    for _ in range(3):  # one network scatters by ~0.01 (its own q* and det W): average three
         W, h = _tanh_network(2.0, d, 0, rng)
         log_slopes = []
         for _ in range(150):
             h = np.tanh(W @ h)
-            log_slopes.append(np.mean(np.log1p(-h ** 2)))
+            log_slopes.append(np.mean(np.log1p(-(h**2))))
         measured.append(np.mean(log_slopes) + np.linalg.slogdet(W)[1] / d)
     assert np.mean(measured) == pytest.approx(th.mean_lyapunov_exponent(2.0, d=d), abs=0.012)
 
@@ -347,7 +372,7 @@ def test_ginibre_mean_log_det_against_sampled_matrices():
     mean, se = _mc_mean(np.array(logdets))
     assert abs(th.ginibre_mean_log_det(d) - mean) < 5 * se
     assert th.ginibre_mean_log_det(1) == pytest.approx(-0.5 * (np.euler_gamma + math.log(2)))  # E ln|N(0,1)|
-    assert th.ginibre_mean_log_det(10 ** 6) == pytest.approx(th.ginibre_mean_log_det(), abs=1e-5)
+    assert th.ginibre_mean_log_det(10**6) == pytest.approx(th.ginibre_mean_log_det(), abs=1e-5)
     with pytest.raises(ValueError, match="matrix size"):
         th.ginibre_mean_log_det(0)
 
@@ -355,18 +380,18 @@ def test_ginibre_mean_log_det_against_sampled_matrices():
 # ------------------------------------------------------------------------- gated cells at initialisation
 def test_gate_mean_closed_forms_and_monte_carlo():
     sigmoid = lambda a: 1 / (1 + np.exp(-a))
-    assert th.gate_mean(0.0, 7.0) == pytest.approx(0.5, abs=1e-12)              # symmetric about b = 0
+    assert th.gate_mean(0.0, 7.0) == pytest.approx(0.5, abs=1e-12)  # symmetric about b = 0
     assert th.lstm_cell_decay(1.0, 5) == pytest.approx(sigmoid(1.0) ** 5, rel=1e-12)
     assert th.gru_update_decay(-2.0, 3) == pytest.approx(sigmoid(-2.0) ** 3, rel=1e-12)
     rng = np.random.default_rng(2)
     b, q, k = 1.0, 0.8, 6
-    a = b + math.sqrt(q) * rng.normal(size=(400_000, k))              # independent steps
+    a = b + math.sqrt(q) * rng.normal(size=(400_000, k))  # independent steps
     products = np.prod(sigmoid(a), axis=1)
     mean, se = _mc_mean(products)
     assert abs(th.lstm_cell_decay(b, k, q) - mean) < 5 * se
-    mean2, se2 = _mc_mean(products ** 2)
+    mean2, se2 = _mc_mean(products**2)
     assert abs(th.lstm_cell_decay(b, k, q, "rms") ** 2 - mean2) < 5 * se2
-    assert th.lstm_cell_decay(b, k, q) < sigmoid(b) ** k            # sigma is concave for b > 0
+    assert th.lstm_cell_decay(b, k, q) < sigmoid(b) ** k  # sigma is concave for b > 0
     with pytest.raises(ValueError, match="'median'"):
         th.gate_mean(1.0, 0.5, "median")
 
@@ -374,20 +399,21 @@ def test_gate_mean_closed_forms_and_monte_carlo():
 def test_gate_preactivation_variance_matches_random_weights():
     rng = np.random.default_rng(4)
     n, d, c_in, c_rec = 50, 400, 1.0, 0.5
-    x = rng.normal(0, 2.0, size=n)                                      # E[x^2] = 4
+    x = rng.normal(0, 2.0, size=n)  # E[x^2] = 4
     h = rng.uniform(-0.8, 0.8, size=d)
-    a = [rng.normal(0, math.sqrt(c_in / n), size=(d, n)) @ x + rng.normal(0, math.sqrt(c_rec / d), size=(d, d)) @ h
-         for _ in range(20)]
-    q = th.gate_preactivation_variance(c_in, np.mean(x ** 2), c_rec, np.mean(h ** 2))
+    a = [
+        rng.normal(0, math.sqrt(c_in / n), size=(d, n)) @ x + rng.normal(0, math.sqrt(c_rec / d), size=(d, d)) @ h
+        for _ in range(20)
+    ]
+    q = th.gate_preactivation_variance(c_in, np.mean(x**2), c_rec, np.mean(h**2))
     assert np.var(a) == pytest.approx(q, rel=0.03)
 
 
 def test_gate_lines_anchor_like_the_other_lines():
     b, q, T, a = 1.5, 0.3, 12, 8
     line = th.lstm_cell_line(b, q, T, a, 0.02)
-    assert line == pytest.approx(th.anchored_line(np.full(T, math.log10(th.gate_mean(b, q))), a, 0.02),
-                                 nan_ok=True)
-    assert line[a] == pytest.approx(math.log10(0.02)) and np.all(np.isnan(line[a + 1:]))
+    assert line == pytest.approx(th.anchored_line(np.full(T, math.log10(th.gate_mean(b, q))), a, 0.02), nan_ok=True)
+    assert line[a] == pytest.approx(math.log10(0.02)) and np.all(np.isnan(line[a + 1 :]))
     assert np.all(np.isnan(th.gru_update_line(b, q, T, a, 0.0)))
     with pytest.raises(ValueError, match="anchor step 12"):
         th.gru_update_line(b, q, T, 12, 1.0)
@@ -395,11 +421,11 @@ def test_gate_lines_anchor_like_the_other_lines():
     biases = np.array([0.0, 1.0, 3.0])
     m = np.array([th.gate_mean(v, q) for v in biases])
     per_unit = th.lstm_cell_line(biases, q, T, a, 1.0)
-    assert 10 ** per_unit[a - 5] == pytest.approx(np.mean(m ** 5))
+    assert 10 ** per_unit[a - 5] == pytest.approx(np.mean(m**5))
     rms = th.gru_update_line(biases, q, T, a, 1.0, "rms")
     r = np.array([th.gate_mean(v, q, "rms") for v in biases])
     assert 10 ** rms[0] == pytest.approx(math.sqrt(np.mean(r ** (2 * a))))
-    assert np.isfinite(th.lstm_cell_line(biases, q, 5000, 4999, 1.0)[0])   # no underflow on long lines
+    assert np.isfinite(th.lstm_cell_line(biases, q, 5000, 4999, 1.0)[0])  # no underflow on long lines
 
 
 def test_every_public_name_of_the_theory_modules_is_importable_from_the_package():
@@ -408,5 +434,6 @@ def test_every_public_name_of_the_theory_modules_is_importable_from_the_package(
     for module in ("meanfield", "lines", "criticality", "lyapunov", "gates"):
         names = importlib.import_module(f"gradscope.theory.{module}").__all__
         assert set(names) <= set(th.__all__), module
-        assert all(getattr(th, name) is getattr(importlib.import_module(f"gradscope.theory.{module}"), name)
-                   for name in names)
+        assert all(
+            getattr(th, name) is getattr(importlib.import_module(f"gradscope.theory.{module}"), name) for name in names
+        )

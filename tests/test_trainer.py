@@ -1,4 +1,5 @@
 """The training generator: records, recording rule, seeds, determinism, divergence, clipping, pausing."""
+
 from pathlib import Path
 
 import numpy as np
@@ -9,12 +10,16 @@ from gradscope.engine import reference
 from gradscope.engine.metrics import step_metric_names
 from gradscope.engine.trainer import Training, run_training
 
-BACKEND = "numpy"   # the Numba kernels have the same semantics; these tests check the loop, not the kernels
+BACKEND = "numpy"  # the Numba kernels have the same semantics; these tests check the loop, not the kernels
 
 
 def make_run(**kw):
-    base = {"name": "t", "hidden_size": 12, "task": {"name": "adding", "seq_len": 15, "batch_size": 4},
-            "train": {"iterations": 10, "optimizer": "adam", "lr": 0.01}}
+    base = {
+        "name": "t",
+        "hidden_size": 12,
+        "task": {"name": "adding", "seq_len": 15, "batch_size": 4},
+        "train": {"iterations": 10, "optimizer": "adam", "lr": 0.01},
+    }
     for key, value in kw.items():
         if isinstance(value, dict):
             base[key] = {**base.get(key, {}), **value}
@@ -38,7 +43,7 @@ def test_iteration_zero_is_one_pass_at_the_initial_parameters_on_the_first_batch
     assert record.metrics["grad_norm_W_hh"] == pytest.approx([norms["layer0.W_hh"]])
     assert record.metrics["grad_norm_W_yh"] == pytest.approx(norms["readout.W_yh"])
     W_hh = training.init_params.layers[0].W_hh.astype(np.float64)
-    rho = max(np.max(np.abs(np.linalg.eigvals(W_hh[g * 12:(g + 1) * 12]))) for g in range(4))
+    rho = max(np.max(np.abs(np.linalg.eigvals(W_hh[g * 12 : (g + 1) * 12]))) for g in range(4))
     assert record.metrics["spectral_radius"] == pytest.approx([rho], rel=1e-9)
 
 
@@ -47,8 +52,7 @@ def test_iterations_zero_gives_one_record_and_no_update():
     training = Training(run, seed=0, backend=BACKEND)
     records = list(training)
     assert [r.iteration for r in records] == [0] and records[0].recorded
-    assert all(np.array_equal(a, b) for (_, a), (_, b) in zip(training.params.named(),
-                                                               training.init_params.named()))
+    assert all(np.array_equal(a, b) for (_, a), (_, b) in zip(training.params.named(), training.init_params.named()))
 
 
 def test_recording_rule_first_every_kth_and_last():
@@ -85,20 +89,23 @@ def test_runs_with_the_same_seed_see_the_same_data_whatever_their_model():
 def test_fixed_batch_reuses_the_first_batch():
     run = make_run(task={"fixed_batch": True}, train={"iterations": 3, "optimizer": "sgd", "lr": 0.0})
     losses = [r.loss for r in run_training(run, 0, backend=BACKEND)]
-    assert losses[0] == losses[1] == losses[2]                      # lr 0 and the same batch: same loss
+    assert losses[0] == losses[1] == losses[2]  # lr 0 and the same batch: same loss
 
 
 def test_divergence_yields_a_located_record_and_ends():
-    run = make_run(init={"recurrent_scale": 6.0}, hidden_size=32,
-                   task={"name": "probe", "seq_len": 40, "batch_size": 4},
-                   train={"iterations": 50, "optimizer": "sgd", "lr": 10.0, "record_every": 100})
+    run = make_run(
+        init={"recurrent_scale": 6.0},
+        hidden_size=32,
+        task={"name": "probe", "seq_len": 40, "batch_size": 4},
+        train={"iterations": 50, "optimizer": "sgd", "lr": 10.0, "record_every": 100},
+    )
     records = list(run_training(run, 0, backend=BACKEND))
     last = records[-1]
     assert last.nonfinite is not None and last.recorded and last.iteration == len(records) - 1 < 49
     assert last.nonfinite.iteration == last.iteration
     assert last.nonfinite.quantity in ("h", "loss", "grad_h") or last.nonfinite.quantity.startswith("grad ")
     assert all(r.nonfinite is None for r in records[:-1])
-    assert "h_norm" in last.metrics                                  # the diverged pass keeps its metrics
+    assert "h_norm" in last.metrics  # the diverged pass keeps its metrics
 
 
 def test_clipping_is_recorded_and_bounds_the_update():
@@ -106,16 +113,20 @@ def test_clipping_is_recorded_and_bounds_the_update():
     training = Training(run, 0, backend=BACKEND)
     first = next(iter(training))
     assert first.clipped and first.grad_norm > 1e-3
-    step = np.sqrt(sum(np.sum((a.astype(np.float64) - b) ** 2)
-                       for (_, a), (_, b) in zip(training.params.named(), training.init_params.named())))
-    assert step == pytest.approx(1e-3, rel=1e-4)                    # lr * clipped gradient
+    step = np.sqrt(
+        sum(
+            np.sum((a.astype(np.float64) - b) ** 2)
+            for (_, a), (_, b) in zip(training.params.named(), training.init_params.named())
+        )
+    )
+    assert step == pytest.approx(1e-3, rel=1e-4)  # lr * clipped gradient
 
 
 def test_close_stops_and_not_pulling_pauses():
     training = Training(make_run(train={"iterations": 100}), 0, backend=BACKEND)
     gen = iter(training)
     next(gen), next(gen)
-    assert training.iteration == 2                                  # nothing runs between pulls
+    assert training.iteration == 2  # nothing runs between pulls
     training.close()
     with pytest.raises(StopIteration):
         next(gen)
@@ -136,7 +147,6 @@ def test_numba_backend_matches_numpy_when_available():
     for x, y in zip(a, b):
         assert x.loss == pytest.approx(y.loss, rel=1e-10)
         np.testing.assert_allclose(x.metrics["grad_h_norm"], y.metrics["grad_h_norm"], rtol=1e-9)
-
 
 
 def test_numba_backend_is_bit_identical_run_to_run():
@@ -160,9 +170,10 @@ def test_every_gradient_metric_is_taken_before_clipping():
         for p in ("W_hx", "W_hh", "b_h"):
             assert record.metrics[f"grad_norm_{p}"][l] == pytest.approx(raw[f"layer{l}.{p}"], rel=1e-12)
     assert record.metrics["grad_norm_W_yh"] == pytest.approx(raw["readout.W_yh"], rel=1e-12)
-    per_parameter = np.concatenate([np.ravel(record.metrics[f"grad_norm_{p}"])
-                                    for p in ("W_hx", "W_hh", "b_h", "W_yh", "b_y")])
-    assert np.sqrt(np.sum(per_parameter ** 2)) == pytest.approx(record.grad_norm, rel=1e-12)
+    per_parameter = np.concatenate(
+        [np.ravel(record.metrics[f"grad_norm_{p}"]) for p in ("W_hx", "W_hh", "b_h", "W_yh", "b_y")]
+    )
+    assert np.sqrt(np.sum(per_parameter**2)) == pytest.approx(record.grad_norm, rel=1e-12)
 
 
 SPY_ON_BLAS_THREADS = """
@@ -201,14 +212,15 @@ def test_the_per_parameter_metrics_run_on_one_blas_thread_and_the_setting_is_res
     pytest.importorskip("threadpoolctl")
     root = Path(__file__).resolve().parent.parent
     env = dict(os.environ, OPENBLAS_NUM_THREADS=threads)
-    proc = subprocess.run([sys.executable, "-c", SPY_ON_BLAS_THREADS], env=env, cwd=root, capture_output=True,
-                          text=True, timeout=120)
+    proc = subprocess.run(
+        [sys.executable, "-c", SPY_ON_BLAS_THREADS], env=env, cwd=root, capture_output=True, text=True, timeout=120
+    )
     assert proc.returncode == 0, proc.stderr
     found = json.loads(proc.stdout)
     if not found["before"]:
         pytest.skip("NumPy's BLAS is not one that threadpoolctl finds inside the numpy package")
-    assert found["before"] == found["after"] == [int(threads)]         # as the process had it, before and after
-    assert found["seen"] == [[1]] * 3                                    # one thread inside, every iteration
+    assert found["before"] == found["after"] == [int(threads)]  # as the process had it, before and after
+    assert found["seen"] == [[1]] * 3  # one thread inside, every iteration
 
 
 def test_spectral_every_thins_the_eigensolves_and_zero_turns_them_off():
@@ -220,14 +232,13 @@ def test_spectral_every_thins_the_eigensolves_and_zero_turns_them_off():
     for record in records:
         trace.append(record)
     measured = [r.iteration for r in records if "spectral_radius" in r.metrics]
-    assert measured == [0, 3, 6, 7]                                       # every 3rd and the last
-    assert all("grad_norm_W_hh" in r.metrics for r in records)            # the gradient norms stay
+    assert measured == [0, 3, 6, 7]  # every 3rd and the last
+    assert all("grad_norm_W_hh" in r.metrics for r in records)  # the gradient norms stay
     rho = trace.array("spectral_radius")[:, 0]
     assert np.all(np.isnan(rho[[1, 2, 4, 5]])) and np.all(np.isfinite(rho[measured]))
     off = list(run_training(make_run(train={"iterations": 3, "spectral_every": 0}), seed=2, backend=BACKEND))
     assert not any("spectral_radius" in r.metrics or "sigma_max" in r.metrics for r in off)
     # Same seed, same data and updates: thinning the spectrum changes nothing else.
-    full = list(run_training(make_run(train={"iterations": 8, "record_every": 1, "lr": 0.05}), seed=2,
-                             backend=BACKEND))
+    full = list(run_training(make_run(train={"iterations": 8, "record_every": 1, "lr": 0.05}), seed=2, backend=BACKEND))
     assert [r.loss for r in full] == [r.loss for r in records]
     np.testing.assert_array_equal(full[3].metrics["spectral_radius"], records[3].metrics["spectral_radius"])

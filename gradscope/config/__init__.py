@@ -17,12 +17,35 @@ whether a run fits this machine's memory is checked where it runs (experiment.ch
     loading.py    load, loads: merging [defaults] into [[runs]], and the error messages
     saving.py     dumps, save: writing every setting out, or editing the user's file in place
 """
+
 from __future__ import annotations
 
 from .loading import load, loads
 from .saving import dumps, save
-from .schema import (OPTIMIZERS, SCHEMA_VERSION, TASKS, ConfigError, Experiment, InitConfig, RunConfig, TaskConfig,
-                     TrainConfig)
+from .schema import (
+    OPTIMIZERS,
+    SCHEMA_VERSION,
+    TASKS,
+    ConfigError,
+    Experiment,
+    InitConfig,
+    RunConfig,
+    TaskConfig,
+    TrainConfig,
+)
 
-__all__ = ["ConfigError", "InitConfig", "TaskConfig", "TrainConfig", "RunConfig", "Experiment", "load", "loads",
-           "dumps", "save", "SCHEMA_VERSION", "TASKS", "OPTIMIZERS"]
+__all__ = [
+    "ConfigError",
+    "InitConfig",
+    "TaskConfig",
+    "TrainConfig",
+    "RunConfig",
+    "Experiment",
+    "load",
+    "loads",
+    "dumps",
+    "save",
+    "SCHEMA_VERSION",
+    "TASKS",
+    "OPTIMIZERS",
+]

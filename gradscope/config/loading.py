@@ -4,6 +4,7 @@ run, the dotted key, what was given and what was expected.
     experiment = load("models/relu_init_scale.toml")
     experiment = loads(text, source="<editor>")
 """
+
 from __future__ import annotations
 
 import os
@@ -43,13 +44,18 @@ def loads(text: str, source: str | os.PathLike = "<string>", *, check_tasks: boo
 
     unknown = sorted(set(doc) - {"schema_version", "experiment", "defaults", "runs"})
     if unknown:
-        fail(f"unknown top-level key {unknown[0]!r}; expected schema_version, [experiment], [defaults], "
-             f"[[runs]]", key=unknown[0])
+        fail(
+            f"unknown top-level key {unknown[0]!r}; expected schema_version, [experiment], [defaults], [[runs]]",
+            key=unknown[0],
+        )
     if "schema_version" not in doc:
         fail("schema_version is missing; expected schema_version = 1 at the top of the file", key="schema_version")
     if doc["schema_version"] != SCHEMA_VERSION or isinstance(doc["schema_version"], bool):
-        fail(f"schema_version: got {doc['schema_version']!r}; expected {SCHEMA_VERSION} (the only version this "
-             f"GradScope reads)", key="schema_version")
+        fail(
+            f"schema_version: got {doc['schema_version']!r}; expected {SCHEMA_VERSION} (the only version this "
+            f"GradScope reads)",
+            key="schema_version",
+        )
     header = doc.get("experiment", {})
     if not isinstance(header, dict):
         fail(f"[experiment] must be a table, got {header!r}", key="experiment")
@@ -92,15 +98,27 @@ def loads(text: str, source: str | os.PathLike = "<string>", *, check_tasks: boo
             except TaskError as error:
                 fail(f"{where}: {error.key}: {error}", key=error.key, run=label if label else index)
             if run.init.input == "identity" and task.input_size != run.hidden_size:
-                fail(f"{where}: init.input: got \"identity\", which needs a square W_hx, but the task's input size "
-                     f"is {task.input_size} and hidden_size is {run.hidden_size}", key="init.input",
-                     run=label if label else index)
+                fail(
+                    f'{where}: init.input: got "identity", which needs a square W_hx, but the task\'s input size '
+                    f"is {task.input_size} and hidden_size is {run.hidden_size}",
+                    key="init.input",
+                    run=label if label else index,
+                )
         if any(r.name == run.name for r in runs):
-            fail(f"{where}: name: {run.name!r} is used by an earlier run; expected every run to have its own name",
-                 key="name", run=run.name)
+            fail(
+                f"{where}: name: {run.name!r} is used by an earlier run; expected every run to have its own name",
+                key="name",
+                run=run.name,
+            )
         runs.append(run)
-    return Experiment(name=header.name, seed=header.seed, description=header.description, defaults=defaults,
-                      runs=runs, source=Path(source) if isinstance(source, Path) else None)
+    return Experiment(
+        name=header.name,
+        seed=header.seed,
+        description=header.description,
+        defaults=defaults,
+        runs=runs,
+        source=Path(source) if isinstance(source, Path) else None,
+    )
 
 
 def _merge(base: dict, override: dict) -> dict:

@@ -3,6 +3,7 @@ can (comments, order and layout stay) and writes it atomically.
 
     save(experiment.model_copy(update={"runs": [edited]}), "mine.toml")
 """
+
 from __future__ import annotations
 
 import os
@@ -48,8 +49,11 @@ def _split_defaults(runs: list[RunConfig]) -> tuple[dict, list[dict]]:
     keys = list(flats[0]) if flats else list(_flatten(_run_table(RunConfig())))
     for flat in flats[1:]:
         keys += [k for k in flat if k not in keys]
-    defaults = {k: flats[0][k] for k in keys
-                if flats and all(k in f and type(f[k]) is type(flats[0][k]) and f[k] == flats[0][k] for f in flats)}
+    defaults = {
+        k: flats[0][k]
+        for k in keys
+        if flats and all(k in f and type(f[k]) is type(flats[0][k]) and f[k] == flats[0][k] for f in flats)
+    }
     overrides = [{k: v for k, v in f.items() if k not in defaults} for f in flats]
     return defaults, overrides
 
@@ -127,7 +131,7 @@ def _edit_in_place(text: str, source: Path, experiment: Experiment) -> str:
     kept = [name for name in new_names if name in old_by_name]
     # Edit the [[runs]] array in place when the kept runs keep their order and new ones come last (layout and
     # blank lines stay); otherwise rebuild it from the (edited) entries.
-    in_place = "runs" in doc and kept == [n for n in old_names if n in kept] and new_names[:len(kept)] == kept
+    in_place = "runs" in doc and kept == [n for n in old_names if n in kept] and new_names[: len(kept)] == kept
     entries = []
     for run in experiment.runs:
         flat = _flatten(_run_table(run))
@@ -138,13 +142,13 @@ def _edit_in_place(text: str, source: Path, experiment: Experiment) -> str:
             old_flat = dict(base_flat)
         else:
             old_flat = _flatten(_run_table(old))
-        for key in set(old_flat) - set(flat):        # a key that became None (e.g. seed): drop it from the run
+        for key in set(old_flat) - set(flat):  # a key that became None (e.g. seed): drop it from the run
             _delete(entry, key)
         for key, value in flat.items():
             if key in old_flat and old_flat[key] == value and type(old_flat[key]) is type(value):
                 continue
             if base_flat.get(key) == value and type(base_flat.get(key)) is type(value) and _has_key(entry, key):
-                _delete(entry, key)                   # back to the default
+                _delete(entry, key)  # back to the default
             elif not (base_flat.get(key) == value and type(base_flat.get(key)) is type(value)):
                 _set(entry, key, value)
         entries.append(entry)
@@ -153,7 +157,7 @@ def _edit_in_place(text: str, source: Path, experiment: Experiment) -> str:
         for index in reversed(range(len(old_names))):
             if old_names[index] not in new_names:
                 del runs[index]
-        for entry in entries[len(kept):]:
+        for entry in entries[len(kept) :]:
             runs.append(entry)
     else:
         runs = tomlkit.aot()

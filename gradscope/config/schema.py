@@ -7,6 +7,7 @@
 The names a field accepts come from the engine: cells, activations, dtypes and init schemes from
 engine.params, task names from the task registry (engine.tasks.TASK_NAMES).
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -33,8 +34,9 @@ class ConfigError(ValueError):
     key: the dotted key at fault (e.g. "init.recurrent_scale"), or None.
     """
 
-    def __init__(self, message: str, *, source: str | None = None, run: str | int | None = None,
-                 key: str | None = None):
+    def __init__(
+        self, message: str, *, source: str | None = None, run: str | int | None = None, key: str | None = None
+    ):
         super().__init__(message)
         self.source, self.run, self.key = source, run, key
 
@@ -52,14 +54,14 @@ class InitConfig(BaseModel):
     """How the initial parameters are drawn (engine.InitSpec; formulas in engine.params.init_matrix)."""
 
     model_config = _MODEL
-    recurrent: Literal[INIT_SCHEMES] = "gaussian"      # scheme for W_hh
-    recurrent_scale: float = Field(1.0, ge=0)           # gaussian: Var(W_hh) = scale / d; orthogonal, identity: gain
-    input: Literal[INIT_SCHEMES] = "gaussian"           # scheme for W_hx
-    input_scale: float = Field(1.0, ge=0)               # gaussian: Var(W_hx) = scale / fan_in
-    readout_scale: float = Field(1.0, ge=0)             # W_yh ~ N(0, readout_scale / d)
-    forget_bias: float = 0.0                            # lstm: added to the f block of b_h
-    chrono: bool = False                                # lstm: chrono initialisation of b_i, b_f
-    chrono_tmax: int = Field(0, ge=0)                   # T_max for chrono; 0: the task's seq_len
+    recurrent: Literal[INIT_SCHEMES] = "gaussian"  # scheme for W_hh
+    recurrent_scale: float = Field(1.0, ge=0)  # gaussian: Var(W_hh) = scale / d; orthogonal, identity: gain
+    input: Literal[INIT_SCHEMES] = "gaussian"  # scheme for W_hx
+    input_scale: float = Field(1.0, ge=0)  # gaussian: Var(W_hx) = scale / fan_in
+    readout_scale: float = Field(1.0, ge=0)  # W_yh ~ N(0, readout_scale / d)
+    forget_bias: float = 0.0  # lstm: added to the f block of b_h
+    chrono: bool = False  # lstm: chrono initialisation of b_i, b_f
+    chrono_tmax: int = Field(0, ge=0)  # T_max for chrono; 0: the task's seq_len
 
 
 class TaskConfig(BaseModel):
@@ -67,14 +69,14 @@ class TaskConfig(BaseModel):
 
     model_config = _MODEL
     name: Literal[TASKS] = "probe"
-    seq_len: int = Field(100, ge=1)                     # T
-    batch_size: int = Field(16, ge=1)                   # B
-    input_size: int | None = Field(None, ge=1)          # probe: n (default 32); other tasks fix it
-    output_size: int | None = Field(None, ge=1)         # probe: k (default 32); other tasks fix it
-    symbols: int = Field(8, ge=2)                       # copy: alphabet size
-    copy_length: int = Field(10, ge=1)                  # copy: how many symbols to remember
-    text: str = ""                                      # charlm: text file ("" = the corpus shipped with GradScope)
-    fixed_batch: bool = False                           # reuse the first batch at every iteration
+    seq_len: int = Field(100, ge=1)  # T
+    batch_size: int = Field(16, ge=1)  # B
+    input_size: int | None = Field(None, ge=1)  # probe: n (default 32); other tasks fix it
+    output_size: int | None = Field(None, ge=1)  # probe: k (default 32); other tasks fix it
+    symbols: int = Field(8, ge=2)  # copy: alphabet size
+    copy_length: int = Field(10, ge=1)  # copy: how many symbols to remember
+    text: str = ""  # charlm: text file ("" = the corpus shipped with GradScope)
+    fixed_batch: bool = False  # reuse the first batch at every iteration
 
     @model_validator(mode="before")
     @classmethod
@@ -92,16 +94,16 @@ class TrainConfig(BaseModel):
     """The training loop (engine.trainer, engine.optim)."""
 
     model_config = _MODEL
-    iterations: int = Field(0, ge=0)                    # parameter updates; 0: one pass at the initial parameters
+    iterations: int = Field(0, ge=0)  # parameter updates; 0: one pass at the initial parameters
     optimizer: Literal[OPTIMIZERS] = "sgd"
     lr: float = Field(0.01, ge=0)
-    momentum: float = Field(0.0, ge=0, lt=1)            # sgd: heavy-ball momentum (PyTorch's SGD)
-    beta1: float = Field(0.9, ge=0, lt=1)               # adam
-    beta2: float = Field(0.999, ge=0, lt=1)             # adam
-    eps: float = Field(1e-8, gt=0)                      # adam
-    clip_norm: float = Field(0.0, ge=0)                 # clip the global gradient norm to this; 0: no clipping
-    record_every: int = Field(1, ge=1)                  # keep every record_every-th iteration in the trace
-    spectral_every: int = Field(1, ge=0)                # spectral_radius, sigma_max on every k-th iteration; 0: never
+    momentum: float = Field(0.0, ge=0, lt=1)  # sgd: heavy-ball momentum (PyTorch's SGD)
+    beta1: float = Field(0.9, ge=0, lt=1)  # adam
+    beta2: float = Field(0.999, ge=0, lt=1)  # adam
+    eps: float = Field(1e-8, gt=0)  # adam
+    clip_norm: float = Field(0.0, ge=0)  # clip the global gradient norm to this; 0: no clipping
+    record_every: int = Field(1, ge=1)  # keep every record_every-th iteration in the trace
+    spectral_every: int = Field(1, ge=0)  # spectral_radius, sigma_max on every k-th iteration; 0: never
 
 
 class RunConfig(BaseModel):
@@ -109,26 +111,29 @@ class RunConfig(BaseModel):
 
     model_config = _MODEL
     name: str = Field("run", min_length=1)
-    seed: int | None = Field(None, ge=0)                # None: the experiment's seed
+    seed: int | None = Field(None, ge=0)  # None: the experiment's seed
     cell: Literal[CELLS] = "rnn"
-    activation: Literal[ACTIVATIONS] = "relu"           # cells that use one (the plain RNN)
-    hidden_size: int = Field(128, ge=1)                 # d
-    layers: int = Field(1, ge=1, le=64)                 # L
+    activation: Literal[ACTIVATIONS] = "relu"  # cells that use one (the plain RNN)
+    hidden_size: int = Field(128, ge=1)  # d
+    layers: int = Field(1, ge=1, le=64)  # L
     dtype: Literal[DTYPES] = "float32"
     init: InitConfig = InitConfig()
     task: TaskConfig = TaskConfig()
     train: TrainConfig = TrainConfig()
 
     @model_validator(mode="after")
-    def _check(self) -> "RunConfig":
+    def _check(self) -> RunConfig:
         if self.init.chrono and not cell(self.cell).applies("init.chrono"):
-            takers = " or ".join(f"cell = \"{c.name}\"" for c in CELL_DESCRIPTIONS.values()
-                                 if c.applies("init.chrono"))
-            raise _KeyedError("init.chrono", f"got true with cell = {self.cell!r}; expected {takers} "
-                                             f"(chrono initialises the LSTM's gate biases)")
+            takers = " or ".join(f'cell = "{c.name}"' for c in CELL_DESCRIPTIONS.values() if c.applies("init.chrono"))
+            raise _KeyedError(
+                "init.chrono",
+                f"got true with cell = {self.cell!r}; expected {takers} (chrono initialises the LSTM's gate biases)",
+            )
         if self.init.chrono and (self.init.chrono_tmax or self.task.seq_len) < 3:
-            raise _KeyedError("init.chrono_tmax", "chrono initialisation needs T_max >= 3 (init.chrono_tmax, or "
-                                                  "task.seq_len when it is 0)")
+            raise _KeyedError(
+                "init.chrono_tmax",
+                "chrono initialisation needs T_max >= 3 (init.chrono_tmax, or task.seq_len when it is 0)",
+            )
         return self
 
     def memory_estimate(self) -> int:
@@ -145,8 +150,15 @@ class RunConfig(BaseModel):
     def model_spec(self) -> ModelSpec:
         """The engine's ModelSpec; input and output sizes come from the task."""
         n, k = task_sizes(self.task)
-        return ModelSpec(cell=self.cell, activation=self.activation, input_size=n, hidden_size=self.hidden_size,
-                         layers=self.layers, output_size=k, dtype=self.dtype)
+        return ModelSpec(
+            cell=self.cell,
+            activation=self.activation,
+            input_size=n,
+            hidden_size=self.hidden_size,
+            layers=self.layers,
+            output_size=k,
+            dtype=self.dtype,
+        )
 
     def init_spec(self) -> InitSpec:
         return InitSpec(**self.init.model_dump())
@@ -181,5 +193,14 @@ class _Header(BaseModel):
     description: str = ""
 
 
-__all__ = ["ConfigError", "InitConfig", "TaskConfig", "TrainConfig", "RunConfig", "Experiment", "SCHEMA_VERSION",
-           "TASKS", "OPTIMIZERS"]
+__all__ = [
+    "ConfigError",
+    "InitConfig",
+    "TaskConfig",
+    "TrainConfig",
+    "RunConfig",
+    "Experiment",
+    "SCHEMA_VERSION",
+    "TASKS",
+    "OPTIMIZERS",
+]

@@ -13,17 +13,27 @@
 
 Every metric is defined in docs/metrics.md.  Nothing here imports Qt.
 """
+
 from __future__ import annotations
 
 from functools import lru_cache
 
 import numpy as np
 
-from .metrics import (PARAMETER_METRICS, NonFinite, StepResult, first_nonfinite, parameter_metrics,
-                      step_metric_names)
 from .cells import Cell, cell
-from .params import (ACTIVATIONS, CELLS, DTYPES, INIT_SCHEMES, InitSpec, LayerParams, ModelSpec, Params,
-                     init_params, spectral_stats)
+from .metrics import PARAMETER_METRICS, NonFinite, StepResult, first_nonfinite, parameter_metrics, step_metric_names
+from .params import (
+    ACTIVATIONS,
+    CELLS,
+    DTYPES,
+    INIT_SCHEMES,
+    InitSpec,
+    LayerParams,
+    ModelSpec,
+    Params,
+    init_params,
+    spectral_stats,
+)
 
 LOSS_KINDS = ("mse", "ce")
 
@@ -69,23 +79,29 @@ def check_batch(spec: ModelSpec, params: Params, x, target, mask, loss_kind: str
         raise ValueError(f"mask must be finite; mask[t={bad[0]}, b={bad[1]}] = {mask[tuple(bad)]}")
     if loss_kind == "mse":
         if target.shape != (T, B, spec.output_size):
-            raise ValueError(f"an mse target must have shape (T, B, k) = {(T, B, spec.output_size)}, "
-                             f"got {target.shape}")
+            raise ValueError(
+                f"an mse target must have shape (T, B, k) = {(T, B, spec.output_size)}, got {target.shape}"
+            )
         if not np.issubdtype(target.dtype, np.floating):
             raise ValueError(f"an mse target must hold floats, got dtype {target.dtype}")
     if loss_kind == "ce":
         if target.shape != (T, B) or not np.issubdtype(target.dtype, np.integer):
-            raise ValueError(f"a ce target must be integer class indices of shape (T, B) = {(T, B)}, "
-                             f"got {target.dtype} {target.shape}")
+            raise ValueError(
+                f"a ce target must be integer class indices of shape (T, B) = {(T, B)}, "
+                f"got {target.dtype} {target.shape}"
+            )
         if target.min() < 0 or target.max() >= spec.output_size:
             bad = np.argwhere((target < 0) | (target >= spec.output_size))[0]
-            raise ValueError(f"ce target classes must lie in [0, {spec.output_size}) (output_size); "
-                             f"target[t={bad[0]}, b={bad[1]}] = {target[tuple(bad)]}")
+            raise ValueError(
+                f"ce target classes must lie in [0, {spec.output_size}) (output_size); "
+                f"target[t={bad[0]}, b={bad[1]}] = {target[tuple(bad)]}"
+            )
     expected = expected_shapes(spec)
     got = params.arrays()
     if got.keys() != expected.keys():
-        raise ValueError(f"parameters {sorted(got)} do not match a {spec.layers}-layer {spec.label} model "
-                         f"{sorted(expected)}")
+        raise ValueError(
+            f"parameters {sorted(got)} do not match a {spec.layers}-layer {spec.label} model {sorted(expected)}"
+        )
     for name, shape in expected.items():
         if not isinstance(got[name], np.ndarray):
             raise TypeError(f"parameter {name} must be a NumPy array, got {type(got[name]).__name__}")
@@ -95,9 +111,20 @@ def check_batch(spec: ModelSpec, params: Params, x, target, mask, loss_kind: str
             raise ValueError(f"parameter {name} has dtype {got[name].dtype}, the model is {spec.dtype}")
 
 
-def bptt(spec: ModelSpec, params: Params, x: np.ndarray, target: np.ndarray, mask: np.ndarray,
-         loss_kind: str, *, backend: str = "numba", workspace=None, check: bool = True,
-         threads: int | None = None, shards: int | None = None) -> StepResult:
+def bptt(
+    spec: ModelSpec,
+    params: Params,
+    x: np.ndarray,
+    target: np.ndarray,
+    mask: np.ndarray,
+    loss_kind: str,
+    *,
+    backend: str = "numba",
+    workspace=None,
+    check: bool = True,
+    threads: int | None = None,
+    shards: int | None = None,
+) -> StepResult:
     """One forward and backward pass through time with every metric (see ``metrics`` for definitions).
 
     backend "numba" runs the compiled kernels (``driver``); "numpy" runs their plain twins (``reference``).
@@ -115,8 +142,9 @@ def bptt(spec: ModelSpec, params: Params, x: np.ndarray, target: np.ndarray, mas
     if backend == "numba":
         from . import driver
 
-        return driver.bptt(spec, params, x, target, mask, loss_kind, workspace=workspace, threads=threads,
-                          shards=shards)
+        return driver.bptt(
+            spec, params, x, target, mask, loss_kind, workspace=workspace, threads=threads, shards=shards
+        )
     raise ValueError(f"backend must be 'numba' or 'numpy', got {backend!r}")
 
 
@@ -145,8 +173,13 @@ def shutdown_threads() -> None:
 
 
 # Facts of the compiled engine, loaded on first use (importing them imports Numba).
-_LAZY = {"shard_rows": "shards", "pass_flops": "shards", "DEFAULT_SHARDS": "shards", "KERNEL_DTYPES": "plan",
-         "kernel_plan": "plan"}
+_LAZY = {
+    "shard_rows": "shards",
+    "pass_flops": "shards",
+    "DEFAULT_SHARDS": "shards",
+    "KERNEL_DTYPES": "plan",
+    "kernel_plan": "plan",
+}
 
 
 def __getattr__(name: str):
@@ -157,8 +190,34 @@ def __getattr__(name: str):
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
-__all__ = ["ModelSpec", "InitSpec", "Params", "LayerParams", "init_params", "spectral_stats", "bptt",
-           "check_batch", "StepResult", "NonFinite", "first_nonfinite", "step_metric_names",
-           "parameter_metrics", "PARAMETER_METRICS", "compile_kernels", "compile_all", "shutdown_threads",
-           "shard_rows", "pass_flops", "DEFAULT_SHARDS", "KERNEL_DTYPES", "kernel_plan", "Cell", "cell",
-           "CELLS", "ACTIVATIONS", "DTYPES", "INIT_SCHEMES", "LOSS_KINDS"]
+__all__ = [
+    "ModelSpec",
+    "InitSpec",
+    "Params",
+    "LayerParams",
+    "init_params",
+    "spectral_stats",
+    "bptt",
+    "check_batch",
+    "StepResult",
+    "NonFinite",
+    "first_nonfinite",
+    "step_metric_names",
+    "parameter_metrics",
+    "PARAMETER_METRICS",
+    "compile_kernels",
+    "compile_all",
+    "shutdown_threads",
+    "shard_rows",
+    "pass_flops",
+    "DEFAULT_SHARDS",
+    "KERNEL_DTYPES",
+    "kernel_plan",
+    "Cell",
+    "cell",
+    "CELLS",
+    "ACTIVATIONS",
+    "DTYPES",
+    "INIT_SCHEMES",
+    "LOSS_KINDS",
+]

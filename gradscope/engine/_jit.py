@@ -15,6 +15,7 @@
   lets LLVM vectorise float sums; fastmath.py's functions, inlined into kernels, are written so that it
   cannot hurt them (their range reduction goes through fma).
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -80,9 +81,13 @@ def choose_cache_dir() -> tuple[bool, str]:
         folder = base / f"gradscope-{salt}"
         if _writable_dir(folder):
             return True, str(folder)
-    warnings.warn("GradScope: no writable folder for Numba's cache (tried NUMBA_CACHE_DIR, the package's "
-                  "__pycache__, ~/.cache/numba and the temporary folder); kernels will be compiled in every "
-                  "process", RuntimeWarning, stacklevel=2)
+    warnings.warn(
+        "GradScope: no writable folder for Numba's cache (tried NUMBA_CACHE_DIR, the package's "
+        "__pycache__, ~/.cache/numba and the temporary folder); kernels will be compiled in every "
+        "process",
+        RuntimeWarning,
+        stacklevel=2,
+    )
     return False, ""
 
 
@@ -105,7 +110,7 @@ def prune_stale_caches(folder: str, days: float = STALE_DAYS) -> list[str]:
             if sibling != ours and sibling.is_dir() and sibling.stat().st_mtime < cutoff:
                 shutil.rmtree(sibling, ignore_errors=True)
                 removed.append(str(sibling))
-    except OSError:       # a folder another process is removing, or one we may not touch: leave it
+    except OSError:  # a folder another process is removing, or one we may not touch: leave it
         pass
     return removed
 
@@ -150,6 +155,7 @@ def helper(func):
 def type_constant(stub, value_of_type):
     """In kernels, ``stub(x)`` is the constant ``value_of_type(numba type of x)``, folded at compile time
     (so a branch on it costs nothing and its dead side vanishes); from Python it is ``stub(x)`` itself."""
+
     @overload(stub, inline="always")
     def _constant(x):
         value = value_of_type(x)
@@ -171,6 +177,7 @@ def scalar_overload(stub, implementations: dict):
     (LLVM alone declines to inline the larger float64 ones); it then runs with the caller's flags, which is
     why fastmath.py builds its range reduction on fma, which no flag lets LLVM reassociate.
     """
+
     @overload(stub, inline="never", jit_options=dict(error_model="numpy", fastmath=set(FASTMATH)))
     def _typed(x):
         return implementations.get(x)

@@ -4,6 +4,7 @@ The recurrent products h_{t-1} W_hh^T, which are small and sequential, go throug
 instead; everything that can be batched over steps (x_t W_hx^T for every t, the weight gradients dZ^T X, the
 readout) is one BLAS call here.
 """
+
 from __future__ import annotations
 
 from numba import types
@@ -19,15 +20,31 @@ from .primitives import fill_zero, rows
 #     C (m x n) = alpha op(A) op(B) + beta C
 # Without SciPy it would do nothing and return -1: refuse to import instead, with Numba's own message.
 ensure_blas()
-_xxgemm = types.ExternalFunction("numba_xxgemm", types.intc(
-    types.char, types.char, types.char, types.intp, types.intp, types.intp,
-    types.voidptr, types.voidptr, types.intp, types.voidptr, types.intp, types.voidptr,
-    types.voidptr, types.intp))
+_xxgemm = types.ExternalFunction(
+    "numba_xxgemm",
+    types.intc(
+        types.char,
+        types.char,
+        types.char,
+        types.intp,
+        types.intp,
+        types.intp,
+        types.voidptr,
+        types.voidptr,
+        types.intp,
+        types.voidptr,
+        types.intp,
+        types.voidptr,
+        types.voidptr,
+        types.intp,
+    ),
+)
 
 
 @intrinsic
 def _stack_pointer(typingctx, value):
     """A pointer to a stack slot holding ``value`` (BLAS takes alpha and beta by pointer; no heap)."""
+
     def codegen(context, builder, signature, args):
         slot = cgutils.alloca_once_value(builder, args[0])
         return builder.bitcast(slot, cgutils.voidptr_t)
@@ -55,10 +72,22 @@ def _gemm(trans_a, trans_b, A, B, beta, C):
         return 0
     one = C.dtype.type(1)
     kind = ord("s") if C.itemsize == 4 else ord("d")
-    return _xxgemm(kind, ord("t") if trans_b else ord("n"), ord("t") if trans_a else ord("n"), n, m, k,
-                   _stack_pointer(one), B.ctypes, max(1, B.strides[0] // B.itemsize),
-                   A.ctypes, max(1, A.strides[0] // A.itemsize), _stack_pointer(one if beta else one - one),
-                   C.ctypes, max(1, C.strides[0] // C.itemsize))
+    return _xxgemm(
+        kind,
+        ord("t") if trans_b else ord("n"),
+        ord("t") if trans_a else ord("n"),
+        n,
+        m,
+        k,
+        _stack_pointer(one),
+        B.ctypes,
+        max(1, B.strides[0] // B.itemsize),
+        A.ctypes,
+        max(1, A.strides[0] // A.itemsize),
+        _stack_pointer(one if beta else one - one),
+        C.ctypes,
+        max(1, C.strides[0] // C.itemsize),
+    )
 
 
 @_jit.kernel
@@ -91,7 +120,7 @@ def stage_rows(x, t0, t1, b0, B, stage):
     several steps they are not."""
     if b0 == 0 and B == x.shape[1]:
         return x[t0:t1]
-    out = stage[:t1 - t0]
+    out = stage[: t1 - t0]
     n = x.shape[2]
     for s in range(t1 - t0):
         for b in range(B):

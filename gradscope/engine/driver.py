@@ -5,6 +5,7 @@ products), keeps the state and chunk buffers in the caller's workspace across it
 (step.py, nogil) on the whole batch or on each shard (shards.py), and adds the shards' results up.  The buffers
 a cell needs come from its description (cells/__init__.py); a buffer a cell does not use is passed empty.
 """
+
 from __future__ import annotations
 
 from functools import lru_cache
@@ -16,9 +17,9 @@ from .cells.rnn import ACTIVATION_CODES
 from .gemm import panels
 from .metrics import StepResult, first_nonfinite, step_metric_names
 from .params import LayerParams, ModelSpec, Params
+from .primitives import vector_norm
 from .readout import LOSS_CODES
 from .shards import chunk_steps, default_threads, executor, kernel_blas_threads, shard_rows
-from .primitives import vector_norm
 from .step import CELL_CODES, grad_norms, pack_layers, step
 from .streams import bidirectional_step
 
@@ -26,8 +27,13 @@ _EMPTY_I2 = np.zeros((0, 0), dtype=np.int64)
 _EMPTY_F3 = {"float32": np.zeros((0, 0, 0), np.float32), "float64": np.zeros((0, 0, 0), np.float64)}
 _NO_NORMS = np.zeros(0)
 # what the step kernel gets for a buffer the cell does not use: empty, with the dimensions it indexes
-_ABSENT = {"S": lambda L: (L, 0, 0, 0), "A": lambda L: (L, 0, 0, 0), "zero": lambda L: (0, 0),
-           "U": lambda L: (0, 0), "dZ": lambda L: (0, 0, 0)}
+_ABSENT = {
+    "S": lambda L: (L, 0, 0, 0),
+    "A": lambda L: (L, 0, 0, 0),
+    "zero": lambda L: (0, 0),
+    "U": lambda L: (0, 0),
+    "dZ": lambda L: (0, 0, 0),
+}
 
 
 @lru_cache(maxsize=64)
@@ -37,8 +43,12 @@ def _facts(spec: ModelSpec) -> tuple:
     desc = cell(spec.cell)
     act = ACTIVATION_CODES[spec.activation] if desc.uses_activation else 0
     rows_of = desc.metric_rows()
-    return (CELL_CODES[spec.cell], act, tuple((name, rows_of[name]) for name in step_metric_names(spec)),
-            len(desc.parameters) * len(spec.streams) + 2)
+    return (
+        CELL_CODES[spec.cell],
+        act,
+        tuple((name, rows_of[name]) for name in step_metric_names(spec)),
+        len(desc.parameters) * len(spec.streams) + 2,
+    )
 
 
 # ------------------------------------------------------------------------------------- buffers
@@ -50,17 +60,19 @@ def _work_buffers(spec: ModelSpec, T: int, B: int, chunk: int, n: int) -> dict:
     L, d, k = spec.layers, spec.hidden_size, spec.output_size
     desc = cell(spec.cell)
     dt = spec.np_dtype
-    buf = {"H": np.empty((L, T, B, d), dt),                                 # states h_t, every layer
-           "Y": np.empty((chunk, B, k), dt),                                # readout of a chunk, then dY
-           "G": np.empty((chunk, B, d), dt),                                # direct, then total dL/dh
-           "db64": np.empty((L, desc.blocks * d), np.float64),
-           "dbhh64": np.empty((L, desc.blocks * d if desc.has_b_hh else 0), np.float64),
-           "dby64": np.empty(k, np.float64)}
+    buf = {
+        "H": np.empty((L, T, B, d), dt),  # states h_t, every layer
+        "Y": np.empty((chunk, B, k), dt),  # readout of a chunk, then dY
+        "G": np.empty((chunk, B, d), dt),  # direct, then total dL/dh
+        "db64": np.empty((L, desc.blocks * d), np.float64),
+        "dbhh64": np.empty((L, desc.blocks * d if desc.has_b_hh else 0), np.float64),
+        "dby64": np.empty(k, np.float64),
+    }
     sizes = {"L": L, "T": T, "B": B, "d": d, "Gd": desc.blocks * d, "chunk": chunk}
     for name, absent in _ABSENT.items():
         shape = desc.buffers.get(name)
         buf[name] = np.zeros(tuple(sizes[s] for s in shape) if shape else absent(L), dt)
-    carry = desc.buffers.get("carry", ("L", "B", "d"))                      # what crosses a chunk boundary
+    carry = desc.buffers.get("carry", ("L", "B", "d"))  # what crosses a chunk boundary
     buf["carry"] = np.zeros(tuple(sizes[s] for s in carry), dt)
     return buf
 
@@ -79,24 +91,28 @@ def _bidirectional_buffers(spec: ModelSpec, T: int, B: int, chunk: int, n: int) 
         if shape is None:
             return absent
         dims = tuple(sizes[s] for s in shape)
-        return dims[:1] + (2,) + dims[1:] if shape[0] == "L" else dims     # (L, 2, ...): per stream
+        return dims[:1] + (2,) + dims[1:] if shape[0] == "L" else dims  # (L, 2, ...): per stream
 
-    buf = {"H": np.empty((L, 2, T, B, d), dt),
-           "S": np.zeros(shape_of("S", (L, 2, 0, 0, 0)), dt), "A": np.zeros(shape_of("A", (L, 2, 0, 0, 0)), dt),
-           "zero": np.zeros(shape_of("zero", (0, 0)), dt), "U": np.zeros(shape_of("U", (0, 0)), dt),
-           "dZ": np.zeros(shape_of("dZ", (0, 0, 0)), dt),
-           "carry": np.zeros(tuple(sizes[s] for s in desc.buffers.get("carry", ("L", "B", "d"))[1:]), dt),
-           "X_rev": np.empty((T, B, n), dt),                                # layer 0's input, reversed
-           "X_cat": np.empty((T, B, 2 * d), dt),                            # [h_fwd_t ; h_rev_t] of a layer
-           "X_cat_rev": np.empty((T, B, 2 * d), dt),
-           "Y": np.empty((chunk, B, k), dt),
-           "G_top": np.empty((chunk, B, 2 * d), dt),                         # dY W_yh of a chunk
-           "G_s": np.empty((2, T, B, d), dt),                               # a layer's streams' direct grads
-           "G_below": np.empty((T, B, 2 * d), dt),
-           "DX": np.empty((chunk, B, max(n, 2 * d)), dt),                    # dZ W_hx of a chunk
-           "db64": np.empty((L, 2, Gd), np.float64),
-           "dbhh64": np.empty((L, 2, Gd if desc.has_b_hh else 0), np.float64),
-           "dby64": np.empty(k, np.float64)}
+    buf = {
+        "H": np.empty((L, 2, T, B, d), dt),
+        "S": np.zeros(shape_of("S", (L, 2, 0, 0, 0)), dt),
+        "A": np.zeros(shape_of("A", (L, 2, 0, 0, 0)), dt),
+        "zero": np.zeros(shape_of("zero", (0, 0)), dt),
+        "U": np.zeros(shape_of("U", (0, 0)), dt),
+        "dZ": np.zeros(shape_of("dZ", (0, 0, 0)), dt),
+        "carry": np.zeros(tuple(sizes[s] for s in desc.buffers.get("carry", ("L", "B", "d"))[1:]), dt),
+        "X_rev": np.empty((T, B, n), dt),  # layer 0's input, reversed
+        "X_cat": np.empty((T, B, 2 * d), dt),  # [h_fwd_t ; h_rev_t] of a layer
+        "X_cat_rev": np.empty((T, B, 2 * d), dt),
+        "Y": np.empty((chunk, B, k), dt),
+        "G_top": np.empty((chunk, B, 2 * d), dt),  # dY W_yh of a chunk
+        "G_s": np.empty((2, T, B, d), dt),  # a layer's streams' direct grads
+        "G_below": np.empty((T, B, 2 * d), dt),
+        "DX": np.empty((chunk, B, max(n, 2 * d)), dt),  # dZ W_hx of a chunk
+        "db64": np.empty((L, 2, Gd), np.float64),
+        "dbhh64": np.empty((L, 2, Gd if desc.has_b_hh else 0), np.float64),
+        "dby64": np.empty(k, np.float64),
+    }
     return buf
 
 
@@ -107,19 +123,23 @@ def _stack_buffers(spec: ModelSpec) -> dict:
     dt = spec.np_dtype
     if spec.bidirectional:
         Gd = G * d
-        return {"W_hx0": np.empty((2, Gd, spec.input_size), dt),
-                "W_hxR": np.empty((L - 1, 2, Gd, 2 * d), dt),
-                "W_hh": np.empty((L, 2, Gd, d), dt),
-                "b_h": np.empty((L, 2, Gd), dt),
-                "b_hh": np.empty((L, 2, Gd if cell(spec.cell).has_b_hh else 0), dt),
-                "P_f": np.stack([np.stack([panels(d, Gd, dt)] * 2)] * L),    # (L, 2, ...) per stream
-                "P_b": np.stack([np.stack([panels(Gd, d, dt)] * 2)] * L)}
-    return {"W_hxR": np.empty((L - 1, G * d, d), dt),                          # layers 1.. (none when L = 1)
-            "W_hh": np.empty((L, G * d, d), dt),
-            "b_h": np.empty((L, G * d), dt),
-            "b_hh": np.empty((L, G * d if cell(spec.cell).has_b_hh else 0), dt),
-            "P_f": np.stack([panels(d, G * d, dt)] * L),                     # W_hh^T (d, Gd) packed, per layer
-            "P_b": np.stack([panels(G * d, d, dt)] * L)}                     # W_hh (Gd, d) packed
+        return {
+            "W_hx0": np.empty((2, Gd, spec.input_size), dt),
+            "W_hxR": np.empty((L - 1, 2, Gd, 2 * d), dt),
+            "W_hh": np.empty((L, 2, Gd, d), dt),
+            "b_h": np.empty((L, 2, Gd), dt),
+            "b_hh": np.empty((L, 2, Gd if cell(spec.cell).has_b_hh else 0), dt),
+            "P_f": np.stack([np.stack([panels(d, Gd, dt)] * 2)] * L),  # (L, 2, ...) per stream
+            "P_b": np.stack([np.stack([panels(Gd, d, dt)] * 2)] * L),
+        }
+    return {
+        "W_hxR": np.empty((L - 1, G * d, d), dt),  # layers 1.. (none when L = 1)
+        "W_hh": np.empty((L, G * d, d), dt),
+        "b_h": np.empty((L, G * d), dt),
+        "b_hh": np.empty((L, G * d if cell(spec.cell).has_b_hh else 0), dt),
+        "P_f": np.stack([panels(d, G * d, dt)] * L),  # W_hh^T (d, Gd) packed, per layer
+        "P_b": np.stack([panels(G * d, d, dt)] * L),
+    }  # W_hh (Gd, d) packed
 
 
 def _metric_block(spec: ModelSpec, T: int) -> np.ndarray:
@@ -132,7 +152,7 @@ def _shard_buffers(spec: ModelSpec, T: int, B: int, n: int, chunk: int, first: b
     the mask in place); the shards after the first also get their own gradients and metrics (summed into
     the first's, which are the pass's outputs)."""
     buf = _work_buffers(spec, T, B, chunk, n)
-    buf["stage"] = np.empty((chunk, B, n), spec.np_dtype)                      # (Tc, B_s, n)
+    buf["stage"] = np.empty((chunk, B, n), spec.np_dtype)  # (Tc, B_s, n)
     if not first:
         buf.update(grads=_new_grads(spec, n), M=_metric_block(spec, T), loss_t=np.empty(T))
     return buf
@@ -144,11 +164,25 @@ def _new_grads(spec: ModelSpec, n: int) -> tuple:
     L, d, k, G = spec.layers, spec.hidden_size, spec.output_size, cell(spec.cell).blocks
     dt = spec.np_dtype
     Gd, Gb = G * d, G * d if cell(spec.cell).has_b_hh else 0
-    if spec.bidirectional:                                    # a direction axis after the layer axis
-        return (np.empty((2, Gd, n), dt), np.empty((L - 1, 2, Gd, 2 * d), dt), np.empty((L, 2, Gd, d), dt),
-                np.empty((L, 2, Gd), dt), np.empty((L, 2, Gb), dt), np.empty((k, 2 * d), dt), np.empty(k, dt))
-    return (np.empty((Gd, n), dt), np.empty((L - 1, Gd, d), dt), np.empty((L, Gd, d), dt),
-            np.empty((L, Gd), dt), np.empty((L, Gb), dt), np.empty((k, d), dt), np.empty(k, dt))
+    if spec.bidirectional:  # a direction axis after the layer axis
+        return (
+            np.empty((2, Gd, n), dt),
+            np.empty((L - 1, 2, Gd, 2 * d), dt),
+            np.empty((L, 2, Gd, d), dt),
+            np.empty((L, 2, Gd), dt),
+            np.empty((L, 2, Gb), dt),
+            np.empty((k, 2 * d), dt),
+            np.empty(k, dt),
+        )
+    return (
+        np.empty((Gd, n), dt),
+        np.empty((L - 1, Gd, d), dt),
+        np.empty((L, Gd, d), dt),
+        np.empty((L, Gd), dt),
+        np.empty((L, Gb), dt),
+        np.empty((k, d), dt),
+        np.empty(k, dt),
+    )
 
 
 def _stack(params: Params, buf: dict, L: int):
@@ -176,8 +210,16 @@ def _result_grads(spec: ModelSpec, grads: tuple) -> Params:
     """The kernel's gradient arrays as Params, stream by stream (views, no copies)."""
     dW_hx0, dW_hxR, dW_hh, db_h, db_hh, dW_yh, db_y = grads
     if not spec.bidirectional:
-        return Params([LayerParams(dW_hx0 if l == 0 else dW_hxR[l - 1], dW_hh[l], db_h[l],
-                                   db_hh[l] if db_hh.shape[1] else None) for l in range(spec.layers)], dW_yh, db_y)
+        return Params(
+            [
+                LayerParams(
+                    dW_hx0 if l == 0 else dW_hxR[l - 1], dW_hh[l], db_h[l], db_hh[l] if db_hh.shape[1] else None
+                )
+                for l in range(spec.layers)
+            ],
+            dW_yh,
+            db_y,
+        )
     layers = []
     for stream in range(len(spec.streams)):
         l, r = divmod(stream, spec.directions)
@@ -194,7 +236,7 @@ def _weights(spec: ModelSpec, params: Params, buf: dict) -> tuple:
     if not spec.bidirectional:
         return (np.ascontiguousarray(params.layers[0].W_hx),) + _stack(params, buf, spec.layers) + readout
     W_hx0, W_hxR, W_hh, b_h, b_hh = (buf[k] for k in ("W_hx0", "W_hxR", "W_hh", "b_h", "b_hh"))
-    for s, p in enumerate(params.layers):                      # stream s = 2 l + r
+    for s, p in enumerate(params.layers):  # stream s = 2 l + r
         l, r = divmod(s, 2)
         if l == 0:
             W_hx0[r] = p.W_hx
@@ -207,27 +249,119 @@ def _weights(spec: ModelSpec, params: Params, buf: dict) -> tuple:
     return (W_hx0, W_hxR, W_hh, b_h, b_hh) + readout
 
 
-def _run_step(spec: ModelSpec, weights: tuple, packed: tuple, x, target_f, target_i, mask, b0: int,
-              loss_kind: str, inv_B: float, chunk: int, buf: dict, grads: tuple, M, loss_t, norms) -> None:
+def _run_step(
+    spec: ModelSpec,
+    weights: tuple,
+    packed: tuple,
+    x,
+    target_f,
+    target_i,
+    mask,
+    b0: int,
+    loss_kind: str,
+    inv_B: float,
+    chunk: int,
+    buf: dict,
+    grads: tuple,
+    M,
+    loss_t,
+    norms,
+) -> None:
     """One call of the step kernel (nogil) on a batch, or on its rows b0 .. (a shard), with its buffers;
     packed: (P_f, P_b), ``pack_layers`` of the weights' W_hh."""
     P_f, P_b = packed
     stage = buf.get("stage", _EMPTY_F3[spec.dtype])
     code, act = _facts(spec)[:2]
     if spec.bidirectional:
-        bidirectional_step(code, act, x, *weights, target_f, target_i, mask, b0,
-                           LOSS_CODES[loss_kind], inv_B, chunk, stage, P_f, P_b, buf["H"], buf["S"], buf["A"],
-                           buf["zero"], buf["U"], buf["X_rev"], buf["X_cat"], buf["X_cat_rev"], buf["Y"],
-                           buf["G_top"], buf["G_s"], buf["G_below"], buf["DX"], buf["dZ"], buf["carry"], *grads,
-                           buf["db64"], buf["dbhh64"], buf["dby64"], M, loss_t)
+        bidirectional_step(
+            code,
+            act,
+            x,
+            *weights,
+            target_f,
+            target_i,
+            mask,
+            b0,
+            LOSS_CODES[loss_kind],
+            inv_B,
+            chunk,
+            stage,
+            P_f,
+            P_b,
+            buf["H"],
+            buf["S"],
+            buf["A"],
+            buf["zero"],
+            buf["U"],
+            buf["X_rev"],
+            buf["X_cat"],
+            buf["X_cat_rev"],
+            buf["Y"],
+            buf["G_top"],
+            buf["G_s"],
+            buf["G_below"],
+            buf["DX"],
+            buf["dZ"],
+            buf["carry"],
+            *grads,
+            buf["db64"],
+            buf["dbhh64"],
+            buf["dby64"],
+            M,
+            loss_t,
+        )
         return
-    step(code, act, x, *weights, target_f, target_i, mask, b0, LOSS_CODES[loss_kind], inv_B,
-         chunk, stage, P_f, P_b, buf["H"], buf["S"], buf["A"], buf["zero"], buf["U"], buf["Y"], buf["G"],
-         buf["dZ"], buf["carry"], *grads, buf["db64"], buf["dbhh64"], buf["dby64"], M, loss_t, norms)
+    step(
+        code,
+        act,
+        x,
+        *weights,
+        target_f,
+        target_i,
+        mask,
+        b0,
+        LOSS_CODES[loss_kind],
+        inv_B,
+        chunk,
+        stage,
+        P_f,
+        P_b,
+        buf["H"],
+        buf["S"],
+        buf["A"],
+        buf["zero"],
+        buf["U"],
+        buf["Y"],
+        buf["G"],
+        buf["dZ"],
+        buf["carry"],
+        *grads,
+        buf["db64"],
+        buf["dbhh64"],
+        buf["dby64"],
+        M,
+        loss_t,
+        norms,
+    )
 
 
-def _run_shards(spec: ModelSpec, weights: tuple, packed: tuple, x, target_f, target_i, mask, loss_kind: str,
-                Tc: int, rows: list, shards: list, grads: tuple, M, loss_t, threads: int) -> None:
+def _run_shards(
+    spec: ModelSpec,
+    weights: tuple,
+    packed: tuple,
+    x,
+    target_f,
+    target_i,
+    mask,
+    loss_kind: str,
+    Tc: int,
+    rows: list,
+    shards: list,
+    grads: tuple,
+    M,
+    loss_t,
+    threads: int,
+) -> None:
     """Run every shard on its rows of the batch (read in place), ``threads`` at a time (thread w runs shards
     w, w + threads, ...; thread 0 is this one, the others come from the pool), then add their results up in
     shard order, into the first shard's, which are the outputs:
@@ -242,15 +376,16 @@ def _run_shards(spec: ModelSpec, weights: tuple, packed: tuple, x, target_f, tar
 
     def run_every(group):
         for (b0, _), buf, (g, m, lt) in group:
-            _run_step(spec, weights, packed, x, target_f, target_i, mask, b0, loss_kind, inv_B, Tc, buf, g, m, lt,
-                      _NO_NORMS)
+            _run_step(
+                spec, weights, packed, x, target_f, target_i, mask, b0, loss_kind, inv_B, Tc, buf, g, m, lt, _NO_NORMS
+            )
 
     threads = max(1, min(threads, len(shards)))
     pending = [executor().submit(run_every, work[w::threads]) for w in range(1, threads)]
     try:
         run_every(work[::threads])
     finally:
-        for future in pending:                 # every shard ends before its buffers can be touched again
+        for future in pending:  # every shard ends before its buffers can be touched again
             future.result()
     first, rest = shards[0], shards[1:]
     M *= (rows[0][1] - rows[0][0]) * inv_B
@@ -263,14 +398,24 @@ def _run_shards(spec: ModelSpec, weights: tuple, packed: tuple, x, target_f, tar
         db64 += buf["db64"]
         dbhh64 += buf["dbhh64"]
         dby64 += buf["dby64"]
-    grads[3][...] = db64                      # db_h (L, Gd)
-    grads[4][...] = dbhh64                    # db_hh (L, Gd) or (L, 0)
-    grads[6][...] = dby64                     # db_y (k,)
+    grads[3][...] = db64  # db_h (L, Gd)
+    grads[4][...] = dbhh64  # db_hh (L, Gd) or (L, 0)
+    grads[6][...] = dby64  # db_y (k,)
 
 
-def bptt(spec: ModelSpec, params: Params, x: np.ndarray, target: np.ndarray, mask: np.ndarray,
-         loss_kind: str, *, workspace: dict | None = None, chunk: int | None = None,
-         threads: int | None = None, shards: int | None = None) -> StepResult:
+def bptt(
+    spec: ModelSpec,
+    params: Params,
+    x: np.ndarray,
+    target: np.ndarray,
+    mask: np.ndarray,
+    loss_kind: str,
+    *,
+    workspace: dict | None = None,
+    chunk: int | None = None,
+    threads: int | None = None,
+    shards: int | None = None,
+) -> StepResult:
     """One forward and backward pass with every metric, in compiled kernels that release the GIL.
 
     Arrays are assumed checked (``engine.check_batch``).  ``workspace``: a dict the caller keeps and passes
@@ -297,45 +442,67 @@ def bptt(spec: ModelSpec, params: Params, x: np.ndarray, target: np.ndarray, mas
         if len(rows) == 1:
             buf = _work_buffers(spec, T, B, Tc, n)
         else:
-            buf = {"shards": [_shard_buffers(spec, T, b1 - b0, n, Tc, first=s == 0)
-                              for s, (b0, b1) in enumerate(rows)]}
+            buf = {"shards": [_shard_buffers(spec, T, b1 - b0, n, Tc, first=s == 0) for s, (b0, b1) in enumerate(rows)]}
         buf.update(_stack_buffers(spec))
         if workspace is not None:
             workspace.clear()
             workspace.update(key=key, buffers=buf)
     weights = _weights(spec, params, buf)
     grads = _new_grads(spec, n)
-    M = _metric_block(spec, T)                                              # (L, metric, T)
+    M = _metric_block(spec, T)  # (L, metric, T)
     loss_t = np.empty(T)
-    norms = np.empty(_facts(spec)[3])                                       # Params.named() order
-    x = np.ascontiguousarray(x, dtype=dt)                                   # the caller's, when they fit
+    norms = np.empty(_facts(spec)[3])  # Params.named() order
+    x = np.ascontiguousarray(x, dtype=dt)  # the caller's, when they fit
     if loss_kind == "mse":
         target_f, target_i = np.ascontiguousarray(target, dtype=dt), _EMPTY_I2
     else:
         target_f, target_i = _EMPTY_F3[spec.dtype], np.ascontiguousarray(target, dtype=np.int64)
     mask = np.ascontiguousarray(mask, dtype=np.float64)
     packed = (buf["P_f"], buf["P_b"])
-    if spec.bidirectional:                                  # one packed W_hh per stream: (L, 2, ..) as (2L, ..)
+    if spec.bidirectional:  # one packed W_hh per stream: (L, 2, ..) as (2L, ..)
         S = len(spec.streams)
-        pack_layers(weights[2].reshape((S,) + weights[2].shape[-2:]), buf["P_f"].reshape((S,) + buf["P_f"].shape[-3:]),
-                    buf["P_b"].reshape((S,) + buf["P_b"].shape[-3:]))
+        pack_layers(
+            weights[2].reshape((S,) + weights[2].shape[-2:]),
+            buf["P_f"].reshape((S,) + buf["P_f"].shape[-3:]),
+            buf["P_b"].reshape((S,) + buf["P_b"].shape[-3:]),
+        )
     else:
         pack_layers(weights[2], *packed)
     if len(rows) == 1:
-        _run_step(spec, weights, packed, x, target_f, target_i, mask, 0, loss_kind, 1.0 / B, Tc, buf, grads, M,
-                  loss_t, norms)
+        _run_step(
+            spec, weights, packed, x, target_f, target_i, mask, 0, loss_kind, 1.0 / B, Tc, buf, grads, M, loss_t, norms
+        )
     else:
-        _run_shards(spec, weights, packed, x, target_f, target_i, mask, loss_kind, Tc, rows, buf["shards"], grads,
-                    M, loss_t, threads)
+        _run_shards(
+            spec,
+            weights,
+            packed,
+            x,
+            target_f,
+            target_i,
+            mask,
+            loss_kind,
+            Tc,
+            rows,
+            buf["shards"],
+            grads,
+            M,
+            loss_t,
+            threads,
+        )
         if not spec.bidirectional:
             grad_norms(*grads, norms)
     if spec.bidirectional:
-        M[1::2] = M[1::2, :, ::-1].copy()                   # reverse streams: from step order to input position
+        M[1::2] = M[1::2, :, ::-1].copy()  # reverse streams: from step order to input position
     metrics = {name: M[:, row] for name, row in _facts(spec)[2]}
     metrics["loss_t"] = loss_t
     result_grads = _result_grads(spec, grads)
     if spec.bidirectional:
         norms = np.array([vector_norm(np.ascontiguousarray(g).ravel()) for _, g in result_grads.named()])
-    return StepResult(loss=float(loss_t.sum()), grads=result_grads, metrics=metrics,
-                      nonfinite=first_nonfinite(metrics, result_grads, norms),
-                      extras={"grad_norms": norms, "shards": len(rows)})
+    return StepResult(
+        loss=float(loss_t.sum()),
+        grads=result_grads,
+        metrics=metrics,
+        nonfinite=first_nonfinite(metrics, result_grads, norms),
+        extras={"grad_norms": norms, "shards": len(rows)},
+    )

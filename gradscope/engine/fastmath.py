@@ -23,6 +23,7 @@ Accuracy (tests/engine/test_fastmath.py, against NumPy over the whole range): fl
 float64 within a few ulp.  They are inlined into the calling kernel and take its flags; the range reduction
 uses fma, so "reassoc" cannot turn x - n*C1 - n*C2 into x - n*(C1 + C2).
 """
+
 from __future__ import annotations
 
 import math
@@ -98,48 +99,63 @@ def _select(typingctx, cond, a, b):
 def _bits(typingctx, x):
     """The IEEE bits of a float32 (as int32) or float64 (as int64)."""
     if x == types.float32:
+
         def codegen(context, builder, signature, args):
             return builder.bitcast(args[0], ir.IntType(32))
+
         return types.int32(x), codegen
     if x == types.float64:
+
         def codegen(context, builder, signature, args):
             return builder.bitcast(args[0], ir.IntType(64))
+
         return types.int64(x), codegen
     return None
 
 
 # ------------------------------------------------------------------------------------------ float32
 # Every constant is a np.float32: a bare Python float would promote the arithmetic to float64 in Numba.
-_F32_LO, _F32_HI = np.float32(-104.0), np.float32(89.0)       # e^-104 < smallest subnormal, e^89 > max
+_F32_LO, _F32_HI = np.float32(-104.0), np.float32(89.0)  # e^-104 < smallest subnormal, e^89 > max
 _F32_LOG2E = np.float32(1.44269504088896341)
-_F32_C1, _F32_C2 = np.float32(0.693359375), np.float32(-2.12194440e-4)   # C1 + C2 = ln 2
-_F32_P = (np.float32(1.9875691500e-4), np.float32(1.3981999507e-3), np.float32(8.3334519073e-3),
-          np.float32(4.1665795894e-2), np.float32(1.6666665459e-1), np.float32(5.0000001201e-1))
+_F32_C1, _F32_C2 = np.float32(0.693359375), np.float32(-2.12194440e-4)  # C1 + C2 = ln 2
+_F32_P = (
+    np.float32(1.9875691500e-4),
+    np.float32(1.3981999507e-3),
+    np.float32(8.3334519073e-3),
+    np.float32(4.1665795894e-2),
+    np.float32(1.6666665459e-1),
+    np.float32(5.0000001201e-1),
+)
 _F32_HALF, _F32_ONE, _F32_TWO = np.float32(0.5), np.float32(1.0), np.float32(2.0)
 _F32_TANH_SMALL = np.float32(0.625)
-_F32_T = (np.float32(-5.70498872745e-3), np.float32(2.06390887954e-2), np.float32(-5.37397155531e-2),
-          np.float32(1.33314422036e-1), np.float32(-3.33332819422e-1))
+_F32_T = (
+    np.float32(-5.70498872745e-3),
+    np.float32(2.06390887954e-2),
+    np.float32(-5.37397155531e-2),
+    np.float32(1.33314422036e-1),
+    np.float32(-3.33332819422e-1),
+)
 
 
 def _exp32(x):
     xc = min(max(x, _F32_LO), _F32_HI)
-    n = np.floor(xc * _F32_LOG2E + _F32_HALF)                                 # round(x / ln 2)
-    r = _fma(-n, _F32_C1, xc)                                                 # exact
-    r = _fma(-n, _F32_C2, r)                                                  # |r| <= ln(2)/2
+    n = np.floor(xc * _F32_LOG2E + _F32_HALF)  # round(x / ln 2)
+    r = _fma(-n, _F32_C1, xc)  # exact
+    r = _fma(-n, _F32_C2, r)  # |r| <= ln(2)/2
     p = _F32_P[0]
     p = p * r + _F32_P[1]
     p = p * r + _F32_P[2]
     p = p * r + _F32_P[3]
     p = p * r + _F32_P[4]
     p = p * r + _F32_P[5]
-    p = p * (r * r) + r + _F32_ONE                                            # e^r
+    p = p * (r * r) + r + _F32_ONE  # e^r
     ni = np.int32(n)
     n1 = ni >> 1
     n2 = ni - n1
     # p * 2^n1 by adding n1 to p's exponent field (p ~ 1, so this stays normal), then one multiply by
     # 2^n2 rounds, underflows or overflows correctly.  Integer steps: no flag can reorder them.
     y = _f32_from_bits(_bits(p) + (n1 << 23)) * _f32_from_bits((n2 + 127) << 23)
-    return _select(x != x, x, y)                                              # NaN stays NaN
+    return _select(x != x, x, y)  # NaN stays NaN
 
 
 def _sigmoid32(x):
@@ -150,17 +166,16 @@ def _tanh32(x):
     a = abs(x)
     z = x * x
     small = ((((_F32_T[0] * z + _F32_T[1]) * z + _F32_T[2]) * z + _F32_T[3]) * z + _F32_T[4]) * z * x + x
-    large = math.copysign(_F32_ONE - _F32_TWO / (exp(_F32_TWO * a) + _F32_ONE), x)   # e^inf = inf gives 1
-    return _select(a < _F32_TANH_SMALL, small, large)                         # NaN: large is NaN
+    large = math.copysign(_F32_ONE - _F32_TWO / (exp(_F32_TWO * a) + _F32_ONE), x)  # e^inf = inf gives 1
+    return _select(a < _F32_TANH_SMALL, small, large)  # NaN: large is NaN
 
 
 # ------------------------------------------------------------------------------------------ float64
 _F64_LO, _F64_HI = -746.0, 710.0
 _F64_LOG2E = 1.4426950408889634074
-_F64_C1, _F64_C2 = 6.93145751953125e-1, 1.42860682030941723212e-6         # C1 + C2 = ln 2
+_F64_C1, _F64_C2 = 6.93145751953125e-1, 1.42860682030941723212e-6  # C1 + C2 = ln 2
 _F64_EP = (1.26177193074810590878e-4, 3.02994407707441961300e-2, 9.99999999999999999910e-1)
-_F64_EQ = (3.00198505138664455042e-6, 2.52448340349684104192e-3, 2.27265548208155028766e-1,
-           2.00000000000000000009e0)
+_F64_EQ = (3.00198505138664455042e-6, 2.52448340349684104192e-3, 2.27265548208155028766e-1, 2.00000000000000000009e0)
 _F64_TP = (-9.64399179425052238628e-1, -9.92877231001918586564e1, -1.61468768441708447952e3)
 _F64_TQ = (1.12811678491632931402e2, 2.23548839060100448583e3, 4.84406305325125486048e3)
 
@@ -173,7 +188,7 @@ def _exp64(x):
     rr = r * r
     pr = r * ((_F64_EP[0] * rr + _F64_EP[1]) * rr + _F64_EP[2])
     q = ((_F64_EQ[0] * rr + _F64_EQ[1]) * rr + _F64_EQ[2]) * rr + _F64_EQ[3]
-    p = 1.0 + 2.0 * (pr / (q - pr))                                           # e^r
+    p = 1.0 + 2.0 * (pr / (q - pr))  # e^r
     ni = np.int64(n)
     n1 = ni >> 1
     n2 = ni - n1

@@ -20,12 +20,12 @@ NV = 2: 16 accumulators), else 16 (MR = 4, NV = 2).
 The products are summed in the same precision as BLAS (each multiply-add rounded once), in a different
 order; NaN and Inf propagate as in any sum of products.
 """
+
 from __future__ import annotations
 
 import numba
 import numpy as np
-from llvmlite import binding as llvm_binding
-from llvmlite import ir
+from llvmlite import binding as llvm_binding, ir
 from numba import types
 from numba.core import cgutils
 from numba.extending import intrinsic
@@ -43,8 +43,8 @@ def _vector_bytes() -> int:
 
 
 VECTOR_BYTES = _vector_bytes()
-NV = 2                                          # vectors per tile row
-MR = 8 if VECTOR_BYTES == 64 else 4             # rows per tile: MR * NV accumulators + NV panel vectors fit
+NV = 2  # vectors per tile row
+MR = 8 if VECTOR_BYTES == 64 else 4  # rows per tile: MR * NV accumulators + NV panel vectors fit
 
 
 def panel_width(dtype) -> int:
@@ -66,18 +66,21 @@ def _make_tile(rows: int):
     so one tile serves 1..rows rows; nc < NR (a panel past the last column of C) adds through a buffer on
     the stack, one value at a time.
     """
+
     @intrinsic
     def _tile(typingctx, A, a0, lda, mr, P, p0, C, c0, ldc, K, nc):
-        if not (isinstance(A, types.Array) and A.dtype in (types.float32, types.float64)
-                and A.dtype == P.dtype == C.dtype):
+        if not (
+            isinstance(A, types.Array) and A.dtype in (types.float32, types.float64) and A.dtype == P.dtype == C.dtype
+        ):
             return None
         sig = types.void(A, a0, lda, mr, P, p0, C, c0, ldc, K, nc)
         lanes = _lanes(A.dtype)
 
         def codegen(context, builder, signature, args):
             a, p, c = args[0], args[4], args[6]
-            a0, lda, mr, p0, c0, ldc, K, nc = (context.cast(builder, args[i], signature.args[i], types.int64)
-                                               for i in (1, 2, 3, 5, 7, 8, 9, 10))
+            a0, lda, mr, p0, c0, ldc, K, nc = (
+                context.cast(builder, args[i], signature.args[i], types.int64) for i in (1, 2, 3, 5, 7, 8, 9, 10)
+            )
             i64 = ir.IntType(64)
             align = A.dtype.bitwidth // 8
             fl = context.get_value_type(A.dtype)
@@ -86,13 +89,16 @@ def _make_tile(rows: int):
             pa = builder.gep(context.make_array(signature.args[0])(context, builder, a).data, [a0])
             pp = builder.gep(context.make_array(signature.args[4])(context, builder, p).data, [p0])
             pc = builder.gep(context.make_array(signature.args[6])(context, builder, c).data, [c0])
-            fma = cgutils.get_or_insert_function(builder.module, ir.FunctionType(vec, [vec] * 3),
-                                                 f"llvm.fma.v{lanes}{'f32' if A.dtype == types.float32 else 'f64'}")
+            fma = cgutils.get_or_insert_function(
+                builder.module,
+                ir.FunctionType(vec, [vec] * 3),
+                f"llvm.fma.v{lanes}{'f32' if A.dtype == types.float32 else 'f64'}",
+            )
             zero = ir.Constant(vec, [0.0] * lanes)
             broadcast = ir.Constant(ir.VectorType(ir.IntType(32), lanes), [0] * lanes)
             last = builder.sub(mr, ir.Constant(i64, 1))
             row_ptrs = []
-            for i in range(rows):                                 # rows past mr-1 read row mr-1
+            for i in range(rows):  # rows past mr-1 read row mr-1
                 r = ir.Constant(i64, i)
                 r = builder.select(builder.icmp_signed("<", r, mr), r, last)
                 row_ptrs.append(builder.gep(pa, [builder.mul(r, lda)]))
@@ -100,16 +106,23 @@ def _make_tile(rows: int):
             with cgutils.for_range(builder, K) as loop:
                 k = loop.index
                 panel = builder.gep(pp, [builder.mul(k, ir.Constant(i64, NR))])
-                w = [builder.load(builder.bitcast(builder.gep(panel, [ir.Constant(i64, q * lanes)]),
-                                                  vec.as_pointer()), align=align) for q in range(NV)]
+                w = [
+                    builder.load(
+                        builder.bitcast(builder.gep(panel, [ir.Constant(i64, q * lanes)]), vec.as_pointer()),
+                        align=align,
+                    )
+                    for q in range(NV)
+                ]
                 for i in range(rows):
                     value = builder.load(builder.gep(row_ptrs[i], [k]))
-                    splat = builder.shuffle_vector(builder.insert_element(ir.Constant(vec, ir.Undefined), value,
-                                                                          ir.Constant(ir.IntType(32), 0)),
-                                                   ir.Constant(vec, ir.Undefined), broadcast)
+                    splat = builder.shuffle_vector(
+                        builder.insert_element(ir.Constant(vec, ir.Undefined), value, ir.Constant(ir.IntType(32), 0)),
+                        ir.Constant(vec, ir.Undefined),
+                        broadcast,
+                    )
                     for q in range(NV):
                         builder.store(builder.call(fma, [splat, w[q], builder.load(acc[i][q])]), acc[i][q])
-            spill = cgutils.alloca_once(builder, vec, size=NV)    # a row of accumulators, for nc < NR
+            spill = cgutils.alloca_once(builder, vec, size=NV)  # a row of accumulators, for nc < NR
             whole = builder.icmp_signed(">=", nc, ir.Constant(i64, NR))
             for i in range(rows):
                 with builder.if_then(builder.icmp_signed("<", ir.Constant(i64, i), mr), likely=True):
@@ -117,8 +130,7 @@ def _make_tile(rows: int):
                     with builder.if_else(whole, likely=True) as (vector_store, partial_store):
                         with vector_store:
                             for q in range(NV):
-                                ptr = builder.bitcast(builder.gep(row, [ir.Constant(i64, q * lanes)]),
-                                                      vec.as_pointer())
+                                ptr = builder.bitcast(builder.gep(row, [ir.Constant(i64, q * lanes)]), vec.as_pointer())
                                 total = builder.fadd(builder.load(ptr, align=align), builder.load(acc[i][q]))
                                 builder.store(total, ptr, align=align)
                         with partial_store:
@@ -127,8 +139,10 @@ def _make_tile(rows: int):
                             values = builder.bitcast(spill, fl.as_pointer())
                             with cgutils.for_range(builder, nc) as cols:
                                 ptr = builder.gep(row, [cols.index])
-                                builder.store(builder.fadd(builder.load(ptr), builder.load(
-                                    builder.gep(values, [cols.index]))), ptr)
+                                builder.store(
+                                    builder.fadd(builder.load(ptr), builder.load(builder.gep(values, [cols.index]))),
+                                    ptr,
+                                )
             return context.get_dummy_value()
 
         return sig, codegen

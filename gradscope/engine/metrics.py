@@ -21,6 +21,7 @@ Per-parameter metrics (``parameter_metrics``), (L,) arrays unless noted:
                                                        (LSTM, GRU: the largest over its d x d gate blocks)
     grad_norm_b_hh                                     GRU: ||dL/db_hh|| of each layer
 """
+
 from __future__ import annotations
 
 import threading
@@ -35,6 +36,7 @@ from .params import ModelSpec, Params, combine_norms, spectral_stats
 
 SAT_LOW, SAT_HIGH = 0.05, 0.95
 
+
 def step_metric_names(spec: ModelSpec) -> tuple[str, ...]:
     """Names of the (L, T) metrics a pass over this model produces (the cell's description says)."""
     return cell(spec.cell).step_metrics(spec.activation)
@@ -44,14 +46,13 @@ def step_metric_names(spec: ModelSpec) -> tuple[str, ...]:
 class NonFinite:
     """Where the first NaN or Inf appeared, in the order the pass computes things."""
 
-    quantity: str                 # "h", "c", "loss", "grad_h", "grad_c" or "grad <param name>"
+    quantity: str  # "h", "c", "loss", "grad_h", "grad_c" or "grad <param name>"
     layer: int | None
     timestep: int | None
     iteration: int | None = None  # filled in by the trainer
 
     def as_dict(self) -> dict:
-        return {"iteration": self.iteration, "layer": self.layer, "timestep": self.timestep,
-                "quantity": self.quantity}
+        return {"iteration": self.iteration, "layer": self.layer, "timestep": self.timestep, "quantity": self.quantity}
 
     def location(self) -> str:
         """Where it appeared, for people: ``iteration 3, layer 0, t = 41`` (the parts that are known; "" if none).
@@ -75,7 +76,7 @@ class StepResult:
 
     loss: float
     grads: Params
-    metrics: dict[str, np.ndarray]      # name -> (L, T) float64, plus "loss_t" (T,)
+    metrics: dict[str, np.ndarray]  # name -> (L, T) float64, plus "loss_t" (T,)
     nonfinite: NonFinite | None = None
     extras: dict = field(default_factory=dict)
 
@@ -101,9 +102,9 @@ def first_nonfinite(metrics: dict[str, np.ndarray], grads: Params, grad_norms=No
     """
     h, c = metrics["h_norm"], metrics.get("c_norm")
     L, T = h.shape
-    forward_ok = np.isfinite(h) if c is None else np.isfinite(h) & np.isfinite(c)      # (L, T)
+    forward_ok = np.isfinite(h) if c is None else np.isfinite(h) & np.isfinite(c)  # (L, T)
     if not forward_ok.all():
-        l = int(np.flatnonzero(~forward_ok.all(axis=1))[0])                 # the first layer with one
+        l = int(np.flatnonzero(~forward_ok.all(axis=1))[0])  # the first layer with one
         t = int(np.flatnonzero(~forward_ok[l])[0])
         return NonFinite("c" if c is not None and not np.isfinite(c[l, t]) else "h", l, t)
     bad = np.flatnonzero(~np.isfinite(metrics["loss_t"]))
@@ -112,12 +113,12 @@ def first_nonfinite(metrics: dict[str, np.ndarray], grads: Params, grad_norms=No
     gh, gc = metrics["grad_h_norm"], metrics.get("grad_c_norm")
     backward_ok = np.isfinite(gh) if gc is None else np.isfinite(gh) & np.isfinite(gc)  # (L, T)
     if not backward_ok.all():
-        t = int(np.flatnonzero(~backward_ok.all(axis=0))[-1])               # the LAST step with one
-        l = int(np.flatnonzero(~backward_ok[:, t])[-1])                     # its top layer with one
+        t = int(np.flatnonzero(~backward_ok.all(axis=0))[-1])  # the LAST step with one
+        l = int(np.flatnonzero(~backward_ok[:, t])[-1])  # its top layer with one
         return NonFinite("grad_h" if not np.isfinite(gh[l, t]) else "grad_c", l, t)
     for index, (name, g) in enumerate(grads.named()):
         if not (np.isfinite(grad_norms[index]) if grad_norms is not None else np.all(np.isfinite(g))):
-            layer = int(name[5:name.index(".")]) if name.startswith("layer") else None
+            layer = int(name[5 : name.index(".")]) if name.startswith("layer") else None
             return NonFinite(f"grad {name}", layer, None)
     return None
 
@@ -161,13 +162,13 @@ def parameter_metrics(spec: ModelSpec, params: Params, grads: Params, spectral: 
     """Per-parameter metrics of one iteration (module docstring): gradient norms and W_hh's spectrum.
 
     Returns {"grad_norm_W_hx", "grad_norm_W_hh", "grad_norm_b_h" (and "grad_norm_b_hh" for the GRU),
-    "spectral_radius", "sigma_max": (L,) float64 arrays, "grad_norm_W_yh", "grad_norm_b_y": floats}.  Norms accumulate in float64.  The spectral
-    pair costs an O(d^3) eigensolve per changed W_hh (docs/metrics.md: ~0.3 s at d = 512); ``spectral=False``
+    "spectral_radius", "sigma_max": (L,) float64 arrays, "grad_norm_W_yh", "grad_norm_b_y": floats}.  Norms
+    accumulate in float64.  The spectral pair costs an O(d^3) eigensolve per changed W_hh (docs/metrics.md: ~0.3 s at d = 512); ``spectral=False``
     leaves both keys out, for callers that measure the spectrum less often.
     """
     L = spec.layers
     norms = grads.norms()
-    layer_arrays = cell(spec.cell).parameters                 # W_hx, W_hh, b_h (and the GRU's b_hh)
+    layer_arrays = cell(spec.cell).parameters  # W_hx, W_hh, b_h (and the GRU's b_hh)
     names = tuple(f"grad_norm_{a}" for a in layer_arrays) + (("spectral_radius", "sigma_max") if spectral else ())
     out = {name: np.empty(L) for name in names}
     for l in range(L):
@@ -180,5 +181,13 @@ def parameter_metrics(spec: ModelSpec, params: Params, grads: Params, spectral: 
     return out
 
 
-PARAMETER_METRICS = ("grad_norm_W_hx", "grad_norm_W_hh", "grad_norm_b_h", "grad_norm_b_hh", "grad_norm_W_yh",
-                     "grad_norm_b_y", "spectral_radius", "sigma_max")
+PARAMETER_METRICS = (
+    "grad_norm_W_hx",
+    "grad_norm_W_hh",
+    "grad_norm_b_h",
+    "grad_norm_b_hh",
+    "grad_norm_W_yh",
+    "grad_norm_b_y",
+    "spectral_radius",
+    "sigma_max",
+)

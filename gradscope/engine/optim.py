@@ -7,6 +7,7 @@
 
 States have the parameters' dtype, as in PyTorch, so float32 runs stay float32.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -41,7 +42,7 @@ class SGD:
     def step(self, params: Params, grads: Params) -> None:
         g_named = grads.arrays()
         if self.momentum and self.velocity is None:
-            self.velocity = {name: g.copy() for name, g in g_named.items()}          # v_1 = g_1
+            self.velocity = {name: g.copy() for name, g in g_named.items()}  # v_1 = g_1
         elif self.momentum:
             for name, v in self.velocity.items():
                 v *= v.dtype.type(self.momentum)
@@ -63,7 +64,7 @@ class Adam:
     def step(self, params: Params, grads: Params) -> None:
         self.t += 1
         b1, b2 = self.beta1, self.beta2
-        correction1, correction2 = 1 - b1 ** self.t, 1 - b2 ** self.t
+        correction1, correction2 = 1 - b1**self.t, 1 - b2**self.t
         g_named = grads.arrays()
         for name, theta in params.named():
             g, m, s = g_named[name], self.m[name], self.s[name]

@@ -10,11 +10,12 @@ Layouts follow the lecture and PyTorch, so weights copy across unchanged:
 with n_0 the task's input size and n_l = d above it.  A batch of inputs is applied as
 ``x_t @ W_hx.T`` (rows are examples), which is W_hx x_t for each example.
 """
+
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 from functools import cached_property
-from typing import Iterator
 
 import numpy as np
 
@@ -29,17 +30,17 @@ INIT_SCHEMES = ("gaussian", "uniform", "xavier", "kaiming", "orthogonal", "ident
 class ModelSpec:
     """The shape of a model: everything a kernel needs besides the arrays."""
 
-    cell: str = "rnn"              # "rnn" | "lstm" | "gru" (engine.cells)
-    activation: str = "relu"       # rnn only: "relu" | "tanh" | "sigmoid" | "linear"
-    input_size: int = 32           # n_0
-    hidden_size: int = 128         # d
-    layers: int = 1                # L
-    output_size: int = 32          # k
-    dtype: str = "float32"         # "float32" | "float64"
-    bidirectional: bool = False    # each layer runs forward and in reverse; the layer above reads both
+    cell: str = "rnn"  # "rnn" | "lstm" | "gru" (engine.cells)
+    activation: str = "relu"  # rnn only: "relu" | "tanh" | "sigmoid" | "linear"
+    input_size: int = 32  # n_0
+    hidden_size: int = 128  # d
+    layers: int = 1  # L
+    output_size: int = 32  # k
+    dtype: str = "float32"  # "float32" | "float64"
+    bidirectional: bool = False  # each layer runs forward and in reverse; the layer above reads both
 
     def __post_init__(self):
-        cell(self.cell)                                    # a ValueError naming the cells for an unknown one
+        cell(self.cell)  # a ValueError naming the cells for an unknown one
         if cell(self.cell).uses_activation and self.activation not in ACTIVATIONS:
             raise ValueError(f"activation must be one of {ACTIVATIONS}, got {self.activation!r}")
         if self.dtype not in DTYPES:
@@ -48,7 +49,7 @@ class ModelSpec:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
                 raise ValueError(f"{name} must be a whole number of at least 1, got {value!r}")
-            object.__setattr__(self, name, int(value))   # numpy integers become plain ints (hashing, JSON)
+            object.__setattr__(self, name, int(value))  # numpy integers become plain ints (hashing, JSON)
         if not isinstance(self.bidirectional, (bool, np.bool_)):
             raise ValueError(f"bidirectional must be true or false, got {self.bidirectional!r}")
         object.__setattr__(self, "bidirectional", bool(self.bidirectional))
@@ -71,7 +72,7 @@ class ModelSpec:
     def streams(self) -> tuple[str, ...]:
         """The recurrent chains, in the engine's order: layer0, layer0_reverse (bidirectional), layer1, ...
         (TRACE_FORMAT.md, streams).  Per-timestep metrics are (S, T) in this order."""
-        suffixes = ("", "_reverse")[:self.directions]
+        suffixes = ("", "_reverse")[: self.directions]
         return tuple(f"layer{l}{suffix}" for l in range(self.layers) for suffix in suffixes)
 
     def layer_input_size(self, l: int) -> int:
@@ -92,8 +93,8 @@ class ModelSpec:
 class LayerParams:
     W_hx: np.ndarray  # (G d, n_l)
     W_hh: np.ndarray  # (G d, d)
-    b_h: np.ndarray   # (G d,)
-    b_hh: np.ndarray | None = None   # (G d,): the GRU's bias inside the recurrent product; None for others
+    b_h: np.ndarray  # (G d,)
+    b_hh: np.ndarray | None = None  # (G d,): the GRU's bias inside the recurrent product; None for others
 
     def named(self) -> Iterator[tuple[str, np.ndarray]]:
         """The layer's arrays by their file names, in the order of the cell's description."""
@@ -103,7 +104,7 @@ class LayerParams:
         if self.b_hh is not None:
             yield "b_hh", self.b_hh
 
-    def map(self, f) -> "LayerParams":
+    def map(self, f) -> LayerParams:
         """A layer of f(array) for each of its arrays."""
         return LayerParams(f(self.W_hx), f(self.W_hh), f(self.b_h), None if self.b_hh is None else f(self.b_hh))
 
@@ -115,8 +116,8 @@ class Params:
 
     layers: list[LayerParams]
     W_yh: np.ndarray  # (k, d) or (k, 2d) bidirectional
-    b_y: np.ndarray   # (k,)
-    streams: tuple[str, ...] | None = None    # the streams' names; None: layer0, layer1, ...
+    b_y: np.ndarray  # (k,)
+    streams: tuple[str, ...] | None = None  # the streams' names; None: layer0, layer1, ...
 
     def stream_names(self) -> tuple[str, ...]:
         return self.streams if self.streams is not None else tuple(f"layer{l}" for l in range(len(self.layers)))
@@ -133,33 +134,35 @@ class Params:
         return dict(self.named())
 
     @classmethod
-    def from_arrays(cls, arrays: dict[str, np.ndarray]) -> "Params":
+    def from_arrays(cls, arrays: dict[str, np.ndarray]) -> Params:
         """Params from the arrays of an init_params.npz (or ``arrays()``): streams in file order."""
-        streams = list(dict.fromkeys(name.rsplit(".", 1)[0] for name in arrays
-                                     if name.endswith(".W_hh")))
+        streams = list(dict.fromkeys(name.rsplit(".", 1)[0] for name in arrays if name.endswith(".W_hh")))
         if not streams:
             raise KeyError("no '<stream>.W_hh' array (e.g. layer0.W_hh): not a GradScope parameter file")
 
         def get(name):
             return np.asarray(arrays[name]) if name in arrays else None
 
-        layers = [LayerParams(get(f"{s}.W_hx"), get(f"{s}.W_hh"), get(f"{s}.b_h"), get(f"{s}.b_hh"))
-                  for s in streams]
+        layers = [LayerParams(get(f"{s}.W_hx"), get(f"{s}.W_hh"), get(f"{s}.b_h"), get(f"{s}.b_hh")) for s in streams]
         plain = streams == [f"layer{l}" for l in range(len(streams))]
-        return cls(layers, np.asarray(arrays["readout.W_yh"]), np.asarray(arrays["readout.b_y"]),
-                   None if plain else tuple(streams))
+        return cls(
+            layers,
+            np.asarray(arrays["readout.W_yh"]),
+            np.asarray(arrays["readout.b_y"]),
+            None if plain else tuple(streams),
+        )
 
-    def map(self, f) -> "Params":
+    def map(self, f) -> Params:
         """Params of f(array) for each array."""
         return Params([p.map(f) for p in self.layers], f(self.W_yh), f(self.b_y), self.streams)
 
-    def copy(self) -> "Params":
+    def copy(self) -> Params:
         return self.map(np.copy)
 
-    def zeros_like(self) -> "Params":
+    def zeros_like(self) -> Params:
         return self.map(np.zeros_like)
 
-    def astype(self, dtype) -> "Params":
+    def astype(self, dtype) -> Params:
         return self.map(lambda a: a.astype(dtype))
 
     def global_norm(self) -> float:
@@ -175,8 +178,8 @@ class Params:
             with np.errstate(over="ignore", invalid="ignore"):
                 norm = float(np.sqrt(np.dot(a, a)))
                 if norm == np.inf:
-                    scaled = a * 2.0 ** -600
-                    norm = float(np.sqrt(np.dot(scaled, scaled))) * 2.0 ** 600
+                    scaled = a * 2.0**-600
+                    norm = float(np.sqrt(np.dot(scaled, scaled))) * 2.0**600
             out[name] = norm
         return out
 
@@ -188,7 +191,7 @@ def combine_norms(norms) -> float:
         return 0.0
     top = float(np.max(v))
     if not np.isfinite(top) or np.any(np.isnan(v)):
-        return float(np.sum(v))            # NaN if any is NaN, else +inf
+        return float(np.sum(v))  # NaN if any is NaN, else +inf
     if top == 0.0:
         return 0.0
     return top * float(np.sqrt(np.sum(np.square(v / top))))
@@ -202,10 +205,10 @@ class InitSpec:
     recurrent_scale: float = 1.0
     input: str = "gaussian"
     input_scale: float = 1.0
-    readout_scale: float = 1.0     # W_yh ~ N(0, readout_scale / d), b_y = 0
-    forget_bias: float = 0.0       # lstm: added to the f block of b_h
-    chrono: bool = False           # lstm: chrono initialisation of the i and f biases
-    chrono_tmax: int = 0           # T_max for chrono; 0 means the task's sequence length
+    readout_scale: float = 1.0  # W_yh ~ N(0, readout_scale / d), b_y = 0
+    forget_bias: float = 0.0  # lstm: added to the f block of b_h
+    chrono: bool = False  # lstm: chrono initialisation of the i and f biases
+    chrono_tmax: int = 0  # T_max for chrono; 0 means the task's sequence length
 
     def __post_init__(self):
         for key in ("recurrent", "input"):
@@ -217,8 +220,11 @@ class InitSpec:
                 raise ValueError(f"init.{key} must be a finite number >= 0, got {value!r}")
         if not (isinstance(self.forget_bias, (int, float, np.number)) and np.isfinite(self.forget_bias)):
             raise ValueError(f"init.forget_bias must be a finite number, got {self.forget_bias!r}")
-        if isinstance(self.chrono_tmax, bool) or not isinstance(self.chrono_tmax, (int, np.integer)) \
-                or self.chrono_tmax < 0:
+        if (
+            isinstance(self.chrono_tmax, bool)
+            or not isinstance(self.chrono_tmax, (int, np.integer))
+            or self.chrono_tmax < 0
+        ):
             raise ValueError(f"init.chrono_tmax must be a whole number >= 0, got {self.chrono_tmax!r}")
 
 
@@ -275,7 +281,7 @@ def init_params(spec: ModelSpec, init: InitSpec, rng: np.random.Generator, seq_l
     """
     d, G = spec.hidden_size, spec.gates
     layers = []
-    for stream in spec.streams:                        # layer0, (layer0_reverse,) layer1, ...: each its own draws
+    for stream in spec.streams:  # layer0, (layer0_reverse,) layer1, ...: each its own draws
         l = int(stream[5:].split("_")[0])
         n = spec.layer_input_size(l)
         try:
@@ -290,21 +296,23 @@ def init_params(spec: ModelSpec, init: InitSpec, rng: np.random.Generator, seq_l
             k = 1.0 / np.sqrt(d)
             b_h = rng.uniform(-k, k, size=G * d)
             if b_hh is None:
-                b_h += rng.uniform(-k, k, size=G * d)       # bias_ih + bias_hh, PyTorch's two biases in one
+                b_h += rng.uniform(-k, k, size=G * d)  # bias_ih + bias_hh, PyTorch's two biases in one
             else:
-                b_hh = rng.uniform(-k, k, size=G * d)       # the GRU keeps them apart: n uses r * (.. + b_hh)
+                b_hh = rng.uniform(-k, k, size=G * d)  # the GRU keeps them apart: n uses r * (.. + b_hh)
         if cell(spec.cell).applies("init.forget_bias"):
-            b_h[d:2 * d] += init.forget_bias
+            b_h[d : 2 * d] += init.forget_bias
             if init.chrono:
                 t_max = init.chrono_tmax or seq_len
                 if t_max < 3:
-                    raise ValueError(f"chrono initialisation needs T_max >= 3 (init.chrono_tmax, or the task's "
-                                     f"seq_len when it is 0), got {t_max}")
+                    raise ValueError(
+                        f"chrono initialisation needs T_max >= 3 (init.chrono_tmax, or the task's "
+                        f"seq_len when it is 0), got {t_max}"
+                    )
                 b_f = np.log(rng.uniform(1.0, t_max - 1.0, size=d))
-                b_h[d:2 * d] = b_f
+                b_h[d : 2 * d] = b_f
                 b_h[0:d] = -b_f
         layers.append(LayerParams(W_hx, W_hh, b_h, b_hh))
-    r = spec.readout_size                              # d, or 2d: [h_fwd ; h_rev]
+    r = spec.readout_size  # d, or 2d: [h_fwd ; h_rev]
     W_yh = rng.normal(0.0, np.sqrt(init.readout_scale / r), size=(spec.output_size, r))
     b_y = np.zeros(spec.output_size)
     streams = None if not spec.bidirectional else spec.streams
@@ -322,18 +330,29 @@ def spectral_stats(W_hh: np.ndarray, gates: int = 1) -> tuple[float, float]:
     d = W_hh.shape[1]
     rho = sigma = 0.0
     for g in range(gates):
-        block = np.asarray(W_hh[g * d:(g + 1) * d], dtype=np.float64)        # (d, d)
+        block = np.asarray(W_hh[g * d : (g + 1) * d], dtype=np.float64)  # (d, d)
         if not np.all(np.isfinite(block)):
             return float("nan"), float("nan")
         scale = float(np.max(np.abs(block))) if block.size else 0.0
         if scale == 0.0:
             continue
-        unit = block / scale                                                 # W^T W cannot overflow
+        unit = block / scale  # W^T W cannot overflow
         rho = max(rho, scale * float(np.max(np.abs(np.linalg.eigvals(unit)))))
         top = float(np.linalg.eigvalsh(unit.T @ unit)[-1])
         sigma = max(sigma, scale * float(np.sqrt(max(top, 0.0))))
     return rho, sigma
 
 
-__all__ = ["ModelSpec", "InitSpec", "Params", "LayerParams", "init_params", "init_matrix", "spectral_stats",
-           "CELLS", "ACTIVATIONS", "DTYPES", "INIT_SCHEMES"]
+__all__ = [
+    "ModelSpec",
+    "InitSpec",
+    "Params",
+    "LayerParams",
+    "init_params",
+    "init_matrix",
+    "spectral_stats",
+    "CELLS",
+    "ACTIVATIONS",
+    "DTYPES",
+    "INIT_SCHEMES",
+]

@@ -6,6 +6,7 @@ fills the cache so that no first start waits.  Signatures are fixed here so that
 version of each kernel per dtype.  The step kernel drives every cell (step.py), so one plan per dtype covers
 every cell.
 """
+
 from __future__ import annotations
 
 import os
@@ -26,7 +27,7 @@ from .readout import readout_loss
 from .step import grad_norms, pack_layers, step, zero_accumulators
 from .streams import add_at_positions, bidirectional_step, join_directions, reverse_rows, split_directions
 
-KERNEL_DTYPES = DTYPES          # one kernel set per dtype, every cell in each
+KERNEL_DTYPES = DTYPES  # one kernel set per dtype, every cell in each
 
 
 def _array_types(dtype: str):
@@ -41,42 +42,63 @@ def kernel_plan(dtype: str) -> list[tuple[str, object, tuple]]:
     I2 = types.Array(types.int64, 2, "C")
     i64, flag, f64 = types.int64, types.boolean, types.float64
     f = A1.dtype
-    plan = [("fill_zero", fill_zero, (A1,)),
-            ("fill_zero", fill_zero, (F1,)),
-            ("rows", rows, (A3,))]
+    plan = [("fill_zero", fill_zero, (A1,)), ("fill_zero", fill_zero, (F1,)), ("rows", rows, (A3,))]
     plan += [(g.__name__, g, (A2, A2, A2)) for g in GEMMS.values()]
     plan += [("stage_rows", stage_rows, (A3, i64, i64, i64, i64, A3)), ("project", project, (A3, i64, A2, A3, A3))]
-    plan += [("pack_transposed", pack_transposed, (A2, A3)), ("pack", pack, (A2, A3)),
-             ("gemm_packed_acc", gemm_packed_acc, (A2, A3, A2)),
-             ("pack_layers", pack_layers, (A3, A4, A4))]
-    plan += [("vector_norm", vector_norm, (A1,)),
-             ("grad_norms", grad_norms, (A2, A3, A3, A2, A2, A2, A1, F1)),
-             ("zero_accumulators", zero_accumulators, (A2, A3, A3, A2, F2, F2, F1, F1, A3)),
-             ("readout_loss", readout_loss, (A3, A2, A1, A3, I2, F2, i64, i64, f64, A3, F1, A2, F1, A3))]
+    plan += [
+        ("pack_transposed", pack_transposed, (A2, A3)),
+        ("pack", pack, (A2, A3)),
+        ("gemm_packed_acc", gemm_packed_acc, (A2, A3, A2)),
+        ("pack_layers", pack_layers, (A3, A4, A4)),
+    ]
+    plan += [
+        ("vector_norm", vector_norm, (A1,)),
+        ("grad_norms", grad_norms, (A2, A3, A3, A2, A2, A2, A1, F1)),
+        ("zero_accumulators", zero_accumulators, (A2, A3, A3, A2, F2, F2, F1, F1, A3)),
+        ("readout_loss", readout_loss, (A3, A2, A1, A3, I2, F2, i64, i64, f64, A3, F1, A2, F1, A3)),
+    ]
     # the cells: a row pass each way, then the layer kernels that call them (cells/<name>.py)
-    plan += [("rnn_forward_row", rnn_forward_row, (A1, A1, i64, f, f)),
-             ("rnn_backward_row", rnn_backward_row, (A1, A1, A1, F1, i64)),
-             ("rnn_forward", rnn_forward, (A3, i64, A2, A3, A1, i64, A3, A3, F1, F1, A2, flag)),
-             ("rnn_backward", rnn_backward, (A3, A3, i64, A2, A3, i64, A3, A3, A2, flag, A2, A2, F1, F1, flag,
-                                             A2, flag, A2))]
-    plan += [("lstm_forward_row", lstm_forward_row, (A1, A1, A1, A1, A1, F1)),
-             ("lstm_backward_row", lstm_backward_row, (A1, A1, A1, A1, A1, F1, F1)),
-             ("lstm_forward", lstm_forward, (A3, i64, A2, A3, A1, A3, A3, A3, A3, A2, F2, A2, flag)),
-             ("lstm_backward", lstm_backward, (A3, A3, A3, A3, i64, i64, A2, A3, A3, A2, A2, A2, A2, F1, F1, F1,
-                                               flag, A2, flag, A2))]
-    plan += [("gru_forward_row", gru_forward_row, (A1, A1, A1, A1, A1, A1, A1, F1)),
-             ("gru_backward_row", gru_backward_row, (A1, A1, A1, A1, A1, A1, F1, F1)),
-             ("gru_forward", gru_forward, (A3, i64, A2, A3, A1, A1, A3, A3, A3, A3, A2, A2, F2, A2, flag)),
-             ("gru_backward", gru_backward, (A3, A3, A3, A3, i64, i64, A2, A3, A3, A3, A2, flag, A2, A2, A2, F1, F1,
-                                             F1, flag, A2, flag, A2))]
+    plan += [
+        ("rnn_forward_row", rnn_forward_row, (A1, A1, i64, f, f)),
+        ("rnn_backward_row", rnn_backward_row, (A1, A1, A1, F1, i64)),
+        ("rnn_forward", rnn_forward, (A3, i64, A2, A3, A1, i64, A3, A3, F1, F1, A2, flag)),
+        (
+            "rnn_backward",
+            rnn_backward,
+            (A3, A3, i64, A2, A3, i64, A3, A3, A2, flag, A2, A2, F1, F1, flag, A2, flag, A2),
+        ),
+    ]
+    plan += [
+        ("lstm_forward_row", lstm_forward_row, (A1, A1, A1, A1, A1, F1)),
+        ("lstm_backward_row", lstm_backward_row, (A1, A1, A1, A1, A1, F1, F1)),
+        ("lstm_forward", lstm_forward, (A3, i64, A2, A3, A1, A3, A3, A3, A3, A2, F2, A2, flag)),
+        (
+            "lstm_backward",
+            lstm_backward,
+            (A3, A3, A3, A3, i64, i64, A2, A3, A3, A2, A2, A2, A2, F1, F1, F1, flag, A2, flag, A2),
+        ),
+    ]
+    plan += [
+        ("gru_forward_row", gru_forward_row, (A1, A1, A1, A1, A1, A1, A1, F1)),
+        ("gru_backward_row", gru_backward_row, (A1, A1, A1, A1, A1, A1, F1, F1)),
+        ("gru_forward", gru_forward, (A3, i64, A2, A3, A1, A1, A3, A3, A3, A3, A2, A2, F2, A2, flag)),
+        (
+            "gru_backward",
+            gru_backward,
+            (A3, A3, A3, A3, i64, i64, A2, A3, A3, A3, A2, flag, A2, A2, A2, F1, F1, F1, flag, A2, flag, A2),
+        ),
+    ]
     head = (i64, i64, A3, A2, A3, A3, A2, A2, A2, A1, A3, I2, F2, i64, i64, f64)  # cell, act, x, weights, ..
-    work = (i64, A3, A4, A4, A4, A4, A4, A2, A2, A3, A3, A3, A3)              # chunk, stage, P_f .. carry
-    grads = (A2, A3, A3, A2, A2, A2, A1, F2, F2, F1, F3, F1, F1)              # dW_hx0 .. norms
+    work = (i64, A3, A4, A4, A4, A4, A4, A2, A2, A3, A3, A3, A3)  # chunk, stage, P_f .. carry
+    grads = (A2, A3, A3, A2, A2, A2, A1, F2, F2, F1, F3, F1, F1)  # dW_hx0 .. norms
     plan += [("step", step, head + work + grads)]
     # the bidirectional stack: the same cells, a direction axis after the layer axis (streams.py)
-    plan += [("reverse_rows", reverse_rows, (A3, i64, i64, A3)), ("join_directions", join_directions, (A3, A3, A3)),
-             ("split_directions", split_directions, (A3, A3, A3)),
-             ("add_at_positions", add_at_positions, (A3, i64, flag, A3))]
+    plan += [
+        ("reverse_rows", reverse_rows, (A3, i64, i64, A3)),
+        ("join_directions", join_directions, (A3, A3, A3)),
+        ("split_directions", split_directions, (A3, A3, A3)),
+        ("add_at_positions", add_at_positions, (A3, i64, flag, A3)),
+    ]
     head2 = (i64, i64, A3, A3, A4, A4, A3, A3, A2, A1, A3, I2, F2, i64, i64, f64)
     work2 = (i64, A3, A5, A5, A5, A5, A5, A2, A2, A3, A3, A3, A3, A3, A4, A3, A3, A3, A2)
     grads2 = (A3, A4, A4, A3, A3, A2, A1, F3, F3, F1, F3, F1)
@@ -129,4 +151,4 @@ def compile_all(jobs: int | None = None) -> None:
 
         with ProcessPoolExecutor(max_workers=jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
             list(pool.map(_compile_dtypes, [[d] for d in dtypes]))
-    _compile_dtypes(dtypes)                       # from the cache now (or compiled here, with one job)
+    _compile_dtypes(dtypes)  # from the cache now (or compiled here, with one job)

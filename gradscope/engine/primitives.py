@@ -4,6 +4,7 @@ Norms and sums of metrics accumulate in float64.  A float64 model's sum of squar
 ~1e154), so float64 kernels keep a second sum, of (v 2^-600)^2, used only when the first is infinite: a norm
 is then infinite exactly when its vector holds an Inf, and NaN stays NaN.
 """
+
 from __future__ import annotations
 
 import math
@@ -13,8 +14,8 @@ from numba import types
 
 from . import _jit
 
-SCALE_DOWN = 2.0 ** -600     # second sum of squares, of v * 2^-600: cannot overflow for any float64 v
-SCALE_UP = 2.0 ** 600
+SCALE_DOWN = 2.0**-600  # second sum of squares, of v * 2^-600: cannot overflow for any float64 v
+SCALE_UP = 2.0**600
 
 
 @_jit.helper

@@ -5,6 +5,7 @@
 
 NumPy twin: reference.readout_loss and reference.readout_backward.
 """
+
 from __future__ import annotations
 
 import math
@@ -17,6 +18,7 @@ from .primitives import rows
 
 MSE, CE = 0, 1
 LOSS_CODES = {"mse": MSE, "ce": CE}
+
 
 @_jit.kernel
 def readout_loss(H, W_yh, b_y, target_f, target_i, mask, b0, loss_kind, inv_B, Y, loss_t, dW_yh, db_y, G):
@@ -35,11 +37,11 @@ def readout_loss(H, W_yh, b_y, target_f, target_i, mask, b0, loss_kind, inv_B, Y
     Tc, B, d = H.shape
     k = W_yh.shape[0]
     Y2 = rows(Y)
-    gemm_nt(rows(H), W_yh, Y2)                                               # (Tc*B, k)
+    gemm_nt(rows(H), W_yh, Y2)  # (Tc*B, k)
     for s in range(Tc):
         total = 0.0
         for b in range(B):
-            y = Y[s, b]                                                   # (k,) becomes dL/dy
+            y = Y[s, b]  # (k,) becomes dL/dy
             w = mask[s, b0 + b] * inv_B
             wt = Y.dtype.type(w)
             ell = 0.0
@@ -62,7 +64,7 @@ def readout_loss(H, W_yh, b_y, target_f, target_i, mask, b0, loss_kind, inv_B, Y
                 lse = zmax + math.log(sum_exp)
                 c = target_i[s, b0 + b]
                 ell = lse - np.float64(y[c] + b_y[c])
-                if zmax != zmax:                                          # NaN logits: a NaN loss
+                if zmax != zmax:  # NaN logits: a NaN loss
                     ell = zmax
                 for j in range(k):
                     p = math.exp(np.float64(y[j] + b_y[j]) - lse)
@@ -72,5 +74,5 @@ def readout_loss(H, W_yh, b_y, target_f, target_i, mask, b0, loss_kind, inv_B, Y
                     db_y[j] += y[j]
             total += w * ell
         loss_t[s] = total
-    gemm_tn_acc(Y2, rows(H), dW_yh)                                          # += dY^T H
-    gemm_nn(Y2, W_yh, rows(G))                                               # (Tc*B, d) = dY W_yh
+    gemm_tn_acc(Y2, rows(H), dW_yh)  # += dY^T H
+    gemm_nn(Y2, W_yh, rows(G))  # (Tc*B, d) = dY W_yh

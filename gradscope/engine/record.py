@@ -3,6 +3,7 @@
 The ones marked ``recorded`` belong in the run's trace (gradscope.trace.Trace, one layer up), which stores
 ``columns()`` as (K, ...) arrays.
 """
+
 from __future__ import annotations
 
 import math
@@ -24,12 +25,12 @@ class Record:
 
     iteration: int
     loss: float
-    grad_norm: float                  # global L2 norm of every parameter gradient, before clipping
+    grad_norm: float  # global L2 norm of every parameter gradient, before clipping
     clipped: bool = False
-    recorded: bool = True             # belongs in the trace (iteration 0, every record_every-th, last, diverged)
+    recorded: bool = True  # belongs in the trace (iteration 0, every record_every-th, last, diverged)
     metrics: dict[str, np.ndarray | float] = field(default_factory=dict)
     nonfinite: NonFinite | None = None
-    seconds: float = 0.0              # wall time of the iteration
+    seconds: float = 0.0  # wall time of the iteration
 
     @property
     def diverged(self) -> bool:
@@ -39,10 +40,12 @@ class Record:
 
     def columns(self) -> dict[str, np.ndarray]:
         """The record as trace columns: per-iteration scalars plus every metric."""
-        cols = {"iteration": np.asarray(self.iteration, dtype=np.int64),
-                "loss": np.asarray(self.loss, dtype=np.float64),
-                "grad_norm": np.asarray(self.grad_norm, dtype=np.float64),
-                "clipped": np.asarray(self.clipped, dtype=np.bool_)}
+        cols = {
+            "iteration": np.asarray(self.iteration, dtype=np.int64),
+            "loss": np.asarray(self.loss, dtype=np.float64),
+            "grad_norm": np.asarray(self.grad_norm, dtype=np.float64),
+            "clipped": np.asarray(self.clipped, dtype=np.bool_),
+        }
         for name, value in self.metrics.items():
             cols[name] = np.asarray(value)
         return cols

@@ -6,8 +6,10 @@ fixes the bits of the result; it is a setting (``shards``, DEFAULT_SHARDS unless
 CPU count, so an experiment gives the same numbers on every machine.  How many threads run them at once
 changes only the speed: thread w runs shards w, w + threads, ...
 """
+
 from __future__ import annotations
 
+import itertools
 import os
 import threading
 
@@ -16,11 +18,11 @@ import numba
 from .cells import cell
 from .params import ModelSpec
 
-DEFAULT_SHARDS = 2           # parts of the batch a big pass runs on; a fixed number: it decides the bits
-MAX_THREADS = 8              # threads a pass uses at most (the shards beyond run in turn)
-CHUNK_ROWS = 1024            # backward chunk: about this many (t, b) rows, so chunk buffers stay small
-MIN_SHARD_ROWS = 8           # examples per shard at least: below, BLAS's small-matrix overheads dominate
-MIN_SHARD_FLOPS = 2e7        # a pass with fewer FLOPs runs whole (handing a shard to a thread costs ~50 us)
+DEFAULT_SHARDS = 2  # parts of the batch a big pass runs on; a fixed number: it decides the bits
+MAX_THREADS = 8  # threads a pass uses at most (the shards beyond run in turn)
+CHUNK_ROWS = 1024  # backward chunk: about this many (t, b) rows, so chunk buffers stay small
+MIN_SHARD_ROWS = 8  # examples per shard at least: below, BLAS's small-matrix overheads dominate
+MIN_SHARD_FLOPS = 2e7  # a pass with fewer FLOPs runs whole (handing a shard to a thread costs ~50 us)
 
 
 def chunk_steps(T: int, B: int) -> int:
@@ -42,7 +44,7 @@ def default_threads() -> int:
     return max(1, int(numba.config.NUMBA_NUM_THREADS))
 
 
-_kernel_blas = None          # threadpoolctl's controllers of the kernels' BLAS, looked up once
+_kernel_blas = None  # threadpoolctl's controllers of the kernels' BLAS, looked up once
 
 
 def kernel_blas_controllers() -> list:
@@ -88,7 +90,7 @@ def shard_rows(spec: ModelSpec, T: int, B: int, shards: int | None = None) -> li
     if shards <= 1 or pass_flops(spec, T, B) < MIN_SHARD_FLOPS:
         return [(0, B)]
     bounds = [B * s // shards for s in range(shards + 1)]
-    return list(zip(bounds[:-1], bounds[1:]))
+    return list(itertools.pairwise(bounds))
 
 
 _pool = None

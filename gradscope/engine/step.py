@@ -13,11 +13,13 @@ The cell is a run-time code (``CELL_CODES``): one branch per layer and chunk pic
 (cells/<name>.py), whose arguments are the same buffers for every cell; a buffer a cell does not use is
 empty.  A pass runs on rows b0 .. b0+B-1 of the batch (a shard; all of them when b0 = 0), read in place.
 """
+
 from __future__ import annotations
 
 import numpy as np
 
 from . import _jit
+from .blas import stage_rows
 from .cells import CELL_NAMES, GRU as _GRU_DESCRIPTION, LSTM as _LSTM_DESCRIPTION
 from .cells.gru import gru_backward, gru_forward
 from .cells.lstm import lstm_backward, lstm_forward
@@ -25,13 +27,12 @@ from .cells.rnn import rnn_backward, rnn_forward
 from .gemm import pack, pack_transposed, panels
 from .primitives import fill_zero, vector_norm
 from .readout import readout_loss
-from .blas import stage_rows
 
 CELL_CODES = {name: code for code, name in enumerate(CELL_NAMES)}
 RNN, LSTM, GRU = CELL_CODES["rnn"], CELL_CODES["lstm"], CELL_CODES["gru"]
-_LSTM_FORWARD_ROWS = _LSTM_DESCRIPTION.forward_row_count               # 10: h, c, 4 gate means, 4 saturations
+_LSTM_FORWARD_ROWS = _LSTM_DESCRIPTION.forward_row_count  # 10: h, c, 4 gate means, 4 saturations
 _LSTM_GRAD_H, _LSTM_GRAD_C = (_LSTM_DESCRIPTION.metric_rows()[k] for k in ("grad_h_norm", "grad_c_norm"))
-_GRU_FORWARD_ROWS = _GRU_DESCRIPTION.forward_row_count                 # 7: h, 3 gate means, 3 saturations
+_GRU_FORWARD_ROWS = _GRU_DESCRIPTION.forward_row_count  # 7: h, 3 gate means, 3 saturations
 _GRU_GRAD_H = _GRU_DESCRIPTION.metric_rows()["grad_h_norm"]
 
 
@@ -60,7 +61,7 @@ def grad_norms(dW_hx0, dW_hxR, dW_hh, db_h, db_hh, dW_yh, db_y, out):
     """out = the L2 norm of every gradient array, in Params.named() order (W_hx, W_hh, b_h and, for a cell
     with one, b_hh per layer; then the readout's W_yh, b_y).  db_hh (L, 0) when the cell has none."""
     L = dW_hh.shape[0]
-    P = 4 if db_hh.shape[1] > 0 else 3                                   # arrays per layer
+    P = 4 if db_hh.shape[1] > 0 else 3  # arrays per layer
     for l in range(L):
         dW_hx = dW_hx0 if l == 0 else dW_hxR[l - 1]
         out[P * l] = vector_norm(dW_hx.ravel())
@@ -99,25 +100,134 @@ def layer_forward(cell, act, X, b0, W_hx, P_f, b_h, b_hh, stage, A, S, H, zero, 
 
 
 @_jit.inline
-def layer_backward(cell, act, X, H, S, A, t0, Tc, W_hx, P_b, G, dZ, carry, has_carry, zero,
-                   dW_hx, dW_hh, db_h, db_hh, m, propagate, h0, c0, has_h0, dh0):
+def layer_backward(
+    cell,
+    act,
+    X,
+    H,
+    S,
+    A,
+    t0,
+    Tc,
+    W_hx,
+    P_b,
+    G,
+    dZ,
+    carry,
+    has_carry,
+    zero,
+    dW_hx,
+    dW_hh,
+    db_h,
+    db_hh,
+    m,
+    propagate,
+    h0,
+    c0,
+    has_h0,
+    dh0,
+):
     """The cell's backward kernel over the chunk t0 .. t0+Tc-1 of one layer (carry: what crosses chunks;
     dh0 (B, d) out: dL/dh_{-1} when has_h0; an LSTM's dL/dc_{-1} is the carry after the first chunk)."""
     if cell == LSTM:
-        lstm_backward(X, H, S, A, t0, Tc, W_hx, P_b, G, carry, c0, dW_hx, dW_hh, db_h,
-                      m[_LSTM_GRAD_H], m[_LSTM_GRAD_C], propagate, h0, has_h0, dh0)
+        lstm_backward(
+            X,
+            H,
+            S,
+            A,
+            t0,
+            Tc,
+            W_hx,
+            P_b,
+            G,
+            carry,
+            c0,
+            dW_hx,
+            dW_hh,
+            db_h,
+            m[_LSTM_GRAD_H],
+            m[_LSTM_GRAD_C],
+            propagate,
+            h0,
+            has_h0,
+            dh0,
+        )
     elif cell == GRU:
-        gru_backward(X, H, S, A, t0, Tc, W_hx, P_b, G, dZ, carry, has_carry, zero, dW_hx, dW_hh, db_h, db_hh,
-                     m[_GRU_GRAD_H], propagate, h0, has_h0, dh0)
+        gru_backward(
+            X,
+            H,
+            S,
+            A,
+            t0,
+            Tc,
+            W_hx,
+            P_b,
+            G,
+            dZ,
+            carry,
+            has_carry,
+            zero,
+            dW_hx,
+            dW_hh,
+            db_h,
+            db_hh,
+            m[_GRU_GRAD_H],
+            propagate,
+            h0,
+            has_h0,
+            dh0,
+        )
     else:
-        rnn_backward(X, H, t0, W_hx, P_b, act, G, dZ, carry, has_carry, dW_hx, dW_hh, db_h, m[2], propagate,
-                     h0, has_h0, dh0)
+        rnn_backward(
+            X, H, t0, W_hx, P_b, act, G, dZ, carry, has_carry, dW_hx, dW_hh, db_h, m[2], propagate, h0, has_h0, dh0
+        )
 
 
 @_jit.kernel
-def step(cell, act, x, W_hx0, W_hxR, W_hh, b_h, b_hh, W_yh, b_y, target_f, target_i, mask, b0, loss_kind, inv_B,
-         chunk, stage, P_f, P_b, H, S, A, zero, U, Y, G, dZ, carry, dW_hx0, dW_hxR, dW_hh, db_h, db_hh, dW_yh,
-         db_y, db64, dbhh64, dby64, M, loss_t, norms):
+def step(
+    cell,
+    act,
+    x,
+    W_hx0,
+    W_hxR,
+    W_hh,
+    b_h,
+    b_hh,
+    W_yh,
+    b_y,
+    target_f,
+    target_i,
+    mask,
+    b0,
+    loss_kind,
+    inv_B,
+    chunk,
+    stage,
+    P_f,
+    P_b,
+    H,
+    S,
+    A,
+    zero,
+    U,
+    Y,
+    G,
+    dZ,
+    carry,
+    dW_hx0,
+    dW_hxR,
+    dW_hh,
+    db_h,
+    db_hh,
+    dW_yh,
+    db_y,
+    db64,
+    dbhh64,
+    dby64,
+    M,
+    loss_t,
+    norms,
+):
     """One forward and backward pass of a stacked model with every metric (see the module docstring).
 
     cell: CELL_CODES[name]; act: the RNN's activation code (cells.rnn.ACTIVATION_CODES; ignored otherwise).
@@ -137,28 +247,103 @@ def step(cell, act, x, W_hx0, W_hxR, W_hh, b_h, b_hh, W_yh, b_y, target_f, targe
     """
     T = x.shape[0]
     L, B = W_hh.shape[0], H.shape[2]
-    given = T < 0                                          # no initial state given: h_{-1} = c_{-1} = 0
+    given = T < 0  # no initial state given: h_{-1} = c_{-1} = 0
     for l in range(L):
         if l == 0:
-            layer_forward(cell, act, x, b0, W_hx0, P_f[0], b_h[0], b_hh[0], stage, A[0], S[0], H[0], zero, U,
-                          M[0], zero, zero, given)
+            layer_forward(
+                cell,
+                act,
+                x,
+                b0,
+                W_hx0,
+                P_f[0],
+                b_h[0],
+                b_hh[0],
+                stage,
+                A[0],
+                S[0],
+                H[0],
+                zero,
+                U,
+                M[0],
+                zero,
+                zero,
+                given,
+            )
         else:
-            layer_forward(cell, act, H[l - 1], 0, W_hxR[l - 1], P_f[l], b_h[l], b_hh[l], stage, A[l], S[l], H[l],
-                          zero, U, M[l], zero, zero, given)
+            layer_forward(
+                cell,
+                act,
+                H[l - 1],
+                0,
+                W_hxR[l - 1],
+                P_f[l],
+                b_h[l],
+                b_hh[l],
+                stage,
+                A[l],
+                S[l],
+                H[l],
+                zero,
+                U,
+                M[l],
+                zero,
+                zero,
+                given,
+            )
     zero_accumulators(dW_hx0, dW_hxR, dW_hh, dW_yh, db64, dbhh64, dby64, loss_t, carry)
     t1 = T
     while t1 > 0:
         t0 = max(0, t1 - chunk)
         Tc = t1 - t0
         Gc = G[:Tc]
-        readout_loss(H[L - 1, t0:t1], W_yh, b_y, target_f[t0:t1], target_i[t0:t1], mask[t0:t1], b0, loss_kind,
-                     inv_B, Y[:Tc], loss_t[t0:t1], dW_yh, dby64, Gc)
+        readout_loss(
+            H[L - 1, t0:t1],
+            W_yh,
+            b_y,
+            target_f[t0:t1],
+            target_i[t0:t1],
+            mask[t0:t1],
+            b0,
+            loss_kind,
+            inv_B,
+            Y[:Tc],
+            loss_t[t0:t1],
+            dW_yh,
+            dby64,
+            Gc,
+        )
         for l in range(L - 1, -1, -1):
-            X = stage_rows(x, t0, t1, b0, B, stage) if l == 0 else H[l - 1, t0:t1]          # (Tc, B, n)
+            X = stage_rows(x, t0, t1, b0, B, stage) if l == 0 else H[l - 1, t0:t1]  # (Tc, B, n)
             W_hx = W_hx0 if l == 0 else W_hxR[l - 1]
             dW_hx = dW_hx0 if l == 0 else dW_hxR[l - 1]
-            layer_backward(cell, act, X, H[l], S[l], A[l], t0, Tc, W_hx, P_b[l], Gc, dZ[:Tc], carry[l], t1 < T,
-                           zero, dW_hx, dW_hh[l], db64[l], dbhh64[l], M[l], l > 0, zero, zero, given, zero)
+            layer_backward(
+                cell,
+                act,
+                X,
+                H[l],
+                S[l],
+                A[l],
+                t0,
+                Tc,
+                W_hx,
+                P_b[l],
+                Gc,
+                dZ[:Tc],
+                carry[l],
+                t1 < T,
+                zero,
+                dW_hx,
+                dW_hh[l],
+                db64[l],
+                dbhh64[l],
+                M[l],
+                l > 0,
+                zero,
+                zero,
+                given,
+                zero,
+            )
         t1 = t0
     for l in range(L):
         for j in range(db_h.shape[1]):

@@ -14,6 +14,7 @@ input positions (TRACE_FORMAT.md, streams).
         each stream, chunk by chunk from its last step: the cell's backward kernel (its carry crosses
         chunks), then dX = dZ W_hx added into the layer below's direct gradient at the input positions.
 """
+
 from __future__ import annotations
 
 from . import _jit
@@ -71,10 +72,55 @@ def add_at_positions(DX, t0, reverse, G_below):
 
 
 @_jit.kernel
-def bidirectional_step(cell, act, x, W_hx0, W_hxR, W_hh, b_h, b_hh, W_yh, b_y, target_f, target_i, mask, b0,
-                       loss_kind, inv_B, chunk, stage, P_f, P_b, H, S, A, zero, U, X_rev, X_cat, X_cat_rev, Y,
-                       G_top, G_s, G_below, DX, dZ, carry, dW_hx0, dW_hxR, dW_hh, db_h, db_hh, dW_yh, db_y, db64,
-                       dbhh64, dby64, M, loss_t):
+def bidirectional_step(
+    cell,
+    act,
+    x,
+    W_hx0,
+    W_hxR,
+    W_hh,
+    b_h,
+    b_hh,
+    W_yh,
+    b_y,
+    target_f,
+    target_i,
+    mask,
+    b0,
+    loss_kind,
+    inv_B,
+    chunk,
+    stage,
+    P_f,
+    P_b,
+    H,
+    S,
+    A,
+    zero,
+    U,
+    X_rev,
+    X_cat,
+    X_cat_rev,
+    Y,
+    G_top,
+    G_s,
+    G_below,
+    DX,
+    dZ,
+    carry,
+    dW_hx0,
+    dW_hxR,
+    dW_hh,
+    db_h,
+    db_hh,
+    dW_yh,
+    db_y,
+    db64,
+    dbhh64,
+    dby64,
+    M,
+    loss_t,
+):
     """One forward and backward pass of a bidirectional stack with every metric (module docstring).
 
     As ``step.step`` with a direction axis r (0 forward, 1 reverse) after the layer axis: W_hx0 (2, Gd, n),
@@ -87,36 +133,122 @@ def bidirectional_step(cell, act, x, W_hx0, W_hxR, W_hh, b_h, b_hh, W_yh, b_y, t
     """
     T = x.shape[0]
     L, B = W_hh.shape[0], H.shape[3]
-    given = T < 0                                          # no initial state given: h_{-1} = c_{-1} = 0
+    given = T < 0  # no initial state given: h_{-1} = c_{-1} = 0
     reverse_rows(x, b0, B, X_rev)
-    for l in range(L):                                                    # forward, layer by layer
+    for l in range(L):  # forward, layer by layer
         if l > 0:
             join_directions(H[l - 1, 0], H[l - 1, 1], X_cat)
             reverse_rows(X_cat, 0, B, X_cat_rev)
-            layer_forward(cell, act, X_cat, 0, W_hxR[l - 1, 0], P_f[l, 0], b_h[l, 0], b_hh[l, 0], stage, A[l, 0],
-                          S[l, 0], H[l, 0], zero, U, M[2 * l], zero, zero, given)
-            layer_forward(cell, act, X_cat_rev, 0, W_hxR[l - 1, 1], P_f[l, 1], b_h[l, 1], b_hh[l, 1], stage,
-                          A[l, 1], S[l, 1], H[l, 1], zero, U, M[2 * l + 1], zero, zero, given)
+            layer_forward(
+                cell,
+                act,
+                X_cat,
+                0,
+                W_hxR[l - 1, 0],
+                P_f[l, 0],
+                b_h[l, 0],
+                b_hh[l, 0],
+                stage,
+                A[l, 0],
+                S[l, 0],
+                H[l, 0],
+                zero,
+                U,
+                M[2 * l],
+                zero,
+                zero,
+                given,
+            )
+            layer_forward(
+                cell,
+                act,
+                X_cat_rev,
+                0,
+                W_hxR[l - 1, 1],
+                P_f[l, 1],
+                b_h[l, 1],
+                b_hh[l, 1],
+                stage,
+                A[l, 1],
+                S[l, 1],
+                H[l, 1],
+                zero,
+                U,
+                M[2 * l + 1],
+                zero,
+                zero,
+                given,
+            )
         else:
-            layer_forward(cell, act, x, b0, W_hx0[0], P_f[0, 0], b_h[0, 0], b_hh[0, 0], stage, A[0, 0], S[0, 0],
-                          H[0, 0], zero, U, M[0], zero, zero, given)
-            layer_forward(cell, act, X_rev, 0, W_hx0[1], P_f[0, 1], b_h[0, 1], b_hh[0, 1], stage, A[0, 1],
-                          S[0, 1], H[0, 1], zero, U, M[1], zero, zero, given)
+            layer_forward(
+                cell,
+                act,
+                x,
+                b0,
+                W_hx0[0],
+                P_f[0, 0],
+                b_h[0, 0],
+                b_hh[0, 0],
+                stage,
+                A[0, 0],
+                S[0, 0],
+                H[0, 0],
+                zero,
+                U,
+                M[0],
+                zero,
+                zero,
+                given,
+            )
+            layer_forward(
+                cell,
+                act,
+                X_rev,
+                0,
+                W_hx0[1],
+                P_f[0, 1],
+                b_h[0, 1],
+                b_hh[0, 1],
+                stage,
+                A[0, 1],
+                S[0, 1],
+                H[0, 1],
+                zero,
+                U,
+                M[1],
+                zero,
+                zero,
+                given,
+            )
     for a in (dW_hx0.ravel(), dW_hxR.ravel(), dW_hh.ravel(), dW_yh.ravel()):
         fill_zero(a)
     for a in (db64.ravel(), dbhh64.ravel(), dby64, loss_t):
         fill_zero(a)
-    join_directions(H[L - 1, 0], H[L - 1, 1], X_cat)                      # the readout's input (T, B, 2d)
-    for t0 in range(0, T, chunk):                                         # readout and loss, chunk by chunk
+    join_directions(H[L - 1, 0], H[L - 1, 1], X_cat)  # the readout's input (T, B, 2d)
+    for t0 in range(0, T, chunk):  # readout and loss, chunk by chunk
         t1 = min(T, t0 + chunk)
         Tc = t1 - t0
-        readout_loss(X_cat[t0:t1], W_yh, b_y, target_f[t0:t1], target_i[t0:t1], mask[t0:t1], b0, loss_kind,
-                     inv_B, Y[:Tc], loss_t[t0:t1], dW_yh, dby64, G_top[:Tc])
-        split_directions(G_top[:Tc], G_s[0, t0:t1], G_s[1, T - t1:T - t0])
+        readout_loss(
+            X_cat[t0:t1],
+            W_yh,
+            b_y,
+            target_f[t0:t1],
+            target_i[t0:t1],
+            mask[t0:t1],
+            b0,
+            loss_kind,
+            inv_B,
+            Y[:Tc],
+            loss_t[t0:t1],
+            dW_yh,
+            dby64,
+            G_top[:Tc],
+        )
+        split_directions(G_top[:Tc], G_s[0, t0:t1], G_s[1, T - t1 : T - t0])
         # split_directions reverses within the chunk: G_s[1][T-1-t] for t in t0..t1-1 is rows T-t1 .. T-t0-1
-    for l in range(L - 1, -1, -1):                                        # backward, layer by layer
+    for l in range(L - 1, -1, -1):  # backward, layer by layer
         if l > 0:
-            join_directions(H[l - 1, 0], H[l - 1, 1], X_cat)              # this layer's input again
+            join_directions(H[l - 1, 0], H[l - 1, 1], X_cat)  # this layer's input again
             reverse_rows(X_cat, 0, B, X_cat_rev)
             fill_zero(G_below.ravel())
         for r in range(2):
@@ -135,15 +267,39 @@ def bidirectional_step(cell, act, x, W_hx0, W_hxR, W_hh, b_h, b_hh, W_yh, b_y, t
             while t1 > 0:
                 t0 = max(0, t1 - chunk)
                 Tc = t1 - t0
-                Xc = stage_rows(X, t0, t1, xb0, B, stage)                 # (Tc, B, n_l)
-                layer_backward(cell, act, Xc, H[l, r], S[l, r], A[l, r], t0, Tc, W_hx, P_b[l, r],
-                               G_s[r, t0:t1], dZ[:Tc], carry, t1 < T, zero, dW_hx, dW_hh[l, r], db64[l, r],
-                               dbhh64[l, r], M[2 * l + r], False, zero, zero, given, zero)
-                if l > 0:                                                 # dX = dZ W_hx into the layer below
+                Xc = stage_rows(X, t0, t1, xb0, B, stage)  # (Tc, B, n_l)
+                layer_backward(
+                    cell,
+                    act,
+                    Xc,
+                    H[l, r],
+                    S[l, r],
+                    A[l, r],
+                    t0,
+                    Tc,
+                    W_hx,
+                    P_b[l, r],
+                    G_s[r, t0:t1],
+                    dZ[:Tc],
+                    carry,
+                    t1 < T,
+                    zero,
+                    dW_hx,
+                    dW_hh[l, r],
+                    db64[l, r],
+                    dbhh64[l, r],
+                    M[2 * l + r],
+                    False,
+                    zero,
+                    zero,
+                    given,
+                    zero,
+                )
+                if l > 0:  # dX = dZ W_hx into the layer below
                     n_l = W_hx.shape[1]
-                    D = DX[:Tc].ravel()[:Tc * B * n_l].reshape((Tc, B, n_l))
+                    D = DX[:Tc].ravel()[: Tc * B * n_l].reshape((Tc, B, n_l))
                     if cell == LSTM or cell == GRU:
-                        gemm_nn(rows(A[l, r, t0:t1]), W_hx, rows(D))      # their dz_t sit in place of the gates
+                        gemm_nn(rows(A[l, r, t0:t1]), W_hx, rows(D))  # their dz_t sit in place of the gates
                     else:
                         gemm_nn(rows(dZ[:Tc]), W_hx, rows(D))
                     add_at_positions(D, t0, r == 1, G_below)

@@ -26,6 +26,7 @@ tagging  Sequence labelling in the spirit of part-of-speech tagging on sentences
          every step scored (ce).  Baseline (memoryless): predict each word's tag distribution given the word
          alone, L = T * H(tag | word), estimated once from 200 000 generated words with a fixed seed.
 """
+
 from __future__ import annotations
 
 import math
@@ -49,11 +50,11 @@ class Task:
     """Base: subclasses set the attributes and implement ``batch``."""
 
     name = ""
-    loss_kind = "mse"           # "mse" | "ce"
-    input_size = 0              # n
-    output_size = 0             # k
+    loss_kind = "mse"  # "mse" | "ce"
+    input_size = 0  # n
+    output_size = 0  # k
     baseline_loss: float | None = None
-    baseline_strategy = ""      # the trivial strategy the baseline scores
+    baseline_strategy = ""  # the trivial strategy the baseline scores
     description = ""
 
     def __init__(self, seq_len: int, batch_size: int, dtype: str):
@@ -63,7 +64,7 @@ class Task:
         raise NotImplementedError
 
     def _one_hot(self, symbols: np.ndarray, size: int) -> np.ndarray:
-        x = np.zeros(symbols.shape + (size,), dtype=self.dtype)                  # (T, B, size)
+        x = np.zeros(symbols.shape + (size,), dtype=self.dtype)  # (T, B, size)
         np.put_along_axis(x, symbols[..., None], 1, axis=-1)
         return x
 
@@ -76,16 +77,18 @@ class ProbeTask(Task):
     def __init__(self, seq_len, batch_size, dtype, input_size: int, output_size: int):
         super().__init__(seq_len, batch_size, dtype)
         self.input_size, self.output_size = int(input_size), int(output_size)
-        self.baseline_loss = self.output_size / 2                                 # E[0.5 ||t||^2], t ~ N(0, I_k)
-        self.description = (f"probe: x ~ N(0, 1) in {self.input_size} dimensions, an mse target ~ N(0, 1) in "
-                            f"{self.output_size} dimensions scored at the last step only")
+        self.baseline_loss = self.output_size / 2  # E[0.5 ||t||^2], t ~ N(0, I_k)
+        self.description = (
+            f"probe: x ~ N(0, 1) in {self.input_size} dimensions, an mse target ~ N(0, 1) in "
+            f"{self.output_size} dimensions scored at the last step only"
+        )
 
     def batch(self, rng):
         T, B = self.seq_len, self.batch_size
-        x = rng.standard_normal((T, B, self.input_size)).astype(self.dtype)      # (T, B, n)
-        target = np.zeros((T, B, self.output_size), dtype=self.dtype)             # (T, B, k)
+        x = rng.standard_normal((T, B, self.input_size)).astype(self.dtype)  # (T, B, n)
+        target = np.zeros((T, B, self.output_size), dtype=self.dtype)  # (T, B, k)
         target[-1] = rng.standard_normal((B, self.output_size))
-        mask = np.zeros((T, B), dtype=self.dtype)                                 # (T, B)
+        mask = np.zeros((T, B), dtype=self.dtype)  # (T, B)
         mask[-1] = 1
         return x, target, mask
 
@@ -100,21 +103,24 @@ class AddingTask(Task):
     def __init__(self, seq_len, batch_size, dtype):
         super().__init__(seq_len, batch_size, dtype)
         if seq_len < 2:
-            raise TaskError(f"the adding problem needs seq_len >= 2 (one marker in each half), got {seq_len}",
-                            "task.seq_len")
-        self.description = (f"adding problem: sum the two marked values out of {seq_len} (one marker in each "
-                            f"half), mse at the last step")
+            raise TaskError(
+                f"the adding problem needs seq_len >= 2 (one marker in each half), got {seq_len}", "task.seq_len"
+            )
+        self.description = (
+            f"adding problem: sum the two marked values out of {seq_len} (one marker in each "
+            f"half), mse at the last step"
+        )
 
     def batch(self, rng):
         T, B = self.seq_len, self.batch_size
-        values = rng.uniform(0.0, 1.0, size=(T, B))                                # (T, B)
-        first = rng.integers(0, T // 2, size=B)                                    # (B,) in the first half
-        second = rng.integers(T // 2, T, size=B)                                   # (B,) in the second half
+        values = rng.uniform(0.0, 1.0, size=(T, B))  # (T, B)
+        first = rng.integers(0, T // 2, size=B)  # (B,) in the first half
+        second = rng.integers(T // 2, T, size=B)  # (B,) in the second half
         markers = np.zeros((T, B))
         markers[first, np.arange(B)] = 1
         markers[second, np.arange(B)] = 1
-        x = np.stack([values, markers], axis=-1).astype(self.dtype)               # (T, B, 2)
-        target = np.zeros((T, B, 1), dtype=self.dtype)                            # (T, B, 1)
+        x = np.stack([values, markers], axis=-1).astype(self.dtype)  # (T, B, 2)
+        target = np.zeros((T, B, 1), dtype=self.dtype)  # (T, B, 1)
         target[-1, :, 0] = values[first, np.arange(B)] + values[second, np.arange(B)]
         mask = np.zeros((T, B), dtype=self.dtype)
         mask[-1] = 1
@@ -129,27 +135,32 @@ class CopyTask(Task):
     def __init__(self, seq_len, batch_size, dtype, symbols: int, copy_length: int):
         super().__init__(seq_len, batch_size, dtype)
         if seq_len < 2 * copy_length + 1:
-            raise TaskError(f"the copy task needs seq_len >= 2 * copy_length + 1 = {2 * copy_length + 1} "
-                            f"(symbols, go marker, answer), got seq_len = {seq_len}", "task.seq_len")
+            raise TaskError(
+                f"the copy task needs seq_len >= 2 * copy_length + 1 = {2 * copy_length + 1} "
+                f"(symbols, go marker, answer), got seq_len = {seq_len}",
+                "task.seq_len",
+            )
         self.symbols, self.copy_length = int(symbols), int(copy_length)
-        self.blank, self.go = self.symbols, self.symbols + 1                      # input codes after the symbols
+        self.blank, self.go = self.symbols, self.symbols + 1  # input codes after the symbols
         self.input_size, self.output_size = self.symbols + 2, self.symbols
         self.baseline_loss = self.copy_length * math.log(self.symbols)
         delay = seq_len - 2 * copy_length
-        self.description = (f"copy: remember {copy_length} symbols out of {symbols} over a delay of {delay} "
-                            f"steps, reproduce them after the go marker; ce on the last {copy_length} steps")
+        self.description = (
+            f"copy: remember {copy_length} symbols out of {symbols} over a delay of {delay} "
+            f"steps, reproduce them after the go marker; ce on the last {copy_length} steps"
+        )
 
     def batch(self, rng):
         T, B, m = self.seq_len, self.batch_size, self.copy_length
-        data = rng.integers(0, self.symbols, size=(m, B))                          # (m, B)
-        codes = np.full((T, B), self.blank, dtype=np.int64)                       # (T, B)
+        data = rng.integers(0, self.symbols, size=(m, B))  # (m, B)
+        codes = np.full((T, B), self.blank, dtype=np.int64)  # (T, B)
         codes[:m] = data
         codes[T - m - 1] = self.go
-        x = self._one_hot(codes, self.input_size)                                 # (T, B, symbols + 2)
-        target = np.zeros((T, B), dtype=np.int64)                                 # unscored steps: class 0
-        target[T - m:] = data
+        x = self._one_hot(codes, self.input_size)  # (T, B, symbols + 2)
+        target = np.zeros((T, B), dtype=np.int64)  # unscored steps: class 0
+        target[T - m :] = data
         mask = np.zeros((T, B), dtype=self.dtype)
-        mask[T - m:] = 1
+        mask[T - m :] = 1
         return x, target, mask
 
 
@@ -178,24 +189,29 @@ class CharLMTask(Task):
         super().__init__(seq_len, batch_size, dtype)
         corpus, path = load_corpus(text)
         if len(corpus) < seq_len + 1:
-            raise TaskError(f"the text {str(path)!r} has {len(corpus)} characters; next-character prediction over "
-                            f"seq_len = {seq_len} steps needs at least {seq_len + 1}", "task.seq_len")
+            raise TaskError(
+                f"the text {str(path)!r} has {len(corpus)} characters; next-character prediction over "
+                f"seq_len = {seq_len} steps needs at least {seq_len + 1}",
+                "task.seq_len",
+            )
         self.vocabulary = "".join(sorted(set(corpus)))
         index = {ch: i for i, ch in enumerate(self.vocabulary)}
-        self.codes = np.array([index[ch] for ch in corpus], dtype=np.int64)      # (N,)
+        self.codes = np.array([index[ch] for ch in corpus], dtype=np.int64)  # (N,)
         self.input_size = self.output_size = len(self.vocabulary)
         freq = np.bincount(self.codes, minlength=len(self.vocabulary)) / len(self.codes)
         self.unigram_entropy = float(-np.sum(freq[freq > 0] * np.log(freq[freq > 0])))
         self.baseline_loss = seq_len * self.unigram_entropy
-        self.description = (f"character-level language model on {path.name} ({len(corpus)} characters, "
-                            f"{len(self.vocabulary)} distinct): predict the next character, ce at every step")
+        self.description = (
+            f"character-level language model on {path.name} ({len(corpus)} characters, "
+            f"{len(self.vocabulary)} distinct): predict the next character, ce at every step"
+        )
 
     def batch(self, rng):
         T, B = self.seq_len, self.batch_size
-        starts = rng.integers(0, len(self.codes) - T, size=B)                      # (B,)
-        window = self.codes[starts[None, :] + np.arange(T + 1)[:, None]]          # (T + 1, B)
-        x = self._one_hot(window[:-1], self.input_size)                           # (T, B, V)
-        target = window[1:].copy()                                                # (T, B)
+        starts = rng.integers(0, len(self.codes) - T, size=B)  # (B,)
+        window = self.codes[starts[None, :] + np.arange(T + 1)[:, None]]  # (T + 1, B)
+        x = self._one_hot(window[:-1], self.input_size)  # (T, B, V)
+        target = window[1:].copy()  # (T, B)
         mask = np.ones((T, B), dtype=self.dtype)
         return x, target, mask
 
@@ -243,8 +259,10 @@ def tagging_stream(rng, length: int) -> tuple[np.ndarray, np.ndarray]:
     while len(words) < length:
         words += tagging_sentence(rng)
     words = words[:length]
-    return (np.array([word_index[w] for w, _ in words], dtype=np.int64),
-            np.array([tag_index[t] for _, t in words], dtype=np.int64))
+    return (
+        np.array([word_index[w] for w, _ in words], dtype=np.int64),
+        np.array([tag_index[t] for _, t in words], dtype=np.int64),
+    )
 
 
 @lru_cache(maxsize=1)
@@ -253,10 +271,10 @@ def tagging_conditional_entropy(samples: int = 200_000, seed: int = 12345) -> fl
     words, tags = tagging_stream(np.random.default_rng(seed), samples)
     counts = np.zeros((len(VOCABULARY), len(TAGS)))
     np.add.at(counts, (words, tags), 1)
-    p_word = counts.sum(axis=1) / samples                                         # (V,)
+    p_word = counts.sum(axis=1) / samples  # (V,)
     with np.errstate(divide="ignore", invalid="ignore"):
-        p_tag = counts / counts.sum(axis=1, keepdims=True)                        # (V, tags)
-        h = -np.nansum(np.where(p_tag > 0, p_tag * np.log(p_tag), 0.0), axis=1)   # (V,)
+        p_tag = counts / counts.sum(axis=1, keepdims=True)  # (V, tags)
+        h = -np.nansum(np.where(p_tag > 0, p_tag * np.log(p_tag), 0.0), axis=1)  # (V,)
     return float(np.sum(p_word * h))
 
 
@@ -269,8 +287,10 @@ class TaggingTask(Task):
     def __init__(self, seq_len, batch_size, dtype):
         super().__init__(seq_len, batch_size, dtype)
         self.baseline_loss = seq_len * tagging_conditional_entropy()
-        self.description = (f"tagging: label each of {seq_len} words of a synthetic grammar with one of "
-                            f"{len(TAGS)} tags; ambiguous words need the words before them; ce at every step")
+        self.description = (
+            f"tagging: label each of {seq_len} words of a synthetic grammar with one of "
+            f"{len(TAGS)} tags; ambiguous words need the words before them; ce at every step"
+        )
 
     def batch(self, rng):
         T, B = self.seq_len, self.batch_size
@@ -278,7 +298,7 @@ class TaggingTask(Task):
         target = np.zeros((T, B), dtype=np.int64)
         for b in range(B):
             codes[:, b], target[:, b] = tagging_stream(rng, T)
-        x = self._one_hot(codes, self.input_size)                                 # (T, B, V)
+        x = self._one_hot(codes, self.input_size)  # (T, B, V)
         mask = np.ones((T, B), dtype=self.dtype)
         return x, target, mask
 
@@ -299,23 +319,29 @@ def make_task(task_config, dtype: str = "float32") -> Task:
     else:
         raise TaskError(f"unknown task {c.name!r}; expected one of {TASK_NAMES}", "task.name")
     if c.name != "probe":
-        for key, value, size in (("input_size", c.input_size, task.input_size),
-                                 ("output_size", c.output_size, task.output_size)):
+        for key, value, size in (
+            ("input_size", c.input_size, task.input_size),
+            ("output_size", c.output_size, task.output_size),
+        ):
             if value is not None and value != size:
-                raise TaskError(f"the {c.name} task fixes {key} = {size}, got {value}; leave it out",
-                                f"task.{key}")
+                raise TaskError(f"the {c.name} task fixes {key} = {size}, got {value}; leave it out", f"task.{key}")
     return task
 
 
 # The task registry: every task GradScope knows, by the name an experiment file gives (config.TaskConfig.name
 # accepts exactly these).
-TASK_CLASSES = {"probe": ProbeTask, "adding": AddingTask, "copy": CopyTask, "charlm": CharLMTask,
-                "tagging": TaggingTask}
+TASK_CLASSES = {
+    "probe": ProbeTask,
+    "adding": AddingTask,
+    "copy": CopyTask,
+    "charlm": CharLMTask,
+    "tagging": TaggingTask,
+}
 TASK_NAMES = tuple(TASK_CLASSES)
 
 
 def loss_kind_of(task_config) -> str:
-    """"mse" or "ce": the loss a task uses, known without building it (e.g. for a run that never started)."""
+    """ "mse" or "ce": the loss a task uses, known without building it (e.g. for a run that never started)."""
     return TASK_CLASSES[task_config.name].loss_kind
 
 
@@ -325,6 +351,22 @@ def task_sizes(task_config) -> tuple[int, int]:
     return task.input_size, task.output_size
 
 
-__all__ = ["Task", "TaskError", "ProbeTask", "AddingTask", "CopyTask", "CharLMTask", "TaggingTask", "make_task",
-           "task_sizes", "loss_kind_of", "TASK_CLASSES", "TASK_NAMES", "TAGS", "VOCABULARY", "DEFAULT_CORPUS",
-           "load_corpus", "tagging_conditional_entropy"]
+__all__ = [
+    "Task",
+    "TaskError",
+    "ProbeTask",
+    "AddingTask",
+    "CopyTask",
+    "CharLMTask",
+    "TaggingTask",
+    "make_task",
+    "task_sizes",
+    "loss_kind_of",
+    "TASK_CLASSES",
+    "TASK_NAMES",
+    "TAGS",
+    "VOCABULARY",
+    "DEFAULT_CORPUS",
+    "load_corpus",
+    "tagging_conditional_entropy",
+]

@@ -15,12 +15,13 @@ and one for the data, so two runs with the same seed see the same batches whatev
 A pass that produces a NaN or Inf yields its record (recorded, ``nonfinite`` set with its iteration) and ends
 the generator: the run diverged and keeps everything recorded.
 """
+
 from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Iterator
 
 import numpy as np
 
@@ -31,9 +32,8 @@ from .params import init_params
 from .record import Record, diverges
 from .tasks import make_task
 
-
 _blas_lock = threading.RLock()
-_blas_controller = None          # threadpoolctl's handle on the BLAS libraries, made once
+_blas_controller = None  # threadpoolctl's handle on the BLAS libraries, made once
 
 
 @contextmanager
@@ -58,11 +58,14 @@ def small_linear_algebra():
     global _blas_controller
     with _blas_lock:
         if _blas_controller is None:
-            from threadpoolctl import ThreadpoolController   # ~25 ms to import: only once something trains
+            from threadpoolctl import ThreadpoolController  # ~25 ms to import: only once something trains
 
             _blas_controller = ThreadpoolController()
-        saved = [(lib, lib.num_threads) for lib in _blas_controller.lib_controllers
-                 if lib.user_api == "blas" and lib.num_threads > 1]
+        saved = [
+            (lib, lib.num_threads)
+            for lib in _blas_controller.lib_controllers
+            if lib.user_api == "blas" and lib.num_threads > 1
+        ]
         for lib, _ in saved:
             lib.set_num_threads(1)
         try:
@@ -87,10 +90,10 @@ class Training:
         x, target, mask = self.task.batch(self._data_rng)
         self.first_batch = {"x": x, "target": target, "mask": mask}
         self.optimizer = make_optimizer(run.train, self.params)
-        self.iterations = max(run.train.iterations, 1)        # passes to make
-        self.iteration = 0                                    # the next iteration to compute
+        self.iterations = max(run.train.iterations, 1)  # passes to make
+        self.iteration = 0  # the next iteration to compute
         self._workspace: dict = {}
-        self.threads: int | None = None                       # threads per pass (engine.bptt); None: all
+        self.threads: int | None = None  # threads per pass (engine.bptt); None: all
         self._generator: Iterator[Record] | None = None
 
     def __iter__(self) -> Iterator[Record]:
@@ -107,8 +110,7 @@ class Training:
 
     def is_recorded(self, iteration: int) -> bool:
         """Iteration 0, every record_every-th and the last belong in the trace (a diverged one too)."""
-        return (iteration == 0 or iteration % self.run.train.record_every == 0
-                or iteration == self.iterations - 1)
+        return iteration == 0 or iteration % self.run.train.record_every == 0 or iteration == self.iterations - 1
 
     def measures_spectrum(self, iteration: int, diverged: bool = False) -> bool:
         """Whether a recorded iteration carries spectral_radius and sigma_max: every spectral_every-th
@@ -128,10 +130,18 @@ class Training:
         for iteration in range(self.iterations):
             start = time.perf_counter()
             x, target, mask = self._batch(iteration)
-            with np.errstate(all="ignore"):   # NaN and Inf are data here: recorded, located, never warned about
-                result = bptt(self.spec, self.params, x, target, mask, self.task.loss_kind, backend=self.backend,
-                              workspace=self._workspace if self.backend == "numba" else None,
-                              threads=self.threads if self.backend == "numba" else None)
+            with np.errstate(all="ignore"):  # NaN and Inf are data here: recorded, located, never warned about
+                result = bptt(
+                    self.spec,
+                    self.params,
+                    x,
+                    target,
+                    mask,
+                    self.task.loss_kind,
+                    backend=self.backend,
+                    workspace=self._workspace if self.backend == "numba" else None,
+                    threads=self.threads if self.backend == "numba" else None,
+                )
             # Every gradient figure of the record is taken BEFORE clipping (TRACE_FORMAT.md: grad_norm is
             # before clipping; the per-parameter norms follow it, so they add up to grad_norm in quadrature),
             # and every parameter figure at the parameters this pass used, before the update.
@@ -142,8 +152,11 @@ class Training:
                 metrics: dict = {}
                 if recorded:
                     metrics = dict(result.metrics)
-                    metrics.update(parameter_metrics(self.spec, self.params, result.grads,
-                                                     spectral=self.measures_spectrum(iteration, diverged)))
+                    metrics.update(
+                        parameter_metrics(
+                            self.spec, self.params, result.grads, spectral=self.measures_spectrum(iteration, diverged)
+                        )
+                    )
             clipped = clip_by_global_norm(result.grads, train.clip_norm, norm=grad_norm)[1]
             nonfinite = result.nonfinite
             if nonfinite is not None:
@@ -152,9 +165,16 @@ class Training:
                 with np.errstate(all="ignore"):
                     self.optimizer.step(self.params, result.grads)
             self.iteration = iteration + 1
-            yield Record(iteration=iteration, loss=float(result.loss), grad_norm=float(grad_norm), clipped=clipped,
-                         recorded=recorded, metrics=metrics, nonfinite=nonfinite,
-                         seconds=time.perf_counter() - start)
+            yield Record(
+                iteration=iteration,
+                loss=float(result.loss),
+                grad_norm=float(grad_norm),
+                clipped=clipped,
+                recorded=recorded,
+                metrics=metrics,
+                nonfinite=nonfinite,
+                seconds=time.perf_counter() - start,
+            )
             if diverged:
                 return
 

@@ -1,13 +1,13 @@
 """Start the app: ``main(path)`` opens GradScope's window on an experiment file or an exported folder, or on the
 lecture's ReLU demo (models/relu_init_scale.toml) when no path is given."""
+
 from __future__ import annotations
 
 import os
 import sys
 from pathlib import Path
 
-
-_APP = None            # the QApplication: referenced here so it outlives every widget (see close_down)
+_APP = None  # the QApplication: referenced here so it outlives every widget (see close_down)
 
 
 def make_app():
@@ -44,8 +44,7 @@ def main(path: str | None = None) -> int:
     """Open the window (on ``path``, an experiment file or exported folder, else the lecture demo) and run the
     event loop.  Returns the exit code."""
     if not (os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY") or os.environ.get("QT_QPA_PLATFORM")):
-        print("gradscope: no display found; run under xvfb-run -a, or set QT_QPA_PLATFORM=offscreen",
-              file=sys.stderr)
+        print("gradscope: no display found; run under xvfb-run -a, or set QT_QPA_PLATFORM=offscreen", file=sys.stderr)
     from PyQt6 import QtCore
 
     from .main_window import DEFAULT_EXPERIMENT, MainWindow
@@ -57,7 +56,7 @@ def main(path: str | None = None) -> int:
     if target is not None:
         # after the window is on screen: it appears at once, then loads (and compiles in the background)
         QtCore.QTimer.singleShot(0, lambda: window.open_path(target))
-    main.window = window                # reachable for scripts (screenshots) and tests
+    main.window = window  # reachable for scripts (screenshots) and tests
     code = int(app.exec())
     main.window = None
     close_down(window, code)
@@ -82,9 +81,9 @@ def close_down(window, code: int = 0) -> None:
     window.timer.stop()
     window.controller.shutdown(timeout_ms=None)
     exit_now_if_compiling(code)
-    engine = sys.modules.get("gradscope.engine")               # loaded if a run computed anything
+    engine = sys.modules.get("gradscope.engine")  # loaded if a run computed anything
     if engine is not None:
-        engine.shutdown_threads()                              # the idle batch-shard threads end too
+        engine.shutdown_threads()  # the idle batch-shard threads end too
     QtWidgets.QApplication.processEvents()
     window.close()
     window.deleteLater()

@@ -8,6 +8,7 @@ traces without locks.  Nothing here draws: the main window's timer redraws the v
 
 Statuses (runs.RunStatus): queued -> compiling -> running <-> paused -> completed | diverged | stopped | failed.
 """
+
 from __future__ import annotations
 
 import itertools
@@ -26,22 +27,22 @@ from .worker import TrainingThread, compiler, kernel_key
 class Controller(QtCore.QObject):
     """Runs of one experiment: start, pause, step, stop, reset; edits; results for export."""
 
-    runs_changed = QtCore.pyqtSignal()            # runs added, removed, renamed or re-coloured
-    run_updated = QtCore.pyqtSignal(int)          # a run's status or counters changed (its key)
-    compile_progress = QtCore.pyqtSignal(int, int, str)   # done, total, kernel name
-    message = QtCore.pyqtSignal(str)              # for the status bar
+    runs_changed = QtCore.pyqtSignal()  # runs added, removed, renamed or re-coloured
+    run_updated = QtCore.pyqtSignal(int)  # a run's status or counters changed (its key)
+    compile_progress = QtCore.pyqtSignal(int, int, str)  # done, total, kernel name
+    message = QtCore.pyqtSignal(str)  # for the status bar
 
     def __init__(self, backend: str = "numba", runs_at_once: int | None = None, parent=None):
         super().__init__(parent)
         self.backend = backend
         self.experiment = None
         self.states: list[RunState] = []
-        self.paused = False                        # the user's last choice: run or pause
-        self.runs_at_once = max(1, int(runs_at_once or default_runs_at_once()))   # runs with a worker, at most
-        self._waiting: list[RunState] = []         # asked to run, no worker yet: started first come, first served
-        self._retired: list[TrainingThread] = []    # stopped threads not yet ended: kept alive until they end
-        compiler().progress.connect(self._on_compiling)         # created here, in the GUI thread
-        self.run_updated.connect(self._share_cores)              # after every change of a run's status
+        self.paused = False  # the user's last choice: run or pause
+        self.runs_at_once = max(1, int(runs_at_once or default_runs_at_once()))  # runs with a worker, at most
+        self._waiting: list[RunState] = []  # asked to run, no worker yet: started first come, first served
+        self._retired: list[TrainingThread] = []  # stopped threads not yet ended: kept alive until they end
+        compiler().progress.connect(self._on_compiling)  # created here, in the GUI thread
+        self.run_updated.connect(self._share_cores)  # after every change of a run's status
 
     # ------------------------------------------------------------------------------------ the runs
     def load(self, experiment, results=None) -> None:
@@ -315,8 +316,7 @@ class Controller(QtCore.QObject):
         """The cores go to the runs, not to their shards: with k runs training, each pass runs its batch
         shards on cpus // k threads (at least 1), so several runs never queue for one pool of shard threads.
         Threads change only the speed of a pass, never its numbers (engine.shard_rows)."""
-        running = [s.training for s in self.states
-                   if s.training is not None and s.status is RunStatus.RUNNING]
+        running = [s.training for s in self.states if s.training is not None and s.status is RunStatus.RUNNING]
         threads = max(1, (os.cpu_count() or 1) // max(1, len(running)))
         for training in running:
             training.threads = threads
@@ -343,24 +343,27 @@ class Controller(QtCore.QObject):
         self.run_updated.emit(key)
 
     def _on_thread_finished(self, key, thread) -> None:
-        thread.wait()                         # its last instructions: never count it as free while it runs
+        thread.wait()  # its last instructions: never count it as free while it runs
         if thread in self._retired:
             self._retired.remove(thread)
         state = self._current(key, thread)
         if state is not None:
             if not state.finished:
-                state.status = RunStatus.STOPPED   # ended without a verdict (e.g. stopped while compiling)
+                state.status = RunStatus.STOPPED  # ended without a verdict (e.g. stopped while compiling)
             state.thread = None
             self.run_updated.emit(key)
-        self._fill_slots()                    # its worker is free: the next queued run starts
+        self._fill_slots()  # its worker is free: the next queued run starts
 
     # ---------------------------------------------------------------------------------- export
     def results(self) -> list[RunResult]:
         """A RunResult per run with data, as gradscope.io.export_experiment takes them: a run not finished
         yet is exported as "stopped" (RunStatus.exported)."""
         seed = self.experiment.seed if self.experiment else 0
-        return [replace(state.result, status=RunStatus(state.status).exported, seed=state.run.effective_seed(seed))
-                for state in self.states if len(state.data.trace) or state.status is RunStatus.FAILED]
+        return [
+            replace(state.result, status=RunStatus(state.status).exported, seed=state.run.effective_seed(seed))
+            for state in self.states
+            if len(state.data.trace) or state.status is RunStatus.FAILED
+        ]
 
 
 def _unique_name(run, others: list[RunState]):

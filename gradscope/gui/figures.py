@@ -12,6 +12,7 @@ temporary name and renamed, so a crash never leaves a truncated figure under its
 Each figure is drawn once: its pixels go to a worker thread for PNG encoding (zlib releases the GIL) and its
 files are written (and fsynced) there while the next figure is drawn; its SVG comes from svg.py.
 """
+
 from __future__ import annotations
 
 import os
@@ -26,9 +27,8 @@ from .model import RunData
 FORMATS = ("png", "svg")
 VIEW_SIZE = (1400, 800)
 COMPOSITE_COLUMNS = 2
-COMPOSITE_TITLE_HEIGHT = 60          # px above the pages, for the experiment's name
-SATURATION_METRICS = ("relu_dead", "tanh_sat", "sigmoid_sat", "gate_i_sat", "gate_f_sat", "gate_g_sat",
-                      "gate_o_sat")
+COMPOSITE_TITLE_HEIGHT = 60  # px above the pages, for the experiment's name
+SATURATION_METRICS = ("relu_dead", "tanh_sat", "sigmoid_sat", "gate_i_sat", "gate_f_sat", "gate_g_sat", "gate_o_sat")
 
 
 def ensure_app():
@@ -40,7 +40,7 @@ def ensure_app():
     app = QtWidgets.QApplication.instance()
     if app is None:
         app = QtWidgets.QApplication(["gradscope-figures"])
-        ensure_app.app = app               # keep a reference: the app must outlive the figures
+        ensure_app.app = app  # keep a reference: the app must outlive the figures
     configure_pyqtgraph()
     return app
 
@@ -48,8 +48,9 @@ def ensure_app():
 def configure_pyqtgraph() -> None:
     import pyqtgraph as pg
 
-    pg.setConfigOptions(antialias=True, background=style.BACKGROUND, foreground=style.FOREGROUND,
-                        imageAxisOrder="row-major")
+    pg.setConfigOptions(
+        antialias=True, background=style.BACKGROUND, foreground=style.FOREGROUND, imageAxisOrder="row-major"
+    )
 
 
 def run_data_from_results(results) -> list[RunData]:
@@ -63,9 +64,19 @@ def run_data_from_results(results) -> list[RunData]:
             try:
                 baseline = make_task(result.run.task, result.run.dtype).baseline_loss
             except (ValueError, OSError):
-                baseline = None               # e.g. a corpus that moved since the run: no baseline line
-        runs.append(RunData(index, result.name, style.run_color(index), result.trace, run=result.run,
-                            loss_kind=result.loss_kind, baseline_loss=baseline, first_batch=result.first_batch))
+                baseline = None  # e.g. a corpus that moved since the run: no baseline line
+        runs.append(
+            RunData(
+                index,
+                result.name,
+                style.run_color(index),
+                result.trace,
+                run=result.run,
+                loss_kind=result.loss_kind,
+                baseline_loss=baseline,
+                first_batch=result.first_batch,
+            )
+        )
     return runs
 
 
@@ -141,12 +152,13 @@ def render_figures(runs: list[RunData], plots_dir, title: str = "", formats=FORM
             page = render_page(widget, formats, id_prefix=f"p{n}c")
             waterfalls += stem.startswith("waterfall_")
             if not stem.startswith("waterfall_") or waterfalls <= COMPOSITE_COLUMNS:
-                pages.append((stem, page))          # a candidate for the composite (see composite_order)
+                pages.append((stem, page))  # a candidate for the composite (see composite_order)
             if "png" in formats:
                 pending.append(pool.submit(write_png, plots_dir / f"{stem}.png", page.rgb))
             if "svg" in formats:
-                data = svg.document(page.width, page.height, style.BACKGROUND, page.svg_defs, page.svg_body,
-                                    title=f"GradScope: {stem}")
+                data = svg.document(
+                    page.width, page.height, style.BACKGROUND, page.svg_defs, page.svg_body, title=f"GradScope: {stem}"
+                )
                 pending.append(pool.submit(write_atomically, plots_dir / f"{stem}.svg", data))
         if pages:
             composite = _composite(pages, title, formats)
@@ -154,7 +166,7 @@ def render_figures(runs: list[RunData], plots_dir, title: str = "", formats=FORM
                 pending.append(pool.submit(write_png, plots_dir / "composite.png", composite.rgb))
             if "svg" in formats:
                 pending.append(pool.submit(write_atomically, plots_dir / "composite.svg", composite.svg))
-        written += [future.result() for future in pending]          # re-raises an encoding or disk error
+        written += [future.result() for future in pending]  # re-raises an encoding or disk error
     return written
 
 
@@ -171,7 +183,7 @@ def composite_order(stems: list[str]) -> list[str]:
 
 
 class _Composite(NamedTuple):
-    rgb: object            # (H, W, 3) uint8 pixels, or None without "png"
+    rgb: object  # (H, W, 3) uint8 pixels, or None without "png"
     svg: bytes | None
 
 
@@ -192,10 +204,10 @@ def _composite(pages, title: str, formats) -> _Composite:
     heading = f"GradScope: {title}" if title else ""
     rgb = None
     if "png" in formats:
-        rgb = np.full((height, width, 3), 255, dtype=np.uint8)                  # (H, W, 3) white
+        rgb = np.full((height, width, 3), 255, dtype=np.uint8)  # (H, W, 3) white
         for i, page in enumerate(chosen):
             y, x = top + (i // COMPOSITE_COLUMNS) * cell_h, (i % COMPOSITE_COLUMNS) * cell_w
-            rgb[y:y + page.height, x:x + page.width] = page.rgb
+            rgb[y : y + page.height, x : x + page.width] = page.rgb
         if heading:
             rgb[:top] = _title_pixels(heading, width, top)
     svg_bytes = None

@@ -3,6 +3,7 @@
 It computes nothing: runs live in the Controller, drawing in the views.  A ~30 Hz timer redraws the visible
 view, and only when a trace it shows changed (View.redraw compares a signature).
 """
+
 from __future__ import annotations
 
 import time
@@ -10,9 +11,7 @@ from pathlib import Path
 
 from PyQt6 import QtCore, QtWidgets
 
-from .. import config
-from .. import io as gio
-from .. import presets
+from .. import config, io as gio, presets
 from ..runs import RunStatus
 from . import menus
 from .controller import Controller
@@ -22,7 +21,7 @@ from .panels import RunEditor, RunList
 from .views import VIEWS
 from .worker import compiler
 
-REDRAW_MS = 33                          # ~30 Hz
+REDRAW_MS = 33  # ~30 Hz
 MAX_RECENT = 8
 DEFAULT_EXPERIMENT = MODELS_DIR / presets.DEFAULT
 
@@ -31,7 +30,7 @@ class MainWindow(QtWidgets.QMainWindow):
     def __init__(self, backend: str = "numba", settings: QtCore.QSettings | None = None, warm_up: bool = True):
         super().__init__()
         self.settings = settings if settings is not None else QtCore.QSettings("GradScope", "GradScope")
-        saved = self.settings.value("runs_at_once", 0, type=int)          # 0: not chosen yet
+        saved = self.settings.value("runs_at_once", 0, type=int)  # 0: not chosen yet
         self.controller = Controller(backend=backend, runs_at_once=saved if saved > 0 else None, parent=self)
         self.warm_up_enabled = warm_up and backend == "numba"
         self.last_dialog: QtWidgets.QMessageBox | None = None
@@ -119,7 +118,7 @@ class MainWindow(QtWidgets.QMainWindow):
         path = Path(path)
         try:
             experiment, results = gio.load_experiment_folder(path)
-        except (OSError, ValueError, KeyError) as error:       # ConfigError is a ValueError
+        except (OSError, ValueError, KeyError) as error:  # ConfigError is a ValueError
             self.show_error("Cannot open the exported folder", f"{path}: {error}")
             return False
         self._set_experiment(experiment, results)
@@ -137,8 +136,9 @@ class MainWindow(QtWidgets.QMainWindow):
 
     def open_dialog(self) -> None:
         start = str(self._source_dir())
-        path, _ = QtWidgets.QFileDialog.getOpenFileName(self, "Open experiment", start,
-                                                        "Experiment files (*.toml);;All files (*)")
+        path, _ = QtWidgets.QFileDialog.getOpenFileName(
+            self, "Open experiment", start, "Experiment files (*.toml);;All files (*)"
+        )
         if path:
             self.open_file(path)
 
@@ -188,8 +188,9 @@ class MainWindow(QtWidgets.QMainWindow):
     def save_as_dialog(self) -> bool:
         if self.controller.experiment is None:
             return False
-        path, _ = QtWidgets.QFileDialog.getSaveFileName(self, "Save experiment", str(self._source_dir()),
-                                                        "Experiment files (*.toml)")
+        path, _ = QtWidgets.QFileDialog.getSaveFileName(
+            self, "Save experiment", str(self._source_dir()), "Experiment files (*.toml)"
+        )
         return self.save_to(path) if path else False
 
     def save_to(self, path) -> bool:
@@ -211,8 +212,7 @@ class MainWindow(QtWidgets.QMainWindow):
     def export_dialog(self) -> None:
         if self.controller.experiment is None:
             return
-        parent = QtWidgets.QFileDialog.getExistingDirectory(self, "Export into which folder?",
-                                                            str(Path.cwd()))
+        parent = QtWidgets.QFileDialog.getExistingDirectory(self, "Export into which folder?", str(Path.cwd()))
         if parent:
             stamp = time.strftime("%Y%m%d-%H%M%S")
             self.export_to(Path(parent) / f"{self.controller.experiment.name}-{stamp}")
@@ -228,8 +228,12 @@ class MainWindow(QtWidgets.QMainWindow):
         try:
             out = gio.export_experiment(out_dir, experiment, results, figures=export_figures)
         except gio.FigureExportError as error:
-            self.show_error("Figures failed", f"The traces are in {error.path}, but the figures failed.",
-                            error.details, warning=True)
+            self.show_error(
+                "Figures failed",
+                f"The traces are in {error.path}, but the figures failed.",
+                error.details,
+                warning=True,
+            )
             return error.path
         except (OSError, ValueError) as error:
             self.show_error("Cannot export", f"{out_dir}: {error}")
@@ -361,8 +365,13 @@ class MainWindow(QtWidgets.QMainWindow):
         self.summary_label.setText(f"{len(states)} run{'s' if len(states) != 1 else ''}: {text}" if states else "")
         running = self.controller.any_busy and not self.controller.paused
         self.act_run.setText("Pause" if running else "Run")
-        self.act_run.setIcon(self.style().standardIcon(
-            QtWidgets.QStyle.StandardPixmap.SP_MediaPause if running else QtWidgets.QStyle.StandardPixmap.SP_MediaPlay))
+        self.act_run.setIcon(
+            self.style().standardIcon(
+                QtWidgets.QStyle.StandardPixmap.SP_MediaPause
+                if running
+                else QtWidgets.QStyle.StandardPixmap.SP_MediaPlay
+            )
+        )
 
     def _update_title(self) -> None:
         experiment = self.controller.experiment
@@ -384,7 +393,7 @@ class MainWindow(QtWidgets.QMainWindow):
             try:
                 compiler().request(run.model_spec())
             except ValueError:
-                continue                         # a run the engine refuses: its worker will report it
+                continue  # a run the engine refuses: its worker will report it
 
     # ------------------------------------------------------------------------------------- dialogs
     def show_error(self, title: str, text: str, details: str | None = None, warning: bool = False) -> None:
@@ -405,8 +414,7 @@ class MainWindow(QtWidgets.QMainWindow):
             last = state.error.strip().splitlines()[-1]
             self.show_error(f"Run {state.name!r} failed", f"{state.name} failed: {last}", state.error)
         elif state.status is RunStatus.DIVERGED:
-            self.show_error(f"Run {state.name!r} diverged", f"{state.name}: {state.status_text()}",
-                            warning=True)
+            self.show_error(f"Run {state.name!r} diverged", f"{state.name}: {state.status_text()}", warning=True)
 
     def about(self) -> None:
         menus.about(self)

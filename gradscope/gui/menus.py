@@ -1,5 +1,6 @@
 """The main window's actions, menus, toolbar and status bar (what each command is called, its shortcut and tip),
 and the About box.  The commands themselves are the window's methods."""
+
 from __future__ import annotations
 
 import os
@@ -8,16 +9,17 @@ from pathlib import Path
 
 from PyQt6 import QtCore, QtGui, QtWidgets
 
-from .. import io as gio
-from .. import presets
+from .. import io as gio, presets
 
-MODELS_DIR = presets.presets_dir()              # the shipped experiment files, installed with the package
+MODELS_DIR = presets.presets_dir()  # the shipped experiment files, installed with the package
 TAB_TITLES = ("Through time", "Waterfall", "Training", "Saturation", "Layers")
-TAB_TIPS = ("‖∂L/∂h_t‖ and ‖h_t‖ against t, with the theory's lines",
-            "log ‖∂L/∂h_t‖ over training iteration and timestep for one run",
-            "Loss with the task's baseline; gradient norm with the clip threshold",
-            "LSTM gates; dead ReLU and saturated tanh/sigmoid units",
-            "Gradient norm against t for each layer of a stacked model")
+TAB_TIPS = (
+    "‖∂L/∂h_t‖ and ‖h_t‖ against t, with the theory's lines",
+    "log ‖∂L/∂h_t‖ over training iteration and timestep for one run",
+    "Loss with the task's baseline; gradient norm with the clip threshold",
+    "LSTM gates; dead ReLU and saturated tanh/sigmoid units",
+    "Gradient norm against t for each layer of a stacked model",
+)
 
 
 def _action(window, text, slot, shortcut=None, tip="", checkable=False) -> QtGui.QAction:
@@ -31,15 +33,26 @@ def _action(window, text, slot, shortcut=None, tip="", checkable=False) -> QtGui
     window.addAction(action)
     return action
 
+
 # (attribute, text, the window's method, shortcut, tip)
 ACTIONS = (
     ("act_open", "&Open experiment…", "open_dialog", "Ctrl+O", "Open an experiment file"),
-    ("act_open_folder", "Open exported &folder…", "open_folder_dialog", "Ctrl+Shift+O",
-     "View an exported experiment folder again without running"),
+    (
+        "act_open_folder",
+        "Open exported &folder…",
+        "open_folder_dialog",
+        "Ctrl+Shift+O",
+        "View an exported experiment folder again without running",
+    ),
     ("act_save", "&Save", "save", "Ctrl+S", "Save the experiment file (keeps comments)"),
     ("act_save_as", "Save &as…", "save_as_dialog", "Ctrl+Shift+S", "Save the experiment to a new file"),
-    ("act_export", "&Export traces and figures…", "export_dialog", "Ctrl+E",
-     "Write the experiment folder: traces, parameters, batches, figures"),
+    (
+        "act_export",
+        "&Export traces and figures…",
+        "export_dialog",
+        "Ctrl+E",
+        "Write the experiment folder: traces, parameters, batches, figures",
+    ),
     ("act_export_figures", "Export &figures only…", "export_figures_dialog", None, "Write every view as PNG and SVG"),
     ("act_quit", "&Quit", "close", "Ctrl+Q", "Stop every run and quit"),
     ("act_run", "Run", "run_or_pause", "Space", "Run every run; again to pause"),
@@ -54,8 +67,10 @@ def make_actions(window) -> None:
     """The window's ``act_*`` actions and ``tab_actions`` (Ctrl+1 ... for the views)."""
     for attribute, text, method, shortcut, tip in ACTIONS:
         setattr(window, attribute, _action(window, text, getattr(window, method), shortcut, tip))
-    window.tab_actions = [_action(window, title, lambda _=False, i=i: window.tabs.setCurrentIndex(i),
-                                  f"Ctrl+{i + 1}", TAB_TIPS[i]) for i, title in enumerate(TAB_TITLES)]
+    window.tab_actions = [
+        _action(window, title, lambda _=False, i=i: window.tabs.setCurrentIndex(i), f"Ctrl+{i + 1}", TAB_TIPS[i])
+        for i, title in enumerate(TAB_TITLES)
+    ]
 
 
 def make_menus(window) -> None:
@@ -98,10 +113,12 @@ def make_toolbar(window) -> None:
     bar.setMovable(False)
     bar.setToolButtonStyle(QtCore.Qt.ToolButtonStyle.ToolButtonTextBesideIcon)
     style = window.style()
-    icons = {window.act_run: QtWidgets.QStyle.StandardPixmap.SP_MediaPlay,
-             window.act_step: QtWidgets.QStyle.StandardPixmap.SP_MediaSkipForward,
-             window.act_stop: QtWidgets.QStyle.StandardPixmap.SP_MediaStop,
-             window.act_reset: QtWidgets.QStyle.StandardPixmap.SP_BrowserReload}
+    icons = {
+        window.act_run: QtWidgets.QStyle.StandardPixmap.SP_MediaPlay,
+        window.act_step: QtWidgets.QStyle.StandardPixmap.SP_MediaSkipForward,
+        window.act_stop: QtWidgets.QStyle.StandardPixmap.SP_MediaStop,
+        window.act_reset: QtWidgets.QStyle.StandardPixmap.SP_BrowserReload,
+    }
     for action, icon in icons.items():
         action.setIcon(style.standardIcon(icon))
         bar.addAction(action)
@@ -171,12 +188,15 @@ def about(window) -> None:
     box = QtWidgets.QMessageBox(window)
     box.setWindowTitle("About GradScope")
     box.setIconPixmap(window.windowIcon().pixmap(64, 64))
-    box.setText(f"<b>GradScope {gio.gradscope_version()}</b><br>"
-                "How gradients flow through time in recurrent networks: instrumented backpropagation through "
-                "time for ReLU, tanh and sigmoid RNNs and LSTMs, with the theory drawn over the measurements.")
+    box.setText(
+        f"<b>GradScope {gio.gradscope_version()}</b><br>"
+        "How gradients flow through time in recurrent networks: instrumented backpropagation through "
+        "time for ReLU, tanh and sigmoid RNNs and LSTMs, with the theory drawn over the measurements."
+    )
     box.setInformativeText(
         f"Python {platform.python_version()}<br>NumPy {numpy.__version__}<br>Numba {numba.__version__}<br>"
-        f"PyQt6 {QtCore.PYQT_VERSION_STR} (Qt {QtCore.qVersion()})<br>pyqtgraph {pyqtgraph.__version__}")
+        f"PyQt6 {QtCore.PYQT_VERSION_STR} (Qt {QtCore.qVersion()})<br>pyqtgraph {pyqtgraph.__version__}"
+    )
     box.setAttribute(QtCore.Qt.WidgetAttribute.WA_DeleteOnClose)
     window.last_dialog = box
     box.open()

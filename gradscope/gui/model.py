@@ -1,5 +1,6 @@
 """The app's runs, Qt-free: RunData, everything a view needs to draw one run (so views can be fed synthetic
 traces), and RunState, a run as the controller holds it.  Both hold the run's gradscope.runs.RunResult."""
+
 from __future__ import annotations
 
 import itertools
@@ -13,13 +14,16 @@ from ..engine.cells import ACTIVATION_METRIC, CELLS, Cell, cell
 from ..runs import RunResult, RunStatus
 from ..trace import Trace
 
-TRACE_BYTES = 96 * 2**20          # per run: past this the trace thins itself (keeps every other older row)
+TRACE_BYTES = 96 * 2**20  # per run: past this the trace thins itself (keeps every other older row)
 
 
 def _of_result(name: str) -> property:
     """An attribute that is the run's RunResult's (``self.result``): one record of the run, never a copy."""
-    return property(lambda self: getattr(self.result, name), lambda self, value: setattr(self.result, name, value),
-                    doc=f"The run's {name} (RunResult.{name}).")
+    return property(
+        lambda self: getattr(self.result, name),
+        lambda self, value: setattr(self.result, name, value),
+        doc=f"The run's {name} (RunResult.{name}).",
+    )
 
 
 class RunData:
@@ -41,13 +45,28 @@ class RunData:
     baseline_loss = _of_result("baseline_loss")
     first_batch = _of_result("first_batch")
 
-    def __init__(self, key: int, name: str = "", color: str = "#000000", trace: Trace | None = None,
-                 run: object | None = None, visible: bool = True, loss_kind: str | None = None,
-                 baseline_loss: float | None = None, first_batch: dict | None = None,
-                 result: RunResult | None = None):
+    def __init__(
+        self,
+        key: int,
+        name: str = "",
+        color: str = "#000000",
+        trace: Trace | None = None,
+        run: object | None = None,
+        visible: bool = True,
+        loss_kind: str | None = None,
+        baseline_loss: float | None = None,
+        first_batch: dict | None = None,
+        result: RunResult | None = None,
+    ):
         if result is None:
-            result = RunResult(name=name, run=run, trace=trace if trace is not None else Trace(),
-                               loss_kind=loss_kind, baseline_loss=baseline_loss, first_batch=first_batch)
+            result = RunResult(
+                name=name,
+                run=run,
+                trace=trace if trace is not None else Trace(),
+                loss_kind=loss_kind,
+                baseline_loss=baseline_loss,
+                first_batch=first_batch,
+            )
         self.key, self.color, self.visible, self.result = key, color, visible, result
         self._cache: dict = {}
 
@@ -116,7 +135,7 @@ class RunData:
         """Mean-field inputs of this run (None for an LSTM or without a RunConfig); computed once."""
         if "theory" not in self._cache:
             x = self.first_batch.get("x") if self.first_batch else None
-            self._cache["theory"] = (theory.RunTheory.for_run(self.run, x) if self.run is not None else None)
+            self._cache["theory"] = theory.RunTheory.for_run(self.run, x) if self.run is not None else None
         return self._cache["theory"]
 
     def invalidate(self) -> None:
@@ -139,7 +158,7 @@ class RunState:
     run = _of_result("run")
     name = _of_result("name")
     status = _of_result("status")
-    error = _of_result("error")                # traceback of a failed run
+    error = _of_result("error")  # traceback of a failed run
     nonfinite = _of_result("nonfinite")
     wall_seconds = _of_result("wall_seconds")
     init_params = _of_result("init_params")
@@ -147,11 +166,11 @@ class RunState:
     def __init__(self, run, color: str):
         self.key = next(RunState._keys)
         self.data = RunData(self.key, color=color, result=fresh_result(run))
-        self.detail = ""                   # e.g. "kernel 3/8" while compiling
-        self.thread = None                 # its worker (gui.worker.TrainingThread), while it has one
-        self.training = None               # the engine's Training (init_params, first_batch, task)
+        self.detail = ""  # e.g. "kernel 3/8" while compiling
+        self.thread = None  # its worker (gui.worker.TrainingThread), while it has one
+        self.training = None  # the engine's Training (init_params, first_batch, task)
         self.iterations_per_second = 0.0
-        self.loaded = False                # came from an exported folder: nothing to run
+        self.loaded = False  # came from an exported folder: nothing to run
         self._rate_window: list[tuple[float, int]] = []
 
     @property

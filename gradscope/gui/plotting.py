@@ -4,10 +4,11 @@ Log scales: every norm is drawn as log10(value) on a LINEAR axis whose ticks rea
 mode shifts curves in SVG export (pyqtgraph#2941); plotting log10 values sidesteps it and keeps hover values,
 theory lines and exported figures in one coordinate system.
 """
+
 from __future__ import annotations
 
 import math
-from typing import Callable
+from collections.abc import Callable
 
 import numpy as np
 import pyqtgraph as pg
@@ -16,8 +17,12 @@ from PyQt6 import QtCore, QtGui, QtWidgets
 from . import style
 
 _SUPERSCRIPT = str.maketrans("0123456789-", "⁰¹²³⁴⁵⁶⁷⁸⁹⁻")
-_PEN_STYLES = {"solid": QtCore.Qt.PenStyle.SolidLine, "dash": QtCore.Qt.PenStyle.DashLine,
-               "dot": QtCore.Qt.PenStyle.DotLine, "dashdot": QtCore.Qt.PenStyle.DashDotLine}
+_PEN_STYLES = {
+    "solid": QtCore.Qt.PenStyle.SolidLine,
+    "dash": QtCore.Qt.PenStyle.DashLine,
+    "dot": QtCore.Qt.PenStyle.DotLine,
+    "dashdot": QtCore.Qt.PenStyle.DashDotLine,
+}
 
 
 def decade_label(exponent: int) -> str:
@@ -56,8 +61,9 @@ def log_ticks(lo: float, hi: float, pixels: float) -> list[tuple[float, list[flo
                 return [(1.0, values)]
         return [(1.0, values)]
     max_major = max(2, int(pixels / 38))
-    step = next((s for s in (1, 2, 3, 5, 10, 20, 50, 100, 200, 500, 1000) if span / s <= max_major),
-                math.ceil(span / max_major))
+    step = next(
+        (s for s in (1, 2, 3, 5, 10, 20, 50, 100, 200, 500, 1000) if span / s <= max_major), math.ceil(span / max_major)
+    )
     majors = [float(k) for k in range(math.ceil(lo / step) * step, math.floor(hi) + 1, step)]
     levels = [(float(step), majors)]
     if step == 1 and pixels / span > 55:
@@ -81,11 +87,11 @@ class Log10Axis(pg.AxisItem):
         return levels
 
     def tickStrings(self, values, scale, spacing):  # pyqtgraph override
-        if spacing < 1 and self._spacing >= 1:        # minor ticks of a decade scale: unlabelled
+        if spacing < 1 and self._spacing >= 1:  # minor ticks of a decade scale: unlabelled
             return ["" for _ in values]
         decades = all(abs(v - round(v)) < 1e-9 for v in values)
         # whole decades read 10^k; a short axis with 2x, 5x ticks reads plain numbers (1, 2, 5, 10, ...)
-        return [decade_label(int(round(v))) if decades else value_label(10.0 ** v) for v in values]
+        return [decade_label(round(v)) if decades else value_label(10.0**v) for v in values]
 
 
 def pen(color: str, width: float = style.CURVE_WIDTH, line: str = "solid", alpha: int = 255) -> QtGui.QPen:
@@ -106,14 +112,14 @@ class IterationAxis(pg.AxisItem):
     def __init__(self, orientation: str, **kwargs):
         super().__init__(orientation, **kwargs)
         self.enableAutoSIPrefix(False)
-        self.limits: tuple[float, float] | None = None     # no ticks outside (e.g. the recorded iterations)
-        self.marks: list[float] | None = None              # ticks exactly here (a few recorded rows)
+        self.limits: tuple[float, float] | None = None  # no ticks outside (e.g. the recorded iterations)
+        self.marks: list[float] | None = None  # ticks exactly here (a few recorded rows)
 
     def set_marks(self, limits: tuple[float, float] | None, marks: list[float] | None = None) -> None:
         """Ticks only within ``limits``; with ``marks``, exactly at those values (when there is room)."""
         if (limits, marks) != (self.limits, self.marks):
             self.limits, self.marks = limits, marks
-            self.picture = None                          # pyqtgraph's cached drawing of the axis
+            self.picture = None  # pyqtgraph's cached drawing of the axis
             self.update()
 
     def tickValues(self, minVal, maxVal, size):  # pyqtgraph override
@@ -134,12 +140,24 @@ class IterationAxis(pg.AxisItem):
         return levels
 
     def tickStrings(self, values, scale, spacing):  # pyqtgraph override
-        return [f"{int(round(v))}" for v in values]
+        return [f"{round(v)}" for v in values]
 
 
-def make_plot(layout: pg.GraphicsLayout, row: int, col: int, *, title: str, x_label: str, y_label: str,
-              log_y: bool = False, iterations_x: bool = False, iterations_y: bool = False, rowspan: int = 1,
-              colspan: int = 1, menu: bool = True) -> pg.PlotItem:
+def make_plot(
+    layout: pg.GraphicsLayout,
+    row: int,
+    col: int,
+    *,
+    title: str,
+    x_label: str,
+    y_label: str,
+    log_y: bool = False,
+    iterations_x: bool = False,
+    iterations_y: bool = False,
+    rowspan: int = 1,
+    colspan: int = 1,
+    menu: bool = True,
+) -> pg.PlotItem:
     """A PlotItem placed in ``layout`` with the project's look; log_y gives a Log10Axis on the left,
     iterations_x / iterations_y an IterationAxis (whole numbers) at the bottom / on the left; menu: pyqtgraph's
     context menus (not needed in exported figures)."""
@@ -168,8 +186,9 @@ def make_plot(layout: pg.GraphicsLayout, row: int, col: int, *, title: str, x_la
 
 def side_legend(layout: pg.GraphicsLayout, row: int, col: int, rowspan: int = 1) -> pg.LegendItem:
     """A legend in its own layout cell, beside the plots, so it never hides a curve."""
-    legend = pg.LegendItem(offset=None, brush=pg.mkBrush(255, 255, 255, 0), labelTextColor=style.FOREGROUND,
-                           verSpacing=-4)
+    legend = pg.LegendItem(
+        offset=None, brush=pg.mkBrush(255, 255, 255, 0), labelTextColor=style.FOREGROUND, verSpacing=-4
+    )
     layout.addItem(legend, row=row, col=col, rowspan=rowspan)
     # as tall as its entries, at the top of its cell (a grid layout would otherwise spread the entries out)
     legend.setSizePolicy(QtWidgets.QSizePolicy.Policy.Preferred, QtWidgets.QSizePolicy.Policy.Maximum)
@@ -206,11 +225,11 @@ class Legend:
         return [label for label, _, _ in self.entries]
 
 
-STYLE_GREY = "#606060"          # legend entries that explain a line style rather than a run
+STYLE_GREY = "#606060"  # legend entries that explain a line style rather than a run
 _GREYS = (STYLE_GREY,)
 
 
-NICE_STEPS = (1, 1.25, 1.5, 2, 2.5, 3, 4, 5, 6, 8, 10)     # consecutive ratios <= 4/3: little empty space
+NICE_STEPS = (1, 1.25, 1.5, 2, 2.5, 3, 4, 5, 6, 8, 10)  # consecutive ratios <= 4/3: little empty space
 
 
 def nice_ceil(value: float) -> float:
@@ -219,8 +238,8 @@ def nice_ceil(value: float) -> float:
         return 1.0
     k = math.floor(math.log10(value))
     for m in NICE_STEPS:
-        if m * 10.0 ** k >= value * (1 - 1e-12):
-            return m * 10.0 ** k
+        if m * 10.0**k >= value * (1 - 1e-12):
+            return m * 10.0**k
     return 10.0 ** (k + 1)
 
 
@@ -235,17 +254,25 @@ class SnapBounds(pg.GraphicsObject):
     Zooming and panning by hand still work, and the plot's "A" button returns to this auto-range.
     """
 
-    MIN_LOG_SPAN = 0.5                 # decades: a still log plot of nearly constant values is not all noise
-    EMPTY_LOG_Y = (-3.0, 3.0)          # decades shown before there is data: axes that read 10^-3 .. 10^3
+    MIN_LOG_SPAN = 0.5  # decades: a still log plot of nearly constant values is not all noise
+    EMPTY_LOG_Y = (-3.0, 3.0)  # decades shown before there is data: axes that read 10^-3 .. 10^3
 
     def __init__(self, plot: pg.PlotItem):
         super().__init__()
-        self.bounds: tuple | None = None             # ((x0, x1), (y0, y1))
+        self.bounds: tuple | None = None  # ((x0, x1), (y0, y1))
         plot.addItem(self)
 
-    def snap(self, x: tuple[float, float] | None, y: tuple[float, float] | None, *, log_y: bool,
-             nice_x: bool = False, nice_y: bool = False, live: bool = True,
-             empty_x: tuple[float, float] | None = None) -> None:
+    def snap(
+        self,
+        x: tuple[float, float] | None,
+        y: tuple[float, float] | None,
+        *,
+        log_y: bool,
+        nice_x: bool = False,
+        nice_y: bool = False,
+        live: bool = True,
+        empty_x: tuple[float, float] | None = None,
+    ) -> None:
         """Set from the drawn data's ranges (None: nothing drawn).  nice_x / nice_y: the end of a growing
         iteration axis, rounded up by nice_ceil while live; live: whole decades (else fitted).  empty_x:
         the x range to show while nothing is drawn (e.g. the experiment's timesteps), with EMPTY_LOG_Y on
@@ -345,8 +372,9 @@ class HoverReadout:
     def __init__(self, plot: pg.PlotItem, describe: Callable[[float, float], str | None]):
         self.plot, self.describe = plot, describe
         self.line = pg.InfiniteLine(angle=90, movable=False, pen=pen("#808080", 1, "dash"))
-        self.label = pg.TextItem(anchor=(0, 0), color=style.FOREGROUND, fill=pg.mkBrush(255, 255, 255, 225),
-                                 border=pg.mkPen("#A0A0A0"))
+        self.label = pg.TextItem(
+            anchor=(0, 0), color=style.FOREGROUND, fill=pg.mkBrush(255, 255, 255, 225), border=pg.mkPen("#A0A0A0")
+        )
         for item in (self.line, self.label):
             item.setZValue(1000)
             item.setVisible(False)

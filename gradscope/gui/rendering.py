@@ -8,6 +8,7 @@ Why not pyqtgraph's ImageExporter / SVGExporter: the SVG exporter was half of an
 and QImage.save's PNG writer holds the GIL (50 ms for a 1400 x 800 figure), so it could not overlap with
 drawing the next figure; zlib in a worker thread does.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -22,7 +23,7 @@ from PyQt6 import QtCore, QtGui, QtWidgets
 
 from . import svg
 
-PNG_LEVEL = 6          # zlib level: plots are mostly flat colour; level 6 is Qt's default size at the same speed
+PNG_LEVEL = 6  # zlib level: plots are mostly flat colour; level 6 is Qt's default size at the same speed
 
 
 @dataclass
@@ -43,7 +44,7 @@ def settle(widget) -> None:
     widget.ci.setGeometry(0, 0, widget.width(), widget.height())
     QtWidgets.QApplication.processEvents()
     widget.ci.layout.activate()
-    widget.scene().prepareForPaint()          # pyqtgraph applies pending auto-ranges here
+    widget.scene().prepareForPaint()  # pyqtgraph applies pending auto-ranges here
 
 
 @contextlib.contextmanager
@@ -89,7 +90,7 @@ def image_rgb(image: QtGui.QImage) -> np.ndarray:
     rgb = image.convertToFormat(QtGui.QImage.Format.Format_RGB888)
     stride = rgb.bytesPerLine()
     data = np.frombuffer(rgb.constBits().asstring(stride * rgb.height()), dtype=np.uint8)
-    return data.reshape(rgb.height(), stride)[:, :3 * rgb.width()].reshape(rgb.height(), rgb.width(), 3).copy()
+    return data.reshape(rgb.height(), stride)[:, : 3 * rgb.width()].reshape(rgb.height(), rgb.width(), 3).copy()
 
 
 def encode_png(rgb: np.ndarray) -> bytes:
@@ -99,14 +100,18 @@ def encode_png(rgb: np.ndarray) -> bytes:
     vertical runs of a plot (grid lines, axes, background) into zeros that zlib packs well.
     """
     height, width, _ = rgb.shape
-    rows = rgb.reshape(height, 3 * width)                                   # (H, 3W)
-    filtered = np.empty((height, 3 * width + 1), dtype=np.uint8)            # (H, 1 + 3W): filter byte + row
-    filtered[:, 0] = 2                                                      # "Up"
+    rows = rgb.reshape(height, 3 * width)  # (H, 3W)
+    filtered = np.empty((height, 3 * width + 1), dtype=np.uint8)  # (H, 1 + 3W): filter byte + row
+    filtered[:, 0] = 2  # "Up"
     filtered[0, 1:] = rows[0]
-    np.subtract(rows[1:], rows[:-1], out=filtered[1:, 1:])                  # modulo 256, as PNG wants
-    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)          # 8 bits, RGB, deflate, no interlace
-    return (b"\x89PNG\r\n\x1a\n" + _chunk(b"IHDR", header)
-            + _chunk(b"IDAT", zlib.compress(filtered.tobytes(), PNG_LEVEL)) + _chunk(b"IEND", b""))
+    np.subtract(rows[1:], rows[:-1], out=filtered[1:, 1:])  # modulo 256, as PNG wants
+    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)  # 8 bits, RGB, deflate, no interlace
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + _chunk(b"IHDR", header)
+        + _chunk(b"IDAT", zlib.compress(filtered.tobytes(), PNG_LEVEL))
+        + _chunk(b"IEND", b"")
+    )
 
 
 def _chunk(kind: bytes, data: bytes) -> bytes:

@@ -4,13 +4,14 @@ Run colours are the Okabe & Ito (2008) colour-blind-safe palette, ordered for co
 last: it is faint on white).  Layers of one run use samples of the perceptually uniform, colour-blind-safe
 'cividis' map; the waterfall uses 'viridis'.
 """
+
 from __future__ import annotations
 
 RUN_COLORS = ("#0072B2", "#D55E00", "#009E73", "#CC79A7", "#E69F00", "#56B4E9", "#000000", "#F0E442")
 BACKGROUND = "#FFFFFF"
 FOREGROUND = "#202020"
 GRID_ALPHA = 0.25
-NONFINITE_COLOR = "#9E9E9E"     # waterfall cells and curve markers for NaN / Inf (viridis has no greys)
+NONFINITE_COLOR = "#9E9E9E"  # waterfall cells and curve markers for NaN / Inf (viridis has no greys)
 HEATMAP = "viridis"
 LAYER_MAP = "cividis"
 CURVE_WIDTH = 2.0

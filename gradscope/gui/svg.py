@@ -15,6 +15,7 @@ Qt's QSvgGenerator over the whole scene, then one ElementTree pass:
 
 Scene coordinates are page coordinates: the scene's ``source`` rectangle is drawn at (0, 0) with its own size.
 """
+
 from __future__ import annotations
 
 import math
@@ -36,16 +37,20 @@ _FLATTENED = {"path", "polyline", "polygon", "line", "rect", "ellipse", "circle"
 _ABSOLUTE_COMMANDS = set("MLCQZ")
 
 
-def scene_parts(scene: QtWidgets.QGraphicsScene, source: QtCore.QRectF, id_prefix: str = "c"
-                ) -> tuple[list[ET.Element], list[ET.Element]]:
+def scene_parts(
+    scene: QtWidgets.QGraphicsScene, source: QtCore.QRectF, id_prefix: str = "c"
+) -> tuple[list[ET.Element], list[ET.Element]]:
     """(clip-path definitions, drawing elements) of the scene's ``source`` rectangle, in page coordinates.
 
     Items must already be in export mode (see rendering.export_mode) and laid out.
     """
-    clippers = [item for item in scene.items() if item.isVisible()
-                and item.flags() & QtWidgets.QGraphicsItem.GraphicsItemFlag.ItemClipsChildrenToShape]
+    clippers = [
+        item
+        for item in scene.items()
+        if item.isVisible() and item.flags() & QtWidgets.QGraphicsItem.GraphicsItemFlag.ItemClipsChildrenToShape
+    ]
     order = {item: n for n, item in enumerate(scene.items(QtCore.Qt.SortOrder.AscendingOrder))}
-    clippers.sort(key=order.get)                      # stacking order, bottom first
+    clippers.sort(key=order.get)  # stacking order, bottom first
     offset = QtCore.QPointF(-source.left(), -source.top())
     defs: list[ET.Element] = []
     body: list[ET.Element] = []
@@ -59,15 +64,24 @@ def scene_parts(scene: QtWidgets.QGraphicsScene, source: QtCore.QRectF, id_prefi
         rect = clipper.mapRectToScene(clipper.boundingRect()).translated(offset)
         clip_id = f"{id_prefix}{n}"
         clip = ET.Element(f"{{{SVG_NS}}}clipPath", {"id": clip_id})
-        ET.SubElement(clip, f"{{{SVG_NS}}}rect", {"x": _num(rect.x()), "y": _num(rect.y()),
-                                                  "width": _num(rect.width()), "height": _num(rect.height())})
+        ET.SubElement(
+            clip,
+            f"{{{SVG_NS}}}rect",
+            {"x": _num(rect.x()), "y": _num(rect.y()), "width": _num(rect.width()), "height": _num(rect.height())},
+        )
         defs.append(clip)
         body.append(_group(content, {"clip-path": f"url(#{clip_id})"}))
     return defs, [g for g in body if len(g)]
 
 
-def document(width: float, height: float, background: str, defs: list[ET.Element], body: list[ET.Element],
-             title: str = "GradScope figure") -> bytes:
+def document(
+    width: float,
+    height: float,
+    background: str,
+    defs: list[ET.Element],
+    body: list[ET.Element],
+    title: str = "GradScope figure",
+) -> bytes:
     """A standalone SVG 1.1 document of the given size holding ``defs`` and ``body``."""
     size = {"width": _num(width), "height": _num(height), "viewBox": f"0 0 {_num(width)} {_num(height)}"}
     root = ET.Element(f"{{{SVG_NS}}}svg", {"version": "1.1", **size})
@@ -85,9 +99,17 @@ def translated(elements: list[ET.Element], dx: float, dy: float) -> ET.Element:
 
 
 def text_element(text: str, x: float, y: float, size_px: float, color: str, anchor: str = "middle") -> ET.Element:
-    element = ET.Element(f"{{{SVG_NS}}}text", {"x": _num(x), "y": _num(y), "font-size": _num(size_px),
-                                               "font-family": f"{_font_family()}, sans-serif", "fill": color,
-                                               "text-anchor": anchor})
+    element = ET.Element(
+        f"{{{SVG_NS}}}text",
+        {
+            "x": _num(x),
+            "y": _num(y),
+            "font-size": _num(size_px),
+            "font-family": f"{_font_family()}, sans-serif",
+            "fill": color,
+            "text-anchor": anchor,
+        },
+    )
     element.text = text
     return element
 
@@ -120,8 +142,9 @@ def _others(scene, keep) -> list:
     node = keep
     while node is not None:
         parent = node.parentItem()
-        siblings = parent.childItems() if parent is not None else \
-            [item for item in scene.items() if item.parentItem() is None]
+        siblings = (
+            parent.childItems() if parent is not None else [item for item in scene.items() if item.parentItem() is None]
+        )
         hide += [item for item in siblings if item is not node and item.isVisible()]
         node = parent
     return hide
@@ -137,7 +160,7 @@ def _render(scene, source: QtCore.QRectF) -> list[ET.Element]:
     generator.setSize(size)
     generator.setViewBox(QtCore.QRectF(0, 0, source.width(), source.height()))
     # the scene's fonts were laid out at the screen's resolution: the SVG's pixel sizes must use the same
-    generator.setResolution(int(round(QtGui.QGuiApplication.primaryScreen().logicalDotsPerInchX())))
+    generator.setResolution(round(QtGui.QGuiApplication.primaryScreen().logicalDotsPerInchX()))
     painter = QtGui.QPainter(generator)
     try:
         painter.setRenderHint(QtGui.QPainter.RenderHint.Antialiasing, True)
@@ -150,7 +173,7 @@ def _render(scene, source: QtCore.QRectF) -> list[ET.Element]:
         for group in list(top):
             if group.tag == _G and len(group):
                 out += _flatten(group)
-        break                                           # Qt nests every state group in one outer group
+        break  # Qt nests every state group in one outer group
     return out
 
 
@@ -162,7 +185,7 @@ def _flatten(group: ET.Element) -> list[ET.Element]:
     transform = attrs.pop("transform", "")
     match = _MATRIX.match(transform.strip())
     a, b, c, d, e, f = (float(v) for v in match.group(1).split(",")) if match else (1, 0, 0, 1, 0, 0)
-    M = np.array([[a, c, e], [b, d, f]])                                          # (2, 3) affine
+    M = np.array([[a, c, e], [b, d, f]])  # (2, 3) affine
     if "font-family" in attrs:
         attrs["font-family"] = _portable_family(attrs["font-family"])
     scale = math.sqrt(abs(a * d - b * c))
@@ -170,12 +193,12 @@ def _flatten(group: ET.Element) -> list[ET.Element]:
     current, current_flat = None, None
     for child in group:
         tag = child.tag.rpartition("}")[2]
-        if "font-family" in child.attrib:                 # Qt repeats the font on every <text>
+        if "font-family" in child.attrib:  # Qt repeats the font on every <text>
             child.set("font-family", _portable_family(child.get("font-family")))
         flat = tag in _FLATTENED and _transform_shape(child, tag, M)
         if flat:
             if child.get("vector-effect") == "non-scaling-stroke":
-                del child.attrib["vector-effect"]                        # page coordinates: nothing scales
+                del child.attrib["vector-effect"]  # page coordinates: nothing scales
             elif "stroke-width" in attrs and scale != 1:
                 child.set("stroke-width", _num(float(attrs["stroke-width"]) * scale))
         if current is None or flat != current_flat:
@@ -200,7 +223,7 @@ def _transform_shape(element: ET.Element, tag: str, M: np.ndarray) -> bool:
             return False
         points = _apply(M, numbers.reshape(-1, 2))
         parts, k = [], 0
-        for cmd, num in tokens:
+        for cmd, _num in tokens:
             if cmd:
                 parts.append(cmd)
             elif k % 2 == 0:
@@ -211,7 +234,7 @@ def _transform_shape(element: ET.Element, tag: str, M: np.ndarray) -> bool:
                 k += 1
         text = " ".join(parts).replace("M ", "M").replace("L ", "L").replace("C ", "C").replace("Q ", "Q")
         if text and not text.startswith("M"):
-            text = "M" + text[1:]          # Qt skips a leading NaN point and may start with L: draw it anyway
+            text = "M" + text[1:]  # Qt skips a leading NaN point and may start with L: draw it anyway
         element.set("d", text)
         return True
     if tag in ("polyline", "polygon"):
@@ -222,33 +245,46 @@ def _transform_shape(element: ET.Element, tag: str, M: np.ndarray) -> bool:
         element.set("points", " ".join(f"{_num(x)},{_num(y)}" for x, y in points))
         return True
     if tag == "line":
-        (x1, y1), (x2, y2) = _apply(M, np.array([[float(element.get("x1", 0)), float(element.get("y1", 0))],
-                                                 [float(element.get("x2", 0)), float(element.get("y2", 0))]]))
+        (x1, y1), (x2, y2) = _apply(
+            M,
+            np.array(
+                [
+                    [float(element.get("x1", 0)), float(element.get("y1", 0))],
+                    [float(element.get("x2", 0)), float(element.get("y2", 0))],
+                ]
+            ),
+        )
         element.attrib.update({"x1": _num(x1), "y1": _num(y1), "x2": _num(x2), "y2": _num(y2)})
         return True
     if M[0, 1] != 0 or M[1, 0] != 0:
-        return False                          # a rotated or skewed box is no longer a box
+        return False  # a rotated or skewed box is no longer a box
     sx, sy = M[0, 0], M[1, 1]
     if tag == "rect":
         x, y = float(element.get("x", 0)), float(element.get("y", 0))
         w, h = float(element.get("width", 0)), float(element.get("height", 0))
         (x0, y0), (x1, y1) = _apply(M, np.array([[x, y], [x + w, y + h]]))
-        element.attrib.update({"x": _num(min(x0, x1)), "y": _num(min(y0, y1)), "width": _num(abs(x1 - x0)),
-                               "height": _num(abs(y1 - y0))})
+        element.attrib.update(
+            {"x": _num(min(x0, x1)), "y": _num(min(y0, y1)), "width": _num(abs(x1 - x0)), "height": _num(abs(y1 - y0))}
+        )
         for key in ("rx", "ry"):
             if key in element.attrib:
                 element.set(key, _num(float(element.get(key)) * abs(sx if key == "rx" else sy)))
         return True
     if tag in ("ellipse", "circle"):
-        (cx, cy), = _apply(M, np.array([[float(element.get("cx", 0)), float(element.get("cy", 0))]]))
+        ((cx, cy),) = _apply(M, np.array([[float(element.get("cx", 0)), float(element.get("cy", 0))]]))
         if tag == "circle":
             if abs(abs(sx) - abs(sy)) > 1e-9 * max(abs(sx), abs(sy), 1):
                 return False
-            element.attrib.update({"cx": _num(cx), "cy": _num(cy),
-                                   "r": _num(float(element.get("r", 0)) * abs(sx))})
+            element.attrib.update({"cx": _num(cx), "cy": _num(cy), "r": _num(float(element.get("r", 0)) * abs(sx))})
         else:
-            element.attrib.update({"cx": _num(cx), "cy": _num(cy), "rx": _num(float(element.get("rx", 0)) * abs(sx)),
-                                   "ry": _num(float(element.get("ry", 0)) * abs(sy))})
+            element.attrib.update(
+                {
+                    "cx": _num(cx),
+                    "cy": _num(cy),
+                    "rx": _num(float(element.get("rx", 0)) * abs(sx)),
+                    "ry": _num(float(element.get("ry", 0)) * abs(sy)),
+                }
+            )
         return True
     return False
 

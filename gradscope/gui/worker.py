@@ -12,8 +12,10 @@ Compiling kernels (seconds on a cold cache) cannot be interrupted, so it does no
 answering stop.  Closing the app mid-compile therefore never waits for the compiler (a daemon thread ends with
 the process; Numba writes its cache files under temporary names).
 """
+
 from __future__ import annotations
 
+import functools
 import os
 import queue
 import threading
@@ -25,9 +27,9 @@ from PyQt6 import QtCore
 
 from ..runs import RunControl, RunStatus, drive
 
-EMIT_INTERVAL = 0.05          # seconds between batches: <= 20 signals per second per run
-STOP_POLL = 0.05              # seconds between stop checks while waiting for the compiler
-WORKER_NICE = 10              # workers' niceness: the GUI thread (nice 0) gets the CPU first
+EMIT_INTERVAL = 0.05  # seconds between batches: <= 20 signals per second per run
+STOP_POLL = 0.05  # seconds between stop checks while waiting for the compiler
+WORKER_NICE = 10  # workers' niceness: the GUI thread (nice 0) gets the CPU first
 
 
 def lower_priority() -> None:
@@ -51,8 +53,8 @@ def kernel_key(spec) -> tuple:
 class KernelCompiler(QtCore.QObject):
     """Compiles (or loads from Numba's cache) the kernels of each model kind once, in a daemon thread."""
 
-    progress = QtCore.pyqtSignal(object, int, int, str)     # kernel key, done, total, kernel name
-    failed = QtCore.pyqtSignal(object, str)                 # kernel key, traceback text
+    progress = QtCore.pyqtSignal(object, int, int, str)  # kernel key, done, total, kernel name
+    failed = QtCore.pyqtSignal(object, str)  # kernel key, traceback text
 
     def __init__(self, parent=None):
         super().__init__(parent)
@@ -61,7 +63,7 @@ class KernelCompiler(QtCore.QObject):
         self._errors: dict[tuple, str] = {}
         self._queue: queue.Queue = queue.Queue()
         self._thread: threading.Thread | None = None
-        self.busy = False                           # compiling right now (cannot be interrupted)
+        self.busy = False  # compiling right now (cannot be interrupted)
 
     def request(self, spec) -> threading.Event:
         """Ask for a model's kernels (any thread); the returned event is set once they are ready (or failed)."""
@@ -79,6 +81,9 @@ class KernelCompiler(QtCore.QObject):
     def error(self, spec) -> str | None:
         return self._errors.get(kernel_key(spec))
 
+    def _report(self, key, done: int, total: int, name: str) -> None:
+        self.progress.emit(key, done, total, name)
+
     def _work(self) -> None:
         lower_priority()
         while True:
@@ -88,9 +93,9 @@ class KernelCompiler(QtCore.QObject):
                 try:
                     from ..engine import compile_kernels
                 except ImportError:
-                    continue                        # no compiled engine here: nothing to prepare
-                compile_kernels(spec, progress=lambda done, total, name: self.progress.emit(key, done, total, name))
-            except Exception:
+                    continue  # no compiled engine here: nothing to prepare
+                compile_kernels(spec, progress=functools.partial(self._report, key))
+            except Exception:  # noqa: BLE001  (shown as the run's failure, with its traceback)
                 self._errors[key] = traceback.format_exc()
                 self.failed.emit(key, self._errors[key])
             finally:
@@ -112,11 +117,11 @@ def compiler() -> KernelCompiler:
 class TrainingThread(QtCore.QThread):
     """Trains one run.  Signals are emitted from the worker thread and delivered queued to the GUI thread."""
 
-    prepared = QtCore.pyqtSignal(object)            # the Training object (spec, task, init_params, first_batch)
-    records = QtCore.pyqtSignal(object)             # list[Record] in iteration order
-    state = QtCore.pyqtSignal(object)               # RunStatus.RUNNING | RunStatus.PAUSED
-    done = QtCore.pyqtSignal(object)                # RunStatus.COMPLETED | DIVERGED | STOPPED
-    failed = QtCore.pyqtSignal(str)                 # traceback text
+    prepared = QtCore.pyqtSignal(object)  # the Training object (spec, task, init_params, first_batch)
+    records = QtCore.pyqtSignal(object)  # list[Record] in iteration order
+    state = QtCore.pyqtSignal(object)  # RunStatus.RUNNING | RunStatus.PAUSED
+    done = QtCore.pyqtSignal(object)  # RunStatus.COMPLETED | DIVERGED | STOPPED
+    failed = QtCore.pyqtSignal(str)  # traceback text
 
     def __init__(self, run, seed: int, backend: str = "numba", paused: bool = False, parent=None):
         super().__init__(parent)
@@ -153,7 +158,7 @@ class TrainingThread(QtCore.QThread):
             training = Training(self.run_config, self.seed, backend=self.backend)
             self.prepared.emit(training)
             self.done.emit(self._drive(training))
-        except Exception:
+        except Exception:  # noqa: BLE001  (a failed run is a visible status, never a silent dead thread)
             self.failed.emit(traceback.format_exc())
         finally:
             if training is not None:
@@ -192,7 +197,7 @@ class TrainingThread(QtCore.QThread):
                 last_emit = time.monotonic()
 
         def on_state(status: RunStatus) -> None:
-            flush()                                 # what was computed before a pause shows during it
+            flush()  # what was computed before a pause shows during it
             self.state.emit(status)
 
         try:

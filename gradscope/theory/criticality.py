@@ -13,6 +13,7 @@ chi_1 is the mean-field factor by which ||dL/dh||^2 (and the squared distance of
 is multiplied per layer or step: chi_1 < 1 ordered (gradients vanish), chi_1 > 1 chaotic (they explode), and
 chi_1 = 1 the critical line sigma_w = critical_sigma_w(sigma_b), which starts at sigma_w = 1 for sigma_b = 0.
 """
+
 from __future__ import annotations
 
 import math
@@ -43,17 +44,19 @@ def tanh_fixed_point(sigma_w: float, sigma_b: float) -> float:
     sigma_w > 1 (where q = 0 is unstable) the positive root is returned.
     """
     _check_scales(sigma_w=sigma_w, sigma_b=sigma_b)
-    c, q_b = sigma_w ** 2, sigma_b ** 2
-    excess = lambda q: c * second_moment("tanh", q) + q_b - q             # > 0 below q*, < 0 above it
+    c, q_b = sigma_w**2, sigma_b**2
+    def excess(q):  # > 0 below q*, < 0 above it
+        return c * second_moment("tanh", q) + q_b - q
+
     if q_b == 0:
         if c <= 1:
             return 0.0
-        lo = 1e-3 * (c - 1)                       # E[tanh^2] = q - 2 q^2 + ...: excess(lo) ~ (c - 1) lo > 0
+        lo = 1e-3 * (c - 1)  # E[tanh^2] = q - 2 q^2 + ...: excess(lo) ~ (c - 1) lo > 0
         while excess(lo) <= 0:
             lo /= 10
     else:
-        lo = 0.0                                  # excess(0) = sigma_b^2 > 0
-    hi = c + q_b + 1.0                            # E[tanh^2] < 1: excess(hi) < -1
+        lo = 0.0  # excess(0) = sigma_b^2 > 0
+    hi = c + q_b + 1.0  # E[tanh^2] < 1: excess(hi) < -1
     return brentq(excess, lo, hi, xtol=1e-15, rtol=4 * np.finfo(float).eps, maxiter=200)
 
 
@@ -63,7 +66,7 @@ def chi_1(sigma_w: float, sigma_b: float) -> float:
     The per-layer (per-step) mean-field factor of ||dL/dh||^2; log of it over 2 is the per-step log gain.
     """
     q = tanh_fixed_point(sigma_w, sigma_b)
-    return sigma_w ** 2 * derivative_second_moment("tanh", q)
+    return sigma_w**2 * derivative_second_moment("tanh", q)
 
 
 def _critical_point(q: float) -> tuple[float, float]:
@@ -85,7 +88,7 @@ def critical_sigma_w(sigma_b: float) -> float:
     root-finding: sigma_b^2(q) = sigma_b^2, then sigma_w = 1 / sqrt(E[sech^4(sqrt(q) z)]).  sigma_b = 0 gives 1.
     """
     _check_scales(sigma_b=sigma_b)
-    target = sigma_b ** 2
+    target = sigma_b**2
     if target == 0:
         return 1.0
     # bracket q: sigma_b^2(q) ~ 2 q^3 / 3 for small q and grows like q for large q
@@ -94,8 +97,7 @@ def critical_sigma_w(sigma_b: float) -> float:
         lo /= 2
     while _critical_point(hi)[0] <= target:
         hi *= 2
-    q = brentq(lambda v: _critical_point(v)[0] - target, lo, hi, xtol=1e-15, rtol=4 * np.finfo(float).eps,
-               maxiter=200)
+    q = brentq(lambda v: _critical_point(v)[0] - target, lo, hi, xtol=1e-15, rtol=4 * np.finfo(float).eps, maxiter=200)
     return _critical_point(q)[1]
 
 

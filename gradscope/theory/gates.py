@@ -18,6 +18,7 @@ Two predictions of the product over k steps, for a gate whose pre-activation is 
 ``statistic="rms"`` gives E[sigma^2]^(k/2) instead: the factor of a gradient NORM, sqrt(sum_i v_i^2 prod f_i^2),
 when the units are independent; it equals the mean to O(q).
 """
+
 from __future__ import annotations
 
 import math
@@ -29,8 +30,9 @@ from .meanfield import _sigmoid, gaussian_expectation
 STATISTICS = ("mean", "rms")
 
 
-def gate_preactivation_variance(c_in: float, input_second_moment: float, c_rec: float = 0.0,
-                                state_second_moment: float = 0.0, q_b: float = 0.0) -> float:
+def gate_preactivation_variance(
+    c_in: float, input_second_moment: float, c_rec: float = 0.0, state_second_moment: float = 0.0, q_b: float = 0.0
+) -> float:
     """q = c_in E[x^2] + c_rec E[h^2] + q_b: the variance of a gate's pre-activation around its bias.
 
     c_in and c_rec are the variance factors of W_hx and W_hh (entries of variance c / fan_in, see
@@ -69,8 +71,7 @@ def gru_update_decay(b_z: float, k: int, q: float = 0.0, statistic: str = "mean"
     return gate_product(b_z, k, q, statistic)
 
 
-def gate_product_line(b, q: float, T: int, anchor_t: int, anchor_value: float,
-                      statistic: str = "mean") -> np.ndarray:
+def gate_product_line(b, q: float, T: int, anchor_t: int, anchor_value: float, statistic: str = "mean") -> np.ndarray:
     """(T,) log10 of anchor_value * mean_i m_i^(a-t) for t <= a, NaN after a, with m_i = gate_mean(b_i, q)
     ("rms": anchor_value * sqrt(mean_i m_i^(2(a-t))), the norm of a vector whose unit i decays like m_i).
 
@@ -85,28 +86,34 @@ def gate_product_line(b, q: float, T: int, anchor_t: int, anchor_value: float,
     if not (math.isfinite(anchor_value) and anchor_value > 0):
         return line
     biases = np.atleast_1d(np.asarray(b, dtype=np.float64))
-    log_m = np.log([gate_mean(float(v), q, statistic) for v in biases])           # (units,) ln m_i < 0
-    k = np.arange(anchor_t, -1, -1, dtype=np.float64)                             # (a+1,) steps back a - t
-    p = 1 if statistic == "mean" else 2            # a norm averages the squared products over units
+    log_m = np.log([gate_mean(float(v), q, statistic) for v in biases])  # (units,) ln m_i < 0
+    k = np.arange(anchor_t, -1, -1, dtype=np.float64)  # (a+1,) steps back a - t
+    p = 1 if statistic == "mean" else 2  # a norm averages the squared products over units
     # (1/p) ln mean_i exp(p k ln m_i), shifted by the largest term so that long lines do not underflow
-    terms = p * k[:, None] * log_m[None, :]                                       # (a+1, units)
+    terms = p * k[:, None] * log_m[None, :]  # (a+1, units)
     top = terms.max(axis=1)
     log_mean = (top + np.log(np.mean(np.exp(terms - top[:, None]), axis=1))) / p  # (a+1,)
-    line[:anchor_t + 1] = math.log10(anchor_value) + log_mean / math.log(10)
+    line[: anchor_t + 1] = math.log10(anchor_value) + log_mean / math.log(10)
     return line
 
 
-def lstm_cell_line(b_f, q: float, T: int, anchor_t: int, anchor_value: float,
-                   statistic: str = "mean") -> np.ndarray:
+def lstm_cell_line(b_f, q: float, T: int, anchor_t: int, anchor_value: float, statistic: str = "mean") -> np.ndarray:
     """(T,) log10 line of the LSTM cell-path gradient ||dL/dc_t|| back from the anchor: prod f per step."""
     return gate_product_line(b_f, q, T, anchor_t, anchor_value, statistic)
 
 
-def gru_update_line(b_z, q: float, T: int, anchor_t: int, anchor_value: float,
-                    statistic: str = "mean") -> np.ndarray:
+def gru_update_line(b_z, q: float, T: int, anchor_t: int, anchor_value: float, statistic: str = "mean") -> np.ndarray:
     """(T,) log10 line of the GRU direct-path gradient ||dL/dh_t|| back from the anchor: prod z per step."""
     return gate_product_line(b_z, q, T, anchor_t, anchor_value, statistic)
 
 
-__all__ = ["gate_preactivation_variance", "gate_mean", "gate_product", "lstm_cell_decay", "gru_update_decay",
-           "gate_product_line", "lstm_cell_line", "gru_update_line"]
+__all__ = [
+    "gate_preactivation_variance",
+    "gate_mean",
+    "gate_product",
+    "lstm_cell_decay",
+    "gru_update_decay",
+    "gate_product_line",
+    "lstm_cell_line",
+    "gru_update_line",
+]

@@ -1,5 +1,6 @@
 """Predictions as log10 lines over t = 0..T-1, anchored at a measured value at the last scored step a
 (NaN after a, where the assumptions do not hold), and what one run's lines need (RunTheory)."""
+
 from __future__ import annotations
 
 import math
@@ -8,8 +9,15 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..engine.cells import cell
-from .meanfield import (DERIVATIVE_BOUND, _check_activation, gain_squared, layer_input_variances,
-                        second_moment, variance_factor, variance_trajectory)
+from .meanfield import (
+    DERIVATIVE_BOUND,
+    _check_activation,
+    gain_squared,
+    layer_input_variances,
+    second_moment,
+    variance_factor,
+    variance_trajectory,
+)
 
 
 # ------------------------------------------------------------------------------------------ anchored lines
@@ -27,19 +35,20 @@ def anchored_line(log10_gains: np.ndarray, anchor_t: int, anchor_value: float) -
     if not (math.isfinite(anchor_value) and anchor_value > 0):
         return line
     # cumulative sum from the anchor backwards: line[t] = log10 G(a) + sum_{s=t+1}^{a} log10 gain_s
-    back = np.concatenate([np.cumsum(log10_gains[anchor_t:0:-1])[::-1], [0.0]])   # (a+1,)
-    line[:anchor_t + 1] = math.log10(anchor_value) + back
+    back = np.concatenate([np.cumsum(log10_gains[anchor_t:0:-1])[::-1], [0.0]])  # (a+1,)
+    line[: anchor_t + 1] = math.log10(anchor_value) + back
     return line
 
 
-def mean_field_line(activation: str, c: float, q_in, T: int, anchor_t: int, anchor_value: float,
-                    q_b: float = 0.0) -> np.ndarray:
+def mean_field_line(
+    activation: str, c: float, q_in, T: int, anchor_t: int, anchor_value: float, q_b: float = 0.0
+) -> np.ndarray:
     """(T,) log10 of the mean-field gradient norm back in time, anchored at ||dL/dh_a|| = anchor_value."""
     _check_activation(activation)
-    q = variance_trajectory(activation, c, q_in, T, q_b)                  # (T,)
-    gains2 = np.array([gain_squared(activation, c, v) for v in q])        # (T,) relu and linear need no finite q
+    q = variance_trajectory(activation, c, q_in, T, q_b)  # (T,)
+    gains2 = np.array([gain_squared(activation, c, v) for v in q])  # (T,) relu and linear need no finite q
     with np.errstate(divide="ignore"):
-        log10_gains = 0.5 * np.log10(gains2)                              # (T,) -inf where the gain is 0
+        log10_gains = 0.5 * np.log10(gains2)  # (T,) -inf where the gain is 0
     return anchored_line(log10_gains, anchor_t, anchor_value)
 
 
@@ -75,7 +84,7 @@ class RunTheory:
     layer: int
 
     @classmethod
-    def for_run(cls, run, x: np.ndarray | None = None) -> "RunTheory | None":
+    def for_run(cls, run, x: np.ndarray | None = None) -> RunTheory | None:
         """From a RunConfig and the run's input batch x (T, B, n) (None: x ~ N(0, 1), the probe's inputs).
 
         None for a gated cell (its nonlinearities are fixed, not the run's activation: see gradscope.theory.gates)
@@ -89,17 +98,22 @@ class RunTheory:
         c = variance_factor(init.recurrent, init.recurrent_scale, d, d, d)
         c_in = variance_factor(init.input, init.input_scale, n, d, d)
         c_up = variance_factor(init.input, init.input_scale, d, d, d)
-        if c_in is None:                   # identity W_hx: unit j receives scale * x_j, so q_in = scale^2 E[x^2]
-            c_in = c_up = init.input_scale ** 2
-        m2 = 1.0 if x is None else np.mean(np.square(x, dtype=np.float64), axis=(1, 2))          # (T,) E[x_t^2]
+        if c_in is None:  # identity W_hx: unit j receives scale * x_j, so q_in = scale^2 E[x^2]
+            c_in = c_up = init.input_scale**2
+        m2 = 1.0 if x is None else np.mean(np.square(x, dtype=np.float64), axis=(1, 2))  # (T,) E[x_t^2]
         # the pytorch scheme also draws b_h as the sum of two U(-1/sqrt(d), 1/sqrt(d)): variance 2 / (3 d)
         q_b = 2.0 / (3.0 * d) if init.recurrent == "pytorch" else 0.0
         if c is None:
             q_in = np.full(T, np.nan)
         else:
             q = layer_input_variances(run.activation, c, c_in, m2, run.layers, T, q_b, c_in_upper=c_up)
-            top_in = c_in * np.broadcast_to(m2, (T,)) if run.layers == 1 else np.array(
-                [c_up * second_moment(run.activation, v) if math.isfinite(v) else math.inf for v in q[-2]])
+            top_in = (
+                c_in * np.broadcast_to(m2, (T,))
+                if run.layers == 1
+                else np.array(
+                    [c_up * second_moment(run.activation, v) if math.isfinite(v) else math.inf for v in q[-2]]
+                )
+            )
             q_in = np.asarray(top_in, dtype=np.float64)
         return cls(run.activation, c, q_in, q_b, run.layers - 1)
 
@@ -107,8 +121,7 @@ class RunTheory:
         """(T,) log10 mean-field prediction for the top layer anchored at step anchor_t, or None (identity)."""
         if self.c is None:
             return None
-        return mean_field_line(self.activation, self.c, self.q_in, len(self.q_in), anchor_t, anchor_value,
-                               self.q_b)
+        return mean_field_line(self.activation, self.c, self.q_in, len(self.q_in), anchor_t, anchor_value, self.q_b)
 
     def pascanu(self, sigma_max: float, anchor_t: int, anchor_value: float) -> np.ndarray:
         return pascanu_line(self.activation, sigma_max, len(self.q_in), anchor_t, anchor_value)

@@ -10,6 +10,7 @@ In the wide limit the pre-activations a_t are Gaussian with variance q*, the fix
 q = g^2 E[tanh^2(sqrt(q) z)] + sigma_in^2 (the same map as gradscope.theory.criticality with sigma_w = g,
 sigma_b = sigma_in; Molgedey, Schuchhardt & Schuster 1992 for the largest exponent of this network).
 """
+
 from __future__ import annotations
 
 import math
@@ -76,7 +77,7 @@ def mean_lyapunov_exponent(g: float, sigma_in: float = 0.0, d: int | None = None
     networks (g = 2, 3) scatter by ~0.01 around the formula from one W to the next, without visible bias.
     """
     q = tanh_fixed_point(g, sigma_in)
-    log_slope = gaussian_expectation(_log_sech2, q)                    # E[ln tanh'(a)], a ~ N(0, q*)
+    log_slope = gaussian_expectation(_log_sech2, q)  # E[ln tanh'(a)], a ~ N(0, q*)
     return log_slope + math.log(g) + ginibre_mean_log_det(d)
 
 

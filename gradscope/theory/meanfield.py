@@ -1,5 +1,6 @@
 """Mean-field moments and the forward variance map of a random RNN at initialisation (the lecture's setting:
 see gradscope.theory for the overview)."""
+
 from __future__ import annotations
 
 import math
@@ -16,8 +17,8 @@ ACTIVATIONS = tuple(DERIVATIVE_BOUND)
 @lru_cache(maxsize=16)
 def _normal_grid(n: int) -> tuple[np.ndarray, np.ndarray]:
     """Nodes on [-10, 10] and trapezoid weights phi(z) dz for E[g(Z)], Z ~ N(0, 1) (tails < 1e-22)."""
-    z = np.linspace(-10.0, 10.0, n)                                       # (n,)
-    w = np.exp(-0.5 * z * z) / math.sqrt(2 * math.pi) * (z[1] - z[0])    # (n,) ends ~1e-23: no half weights
+    z = np.linspace(-10.0, 10.0, n)  # (n,)
+    w = np.exp(-0.5 * z * z) / math.sqrt(2 * math.pi) * (z[1] - z[0])  # (n,) ends ~1e-23: no half weights
     return z, w
 
 
@@ -34,12 +35,12 @@ def gaussian_expectation(g, q: float) -> float:
     if q < 0 or not math.isfinite(q):
         raise ValueError(f"the variance q must be finite and >= 0, got {q}")
     s = math.sqrt(q)
-    z, w = _normal_grid(int(320 * max(1.0, s)) | 1)                       # odd n: z = 0 is a node
+    z, w = _normal_grid(int(320 * max(1.0, s)) | 1)  # odd n: z = 0 is a node
     return float(np.dot(w, g(s * z)))
 
 
 def _sigmoid(z):
-    return 0.5 * (1 + np.tanh(0.5 * z))      # = 1 / (1 + exp(-z)) without overflow
+    return 0.5 * (1 + np.tanh(0.5 * z))  # = 1 / (1 + exp(-z)) without overflow
 
 
 def _check_activation(activation: str) -> None:
@@ -51,7 +52,7 @@ def second_moment(activation: str, q: float) -> float:
     """E[f(z)^2], z ~ N(0, q): the mean square of a unit's output given its pre-activation variance."""
     _check_activation(activation)
     if activation == "relu":
-        return q / 2                          # half of a symmetric distribution's second moment
+        return q / 2  # half of a symmetric distribution's second moment
     if activation == "linear":
         return q
     f = np.tanh if activation == "tanh" else _sigmoid
@@ -62,7 +63,7 @@ def derivative_second_moment(activation: str, q: float) -> float:
     """E[f'(z)^2], z ~ N(0, q)."""
     _check_activation(activation)
     if activation == "relu":
-        return 0.5 if q > 0 else 0.0          # f'(z) = 1 on the half z > 0 (and f'(0) = 0, as in the engine)
+        return 0.5 if q > 0 else 0.0  # f'(z) = 1 on the half z > 0 (and f'(0) = 0, as in the engine)
     if activation == "linear":
         return 1.0
     if activation == "tanh":
@@ -91,8 +92,9 @@ def variance_trajectory(activation: str, c: float, q_in, T: int, q_b: float = 0.
     return q
 
 
-def fixed_point_variance(activation: str, c: float, q_in: float, q_b: float = 0.0,
-                         tol: float = 1e-12, max_iter: int = 10_000) -> float:
+def fixed_point_variance(
+    activation: str, c: float, q_in: float, q_b: float = 0.0, tol: float = 1e-12, max_iter: int = 10_000
+) -> float:
     """q* with q* = c E[f(z)^2] + q_in + q_b, z ~ N(0, q*): where the forward variance settles.
 
     The map is increasing in q (tanh^2 and sigmoid^2 grow with the spread of z), so iterating it from
@@ -142,20 +144,28 @@ def variance_factor(scheme: str, scale: float, fan_in: int, fan_out: int, hidden
     if scheme in ("gaussian", "uniform"):
         return float(scale)
     if scheme == "xavier":
-        return 2.0 * scale ** 2 * fan_in / (fan_in + fan_out)
+        return 2.0 * scale**2 * fan_in / (fan_in + fan_out)
     if scheme == "kaiming":
-        return 2.0 * scale ** 2
+        return 2.0 * scale**2
     if scheme == "orthogonal":
-        return scale ** 2 * fan_in / max(fan_in, fan_out)
+        return scale**2 * fan_in / max(fan_in, fan_out)
     if scheme == "pytorch":
-        return scale ** 2 * fan_in / (3.0 * hidden_size)
+        return scale**2 * fan_in / (3.0 * hidden_size)
     if scheme == "identity":
         return None
     raise ValueError(f"unknown initialisation scheme {scheme!r}")
 
 
-def layer_input_variances(activation: str, c_rec: float, c_in: float, input_second_moment, layers: int, T: int,
-                          q_b: float = 0.0, c_in_upper: float | None = None) -> np.ndarray:
+def layer_input_variances(
+    activation: str,
+    c_rec: float,
+    c_in: float,
+    input_second_moment,
+    layers: int,
+    T: int,
+    q_b: float = 0.0,
+    c_in_upper: float | None = None,
+) -> np.ndarray:
     """(layers, T) pre-activation variances q^{(l)}_t of a freshly initialised stacked RNN.
 
     Layer 0 gets q_in,t = c_in E[x_t^2] (``input_second_moment``: a number or (T,) per step); layer l > 0
@@ -163,14 +173,24 @@ def layer_input_variances(activation: str, c_rec: float, c_in: float, input_seco
     """
     c_up = c_in if c_in_upper is None else c_in_upper
     q = np.empty((layers, T))
-    q_in = c_in * np.broadcast_to(np.asarray(input_second_moment, dtype=np.float64), (T,))    # (T,)
+    q_in = c_in * np.broadcast_to(np.asarray(input_second_moment, dtype=np.float64), (T,))  # (T,)
     for l in range(layers):
         q[l] = variance_trajectory(activation, c_rec, q_in, T, q_b)
         q_in = np.array([c_up * second_moment(activation, v) if math.isfinite(v) else math.inf for v in q[l]])
     return q
 
 
-
-__all__ = ["DERIVATIVE_BOUND", "ACTIVATIONS", "gaussian_expectation", "second_moment",
-           "derivative_second_moment", "variance_map", "variance_trajectory", "fixed_point_variance",
-           "gain_squared", "mean_field_gain", "variance_factor", "layer_input_variances"]
+__all__ = [
+    "DERIVATIVE_BOUND",
+    "ACTIVATIONS",
+    "gaussian_expectation",
+    "second_moment",
+    "derivative_second_moment",
+    "variance_map",
+    "variance_trajectory",
+    "fixed_point_variance",
+    "gain_squared",
+    "mean_field_gain",
+    "variance_factor",
+    "layer_input_variances",
+]

@@ -1,4 +1,5 @@
 """Shared test helpers: seeded models and batches, and an independent PyTorch version of a pass."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -7,8 +8,14 @@ from gradscope.engine import InitSpec, ModelSpec, init_params
 from gradscope.engine.cells import cell as describe
 from gradscope.engine.metrics import SAT_HIGH, SAT_LOW, step_metric_names
 
-CELL_KINDS = [("rnn", "relu"), ("rnn", "tanh"), ("rnn", "sigmoid"), ("rnn", "linear"), ("lstm", "tanh"),
-              ("gru", "tanh")]
+CELL_KINDS = [
+    ("rnn", "relu"),
+    ("rnn", "tanh"),
+    ("rnn", "sigmoid"),
+    ("rnn", "linear"),
+    ("lstm", "tanh"),
+    ("gru", "tanh"),
+]
 
 
 def label(cell: str, activation: str) -> str:
@@ -17,8 +24,9 @@ def label(cell: str, activation: str) -> str:
 
 def make_model(cell, activation, layers, dtype, rng, n=4, d=6, k=3, recurrent_scale=1.5, bias_std=0.3):
     """A small model with every parameter random (biases too, so their gradients are non-trivial)."""
-    spec = ModelSpec(cell=cell, activation=activation, input_size=n, hidden_size=d, layers=layers,
-                     output_size=k, dtype=dtype)
+    spec = ModelSpec(
+        cell=cell, activation=activation, input_size=n, hidden_size=d, layers=layers, output_size=k, dtype=dtype
+    )
     params = init_params(spec, InitSpec(recurrent_scale=recurrent_scale), rng)
     for p in params.layers:
         p.b_h[...] = rng.normal(0.0, bias_std, size=p.b_h.shape)
@@ -55,7 +63,7 @@ def torch_pass(torch, spec, params, x, target, mask, loss_kind):
     dt = torch.float64 if spec.dtype == "float64" else torch.float32
     T, B, _ = x.shape
     L, d = spec.layers, spec.hidden_size
-    as_t = lambda a: torch.tensor(np.asarray(a), dtype=dt)                  # noqa: E731
+    as_t = lambda a: torch.tensor(np.asarray(a), dtype=dt)  # noqa: E731
     cells = []
     for l, p in enumerate(params.layers):
         n_l = spec.layer_input_size(l)
@@ -66,7 +74,7 @@ def torch_pass(torch, spec, params, x, target, mask, loss_kind):
         elif spec.activation in ("relu", "tanh"):
             cell = nn.RNNCell(n_l, d, nonlinearity=spec.activation, dtype=dt)
         else:
-            cell = nn.RNNCell(n_l, d, dtype=dt)                             # holds the weights only
+            cell = nn.RNNCell(n_l, d, dtype=dt)  # holds the weights only
         with torch.no_grad():
             cell.weight_ih.copy_(as_t(p.W_hx))
             cell.weight_hh.copy_(as_t(p.W_hh))
@@ -87,20 +95,27 @@ def torch_pass(torch, spec, params, x, target, mask, loss_kind):
         for t in range(T):
             z = inputs[t] @ cell.weight_ih.T + cell.bias_ih + h @ cell.weight_hh.T + cell.bias_hh
             pre[l, t] = z.detach()
-            if spec.cell == "gru":                                         # r, z, n as PyTorch defines them
+            if spec.cell == "gru":  # r, z, n as PyTorch defines them
                 gi = inputs[t] @ cell.weight_ih.T + cell.bias_ih
                 gh = h @ cell.weight_hh.T + cell.bias_hh
                 r = torch.sigmoid(gi[:, :d] + gh[:, :d])
-                u = torch.sigmoid(gi[:, d:2 * d] + gh[:, d:2 * d])
-                n = torch.tanh(gi[:, 2 * d:] + r * gh[:, 2 * d:])
+                u = torch.sigmoid(gi[:, d : 2 * d] + gh[:, d : 2 * d])
+                n = torch.tanh(gi[:, 2 * d :] + r * gh[:, 2 * d :])
                 act[l, t] = torch.cat([r, u, n], 1).detach()
                 h = cell(inputs[t], h)
             elif spec.cell == "lstm":
                 h, c = cell(inputs[t], (h, c))
                 c.retain_grad()
                 cs[l, t] = c
-                act[l, t] = torch.cat([torch.sigmoid(z[:, :d]), torch.sigmoid(z[:, d:2 * d]),
-                                       torch.tanh(z[:, 2 * d:3 * d]), torch.sigmoid(z[:, 3 * d:])], 1).detach()
+                act[l, t] = torch.cat(
+                    [
+                        torch.sigmoid(z[:, :d]),
+                        torch.sigmoid(z[:, d : 2 * d]),
+                        torch.tanh(z[:, 2 * d : 3 * d]),
+                        torch.sigmoid(z[:, 3 * d :]),
+                    ],
+                    1,
+                ).detach()
             elif spec.activation in ("relu", "tanh"):
                 h = cell(inputs[t], h)
             elif spec.activation == "sigmoid":
@@ -141,8 +156,8 @@ def torch_pass(torch, spec, params, x, target, mask, loss_kind):
             if gates:
                 a = act[l, t].to(torch.float64)
                 for q, gate in enumerate(gates):
-                    block = act[l, t][:, q * d:(q + 1) * d]
-                    metrics[f"gate_{gate}_mean"][l, t] = a[:, q * d:(q + 1) * d].mean().item()
+                    block = act[l, t][:, q * d : (q + 1) * d]
+                    metrics[f"gate_{gate}_mean"][l, t] = a[:, q * d : (q + 1) * d].mean().item()
                     if describe(spec.cell).gate_kinds[gate] == "tanh":
                         sat = block.abs() > SAT_HIGH
                     else:

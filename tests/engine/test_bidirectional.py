@@ -6,6 +6,7 @@ Streams are layer0, layer0_reverse, layer1, ...; a reverse stream's metrics are 
 norms per timestep against the same model unrolled from nn.*Cell with retain_grad on every state, so that
 dL/dh_t is the TOTAL derivative, as the metrics define it.  Tolerances as in test_torch.py.
 """
+
 import zlib
 
 import numpy as np
@@ -22,10 +23,18 @@ GRAD_ATOL = {"float64": 1e-12, "float32": 1e-5}
 
 
 def model(cell, activation, layers, dtype, rng, n=4, d=5, k=3):
-    spec = ModelSpec(cell=cell, activation=activation, input_size=n, hidden_size=d, layers=layers, output_size=k,
-                     dtype=dtype, bidirectional=True)
+    spec = ModelSpec(
+        cell=cell,
+        activation=activation,
+        input_size=n,
+        hidden_size=d,
+        layers=layers,
+        output_size=k,
+        dtype=dtype,
+        bidirectional=True,
+    )
     params = init_params(spec, InitSpec(recurrent="pytorch", recurrent_scale=1.3), rng)
-    for p in params.layers:                                   # every bias random: their gradients matter
+    for p in params.layers:  # every bias random: their gradients matter
         p.b_h[...] = rng.normal(0, 0.3, p.b_h.shape)
         if p.b_hh is not None:
             p.b_hh[...] = rng.normal(0, 0.3, p.b_hh.shape)
@@ -44,7 +53,7 @@ def test_streams_are_named_and_sized_as_the_contract_says():
     shapes = {name: a.shape for name, a in params.named()}
     assert shapes["layer0_reverse.W_hx"] == (16, 3) and shapes["layer1.W_hx"] == (16, 8)
     assert shapes["readout.W_yh"] == (2, 8)
-    again = type(params).from_arrays(params.arrays())                      # init_params.npz round trip
+    again = type(params).from_arrays(params.arrays())  # init_params.npz round trip
     assert [n for n, _ in again.named()] == [n for n, _ in params.named()]
 
 
@@ -57,7 +66,7 @@ def test_compiled_pass_matches_its_twin(cell, activation, layers, loss_kind, dty
     spec, params = model(cell, activation, layers, dtype, rng)
     x, target, mask = make_batch(spec, 9, 3, loss_kind, rng)
     want = reference.bptt(spec, params, x, target, mask, loss_kind)
-    for chunk in (None, 2):                                   # whole, and chunks of 2 with carries between
+    for chunk in (None, 2):  # whole, and chunks of 2 with carries between
         got = driver.bptt(spec, params, x, target, mask, loss_kind, chunk=chunk)
         assert got.loss == pytest.approx(want.loss, rel=RTOL[dtype])
         assert set(got.metrics) == set(want.metrics)
@@ -186,7 +195,7 @@ def test_engine_matches_pytorch(torch, cell, activation, layers, loss_kind, dtyp
             c = cells[2 * l + r]
             h = torch.zeros(B, d, dtype=out.dtype)
             cs = torch.zeros(B, d, dtype=out.dtype)
-            for t in (range(T) if r == 0 else range(T - 1, -1, -1)):
+            for t in range(T) if r == 0 else range(T - 1, -1, -1):
                 if cell == "lstm":
                     h, cs = c(inputs[t], (h, cs))
                     cs.retain_grad()

@@ -5,6 +5,7 @@ References are computed one precision up (float64 for float32, long double for f
 Bound: 4 ulp of the result (we measure <= 3.1).  Results in the subnormal range are compared absolutely
 (within the smallest normal number): they carry no relative precision in any implementation.
 """
+
 import numba
 import numpy as np
 import pytest
@@ -19,11 +20,14 @@ ULP_BOUND = 4.0
 def _inputs(dtype):
     rng = np.random.default_rng(7)
     big = 750.0 if dtype == np.float64 else 110.0
-    parts = [np.linspace(-big, big, 400_001),                       # the whole range, including overflow
-             rng.standard_normal(200_000) * 10,
-             np.linspace(-1, 1, 200_001),                            # around 0 (tanh's small-|x| branch)
-             np.geomspace(1e-30, 1.0, 20_000), -np.geomspace(1e-30, 1.0, 20_000),
-             [0.625, -0.625, np.nextafter(0.625, 0), 0.0, -0.0, 1e-300, -1e-300]]
+    parts = [
+        np.linspace(-big, big, 400_001),  # the whole range, including overflow
+        rng.standard_normal(200_000) * 10,
+        np.linspace(-1, 1, 200_001),  # around 0 (tanh's small-|x| branch)
+        np.geomspace(1e-30, 1.0, 20_000),
+        -np.geomspace(1e-30, 1.0, 20_000),
+        [0.625, -0.625, np.nextafter(0.625, 0), 0.0, -0.0, 1e-300, -1e-300],
+    ]
     return np.concatenate([np.asarray(p, dtype=np.float64) for p in parts]).astype(dtype)
 
 
@@ -81,6 +85,7 @@ def test_python_fallbacks_are_numpy():
 
 def test_float32_stays_float32():
     """The typed results: a float32 argument gives a float32 (Numba's float64-literal trap would not)."""
+
     @numba.njit
     def all_three(x):
         return fastmath.exp(x), fastmath.sigmoid(x), fastmath.tanh(x)

@@ -6,6 +6,7 @@ e = 1e-6 * max(1, |w|) both are ~1e-10 relative to the loss, so we ask for agree
 1e-6 relative plus 1e-9 absolute.  A ReLU kink within reach of the step would void the check: the
 test asserts that no pre-activation is that close to 0.
 """
+
 import numpy as np
 import pytest
 

@@ -1,12 +1,12 @@
 """The packed recurrent products (gemm.py) against NumPy's matmul: every edge of the tiling (rows past the
 last full tile, a single row, columns past the last full panel), rows of a bigger array, both layouts of
 the packed operand, and NaN / Inf passing through as in any sum of products."""
+
 import numba
 import numpy as np
 import pytest
 
-from gradscope.engine import gemm
-from gradscope.engine import step as step_kernels
+from gradscope.engine import gemm, step as step_kernels
 from gradscope.engine.gemm import MR, panel_width, panels
 
 
@@ -25,6 +25,7 @@ def pack(W, P):
 def pack_transposed(W, P):
     gemm.pack_transposed(W, P)
 
+
 TOL = {"float64": 1e-13, "float32": 2e-6}
 
 
@@ -37,7 +38,7 @@ def close(got, want, dtype):
 def test_pack_lays_out_panels_and_pads_with_zeros(dtype):
     rng = np.random.default_rng(0)
     NR = panel_width(dtype)
-    K, N = 5, NR + 3                                                   # one full panel, one with 3 columns
+    K, N = 5, NR + 3  # one full panel, one with 3 columns
     M = rng.standard_normal((K, N)).astype(dtype)
     P = panels(K, N, dtype)
     assert P.shape == (2, K, NR)
@@ -46,7 +47,7 @@ def test_pack_lays_out_panels_and_pads_with_zeros(dtype):
     np.testing.assert_array_equal(P[1, :, :3], M[:, NR:])
     assert np.all(P[1, :, 3:] == 0)
     Q = panels(K, N, dtype)
-    pack_transposed(np.ascontiguousarray(M.T), Q)                      # the panels of (M^T)^T = M
+    pack_transposed(np.ascontiguousarray(M.T), Q)  # the panels of (M^T)^T = M
     np.testing.assert_array_equal(Q, P)
 
 
@@ -76,7 +77,7 @@ def test_recurrent_packing_gives_both_products(dtype):
     Z = np.zeros((3, B, Gd), dtype)
     gemm_packed_acc(H[1], P_f, Z[2])
     close(Z[2], H[1].astype(np.float64) @ W_hh.T.astype(np.float64), dtype)
-    assert np.all(Z[:2] == 0)                                          # nothing outside the rows asked for
+    assert np.all(Z[:2] == 0)  # nothing outside the rows asked for
     G = np.zeros((B, d), dtype)
     gemm_packed_acc(Z[2], P_b, G)
     close(G, Z[2].astype(np.float64) @ W_hh.astype(np.float64), dtype)
@@ -93,7 +94,7 @@ def test_nan_and_inf_pass_through_like_a_sum_of_products():
     gemm_packed_acc(A, P, C)
     np.testing.assert_array_equal(C[0], 4.0)
     assert np.all(np.isnan(C[1])) and np.all(C[2] == np.inf)
-    M[0, 1] = 0.0                                                      # inf * 0 = NaN, as in BLAS
+    M[0, 1] = 0.0  # inf * 0 = NaN, as in BLAS
     pack(M, P)
     C[:] = 0
     gemm_packed_acc(A, P, C)

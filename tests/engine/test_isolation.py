@@ -7,6 +7,7 @@ so the child runs as the unprivileged user "nobody" when it can; where the inter
 by "nobody" (a pyenv Python under /root), the package's engine/__pycache__ is made a regular file instead,
 which denies Numba's in-tree cache to root as well.
 """
+
 import json
 import os
 import shutil
@@ -29,23 +30,31 @@ def _as_nobody_kwargs() -> dict | None:
         return None
     kwargs = dict(user=NOBODY, group=NOBODY, extra_groups=[])
     try:
-        subprocess.run([sys.executable, "-c", "pass"], cwd="/", capture_output=True, timeout=60, check=True,
-                       **kwargs)
+        subprocess.run([sys.executable, "-c", "pass"], cwd="/", capture_output=True, timeout=60, check=True, **kwargs)
     except (OSError, subprocess.CalledProcessError):
         return None
     return kwargs
 
 
 def _run(code: str, env: dict, cwd: Path, args=(), as_user: dict | None = None) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-c", code, *args], env=env, cwd=cwd, capture_output=True, text=True,
-                          timeout=300, **(as_user or {}))
+    return subprocess.run(
+        [sys.executable, "-c", code, *args],
+        env=env,
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        **(as_user or {}),
+    )
 
 
 def test_engine_config_and_trace_import_without_qt():
-    code = ("import sys\n"
-            "import gradscope.engine, gradscope.engine.driver, gradscope.engine.plan, gradscope.engine.trainer, gradscope.config, "
-            "gradscope.trace\n"
-            "print(sorted(m for m in sys.modules if m.split('.')[0] in ('PyQt6', 'pyqtgraph', 'PySide6')))")
+    code = (
+        "import sys\n"
+        "import gradscope.engine, gradscope.engine.driver, gradscope.engine.plan, gradscope.engine.trainer, gradscope.config, "
+        "gradscope.trace\n"
+        "print(sorted(m for m in sys.modules if m.split('.')[0] in ('PyQt6', 'pyqtgraph', 'PySide6')))"
+    )
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     out = _run(code, env, REPO)
     assert out.returncode == 0, out.stderr
@@ -83,8 +92,10 @@ print(json.dumps(result))
 
 def _expected():
     from gradscope.engine import InitSpec, ModelSpec, bptt, init_params
-    spec = ModelSpec(cell="rnn", activation="tanh", input_size=3, hidden_size=5, layers=2, output_size=2,
-                     dtype="float64")
+
+    spec = ModelSpec(
+        cell="rnn", activation="tanh", input_size=3, hidden_size=5, layers=2, output_size=2, dtype="float64"
+    )
     rng = np.random.default_rng(0)
     params = init_params(spec, InitSpec(), rng)
     x = rng.standard_normal((7, 2, 3))
@@ -112,17 +123,22 @@ def sandbox():
     top.chmod(0o755)
     pkg = top / "pkg"
     shutil.copytree(REPO / "gradscope", pkg / "gradscope", ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
-    blocker = top / "blocker"                            # a regular file: nothing can be created under it
+    blocker = top / "blocker"  # a regular file: nothing can be created under it
     blocker.write_text("not a folder\n")
-    if as_user is None:                                  # root without "nobody": deny the in-tree cache by a file
+    if as_user is None:  # root without "nobody": deny the in-tree cache by a file
         (pkg / "gradscope" / "engine" / "__pycache__").write_text("not a folder\n")
     scratch = top / "scratch"
     scratch.mkdir()
     scratch.chmod(0o777)
     _make_read_only(pkg)
     env = {k: v for k, v in os.environ.items() if not k.startswith(("NUMBA_", "XDG_"))}
-    env.update(PYTHONPATH=str(pkg), HOME=str(blocker / "home"), NUMBA_CACHE_DIR=str(blocker / "numba-cache"),
-               PYTHONDONTWRITEBYTECODE="1", CHILD_TMP=str(scratch))
+    env.update(
+        PYTHONPATH=str(pkg),
+        HOME=str(blocker / "home"),
+        NUMBA_CACHE_DIR=str(blocker / "numba-cache"),
+        PYTHONDONTWRITEBYTECODE="1",
+        CHILD_TMP=str(scratch),
+    )
     try:
         yield top, pkg, env, as_user
     finally:
@@ -137,7 +153,7 @@ def test_read_only_package_caches_in_the_temporary_folder_and_computes_right(san
     result = json.loads(out.stdout.strip().splitlines()[-1])
     assert result["package"].startswith(str(pkg))
     assert result["cache"] is True
-    assert result["cache_dir"].startswith(str(top / "scratch"))       # the last fallback, not the package
+    assert result["cache_dir"].startswith(str(top / "scratch"))  # the last fallback, not the package
     assert list(Path(result["cache_dir"]).rglob("*.nbi")), "nothing was cached"
     assert not list((pkg / "gradscope").rglob("*.nbi"))
     loss, norms = _expected()
@@ -147,7 +163,7 @@ def test_read_only_package_caches_in_the_temporary_folder_and_computes_right(san
 
 def test_nothing_writable_still_imports_and_runs_uncached(sandbox):
     top, pkg, env, as_user = sandbox
-    env = {**env, "CHILD_TMP": str(top / "blocker" / "tmp")}          # the temporary folder is unwritable too
+    env = {**env, "CHILD_TMP": str(top / "blocker" / "tmp")}  # the temporary folder is unwritable too
     out = _run(CHILD, env, pkg, ["small"], as_user)
     assert out.returncode == 0, out.stderr
     result = json.loads(out.stdout.strip().splitlines()[-1])

@@ -5,22 +5,27 @@ Twins and kernels compute the same formulas in different orders, so they agree t
 in float64 and 2e-5 in float32 (single-precision sums over a few dozen terms), with an absolute floor
 of the same relative size times the largest entry for arrays whose entries can cancel.
 """
+
 import numba
 import numpy as np
 import pytest
 
-from gradscope.engine import LayerParams, ModelSpec, _jit, bptt, reference
-from gradscope.engine import blas
-from gradscope.engine import driver
 import gradscope.engine as engine
-from gradscope.engine.cells import cell as describe
-from gradscope.engine.cells import gru, lstm
-from gradscope.engine import plan as engine_plan
-from gradscope.engine import primitives
-from gradscope.engine import readout
-from gradscope.engine.cells import rnn
-from gradscope.engine import shards
-from gradscope.engine import step as step_kernels
+from gradscope.engine import (
+    LayerParams,
+    ModelSpec,
+    _jit,
+    blas,
+    bptt,
+    driver,
+    plan as engine_plan,
+    primitives,
+    readout,
+    reference,
+    shards,
+    step as step_kernels,
+)
+from gradscope.engine.cells import cell as describe, gru, lstm, rnn
 from gradscope.engine.cells.rnn import ACTIVATION_CODES
 from gradscope.engine.readout import LOSS_CODES
 
@@ -38,8 +43,9 @@ def close(got, want, dtype, name=""):
 
 def close_added(grads, dtype, W_hx, W_hh, b_h):
     """A backward kernel ADDS its weight gradients: each (after, before) pair differs by the twin's."""
-    for name, (after, before), want in zip(("dW_hx", "dW_hh", "db_h"), (W_hx, W_hh, b_h),
-                                           (grads.W_hx, grads.W_hh, grads.b_h)):
+    for name, (after, before), want in zip(
+        ("dW_hx", "dW_hh", "db_h"), (W_hx, W_hh, b_h), (grads.W_hx, grads.W_hh, grads.b_h)
+    ):
         close(after - before, want, dtype, name)
 
 
@@ -73,11 +79,11 @@ def test_gemm_on_rows_of_a_bigger_array_and_empty_inner_dimension():
     big = rand(rng, (6, 4, 5), "float64")
     W = rand(rng, (3, 5), "float64")
     C = np.zeros((4, 3))
-    blas.gemm_nt(big[2], W, C)                                       # a (4, 5) block in the middle
+    blas.gemm_nt(big[2], W, C)  # a (4, 5) block in the middle
     close(C, big[2] @ W.T, "float64")
     C[:] = 7.0
     blas.gemm_tn_acc(np.zeros((0, 4)), np.zeros((0, 3)), C)
-    assert np.all(C == 7.0)                                          # k = 0: C += nothing
+    assert np.all(C == 7.0)  # k = 0: C += nothing
     blas.gemm_nn(np.zeros((4, 0)), np.zeros((0, 3)), C)
     assert np.all(C == 0.0)
 
@@ -86,22 +92,26 @@ def test_vector_norm_matches_numpy_and_never_overflows():
     rng = np.random.default_rng(3)
     v = rng.standard_normal(101)
     assert primitives.vector_norm(v) == pytest.approx(np.linalg.norm(v), rel=1e-14)
-    huge = v * 1e200                                                  # sum of squares overflows float64
+    huge = v * 1e200  # sum of squares overflows float64
     assert primitives.vector_norm(huge) == pytest.approx(np.linalg.norm(v) * 1e200, rel=1e-14)
     assert primitives.vector_norm(np.array([1.0, np.inf])) == np.inf
     assert np.isnan(primitives.vector_norm(np.array([1.0, np.nan])))
     assert primitives.vector_norm(v.astype(np.float32)) == pytest.approx(np.linalg.norm(v.astype(np.float32)), rel=1e-7)
 
 
-NO_STATE = {dt: np.zeros((0, 0), dt) for dt in ("float32", "float64")}   # no initial state given
+NO_STATE = {dt: np.zeros((0, 0), dt) for dt in ("float32", "float64")}  # no initial state given
 
 
 # -------------------------------------------------------------------------------------------- layers
 def _layer(cell, dtype, rng, n, d):
     G = describe(cell).blocks
     b_hh = rand(rng, (G * d,), dtype, 0.3) if describe(cell).has_b_hh else None
-    return LayerParams(rand(rng, (G * d, n), dtype, 1 / np.sqrt(n)), rand(rng, (G * d, d), dtype, 1.2 / np.sqrt(d)),
-                       rand(rng, (G * d,), dtype, 0.3), b_hh)
+    return LayerParams(
+        rand(rng, (G * d, n), dtype, 1 / np.sqrt(n)),
+        rand(rng, (G * d, d), dtype, 1.2 / np.sqrt(d)),
+        rand(rng, (G * d,), dtype, 0.3),
+        b_hh,
+    )
 
 
 # Which rows of a batch of B_all examples a layer reads: all of them, or a shard (rows b0 .. b0+2) staged
@@ -120,16 +130,28 @@ def test_rnn_forward_matches_twin(activation, b0, B_all, Tc_stage, dtype):
     H = np.empty((T, B, d), dtype)
     h_norm, act_metric = np.empty(T), np.full(T, -1.0)
     stage = np.full((Tc_stage, B, n), np.nan, dtype)
-    rnn.rnn_forward(x, b0, p.W_hx, step_kernels.pack_recurrent(p.W_hh)[0], p.b_h, ACTIVATION_CODES[activation], stage, H,
-                    h_norm, act_metric, NO_STATE[dtype], False)
-    H_ref, m = reference.rnn_forward(x[:, b0:b0 + B], p, activation)
+    rnn.rnn_forward(
+        x,
+        b0,
+        p.W_hx,
+        step_kernels.pack_recurrent(p.W_hh)[0],
+        p.b_h,
+        ACTIVATION_CODES[activation],
+        stage,
+        H,
+        h_norm,
+        act_metric,
+        NO_STATE[dtype],
+        False,
+    )
+    H_ref, m = reference.rnn_forward(x[:, b0 : b0 + B], p, activation)
     close(H, H_ref, dtype, "H")
     close(h_norm, m["h_norm"], dtype, "h_norm")
     for name in ("relu_dead", "tanh_sat", "sigmoid_sat"):
         if name in m:
             same_counts(act_metric, m[name], name)
     if activation == "linear":
-        assert np.all(act_metric == -1.0)                            # left untouched
+        assert np.all(act_metric == -1.0)  # left untouched
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
@@ -151,18 +173,41 @@ def test_rnn_backward_chunk_matches_twin(activation, t0, Tc, n, dtype):
     dW_hx0, dW_hh0, db0 = rand(rng, p.W_hx.shape, dtype), rand(rng, p.W_hh.shape, dtype), rng.standard_normal(d)
     dW_hx, dW_hh, db = dW_hx0.copy(), dW_hh0.copy(), db0.copy()
     G_k, dZ, carry_k, gh = G.copy(), np.empty((Tc, B, d), dtype), carry.copy(), np.full(T, -1.0)
-    rnn.rnn_backward(x[t0:t0 + Tc], H, t0, p.W_hx, step_kernels.pack_recurrent(p.W_hh)[1], ACTIVATION_CODES[activation],
-                     G_k, dZ, carry_k, has_carry, dW_hx, dW_hh, db, gh, propagate, NO_STATE[dtype], False,
-                     NO_STATE[dtype])
+    rnn.rnn_backward(
+        x[t0 : t0 + Tc],
+        H,
+        t0,
+        p.W_hx,
+        step_kernels.pack_recurrent(p.W_hh)[1],
+        ACTIVATION_CODES[activation],
+        G_k,
+        dZ,
+        carry_k,
+        has_carry,
+        dW_hx,
+        dW_hh,
+        db,
+        gh,
+        propagate,
+        NO_STATE[dtype],
+        False,
+        NO_STATE[dtype],
+    )
     grads, dx, gh_ref, dz_first = reference.rnn_backward(
-        x[t0:t0 + Tc], H[t0:t0 + Tc], G, p, activation, dz_next=carry if has_carry else None,
-        h_prev=H[t0 - 1] if t0 > 0 else None)
+        x[t0 : t0 + Tc],
+        H[t0 : t0 + Tc],
+        G,
+        p,
+        activation,
+        dz_next=carry if has_carry else None,
+        h_prev=H[t0 - 1] if t0 > 0 else None,
+    )
     close_added(grads, dtype, (dW_hx, dW_hx0), (dW_hh, dW_hh0), (db, db0))
     if propagate:
         close(G_k, dx, dtype, "dx")
     close(carry_k, dz_first, dtype, "carry")
-    close(gh[t0:t0 + Tc], gh_ref, dtype, "grad_h_norm")
-    assert np.all(np.delete(gh, np.s_[t0:t0 + Tc]) == -1.0)           # other steps untouched
+    close(gh[t0 : t0 + Tc], gh_ref, dtype, "grad_h_norm")
+    assert np.all(np.delete(gh, np.s_[t0 : t0 + Tc]) == -1.0)  # other steps untouched
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
@@ -175,9 +220,22 @@ def test_lstm_forward_matches_twin(b0, B_all, Tc_stage, dtype):
     A, C, H = np.empty((T, B, 4 * d), dtype), np.empty((T, B, d), dtype), np.empty((T, B, d), dtype)
     m = np.empty((10, T))
     stage = np.full((Tc_stage, B, n), np.nan, dtype)
-    lstm.lstm_forward(x, b0, p.W_hx, step_kernels.pack_recurrent(p.W_hh)[0], p.b_h, stage, A, C, H,
-                      np.zeros((B, d), dtype), m, NO_STATE[dtype], False)
-    H_ref, C_ref, A_ref, m_ref = reference.lstm_forward(x[:, b0:b0 + B], p)
+    lstm.lstm_forward(
+        x,
+        b0,
+        p.W_hx,
+        step_kernels.pack_recurrent(p.W_hh)[0],
+        p.b_h,
+        stage,
+        A,
+        C,
+        H,
+        np.zeros((B, d), dtype),
+        m,
+        NO_STATE[dtype],
+        False,
+    )
+    H_ref, C_ref, A_ref, m_ref = reference.lstm_forward(x[:, b0 : b0 + B], p)
     close(H, H_ref, dtype, "H")
     close(C, C_ref, dtype, "C")
     close(A, A_ref, dtype, "gates")
@@ -203,7 +261,7 @@ def test_lstm_backward_chunk_matches_twin(t0, Tc, n, dtype):
     has_carry = t0 + Tc < T
     A_k = A.copy()
     dz_next = None
-    if has_carry:                                                     # dz_{t0+Tc} sits in A[t0+Tc] already
+    if has_carry:  # dz_{t0+Tc} sits in A[t0+Tc] already
         dz_next = rand(rng, (B, 4 * d), dtype)
         A_k[t0 + Tc] = dz_next
     dc_next = rand(rng, (B, d), dtype) if has_carry else np.zeros((B, d), dtype)
@@ -211,20 +269,47 @@ def test_lstm_backward_chunk_matches_twin(t0, Tc, n, dtype):
     dW_hx, dW_hh, db = dW_hx0.copy(), dW_hh0.copy(), db0.copy()
     G_k, dc_k = G.copy(), dc_next.copy()
     gh, gc = np.full(T, -1.0), np.full(T, -1.0)
-    lstm.lstm_backward(x[t0:t0 + Tc], H, C, A_k, t0, Tc, p.W_hx, step_kernels.pack_recurrent(p.W_hh)[1], G_k, dc_k,
-                       np.zeros((B, d), dtype), dW_hx, dW_hh, db, gh, gc, propagate, NO_STATE[dtype], False,
-                       NO_STATE[dtype])
+    lstm.lstm_backward(
+        x[t0 : t0 + Tc],
+        H,
+        C,
+        A_k,
+        t0,
+        Tc,
+        p.W_hx,
+        step_kernels.pack_recurrent(p.W_hh)[1],
+        G_k,
+        dc_k,
+        np.zeros((B, d), dtype),
+        dW_hx,
+        dW_hh,
+        db,
+        gh,
+        gc,
+        propagate,
+        NO_STATE[dtype],
+        False,
+        NO_STATE[dtype],
+    )
     grads, dx, gh_ref, gc_ref, dz_first, dc_first = reference.lstm_backward(
-        x[t0:t0 + Tc], H[t0:t0 + Tc], C[t0:t0 + Tc], A[t0:t0 + Tc], G, p, dz_next=dz_next,
-        dc_next=dc_next if has_carry else None, h_prev=H[t0 - 1] if t0 > 0 else None,
-        c_prev=C[t0 - 1] if t0 > 0 else None)
+        x[t0 : t0 + Tc],
+        H[t0 : t0 + Tc],
+        C[t0 : t0 + Tc],
+        A[t0 : t0 + Tc],
+        G,
+        p,
+        dz_next=dz_next,
+        dc_next=dc_next if has_carry else None,
+        h_prev=H[t0 - 1] if t0 > 0 else None,
+        c_prev=C[t0 - 1] if t0 > 0 else None,
+    )
     close_added(grads, dtype, (dW_hx, dW_hx0), (dW_hh, dW_hh0), (db, db0))
     if propagate:
         close(G_k, dx, dtype, "dx")
     close(A_k[t0], dz_first, dtype, "dz_t0 (in place of the gates)")
     close(dc_k, dc_first, dtype, "dc carry")
-    close(gh[t0:t0 + Tc], gh_ref, dtype, "grad_h_norm")
-    close(gc[t0:t0 + Tc], gc_ref, dtype, "grad_c_norm")
+    close(gh[t0 : t0 + Tc], gh_ref, dtype, "grad_h_norm")
+    close(gc[t0 : t0 + Tc], gc_ref, dtype, "grad_c_norm")
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
@@ -237,9 +322,24 @@ def test_gru_forward_matches_twin(b0, B_all, Tc_stage, dtype):
     A, S, H = np.empty((T, B, 3 * d), dtype), np.empty((T, B, d), dtype), np.empty((T, B, d), dtype)
     m = np.empty((7, T))
     stage = np.full((Tc_stage, B, n), np.nan, dtype)
-    gru.gru_forward(x, b0, p.W_hx, step_kernels.pack_recurrent(p.W_hh)[0], p.b_h, p.b_hh, stage, A, S, H,
-                    np.zeros((B, d), dtype), np.full((B, 3 * d), np.nan, dtype), m, NO_STATE[dtype], False)
-    H_ref, U_ref, A_ref, m_ref = reference.gru_forward(x[:, b0:b0 + B], p)
+    gru.gru_forward(
+        x,
+        b0,
+        p.W_hx,
+        step_kernels.pack_recurrent(p.W_hh)[0],
+        p.b_h,
+        p.b_hh,
+        stage,
+        A,
+        S,
+        H,
+        np.zeros((B, d), dtype),
+        np.full((B, 3 * d), np.nan, dtype),
+        m,
+        NO_STATE[dtype],
+        False,
+    )
+    H_ref, U_ref, A_ref, m_ref = reference.gru_forward(x[:, b0 : b0 + B], p)
     close(H, H_ref, dtype, "H")
     close(S, U_ref, dtype, "u_n")
     close(A, A_ref, dtype, "gates")
@@ -274,20 +374,49 @@ def test_gru_backward_chunk_matches_twin(t0, Tc, n, dtype):
     before = [rand(rng, shape, dtype) if len(shape) == 2 else rng.standard_normal(shape) for shape in shapes]
     dW_hx, dW_hh, db, dbhh = (a.copy() for a in before)
     G_k, DU, gh = G.copy(), np.empty((Tc, B, 3 * d), dtype), np.full(T, -1.0)
-    gru.gru_backward(x[t0:t0 + Tc], H, S_k, A_k, t0, Tc, p.W_hx, step_kernels.pack_recurrent(p.W_hh)[1], G_k, DU,
-                     carry, has_carry, np.zeros((B, d), dtype), dW_hx, dW_hh, db, dbhh, gh, propagate,
-                     NO_STATE[dtype], False, NO_STATE[dtype])
+    gru.gru_backward(
+        x[t0 : t0 + Tc],
+        H,
+        S_k,
+        A_k,
+        t0,
+        Tc,
+        p.W_hx,
+        step_kernels.pack_recurrent(p.W_hh)[1],
+        G_k,
+        DU,
+        carry,
+        has_carry,
+        np.zeros((B, d), dtype),
+        dW_hx,
+        dW_hh,
+        db,
+        dbhh,
+        gh,
+        propagate,
+        NO_STATE[dtype],
+        False,
+        NO_STATE[dtype],
+    )
     grads, dx, gh_ref, du_first, gz_first = reference.gru_backward(
-        x[t0:t0 + Tc], H[t0:t0 + Tc], U_n[t0:t0 + Tc], A[t0:t0 + Tc], G, p, du_next=du_next, gz_next=gz_next,
-        h_prev=H[t0 - 1] if t0 > 0 else None)
+        x[t0 : t0 + Tc],
+        H[t0 : t0 + Tc],
+        U_n[t0 : t0 + Tc],
+        A[t0 : t0 + Tc],
+        G,
+        p,
+        du_next=du_next,
+        gz_next=gz_next,
+        h_prev=H[t0 - 1] if t0 > 0 else None,
+    )
     close_added(grads, dtype, (dW_hx, before[0]), (dW_hh, before[1]), (db, before[2]))
     close(dbhh - before[3], grads.b_hh, dtype, "db_hh")
     if propagate:
         close(G_k, dx, dtype, "dx")
     close(carry, du_first, dtype, "du carry")
     close(S_k[t0], gz_first, dtype, "g z carry (in place of u_n)")
-    close(gh[t0:t0 + Tc], gh_ref, dtype, "grad_h_norm")
-    assert np.all(np.delete(gh, np.s_[t0:t0 + Tc]) == -1.0)           # other steps untouched
+    close(gh[t0 : t0 + Tc], gh_ref, dtype, "grad_h_norm")
+    assert np.all(np.delete(gh, np.s_[t0 : t0 + Tc]) == -1.0)  # other steps untouched
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
@@ -308,9 +437,10 @@ def test_readout_loss_matches_twin(loss_kind, b0, B_all, dtype):
         target = target_i
     Y = np.empty((Tc, B, k), dtype)
     loss_t, dW_yh, db_y, G = np.empty(Tc), np.zeros((k, d), dtype), np.zeros(k), np.empty((Tc, B, d), dtype)
-    readout.readout_loss(H, W_yh, b_y, target_f, target_i, mask, b0, LOSS_CODES[loss_kind], 1.0 / B, Y, loss_t,
-                       dW_yh, db_y, G)
-    _, loss_t_ref, dY = reference.readout_loss(H, W_yh, b_y, target[:, b0:b0 + B], mask[:, b0:b0 + B], loss_kind)
+    readout.readout_loss(
+        H, W_yh, b_y, target_f, target_i, mask, b0, LOSS_CODES[loss_kind], 1.0 / B, Y, loss_t, dW_yh, db_y, G
+    )
+    _, loss_t_ref, dY = reference.readout_loss(H, W_yh, b_y, target[:, b0 : b0 + B], mask[:, b0 : b0 + B], loss_kind)
     dW_ref, db_ref, G_ref = reference.readout_backward(H, dY, W_yh)
     close(loss_t, loss_t_ref, dtype, "loss_t")
     close(Y, dY, dtype, "dY")
@@ -326,12 +456,20 @@ def test_grad_norms_match_params_norms(dtype, cell):
     rng = np.random.default_rng(9)
     spec, params = make_model(cell, "tanh", 3, dtype, rng)
     L = spec.layers
-    per_layer = len(describe(cell).parameters)                        # 4 with the GRU's b_hh
+    per_layer = len(describe(cell).parameters)  # 4 with the GRU's b_hh
     out = np.empty(per_layer * L + 2)
     W_hxR = np.stack([p.W_hx for p in params.layers[1:]])
     b_hh = np.stack([p.b_hh for p in params.layers]) if cell == "gru" else np.zeros((L, 0), spec.np_dtype)
-    step_kernels.grad_norms(params.layers[0].W_hx, W_hxR, np.stack([p.W_hh for p in params.layers]),
-                            np.stack([p.b_h for p in params.layers]), b_hh, params.W_yh, params.b_y, out)
+    step_kernels.grad_norms(
+        params.layers[0].W_hx,
+        W_hxR,
+        np.stack([p.W_hh for p in params.layers]),
+        np.stack([p.b_h for p in params.layers]),
+        b_hh,
+        params.W_yh,
+        params.b_y,
+        out,
+    )
     np.testing.assert_allclose(out, list(params.norms().values()), rtol=1e-12)
 
 
@@ -380,18 +518,18 @@ def test_workspace_reuse_gives_identical_results_and_nothing_aliases_it(cell):
     buffers = ws["buffers"]
     first_copy = {name: v.copy() for name, v in first.metrics.items()}
     grads_copy = first.grads.copy()
-    bptt(spec, params, x2, t2, m2, "mse", workspace=ws)               # reuses and overwrites the buffers
+    bptt(spec, params, x2, t2, m2, "mse", workspace=ws)  # reuses and overwrites the buffers
     again = bptt(spec, params, x1, t1, m1, "mse", workspace=ws)
-    assert ws["buffers"] is buffers                                   # same shapes: nothing reallocated
+    assert ws["buffers"] is buffers  # same shapes: nothing reallocated
     for name in fresh.metrics:
         np.testing.assert_array_equal(again.metrics[name], fresh.metrics[name])
-        np.testing.assert_array_equal(first.metrics[name], first_copy[name])   # results own their arrays
-    for (name, g), (_, w), (_, c) in zip(again.grads.named(), fresh.grads.named(), first.grads.named()):
+        np.testing.assert_array_equal(first.metrics[name], first_copy[name])  # results own their arrays
+    for (name, g), (_, w), (_, _c) in zip(again.grads.named(), fresh.grads.named(), first.grads.named()):
         np.testing.assert_array_equal(g, w)
     for (_, a), (_, b) in zip(first.grads.named(), grads_copy.named()):
         np.testing.assert_array_equal(a, b)
     assert again.loss == fresh.loss
-    x3, t3, m3 = make_batch(spec, 9, 2, "mse", rng)                   # new shapes: new buffers, right answer
+    x3, t3, m3 = make_batch(spec, 9, 2, "mse", rng)  # new shapes: new buffers, right answer
     other = bptt(spec, params, x3, t3, m3, "mse", workspace=ws)
     assert ws["buffers"] is not buffers
     assert other.loss == pytest.approx(reference.bptt(spec, params, x3, t3, m3, "mse").loss, rel=1e-5)
@@ -405,8 +543,36 @@ def test_float32_kernels_compute_in_float32(cell):
     literal trap) and the whole loop would run at half the vector width."""
     spec = ModelSpec(cell=cell, dtype="float32")
     engine.compile_kernels(spec)
-    per_unit = {"v", "h", "gj", "i", "f", "g", "o", "cj", "hj", "ghj", "tc", "dc", "di", "df", "dg", "do",
-                "r", "z", "n", "unj", "dn", "dz", "dr", "dun", "one", "zero", "lo", "hi"}
+    per_unit = {
+        "v",
+        "h",
+        "gj",
+        "i",
+        "f",
+        "g",
+        "o",
+        "cj",
+        "hj",
+        "ghj",
+        "tc",
+        "dc",
+        "di",
+        "df",
+        "dg",
+        "do",
+        "r",
+        "z",
+        "n",
+        "unj",
+        "dn",
+        "dz",
+        "dr",
+        "dun",
+        "one",
+        "zero",
+        "lo",
+        "hi",
+    }
     rows = [f"{cell}_forward_row", f"{cell}_backward_row"]
     plan = {name: (d, sig) for name, d, sig in engine_plan.kernel_plan("float32")}
     checked = 0
@@ -440,7 +606,8 @@ def test_compile_kernels_covers_everything_bptt_runs(cell, dtype):
     assert {"step", "bidirectional_step"} <= {name for name, _, _ in plan}
     before = {name: len(d.signatures) for name, d, _ in plan}
     rng = np.random.default_rng(13)
-    from gradscope.engine import init_params, InitSpec
+    from gradscope.engine import InitSpec, init_params
+
     params = init_params(spec, InitSpec(), rng)
     for loss_kind in ("mse", "ce"):
         x, target, mask = make_batch(spec, 6, 2, loss_kind, rng)
@@ -458,13 +625,25 @@ def test_row_norms_are_inf_exactly_when_a_value_is(dtype, value, finite):
     p = LayerParams(np.ones((d, n), dtype), np.zeros((d, d), dtype), np.zeros(d, dtype))
     H, h_norm, act = np.empty((T, B, d), dtype), np.empty(T), np.empty(T)
     with np.errstate(over="ignore"):
-        rnn.rnn_forward(x, 0, p.W_hx, step_kernels.pack_recurrent(p.W_hh)[0], p.b_h, ACTIVATION_CODES["linear"],
-                        driver._EMPTY_F3[dtype], H, h_norm, act, NO_STATE[dtype], False)
-        want = 2 * value * np.sqrt(3.0)                                   # each h entry is 2 * value
+        rnn.rnn_forward(
+            x,
+            0,
+            p.W_hx,
+            step_kernels.pack_recurrent(p.W_hh)[0],
+            p.b_h,
+            ACTIVATION_CODES["linear"],
+            driver._EMPTY_F3[dtype],
+            H,
+            h_norm,
+            act,
+            NO_STATE[dtype],
+            False,
+        )
+        want = 2 * value * np.sqrt(3.0)  # each h entry is 2 * value
     if finite:
         np.testing.assert_allclose(h_norm, want, rtol=1e-14)
     else:
-        assert h_norm[0] == np.inf and np.isnan(h_norm[1])                # then inf * 0 (W_hh = 0) is NaN
+        assert h_norm[0] == np.inf and np.isnan(h_norm[1])  # then inf * 0 (W_hh = 0) is NaN
 
 
 @pytest.mark.parametrize("cell", ["rnn", "lstm", "gru"])
@@ -486,7 +665,7 @@ def test_non_contiguous_inputs_and_weighted_masks():
     rng = np.random.default_rng(15)
     spec, params = make_model("lstm", "tanh", 2, "float64", rng, n=4, d=6, k=3)
     x, target, mask = make_batch(spec, 7, 3, "mse", rng)
-    mask = rng.random((7, 3))                                          # real weights, not just 0/1
+    mask = rng.random((7, 3))  # real weights, not just 0/1
     strided = params.copy()
     strided.layers[0].W_hx = np.asfortranarray(params.layers[0].W_hx)
     strided.layers[1].W_hh = np.asfortranarray(params.layers[1].W_hh)

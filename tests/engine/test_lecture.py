@@ -9,6 +9,7 @@ Measured over 40 seeds (not only these 5): with one fixed W_hh per run the growt
 mean field at this width (+0.028 for c = 3, +0.022 for c = 2, +0.003 for c = 1.5; a finite-d effect of
 the quenched matrix), and 5-seed means stay within 0.043 of 0.5 ln(c/2).  The required 0.05 holds.
 """
+
 import numpy as np
 import pytest
 
@@ -28,10 +29,10 @@ def log_gain_per_step_back(c: float, seed: int) -> float:
     mask[-1] = 1.0
     result = bptt(spec, params, x, target, mask, "mse")
     assert result.nonfinite is None
-    g = result.metrics["grad_h_norm"][0]                                 # (T,)
+    g = result.metrics["grad_h_norm"][0]  # (T,)
     t = np.arange(T - 5)
-    slope = np.polyfit(t, np.log(g[:T - 5]), 1)[0]                       # d log||g|| / dt
-    return -slope                                                         # per step BACK in time
+    slope = np.polyfit(t, np.log(g[: T - 5]), 1)[0]  # d log||g|| / dt
+    return -slope  # per step BACK in time
 
 
 @pytest.mark.parametrize("c", [3.0, 2.0, 1.5])

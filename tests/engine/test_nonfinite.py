@@ -6,6 +6,7 @@ The overflow runs are engineered so the location is known independently: the sam
 (NumPy twin) says at which layer and step a float32 value must exceed the float32 range, with a margin
 of 100x on either side so rounding cannot move it.
 """
+
 import dataclasses
 
 import numpy as np
@@ -37,22 +38,22 @@ def test_forward_overflow_is_located_and_everything_before_it_is_kept():
     rng = np.random.default_rng(0)
     spec, params = _linear_two_layer(rng, gain_top=1000.0)
     T, B = 20, 2
-    x = (0.03 * rng.standard_normal((T, B, 3))).astype(np.float32)      # scaled to keep off the boundary
+    x = (0.03 * rng.standard_normal((T, B, 3))).astype(np.float32)  # scaled to keep off the boundary
     target = rng.standard_normal((T, B, 2)).astype(np.float32)
     mask = np.ones((T, B))
     # where must float32 overflow?  The float64 twin of the same model, step by step: max |h^(1)_t|
     H0, _ = reference.rnn_forward(x.astype(np.float64), _as64(params.layers[0]), "linear")
     H1, _ = reference.rnn_forward(H0, _as64(params.layers[1]), "linear")
-    peak = np.abs(H1).max(axis=(1, 2))                                # (T,)
+    peak = np.abs(H1).max(axis=(1, 2))  # (T,)
     t_star = next(t for t in range(T) if peak[t] > F32_MAX)
-    assert peak[t_star] > 10 * F32_MAX and peak[t_star - 1] < F32_MAX / 10   # rounding cannot move it
-    assert np.abs(H0).max() < 1e3                                     # the bottom layer stays finite
+    assert peak[t_star] > 10 * F32_MAX and peak[t_star - 1] < F32_MAX / 10  # rounding cannot move it
+    assert np.abs(H0).max() < 1e3  # the bottom layer stays finite
 
     result = bptt(spec, params, x, target, mask, "mse")
     assert result.nonfinite == NonFinite("h", 1, t_star)
     m = result.metrics
-    assert np.all(np.isfinite(m["h_norm"][0]))                         # layer 0: computed and kept
-    assert np.all(np.isfinite(m["h_norm"][1, :t_star]))                # layer 1 before the overflow
+    assert np.all(np.isfinite(m["h_norm"][0]))  # layer 0: computed and kept
+    assert np.all(np.isfinite(m["h_norm"][1, :t_star]))  # layer 1 before the overflow
     assert not np.isfinite(m["h_norm"][1, t_star])
     ref64 = [reference.row_norm_mean(H1[t]) for t in range(t_star)]
     np.testing.assert_allclose(m["h_norm"][1, :t_star], ref64, rtol=1e-4)
@@ -84,8 +85,7 @@ def test_backward_overflow_is_located_with_a_finite_forward_pass():
     assert result.loss == pytest.approx(want.loss, rel=1e-5)
     assert result.nonfinite == NonFinite("grad_h", 1, T - 4)
     kept = slice(T - 3, T)
-    np.testing.assert_allclose(result.metrics["grad_h_norm"][:, kept], want.metrics["grad_h_norm"][:, kept],
-                               rtol=1e-4)
+    np.testing.assert_allclose(result.metrics["grad_h_norm"][:, kept], want.metrics["grad_h_norm"][:, kept], rtol=1e-4)
     assert result.metrics["grad_h_norm"][1, T - 3] == pytest.approx(np.sqrt(2) * 1e37, rel=1e-4)
 
 
@@ -109,9 +109,10 @@ def test_nan_readout_is_a_loss_at_the_first_step_even_where_unscored():
     params = init_params(spec, InitSpec(), rng)
     params.W_yh[2, 1] = np.nan
     mask = np.zeros((6, 2))
-    mask[-1] = 1.0                                                    # step 0 is not scored: 0 * NaN is NaN
-    result = bptt(spec, params, rng.standard_normal((6, 2, 3)).astype(np.float32),
-                  rng.integers(0, 5, size=(6, 2)), mask, "ce")
+    mask[-1] = 1.0  # step 0 is not scored: 0 * NaN is NaN
+    result = bptt(
+        spec, params, rng.standard_normal((6, 2, 3)).astype(np.float32), rng.integers(0, 5, size=(6, 2)), mask, "ce"
+    )
     assert result.nonfinite == NonFinite("loss", None, 0)
     assert np.all(np.isfinite(result.metrics["h_norm"]))
 
@@ -127,7 +128,7 @@ def test_large_finite_float64_values_are_not_mistaken_for_overflow():
     result = bptt(spec, params, x, np.zeros((3, 1, 2)), np.zeros((3, 1)), "mse")
     np.testing.assert_allclose(result.metrics["h_norm"][0], 2e200 * np.sqrt(3), rtol=1e-14)
     assert np.isfinite(result.metrics["h_norm"]).all()
-    with np.errstate(over="ignore", invalid="ignore"):                # its loss overflows: that is data
+    with np.errstate(over="ignore", invalid="ignore"):  # its loss overflows: that is data
         ref = reference.bptt(spec, params, x, np.zeros((3, 1, 2)), np.zeros((3, 1)), "mse")
     np.testing.assert_allclose(ref.metrics["h_norm"], result.metrics["h_norm"], rtol=1e-14)
 
@@ -138,14 +139,15 @@ def test_nonfinite_parameter_gradient_is_named():
     spec = ModelSpec(cell="rnn", layers=2, input_size=2, hidden_size=3, output_size=2)
     grads = init_params(spec, InitSpec(), rng)
     from gradscope.engine import first_nonfinite
+
     assert first_nonfinite(metrics, grads) is None
     grads.layers[1].W_hh[0, 0] = np.inf
     assert first_nonfinite(metrics, grads) == NonFinite("grad layer1.W_hh", 1, None)
     grads.b_y[0] = np.nan
-    assert first_nonfinite(metrics, grads) == NonFinite("grad layer1.W_hh", 1, None)   # the earlier one
+    assert first_nonfinite(metrics, grads) == NonFinite("grad layer1.W_hh", 1, None)  # the earlier one
     metrics["grad_h_norm"][0, 1] = np.inf
     metrics["grad_h_norm"][1, 0] = np.nan
-    assert first_nonfinite(metrics, grads) == NonFinite("grad_h", 0, 1)   # t = 1 is computed before t = 0
+    assert first_nonfinite(metrics, grads) == NonFinite("grad_h", 0, 1)  # t = 1 is computed before t = 0
 
 
 @pytest.mark.parametrize("cell", ["rnn", "lstm", "gru"])

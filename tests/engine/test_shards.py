@@ -2,12 +2,11 @@
 batch in the NumPy twin, whatever the split; the split depends on the settings only, never on the threads
 (the same bits on 1, 2 or 3 threads); a BLAS given its own threads takes the place of shard threads; NaN
 and Inf are located as without shards."""
+
 import numpy as np
 import pytest
 
-from gradscope.engine import ModelSpec, bptt, reference
-from gradscope.engine import driver
-from gradscope.engine import shards
+from gradscope.engine import ModelSpec, bptt, driver, reference, shards
 
 from ._helpers import CELL_KINDS, label, make_batch, make_model
 
@@ -24,8 +23,9 @@ def small_shards(monkeypatch):
 def close(got, want, dtype, name):
     want = np.asarray(want, dtype=np.float64)
     scale = np.max(np.abs(want)) if want.size else 0.0
-    np.testing.assert_allclose(np.asarray(got, dtype=np.float64), want, rtol=TOL[dtype], atol=TOL[dtype] * scale,
-                               err_msg=name)
+    np.testing.assert_allclose(
+        np.asarray(got, dtype=np.float64), want, rtol=TOL[dtype], atol=TOL[dtype] * scale, err_msg=name
+    )
 
 
 def test_shard_rows_follow_shards_batch_and_work():
@@ -33,11 +33,11 @@ def test_shard_rows_follow_shards_batch_and_work():
     assert shards.shard_rows(big, 100, 32, shards=1) == [(0, 32)]
     assert shards.shard_rows(big, 100, 32, shards=2) == [(0, 16), (16, 32)]
     assert shards.shard_rows(big, 100, 33, shards=3) == [(0, 11), (11, 22), (22, 33)]
-    assert shards.shard_rows(big, 100, 2 * shards.MIN_SHARD_ROWS - 1, shards=2) == [(0, 15)]    # too few rows
+    assert shards.shard_rows(big, 100, 2 * shards.MIN_SHARD_ROWS - 1, shards=2) == [(0, 15)]  # too few rows
     assert shards.shard_rows(big, 100, 64, shards=16) == [(8 * s, 8 * s + 8) for s in range(8)]
     tiny = ModelSpec(cell="rnn", input_size=8, hidden_size=16, output_size=8)
     assert shards.pass_flops(tiny, 10, 32) < shards.MIN_SHARD_FLOPS
-    assert shards.shard_rows(tiny, 10, 32, shards=2) == [(0, 32)]                             # too little work
+    assert shards.shard_rows(tiny, 10, 32, shards=2) == [(0, 32)]  # too little work
     assert shards.shard_rows(big, 100, 32, shards=None) == shards.shard_rows(big, 100, 32, shards.DEFAULT_SHARDS)
 
 
@@ -66,7 +66,7 @@ def test_shards_match_the_whole_batch_twin(small_shards, cell, activation, loss_
         assert got.extras["shards"] == threads
         assert got.loss == pytest.approx(want.loss, rel=TOL[dtype])
         for name in want.metrics:
-            if name.endswith("_sat") or name == "relu_dead":              # counted shares, added back up
+            if name.endswith("_sat") or name == "relu_dead":  # counted shares, added back up
                 np.testing.assert_allclose(got.metrics[name], want.metrics[name], rtol=1e-13, atol=1e-15)
             else:
                 close(got.metrics[name], want.metrics[name], dtype, f"{name}, {threads} shards")
@@ -85,10 +85,10 @@ def test_same_settings_same_bits_and_the_workspace_is_reused(small_shards):
     first = bptt(spec, params, x, target, mask, "mse", workspace=ws, threads=2, shards=3)
     buffers = ws["buffers"]
     x2, t2, m2 = make_batch(spec, 8, 12, "mse", rng)
-    bptt(spec, params, x2, t2, m2, "mse", workspace=ws, threads=2, shards=3)   # other data through the buffers
+    bptt(spec, params, x2, t2, m2, "mse", workspace=ws, threads=2, shards=3)  # other data through the buffers
     again = bptt(spec, params, x, target, mask, "mse", workspace=ws, threads=2, shards=3)
     fresh = bptt(spec, params, x, target, mask, "mse", threads=2, shards=3)
-    alone = bptt(spec, params, x, target, mask, "mse", threads=1, shards=3)    # one thread runs all three
+    alone = bptt(spec, params, x, target, mask, "mse", threads=1, shards=3)  # one thread runs all three
     wide = bptt(spec, params, x, target, mask, "mse", threads=3, shards=3)
     assert ws["buffers"] is buffers
     assert first.extras["shards"] == alone.extras["shards"] == 3
@@ -98,10 +98,14 @@ def test_same_settings_same_bits_and_the_workspace_is_reused(small_shards):
             np.testing.assert_array_equal(other.metrics[name], first.metrics[name])
         for (_, a), (_, b) in zip(other.grads.named(), first.grads.named()):
             np.testing.assert_array_equal(a, b)
-    work = [v for shard in buffers["shards"] for value in shard.values()
-            for v in (value if isinstance(value, tuple) else (value,))]
+    work = [
+        v
+        for shard in buffers["shards"]
+        for value in shard.values()
+        for v in (value if isinstance(value, tuple) else (value,))
+    ]
     assert len(work) > 20 and all(isinstance(v, np.ndarray) for v in work)
-    for _, g in first.grads.named():                                         # results own their arrays
+    for _, g in first.grads.named():  # results own their arrays
         assert not any(np.shares_memory(g, v) for v in work)
     for v in first.metrics.values():
         assert not any(np.shares_memory(v, w) for w in work)
@@ -129,7 +133,7 @@ def test_a_multithreaded_blas_takes_the_place_of_shard_threads(small_shards, mon
 def test_kernel_blas_is_scipys_and_gradscope_keeps_it_on_one_thread():
     libs = shards.kernel_blas_controllers()
     assert libs, "threadpoolctl finds the BLAS library the kernels call"
-    assert shards.kernel_blas_threads() == 1                                  # gradscope/__init__.py's default
+    assert shards.kernel_blas_threads() == 1  # gradscope/__init__.py's default
 
 
 @pytest.mark.parametrize("cell", ["rnn", "lstm", "gru"])
@@ -137,9 +141,12 @@ def test_non_finite_values_are_located_as_without_shards(small_shards, cell):
     rng = np.random.default_rng(23)
     spec, params = make_model(cell, "relu", 2, "float64", rng, n=4, d=6, k=3)
     x, target, mask = make_batch(spec, 7, 6, "mse", rng)
-    x[4, 5, 1] = np.nan                                                      # in the last shard only
-    located_like_the_twin(bptt(spec, params, x, target, mask, "mse", threads=3, shards=3), 3,
-                          reference.bptt(spec, params, x, target, mask, "mse"))
+    x[4, 5, 1] = np.nan  # in the last shard only
+    located_like_the_twin(
+        bptt(spec, params, x, target, mask, "mse", threads=3, shards=3),
+        3,
+        reference.bptt(spec, params, x, target, mask, "mse"),
+    )
 
 
 def located_like_the_twin(got, shards, want):
@@ -163,8 +170,8 @@ def test_shards_read_their_rows_in_place(small_shards, cell, layers, loss_kind):
     rng = np.random.default_rng(24)
     spec, params = make_model(cell, "tanh", layers, "float64", rng, n=5, d=6, k=4)
     x, target, mask = make_batch(spec, 11, 10, loss_kind, rng)
-    mask *= rng.random(mask.shape)                                           # weights, and zeros
-    mask[:, 7] = 0.0                                                         # an example of the last shard off
+    mask *= rng.random(mask.shape)  # weights, and zeros
+    mask[:, 7] = 0.0  # an example of the last shard off
     inputs = (x.copy(), target.copy(), mask.copy())
     want = reference.bptt(spec, params, x, target, mask, loss_kind)
     assert shards.shard_rows(spec, 11, 10, 3) == [(0, 3), (3, 6), (6, 10)]
@@ -195,8 +202,11 @@ def test_non_finite_in_the_last_shard_is_located(small_shards, layers, where):
         x[5, 7, 2] = np.nan
     else:
         target[6, 6, 0] = np.inf
-    located_like_the_twin(driver.bptt(spec, params, x, target, mask, "mse", threads=2, shards=2, chunk=4), 2,
-                          reference.bptt(spec, params, x, target, mask, "mse"))
+    located_like_the_twin(
+        driver.bptt(spec, params, x, target, mask, "mse", threads=2, shards=2, chunk=4),
+        2,
+        reference.bptt(spec, params, x, target, mask, "mse"),
+    )
 
 
 @pytest.mark.parametrize("cell", ["rnn", "lstm", "gru"])
@@ -228,10 +238,13 @@ def test_shards_keep_no_copy_of_the_batch(small_shards, cell):
     assert all("P_f" not in shard and "x" not in shard for shard in two["shards"])
     chunk = shards.chunk_steps(T, B)
     stages = 2 * chunk * (B // 2) * spec.input_size * 4
-    second = sum(a.nbytes for a in arrays({"g": two["shards"][1]["grads"], "M": two["shards"][1]["M"],
-                                          "l": two["shards"][1]["loss_t"]}))
+    second = sum(
+        a.nbytes
+        for a in arrays({"g": two["shards"][1]["grads"], "M": two["shards"][1]["M"], "l": two["shards"][1]["loss_t"]})
+    )
     extra = sum(a.nbytes for a in arrays(two)) - sum(a.nbytes for a in arrays(one))
-    per_shard_small = 2 * sum(a.nbytes for name, a in one.items() if name in ("Y", "G", "dZ", "carry", "c_zero",
-                                                                             "db64", "dby64"))
+    per_shard_small = 2 * sum(
+        a.nbytes for name, a in one.items() if name in ("Y", "G", "dZ", "carry", "c_zero", "db64", "dby64")
+    )
     assert extra <= stages + second + per_shard_small
-    assert extra < x.nbytes / 4                                              # a copy of x alone would be more
+    assert extra < x.nbytes / 4  # a copy of x alone would be more

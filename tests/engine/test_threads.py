@@ -1,12 +1,13 @@
 """The kernels release the GIL (the GUI keeps painting while a run computes) and runs in parallel threads
 do not disturb each other."""
+
 import threading
 import time
 
 import numpy as np
 
-from gradscope.engine import bptt
 import gradscope.engine as engine
+from gradscope.engine import bptt
 
 from ._helpers import make_batch, make_model
 
@@ -19,7 +20,7 @@ def test_bptt_releases_the_gil_while_it_computes():
     x, target, mask = make_batch(spec, 400, 32, "mse", rng)
     engine.compile_kernels(spec)
     ws: dict = {}
-    bptt(spec, params, x, target, mask, "mse", workspace=ws)          # buffers allocated, kernels loaded
+    bptt(spec, params, x, target, mask, "mse", workspace=ws)  # buffers allocated, kernels loaded
     started, finished = threading.Event(), threading.Event()
     inside = []
 
@@ -35,11 +36,11 @@ def test_bptt_releases_the_gil_while_it_computes():
     started.wait()
     t0 = time.perf_counter()
     ticks = 0
-    while not finished.is_set():                                      # pure Python: needs the GIL
+    while not finished.is_set():  # pure Python: needs the GIL
         ticks += 1
     counting = time.perf_counter() - t0
     worker.join()
-    assert inside[0] > 0.02                                           # long enough to tell
+    assert inside[0] > 0.02  # long enough to tell
     assert counting > 0.5 * inside[0] and ticks > 1000, (counting, inside, ticks)
 
 

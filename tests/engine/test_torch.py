@@ -13,6 +13,7 @@ it is stated next to the comparison:
   PyTorch's own values, how many sit that close and allow exactly that many flips.
 Norms (h, c and their gradients) and the loss are compared with rtol only: they have no cancellation.
 """
+
 import zlib
 
 import numpy as np
@@ -28,7 +29,7 @@ T, B = 9, 4
 RTOL = {"float64": 1e-6, "float32": 1e-4}
 GRAD_ATOL = {"float64": 1e-12, "float32": 1e-5}
 MEAN_ATOL = {"float64": 1e-13, "float32": 1e-6}
-NEAR = {"float64": 1e-12, "float32": 1e-6}     # "within a few ulp" of a threshold (ulp(0.95) = 6e-8 in float32)
+NEAR = {"float64": 1e-12, "float32": 1e-6}  # "within a few ulp" of a threshold (ulp(0.95) = 6e-8 in float32)
 
 
 def _allowed_flips(name, l, t, pre, act, d, dtype, cell="lstm"):
@@ -43,7 +44,7 @@ def _allowed_flips(name, l, t, pre, act, d, dtype, cell="lstm"):
     if name.startswith("gate_"):
         gate = name.split("_")[1]
         q = desc.gates.index(gate)
-        a = a[:, q * d:(q + 1) * d]
+        a = a[:, q * d : (q + 1) * d]
         tanh_like = desc.gate_kinds[gate] == "tanh"
     if tanh_like:
         a = np.abs(a)
@@ -124,7 +125,7 @@ def check_against_pytorch(torch, spec, params, x, target, mask, loss_kind, resul
             ref = np.linalg.norm(grads[f"layer{l}.{short}"].astype(np.float64))
             assert pm[f"grad_norm_{short}"][l] == pytest.approx(ref, rel=rtol)
         W = torch.tensor(params.layers[l].W_hh, dtype=torch.float64)
-        blocks = [W[g * d:(g + 1) * d] for g in range(spec.gates)]
+        blocks = [W[g * d : (g + 1) * d] for g in range(spec.gates)]
         rho = max(torch.linalg.eigvals(b).abs().max().item() for b in blocks)
         sigma = max(torch.linalg.matrix_norm(b, ord=2).item() for b in blocks)
         assert pm["spectral_radius"][l] == pytest.approx(rho, rel=1e-6)

@@ -1,5 +1,6 @@
 """engine.check_batch: every wrong input is refused before anything runs, with a message naming the array
 (or parameter), what was found and what was expected."""
+
 import numpy as np
 import pytest
 
@@ -25,24 +26,42 @@ def test_good_batch_runs(good):
     assert np.isfinite(bptt(SPEC, params, x, classes, mask.astype(bool), "ce").loss)
 
 
-@pytest.mark.parametrize("change,kind,message", [
-    (lambda a: a.update(loss_kind="l1"), ValueError, r"loss_kind must be one of \('mse', 'ce'\), got 'l1'"),
-    (lambda a: a.update(x=a["x"][0]), ValueError,
-     r"x must be time-major \(T, B, n\), got an array of shape \(2, 3\)"),
-    (lambda a: a.update(x=a["x"].tolist()), TypeError, "x must be a NumPy array, got list"),
-    (lambda a: a.update(x=a["x"][:0]), ValueError, "x must hold at least one step and one example"),
-    (lambda a: a.update(x=np.zeros((T, B, 4), np.float32)), ValueError,
-     "x has 4 input features per step, the model expects input_size = 3"),
-    (lambda a: a.update(x=a["x"].astype(np.float64)), ValueError, "x has dtype float64, the model is float32"),
-    (lambda a: a.update(mask=np.ones((T, B + 1))), ValueError,
-     r"mask must have shape \(T, B\) = \(6, 2\), got \(6, 3\)"),
-    (lambda a: a["mask"].__setitem__((4, 1), np.nan), ValueError, r"mask must be finite; mask\[t=4, b=1\] = nan"),
-    (lambda a: a.update(mask=np.full((T, B), "y")), ValueError, "mask must hold booleans or real weights"),
-    (lambda a: a.update(target=a["target"][:, :, :4]), ValueError,
-     r"an mse target must have shape \(T, B, k\) = \(6, 2, 5\), got \(6, 2, 4\)"),
-    (lambda a: a.update(target=np.zeros((T, B, 5), np.int64)), ValueError,
-     "an mse target must hold floats, got dtype int64"),
-])
+@pytest.mark.parametrize(
+    "change,kind,message",
+    [
+        (lambda a: a.update(loss_kind="l1"), ValueError, r"loss_kind must be one of \('mse', 'ce'\), got 'l1'"),
+        (
+            lambda a: a.update(x=a["x"][0]),
+            ValueError,
+            r"x must be time-major \(T, B, n\), got an array of shape \(2, 3\)",
+        ),
+        (lambda a: a.update(x=a["x"].tolist()), TypeError, "x must be a NumPy array, got list"),
+        (lambda a: a.update(x=a["x"][:0]), ValueError, "x must hold at least one step and one example"),
+        (
+            lambda a: a.update(x=np.zeros((T, B, 4), np.float32)),
+            ValueError,
+            "x has 4 input features per step, the model expects input_size = 3",
+        ),
+        (lambda a: a.update(x=a["x"].astype(np.float64)), ValueError, "x has dtype float64, the model is float32"),
+        (
+            lambda a: a.update(mask=np.ones((T, B + 1))),
+            ValueError,
+            r"mask must have shape \(T, B\) = \(6, 2\), got \(6, 3\)",
+        ),
+        (lambda a: a["mask"].__setitem__((4, 1), np.nan), ValueError, r"mask must be finite; mask\[t=4, b=1\] = nan"),
+        (lambda a: a.update(mask=np.full((T, B), "y")), ValueError, "mask must hold booleans or real weights"),
+        (
+            lambda a: a.update(target=a["target"][:, :, :4]),
+            ValueError,
+            r"an mse target must have shape \(T, B, k\) = \(6, 2, 5\), got \(6, 2, 4\)",
+        ),
+        (
+            lambda a: a.update(target=np.zeros((T, B, 5), np.int64)),
+            ValueError,
+            "an mse target must hold floats, got dtype int64",
+        ),
+    ],
+)
 def test_bad_arrays_are_named(good, change, kind, message):
     params, x, target, _, mask = good
     args = {"x": x, "target": target, "mask": mask.copy(), "loss_kind": "mse"}
@@ -53,12 +72,18 @@ def test_bad_arrays_are_named(good, change, kind, message):
 
 def test_bad_ce_targets(good):
     params, x, target, classes, mask = good
-    with pytest.raises(ValueError, match=r"a ce target must be integer class indices of shape \(T, B\) = \(6, 2\), "
-                                         r"got float32 \(6, 2, 5\)"):
+    with pytest.raises(
+        ValueError,
+        match=r"a ce target must be integer class indices of shape \(T, B\) = \(6, 2\), "
+        r"got float32 \(6, 2, 5\)",
+    ):
         bptt(SPEC, params, x, target, mask, "ce")
     classes[3, 1] = 5
-    with pytest.raises(ValueError, match=r"ce target classes must lie in \[0, 5\) \(output_size\); "
-                                         r"target\[t=3, b=1\] = 5"):
+    with pytest.raises(
+        ValueError,
+        match=r"ce target classes must lie in \[0, 5\) \(output_size\); "
+        r"target\[t=3, b=1\] = 5",
+    ):
         bptt(SPEC, params, x, classes, mask, "ce")
 
 

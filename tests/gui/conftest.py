@@ -1,4 +1,5 @@
 """Synthetic traces with known values, so each view's drawing can be checked number by number."""
+
 import numpy as np
 import pytest
 
@@ -27,10 +28,13 @@ def make_trace(cell="rnn", activation="relu", layers=1, T=12, K=4, gain=1.25, tw
     trace = Trace()
     t = np.arange(T, dtype=np.float64)
     for k in range(K):
-        m = {"grad_h_norm": np.stack([grad_values(k, l, T, gain) for l in range(layers)]),
-             "h_norm": np.stack([1.0 + t + l for l in range(layers)]),
-             "loss_t": np.where(t == T - 1, 0.5 / (k + 1), 0.0),
-             "sigma_max": np.full(layers, 1.1), "spectral_radius": np.full(layers, 1.0)}
+        m = {
+            "grad_h_norm": np.stack([grad_values(k, l, T, gain) for l in range(layers)]),
+            "h_norm": np.stack([1.0 + t + l for l in range(layers)]),
+            "loss_t": np.where(t == T - 1, 0.5 / (k + 1), 0.0),
+            "sigma_max": np.full(layers, 1.1),
+            "spectral_radius": np.full(layers, 1.0),
+        }
         if cell == "lstm":
             m["c_norm"] = m["h_norm"] * 2
             m["grad_c_norm"] = m["grad_h_norm"] / 2
@@ -44,8 +48,11 @@ def make_trace(cell="rnn", activation="relu", layers=1, T=12, K=4, gain=1.25, tw
         nonfinite = None
         if tweak is not None:
             nonfinite = tweak(k, m)
-        trace.append(Record(iteration=10 * k, loss=0.5 / (k + 1), grad_norm=2.0 ** -k, clipped=False,
-                            metrics=m, nonfinite=nonfinite))
+        trace.append(
+            Record(
+                iteration=10 * k, loss=0.5 / (k + 1), grad_norm=2.0**-k, clipped=False, metrics=m, nonfinite=nonfinite
+            )
+        )
     return trace
 
 

@@ -3,6 +3,7 @@ exported folder, bad files, failed and diverged runs, drag and drop, shortcuts, 
 
 Most runs use the NumPy reference engine (tiny models, no compile); one test drives the Numba kernels and the
 kernel compiler.  Every wait is on a signal or a condition, never a sleep."""
+
 import json
 import time
 import xml.etree.ElementTree as ET
@@ -53,6 +54,7 @@ def small_file(tmp_path):
         path = tmp_path / name
         path.write_text(SMALL.format(iterations=iterations))
         return path
+
     return write
 
 
@@ -94,7 +96,7 @@ def test_lecture_demo_preset_runs_and_draws_three_lines_with_theory(window, qtbo
     for state in window.controller.states:
         t, y = fig.grad_curves.data((state.key, "grad_h_norm"))
         assert len(t) == 100
-        slopes[state.name] = np.polyfit(t[10:90], y[10:90], 1)[0]            # log10 per step
+        slopes[state.name] = np.polyfit(t[10:90], y[10:90], 1)[0]  # log10 per step
         assert (state.key, "relu") in fig.theory_curves.items
     # exploding, level, vanishing, as the lecture says
     assert slopes["relu 3/n"] < -0.05 and slopes["relu 1.5/n"] > 0.03 and abs(slopes["relu 2/n"]) < 0.03
@@ -107,10 +109,10 @@ def test_run_pause_step_and_stop(window, qtbot, small_file):
     window.act_run.trigger()
     qtbot.waitUntil(lambda: all(s.iteration >= 3 for s in window.controller.states))
     assert statuses(window) == ["running", "running"]
-    window.act_run.trigger()                                                 # Space again: pause
+    window.act_run.trigger()  # Space again: pause
     qtbot.waitUntil(lambda: statuses(window) == ["paused", "paused"])
     before = [s.iteration for s in window.controller.states]
-    assert all(len(s.data.trace) == s.iteration + 1 for s in window.controller.states)   # record_every = 1
+    assert all(len(s.data.trace) == s.iteration + 1 for s in window.controller.states)  # record_every = 1
     window.act_step.trigger()
     qtbot.waitUntil(lambda: [s.iteration for s in window.controller.states] == [i + 1 for i in before])
     window.act_step.trigger()
@@ -119,10 +121,9 @@ def test_run_pause_step_and_stop(window, qtbot, small_file):
     window.act_stop.trigger()
     wait_finished(qtbot, window)
     assert statuses(window) == ["stopped", "stopped"]
-    assert [len(s.data.trace) for s in window.controller.states] == [i + 3 for i in before]   # kept
+    assert [len(s.data.trace) for s in window.controller.states] == [i + 3 for i in before]  # kept
     window.act_reset.trigger()
-    assert statuses(window) == ["queued", "queued"] and all(len(s.data.trace) == 0
-                                                           for s in window.controller.states)
+    assert statuses(window) == ["queued", "queued"] and all(len(s.data.trace) == 0 for s in window.controller.states)
 
 
 def test_step_from_queued_makes_exactly_one_iteration(window, qtbot, small_file):
@@ -137,7 +138,7 @@ def test_step_from_queued_makes_exactly_one_iteration(window, qtbot, small_file)
 
 def test_keyboard_shortcuts_run_and_step(window, qtbot, small_file):
     window.open_file(small_file(iterations=3))
-    with qtbot.waitActive(window):               # shortcuts go to the active window
+    with qtbot.waitActive(window):  # shortcuts go to the active window
         window.show()
         window.activateWindow()
     window.tabs.setFocus()
@@ -181,11 +182,11 @@ def test_edit_a_run_save_and_reopen(window, qtbot, small_file):
     editor.apply_button.click()
     edited = window.controller.state(state.key)
     assert edited.run.hidden_size == 24 and edited.run.init.recurrent_scale == 2.25
-    assert edited.status == "queued" and len(edited.data.trace) == 0        # the old trace no longer fits
+    assert edited.status == "queued" and len(edited.data.trace) == 0  # the old trace no longer fits
     assert window.isWindowModified()
     assert window.save_to(path)
     text = path.read_text()
-    assert "keep this comment" in text and "a comment on a value" in text      # the user's comments stay
+    assert "keep this comment" in text and "a comment on a value" in text  # the user's comments stay
     reopened = config.load(path)
     assert reopened.runs[0].hidden_size == 24 and reopened.runs[0].init.recurrent_scale == 2.25
     assert reopened.runs[1] == window.controller.states[1].run
@@ -197,7 +198,7 @@ def test_editor_refuses_invalid_settings_with_the_key(window, small_file):
     editor = window.editor
     editor.set_value("cell", "lstm")
     editor.set_value("init.chrono", True)
-    editor.set_value("task.seq_len", 2)                        # chrono needs T_max >= 3
+    editor.set_value("task.seq_len", 2)  # chrono needs T_max >= 3
     assert not editor.apply_button.isEnabled()
     assert "chrono" in editor.message.text()
     assert editor.apply() is False
@@ -211,7 +212,7 @@ def test_add_duplicate_and_remove_runs(window, small_file):
     window.run_list.duplicate_requested.emit(first)
     names = [s.name for s in window.controller.states]
     assert names == ["a", "b", "a (2)"]
-    assert len({s.data.color for s in window.controller.states}) == 3        # each run its own colour
+    assert len({s.data.color for s in window.controller.states}) == 3  # each run its own colour
     window.run_list.add_button.click()
     assert [s.name for s in window.controller.states][-1] == "new run"
     window.run_list.remove_requested.emit(first)
@@ -237,7 +238,7 @@ def test_a_bad_file_gives_a_dialog_naming_the_file_and_the_key(window, tmp_path)
     assert window.open_file(bad) is False
     text = window.last_dialog.text()
     assert "bad.toml" in text and "hiden_size" in text
-    assert window.controller.experiment is None                              # nothing half-loaded
+    assert window.controller.experiment is None  # nothing half-loaded
 
 
 def test_recent_files_and_drag_and_drop(window, small_file):
@@ -246,20 +247,35 @@ def test_recent_files_and_drag_and_drop(window, small_file):
     mime = QtCore.QMimeData()
     mime.setUrls([QtCore.QUrl.fromLocalFile(str(second))])
     pos = QtCore.QPointF(10, 10)
-    enter = QtGui.QDragEnterEvent(QtCore.QPoint(10, 10), QtCore.Qt.DropAction.CopyAction, mime,
-                                  QtCore.Qt.MouseButton.LeftButton, QtCore.Qt.KeyboardModifier.NoModifier)
+    enter = QtGui.QDragEnterEvent(
+        QtCore.QPoint(10, 10),
+        QtCore.Qt.DropAction.CopyAction,
+        mime,
+        QtCore.Qt.MouseButton.LeftButton,
+        QtCore.Qt.KeyboardModifier.NoModifier,
+    )
     window.dragEnterEvent(enter)
     assert enter.isAccepted()
-    drop = QtGui.QDropEvent(pos, QtCore.Qt.DropAction.CopyAction, mime, QtCore.Qt.MouseButton.LeftButton,
-                            QtCore.Qt.KeyboardModifier.NoModifier)
+    drop = QtGui.QDropEvent(
+        pos,
+        QtCore.Qt.DropAction.CopyAction,
+        mime,
+        QtCore.Qt.MouseButton.LeftButton,
+        QtCore.Qt.KeyboardModifier.NoModifier,
+    )
     window.dropEvent(drop)
     assert window.controller.experiment.source == second
     recent = [a.text() for a in window.recent_menu.actions()]
     assert recent == [str(second.resolve()), str(first.resolve())]
     mime_txt = QtCore.QMimeData()
     mime_txt.setUrls([QtCore.QUrl.fromLocalFile(str(second.with_suffix(".txt")))])
-    refused = QtGui.QDragEnterEvent(QtCore.QPoint(10, 10), QtCore.Qt.DropAction.CopyAction, mime_txt,
-                                    QtCore.Qt.MouseButton.LeftButton, QtCore.Qt.KeyboardModifier.NoModifier)
+    refused = QtGui.QDragEnterEvent(
+        QtCore.QPoint(10, 10),
+        QtCore.Qt.DropAction.CopyAction,
+        mime_txt,
+        QtCore.Qt.MouseButton.LeftButton,
+        QtCore.Qt.KeyboardModifier.NoModifier,
+    )
     refused.ignore()
     window.dragEnterEvent(refused)
     assert not refused.isAccepted()
@@ -285,8 +301,8 @@ def test_export_then_reopen_the_folder_without_running(window, qtbot, small_file
     for s in loaded:
         arrays = s.data.trace.to_arrays()
         np.testing.assert_allclose(arrays["grad_h_norm"], original[s.name]["grad_h_norm"])
-        assert s.data.baseline_loss == pytest.approx(1.0)                    # probe, k = 2: k / 2
-    window.controller.start()                                                # nothing to run
+        assert s.data.baseline_loss == pytest.approx(1.0)  # probe, k = 2: k / 2
+    window.controller.start()  # nothing to run
     assert not window.controller.any_busy
     window.redraw(force=True)
     assert window.views[0].figure.grad_curves.data((loaded[0].key, "grad_h_norm")) is not None
@@ -308,8 +324,7 @@ def test_export_figures_only(window, qtbot, small_file, tmp_path):
 
 
 # ------------------------------------------------------------------------------------ faults
-def test_a_failing_run_is_marked_failed_with_its_traceback_and_others_finish(window, qtbot, small_file,
-                                                                            monkeypatch):
+def test_a_failing_run_is_marked_failed_with_its_traceback_and_others_finish(window, qtbot, small_file, monkeypatch):
     from gradscope.engine import trainer
 
     real = trainer.Training.__init__
@@ -332,8 +347,9 @@ def test_a_failing_run_is_marked_failed_with_its_traceback_and_others_finish(win
 
 
 def test_a_diverging_run_stops_as_diverged_and_keeps_its_trace(window, qtbot, tmp_path):
-    text = SMALL.format(iterations=20).replace('activation = "relu"', 'activation = "relu"\nhidden_size = 64\n'
-                                               'init.recurrent_scale = 8.0\ntask.seq_len = 120')
+    text = SMALL.format(iterations=20).replace(
+        'activation = "relu"', 'activation = "relu"\nhidden_size = 64\ninit.recurrent_scale = 8.0\ntask.seq_len = 120'
+    )
     text = text.replace('name = "b"', 'name = "exploding relu"')
     path = tmp_path / "boom.toml"
     path.write_text(text)
@@ -365,8 +381,9 @@ def test_numba_backend_runs_with_compile_progress(qtbot, tmp_path, small_file):
 
     fresh = KernelCompiler()
     spec = config.load(small_file()).runs[0].model_spec()
-    with qtbot.waitSignal(fresh.progress, timeout=120000,
-                          check_params_cb=lambda key, done, total, name: done == total) as blocker:
+    with qtbot.waitSignal(
+        fresh.progress, timeout=120000, check_params_cb=lambda key, done, total, name: done == total
+    ) as blocker:
         fresh.request(spec)
     assert blocker.args[0] == ("rnn", "float32")
     settings = QtCore.QSettings(str(tmp_path / "s.ini"), QtCore.QSettings.Format.IniFormat)
@@ -413,7 +430,7 @@ def test_editor_shows_task_fixed_sizes_as_such_and_restores_probe_sizes(window, 
     assert editor.values()["task.input_size"] == 0
     assert editor.widgets["task.input_size"].text() == "set by the task"
     run = editor.edited_run()
-    assert run.task.input_size is None and run.model_spec().input_size == 2      # the adding problem's n
+    assert run.task.input_size is None and run.model_spec().input_size == 2  # the adding problem's n
     editor.set_value("task.name", "probe")
     assert editor.values()["task.input_size"] == 32 and editor.edited_run().task.input_size == 32
 
@@ -426,17 +443,31 @@ def test_the_app_process_runs_blas_single_threaded(tmp_path):
     import sys
 
     pytest.importorskip("threadpoolctl")
-    code = ("import gradscope.gui.app, numpy, scipy.linalg\n"
-            "from threadpoolctl import threadpool_info\n"
-            "print(sorted({i['num_threads'] for i in threadpool_info() if i['internal_api'] == 'openblas'}))")
+    code = (
+        "import gradscope.gui.app, numpy, scipy.linalg\n"
+        "from threadpoolctl import threadpool_info\n"
+        "print(sorted({i['num_threads'] for i in threadpool_info() if i['internal_api'] == 'openblas'}))"
+    )
     env = {k: v for k, v in os.environ.items() if k != "OPENBLAS_NUM_THREADS"}
-    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
-                         cwd=Path(__file__).resolve().parents[2], timeout=120)
+    out = subprocess.run(
+        [sys.executable, "-c", code],
+        env=env,
+        capture_output=True,
+        text=True,
+        cwd=Path(__file__).resolve().parents[2],
+        timeout=120,
+    )
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "[1]"
-    env["OPENBLAS_NUM_THREADS"] = "2"                                     # the user's choice is kept
-    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
-                         cwd=Path(__file__).resolve().parents[2], timeout=120)
+    env["OPENBLAS_NUM_THREADS"] = "2"  # the user's choice is kept
+    out = subprocess.run(
+        [sys.executable, "-c", code],
+        env=env,
+        capture_output=True,
+        text=True,
+        cwd=Path(__file__).resolve().parents[2],
+        timeout=120,
+    )
     assert out.stdout.strip() == "[2]"
 
 
@@ -457,19 +488,23 @@ def test_every_editor_field_round_trips_a_run_of_each_preset(window):
 def test_editor_keeps_exact_floats_and_refuses_text_that_is_not_a_number(window, small_file, qtbot):
     window.open_file(small_file())
     run = window.controller.states[0].run
-    exact = run.model_copy(update={"train": run.train.model_copy(update={"lr": 3e-7}),
-                                   "init": run.init.model_copy(update={"recurrent_scale": 1.41421356237})})
+    exact = run.model_copy(
+        update={
+            "train": run.train.model_copy(update={"lr": 3e-7}),
+            "init": run.init.model_copy(update={"recurrent_scale": 1.41421356237}),
+        }
+    )
     editor = window.editor
     editor.set_run(0, exact)
-    editor.set_value("hidden_size", 20)                                     # edit something else
+    editor.set_value("hidden_size", 20)  # edit something else
     edited = editor.edited_run()
-    assert edited.train.lr == 3e-7 and edited.init.recurrent_scale == 1.41421356237   # not rounded
+    assert edited.train.lr == 3e-7 and edited.init.recurrent_scale == 1.41421356237  # not rounded
     lr_field = editor.widgets["train.lr"]
     lr_field.clear()
-    qtbot.keyClicks(lr_field, "1e-3x")                                       # the validator drops the x
+    qtbot.keyClicks(lr_field, "1e-3x")  # the validator drops the x
     assert editor.edited_run().train.lr == 1e-3
     qtbot.keyClick(lr_field, QtCore.Qt.Key.Key_A, QtCore.Qt.KeyboardModifier.ControlModifier)
-    qtbot.keyClick(lr_field, QtCore.Qt.Key.Key_Backspace)                   # the user empties the field
+    qtbot.keyClick(lr_field, QtCore.Qt.Key.Key_Backspace)  # the user empties the field
     assert "train.lr" in editor.message.text() and not editor.apply_button.isEnabled()
     assert editor.apply() is False
 
@@ -484,7 +519,7 @@ def test_unticking_runs_repeatedly_keeps_the_rows_and_the_selection(window, qtbo
             item.setCheckState(0, QtCore.Qt.CheckState.Unchecked)
             assert window.controller.state(key).data.visible is False
             item.setCheckState(0, QtCore.Qt.CheckState.Checked)
-    assert window.run_list._items == items                                  # the same row objects
+    assert window.run_list._items == items  # the same row objects
     assert window.run_list.current_key() == window.controller.states[1].key
     assert all(s.data.visible for s in window.controller.states)
 
@@ -496,27 +531,35 @@ def test_closing_the_app_mid_compile_exits_at_once_and_cleanly(tmp_path):
     import subprocess
     import sys
 
-    code = ("import sys, time\n"
-            "from PyQt6 import QtCore\n"
-            "from gradscope.gui import app, worker\n"
-            "a = app.make_app()\n"
-            "def close():\n"
-            "    w = app.main.window\n"
-            "    print('compiling', worker.compiler().busy, flush=True)\n"
-            "    w.close(); a.quit()\n"
-            "def poll():\n"
-            "    if worker.compiler().busy: close()\n"
-            "    else: QtCore.QTimer.singleShot(5, poll)\n"
-            "QtCore.QTimer.singleShot(0, poll)\n"
-            f"start = time.monotonic(); code = app.main({str(MODELS_DIR / 'relu_tanh_lstm.toml')!r})\n"
-            "print('returned', code, flush=True)\n")
+    code = (
+        "import sys, time\n"
+        "from PyQt6 import QtCore\n"
+        "from gradscope.gui import app, worker\n"
+        "a = app.make_app()\n"
+        "def close():\n"
+        "    w = app.main.window\n"
+        "    print('compiling', worker.compiler().busy, flush=True)\n"
+        "    w.close(); a.quit()\n"
+        "def poll():\n"
+        "    if worker.compiler().busy: close()\n"
+        "    else: QtCore.QTimer.singleShot(5, poll)\n"
+        "QtCore.QTimer.singleShot(0, poll)\n"
+        f"start = time.monotonic(); code = app.main({str(MODELS_DIR / 'relu_tanh_lstm.toml')!r})\n"
+        "print('returned', code, flush=True)\n"
+    )
     env = dict(os.environ, NUMBA_CACHE_DIR=str(tmp_path / "cold-cache"), QT_QPA_PLATFORM="offscreen")
     start = time.monotonic()
-    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300,
-                         cwd=Path(__file__).resolve().parents[2])
+    out = subprocess.run(
+        [sys.executable, "-c", code],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=Path(__file__).resolve().parents[2],
+    )
     elapsed = time.monotonic() - start
     assert out.returncode == 0, out.stderr[-2000:]
-    assert "compiling True" in out.stdout and "returned" not in out.stdout    # ended by os._exit mid-compile
+    assert "compiling True" in out.stdout and "returned" not in out.stdout  # ended by os._exit mid-compile
     assert elapsed < 60, f"closing mid-compile took {elapsed:.0f} s"
 
 
@@ -528,34 +571,44 @@ def test_the_app_takes_itself_down_in_order_at_exit(tmp_path):
     import subprocess
     import sys
 
-    code = ("import sys, threading\n"
-            "from PyQt6 import QtCore, sip\n"
-            "from gradscope.gui import app, worker\n"
-            "a = app.make_app()\n"
-            "seen = {}\n"
-            "def close():\n"
-            "    w = seen['window'] = app.main.window\n"
-            "    states = w.controller.states\n"
-            "    going = [s for s in states if s.thread is not None]   # the runs not queued\n"
-            "    if not going or min(s.iteration for s in going) < 2 or worker.compiler().busy:\n"
-            "        return QtCore.QTimer.singleShot(20, close)\n"
-            "    seen['threads'] = [s.thread for s in states]\n"
-            "    w.close(); a.quit()\n"
-            "def start():\n"
-            "    app.main.window.controller.start(); close()\n"
-            "QtCore.QTimer.singleShot(300, start)\n"
-            f"code = app.main({str(MODELS_DIR / 'relu_tanh_lstm.toml')!r})\n"
-            "print('returned', code, 'window deleted', sip.isdeleted(seen['window']),\n"
-            "      'threads running', sum(t is not None and not sip.isdeleted(t) and t.isRunning()\n"
-            "                             for t in seen['threads']),\n"
-            "      'python threads', sorted(t.name for t in threading.enumerate()\n"
-            "                               if not isinstance(t, threading._DummyThread)), flush=True)\n")
+    code = (
+        "import sys, threading\n"
+        "from PyQt6 import QtCore, sip\n"
+        "from gradscope.gui import app, worker\n"
+        "a = app.make_app()\n"
+        "seen = {}\n"
+        "def close():\n"
+        "    w = seen['window'] = app.main.window\n"
+        "    states = w.controller.states\n"
+        "    going = [s for s in states if s.thread is not None]   # the runs not queued\n"
+        "    if not going or min(s.iteration for s in going) < 2 or worker.compiler().busy:\n"
+        "        return QtCore.QTimer.singleShot(20, close)\n"
+        "    seen['threads'] = [s.thread for s in states]\n"
+        "    w.close(); a.quit()\n"
+        "def start():\n"
+        "    app.main.window.controller.start(); close()\n"
+        "QtCore.QTimer.singleShot(300, start)\n"
+        f"code = app.main({str(MODELS_DIR / 'relu_tanh_lstm.toml')!r})\n"
+        "print('returned', code, 'window deleted', sip.isdeleted(seen['window']),\n"
+        "      'threads running', sum(t is not None and not sip.isdeleted(t) and t.isRunning()\n"
+        "                             for t in seen['threads']),\n"
+        "      'python threads', sorted(t.name for t in threading.enumerate()\n"
+        "                               if not isinstance(t, threading._DummyThread)), flush=True)\n"
+    )
     env = dict(os.environ, QT_QPA_PLATFORM="offscreen")
-    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300,
-                         cwd=Path(__file__).resolve().parents[2])
+    out = subprocess.run(
+        [sys.executable, "-c", code],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=Path(__file__).resolve().parents[2],
+    )
     assert out.returncode == 0, out.stderr[-2000:]
     assert "returned 0 window deleted True threads running 0" in out.stdout, out.stdout + out.stderr[-2000:]
     # what may remain: the main thread and the idle kernel compiler (a daemon blocked on its queue); Python
     # lists the ended QThreads as "dummy" threads forever, so they are left out
-    assert "python threads ['MainThread', 'gradscope-compiler']" in out.stdout or \
-        "python threads ['MainThread']" in out.stdout, out.stdout
+    assert (
+        "python threads ['MainThread', 'gradscope-compiler']" in out.stdout
+        or "python threads ['MainThread']" in out.stdout
+    ), out.stdout

@@ -1,6 +1,7 @@
 """The run editor is generated from the config schema: its keys, ranges, choices and defaults are the pydantic
 models', read here independently through RunConfig's JSON schema; which fields a cell enables is the cell
 description's answer (engine.cells)."""
+
 import math
 
 import pytest
@@ -44,7 +45,7 @@ def editor(qtbot):
 
 
 def test_every_schema_setting_has_a_field_and_nothing_else(editor):
-    assert list(editor.widgets) == list(LEAVES)                                # the models' order too
+    assert list(editor.widgets) == list(LEAVES)  # the models' order too
 
 
 @pytest.mark.parametrize("key", [k for k, p in LEAVES.items() if nullable_and_type(p)[1].get("type") == "integer"])
@@ -52,7 +53,7 @@ def test_an_int_field_spans_the_schema_bounds(editor, key):
     nullable, prop = nullable_and_type(LEAVES[key])
     spin = editor.widgets[key]
     lowest = prop.get("minimum", prop.get("exclusiveMinimum", -math.inf) + 1)
-    assert spin.minimum() == lowest - (1 if nullable else 0)                # a nullable one's lowest is None
+    assert spin.minimum() == lowest - (1 if nullable else 0)  # a nullable one's lowest is None
     if "maximum" in prop or "exclusiveMaximum" in prop:
         assert spin.maximum() == prop.get("maximum", prop.get("exclusiveMaximum", 0) - 1)
 
@@ -63,13 +64,17 @@ def test_a_float_field_accepts_exactly_the_schema_range(editor, key):
     widget = editor.widgets[key]
     box = widget.box if isinstance(widget, ScaleEdit) else widget
     assert isinstance(box, FloatEdit)
-    for bound, is_open, side in (("minimum", False, -1), ("exclusiveMinimum", True, -1),
-                                 ("maximum", False, 1), ("exclusiveMaximum", True, 1)):
+    for bound, is_open, side in (
+        ("minimum", False, -1),
+        ("exclusiveMinimum", True, -1),
+        ("maximum", False, 1),
+        ("exclusiveMaximum", True, 1),
+    ):
         if bound in prop:
             value = float(prop[bound])
             assert box.accepts(value) is not is_open, (key, bound)
-            assert not box.accepts(value + side * 1e-9), (key, bound)            # just outside
-            assert box.accepts(value - side * 1e-3), (key, bound)                # just inside
+            assert not box.accepts(value + side * 1e-9), (key, bound)  # just outside
+            assert box.accepts(value - side * 1e-3), (key, bound)  # just inside
     assert not box.accepts(math.nan) and not box.accepts(math.inf)
 
 
@@ -89,7 +94,7 @@ def test_a_choice_offers_the_literal_values_and_shows_the_default(editor, key):
 
 
 def test_the_cell_description_decides_which_cell_fields_are_enabled(editor):
-    editor.set_value("init.chrono", True)              # chrono_tmax also needs chrono on
+    editor.set_value("init.chrono", True)  # chrono_tmax also needs chrono on
     for name, description in CELLS.items():
         editor.set_value("cell", name)
         for key in sorted(CELL_KEYS | {"activation"}):

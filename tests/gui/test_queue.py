@@ -1,6 +1,7 @@
 """The app's run queue: at most ``runs_at_once`` runs have a worker thread; the others wait as "queued" and
 start, in order, as workers end; pause, step, stop and reset act on queued runs too.  NumPy engine (no
 compile); every wait is on a condition, never a sleep."""
+
 import threading
 
 import pytest
@@ -71,6 +72,7 @@ def make_controller(qtbot):
         c.load(experiment(runs, iterations))
         made.append(c)
         return c
+
     yield make
     for c in made:
         c.shutdown(timeout_ms=None)
@@ -88,7 +90,7 @@ def test_twelve_runs_train_at_most_n_at_once_and_all_finish(make_controller, cou
     c.start()
     assert sum(s.thread is not None for s in c.states) == N
     assert statuses(c)[N:] == [RunStatus.QUEUED] * (12 - N)
-    assert [s.name for s in c.queued] == [f"run {i}" for i in range(N, 12)]       # in the file's order
+    assert [s.name for s in c.queued] == [f"run {i}" for i in range(N, 12)]  # in the file's order
     qtbot.waitUntil(lambda: all(s.finished and not s.busy for s in c.states), timeout=120000)
     assert statuses(c) == [RunStatus.COMPLETED] * 12
     assert [s.iteration for s in c.states] == [14] * 12
@@ -117,16 +119,16 @@ def test_pause_step_stop_and_reset_with_queued_runs(make_controller, counting, q
     qtbot.waitUntil(lambda: first.status is RunStatus.PAUSED, timeout=30000)
     assert (second.status, third.status) == (RunStatus.QUEUED, RunStatus.QUEUED)
     at = first.iteration
-    c.step()                                           # the run with the worker makes one iteration ...
+    c.step()  # the run with the worker makes one iteration ...
     qtbot.waitUntil(lambda: first.iteration == at + 1, timeout=30000)
-    assert second.thread is None and second.iteration == -1        # ... the queued ones stay queued
-    first.thread.stop()                                # its worker ends: paused, nothing else starts ...
+    assert second.thread is None and second.iteration == -1  # ... the queued ones stay queued
+    first.thread.stop()  # its worker ends: paused, nothing else starts ...
     qtbot.waitUntil(lambda: first.thread is None, timeout=30000)
     assert second.thread is None and second.status is RunStatus.QUEUED
-    c.step()                                           # ... until a step: the next run starts with one iteration
+    c.step()  # ... until a step: the next run starts with one iteration
     qtbot.waitUntil(lambda: second.iteration == 0 and second.status is RunStatus.PAUSED, timeout=30000)
     assert third.status is RunStatus.QUEUED and counting.most == 1
-    c.stop()                                           # queued runs are stopped before they start
+    c.stop()  # queued runs are stopped before they start
     assert third.status is RunStatus.STOPPED and third.iteration == -1 and not c.queued
     qtbot.waitUntil(lambda: not c.any_busy and second.thread is None, timeout=30000)
     assert statuses(c) == [RunStatus.STOPPED] * 3
@@ -134,7 +136,7 @@ def test_pause_step_stop_and_reset_with_queued_runs(make_controller, counting, q
     assert statuses(c) == [RunStatus.QUEUED] * 3 and not c.queued
     c.start()
     assert first.thread is not None and [s.thread for s in (second, third)] == [None, None]
-    c.reset()                                          # reset empties the queue: nothing starts afterwards
+    c.reset()  # reset empties the queue: nothing starts afterwards
     qtbot.waitUntil(lambda: not c.any_busy, timeout=30000)
     assert all(s.thread is None and s.status is RunStatus.QUEUED for s in c.states)
 
@@ -155,6 +157,6 @@ def test_the_limit_is_a_setting_chosen_in_the_run_menu_and_kept(qtbot, tmp_path)
     choice.trigger()
     assert window.controller.runs_at_once == 1
     assert [a.text() for a in window.runs_at_once_menu.actions() if a.isChecked()] == ["1"]
-    again = MainWindow(backend="numpy", settings=settings, warm_up=False)        # the next session
+    again = MainWindow(backend="numpy", settings=settings, warm_up=False)  # the next session
     qtbot.addWidget(again)
     assert again.controller.runs_at_once == 1

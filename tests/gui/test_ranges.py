@@ -1,5 +1,6 @@
 """Every plot's range covers what it draws, in the live views and in the exported figures, for one recorded
 iteration, a few, thousands, RNN-only, LSTM-only and mixed experiments, and a diverged run."""
+
 import numpy as np
 import pyqtgraph as pg
 import pytest
@@ -20,15 +21,22 @@ def _diverged(k, m):
 
 SCENARIOS = {
     # the lecture demo's shape: one recorded iteration (iterations = 0) of three ReLU RNNs
-    "rnn, 1 iteration": lambda: [RunData(i, f"relu {i}", c, make_trace(T=100, K=1, gain=g))
-                                 for i, (c, g) in enumerate((("#0072B2", 1.2), ("#D55E00", 1.0), ("#009E73", 0.9)))],
-    "lstm, 3 iterations": lambda: [RunData(0, "lstm", "#0072B2", make_trace(cell="lstm", T=30, K=3)),
-                                   RunData(1, "lstm f=1", "#D55E00", make_trace(cell="lstm", T=30, K=3, gain=0.9))],
-    "mixed, 1500 iterations": lambda: [RunData(0, "lstm", "#0072B2", make_trace(cell="lstm", T=20, K=1500)),
-                                       RunData(1, "deep tanh", "#D55E00",
-                                               make_trace(activation="tanh", layers=3, T=20, K=1500))],
-    "diverged": lambda: [RunData(0, "relu 3/n", "#0072B2", make_trace(T=16, K=3, tweak=_diverged)),
-                         RunData(1, "sigmoid", "#D55E00", make_trace(activation="sigmoid", T=16, K=3))],
+    "rnn, 1 iteration": lambda: [
+        RunData(i, f"relu {i}", c, make_trace(T=100, K=1, gain=g))
+        for i, (c, g) in enumerate((("#0072B2", 1.2), ("#D55E00", 1.0), ("#009E73", 0.9)))
+    ],
+    "lstm, 3 iterations": lambda: [
+        RunData(0, "lstm", "#0072B2", make_trace(cell="lstm", T=30, K=3)),
+        RunData(1, "lstm f=1", "#D55E00", make_trace(cell="lstm", T=30, K=3, gain=0.9)),
+    ],
+    "mixed, 1500 iterations": lambda: [
+        RunData(0, "lstm", "#0072B2", make_trace(cell="lstm", T=20, K=1500)),
+        RunData(1, "deep tanh", "#D55E00", make_trace(activation="tanh", layers=3, T=20, K=1500)),
+    ],
+    "diverged": lambda: [
+        RunData(0, "relu 3/n", "#0072B2", make_trace(T=16, K=3, tweak=_diverged)),
+        RunData(1, "sigmoid", "#D55E00", make_trace(activation="sigmoid", T=16, K=3)),
+    ],
 }
 
 
@@ -70,17 +78,20 @@ def assert_ranges_cover_the_data(figure, where):
                 continue
             (a, b), (c, d) = extent
             eps = 1e-9 * max(1.0, abs(x1 - x0), abs(y1 - y0))
-            assert x0 - eps <= a and b <= x1 + eps, \
+            assert x0 - eps <= a and b <= x1 + eps, (
                 f"{where}, {plot.titleLabel.text!r}: data x {a:g}..{b:g} outside the view's x {x0:g}..{x1:g}"
-            assert y0 - eps <= c and d <= y1 + eps, \
+            )
+            assert y0 - eps <= c and d <= y1 + eps, (
                 f"{where}, {plot.titleLabel.text!r}: data y {c:g}..{d:g} outside the view's y {y0:g}..{y1:g}"
+            )
             xs += [a, b]
             checked += 1
         if xs:
             span = max(xs) - min(xs)
             limit = 0.5 * (x1 - x0) if span > 0 else None
-            assert (span >= limit) if limit is not None else (x1 - x0 <= 2.0), \
+            assert (span >= limit) if limit is not None else (x1 - x0 <= 2.0), (
                 f"{where}, {plot.titleLabel.text!r}: data x {min(xs):g}..{max(xs):g} squeezed into {x0:g}..{x1:g}"
+            )
     assert checked, f"{where}: nothing drawn"
 
 
@@ -93,7 +104,7 @@ def test_live_views_cover_their_data_after_refresh(qtbot, scenario):
         view.resize(1200, 700)
         view.show()
         assert view.redraw(runs)
-        view.graphics.grab()                    # a paint, as on screen: pyqtgraph applies auto-ranges there
+        view.graphics.grab()  # a paint, as on screen: pyqtgraph applies auto-ranges there
         assert_ranges_cover_the_data(view.figure, f"{scenario}: {cls.__name__}")
 
 
@@ -102,7 +113,7 @@ def test_exported_figures_cover_their_data(qapp, scenario):
     runs = SCENARIOS[scenario]()
     stems = []
     for stem, _widget, figure in figures.figure_pages(runs, size=(1000, 600)):
-        assert_ranges_cover_the_data(figure, f"{scenario}: {stem}")      # the state they are rendered in
+        assert_ranges_cover_the_data(figure, f"{scenario}: {stem}")  # the state they are rendered in
         stems.append(stem)
     assert "through_time" in stems and "training" in stems
     assert ("layers" in stems) == any(r.layers > 1 for r in runs)

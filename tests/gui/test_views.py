@@ -1,4 +1,5 @@
 """Each view fed synthetic traces: the numbers drawn, the log levels, NaN / Inf handling, empty states, hover."""
+
 import math
 
 import numpy as np
@@ -30,6 +31,7 @@ def view(qtbot, request):
         qtbot.addWidget(v)
         v.resize(1000, 600)
         return v
+
     return make
 
 
@@ -40,21 +42,21 @@ def test_log_axis_labels_decades_with_superscripts(qapp):
     assert levels[0][1] == [-3.0, -2.0, -1.0, 0.0, 1.0]
     assert axis.tickStrings(levels[0][1], 1, levels[0][0]) == ["10⁻³", "10⁻²", "10⁻¹", "10⁰", "10¹"]
     minor = levels[1]
-    assert minor[0] < 1 and any(abs(v - (math.log10(2) - 3)) < 1e-12 for v in minor[1])   # the 2 of 2e-3
+    assert minor[0] < 1 and any(abs(v - (math.log10(2) - 3)) < 1e-12 for v in minor[1])  # the 2 of 2e-3
     assert set(axis.tickStrings(minor[1], 1, minor[0])) == {""}
 
 
 def test_log_axis_thins_decades_when_crowded_and_labels_short_spans_in_plain_numbers(qapp):
-    levels = plotting.log_ticks(-60, 40, 200)          # 100 decades in 200 px: every 20th
+    levels = plotting.log_ticks(-60, 40, 200)  # 100 decades in 200 px: every 20th
     assert levels[0][0] == 20 and levels[0][1] == [-60, -40, -20, 0, 20, 40]
-    fine = plotting.log_ticks(-0.5, 0.8, 600)           # 0.32 .. 6.3: 1, 2, ... 9 times the decades
-    values = [10 ** v for v in fine[0][1]]
+    fine = plotting.log_ticks(-0.5, 0.8, 600)  # 0.32 .. 6.3: 1, 2, ... 9 times the decades
+    values = [10**v for v in fine[0][1]]
     assert values == pytest.approx([0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1, 2, 3, 4, 5, 6])
     axis = plotting.Log10Axis("left")
     axis.tickValues(-0.5, 0.8, 600)
     assert axis.tickStrings(fine[0][1][5:8], 1, 1.0) == ["0.9", "1", "2"]
     # in 300 px, 0.8 and 0.9 would be 6 px apart: 1, 2, 5 times the decades instead
-    coarse = [10 ** v for v in plotting.log_ticks(-0.5, 0.8, 300)[0][1]]
+    coarse = [10**v for v in plotting.log_ticks(-0.5, 0.8, 300)[0][1]]
     assert coarse == pytest.approx([0.5, 1, 2, 5])
 
 
@@ -76,15 +78,15 @@ def test_profile_draws_log10_of_the_latest_row_for_each_visible_run(view):
     fig = v.figure
     t, y = shown(fig.grad_curves, (0, "grad_h_norm"))
     assert t == pytest.approx(np.arange(12))
-    assert y == pytest.approx(np.log10(grad_values(3, 0, 12)))          # latest row, k = 3
+    assert y == pytest.approx(np.log10(grad_values(3, 0, 12)))  # latest row, k = 3
     _, y = shown(fig.grad_curves, (1, "grad_h_norm"))
     assert y == pytest.approx(np.log10(grad_values(1, 0, 12)))
     _, y = shown(fig.state_curves, (0, "h_norm"))
     assert y == pytest.approx(np.log10(1.0 + np.arange(12)))
-    assert fig.grad_curves.data((2, "grad_h_norm")) is None               # hidden run: not drawn
+    assert fig.grad_curves.data((2, "grad_h_norm")) is None  # hidden run: not drawn
     assert fig.grad_curves.items[(0, "grad_h_norm")].opts["pen"].color().name() == "#0072b2"
     assert not fig.hint.visible
-    assert not v.redraw(runs)                                             # nothing changed: no redraw
+    assert not v.redraw(runs)  # nothing changed: no redraw
     runs[1].visible = False
     assert v.redraw(runs)
     assert fig.grad_curves.data((1, "grad_h_norm")) is None
@@ -99,7 +101,7 @@ def test_profile_iteration_slider_shows_an_older_row(view):
     v.row_slider.setValue(1)
     _, y = shown(v.figure.grad_curves, (0, "grad_h_norm"))
     assert y == pytest.approx(np.log10(grad_values(1, 0, 12)))
-    assert v.row_label.text() == "10"                                     # iteration of row 1
+    assert v.row_label.text() == "10"  # iteration of row 1
 
 
 def test_profile_marks_nan_and_inf_and_leaves_gaps(view):
@@ -107,8 +109,9 @@ def test_profile_marks_nan_and_inf_and_leaves_gaps(view):
         if k == 3:
             m["grad_h_norm"][0, :3] = np.nan
             m["grad_h_norm"][0, 3] = np.inf
-            m["grad_h_norm"][0, 4] = 0.0                      # underflow: a gap, not a non-finite mark
+            m["grad_h_norm"][0, 4] = 0.0  # underflow: a gap, not a non-finite mark
         return None
+
     v = view(ProfileView)
     v.redraw([run_data(0, make_trace(tweak=tweak))])
     _, y = shown(v.figure.grad_curves, (0, "grad_h_norm"))
@@ -116,16 +119,16 @@ def test_profile_marks_nan_and_inf_and_leaves_gaps(view):
     marks = v.figure.grad_marks
     assert sorted(x for x, _ in marks.points) == [0, 1, 2, 3]
     y_top = marks.item.data["y"][0]
-    assert y_top > np.nanmax(y)                                           # above every finite value
+    assert y_top > np.nanmax(y)  # above every finite value
 
 
 def test_profile_layer_choice_and_lstm_cell_curves(view):
     v = view(ProfileView)
     run = run_data(0, make_trace(cell="lstm", layers=3))
     v.redraw([run])
-    assert v.layer_box.count() == 4                                       # top layer + 3 layers
+    assert v.layer_box.count() == 4  # top layer + 3 layers
     _, y = shown(v.figure.grad_curves, (0, "grad_h_norm"))
-    assert y == pytest.approx(np.log10(grad_values(3, 2, 12)))            # default: top layer
+    assert y == pytest.approx(np.log10(grad_values(3, 2, 12)))  # default: top layer
     _, yc = shown(v.figure.grad_curves, (0, "grad_c_norm"))
     assert yc == pytest.approx(np.log10(grad_values(3, 2, 12) / 2))
     v.layer_box.setCurrentIndex(v.layer_box.findData(0))
@@ -136,14 +139,22 @@ def test_profile_layer_choice_and_lstm_cell_curves(view):
 
 
 def _relu_run(c=3.0, T=12, layers=1):
-    return RunConfig.model_validate({"name": "relu", "activation": "relu", "hidden_size": 16, "layers": layers,
-                                     "init": {"recurrent_scale": c}, "task": {"seq_len": T}})
+    return RunConfig.model_validate(
+        {
+            "name": "relu",
+            "activation": "relu",
+            "hidden_size": 16,
+            "layers": layers,
+            "init": {"recurrent_scale": c},
+            "task": {"seq_len": T},
+        }
+    )
 
 
 def test_profile_theory_lines_are_anchored_at_the_last_scored_step(view):
     T, a = 12, 8
     mask = np.zeros((T, 2))
-    mask[a] = 1                                                            # scored at step 8, not the last
+    mask[a] = 1  # scored at step 8, not the last
     run = run_data(0, make_trace(T=T), run=_relu_run(3.0, T), first_batch={"mask": mask})
     v = view(ProfileView)
     v.set_overlay("pascanu", True)
@@ -153,17 +164,17 @@ def test_profile_theory_lines_are_anchored_at_the_last_scored_step(view):
     _, pb = shown(v.figure.theory_curves, (0, "pascanu"))
     assert pb == pytest.approx(theory.pascanu_line("relu", 1.1, T, a, latest[a]), nan_ok=True)
     assert v.figure.theory_curves.data((0, "relu")) is None
-    v.row_slider.setValue(0)                                               # iteration 0: the initial weights
+    v.row_slider.setValue(0)  # iteration 0: the initial weights
     measured = grad_values(0, 0, T)
     _, mf = shown(v.figure.theory_curves, (0, "relu"))
     assert mf == pytest.approx(theory.relu_line(3.0, T, a, measured[a]), nan_ok=True)
-    assert mf[a] == pytest.approx(math.log10(measured[a])) and np.isnan(mf[a + 1:]).all()
-    assert mf[0] - mf[1] == pytest.approx(0.5 * math.log10(1.5))          # sqrt(c/2) per step
+    assert mf[a] == pytest.approx(math.log10(measured[a])) and np.isnan(mf[a + 1 :]).all()
+    assert mf[0] - mf[1] == pytest.approx(0.5 * math.log10(1.5))  # sqrt(c/2) per step
     assert "mean field (iteration 0)" in v.figure.legend.labels
     v.set_overlay("relu", False)
     assert v.figure.theory_curves.data((0, "relu")) is None
     assert v.overlay_boxes["relu"].isChecked() is False
-    v.overlay_actions["pascanu"].setChecked(False)                         # the View menu's action
+    v.overlay_actions["pascanu"].setChecked(False)  # the View menu's action
     assert v.figure.theory_curves.data((0, "pascanu")) is None
 
 
@@ -185,7 +196,7 @@ def test_profile_hover_reads_exact_values(view, qtbot):
     v.redraw([run_data(0, make_trace(), "relu 3/n")])
     readout = v.figure.readouts[0]
     vb = v.figure.grad_plot.getViewBox()
-    qtbot.waitUntil(lambda: vb.viewRange()[0][0] <= 0 and vb.viewRange()[0][1] >= 11)   # auto-range applied
+    qtbot.waitUntil(lambda: vb.viewRange()[0][0] <= 0 and vb.viewRange()[0][1] >= 11)  # auto-range applied
     y = math.log10(grad_values(3, 0, 12)[5])
     readout.hover(vb.mapViewToScene(plotting.QtCore.QPointF(5.2, y)))
     text = readout.text
@@ -195,13 +206,22 @@ def test_profile_hover_reads_exact_values(view, qtbot):
     from gradscope.trace import Record
 
     trace = v._runs[0].trace
-    trace.append(Record(iteration=99, loss=1.0, grad_norm=1.0,
-                        metrics={n: trace.array(n)[0] * 1000 for n in trace.names
-                                 if n not in ("iteration", "loss", "grad_norm", "clipped")}))
+    trace.append(
+        Record(
+            iteration=99,
+            loss=1.0,
+            grad_norm=1.0,
+            metrics={
+                n: trace.array(n)[0] * 1000
+                for n in trace.names
+                if n not in ("iteration", "loss", "grad_norm", "clipped")
+            },
+        )
+    )
     v.redraw(v._runs)
     assert "iteration 99" in readout.text
     assert plotting.value_label(1000 * grad_values(0, 0, 12)[5]) in readout.text
-    readout.hover(plotting.QtCore.QPointF(-50, -50))                       # outside the plot: hidden
+    readout.hover(plotting.QtCore.QPointF(-50, -50))  # outside the plot: hidden
     assert readout.text == ""
 
 
@@ -228,9 +248,11 @@ def test_empty_plots_show_the_experiments_timesteps_and_iterations_on_decade_axe
     short = RunConfig.model_validate({"name": "a", "task": {"seq_len": 12}, "train": {"iterations": 40}})
     long = RunConfig.model_validate({"name": "b", "task": {"seq_len": 30}, "train": {"iterations": 7}})
     runs = [run_data(0, make_trace(K=0), run=short), run_data(1, make_trace(K=0), run=long)]
-    for cls, plot_names, x in ((ProfileView, ("grad_plot", "state_plot"), (0, 29)),
-                               (LayersView, ("grad_plot", "state_plot"), (0, 29)),
-                               (TrainingView, ("loss_plot", "norm_plot"), (0, 39))):
+    for cls, plot_names, x in (
+        (ProfileView, ("grad_plot", "state_plot"), (0, 29)),
+        (LayersView, ("grad_plot", "state_plot"), (0, 29)),
+        (TrainingView, ("loss_plot", "norm_plot"), (0, 39)),
+    ):
         v = view(cls)
         with qtbot.waitExposed(v):
             v.show()
@@ -238,10 +260,10 @@ def test_empty_plots_show_the_experiments_timesteps_and_iterations_on_decade_axe
         for name in plot_names:
             vb = getattr(v.figure, name).getViewBox()
             assert getattr(v.figure, name.replace("plot", "snap")).bounds == ((0.0, float(x[1])), (-3.0, 3.0))
-            qtbot.waitUntil(lambda: vb.viewRange()[0][1] >= x[1])          # auto-range applies on the next paint
+            qtbot.waitUntil(lambda: vb.viewRange()[0][1] >= x[1])  # auto-range applies on the next paint
             (x0, x1), (y0, y1) = vb.viewRange()
             assert x0 <= x[0] < x[1] <= x1 and x1 - x0 < 1.2 * (x[1] - x[0]) + 1, (cls.__name__, name, x0, x1)
-            assert y0 <= -3 and 3 <= y1 and y1 - y0 < 8, (cls.__name__, name, y0, y1)   # 6 decades + padding
+            assert y0 <= -3 and 3 <= y1 and y1 - y0 < 8, (cls.__name__, name, y0, y1)  # 6 decades + padding
 
 
 # -------------------------------------------------------------------------------------- waterfall
@@ -249,7 +271,7 @@ def test_waterfall_image_holds_log10_values_with_whole_decade_levels(view):
     v = view(WaterfallView)
     v.redraw([run_data(0, make_trace(T=12, K=4))])
     fig = v.figure
-    expected = np.log10(np.stack([grad_values(k, 0, 12) for k in range(4)]))   # (K, T)
+    expected = np.log10(np.stack([grad_values(k, 0, 12) for k in range(4)]))  # (K, T)
     assert fig.image.image.shape == (4, 12)
     assert fig.image.image == pytest.approx(expected)
     lo, hi = fig.levels
@@ -257,9 +279,9 @@ def test_waterfall_image_holds_log10_values_with_whole_decade_levels(view):
     assert fig.image.levels == pytest.approx([lo, hi])
     assert fig.shown["iterations"] == pytest.approx([0, 10, 20, 30])
     rect = fig.image.mapRectToParent(fig.image.boundingRect())
-    assert rect.top() == pytest.approx(-5) and rect.bottom() == pytest.approx(35)   # rows centred on 0..30
+    assert rect.top() == pytest.approx(-5) and rect.bottom() == pytest.approx(35)  # rows centred on 0..30
     ticks = fig.colorbar.axis._tickLevels[0]
-    assert [label for _, label in ticks][0] == plotting.decade_label(lo)
+    assert next(label for _, label in ticks) == plotting.decade_label(lo)
 
 
 def test_waterfall_levels_only_widen_while_a_run_goes_on(view):
@@ -271,9 +293,15 @@ def test_waterfall_levels_only_widen_while_a_run_goes_on(view):
     # a row with much larger and much smaller values widens the levels ...
     big = make_trace(T=12, K=1, gain=3.0)
     from gradscope.trace import Record
-    trace.append(Record(iteration=99, loss=1.0, grad_norm=1.0,
-                        metrics={n: big.array(n)[0] for n in big.names if n not in
-                                 ("iteration", "loss", "grad_norm", "clipped")}))
+
+    trace.append(
+        Record(
+            iteration=99,
+            loss=1.0,
+            grad_norm=1.0,
+            metrics={n: big.array(n)[0] for n in big.names if n not in ("iteration", "loss", "grad_norm", "clipped")},
+        )
+    )
     v.redraw([run])
     wide = v.figure.levels
     assert wide[0] <= first[0] and wide[1] > first[1]
@@ -290,15 +318,16 @@ def test_waterfall_draws_nonfinite_cells_grey_and_zeros_at_the_bottom(view):
             m["grad_h_norm"][0, 2] = np.nan
             m["grad_h_norm"][0, 3] = np.inf
             m["grad_h_norm"][0, 4] = 0.0
+
     v = view(WaterfallView)
     v.redraw([run_data(0, make_trace(tweak=tweak))])
     fig = v.figure
-    alpha = fig.bad.image[..., 3]                                          # (K, T) overlay opacity
+    alpha = fig.bad.image[..., 3]  # (K, T) overlay opacity
     assert alpha[1, 2] == 255 and alpha[1, 3] == 255
-    assert alpha.sum() == 2 * 255                                          # only those two cells
-    assert fig.image.image[1, 4] == fig.levels[0]                          # zero: bottom colour
+    assert alpha.sum() == 2 * 255  # only those two cells
+    assert fig.image.image[1, 4] == fig.levels[0]  # zero: bottom colour
     assert "2 cells" in fig.caption.text
-    v.redraw([run_data(0, make_trace())])                                  # all finite: no overlay
+    v.redraw([run_data(0, make_trace())])  # all finite: no overlay
     assert not fig.bad.isVisible()
 
 
@@ -309,14 +338,13 @@ def test_waterfall_draws_at_most_max_rows(view, monkeypatch):
     v = view(WaterfallView)
     v.redraw([run_data(0, make_trace(K=23))])
     assert v.figure.image.image.shape[0] == 5
-    assert v.figure.shown["iterations"][[0, -1]] == pytest.approx([0, 220])   # first and last kept
+    assert v.figure.shown["iterations"][[0, -1]] == pytest.approx([0, 220])  # first and last kept
 
 
 # --------------------------------------------------------------------------------------- training
 def test_training_draws_loss_norm_baseline_and_clip_threshold(view):
     cfg = RunConfig.model_validate({"name": "r", "train": {"clip_norm": 0.5}})
-    runs = [run_data(0, make_trace(K=5), run=cfg, baseline_loss=16.0),
-            run_data(1, make_trace(K=3), color="#D55E00")]
+    runs = [run_data(0, make_trace(K=5), run=cfg, baseline_loss=16.0), run_data(1, make_trace(K=3), color="#D55E00")]
     v = view(TrainingView)
     v.redraw(runs)
     fig = v.figure
@@ -329,16 +357,23 @@ def test_training_draws_loss_norm_baseline_and_clip_threshold(view):
     assert base == pytest.approx([math.log10(16.0)] * 2)
     _, clip = shown(fig.thresholds, 0)
     assert clip == pytest.approx([math.log10(0.5)] * 2)
-    assert set(fig.baselines.items) == {0} and set(fig.thresholds.items) == {0}   # run 1 has neither
+    assert set(fig.baselines.items) == {0} and set(fig.thresholds.items) == {0}  # run 1 has neither
 
 
 def test_training_marks_a_nan_loss(view):
     from gradscope.trace import Record
 
     trace = make_trace(K=2)
-    trace.append(Record(iteration=20, loss=float("nan"), grad_norm=float("inf"),
-                        metrics={n: trace.array(n)[-1] for n in trace.names
-                                 if n not in ("iteration", "loss", "grad_norm", "clipped")}))
+    trace.append(
+        Record(
+            iteration=20,
+            loss=float("nan"),
+            grad_norm=float("inf"),
+            metrics={
+                n: trace.array(n)[-1] for n in trace.names if n not in ("iteration", "loss", "grad_norm", "clipped")
+            },
+        )
+    )
     v = view(TrainingView)
     v.redraw([run_data(0, trace)])
     assert [x for x, _ in v.figure.loss_marks.points] == [20]
@@ -348,12 +383,15 @@ def test_training_marks_a_nan_loss(view):
 # ------------------------------------------------------------------------------------- saturation
 def test_saturation_draws_gates_for_lstm_and_fractions_for_rnns(view):
     v = view(SaturationView)
-    runs = [run_data(0, make_trace(cell="lstm", layers=2)), run_data(1, make_trace(activation="relu")),
-            run_data(2, make_trace(activation="tanh"))]
+    runs = [
+        run_data(0, make_trace(cell="lstm", layers=2)),
+        run_data(1, make_trace(activation="relu")),
+        run_data(2, make_trace(activation="tanh")),
+    ]
     v.redraw(runs)
     fig = v.figure
     _, f_mean = shown(fig.gate_curves, (0, "gate_f_mean"))
-    assert f_mean == pytest.approx(np.full(12, 0.2 + 0.01))                 # top layer (l = 1)
+    assert f_mean == pytest.approx(np.full(12, 0.2 + 0.01))  # top layer (l = 1)
     _, o_sat = shown(fig.sat_curves, (0, "gate_o_sat"))
     assert o_sat == pytest.approx(np.arange(12) / (12 * 5))
     _, dead = shown(fig.sat_curves, (1, "relu_dead"))
@@ -361,9 +399,9 @@ def test_saturation_draws_gates_for_lstm_and_fractions_for_rnns(view):
     assert fig.sat_curves.data((2, "tanh_sat")) is not None
     assert not fig.gate_hint.visible
     assert fig.gate_plot.isVisible()
-    v.redraw(runs[1:])                          # RNNs only: the gate plot is left out, not shown empty
+    v.redraw(runs[1:])  # RNNs only: the gate plot is left out, not shown empty
     assert not fig.gate_plot.isVisible() and not fig.gate_curves.items
-    v.redraw([])                                # before any data: both plots, each with its hint
+    v.redraw([])  # before any data: both plots, each with its hint
     assert fig.gate_plot.isVisible() and fig.gate_hint.visible and fig.sat_hint.visible
 
 
@@ -390,11 +428,11 @@ def test_waterfall_hover_reads_the_cell_and_stays_inside_the_inverted_plot(view,
     vb = v.figure.plot.getViewBox()
     qtbot.waitUntil(lambda: vb.viewRange()[1][0] <= 0 and vb.viewRange()[1][1] >= 30)
     readout = v.figure.readouts[0]
-    readout.hover(vb.mapViewToScene(plotting.QtCore.QPointF(7.1, 19.0)))     # t = 7, iteration 20
+    readout.hover(vb.mapViewToScene(plotting.QtCore.QPointF(7.1, 19.0)))  # t = 7, iteration 20
     assert "iteration 20, t = 7" in readout.text
     assert plotting.value_label(grad_values(2, 0, 12)[7]) in readout.text
     label_box = readout.label.sceneBoundingRect()
-    assert vb.sceneBoundingRect().adjusted(-0.5, -0.5, 0.5, 0.5).contains(label_box.topLeft())   # not clipped
+    assert vb.sceneBoundingRect().adjusted(-0.5, -0.5, 0.5, 0.5).contains(label_box.topLeft())  # not clipped
 
 
 def test_axes_hold_still_while_data_moves_within_a_decade(view, qtbot):
@@ -404,27 +442,36 @@ def test_axes_hold_still_while_data_moves_within_a_decade(view, qtbot):
     v = view(ProfileView)
     with qtbot.waitExposed(v):
         v.show()
-    v.set_live(True)                                  # runs streaming in
-    trace = make_trace(T=12, K=1)                     # grad 1e-3 * 1.25^(11 - t): from 1e-3 to ~1.2e-2
+    v.set_live(True)  # runs streaming in
+    trace = make_trace(T=12, K=1)  # grad 1e-3 * 1.25^(11 - t): from 1e-3 to ~1.2e-2
     runs = [run_data(0, trace)]
     v.redraw(runs)
     vb = v.figure.grad_plot.getViewBox()
-    assert v.figure.grad_snap.bounds[1] == (-4, -1)   # floor(-3 - 0.05), ceil(log10(1.16e-2) + 0.05)
+    assert v.figure.grad_snap.bounds[1] == (-4, -1)  # floor(-3 - 0.05), ceil(log10(1.16e-2) + 0.05)
     qtbot.waitUntil(lambda: vb.viewRange()[1][0] <= -4 and vb.viewRange()[1][1] >= -1)
     first = vb.viewRange()
 
     def add(scale):
-        trace.append(Record(iteration=len(trace), loss=1.0, grad_norm=1.0,
-                            metrics={n: trace.array(n)[0] * scale for n in trace.names
-                                     if n not in ("iteration", "loss", "grad_norm", "clipped")}))
+        trace.append(
+            Record(
+                iteration=len(trace),
+                loss=1.0,
+                grad_norm=1.0,
+                metrics={
+                    n: trace.array(n)[0] * scale
+                    for n in trace.names
+                    if n not in ("iteration", "loss", "grad_norm", "clipped")
+                },
+            )
+        )
         v.redraw(runs)
 
-    add(1.3)                                          # still inside the same decades
+    add(1.3)  # still inside the same decades
     assert v.figure.grad_snap.bounds[1] == (-4, -1)
     assert vb.viewRange() == first
-    add(1.0)                                          # and back: no flip-flop at a decade boundary
+    add(1.0)  # and back: no flip-flop at a decade boundary
     assert v.figure.grad_snap.bounds[1] == (-4, -1)
-    add(1000.0)                                       # three decades up: the range follows
+    add(1000.0)  # three decades up: the range follows
     assert v.figure.grad_snap.bounds[1] == (-1, 2)
     qtbot.waitUntil(lambda: vb.viewRange()[1][1] >= 2)
     # once the runs stop, the still picture is fitted to the data: 1e-3 * 1000 .. 1.16e-2 * 1000
@@ -437,8 +484,10 @@ def test_axes_hold_still_while_data_moves_within_a_decade(view, qtbot):
 
 def test_pascanu_line_uses_the_latest_measured_sigma_max(view):
     """sigma_max is measured every train.spectral_every-th iteration; rows between hold NaN."""
+
     def tweak(k, m):
         m["sigma_max"] = np.array([1.1 + 0.1 * k]) if k in (0, 1) else np.array([np.nan])
+
     T = 12
     mask = np.zeros((T, 2))
     mask[-1] = 1
@@ -448,7 +497,7 @@ def test_pascanu_line_uses_the_latest_measured_sigma_max(view):
     v.redraw([run])
     _, pb = shown(v.figure.theory_curves, (0, "pascanu"))
     measured = grad_values(3, 0, T)
-    assert pb == pytest.approx(theory.pascanu_line("relu", 1.2, T, T - 1, measured[-1]))   # row 1's value
+    assert pb == pytest.approx(theory.pascanu_line("relu", 1.2, T, T - 1, measured[-1]))  # row 1's value
 
 
 def test_training_curves_draw_at_most_max_points(view, monkeypatch):
@@ -458,7 +507,7 @@ def test_training_curves_draw_at_most_max_points(view, monkeypatch):
     v = view(TrainingView)
     v.redraw([run_data(0, make_trace(K=30))])
     x, y = shown(v.figure.loss_curves, 0)
-    assert len(x) == 7 and x[0] == 0 and x[-1] == 290                    # first and last iterations kept
+    assert len(x) == 7 and x[0] == 0 and x[-1] == 290  # first and last iterations kept
     assert y == pytest.approx(np.log10(0.5 / (x / 10 + 1)))
 
 
@@ -473,7 +522,7 @@ def test_hover_readout_wraps_to_stay_inside_a_narrow_plot(view, qtbot):
     vb = v.figure.loss_plot.getViewBox()
     qtbot.waitUntil(lambda: vb.viewRange()[0][0] <= 0 and vb.viewRange()[0][1] >= 30)
     readout = v.figure.readouts[0]
-    for x in (2.0, 28.0):                                     # mouse on the left, then on the right half
+    for x in (2.0, 28.0):  # mouse on the left, then on the right half
         readout.hover(vb.mapViewToScene(plotting.QtCore.QPointF(x, vb.viewRange()[1][0] + 0.1)))
         assert "a rather long run name number 2" in readout.text.replace("\n", " ")
         box, plot = readout.label.sceneBoundingRect(), vb.sceneBoundingRect()
@@ -494,13 +543,13 @@ def test_curves_are_rebuilt_only_when_their_values_change(qapp):
     item = curves.set("a", x, y, plotting.pen("#0072B2"))
     path = item.curve.getPath()
     assert curves.set("a", x.copy(), y.copy(), plotting.pen("#0072B2")) is item
-    assert item.curve.path is path                                         # not rebuilt
+    assert item.curve.path is path  # not rebuilt
     curves.set("a", x, y + 1, plotting.pen("#0072B2"))
-    assert item.curve.path is None and item.yData[0] == 2.0                # new values: rebuilt
+    assert item.curve.path is None and item.yData[0] == 2.0  # new values: rebuilt
     item.curve.getPath()
     curves.set("a", x, y + 1, plotting.pen("#D55E00"))
     assert item.opts["pen"].color().name() == "#d55e00"
     curves.set("a", x, y + 1, plotting.pen("#D55E00"), markers=True)
-    assert len(curves.dot_positions("a")) == 4                             # every finite point
+    assert len(curves.dot_positions("a")) == 4  # every finite point
     curves.set("a", x, y + 1, plotting.pen("#D55E00"))
-    assert len(curves.dot_positions("a")) == 1                             # back to the isolated one: t = 0
+    assert len(curves.dot_positions("a")) == 1  # back to the isolated one: t = 0

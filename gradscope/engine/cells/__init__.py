@@ -14,6 +14,7 @@ A cell is one unit of the engine: its forward rule and its backward rule side by
 
 Importing this module imports neither Numba nor NumPy: the config, the CLI and the app read it cheaply.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -26,20 +27,20 @@ ACTIVATION_METRIC = {"relu": "relu_dead", "tanh": "tanh_sat", "sigmoid": "sigmoi
 class Cell:
     """A recurrent cell as the rest of GradScope sees it."""
 
-    name: str                                  # the config's ``cell`` value
-    title: str                                 # for people: legends, menus, docs
-    gates: tuple[str, ...]                     # named row blocks of W_hh (empty: one block, no gates)
-    states: tuple[str, ...]                    # carried from step to step, h first
-    parameters: tuple[str, ...]                # a layer's arrays, in Params.named() order
-    own_keys: tuple[str, ...]                  # config keys that apply to this cell only
-    uses_activation: bool = False              # ``activation`` chooses f (the plain RNN)
-    gate_kinds: dict[str, str] = field(default_factory=dict)   # gate -> "sigmoid" | "tanh"
+    name: str  # the config's ``cell`` value
+    title: str  # for people: legends, menus, docs
+    gates: tuple[str, ...]  # named row blocks of W_hh (empty: one block, no gates)
+    states: tuple[str, ...]  # carried from step to step, h first
+    parameters: tuple[str, ...]  # a layer's arrays, in Params.named() order
+    own_keys: tuple[str, ...]  # config keys that apply to this cell only
+    uses_activation: bool = False  # ``activation`` chooses f (the plain RNN)
+    gate_kinds: dict[str, str] = field(default_factory=dict)  # gate -> "sigmoid" | "tanh"
     # work buffers the cell's kernels need besides H (L, T, B, d), as shapes in the symbols L, T, B, d, Gd
     # and chunk (steps of a backward chunk); the driver (engine/driver.py) makes them, and passes the ones a
     # cell does not list empty (carry defaults to (L, B, d))
     buffers: dict[str, tuple[str, ...]] = field(default_factory=dict)
-    kernels: str = ""                          # module of the Numba kernels, e.g. gradscope.engine.cells.lstm
-    twin: str = ""                             # module of the NumPy twin, e.g. gradscope.engine.reference.lstm
+    kernels: str = ""  # module of the Numba kernels, e.g. gradscope.engine.cells.lstm
+    twin: str = ""  # module of the NumPy twin, e.g. gradscope.engine.reference.lstm
 
     def __post_init__(self):
         # derived once: the engine asks for them on every pass
@@ -121,32 +122,57 @@ class Cell:
         return f"{self.name}-{activation}" if self.uses_activation else self.name
 
 
-RNN = Cell(name="rnn", title="RNN", gates=(), states=("h",), parameters=("W_hx", "W_hh", "b_h"),
-           own_keys=("activation",), uses_activation=True,
-           buffers={"dZ": ("chunk", "B", "d")},                     # dz_t of a backward chunk
-           kernels=f"{__name__}.rnn", twin="gradscope.engine.reference.rnn")
-LSTM = Cell(name="lstm", title="LSTM", gates=("i", "f", "g", "o"), states=("h", "c"),
-            parameters=("W_hx", "W_hh", "b_h"),
-            own_keys=("init.forget_bias", "init.chrono", "init.chrono_tmax"),
-            gate_kinds={"i": "sigmoid", "f": "sigmoid", "g": "tanh", "o": "sigmoid"},
-            buffers={"S": ("L", "T", "B", "d"),                     # cell states c_t
-                     "A": ("L", "T", "B", "Gd"),                    # gates i, f, g, o, then dz_t in place
-                     "zero": ("B", "d")},                           # c_{-1} = 0
-            kernels=f"{__name__}.lstm", twin="gradscope.engine.reference.lstm")
-GRU = Cell(name="gru", title="GRU", gates=("r", "z", "n"), states=("h",),
-           parameters=("W_hx", "W_hh", "b_h", "b_hh"), own_keys=(),
-           gate_kinds={"r": "sigmoid", "z": "sigmoid", "n": "tanh"},
-           buffers={"S": ("L", "T", "B", "d"),                     # u_n, then g_t z_t (what step t-1 needs)
-                    "A": ("L", "T", "B", "Gd"),                    # gates r, z, n, then dL/da_t in place
-                    "zero": ("B", "d"),                            # h_{-1} = 0
-                    "U": ("B", "Gd"),                              # W_hh h_{t-1} + b_hh of one step
-                    "dZ": ("chunk", "B", "Gd"),                    # dL/du_t of a backward chunk
-                    "carry": ("L", "B", "Gd")},                    # du_{t0}, for the chunk before
-           kernels=f"{__name__}.gru", twin="gradscope.engine.reference.gru")
+RNN = Cell(
+    name="rnn",
+    title="RNN",
+    gates=(),
+    states=("h",),
+    parameters=("W_hx", "W_hh", "b_h"),
+    own_keys=("activation",),
+    uses_activation=True,
+    buffers={"dZ": ("chunk", "B", "d")},  # dz_t of a backward chunk
+    kernels=f"{__name__}.rnn",
+    twin="gradscope.engine.reference.rnn",
+)
+LSTM = Cell(
+    name="lstm",
+    title="LSTM",
+    gates=("i", "f", "g", "o"),
+    states=("h", "c"),
+    parameters=("W_hx", "W_hh", "b_h"),
+    own_keys=("init.forget_bias", "init.chrono", "init.chrono_tmax"),
+    gate_kinds={"i": "sigmoid", "f": "sigmoid", "g": "tanh", "o": "sigmoid"},
+    buffers={
+        "S": ("L", "T", "B", "d"),  # cell states c_t
+        "A": ("L", "T", "B", "Gd"),  # gates i, f, g, o, then dz_t in place
+        "zero": ("B", "d"),
+    },  # c_{-1} = 0
+    kernels=f"{__name__}.lstm",
+    twin="gradscope.engine.reference.lstm",
+)
+GRU = Cell(
+    name="gru",
+    title="GRU",
+    gates=("r", "z", "n"),
+    states=("h",),
+    parameters=("W_hx", "W_hh", "b_h", "b_hh"),
+    own_keys=(),
+    gate_kinds={"r": "sigmoid", "z": "sigmoid", "n": "tanh"},
+    buffers={
+        "S": ("L", "T", "B", "d"),  # u_n, then g_t z_t (what step t-1 needs)
+        "A": ("L", "T", "B", "Gd"),  # gates r, z, n, then dL/da_t in place
+        "zero": ("B", "d"),  # h_{-1} = 0
+        "U": ("B", "Gd"),  # W_hh h_{t-1} + b_hh of one step
+        "dZ": ("chunk", "B", "Gd"),  # dL/du_t of a backward chunk
+        "carry": ("L", "B", "Gd"),
+    },  # du_{t0}, for the chunk before
+    kernels=f"{__name__}.gru",
+    twin="gradscope.engine.reference.gru",
+)
 
 CELLS: dict[str, Cell] = {c.name: c for c in (RNN, LSTM, GRU)}
 CELL_NAMES = tuple(CELLS)
-CELL_KEYS = frozenset(k for c in CELLS.values() for k in c.own_keys)   # keys some cell owns
+CELL_KEYS = frozenset(k for c in CELLS.values() for k in c.own_keys)  # keys some cell owns
 
 
 def cell(name: str) -> Cell:

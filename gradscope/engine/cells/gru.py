@@ -15,6 +15,7 @@ u_n is kept for the backward pass (S); the gates are overwritten with da_t in pl
 once it is read, which is the term the step before needs (across chunk boundaries too).  Each kernel has a
 NumPy twin of the same name in reference/gru.py.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -88,7 +89,7 @@ def gru_backward_row(a, g_in, gz_next, un_gz, h_prev, du, db_h, db_hh):
         r = a[j]
         z = a[d + j]
         n = a[2 * d + j]
-        g = g_in[j] + gz_next[j]                                          # total dL/dh_t
+        g = g_in[j] + gz_next[j]  # total dL/dh_t
         dn = g * (one - z) * (one - n * n)
         dz = g * (h_prev[j] - n) * (z * (one - z))
         dr = dn * un_gz[j] * (r * (one - r))
@@ -119,19 +120,20 @@ def gru_forward(X, b0, W_hx, P_hh, b_h, b_hh, stage, A, S, H, zero, U, m, h0, ha
 
     X (T, B', n), b0, stage: the input rows as in ``rnn_forward``; P_hh: W_hh^T packed (``pack_recurrent``);
     A (T, B, 3d) out: the gates r, z, n; S (T, B, d) out: u_n; H (T, B, d) out; zero (B, d) zeros;
-    U (B, 3d) scratch; h0 (B, d) h_{-1} when has_h0 (a seq2seq decoder), else unused (h_{-1} = 0).  m (7, T) out: h_norm (mean_b ||h_t||), gate_{r,z,n}_mean (over batch and units),
-    gate_{r,z}_sat (share < 0.05 or > 0.95), gate_n_sat (share with |n| > 0.95).
+    U (B, 3d) scratch; h0 (B, d) h_{-1} when has_h0 (a seq2seq decoder), else unused (h_{-1} = 0).
+    m (7, T) out: h_norm (mean_b ||h_t||), gate_{r,z,n}_mean (over batch and units), gate_{r,z}_sat (share
+    < 0.05 or > 0.95), gate_n_sat (share with |n| > 0.95).
     """
     T, B, d = H.shape
     stats = np.empty(7)
-    project(X, b0, W_hx, stage, A)                                            # x_t W_hx^T, all t
+    project(X, b0, W_hx, stage, A)  # x_t W_hx^T, all t
     for t in range(T):
         fill_zero(U.ravel())
         if t > 0:
-            gemm_packed_acc(H[t - 1], P_hh, U)                                # h_{t-1} W_hh^T
+            gemm_packed_acc(H[t - 1], P_hh, U)  # h_{t-1} W_hh^T
         elif has_h0:
             gemm_packed_acc(h0, P_hh, U)
-        h_prev = H[t - 1] if t > 0 else (h0 if has_h0 else zero)          # (B, d)
+        h_prev = H[t - 1] if t > 0 else (h0 if has_h0 else zero)  # (B, d)
         fill_zero(stats)
         for b in range(B):
             gru_forward_row(A[t, b], U[b], b_h, b_hh, h_prev[b], S[t, b], H[t, b], stats)
@@ -141,8 +143,30 @@ def gru_forward(X, b0, W_hx, P_hh, b_h, b_hh, stage, A, S, H, zero, U, m, h0, ha
 
 
 @_jit.kernel
-def gru_backward(X, H, S, A, t0, Tc, W_hx, P_hh, G, DU, du_carry, has_carry, zero,
-                 dW_hx, dW_hh, db_h, db_hh, grad_h_norm, propagate, h0, has_h0, dh0):
+def gru_backward(
+    X,
+    H,
+    S,
+    A,
+    t0,
+    Tc,
+    W_hx,
+    P_hh,
+    G,
+    DU,
+    du_carry,
+    has_carry,
+    zero,
+    dW_hx,
+    dW_hh,
+    db_h,
+    db_hh,
+    grad_h_norm,
+    propagate,
+    h0,
+    has_h0,
+    dh0,
+):
     """Backward through the chunk of steps t0 .. t0+Tc-1 of one GRU layer (module docstring).
 
     X (Tc, B, n) the chunk's input; H, S (T, B, d) and A (T, B, 3d) for all steps (A[t]: gates, then da_t;
@@ -154,32 +178,31 @@ def gru_backward(X, H, S, A, t0, Tc, W_hx, P_hh, G, DU, du_carry, has_carry, zer
     for s in range(Tc - 1, -1, -1):
         t = t0 + s
         if s + 1 < Tc:
-            gemm_packed_acc(DU[s + 1], P_hh, G[s])                            # += du_{t+1} W_hh
+            gemm_packed_acc(DU[s + 1], P_hh, G[s])  # += du_{t+1} W_hh
         elif has_carry:
             gemm_packed_acc(du_carry, P_hh, G[s])
         h_prev = H[t - 1] if t > 0 else (h0 if has_h0 else zero)
-        gz_next = S[t + 1] if t + 1 < T else zero                         # g_{t+1} z_{t+1}
+        gz_next = S[t + 1] if t + 1 < T else zero  # g_{t+1} z_{t+1}
         norm_sum = 0.0
         for b in range(B):
-            ss, ss_scaled = gru_backward_row(A[t, b], G[s, b], gz_next[b], S[t, b], h_prev[b], DU[s, b], db_h,
-                                             db_hh)
+            ss, ss_scaled = gru_backward_row(A[t, b], G[s, b], gz_next[b], S[t, b], h_prev[b], DU[s, b], db_h, db_hh)
             norm_sum += norm_from_sums(ss, ss_scaled)
         grad_h_norm[t] = norm_sum / B
-    for b in range(B):                                                    # du_{t0}, for the earlier chunk
+    for b in range(B):  # du_{t0}, for the earlier chunk
         for j in range(3 * d):
             du_carry[b, j] = DU[0, b, j]
-    dA2 = rows(A[t0:t0 + Tc])                           # (Tc*B, 3d)
-    gemm_tn_acc(dA2, rows(X), dW_hx)                                          # += da^T X
+    dA2 = rows(A[t0 : t0 + Tc])  # (Tc*B, 3d)
+    gemm_tn_acc(dA2, rows(X), dW_hx)  # += da^T X
     if t0 > 0:
-        gemm_tn_acc(rows(DU), rows(H[t0 - 1:t0 + Tc - 1]), dW_hh)             # += du^T H_{t-1}
+        gemm_tn_acc(rows(DU), rows(H[t0 - 1 : t0 + Tc - 1]), dW_hh)  # += du^T H_{t-1}
     else:
         if Tc > 1:
-            gemm_tn_acc(rows(DU[1:]), rows(H[0:Tc - 1]), dW_hh)
-        if has_h0:                                                        # h_{-1} given (a seq2seq decoder)
-            gemm_tn_acc(DU[0], h0, dW_hh)                                     # += du_0^T h_{-1}
-            for b in range(B):                                            # dL/dh_{-1} = du_0 W_hh + g_0 z_0
+            gemm_tn_acc(rows(DU[1:]), rows(H[0 : Tc - 1]), dW_hh)
+        if has_h0:  # h_{-1} given (a seq2seq decoder)
+            gemm_tn_acc(DU[0], h0, dW_hh)  # += du_0^T h_{-1}
+            for b in range(B):  # dL/dh_{-1} = du_0 W_hh + g_0 z_0
                 for j in range(d):
                     dh0[b, j] = S[0, b, j]
             gemm_packed_acc(DU[0], P_hh, dh0)
     if propagate:
-        gemm_nn(dA2, W_hx, rows(G))                                           # (Tc*B, n) = da W_hx
+        gemm_nn(dA2, W_hx, rows(G))  # (Tc*B, n) = da W_hx

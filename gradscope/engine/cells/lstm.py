@@ -9,6 +9,7 @@
 The gate activations are overwritten with dz_t in place (they are not needed afterwards) and tanh(c_t) is
 recomputed rather than stored.  Each kernel has a NumPy twin of the same name in reference/lstm.py.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -19,6 +20,7 @@ from ..fastmath import sigmoid, tanh
 from ..gemm import gemm_packed_acc
 from ..metrics import SAT_HIGH, SAT_LOW
 from ..primitives import fill_zero, is_float64, norm_from_sums, rows, sq_scaled
+
 
 # The row passes: see cells/rnn.py for why each is its own function.
 @_jit.helper
@@ -99,7 +101,7 @@ def lstm_backward_row(a, gh, c, c_prev, dc_next, db_h, stats):
         g = a[2 * d + j]
         o = a[3 * d + j]
         ghj = gh[j]
-        tc = tanh(c[j])                                                   # recomputed, not stored
+        tc = tanh(c[j])  # recomputed, not stored
         dc = ghj * o * (one - tc * tc) + dc_next[j]
         di = dc * g * (i * (one - i))
         df = dc * c_prev[j] * (f * (one - f))
@@ -139,13 +141,13 @@ def lstm_forward(X, b0, W_hx, P_hh, b_h, stage, A, C, H, c0, m, h0, has_h0):
     """
     T, B, d = H.shape
     stats = np.empty(10)
-    project(X, b0, W_hx, stage, A)                                           # x_t W_hx^T, all t
+    project(X, b0, W_hx, stage, A)  # x_t W_hx^T, all t
     for t in range(T):
         if t > 0:
-            gemm_packed_acc(H[t - 1], P_hh, A[t])                             # += h_{t-1} W_hh^T
+            gemm_packed_acc(H[t - 1], P_hh, A[t])  # += h_{t-1} W_hh^T
         elif has_h0:
-            gemm_packed_acc(h0, P_hh, A[0])                                   # += h_{-1} W_hh^T
-        c_prev = C[t - 1] if t > 0 else c0                                # (B, d)
+            gemm_packed_acc(h0, P_hh, A[0])  # += h_{-1} W_hh^T
+        c_prev = C[t - 1] if t > 0 else c0  # (B, d)
         fill_zero(stats)
         for b in range(B):
             lstm_forward_row(A[t, b], b_h, c_prev[b], C[t, b], H[t, b], stats)
@@ -156,8 +158,28 @@ def lstm_forward(X, b0, W_hx, P_hh, b_h, stage, A, C, H, c0, m, h0, has_h0):
 
 
 @_jit.kernel
-def lstm_backward(X, H, C, A, t0, Tc, W_hx, P_hh, G, dc_carry, c0,
-                  dW_hx, dW_hh, db_h, grad_h_norm, grad_c_norm, propagate, h0, has_h0, dh0):
+def lstm_backward(
+    X,
+    H,
+    C,
+    A,
+    t0,
+    Tc,
+    W_hx,
+    P_hh,
+    G,
+    dc_carry,
+    c0,
+    dW_hx,
+    dW_hh,
+    db_h,
+    grad_h_norm,
+    grad_c_norm,
+    propagate,
+    h0,
+    has_h0,
+    dh0,
+):
     """Backward through the chunk of steps t0 .. t0+Tc-1 of one LSTM layer.
 
         g_t  = G_t + dz_{t+1} W_hh                               total dL/dh_t
@@ -175,23 +197,23 @@ def lstm_backward(X, H, C, A, t0, Tc, W_hx, P_hh, G, dc_carry, c0,
     for s in range(Tc - 1, -1, -1):
         t = t0 + s
         if t + 1 < T:
-            gemm_packed_acc(A[t + 1], P_hh, G[s])                             # g_t = G_t + dz_{t+1} W_hh
+            gemm_packed_acc(A[t + 1], P_hh, G[s])  # g_t = G_t + dz_{t+1} W_hh
         c_prev = C[t - 1] if t > 0 else c0
         fill_zero(stats)
         for b in range(B):
             lstm_backward_row(A[t, b], G[s, b], C[t, b], c_prev[b], dc_carry[b], db_h, stats)
         grad_h_norm[t] = stats[0] / B
         grad_c_norm[t] = stats[1] / B
-    dZ2 = rows(A[t0:t0 + Tc])                          # (Tc*B, 4d)
-    gemm_tn_acc(dZ2, rows(X), dW_hx)                                         # += dZ^T X
+    dZ2 = rows(A[t0 : t0 + Tc])  # (Tc*B, 4d)
+    gemm_tn_acc(dZ2, rows(X), dW_hx)  # += dZ^T X
     if t0 > 0:
-        gemm_tn_acc(dZ2, rows(H[t0 - 1:t0 + Tc - 1]), dW_hh)
+        gemm_tn_acc(dZ2, rows(H[t0 - 1 : t0 + Tc - 1]), dW_hh)
     else:
         if Tc > 1:
-            gemm_tn_acc(rows(A[1:Tc]), rows(H[0:Tc - 1]), dW_hh)
-        if has_h0:                                                        # h_{-1} given (dc_{-1} is dc_carry)
-            gemm_tn_acc(A[0], h0, dW_hh)                                      # += dz_0^T h_{-1}
+            gemm_tn_acc(rows(A[1:Tc]), rows(H[0 : Tc - 1]), dW_hh)
+        if has_h0:  # h_{-1} given (dc_{-1} is dc_carry)
+            gemm_tn_acc(A[0], h0, dW_hh)  # += dz_0^T h_{-1}
             fill_zero(dh0.ravel())
-            gemm_packed_acc(A[0], P_hh, dh0)                                  # dL/dh_{-1} = dz_0 W_hh
+            gemm_packed_acc(A[0], P_hh, dh0)  # dL/dh_{-1} = dz_0 W_hh
     if propagate:
-        gemm_nn(dZ2, W_hx, rows(G))                                          # (Tc*B, n) = dZ W_hx
+        gemm_nn(dZ2, W_hx, rows(G))  # (Tc*B, n) = dZ W_hx

@@ -8,6 +8,7 @@
 f = relu | tanh | sigmoid | linear (codes 0..3).  Each kernel here has a NumPy twin of the same name in
 reference/rnn.py; the tests compare them.  The layer's metric rows are RNN.metric_rows() (cells/__init__.py).
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -21,6 +22,7 @@ from ..primitives import fill_zero, is_float64, norm_from_sums, rows, sq_scaled
 
 RELU, TANH, SIGMOID, LINEAR = 0, 1, 2, 3
 ACTIVATION_CODES = {"relu": RELU, "tanh": TANH, "sigmoid": SIGMOID, "linear": LINEAR}
+
 
 # The fused elementwise work of one step, one batch row at a time.  Each is its own function on purpose:
 # LLVM vectorises a loop over one row (16 float32 lanes with AVX-512), but when the same loop sits inside
@@ -40,7 +42,7 @@ def rnn_forward_row(z, b_h, act, lo, hi):
     if act == RELU:
         for j in range(d):
             v = z[j] + b_h[j]
-            h = zero if v <= zero else v                                  # NaN stays NaN
+            h = zero if v <= zero else v  # NaN stays NaN
             z[j] = h
             count += h == zero
             hd = np.float64(h)
@@ -85,7 +87,7 @@ def rnn_backward_row(g, h, dz, db_h, act):
     if act == RELU:
         for j in range(d):
             gj = g[j]
-            v = gj if h[j] > zero else gj * zero                          # 0 * NaN keeps NaN
+            v = gj if h[j] > zero else gj * zero  # 0 * NaN keeps NaN
             dz[j] = v
             db_h[j] += v
             gd = np.float64(gj)
@@ -135,12 +137,12 @@ def rnn_forward(X, b0, W_hx, P_hh, b_h, act, stage, H, h_norm, act_metric, h0, h
     T, B, d = H.shape
     lo = H.dtype.type(SAT_LOW)
     hi = H.dtype.type(SAT_HIGH)
-    project(X, b0, W_hx, stage, H)                                           # x_t W_hx^T, all t
+    project(X, b0, W_hx, stage, H)  # x_t W_hx^T, all t
     for t in range(T):
         if t > 0:
-            gemm_packed_acc(H[t - 1], P_hh, H[t])                             # += h_{t-1} W_hh^T
+            gemm_packed_acc(H[t - 1], P_hh, H[t])  # += h_{t-1} W_hh^T
         elif has_h0:
-            gemm_packed_acc(h0, P_hh, H[0])                                   # += h_{-1} W_hh^T
+            gemm_packed_acc(h0, P_hh, H[0])  # += h_{-1} W_hh^T
         norm_sum = 0.0
         count = 0
         for b in range(B):
@@ -153,8 +155,9 @@ def rnn_forward(X, b0, W_hx, P_hh, b_h, act, stage, H, h_norm, act_metric, h0, h
 
 
 @_jit.kernel
-def rnn_backward(X, H, t0, W_hx, P_hh, act, G, dZ, dz_carry, has_carry,
-                 dW_hx, dW_hh, db_h, grad_h_norm, propagate, h0, has_h0, dh0):
+def rnn_backward(
+    X, H, t0, W_hx, P_hh, act, G, dZ, dz_carry, has_carry, dW_hx, dW_hh, db_h, grad_h_norm, propagate, h0, has_h0, dh0
+):
     """Backward through the chunk of steps t0 .. t0+Tc-1 of one RNN layer (the whole layer when t0 = 0
     and Tc = T).
 
@@ -172,7 +175,7 @@ def rnn_backward(X, H, t0, W_hx, P_hh, act, G, dZ, dz_carry, has_carry,
     for s in range(Tc - 1, -1, -1):
         t = t0 + s
         if s + 1 < Tc:
-            gemm_packed_acc(dZ[s + 1], P_hh, G[s])                            # g_t = G_t + dz_{t+1} W_hh
+            gemm_packed_acc(dZ[s + 1], P_hh, G[s])  # g_t = G_t + dz_{t+1} W_hh
         elif has_carry:
             gemm_packed_acc(dz_carry, P_hh, G[s])
         norm_sum = 0.0
@@ -180,19 +183,19 @@ def rnn_backward(X, H, t0, W_hx, P_hh, act, G, dZ, dz_carry, has_carry,
             ss, ss_scaled = rnn_backward_row(G[s, b], H[t, b], dZ[s, b], db_h, act)
             norm_sum += norm_from_sums(ss, ss_scaled)
         grad_h_norm[t] = norm_sum / B
-    for b in range(B):                                                    # dz_{t0}, for the earlier chunk
+    for b in range(B):  # dz_{t0}, for the earlier chunk
         for j in range(d):
             dz_carry[b, j] = dZ[0, b, j]
-    dZ2 = rows(dZ)                                         # (Tc*B, d)
-    gemm_tn_acc(dZ2, rows(X), dW_hx)                                         # += dZ^T X
+    dZ2 = rows(dZ)  # (Tc*B, d)
+    gemm_tn_acc(dZ2, rows(X), dW_hx)  # += dZ^T X
     if t0 > 0:
-        gemm_tn_acc(dZ2, rows(H[t0 - 1:t0 + Tc - 1]), dW_hh)                 # += dZ^T H_{t-1}
+        gemm_tn_acc(dZ2, rows(H[t0 - 1 : t0 + Tc - 1]), dW_hh)  # += dZ^T H_{t-1}
     else:
         if Tc > 1:
-            gemm_tn_acc(rows(dZ[1:]), rows(H[0:Tc - 1]), dW_hh)
-        if has_h0:                                                        # h_{-1} given (a seq2seq decoder)
-            gemm_tn_acc(dZ[0], h0, dW_hh)                                     # += dz_0^T h_{-1}
+            gemm_tn_acc(rows(dZ[1:]), rows(H[0 : Tc - 1]), dW_hh)
+        if has_h0:  # h_{-1} given (a seq2seq decoder)
+            gemm_tn_acc(dZ[0], h0, dW_hh)  # += dz_0^T h_{-1}
             fill_zero(dh0.ravel())
-            gemm_packed_acc(dZ[0], P_hh, dh0)                                 # dL/dh_{-1} = dz_0 W_hh
+            gemm_packed_acc(dZ[0], P_hh, dh0)  # dL/dh_{-1} = dz_0 W_hh
     if propagate:
-        gemm_nn(dZ2, W_hx, rows(G))                                          # (Tc*B, n) = dZ W_hx
+        gemm_nn(dZ2, W_hx, rows(G))  # (Tc*B, n) = dZ W_hx

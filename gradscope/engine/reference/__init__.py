@@ -4,8 +4,8 @@ Nothing here is fast; everything here is meant to be obviously right.  Notation 
 T steps, batch B, L layers, hidden size d, layer input size n, output size k; arrays are time-major.
 Each function twins the kernel of the same name at the same granularity: a cell's layer forward pass and a
 chunk of its backward pass (the whole layer when no carries are given) in reference/<cell>.py beside
-cells/<cell>.py, the readout of a chunk of steps here (readout.py); ``bptt`` twins the step kernel (step.py).  fastmath.exp / sigmoid / tanh twin np.exp, ``sigmoid``
-and np.tanh.
+cells/<cell>.py, the readout of a chunk of steps here (readout.py); ``bptt`` twins the step kernels
+(step.py, streams.py).  fastmath.exp / sigmoid / tanh twin np.exp, ``sigmoid`` and np.tanh.
 
     RNN   z_t = x_t W_hx^T + h_{t-1} W_hh^T + b_h          h_t = f(z_t)
     LSTM  [i, f, g, o] = split(x_t W_hx^T + h_{t-1} W_hh^T + b_h)
@@ -15,6 +15,7 @@ and np.tanh.
 The backward pass carries the TOTAL derivative dL/dh_t = (direct part: the readout at t, or the layer
 above at t) + (recurrent part: dL/dz_{t+1} W_hh), which is what the metrics record.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -63,8 +64,8 @@ def row_norms(v: np.ndarray) -> np.ndarray:
         norms = np.sqrt(np.sum(v * v, axis=-1))
         big = norms == np.inf
         if np.any(big):
-            scaled = v[big] * 2.0 ** -600
-            norms[big] = np.sqrt(np.sum(scaled * scaled, axis=-1)) * 2.0 ** 600
+            scaled = v[big] * 2.0**-600
+            norms[big] = np.sqrt(np.sum(scaled * scaled, axis=-1)) * 2.0**600
     return norms
 
 
@@ -78,53 +79,56 @@ def sat_fraction(a: np.ndarray) -> float:
 
 
 # ------------------------------------------------------------------------------------------ readout + loss
-def readout_loss(H: np.ndarray, W_yh: np.ndarray, b_y: np.ndarray, target: np.ndarray, mask: np.ndarray,
-                 loss_kind: str):
+def readout_loss(
+    H: np.ndarray, W_yh: np.ndarray, b_y: np.ndarray, target: np.ndarray, mask: np.ndarray, loss_kind: str
+):
     """y_t = h_t W_yh^T + b_y and L = (1/B) sum mask * ell.  Returns (loss, loss_t (T,), dY (T, B, k)).
 
     mse: ell = 0.5 ||y - target||^2,        dell/dy = y - target
     ce:  ell = -log softmax(y)[target],     dell/dy = softmax(y) - onehot(target)
     """
     T, B, _ = H.shape
-    Y = H @ W_yh.T + b_y                                                  # (T, B, k)
-    w = (mask / B).astype(np.float64)                                     # (T, B)
+    Y = H @ W_yh.T + b_y  # (T, B, k)
+    w = (mask / B).astype(np.float64)  # (T, B)
     if loss_kind == "mse":
-        diff = Y - target.astype(H.dtype)                                 # (T, B, k) in the model's dtype
-        ell = 0.5 * np.sum(np.square(diff, dtype=np.float64), axis=-1)    # (T, B)
+        diff = Y - target.astype(H.dtype)  # (T, B, k) in the model's dtype
+        ell = 0.5 * np.sum(np.square(diff, dtype=np.float64), axis=-1)  # (T, B)
         dY = diff * w[..., None].astype(H.dtype)
     elif loss_kind == "ce":
         Y64 = Y.astype(np.float64)
         zmax = np.max(Y64, axis=-1, keepdims=True)
         lse = zmax[..., 0] + np.log(np.sum(np.exp(Y64 - zmax), axis=-1))  # (T, B) log-sum-exp
         ell = lse - np.take_along_axis(Y64, target[..., None].astype(np.intp), axis=-1)[..., 0]
-        P = np.exp(Y64 - lse[..., None])                                  # (T, B, k) softmax
+        P = np.exp(Y64 - lse[..., None])  # (T, B, k) softmax
         P[np.arange(T)[:, None], np.arange(B)[None, :], target] -= 1.0
         dY = (P * w[..., None]).astype(H.dtype)
     else:
         raise ValueError(f"unknown loss kind {loss_kind!r}")
-    loss_t = np.sum(w * ell, axis=1)                                      # (T,)
+    loss_t = np.sum(w * ell, axis=1)  # (T,)
     return float(np.sum(loss_t)), loss_t, dY
 
 
 def readout_backward(H: np.ndarray, dY: np.ndarray, W_yh: np.ndarray):
     """The readout's gradients and the direct gradient into the top layer's states, given dY (T, B, k).
 
-        dW_yh = sum_t dY_t^T h_t  (k, d)     db_y = sum_{t,b} dY  (k,)     G_t = dY_t W_yh  (T, B, d)
+    dW_yh = sum_t dY_t^T h_t  (k, d)     db_y = sum_{t,b} dY  (k,)     G_t = dY_t W_yh  (T, B, d)
     """
     return np.einsum("tbk,tbd->kd", dY, H), dY.sum(axis=(0, 1)), dY @ W_yh
 
 
 # -------------------------------------------------------------------------------------------- whole model
-def bptt(spec: ModelSpec, params: Params, x: np.ndarray, target: np.ndarray, mask: np.ndarray,
-         loss_kind: str) -> StepResult:
+def bptt(
+    spec: ModelSpec, params: Params, x: np.ndarray, target: np.ndarray, mask: np.ndarray, loss_kind: str
+) -> StepResult:
     """One forward and backward pass through time over the stacked model, with every metric.  NaN and Inf
     are data, as in the kernels: they flow through without warnings and ``nonfinite`` says where they began."""
     with np.errstate(all="ignore"):
         return _bptt(spec, params, x, target, mask, loss_kind)
 
 
-def _bptt(spec: ModelSpec, params: Params, x: np.ndarray, target: np.ndarray, mask: np.ndarray,
-          loss_kind: str) -> StepResult:
+def _bptt(
+    spec: ModelSpec, params: Params, x: np.ndarray, target: np.ndarray, mask: np.ndarray, loss_kind: str
+) -> StepResult:
     """Stream by stream: a layer's D = 1 or 2 directions (ModelSpec.streams order), the reverse one run over
     the time-reversed input; the layer above (and the readout) reads [h_fwd_t ; h_rev_t]."""
     T = x.shape[0]
@@ -132,12 +136,12 @@ def _bptt(spec: ModelSpec, params: Params, x: np.ndarray, target: np.ndarray, ma
     metrics: dict[str, np.ndarray] = {}
 
     def put(s, stream_metrics, reverse):
-        for k, v in stream_metrics.items():     # a reverse stream's t is the input position, not the step
+        for k, v in stream_metrics.items():  # a reverse stream's t is the input position, not the step
             metrics.setdefault(k, np.zeros((L * D, T)))[s] = v[::-1] if reverse else v
 
     twin = _TWINS[cell(spec.cell).name]
     inputs, caches = [], []
-    X = x                                                                 # (T, B, n_l)
+    X = x  # (T, B, n_l)
     for l in range(L):
         outs = []
         for r in range(D):
@@ -145,9 +149,9 @@ def _bptt(spec: ModelSpec, params: Params, x: np.ndarray, target: np.ndarray, ma
             H, cache, m = twin.forward(X[::-1].copy() if r else X, params.layers[s], spec.activation)
             caches.append(cache)
             put(s, m, r == 1)
-            outs.append(H[::-1] if r else H)                              # (T, B, d) by input position
+            outs.append(H[::-1] if r else H)  # (T, B, d) by input position
         inputs.append(X)
-        X = np.concatenate(outs, axis=2) if D == 2 else outs[0]           # (T, B, D d)
+        X = np.concatenate(outs, axis=2) if D == 2 else outs[0]  # (T, B, D d)
 
     H_top = X
     loss, loss_t, dY = readout_loss(H_top, params.W_yh, params.b_y, target, mask, loss_kind)
@@ -158,14 +162,13 @@ def _bptt(spec: ModelSpec, params: Params, x: np.ndarray, target: np.ndarray, ma
         dX = 0
         for r in range(D):
             s = l * D + r
-            G_s, X_s = G[:, :, r * d:(r + 1) * d], inputs[l]              # this stream's part, by position
+            G_s, X_s = G[:, :, r * d : (r + 1) * d], inputs[l]  # this stream's part, by position
             if r:
-                G_s, X_s = G_s[::-1], X_s[::-1]                           # in the stream's own step order
-            grads.layers[s], dx, m = twin.backward(X_s.copy(), caches[s], G_s.copy(), params.layers[s],
-                                                   spec.activation)
+                G_s, X_s = G_s[::-1], X_s[::-1]  # in the stream's own step order
+            grads.layers[s], dx, m = twin.backward(X_s.copy(), caches[s], G_s.copy(), params.layers[s], spec.activation)
             put(s, m, r == 1)
             dX = dX + (dx[::-1] if r else dx)
-        G = dX                                                            # (T, B, n_l) into the layer below
+        G = dX  # (T, B, n_l) into the layer below
     grads = grads.astype(spec.np_dtype)
     return StepResult(loss=loss, grads=grads, metrics=metrics, nonfinite=first_nonfinite(metrics, grads))
 
@@ -227,6 +230,20 @@ from .gru import gru_backward, gru_forward  # noqa: E402  (the layer twins, by t
 from .lstm import lstm_backward, lstm_forward  # noqa: E402
 from .rnn import rnn_backward, rnn_forward  # noqa: E402
 
-__all__ = ["bptt", "readout_loss", "readout_backward", "rnn_forward", "rnn_backward", "lstm_forward",
-           "lstm_backward", "gru_forward", "gru_backward", "activate", "activation_grad_from_output", "sigmoid", "row_norms", "row_norm_mean",
-           "sat_fraction"]
+__all__ = [
+    "bptt",
+    "readout_loss",
+    "readout_backward",
+    "rnn_forward",
+    "rnn_backward",
+    "lstm_forward",
+    "lstm_backward",
+    "gru_forward",
+    "gru_backward",
+    "activate",
+    "activation_grad_from_output",
+    "sigmoid",
+    "row_norms",
+    "row_norm_mean",
+    "sat_fraction",
+]

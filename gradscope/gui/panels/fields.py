@@ -5,6 +5,7 @@ Which fields mean something for which cell comes from the cell descriptions (gra
 ``cell(name).applies(key)``); the few rules between other settings (a task's or an optimizer's own keys) are
 ``DEPENDS`` below.  A key added to the schema shows up in the editor by itself.
 """
+
 from __future__ import annotations
 
 import sys
@@ -19,24 +20,24 @@ from pydantic import BaseModel
 from ...config import RunConfig
 from ...engine.cells import cell
 
-INT_MAX = 2**31 - 1                  # a QSpinBox holds a C int
-FLOAT_MAX = sys.float_info.max       # "no upper bound" for a float field (Inf and NaN are refused)
+INT_MAX = 2**31 - 1  # a QSpinBox holds a C int
+FLOAT_MAX = sys.float_info.max  # "no upper bound" for a float field (Inf and NaN are refused)
 
 
 @dataclass(frozen=True)
 class Field:
     """One setting of RunConfig as the schema states it."""
 
-    key: str                          # dotted: "init.recurrent_scale"
-    group: str                        # the sub-table ("init", "task", "train"), "" for RunConfig's own keys
-    kind: str                         # "text" | "choice" | "int" | "float" | "bool"
+    key: str  # dotted: "init.recurrent_scale"
+    group: str  # the sub-table ("init", "task", "train"), "" for RunConfig's own keys
+    kind: str  # "text" | "choice" | "int" | "float" | "bool"
     default: Any = None
-    choices: tuple = ()               # a Literal's values
-    lo: float | None = None           # bounds (None: none); open bounds exclude the value itself
+    choices: tuple = ()  # a Literal's values
+    lo: float | None = None  # bounds (None: none); open bounds exclude the value itself
     hi: float | None = None
     lo_open: bool = False
     hi_open: bool = False
-    nullable: bool = False            # None is allowed (e.g. task.input_size: "set by the task")
+    nullable: bool = False  # None is allowed (e.g. task.input_size: "set by the task")
     description: str | None = None
 
     def int_range(self) -> tuple[int, int]:
@@ -59,13 +60,26 @@ def schema_fields(model: type[BaseModel] = RunConfig, prefix: str = "") -> list[
             continue
         bounds: dict = {}
         for item in info.metadata:
-            for attr, (side, is_open) in (("ge", ("lo", False)), ("gt", ("lo", True)),
-                                          ("le", ("hi", False)), ("lt", ("hi", True))):
+            for attr, (side, is_open) in (
+                ("ge", ("lo", False)),
+                ("gt", ("lo", True)),
+                ("le", ("hi", False)),
+                ("lt", ("hi", True)),
+            ):
                 if isinstance(item, getattr(annotated_types, attr.capitalize())):
                     bounds[side], bounds[f"{side}_open"] = getattr(item, attr), is_open
-        out.append(Field(key=f"{prefix}{name}", group=prefix.rstrip("."), kind=_kind(annotation),
-                         default=info.default, choices=_choices(annotation), nullable=nullable,
-                         description=info.description, **bounds))
+        out.append(
+            Field(
+                key=f"{prefix}{name}",
+                group=prefix.rstrip("."),
+                kind=_kind(annotation),
+                default=info.default,
+                choices=_choices(annotation),
+                nullable=nullable,
+                description=info.description,
+                **bounds,
+            )
+        )
     return out
 
 
@@ -81,7 +95,7 @@ def _without_none(annotation) -> tuple[Any, bool]:
 def _kind(annotation) -> str:
     if typing.get_origin(annotation) is Literal:
         return "choice"
-    for python_type, kind in ((bool, "bool"), (int, "int"), (float, "float"), (str, "text")):   # bool first
+    for python_type, kind in ((bool, "bool"), (int, "int"), (float, "float"), (str, "text")):  # bool first
         if annotation is python_type:
             return kind
     raise TypeError(f"the run editor has no field for a setting of type {annotation!r}")

@@ -5,6 +5,7 @@ The fields, their types, ranges, choices and defaults come from the schema (pane
 pydantic models); which apply to the selected cell, from the cell descriptions.  Only how a field is shown is
 written here: its label and tip, what its special value means, and which scales get a slider.
 """
+
 from __future__ import annotations
 
 from pydantic import ValidationError
@@ -13,7 +14,7 @@ from PyQt6 import QtCore, QtGui, QtWidgets
 from ...config import RunConfig
 from .fields import FIELDS, FLOAT_MAX, Field, applies
 
-GROUPS = {"": "Model", "init": "Initialisation", "task": "Task", "train": "Training"}   # sub-table -> box title
+GROUPS = {"": "Model", "init": "Initialisation", "task": "Task", "train": "Training"}  # sub-table -> box title
 # dotted key -> (label, tooltip); a schema key without an entry is shown under its own name
 LABELS = {
     "name": ("Name", "The run's name (unique within the experiment)"),
@@ -23,10 +24,14 @@ LABELS = {
     "hidden_size": ("Hidden size d", "Units per layer"),
     "layers": ("Layers L", "Stacked recurrent layers"),
     "dtype": ("Precision", "Floating-point type of the kernels"),
-    "init.recurrent": ("W_hh scheme", "gaussian: Var(W_hh) = scale / d; orthogonal / identity: gain = scale; "
-                                      "see docs/experiments.md"),
-    "init.recurrent_scale": ("W_hh scale", "gaussian: c in Var(W_hh) = c / d (ReLU: 2 is critical, 3 explodes, "
-                                           "1.5 vanishes)"),
+    "init.recurrent": (
+        "W_hh scheme",
+        "gaussian: Var(W_hh) = scale / d; orthogonal / identity: gain = scale; see docs/experiments.md",
+    ),
+    "init.recurrent_scale": (
+        "W_hh scale",
+        "gaussian: c in Var(W_hh) = c / d (ReLU: 2 is critical, 3 explodes, 1.5 vanishes)",
+    ),
     "init.input": ("W_hx scheme", "Scheme of the input weights W_hx"),
     "init.input_scale": ("W_hx scale", "gaussian: Var(W_hx) = scale / fan_in"),
     "init.readout_scale": ("W_yh scale", "W_yh ~ N(0, scale / d)"),
@@ -51,16 +56,23 @@ LABELS = {
     "train.eps": ("Adam epsilon", "adam: added to the root of the second moment"),
     "train.clip_norm": ("Clip norm", "Clip the global gradient norm to this; 0: off"),
     "train.record_every": ("Record every", "Keep every n-th iteration in the trace"),
-    "train.spectral_every": ("Spectrum every", "Measure spectral_radius and sigma_max of W_hh on every n-th "
-                                               "iteration (an eigensolve); 0: never"),
+    "train.spectral_every": (
+        "Spectrum every",
+        "Measure spectral_radius and sigma_max of W_hh on every n-th iteration (an eigensolve); 0: never",
+    ),
 }
-SLIDERS = {"init.recurrent_scale": 6.0, "init.input_scale": 6.0}   # scales with a slider, and where it ends
+SLIDERS = {"init.recurrent_scale": 6.0, "init.input_scale": 6.0}  # scales with a slider, and where it ends
 PROBE_SIZE = 32
 SIZES = ("task.input_size", "task.output_size")
 # the text of an int field's lowest value (a nullable field's lowest stands for None)
-SPECIAL = {"seed": "the experiment's seed", "task.input_size": "set by the task",
-           "task.output_size": "set by the task", "init.chrono_tmax": "0: the sequence length",
-           "train.iterations": "0: one pass at initialisation", "train.spectral_every": "0: never"}
+SPECIAL = {
+    "seed": "the experiment's seed",
+    "task.input_size": "set by the task",
+    "task.output_size": "set by the task",
+    "init.chrono_tmax": "0: the sequence length",
+    "train.iterations": "0: one pass at initialisation",
+    "train.spectral_every": "0: never",
+}
 
 
 class FloatEdit(QtWidgets.QLineEdit):
@@ -72,7 +84,7 @@ class FloatEdit(QtWidgets.QLineEdit):
         super().__init__()
         validator = QtGui.QDoubleValidator(lo, hi, 17, self)
         validator.setNotation(QtGui.QDoubleValidator.Notation.ScientificNotation)
-        validator.setLocale(QtCore.QLocale.c())                 # "0.01", never "0,01"
+        validator.setLocale(QtCore.QLocale.c())  # "0.01", never "0,01"
         self.setValidator(validator)
         self.lo, self.hi, self.lo_open, self.hi_open = lo, hi, lo_open, hi_open
         self.textEdited.connect(self._edited)
@@ -93,7 +105,7 @@ class FloatEdit(QtWidgets.QLineEdit):
         return " and ".join(parts) or "finite"
 
     def _edited(self, _text: str) -> None:
-        self.valueChanged.emit(self.value())          # NaN while incomplete: the form says what is wrong
+        self.valueChanged.emit(self.value())  # NaN while incomplete: the form says what is wrong
 
     def value(self) -> float:
         """The typed value (NaN while the text is not a number in range: the form refuses to apply it)."""
@@ -128,9 +140,9 @@ class ScaleEdit(QtWidgets.QWidget):
         self.box.valueChanged.connect(self._box_changed)
 
     def _box_changed(self, value: float) -> None:
-        if value == value:                           # not NaN: move the slider along
+        if value == value:  # not NaN: move the slider along
             self.slider.blockSignals(True)
-            self.slider.setValue(int(round(value * 100)))
+            self.slider.setValue(round(value * 100))
             self.slider.blockSignals(False)
         self.valueChanged.emit(value)
 
@@ -169,7 +181,7 @@ class RunEditor(QtWidgets.QWidget):
             widget = self._make(spec)
             widget.setToolTip(tip)
             if spec.key in SPECIAL:
-                widget.setSpecialValueText(SPECIAL[spec.key])       # what the lowest value means for this key
+                widget.setSpecialValueText(SPECIAL[spec.key])  # what the lowest value means for this key
             label_widget = QtWidgets.QLabel(label)
             label_widget.setToolTip(tip)
             form.addRow(label_widget, widget)
@@ -258,7 +270,7 @@ class RunEditor(QtWidgets.QWidget):
         elif isinstance(widget, QtWidgets.QCheckBox):
             widget.setChecked(bool(value))
         elif value is None:
-            widget.setValue(widget.minimum())           # a nullable int's lowest value stands for None
+            widget.setValue(widget.minimum())  # a nullable int's lowest value stands for None
         else:
             widget.setValue(value)
 
@@ -286,12 +298,12 @@ class RunEditor(QtWidgets.QWidget):
         for key, value in values.items():
             widget = self.widgets[key]
             if FIELDS[key].nullable and value == widget.minimum():
-                value = None                        # e.g. "set by the task", "the experiment's seed"
+                value = None  # e.g. "set by the task", "the experiment's seed"
             if not applies(key, values):
                 if key in SIZES:
-                    value = None                    # the task fixes these sizes
+                    value = None  # the task fixes these sizes
                 else:
-                    continue                        # keep the run's value for settings that do not apply
+                    continue  # keep the run's value for settings that do not apply
             _set(data, key, value)
         try:
             run = RunConfig.model_validate(data)
@@ -310,7 +322,7 @@ class RunEditor(QtWidgets.QWidget):
             return
         values = self.values()
         if values["task.name"] == "probe":
-            for key in SIZES:                       # back to the probe: its sizes are free again
+            for key in SIZES:  # back to the probe: its sizes are free again
                 if values[key] == self.widgets[key].minimum():
                     self._loading = True
                     self.set_value(key, PROBE_SIZE)
@@ -319,7 +331,7 @@ class RunEditor(QtWidgets.QWidget):
             for key in SIZES:
                 if values[key] != self.widgets[key].minimum():
                     self._loading = True
-                    self.set_value(key, None)       # "set by the task"
+                    self.set_value(key, None)  # "set by the task"
                     self._loading = False
         values = self.values()
         for key, widget in self.widgets.items():

@@ -1,4 +1,5 @@
 """The run list: one row per run with its colour, a visibility tick, its status, iteration and speed."""
+
 from __future__ import annotations
 
 import functools
@@ -7,9 +8,16 @@ from PyQt6 import QtCore, QtGui, QtWidgets
 
 from ...runs import RunStatus
 
-STATUS_COLORS = {RunStatus.QUEUED: "#606060", RunStatus.COMPILING: "#8a6d00", RunStatus.RUNNING: "#006d3c",
-                 RunStatus.PAUSED: "#8a6d00", RunStatus.COMPLETED: "#202020", RunStatus.DIVERGED: "#b03000",
-                 RunStatus.STOPPED: "#606060", RunStatus.FAILED: "#b00020"}
+STATUS_COLORS = {
+    RunStatus.QUEUED: "#606060",
+    RunStatus.COMPILING: "#8a6d00",
+    RunStatus.RUNNING: "#006d3c",
+    RunStatus.PAUSED: "#8a6d00",
+    RunStatus.COMPLETED: "#202020",
+    RunStatus.DIVERGED: "#b03000",
+    RunStatus.STOPPED: "#606060",
+    RunStatus.FAILED: "#b00020",
+}
 COLUMNS = ("Run", "Status", "Iteration", "it/s")
 
 
@@ -23,12 +31,12 @@ def color_icon(color: str, size: int = 14) -> QtGui.QIcon:
 class RunList(QtWidgets.QWidget):
     """Rows of runs; emits which run is selected, which was ticked, and the add / duplicate / remove buttons."""
 
-    selected = QtCore.pyqtSignal(object)           # key or None
+    selected = QtCore.pyqtSignal(object)  # key or None
     visibility_changed = QtCore.pyqtSignal(int, bool)
     add_requested = QtCore.pyqtSignal()
     duplicate_requested = QtCore.pyqtSignal(int)
     remove_requested = QtCore.pyqtSignal(int)
-    details_requested = QtCore.pyqtSignal(int)     # double-click: e.g. a failed run's traceback
+    details_requested = QtCore.pyqtSignal(int)  # double-click: e.g. a failed run's traceback
 
     def __init__(self, parent=None):
         super().__init__(parent)
@@ -116,8 +124,7 @@ class RunList(QtWidgets.QWidget):
         item.setText(0, state.name)
         item.setToolTip(0, f"{state.name}: tick to show it in the views")
         item.setIcon(0, color_icon(state.data.color))
-        item.setCheckState(0, QtCore.Qt.CheckState.Checked if state.data.visible else
-                           QtCore.Qt.CheckState.Unchecked)
+        item.setCheckState(0, QtCore.Qt.CheckState.Checked if state.data.visible else QtCore.Qt.CheckState.Unchecked)
         item.setText(1, state.status_text())
         item.setForeground(1, QtGui.QBrush(QtGui.QColor(STATUS_COLORS.get(state.status, "#202020"))))
         item.setToolTip(1, state.error.strip().splitlines()[-1] if state.error else state.status_text())

@@ -7,6 +7,7 @@ A view is two parts:
 - a ``View``: the QWidget the app shows, the figure's layout in a GraphicsLayoutWidget under a row of
   controls (layer, run, overlays).  ``View.redraw(runs)`` redraws only when something it shows changed.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -31,8 +32,8 @@ class CurveSet:
     def __init__(self, plot: pg.PlotItem):
         self.plot = plot
         self.items: dict = {}
-        self.dots: dict = {}                      # key -> ScatterPlotItem of the points drawn as dots
-        self._markers: dict = {}                  # key -> whether every point was asked to get a dot
+        self.dots: dict = {}  # key -> ScatterPlotItem of the points drawn as dots
+        self._markers: dict = {}  # key -> whether every point was asked to get a dot
         self.antialias = True
 
     def set_antialias(self, on: bool) -> None:
@@ -55,8 +56,12 @@ class CurveSet:
             item.setDownsampling(auto=True, method="peak")
             self.plot.addItem(item)
             self.items[key] = item
-        elif (_same(item.xData, x) and _same(item.yData, y) and item.opts["pen"] == qpen
-              and self._markers.get(key) == markers):
+        elif (
+            _same(item.xData, x)
+            and _same(item.yData, y)
+            and item.opts["pen"] == qpen
+            and self._markers.get(key) == markers
+        ):
             # unchanged (another run brought the new data): setData would rebuild the curve's path for nothing
             if not item.isVisible():
                 item.setVisible(True)
@@ -69,13 +74,13 @@ class CurveSet:
         return item
 
     def _set_dots(self, key, x, y, qpen, markers: bool) -> None:
-        finite = np.isfinite(y)                                                    # (n,)
+        finite = np.isfinite(y)  # (n,)
         if markers:
             show = finite
         else:
             before = np.r_[False, finite[:-1]]
             after = np.r_[finite[1:], False]
-            show = finite & ~before & ~after                                       # no finite neighbour
+            show = finite & ~before & ~after  # no finite neighbour
         dots = self.dots.get(key)
         if not show.any():
             if dots is not None:
@@ -84,8 +89,12 @@ class CurveSet:
         if dots is None:
             dots = self.dots[key] = pg.ScatterPlotItem(symbol="o", size=self.MARKER_SIZE, pxMode=True)
             self.plot.addItem(dots)
-        dots.setData(x=np.asarray(x, dtype=np.float64)[show], y=np.asarray(y, dtype=np.float64)[show],
-                     pen=pg.mkPen(qpen.color(), width=1), brush=pg.mkBrush(qpen.color()))
+        dots.setData(
+            x=np.asarray(x, dtype=np.float64)[show],
+            y=np.asarray(y, dtype=np.float64)[show],
+            pen=pg.mkPen(qpen.color(), width=1),
+            brush=pg.mkBrush(qpen.color()),
+        )
 
     def retain(self, keys) -> None:
         """Remove every curve whose key is not in ``keys``."""
@@ -128,8 +137,11 @@ class NonFiniteMarkers:
 
     def set(self, marks: list[tuple[np.ndarray, str]], y_top: float) -> None:
         """marks: (x positions, colour) pairs; drawn at height y_top."""
-        spots = [{"pos": (float(x), y_top), "pen": pen(color, 2), "brush": pg.mkBrush(color)}
-                 for xs, color in marks for x in xs]
+        spots = [
+            {"pos": (float(x), y_top), "pen": pen(color, 2), "brush": pg.mkBrush(color)}
+            for xs, color in marks
+            for x in xs
+        ]
         self.points = [(float(x), color) for xs, color in marks for x in xs]
         self.item.setData(spots)
 
@@ -148,9 +160,16 @@ def log_series(trace, name: str, row: int = -1, layer: int | None = None) -> tup
     return log10_or_nan(values), nonfinite_mask(values)
 
 
-def snap_and_mark(snap: SnapBounds, marks: NonFiniteMarkers, marked: list, *curve_sets: CurveSet,
-                  log_y: bool = True, nice_x: bool = False, live: bool = True,
-                  empty_x: tuple[float, float] | None = None) -> None:
+def snap_and_mark(
+    snap: SnapBounds,
+    marks: NonFiniteMarkers,
+    marked: list,
+    *curve_sets: CurveSet,
+    log_y: bool = True,
+    nice_x: bool = False,
+    live: bool = True,
+    empty_x: tuple[float, float] | None = None,
+) -> None:
     """Snap the plot's auto-range to the drawn curves and put the non-finite markers just above them;
     empty_x: the x range while nothing is drawn (SnapBounds.snap)."""
     x, y = data_ranges(*curve_sets)
@@ -179,7 +198,7 @@ def iteration_range(runs: list[RunData]) -> tuple[float, float] | None:
 class Figure:
     """Base of the views' plot parts.  Subclasses build plots in __init__ and draw in ``refresh``."""
 
-    name = "figure"          # file stem in exports
+    name = "figure"  # file stem in exports
     title = "Figure"
 
     def __init__(self, layout: pg.GraphicsLayout, interactive: bool = True):
@@ -187,7 +206,7 @@ class Figure:
         the menus were a fifth of a figure's construction time)."""
         self.layout = layout
         self.interactive = interactive
-        self.live = False            # runs streaming in: ranges snapped so axes hold still (see SnapBounds)
+        self.live = False  # runs streaming in: ranges snapped so axes hold still (see SnapBounds)
         self.plots: list[pg.PlotItem] = []
         self.readouts = []
 
@@ -235,8 +254,11 @@ class View(QtWidgets.QWidget):
         self._runs: list[RunData] = []
 
     def signature(self, runs: list[RunData]) -> tuple:
-        return (tuple((r.key, id(r.trace), r.trace.version, r.visible, r.color, r.name) for r in runs),
-                self.figure.options(), self.figure.live)
+        return (
+            tuple((r.key, id(r.trace), r.trace.version, r.visible, r.color, r.name) for r in runs),
+            self.figure.options(),
+            self.figure.live,
+        )
 
     def set_live(self, live: bool) -> None:
         """While runs stream in, curves are drawn without antialiasing (a third of a frame's paint time) and

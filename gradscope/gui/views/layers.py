@@ -1,4 +1,5 @@
 """View 5, layers: ||dL/dh_t|| and ||h_t|| against t for every layer of one (stacked) run, layer by colour."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -8,8 +9,18 @@ from PyQt6 import QtWidgets
 from .. import style
 from ..model import RunData
 from ..plotting import EmptyHint, HoverReadout, Legend, SnapBounds, make_plot, pen, value_label
-from .base import (CurveSet, Figure, NonFiniteMarkers, View, log_series, run_combo, set_run_choices, snap_and_mark,
-                   timestep_range, visible_with_data)
+from .base import (
+    CurveSet,
+    Figure,
+    NonFiniteMarkers,
+    View,
+    log_series,
+    run_combo,
+    set_run_choices,
+    snap_and_mark,
+    timestep_range,
+    visible_with_data,
+)
 
 
 def layer_colors(layers: int) -> list[str]:
@@ -27,10 +38,26 @@ class LayersFigure(Figure):
 
     def __init__(self, layout: pg.GraphicsLayout, interactive: bool = True):
         super().__init__(layout, interactive)
-        self.grad_plot = make_plot(layout, 0, 0, menu=interactive, title="Gradient per layer", x_label="timestep t",
-                                   y_label="‖∂L/∂hₜ‖ (batch mean)", log_y=True)
-        self.state_plot = make_plot(layout, 0, 1, menu=interactive, title="Hidden state per layer",
-                                    x_label="timestep t", y_label="‖hₜ‖ (batch mean)", log_y=True)
+        self.grad_plot = make_plot(
+            layout,
+            0,
+            0,
+            menu=interactive,
+            title="Gradient per layer",
+            x_label="timestep t",
+            y_label="‖∂L/∂hₜ‖ (batch mean)",
+            log_y=True,
+        )
+        self.state_plot = make_plot(
+            layout,
+            0,
+            1,
+            menu=interactive,
+            title="Hidden state per layer",
+            x_label="timestep t",
+            y_label="‖hₜ‖ (batch mean)",
+            log_y=True,
+        )
         self.state_plot.setXLink(self.grad_plot)
         self.plots = [self.grad_plot, self.state_plot]
         self.legend = Legend(layout, 0, 2)
@@ -43,8 +70,10 @@ class LayersFigure(Figure):
         self.hint = EmptyHint(self.grad_plot, "Press Run (Space) to start")
         self.run_key = None
         self.shown: dict | None = None
-        self.readouts = [HoverReadout(self.grad_plot, lambda x, y: self._describe(x, "grad_h_norm")),
-                         HoverReadout(self.state_plot, lambda x, y: self._describe(x, "h_norm"))]
+        self.readouts = [
+            HoverReadout(self.grad_plot, lambda x, y: self._describe(x, "grad_h_norm")),
+            HoverReadout(self.state_plot, lambda x, y: self._describe(x, "h_norm")),
+        ]
 
     def options(self) -> tuple:
         return (self.run_key,)
@@ -63,18 +92,22 @@ class LayersFigure(Figure):
         self.shown = None
         if run is not None:
             colors = layer_colors(run.layers)
-            self.shown = {"name": run.name, "iteration": int(run.trace.iterations[-1]), "grad_h_norm": [],
-                          "h_norm": []}
+            self.shown = {"name": run.name, "iteration": int(run.trace.iterations[-1]), "grad_h_norm": [], "h_norm": []}
             for l in range(run.layers):
-                for metric, curves, keys, marks in (("grad_h_norm", self.grad_curves, grad_keys, grad_marks),
-                                                    ("h_norm", self.state_curves, state_keys, state_marks)):
+                for metric, curves, keys, marks in (
+                    ("grad_h_norm", self.grad_curves, grad_keys, grad_marks),
+                    ("h_norm", self.state_curves, state_keys, state_marks),
+                ):
                     series = log_series(run.trace, metric, -1, l)
                     if series is None:
                         continue
                     y, bad = series
                     t = np.arange(len(y), dtype=np.float64)
-                    label = f"layer {l}" + (" (bottom)" if l == 0 and run.layers > 1 else "") + \
-                        (" (top)" if l == run.layers - 1 and run.layers > 1 else "")
+                    label = (
+                        f"layer {l}"
+                        + (" (bottom)" if l == 0 and run.layers > 1 else "")
+                        + (" (top)" if l == run.layers - 1 and run.layers > 1 else "")
+                    )
                     curves.set(l, t, y, pen(colors[l]))
                     if metric == "grad_h_norm":
                         entries.append((label, colors[l], "solid"))
@@ -82,26 +115,26 @@ class LayersFigure(Figure):
                     marks.append((t[bad], colors[l]))
                     self.shown[metric].append(run.trace.latest(metric)[l])
             single = "" if run.layers > 1 else " (1 layer)"
-            self.grad_plot.setTitle(f"Gradient per layer: {run.label}{single}, iteration {self.shown['iteration']}",
-                                    size="11pt")
+            self.grad_plot.setTitle(
+                f"Gradient per layer: {run.label}{single}, iteration {self.shown['iteration']}", size="11pt"
+            )
         else:
             self.grad_plot.setTitle("Gradient per layer", size="11pt")
         self.legend.set(entries)
         self.grad_curves.retain(grad_keys)
         self.state_curves.retain(state_keys)
         empty_x = timestep_range(runs)
-        snap_and_mark(self.grad_snap, self.grad_marks, grad_marks, self.grad_curves, live=self.live,
-                      empty_x=empty_x)
-        snap_and_mark(self.state_snap, self.state_marks, state_marks, self.state_curves, live=self.live,
-                      empty_x=empty_x)
+        snap_and_mark(self.grad_snap, self.grad_marks, grad_marks, self.grad_curves, live=self.live, empty_x=empty_x)
+        snap_and_mark(
+            self.state_snap, self.state_marks, state_marks, self.state_curves, live=self.live, empty_x=empty_x
+        )
         self.hint.show(run is None)
 
     def _describe(self, x: float, metric: str) -> str | None:
         if self.shown is None:
             return None
-        t = int(round(x))
-        parts = [f"layer {l}: {value_label(float(v[t]))}" for l, v in enumerate(self.shown[metric])
-                 if 0 <= t < len(v)]
+        t = round(x)
+        parts = [f"layer {l}: {value_label(float(v[t]))}" for l, v in enumerate(self.shown[metric]) if 0 <= t < len(v)]
         symbol = "‖∂L/∂h‖" if metric == "grad_h_norm" else "‖h‖"
         return f"{self.shown['name']}, t = {t}, {symbol}\n" + "\n".join(parts) if parts else None
 
@@ -122,8 +155,9 @@ class LayersView(View):
         self.options_changed()
 
     def update_controls(self, runs: list[RunData]) -> None:
-        chosen = self.figure.chosen(runs)                 # by default the deepest run
-        set_run_choices(self.run_box,
-                        [(f"{r.name} ({r.layers} layer{'s' if r.layers != 1 else ''})", r.key)
-                         for r in runs if r.visible],
-                        chosen.key if chosen is not None else None)
+        chosen = self.figure.chosen(runs)  # by default the deepest run
+        set_run_choices(
+            self.run_box,
+            [(f"{r.name} ({r.layers} layer{'s' if r.layers != 1 else ''})", r.key) for r in runs if r.visible],
+            chosen.key if chosen is not None else None,
+        )

@@ -1,6 +1,7 @@
 """View 1, through time: ||dL/dh_t|| and ||h_t|| (LSTM: ||dL/dc_t||, ||c_t||) against t at one recorded
 iteration, every run overlaid in its colour on log10 axes, with the theory's predictions anchored at the last
 scored step."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -10,27 +11,44 @@ from PyQt6 import QtCore, QtGui, QtWidgets
 from .. import style
 from ..model import RunData
 from ..plotting import STYLE_GREY, EmptyHint, HoverReadout, Legend, SnapBounds, make_plot, pen, value_label
-from .base import (CurveSet, Figure, NonFiniteMarkers, View, layer_combo, log_series, resolve_layer,
-                   set_layer_choices, snap_and_mark, timestep_range, visible_with_data)
+from .base import (
+    CurveSet,
+    Figure,
+    NonFiniteMarkers,
+    View,
+    layer_combo,
+    log_series,
+    resolve_layer,
+    set_layer_choices,
+    snap_and_mark,
+    timestep_range,
+    visible_with_data,
+)
 
 OVERLAYS = {
-    "relu": ("ReLU mean field",
-             "ReLU RNN with Var(W_hh) = c/d: each step back in time multiplies ||dL/dh_t|| by sqrt(c/2) on "
-             "average (half the units pass gradient, W_hh scales its squared norm by c).\nc = 2 keeps it "
-             "steady; c = 3 explodes like 1.22^(a-t), c = 1.5 vanishes like 0.87^(a-t).\nDashed, anchored at "
-             "the measured gradient at the last scored step a; top layer only.\nDerived for the initial "
-             "weights, so drawn at iteration 0 only (during training: the Iteration slider's left end)."),
-    "tanh": ("tanh / sigmoid mean field",
-             "Mean-field prediction for tanh and sigmoid RNNs: gain per step sqrt(c E[f'(z)^2]) with "
-             "z ~ N(0, q_t),\nq_t following the forward variance map q_t = c E[f(z)^2] + q_in to its fixed "
-             "point q* (q_in: the input's contribution).\nSaturated units (f' ~ 0) make it vanish even when "
-             "c > 1.  Dashed, anchored at the last scored step; top layer only.\nDerived for the initial "
-             "weights, so drawn at iteration 0 only (during training: the Iteration slider's left end)."),
-    "pascanu": ("Pascanu bound",
-                "Upper bound of Pascanu, Mikolov & Bengio (2013): ||dh_a/dh_t|| <= (gamma sigma_max(W_hh))^(a-t), "
-                "gamma = 1 for tanh and relu, 1/4 for sigmoid.\nWhen gamma sigma_max < 1 gradients must vanish; "
-                "above 1 they may explode.  Dotted, anchored at the last scored step a, with the current W_hh "
-                "(sigma_max of the shown iteration)."),
+    "relu": (
+        "ReLU mean field",
+        "ReLU RNN with Var(W_hh) = c/d: each step back in time multiplies ||dL/dh_t|| by sqrt(c/2) on "
+        "average (half the units pass gradient, W_hh scales its squared norm by c).\nc = 2 keeps it "
+        "steady; c = 3 explodes like 1.22^(a-t), c = 1.5 vanishes like 0.87^(a-t).\nDashed, anchored at "
+        "the measured gradient at the last scored step a; top layer only.\nDerived for the initial "
+        "weights, so drawn at iteration 0 only (during training: the Iteration slider's left end).",
+    ),
+    "tanh": (
+        "tanh / sigmoid mean field",
+        "Mean-field prediction for tanh and sigmoid RNNs: gain per step sqrt(c E[f'(z)^2]) with "
+        "z ~ N(0, q_t),\nq_t following the forward variance map q_t = c E[f(z)^2] + q_in to its fixed "
+        "point q* (q_in: the input's contribution).\nSaturated units (f' ~ 0) make it vanish even when "
+        "c > 1.  Dashed, anchored at the last scored step; top layer only.\nDerived for the initial "
+        "weights, so drawn at iteration 0 only (during training: the Iteration slider's left end).",
+    ),
+    "pascanu": (
+        "Pascanu bound",
+        "Upper bound of Pascanu, Mikolov & Bengio (2013): ||dh_a/dh_t|| <= (gamma sigma_max(W_hh))^(a-t), "
+        "gamma = 1 for tanh and relu, 1/4 for sigmoid.\nWhen gamma sigma_max < 1 gradients must vanish; "
+        "above 1 they may explode.  Dotted, anchored at the last scored step a, with the current W_hh "
+        "(sigma_max of the shown iteration).",
+    ),
 }
 _LINE_STYLE = {"relu": "dash", "tanh": "dash", "pascanu": "dot"}
 
@@ -41,10 +59,26 @@ class ProfileFigure(Figure):
 
     def __init__(self, layout: pg.GraphicsLayout, interactive: bool = True):
         super().__init__(layout, interactive)
-        self.grad_plot = make_plot(layout, 0, 0, menu=interactive, title="Gradient through time: ‖∂L/∂hₜ‖",
-                                   x_label="timestep t", y_label="‖∂L/∂hₜ‖ (batch mean)", log_y=True)
-        self.state_plot = make_plot(layout, 1, 0, menu=interactive, title="Hidden state: ‖hₜ‖",
-                                    x_label="timestep t", y_label="‖hₜ‖ (batch mean)", log_y=True)
+        self.grad_plot = make_plot(
+            layout,
+            0,
+            0,
+            menu=interactive,
+            title="Gradient through time: ‖∂L/∂hₜ‖",
+            x_label="timestep t",
+            y_label="‖∂L/∂hₜ‖ (batch mean)",
+            log_y=True,
+        )
+        self.state_plot = make_plot(
+            layout,
+            1,
+            0,
+            menu=interactive,
+            title="Hidden state: ‖hₜ‖",
+            x_label="timestep t",
+            y_label="‖hₜ‖ (batch mean)",
+            log_y=True,
+        )
         self.state_plot.setXLink(self.grad_plot)
         layout.layout.setRowStretchFactor(0, 3)
         layout.layout.setRowStretchFactor(1, 2)
@@ -58,12 +92,14 @@ class ProfileFigure(Figure):
         self.grad_snap = SnapBounds(self.grad_plot)
         self.state_snap = SnapBounds(self.state_plot)
         self.hint = EmptyHint(self.grad_plot, "Press Run (Space) to start")
-        self.layer = -1                        # -1: the top layer of each run
-        self.row = -1                          # recorded row to show; -1: the latest
+        self.layer = -1  # -1: the top layer of each run
+        self.row = -1  # recorded row to show; -1: the latest
         self.overlays = {"relu": True, "tanh": True, "pascanu": False}
         self._shown: list[dict] = []
-        self.readouts = [HoverReadout(self.grad_plot, self._describe_grad),
-                         HoverReadout(self.state_plot, self._describe_state)]
+        self.readouts = [
+            HoverReadout(self.grad_plot, self._describe_grad),
+            HoverReadout(self.state_plot, self._describe_state),
+        ]
 
     def options(self) -> tuple:
         return self.layer, self.row, tuple(sorted(self.overlays.items()))
@@ -82,10 +118,11 @@ class ProfileFigure(Figure):
             iteration = int(run.trace.iterations[row])
             entry = {"name": run.name, "iteration": iteration, "layer": layer, "values": {}, "theory": {}}
             for metric, curves, keys, marks, line in (
-                    ("grad_h_norm", self.grad_curves, grad_keys, grad_marks, "solid"),
-                    ("grad_c_norm", self.grad_curves, grad_keys, grad_marks, "dashdot"),
-                    ("h_norm", self.state_curves, state_keys, state_marks, "solid"),
-                    ("c_norm", self.state_curves, state_keys, state_marks, "dashdot")):
+                ("grad_h_norm", self.grad_curves, grad_keys, grad_marks, "solid"),
+                ("grad_c_norm", self.grad_curves, grad_keys, grad_marks, "dashdot"),
+                ("h_norm", self.state_curves, state_keys, state_marks, "solid"),
+                ("c_norm", self.state_curves, state_keys, state_marks, "dashdot"),
+            ):
                 series = log_series(run.trace, metric, row, layer)
                 if series is None:
                     continue
@@ -98,8 +135,9 @@ class ProfileFigure(Figure):
                 any_lstm |= metric == "c_norm"
             for kind, line in self._theory_lines(run, row, layer).items():
                 t = np.arange(len(line), dtype=np.float64)
-                self.theory_curves.set((run.key, kind), t, line,
-                                       pen(run.color, style.THEORY_WIDTH, _LINE_STYLE[kind], alpha=220))
+                self.theory_curves.set(
+                    (run.key, kind), t, line, pen(run.color, style.THEORY_WIDTH, _LINE_STYLE[kind], alpha=220)
+                )
                 theory_keys.append((run.key, kind))
                 entry["theory"][kind] = line
                 theory_kinds.add(kind)
@@ -109,10 +147,18 @@ class ProfileFigure(Figure):
         self.state_curves.retain(state_keys)
         self.legend.set([(run.label, run.color, "solid") for run in shown] + _style_entries(any_lstm, theory_kinds))
         empty_x = timestep_range(runs)
-        snap_and_mark(self.grad_snap, self.grad_marks, grad_marks, self.grad_curves, self.theory_curves,
-                      live=self.live, empty_x=empty_x)
-        snap_and_mark(self.state_snap, self.state_marks, state_marks, self.state_curves, live=self.live,
-                      empty_x=empty_x)
+        snap_and_mark(
+            self.grad_snap,
+            self.grad_marks,
+            grad_marks,
+            self.grad_curves,
+            self.theory_curves,
+            live=self.live,
+            empty_x=empty_x,
+        )
+        snap_and_mark(
+            self.state_snap, self.state_marks, state_marks, self.state_curves, live=self.live, empty_x=empty_x
+        )
         self.hint.show(not shown)
         self.hint.set_text(_empty_text(runs))
         titles = sorted({e["iteration"] for e in self._shown})
@@ -123,7 +169,7 @@ class ProfileFigure(Figure):
         theory = run.theory
         if theory is None or layer != theory.layer or "grad_h_norm" not in run.trace:
             return {}
-        grad = run.trace.array("grad_h_norm")[row][layer]                   # (T,)
+        grad = run.trace.array("grad_h_norm")[row][layer]  # (T,)
         T = len(grad)
         if len(theory.q_in) != T:
             return {}
@@ -133,7 +179,7 @@ class ProfileFigure(Figure):
         # the mean field describes the initial weights: after updates it would compare with another network
         if self.overlays[kind] and int(run.trace.iterations[row]) == 0:
             key = ("mean_field", a)
-            if key not in run._cache:                   # the line's shape; the anchor value only shifts it
+            if key not in run._cache:  # the line's shape; the anchor value only shifts it
                 run._cache[key] = theory.mean_field(a, 1.0)
             shape = run._cache[key]
             if shape is not None and np.isfinite(grad[a]) and grad[a] > 0:
@@ -146,7 +192,7 @@ class ProfileFigure(Figure):
 
     # ------------------------------------------------------------------------------------------- hover
     def _describe(self, x: float, metrics: tuple[str, ...], with_theory: bool) -> str | None:
-        t = int(round(x))
+        t = round(x)
         lines = []
         for entry in self._shown:
             parts = []
@@ -159,8 +205,9 @@ class ProfileFigure(Figure):
                     if 0 <= t < len(line) and np.isfinite(line[t]):
                         parts.append(f"{_READOUT[kind]} = {value_label(10 ** line[t])}")
             if parts:
-                lines.append(f"{entry['name']} (iteration {entry['iteration']}, layer {entry['layer']}): "
-                             + ", ".join(parts))
+                lines.append(
+                    f"{entry['name']} (iteration {entry['iteration']}, layer {entry['layer']}): " + ", ".join(parts)
+                )
         return f"t = {t}\n" + "\n".join(lines) if lines else None
 
     def _describe_grad(self, x, y):
@@ -173,9 +220,9 @@ class ProfileFigure(Figure):
 def latest_finite(column: np.ndarray, row: int, layer: int) -> float | None:
     """The column's value for ``layer`` at ``row``, or at the closest earlier row that has one (the spectral
     statistics are measured only every train.spectral_every-th iteration; rows between hold NaN)."""
-    values = np.asarray(column, dtype=np.float64).reshape(len(column), -1)[:, layer]       # (K,)
+    values = np.asarray(column, dtype=np.float64).reshape(len(column), -1)[:, layer]  # (K,)
     row = row % len(values)
-    finite = np.flatnonzero(np.isfinite(values[:row + 1]))
+    finite = np.flatnonzero(np.isfinite(values[: row + 1]))
     return float(values[finite[-1]]) if finite.size else None
 
 
@@ -246,7 +293,7 @@ class ProfileView(View):
 
     def set_overlay(self, kind: str, on: bool) -> None:
         if self.overlay_actions[kind].isChecked() != bool(on):
-            self.overlay_actions[kind].setChecked(bool(on))      # comes back here through toggled
+            self.overlay_actions[kind].setChecked(bool(on))  # comes back here through toggled
             return
         if self.figure.overlays[kind] != bool(on):
             self.figure.overlays[kind] = bool(on)

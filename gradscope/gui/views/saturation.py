@@ -1,5 +1,6 @@
 """View 4, saturation: LSTM gate means and the share of saturated gate units against t; for RNNs the share of
 dead ReLU units (h = 0) or of saturated tanh / sigmoid units.  Saturated units pass almost no gradient."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -12,8 +13,11 @@ from ..plotting import STYLE_GREY, EmptyHint, HoverReadout, Legend, SnapBounds, 
 from .base import CurveSet, Figure, View, layer_combo, resolve_layer, set_layer_choices, visible_with_data
 
 GATE_NAMES = {"i": "input gate i", "f": "forget gate f", "g": "candidate g", "o": "output gate o"}
-RNN_FRACTIONS = {"relu_dead": "dead ReLU (h = 0)", "tanh_sat": "saturated tanh (|h| > 0.95)",
-                 "sigmoid_sat": "saturated sigmoid (h < 0.05 or > 0.95)"}
+RNN_FRACTIONS = {
+    "relu_dead": "dead ReLU (h = 0)",
+    "tanh_sat": "saturated tanh (|h| > 0.95)",
+    "sigmoid_sat": "saturated sigmoid (h < 0.05 or > 0.95)",
+}
 
 
 class SaturationFigure(Figure):
@@ -22,10 +26,18 @@ class SaturationFigure(Figure):
 
     def __init__(self, layout: pg.GraphicsLayout, interactive: bool = True):
         super().__init__(layout, interactive)
-        self.gate_plot = make_plot(layout, 0, 0, menu=interactive, title="LSTM gate means", x_label="timestep t",
-                                   y_label="mean activation")
-        self.sat_plot = make_plot(layout, 0, 1, menu=interactive, title="Saturated or dead units", x_label="timestep t",
-                                  y_label="fraction of units")
+        self.gate_plot = make_plot(
+            layout, 0, 0, menu=interactive, title="LSTM gate means", x_label="timestep t", y_label="mean activation"
+        )
+        self.sat_plot = make_plot(
+            layout,
+            0,
+            1,
+            menu=interactive,
+            title="Saturated or dead units",
+            x_label="timestep t",
+            y_label="fraction of units",
+        )
         # the fractions are the plot every run has; the gate means (LSTMs only) follow its time axis, and are
         # left out when no LSTM is shown (a hidden plot gives its room to the other)
         self.gate_plot.setXLink(self.sat_plot)
@@ -33,18 +45,20 @@ class SaturationFigure(Figure):
         self.sat_plot.setYRange(-0.02, 1.02)
         for plot in (self.gate_plot, self.sat_plot):
             plot.enableAutoRange(y=False)
-            plot.hideButtons()        # its "A" (auto-range) would show on every hover: y is fixed on purpose
+            plot.hideButtons()  # its "A" (auto-range) would show on every hover: y is fixed on purpose
         self.plots = [self.gate_plot, self.sat_plot]
         self.legend = Legend(layout, 0, 2)
         self.gate_curves = CurveSet(self.gate_plot)
         self.sat_curves = CurveSet(self.sat_plot)
-        self.sat_snap = SnapBounds(self.sat_plot)          # x: every shown run's timesteps
+        self.sat_snap = SnapBounds(self.sat_plot)  # x: every shown run's timesteps
         self.gate_hint = EmptyHint(self.gate_plot, "Gate means: LSTM runs only")
         self.sat_hint = EmptyHint(self.sat_plot, "Press Run (Space) to start")
         self.layer = -1
         self._shown: list[dict] = []
-        self.readouts = [HoverReadout(self.gate_plot, lambda x, y: self._describe(x, "mean")),
-                         HoverReadout(self.sat_plot, lambda x, y: self._describe(x, "sat"))]
+        self.readouts = [
+            HoverReadout(self.gate_plot, lambda x, y: self._describe(x, "mean")),
+            HoverReadout(self.sat_plot, lambda x, y: self._describe(x, "sat")),
+        ]
 
     def options(self) -> tuple:
         return (self.layer,)
@@ -53,7 +67,7 @@ class SaturationFigure(Figure):
         shown = visible_with_data(runs)
         gate_keys, sat_keys, legend_runs = [], [], []
         self._shown = []
-        gates_shown: dict[str, None] = {}                 # the gates of every shown gated cell, in order
+        gates_shown: dict[str, None] = {}  # the gates of every shown gated cell, in order
         for run in shown:
             layer = resolve_layer(self.layer, run.layers)
             entry = {"name": run.name, "iteration": int(run.trace.iterations[-1]), "mean": {}, "sat": {}}
@@ -61,22 +75,27 @@ class SaturationFigure(Figure):
             if gates:
                 gates_shown.update(dict.fromkeys(gates))
                 for g in gates:
-                    for kind, curves, keys in (("mean", self.gate_curves, gate_keys),
-                                               ("sat", self.sat_curves, sat_keys)):
+                    for kind, curves, keys in (
+                        ("mean", self.gate_curves, gate_keys),
+                        ("sat", self.sat_curves, sat_keys),
+                    ):
                         metric = f"gate_{g}_{kind}"
                         if metric in run.trace:
-                            y = np.asarray(run.trace.latest(metric)[layer], dtype=np.float64)      # (T,)
-                            curves.set((run.key, metric), np.arange(len(y), dtype=np.float64), y,
-                                       pen(run.color, line=style.GATE_STYLES[g]))
+                            y = np.asarray(run.trace.latest(metric)[layer], dtype=np.float64)  # (T,)
+                            curves.set(
+                                (run.key, metric),
+                                np.arange(len(y), dtype=np.float64),
+                                y,
+                                pen(run.color, line=style.GATE_STYLES[g]),
+                            )
                             keys.append((run.key, metric))
                             entry[kind][GATE_NAMES.get(g, f"gate {g}")] = y
                 legend_runs.append(run)
             else:
                 for metric, label in RNN_FRACTIONS.items():
                     if metric in run.trace:
-                        y = np.asarray(run.trace.latest(metric)[layer], dtype=np.float64)          # (T,)
-                        self.sat_curves.set((run.key, metric), np.arange(len(y), dtype=np.float64), y,
-                                            pen(run.color))
+                        y = np.asarray(run.trace.latest(metric)[layer], dtype=np.float64)  # (T,)
+                        self.sat_curves.set((run.key, metric), np.arange(len(y), dtype=np.float64), y, pen(run.color))
                         sat_keys.append((run.key, metric))
                         entry["sat"][label] = y
                         legend_runs.append(run)
@@ -97,7 +116,7 @@ class SaturationFigure(Figure):
             self.sat_hint.set_text("No saturation metric: linear RNNs do not saturate")
 
     def _describe(self, x: float, kind: str) -> str | None:
-        t = int(round(x))
+        t = round(x)
         lines = []
         for entry in self._shown:
             parts = [f"{label} {value_label(float(y[t]))}" for label, y in entry[kind].items() if 0 <= t < len(y)]

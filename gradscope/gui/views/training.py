@@ -1,5 +1,6 @@
 """View 3, training: the loss of every run against the iteration, with its task's baseline (the loss of the
 trivial strategy the task names), and the global gradient norm before clipping with the clip threshold."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -7,13 +8,22 @@ import pyqtgraph as pg
 
 from .. import style
 from ..model import RunData, log10_or_nan, nonfinite_mask
-from ..plotting import (STYLE_GREY, EmptyHint, HoverReadout, Legend, SnapBounds, make_plot, nearest_index, pen,
-                        thin_rows, value_label)
-
+from ..plotting import (
+    STYLE_GREY,
+    EmptyHint,
+    HoverReadout,
+    Legend,
+    SnapBounds,
+    make_plot,
+    nearest_index,
+    pen,
+    thin_rows,
+    value_label,
+)
 from .base import CurveSet, Figure, NonFiniteMarkers, View, iteration_range, snap_and_mark, visible_with_data
 
-MAX_POINTS = 4000                  # points per curve at most: the trace may keep more, a plot cannot show them
-MARKER_POINTS = 30                 # curves of at most this many recorded iterations get a dot on each
+MAX_POINTS = 4000  # points per curve at most: the trace may keep more, a plot cannot show them
+MARKER_POINTS = 30  # curves of at most this many recorded iterations get a dot on each
 
 
 class TrainingFigure(Figure):
@@ -22,10 +32,28 @@ class TrainingFigure(Figure):
 
     def __init__(self, layout: pg.GraphicsLayout, interactive: bool = True):
         super().__init__(layout, interactive)
-        self.loss_plot = make_plot(layout, 0, 0, menu=interactive, title="Loss", x_label="iteration", y_label="loss L",
-                                   log_y=True, iterations_x=True)
-        self.norm_plot = make_plot(layout, 0, 1, menu=interactive, title="Global gradient norm (before clipping)",
-                                   x_label="iteration", y_label="‖∂L/∂θ‖", log_y=True, iterations_x=True)
+        self.loss_plot = make_plot(
+            layout,
+            0,
+            0,
+            menu=interactive,
+            title="Loss",
+            x_label="iteration",
+            y_label="loss L",
+            log_y=True,
+            iterations_x=True,
+        )
+        self.norm_plot = make_plot(
+            layout,
+            0,
+            1,
+            menu=interactive,
+            title="Global gradient norm (before clipping)",
+            x_label="iteration",
+            y_label="‖∂L/∂θ‖",
+            log_y=True,
+            iterations_x=True,
+        )
         self.norm_plot.setXLink(self.loss_plot)
         self.plots = [self.loss_plot, self.norm_plot]
         self.legend = Legend(layout, 0, 2)
@@ -39,8 +67,10 @@ class TrainingFigure(Figure):
         self.norm_snap = SnapBounds(self.norm_plot)
         self.hint = EmptyHint(self.loss_plot, "Press Run (Space) to start")
         self._shown: list[dict] = []
-        self.readouts = [HoverReadout(self.loss_plot, lambda x, y: self._describe(x, "loss")),
-                         HoverReadout(self.norm_plot, lambda x, y: self._describe(x, "grad_norm"))]
+        self.readouts = [
+            HoverReadout(self.loss_plot, lambda x, y: self._describe(x, "loss")),
+            HoverReadout(self.norm_plot, lambda x, y: self._describe(x, "grad_norm")),
+        ]
 
     def refresh(self, runs: list[RunData]) -> None:
         shown = visible_with_data(runs)
@@ -51,31 +81,47 @@ class TrainingFigure(Figure):
         # dots on every point while the longest curve is short: all runs alike, not only the slowest
         few = max([len(run.trace) for run in shown], default=0) <= MARKER_POINTS
         for run in shown:
-            rows = thin_rows(len(run.trace), MAX_POINTS)                          # (K',) evenly spread
-            iterations = run.trace.iterations[rows].astype(np.float64)             # (K',)
-            loss = np.asarray(run.trace.array("loss")[rows], dtype=np.float64)     # (K',)
-            grad = np.asarray(run.trace.array("grad_norm")[rows], dtype=np.float64)   # (K',)
+            rows = thin_rows(len(run.trace), MAX_POINTS)  # (K',) evenly spread
+            iterations = run.trace.iterations[rows].astype(np.float64)  # (K',)
+            loss = np.asarray(run.trace.array("loss")[rows], dtype=np.float64)  # (K',)
+            grad = np.asarray(run.trace.array("grad_norm")[rows], dtype=np.float64)  # (K',)
             self.loss_curves.set(run.key, iterations, log10_or_nan(loss), pen(run.color), markers=few)
             self.norm_curves.set(run.key, iterations, log10_or_nan(grad), pen(run.color), markers=few)
             keys.append(run.key)
             loss_marks.append((iterations[nonfinite_mask(loss)], run.color))
             norm_marks.append((iterations[nonfinite_mask(grad)], run.color))
             x_lo, x_hi = min(x_lo, float(iterations[0])), max(x_hi, float(iterations[-1]))
-            self._shown.append({"name": run.name, "iterations": iterations, "loss": loss, "grad_norm": grad,
-                                "baseline": run.baseline_loss, "clip": run.clip_norm})
-        if x_hi - x_lo < 1:                      # one iteration: the references still read as lines
+            self._shown.append(
+                {
+                    "name": run.name,
+                    "iterations": iterations,
+                    "loss": loss,
+                    "grad_norm": grad,
+                    "baseline": run.baseline_loss,
+                    "clip": run.clip_norm,
+                }
+            )
+        if x_hi - x_lo < 1:  # one iteration: the references still read as lines
             x_lo, x_hi = x_lo - 0.5, x_hi + 0.5
         # horizontal references drawn across the iterations shown
         for run in shown:
             if run.baseline_loss is not None and run.baseline_loss > 0:
                 y = np.log10(run.baseline_loss)
-                self.baselines.set(run.key, np.array([x_lo, x_hi]), np.array([y, y]),
-                                   pen(run.color, style.THEORY_WIDTH, "dash", alpha=200))
+                self.baselines.set(
+                    run.key,
+                    np.array([x_lo, x_hi]),
+                    np.array([y, y]),
+                    pen(run.color, style.THEORY_WIDTH, "dash", alpha=200),
+                )
                 base_keys.append(run.key)
             if run.clip_norm > 0:
                 y = np.log10(run.clip_norm)
-                self.thresholds.set(run.key, np.array([x_lo, x_hi]), np.array([y, y]),
-                                    pen(run.color, style.THEORY_WIDTH, "dash", alpha=200))
+                self.thresholds.set(
+                    run.key,
+                    np.array([x_lo, x_hi]),
+                    np.array([y, y]),
+                    pen(run.color, style.THEORY_WIDTH, "dash", alpha=200),
+                )
                 clip_keys.append(run.key)
         self.loss_curves.retain(keys)
         self.norm_curves.retain(keys)
@@ -88,10 +134,26 @@ class TrainingFigure(Figure):
             entries.append(("clip threshold (norm)", STYLE_GREY, "dash"))
         self.legend.set(entries)
         empty_x = iteration_range(runs)
-        snap_and_mark(self.loss_snap, self.loss_marks, loss_marks, self.loss_curves, self.baselines, nice_x=True,
-                      live=self.live, empty_x=empty_x)
-        snap_and_mark(self.norm_snap, self.norm_marks, norm_marks, self.norm_curves, self.thresholds, nice_x=True,
-                      live=self.live, empty_x=empty_x)
+        snap_and_mark(
+            self.loss_snap,
+            self.loss_marks,
+            loss_marks,
+            self.loss_curves,
+            self.baselines,
+            nice_x=True,
+            live=self.live,
+            empty_x=empty_x,
+        )
+        snap_and_mark(
+            self.norm_snap,
+            self.norm_marks,
+            norm_marks,
+            self.norm_curves,
+            self.thresholds,
+            nice_x=True,
+            live=self.live,
+            empty_x=empty_x,
+        )
         self.hint.show(not shown)
 
     def _describe(self, x: float, metric: str) -> str | None:
@@ -100,8 +162,10 @@ class TrainingFigure(Figure):
             i = nearest_index(entry["iterations"], x)
             if i is None:
                 continue
-            text = f"{entry['name']}: iteration {int(entry['iterations'][i])}, " \
-                   f"{'loss' if metric == 'loss' else '‖∂L/∂θ‖'} = {value_label(float(entry[metric][i]))}"
+            text = (
+                f"{entry['name']}: iteration {int(entry['iterations'][i])}, "
+                f"{'loss' if metric == 'loss' else '‖∂L/∂θ‖'} = {value_label(float(entry[metric][i]))}"
+            )
             if metric == "loss" and entry["baseline"] is not None:
                 text += f" (baseline {value_label(entry['baseline'])})"
             if metric == "grad_norm" and entry["clip"] > 0:

@@ -2,6 +2,7 @@
 timestep (columns), with a colour bar in decades.  Levels only widen while a run goes on, so colours keep
 their meaning from one redraw to the next; NaN and Inf cells are drawn grey, exact zeros at the bottom
 colour."""
+
 from __future__ import annotations
 
 import math
@@ -12,14 +13,30 @@ from PyQt6 import QtCore, QtGui, QtWidgets
 
 from .. import style
 from ..model import RunData, log10_or_nan
-from ..plotting import (EmptyHint, HoverReadout, SnapBounds, decade_label, finite_range, make_plot, nearest_index,
-                        thin_rows)
-from ..plotting import value_label
-from .base import (Figure, View, layer_combo, resolve_layer, run_combo, set_layer_choices, set_run_choices,
-                   visible_with_data)
+from ..plotting import (
+    EmptyHint,
+    HoverReadout,
+    SnapBounds,
+    decade_label,
+    finite_range,
+    make_plot,
+    nearest_index,
+    thin_rows,
+    value_label,
+)
+from .base import (
+    Figure,
+    View,
+    layer_combo,
+    resolve_layer,
+    run_combo,
+    set_layer_choices,
+    set_run_choices,
+    visible_with_data,
+)
 
 QUANTITIES = {"grad_h_norm": "‖∂L/∂hₜ‖", "grad_c_norm": "‖∂L/∂cₜ‖", "h_norm": "‖hₜ‖", "c_norm": "‖cₜ‖"}
-MAX_ROWS = 2000                    # rows drawn at most: the trace keeps more, the screen cannot show them
+MAX_ROWS = 2000  # rows drawn at most: the trace keeps more, the screen cannot show them
 _GREY = QtGui.QColor(style.NONFINITE_COLOR)
 
 
@@ -29,30 +46,39 @@ class WaterfallFigure(Figure):
 
     def __init__(self, layout: pg.GraphicsLayout, interactive: bool = True):
         super().__init__(layout, interactive)
-        self.plot = make_plot(layout, 0, 0, menu=interactive, title="Gradient waterfall", x_label="timestep t",
-                              y_label="training iteration", iterations_y=True)
+        self.plot = make_plot(
+            layout,
+            0,
+            0,
+            menu=interactive,
+            title="Gradient waterfall",
+            x_label="timestep t",
+            y_label="training iteration",
+            iterations_y=True,
+        )
         self.plot.showGrid(x=False, y=False)
-        self.plot.getViewBox().invertY(True)          # iteration 0 at the top, training flows down
+        self.plot.getViewBox().invertY(True)  # iteration 0 at the top, training flows down
         self.plots = [self.plot]
         self.image = pg.ImageItem(axisOrder="row-major")
-        self.bad = pg.ImageItem(axisOrder="row-major")         # RGBA: grey where the value is NaN or Inf
+        self.bad = pg.ImageItem(axisOrder="row-major")  # RGBA: grey where the value is NaN or Inf
         self.bad.setZValue(10)
         self.plot.addItem(self.image)
         self.plot.addItem(self.bad)
-        self.colorbar = pg.ColorBarItem(colorMap=pg.colormap.get(style.HEATMAP), interactive=False,
-                                        colorMapMenu=False, width=18)
+        self.colorbar = pg.ColorBarItem(
+            colorMap=pg.colormap.get(style.HEATMAP), interactive=False, colorMapMenu=False, width=18
+        )
         self.colorbar.setImageItem(self.image)
         layout.addItem(self.colorbar, 0, 1)
         self.caption = pg.LabelItem("", color="#505050", size="9pt", justify="left")
         layout.addItem(self.caption, 1, 0, 1, 2)
         self.hint = EmptyHint(self.plot, "Press Run (Space) to start")
         self.snap = SnapBounds(self.plot)
-        self.run_key = None                 # None: the first visible run
+        self.run_key = None  # None: the first visible run
         self.layer = -1
         self.quantity = "grad_h_norm"
         self.levels: tuple[int, int] | None = None
-        self._level_owner = None            # what the levels belong to; they reset when it changes
-        self.shown: dict | None = None      # what is on screen (tests, hover)
+        self._level_owner = None  # what the levels belong to; they reset when it changes
+        self.shown: dict | None = None  # what is on screen (tests, hover)
         self.readouts = [HoverReadout(self.plot, self._describe)]
 
     def options(self) -> tuple:
@@ -73,19 +99,22 @@ class WaterfallFigure(Figure):
             self.snap.snap(None, None, log_y=False)
             self.shown = None
             self.hint.show(True)
-            self.hint.set_text("Press Run (Space) to start" if any(r.visible for r in runs) or not runs
-                               else "Every run is hidden: tick a run in the list")
+            self.hint.set_text(
+                "Press Run (Space) to start"
+                if any(r.visible for r in runs) or not runs
+                else "Every run is hidden: tick a run in the list"
+            )
             if runs and any(r.visible and r.has_data() for r in runs):
                 self.hint.set_text(f"No {QUANTITIES[self.quantity]} in the shown runs")
             self.caption.setText("")
             return
         self.hint.show(False)
         layer = resolve_layer(self.layer, run.layers)
-        rows = thin_rows(len(run.trace), MAX_ROWS)                                  # (K',)
-        values = np.asarray(run.trace.array(self.quantity)[rows, layer, :], dtype=np.float64)   # (K', T)
-        iterations = run.trace.iterations[rows].astype(np.float64)                # (K',)
-        logv = log10_or_nan(values)                                                # (K', T)
-        bad = ~np.isfinite(values)                                                 # NaN / Inf: grey
+        rows = thin_rows(len(run.trace), MAX_ROWS)  # (K',)
+        values = np.asarray(run.trace.array(self.quantity)[rows, layer, :], dtype=np.float64)  # (K', T)
+        iterations = run.trace.iterations[rows].astype(np.float64)  # (K',)
+        logv = log10_or_nan(values)  # (K', T)
+        bad = ~np.isfinite(values)  # NaN / Inf: grey
         self._update_levels((run.key, id(run.trace), self.quantity, layer), logv)
         lo, hi = self.levels
         # exact zeros (and underflow) sit at the bottom colour; bad cells are covered by the grey overlay
@@ -96,13 +125,16 @@ class WaterfallFigure(Figure):
         rect = _rect(iterations, values.shape[1])
         self.image.setRect(rect)
         # iteration ticks within the recorded rows, at the rows themselves when they are few
-        self.plot.getAxis("left").set_marks((float(iterations[0]), float(iterations[-1])),
-                                            [float(i) for i in iterations] if len(iterations) <= 12 else None)
+        self.plot.getAxis("left").set_marks(
+            (float(iterations[0]), float(iterations[-1])),
+            [float(i) for i in iterations] if len(iterations) <= 12 else None,
+        )
         # the iteration axis grows with training: snap its end to a nice number so it moves rarely
-        self.snap.snap((rect.left(), rect.right()), (rect.top(), rect.bottom()), log_y=False, nice_y=True,
-                       live=self.live)
-        if bad.any():                                       # the overlay costs a (K', T, 4) array: only if needed
-            overlay = np.zeros(values.shape + (4,), dtype=np.uint8)                # (K', T, 4) RGBA
+        self.snap.snap(
+            (rect.left(), rect.right()), (rect.top(), rect.bottom()), log_y=False, nice_y=True, live=self.live
+        )
+        if bad.any():  # the overlay costs a (K', T, 4) array: only if needed
+            overlay = np.zeros(values.shape + (4,), dtype=np.uint8)  # (K', T, 4) RGBA
             overlay[bad] = (_GREY.red(), _GREY.green(), _GREY.blue(), 255)
             self.bad.setImage(overlay, autoLevels=False, levels=(0, 255))
             self.bad.setRect(rect)
@@ -111,11 +143,20 @@ class WaterfallFigure(Figure):
         self.bad.setVisible(bool(bad.any()))
         symbol = QUANTITIES[self.quantity]
         self.plot.setTitle(f"Waterfall of log₁₀ {symbol}: {run.label}, layer {layer}", size="11pt")
-        note = f"{len(rows)} of {len(run.trace)} recorded iterations shown" if len(rows) < len(run.trace) else \
-            f"{len(rows)} recorded iteration{'s' if len(rows) != 1 else ''}"
+        note = (
+            f"{len(rows)} of {len(run.trace)} recorded iterations shown"
+            if len(rows) < len(run.trace)
+            else f"{len(rows)} recorded iteration{'s' if len(rows) != 1 else ''}"
+        )
         self.caption.setText(f"colour: log₁₀ {symbol};  grey: NaN or Inf ({int(bad.sum())} cells);  {note}")
-        self.shown = {"run": run.name, "layer": layer, "iterations": iterations, "values": values,
-                      "image": image, "bad": bad}
+        self.shown = {
+            "run": run.name,
+            "layer": layer,
+            "iterations": iterations,
+            "values": values,
+            "image": image,
+            "bad": bad,
+        }
 
     def _update_levels(self, owner, logv: np.ndarray) -> None:
         """Whole decades around the finite data; they widen as data arrives and never shrink for one run."""
@@ -141,12 +182,14 @@ class WaterfallFigure(Figure):
         if self.shown is None:
             return None
         values, iterations = self.shown["values"], self.shown["iterations"]
-        t = int(round(x))
+        t = round(x)
         row = nearest_index(iterations, y)
         if row is None or not 0 <= t < values.shape[1]:
             return None
-        return (f"{self.shown['run']}, iteration {int(iterations[row])}, t = {t}\n"
-                f"{QUANTITIES[self.quantity]} = {value_label(float(values[row, t]))}")
+        return (
+            f"{self.shown['run']}, iteration {int(iterations[row])}, t = {t}\n"
+            f"{QUANTITIES[self.quantity]} = {value_label(float(values[row, t]))}"
+        )
 
 
 def _rect(iterations: np.ndarray, T: int) -> QtCore.QRectF:
@@ -172,8 +215,7 @@ class WaterfallView(View):
         self.quantity_box.currentIndexChanged.connect(self._quantity_changed)
         self.layer_box = layer_combo("Which layer of a stacked model to show")
         self.layer_box.currentIndexChanged.connect(self._layer_changed)
-        for label, widget in (("Run:", self.run_box), ("Quantity:", self.quantity_box),
-                              ("Layer:", self.layer_box)):
+        for label, widget in (("Run:", self.run_box), ("Quantity:", self.quantity_box), ("Layer:", self.layer_box)):
             self.controls.addWidget(QtWidgets.QLabel(label))
             self.controls.addWidget(widget)
             self.controls.addSpacing(12)
