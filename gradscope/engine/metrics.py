@@ -163,8 +163,8 @@ def parameter_metrics(spec: ModelSpec, params: Params, grads: Params, spectral: 
 
     Returns {"grad_norm_W_hx", "grad_norm_W_hh", "grad_norm_b_h" (and "grad_norm_b_hh" for the GRU),
     "spectral_radius", "sigma_max": (L,) float64 arrays, "grad_norm_W_yh", "grad_norm_b_y": floats}.  Norms
-    accumulate in float64.  The spectral pair costs an O(d^3) eigensolve per changed W_hh (docs/metrics.md: ~0.3 s at d = 512); ``spectral=False``
-    leaves both keys out, for callers that measure the spectrum less often.
+    accumulate in float64.  The spectral pair costs an O(d^3) eigensolve per changed W_hh (docs/metrics.md:
+    ~0.3 s at d = 512); ``spectral=False`` leaves both keys out, for callers that measure it less often.
     """
     L = spec.layers
     norms = grads.norms()
