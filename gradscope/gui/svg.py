@@ -223,7 +223,7 @@ def _transform_shape(element: ET.Element, tag: str, M: np.ndarray) -> bool:
             return False
         points = _apply(M, numbers.reshape(-1, 2))
         parts, k = [], 0
-        for cmd, _num in tokens:
+        for cmd, _ in tokens:
             if cmd:
                 parts.append(cmd)
             elif k % 2 == 0:

@@ -1,0 +1,169 @@
+"""What the command line shows and hears while it runs: stop signals, and progress on stderr.
+
+The first SIGINT / SIGTERM asks the runs to stop and export what they computed; a second ends the process.
+Progress: one line per run as it ends; on a terminal also a status line that follows the running runs.
+Standard library only, like gradscope.cli.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+import threading
+import time
+from contextlib import contextmanager
+
+STOP_SIGNALS = ("SIGINT", "SIGTERM")  # exit code 128 + the signal's number, as a shell reports it
+
+
+# ------------------------------------------------------------------------------------------ stop signals
+class StopRequest:
+    """SIGINT / SIGTERM during ``gradscope run``: the first asks every run to stop after its current iteration,
+    and what was computed is exported; a second one ends the process at once (the signal's default action).
+
+    Use as ``with stop.handling(): ...``; ``is_set()`` is what the runs check.  The handler only sets a flag
+    and writes one line to the stderr file descriptor (never through sys.stderr's buffer, which the main
+    thread may be in the middle of).
+    """
+
+    def __init__(self, tty: bool = False):
+        self.event = threading.Event()
+        self.signum: int | None = None
+        self.tty = tty
+        self.exporting = False  # what the signal's message says is happening
+
+    def is_set(self) -> bool:
+        return self.event.is_set()
+
+    @property
+    def name(self) -> str:
+        return signal.Signals(self.signum).name if self.signum is not None else ""
+
+    @property
+    def exit_code(self) -> int:
+        return 128 + int(self.signum)
+
+    def _handle(self, signum, frame) -> None:
+        if self.signum is not None:  # the second one: quit now, as if we had no handler
+            signal.signal(signum, signal.SIG_DFL)
+            os.kill(os.getpid(), signum)
+            return
+        self.signum = signum
+        self.event.set()
+        again = "Ctrl+C" if signum == signal.SIGINT else signal.Signals(signum).name
+        doing = (
+            "finishing the export"
+            if self.exporting
+            else "stopping the runs after their current iteration and exporting what was computed"
+        )
+        message = (
+            f"gradscope: {signal.Signals(signum).name} received: {doing} ({again} again quits at once, "
+            f"exporting nothing)\n"
+        )
+        try:
+            os.write(2, (("\r\033[K" if self.tty else "") + message).encode())
+        except OSError:
+            pass
+
+    @contextmanager
+    def handling(self):
+        """Install the handler for SIGINT and SIGTERM (main thread only; elsewhere this does nothing)."""
+        if threading.current_thread() is not threading.main_thread():
+            yield self
+            return
+        signums = [getattr(signal, name) for name in STOP_SIGNALS if hasattr(signal, name)]
+        previous = {signum: signal.signal(signum, self._handle) for signum in signums}
+        try:
+            yield self
+        finally:
+            for signum, handler in previous.items():
+                signal.signal(signum, handler)
+
+
+# ---------------------------------------------------------------------------------------------- progress
+class Console:
+    """stderr during a run: permanent lines (one per run as it ends) and, on a terminal, one status line
+    under them, redrawn at most 10 times a second, that follows the running runs."""
+
+    def __init__(self, names: list[str], stream=None):
+        self.stream = stream if stream is not None else sys.stderr
+        self.tty = bool(getattr(self.stream, "isatty", lambda: False)())
+        self.names = names
+        self.running: dict[int, tuple[int, int, float]] = {}  # index -> (done, total, seconds)
+        self._status = ""
+        self._drawn_at = 0.0
+
+    def line(self, text: str) -> None:
+        """A permanent line; the status line, if any, is drawn again under it."""
+        had_status = bool(self._status)
+        self.clear()
+        self._write(text + "\n")
+        if had_status:
+            self._draw()
+
+    def status(self, text: str) -> None:
+        """Replace the status line (terminals only)."""
+        if not self.tty:
+            return
+        width = _terminal_width()
+        text = text if len(text) < width else text[: width - 2] + "…"
+        self._status = text
+        self._write("\r\033[K" + text)
+        self._drawn_at = time.monotonic()
+
+    def clear(self) -> None:
+        if self._status:
+            self._write("\r\033[K")
+            self._status = ""
+
+    def iteration(self, index: int, done: int, total: int, seconds: float) -> None:
+        self.running[index] = (done, total, seconds)
+        if self.tty and time.monotonic() - self._drawn_at >= 0.1:
+            self._draw()
+
+    def finished(self, result) -> None:
+        index = self.names.index(result.name)
+        self.running.pop(index, None)
+        self.line(progress_line(index + 1, len(self.names), result))
+
+    def _draw(self) -> None:
+        parts = []
+        for index, (done, total, seconds) in sorted(self.running.items()):
+            rate = f", {done / seconds:.1f} it/s" if seconds > 0 else ""
+            parts.append(f"[{index + 1}/{len(self.names)}] {self.names[index]}: {done}/{total}{rate}")
+        if parts:
+            self.status(" | ".join(parts))
+        else:
+            self.clear()
+
+    def _write(self, text: str) -> None:
+        self.stream.write(text)
+        self.stream.flush()
+
+
+def _terminal_width() -> int:
+    import shutil
+
+    return max(20, shutil.get_terminal_size((100, 24)).columns)
+
+
+def progress_line(index: int, total: int, result) -> str:
+    """``[2/3] relu 2/n: completed, 100 iteration(s) in 1.20 s (83.3 it/s), loss 2.1 -> 0.3``."""
+    from .runs import RunStatus
+
+    if result.status is RunStatus.STOPPED and result.iterations == 0 and result.init_params is None:
+        return f"[{index}/{total}] {result.name}: stopped before it started"
+    rate = result.iterations / result.wall_seconds if result.wall_seconds > 0 else float("inf")
+    line = (
+        f"[{index}/{total}] {result.name}: {result.status}, {result.iterations} iteration(s) in "
+        f"{result.wall_seconds:.2f} s ({rate:.1f} it/s)"
+    )
+    if len(result.trace):
+        loss = result.trace.array("loss")
+        line += f", loss {loss[0]:.4g} -> {loss[-1]:.4g}"
+    if result.nonfinite is not None:
+        line += f"; {result.nonfinite}"
+    if result.error:
+        line += f"; {result.error.strip().splitlines()[-1]}"
+    return line
