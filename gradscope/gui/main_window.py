@@ -167,11 +167,11 @@ class MainWindow(QtWidgets.QMainWindow):
 
     # drag and drop of a file or folder
     def dragEnterEvent(self, event) -> None:  # Qt override
-        if _dropped_path(event.mimeData()) is not None:
+        if menus.dropped_path(event.mimeData()) is not None:
             event.acceptProposedAction()
 
     def dropEvent(self, event) -> None:  # Qt override
-        path = _dropped_path(event.mimeData())
+        path = menus.dropped_path(event.mimeData())
         if path is not None:
             event.acceptProposedAction()
             self.open_path(path)
@@ -437,15 +437,3 @@ def _display_path(path) -> str:
             return "~/" + str(path.resolve().relative_to(home))
         except ValueError:
             return str(path)
-
-
-def _dropped_path(mime: QtCore.QMimeData) -> Path | None:
-    """The first local .toml file or folder in a drop, else None."""
-    if not mime.hasUrls():
-        return None
-    for url in mime.urls():
-        if url.isLocalFile():
-            path = Path(url.toLocalFile())
-            if path.is_dir() or path.suffix.lower() == ".toml":
-                return path
-    return None

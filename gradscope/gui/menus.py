@@ -214,3 +214,15 @@ def first_comment(path: Path) -> str:
             break
         out.append(line.lstrip("# ").rstrip())
     return "\n".join(out[:6])
+
+
+def dropped_path(mime: QtCore.QMimeData) -> Path | None:
+    """The first local .toml file or folder in a drop, else None."""
+    if not mime.hasUrls():
+        return None
+    for url in mime.urls():
+        if url.isLocalFile():
+            path = Path(url.toLocalFile())
+            if path.is_dir() or path.suffix.lower() == ".toml":
+                return path
+    return None

@@ -45,6 +45,7 @@ def tanh_fixed_point(sigma_w: float, sigma_b: float) -> float:
     """
     _check_scales(sigma_w=sigma_w, sigma_b=sigma_b)
     c, q_b = sigma_w**2, sigma_b**2
+
     def excess(q):  # > 0 below q*, < 0 above it
         return c * second_moment("tanh", q) + q_b - q
 

@@ -7,7 +7,7 @@ import pytest
 
 from gradscope import theory
 from gradscope.config import RunConfig
-from gradscope.gui import plotting
+from gradscope.gui import axes, plotting
 from gradscope.gui.model import RunData
 from gradscope.gui.views import LayersView, ProfileView, SaturationView, TrainingView, WaterfallView
 
@@ -37,7 +37,7 @@ def view(qtbot, request):
 
 # ----------------------------------------------------------------------------------------- log axes
 def test_log_axis_labels_decades_with_superscripts(qapp):
-    axis = plotting.Log10Axis("left")
+    axis = axes.Log10Axis("left")
     levels = axis.tickValues(-3.2, 1.5, 400)
     assert levels[0][1] == [-3.0, -2.0, -1.0, 0.0, 1.0]
     assert axis.tickStrings(levels[0][1], 1, levels[0][0]) == ["10⁻³", "10⁻²", "10⁻¹", "10⁰", "10¹"]
@@ -47,16 +47,16 @@ def test_log_axis_labels_decades_with_superscripts(qapp):
 
 
 def test_log_axis_thins_decades_when_crowded_and_labels_short_spans_in_plain_numbers(qapp):
-    levels = plotting.log_ticks(-60, 40, 200)  # 100 decades in 200 px: every 20th
+    levels = axes.log_ticks(-60, 40, 200)  # 100 decades in 200 px: every 20th
     assert levels[0][0] == 20 and levels[0][1] == [-60, -40, -20, 0, 20, 40]
-    fine = plotting.log_ticks(-0.5, 0.8, 600)  # 0.32 .. 6.3: 1, 2, ... 9 times the decades
+    fine = axes.log_ticks(-0.5, 0.8, 600)  # 0.32 .. 6.3: 1, 2, ... 9 times the decades
     values = [10**v for v in fine[0][1]]
     assert values == pytest.approx([0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1, 2, 3, 4, 5, 6])
-    axis = plotting.Log10Axis("left")
+    axis = axes.Log10Axis("left")
     axis.tickValues(-0.5, 0.8, 600)
     assert axis.tickStrings(fine[0][1][5:8], 1, 1.0) == ["0.9", "1", "2"]
     # in 300 px, 0.8 and 0.9 would be 6 px apart: 1, 2, 5 times the decades instead
-    coarse = [10**v for v in plotting.log_ticks(-0.5, 0.8, 300)[0][1]]
+    coarse = [10**v for v in axes.log_ticks(-0.5, 0.8, 300)[0][1]]
     assert coarse == pytest.approx([0.5, 1, 2, 5])
 
 
@@ -201,7 +201,7 @@ def test_profile_hover_reads_exact_values(view, qtbot):
     readout.hover(vb.mapViewToScene(plotting.QtCore.QPointF(5.2, y)))
     text = readout.text
     assert "t = 5" in text and "relu 3/n" in text
-    assert plotting.value_label(grad_values(3, 0, 12)[5]) in text
+    assert axes.value_label(grad_values(3, 0, 12)[5]) in text
     # new data arrives while the mouse rests: the readout follows what is drawn
     from gradscope.trace import Record
 
@@ -220,7 +220,7 @@ def test_profile_hover_reads_exact_values(view, qtbot):
     )
     v.redraw(v._runs)
     assert "iteration 99" in readout.text
-    assert plotting.value_label(1000 * grad_values(0, 0, 12)[5]) in readout.text
+    assert axes.value_label(1000 * grad_values(0, 0, 12)[5]) in readout.text
     readout.hover(plotting.QtCore.QPointF(-50, -50))  # outside the plot: hidden
     assert readout.text == ""
 
@@ -281,7 +281,7 @@ def test_waterfall_image_holds_log10_values_with_whole_decade_levels(view):
     rect = fig.image.mapRectToParent(fig.image.boundingRect())
     assert rect.top() == pytest.approx(-5) and rect.bottom() == pytest.approx(35)  # rows centred on 0..30
     ticks = fig.colorbar.axis._tickLevels[0]
-    assert next(label for _, label in ticks) == plotting.decade_label(lo)
+    assert next(label for _, label in ticks) == axes.decade_label(lo)
 
 
 def test_waterfall_levels_only_widen_while_a_run_goes_on(view):
@@ -430,7 +430,7 @@ def test_waterfall_hover_reads_the_cell_and_stays_inside_the_inverted_plot(view,
     readout = v.figure.readouts[0]
     readout.hover(vb.mapViewToScene(plotting.QtCore.QPointF(7.1, 19.0)))  # t = 7, iteration 20
     assert "iteration 20, t = 7" in readout.text
-    assert plotting.value_label(grad_values(2, 0, 12)[7]) in readout.text
+    assert axes.value_label(grad_values(2, 0, 12)[7]) in readout.text
     label_box = readout.label.sceneBoundingRect()
     assert vb.sceneBoundingRect().adjusted(-0.5, -0.5, 0.5, 0.5).contains(label_box.topLeft())  # not clipped
 

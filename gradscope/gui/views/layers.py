@@ -7,8 +7,9 @@ import pyqtgraph as pg
 from PyQt6 import QtWidgets
 
 from .. import style
+from ..axes import value_label
 from ..model import RunData
-from ..plotting import EmptyHint, HoverReadout, Legend, SnapBounds, make_plot, pen, value_label
+from ..plotting import EmptyHint, HoverReadout, Legend, SnapBounds, make_plot, pen
 from .base import (
     CurveSet,
     Figure,

@@ -9,8 +9,9 @@ import pyqtgraph as pg
 from PyQt6 import QtCore, QtGui, QtWidgets
 
 from .. import style
+from ..axes import value_label
 from ..model import RunData
-from ..plotting import STYLE_GREY, EmptyHint, HoverReadout, Legend, SnapBounds, make_plot, pen, value_label
+from ..plotting import STYLE_GREY, EmptyHint, HoverReadout, Legend, SnapBounds, make_plot, pen
 from .base import (
     CurveSet,
     Figure,

@@ -8,8 +8,9 @@ import pyqtgraph as pg
 from PyQt6 import QtWidgets
 
 from .. import style
+from ..axes import value_label
 from ..model import RunData
-from ..plotting import STYLE_GREY, EmptyHint, HoverReadout, Legend, SnapBounds, make_plot, pen, value_label
+from ..plotting import STYLE_GREY, EmptyHint, HoverReadout, Legend, SnapBounds, make_plot, pen
 from .base import CurveSet, Figure, View, layer_combo, resolve_layer, set_layer_choices, visible_with_data
 
 GATE_NAMES = {"i": "input gate i", "f": "forget gate f", "g": "candidate g", "o": "output gate o"}

@@ -12,18 +12,9 @@ import pyqtgraph as pg
 from PyQt6 import QtCore, QtGui, QtWidgets
 
 from .. import style
+from ..axes import decade_label, value_label
 from ..model import RunData, log10_or_nan
-from ..plotting import (
-    EmptyHint,
-    HoverReadout,
-    SnapBounds,
-    decade_label,
-    finite_range,
-    make_plot,
-    nearest_index,
-    thin_rows,
-    value_label,
-)
+from ..plotting import EmptyHint, HoverReadout, SnapBounds, finite_range, make_plot, nearest_index, thin_rows
 from .base import (
     Figure,
     View,
