@@ -17,7 +17,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from ..engine.cells import CELLS as CELL_DESCRIPTIONS, cell
-from ..engine.params import ACTIVATIONS, CELLS, DTYPES, INIT_SCHEMES, InitSpec, ModelSpec
+from ..engine.params import ACTIVATIONS, CELLS, DEFAULT_SHARDS, DTYPES, INIT_SCHEMES, InitSpec, ModelSpec
 from ..engine.tasks import TASK_NAMES, task_sizes
 
 SCHEMA_VERSION = 1
@@ -104,6 +104,9 @@ class TrainConfig(BaseModel):
     clip_norm: float = Field(0.0, ge=0)  # clip the global gradient norm to this; 0: no clipping
     record_every: int = Field(1, ge=1)  # keep every record_every-th iteration in the trace
     spectral_every: int = Field(1, ge=0)  # spectral_radius, sigma_max on every k-th iteration; 0: never
+    # parts of the batch a big pass runs on, on threads: they fix the order of the sums, hence the bits of the
+    # result on every machine; the threads only change the speed (engine.shards)
+    shards: int = Field(DEFAULT_SHARDS, ge=1, le=64)
 
 
 class RunConfig(BaseModel):
@@ -116,6 +119,7 @@ class RunConfig(BaseModel):
     activation: Literal[ACTIVATIONS] = "relu"  # cells that use one (the plain RNN)
     hidden_size: int = Field(128, ge=1)  # d
     layers: int = Field(1, ge=1, le=64)  # L
+    bidirectional: bool = False  # each layer also runs in reverse; the layer above and the readout read both
     dtype: Literal[DTYPES] = "float32"
     init: InitConfig = InitConfig()
     task: TaskConfig = TaskConfig()
@@ -140,7 +144,8 @@ class RunConfig(BaseModel):
         """Bytes BPTT keeps: (G + 2) L T B d state floats, the batch and the weights (with gradients and
         optimizer state: four copies)."""
         G = cell(self.cell).blocks
-        d, L, T, B = self.hidden_size, self.layers, self.task.seq_len, self.task.batch_size
+        d, T, B = self.hidden_size, self.task.seq_len, self.task.batch_size
+        L = self.layers * (2 if self.bidirectional else 1)  # streams: a bidirectional layer is two
         n = self.task.input_size or 1
         k = self.task.output_size or 1
         states = (G + 2) * L * T * B * d + T * B * (n + k + 1)
@@ -158,6 +163,7 @@ class RunConfig(BaseModel):
             layers=self.layers,
             output_size=k,
             dtype=self.dtype,
+            bidirectional=self.bidirectional,
         )
 
     def init_spec(self) -> InitSpec:

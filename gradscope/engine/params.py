@@ -23,6 +23,7 @@ from .cells import ACTIVATIONS, CELL_NAMES, cell
 
 CELLS = CELL_NAMES
 DTYPES = ("float32", "float64")
+DEFAULT_SHARDS = 2  # parts of the batch a big pass runs on (engine.shards): a fixed number, it decides the bits
 INIT_SCHEMES = ("gaussian", "uniform", "xavier", "kaiming", "orthogonal", "identity", "pytorch")
 
 

@@ -16,9 +16,8 @@ import threading
 import numba
 
 from .cells import cell
-from .params import ModelSpec
+from .params import DEFAULT_SHARDS, ModelSpec
 
-DEFAULT_SHARDS = 2  # parts of the batch a big pass runs on; a fixed number: it decides the bits
 MAX_THREADS = 8  # threads a pass uses at most (the shards beyond run in turn)
 CHUNK_ROWS = 1024  # backward chunk: about this many (t, b) rows, so chunk buffers stay small
 MIN_SHARD_ROWS = 8  # examples per shard at least: below, BLAS's small-matrix overheads dominate

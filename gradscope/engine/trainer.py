@@ -141,6 +141,7 @@ class Training:
                     backend=self.backend,
                     workspace=self._workspace if self.backend == "numba" else None,
                     threads=self.threads if self.backend == "numba" else None,
+                    shards=self.run.train.shards if self.backend == "numba" else None,
                 )
             # Every gradient figure of the record is taken BEFORE clipping (TRACE_FORMAT.md: grad_norm is
             # before clipping; the per-parameter norms follow it, so they add up to grad_norm in quadrature),
