@@ -166,16 +166,16 @@ def parameter_metrics(spec: ModelSpec, params: Params, grads: Params, spectral: 
     accumulate in float64.  The spectral pair costs an O(d^3) eigensolve per changed W_hh (docs/metrics.md:
     ~0.3 s at d = 512); ``spectral=False`` leaves both keys out, for callers that measure it less often.
     """
-    L = spec.layers
     norms = grads.norms()
     layer_arrays = cell(spec.cell).parameters  # W_hx, W_hh, b_h (and the GRU's b_hh)
     names = tuple(f"grad_norm_{a}" for a in layer_arrays) + (("spectral_radius", "sigma_max") if spectral else ())
-    out = {name: np.empty(L) for name in names}
-    for l in range(L):
+    streams = spec.streams  # one value per stream (layer, or direction of a layer)
+    out = {name: np.empty(len(streams)) for name in names}
+    for s, stream in enumerate(streams):
         for a in layer_arrays:
-            out[f"grad_norm_{a}"][l] = norms[f"layer{l}.{a}"]
+            out[f"grad_norm_{a}"][s] = norms[f"{stream}.{a}"]
         if spectral:
-            out["spectral_radius"][l], out["sigma_max"][l] = spectral_cache(params.layers[l].W_hh, spec.gates)
+            out["spectral_radius"][s], out["sigma_max"][s] = spectral_cache(params.layers[s].W_hh, spec.gates)
     out["grad_norm_W_yh"] = norms["readout.W_yh"]
     out["grad_norm_b_y"] = norms["readout.b_y"]
     return out
