@@ -29,13 +29,17 @@ from pathlib import Path
 import numpy as np
 
 from .config import Experiment, dumps, load
+from .engine.cells import cell
 from .engine.metrics import NonFinite
 from .engine.params import Params
 from .files import atomic_write_bytes, atomic_write_text, fsync_dir
 from .runs import FINISHED, RunResult, RunStatus
 from .trace import Trace
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 1  # a plain stack of rnn or lstm layers: format 1, unchanged
+FORMAT_2 = 2  # once a run has streams beyond layers (bidirectional) or a cell beyond format 1 (gru)
+READABLE_FORMATS = (1, 2)
+STREAM_KEYS = ("streams", "stream_len")  # trace.npz of format 2: the streams' names and lengths, (S,) each
 STATUSES = tuple(status.value for status in RunStatus if status in FINISHED)  # summary.json's "status"
 
 
@@ -115,7 +119,18 @@ def _from_text(value):
     return float(value) if value in ("nan", "inf", "-inf") else value
 
 
-def trace_csv(run_name: str, arrays: dict[str, np.ndarray]) -> str:
+def format_of(run) -> int:
+    """The format a run's export needs (docs/trace_format.md): 2 for a bidirectional model or a GRU."""
+    return FORMAT_2 if run.bidirectional else max(FORMAT_VERSION, cell(run.cell).trace_format)
+
+
+def stream_arrays(run, T: int) -> dict[str, np.ndarray]:
+    """trace.npz's format-2 keys for a run: the streams' names (S,) and their lengths (S,) in steps."""
+    streams = run.model_spec().streams
+    return {"streams": np.array(streams), "stream_len": np.full(len(streams), T, dtype=np.int64)}
+
+
+def trace_csv(run_name: str, arrays: dict[str, np.ndarray], streams=None) -> str:
     """Long format: run,iteration,layer,timestep,metric,value.  Per-timestep metrics fill layer and timestep;
     per-layer metrics (e.g. grad_norm_W_hh) fill layer; loss_t fills timestep; per-iteration ones fill neither.
 
@@ -124,6 +139,7 @@ def trace_csv(run_name: str, arrays: dict[str, np.ndarray]) -> str:
     """
     iterations = [str(int(i)) for i in arrays["iteration"]]
     run = _csv_field(run_name)
+    names = None if streams is None else [_csv_field(str(name)) for name in streams]  # format 2: by name
     lines = ["run,iteration,layer,timestep,metric,value"]
     for name, values in arrays.items():
         if name == "iteration":
@@ -135,11 +151,12 @@ def trace_csv(run_name: str, arrays: dict[str, np.ndarray]) -> str:
             keys = [f"{head}{it},,{tail}" for it in iterations]
         elif values.ndim == 2 and name in PER_STEP_WITHOUT_LAYER:  # (K, T)
             keys = [f"{head}{it},,{t}{tail}" for it in iterations for t in range(values.shape[1])]
-        elif values.ndim == 2:  # (K, L)
-            keys = [f"{head}{it},{l},{tail}" for it in iterations for l in range(values.shape[1])]
-        else:  # (K, L, T)
-            L, T = values.shape[1], values.shape[2]
-            keys = [f"{head}{it},{l},{t}{tail}" for it in iterations for l in range(L) for t in range(T)]
+        elif values.ndim == 2:  # (K, S)
+            layers = names or range(values.shape[1])
+            keys = [f"{head}{it},{l},{tail}" for it in iterations for l in layers]
+        else:  # (K, S, T)
+            layers, T = names or range(values.shape[1]), values.shape[2]
+            keys = [f"{head}{it},{l},{t}{tail}" for it in iterations for l in layers for t in range(T)]
         lines += map(str.__add__, keys, _csv_values(values))
     return "\n".join(lines) + "\n"
 
@@ -211,9 +228,12 @@ def export_experiment(
             run_dir = tmp / dir_name
             run_dir.mkdir()
             arrays = result.trace.to_arrays() if len(result.trace) else {}
-            _write(run_dir / "trace.npz", _npz_bytes(arrays))
+            two = format_of(result.run) == FORMAT_2
+            extra = stream_arrays(result.run, result.run.task.seq_len) if two else {}
+            _write(run_dir / "trace.npz", _npz_bytes(arrays | extra))
             if arrays:
-                _write(run_dir / "trace.csv", trace_csv(result.name, arrays).encode("utf-8"))
+                csv_text = trace_csv(result.name, arrays, extra.get("streams"))
+                _write(run_dir / "trace.csv", csv_text.encode("utf-8"))
             if result.init_params is not None:
                 _write(run_dir / "init_params.npz", _npz_bytes(result.init_params.arrays()))
             if result.first_batch is not None:
@@ -228,7 +248,7 @@ def export_experiment(
             except Exception:  # noqa: BLE001  (no figure must cost the traces: they are published all the same)
                 figures_error = traceback.format_exc()
         summary = {
-            "format_version": FORMAT_VERSION,
+            "format_version": max([FORMAT_VERSION] + [format_of(r.run) for r in results]),
             "gradscope_version": gradscope_version(),
             "experiment": {
                 "name": experiment.name,
@@ -277,10 +297,10 @@ def load_experiment_folder(path: str | os.PathLike) -> tuple[Experiment, list[Ru
     if not summary_path.exists():
         raise FileNotFoundError(f"{folder}: no summary.json; not a GradScope export folder")
     summary = json.loads(summary_path.read_text(encoding="utf-8"))
-    if summary.get("format_version") != FORMAT_VERSION:
+    if summary.get("format_version") not in READABLE_FORMATS:
         raise ValueError(
             f"{summary_path}: format_version {summary.get('format_version')!r}; this GradScope "
-            f"reads version {FORMAT_VERSION}"
+            f"reads versions {', '.join(map(str, READABLE_FORMATS))}"
         )
     experiment = load(folder / "experiment.toml", check_tasks=False)
     results = []
@@ -288,7 +308,7 @@ def load_experiment_folder(path: str | os.PathLike) -> tuple[Experiment, list[Ru
         run_dir = folder / entry["dir"]
         run = experiment.run(entry["name"])
         with np.load(run_dir / "trace.npz") as npz:
-            arrays = {k: npz[k] for k in npz.files}
+            arrays = {k: npz[k] for k in npz.files if k not in STREAM_KEYS}  # the streams follow from the run
         init_params = first_batch = None
         if (run_dir / "init_params.npz").exists():
             with np.load(run_dir / "init_params.npz") as npz:

@@ -41,6 +41,7 @@ class Cell:
     buffers: dict[str, tuple[str, ...]] = field(default_factory=dict)
     kernels: str = ""  # module of the Numba kernels, e.g. gradscope.engine.cells.lstm
     twin: str = ""  # module of the NumPy twin, e.g. gradscope.engine.reference.lstm
+    trace_format: int = 1  # the exported folder's format_version a run of this cell needs
 
     def __post_init__(self):
         # derived once: the engine asks for them on every pass
@@ -168,6 +169,7 @@ GRU = Cell(
     },  # du_{t0}, for the chunk before
     kernels=f"{__name__}.gru",
     twin="gradscope.engine.reference.gru",
+    trace_format=2,
 )
 
 CELLS: dict[str, Cell] = {c.name: c for c in (RNN, LSTM, GRU)}
