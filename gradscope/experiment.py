@@ -242,6 +242,8 @@ class _WorkerStop:
     """Stop when the main process says so or has died."""
 
     def is_set(self) -> bool:
+        if _worker_stop is None:
+            raise RuntimeError("_WorkerStop is asked outside a worker process (_init_worker has not run)")
         return _worker_stop.is_set() or os.getppid() != _worker_parent
 
 
@@ -276,7 +278,7 @@ def _stop_signals_blocked():
 def _run_in_processes(runs, seeds, backend, workers, progress, stop, on_iteration) -> list[RunResult]:
     context = multiprocessing.get_context("spawn")  # never fork a process that may hold threads
     shared_stop, updates = context.Event(), context.Queue()
-    results: list[RunResult | None] = [None] * len(runs)
+    results: dict[int, RunResult] = {}  # by the run's index, filled as the runs end
 
     def drain():
         while True:
@@ -320,7 +322,7 @@ def _run_in_processes(runs, seeds, backend, workers, progress, stop, on_iteratio
         pool.shutdown(wait=True, cancel_futures=True)
         drain()
         updates.close()
-    return results
+    return [results[index] for index in range(len(runs))]  # every run ended: `pending` ran empty
 
 
 __all__ = [

@@ -73,7 +73,9 @@ class FigureExportError(RuntimeError):
 
 def _npz_bytes(arrays: dict[str, np.ndarray]) -> bytes:
     buffer = io.BytesIO()
-    np.savez(buffer, **arrays)
+    # mypy matches **arrays against savez's allow_pickle: bool (NumPy >= 2.1); the keys are trace names, never
+    # that flag's, and passing the flag by name would store it as an array on NumPy 2.0 (requires numpy>=2.0)
+    np.savez(buffer, **arrays)  # type: ignore[arg-type]
     return buffer.getvalue()
 
 

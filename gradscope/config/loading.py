@@ -179,7 +179,7 @@ def _explain(error: ValidationError, prefix: str = "") -> tuple[str, str | None]
 
 
 def _model_at(loc: tuple, prefix: str):
-    model = _Header if prefix == "experiment." else RunConfig
+    model: type[BaseModel] = _Header if prefix == "experiment." else RunConfig
     for part in loc:
         field = model.model_fields.get(str(part))
         if field is None or not (isinstance(field.annotation, type) and issubclass(field.annotation, BaseModel)):

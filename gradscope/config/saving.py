@@ -23,7 +23,7 @@ def _run_table(run: RunConfig) -> dict:
 
 
 def _flatten(table: dict, prefix: str = "") -> dict[str, Any]:
-    flat = {}
+    flat: dict[str, Any] = {}
     for key, value in table.items():
         if isinstance(value, dict):
             flat |= _flatten(value, f"{prefix}{key}.")
@@ -135,12 +135,13 @@ def _edit_in_place(text: str, source: Path, experiment: Experiment) -> str:
     entries = []
     for run in experiment.runs:
         flat = _flatten(_run_table(run))
-        entry, old = old_by_name.get(run.name, (None, None))
-        if entry is None:
+        found = old_by_name.get(run.name)
+        if found is None:
             entry = tomlkit.table()
             entry.add("name", run.name)
             old_flat = dict(base_flat)
         else:
+            entry, old = found
             old_flat = _flatten(_run_table(old))
         for key in set(old_flat) - set(flat):  # a key that became None (e.g. seed): drop it from the run
             _delete(entry, key)

@@ -4,25 +4,27 @@
     run.model_spec(), run.init_spec()                # what the engine needs
     run.memory_estimate()                            # bytes BPTT keeps (checked where it runs: experiment.py)
 
-The names a field accepts come from the engine: cells, activations, dtypes and init schemes from
-engine.params, task names from the task registry (engine.tasks.TASK_NAMES).
+The names a field accepts come from the engine, as Literal types (their tuples derived with get_args):
+cells and activations from engine.cells (CellName, Activation), dtypes and init schemes from engine.params
+(Dtype, InitScheme), task names from the task registry (engine.tasks.TaskName).
 """
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Final, Literal, get_args
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from ..engine.cells import CELLS as CELL_DESCRIPTIONS, cell
-from ..engine.params import ACTIVATIONS, CELLS, DEFAULT_SHARDS, DTYPES, INIT_SCHEMES, InitSpec, ModelSpec
-from ..engine.tasks import TASK_NAMES, task_sizes
+from ..engine.cells import CELLS as CELL_DESCRIPTIONS, Activation, CellName, cell
+from ..engine.params import DEFAULT_SHARDS, Dtype, InitScheme, InitSpec, ModelSpec
+from ..engine.tasks import TASK_NAMES, TaskName, task_sizes
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION: Final = 1
 TASKS = TASK_NAMES
-OPTIMIZERS = ("sgd", "adam")
+Optimizer = Literal["sgd", "adam"]
+OPTIMIZERS: tuple[Optimizer, ...] = get_args(Optimizer)
 
 _MODEL = ConfigDict(frozen=True, extra="forbid", strict=True)
 
@@ -54,9 +56,9 @@ class InitConfig(BaseModel):
     """How the initial parameters are drawn (engine.InitSpec; formulas in engine.params.init_matrix)."""
 
     model_config = _MODEL
-    recurrent: Literal[INIT_SCHEMES] = "gaussian"  # scheme for W_hh
+    recurrent: InitScheme = "gaussian"  # scheme for W_hh
     recurrent_scale: float = Field(1.0, ge=0)  # gaussian: Var(W_hh) = scale / d; orthogonal, identity: gain
-    input: Literal[INIT_SCHEMES] = "gaussian"  # scheme for W_hx
+    input: InitScheme = "gaussian"  # scheme for W_hx
     input_scale: float = Field(1.0, ge=0)  # gaussian: Var(W_hx) = scale / fan_in
     readout_scale: float = Field(1.0, ge=0)  # W_yh ~ N(0, readout_scale / d)
     forget_bias: float = 0.0  # lstm: added to the f block of b_h
@@ -68,7 +70,7 @@ class TaskConfig(BaseModel):
     """The task that makes the data (engine.tasks).  Sizes that the task fixes are left out (None)."""
 
     model_config = _MODEL
-    name: Literal[TASKS] = "probe"
+    name: TaskName = "probe"
     seq_len: int = Field(100, ge=1)  # T
     batch_size: int = Field(16, ge=1)  # B
     input_size: int | None = Field(None, ge=1)  # probe: n (default 32); other tasks fix it
@@ -95,7 +97,7 @@ class TrainConfig(BaseModel):
 
     model_config = _MODEL
     iterations: int = Field(0, ge=0)  # parameter updates; 0: one pass at the initial parameters
-    optimizer: Literal[OPTIMIZERS] = "sgd"
+    optimizer: Optimizer = "sgd"
     lr: float = Field(0.01, ge=0)
     momentum: float = Field(0.0, ge=0, lt=1)  # sgd: heavy-ball momentum (PyTorch's SGD)
     beta1: float = Field(0.9, ge=0, lt=1)  # adam
@@ -115,12 +117,12 @@ class RunConfig(BaseModel):
     model_config = _MODEL
     name: str = Field("run", min_length=1)
     seed: int | None = Field(None, ge=0)  # None: the experiment's seed
-    cell: Literal[CELLS] = "rnn"
-    activation: Literal[ACTIVATIONS] = "relu"  # cells that use one (the plain RNN)
+    cell: CellName = "rnn"
+    activation: Activation = "relu"  # cells that use one (the plain RNN)
     hidden_size: int = Field(128, ge=1)  # d
     layers: int = Field(1, ge=1, le=64)  # L
     bidirectional: bool = False  # each layer also runs in reverse; the layer above and the readout read both
-    dtype: Literal[DTYPES] = "float32"
+    dtype: Dtype = "float32"
     init: InitConfig = InitConfig()
     task: TaskConfig = TaskConfig()
     train: TrainConfig = TrainConfig()

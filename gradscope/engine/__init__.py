@@ -41,7 +41,7 @@ LOSS_KINDS = ("mse", "ce")
 @lru_cache(maxsize=64)
 def expected_shapes(spec: ModelSpec) -> dict[str, tuple[int, ...]]:
     """Every parameter array of the model, by file name (Params.named() order), with its shape."""
-    expected = {}
+    expected: dict[str, tuple[int, ...]] = {}
     G, d = spec.gates, spec.hidden_size
     for stream in spec.streams:
         nl = spec.layer_input_size(int(stream[5:].split("_")[0]))

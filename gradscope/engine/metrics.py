@@ -139,7 +139,7 @@ class _SpectralCache:
 
     def __call__(self, W_hh: np.ndarray, gates: int) -> tuple[float, float]:
         W = np.ascontiguousarray(W_hh)
-        key = (W.shape, W.dtype.str, gates, zlib.crc32(W.view(np.uint8).reshape(-1)))
+        key = (W.shape, W.dtype.str, gates, zlib.crc32(W.data))  # W.data: its bytes (C order)
         with self._lock:
             hit = self._entries.get(key)
             if hit is not None and np.array_equal(hit[0], W, equal_nan=True):
@@ -170,15 +170,15 @@ def parameter_metrics(spec: ModelSpec, params: Params, grads: Params, spectral: 
     layer_arrays = cell(spec.cell).parameters  # W_hx, W_hh, b_h (and the GRU's b_hh)
     names = tuple(f"grad_norm_{a}" for a in layer_arrays) + (("spectral_radius", "sigma_max") if spectral else ())
     streams = spec.streams  # one value per stream (layer, or direction of a layer)
-    out = {name: np.empty(len(streams)) for name in names}
+    per_stream = {name: np.empty(len(streams)) for name in names}  # (S,) each
     for s, stream in enumerate(streams):
         for a in layer_arrays:
-            out[f"grad_norm_{a}"][s] = norms[f"{stream}.{a}"]
+            per_stream[f"grad_norm_{a}"][s] = norms[f"{stream}.{a}"]
         if spectral:
-            out["spectral_radius"][s], out["sigma_max"][s] = spectral_cache(params.layers[s].W_hh, spec.gates)
-    out["grad_norm_W_yh"] = norms["readout.W_yh"]
-    out["grad_norm_b_y"] = norms["readout.b_y"]
-    return out
+            radius, sigma_max = spectral_cache(params.layers[s].W_hh, spec.gates)
+            per_stream["spectral_radius"][s], per_stream["sigma_max"][s] = radius, sigma_max
+    readout = {"grad_norm_W_yh": norms["readout.W_yh"], "grad_norm_b_y": norms["readout.b_y"]}
+    return {**per_stream, **readout}
 
 
 PARAMETER_METRICS = (

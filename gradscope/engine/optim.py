@@ -41,15 +41,18 @@ class SGD:
 
     def step(self, params: Params, grads: Params) -> None:
         g_named = grads.arrays()
-        if self.momentum and self.velocity is None:
-            self.velocity = {name: g.copy() for name, g in g_named.items()}  # v_1 = g_1
-        elif self.momentum:
-            for name, v in self.velocity.items():
-                v *= v.dtype.type(self.momentum)
-                v += g_named[name]
+        velocity = None  # without momentum the step is the gradient itself
+        if self.momentum:
+            if self.velocity is None:
+                self.velocity = {name: g.copy() for name, g in g_named.items()}  # v_1 = g_1
+            else:
+                for name, v in self.velocity.items():
+                    v *= v.dtype.type(self.momentum)
+                    v += g_named[name]
+            velocity = self.velocity
         for name, theta in params.named():
             lr = theta.dtype.type(self.lr)
-            theta -= lr * (self.velocity[name] if self.momentum else g_named[name])
+            theta -= lr * (velocity[name] if velocity is not None else g_named[name])
 
 
 class Adam:

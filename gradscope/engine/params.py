@@ -16,15 +16,18 @@ from __future__ import annotations
 from collections.abc import Iterator
 from dataclasses import dataclass
 from functools import cached_property
+from typing import Literal, get_args
 
 import numpy as np
 
 from .cells import ACTIVATIONS, CELL_NAMES, cell
 
 CELLS = CELL_NAMES
-DTYPES = ("float32", "float64")
+Dtype = Literal["float32", "float64"]
+DTYPES: tuple[Dtype, ...] = get_args(Dtype)
 DEFAULT_SHARDS = 2  # parts of the batch a big pass runs on (engine.shards): a fixed number, it decides the bits
-INIT_SCHEMES = ("gaussian", "uniform", "xavier", "kaiming", "orthogonal", "identity", "pytorch")
+InitScheme = Literal["gaussian", "uniform", "xavier", "kaiming", "orthogonal", "identity", "pytorch"]
+INIT_SCHEMES: tuple[InitScheme, ...] = get_args(InitScheme)
 
 
 @dataclass(frozen=True)
@@ -355,5 +358,7 @@ __all__ = [
     "CELLS",
     "ACTIVATIONS",
     "DTYPES",
+    "Dtype",
     "INIT_SCHEMES",
+    "InitScheme",
 ]

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import os
 import threading
+from collections.abc import Sequence
+from typing import Any, Protocol
 
 import numpy as np
 from numba import types
@@ -30,19 +32,28 @@ from .streams import add_at_positions, bidirectional_step, join_directions, reve
 KERNEL_DTYPES = DTYPES  # one kernel set per dtype, every cell in each
 
 
+class Dispatcher(Protocol):
+    """A jitted kernel (Numba's dispatcher): compiles, or loads from the cache, one exact signature."""
+
+    def compile(self, sig: Any) -> Any: ...
+
+
+Plan = list[tuple[str, Dispatcher, tuple[Any, ...]]]  # (kernel name, dispatcher, argument types)
+
+
 def _array_types(dtype: str):
     f = types.float32 if dtype == "float32" else types.float64
     return tuple(types.Array(f, ndim, "C") for ndim in (1, 2, 3, 4, 5))
 
 
-def kernel_plan(dtype: str) -> list[tuple[str, object, tuple]]:
+def kernel_plan(dtype: str) -> Plan:
     """The kernels a model of this dtype runs (any cell), with their exact signatures, callees before callers."""
     A1, A2, A3, A4, A5 = _array_types(dtype)
     F1, F2, F3 = (types.Array(types.float64, ndim, "C") for ndim in (1, 2, 3))
     I2 = types.Array(types.int64, 2, "C")
     i64, flag, f64 = types.int64, types.boolean, types.float64
     f = A1.dtype
-    plan = [("fill_zero", fill_zero, (A1,)), ("fill_zero", fill_zero, (F1,)), ("rows", rows, (A3,))]
+    plan: Plan = [("fill_zero", fill_zero, (A1,)), ("fill_zero", fill_zero, (F1,)), ("rows", rows, (A3,))]
     plan += [(g.__name__, g, (A2, A2, A2)) for g in GEMMS.values()]
     plan += [("stage_rows", stage_rows, (A3, i64, i64, i64, i64, A3)), ("project", project, (A3, i64, A2, A3, A3))]
     plan += [
@@ -128,7 +139,7 @@ def compile_kernels(dtype: str, progress=None) -> None:
         raise RuntimeError("Numba could not call SciPy's BLAS (scipy.linalg.cython_blas); reinstall scipy")
 
 
-def _compile_dtypes(dtypes: list[str]) -> None:
+def _compile_dtypes(dtypes: Sequence[str]) -> None:
     """Compile the kernel sets of these dtypes in this process (a worker of ``compile_all``)."""
     for dtype in dtypes:
         compile_kernels(dtype)

@@ -28,7 +28,7 @@ from .gemm import pack, pack_transposed, panels
 from .primitives import fill_zero, vector_norm
 from .readout import readout_loss
 
-CELL_CODES = {name: code for code, name in enumerate(CELL_NAMES)}
+CELL_CODES: dict[str, int] = {name: code for code, name in enumerate(CELL_NAMES)}
 RNN, LSTM, GRU = CELL_CODES["rnn"], CELL_CODES["lstm"], CELL_CODES["gru"]
 _LSTM_FORWARD_ROWS = _LSTM_DESCRIPTION.forward_row_count  # 10: h, c, 4 gate means, 4 saturations
 _LSTM_GRAD_H, _LSTM_GRAD_C = (_LSTM_DESCRIPTION.metric_rows()[k] for k in ("grad_h_norm", "grad_c_norm"))

@@ -32,6 +32,7 @@ from __future__ import annotations
 import math
 from functools import lru_cache
 from pathlib import Path
+from typing import Literal, get_args
 
 import numpy as np
 
@@ -306,6 +307,7 @@ class TaggingTask(Task):
 def make_task(task_config, dtype: str = "float32") -> Task:
     """The task described by a config.TaskConfig (or anything with the same attributes)."""
     c = task_config
+    task: Task
     if c.name == "probe":
         task = ProbeTask(c.seq_len, c.batch_size, dtype, c.input_size or 32, c.output_size or 32)
     elif c.name == "adding":
@@ -330,14 +332,15 @@ def make_task(task_config, dtype: str = "float32") -> Task:
 
 # The task registry: every task GradScope knows, by the name an experiment file gives (config.TaskConfig.name
 # accepts exactly these).
-TASK_CLASSES = {
+TaskName = Literal["probe", "adding", "copy", "charlm", "tagging"]  # TASK_CLASSES' keys, in its order
+TASK_CLASSES: dict[str, type[Task]] = {
     "probe": ProbeTask,
     "adding": AddingTask,
     "copy": CopyTask,
     "charlm": CharLMTask,
     "tagging": TaggingTask,
 }
-TASK_NAMES = tuple(TASK_CLASSES)
+TASK_NAMES: tuple[TaskName, ...] = get_args(TaskName)
 
 
 def loss_kind_of(task_config) -> str:
@@ -364,6 +367,7 @@ __all__ = [
     "loss_kind_of",
     "TASK_CLASSES",
     "TASK_NAMES",
+    "TaskName",
     "TAGS",
     "VOCABULARY",
     "DEFAULT_CORPUS",

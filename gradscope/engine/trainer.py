@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Generator
 from contextlib import contextmanager
 
 import numpy as np
@@ -94,9 +94,9 @@ class Training:
         self.iteration = 0  # the next iteration to compute
         self._workspace: dict = {}
         self.threads: int | None = None  # threads per pass (engine.bptt); None: all
-        self._generator: Iterator[Record] | None = None
+        self._generator: Generator[Record, None, None] | None = None  # closed by close()
 
-    def __iter__(self) -> Iterator[Record]:
+    def __iter__(self) -> Generator[Record, None, None]:
         if self._generator is None:
             self._generator = self._steps()
         return self._generator
@@ -125,7 +125,7 @@ class Training:
             return b["x"], b["target"], b["mask"]
         return self.task.batch(self._data_rng)
 
-    def _steps(self) -> Iterator[Record]:
+    def _steps(self) -> Generator[Record, None, None]:
         train = self.run.train
         for iteration in range(self.iterations):
             start = time.perf_counter()
@@ -180,7 +180,7 @@ class Training:
                 return
 
 
-def run_training(run, seed: int, **kwargs) -> Iterator[Record]:
+def run_training(run, seed: int, **kwargs) -> Generator[Record, None, None]:
     """iter(Training(run, seed, **kwargs)): a generator of one Record per iteration."""
     return iter(Training(run, seed, **kwargs))
 

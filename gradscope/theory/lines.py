@@ -98,7 +98,7 @@ class RunTheory:
         c = variance_factor(init.recurrent, init.recurrent_scale, d, d, d)
         c_in = variance_factor(init.input, init.input_scale, n, d, d)
         c_up = variance_factor(init.input, init.input_scale, d, d, d)
-        if c_in is None:  # identity W_hx: unit j receives scale * x_j, so q_in = scale^2 E[x^2]
+        if c_in is None or c_up is None:  # identity W_hx (both): unit j receives scale * x_j, q_in = scale^2 E[x^2]
             c_in = c_up = init.input_scale**2
         m2 = 1.0 if x is None else np.mean(np.square(x, dtype=np.float64), axis=(1, 2))  # (T,) E[x_t^2]
         # the pytorch scheme also draws b_h as the sum of two U(-1/sqrt(d), 1/sqrt(d)): variance 2 / (3 d)

@@ -18,8 +18,12 @@ Importing this module imports neither Numba nor NumPy: the config, the CLI and t
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Literal, get_args
 
-ACTIVATIONS = ("relu", "tanh", "sigmoid", "linear")
+# The names as types (for the config's fields and mypy) and as tuples (for messages and loops): one source.
+Activation = Literal["relu", "tanh", "sigmoid", "linear"]
+ACTIVATIONS: tuple[Activation, ...] = get_args(Activation)
+CellName = Literal["rnn", "lstm", "gru"]  # the registry's keys, in its order (CELLS below)
 ACTIVATION_METRIC = {"relu": "relu_dead", "tanh": "tanh_sat", "sigmoid": "sigmoid_sat", "linear": None}
 
 
@@ -42,6 +46,9 @@ class Cell:
     kernels: str = ""  # module of the Numba kernels, e.g. gradscope.engine.cells.lstm
     twin: str = ""  # module of the NumPy twin, e.g. gradscope.engine.reference.lstm
     trace_format: int = 1  # the exported folder's format_version a run of this cell needs
+    # derived in __post_init__, not arguments: no part of the description's identity (repr, ==, hash)
+    _rows: dict[str, int] = field(init=False, repr=False, compare=False)
+    _metrics: dict[str, tuple[str, ...]] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self):
         # derived once: the engine asks for them on every pass
@@ -173,7 +180,7 @@ GRU = Cell(
 )
 
 CELLS: dict[str, Cell] = {c.name: c for c in (RNN, LSTM, GRU)}
-CELL_NAMES = tuple(CELLS)
+CELL_NAMES: tuple[CellName, ...] = get_args(CellName)
 CELL_KEYS = frozenset(k for c in CELLS.values() for k in c.own_keys)  # keys some cell owns
 
 
@@ -185,4 +192,14 @@ def cell(name: str) -> Cell:
         raise ValueError(f"cell must be one of {CELL_NAMES}, got {name!r}") from None
 
 
-__all__ = ["Cell", "CELLS", "CELL_NAMES", "CELL_KEYS", "cell", "ACTIVATIONS", "ACTIVATION_METRIC"]
+__all__ = [
+    "Cell",
+    "CELLS",
+    "CELL_NAMES",
+    "CellName",
+    "CELL_KEYS",
+    "cell",
+    "ACTIVATIONS",
+    "Activation",
+    "ACTIVATION_METRIC",
+]
