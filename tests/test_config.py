@@ -4,6 +4,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from pydantic import ValidationError
 
 from gradscope import cli, config
 from gradscope.config import ConfigError, RunConfig
@@ -147,7 +148,7 @@ def test_model_and_init_spec_follow_the_task():
 def test_model_dump_round_trips_and_runs_are_frozen():
     run = RunConfig.model_validate({"name": "x", "task": {"name": "adding", "seq_len": 20}})
     assert RunConfig.model_validate(run.model_dump()) == run
-    with pytest.raises(Exception):
+    with pytest.raises(ValidationError, match="frozen"):
         run.hidden_size = 3
     edited = run.model_copy(update={"hidden_size": 8})
     assert edited.hidden_size == 8 and run.hidden_size == 128
@@ -237,9 +238,38 @@ def test_memory_estimate_counts_the_cell_blocks():
         G = cell(name).blocks
         # doubling d adds (G + 2) L T B d state floats, and the weights' G d (n + d + 1) grow with it
         states = (G + 2) * 1 * 7 * 3
-        weights = lambda d: G * d * (32 + d + 1) + 32 * (d + 1)  # noqa: E731  (n = k = 32, the probe)
+
+        def weights(d: int, G: int = G) -> int:  # n = k = 32, the probe
+            return G * d * (32 + d + 1) + 32 * (d + 1)
+
         assert estimate(name, 20) - estimate(name, 10) == 4 * (states * 10 + 4 * (weights(20) - weights(10)))
     assert cell("lstm").blocks == 4 and cell("rnn").blocks == 1
+
+
+def test_the_fields_accept_exactly_the_registries_names():
+    """The fields' Literal types are the engine's (one source); the name tuples are derived from them with
+    get_args, so a cell or task added to its registry but not to its Literal would be refused: caught here."""
+    from typing import get_args
+
+    from gradscope.engine.cells import ACTIVATION_METRIC, ACTIVATIONS, CELL_NAMES, CELLS
+    from gradscope.engine.params import DTYPES, INIT_SCHEMES
+    from gradscope.engine.tasks import TASK_CLASSES, TASK_NAMES
+
+    assert CELL_NAMES == tuple(CELLS) and TASK_NAMES == tuple(TASK_CLASSES)  # same names, same order
+    assert ACTIVATIONS == tuple(ACTIVATION_METRIC)
+    fields = {
+        (RunConfig, "cell"): CELL_NAMES,
+        (RunConfig, "activation"): ACTIVATIONS,
+        (RunConfig, "dtype"): DTYPES,
+        (config.InitConfig, "recurrent"): INIT_SCHEMES,
+        (config.InitConfig, "input"): INIT_SCHEMES,
+        (config.TaskConfig, "name"): TASK_NAMES,
+        (config.TrainConfig, "optimizer"): config.OPTIMIZERS,
+    }
+    for (model, key), names in fields.items():
+        assert get_args(model.model_fields[key].annotation) == names, key
+    for name in TASK_NAMES:  # each accepted name builds (the probe's sizes are free)
+        assert config.TaskConfig(name=name, seq_len=30).name == name
 
 
 def test_the_config_package_keeps_every_public_name():

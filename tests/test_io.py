@@ -212,7 +212,10 @@ def _torch_iteration_zero(torch, cfg, params, batch):
         ).reshape(T, B)
     loss = (mask * ell).sum() / B
     loss.backward()
-    norm = lambda v: v.detach().norm(dim=1).mean().item()  # mean over the batch of ||.||
+
+    def norm(v):  # mean over the batch of ||.||
+        return v.detach().norm(dim=1).mean().item()
+
     out = {
         "loss": loss.item(),
         "grad_norm": torch.sqrt(sum((p.grad**2).sum() for p in P.values())).item(),

@@ -29,7 +29,9 @@ def test_quadrature_agrees_with_adaptive_integration_for_narrow_peaks(q):
     """tanh'(z)^2 is a peak of width ~1 under a Gaussian of width sqrt(q): the hard case for a fixed rule."""
     from scipy.integrate import quad
 
-    g = lambda u: (1 - np.tanh(u) ** 2) ** 2
+    def g(u):  # tanh'(u)^2
+        return (1 - np.tanh(u) ** 2) ** 2
+
     s = math.sqrt(q)
     reference = quad(
         lambda u: g(u) * math.exp(-u * u / (2 * q)) / math.sqrt(2 * math.pi * q),
@@ -379,7 +381,9 @@ def test_ginibre_mean_log_det_against_sampled_matrices():
 
 # ------------------------------------------------------------------------- gated cells at initialisation
 def test_gate_mean_closed_forms_and_monte_carlo():
-    sigmoid = lambda a: 1 / (1 + np.exp(-a))
+    def sigmoid(a):
+        return 1 / (1 + np.exp(-a))
+
     assert th.gate_mean(0.0, 7.0) == pytest.approx(0.5, abs=1e-12)  # symmetric about b = 0
     assert th.lstm_cell_decay(1.0, 5) == pytest.approx(sigmoid(1.0) ** 5, rel=1e-12)
     assert th.gru_update_decay(-2.0, 3) == pytest.approx(sigmoid(-2.0) ** 3, rel=1e-12)

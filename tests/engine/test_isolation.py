@@ -51,8 +51,8 @@ def _run(code: str, env: dict, cwd: Path, args=(), as_user: dict | None = None) 
 def test_engine_config_and_trace_import_without_qt():
     code = (
         "import sys\n"
-        "import gradscope.engine, gradscope.engine.driver, gradscope.engine.plan, gradscope.engine.trainer, gradscope.config, "
-        "gradscope.trace\n"
+        "import gradscope.engine, gradscope.engine.driver, gradscope.engine.plan, gradscope.engine.trainer, "
+        "gradscope.config, gradscope.trace\n"
         "print(sorted(m for m in sys.modules if m.split('.')[0] in ('PyQt6', 'pyqtgraph', 'PySide6')))"
     )
     env = {**os.environ, "PYTHONPATH": str(REPO)}

@@ -524,8 +524,8 @@ def test_workspace_reuse_gives_identical_results_and_nothing_aliases_it(cell):
     for name in fresh.metrics:
         np.testing.assert_array_equal(again.metrics[name], fresh.metrics[name])
         np.testing.assert_array_equal(first.metrics[name], first_copy[name])  # results own their arrays
-    for (name, g), (_, w), (_, _c) in zip(again.grads.named(), fresh.grads.named(), first.grads.named()):
-        np.testing.assert_array_equal(g, w)
+    for (name, g), (_, w) in zip(again.grads.named(), fresh.grads.named()):
+        np.testing.assert_array_equal(g, w, err_msg=name)
     for (_, a), (_, b) in zip(first.grads.named(), grads_copy.named()):
         np.testing.assert_array_equal(a, b)
     assert again.loss == fresh.loss

@@ -128,11 +128,11 @@ def test_readout_and_biases():
 
 def test_deterministic_dtype_and_no_global_random_state():
     spec = ModelSpec(cell="lstm", layers=3, input_size=5, hidden_size=7, dtype="float32")
-    state = np.random.get_state()[1].copy()
+    state = np.random.get_state()[1].copy()  # noqa: NPY002  (the legacy global state is what must stay untouched)
     a = init_params(spec, InitSpec(), np.random.default_rng(9))
     b = init_params(spec, InitSpec(), np.random.default_rng(9))
     c = init_params(spec, InitSpec(), np.random.default_rng(10))
-    assert np.array_equal(np.random.get_state()[1], state)
+    assert np.array_equal(np.random.get_state()[1], state)  # noqa: NPY002  (as above)
     for (name, x), (_, y), (_, z) in zip(a.named(), b.named(), c.named()):
         assert x.dtype == np.float32, name
         np.testing.assert_array_equal(x, y)

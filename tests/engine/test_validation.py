@@ -95,7 +95,7 @@ def test_bad_parameters_are_named(good):
         bptt(SPEC, wrong, x, target, mask, "mse")
     wrong = params.copy()
     wrong.W_yh = wrong.W_yh.astype(np.float64)
-    with pytest.raises(ValueError, match="parameter readout.W_yh has dtype float64, the model is float32"):
+    with pytest.raises(ValueError, match=r"parameter readout\.W_yh has dtype float64, the model is float32"):
         bptt(SPEC, wrong, x, target, mask, "mse")
     wrong = params.copy()
     wrong.layers.pop()

@@ -219,7 +219,7 @@ def test_svg_curves_sit_inside_their_plots_and_scale_like_the_page(exported):
         assert clips, name
         clipped = 0
 
-        def walk(node, offset, clip):
+        def walk(node, offset, clip, *, clips=clips, name=name):  # this file's clip rects and name
             nonlocal clipped
             transform = node.get("transform", "")
             if transform.startswith("translate"):

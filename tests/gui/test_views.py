@@ -260,7 +260,7 @@ def test_empty_plots_show_the_experiments_timesteps_and_iterations_on_decade_axe
         for name in plot_names:
             vb = getattr(v.figure, name).getViewBox()
             assert getattr(v.figure, name.replace("plot", "snap")).bounds == ((0.0, float(x[1])), (-3.0, 3.0))
-            qtbot.waitUntil(lambda: vb.viewRange()[0][1] >= x[1])  # auto-range applies on the next paint
+            qtbot.waitUntil(lambda vb=vb, x=x: vb.viewRange()[0][1] >= x[1])  # auto-range applies on the next paint
             (x0, x1), (y0, y1) = vb.viewRange()
             assert x0 <= x[0] < x[1] <= x1 and x1 - x0 < 1.2 * (x[1] - x[0]) + 1, (cls.__name__, name, x0, x1)
             assert y0 <= -3 and 3 <= y1 and y1 - y0 < 8, (cls.__name__, name, y0, y1)  # 6 decades + padding
