@@ -42,6 +42,9 @@ class StopRequest:
 
     @property
     def exit_code(self) -> int:
+        """128 + the signal's number, as a shell reports a process that a signal ended."""
+        if self.signum is None:
+            raise RuntimeError("no stop signal was received")
         return 128 + int(self.signum)
 
     def _handle(self, signum, frame) -> None:

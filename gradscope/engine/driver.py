@@ -24,7 +24,10 @@ from .step import CELL_CODES, grad_norms, pack_layers, step
 from .streams import bidirectional_step
 
 _EMPTY_I2 = np.zeros((0, 0), dtype=np.int64)
-_EMPTY_F3 = {"float32": np.zeros((0, 0, 0), np.float32), "float64": np.zeros((0, 0, 0), np.float64)}
+_EMPTY_F3: dict[str, np.ndarray] = {
+    "float32": np.zeros((0, 0, 0), np.float32),
+    "float64": np.zeros((0, 0, 0), np.float64),
+}
 _NO_NORMS = np.zeros(0)
 
 

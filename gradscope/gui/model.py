@@ -102,9 +102,27 @@ class RunData:
 
     @property
     def layers(self) -> int:
+        """Streams the trace records (a layer, or one direction of a bidirectional layer; TRACE_FORMAT.md)."""
         if "h_norm" in self.trace and len(self.trace):
             return int(self.trace.array("h_norm").shape[1])
-        return self.run.layers if self.run is not None else 1
+        return len(self.streams)
+
+    @property
+    def streams(self) -> tuple[str, ...]:
+        """The streams' names (layer0, layer0_reverse, ...), in the trace's order."""
+        if self.run is not None:
+            return self.run.model_spec().streams
+        S = int(self.trace.array("h_norm").shape[1]) if "h_norm" in self.trace and len(self.trace) else 1
+        return tuple(f"layer{l}" for l in range(S))
+
+    @property
+    def top_stream(self) -> int:
+        """The stream "top layer" means: the top layer's forward one (its reverse one sees the sequence's end
+        first, so a loss at the last step reaches it at that step only)."""
+        names = self.streams
+        if len(names) != self.layers:  # a trace that does not match its run's settings: its last row
+            return self.layers - 1
+        return names.index(names[-1].split("_")[0])
 
     @property
     def clip_norm(self) -> float:

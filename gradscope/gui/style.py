@@ -19,7 +19,13 @@ THEORY_WIDTH = 1.5
 FONT_POINT_SIZE = 10
 
 # LSTM gates: one line style each (colours stay with runs)
-GATE_STYLES = {"i": "solid", "f": "dash", "g": "dot", "o": "dashdot"}
+# a line style per gate, by its place in the cell's description: i, f, g, o (LSTM); r, z, n (GRU)
+LINE_STYLES = ("solid", "dash", "dot", "dashdot")
+
+
+def gate_style(cell, gate: str) -> str:
+    """The line style of a gate of this cell (engine.cells.Cell), the same in every view and legend."""
+    return LINE_STYLES[cell.gates.index(gate) % len(LINE_STYLES)]
 
 
 def run_color(index: int) -> str:

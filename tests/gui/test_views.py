@@ -553,3 +553,45 @@ def test_curves_are_rebuilt_only_when_their_values_change(qapp):
     assert len(curves.dot_positions("a")) == 4  # every finite point
     curves.set("a", x, y + 1, plotting.pen("#D55E00"))
     assert len(curves.dot_positions("a")) == 1  # back to the isolated one: t = 0
+
+
+# ---------------------------------------------------------------------------------------- streams
+def test_a_bidirectional_run_is_shown_by_its_streams_and_top_means_the_top_forward_one(view):
+    from gradscope.config import RunConfig
+
+    run = RunConfig.model_validate({"cell": "lstm", "bidirectional": True, "layers": 2})
+    data = run_data(0, make_trace(cell="lstm", layers=4), "bi", run=run)
+    assert data.streams == ("layer0", "layer0_reverse", "layer1", "layer1_reverse")
+    assert data.top_stream == 2
+    v = view(LayersView)
+    v.redraw([data])
+    labels = v.figure.legend.labels
+    assert "layer 0 reverse" in " ".join(labels) and "layer 1 reverse (top)" in labels
+    p = view(ProfileView)
+    p.redraw([data])
+    assert [p.layer_box.itemText(i) for i in range(p.layer_box.count())] == [
+        "top layer",
+        "layer 0",
+        "layer 0 reverse",
+        "layer 1",
+        "layer 1 reverse",
+    ]
+    _, y = shown(p.figure.grad_curves, next(iter(p.figure.grad_curves.items)))
+    assert y == pytest.approx(np.log10(grad_values(3, 2, 12)))  # the top layer's forward stream (row 2)
+
+
+def test_gru_gates_are_drawn_with_their_names(view):
+    from gradscope.config import RunConfig
+
+    def gates(k, m):
+        for i, g in enumerate("rzn"):
+            m[f"gate_{g}_mean"] = np.full((1, 12), 0.2 * (i + 1))
+            m[f"gate_{g}_sat"] = np.full((1, 12), 0.1)
+
+    data = run_data(0, make_trace(tweak=gates), "gru", run=RunConfig.model_validate({"cell": "gru"}))
+    v = view(SaturationView)
+    v.redraw([data])
+    fig = v.figure
+    assert {"reset gate r", "update gate z", "candidate n"} <= set(fig.legend.labels)
+    _, y = shown(fig.gate_curves, (0, "gate_z_mean"))
+    assert y == pytest.approx(np.full(12, 0.4))

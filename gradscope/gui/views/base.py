@@ -318,22 +318,33 @@ def layer_combo(tooltip: str) -> QtWidgets.QComboBox:
     return combo
 
 
-def set_layer_choices(combo: QtWidgets.QComboBox, layers: int) -> None:
-    """Offer "top layer" and layers 0..layers-1, keeping the current choice when it still exists."""
-    wanted = ["top layer"] + [f"layer {l}" for l in range(layers)]
+def stream_label(streams, s: int) -> str:
+    """A stream as people read it: "layer 1", "layer 1 reverse" (TRACE_FORMAT.md's names: layer1_reverse)."""
+    name = streams[s] if s < len(streams) else f"layer{s}"
+    return name.replace("layer", "layer ", 1).replace("_reverse", " reverse")
+
+
+def set_layer_choices(combo: QtWidgets.QComboBox, layers, streams=None) -> None:
+    """Offer "top layer" and every stream (layers 0..layers-1, or the given streams' names), keeping the
+    current choice when it still exists."""
+    names = tuple(streams) if streams is not None else tuple(f"layer{l}" for l in range(layers))
+    wanted = ["top layer"] + [stream_label(names, l) for l in range(len(names))]
     if [combo.itemText(i) for i in range(combo.count())] == wanted:
         return
     current = combo.currentData()
     combo.blockSignals(True)
     combo.clear()
     combo.addItem("top layer", -1)
-    for l in range(layers):
-        combo.addItem(f"layer {l}", l)
+    for l in range(len(names)):
+        combo.addItem(stream_label(names, l), l)
     index = combo.findData(current)
     combo.setCurrentIndex(index if index >= 0 else 0)
     combo.blockSignals(False)
 
 
-def resolve_layer(choice: int, layers: int) -> int:
-    """A layer choice (-1 = top) as an index into a run with ``layers`` layers."""
-    return layers - 1 if choice < 0 else min(choice, layers - 1)
+def resolve_layer(choice: int, layers: int, top: int | None = None) -> int:
+    """A layer choice (-1 = top) as an index into a run with ``layers`` streams; ``top``: the stream "top"
+    means (RunData.top_stream: a bidirectional run's top forward stream), else the last."""
+    if choice < 0:
+        return layers - 1 if top is None else top
+    return min(choice, layers - 1)

@@ -19,6 +19,7 @@ from .base import (
     run_combo,
     set_run_choices,
     snap_and_mark,
+    stream_label,
     timestep_range,
     visible_with_data,
 )
@@ -93,7 +94,13 @@ class LayersFigure(Figure):
         self.shown = None
         if run is not None:
             colors = layer_colors(run.layers)
-            self.shown = {"name": run.name, "iteration": int(run.trace.iterations[-1]), "grad_h_norm": [], "h_norm": []}
+            self.shown = {
+                "name": run.name,
+                "iteration": int(run.trace.iterations[-1]),
+                "grad_h_norm": [],
+                "h_norm": [],
+                "streams": run.streams,
+            }
             for l in range(run.layers):
                 for metric, curves, keys, marks in (
                     ("grad_h_norm", self.grad_curves, grad_keys, grad_marks),
@@ -105,7 +112,7 @@ class LayersFigure(Figure):
                     y, bad = series
                     t = np.arange(len(y), dtype=np.float64)
                     label = (
-                        f"layer {l}"
+                        stream_label(run.streams, l)
                         + (" (bottom)" if l == 0 and run.layers > 1 else "")
                         + (" (top)" if l == run.layers - 1 and run.layers > 1 else "")
                     )
@@ -135,7 +142,12 @@ class LayersFigure(Figure):
         if self.shown is None:
             return None
         t = round(x)
-        parts = [f"layer {l}: {value_label(float(v[t]))}" for l, v in enumerate(self.shown[metric]) if 0 <= t < len(v)]
+        names = self.shown["streams"]
+        parts = [
+            f"{stream_label(names, l)}: {value_label(float(v[t]))}"
+            for l, v in enumerate(self.shown[metric])
+            if 0 <= t < len(v)
+        ]
         symbol = "‖∂L/∂h‖" if metric == "grad_h_norm" else "‖h‖"
         return f"{self.shown['name']}, t = {t}, {symbol}\n" + "\n".join(parts) if parts else None
 

@@ -114,7 +114,7 @@ class ProfileFigure(Figure):
         any_lstm = False
         theory_kinds = set()
         for run in shown:
-            layer = resolve_layer(self.layer, run.layers)
+            layer = resolve_layer(self.layer, run.layers, run.top_stream)
             row = self.row if -len(run.trace) <= self.row < len(run.trace) else -1
             iteration = int(run.trace.iterations[row])
             entry = {"name": run.name, "iteration": iteration, "layer": layer, "values": {}, "theory": {}}
@@ -319,8 +319,8 @@ class ProfileView(View):
             self.row_label.setText(f"{min(rows)}" if len(set(rows)) == 1 else f"{min(rows)}..{max(rows)}")
 
     def update_controls(self, runs: list[RunData]) -> None:
-        layers = max([r.layers for r in runs], default=1)
-        set_layer_choices(self.layer_box, layers)
+        deepest = max(runs, key=lambda r: r.layers, default=None)
+        set_layer_choices(self.layer_box, deepest.layers if deepest else 1, deepest.streams if deepest else None)
         rows = max([len(r.trace) for r in runs if r.visible], default=1)
         following = self.figure.row == -1
         self.row_slider.blockSignals(True)

@@ -1,5 +1,6 @@
-"""View 4, saturation: LSTM gate means and the share of saturated gate units against t; for RNNs the share of
-dead ReLU units (h = 0) or of saturated tanh / sigmoid units.  Saturated units pass almost no gradient."""
+"""View 4, saturation: gate means of the gated cells (LSTM, GRU) and the share of saturated gate units against t;
+for RNNs the share of dead ReLU units (h = 0) or of saturated tanh / sigmoid units.  Saturated units pass
+almost no gradient."""
 
 from __future__ import annotations
 
@@ -13,7 +14,15 @@ from ..model import RunData
 from ..plotting import STYLE_GREY, EmptyHint, HoverReadout, Legend, SnapBounds, make_plot, pen
 from .base import CurveSet, Figure, View, layer_combo, resolve_layer, set_layer_choices, visible_with_data
 
-GATE_NAMES = {"i": "input gate i", "f": "forget gate f", "g": "candidate g", "o": "output gate o"}
+GATE_NAMES = {
+    "i": "input gate i",
+    "f": "forget gate f",
+    "g": "candidate g",
+    "o": "output gate o",
+    "r": "reset gate r",
+    "z": "update gate z",
+    "n": "candidate n",
+}
 RNN_FRACTIONS = {
     "relu_dead": "dead ReLU (h = 0)",
     "tanh_sat": "saturated tanh (|h| > 0.95)",
@@ -28,7 +37,7 @@ class SaturationFigure(Figure):
     def __init__(self, layout: pg.GraphicsLayout, interactive: bool = True):
         super().__init__(layout, interactive)
         self.gate_plot = make_plot(
-            layout, 0, 0, menu=interactive, title="LSTM gate means", x_label="timestep t", y_label="mean activation"
+            layout, 0, 0, menu=interactive, title="Gate means", x_label="timestep t", y_label="mean activation"
         )
         self.sat_plot = make_plot(
             layout,
@@ -52,7 +61,7 @@ class SaturationFigure(Figure):
         self.gate_curves = CurveSet(self.gate_plot)
         self.sat_curves = CurveSet(self.sat_plot)
         self.sat_snap = SnapBounds(self.sat_plot)  # x: every shown run's timesteps
-        self.gate_hint = EmptyHint(self.gate_plot, "Gate means: LSTM runs only")
+        self.gate_hint = EmptyHint(self.gate_plot, "Gate means: gated cells (LSTM, GRU) only")
         self.sat_hint = EmptyHint(self.sat_plot, "Press Run (Space) to start")
         self.layer = -1
         self._shown: list[dict] = []
@@ -68,13 +77,13 @@ class SaturationFigure(Figure):
         shown = visible_with_data(runs)
         gate_keys, sat_keys, legend_runs = [], [], []
         self._shown = []
-        gates_shown: dict[str, None] = {}  # the gates of every shown gated cell, in order
+        gates_shown: dict[str, object] = {}  # the gates of every shown gated cell, in order -> its cell
         for run in shown:
-            layer = resolve_layer(self.layer, run.layers)
+            layer = resolve_layer(self.layer, run.layers, run.top_stream)
             entry = {"name": run.name, "iteration": int(run.trace.iterations[-1]), "mean": {}, "sat": {}}
             gates = run.cell_description.gates
             if gates:
-                gates_shown.update(dict.fromkeys(gates))
+                gates_shown.update(dict.fromkeys(gates, run.cell_description))
                 for g in gates:
                     for kind, curves, keys in (
                         ("mean", self.gate_curves, gate_keys),
@@ -87,7 +96,7 @@ class SaturationFigure(Figure):
                                 (run.key, metric),
                                 np.arange(len(y), dtype=np.float64),
                                 y,
-                                pen(run.color, line=style.GATE_STYLES[g]),
+                                pen(run.color, line=style.gate_style(run.cell_description, g)),
                             )
                             keys.append((run.key, metric))
                             entry[kind][GATE_NAMES.get(g, f"gate {g}")] = y
@@ -104,12 +113,14 @@ class SaturationFigure(Figure):
         self.gate_curves.retain(gate_keys)
         self.sat_curves.retain(sat_keys)
         entries = [(run.label, run.color, "solid") for run in dict.fromkeys(legend_runs)]
-        entries += [(GATE_NAMES.get(g, f"gate {g}"), STYLE_GREY, style.GATE_STYLES[g]) for g in gates_shown]
+        entries += [
+            (GATE_NAMES.get(g, f"gate {g}"), STYLE_GREY, style.gate_style(c, g)) for g, c in gates_shown.items()
+        ]
         self.legend.set(entries)
         # the time axis spans every shown run's steps, whether or not it has a saturation metric
         T = max([int(run.trace.array("h_norm").shape[-1]) for run in shown if "h_norm" in run.trace], default=0)
         self.sat_snap.snap((0.0, float(T - 1)) if T else None, (0.0, 1.0) if T else None, log_y=False)
-        # without an LSTM the gate plot has nothing to show: left out (shown, with its hint, before any data)
+        # without a gated cell the gate plot has nothing to show: left out (shown, with its hint, before any data)
         self.gate_plot.setVisible(bool(gates_shown) or not shown)
         self.gate_hint.show(not gates_shown)
         self.sat_hint.show(not sat_keys)
@@ -142,4 +153,5 @@ class SaturationView(View):
         self.options_changed()
 
     def update_controls(self, runs: list[RunData]) -> None:
-        set_layer_choices(self.layer_box, max([r.layers for r in runs], default=1))
+        deepest = max(runs, key=lambda r: r.layers, default=None)
+        set_layer_choices(self.layer_box, deepest.layers if deepest else 1, deepest.streams if deepest else None)

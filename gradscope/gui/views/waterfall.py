@@ -100,7 +100,7 @@ class WaterfallFigure(Figure):
             self.caption.setText("")
             return
         self.hint.show(False)
-        layer = resolve_layer(self.layer, run.layers)
+        layer = resolve_layer(self.layer, run.layers, run.top_stream)
         rows = thin_rows(len(run.trace), MAX_ROWS)  # (K',)
         values = np.asarray(run.trace.array(self.quantity)[rows, layer, :], dtype=np.float64)  # (K', T)
         iterations = run.trace.iterations[rows].astype(np.float64)  # (K',)
@@ -225,6 +225,7 @@ class WaterfallView(View):
         self.options_changed()
 
     def update_controls(self, runs: list[RunData]) -> None:
-        set_layer_choices(self.layer_box, max([r.layers for r in runs], default=1))
+        deepest = max(runs, key=lambda r: r.layers, default=None)
+        set_layer_choices(self.layer_box, deepest.layers if deepest else 1, deepest.streams if deepest else None)
         set_run_choices(self.run_box, [(r.name, r.key) for r in runs if r.visible], self.figure.run_key)
         self.figure.run_key = self.run_box.currentData()
