@@ -33,7 +33,7 @@ if TYPE_CHECKING:  # the config imports pydantic; the run model needs only its d
 class RunStatus(StrEnum):
     """Where a run is: queued -> compiling -> running <-> paused -> completed | diverged | stopped | failed.
 
-    The values of the finished ones are the strings summary.json's ``status`` holds (TRACE_FORMAT.md)."""
+    The values of the finished ones are the strings summary.json's ``status`` holds (docs/trace_format.md)."""
 
     QUEUED = "queued"  # not started (waiting for its turn, or never asked to run)
     COMPILING = "compiling"  # waiting for its kernels

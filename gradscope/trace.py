@@ -2,7 +2,7 @@
 
 The trainer yields one ``Record`` per iteration; the ones marked ``recorded`` are appended to the run's
 ``Trace``.  Every metric becomes a column of shape (K, ...) with one row per recorded iteration, exactly the
-arrays written to trace.npz (TRACE_FORMAT.md).  Readers get read-only views; ``version`` changes on every
+arrays written to trace.npz (docs/trace_format.md).  Readers get read-only views; ``version`` changes on every
 append so a view redraws only when there is something new.
 
 Memory is bounded: when the columns would outgrow ``max_bytes`` the trace doubles its stride: it keeps every

@@ -1,6 +1,6 @@
 """What one forward/backward pass returns, and where its first non-finite value appeared.
 
-Per-timestep metrics have shape (L, T): layer l, timestep t.  Their definitions (TRACE_FORMAT.md and
+Per-timestep metrics have shape (L, T): layer l, timestep t.  Their definitions (docs/trace_format.md and
 docs/metrics.md) are shared by the Numba kernels and their NumPy twins:
 
     h_norm, c_norm             mean over the batch of ||h_t||, ||c_t||

@@ -75,7 +75,7 @@ class ModelSpec:
     @cached_property
     def streams(self) -> tuple[str, ...]:
         """The recurrent chains, in the engine's order: layer0, layer0_reverse (bidirectional), layer1, ...
-        (TRACE_FORMAT.md, streams).  Per-timestep metrics are (S, T) in this order."""
+        (docs/trace_format.md, streams).  Per-timestep metrics are (S, T) in this order."""
         suffixes = ("", "_reverse")[: self.directions]
         return tuple(f"layer{l}{suffix}" for l in range(self.layers) for suffix in suffixes)
 
@@ -126,7 +126,7 @@ class Params:
     def stream_names(self) -> tuple[str, ...]:
         return self.streams if self.streams is not None else tuple(f"layer{l}" for l in range(len(self.layers)))
 
-    # Names used in files (TRACE_FORMAT.md: init_params.npz) and in per-parameter metrics.
+    # Names used in files (docs/trace_format.md: init_params.npz) and in per-parameter metrics.
     def named(self) -> Iterator[tuple[str, np.ndarray]]:
         for stream, p in zip(self.stream_names(), self.layers):
             for name, a in p.named():

@@ -4,7 +4,7 @@ A bidirectional layer is two streams: one runs forward over t = 0..T-1 from h_{-
 t = T-1..0 from h_T = 0; the layer above, and the readout, read [h_fwd_t ; h_rev_t] (2d).  The reverse
 stream runs the cell's kernels unchanged on a time-reversed copy of its input, so its buffers (H, S, A) hold
 its steps in the order it takes them (step s is input position T-1-s); the driver flips its metric rows to
-input positions (TRACE_FORMAT.md, streams).
+input positions (docs/trace_format.md, streams).
 
     forward, layer by layer
         fwd: the cell's forward kernel on X;   rev: on X reversed;   X <- [H_fwd ; reversed H_rev] (T, B, 2d)

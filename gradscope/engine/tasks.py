@@ -1,5 +1,5 @@
 """The tasks that make training data.  Each says which loss it uses, which steps it scores (the mask) and what
-a trivial strategy scores, in the same units as the loss L (TRACE_FORMAT.md):
+a trivial strategy scores, in the same units as the loss L (docs/trace_format.md):
 
     L = (1/B) sum_{t,b} mask[t,b] ell(y_tb, target_tb),
     ell = 0.5 ||y - target||^2 (mse)  or  -log softmax(y)[target] (ce)

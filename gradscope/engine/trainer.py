@@ -143,7 +143,7 @@ class Training:
                     threads=self.threads if self.backend == "numba" else None,
                     shards=self.run.train.shards if self.backend == "numba" else None,
                 )
-            # Every gradient figure of the record is taken BEFORE clipping (TRACE_FORMAT.md: grad_norm is
+            # Every gradient figure of the record is taken BEFORE clipping (docs/trace_format.md: grad_norm is
             # before clipping; the per-parameter norms follow it, so they add up to grad_norm in quadrature),
             # and every parameter figure at the parameters this pass used, before the update.
             with np.errstate(all="ignore"), small_linear_algebra():

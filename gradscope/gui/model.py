@@ -102,7 +102,7 @@ class RunData:
 
     @property
     def layers(self) -> int:
-        """Streams the trace records (a layer, or one direction of a bidirectional layer; TRACE_FORMAT.md)."""
+        """Streams the trace records (a layer, or one direction of a bidirectional layer; docs/trace_format.md)."""
         if "h_norm" in self.trace and len(self.trace):
             return int(self.trace.array("h_norm").shape[1])
         return len(self.streams)

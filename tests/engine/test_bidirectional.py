@@ -1,7 +1,7 @@
 """Bidirectional stacks: the compiled pass against its NumPy twin, PyTorch and central differences.
 
 Streams are layer0, layer0_reverse, layer1, ...; a reverse stream's metrics are indexed by input position
-(TRACE_FORMAT.md, streams).  PyTorch checks: every parameter gradient and the loss against the fused module
+(docs/trace_format.md, streams).  PyTorch checks: every parameter gradient and the loss against the fused module
 (nn.RNN / nn.LSTM / nn.GRU with bidirectional=True, our weights copied in); every stream's state and gradient
 norms per timestep against the same model unrolled from nn.*Cell with retain_grad on every state, so that
 dL/dh_t is the TOTAL derivative, as the metrics define it.  Tolerances as in test_torch.py.

@@ -1,6 +1,6 @@
 """Plain NumPy twins of the engine's kernels: the readable specification and the test oracle.
 
-Nothing here is fast; everything here is meant to be obviously right.  Notation (TRACE_FORMAT.md):
+Nothing here is fast; everything here is meant to be obviously right.  Notation (docs/trace_format.md):
 T steps, batch B, L layers, hidden size d, layer input size n, output size k; arrays are time-major.
 Each function twins the kernel of the same name at the same granularity: a cell's layer forward pass and a
 chunk of its backward pass (the whole layer when no carries are given) in reference/<cell>.py beside

@@ -319,7 +319,7 @@ def layer_combo(tooltip: str) -> QtWidgets.QComboBox:
 
 
 def stream_label(streams, s: int) -> str:
-    """A stream as people read it: "layer 1", "layer 1 reverse" (TRACE_FORMAT.md's names: layer1_reverse)."""
+    """A stream as people read it: "layer 1", "layer 1 reverse" (docs/trace_format.md's names: layer1_reverse)."""
     name = streams[s] if s < len(streams) else f"layer{s}"
     return name.replace("layer", "layer ", 1).replace("_reverse", " reverse")
 
