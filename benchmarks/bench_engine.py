@@ -47,7 +47,7 @@ import gradscope  # noqa: E402,F401  (GradScope's thread defaults before NumPy l
 from peers import Case, GemmFloor, TorchFused, TorchInstrumented, make_data, peak_gflops  # noqa: E402
 
 SIZES = [(1, 100, 8, 32), (32, 100, 32, 128), (32, 200, 64, 256), (64, 500, 64, 512)]
-CELLS = ["rnn-relu", "rnn-tanh", "lstm"]
+CELLS = ["rnn-relu", "rnn-tanh", "lstm", "gru"]
 SETTLE = 0.2  # seconds of pause before each block: other pools' spinning threads go to sleep
 
 
@@ -95,22 +95,29 @@ class Threads:
 class GradScopeStep:
     """GradScope's engine on the same weights and batch as the peers."""
 
-    def __init__(self, case: Case, weights, x, target, threads: int = 1, parameter_metrics: bool = False):
-        from gradscope.engine import LayerParams, ModelSpec, Params, bptt
+    def __init__(
+        self, case: Case, weights, x, target, threads: int = 1, parameter_metrics: bool = False, bidirectional=False
+    ):
+        from gradscope.engine import InitSpec, LayerParams, ModelSpec, Params, bptt, init_params
 
         self.bptt = bptt
+        # the GRU's second bias, zero like the peers' bias_hh (PyTorch's LSTM and RNN fold theirs into b_h)
+        b_hh = np.zeros_like(weights["b_h"]) if case.cell == "gru" else None
         self.spec = ModelSpec(
-            cell="lstm" if case.cell == "lstm" else "rnn",
+            cell=case.cell.split("-")[0],
             activation=case.activation,
             input_size=case.n,
             hidden_size=case.d,
             layers=1,
             output_size=case.k,
             dtype=case.dtype,
+            bidirectional=bidirectional,
         )
         self.params = Params(
-            [LayerParams(weights["W_hx"], weights["W_hh"], weights["b_h"])], weights["W_yh"], weights["b_y"]
+            [LayerParams(weights["W_hx"], weights["W_hh"], weights["b_h"], b_hh)], weights["W_yh"], weights["b_y"]
         )
+        if bidirectional:  # the same layer run both ways: its own weights (the peers have no such layer)
+            self.params = init_params(self.spec, InitSpec(), np.random.default_rng(0))
         self.x, self.target = x, target
         self.mask = np.ones(x.shape[:2], dtype=x.dtype)
         self.workspace: dict = {}
@@ -140,6 +147,7 @@ class GradScopeStep:
 PEERS = {
     "gradscope": "gradscope",
     "gradscope+param": "gradscope",
+    "gradscope_bidirectional": "gradscope",
     "torch_fused": "torch",
     "torch_instrumented": "torch",
     "floor": "floor",
@@ -151,6 +159,8 @@ def make_peer(key: str, case: Case, data, threads: int):
         return GradScopeStep(case, *data, threads=threads)
     if key == "gradscope+param":
         return GradScopeStep(case, *data, threads=threads, parameter_metrics=True)
+    if key == "gradscope_bidirectional":
+        return GradScopeStep(case, *data, threads=threads, bidirectional=True)
     return {"torch_fused": TorchFused, "torch_instrumented": TorchInstrumented, "floor": GemmFloor}[key](case, *data)
 
 
@@ -221,12 +231,14 @@ def bench_speed(dtypes, sizes, cells, n_threads: int, rounds: int, budget: float
                 row["vs_floor"] = g / row["floor"]["median_ms"]
                 row["speedup_vs_torch_instrumented"] = row["torch_instrumented"]["median_ms"] / g
                 row["speedup_vs_torch_fused"] = row["torch_fused"]["median_ms"] / g
+                row["bidirectional_vs_unidirectional"] = row["gradscope_bidirectional"]["median_ms"] / g
                 print(
                     f"{case.label():52s} gradscope {g:9.3f} ms  fused {row['torch_fused']['median_ms']:9.3f}  "
                     f"instrumented {row['torch_instrumented']['median_ms']:9.3f}  "
                     f"floor {row['floor']['median_ms']:9.3f}  -> {row['vs_floor']:.2f}x floor, "
                     f"{row['speedup_vs_torch_instrumented']:.1f}x faster than instrumented, "
-                    f"{row['speedup_vs_torch_fused']:.2f}x vs fused (load {row['load'][0]:.1f}-{row['load'][1]:.1f})",
+                    f"{row['speedup_vs_torch_fused']:.2f}x vs fused, bidirectional "
+                    f"{row['bidirectional_vs_unidirectional']:.2f}x (load {row['load'][0]:.1f}-{row['load'][1]:.1f})",
                     file=sys.stderr,
                     flush=True,
                 )
@@ -554,8 +566,8 @@ def markdown(result) -> str:
                 "",
                 "| cell | (B, T, n, d) | GradScope | + param. metrics | PyTorch fused | PyTorch instrumented | "
                 "NumPy GEMM floor | floor GFLOP/s | GradScope / floor | vs instrumented | vs fused | "
-                "shards | load |",
-                "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+                "bidirectional / uni | shards | load |",
+                "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
             ]
             for r in (r for r in result["speed"] if r["dtype"] == dtype):
                 lines.append(
@@ -564,7 +576,9 @@ def markdown(result) -> str:
                     f"{_ms(r['torch_instrumented'])} | {_ms(r['floor'])} | "
                     f"{r['floor_gflops']:.0f} ({r['flops'] / 1e9:.3g} GFLOP) | {r['vs_floor']:.2f}x | "
                     f"{r['speedup_vs_torch_instrumented']:.1f}x faster | "
-                    f"{r['speedup_vs_torch_fused']:.2f}x | {r['gradscope_shards']} | "
+                    f"{r['speedup_vs_torch_fused']:.2f}x | "
+                    f"{_ms(r['gradscope_bidirectional'])} = {r['bidirectional_vs_unidirectional']:.2f}x | "
+                    f"{r['gradscope_shards']} | "
                     f"{r['load'][0]:.1f}-{r['load'][1]:.1f} |"
                 )
     if result.get("memory"):

@@ -18,7 +18,7 @@ import numpy as np
 
 @dataclass(frozen=True)
 class Case:
-    cell: str  # "rnn-relu" | "rnn-tanh" | "lstm"
+    cell: str  # "rnn-relu" | "rnn-tanh" | "lstm" | "gru"
     B: int
     T: int
     n: int
@@ -31,7 +31,7 @@ class Case:
 
     @property
     def gates(self) -> int:
-        return 4 if self.cell == "lstm" else 1
+        return {"lstm": 4, "gru": 3}.get(self.cell, 1)
 
     @property
     def activation(self) -> str:
@@ -55,7 +55,7 @@ class Case:
 
     def state_bytes(self) -> int:
         """What BPTT must keep: the states and gate activations of every timestep (H; LSTM: H, C, i, f, g, o)."""
-        per_step = self.B * self.d * (6 if self.cell == "lstm" else 1)
+        per_step = self.B * self.d * {"lstm": 6, "gru": 5}.get(self.cell, 1)  # GRU: H, r, z, n, u_n
         return self.T * per_step * np.dtype(self.dtype).itemsize
 
 
@@ -87,6 +87,8 @@ class TorchFused:
         dtype = getattr(torch, case.dtype)
         if case.cell == "lstm":
             self.rnn = torch.nn.LSTM(case.n, case.d, dtype=dtype)
+        elif case.cell == "gru":
+            self.rnn = torch.nn.GRU(case.n, case.d, dtype=dtype)
         else:
             self.rnn = torch.nn.RNN(case.n, case.d, nonlinearity=case.activation, dtype=dtype)
         self.readout = torch.nn.Linear(case.d, case.k, dtype=dtype)
@@ -120,6 +122,8 @@ class TorchInstrumented:
         dtype = getattr(torch, case.dtype)
         if case.cell == "lstm":
             self.cell = torch.nn.LSTMCell(case.n, case.d, dtype=dtype)
+        elif case.cell == "gru":
+            self.cell = torch.nn.GRUCell(case.n, case.d, dtype=dtype)
         else:
             self.cell = torch.nn.RNNCell(case.n, case.d, nonlinearity=case.activation, dtype=dtype)
         self.readout = torch.nn.Linear(case.d, case.k, dtype=dtype)
