@@ -69,77 +69,15 @@ def _run_step(
     P_f, P_b = packed
     stage = buf.get("stage", _EMPTY_F3[spec.dtype])
     code, act = _facts(spec)[:2]
+    # the arguments both step kernels take, in their order (step.step, streams.bidirectional_step)
+    head = (code, act, x, *weights, target_f, target_i, mask, b0, LOSS_CODES[loss_kind], inv_B, chunk, stage, P_f, P_b)
+    states = (buf["H"], buf["S"], buf["A"], buf["zero"], buf["U"])
+    tail = (buf["dZ"], buf["carry"], *grads, buf["db64"], buf["dbhh64"], buf["dby64"], M, loss_t)
     if spec.bidirectional:
-        bidirectional_step(
-            code,
-            act,
-            x,
-            *weights,
-            target_f,
-            target_i,
-            mask,
-            b0,
-            LOSS_CODES[loss_kind],
-            inv_B,
-            chunk,
-            stage,
-            P_f,
-            P_b,
-            buf["H"],
-            buf["S"],
-            buf["A"],
-            buf["zero"],
-            buf["U"],
-            buf["X_rev"],
-            buf["X_cat"],
-            buf["X_cat_rev"],
-            buf["Y"],
-            buf["G_top"],
-            buf["G_s"],
-            buf["G_below"],
-            buf["DX"],
-            buf["dZ"],
-            buf["carry"],
-            *grads,
-            buf["db64"],
-            buf["dbhh64"],
-            buf["dby64"],
-            M,
-            loss_t,
-        )
-        return
-    step(
-        code,
-        act,
-        x,
-        *weights,
-        target_f,
-        target_i,
-        mask,
-        b0,
-        LOSS_CODES[loss_kind],
-        inv_B,
-        chunk,
-        stage,
-        P_f,
-        P_b,
-        buf["H"],
-        buf["S"],
-        buf["A"],
-        buf["zero"],
-        buf["U"],
-        buf["Y"],
-        buf["G"],
-        buf["dZ"],
-        buf["carry"],
-        *grads,
-        buf["db64"],
-        buf["dbhh64"],
-        buf["dby64"],
-        M,
-        loss_t,
-        norms,
-    )
+        streams = (buf["X_rev"], buf["X_cat"], buf["X_cat_rev"], buf["Y"], buf["G_top"], buf["G_s"], buf["G_below"])
+        bidirectional_step(*head, *states, *streams, buf["DX"], *tail)
+    else:
+        step(*head, *states, buf["Y"], buf["G"], *tail, norms)
 
 
 def _run_shards(
