@@ -97,6 +97,19 @@ def _refine(W: np.ndarray, X: np.ndarray, P: np.ndarray, tol: np.ndarray):
     return lam, X, done
 
 
+def _led(guard: np.ndarray, candidates: list[_Candidate]) -> np.ndarray:
+    """The guard basis (d, p) led by the refined eigenvectors (real and imaginary parts), the rest of it the
+    directions of the old guard that they do not already span, most significant first."""
+    lead = np.column_stack([part for c in candidates for part in ((c.x.real, c.x.imag) if c.lam.imag else (c.x.real,))])
+    L = np.linalg.qr(lead)[0]  # (d, q)
+    p, q = guard.shape[1], L.shape[1]
+    if q >= p:
+        return L[:, :p]
+    rest = guard - L @ (L.T @ guard)  # (d, p): what the lead does not span
+    U = np.linalg.svd(rest, full_matrices=False)[0]  # (d, p)
+    return np.column_stack([L, U[:, : p - q]])
+
+
 @dataclass
 class _Block:
     """What the tracker knows about one d x d block of W_hh between calls."""
@@ -184,9 +197,7 @@ class SpectralTracker:
             ok = bool(state.candidates) and all(converged[id(c)] for c in state.candidates)
             out[g] = max(abs(c.lam) for c in state.candidates) if ok else None
             # the refined eigenvectors lead the guard basis: its Ritz values for them are then exact
-            lead = [part for c in state.candidates for part in ((c.x.real, c.x.imag) if c.lam.imag else (c.x.real,))]
-            p = state.guard.shape[1]
-            guards.append(np.column_stack((lead + list(state.guard.T))[:p]) if ok else state.guard)
+            guards.append(_led(state.guard, state.candidates) if ok else state.guard)
         W = np.stack([blocks[g] for g in tracked])  # (B, d, d)
         G = np.linalg.qr(W @ np.linalg.qr(np.stack(guards))[0])[0]  # (B, d, p): one subspace-iteration step
         H = np.swapaxes(G, 1, 2) @ (W @ G)  # (B, p, p): Rayleigh-Ritz
