@@ -37,7 +37,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from .params import spectral_stats
-from .spectra_kernels import lanczos_top, refine_eigenpair
+from .spectra_kernels import lanczos_basis, refine_eigenpair
 
 RESIDUAL_TOL = 1e-11  # rho: ||W x - lambda x|| / ||W||_F at convergence (backward error of lambda)
 SIGMA_TOL = 1e-9  # sigma_max^2: the Kato-Temple bound ||r||^2 / gap on its error, relative, at convergence
@@ -232,6 +232,21 @@ class SpectralTracker:
         return radius
 
 
+def _lanczos_top(W, Wt, V, steps):
+    """(the three largest Ritz values of W^T W, descending; ||A X - X Theta||_F of the top two; X (d, 2) their
+    vectors) from the block Krylov space of V."""
+    Q, Z = lanczos_basis(W, Wt, V, steps)  # (n, d), (n, d)
+    n = len(Q)
+    theta, S = np.linalg.eigh(Z @ Z.T)  # ascending
+    top = np.zeros(3)
+    top[: min(3, n)] = theta[::-1][:3]
+    X = Q.T @ S[:, ::-1][:, :2]  # (d, 2): the top Ritz vector first
+    R = Wt @ (W @ X) - X * top[: X.shape[1]]  # (d, 2)
+    if X.shape[1] < 2:  # a one-dimensional space: keep V's second direction for the next call
+        X = np.column_stack([X, V[:, 1]])
+    return top, float(np.linalg.norm(R)), X
+
+
 def _lanczos_sigma(blocks, states, tracked) -> dict[int, float | None]:
     """sigma_max of the tracked blocks: block Lanczos on W^T W (blocks of 2, so that two nearly equal top
     singular values converge together) from each block's last two top right singular vectors."""
@@ -241,7 +256,7 @@ def _lanczos_sigma(blocks, states, tracked) -> dict[int, float | None]:
         Wt = np.ascontiguousarray(W.T)
         X = states[g].v
         for steps in LANCZOS_STEPS:  # a short run first; most blocks need no more, the others restart from it
-            theta, residual, X = lanczos_top(W, Wt, X, steps)
+            theta, residual, X = _lanczos_top(W, Wt, X, steps)
             # Kato-Temple for the top two together: their error is at most ||R||^2 / delta, delta the distance
             # to the rest of the spectrum, estimated by the gap to the third Ritz value
             top, gap = float(theta[0]), max(float(theta[0] - theta[2]), 1e-300)
