@@ -53,7 +53,7 @@ def one_run(run, exact_every_iteration: bool) -> dict:
     pm = saved[1]
     if exact_every_iteration:
 
-        def pm(*args, **kwargs):  # noqa: F811: the same call with the tracking switched off
+        def pm(*args, **kwargs):  # the same call, without the tracking
             return saved[1](*args, **{**kwargs, "spectra": None})  # params.spectral_stats every time
 
     trainer_module.bptt, trainer_module.parameter_metrics = timed("bptt", saved[0]), timed("parameter_metrics", pm)

@@ -37,7 +37,6 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from .params import spectral_stats
-from .spectra_kernels import lanczos_basis, refine_eigenpair
 
 RESIDUAL_TOL = 1e-11  # rho: ||W x - lambda x|| / ||W||_F at convergence (backward error of lambda)
 SIGMA_TOL = 1e-9  # sigma_max^2: the Kato-Temple bound ||r||^2 / gap on its error, relative, at convergence
@@ -155,7 +154,7 @@ class SpectralTracker:
                 self.counts["tracked"] += 1
                 rho, sigma = max(rho, radii[g]), max(sigma, sigmas[g])
                 continue
-            self.counts["exact" if exact else "fallback"] += 1
+            self.counts["exact" if exact or not usable[g] else "fallback"] += 1
             r, s = spectral_stats(W)
             rho, sigma = max(rho, r), max(sigma, s)
             self._blocks[g] = _seed(W, self._rng) if usable[g] else None
@@ -187,6 +186,8 @@ class SpectralTracker:
     def _refine_all(self, W: dict, tol: dict, owners: list) -> dict[int, bool]:
         """Refine the candidates [(block, candidate)]; a candidate that does not converge gets a fresh P at its
         best lambda and one more go.  Returns {id(candidate): converged}."""
+        from .spectra_kernels import refine_eigenpair
+
         converged: dict[int, bool] = {}
         for g, c in owners:
             for attempt in range(2):
@@ -235,6 +236,8 @@ class SpectralTracker:
 def _lanczos_top(W, Wt, V, steps):
     """(the three largest Ritz values of W^T W, descending; ||A X - X Theta||_F of the top two; X (d, 2) their
     vectors) from the block Krylov space of V."""
+    from .spectra_kernels import lanczos_basis  # Numba: imported when something is tracked, not with the trainer
+
     Q, Z = lanczos_basis(W, Wt, V, steps)  # (n, d), (n, d)
     n = len(Q)
     theta, S = np.linalg.eigh(Z @ Z.T)  # ascending

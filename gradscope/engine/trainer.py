@@ -119,7 +119,7 @@ class Training:
     def measures_spectrum(self, iteration: int, diverged: bool = False) -> bool:
         """Whether a recorded iteration carries spectral_radius and sigma_max: every spectral_every-th
         (iteration 0 included), the last and a diverged one; never when spectral_every is 0.  An eigensolve
-        from scratch costs O(d^3) (docs/metrics.md), but between these the trainer tracks the spectrum (engine.spectra)."""
+        from scratch costs O(d^3) (docs/metrics.md); the trainer tracks the spectrum instead (engine.spectra)."""
         every = self.run.train.spectral_every
         return every > 0 and (iteration % every == 0 or iteration == self.iterations - 1 or diverged)
 

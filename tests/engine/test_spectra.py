@@ -78,6 +78,8 @@ def test_untrained_gaussian_weights_random_walk():
     rng = np.random.default_rng(1)
     for d in (16, 64, 128):
         check_walk(walk(rng.standard_normal((d, d)) / np.sqrt(d), 30, 1e-3, rng))
+    for d in (1, 2, 3):  # tiny blocks: the guard and the Lanczos space are the whole space (d = 1: exact)
+        check_walk(walk(rng.standard_normal((3 * d, d)) / np.sqrt(d), 6, 1e-3, rng), gates=3, expect_tracked=d > 1)
 
 
 def test_lstm_gate_blocks_random_walk():
