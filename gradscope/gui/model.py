@@ -11,6 +11,7 @@ import numpy as np
 
 from .. import theory
 from ..engine.cells import ACTIVATION_METRIC, CELLS, Cell, cell
+from ..engine.params import parse_stream
 from ..runs import RunResult, RunStatus
 from ..trace import Trace
 
@@ -123,6 +124,18 @@ class RunData:
         if len(names) != self.layers:  # a trace that does not match its run's settings: its last row
             return self.layers - 1
         return names.index(names[-1].split("_")[0])
+
+    def segments(self, stream: int) -> list[tuple[int, int, int | None]]:
+        """What a through-time plot of ``stream`` draws, as (stream index, offset of its t, its length; None:
+        all of it).  A seq2seq stream is drawn with its partner on one axis, the encoder's layer l at
+        t = -T_src .. -1 and the decoder's layer l at t = 0 .. T_tgt-1, so the bridge sits between -1 and 0."""
+        names = self.streams
+        if self.run is None or len(names) != self.layers or not names[stream].startswith(("encoder.", "decoder.")):
+            return [(stream, 0, None)]
+        part, l, reverse = parse_stream(names[stream])
+        encoder = names.index(f"encoder.layer{l}" + ("_reverse" if reverse else ""))
+        T_src, T_tgt = self.run.task.seq_len, self.run.task.target_len or self.run.task.seq_len
+        return [(encoder, -T_src, T_src), (names.index(f"decoder.layer{l}"), 0, T_tgt)]
 
     @property
     def clip_norm(self) -> float:

@@ -93,6 +93,20 @@ class ProfileFigure(Figure):
         self.grad_snap = SnapBounds(self.grad_plot)
         self.state_snap = SnapBounds(self.state_plot)
         self.hint = EmptyHint(self.grad_plot, "Press Run (Space) to start")
+        # seq2seq: the bridge between the encoder's last step (t = -1) and the decoder's first (t = 0)
+        self.bridges = []
+        for plot, label in ((self.grad_plot, "bridge: encoder | decoder"), (self.state_plot, None)):
+            line = pg.InfiniteLine(
+                pos=-0.5,
+                angle=90,
+                movable=False,
+                pen=pen(STYLE_GREY, 1.5, "dash"),
+                label=label,
+                labelOpts={"position": 0.92, "color": STYLE_GREY, "anchors": [(0.5, 1), (0.5, 1)]},
+            )
+            line.setVisible(False)
+            plot.addItem(line, ignoreBounds=True)
+            self.bridges.append(line)
         self.layer = -1  # -1: the top layer of each run
         self.row = -1  # recorded row to show; -1: the latest
         self.overlays = {"relu": True, "tanh": True, "pascanu": False}
@@ -111,6 +125,7 @@ class ProfileFigure(Figure):
         self._shown = []
         grad_keys, theory_keys, state_keys = [], [], []
         grad_marks, state_marks = [], []
+        bridged = False  # a seq2seq run is shown: mark the bridge
         any_lstm = False
         theory_kinds = set()
         for run in shown:
@@ -118,21 +133,27 @@ class ProfileFigure(Figure):
             row = self.row if -len(run.trace) <= self.row < len(run.trace) else -1
             iteration = int(run.trace.iterations[row])
             entry = {"name": run.name, "iteration": iteration, "layer": layer, "values": {}, "theory": {}}
+            segments = run.segments(layer)  # a seq2seq stream: encoder and decoder on one axis
+            bridged |= len(segments) > 1
+            entry["t"] = np.concatenate([_segment_t(offset, length, run) for _, offset, length in segments])
             for metric, curves, keys, marks, line in (
                 ("grad_h_norm", self.grad_curves, grad_keys, grad_marks, "solid"),
                 ("grad_c_norm", self.grad_curves, grad_keys, grad_marks, "dashdot"),
                 ("h_norm", self.state_curves, state_keys, state_marks, "solid"),
                 ("c_norm", self.state_curves, state_keys, state_marks, "dashdot"),
             ):
-                series = log_series(run.trace, metric, row, layer)
-                if series is None:
+                parts = [log_series(run.trace, metric, row, s) for s, _, _ in segments]
+                if any(p is None for p in parts):
                     continue
-                y, bad = series
-                t = np.arange(len(y), dtype=np.float64)
+                cut = [len(_segment_t(offset, length, run)) for _, offset, length in segments]  # no padding
+                y = np.concatenate([p[0][:n] for p, n in zip(parts, cut)])  # type: ignore[index]
+                bad = np.concatenate([p[1][:n] for p, n in zip(parts, cut)])  # type: ignore[index]
+                t = entry["t"]
                 curves.set((run.key, metric), t, y, pen(run.color, line=line))
                 keys.append((run.key, metric))
                 marks.append((t[bad], run.color))
-                entry["values"][metric] = run.trace.array(metric)[row][layer]
+                values = run.trace.array(metric)[row]
+                entry["values"][metric] = np.concatenate([values[s][:n] for (s, _, _), n in zip(segments, cut)])
                 any_lstm |= metric == "c_norm"
             for kind, line in self._theory_lines(run, row, layer).items():
                 t = np.arange(len(line), dtype=np.float64)
@@ -160,6 +181,8 @@ class ProfileFigure(Figure):
         snap_and_mark(
             self.state_snap, self.state_marks, state_marks, self.state_curves, live=self.live, empty_x=empty_x
         )
+        for bridge in self.bridges:
+            bridge.setVisible(bridged)
         self.hint.show(not shown)
         self.hint.set_text(_empty_text(runs))
         titles = sorted({e["iteration"] for e in self._shown})
@@ -197,10 +220,11 @@ class ProfileFigure(Figure):
         lines = []
         for entry in self._shown:
             parts = []
+            at = np.flatnonzero(entry["t"] == t)  # the entry's index of step t (seq2seq: t < 0 is the encoder)
             for metric in metrics:
                 values = entry["values"].get(metric)
-                if values is not None and 0 <= t < len(values):
-                    parts.append(f"{_SYMBOL[metric]} = {value_label(float(values[t]))}")
+                if values is not None and at.size:
+                    parts.append(f"{_SYMBOL[metric]} = {value_label(float(values[at[0]]))}")
             if with_theory:
                 for kind, line in entry["theory"].items():
                     if 0 <= t < len(line) and np.isfinite(line[t]):
@@ -216,6 +240,13 @@ class ProfileFigure(Figure):
 
     def _describe_state(self, x, y):
         return self._describe(x, ("h_norm", "c_norm"), False)
+
+
+def _segment_t(offset: int, length: int | None, run: RunData) -> np.ndarray:
+    """The t values of a drawn segment: offset .. offset + length - 1 (the whole recorded T when None)."""
+    if length is None:
+        length = int(run.trace.array("h_norm").shape[-1]) if "h_norm" in run.trace else 0
+    return np.arange(offset, offset + length, dtype=np.float64)
 
 
 def latest_finite(column: np.ndarray, row: int, layer: int) -> float | None:
