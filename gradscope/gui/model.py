@@ -45,6 +45,7 @@ class RunData:
     loss_kind = _of_result("loss_kind")
     baseline_loss = _of_result("baseline_loss")
     first_batch = _of_result("first_batch")
+    init_params = _of_result("init_params")
 
     def __init__(
         self,
@@ -168,6 +169,22 @@ class RunData:
             x = self.first_batch.get("x") if self.first_batch else None
             self._cache["theory"] = theory.RunTheory.for_run(self.run, x) if self.run is not None else None
         return self._cache["theory"]
+
+    def gate_path(self, stream: int) -> tuple[str, np.ndarray] | None:
+        """A gated cell's path gate and its initial bias per unit: ("f", b_f) for an LSTM (the cell path,
+        dc_t/dc_{t-1} = diag(f_t)), ("z", b_z + b_hh,z) for a GRU (its direct path dh_t/dh_{t-1} ⊃ diag(z_t));
+        None for a plain RNN or without the initial parameters (theory.gates)."""
+        desc = self.cell_description
+        params = self.init_params
+        gate = {"lstm": "f", "gru": "z"}.get(desc.name) if desc is not None else None
+        if gate is None or params is None or stream >= len(params.layers):
+            return None
+        p = params.layers[stream]
+        d = p.W_hh.shape[1]
+        b = np.asarray(p.b_h[d : 2 * d], dtype=np.float64)  # the second block: f (i, f, g, o) and z (r, z, n)
+        if p.b_hh is not None:
+            b = b + np.asarray(p.b_hh[d : 2 * d], dtype=np.float64)
+        return gate, b
 
     def invalidate(self) -> None:
         """Forget derived values (after the run's settings changed)."""

@@ -8,6 +8,7 @@ import numpy as np
 import pyqtgraph as pg
 from PyQt6 import QtCore, QtGui, QtWidgets
 
+from ... import theory as theory_lines
 from .. import style
 from ..axes import value_label
 from ..model import RunData
@@ -50,8 +51,16 @@ OVERLAYS = {
         "above 1 they may explode.  Dotted, anchored at the last scored step a, with the current W_hh "
         "(sigma_max of the shown iteration).",
     ),
+    "gates": (
+        "Gate path (LSTM, GRU)",
+        "The gated cells' path through time: an LSTM's cell path dc_t/dc_(t-1) = diag(f_t), a GRU's direct\n"
+        "path dh_t/dh_(t-1) ⊃ diag(z_t).  Dashed: sigma(b)^(a-t) from the initial biases (the small-weight\n"
+        "limit, gradscope.theory.gates; at iteration 0); dotted: the product of the measured mean gate along\n"
+        "the path, prod_(j=t+1..a) mean f_j (or z_j), at the shown iteration.  Anchored at the last scored\n"
+        "step a on ||dL/dc_t|| (LSTM) or ||dL/dh_t|| (GRU).",
+    ),
 }
-_LINE_STYLE = {"relu": "dash", "tanh": "dash", "pascanu": "dot"}
+_LINE_STYLE = {"relu": "dash", "tanh": "dash", "pascanu": "dot", "gate": "dash", "gate_measured": "dot"}
 
 
 class ProfileFigure(Figure):
@@ -109,7 +118,7 @@ class ProfileFigure(Figure):
             self.bridges.append(line)
         self.layer = -1  # -1: the top layer of each run
         self.row = -1  # recorded row to show; -1: the latest
-        self.overlays = {"relu": True, "tanh": True, "pascanu": False}
+        self.overlays = {"relu": True, "tanh": True, "pascanu": False, "gates": True}
         self._shown: list[dict] = []
         self.readouts = [
             HoverReadout(self.grad_plot, self._describe_grad),
@@ -190,6 +199,10 @@ class ProfileFigure(Figure):
         self.grad_plot.setTitle(f"Gradient through time: ‖∂L/∂hₜ‖{when}", size="11pt")
 
     def _theory_lines(self, run: RunData, row: int, layer: int) -> dict[str, np.ndarray]:
+        if self.overlays["gates"] and len(run.segments(layer)) == 1:
+            gated = self._gate_lines(run, row, layer)
+            if gated is not None:
+                return gated
         theory = run.theory
         if theory is None or layer != theory.layer or "grad_h_norm" not in run.trace:
             return {}
@@ -212,6 +225,30 @@ class ProfileFigure(Figure):
             sigma = latest_finite(run.trace.array("sigma_max"), row, layer)
             if sigma is not None:
                 lines["pascanu"] = theory.pascanu(sigma, a, float(grad[a]))
+        return lines
+
+    def _gate_lines(self, run: RunData, row: int, layer: int) -> dict[str, np.ndarray] | None:
+        """The gate path's lines (OVERLAYS["gates"]) for a gated cell, None for another."""
+        path = run.gate_path(layer)
+        if path is None:
+            return None
+        gate, b = path
+        anchored_on = "grad_c_norm" if gate == "f" else "grad_h_norm"
+        if anchored_on not in run.trace or f"gate_{gate}_mean" not in run.trace:
+            return {}
+        grad = run.trace.array(anchored_on)[row][layer]  # (T,)
+        T = len(grad)
+        a = run.anchor_step(T)
+        if not (np.isfinite(grad[a]) and grad[a] > 0):
+            return {}
+        lines = {}
+        if int(run.trace.iterations[row]) == 0:  # the initial biases describe the initial weights
+            lines["gate"] = theory_lines.gate_product_line(b, 0.0, T, a, float(grad[a]))
+        with np.errstate(divide="ignore", invalid="ignore"):
+            log_gate = np.log10(np.asarray(run.trace.array(f"gate_{gate}_mean")[row][layer], dtype=np.float64))
+        measured = np.full(T, np.nan)  # log10(grad[a] prod_{j=t+1}^{a} mean gate_j) for t <= a
+        measured[: a + 1] = np.log10(grad[a]) + np.concatenate([np.cumsum(log_gate[a:0:-1])[::-1], [0.0]])
+        lines["gate_measured"] = measured
         return lines
 
     # ------------------------------------------------------------------------------------------- hover
@@ -267,10 +304,20 @@ def _style_entries(any_lstm: bool, theory_kinds: set) -> list[tuple[str, str, st
         entries.append(("mean field (iteration 0)", STYLE_GREY, "dash"))
     if "pascanu" in theory_kinds:
         entries.append(("Pascanu bound", STYLE_GREY, "dot"))
+    if "gate" in theory_kinds:
+        entries.append(("σ(b)^(a−t), gate path (iteration 0)", STYLE_GREY, "dash"))
+    if "gate_measured" in theory_kinds:
+        entries.append(("∏ measured gate mean", STYLE_GREY, "dot"))
     return entries
 
 
-_READOUT = {"relu": "mean field", "tanh": "mean field", "pascanu": "Pascanu bound"}
+_READOUT = {
+    "relu": "mean field",
+    "tanh": "mean field",
+    "pascanu": "Pascanu bound",
+    "gate": "σ(b)^(a−t)",
+    "gate_measured": "∏ gate mean",
+}
 _SYMBOL = {"grad_h_norm": "‖∂L/∂h‖", "grad_c_norm": "‖∂L/∂c‖", "h_norm": "‖h‖", "c_norm": "‖c‖"}
 
 
