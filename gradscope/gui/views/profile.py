@@ -23,6 +23,7 @@ from .base import (
     resolve_layer,
     set_layer_choices,
     snap_and_mark,
+    stream_label,
     timestep_range,
     visible_with_data,
 )
@@ -55,9 +56,11 @@ OVERLAYS = {
         "Gate path (LSTM, GRU)",
         "The gated cells' path through time: an LSTM's cell path dc_t/dc_(t-1) = diag(f_t), a GRU's direct\n"
         "path dh_t/dh_(t-1) ⊃ diag(z_t).  Dashed: sigma(b)^(a-t) from the initial biases (the small-weight\n"
-        "limit, gradscope.theory.gates; at iteration 0); dotted: the product of the measured mean gate along\n"
-        "the path, prod_(j=t+1..a) mean f_j (or z_j), at the shown iteration.  Anchored at the last scored\n"
-        "step a on ||dL/dc_t|| (LSTM) or ||dL/dh_t|| (GRU).",
+        "limit, gradscope.theory.gates); dotted: the product of the measured mean gate along the path,\n"
+        "prod_(j=t+1..a) mean f_j (or z_j).  Both at iteration 0 only: at initialisation the units are alike, so\n"
+        "the product of the means stands for the mean of the products (after training a few units with gates\n"
+        "near 1 carry the gradient, and it would not).  Anchored at the last scored step a on ||dL/dc_t||\n"
+        "(LSTM) or ||dL/dh_t|| (GRU).",
     ),
 }
 _LINE_STYLE = {"relu": "dash", "tanh": "dash", "pascanu": "dot", "gate": "dash", "gate_measured": "dot"}
@@ -142,6 +145,7 @@ class ProfileFigure(Figure):
             row = self.row if -len(run.trace) <= self.row < len(run.trace) else -1
             iteration = int(run.trace.iterations[row])
             entry = {"name": run.name, "iteration": iteration, "layer": layer, "values": {}, "theory": {}}
+            entry["stream"] = stream_label(run.streams, layer) if layer < len(run.streams) else f"layer {layer}"
             segments = run.segments(layer)  # a seq2seq stream: encoder and decoder on one axis
             bridged |= len(segments) > 1
             entry["t"] = np.concatenate([_segment_t(offset, length, run) for _, offset, length in segments])
@@ -241,9 +245,10 @@ class ProfileFigure(Figure):
         a = run.anchor_step(T)
         if not (np.isfinite(grad[a]) and grad[a] > 0):
             return {}
-        lines = {}
-        if int(run.trace.iterations[row]) == 0:  # the initial biases describe the initial weights
-            lines["gate"] = theory_lines.gate_product_line(b, 0.0, T, a, float(grad[a]))
+        lines: dict[str, np.ndarray] = {}
+        if int(run.trace.iterations[row]) != 0:  # both describe the network at initialisation (OVERLAYS)
+            return lines
+        lines["gate"] = theory_lines.gate_product_line(b, 0.0, T, a, float(grad[a]))
         with np.errstate(divide="ignore", invalid="ignore"):
             log_gate = np.log10(np.asarray(run.trace.array(f"gate_{gate}_mean")[row][layer], dtype=np.float64))
         measured = np.full(T, np.nan)  # log10(grad[a] prod_{j=t+1}^{a} mean gate_j) for t <= a
@@ -268,7 +273,7 @@ class ProfileFigure(Figure):
                         parts.append(f"{_READOUT[kind]} = {value_label(10 ** line[t])}")
             if parts:
                 lines.append(
-                    f"{entry['name']} (iteration {entry['iteration']}, layer {entry['layer']}): " + ", ".join(parts)
+                    f"{entry['name']} (iteration {entry['iteration']}, {entry['stream']}): " + ", ".join(parts)
                 )
         return f"t = {t}\n" + "\n".join(lines) if lines else None
 
@@ -307,7 +312,7 @@ def _style_entries(any_lstm: bool, theory_kinds: set) -> list[tuple[str, str, st
     if "gate" in theory_kinds:
         entries.append(("σ(b)^(a−t), gate path (iteration 0)", STYLE_GREY, "dash"))
     if "gate_measured" in theory_kinds:
-        entries.append(("∏ measured gate mean", STYLE_GREY, "dot"))
+        entries.append(("∏ measured gate mean (iteration 0)", STYLE_GREY, "dot"))
     return entries
 
 
