@@ -159,6 +159,8 @@ def bptt(
     if spec.seq2seq:
         if backend not in ("numba", "numpy"):
             raise ValueError(f"backend must be 'numba' or 'numpy', got {backend!r}")
+        if decoder_x is None:
+            raise ValueError("a seq2seq model needs decoder_x (T_tgt, B, n_dec), the decoder's inputs")
         if backend == "numpy":
             from .reference import seq2seq as twin
 

@@ -163,7 +163,8 @@ def bptt(
 
     # ---- backward: the decoder from the top, collecting what crosses the bridge
     layer_grads: list[LayerParams | None] = [None] * (L * D + L)
-    bridge_h, bridge_c = [None] * L, [None] * L
+    bridge_h: list = [None] * L  # dL/dh^dec_{-1} (B, d) per decoder layer
+    bridge_c: list = [None] * L  # dL/dc^dec_{-1} (LSTM; None otherwise)
     for l in range(L - 1, -1, -1):
         grads, dZ, bridge_h[l], bridge_c[l] = dec[l].backward(dec_inputs[l], G, None)
         layer_grads[L * D + l] = grads

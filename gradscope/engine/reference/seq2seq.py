@@ -1,11 +1,11 @@
 """NumPy twin of seq2seq.py: an encoder stack into a decoder stack, through the layer twins.
 
-    encoder   h^enc,l over x (T_src, B, n) from 0 (both directions when bidirectional)
-    bridge    h^dec,l_{-1} = sum over directions of the final h^enc,l (and c for an LSTM)
-    decoder   h^dec,l over decoder_x (T_tgt, B, n_dec) from the bridge; readout and loss on its top layer
+encoder   h^enc,l over x (T_src, B, n) from 0 (both directions when bidirectional)
+bridge    h^dec,l_{-1} = sum over directions of the final h^enc,l (and c for an LSTM)
+decoder   h^dec,l over decoder_x (T_tgt, B, n_dec) from the bridge; readout and loss on its top layer
 
-    dL/dh^dec_{-1} = dz_0 W_hh (RNN, LSTM),  du_0 W_hh + g_0 z_0 (GRU);   dL/dc^dec_{-1} = dc_0 f_0 (LSTM)
-    and each encoder stream's final h (c) receives exactly that: the bridge is a sum, its gradient a copy.
+dL/dh^dec_{-1} = dz_0 W_hh (RNN, LSTM),  du_0 W_hh + g_0 z_0 (GRU);   dL/dc^dec_{-1} = dc_0 f_0 (LSTM)
+and each encoder stream's final h (c) receives exactly that: the bridge is a sum, its gradient a copy.
 """
 
 from __future__ import annotations
@@ -38,10 +38,12 @@ def _backward(spec: ModelSpec, X, cache, G, p, h0=None, c0=None, dc_end=None):
     """One stream backward over its whole sequence: (grads, dX, metrics, dL/dh_{-1}, dL/dc_{-1})."""
     name = cell(spec.cell).name
     if name == "lstm":
-        grads, dx, gh, gc, dz0, dc0 = lstm_backward(X, *cache, G, p, None, dc_end, h0, c0)
+        H, C, A = cache
+        grads, dx, gh, gc, dz0, dc0 = lstm_backward(X, H, C, A, G, p, None, dc_end, h0, c0)
         return grads, dx, {"grad_h_norm": gh, "grad_c_norm": gc}, dz0 @ p.W_hh, dc0
     if name == "gru":
-        grads, dx, gh, du0, gz0 = gru_backward(X, *cache, G, p, None, None, h0)
+        H, U_n, A = cache
+        grads, dx, gh, du0, gz0 = gru_backward(X, H, U_n, A, G, p, None, None, h0)
         return grads, dx, {"grad_h_norm": gh}, du0 @ p.W_hh + gz0, None
     grads, dx, gh, dz0 = rnn_backward(X, cache[0], G, p, spec.activation, None, h0)
     return grads, dx, {"grad_h_norm": gh}, dz0 @ p.W_hh, None
@@ -96,7 +98,8 @@ def _bptt(spec: ModelSpec, params: Params, x, decoder_x, target, mask, loss_kind
     grads = params.zeros_like()
     grads.W_yh, grads.b_y, G = readout_backward(X, dY, params.W_yh)  # G (T_tgt, B, d)
     # decoder backward
-    dh_bridge, dc_bridge = [None] * L, [None] * L
+    dh_bridge: list = [None] * L  # dL/dh^dec_{-1} (B, d) per decoder layer
+    dc_bridge: list = [None] * L  # dL/dc^dec_{-1} (LSTM)
     for l in range(L - 1, -1, -1):
         s = L * D + l
         h0, c0 = bridge[l]
@@ -114,7 +117,9 @@ def _bptt(spec: ModelSpec, params: Params, x, decoder_x, target, mask, loss_kind
             G_s = (G_s[::-1] if r else G_s).copy()  # in the stream's own step order
             G_s[-1] += dh_bridge[l]
             X_s = enc_in[l][::-1].copy() if r else enc_in[l]
-            grads.layers[s], dx, m, _, _ = _backward(spec, X_s, enc_cache[s], G_s, params.layers[s], dc_end=dc_bridge[l])
+            grads.layers[s], dx, m, _, _ = _backward(
+                spec, X_s, enc_cache[s], G_s, params.layers[s], dc_end=dc_bridge[l]
+            )
             put(s, m, r == 1)
             dX = dX + (dx[::-1] if r else dx)
         G = dX
@@ -123,5 +128,8 @@ def _bptt(spec: ModelSpec, params: Params, x, decoder_x, target, mask, loss_kind
         metrics["grad_bridge_c_norm"] = np.array([row_norm_mean(g) for g in dc_bridge])
     grads = grads.astype(spec.np_dtype)
     return StepResult(
-        loss=loss, grads=grads, metrics=metrics, nonfinite=first_nonfinite(without_padding(metrics, L * D, T_src, T_tgt), grads)
+        loss=loss,
+        grads=grads,
+        metrics=metrics,
+        nonfinite=first_nonfinite(without_padding(metrics, L * D, T_src, T_tgt), grads),
     )

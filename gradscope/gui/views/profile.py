@@ -310,7 +310,7 @@ def _style_entries(any_lstm: bool, theory_kinds: set) -> list[tuple[str, str, st
     if "pascanu" in theory_kinds:
         entries.append(("Pascanu bound", STYLE_GREY, "dot"))
     if "gate" in theory_kinds:
-        entries.append(("σ(b)^(a−t), gate path (iteration 0)", STYLE_GREY, "dash"))
+        entries.append(("σ(b)^(a-t), gate path (iteration 0)", STYLE_GREY, "dash"))  # noqa: RUF001
     if "gate_measured" in theory_kinds:
         entries.append(("∏ measured gate mean (iteration 0)", STYLE_GREY, "dot"))
     return entries
@@ -320,7 +320,7 @@ _READOUT = {
     "relu": "mean field",
     "tanh": "mean field",
     "pascanu": "Pascanu bound",
-    "gate": "σ(b)^(a−t)",
+    "gate": "σ(b)^(a-t)",  # noqa: RUF001  (sigma, as in the formula)
     "gate_measured": "∏ gate mean",
 }
 _SYMBOL = {"grad_h_norm": "‖∂L/∂h‖", "grad_c_norm": "‖∂L/∂c‖", "h_norm": "‖h‖", "c_norm": "‖c‖"}
