@@ -657,3 +657,21 @@ def test_the_gate_path_lines_follow_sigma_of_the_initial_bias(view):
     p.figure.overlays["gates"] = False
     p.redraw([data])
     assert p.figure.theory_curves.data((0, "gate")) is None
+
+
+def test_the_waterfall_of_a_seq2seq_stream_spans_encoder_and_decoder_without_padding(view):
+    keys = {
+        "architecture": "seq2seq",
+        "cell": "gru",
+        "hidden_size": 4,
+        "task": {"seq_len": 5, "target_len": 3, "batch_size": 2, "input_size": 3, "output_size": 2},
+    }
+    data, trace = _trained(keys)
+    v = view(WaterfallView)
+    v.redraw([data])
+    shown_ = v.figure.shown
+    grad = trace.array("grad_h_norm")[0]
+    np.testing.assert_array_equal(shown_["values"][0], np.concatenate([grad[0], grad[1, :3]]))
+    assert not shown_["bad"].any()  # the decoder's padding is not drawn as NaN
+    assert shown_["t0"] == -5 and "encoder layer 0 and decoder layer 0" in v.figure.plot.titleLabel.text
+    assert "t = -5" in v.figure._describe(-5, 0)
