@@ -33,6 +33,7 @@ equal moduli; docs/metrics.md states them.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
@@ -125,23 +126,23 @@ class SpectralTracker:
 
     def __init__(self, gates: int = 1, seed: int = 0):
         self.gates = gates
-        self._blocks: list[_Block | None] | None = None
+        self._blocks: list[Any] = []  # a _Block (or None: measured exactly) per gate block; [] before the first
         self._shape: tuple | None = None
         self._rng = np.random.default_rng(seed)
         self.counts = {"exact": 0, "tracked": 0, "fallback": 0}
 
     def reset(self) -> None:
-        self._blocks = None
+        self._blocks = []
 
     def __call__(self, W_hh: np.ndarray, exact: bool = False) -> tuple[float, float]:
         d = W_hh.shape[1]
         blocks = [np.asarray(W_hh[g * d : (g + 1) * d], dtype=np.float64) for g in range(self.gates)]  # (d, d)
         scales = [float(np.max(np.abs(b))) if b.size else 0.0 for b in blocks]
         if not all(np.isfinite(scales)) or W_hh.shape != self._shape:
-            self._blocks, self._shape = None, W_hh.shape
+            self._blocks, self._shape = [], W_hh.shape
         if not all(np.isfinite(scales)):
             return spectral_stats(W_hh, self.gates)  # (nan, nan)
-        if self._blocks is None:
+        if not self._blocks:
             self._blocks = [None] * self.gates
             exact = True
         usable = [1e-100 < s < 1e100 and d >= 2 for s in scales]  # else spectral_stats' scaling is needed
@@ -150,9 +151,10 @@ class SpectralTracker:
         sigmas = _lanczos_sigma(blocks, self._blocks, tracked) if tracked else {}
         rho = sigma = 0.0
         for g, W in enumerate(blocks):
-            if radii.get(g) is not None and sigmas.get(g) is not None:
+            radius, top = radii.get(g), sigmas.get(g)
+            if radius is not None and top is not None:
                 self.counts["tracked"] += 1
-                rho, sigma = max(rho, radii[g]), max(sigma, sigmas[g])
+                rho, sigma = max(rho, radius), max(sigma, top)
                 continue
             self.counts["exact" if exact or not usable[g] else "fallback"] += 1
             r, s = spectral_stats(W)
@@ -179,8 +181,9 @@ class SpectralTracker:
         theta, Y = np.linalg.eig(H)  # (B, p), (B, p, p)
         for b, g in enumerate(tracked):
             self._blocks[g].guard = G[b]
-            if out[g] is not None:
-                out[g] = self._checked(blocks[g], tol[g], self._blocks[g], out[g], theta[b], G[b] @ Y[b])
+            radius = out[g]
+            if radius is not None:
+                out[g] = self._checked(blocks[g], tol[g], self._blocks[g], radius, theta[b], G[b] @ Y[b])
         return out
 
     def _refine_all(self, W: dict, tol: dict, owners: list) -> dict[int, bool]:
