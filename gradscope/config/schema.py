@@ -15,18 +15,20 @@ from pathlib import Path
 from typing import Any, Final, Literal, get_args
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from ..engine.cells import CELLS as CELL_DESCRIPTIONS, Activation, CellName, cell
 from ..engine.params import DEFAULT_SHARDS, Dtype, InitScheme, InitSpec, ModelSpec
 from ..engine.tasks import TASK_NAMES, TaskName, task_sizes
+from .checks import name_problem
 
 SCHEMA_VERSION: Final = 1
 TASKS = TASK_NAMES
 Optimizer = Literal["sgd", "adam"]
 OPTIMIZERS: tuple[Optimizer, ...] = get_args(Optimizer)
 
-_MODEL = ConfigDict(frozen=True, extra="forbid", strict=True)
+# allow_inf_nan: every float key refuses NaN and +-Inf (they are results, never settings)
+_MODEL = ConfigDict(frozen=True, extra="forbid", strict=True, allow_inf_nan=False)
 
 
 class ConfigError(ValueError):
@@ -174,6 +176,8 @@ class RunConfig(BaseModel):
     def effective_seed(self, experiment_seed: int) -> int:
         return self.seed if self.seed is not None else experiment_seed
 
+    _name = field_validator("name")(lambda value: _printable_name(value))
+
 
 class Experiment(BaseModel):
     """A set of runs sharing defaults.  ``runs`` are fully resolved; ``defaults`` is the file's table as written."""
@@ -199,6 +203,16 @@ class _Header(BaseModel):
     name: str = Field("experiment", min_length=1)
     seed: int = Field(0, ge=0)
     description: str = ""
+
+    _name = field_validator("name")(lambda value: _printable_name(value))
+
+
+def _printable_name(name: str) -> str:
+    """Names become file names, SVG text and titles: at most checks.NAME_MAX characters, no control characters."""
+    problem = name_problem(name)
+    if problem:
+        raise ValueError(problem)
+    return name
 
 
 __all__ = [

@@ -255,6 +255,7 @@ def unique(stem: str, taken: set[str]) -> str:
 
 
 def slug(name: str) -> str:
-    """A run name as a file-name part: letters, digits, '.', '-' and '_' kept, the rest '_'."""
-    cleaned = re.sub(r"[^A-Za-z0-9._-]+", "_", name).strip("._")
+    """A run name as a file-name part: letters, digits, '.', '-' and '_' kept, the rest '_', at most 60 characters
+    (a file name has at most 255 bytes; unique() tells apart names that agree up to there)."""
+    cleaned = re.sub(r"[^A-Za-z0-9._-]+", "_", name)[:60].strip("._")
     return cleaned or "run"
