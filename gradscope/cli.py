@@ -185,15 +185,15 @@ def _select(experiment, args):
             )
         runs = [r for r in runs if r.name in wanted]
     if args.iterations is not None:
-        if args.iterations < 0:
-            raise BadInput(f"--iterations: got {args.iterations}; expected an integer >= 0")
+        if not 0 <= args.iterations < 2**63:
+            raise BadInput(f"--iterations: got {args.iterations}; expected an integer from 0 to 2**63 - 1")
         runs = [
             r.model_copy(update={"train": r.train.model_copy(update={"iterations": args.iterations})}) for r in runs
         ]
     update = {"runs": runs}
     if args.seed is not None:
-        if args.seed < 0:
-            raise BadInput(f"--seed: got {args.seed}; expected an integer >= 0")
+        if not 0 <= args.seed < 2**63:  # an experiment file's seed (TOML's integers): exported as such
+            raise BadInput(f"--seed: got {args.seed}; expected an integer from 0 to 2**63 - 1")
         update["seed"] = args.seed
     if args.processes is not None and args.processes < 1:
         raise BadInput(f"--processes: got {args.processes}; expected an integer >= 1")
@@ -236,6 +236,60 @@ def write_figures(experiment, results, plots_dir):
     return export_figures(experiment, results, plots_dir)
 
 
+def _compute(work, console: Console):
+    """``work(progress, on_iteration)`` (the runs) in a thread of its own, while this, the main thread, waits in
+    steps of 0.1 s: a signal's handler runs only in the main thread, between bytecodes, so a long iteration in
+    a kernel here would hold a Ctrl+C (and the second one, which must quit at once) until it returned.  The
+    runs' progress comes back through a queue and is shown from here, with the time spent in an iteration
+    that has not ended yet."""
+    import queue
+    import threading
+
+    events: queue.SimpleQueue = queue.SimpleQueue()
+    outcome: dict = {}
+
+    def target():
+        try:
+            outcome["results"] = work(
+                lambda result: events.put((console.finished, (result,))),
+                lambda *update: events.put((console.iteration, update)),
+            )
+        except BaseException as error:  # noqa: BLE001  (raised again in the main thread)
+            outcome["error"] = error
+
+    thread = threading.Thread(target=target, name="gradscope-runs", daemon=True)
+    thread.start()
+    while True:
+        thread.join(0.1)
+        while not events.empty():
+            method, arguments = events.get()
+            method(*arguments)
+        if not thread.is_alive():
+            break
+        console.tick()
+    if "error" in outcome:
+        raise outcome["error"]
+    return outcome["results"]
+
+
+def _rescue(out, error: OSError, experiment, results, export) -> None:
+    """The destination failed mid-export: the results go, traces only, to a folder of their own in the
+    temporary folder (or the cache) instead, and one line says where; never lose what was computed."""
+    import tempfile
+
+    why = f"{error.strerror or error}" + (f" ({error.filename})" if error.filename else "")
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    for parent in (Path(tempfile.gettempdir()), Path.home() / ".cache" / "gradscope" / "rescued"):
+        target = parent / f"gradscope-rescued-{Path(out).name or 'export'}-{stamp}-{os.getpid()}"
+        try:
+            export(target, experiment, results, figures=None)
+        except Exception:  # noqa: BLE001  (try the next place)
+            continue
+        print(f"gradscope: cannot write {out}: {why}; the results (traces, no figures) are in {target}", file=sys.stderr)
+        return
+    print(f"gradscope: cannot write {out}: {why}; nor a copy elsewhere: the results are lost", file=sys.stderr)
+
+
 def _run(args) -> int:
     experiment = _select(_load(args.experiment), args)
     from .config import ConfigError
@@ -265,13 +319,16 @@ def _run(args) -> int:
                 file=sys.stderr,
             )
             return stop.exit_code
-        results = run_experiment(
-            experiment,
-            backend=args.backend,
-            processes=workers,
-            stop=stop,
-            progress=console.finished,
-            on_iteration=console.iteration,
+        results = _compute(
+            lambda progress, on_iteration: run_experiment(
+                experiment,
+                backend=args.backend,
+                processes=workers,
+                stop=stop,
+                progress=progress,
+                on_iteration=on_iteration,
+            ),
+            console,
         )
         console.clear()
         stopped = stop.is_set() or any(r.status is RunStatus.STOPPED for r in results)
@@ -293,6 +350,9 @@ def _run(args) -> int:
             status = EXIT_ERROR
         except ExportError as error:
             raise BadInput(str(error)) from None
+        except OSError as error:  # the destination broke after the check (disk full, permissions changed)
+            status = EXIT_ERROR
+            _rescue(args.out, error, experiment, results, export_experiment)
     failed = [r for r in results if r.status is RunStatus.FAILED]
     if failed:
         path = write_log("\n".join(f"run {r.name!r} failed:\n{r.error}" for r in failed))

@@ -20,8 +20,6 @@ import json
 import math
 import os
 import re
-import shutil
-import tempfile
 import traceback
 from collections.abc import Callable
 from pathlib import Path
@@ -32,7 +30,7 @@ from .config import Experiment, dumps, load
 from .engine.cells import cell
 from .engine.metrics import NonFinite
 from .engine.params import Params
-from .files import atomic_write_bytes, atomic_write_text, fsync_dir
+from .files import TemporaryDir, atomic_write_bytes, atomic_write_text, check_writable, fsync_dir, remove_stale_temporaries
 from .runs import FINISHED, RunResult, RunStatus
 from .trace import Trace
 
@@ -96,8 +94,13 @@ def run_dir_name(index: int, name: str) -> str:
 
 def check_output_dir(out_dir: str | os.PathLike) -> Path:
     """Refuse a destination that is neither absent, empty, nor an earlier GradScope export (never overwrite
-    someone's files).  Call it before running, so a refused destination costs nothing."""
+    someone's files), or that cannot be written (a read-only folder, a file where a parent folder should be).
+    Call it before running, so a refused destination costs nothing."""
     out = Path(out_dir)
+    try:
+        check_writable(out)
+    except OSError as error:
+        raise ExportError(f"--out {out}: {error.strerror or error}; expected a folder that can be written") from None
     if out.exists():
         if not out.is_dir():
             raise ExportError(
@@ -111,7 +114,14 @@ def check_output_dir(out_dir: str | os.PathLike) -> Path:
 
 
 def _finite_or_text(value):
-    """JSON has no NaN or Inf: write them as the strings "nan", "inf", "-inf"."""
+    """JSON has no NaN or Inf: write them as the strings "nan", "inf", "-inf" (docs/experiments.md), at any depth
+    of a summary (final_loss, a divergence's values, whatever a later key holds); NumPy scalars as Python's."""
+    if isinstance(value, dict):
+        return {key: _finite_or_text(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [_finite_or_text(item) for item in value]
+    if isinstance(value, np.generic):
+        value = value.item()
     if isinstance(value, float) and not math.isfinite(value):
         return "nan" if math.isnan(value) else ("inf" if value > 0 else "-inf")
     return value
@@ -220,8 +230,10 @@ def export_experiment(
     figures failed, whatever the writer raised (including an ImportError of the GUI it loads).
     """
     out = check_output_dir(out_dir).absolute()
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
+    out.parent.mkdir(parents=True, exist_ok=True)  # with the umask's mode, as mkdir -p
+    remove_stale_temporaries(out)  # what an export killed here (kill -9, power cut) left behind
+    building = TemporaryDir(out)
+    tmp = building.path
     figures_error = None
     try:
         summaries = []
@@ -262,11 +274,13 @@ def export_experiment(
         }
         if figures_error:
             summary["figures_error"] = figures_error
-        _write(tmp / "summary.json", json.dumps(summary, indent=2, allow_nan=False).encode("utf-8"))
+        summary_json = json.dumps(_finite_or_text(summary), indent=2, allow_nan=False)
+        _write(tmp / "summary.json", summary_json.encode("utf-8"))
+        building.release()
         fsync_dir(tmp)
         _publish(tmp, out)
     except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
+        building.remove()
         raise
     if figures_error:
         raise FigureExportError(out, figures_error)
@@ -277,17 +291,19 @@ def _publish(tmp: Path, out: Path) -> None:
     """Rename the finished folder into place; an earlier export there is moved aside first, then removed."""
     old = None
     if out.exists():
-        old = Path(tempfile.mkdtemp(prefix=f".{out.name}.old-", dir=out.parent))
-        os.replace(out, old / out.name)
+        old = TemporaryDir(out, kind="old")
+        os.replace(out, old.path / out.name)
     try:
         os.replace(tmp, out)
     except BaseException:
         if old is not None:
-            os.replace(old / out.name, out)  # put the earlier export back
+            os.replace(old.path / out.name, out)  # put the earlier export back
+            old.remove()
         raise
     fsync_dir(out.parent)
     if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
+        old.remove()
+
 
 
 # -------------------------------------------------------------------------------------------------- import
@@ -328,7 +344,7 @@ def load_experiment_folder(path: str | os.PathLike) -> tuple[Experiment, list[Ru
                 trace=trace,
                 status=RunStatus(entry["status"]),
                 iterations=entry["iterations"],
-                wall_seconds=entry["wall_seconds"],
+                wall_seconds=_from_text(entry["wall_seconds"]),
                 loss_kind=entry["loss_kind"],
                 nonfinite=nonfinite,
                 init_params=init_params,
