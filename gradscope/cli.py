@@ -132,13 +132,22 @@ def _load(path: str):
 
 
 def _open_app(path: str | None) -> int:
+    """The app, on ``path``.  A bad or missing file is said on stderr in one line and the window opens all the
+    same, with a dialog naming the file and the key (docs/gui.md): someone who started it from a menu sees it."""
     if path is not None and not Path(path).exists():
-        raise BadInput(f"{path}: no such experiment file or exported folder")
-    if path is not None and Path(path).is_file():
-        _load(path)  # a bad file gets its one-line message here too
-    from .gui.app import main as app_main
+        print(f"gradscope: {path}: no such experiment file or exported folder", file=sys.stderr)
+    elif path is not None and Path(path).is_file():
+        try:
+            _load(path)
+        except BadInput as error:
+            print(f"gradscope: {error}", file=sys.stderr)
+    from .gui import app
 
-    return int(app_main(path) or 0)
+    code = int(app.main(path) or 0)
+    finish = getattr(app, "exit_process", None)
+    if finish is not None:
+        finish(code)  # the window is down: end the process now (the interpreter's teardown takes ~1 s)
+    return code
 
 
 def _validate(args) -> int:

@@ -99,6 +99,7 @@ def loads(text: str, source: str | os.PathLike = "<string>", *, check_tasks: boo
     base_dir = Path(source).parent if isinstance(source, Path) else None
 
     runs: list[RunConfig] = []
+    names: set[str] = set()
     for index, entry in enumerate(entries):
         label = entry.get("name") if isinstance(entry.get("name"), str) else None
         shown = label if label is None or len(label) <= 60 else f"{label[:40]}..."  # a message stays one short line
@@ -128,13 +129,14 @@ def loads(text: str, source: str | os.PathLike = "<string>", *, check_tasks: boo
                     key="init.input",
                     run=label if label else index,
                 )
-        if any(r.name == run.name for r in runs):
+        if run.name in names:  # a set: a file of 10 000 runs is checked in linear time
             fail(
                 f"{where}: name: {run.name!r} is used by an earlier run; expected every run to have its own name",
                 key="name",
                 run=run.name,
             )
         runs.append(run)
+        names.add(run.name)
     return Experiment(
         name=header.name,
         seed=header.seed,

@@ -93,6 +93,19 @@ def close_down(window, code: int = 0) -> None:
     gc.collect()
 
 
+def exit_process(code: int) -> None:
+    """End the process after the app's own teardown (close_down): atexit handlers run, output is flushed, and
+    the interpreter's module-by-module teardown is skipped.  Measured here with 5 runs training: Ctrl+Q to
+    main's return 0.2-0.4 s, then 0.9-1.3 s of interpreter teardown (Qt's plugins, Numba/LLVM, OpenMP: no
+    Python frame left), which is what made quitting take over 2 s on a loaded machine."""
+    import atexit
+
+    atexit._run_exitfuncs()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
+
+
 def exit_now_if_compiling(code: int) -> None:
     """End the process at once if the kernel compiler is still at work (the window closed mid-compile).
 

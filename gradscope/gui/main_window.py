@@ -13,7 +13,7 @@ from PyQt6 import QtCore, QtWidgets
 
 from .. import config, io as gio, presets
 from ..runs import RunStatus
-from . import menus
+from . import menus, unsaved
 from .controller import Controller
 from .figures import export_figures
 from .menus import MODELS_DIR, TAB_TIPS, TAB_TITLES
@@ -92,6 +92,8 @@ class MainWindow(QtWidgets.QMainWindow):
         self.timer.timeout.connect(self._tick)
         self.timer.start()
         self.redraw_count = 0
+        self._next_tick = 0.0  # perf_counter before which ticks are skipped (see _tick)
+        self._exported: dict = {}  # _results_signature() at the last export (nothing new to lose since)
         self._update_title()
 
     # ------------------------------------------------------------------------------------- opening
@@ -104,6 +106,8 @@ class MainWindow(QtWidgets.QMainWindow):
 
     def open_file(self, path) -> bool:
         path = Path(path)
+        if not self.keep_or_discard(f"open {path.name}"):
+            return False
         try:
             experiment = config.load(path)
         except config.ConfigError as error:
@@ -116,6 +120,8 @@ class MainWindow(QtWidgets.QMainWindow):
 
     def open_folder(self, path) -> bool:
         path = Path(path)
+        if not self.keep_or_discard(f"open {path.name}"):
+            return False
         try:
             experiment, results = gio.load_experiment_folder(path)
         except (OSError, ValueError, KeyError) as error:  # ConfigError is a ValueError
@@ -240,6 +246,7 @@ class MainWindow(QtWidgets.QMainWindow):
             return None
         finally:
             QtWidgets.QApplication.restoreOverrideCursor()
+        self._exported = unsaved.signature(self)
         self.statusBar().showMessage(f"Exported {len(results)} run(s) to {out}", 15000)
         return out
 
@@ -262,6 +269,10 @@ class MainWindow(QtWidgets.QMainWindow):
 
     # ------------------------------------------------------------------------------------- running
     def run_or_pause(self) -> None:
+        states = self.controller.states
+        if states and all(s.loaded for s in states):  # an exported folder: recorded runs, nothing to run
+            self.statusBar().showMessage("These runs were opened from an export: Reset (Ctrl+R) to run them again", 10000)
+            return
         if self.controller.any_busy and not self.controller.paused:
             self.controller.pause()
             self.statusBar().showMessage("Paused: Space runs, S steps", 5000)
@@ -284,7 +295,17 @@ class MainWindow(QtWidgets.QMainWindow):
         self.statusBar().showMessage("Stopped: the traces stay; Reset clears them", 5000)
 
     def reset(self) -> None:
-        self.controller.reset()
+        if self.keep_or_discard("reset"):
+            self.controller.reset()
+
+    # ------------------------------------------------------------------------------------- unsaved results
+    def keep_or_discard(self, doing: str) -> bool:
+        """Before ``doing`` something that drops the runs' results: True to go on (gui/unsaved.py)."""
+        return unsaved.keep_or_discard(self, doing)
+
+    def ask_discard(self, runs: int, doing: str) -> str:
+        """"export" | "discard" | "cancel", from a modal question (tests replace this method)."""
+        return unsaved.ask_discard(self, runs, doing)
 
     # ------------------------------------------------------------------------------------- run edits
     def add_run(self) -> None:
@@ -309,9 +330,7 @@ class MainWindow(QtWidgets.QMainWindow):
         self._select(key)
 
     def _select(self, key: int) -> None:
-        item = self.run_list._items.get(key)
-        if item is not None:
-            self.run_list.tree.setCurrentItem(item)
+        self.run_list.select(key)
 
     def _selected(self, key) -> None:
         if key is None:
@@ -345,8 +364,15 @@ class MainWindow(QtWidgets.QMainWindow):
         self.statusBar().showMessage(f"Compiling kernels failed: {text.strip().splitlines()[-1]}", 15000)
 
     def _tick(self) -> None:
+        """Redraw and update the status bar, but never spend more than a third of the time on it: with
+        thousands of runs a redraw takes longer than a tick, and input must still get the GUI thread."""
+        now = time.perf_counter()
+        if now < self._next_tick:
+            return
         self.redraw()
         self._update_summary()
+        spent = time.perf_counter() - now
+        self._next_tick = now + 3 * spent if spent > REDRAW_MS / 1000 else 0.0
 
     def redraw(self, force: bool = False) -> bool:
         """Redraw the visible view if what it shows changed."""
@@ -423,6 +449,7 @@ class MainWindow(QtWidgets.QMainWindow):
     def closeEvent(self, event) -> None:  # Qt override
         self.timer.stop()
         self.controller.shutdown(timeout_ms=5000)
+        self.settings.sync()  # the process may end without destructors (app.exit_process)
         event.accept()
 
 
