@@ -294,7 +294,9 @@ def _rescue(out, error: OSError, experiment, results, export) -> None:
             export(target, experiment, results, figures=None)
         except Exception:  # noqa: BLE001  (try the next place)
             continue
-        print(f"gradscope: cannot write {out}: {why}; the results (traces, no figures) are in {target}", file=sys.stderr)
+        print(
+            f"gradscope: cannot write {out}: {why}; the results (traces, no figures) are in {target}", file=sys.stderr
+        )
         return
     print(f"gradscope: cannot write {out}: {why}; nor a copy elsewhere: the results are lost", file=sys.stderr)
 

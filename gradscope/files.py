@@ -105,7 +105,7 @@ class TemporaryDir:
         path = Path(path)
         self.path = Path(tempfile.mkdtemp(prefix=f".{path.name}.{kind}-", dir=path.parent))
         os.chmod(self.path, 0o777 & ~umask())
-        self._lock = os.open(self.path / LOCK_NAME, os.O_CREAT | os.O_RDWR, 0o600)
+        self._lock: int | None = os.open(self.path / LOCK_NAME, os.O_CREAT | os.O_RDWR, 0o600)
         fcntl.flock(self._lock, fcntl.LOCK_EX)
 
     def release(self) -> None:
@@ -124,7 +124,7 @@ def remove_stale_temporaries(path: str | os.PathLike) -> list[Path]:
     kill -9 mid-export leaves them): folders whose lock can be taken, and unlocked entries older than
     STALE_SECONDS.  Returns what was removed; anything it cannot remove is left as it is."""
     path = Path(path)
-    removed = []
+    removed: list[Path] = []
     try:
         entries = list(path.parent.iterdir())
     except OSError:

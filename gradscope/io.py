@@ -30,7 +30,14 @@ from .config import Experiment, dumps, load
 from .engine.cells import cell
 from .engine.metrics import NonFinite
 from .engine.params import Params
-from .files import TemporaryDir, atomic_write_bytes, atomic_write_text, check_writable, fsync_dir, remove_stale_temporaries
+from .files import (
+    TemporaryDir,
+    atomic_write_bytes,
+    atomic_write_text,
+    check_writable,
+    fsync_dir,
+    remove_stale_temporaries,
+)
 from .runs import FINISHED, RunResult, RunStatus
 from .trace import Trace
 
@@ -311,7 +318,6 @@ def _publish(tmp: Path, out: Path) -> None:
     fsync_dir(out.parent)
     if old is not None:
         old.remove()
-
 
 
 # -------------------------------------------------------------------------------------------------- import

@@ -142,8 +142,10 @@ class Console:
             waited = now - since
             if waited >= LONG_ITERATION_LINE and now - self._told.get(index, since) >= LONG_ITERATION_LINE:
                 self._told[index] = now
-                self.line(f"[{index + 1}/{len(self.names)}] {self.names[index]}: iteration {done} of {total} "
-                          f"running for {waited:.0f} s")
+                self.line(
+                    f"[{index + 1}/{len(self.names)}] {self.names[index]}: iteration {done} of {total} "
+                    f"running for {waited:.0f} s"
+                )
 
     def finished(self, result) -> None:
         index = self.names.index(result.name)

@@ -213,7 +213,11 @@ def test_a_killed_export_leaves_temporaries_that_the_next_export_removes(small, 
     other = tmp_path / ".other.tmp-x"  # another destination's: not ours to judge
     other.mkdir()
     os.utime(other, (time.time() - 2 * files.STALE_SECONDS,) * 2)
-    killed = [p for p in tmp_path.iterdir() if p.name.startswith(".out.tmp-") and p not in (old_unlocked, young_unlocked, live.path)]
+    killed = [
+        p
+        for p in tmp_path.iterdir()
+        if p.name.startswith(".out.tmp-") and p not in (old_unlocked, young_unlocked, live.path)
+    ]
     assert len(killed) == 1
     gio.export_experiment(out, experiment, [_result(experiment)])
     left = sorted(p.name for p in tmp_path.iterdir() if p.name.startswith("."))

@@ -41,7 +41,11 @@ FUZZ = settings(
 KEYS = sorted(
     {"name", "seed", "description", "schema_version", "experiment", "defaults", "runs", "sweep", "x", "a.b"}
     | set(RunConfig.model_fields)
-    | {f"{table}.{key}" for table in ("init", "task", "train") for key in type(getattr(RunConfig(), table)).model_fields}
+    | {
+        f"{table}.{key}"
+        for table in ("init", "task", "train")
+        for key in type(getattr(RunConfig(), table)).model_fields
+    }
 )
 SCALARS = st.one_of(
     st.integers(min_value=-(2**70), max_value=2**70),

@@ -25,7 +25,7 @@ INT_MIN, INT_MAX = -(2**63), 2**63 - 1  # TOML's integers (and NumPy's int64)
 NAME_MAX = 200  # characters in a name
 MAX_BYTES = 32 * 2**20  # an experiment file (10 000 runs take ~1 MB)
 MAX_KEY_PARTS = 64  # a dotted key's parts: Python's TOML reader takes time and memory quadratic in them
-_LONG_DOTTED_KEY = re.compile(r"(?:[A-Za-z0-9_-]++[ \t]*+\.[ \t]*+){%d}" % MAX_KEY_PARTS)
+_LONG_DOTTED_KEY = re.compile(r"(?:[A-Za-z0-9_-]++[ \t]*+\.[ \t]*+){" + str(MAX_KEY_PARTS) + "}")
 
 
 def strip_bom(text: str) -> str:
@@ -58,10 +58,7 @@ def document_problem(doc: dict) -> str | None:
                 child = f"{key}{name}" if name.startswith("[") else (f"{key}.{name}" if key else str(name))
                 stack.append((item, child, depth + 1))
         elif isinstance(value, int) and not isinstance(value, bool) and not INT_MIN <= value <= INT_MAX:
-            return (
-                f"{key}: got {_short(value)}; expected an integer from -2**63 to 2**63 - 1 (TOML's 64-bit "
-                f"integers)"
-            )
+            return f"{key}: got {_short(value)}; expected an integer from -2**63 to 2**63 - 1 (TOML's 64-bit integers)"
     return None
 
 
@@ -82,4 +79,13 @@ def _short(value) -> str:
     return text if len(text) <= 60 else f"{text[:40]}...({len(text)} characters)"
 
 
-__all__ = ["strip_bom", "text_problem", "document_problem", "name_problem", "MAX_DEPTH", "INT_MIN", "INT_MAX", "NAME_MAX"]
+__all__ = [
+    "strip_bom",
+    "text_problem",
+    "document_problem",
+    "name_problem",
+    "MAX_DEPTH",
+    "INT_MIN",
+    "INT_MAX",
+    "NAME_MAX",
+]

@@ -75,8 +75,8 @@ def loads(text: str, source: str | os.PathLike = "<string>", *, check_tasks: boo
         fail("schema_version is missing; expected schema_version = 1 at the top of the file", key="schema_version")
     if type(doc["schema_version"]) is not int or doc["schema_version"] != SCHEMA_VERSION:  # 1.0 and true: no
         fail(
-            f"schema_version: got {doc['schema_version']!r}; expected the integer {SCHEMA_VERSION} (the only version this "
-            f"GradScope reads)",
+            f"schema_version: got {doc['schema_version']!r}; expected the integer {SCHEMA_VERSION} (the only "
+            f"version this GradScope reads)",
             key="schema_version",
         )
     header = doc.get("experiment", {})

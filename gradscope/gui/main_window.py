@@ -271,7 +271,9 @@ class MainWindow(QtWidgets.QMainWindow):
     def run_or_pause(self) -> None:
         states = self.controller.states
         if states and all(s.loaded for s in states):  # an exported folder: recorded runs, nothing to run
-            self.statusBar().showMessage("These runs were opened from an export: Reset (Ctrl+R) to run them again", 10000)
+            self.statusBar().showMessage(
+                "These runs were opened from an export: Reset (Ctrl+R) to run them again", 10000
+            )
             return
         if self.controller.any_busy and not self.controller.paused:
             self.controller.pause()
@@ -304,7 +306,7 @@ class MainWindow(QtWidgets.QMainWindow):
         return unsaved.keep_or_discard(self, doing)
 
     def ask_discard(self, runs: int, doing: str) -> str:
-        """"export" | "discard" | "cancel", from a modal question (tests replace this method)."""
+        """ "export" | "discard" | "cancel", from a modal question (tests replace this method)."""
         return unsaved.ask_discard(self, runs, doing)
 
     # ------------------------------------------------------------------------------------- run edits

@@ -143,7 +143,9 @@ class RunList(QtWidgets.QWidget):
         self.tree.setHorizontalScrollBarPolicy(QtCore.Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
         metrics = self.tree.fontMetrics()
         self.tree.setMinimumHeight(metrics.height() * (MIN_ROWS + 2) + 8)
-        self.tree.setColumnWidth(2, max(metrics.horizontalAdvance("Iteration"), metrics.horizontalAdvance("0000000")) + 16)
+        self.tree.setColumnWidth(
+            2, max(metrics.horizontalAdvance("Iteration"), metrics.horizontalAdvance("0000000")) + 16
+        )
         self.tree.setColumnWidth(3, max(metrics.horizontalAdvance("it/s"), metrics.horizontalAdvance("0000.0")) + 16)
         self.model.visibility_changed.connect(self.visibility_changed)
         self.tree.selectionModel().currentChanged.connect(self._current_changed)
