@@ -23,7 +23,7 @@ def make_app():
     _APP = app
     app.setApplicationName("GradScope")
     app.setOrganizationName("GradScope")
-    app.setApplicationDisplayName("GradScope")
+    # no setApplicationDisplayName: Qt would append it to every window title ("GradScope — x — GradScope")
     font = app.font()
     if font.pointSize() < 10:
         font.setPointSize(10)

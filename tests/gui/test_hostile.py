@@ -205,3 +205,28 @@ def test_quitting_the_app_ends_the_process_within_a_second(tmp_path):
     ended = time.time()
     assert proc.returncode == 0 and "not reached" not in proc.stdout.read()
     assert ended - float(line.split()[1]) < 1.0, f"quit took {ended - float(line.split()[1]):.2f} s"
+
+
+# ------------------------------------------------------------------------------------------ the waterfall
+def test_after_reset_the_waterfall_keeps_nothing_of_the_old_run(window, qtbot, tmp_path):
+    window.answer = "discard"
+    window.open_file(experiment_file(tmp_path, runs=1, iterations=4))
+    finish(qtbot, window)
+    window.tabs.setCurrentIndex(1)
+    window.redraw(force=True)
+    fig = window.views[1].figure
+    assert "r0" in fig.plot.titleLabel.text and fig.shown is not None
+    fig.levels = (-15, 3)  # as a diverged run would leave them
+    window.act_reset.trigger()
+    window.redraw(force=True)
+    assert "r0" not in fig.plot.titleLabel.text and fig.shown is None
+    assert tuple(fig.colorbar.levels()) == (-1, 1) and fig.levels is None
+    assert fig.snap.bounds is None or fig.snap.bounds[0] == (0.0, 5.0)  # the runs' timesteps 0 .. T-1
+
+
+def test_the_colour_bar_labels_its_top_decade(window):
+    fig = window.views[1].figure
+    for lo, hi in ((-17, 3), (-40, -1), (-3, 2), (0, 1)):
+        fig._set_colorbar_ticks(lo, hi)
+        decades = [value for value, _ in fig.colorbar.axis._tickLevels[0]]
+        assert decades[0] == lo and decades[-1] == hi and len(decades) <= 10, (lo, hi, decades)
