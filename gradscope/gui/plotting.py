@@ -22,6 +22,7 @@ _PEN_STYLES = {
     "dash": QtCore.Qt.PenStyle.DashLine,
     "dot": QtCore.Qt.PenStyle.DotLine,
     "dashdot": QtCore.Qt.PenStyle.DashDotLine,
+    "none": QtCore.Qt.PenStyle.NoPen,  # a legend entry that explains a marker, not a line
 }
 
 

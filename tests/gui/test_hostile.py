@@ -230,3 +230,26 @@ def test_the_colour_bar_labels_its_top_decade(window):
         fig._set_colorbar_ticks(lo, hi)
         decades = [value for value, _ in fig.colorbar.axis._tickLevels[0]]
         assert decades[0] == lo and decades[-1] == hi and len(decades) <= 10, (lo, hi, decades)
+
+
+def test_gradients_that_underflow_to_zero_are_marked_not_left_as_gaps(qtbot):
+    """A sigmoid RNN's gradient can underflow to exactly 0 far back in time: log10 has no place for it, so the
+    through-time view marks those steps (triangles under the curves) and says so in the legend."""
+    import numpy as np
+
+    from gradscope.gui.model import RunData
+    from gradscope.gui.views import ProfileView
+    from gradscope.trace import Trace
+
+    trace = Trace()
+    grad = np.array([[0.0, 0.0, 0.0, 1e-30, 1e-10, 1.0]])  # (S, T): steps 0..2 underflowed
+    trace.append_columns({"iteration": np.array(0), "grad_h_norm": grad, "h_norm": np.ones((1, 6))})
+    view = ProfileView()
+    qtbot.addWidget(view)
+    view.redraw([RunData(0, "sigmoid", "#1f77b4", trace)], force=True)
+    fig = view.figure
+    assert sorted(x for x, _ in fig.grad_zeros.points) == [0.0, 1.0, 2.0]
+    (y,) = {spot.pos().y() for spot in fig.grad_zeros.item.points()}
+    assert y < -30  # under the smallest value drawn (log10 1e-30)
+    assert any("exactly 0" in label for label in fig.legend.labels)
+    assert fig.grad_marks.count == 0  # zeros are not NaN or Inf
