@@ -380,7 +380,7 @@ class MainWindow(QtWidgets.QMainWindow):
         """Redraw the visible view if what it shows changed."""
         view = self.views[self.tabs.currentIndex()]
         view.set_live(self.controller.any_busy and not self.controller.paused)
-        drew = view.redraw(self.controller.run_data(), force=force)
+        drew = view.redraw(_for_views(self.controller.run_data()), force=force)
         self.redraw_count += drew
         return drew
 
@@ -453,6 +453,23 @@ class MainWindow(QtWidgets.QMainWindow):
         self.controller.shutdown(timeout_ms=5000)
         self.settings.sync()  # the process may end without destructors (app.exit_process)
         event.accept()
+
+
+def _for_views(runs: list, without_data: int = 64) -> list:
+    """The runs a view is given: every run with data, and of those without data (queued) the first
+    ``without_data``, in order.  A view only draws runs with data; the others only tell it the empty state,
+    the timesteps and layers to expect, and asking 10 000 queued runs that on every redraw held the GUI thread
+    for half a second."""
+    if len(runs) <= without_data:
+        return runs
+    kept = []
+    for run in runs:
+        if run.has_data():
+            kept.append(run)
+        elif without_data > 0:
+            kept.append(run)
+            without_data -= 1
+    return kept
 
 
 def _display_path(path) -> str:
