@@ -253,3 +253,34 @@ def test_gradients_that_underflow_to_zero_are_marked_not_left_as_gaps(qtbot):
     assert y < -30  # under the smallest value drawn (log10 1e-30)
     assert any("exactly 0" in label for label in fig.legend.labels)
     assert fig.grad_marks.count == 0  # zeros are not NaN or Inf
+
+
+def test_the_hover_box_does_not_hide_the_curves_ends(qtbot):
+    """A gradient exploding back in time ends at the top left: with the mouse on the right, the readout goes to
+    the left corner that hides fewer points (the bottom one here), not over the curve's end."""
+    import numpy as np
+
+    from gradscope.gui import plotting
+    from gradscope.gui.model import RunData
+    from gradscope.gui.views import ProfileView
+    from gradscope.trace import Trace
+
+    T = 60
+    trace = Trace()
+    grad = (1.25 ** (T - 1 - np.arange(T)))[None, :]  # (S, T): biggest at t = 0
+    trace.append_columns({"iteration": np.array(0), "grad_h_norm": grad, "h_norm": np.ones((1, T))})
+    view = ProfileView()
+    qtbot.addWidget(view)
+    view.resize(1000, 600)
+    with qtbot.waitExposed(view):
+        view.show()
+    view.redraw([RunData(0, "relu 3/n", "#1f77b4", trace)], force=True)
+    fig = view.figure
+    vb = fig.grad_plot.getViewBox()
+    qtbot.waitUntil(lambda: vb.viewRange()[0][1] >= T - 1)
+    readout = fig.readouts[0]
+    readout.hover(vb.mapViewToScene(plotting.QtCore.QPointF(50.0, 2.0)))
+    box, plot = readout.label.sceneBoundingRect(), vb.sceneBoundingRect()
+    assert readout.text and box.left() <= plot.left() + 2  # away from the mouse: the left side
+    assert box.bottom() >= plot.bottom() - 2, "the box sits over the top-left end of the curve"
+    assert readout._points_under(vb, box) == 0
