@@ -141,13 +141,9 @@ def _open_app(path: str | None) -> int:
             _load(path)
         except BadInput as error:
             print(f"gradscope: {error}", file=sys.stderr)
-    from .gui import app
+    from .gui.app import main as app_main
 
-    code = int(app.main(path) or 0)
-    finish = getattr(app, "exit_process", None)
-    if finish is not None:
-        finish(code)  # the window is down: end the process now (the interpreter's teardown takes ~1 s)
-    return code
+    return int(app_main(path, end_process=True) or 0)  # the process ends when the window closes
 
 
 def _validate(args) -> int:

@@ -93,7 +93,8 @@ class MainWindow(QtWidgets.QMainWindow):
         self.timer.start()
         self.redraw_count = 0
         self._next_tick = 0.0  # perf_counter before which ticks are skipped (see _tick)
-        self._exported: dict = {}  # _results_signature() at the last export (nothing new to lose since)
+        self._exported: dict = {}  # unsaved.signature() at the last export (nothing new to lose since)
+        self.ends_process = False  # app.main(end_process=True): closing the window ends the process
         self._update_title()
 
     # ------------------------------------------------------------------------------------- opening
@@ -450,7 +451,9 @@ class MainWindow(QtWidgets.QMainWindow):
     # ------------------------------------------------------------------------------------- closing
     def closeEvent(self, event) -> None:  # Qt override
         self.timer.stop()
-        self.controller.shutdown(timeout_ms=5000)
+        # every worker is told to stop; when the process ends right after (the command line's app) no need to
+        # wait for their current steps: they compute and never write
+        self.controller.shutdown(timeout_ms=0 if self.ends_process else 5000)
         self.settings.sync()  # the process may end without destructors (app.exit_process)
         event.accept()
 
