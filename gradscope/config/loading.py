@@ -15,6 +15,7 @@ from pydantic import BaseModel, ValidationError
 
 from ..engine.tasks import TaskError, make_task
 from .schema import SCHEMA_VERSION, ConfigError, Experiment, RunConfig, _Header, _KeyedError
+from .sweep import parse_sweep, sweep_points
 
 
 def load(path: str | os.PathLike, *, check_tasks: bool = True) -> Experiment:
@@ -42,10 +43,11 @@ def loads(text: str, source: str | os.PathLike = "<string>", *, check_tasks: boo
     def fail(message: str, key: str | None = None, run=None):
         raise ConfigError(f"{name}: {message}", source=name, run=run, key=key)
 
-    unknown = sorted(set(doc) - {"schema_version", "experiment", "defaults", "runs"})
+    unknown = sorted(set(doc) - {"schema_version", "experiment", "defaults", "runs", "sweep"})
     if unknown:
         fail(
-            f"unknown top-level key {unknown[0]!r}; expected schema_version, [experiment], [defaults], [[runs]]",
+            f"unknown top-level key {unknown[0]!r}; expected schema_version, [experiment], [defaults], [[runs]], "
+            f"[sweep]",
             key=unknown[0],
         )
     if "schema_version" not in doc:
@@ -111,14 +113,17 @@ def loads(text: str, source: str | os.PathLike = "<string>", *, check_tasks: boo
                 run=run.name,
             )
         runs.append(run)
-    return Experiment(
+    experiment = Experiment(
         name=header.name,
         seed=header.seed,
         description=header.description,
         defaults=defaults,
         runs=runs,
+        sweep=parse_sweep(doc["sweep"], name) if "sweep" in doc else None,
         source=Path(source) if isinstance(source, Path) else None,
     )
+    sweep_points(experiment)  # every swept value against every run, now (a ConfigError naming it)
+    return experiment
 
 
 def _merge(base: dict, override: dict) -> dict:
