@@ -137,6 +137,7 @@ def run_sweep(
     stop=None,
     on_progress: Callable[[SweepProgress], None] | None = None,
     on_row: Callable[[dict[str, str]], None] | None = None,
+    on_compile: Callable[[int, int, str], None] | None = None,
     pool=None,
 ) -> SweepSummary:
     """Run every point of ``experiment``'s [sweep] not finished in ``out`` yet; returns a SweepSummary.
@@ -145,7 +146,8 @@ def run_sweep(
     instead; ``pool``: an open LocalPool or DaskPool to use (and leave open).  ``stop`` (anything with
     ``is_set()``) ends the sweep: no new point starts, local points stop after their iteration, Dask points
     are cancelled; every finished point stays in sweep.csv.  ``on_progress(progress)`` after every change;
-    ``on_row(row)`` with each new row (a dict of text by column).  Raises SweepError before anything runs
+    ``on_row(row)`` with each new row (a dict of text by column); ``on_compile(done, total, name)`` while the
+    kernels compile (or load from the cache) here, before the local workers start.  Raises SweepError before anything runs
     when the sweep cannot start, ConfigError for a bad experiment.
     """
     points = sweep_points(experiment)
@@ -161,11 +163,12 @@ def run_sweep(
     errors: dict[str, str] = {}
     specs = kernel_specs(todo, backend)
     if pool is None and todo and not scheduler:
-        _load_kernels(specs)
+        _load_kernels(specs, on_compile)
     own = pool is None and bool(todo)
     if own:
         pool = DaskPool(scheduler) if scheduler else LocalPool(min(workers or default_workers(), len(todo)), specs)
     progress.where = pool.where if pool is not None else ""
+    progress.started = time.monotonic()  # the pace is the points', not the workers' start-up
     if on_progress:
         on_progress(progress)
     stopped = False
@@ -232,12 +235,12 @@ def kernel_specs(points, backend: str) -> list:
     return list({p.run.dtype: p.run.model_spec() for p in points}.values())
 
 
-def _load_kernels(specs) -> None:
+def _load_kernels(specs, progress=None) -> None:
     """Compile (or load) the kernels here first, so that the workers find them in the cache."""
     from ..engine import compile_kernels
 
     for spec in specs:
-        compile_kernels(spec)
+        compile_kernels(spec, progress)
 
 
 __all__ = ["run_sweep", "SweepProgress", "SweepSummary", "fingerprint", "MANIFEST", "TABLE", "POINTS"]
