@@ -122,7 +122,7 @@ def loads(text: str, source: str | os.PathLike = "<string>", *, check_tasks: boo
         sweep=parse_sweep(doc["sweep"], name) if "sweep" in doc else None,
         source=Path(source) if isinstance(source, Path) else None,
     )
-    sweep_points(experiment)  # every swept value against every run, now (a ConfigError naming it)
+    sweep_points(experiment, name)  # every swept value against every run, now (a ConfigError naming it)
     return experiment
 
 

@@ -136,13 +136,15 @@ def _set(table: dict, dotted: str, value) -> dict:
     return table
 
 
-def sweep_points(experiment) -> list[SweepPoint]:
+def sweep_points(experiment, source: str | None = None) -> list[SweepPoint]:
     """Every point of ``experiment.sweep``, validated, in the sweep's order (the module's docstring); [] when
-    the experiment has no [sweep] table.  Raises ConfigError naming the sweep key, the value and the run."""
+    the experiment has no [sweep] table.  Raises ConfigError naming the file (``source``, default the
+    experiment's), the sweep key, the value and the run."""
     sweep: Sweep | None = experiment.sweep
     if sweep is None:
         return []
-    source = str(experiment.source) if experiment.source is not None else f"experiment {experiment.name!r}"
+    if source is None:
+        source = str(experiment.source) if experiment.source is not None else f"experiment {experiment.name!r}"
     keys = list(sweep.keys)
     combinations = sweep.combinations()
     points: list[SweepPoint] = []
