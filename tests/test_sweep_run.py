@@ -243,3 +243,20 @@ def test_ctrl_c_stops_cleanly_keeping_every_finished_point(tmp_path):
     assert 2 <= len(done) < 16 and {r["status"] for r in done} == {"completed"}
     for row in done:  # each finished point's export is complete
         assert (out / "points" / row["point"] / "summary.json").exists()
+
+
+@pytest.mark.slow
+def test_the_relu_presets_mean_log_gain_per_step_is_on_the_mean_field_line(tmp_path):
+    """Requirement: the ReLU sweep's mean over seeds within 0.05 of 0.5 ln(c/2) at c = 1.5, 2 and 3; the
+    shipped preset's settings (d = 256, T = 100), its 8 seeds, on a sweep of those three scales."""
+    from gradscope.config.sweep import Sweep
+
+    preset = config.load(ROOT / "models" / "sweep_relu_init_scale.toml")
+    scales = (1.5, 2.0, 3.0)
+    experiment = preset.model_copy(update={"sweep": Sweep(keys={"init.recurrent_scale": scales}, seeds=preset.sweep.seeds)})
+    run_sweep(experiment, tmp_path / "relu", workers=2, traces=False)
+    table = rows(tmp_path / "relu")
+    for c in scales:
+        gains = [float(r["log_gain_per_step"]) for r in table if float(r["init.recurrent_scale"]) == c]
+        assert len(gains) == 8
+        assert np.mean(gains) == pytest.approx(0.5 * math.log(c / 2), abs=0.05), c

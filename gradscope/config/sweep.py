@@ -136,6 +136,14 @@ def _set(table: dict, dotted: str, value) -> dict:
     return table
 
 
+def with_values(run: RunConfig, keys, values) -> RunConfig:
+    """``run`` with each dotted key set to its value, validated (a pydantic ValidationError when refused)."""
+    table = run.model_dump()
+    for key, value in zip(keys, values):
+        table = _set(table, key, value)
+    return RunConfig.model_validate(table)
+
+
 def sweep_points(experiment, source: str | None = None) -> list[SweepPoint]:
     """Every point of ``experiment.sweep``, validated, in the sweep's order (the module's docstring); [] when
     the experiment has no [sweep] table.  Raises ConfigError naming the file (``source``, default the
@@ -149,14 +157,10 @@ def sweep_points(experiment, source: str | None = None) -> list[SweepPoint]:
     combinations = sweep.combinations()
     points: list[SweepPoint] = []
     for run in experiment.runs:
-        table = run.model_dump()
         seeds = sweep.seeds if sweep.seeds is not None else (run.effective_seed(experiment.seed),)
         for values in combinations:
-            point_table = table
-            for key, value in zip(keys, values):
-                point_table = _set(point_table, key, value)
             try:
-                point_run = RunConfig.model_validate(point_table)
+                point_run = with_values(run, keys, values)
             except ValidationError as error:
                 from .loading import _explain
 
@@ -175,4 +179,4 @@ def sweep_points(experiment, source: str | None = None) -> list[SweepPoint]:
     return points
 
 
-__all__ = ["Sweep", "SweepMode", "SweepPoint", "parse_sweep", "sweep_points", "RESERVED"]
+__all__ = ["Sweep", "SweepMode", "SweepPoint", "parse_sweep", "sweep_points", "with_values", "RESERVED"]

@@ -180,10 +180,12 @@ def run_sweep(
                 stopped = True
                 queue.clear()
                 pool.stop()
-            while queue and len(in_flight) < pool.slots:
+            # one point queued per worker beside the one it runs: a worker never waits for the next while this
+            # process writes a row (what is queued is not computed yet, so a kill loses nothing of it)
+            while queue and len(in_flight) < 2 * pool.slots:
                 point = queue.pop()
                 in_flight[pool.submit(point, backend, traces)] = point
-            progress.running = len(in_flight)
+            progress.running = min(len(in_flight), pool.slots)
             finished, _ = wait(in_flight, timeout=0.1, return_when=FIRST_COMPLETED)
             for future in finished:
                 point = in_flight.pop(future)
@@ -210,7 +212,7 @@ def run_sweep(
                     errors[name] = outcome.error or f"point {name} ended as {status!r}"
                 if on_row:
                     on_row(dict(zip(header, rows[point.index])))
-            progress.running = len(in_flight)
+            progress.running = min(len(in_flight), pool.slots)
             if on_progress:
                 on_progress(progress)
     except KeyboardInterrupt:
