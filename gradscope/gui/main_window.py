@@ -429,6 +429,7 @@ class MainWindow(QtWidgets.QMainWindow):
     # ------------------------------------------------------------------------------------- closing
     def closeEvent(self, event) -> None:  # Qt override
         self.timer.stop()
+        self.sweep_tab.close_job()  # a running sweep stops; its finished points stay in sweep.csv
         self.controller.shutdown(timeout_ms=5000)
         event.accept()
 
