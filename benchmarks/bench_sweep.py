@@ -9,7 +9,8 @@ seeds, --no-traces (sweep.csv only).  Each configuration runs in the same round,
 rounds alternate their order, so a change in the machine's load hits them alike.  Timed: the points (from the
 moment the workers are up to the last row written; ``points s``) and the whole run_sweep call (``total s``,
 with the workers' start-up).  The Dask cluster (a LocalCluster: scheduler and two worker processes, one thread
-each, and one BLAS / Numba thread per worker like the local pool's) is started before and is not timed, as a cluster a user points GradScope at is already there.
+each, and one BLAS / Numba thread per worker like the local pool's) is started before and is not timed, as a
+cluster a user points GradScope at is already there.
 
 Per-point overhead: 64 points of a tiny model (d = 4, T = 2, 0 iterations: ~0.1 ms of compute) on one local
 worker; (points s - the points' own wall_seconds) / 64 is what the dispatch, the transfer, the row and the
@@ -94,8 +95,9 @@ def main() -> int:
     work = experiment(tmp, "work", d=128, T=100, B=16, n=32, iterations=5)
     tiny = experiment(tmp, "tiny", d=4, T=2, B=1, n=1, iterations=0)
     times: dict[str, list[dict]] = {"local 1": [], "local 2": [], "dask 2": [], "overhead": []}
-    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None,
-                      host="127.0.0.1", silence_logs=40) as cluster:
+    with LocalCluster(
+        n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None, host="127.0.0.1", silence_logs=40
+    ) as cluster:
         run_sweep(work, tmp / "warm", scheduler=cluster.scheduler_address, traces=False)  # workers load kernels
         for r in range(args.rounds):
             order = ["local 1", "local 2", "dask 2"]

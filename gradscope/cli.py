@@ -89,9 +89,13 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--processes", type=int, help="worker processes (default: chosen from the amount of work)")
     sweep = sub.add_parser("sweep", help="run every point of an experiment's [sweep] table into sweep.csv")
     sweep.add_argument("experiment", help="experiment file (TOML) with a [sweep] table")
-    sweep.add_argument("--out", required=True, help="folder of the sweep (new or empty; with --resume, the earlier one)")
+    sweep.add_argument(
+        "--out", required=True, help="folder of the sweep (new or empty; with --resume, the earlier one)"
+    )
     sweep.add_argument("--workers", type=int, help="local worker processes (default: one per CPU)")
-    sweep.add_argument("--scheduler", help="run the points on the Dask cluster whose scheduler is here (tcp://HOST:PORT)")
+    sweep.add_argument(
+        "--scheduler", help="run the points on the Dask cluster whose scheduler is here (tcp://HOST:PORT)"
+    )
     sweep.add_argument("--resume", action="store_true", help="finish the sweep in --out: run only the points not done")
     sweep.add_argument("--no-traces", action="store_true", help="write sweep.csv only, not each point's export")
     sweep.add_argument("--backend", choices=("numba", "numpy"), default="numba", help="as for run")

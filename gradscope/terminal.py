@@ -173,23 +173,12 @@ def progress_line(index: int, total: int, result) -> str:
 
 
 # ------------------------------------------------------------------------------------------- sweeps
-def _clock(seconds: float | None) -> str:
-    if seconds is None:
-        return "--:--"
-    seconds = int(round(seconds))
-    hours, rest = divmod(seconds, 3600)
-    return f"{hours}:{rest // 60:02d}:{rest % 60:02d}" if hours else f"{rest // 60:02d}:{rest % 60:02d}"
-
-
 def sweep_bar(progress, width: int = 24) -> str:
     """``[#########---------] 12/64 done, 2 running, 1 failed, ETA 00:31`` (a runner.SweepProgress)."""
     total = max(progress.total, 1)
     filled = int(width * (progress.done + progress.failed) / total)
     bar = "#" * filled + "-" * (width - filled)
-    return (
-        f"[{bar}] {progress.done}/{progress.total} done, {progress.running} running, {progress.failed} failed, "
-        f"ETA {_clock(progress.eta)}"
-    )
+    return f"[{bar}] {progress.summary()}"
 
 
 class SweepConsole:

@@ -68,8 +68,11 @@ def main(argv=None) -> int:
         pixmap = window.screen().grabWindow(0, frame.x(), frame.y(), frame.width(), frame.height())
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)
         result["code"] = 0 if pixmap.save(args.out, "PNG") else 1
-        print(f"screenshot: {args.out} ({pixmap.width()}x{pixmap.height()}, {time.monotonic() - start:.1f} s, "
-              f"{tab.status.text()}; error: {tab.last_error})", file=sys.stderr)
+        print(
+            f"screenshot: {args.out} ({pixmap.width()}x{pixmap.height()}, {time.monotonic() - start:.1f} s, "
+            f"{tab.status.text()}; error: {tab.last_error})",
+            file=sys.stderr,
+        )
         window.close()
         app.quit()
 

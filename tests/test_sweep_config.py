@@ -40,7 +40,10 @@ def test_grid_points_in_the_files_order_runs_then_values_then_seeds():
     assert [p.index for p in points] == list(range(24))
     first = points[:6]
     assert [(p.base, p.values, p.seed) for p in first[:4]] == [
-        ("relu", (1.0, 0.0), 4), ("relu", (1.0, 0.0), 5), ("relu", (1.0, 0.5), 4), ("relu", (1.0, 0.5), 5)
+        ("relu", (1.0, 0.0), 4),
+        ("relu", (1.0, 0.0), 5),
+        ("relu", (1.0, 0.5), 4),
+        ("relu", (1.0, 0.5), 5),
     ]
     assert points[12].base == "tanh" and points[12].run.activation == "tanh"
     p = points[7]
@@ -63,8 +66,8 @@ def test_zip_mode_and_default_seeds():
         ('"init.recurrent_scale" = 2.0', "sweep.init.recurrent_scale", "expected a list"),
         ('"init.recurrent_scale" = [1.0, 2.0]\nhidden_size = [4]\nmode = "zip"', "sweep.mode", "hidden_size has 1"),
         ('mode = "random"\nseeds = [1]', "sweep.mode", '"grid"'),
-        ('seeds = [1, -2]', "sweep.seeds", "integers >= 0"),
-        ('seed = [1, 2]', "sweep.seed", "seeds = [...]"),
+        ("seeds = [1, -2]", "sweep.seeds", "integers >= 0"),
+        ("seed = [1, 2]", "sweep.seed", "seeds = [...]"),
         ('name = ["a"]', "sweep.name", "unknown key"),
         ('"init.recurrent_scale" = [1.0, -1.0]', "sweep.init.recurrent_scale", "-1.0"),
         ('activation = ["relu", "softplus"]', "sweep.activation", "softplus"),
@@ -115,7 +118,7 @@ def test_bias_scale_draws_b_h_with_that_variance_and_nothing_else_changes():
 
 
 def test_bias_scale_is_validated_and_reaches_the_engine():
-    with pytest.raises(ConfigError, match="init.bias_scale"):
+    with pytest.raises(ConfigError, match=r"init\.bias_scale"):
         loads(BASE.replace("hidden_size = 8", "hidden_size = 8\ninit.bias_scale = -0.1"))
     run = loads(BASE.replace("hidden_size = 8", "hidden_size = 8\ninit.bias_scale = 0.3")).runs[0]
     assert run.init_spec().bias_scale == 0.3
@@ -124,7 +127,9 @@ def test_bias_scale_is_validated_and_reaches_the_engine():
 
 
 def test_bias_scale_enters_the_mean_field_prediction_as_poole_et_al_sigma_b():
-    run = config.RunConfig(activation="tanh", init=config.InitConfig(recurrent_scale=1.69, input_scale=0.0, bias_scale=0.09))
+    run = config.RunConfig(
+        activation="tanh", init=config.InitConfig(recurrent_scale=1.69, input_scale=0.0, bias_scale=0.09)
+    )
     assert predicted_log_gain(run) == pytest.approx(0.5 * math.log(0.940), abs=1e-3)  # chi_1(1.3, 0.3) = 0.940
     assert predicted_log_gain(run) == pytest.approx(0.5 * math.log(chi_1(1.3, 0.3)), rel=1e-9)
     assert critical_recurrent_scale(run) == pytest.approx(1.3956**2, abs=2e-3)  # critical sigma_w at sigma_b = 0.3

@@ -81,7 +81,9 @@ def test_the_table_has_the_contracts_columns_one_row_per_point_sorted(reference)
     assert [r["point"] for r in table] == [f"{i:04d}" for i in range(16)]
     assert {r["status"] for r in table} == {"completed"} and {r["iterations"] for r in table} == {"2"}
     assert [(r["run"], r["init.recurrent_scale"], r["init.bias_scale"], r["seed"]) for r in table[:3]] == [
-        ("relu", "1.5", "0.0", "0"), ("relu", "1.5", "0.0", "1"), ("relu", "1.5", "0.2", "0")
+        ("relu", "1.5", "0.0", "0"),
+        ("relu", "1.5", "0.0", "1"),
+        ("relu", "1.5", "0.2", "0"),
     ]
     assert all(r["lyapunov_max"] == "" for r in table)  # no analysis results: empty
     assert all(math.isfinite(float(r["log_gain_per_step"])) and float(r["wall_seconds"]) > 0 for r in table)
@@ -117,8 +119,9 @@ def dask_cluster():
             pytest.fail("Dask is required in CI (scripts/install.sh --test installs gradscope[dask])")
         pytest.skip("dask not installed: pip install 'gradscope[dask]'")
     # a scheduler and two worker processes on localhost, one thread each, as a real (small) cluster
-    return LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None,
-                        host="127.0.0.1", silence_logs=40)
+    return LocalCluster(
+        n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None, host="127.0.0.1", silence_logs=40
+    )
 
 
 def test_a_dask_scheduler_with_two_workers_gives_the_same_bits(reference, tmp_path):
@@ -174,7 +177,10 @@ def start(path, out, *extra):
     env = dict(os.environ, PYTHONPATH=str(ROOT), GRADSCOPE_LOG_DIR=str(Path(out).parent / "logs"))
     return subprocess.Popen(
         [sys.executable, "-m", "gradscope", "sweep", str(path), "--out", str(out), "--workers", "1", *extra],
-        env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
     )
 
 
@@ -253,7 +259,9 @@ def test_the_relu_presets_mean_log_gain_per_step_is_on_the_mean_field_line(tmp_p
 
     preset = config.load(ROOT / "models" / "sweep_relu_init_scale.toml")
     scales = (1.5, 2.0, 3.0)
-    experiment = preset.model_copy(update={"sweep": Sweep(keys={"init.recurrent_scale": scales}, seeds=preset.sweep.seeds)})
+    experiment = preset.model_copy(
+        update={"sweep": Sweep(keys={"init.recurrent_scale": scales}, seeds=preset.sweep.seeds)}
+    )
     run_sweep(experiment, tmp_path / "relu", workers=2, traces=False)
     table = rows(tmp_path / "relu")
     for c in scales:

@@ -92,8 +92,11 @@ def parse_sweep(table: Any, source: str) -> Sweep:
     every run by ``sweep_points``.  Raises ConfigError naming the file and the key."""
 
     def fail(key: str, message: str):
-        raise ConfigError(f"{source}: sweep.{key}: {message}" if key else f"{source}: {message}", source=source,
-                          key=f"sweep.{key}" if key else "sweep")
+        raise ConfigError(
+            f"{source}: sweep.{key}: {message}" if key else f"{source}: {message}",
+            source=source,
+            key=f"sweep.{key}" if key else "sweep",
+        )
 
     if not isinstance(table, dict):
         fail("", f"[sweep] must be a table, got {table!r}")
@@ -113,7 +116,10 @@ def parse_sweep(table: Any, source: str) -> Sweep:
         if key == "seed":
             fail(key, "seeds are swept with seeds = [...] in [sweep]")
         if key not in known or key in UNSWEPT:
-            fail(key, f"unknown key; expected a dotted run key, one of: {', '.join(k for k in known if k not in UNSWEPT)}")
+            fail(
+                key,
+                f"unknown key; expected a dotted run key, one of: {', '.join(k for k in known if k not in UNSWEPT)}",
+            )
         if not isinstance(values, list):
             fail(key, f"got {values!r}; expected a list of values")
         if not values:

@@ -47,7 +47,9 @@ class MainWindow(QtWidgets.QMainWindow):
             self.tabs.setTabToolTip(index, tip)
         self.sweep_tab = SweepTab()
         index = self.tabs.addTab(self.sweep_tab, "Sweep")
-        self.tabs.setTabToolTip(index, "A sweep's log gain per step over its keys, with the mean-field curve or critical line")
+        self.tabs.setTabToolTip(
+            index, "A sweep's log gain per step over its keys, with the mean-field curve or critical line"
+        )
         self.tabs.currentChanged.connect(lambda _: self.redraw(force=True))
         self.setCentralWidget(self.tabs)
 

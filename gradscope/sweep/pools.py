@@ -25,6 +25,7 @@ from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 
 from ..experiment import _init_worker, _single_threaded_children, _stop_signals_blocked, _WorkerStop, execute_run
+from ..runs import RunResult
 from .table import measure
 
 
@@ -38,7 +39,7 @@ class PointOutcome:
 
     index: int
     measured: dict  # table.TAIL's columns
-    result: object | None = None  # the RunResult when its traces are wanted
+    result: RunResult | None = None  # when its traces are wanted
     error: str | None = None  # a failed run's traceback
 
 
@@ -119,8 +120,7 @@ class DaskPool:
             from distributed import Client
         except ImportError:
             raise SweepError(
-                "--scheduler needs Dask's distributed scheduler, which is not installed: "
-                "pip install 'gradscope[dask]'"
+                "--scheduler needs Dask's distributed scheduler, which is not installed: pip install 'gradscope[dask]'"
             ) from None
         try:
             self._client = Client(address, timeout=f"{timeout}s", set_as_default=False)
@@ -139,7 +139,13 @@ class DaskPool:
     def submit(self, point, backend: str, keep: bool) -> Future:
         done: Future = Future()
         remote = self._client.submit(
-            compute_point, point.index, point.run, point.seed, backend, keep, pure=False,
+            compute_point,
+            point.index,
+            point.run,
+            point.seed,
+            backend,
+            keep,
+            pure=False,
             key=f"gradscope-point-{self._tag}-{point.index}",
         )
         with self._lock:

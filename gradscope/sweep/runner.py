@@ -27,7 +27,7 @@ from concurrent.futures import FIRST_COMPLETED, Future, wait
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..config import Experiment, dumps, sweep_points
+from ..config import Experiment, SweepPoint, dumps, sweep_points
 from ..files import atomic_write_text
 from ..io import export_experiment, gradscope_version
 from .pools import DaskPool, LocalPool, PointOutcome, SweepError, default_workers, failure_text
@@ -58,6 +58,18 @@ class SweepProgress:
             return None
         left = self.total - self.done - self.failed
         return left * (time.monotonic() - self.started) / finished_here
+
+    def summary(self) -> str:
+        """``12/64 done, 2 running, 1 failed, ETA 00:31``: the progress bar's text and the app's."""
+        return f"{self.done}/{self.total} done, {self.running} running, {self.failed} failed, ETA {_clock(self.eta)}"
+
+
+def _clock(seconds: float | None) -> str:
+    if seconds is None:
+        return "--:--"
+    whole = round(seconds)
+    hours, rest = divmod(whole, 3600)
+    return f"{hours}:{rest // 60:02d}:{rest % 60:02d}" if hours else f"{rest // 60:02d}:{rest % 60:02d}"
 
 
 @dataclass
@@ -95,7 +107,9 @@ def _prepare(out: Path, experiment: Experiment, points, resume: bool) -> dict[in
         raise SweepError(f"--out {out}: a file is in the way; expected a folder for the sweep")
     if out.exists() and (out / MANIFEST).exists():
         if not resume:
-            raise SweepError(f"--out {out}: it holds a sweep already; add --resume to finish it, or choose a new folder")
+            raise SweepError(
+                f"--out {out}: it holds a sweep already; add --resume to finish it, or choose a new folder"
+            )
         try:
             held = json.loads((out / MANIFEST).read_text(encoding="utf-8"))
         except (OSError, ValueError) as error:
@@ -147,8 +161,8 @@ def run_sweep(
     ``is_set()``) ends the sweep: no new point starts, local points stop after their iteration, Dask points
     are cancelled; every finished point stays in sweep.csv.  ``on_progress(progress)`` after every change;
     ``on_row(row)`` with each new row (a dict of text by column); ``on_compile(done, total, name)`` while the
-    kernels compile (or load from the cache) here, before the local workers start.  Raises SweepError before anything runs
-    when the sweep cannot start, ConfigError for a bad experiment.
+    kernels compile (or load from the cache) here, before the local workers start.  Raises SweepError before
+    anything runs when the sweep cannot start, ConfigError for a bad experiment.
     """
     points = sweep_points(experiment)
     if not points:
@@ -172,7 +186,7 @@ def run_sweep(
     if on_progress:
         on_progress(progress)
     stopped = False
-    in_flight: dict[Future, object] = {}
+    in_flight: dict[Future, SweepPoint] = {}
     queue = list(reversed(todo))
     try:
         while queue or in_flight:
@@ -200,8 +214,9 @@ def run_sweep(
                 if stopped and status == "stopped":
                     continue  # interrupted by the stop: --resume runs it again
                 if outcome.result is not None and status != "failed":
-                    single = experiment.model_copy(update={"runs": [point.run], "sweep": None,
-                                                           "name": f"{experiment.name} point {name}"})
+                    single = experiment.model_copy(
+                        update={"runs": [point.run], "sweep": None, "name": f"{experiment.name} point {name}"}
+                    )
                     export_experiment(out / POINTS / name, single, [outcome.result])
                 rows[point.index] = row_values(name, point, outcome.measured)
                 write_table(out / TABLE, header, rows)

@@ -4,7 +4,8 @@ the recurrent scale of the critical line (chi_1 = 1) for the run's other setting
 The measured quantity (sweep.csv's log_gain_per_step) is the slope of ln ||dL/dh_t|| per step back in time.
 Mean field multiplies ||dL/dh||^2 by chi_1 = c E[f'(z)^2], z ~ N(0, q*), per step, so the prediction is
 
-    log gain per step = 0.5 ln chi_1:   relu 0.5 ln(c / 2) (whatever the variances);  tanh 0.5 ln chi_1(sigma_w, sigma_b)
+    log gain per step = 0.5 ln chi_1:   relu 0.5 ln(c / 2) (whatever the variances);
+                                        tanh 0.5 ln chi_1(sigma_w, sigma_b)
 
 with sigma_w^2 = c (Var(W_hh) = c / d) and sigma_b^2 = q_in + q_b: an RNN step's pre-activation also receives
 the input's variance q_in (Var(W_hx) E[x^2]) beside the bias's q_b (init.bias_scale), so with the input

@@ -46,8 +46,11 @@ def synthetic_rows(exp, gain):
     rows = []
     for p in points:
         measured = dict.fromkeys(TAIL, None) | {
-            "status": "completed", "iterations": 1, "final_loss": 1.0,
-            "log_gain_per_step": gain(p.values, p.seed), "wall_seconds": 0.01,
+            "status": "completed",
+            "iterations": 1,
+            "final_loss": 1.0,
+            "log_gain_per_step": gain(p.values, p.seed),
+            "wall_seconds": 0.01,
         }
         header = ["point", "run", "seed", *exp.sweep.keys, *TAIL]
         rows.append(dict(zip(header, row_values(point_name(p.index, len(points)), p, measured))))

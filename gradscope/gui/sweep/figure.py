@@ -37,7 +37,10 @@ class SweepFigure(pg.GraphicsLayoutWidget):
             self.image = pg.ImageItem(axisOrder="row-major")
             self.plot.addItem(self.image)
             self.colorbar = pg.ColorBarItem(
-                colorMap=pg.colormap.get(DIVERGING), interactive=False, colorMapMenu=False, width=18,
+                colorMap=pg.colormap.get(DIVERGING),
+                interactive=False,
+                colorMapMenu=False,
+                width=18,
                 label="ln gain / step",
             )
             self.colorbar.setImageItem(self.image)
@@ -46,8 +49,9 @@ class SweepFigure(pg.GraphicsLayoutWidget):
             self.plot.addItem(self.line)
             self.legend = Legend(layout, 0, 2)
         else:
-            self.plot = make_plot(layout, 0, 0, title="Log gain per step back in time", x_label="",
-                                  y_label="ln ||dL/dh|| per step back")
+            self.plot = make_plot(
+                layout, 0, 0, title="Log gain per step back in time", x_label="", y_label="ln ||dL/dh|| per step back"
+            )
             self.legend = Legend(layout, 0, 1)
             self.zero = pg.InfiniteLine(pos=0, angle=0, pen=pen("#808080", 1.0, "dot"))
             self.plot.addItem(self.zero)
@@ -75,8 +79,7 @@ class SweepFigure(pg.GraphicsLayoutWidget):
             (self._draw_curves if data.dims == 1 else self._draw_heatmap)(data, run)
             done, failed = data.counts()
             self.caption.setText(
-                f"{done}/{data.total} points done, {failed} failed"
-                + (f"  ·  {data.folder}" if data.folder else "")
+                f"{done}/{data.total} points done, {failed} failed" + (f"  ·  {data.folder}" if data.folder else "")
             )
         self._drawn = key
         return True
@@ -95,8 +98,9 @@ class SweepFigure(pg.GraphicsLayoutWidget):
             ok = np.isfinite(mean)
             if ok.any():
                 bars = pg.ErrorBarItem(x=x[ok], y=mean[ok], height=2 * spread[ok], beam=0.0, pen=pen(color, 1.2))
-                points = pg.PlotDataItem(x[ok], mean[ok], pen=pen(color), symbol="o", symbolSize=7,
-                                         symbolBrush=color, symbolPen=None)
+                points = pg.PlotDataItem(
+                    x[ok], mean[ok], pen=pen(color), symbol="o", symbolSize=7, symbolBrush=color, symbolPen=None
+                )
                 self.items += [bars, points]
             self.shown["runs"][name] = (x, mean, spread, count)
             entries.append((f"{name} (mean ± sd over seeds)", color, "solid"))
@@ -121,7 +125,9 @@ class SweepFigure(pg.GraphicsLayoutWidget):
         self.plot.setLabel("bottom", data.keys[0])
         self.plot.setLabel("left", data.keys[1])
         for axis, values in (("bottom", data.values[0]), ("left", data.values[1])):
-            self.plot.getAxis(axis).setTicks([[(i, f"{v:g}" if isinstance(v, float) else str(v)) for i, v in enumerate(values)]])
+            self.plot.getAxis(axis).setTicks(
+                [[(i, f"{v:g}" if isinstance(v, float) else str(v)) for i, v in enumerate(values)]]
+            )
         self.plot.setRange(xRange=(-0.5, nx - 0.5), yRange=(-0.5, ny - 0.5), padding=0)
         self.plot.setTitle(f"Log gain per step back in time: {run}", size="11pt")
         xs, ys = self._critical_line(data, run)

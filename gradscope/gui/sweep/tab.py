@@ -162,7 +162,9 @@ class SweepTab(QtWidgets.QWidget):
     def run_dialog(self) -> None:
         experiment = self.experiment
         if experiment is None:
-            path, _ = QtWidgets.QFileDialog.getOpenFileName(self, "Experiment with a [sweep] table", "", "TOML (*.toml)")
+            path, _ = QtWidgets.QFileDialog.getOpenFileName(
+                self, "Experiment with a [sweep] table", "", "TOML (*.toml)"
+            )
             if not path:
                 return
             from ... import config
@@ -181,7 +183,6 @@ class SweepTab(QtWidgets.QWidget):
     def run_sweep(self, experiment, out, workers: int | None = None, scheduler: str | None = None) -> _Job:
         """Run (or resume) ``experiment``'s sweep into ``out`` in a worker thread; rows fill the figure live."""
         from ...sweep import run_sweep
-        from ...terminal import sweep_bar
 
         scheduler = scheduler if scheduler is not None else (self.scheduler.text().strip() or None)
         workers = workers or self.workers.value()
@@ -190,8 +191,14 @@ class SweepTab(QtWidgets.QWidget):
         def work(job):
             job.lines.emit(SweepData(experiment).theory_lines())  # its own copy: the GUI thread owns self.data
             summary = run_sweep(
-                experiment, out, workers=workers, scheduler=scheduler, resume=True, stop=job.stop_event,
-                on_row=job.row.emit, on_progress=lambda p: job.progress.emit(f"{sweep_bar(p)} on {p.where}"),
+                experiment,
+                out,
+                workers=workers,
+                scheduler=scheduler,
+                resume=True,
+                stop=job.stop_event,
+                on_row=job.row.emit,
+                on_progress=lambda p: job.progress.emit(f"{p.summary()}, on {p.where}"),
             )
             p = summary.progress
             state = "stopped" if summary.stopped else "finished"
@@ -231,8 +238,9 @@ class SweepTab(QtWidgets.QWidget):
             settle(self.figure)
         page = render_page(self.figure, ("png", "svg"))
         png = write_atomically(folder / f"{stem}.png", encode_png(page.rgb))
-        document = svg.document(page.width, page.height, style.BACKGROUND, page.svg_defs, page.svg_body,
-                                title=f"GradScope: {stem}")
+        document = svg.document(
+            page.width, page.height, style.BACKGROUND, page.svg_defs, page.svg_body, title=f"GradScope: {stem}"
+        )
         return [png, write_atomically(folder / f"{stem}.svg", document)]
 
 
