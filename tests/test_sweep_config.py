@@ -163,3 +163,22 @@ def test_point_names_sort_like_the_points():
     assert point_name(7, 64) == "0007" and point_name(12345, 20000) == "12345"
     names = [point_name(i, 12000) for i in range(12000)]
     assert sorted(names) == names
+
+
+def test_a_seq2seq_points_gain_is_the_decoders_top_stream_without_its_padding():
+    from gradscope.sweep import compute_point
+
+    experiment = loads(
+        BASE.replace("hidden_size = 8", 'hidden_size = 8\narchitecture = "seq2seq"\nlayers = 2').replace(
+            "seq_len = 6", "seq_len = 10\ntarget_len = 5"
+        )
+        + '[sweep]\n"init.recurrent_scale" = [2.0]'
+    )
+    point = sweep_points(experiment)[0]
+    outcome = compute_point(point.index, point.run, point.seed, "numpy")
+    streams = point.run.model_spec().streams
+    assert streams[-1] == "decoder.layer1" and top_stream(streams) == len(streams) - 1
+    g = outcome.result.trace.array("grad_h_norm")[0, -1]  # (T,): 5 decoder steps, then NaN padding
+    assert np.isnan(g[5:]).all()
+    lag = 4 - np.arange(5)  # the lag from the decoder's last step
+    assert outcome.measured["log_gain_per_step"] == pytest.approx(np.polyfit(lag, np.log(g[:5]), 1)[0], rel=1e-9)
