@@ -160,10 +160,17 @@ def _validate(args) -> int:
     experiment = _load(args.experiment)
     print(
         f"{args.experiment}: ok, experiment {experiment.name!r} with {len(experiment.runs)} run(s): "
-        f"{', '.join(r.name for r in experiment.runs)}",
+        f"{', '.join(r.name for r in experiment.runs)}"
+        + (f"; its [sweep] has {_sweep_size(experiment)} point(s)" if experiment.sweep is not None else ""),
         file=sys.stderr,
     )
     return EXIT_OK
+
+
+def _sweep_size(experiment) -> int:
+    from .config import sweep_points
+
+    return len(sweep_points(experiment))
 
 
 def _compile_all(args) -> int:

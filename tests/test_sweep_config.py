@@ -182,3 +182,15 @@ def test_a_seq2seq_points_gain_is_the_decoders_top_stream_without_its_padding():
     assert np.isnan(g[5:]).all()
     lag = 4 - np.arange(5)  # the lag from the decoder's last step
     assert outcome.measured["log_gain_per_step"] == pytest.approx(np.polyfit(lag, np.log(g[:5]), 1)[0], rel=1e-9)
+
+
+def test_validate_counts_the_points(tmp_path, capsys):
+    from gradscope import cli
+
+    path = tmp_path / "s.toml"
+    path.write_text(BASE + '[sweep]\n"init.recurrent_scale" = [1.0, 2.0]\nseeds = [0, 1, 2]')
+    assert cli.main(["validate", str(path)]) == 0
+    assert "its [sweep] has 12 point(s)" in capsys.readouterr().err
+    path.write_text(BASE + '[sweep]\n"init.recurrent_scale" = []')
+    assert cli.main(["validate", str(path)]) == 2
+    assert "sweep.init.recurrent_scale: got an empty list" in capsys.readouterr().err
