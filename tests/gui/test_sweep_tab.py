@@ -147,3 +147,21 @@ def test_a_folder_that_is_no_sweep_is_a_message_not_a_crash(qtbot, tmp_path):
     with qtbot.waitSignal(job.finished, timeout=30_000):
         pass
     assert "not a GradScope sweep folder" in tab.status.text()
+
+
+def test_the_heatmap_shows_lambda_max_once_the_points_were_analysed(qtbot):
+    exp = experiment(TWO, activation="tanh")
+    tab = SweepTab()
+    qtbot.addWidget(tab)
+    tab._set_data(SweepData(exp))
+    rows = synthetic_rows(exp, lambda v, s: v[0])
+    tab.data.add_row(rows[0])
+    tab.redraw()
+    assert [tab.quantity.itemText(i) for i in range(tab.quantity.count())] == ["log_gain_per_step"]
+    for row in rows[1:]:
+        tab.data.add_row(dict(row, lyapunov_max=repr(-float(row["init.bias_scale"]))))
+    tab.redraw()
+    tab.quantity.setCurrentText("lyapunov_max")
+    shown = tab.figure.shown
+    assert shown["column"] == "lyapunov_max" and shown["mean"][2, 0] == pytest.approx(-1.0)
+    assert "Lyapunov" in tab.figure.plot.titleLabel.text

@@ -77,13 +77,18 @@ class SweepData:
                 return i
         return None
 
-    def _gains(self, run: str):
-        """(position tuple, log gain) of each kept row of ``run`` with a finite gain."""
+    def quantities(self) -> list[str]:
+        """The columns a heatmap can show: the log gain per step, and lambda_max once a row has one."""
+        has_lyapunov = any(r.get("lyapunov_max") not in ("", None) for r in self.rows.values())
+        return ["log_gain_per_step"] + (["lyapunov_max"] if has_lyapunov else [])
+
+    def _gains(self, run: str, column: str = "log_gain_per_step"):
+        """(position tuple, value of ``column``) of each kept row of ``run`` where it is finite."""
         for row in self.rows.values():
             if row["run"] != run or row["status"] not in KEPT:
                 continue
             where = tuple(self._index(k, row[key]) for k, key in enumerate(self.keys))
-            gain = number(row["log_gain_per_step"])
+            gain = number(row[column])
             if None not in where and math.isfinite(gain):
                 yield where, gain
 
@@ -99,13 +104,13 @@ class SweepData:
         spread = np.array([np.std(g, ddof=1) if len(g) > 1 else (0.0 if g else np.nan) for g in by])  # (n,)
         return x, mean, spread, np.array([len(g) for g in by])
 
-    def grid(self, run: str):
+    def grid(self, run: str, column: str = "log_gain_per_step"):
         """Two keys: (mean log gain per cell (ny, nx) with NaN where none finished, seeds per cell (ny, nx)).
         x is the first key, y the second."""
         nx, ny = len(self.values[0]), len(self.values[1])
         total = np.zeros((ny, nx))
         count = np.zeros((ny, nx), dtype=int)
-        for (i, j, *_), gain in self._gains(run):
+        for (i, j, *_), gain in self._gains(run, column):
             total[j, i] += gain
             count[j, i] += 1
         with np.errstate(invalid="ignore", divide="ignore"):

@@ -37,13 +37,11 @@ class SweepFigure(pg.GraphicsLayoutWidget):
             self.image = pg.ImageItem(axisOrder="row-major")
             self.plot.addItem(self.image)
             self.colorbar = pg.ColorBarItem(
-                colorMap=pg.colormap.get(DIVERGING),
-                interactive=False,
-                colorMapMenu=False,
-                width=18,
-                label="ln gain / step",
+                colorMap=pg.colormap.get(DIVERGING), interactive=False, colorMapMenu=False, width=18
             )
             self.colorbar.setImageItem(self.image)
+            self.colorbar.axis.enableAutoSIPrefix(False)
+            self.colorbar.axis.setLabel("ln gain / step")  # "(x0.001)" beside a rate per step reads as a unit
             layout.addItem(self.colorbar, 0, 1)
             self.line = pg.PlotDataItem(pen=pen("#000000", 2.5, "dash"))
             self.plot.addItem(self.line)
@@ -60,9 +58,10 @@ class SweepFigure(pg.GraphicsLayoutWidget):
         layout.addItem(self.caption, 1, 0, 1, 3)
         self._drawn = None
 
-    def show_sweep(self, data: SweepData | None, run: str | None = None) -> bool:
-        """Draw ``data`` (its run ``run``, default the first); False when nothing changed since the last draw."""
-        key = None if data is None else (id(data), data.version, run)
+    def show_sweep(self, data: SweepData | None, run: str | None = None, column: str = "log_gain_per_step") -> bool:
+        """Draw ``data`` (its run ``run``, default the first; two keys: the heatmap of ``column``, the log gain
+        per step or lyapunov_max); False when nothing changed since the last draw."""
+        key = None if data is None else (id(data), data.version, run, column)
         if key == self._drawn:
             return False
         dims = data.dims if data is not None else 1
@@ -76,7 +75,10 @@ class SweepFigure(pg.GraphicsLayoutWidget):
             self.shown = None
         else:
             run = run if run in data.runs else data.runs[0]
-            (self._draw_curves if data.dims == 1 else self._draw_heatmap)(data, run)
+            if data.dims == 1:
+                self._draw_curves(data, run)
+            else:
+                self._draw_heatmap(data, run, column if column in data.quantities() else "log_gain_per_step")
             done, failed = data.counts()
             self.caption.setText(
                 f"{done}/{data.total} points done, {failed} failed" + (f"  ·  {data.folder}" if data.folder else "")
@@ -114,8 +116,8 @@ class SweepFigure(pg.GraphicsLayoutWidget):
         self.legend.set(entries)
 
     # ------------------------------------------------------------------------------------------ two keys
-    def _draw_heatmap(self, data: SweepData, run: str) -> None:
-        mean, count = data.grid(run)  # (ny, nx)
+    def _draw_heatmap(self, data: SweepData, run: str, column: str) -> None:
+        mean, count = data.grid(run, column)  # (ny, nx)
         ny, nx = mean.shape
         finite = mean[np.isfinite(mean)]
         bound = max(0.05, float(np.max(np.abs(finite)))) if finite.size else 1.0  # symmetric: white is level
@@ -129,12 +131,14 @@ class SweepFigure(pg.GraphicsLayoutWidget):
                 [[(i, f"{v:g}" if isinstance(v, float) else str(v)) for i, v in enumerate(values)]]
             )
         self.plot.setRange(xRange=(-0.5, nx - 0.5), yRange=(-0.5, ny - 0.5), padding=0)
-        self.plot.setTitle(f"Log gain per step back in time: {run}", size="11pt")
+        what = "Log gain per step back in time" if column == "log_gain_per_step" else "Largest Lyapunov exponent"
+        self.plot.setTitle(f"{what}: {run}", size="11pt")
+        self.colorbar.axis.setLabel("ln gain / step" if column == "log_gain_per_step" else "lambda_max / step")
         xs, ys = self._critical_line(data, run)
         self.line.setData(xs, ys, connect="finite")
         entries = [("critical line chi_1 = 1 (mean field)", "#000000", "dash")] if len(xs) else []
         self.legend.set(entries)
-        self.shown = {"run": run, "mean": mean, "count": count, "line": (xs, ys)}
+        self.shown = {"run": run, "column": column, "mean": mean, "count": count, "line": (xs, ys)}
 
     @staticmethod
     def _critical_line(data: SweepData, run: str):

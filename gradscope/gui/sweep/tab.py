@@ -59,16 +59,20 @@ class SweepTab(QtWidgets.QWidget):
         self.workers.setValue(max(1, os.cpu_count() or 1))
         self.workers.setToolTip("Local worker processes (ignored with a scheduler)")
         self.scheduler = QtWidgets.QLineEdit()
-        self.scheduler.setPlaceholderText("Dask scheduler tcp://host:8786 (empty: local workers)")
+        self.scheduler.setMinimumWidth(120)
+        self.scheduler.setPlaceholderText("Dask scheduler tcp://host:8786 (empty: local)")
         self.run_choice = QtWidgets.QComboBox()
         self.run_choice.setToolTip("The run of the sweep to draw (two keys: one heatmap per run)")
+        self.quantity = QtWidgets.QComboBox()
+        self.quantity.setSizeAdjustPolicy(QtWidgets.QComboBox.SizeAdjustPolicy.AdjustToContents)
+        self.quantity.setToolTip("Two keys: the heatmap's quantity (lambda_max once the points were analysed)")
         self.status = QtWidgets.QLabel("Open a sweep folder, or run an experiment file that has a [sweep] table")
         self.status.setStyleSheet(f"color: {style.FOREGROUND}")
         bar = QtWidgets.QHBoxLayout()
         for widget in (self.open_button, self.run_button, QtWidgets.QLabel("workers"), self.workers):
             bar.addWidget(widget)
         bar.addWidget(self.scheduler, 1)
-        for widget in (self.stop_button, QtWidgets.QLabel("run"), self.run_choice, self.export_button):
+        for widget in (self.stop_button, QtWidgets.QLabel("run"), self.run_choice, self.quantity, self.export_button):
             bar.addWidget(widget)
         column = QtWidgets.QVBoxLayout(self)
         column.addLayout(bar)
@@ -79,6 +83,7 @@ class SweepTab(QtWidgets.QWidget):
         self.stop_button.clicked.connect(self.stop)
         self.export_button.clicked.connect(self.export_dialog)
         self.run_choice.currentTextChanged.connect(lambda _: self.redraw())
+        self.quantity.currentTextChanged.connect(lambda _: self.redraw())
         self.timer = QtCore.QTimer(self)
         self.timer.setInterval(REDRAW_MS)
         self.timer.timeout.connect(self.redraw)
@@ -111,7 +116,17 @@ class SweepTab(QtWidgets.QWidget):
         self.redraw()
 
     def redraw(self) -> bool:
-        return self.figure.show_sweep(self.data, self.run_choice.currentText() or None)
+        if self.data is not None:
+            offered = self.data.quantities()
+            if [self.quantity.itemText(i) for i in range(self.quantity.count())] != offered:
+                chosen = self.quantity.currentText()
+                self.quantity.blockSignals(True)
+                self.quantity.clear()
+                self.quantity.addItems(offered)
+                self.quantity.setCurrentText(chosen if chosen in offered else offered[0])
+                self.quantity.blockSignals(False)
+        column = self.quantity.currentText() or "log_gain_per_step"
+        return self.figure.show_sweep(self.data, self.run_choice.currentText() or None, column)
 
     def _start(self, job: _Job) -> None:
         self.job = job
