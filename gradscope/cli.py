@@ -4,6 +4,7 @@
     gradscope EXPERIMENT.toml                   open the app on an experiment file (or an exported folder)
     gradscope run EXPERIMENT.toml --out DIR [--seed S] [--iterations N] [--runs NAME,...] [--no-plots]
     gradscope validate EXPERIMENT.toml
+    gradscope sweep EXPERIMENT.toml --out DIR [--workers N] [--scheduler tcp://HOST:PORT] [--resume] [--no-traces]
 
 Exit codes: 0 done (a diverged run is a result, not an error); 2 bad input (one message naming the file, run and
 key; no traceback); 1 anything else: the traceback goes to a log file whose path is printed; 130 / 143 stopped
@@ -86,6 +87,18 @@ def _parser() -> argparse.ArgumentParser:
         help="numba: compiled kernels (default); numpy: the plain reference engine (slow)",
     )
     run.add_argument("--processes", type=int, help="worker processes (default: chosen from the amount of work)")
+    sweep = sub.add_parser("sweep", help="run every point of an experiment's [sweep] table into sweep.csv")
+    sweep.add_argument("experiment", help="experiment file (TOML) with a [sweep] table")
+    sweep.add_argument(
+        "--out", required=True, help="folder of the sweep (new or empty; with --resume, the earlier one)"
+    )
+    sweep.add_argument("--workers", type=int, help="local worker processes (default: one per CPU)")
+    sweep.add_argument(
+        "--scheduler", help="run the points on the Dask cluster whose scheduler is here (tcp://HOST:PORT)"
+    )
+    sweep.add_argument("--resume", action="store_true", help="finish the sweep in --out: run only the points not done")
+    sweep.add_argument("--no-traces", action="store_true", help="write sweep.csv only, not each point's export")
+    sweep.add_argument("--backend", choices=("numba", "numpy"), default="numba", help="as for run")
     validate = sub.add_parser("validate", help="check an experiment file without running it")
     validate.add_argument("experiment", help="experiment file (TOML)")
     compile_ = sub.add_parser("compile", help="compile every engine kernel into the cache now (install.sh does it)")
@@ -98,13 +111,15 @@ def _parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     try:
-        if not argv or (len(argv) == 1 and argv[0] not in ("run", "validate", "compile", "-h", "--help")):
+        if not argv or (len(argv) == 1 and argv[0] not in ("run", "sweep", "validate", "compile", "-h", "--help")):
             return _open_app(argv[0] if argv else None)
         args = _parser().parse_args(argv)
         if args.command == "validate":
             return _validate(args)
         if args.command == "compile":
             return _compile_all(args)
+        if args.command == "sweep":
+            return _sweep(args)
         return _run(args)
     except BadInput as error:
         print(f"gradscope: {error}", file=sys.stderr)
@@ -150,10 +165,17 @@ def _validate(args) -> int:
     experiment = _load(args.experiment)
     print(
         f"{args.experiment}: ok, experiment {experiment.name!r} with {len(experiment.runs)} run(s): "
-        f"{', '.join(r.name for r in experiment.runs)}",
+        f"{', '.join(r.name for r in experiment.runs)}"
+        + (f"; its [sweep] has {_sweep_size(experiment)} point(s)" if experiment.sweep is not None else ""),
         file=sys.stderr,
     )
     return EXIT_OK
+
+
+def _sweep_size(experiment) -> int:
+    from .config import sweep_points
+
+    return len(sweep_points(experiment))
 
 
 def _compile_all(args) -> int:
@@ -368,6 +390,77 @@ def _run(args) -> int:
     if stopped:
         cause = f"by {stop.name}" if stop.signum is not None else "by an interrupt"
         print(f"gradscope: stopped {cause}; the {computed} iteration(s) computed are exported", file=sys.stderr)
+        status = stop.exit_code if stop.signum is not None else 128 + signal.SIGINT
+    return status
+
+
+# ---------------------------------------------------------------------------------------------- sweep
+def _sweep(args) -> int:
+    """gradscope sweep: every point of the file's [sweep] into --out (gradscope.sweep.run_sweep)."""
+    experiment = _load(args.experiment)
+    from .config import ConfigError, sweep_points
+    from .experiment import check_memory
+    from .sweep import SweepError, run_sweep
+    from .terminal import SweepConsole
+
+    if experiment.sweep is None:
+        raise BadInput(f"{args.experiment}: no [sweep] table; expected one to sweep (docs/sweeps.md)")
+    if args.workers is not None and args.workers < 1:
+        raise BadInput(f"--workers: got {args.workers}; expected an integer >= 1")
+    if args.workers is not None and args.scheduler:
+        raise BadInput("--workers and --scheduler: give one (the cluster's workers are its own)")
+    points = sweep_points(experiment)
+    try:
+        if not args.scheduler:  # a cluster's workers answer for their own memory
+            check_memory(experiment, list({p.run.model_dump_json(): p.run for p in points}.values()))
+    except ConfigError as error:
+        raise BadInput(str(error)) from None
+    console = SweepConsole()
+    stop = StopRequest(tty=console.tty)
+    console.line(f"sweeping {experiment.name!r}: {len(points)} point(s) into {args.out}")
+    started = time.perf_counter()
+
+    def compiling(done, total, name):
+        if time.perf_counter() - started > 0.5:  # a cold compile takes seconds; a warm cache stays quiet
+            text = f"compiling kernels: {done}/{total} {name}"
+            console.console.status(text) if console.tty else console.line(text) if done == total else None
+
+    with stop.handling():
+        try:
+            summary = run_sweep(
+                experiment,
+                args.out,
+                workers=args.workers,
+                scheduler=args.scheduler,
+                resume=args.resume,
+                traces=not args.no_traces,
+                backend=args.backend,
+                stop=stop,
+                on_progress=console.progress,
+                on_compile=compiling,
+            )
+        except SweepError as error:
+            raise BadInput(str(error)) from None
+    console.clear()
+    progress = summary.progress
+    resumed = f" ({progress.resumed} from before)" if progress.resumed else ""
+    print(
+        f"sweep: {progress.done}/{progress.total} point(s) done{resumed}, {progress.failed} failed, in "
+        f"{progress.where or 'nothing to run'}; table in {summary.out / 'sweep.csv'}",
+        file=sys.stderr,
+    )
+    status = EXIT_OK
+    if summary.errors:
+        path = write_log("\n".join(f"point {name} failed:\n{text}" for name, text in summary.errors.items()))
+        print(f"gradscope: {len(summary.errors)} point(s) failed; the tracebacks are in {path}", file=sys.stderr)
+        status = EXIT_ERROR
+    if summary.stopped:
+        left = progress.total - progress.done
+        print(
+            f"gradscope: stopped by {stop.name or 'an interrupt'}; the {progress.done} finished point(s) are in "
+            f"sweep.csv, {left} left: gradscope sweep {args.experiment} --out {args.out} --resume",
+            file=sys.stderr,
+        )
         status = stop.exit_code if stop.signum is not None else 128 + signal.SIGINT
     return status
 

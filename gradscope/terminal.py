@@ -196,3 +196,45 @@ def progress_line(index: int, total: int, result) -> str:
     if result.error:
         line += f"; {result.error.strip().splitlines()[-1]}"
     return line
+
+
+# ------------------------------------------------------------------------------------------- sweeps
+def sweep_bar(progress, width: int = 24) -> str:
+    """``[#########---------] 12/64 done, 2 running, 1 failed, ETA 00:31`` (a runner.SweepProgress)."""
+    total = max(progress.total, 1)
+    filled = int(width * (progress.done + progress.failed) / total)
+    bar = "#" * filled + "-" * (width - filled)
+    return f"[{bar}] {progress.summary()}"
+
+
+class SweepConsole:
+    """stderr during ``gradscope sweep``: on a terminal a bar redrawn at most 10 times a second; elsewhere a
+    line at every tenth of the points.  Failed points get a permanent line each."""
+
+    def __init__(self, stream=None):
+        self.console = Console([], stream)
+        self._said = -1  # the last tenth reported (not a terminal)
+        self._failed = 0
+
+    @property
+    def tty(self) -> bool:
+        return self.console.tty
+
+    def line(self, text: str) -> None:
+        self.console.line(text)
+
+    def progress(self, progress) -> None:
+        if progress.failed > self._failed:
+            self._failed = progress.failed
+            self.console.line(f"point failed ({progress.failed} so far; the tracebacks go to a log at the end)")
+        if self.console.tty:
+            if time.monotonic() - self.console._drawn_at >= 0.1 or progress.running == 0:
+                self.console.status(sweep_bar(progress))
+            return
+        tenth = (10 * (progress.done + progress.failed)) // max(progress.total, 1)
+        if tenth != self._said:
+            self._said = tenth
+            self.console.line(sweep_bar(progress))
+
+    def clear(self) -> None:
+        self.console.clear()

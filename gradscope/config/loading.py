@@ -16,6 +16,7 @@ from pydantic import BaseModel, ValidationError
 from ..engine.tasks import TaskError, make_task
 from .checks import MAX_BYTES, MAX_DEPTH, document_problem, strip_bom, text_problem
 from .schema import SCHEMA_VERSION, ConfigError, Experiment, RunConfig, _Header, _KeyedError
+from .sweep import parse_sweep, sweep_points
 
 
 def load(path: str | os.PathLike, *, check_tasks: bool = True) -> Experiment:
@@ -65,10 +66,11 @@ def loads(text: str, source: str | os.PathLike = "<string>", *, check_tasks: boo
     if problem:
         fail(problem, key=problem.partition(":")[0])
 
-    unknown = sorted(set(doc) - {"schema_version", "experiment", "defaults", "runs"})
+    unknown = sorted(set(doc) - {"schema_version", "experiment", "defaults", "runs", "sweep"})
     if unknown:
         fail(
-            f"unknown top-level key {unknown[0]!r}; expected schema_version, [experiment], [defaults], [[runs]]",
+            f"unknown top-level key {unknown[0]!r}; expected schema_version, [experiment], [defaults], [[runs]], "
+            f"[sweep]",
             key=unknown[0],
         )
     if "schema_version" not in doc:
@@ -137,14 +139,17 @@ def loads(text: str, source: str | os.PathLike = "<string>", *, check_tasks: boo
             )
         runs.append(run)
         names.add(run.name)
-    return Experiment(
+    experiment = Experiment(
         name=header.name,
         seed=header.seed,
         description=header.description,
         defaults=defaults,
         runs=runs,
+        sweep=parse_sweep(doc["sweep"], name) if "sweep" in doc else None,
         source=Path(source) if isinstance(source, Path) else None,
     )
+    sweep_points(experiment, name)  # every swept value against every run, now (a ConfigError naming it)
+    return experiment
 
 
 def _merge(base: dict, override: dict) -> dict:

@@ -64,6 +64,7 @@ class InitConfig(BaseModel):
     input: InitScheme = "gaussian"  # scheme for W_hx
     input_scale: float = Field(1.0, ge=0)  # gaussian: Var(W_hx) = scale / fan_in
     readout_scale: float = Field(1.0, ge=0)  # W_yh ~ N(0, readout_scale / d)
+    bias_scale: float = Field(0.0, ge=0)  # Var(b_h) = bias_scale (the phase diagram's sigma_b^2); 0: b_h = 0
     forget_bias: float = 0.0  # lstm: added to the f block of b_h
     chrono: bool = False  # lstm: chrono initialisation of b_i, b_f
     chrono_tmax: int = Field(0, ge=0)  # T_max for chrono; 0: the task's seq_len
@@ -209,6 +210,7 @@ class Experiment(BaseModel):
     description: str = ""
     defaults: dict = Field(default_factory=dict)
     runs: list[RunConfig] = Field(default_factory=list)
+    sweep: Any = None  # config.sweep.Sweep: the file's [sweep] table, or None
     source: Path | None = None
 
     def run(self, name: str) -> RunConfig:

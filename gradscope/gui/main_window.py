@@ -18,6 +18,7 @@ from .controller import Controller
 from .figures import export_figures
 from .menus import MODELS_DIR, TAB_TIPS, TAB_TITLES
 from .panels import RunEditor, RunList
+from .sweep import SweepTab
 from .views import VIEWS
 from .worker import compiler
 
@@ -44,6 +45,11 @@ class MainWindow(QtWidgets.QMainWindow):
         for view, title, tip in zip(self.views, TAB_TITLES, TAB_TIPS):
             index = self.tabs.addTab(view, title)
             self.tabs.setTabToolTip(index, tip)
+        self.sweep_tab = SweepTab()
+        index = self.tabs.addTab(self.sweep_tab, "Sweep")
+        self.tabs.setTabToolTip(
+            index, "A sweep's log gain per step over its keys, with the mean-field curve or critical line"
+        )
         self.tabs.currentChanged.connect(lambda _: self.redraw(force=True))
         self.setCentralWidget(self.tabs)
 
@@ -134,6 +140,7 @@ class MainWindow(QtWidgets.QMainWindow):
         return True
 
     def _set_experiment(self, experiment, results=None) -> None:
+        self.sweep_tab.set_experiment(experiment)
         self.controller.load(experiment, results)
         self.setWindowModified(False)
         self._update_title()
@@ -379,6 +386,8 @@ class MainWindow(QtWidgets.QMainWindow):
 
     def redraw(self, force: bool = False) -> bool:
         """Redraw the visible view if what it shows changed."""
+        if self.tabs.currentIndex() >= len(self.views):  # the Sweep tab draws itself (its own timer)
+            return False
         view = self.views[self.tabs.currentIndex()]
         view.set_live(self.controller.any_busy and not self.controller.paused)
         drew = view.redraw(_for_views(self.controller.run_data()), force=force)
@@ -451,6 +460,7 @@ class MainWindow(QtWidgets.QMainWindow):
     # ------------------------------------------------------------------------------------- closing
     def closeEvent(self, event) -> None:  # Qt override
         self.timer.stop()
+        self.sweep_tab.close_job()  # a running sweep stops; its finished points stay in sweep.csv
         # every worker is told to stop; when the process ends right after (the command line's app) no need to
         # wait for their current steps: they compute and never write
         self.controller.shutdown(timeout_ms=0 if self.ends_process else 5000)

@@ -28,10 +28,12 @@ Beyond the profile lines (each module's docstring gives its formulas and sources
   Poole et al. (2016) / Schoenholz et al. (2017), for phase diagrams; the ReLU log gain 0.5 ln(c/2).
 * ``lyapunov``: the mean-field largest Lyapunov exponent and the mean of the Lyapunov spectrum of a random
   tanh RNN (Engelken, Wolf & Abbott 2020/2023).
+* ``sweeps``: a run's mean-field log gain per step (0.5 ln chi_1) and the recurrent scale of its critical line,
+  drawn over sweep.csv's measurements.
 * ``gates``: the LSTM cell-path (prod f) and GRU update-path (prod z) decays at initialisation, as lines.
 
 Modules: meanfield (moments, variance map, init -> variance factor), lines (anchored lines, RunTheory),
-criticality, lyapunov, gates.  Every public name is importable from gradscope.theory.
+criticality, lyapunov, gates, sweeps.  Every public name is importable from gradscope.theory.
 """
 
 from .criticality import chi_1, critical_line, critical_sigma_w, relu_log_gain, tanh_fixed_point
@@ -61,6 +63,7 @@ from .meanfield import (
     variance_map,
     variance_trajectory,
 )
+from .sweeps import critical_recurrent_scale, predicted_log_gain
 
 __all__ = [
     "ACTIVATIONS",
@@ -98,4 +101,6 @@ __all__ = [
     "gate_product_line",
     "lstm_cell_line",
     "gru_update_line",
+    "predicted_log_gain",
+    "critical_recurrent_scale",
 ]

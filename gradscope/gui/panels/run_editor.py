@@ -41,6 +41,7 @@ LABELS = {
     "init.input": ("W_hx scheme", "Scheme of the input weights W_hx"),
     "init.input_scale": ("W_hx scale", "gaussian: Var(W_hx) = scale / fan_in"),
     "init.readout_scale": ("W_yh scale", "W_yh ~ N(0, scale / d)"),
+    "init.bias_scale": ("b_h variance", "b_h ~ N(0, bias_scale): the phase diagram's sigma_b^2; 0: b_h = 0"),
     "init.forget_bias": ("Forget bias", "lstm: added to the f block of b_h"),
     "init.chrono": ("Chrono init", "lstm: b_f = log U[1, T_max - 1], b_i = -b_f"),
     "init.chrono_tmax": ("Chrono T_max", "0: the task's sequence length"),
