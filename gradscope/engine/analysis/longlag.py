@@ -1,0 +1,90 @@
+"""Long-lag Jacobians and the lag decomposition of dL/dW_hh, along a stream's trajectory (float64).
+
+    P_t = J_{T-1} ... J_{t+1} = ds_{T-1}/ds_t          P_{T-1} = I
+    jac_sigma_max[t] = mean_b sigma_max(P_t)          jac_fro[t] = mean_b ||P_t||_F / sqrt(D)
+
+P_t is built back from the last step by vector-Jacobian products of its rows: row i of P_t is the gradient
+of s_{T-1,i} with respect to s_t, so P_t = vjp_{t+1}(P_{t+1}), one batched product per step and no Jacobian
+formed on its own.  sigma_max comes from power iteration on P_t P_t^T, warm-started from the previous lag's
+top left singular vector (that vector lives in the space of s_{T-1} for every t and settles along the
+trajectory, so a few iterations suffice), iterated to a relative change below 1e-14.
+
+The lag decomposition: dL/dW_hh = sum_t dU_t^T h_{t-1}, and dU_t is a sum over the direct gradients G_tau
+(the loss, or the layer above, at step tau >= t) carried back tau - t steps.  The part at lag k is
+
+    dW^{(k)} = sum_t dU_t^{(k)T} h_{t-1},   dU_t^{(k)} the pre-activation gradient of (G_{t+k}, 0) J_{t+k} ... J_{t+1}
+
+so that sum_k dW^{(k)} = dL/dW_hh exactly.  All pairs at one lag are carried back one step together.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import numpy as np
+
+from .maps import take_steps
+from .streams import Stream
+
+POWER_TOL = 1e-14
+POWER_MAX_ITER = 500
+
+
+def top_singular_values(P: np.ndarray, u: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """sigma_max of each (D, D) block of P (N, D, D) by power iteration on P P^T from u (N, D).
+
+    Returns (sigma (N,), u) with u the top left singular vectors found (the next warm start)."""
+    sigma = np.zeros(P.shape[0])
+    with np.errstate(all="ignore"):
+        u = u / np.linalg.norm(u, axis=1, keepdims=True)
+        for _ in range(POWER_MAX_ITER):
+            w = np.einsum("nij,ni->nj", P, u)  # (N, D) P^T u
+            new = np.linalg.norm(w, axis=1)  # ||P^T u|| <= sigma_max, equality at the top vector
+            Pw = np.einsum("nij,nj->ni", P, w)  # (N, D) P P^T u
+            norm = np.linalg.norm(Pw, axis=1, keepdims=True)
+            done = np.abs(new - sigma) <= POWER_TOL * new
+            sigma = new
+            u = np.where(norm > 0, Pw / np.where(norm > 0, norm, 1), u)
+            if np.all(done | ~np.isfinite(new)):
+                break
+        w = np.einsum("nij,ni->nj", P, u)
+        return np.maximum(sigma, np.linalg.norm(w, axis=1)), u
+
+
+def jacobian_norms(stream: Stream) -> tuple[np.ndarray, np.ndarray]:
+    """(jac_sigma_max, jac_fro), each (T,): batch means over the stream's rows (module docstring)."""
+    T, N, D = stream.S.shape
+    sigma, fro = np.ones(T), np.ones(T)
+    P = np.broadcast_to(np.eye(D), (N, D, D)).copy()  # (N, D, D) P_{T-1} = I
+    u = np.ones((N, D))
+    with np.errstate(all="ignore"):
+        for t in range(T - 2, -1, -1):
+            P = stream.map.vjp(stream.p, take_steps(stream.caches, N, t + 1, t + 2), P)[0]  # P_t = P_{t+1} J_{t+1}
+            s, u = top_singular_values(P, u)
+            sigma[t] = float(np.mean(s))
+            fro[t] = float(np.mean(np.sqrt(np.einsum("nij,nij->n", P, P)))) / np.sqrt(D)
+            if not np.all(np.isfinite(P)):  # NaN from here back: the products stay NaN, no more work
+                sigma[:t] = fro[:t] = np.nan
+                break
+    return sigma, fro
+
+
+def lag_terms(stream: Stream, G: np.ndarray) -> Iterator[np.ndarray]:
+    """dW^{(k)} (G d, d) for k = 0 .. T-1 (module docstring), from the direct gradients G (T, N, d)."""
+    T, N, D = stream.S.shape
+    d = stream.d
+    H_prev = stream.H_prev().reshape(T * N, d)  # (T N, d) h_{t-1}, step-major
+    V = np.zeros((T, N, D))
+    V[..., :d] = G  # V^{(0)}_t = (G_t, 0)
+    with np.errstate(all="ignore"):
+        for k in range(T):
+            rows = T - k  # steps t = 0 .. T-1-k receive from t + k
+            lam = V.reshape(rows * N, 1, D)
+            lam_prev, dU, _ = stream.map.vjp(stream.p, take_steps(stream.caches, N, 0, rows), lam)
+            yield dU[:, 0].T @ H_prev[: rows * N]  # (G d, d)
+            V = lam_prev[N:, 0].reshape(rows - 1, N, D)  # V^{(k+1)}_{t-1} from step t
+
+
+def grad_W_hh_by_lag(stream: Stream, G: np.ndarray) -> np.ndarray:
+    """(T,) the Frobenius norm of dW^{(k)} at each lag k."""
+    return np.array([np.sqrt(np.sum(term * term)) for term in lag_terms(stream, G)])
