@@ -28,6 +28,7 @@ from .schema import (
     TASKS,
     ConfigError,
     Experiment,
+    AnalysisConfig,
     InitConfig,
     RunConfig,
     TaskConfig,
@@ -36,6 +37,7 @@ from .schema import (
 
 __all__ = [
     "ConfigError",
+    "AnalysisConfig",
     "InitConfig",
     "TaskConfig",
     "TrainConfig",
