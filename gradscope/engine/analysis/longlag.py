@@ -7,7 +7,8 @@ P_t is built back from the last step by vector-Jacobian products of its rows: ro
 of s_{T-1,i} with respect to s_t, so P_t = vjp_{t+1}(P_{t+1}), one batched product per step and no Jacobian
 formed on its own.  sigma_max comes from power iteration on P_t P_t^T, warm-started from the previous lag's
 top left singular vector (that vector lives in the space of s_{T-1} for every t and settles along the
-trajectory, so a few iterations suffice), iterated to a relative change below 1e-14.
+trajectory, so a few iterations suffice), iterated to a relative change below 1e-14; a product whose top
+singular values lie too close for that within POWER_MAX_ITER iterations gets an exact SVD instead.
 
 The lag decomposition: dL/dW_hh = sum_t dU_t^T h_{t-1}, and dU_t is a sum over the direct gradients G_tau
 (the loss, or the layer above, at step tau >= t) carried back tau - t steps.  The part at lag k is
@@ -27,7 +28,7 @@ from .maps import take_steps
 from .streams import Stream
 
 POWER_TOL = 1e-14
-POWER_MAX_ITER = 500
+POWER_MAX_ITER = 100
 
 
 def top_singular_values(P: np.ndarray, u: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -48,7 +49,11 @@ def top_singular_values(P: np.ndarray, u: np.ndarray) -> tuple[np.ndarray, np.nd
             if np.all(done | ~np.isfinite(new)):
                 break
         w = np.einsum("nij,ni->nj", P, u)
-        return np.maximum(sigma, np.linalg.norm(w, axis=1)), u
+        sigma = np.maximum(sigma, np.linalg.norm(w, axis=1))
+        slow = ~done & np.isfinite(sigma)
+        if np.any(slow):  # a small gap: the SVD, exact whatever the spectrum
+            sigma[slow] = np.linalg.norm(P[slow], ord=2, axis=(1, 2))
+        return sigma, u
 
 
 def jacobian_norms(stream: Stream) -> tuple[np.ndarray, np.ndarray]:
