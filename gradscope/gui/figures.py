@@ -87,6 +87,9 @@ def export_figures(experiment, results, plots_dir) -> list[Path]:
     return render_figures(run_data_from_results(results), plots_dir, title=title)
 
 
+ANALYSIS_FIGURES = {"jacobian": "jac_sigma_max", "lyapunov": "lyapunov"}  # figure -> the analysis key it draws
+
+
 def shows_something(figure_name: str, runs: list[RunData]) -> bool:
     """Whether a view has anything to draw for these runs (an export leaves the others out)."""
     with_data = [r for r in runs if r.visible and r.has_data()]
@@ -94,6 +97,10 @@ def shows_something(figure_name: str, runs: list[RunData]) -> bool:
         return any(name in r.trace for r in with_data for name in SATURATION_METRICS)
     if figure_name == "layers":
         return any(r.layers > 1 for r in with_data)
+    if figure_name in ANALYSIS_FIGURES:
+        from .views.analysis import has_analysis
+
+        return any(has_analysis(r, ANALYSIS_FIGURES[figure_name]) for r in with_data)
     return bool(with_data)
 
 

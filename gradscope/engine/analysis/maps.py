@@ -31,14 +31,28 @@ def sigmoid(z: np.ndarray) -> np.ndarray:
     return 0.5 * (1 + np.tanh(0.5 * z))  # = 1 / (1 + exp(-z)) without overflow warnings
 
 
+# The slopes from the pre-activations, not from the outputs: 1 - tanh(z)^2 is exactly 0 in float64 once
+# |z| > 19, which would make a saturated unit's exponent -inf instead of a large negative number.
+def tanh_slope(z: np.ndarray) -> np.ndarray:
+    """1 - tanh(z)^2 = 4 e^{-2|z|} / (1 + e^{-2|z|})^2, finite down to ~1e-308."""
+    e = np.exp(-2 * np.abs(z))
+    return 4 * e / (1 + e) ** 2
+
+
+def sigmoid_slope(z: np.ndarray) -> np.ndarray:
+    """sig(z) (1 - sig(z)) = e^{-|z|} / (1 + e^{-|z|})^2."""
+    e = np.exp(-np.abs(z))
+    return e / (1 + e) ** 2
+
+
 def _derivative(activation: str, z: np.ndarray, h: np.ndarray) -> np.ndarray:
     """f'(z); relu'(0) = 0 as in the engine."""
     if activation == "relu":
         return (z > 0).astype(np.float64)
     if activation == "tanh":
-        return 1 - h * h
+        return tanh_slope(z)
     if activation == "sigmoid":
-        return h * (1 - h)
+        return sigmoid_slope(z)
     if activation == "linear":
         return np.ones_like(z)
     raise ValueError(f"unknown activation {activation!r}")
@@ -68,33 +82,38 @@ def lstm_forward(p, x, s, activation):
     i, f, g, o = sigmoid(z[:, :d]), sigmoid(z[:, d : 2 * d]), np.tanh(z[:, 2 * d : 3 * d]), sigmoid(z[:, 3 * d :])
     c_new = f * c + i * g  # (N, d)
     tc = np.tanh(c_new)
-    cache = {"i": i, "f": f, "g": g, "o": o, "c_prev": c, "tc": tc}
+    slopes = np.concatenate(
+        [sigmoid_slope(z[:, : 2 * d]), tanh_slope(z[:, 2 * d : 3 * d]), sigmoid_slope(z[:, 3 * d :]), tanh_slope(c_new)],
+        axis=1,
+    )  # (N, 5d): i, f, g, o slopes and tanh'(c_t)
+    cache = {"i": i, "f": f, "g": g, "o": o, "c_prev": c, "tc": tc, "slopes": slopes}
     return np.concatenate([o * tc, c_new], axis=1), cache  # (N, 2d) [h_t ; c_t]
 
 
-def _lstm_gate_slopes(cache):
-    i, f, g, o = cache["i"], cache["f"], cache["g"], cache["o"]
-    return i * (1 - i), f * (1 - f), 1 - g * g, o * (1 - o)
+def _lstm_terms(cache):
+    """(i, f, g, o, c_{t-1}, tanh c_t) and the slopes (i', f', g', o', tanh'(c_t)), each (N, 1, d)."""
+    values = tuple(cache[k][:, None, :] for k in ("i", "f", "g", "o", "c_prev", "tc"))
+    slopes = cache["slopes"][:, None, :]
+    d = slopes.shape[2] // 5
+    return values, tuple(slopes[..., k * d : (k + 1) * d] for k in range(5))
 
 
 def lstm_jvp(p, cache, V):
     d = p.W_hh.shape[1]
     dh, dc = V[..., :d], V[..., d:]  # (N, m, d) each
     dz = dh @ p.W_hh.T  # (N, m, 4d)
-    si, sf, sg, so = (a[:, None, :] for a in _lstm_gate_slopes(cache))
-    i, f, g, o, c_prev, tc = (cache[k][:, None, :] for k in ("i", "f", "g", "o", "c_prev", "tc"))
+    (i, f, g, o, c_prev, tc), (si, sf, sg, so, sc) = _lstm_terms(cache)
     di, df, dg, do = si * dz[..., :d], sf * dz[..., d : 2 * d], sg * dz[..., 2 * d : 3 * d], so * dz[..., 3 * d :]
     dc_new = df * c_prev + f * dc + di * g + i * dg  # (N, m, d)
-    dh_new = do * tc + o * (1 - tc * tc) * dc_new
+    dh_new = do * tc + o * sc * dc_new
     return np.concatenate([dh_new, dc_new], axis=-1)  # (N, m, 2d)
 
 
 def lstm_vjp(p, cache, Lam):
     d = p.W_hh.shape[1]
     lh, lc = Lam[..., :d], Lam[..., d:]  # (N, K, d): cotangents of h_t and c_t
-    si, sf, sg, so = (a[:, None, :] for a in _lstm_gate_slopes(cache))
-    i, f, g, o, c_prev, tc = (cache[k][:, None, :] for k in ("i", "f", "g", "o", "c_prev", "tc"))
-    dc = lc + lh * o * (1 - tc * tc)  # (N, K, d) total through c_t
+    (i, f, g, o, c_prev, tc), (si, sf, sg, so, sc) = _lstm_terms(cache)
+    dc = lc + lh * o * sc  # (N, K, d) total through c_t
     dU = np.concatenate([dc * g * si, dc * c_prev * sf, dc * i * sg, lh * tc * so], axis=-1)  # (N, K, 4d)
     return np.concatenate([dU @ p.W_hh, dc * f], axis=-1), dU, dU  # (N, K, 2d): [d h_{t-1} ; d c_{t-1}]
 
@@ -106,25 +125,35 @@ def gru_forward(p, x, s, activation):
     u = s @ p.W_hh.T + p.b_hh  # (N, 3d)
     r = sigmoid(a[:, :d] + u[:, :d])
     z = sigmoid(a[:, d : 2 * d] + u[:, d : 2 * d])
-    n = np.tanh(a[:, 2 * d :] + r * u[:, 2 * d :])
-    return (1 - z) * n + z * s, {"r": r, "z": z, "n": n, "u_n": u[:, 2 * d :], "h_prev": s}
+    a_n = a[:, 2 * d :] + r * u[:, 2 * d :]
+    n = np.tanh(a_n)
+    slopes = np.concatenate([sigmoid_slope(a[:, : 2 * d] + u[:, : 2 * d]), tanh_slope(a_n)], axis=1)  # (N, 3d)
+    cache = {"r": r, "z": z, "n": n, "u_n": u[:, 2 * d :], "h_prev": s, "slopes": slopes}
+    return (1 - z) * n + z * s, cache
+
+
+def _gru_terms(cache):
+    values = tuple(cache[k][:, None, :] for k in ("r", "z", "n", "u_n", "h_prev"))
+    slopes = cache["slopes"][:, None, :]
+    d = slopes.shape[2] // 3
+    return values, tuple(slopes[..., k * d : (k + 1) * d] for k in range(3))
 
 
 def gru_jvp(p, cache, V):
     d = p.W_hh.shape[1]
-    r, z, n, u_n, h_prev = (cache[k][:, None, :] for k in ("r", "z", "n", "u_n", "h_prev"))
+    (r, z, n, u_n, h_prev), (sr, sz, sn) = _gru_terms(cache)
     du = V @ p.W_hh.T  # (N, m, 3d)
-    dr = r * (1 - r) * du[..., :d]
-    dz = z * (1 - z) * du[..., d : 2 * d]
-    dn = (1 - n * n) * (dr * u_n + r * du[..., 2 * d :])
+    dr = sr * du[..., :d]
+    dz = sz * du[..., d : 2 * d]
+    dn = sn * (dr * u_n + r * du[..., 2 * d :])
     return dz * (h_prev - n) + (1 - z) * dn + z * V  # (N, m, d)
 
 
 def gru_vjp(p, cache, Lam):
-    r, z, n, u_n, h_prev = (cache[k][:, None, :] for k in ("r", "z", "n", "u_n", "h_prev"))
-    dn = Lam * (1 - z) * (1 - n * n)  # (N, K, d) at n's pre-activation
-    dz = Lam * (h_prev - n) * z * (1 - z)
-    dr = dn * u_n * r * (1 - r)
+    (r, z, n, u_n, h_prev), (sr, sz, sn) = _gru_terms(cache)
+    dn = Lam * (1 - z) * sn  # (N, K, d) at n's pre-activation
+    dz = Lam * (h_prev - n) * sz
+    dr = dn * u_n * sr
     dU = np.concatenate([dr, dz, dn * r], axis=-1)  # (N, K, 3d): at u = W_hh h_{t-1} + b_hh
     dA = np.concatenate([dr, dz, dn], axis=-1)  # at a = W_hx x_t + b_h
     return dU @ p.W_hh + Lam * z, dU, dA

@@ -1,13 +1,14 @@
-"""The five views.  Each module holds a Figure (pyqtgraph items, drawn from RunData) and its View widget."""
+"""The seven views.  Each module holds a Figure (pyqtgraph items, drawn from RunData) and its View widget."""
 
+from .analysis import JacobianFigure, JacobianView, LyapunovFigure, LyapunovView
 from .layers import LayersFigure, LayersView
 from .profile import ProfileFigure, ProfileView
 from .saturation import SaturationFigure, SaturationView
 from .training import TrainingFigure, TrainingView
 from .waterfall import WaterfallFigure, WaterfallView
 
-FIGURES = (ProfileFigure, WaterfallFigure, TrainingFigure, SaturationFigure, LayersFigure)
-VIEWS = (ProfileView, WaterfallView, TrainingView, SaturationView, LayersView)
+FIGURES = (ProfileFigure, WaterfallFigure, TrainingFigure, SaturationFigure, LayersFigure, JacobianFigure, LyapunovFigure)
+VIEWS = (ProfileView, WaterfallView, TrainingView, SaturationView, LayersView, JacobianView, LyapunovView)
 
 __all__ = [
     "FIGURES",
@@ -22,4 +23,8 @@ __all__ = [
     "SaturationView",
     "LayersFigure",
     "LayersView",
+    "JacobianFigure",
+    "JacobianView",
+    "LyapunovFigure",
+    "LyapunovView",
 ]
