@@ -54,7 +54,7 @@ def has_analysis(run: RunData, key: str) -> bool:
 
 def mean_field_exponent(run: RunData) -> float | None:
     """lambda_max of the run's random RNN at initialisation (theory.mean_field_largest_exponent), or None."""
-    rt = run.theory()
+    rt = run.theory
     if rt is None or rt.c is None or not rt.c > 0:
         return None
     q_in = float(rt.q_in[-1]) if len(rt.q_in) else 0.0
