@@ -65,18 +65,18 @@ def run_data_from_results(results) -> list[RunData]:
                 baseline = make_task(result.run.task, result.run.dtype).baseline_loss
             except (ValueError, OSError):
                 baseline = None  # e.g. a corpus that moved since the run: no baseline line
-        runs.append(
-            RunData(
-                index,
-                result.name,
-                style.run_color(index),
-                result.trace,
-                run=result.run,
-                loss_kind=result.loss_kind,
-                baseline_loss=baseline,
-                first_batch=result.first_batch,
-            )
+        data = RunData(
+            index,
+            result.name,
+            style.run_color(index),
+            result.trace,
+            run=result.run,
+            loss_kind=result.loss_kind,
+            baseline_loss=baseline,
+            first_batch=result.first_batch,
         )
+        data.result.analysis = getattr(result, "analysis", None)  # the Jacobian and Lyapunov views' rows
+        runs.append(data)
     return runs
 
 
