@@ -298,6 +298,9 @@ def write_analysis(run_dir: Path, result: RunResult) -> dict:
     if result.analysis is None or not len(result.analysis):
         return {}
     _write(run_dir / "analysis.npz", _npz_bytes(result.analysis.to_arrays()))
+    units = result.analysis.unit_arrays()
+    if units:
+        _write(run_dir / "units.npz", _npz_bytes(units))
     return {"analysis": analysis_summary(result.analysis, result.run.model_spec().streams)}
 
 
@@ -309,7 +312,11 @@ def read_analysis(run_dir: Path) -> AnalysisLog | None:
         arrays = {k: npz[k] for k in npz.files}
     if "iteration" not in arrays:
         raise ValueError(f"{path}: no 'iteration' array; expected the keys of docs/trace_format.md, Analysis")
-    return AnalysisLog.from_arrays(arrays)
+    units = None
+    if (run_dir / "units.npz").exists():
+        with np.load(run_dir / "units.npz") as npz:
+            units = {k: npz[k] for k in npz.files}
+    return AnalysisLog.from_arrays(arrays, units)
 
 
 # -------------------------------------------------------------------------------------------------- import

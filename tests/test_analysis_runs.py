@@ -112,7 +112,17 @@ def test_export_writes_analysis_npz_as_the_contract_says(tmp_path):
         assert set(a) == {"iteration", "jac_sigma_max", "jac_fro", "lyapunov", "lyapunov_h0", "grad_W_hh_by_lag"}
         assert a["jac_sigma_max"].shape == a["jac_fro"].shape == a["grad_W_hh_by_lag"].shape == (2, S, 6)
         assert a["lyapunov"].shape == (2, S, 3) and a["lyapunov_h0"].shape == (S, 2, D)
-        np.testing.assert_array_equal(a["jac_sigma_max"][:, :, -1], 1.0)  # P_{T-1} = I
+        # P = I at each stream's last step: t = T-1, or t = 0 for a reverse stream (t is the input position)
+        streams = results[summary["runs"].index(entry)].run.model_spec().streams
+        last = [0 if name.endswith("_reverse") else -1 for name in streams]
+        np.testing.assert_array_equal(a["jac_sigma_max"][:, np.arange(S), last], 1.0)
+        np.testing.assert_array_equal(a["jac_fro"][:, np.arange(S), last], 1.0)
+        with np.load(out / entry["dir"] / "units.npz") as npz:
+            u = {k: npz[k] for k in npz.files}
+        d = 8
+        np.testing.assert_array_equal(u["iteration"], [0, 4])
+        assert u["unit_h"].shape == u["unit_grad_h"].shape == (2, S, 6, d)
+        assert ("unit_gates" in u) == (S == 4) and (S == 1 or u["unit_gates"].shape == (2, S, 6, 4 * d))
         assert np.all(np.diff(a["lyapunov"], axis=2) <= 0)  # descending
         figures = entry["analysis"][-1]["streams"]
         assert list(figures) == list(results[summary["runs"].index(entry)].run.model_spec().streams)

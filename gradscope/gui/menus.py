@@ -12,7 +12,7 @@ from PyQt6 import QtCore, QtGui, QtWidgets
 from .. import io as gio, presets
 
 MODELS_DIR = presets.presets_dir()  # the shipped experiment files, installed with the package
-TAB_TITLES = ("Through time", "Waterfall", "Training", "Saturation", "Layers", "Jacobian", "Lyapunov")
+TAB_TITLES = ("Through time", "Waterfall", "Training", "Saturation", "Layers", "Jacobian", "Lyapunov", "Units")
 TAB_TIPS = (
     "‖∂L/∂h_t‖ and ‖h_t‖ against t, with the theory's lines",
     "log ‖∂L/∂h_t‖ over training iteration and timestep for one run",
@@ -21,6 +21,7 @@ TAB_TIPS = (
     "Gradient norm against t for each layer of a stacked model",
     "σ_max of the long-lag Jacobian ∂s_{T-1}/∂s_t against the lag, and ∂L/∂W_hh split by lag (analysis.every)",
     "The Lyapunov spectrum and the largest exponent over training (analysis.lyapunov)",
+    "One example's h_t and dL/dh_t unit by unit, and a unit's gate traces (analysis.every)",
 )
 
 

@@ -285,3 +285,38 @@ def test_nonfinite_parameters_give_nan_not_an_error():
     sigma, fro = jacobian_norms(stream)
     assert np.isnan(sigma[0]) and sigma[-1] == 1.0
     assert np.all(np.isnan(qr_exponents(stream, 2, 2)))
+
+
+@pytest.mark.parametrize("cell", ["rnn", "lstm", "gru"])
+def test_unit_traces_are_the_states_and_total_gradients_of_example_0(torch, cell):
+    """units.npz's rows: h_t and the total dL/dh_t of example 0, against PyTorch autograd (retain_grad on
+    every h_t), and the gate activations against the NumPy twin's."""
+    from gradscope.engine import reference
+    from gradscope.engine.analysis import unit_traces
+
+    spec, params = model(cell, "tanh")
+    x, target, mask = batch()
+    streams = stack_streams(spec, params, x)
+    G = stack_direct_gradients(spec, params, streams, target, mask, "mse")
+    row = unit_traces(streams, G)
+    p, d = params.layers[0], spec.hidden_size
+    step = torch_step(torch, cell, "tanh", p)
+    W_yh, b_y = torch.tensor(params.W_yh), torch.tensor(params.b_y)
+    s = torch.zeros(d * (2 if cell == "lstm" else 1), dtype=torch.float64, requires_grad=True)
+    hs, loss = [], 0.0
+    for t in range(x.shape[0]):
+        s = step(s, torch.tensor(x[t, 0]))
+        h = s[:d]
+        h.retain_grad()
+        hs.append(h)
+        s = torch.cat([h, s[d:]])
+        loss = loss + 0.5 * torch.sum((W_yh @ h + b_y - torch.tensor(target[t, 0])) ** 2) / x.shape[1]
+    loss.backward()
+    np.testing.assert_allclose(row["unit_h"][0], torch.stack(hs).detach().numpy(), rtol=1e-12)
+    np.testing.assert_allclose(row["unit_grad_h"][0], torch.stack([h.grad for h in hs]).numpy(), rtol=1e-9, atol=1e-14)
+    if cell != "rnn":
+        twin = reference.lstm_forward if cell == "lstm" else reference.gru_forward
+        A = twin(x, p)[-2]  # (T, B, G d) gate activations
+        np.testing.assert_allclose(row["unit_gates"][0], A[:, 0], rtol=1e-12)
+    else:
+        assert "unit_gates" not in row

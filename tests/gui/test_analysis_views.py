@@ -136,3 +136,43 @@ def test_analysis_figures_are_exported(qapp, tmp_path):
     assert "jacobian" in stems and "lyapunov" in stems
     written = figures.render_figures(runs, tmp_path)
     assert (tmp_path / "jacobian.png") in written and (tmp_path / "lyapunov.svg") in written
+
+
+def units_run(key=0, cell="lstm", T=6, d=3):
+    run = RunConfig(name="units", cell=cell, hidden_size=d, task={"seq_len": T})
+    G = {"lstm": 4, "gru": 3}.get(cell, 0)
+    log = AnalysisLog()
+    t = np.arange(T)[:, None]
+    row = {
+        "unit_h": (0.1 * t + 0.01 * np.arange(d))[None],  # (S, T, d)
+        "unit_grad_h": (10.0 ** -(T - 1 - t) * np.ones(d))[None],
+    }
+    if G:
+        row["unit_gates"] = (np.arange(G * d)[None, :] / (G * d) + 0 * t)[None]  # (S, T, G d)
+    row["unit_grad_h"][0, 2, 1] = np.nan
+    log.append(0, row)
+    result = RunResult(name=run.name, run=run, trace=make_trace(cell=cell, T=T, K=1), loss_kind="mse", analysis=log)
+    return RunData(key, run.name, "#0072B2", result=result)
+
+
+@pytest.mark.parametrize("cell", ["lstm", "gru", "rnn"])
+def test_units_view_draws_heatmaps_and_a_units_gate_traces(view, cell):
+    from gradscope.gui.views import UnitsView
+
+    v = view(UnitsView)
+    run = units_run(cell=cell)
+    v.redraw([run])
+    h_image = v.figure.images[0].image  # (d, T): units up, time across
+    np.testing.assert_allclose(h_image.T, run.result.analysis.rows[0]["unit_h"][0])
+    g_image = v.figure.images[1].image
+    assert g_image[0, 5] == pytest.approx(0.0) and g_image[0, 0] == pytest.approx(-5.0)  # log10 |dL/dh|
+    assert v.figure.bads[1].image[1, 2, 3] == 255 and v.figure.bads[1].image[0, 2, 3] == 0  # NaN: grey
+    v.unit_box.setValue(2)
+    names = {"lstm": ("i", "f", "g", "o"), "gru": ("r", "z", "n"), "rnn": ("h",)}[cell]
+    assert set(v.figure.gate_curves.items) == set(names)
+    if cell != "rnn":
+        G = len(names)
+        _, y = v.figure.gate_curves.data(names[1])
+        np.testing.assert_allclose(y, (1 * 3 + 2) / (G * 3))  # gate block 1, unit 2
+    assert "unit 1" in v.figure._describe(2.0, 1.0) and "NaN" in v.figure._describe(2.0, 1.0)
+    assert "unit 2" in v.figure._describe_gates(3.0)

@@ -108,8 +108,11 @@ def analyse(
         G = stack_direct_gradients(spec, params, streams, target, mask, loss_kind)
         for s, stream in enumerate(streams):
             sigma[s], fro[s] = jacobian_norms(stream)
+            if stream.reverse:  # t indexes input positions (docs/trace_format.md, streams): its last step is t = 0
+                sigma[s], fro[s] = sigma[s, ::-1], fro[s, ::-1]
             by_lag[s] = grad_W_hh_by_lag(stream, G[s])
         row |= {"jac_sigma_max": sigma, "jac_fro": fro, "grad_W_hh_by_lag": by_lag}
+        row |= unit_traces(streams, G)
     if settings.lyapunov > 0:
         if drive is None or h0 is None:
             raise ValueError("the Lyapunov exponents need their drive and h0 (exponent_inputs)")
@@ -120,6 +123,28 @@ def analyse(
             [qr_exponents(stream, m, settings.warmup) for stream in stack_streams(spec, params, drive, h0)]
         )  # (S, m)
     return row
+
+
+def unit_traces(streams: list[Stream], G: list[np.ndarray], example: int = 0) -> dict[str, np.ndarray]:
+    """units.npz's row: example ``example``'s h_t and total dL/dh_t per unit, (S, T, d), and for a gated cell its
+    gate activations (S, T, G d) (blocks i, f, g, o or r, z, n), by input position."""
+    from .streams import total_backward
+
+    h, grad_h, gates = [], [], []
+    for stream, G_s in zip(streams, G):
+        Lam = total_backward(stream, G_s)[2]  # (T, N, D) total dL/ds_t
+        order = slice(None, None, -1) if stream.reverse else slice(None)
+        h.append(stream.H[order, example])
+        grad_h.append(Lam[order, example, : stream.d])
+        names = [k for k in ("i", "f", "g", "o", "r", "z", "n") if k in stream.caches]
+        if names:
+            T, N = stream.S.shape[:2]
+            blocks = [stream.caches[k].reshape(T, N, -1)[order, example] for k in names]
+            gates.append(np.concatenate(blocks, axis=1))  # (T, G d)
+    out = {"unit_h": np.stack(h), "unit_grad_h": np.stack(grad_h)}
+    if gates:
+        out["unit_gates"] = np.stack(gates)
+    return out
 
 
 def run_summary(log: AnalysisLog, streams: tuple[str, ...]) -> list[dict]:

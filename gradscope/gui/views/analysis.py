@@ -38,13 +38,13 @@ NO_ANALYSIS = "No analysis recorded: set analysis.every > 0 (and analysis.lyapun
 
 
 def analysis_arrays(run: RunData) -> dict[str, np.ndarray]:
-    """The run's analysis.npz arrays so far (empty without analysis), cached until a row is added."""
+    """The run's analysis.npz and units.npz arrays so far (empty without analysis), cached until a row is added."""
     log = getattr(run.result, "analysis", None)
     if log is None or not len(log):
         return {}
     cached = run._cache.get("analysis")
     if cached is None or cached[0] != len(log):
-        cached = run._cache["analysis"] = (len(log), log.to_arrays())
+        cached = run._cache["analysis"] = (len(log), log.unit_arrays() | log.to_arrays())
     return cached[1]
 
 
@@ -77,7 +77,7 @@ class JacobianFigure(Figure):
             0,
             menu=interactive,
             title="Long-lag Jacobian",
-            x_label="lag T-1-t (steps)",
+            x_label="lag (steps back from the stream's last step)",
             y_label="σ_max(∂s_{T-1}/∂sₜ) (batch mean)",
             log_y=True,
         )
@@ -115,7 +115,9 @@ class JacobianFigure(Figure):
         for run in shown:
             a = analysis_arrays(run)
             s = resolve_layer(self.layer, a["jac_sigma_max"].shape[1], run.top_stream)
-            sigma = a["jac_sigma_max"][-1, s][::-1]  # (T,) by lag
+            sigma = a["jac_sigma_max"][-1, s]  # (T,) by input position t
+            if not run.streams[s].endswith("_reverse"):  # a reverse stream's last step is t = 0: lag = t
+                sigma = sigma[::-1]  # (T,) by lag T-1-t
             by_lag = a["grad_W_hh_by_lag"][-1, s]
             lag = np.arange(len(sigma), dtype=np.float64)
             for curves, marks, keys, values in (
