@@ -57,7 +57,6 @@ class UnitsFigure(Figure):
         )  # fmt: skip
         self.g_plot.setXLink(self.h_plot)
         self.g_plot.setYLink(self.h_plot)
-        self.gate_plot.setXLink(self.h_plot)
         self.plots = [self.h_plot, self.g_plot, self.gate_plot]
         self.images, self.bads, self.bars = [], [], []
         for col, (plot, cmap) in enumerate(((self.h_plot, "CET-D1"), (self.g_plot, style.HEATMAP))):
@@ -146,6 +145,7 @@ class UnitsFigure(Figure):
                 size="11pt",
             )
             self.h_plot.setTitle(f"hₜ per unit (example 0, iteration {int(a['iteration'][-1])})", size="11pt")
+            self.gate_plot.setLabel("left", "gate activation" if gates else "hₜ")
             self.gate_plot.getViewBox().enableAutoRange()
             self.shown = {"name": run.name, "h": h, "grad": grad, "traces": traces, "unit": unit}
         self.gate_curves.retain(gate_keys)
