@@ -127,7 +127,7 @@ def test_export_writes_analysis_npz_as_the_contract_says(tmp_path):
         figures = entry["analysis"][-1]["streams"]
         assert list(figures) == list(results[summary["runs"].index(entry)].run.model_spec().streams)
         top = a["lyapunov"][-1, 0, 0]
-        assert figures[list(figures)[0]]["lyapunov_max"] == pytest.approx(top)
+        assert figures[next(iter(figures))]["lyapunov_max"] == pytest.approx(top)
         assert entry["analysis"][-1]["iteration"] == 4
     _, back = load_experiment_folder(out)
     for result, entry in zip(back, summary["runs"]):
@@ -139,8 +139,8 @@ def test_export_writes_analysis_npz_as_the_contract_says(tmp_path):
 
 def test_analysis_of_iteration_0_is_recomputed_from_the_exported_files(tmp_path):
     """What the folder holds suffices: init_params.npz and first_batch.npz give iteration 0's row again."""
-    from gradscope.engine.analysis import analyse
     from gradscope.engine import Params
+    from gradscope.engine.analysis import analyse
 
     experiment = loads(ANALYSED)
     out = export_experiment(tmp_path / "out", experiment, run_experiment(experiment, processes=1))

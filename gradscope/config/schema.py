@@ -17,8 +17,8 @@ from typing import Any, Final, Literal, get_args
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from ..engine.cells import CELLS as CELL_DESCRIPTIONS, Activation, CellName, cell
 from ..engine.analysis import AnalysisSpec
+from ..engine.cells import CELLS as CELL_DESCRIPTIONS, Activation, CellName, cell
 from ..engine.params import DEFAULT_SHARDS, Dtype, InitScheme, InitSpec, ModelSpec
 from ..engine.tasks import TASK_NAMES, TaskName, task_sizes
 

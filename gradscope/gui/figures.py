@@ -87,7 +87,11 @@ def export_figures(experiment, results, plots_dir) -> list[Path]:
     return render_figures(run_data_from_results(results), plots_dir, title=title)
 
 
-ANALYSIS_FIGURES = {"jacobian": "jac_sigma_max", "lyapunov": "lyapunov", "units": "unit_h"}  # figure -> the analysis key it draws
+ANALYSIS_FIGURES = {
+    "jacobian": "jac_sigma_max",
+    "lyapunov": "lyapunov",
+    "units": "unit_h",
+}  # figure -> the analysis key it draws
 
 
 def shows_something(figure_name: str, runs: list[RunData]) -> bool:

@@ -19,7 +19,7 @@ TAB_TIPS = (
     "Loss with the task's baseline; gradient norm with the clip threshold",
     "LSTM gates; dead ReLU and saturated tanh/sigmoid units",
     "Gradient norm against t for each layer of a stacked model",
-    "σ_max of the long-lag Jacobian ∂s_{T-1}/∂s_t against the lag, and ∂L/∂W_hh split by lag (analysis.every)",
+    "sigma_max of the long-lag Jacobian ∂s_{T-1}/∂s_t against the lag, and ∂L/∂W_hh split by lag (analysis.every)",
     "The Lyapunov spectrum and the largest exponent over training (analysis.lyapunov)",
     "One example's h_t and dL/dh_t unit by unit, and a unit's gate traces (analysis.every)",
 )

@@ -128,7 +128,7 @@ def _torch_long_lag(torch, spec, params, x):
                 S = torch_trajectory(torch, step, Xs, torch.zeros(D, dtype=torch.float64))
                 for t in range(T):
 
-                    def tail(s, t=t, Xs=Xs):
+                    def tail(s, t=t, Xs=Xs, step=step):
                         for u in range(t + 1, T):
                             s = step(s, Xs[u])
                         return s

@@ -75,7 +75,7 @@ def test_jacobian_view_theory_lines_are_the_bound_and_the_mean_field_exponent(vi
     rt = run.theory
     rate = theory.mean_field_largest_exponent("tanh", 0.64, float(rt.q_in[-1]))
     np.testing.assert_allclose(line, rate / math.log(10) * lag)
-    assert "Pascanu bound (γ σ_max(W_hh))^lag" in v.figure.legend.labels
+    assert "Pascanu bound (gamma sigma_max(W_hh))^lag" in v.figure.legend.labels
 
 
 def test_jacobian_view_marks_nonfinite_lags_and_hovers_values(view):

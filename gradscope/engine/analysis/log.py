@@ -49,7 +49,7 @@ class AnalysisLog:
     def from_arrays(cls, arrays: dict[str, np.ndarray], units: dict[str, np.ndarray] | None = None) -> AnalysisLog:
         """From analysis.npz's arrays (and units.npz's, when there is one, for the same iterations)."""
         log = cls(arrays.get("lyapunov_h0"))
-        if units and np.array_equal(units.get("iteration"), arrays["iteration"]):
+        if units and "iteration" in units and np.array_equal(units["iteration"], arrays["iteration"]):
             arrays = dict(arrays) | {k: units[k] for k in UNIT_KEYS if k in units}
         keys = [k for k in ANALYSIS_KEYS[1:] + UNIT_KEYS if k in arrays]
         for k, iteration in enumerate(np.asarray(arrays["iteration"]).tolist()):

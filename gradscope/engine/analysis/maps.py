@@ -19,8 +19,8 @@ A cache holds (N, w) arrays, so caches of many steps stack along N and one call 
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import numpy as np
 
@@ -83,7 +83,12 @@ def lstm_forward(p, x, s, activation):
     c_new = f * c + i * g  # (N, d)
     tc = np.tanh(c_new)
     slopes = np.concatenate(
-        [sigmoid_slope(z[:, : 2 * d]), tanh_slope(z[:, 2 * d : 3 * d]), sigmoid_slope(z[:, 3 * d :]), tanh_slope(c_new)],
+        [
+            sigmoid_slope(z[:, : 2 * d]),
+            tanh_slope(z[:, 2 * d : 3 * d]),
+            sigmoid_slope(z[:, 3 * d :]),
+            tanh_slope(c_new),
+        ],
         axis=1,
     )  # (N, 5d): i, f, g, o slopes and tanh'(c_t)
     cache = {"i": i, "f": f, "g": g, "o": o, "c_prev": c, "tc": tc, "slopes": slopes}

@@ -123,7 +123,9 @@ def total_backward(stream: Stream, G: np.ndarray) -> tuple[np.ndarray, np.ndarra
     T, N, _ = G.shape
     D, d = stream.D, stream.d
     lam_next = np.zeros((N, 1, D))  # the cotangent handed back from step t+1
-    dU, dA, Lam = [None] * T, [None] * T, np.zeros((T, N, D))
+    dU: list[np.ndarray] = [np.empty(0)] * T
+    dA: list[np.ndarray] = [np.empty(0)] * T
+    Lam = np.zeros((T, N, D))
     for t in range(T - 1, -1, -1):
         lam = lam_next.copy()
         lam[:, 0, :d] += G[t]

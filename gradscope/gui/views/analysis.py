@@ -78,7 +78,7 @@ class JacobianFigure(Figure):
             menu=interactive,
             title="Long-lag Jacobian",
             x_label="lag (steps back from the stream's last step)",
-            y_label="σ_max(∂s_{T-1}/∂sₜ) (batch mean)",
+            y_label="sigma_max(∂s_{T-1}/∂sₜ) (batch mean)",
             log_y=True,
         )
         self.lag_plot = make_plot(
@@ -128,12 +128,10 @@ class JacobianFigure(Figure):
                 marks.append((lag[nonfinite_mask(values)], run.color))
                 keys.append(run.key)
             entries.append((f"{run.label} ({stream_label(run.streams, s)})", run.color, "solid"))
-            self.shown.append(
-                {"name": run.name, "iteration": int(a["iteration"][-1]), "jac": sigma, "lag": by_lag}
-            )
+            self.shown.append({"name": run.name, "iteration": int(a["iteration"][-1]), "jac": sigma, "lag": by_lag})
             theory_keys += self._theory(run, s, lag, int(a["iteration"][-1]), log10_or_nan(sigma))
         if any(k[1] == "bound" for k in theory_keys):
-            entries.append(("Pascanu bound (γ σ_max(W_hh))^lag", STYLE_GREY, "dash"))
+            entries.append(("Pascanu bound (gamma sigma_max(W_hh))^lag", STYLE_GREY, "dash"))
         if any(k[1] == "mean field" for k in theory_keys):
             entries.append(("mean field at init, exp(λ_MF lag)", STYLE_GREY, "dot"))
         self.legend.set(entries)
@@ -183,7 +181,7 @@ class JacobianFigure(Figure):
             for r in self.shown
             if 0 <= k < len(r[which])
         ]
-        symbol = "σ_max(∂s_{T-1}/∂sₜ)" if which == "jac" else "‖∂L/∂W_hh at lag k‖"
+        symbol = "sigma_max(∂s_{T-1}/∂sₜ)" if which == "jac" else "‖∂L/∂W_hh at lag k‖"
         return f"lag {k}, {symbol}\n" + "\n".join(parts) if parts else None
 
 
@@ -257,8 +255,13 @@ class LyapunovFigure(Figure):
                 self.theory_curves.set(run.key, span, np.full(2, rate), pen(run.color, 1.5, "dot", 160))
                 theory_keys.append(run.key)
             self.shown.append(
-                {"name": run.name, "iteration": int(a["iteration"][-1]), "spectrum": spectrum,
-                 "iterations": a["iteration"], "top": top}  # fmt: skip
+                {
+                    "name": run.name,
+                    "iteration": int(a["iteration"][-1]),
+                    "spectrum": spectrum,
+                    "iterations": a["iteration"],
+                    "top": top,
+                }
             )
         if theory_keys:
             entries.append(("mean field λ_max at init", STYLE_GREY, "dot"))
