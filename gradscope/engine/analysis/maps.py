@@ -27,6 +27,12 @@ import numpy as np
 from ..reference import activate
 
 
+def mm(X: np.ndarray, M: np.ndarray) -> np.ndarray:
+    """X @ M for X (..., a), M (a, b) as ONE matrix product over all leading axes (numpy's stacked matmul runs
+    one small product per leading index: 1.5x slower for (16, 256, 256) @ (256, 256))."""
+    return (X.reshape(-1, X.shape[-1]) @ M).reshape(X.shape[:-1] + (M.shape[1],))
+
+
 def sigmoid(z: np.ndarray) -> np.ndarray:
     return 0.5 * (1 + np.tanh(0.5 * z))  # = 1 / (1 + exp(-z)) without overflow warnings
 
@@ -66,12 +72,12 @@ def rnn_forward(p, x, s, activation):
 
 
 def rnn_jvp(p, cache, V):
-    return cache["fp"][:, None, :] * (V @ p.W_hh.T)  # (N, m, d): diag(f') W_hh v
+    return cache["fp"][:, None, :] * mm(V, p.W_hh.T)  # (N, m, d): diag(f') W_hh v
 
 
 def rnn_vjp(p, cache, Lam):
     dz = Lam * cache["fp"][:, None, :]  # (N, K, d)
-    return dz @ p.W_hh, dz, dz  # lam W_hh diag(f') = (dz) W_hh
+    return mm(dz, p.W_hh), dz, dz  # lam W_hh diag(f') = (dz) W_hh
 
 
 # ----------------------------------------------------------------------------------------------------- LSTM
@@ -106,7 +112,7 @@ def _lstm_terms(cache):
 def lstm_jvp(p, cache, V):
     d = p.W_hh.shape[1]
     dh, dc = V[..., :d], V[..., d:]  # (N, m, d) each
-    dz = dh @ p.W_hh.T  # (N, m, 4d)
+    dz = mm(dh, p.W_hh.T)  # (N, m, 4d)
     (i, f, g, o, c_prev, tc), (si, sf, sg, so, sc) = _lstm_terms(cache)
     di, df, dg, do = si * dz[..., :d], sf * dz[..., d : 2 * d], sg * dz[..., 2 * d : 3 * d], so * dz[..., 3 * d :]
     dc_new = df * c_prev + f * dc + di * g + i * dg  # (N, m, d)
@@ -120,7 +126,7 @@ def lstm_vjp(p, cache, Lam):
     (i, f, g, o, c_prev, tc), (si, sf, sg, so, sc) = _lstm_terms(cache)
     dc = lc + lh * o * sc  # (N, K, d) total through c_t
     dU = np.concatenate([dc * g * si, dc * c_prev * sf, dc * i * sg, lh * tc * so], axis=-1)  # (N, K, 4d)
-    return np.concatenate([dU @ p.W_hh, dc * f], axis=-1), dU, dU  # (N, K, 2d): [d h_{t-1} ; d c_{t-1}]
+    return np.concatenate([mm(dU, p.W_hh), dc * f], axis=-1), dU, dU  # (N, K, 2d): [d h_{t-1} ; d c_{t-1}]
 
 
 # ------------------------------------------------------------------------------------------------------ GRU
@@ -147,7 +153,7 @@ def _gru_terms(cache):
 def gru_jvp(p, cache, V):
     d = p.W_hh.shape[1]
     (r, z, n, u_n, h_prev), (sr, sz, sn) = _gru_terms(cache)
-    du = V @ p.W_hh.T  # (N, m, 3d)
+    du = mm(V, p.W_hh.T)  # (N, m, 3d)
     dr = sr * du[..., :d]
     dz = sz * du[..., d : 2 * d]
     dn = sn * (dr * u_n + r * du[..., 2 * d :])
@@ -161,7 +167,7 @@ def gru_vjp(p, cache, Lam):
     dr = dn * u_n * sr
     dU = np.concatenate([dr, dz, dn * r], axis=-1)  # (N, K, 3d): at u = W_hh h_{t-1} + b_hh
     dA = np.concatenate([dr, dz, dn], axis=-1)  # at a = W_hx x_t + b_h
-    return dU @ p.W_hh + Lam * z, dU, dA
+    return mm(dU, p.W_hh) + Lam * z, dU, dA
 
 
 # ------------------------------------------------------------------------------------------------ registry
