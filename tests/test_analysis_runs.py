@@ -153,3 +153,20 @@ def test_analysis_of_iteration_0_is_recomputed_from_the_exported_files(tmp_path)
     with np.load(out / "02-bilstm" / "analysis.npz") as npz:
         np.testing.assert_allclose(npz["jac_sigma_max"][0], row["jac_sigma_max"], rtol=1e-12)
         np.testing.assert_allclose(npz["grad_W_hh_by_lag"][0], row["grad_W_hh_by_lag"], rtol=1e-12)
+
+
+def test_seq2seq_run_exports_analysis_for_encoder_and_decoder_streams(tmp_path):
+    text = ANALYSED.replace('[[runs]]\nname = "bilstm"\ncell = "lstm"\nbidirectional = true\nlayers = 2\n', "").replace(
+        'name = "rnn"', 'name = "s2s"\narchitecture = "seq2seq"\nbidirectional = true\ntask.target_len = 4'
+    )
+    experiment = loads(text)
+    out = export_experiment(tmp_path / "out", experiment, run_experiment(experiment, processes=1))
+    with np.load(out / "01-s2s" / "analysis.npz") as npz:
+        a = {k: npz[k] for k in npz.files}
+    streams = experiment.runs[0].model_spec().streams
+    assert streams == ("encoder.layer0", "encoder.layer0_reverse", "decoder.layer0")
+    assert a["jac_sigma_max"].shape == (2, 3, 6) and a["lyapunov"].shape == (2, 3, 3)
+    np.testing.assert_array_equal(a["jac_sigma_max"][:, [0, 1, 2], [5, 0, 3]], 1.0)  # each stream's last step
+    assert np.all(np.isnan(a["jac_sigma_max"][:, 2, 4:])) and np.all(np.isfinite(a["jac_sigma_max"][:, :, :4]))
+    assert np.all(np.isnan(a["grad_W_hh_by_lag"][:, 2, 4:]))  # the decoder has 4 steps: lags 0..3
+    assert np.all(np.isfinite(a["lyapunov"]))

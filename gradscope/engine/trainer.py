@@ -132,17 +132,11 @@ class Training:
         """Whether this recorded iteration is analysed: iteration 0 and every analysis.every-th recorded one."""
         return recorded and self.analysis.on and self._recorded % self.analysis.every == 0
 
-    def _analyse(self, x, target, mask) -> dict:
+    def _analyse(self, batch: dict) -> dict:
         """The analysis row at the current parameters, on this iteration's batch (engine.analysis)."""
         with np.errstate(all="ignore"), small_linear_algebra():
             return analyse(
-                self.spec,
-                self.params,
-                (x, target, mask),
-                self.task.loss_kind,
-                self.analysis,
-                self.analysis_drive,
-                self.analysis_h0,
+                self.spec, self.params, batch, self.task.loss_kind, self.analysis, self.analysis_drive, self.analysis_h0
             )
 
     def _draw(self) -> dict[str, np.ndarray]:
@@ -193,7 +187,7 @@ class Training:
                         )
                     )
             analysed = self.is_analysed(recorded)
-            analysis = self._analyse(batch["x"], batch["target"], batch["mask"]) if analysed else None
+            analysis = self._analyse(batch) if analysed else None
             self._recorded += recorded
             clipped = clip_by_global_norm(result.grads, train.clip_norm, norm=grad_norm)[1]
             nonfinite = result.nonfinite

@@ -320,3 +320,27 @@ def test_unit_traces_are_the_states_and_total_gradients_of_example_0(torch, cell
         np.testing.assert_allclose(row["unit_gates"][0], A[:, 0], rtol=1e-12)
     else:
         assert "unit_gates" not in row
+
+
+@pytest.mark.parametrize("cell", ["rnn", "lstm", "gru"])
+@pytest.mark.parametrize("bidirectional", [False, True])
+def test_seq2seq_streams_lag_split_sums_to_the_gradient(cell, bidirectional):
+    """seq2seq plugs in by its streams: encoder, bridge, decoder.  Every stream's lag terms add up to the NumPy
+    twin's dL/dW_hh (engine/reference/seq2seq.py), which the encoder streams receive through the bridge only."""
+    from gradscope.engine.reference import seq2seq as ref_seq2seq
+
+    spec = ModelSpec(
+        cell=cell, activation="tanh", input_size=3, hidden_size=4, layers=2, output_size=2, dtype="float64",
+        bidirectional=bidirectional, architecture="seq2seq", decoder_input_size=2,
+    )  # fmt: skip
+    params = init_params(spec, InitSpec(recurrent_scale=2.0), np.random.default_rng(0))
+    rng = np.random.default_rng(1)
+    x, decoder_x = rng.standard_normal((5, 3, 3)), rng.standard_normal((4, 3, 2))
+    target, mask = rng.standard_normal((4, 3, 2)), np.ones((4, 3))
+    streams = stack_streams(spec, params, x, decoder_x=decoder_x)
+    assert [s.name for s in streams] == list(spec.streams)
+    assert [s.S.shape[0] for s in streams] == [5] * (len(streams) - 2) + [4, 4]
+    G = stack_direct_gradients(spec, params, streams, target, mask, "mse")
+    grads = ref_seq2seq.bptt(spec, params, x, decoder_x, target, mask, "mse").grads
+    for s, stream in enumerate(streams):
+        np.testing.assert_allclose(sum(lag_terms(stream, G[s])), grads.layers[s].W_hh, rtol=1e-10, atol=1e-12)

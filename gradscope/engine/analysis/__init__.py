@@ -64,25 +64,52 @@ def state_size(spec: ModelSpec) -> int:
     return step_map(spec.cell).state_size(spec.hidden_size)
 
 
-def exponent_inputs(spec: ModelSpec, settings: AnalysisSpec, task, rng: np.random.Generator):
-    """The exponents' own trajectories: (drive (warmup + steps, E, n), h0 (S, E, D)).
+def _continued(chunks: list[np.ndarray], E: int, N: int) -> np.ndarray:
+    """(N, E, n): successive batches' sequences (T, B, n) joined in time, E examples each."""
+    X = np.concatenate(chunks, axis=1).astype(np.float64)  # (T, batches B, n)
+    T, _, n = X.shape
+    count = -(-N // T)
+    X = X[:, : count * E].reshape(T, count, E, n).transpose(1, 0, 2, 3).reshape(count * T, E, n)[:N]
+    return np.ascontiguousarray(X)
 
-    The drive is the task's input process continued: successive batches' inputs, seq_len steps at a time,
+
+def exponent_inputs(spec: ModelSpec, settings: AnalysisSpec, task, rng: np.random.Generator):
+    """The exponents' own trajectories: (drive, h0 (S, E, D)); drive (warmup + steps, E, n), and for seq2seq
+    the pair (encoder drive, decoder drive) (the decoder's from decoder_x).
+
+    The drive is the task's input process continued: successive batches' inputs, their length at a time,
     E examples each (an autonomous network is a task whose inputs W_hx = 0 ignores).  h0 is zero, or
     N(0, 1) per unit from ``rng`` (drawn first, so the drive does not move it)."""
     E, N = settings.examples, settings.warmup + settings.steps
     S, D = len(spec.streams), state_size(spec)
     h0 = rng.standard_normal((S, E, D)) if settings.h0 == "random" else np.zeros((S, E, D))
-    chunks = -(-N // task.seq_len)
-    xs, have = [], 0
-    while have < chunks * E:
-        x = task.batch(rng)[0]  # (T, B, n)
-        xs.append(x)
-        have += x.shape[1]
-    X = np.concatenate(xs, axis=1)[:, : chunks * E].astype(np.float64)  # (T, chunks E, n)
-    T, _, n = X.shape
-    X = X.reshape(T, chunks, E, n).transpose(1, 0, 2, 3).reshape(chunks * T, E, n)[:N]  # (N, E, n)
-    return np.ascontiguousarray(X), h0
+    parts: list[list[np.ndarray]] = []
+
+    def enough(chunks):  # E examples for each of the ceil(N / T) batch lengths the drive is made of
+        return sum(c.shape[1] for c in chunks) >= E * -(-N // chunks[0].shape[0])
+
+    while not parts or not all(enough(chunks) for chunks in parts):
+        drawn = task.seq2seq_batch(rng)[:2] if spec.seq2seq else task.batch(rng)[:1]  # (x, decoder_x) or (x,)
+        parts = parts or [[] for _ in drawn]
+        for chunks, a in zip(parts, drawn):
+            chunks.append(a)
+    drives = [_continued(chunks, E, N) for chunks in parts]
+    return (drives[0], drives[1]) if spec.seq2seq else drives[0], h0
+
+
+def _as_batch(batch) -> dict:
+    if isinstance(batch, dict):
+        return batch
+    x, target, mask, *rest = batch
+    return {"x": x, "target": target, "mask": mask, "decoder_x": rest[0] if rest else None}
+
+
+def _padded(rows: list[np.ndarray], T: int) -> np.ndarray:
+    """Streams' rows of their own lengths as one (S, T, ...) array, NaN past each stream's length."""
+    out = np.full((len(rows), T) + rows[0].shape[1:], np.nan)
+    for s, row in enumerate(rows):
+        out[s, : len(row)] = row
+    return out
 
 
 def analyse(
@@ -91,59 +118,60 @@ def analyse(
     batch,
     loss_kind: str,
     settings: AnalysisSpec,
-    drive: np.ndarray | None = None,
+    drive=None,
     h0: np.ndarray | None = None,
 ) -> dict[str, np.ndarray]:
     """One analysed iteration: the row of analysis.npz (module docstring) at these parameters.
 
-    ``batch`` = (x, target, mask), the iteration's own batch (the trajectory its metrics describe, from
-    s_{-1} = 0).  drive, h0: from ``exponent_inputs`` (needed when settings.lyapunov > 0).  NaN and Inf in
-    the parameters or along a trajectory give NaN entries, never an error."""
-    x, target, mask = batch
-    S, T = len(spec.streams), x.shape[0]
+    ``batch``: the iteration's own batch (the trajectory its metrics describe, from s_{-1} = 0), a dict of x,
+    target, mask (and decoder_x for seq2seq), or the tuple (x, target, mask[, decoder_x]).  drive, h0: from
+    ``exponent_inputs`` (needed when settings.lyapunov > 0).  Rows are (S, T) with T the longest stream's
+    length and NaN past a shorter one's.  NaN and Inf in the parameters or along a trajectory give NaN entries,
+    never an error."""
+    b = _as_batch(batch)
     row: dict[str, np.ndarray] = {}
     if settings.jacobian:
-        streams = stack_streams(spec, params, x)
-        sigma, fro, by_lag = np.full((S, T), np.nan), np.full((S, T), np.nan), np.full((S, T), np.nan)
-        G = stack_direct_gradients(spec, params, streams, target, mask, loss_kind)
-        for s, stream in enumerate(streams):
-            sigma[s], fro[s] = jacobian_norms(stream)
+        streams = stack_streams(spec, params, b["x"], decoder_x=b.get("decoder_x"))
+        T = max(st.S.shape[0] for st in streams)
+        G = stack_direct_gradients(spec, params, streams, b["target"], b["mask"], loss_kind)
+        sigma, fro, by_lag = [], [], []
+        for stream, G_s in zip(streams, G):
+            s, f = jacobian_norms(stream)
             if stream.reverse:  # t indexes input positions (docs/trace_format.md, streams): its last step is t = 0
-                sigma[s], fro[s] = sigma[s, ::-1], fro[s, ::-1]
-            by_lag[s] = grad_W_hh_by_lag(stream, G[s])
-        row |= {"jac_sigma_max": sigma, "jac_fro": fro, "grad_W_hh_by_lag": by_lag}
-        row |= unit_traces(streams, G)
+                s, f = s[::-1], f[::-1]
+            sigma.append(s)
+            fro.append(f)
+            by_lag.append(grad_W_hh_by_lag(stream, G_s))
+        row |= {"jac_sigma_max": _padded(sigma, T), "jac_fro": _padded(fro, T), "grad_W_hh_by_lag": _padded(by_lag, T)}
+        row |= {k: _padded(list(v), T) for k, v in unit_traces(streams, G).items()}
     if settings.lyapunov > 0:
         if drive is None or h0 is None:
             raise ValueError("the Lyapunov exponents need their drive and h0 (exponent_inputs)")
         m = settings.lyapunov
         if m > state_size(spec):
             raise ValueError(f"analysis.lyapunov = {m} exceeds the state size {state_size(spec)}")
-        row["lyapunov"] = np.stack(
-            [qr_exponents(stream, m, settings.warmup) for stream in stack_streams(spec, params, drive, h0)]
-        )  # (S, m)
+        x, decoder_x = drive if spec.seq2seq else (drive, None)
+        streams = stack_streams(spec, params, x, h0, decoder_x=decoder_x)
+        row["lyapunov"] = np.stack([qr_exponents(st, m, settings.warmup) for st in streams])  # (S, m)
     return row
 
 
-def unit_traces(streams: list[Stream], G: list[np.ndarray], example: int = 0) -> dict[str, np.ndarray]:
-    """units.npz's row: example ``example``'s h_t and total dL/dh_t per unit, (S, T, d), and for a gated cell its
-    gate activations (S, T, G d) (blocks i, f, g, o or r, z, n), by input position."""
+def unit_traces(streams: list[Stream], G: list[np.ndarray], example: int = 0) -> dict[str, list[np.ndarray]]:
+    """units.npz's row, per stream: example ``example``'s h_t and total dL/dh_t per unit, (T_s, d), and for a
+    gated cell its gate activations (T_s, G d) (blocks i, f, g, o or r, z, n), by input position."""
     from .streams import total_backward
 
-    h, grad_h, gates = [], [], []
+    out: dict[str, list[np.ndarray]] = {"unit_h": [], "unit_grad_h": []}
     for stream, G_s in zip(streams, G):
         Lam = total_backward(stream, G_s)[2]  # (T, N, D) total dL/ds_t
         order = slice(None, None, -1) if stream.reverse else slice(None)
-        h.append(stream.H[order, example])
-        grad_h.append(Lam[order, example, : stream.d])
+        out["unit_h"].append(stream.H[order, example])
+        out["unit_grad_h"].append(Lam[order, example, : stream.d])
         names = [k for k in ("i", "f", "g", "o", "r", "z", "n") if k in stream.caches]
         if names:
             T, N = stream.S.shape[:2]
             blocks = [stream.caches[k].reshape(T, N, -1)[order, example] for k in names]
-            gates.append(np.concatenate(blocks, axis=1))  # (T, G d)
-    out = {"unit_h": np.stack(h), "unit_grad_h": np.stack(grad_h)}
-    if gates:
-        out["unit_gates"] = np.stack(gates)
+            out.setdefault("unit_gates", []).append(np.concatenate(blocks, axis=1))  # (T, G d)
     return out
 
 

@@ -82,12 +82,13 @@ def jacobian_norms(stream: Stream) -> tuple[np.ndarray, np.ndarray]:
 
 
 def lag_terms(stream: Stream, G: np.ndarray) -> Iterator[np.ndarray]:
-    """dW^{(k)} (G d, d) for k = 0 .. T-1 (module docstring), from the direct gradients G (T, N, d)."""
+    """dW^{(k)} (G d, d) for k = 0 .. T-1 (module docstring), from the direct cotangents G (T, N, D) (or
+    (T, N, d): on h only)."""
     T, N, D = stream.S.shape
     d = stream.d
     H_prev = stream.H_prev().reshape(T * N, d)  # (T N, d) h_{t-1}, step-major
     V = np.zeros((T, N, D))
-    V[..., :d] = G  # V^{(0)}_t = (G_t, 0)
+    V[..., : G.shape[2]] = G  # V^{(0)}_t = G_t
     with np.errstate(all="ignore"):
         for k in range(T):
             rows = T - k  # steps t = 0 .. T-1-k receive from t + k

@@ -48,6 +48,16 @@ def analysis_arrays(run: RunData) -> dict[str, np.ndarray]:
     return cached[1]
 
 
+def stream_length(run: RunData, s: int, T: int) -> int:
+    """Steps of stream s (docs/trace_format.md: stream_len): a seq2seq decoder's are task.target_len (or seq_len);
+    T (the arrays' length) without settings."""
+    if run.run is None or s >= len(run.streams):
+        return T
+    task = run.run.task
+    target_len = getattr(task, "target_len", None) or task.seq_len
+    return min(T, target_len if run.streams[s].startswith("decoder.") else task.seq_len)
+
+
 def has_analysis(run: RunData, key: str) -> bool:
     return key in analysis_arrays(run)
 
@@ -115,10 +125,11 @@ class JacobianFigure(Figure):
         for run in shown:
             a = analysis_arrays(run)
             s = resolve_layer(self.layer, a["jac_sigma_max"].shape[1], run.top_stream)
-            sigma = a["jac_sigma_max"][-1, s]  # (T,) by input position t
+            n = stream_length(run, s, a["jac_sigma_max"].shape[2])
+            sigma = a["jac_sigma_max"][-1, s, :n]  # (T_s,) by input position t (NaN padding past T_s dropped)
             if not run.streams[s].endswith("_reverse"):  # a reverse stream's last step is t = 0: lag = t
-                sigma = sigma[::-1]  # (T,) by lag T-1-t
-            by_lag = a["grad_W_hh_by_lag"][-1, s]
+                sigma = sigma[::-1]  # (T_s,) by lag T_s-1-t
+            by_lag = a["grad_W_hh_by_lag"][-1, s, :n]
             lag = np.arange(len(sigma), dtype=np.float64)
             for curves, marks, keys, values in (
                 (self.jac_curves, jac_marks, jac_keys, sigma),

@@ -13,7 +13,7 @@ from .. import style
 from ..axes import value_label
 from ..model import RunData, log10_or_nan
 from ..plotting import EmptyHint, HoverReadout, Legend, finite_range, make_plot, pen
-from .analysis import analysis_arrays
+from .analysis import analysis_arrays, stream_length
 from .base import (
     CurveSet,
     Figure,
@@ -104,8 +104,9 @@ class UnitsFigure(Figure):
         else:
             a = analysis_arrays(run)
             s = resolve_layer(self.layer, a["unit_h"].shape[1], run.top_stream)
-            h = a["unit_h"][-1, s]  # (T, d)
-            grad = a["unit_grad_h"][-1, s]  # (T, d)
+            n = stream_length(run, s, a["unit_h"].shape[2])
+            h = a["unit_h"][-1, s, :n]  # (T_s, d)
+            grad = a["unit_grad_h"][-1, s, :n]  # (T_s, d)
             T, d = h.shape
             unit = min(max(self.unit, 0), d - 1)
             bound = finite_range(np.abs(h))
@@ -130,7 +131,7 @@ class UnitsFigure(Figure):
             t = np.arange(T, dtype=np.float64)
             traces = {}
             for k, gate in enumerate(gates):
-                trace = a["unit_gates"][-1, s][:, k * d + unit]  # (T,)
+                trace = a["unit_gates"][-1, s, :n, k * d + unit]  # (T_s,)
                 self.gate_curves.set(gate, t, trace, pen(GATE_COLORS[k % 4]))
                 gate_keys.append(gate)
                 entries.append((f"{gate} (unit {unit})", GATE_COLORS[k % 4], "solid"))
