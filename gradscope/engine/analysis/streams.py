@@ -135,7 +135,8 @@ def _backward_stack(streams, G, directions, d, out, offset, bridge=None) -> list
     layers = len(streams) // directions
     initial: list[np.ndarray] = [np.empty(0)] * layers
     for l in range(layers - 1, -1, -1):
-        dX = 0.0
+        first = streams[l * directions]
+        dX = np.zeros(first.X.shape)  # (T, N, n_l) the gradient into the layer below, by input position
         for r in range(directions):
             k = l * directions + r
             st = streams[k]
@@ -145,9 +146,11 @@ def _backward_stack(streams, G, directions, d, out, offset, bridge=None) -> list
             if bridge is not None:
                 C[-1] += bridge[l]
             out[offset + k] = C
-            dU, dA, Lam, initial[l] = total_backward(st, C)
+            dU, dA, Lam, lam_init = total_backward(st, C)
+            if r == 0:
+                initial[l] = lam_init  # (a decoder layer's: the bridge's cotangent)
             dx = mm(dA, st.p.W_hx)  # (T, N, n_l)
-            dX = dX + (dx[::-1] if st.reverse else dx)
+            dX += dx[::-1] if st.reverse else dx
         G = dX
     return initial
 
