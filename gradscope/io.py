@@ -27,6 +27,7 @@ from pathlib import Path
 import numpy as np
 
 from .config import Experiment, dumps, load
+from .engine.analysis import AnalysisLog, run_summary as analysis_summary
 from .engine.cells import cell
 from .engine.metrics import NonFinite
 from .engine.params import Params
@@ -140,8 +141,10 @@ def _from_text(value):
 
 
 def format_of(run) -> int:
-    """The format a run's export needs (docs/trace_format.md): 2 for a bidirectional or seq2seq model or a GRU."""
-    if run.bidirectional or run.architecture != "stack":
+    """The format a run's export needs (docs/trace_format.md): 2 for a bidirectional or seq2seq model, a GRU, or a
+    run with analysis."""
+    analysed = getattr(run, "analysis", None) is not None and run.analysis.every > 0
+    if run.bidirectional or run.architecture != "stack" or analysed:
         return FORMAT_2
     return max(FORMAT_VERSION, cell(run.cell).trace_format)
 
@@ -267,7 +270,7 @@ def export_experiment(
                 _write(run_dir / "init_params.npz", _npz_bytes(result.init_params.arrays()))
             if result.first_batch is not None:
                 _write(run_dir / "first_batch.npz", _npz_bytes(dict(result.first_batch)))
-            summaries.append(_run_summary(result, dir_name))
+            summaries.append(_run_summary(result, dir_name) | write_analysis(run_dir, result))
         ran = experiment.model_copy(update={"runs": [r.run for r in results]})
         _write(tmp / "experiment.toml", dumps(ran).encode("utf-8"))
         if figures:
@@ -320,6 +323,33 @@ def _publish(tmp: Path, out: Path) -> None:
         old.remove()
 
 
+def write_analysis(run_dir: Path, result: RunResult) -> dict:
+    """analysis.npz of a run with analysis on (docs/trace_format.md, "Analysis"); returns the run's summary.json
+    additions: "analysis", the spectrum's figures per stream at the first and last analysed iterations."""
+    if result.analysis is None or not len(result.analysis):
+        return {}
+    _write(run_dir / "analysis.npz", _npz_bytes(result.analysis.to_arrays()))
+    units = result.analysis.unit_arrays()
+    if units:
+        _write(run_dir / "units.npz", _npz_bytes(units))
+    return {"analysis": analysis_summary(result.analysis, result.run.model_spec().streams)}
+
+
+def read_analysis(run_dir: Path) -> AnalysisLog | None:
+    path = run_dir / "analysis.npz"
+    if not path.exists():
+        return None
+    with np.load(path) as npz:
+        arrays = {k: npz[k] for k in npz.files}
+    if "iteration" not in arrays:
+        raise ValueError(f"{path}: no 'iteration' array; expected the keys of docs/trace_format.md, Analysis")
+    units = None
+    if (run_dir / "units.npz").exists():
+        with np.load(run_dir / "units.npz") as npz:
+            units = {k: npz[k] for k in npz.files}
+    return AnalysisLog.from_arrays(arrays, units)
+
+
 # -------------------------------------------------------------------------------------------------- import
 def load_experiment_folder(path: str | os.PathLike) -> tuple[Experiment, list[RunResult]]:
     """Read an exported folder back: the experiment and one RunResult per run (traces, initial parameters,
@@ -351,6 +381,7 @@ def load_experiment_folder(path: str | os.PathLike) -> tuple[Experiment, list[Ru
         nonfinite = NonFinite(**entry["nonfinite"]) if entry.get("nonfinite") else None
         trace = Trace.from_arrays(arrays)
         trace.nonfinite = nonfinite
+        analysis = read_analysis(run_dir)
         results.append(
             RunResult(
                 name=entry["name"],
@@ -367,6 +398,7 @@ def load_experiment_folder(path: str | os.PathLike) -> tuple[Experiment, list[Ru
                 seed=entry.get("seed"),
                 baseline_loss=_from_text(entry.get("baseline_loss")),
                 description=entry.get("task_description", ""),
+                analysis=analysis,
             )
         )
     return experiment, results

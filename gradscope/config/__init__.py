@@ -27,6 +27,7 @@ from .schema import (
     OPTIMIZERS,
     SCHEMA_VERSION,
     TASKS,
+    AnalysisConfig,
     ConfigError,
     Experiment,
     InitConfig,
@@ -38,6 +39,7 @@ from .sweep import Sweep, SweepPoint, sweep_points
 
 __all__ = [
     "ConfigError",
+    "AnalysisConfig",
     "InitConfig",
     "TaskConfig",
     "TrainConfig",

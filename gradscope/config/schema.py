@@ -17,6 +17,7 @@ from typing import Any, Final, Literal, get_args
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from ..engine.analysis import AnalysisSpec
 from ..engine.cells import CELLS as CELL_DESCRIPTIONS, Activation, CellName, cell
 from ..engine.params import DEFAULT_SHARDS, Dtype, InitScheme, InitSpec, ModelSpec
 from ..engine.tasks import TASK_NAMES, TaskName, make_task
@@ -117,6 +118,19 @@ class TrainConfig(BaseModel):
     shards: int = Field(DEFAULT_SHARDS, ge=1, le=64)
 
 
+class AnalysisConfig(BaseModel):
+    """[defaults.analysis]: long-lag Jacobians and Lyapunov exponents (engine.analysis; docs/trace_format.md)."""
+
+    model_config = _MODEL
+    every: int = Field(0, ge=0)  # 0: off; k > 0: at iteration 0 and at every k-th recorded iteration
+    jacobian: bool = True  # the long-lag Jacobian norms (and dL/dW_hh by lag)
+    lyapunov: int = Field(0, ge=0)  # how many Lyapunov exponents (0: none; at most the state size)
+    warmup: int = Field(500, ge=0)  # steps run and discarded before the exponents are measured
+    steps: int = Field(1000, ge=1)  # steps measured
+    h0: Literal["zero", "random"] = "zero"  # the exponents' s_{-1}: zero, or N(0, 1) per unit
+    examples: int = Field(1, ge=1, le=1024)  # batch examples the exponents are averaged over
+
+
 class RunConfig(BaseModel):
     """One run, fully resolved (defaults merged with the run's own keys)."""
 
@@ -135,9 +149,17 @@ class RunConfig(BaseModel):
     init: InitConfig = InitConfig()
     task: TaskConfig = TaskConfig()
     train: TrainConfig = TrainConfig()
+    analysis: AnalysisConfig = AnalysisConfig()
 
     @model_validator(mode="after")
     def _check(self) -> RunConfig:
+        D = self.hidden_size * len(cell(self.cell).states)  # the state size: d, or 2d for the LSTM's (h, c)
+        if self.analysis.lyapunov > D:
+            raise _KeyedError(
+                "analysis.lyapunov",
+                f"got {self.analysis.lyapunov}; expected at most the state size {D} (hidden_size "
+                f"{self.hidden_size}" + (", times 2 for the LSTM's (h, c))" if D > self.hidden_size else ")"),
+            )
         if self.init.chrono and not cell(self.cell).applies("init.chrono"):
             takers = " or ".join(f'cell = "{c.name}"' for c in CELL_DESCRIPTIONS.values() if c.applies("init.chrono"))
             raise _KeyedError(
@@ -194,6 +216,9 @@ class RunConfig(BaseModel):
     def init_spec(self) -> InitSpec:
         return InitSpec(**self.init.model_dump())
 
+    def analysis_spec(self) -> AnalysisSpec:
+        return AnalysisSpec(**self.analysis.model_dump())
+
     def effective_seed(self, experiment_seed: int) -> int:
         return self.seed if self.seed is not None else experiment_seed
 
@@ -242,6 +267,7 @@ __all__ = [
     "InitConfig",
     "TaskConfig",
     "TrainConfig",
+    "AnalysisConfig",
     "RunConfig",
     "Experiment",
     "SCHEMA_VERSION",

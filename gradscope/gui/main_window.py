@@ -1,4 +1,4 @@
-"""The main window: run list and editor on the left, the five views in tabs, menus, toolbar, status bar.
+"""The main window: run list and editor on the left, the eight views in tabs, menus, toolbar, status bar.
 
 It computes nothing: runs live in the Controller, drawing in the views.  A ~30 Hz timer redraws the visible
 view, and only when a trace it shows changed (View.redraw compares a signature).

@@ -48,7 +48,13 @@ from .gates import (
     lstm_cell_line,
 )
 from .lines import RunTheory, anchored_line, last_scored_step, mean_field_line, pascanu_line, relu_line
-from .lyapunov import chaos_onset_gain, ginibre_mean_log_det, largest_lyapunov_exponent, mean_lyapunov_exponent
+from .lyapunov import (
+    chaos_onset_gain,
+    ginibre_mean_log_det,
+    largest_lyapunov_exponent,
+    mean_field_largest_exponent,
+    mean_lyapunov_exponent,
+)
 from .meanfield import (
     ACTIVATIONS,
     DERIVATIVE_BOUND,
@@ -90,6 +96,7 @@ __all__ = [
     "critical_line",
     "relu_log_gain",
     "largest_lyapunov_exponent",
+    "mean_field_largest_exponent",
     "chaos_onset_gain",
     "ginibre_mean_log_det",
     "mean_lyapunov_exponent",
