@@ -194,3 +194,32 @@ def test_validate_counts_the_points(tmp_path, capsys):
     path.write_text(BASE + '[sweep]\n"init.recurrent_scale" = []')
     assert cli.main(["validate", str(path)]) == 2
     assert "sweep.init.recurrent_scale: got an empty list" in capsys.readouterr().err
+
+
+def test_lyapunov_max_is_read_from_the_runs_analysis_at_iteration_0():
+    from gradscope.config import loads
+    from gradscope.experiment import run_experiment
+    from gradscope.sweep.table import lyapunov_max, measure
+
+    experiment = loads(
+        """
+schema_version = 1
+[defaults]
+activation = "tanh"
+hidden_size = 6
+[defaults.task]
+seq_len = 8
+batch_size = 2
+input_size = 2
+output_size = 2
+[defaults.analysis]
+every = 1
+lyapunov = 3
+warmup = 10
+steps = 30
+"""
+    )
+    (result,) = run_experiment(experiment, processes=1)
+    exponents = result.analysis.to_arrays()["lyapunov"]  # (Ka, S, m), descending
+    assert lyapunov_max(result, 0) == exponents[0, 0, 0]
+    assert measure(result)["lyapunov_max"] == exponents[0, 0, 0]

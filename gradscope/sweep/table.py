@@ -74,8 +74,12 @@ def lyapunov_max(result, stream: int) -> float | None:
 
     The analysis (docs/trace_format.md, "Analysis") leaves ``lyapunov`` (Ka, S, m) beside ``iteration`` (Ka,)
     as ``result.analysis``; a run without it (analysis off, or a GradScope without the analysis) has none."""
-    analysis = getattr(result, "analysis", None)
-    if not analysis or "lyapunov" not in analysis:
+    analysis = getattr(result, "analysis", None)  # an engine.analysis.AnalysisLog (or its arrays)
+    if analysis is None or not len(analysis):
+        return None
+    if hasattr(analysis, "to_arrays"):
+        analysis = analysis.to_arrays()
+    if "lyapunov" not in analysis:
         return None
     exponents = np.asarray(analysis["lyapunov"], dtype=np.float64)  # (Ka, S, m)
     iterations = np.asarray(analysis.get("iteration", np.arange(len(exponents))))  # (Ka,)
