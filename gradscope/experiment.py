@@ -47,6 +47,19 @@ PARALLEL_MIN_FLOPS = 300e9
 # Refuse runs whose BPTT states would not fit in this share of the machine's memory.
 MEMORY_SHARE = 0.5
 
+# The recorded history of an experiment's runs: at most this many bytes in all (and never less than
+# TRACE_MIN_BYTES per run).  Past its share a run's trace thins itself (trace.Trace: every other older
+# iteration dropped, the first and the latest always kept), so a run of 10**17 iterations records in bounded
+# memory and exports a bounded trace.csv; summary.json's "recorded" and the trace's "iteration" say which.
+TRACE_BUDGET = 512 * 2**20
+TRACE_MIN_BYTES = 16 * 2**20
+
+
+def trace_bytes(runs: int) -> int:
+    """Each run's share of TRACE_BUDGET (and of an eighth of this machine's memory, when it says)."""
+    budget = TRACE_BUDGET if not machine_memory() else min(TRACE_BUDGET, machine_memory() // 8)
+    return max(TRACE_MIN_BYTES, budget // max(1, runs))
+
 
 def estimated_flops(run: RunConfig) -> float:
     """Floating-point operations of a run's training: the engine's count for one pass (engine.pass_flops:
@@ -100,17 +113,21 @@ def execute_run(
     *,
     stop=None,
     on_iteration: Callable[[int, int, float], None] | None = None,
+    max_trace_bytes: int | None = None,
 ) -> RunResult:
     """Train one run to its end (or its divergence, failure or a stop) and collect its trace.
 
     ``stop``: anything with ``is_set()``, checked between iterations (and before the run starts).
     ``on_iteration(done, total, seconds)``: called after every iteration, with the seconds since the start.
-    The loop is runs.drive, the app's too.
+    ``max_trace_bytes``: the run's recorded history, at most (trace.Trace thins itself past it; default 1 run's
+    share of TRACE_BUDGET).  The loop is runs.drive, the app's too.
     """
     from .engine.trainer import Training
+    from .trace import Trace
 
     start = time.perf_counter()
-    result = RunResult.for_run(run, seed, status=RunStatus.FAILED)
+    trace = Trace(max_bytes=max_trace_bytes or trace_bytes(1))
+    result = RunResult.for_run(run, seed, trace=trace, status=RunStatus.FAILED)
     if stop is not None and stop.is_set():
         return _not_started(run, seed)
     training = None
@@ -122,6 +139,9 @@ def execute_run(
             result.add(record)
             if on_iteration is not None:
                 on_iteration(result.iterations, training.iterations, time.perf_counter() - start)
+
+        if on_iteration is not None:  # the run has started: a long first iteration shows as going on
+            on_iteration(0, training.iterations, time.perf_counter() - start)
 
         result.status = drive(training, RunControl(stop=stop), on_record=on_record)
     except KeyboardInterrupt:
@@ -196,6 +216,7 @@ def run_experiment(
     runs = list(experiment.runs)
     seeds = [run.effective_seed(experiment.seed) for run in runs]
     workers = choose_processes(runs, processes)
+    share = trace_bytes(len(runs))
     if workers == 1:
         results: list[RunResult] = []
         for index, (run, seed) in enumerate(zip(runs, seeds)):
@@ -205,7 +226,7 @@ def run_experiment(
                 def report(done, total, seconds, index=index):
                     on_iteration(index, done, total, seconds)
 
-            result = execute_run(run, seed, backend, stop=stop, on_iteration=report)
+            result = execute_run(run, seed, backend, stop=stop, on_iteration=report, max_trace_bytes=share)
             results.append(result)
             if progress:
                 progress(result)
@@ -216,7 +237,7 @@ def run_experiment(
             if progress:
                 progress(results[-1])
         return results
-    return _run_in_processes(runs, seeds, backend, workers, progress, stop, on_iteration)
+    return _run_in_processes(runs, seeds, backend, workers, progress, stop, on_iteration, share)
 
 
 # ------------------------------------------------------------------------------------- worker processes
@@ -247,7 +268,7 @@ class _WorkerStop:
         return _worker_stop.is_set() or os.getppid() != _worker_parent
 
 
-def _execute_in_worker(index: int, run: RunConfig, seed: int, backend: str) -> RunResult:
+def _execute_in_worker(index: int, run: RunConfig, seed: int, backend: str, share: int) -> RunResult:
     last = [0.0]
 
     def report(done, total, seconds):
@@ -258,7 +279,7 @@ def _execute_in_worker(index: int, run: RunConfig, seed: int, backend: str) -> R
             except (queue.Full, OSError, ValueError):
                 pass  # progress is a courtesy; the run goes on
 
-    return execute_run(run, seed, backend, stop=_WorkerStop(), on_iteration=report)
+    return execute_run(run, seed, backend, stop=_WorkerStop(), on_iteration=report, max_trace_bytes=share)
 
 
 @contextmanager
@@ -275,7 +296,7 @@ def _stop_signals_blocked():
         signal.pthread_sigmask(signal.SIG_SETMASK, previous)
 
 
-def _run_in_processes(runs, seeds, backend, workers, progress, stop, on_iteration) -> list[RunResult]:
+def _run_in_processes(runs, seeds, backend, workers, progress, stop, on_iteration, share) -> list[RunResult]:
     context = multiprocessing.get_context("spawn")  # never fork a process that may hold threads
     shared_stop, updates = context.Event(), context.Queue()
     results: dict[int, RunResult] = {}  # by the run's index, filled as the runs end
@@ -295,7 +316,7 @@ def _run_in_processes(runs, seeds, backend, workers, progress, stop, on_iteratio
     try:
         with _stop_signals_blocked(), _single_threaded_children():  # the workers start here
             pending = {
-                pool.submit(_execute_in_worker, index, run, seed, backend): index
+                pool.submit(_execute_in_worker, index, run, seed, backend, share): index
                 for index, (run, seed) in enumerate(zip(runs, seeds))
             }
         while pending:
@@ -334,4 +355,6 @@ __all__ = [
     "machine_memory",
     "PARALLEL_MIN_FLOPS",
     "MEMORY_SHARE",
+    "TRACE_BUDGET",
+    "trace_bytes",
 ]

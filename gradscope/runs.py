@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from .engine.analysis import AnalysisLog
 from .engine.metrics import NonFinite
 from .engine.params import Params
 from .trace import Record, Trace
@@ -75,6 +76,7 @@ class RunResult:
     seed: int | None = None  # the seed the run used
     baseline_loss: float | None = None  # the task's trivial strategy, in the units of the loss
     description: str = ""  # the task, in words
+    analysis: AnalysisLog | None = None  # the analysed iterations (analysis.npz), when analysis is on
 
     @classmethod
     def for_run(
@@ -107,6 +109,8 @@ class RunResult:
         self.baseline_loss = training.task.baseline_loss
         self.description = training.task.description
         self.init_params, self.first_batch = training.init_params, training.first_batch
+        if training.analysis.on:
+            self.analysis = AnalysisLog(training.analysis_h0)
 
     def add(self, record: Record) -> None:
         """Count one iteration; the recorded ones go into the trace; a NaN or Inf is located."""
@@ -114,6 +118,8 @@ class RunResult:
         self.wall_seconds += record.seconds
         if record.recorded:
             self.trace.append(record)
+        if record.analysis is not None and self.analysis is not None:
+            self.analysis.append(record.iteration, record.analysis)
         if record.nonfinite is not None:
             self.nonfinite = record.nonfinite
 
