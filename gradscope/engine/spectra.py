@@ -176,7 +176,7 @@ class SpectralTracker:
             # the refined eigenvectors lead the guard basis: its Ritz values for them are then exact
             guards.append(_led(state.guard, state.candidates) if ok else state.guard)
         W = np.stack([blocks[g] for g in tracked])  # (B, d, d)
-        G = np.linalg.qr(W @ np.linalg.qr(np.stack(guards))[0])[0]  # (B, d, p): one subspace-iteration step
+        G = np.linalg.qr(W @ np.stack(guards))[0]  # (B, d, p): one subspace-iteration step (guards: orthonormal)
         H = np.swapaxes(G, 1, 2) @ (W @ G)  # (B, p, p): Rayleigh-Ritz
         theta, Y = np.linalg.eig(H)  # (B, p), (B, p, p)
         for b, g in enumerate(tracked):
