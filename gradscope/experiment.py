@@ -29,8 +29,10 @@ import traceback
 from collections.abc import Callable
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from contextlib import contextmanager
+from pathlib import Path
 
 from .config import ConfigError, Experiment, RunConfig
+from .files import atomic_write_bytes
 from .runs import RunControl, RunResult, RunStatus, drive
 
 # Below this much estimated work (floating-point operations over all runs) worker processes cost more to start
@@ -100,11 +102,14 @@ def execute_run(
     *,
     stop=None,
     on_iteration: Callable[[int, int, float], None] | None = None,
+    record_to: str | os.PathLike | None = None,
 ) -> RunResult:
     """Train one run to its end (or its divergence, failure or a stop) and collect its trace.
 
     ``stop``: anything with ``is_set()``, checked between iterations (and before the run starts).
     ``on_iteration(done, total, seconds)``: called after every iteration, with the seconds since the start.
+    ``record_to``: the run's folder of a recording (gradscope.recording): its initial parameters and first
+    batch are written there when it starts, its records to ``records.zarr`` as it goes (gradscope.store).
     The loop is runs.drive, the app's too.
     """
     from .engine.trainer import Training
@@ -113,13 +118,17 @@ def execute_run(
     result = RunResult.for_run(run, seed, status=RunStatus.FAILED)
     if stop is not None and stop.is_set():
         return _not_started(run, seed)
-    training = None
+    training = recorder = None
     try:
         training = Training(run, seed, backend=backend)
         result.prepare(training)
+        if record_to is not None:
+            recorder = _Recorder(Path(record_to), result)
 
         def on_record(record):
             result.add(record)
+            if recorder is not None:
+                recorder.add(record)
             if on_iteration is not None:
                 on_iteration(result.iterations, training.iterations, time.perf_counter() - start)
 
@@ -131,8 +140,49 @@ def execute_run(
     finally:
         if training is not None:
             training.close()
+        if recorder is not None:
+            recorder.close(result.status)
     result.wall_seconds = time.perf_counter() - start
     return result
+
+
+class _Recorder:
+    """A run's store while it runs; a store that cannot be written (full disk) stops recording, never the run:
+    ``result.store_error`` says why, and the records stay in memory."""
+
+    def __init__(self, folder: Path, result: RunResult):
+        from .io import _npz_bytes
+        from .store import STORE_NAME, RunStore
+
+        self.result, self.store = result, None
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+            if result.init_params is not None:
+                atomic_write_bytes(folder / "init_params.npz", _npz_bytes(result.init_params.arrays()))
+            if result.first_batch is not None:
+                atomic_write_bytes(folder / "first_batch.npz", _npz_bytes(dict(result.first_batch)))
+            streams = result.run.model_spec().streams
+            self.store = RunStore.create(folder / STORE_NAME, name=result.name, streams=streams, seed=result.seed)
+        except OSError as error:
+            self._failed(error)
+
+    def add(self, record) -> None:
+        if self.store is not None:
+            try:
+                self.store.add(record)
+            except OSError as error:
+                self._failed(error)
+
+    def close(self, status) -> None:
+        if self.store is not None:
+            try:
+                self.store.close(str(status))
+            except OSError as error:
+                self._failed(error)
+
+    def _failed(self, error: OSError) -> None:
+        self.store = None
+        self.result.store_error = f"{error}"
 
 
 def _not_started(run: RunConfig, seed: int) -> RunResult:
@@ -183,18 +233,21 @@ def run_experiment(
     progress: Callable[[RunResult], None] | None = None,
     stop=None,
     on_iteration: Callable[[int, int, int, float], None] | None = None,
+    record_to: list | None = None,
 ) -> list[RunResult]:
     """Run every run of ``experiment``; returns their results in the file's order.
 
     ``progress(result)`` is called as each run ends (in worker processes: in the order they end);
     ``on_iteration(index, done, total, seconds)`` as runs go (from workers: at most ~10 times a second each);
     ``stop`` (anything with ``is_set()``) stops every run after its current iteration.  Ctrl+C in this process
-    (KeyboardInterrupt) is a stop too.  Raises ConfigError (check_memory) before the first iteration when a
+    (KeyboardInterrupt) is a stop too.  ``record_to``: a folder per run (or None), where each run records as
+    it goes (execute_run), from this process or a worker.  Raises ConfigError (check_memory) before the first iteration when a
     run cannot fit this machine's memory.
     """
     check_memory(experiment)
     runs = list(experiment.runs)
     seeds = [run.effective_seed(experiment.seed) for run in runs]
+    folders = list(record_to) if record_to is not None else [None] * len(runs)
     workers = choose_processes(runs, processes)
     if workers == 1:
         results: list[RunResult] = []
@@ -205,7 +258,7 @@ def run_experiment(
                 def report(done, total, seconds, index=index):
                     on_iteration(index, done, total, seconds)
 
-            result = execute_run(run, seed, backend, stop=stop, on_iteration=report)
+            result = execute_run(run, seed, backend, stop=stop, on_iteration=report, record_to=folders[index])
             results.append(result)
             if progress:
                 progress(result)
@@ -216,7 +269,7 @@ def run_experiment(
             if progress:
                 progress(results[-1])
         return results
-    return _run_in_processes(runs, seeds, backend, workers, progress, stop, on_iteration)
+    return _run_in_processes(runs, seeds, folders, backend, workers, progress, stop, on_iteration)
 
 
 # ------------------------------------------------------------------------------------- worker processes
@@ -247,7 +300,7 @@ class _WorkerStop:
         return _worker_stop.is_set() or os.getppid() != _worker_parent
 
 
-def _execute_in_worker(index: int, run: RunConfig, seed: int, backend: str) -> RunResult:
+def _execute_in_worker(index: int, run: RunConfig, seed: int, backend: str, folder=None) -> RunResult:
     last = [0.0]
 
     def report(done, total, seconds):
@@ -258,7 +311,7 @@ def _execute_in_worker(index: int, run: RunConfig, seed: int, backend: str) -> R
             except (queue.Full, OSError, ValueError):
                 pass  # progress is a courtesy; the run goes on
 
-    return execute_run(run, seed, backend, stop=_WorkerStop(), on_iteration=report)
+    return execute_run(run, seed, backend, stop=_WorkerStop(), on_iteration=report, record_to=folder)
 
 
 @contextmanager
@@ -275,7 +328,7 @@ def _stop_signals_blocked():
         signal.pthread_sigmask(signal.SIG_SETMASK, previous)
 
 
-def _run_in_processes(runs, seeds, backend, workers, progress, stop, on_iteration) -> list[RunResult]:
+def _run_in_processes(runs, seeds, folders, backend, workers, progress, stop, on_iteration) -> list[RunResult]:
     context = multiprocessing.get_context("spawn")  # never fork a process that may hold threads
     shared_stop, updates = context.Event(), context.Queue()
     results: dict[int, RunResult] = {}  # by the run's index, filled as the runs end
@@ -295,7 +348,7 @@ def _run_in_processes(runs, seeds, backend, workers, progress, stop, on_iteratio
     try:
         with _stop_signals_blocked(), _single_threaded_children():  # the workers start here
             pending = {
-                pool.submit(_execute_in_worker, index, run, seed, backend): index
+                pool.submit(_execute_in_worker, index, run, seed, backend, folders[index]): index
                 for index, (run, seed) in enumerate(zip(runs, seeds))
             }
         while pending:
