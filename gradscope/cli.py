@@ -2,7 +2,7 @@
 
     gradscope                                   open the app (on the lecture's demo)
     gradscope EXPERIMENT.toml                   open the app on an experiment file (or an exported folder)
-    gradscope run EXPERIMENT.toml --out DIR [--seed S] [--iterations N] [--runs NAME,...] [--no-plots]
+    gradscope run EXPERIMENT.toml --out DIR [--seed S] [--iterations N] [--runs NAME,...] [--no-plots] [--resume]
     gradscope validate EXPERIMENT.toml
 
 Exit codes: 0 done (a diverged run is a result, not an error); 2 bad input (one message naming the file, run and
@@ -79,6 +79,11 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--iterations", type=int, help="override train.iterations of every run")
     run.add_argument("--runs", help="comma-separated names of the runs to run (default: all)")
     run.add_argument("--no-plots", action="store_true", help="export traces only, no figures")
+    run.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue the interrupted recording in --out: keep its finished runs, run the others again",
+    )
     run.add_argument(
         "--backend",
         choices=("numba", "numpy"),
@@ -174,30 +179,22 @@ def _compile_all(args) -> int:
 
 def _select(experiment, args):
     """The experiment as it will run: --runs, --seed and --iterations applied (and exported as such)."""
-    runs = list(experiment.runs)
-    if args.runs:
-        wanted = [name.strip() for name in args.runs.split(",") if name.strip()]
-        unknown = [name for name in wanted if name not in {r.name for r in runs}]
-        if unknown:
-            raise BadInput(
-                f"--runs: no run named {unknown[0]!r} in {args.experiment}; the runs are "
-                f"{', '.join(repr(r.name) for r in runs)}"
-            )
-        runs = [r for r in runs if r.name in wanted]
-    if args.iterations is not None:
-        if args.iterations < 0:
-            raise BadInput(f"--iterations: got {args.iterations}; expected an integer >= 0")
-        runs = [
-            r.model_copy(update={"train": r.train.model_copy(update={"iterations": args.iterations})}) for r in runs
-        ]
-    update = {"runs": runs}
-    if args.seed is not None:
-        if args.seed < 0:
-            raise BadInput(f"--seed: got {args.seed}; expected an integer >= 0")
-        update["seed"] = args.seed
+    from .config import ConfigError
+    from .experiment import select
+
+    wanted = [name.strip() for name in args.runs.split(",") if name.strip()] if args.runs else None
     if args.processes is not None and args.processes < 1:
         raise BadInput(f"--processes: got {args.processes}; expected an integer >= 1")
-    return experiment.model_copy(update=update)
+    try:
+        return select(
+            experiment,
+            runs=wanted,
+            seed=args.seed,
+            iterations=args.iterations,
+            names=("--runs", "--seed", "--iterations"),
+        )
+    except ConfigError as error:
+        raise BadInput(str(error)) from None
 
 
 # ------------------------------------------------------------------------------------------------ run
@@ -236,18 +233,38 @@ def write_figures(experiment, results, plots_dir):
     return export_figures(experiment, results, plots_dir)
 
 
+def _remove_if_empty(folder: Path) -> None:
+    try:
+        folder.rmdir()
+    except OSError:
+        pass
+
+
 def _run(args) -> int:
     experiment = _select(_load(args.experiment), args)
     from .config import ConfigError
     from .experiment import check_memory, choose_processes, run_experiment
     from .io import ExportError, FigureExportError, check_output_dir, export_experiment
+    from .recording import Recording
     from .runs import RunStatus
 
+    fresh = not Path(args.out).exists()
     try:
         check_memory(experiment)  # this machine's question, before anything is compiled or run
         check_output_dir(args.out)
+        recording = Recording.start(args.out, experiment, resume=args.resume)
     except (ConfigError, ExportError) as error:
         raise BadInput(str(error)) from None
+    except OSError as error:
+        raise BadInput(f"--out {args.out}: cannot record there: {error.strerror or error}") from None
+    kept = recording.finished_runs(experiment) if args.resume else {}
+    if kept:
+        print(
+            f"resuming: {', '.join(repr(r.name) for r in kept.values())} finished before and are kept; the "
+            f"other runs run again from iteration 0",
+            file=sys.stderr,
+        )
+    todo = [i for i in range(len(experiment.runs)) if i not in kept]
     workers = choose_processes(list(experiment.runs), args.processes)
     console = Console([r.name for r in experiment.runs])
     console.line(
@@ -265,18 +282,27 @@ def _run(args) -> int:
                 file=sys.stderr,
             )
             return stop.exit_code
-        results = run_experiment(
-            experiment,
+        ran = run_experiment(
+            experiment.model_copy(update={"runs": [experiment.runs[i] for i in todo]}),
             backend=args.backend,
             processes=workers,
             stop=stop,
             progress=console.finished,
-            on_iteration=console.iteration,
+            on_iteration=lambda index, *rest: console.iteration(todo[index], *rest),
+            record_to=[recording.run_dir(i, experiment.runs[i].name) for i in todo],
         )
+        results = [kept[i] if i in kept else ran[todo.index(i)] for i in range(len(experiment.runs))]
         console.clear()
+        for r in results:
+            if r.store_error:
+                print(f"gradscope: run {r.name!r}: recording to disk stopped ({r.store_error}); the run went "
+                      f"on in memory", file=sys.stderr)
         stopped = stop.is_set() or any(r.status is RunStatus.STOPPED for r in results)
         computed = sum(r.iterations for r in results)
         if stopped and computed == 0:
+            recording.close()
+            if fresh:
+                _remove_if_empty(Path(args.out))
             print(
                 f"gradscope: stopped before any iteration was computed; nothing exported ({args.out} left as it was)",
                 file=sys.stderr,
@@ -285,7 +311,13 @@ def _run(args) -> int:
         status = EXIT_OK
         stop.exporting = True
         try:
-            out = export_experiment(args.out, experiment, results, figures=None if args.no_plots else write_figures)
+            out = export_experiment(
+                args.out,
+                experiment,
+                results,
+                figures=None if args.no_plots else write_figures,
+                extra_files=recording.link_stores,
+            )
             print(f"exported to {out}", file=sys.stderr)
         except FigureExportError as error:
             path = write_log(error.details)

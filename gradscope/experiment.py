@@ -50,6 +50,41 @@ PARALLEL_MIN_FLOPS = 300e9
 MEMORY_SHARE = 0.5
 
 
+def select(
+    experiment: Experiment,
+    *,
+    runs: list[str] | None = None,
+    seed: int | None = None,
+    iterations: int | None = None,
+    names: tuple[str, str, str] = ("runs", "seed", "iterations"),
+) -> Experiment:
+    """The experiment as it will run: only ``runs`` (by name, in the file's order), the experiment's seed and
+    every run's train.iterations replaced.  A ConfigError names the option (``names``: how the caller calls
+    them, e.g. "--runs") and what was expected."""
+    source = str(experiment.source) if experiment.source is not None else f"experiment {experiment.name!r}"
+    selected = list(experiment.runs)
+    if runs is not None:
+        unknown = [name for name in runs if name not in {r.name for r in selected}]
+        if unknown:
+            raise ConfigError(
+                f"{names[0]}: no run named {unknown[0]!r} in {source}; the runs are "
+                f"{', '.join(repr(r.name) for r in selected)}",
+                source=source,
+                key=names[0],
+            )
+        selected = [r for r in selected if r.name in runs]
+    if iterations is not None:
+        if isinstance(iterations, bool) or not isinstance(iterations, int) or iterations < 0:
+            raise ConfigError(f"{names[2]}: got {iterations!r}; expected an integer >= 0", key=names[2])
+        selected = [r.model_copy(update={"train": r.train.model_copy(update={"iterations": iterations})}) for r in selected]
+    update: dict = {"runs": selected}
+    if seed is not None:
+        if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
+            raise ConfigError(f"{names[1]}: got {seed!r}; expected an integer >= 0", key=names[1])
+        update["seed"] = seed
+    return experiment.model_copy(update=update)
+
+
 def estimated_flops(run: RunConfig) -> float:
     """Floating-point operations of a run's training: the engine's count for one pass (engine.pass_flops:
     forward, backward and weight gradients) times max(iterations, 1) iterations."""
@@ -380,6 +415,7 @@ def _run_in_processes(runs, seeds, folders, backend, workers, progress, stop, on
 
 __all__ = [
     "run_experiment",
+    "select",
     "execute_run",
     "estimated_flops",
     "choose_processes",

@@ -214,7 +214,7 @@ def export_experiment(
     experiment: Experiment,
     results: list[RunResult],
     figures: FigureWriter | None = None,
-    extra: Callable[[Path, list], object] | None = None,
+    extra_files: Callable[[Path, list], object] | None = None,
 ) -> Path:
     """Write the experiment folder of docs/trace_format.md at ``out_dir``; returns its path.
 
@@ -223,7 +223,7 @@ def export_experiment(
     None (or False): traces only.  Raises ExportError when ``out_dir`` holds something else, and
     FigureExportError (after the traces are in place, with ``figures_error`` in summary.json) when only the
     figures failed, whatever the writer raised (including an ImportError of the GUI it loads).
-    ``extra(folder, results)``, when given, adds files to the folder under construction (the recording's
+    ``extra_files(folder, results)``, when given, adds files to the folder under construction (the recording's
     stores, gradscope.recording), published with it.
     """
     out = check_output_dir(out_dir).absolute()
@@ -248,8 +248,8 @@ def export_experiment(
             if result.first_batch is not None:
                 _write(run_dir / "first_batch.npz", _npz_bytes(dict(result.first_batch)))
             summaries.append(_run_summary(result, dir_name))
-        if extra is not None:
-            extra(tmp, results)
+        if extra_files is not None:
+            extra_files(tmp, results)
         ran = experiment.model_copy(update={"runs": [r.run for r in results]})
         _write(tmp / "experiment.toml", dumps(ran).encode("utf-8"))
         if figures:

@@ -3,7 +3,7 @@
     recording = Recording.start(out, experiment)    # DIR/recording/: experiment.toml, recording.json
     recording.run_dir(index, name)                 # DIR/recording/01-relu-3-n/ (records.zarr, *.npz)
     ...                                            # the runs append to their stores (experiment.execute_run)
-    export_experiment(out, ..., extra=recording.link_stores)   # the final folder replaces DIR, stores kept
+    export_experiment(out, ..., extra_files=recording.link_stores)   # the final folder replaces DIR, stores kept
     folder = open_folder("DIR")                    # an export, a recording still going, or a killed one
 
 ``gradscope run --out DIR`` records into ``DIR/recording/`` (docs/trace_format.md, "The live store"): the
@@ -108,7 +108,7 @@ class Recording:
         return kept
 
     def link_stores(self, folder: Path, results: list[RunResult]) -> None:
-        """io.export_experiment's ``extra``: each run's store into the folder being built, as hard links
+        """io.export_experiment's ``extra_files``: each run's store into the folder being built, as hard links
         (the same disk blocks; the recording keeps its own names until the export replaces it)."""
         for index, result in enumerate(results):
             source = self.run_dir(index, result.name) / STORE_NAME
