@@ -152,19 +152,23 @@ class Results:
                 if key != "iteration":
                     dims = _analysis_dims(key, values, len(a_labels["analysis_iteration"]))
                     columns.setdefault(f"analysis.{key}", []).append((r, dims, values, a_labels))
-        axes = {
+        axes: dict[str, Any] = {
             "iteration": _union_sorted(e[3]["iteration"] for c in columns.values() for e in c),
             "analysis_iteration": _union_sorted(e[3].get("analysis_iteration", ()) for c in columns.values() for e in c),
             "stream": list(dict.fromkeys(s for result in self.runs for s in self.run_streams(result))),
         }
+        for entries in columns.values():  # dimensions aligned by position: the longest run's length, for all
+            for _r, dims, values, _labels in entries:
+                for d, n in zip(dims, values.shape):
+                    if d not in LABELLED:
+                        axes[d] = np.arange(max(n, len(axes.get(d, ()))))
         data_vars = {name: _place(entries, axes, len(self.runs)) for name, entries in columns.items()}
         coords: dict[str, Any] = {"run": self.names, "iteration": axes["iteration"], "stream": axes["stream"]}
         if any("analysis_iteration" in v[0] for v in data_vars.values()):
             coords["analysis_iteration"] = axes["analysis_iteration"]
-        sizes = {d: n for dims, values in data_vars.values() for d, n in zip(dims, values.shape)}
         for dim in ("timestep", "lag"):
-            if dim in sizes:
-                coords[dim] = np.arange(sizes[dim])
+            if dim in axes:
+                coords[dim] = axes[dim]
         coords |= {key: ("run", values) for key, values in self._settings().items()}
         data_vars["stream_len"] = (("run", "stream"), self._stream_len(axes["stream"]))
         if self.sweep is not None:
@@ -296,10 +300,7 @@ def _place(entries, axes: dict, runs: int):
     """Every run's array of one variable in one (run, ...) float64 array: labelled dimensions aligned by their
     labels (iteration numbers, stream names), the others by position; NaN where a run has nothing."""
     dims = entries[0][1]
-    sizes = [
-        len(axes[d]) if d in LABELLED else max(values.shape[i] for _, _, values, _ in entries)
-        for i, d in enumerate(dims)
-    ]
+    sizes = [len(axes[d]) for d in dims]
     out = np.full((runs, *sizes), np.nan)  # (R, ...)
     for r, run_dims, values, labels in entries:
         if run_dims != dims:
