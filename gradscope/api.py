@@ -34,11 +34,18 @@ def _write_figures(experiment, results, plots_dir):
 
 
 def validated(experiment: Experiment | str | os.PathLike) -> Experiment:
-    """An experiment file loaded, or an Experiment built in Python checked exactly as a file is (its TOML
+    """An experiment file loaded (a path, or a shipped preset's name: "relu_init_scale"), or an Experiment
+    built in Python checked exactly as a file is (its TOML
     through config.loads): two runs with one name, a bad key or a task that cannot be built are refused
     with the file's ConfigError, naming the run and the key."""
     if isinstance(experiment, str | os.PathLike):
-        return load(experiment)
+        path = Path(experiment)
+        if not path.exists() and len(path.parts) == 1:  # a shipped preset by name: "relu_init_scale"
+            from .presets import presets_dir
+
+            shipped = presets_dir() / (path.name if path.suffix == ".toml" else f"{path.name}.toml")
+            path = shipped if shipped.exists() else path
+        return load(path)
     if not isinstance(experiment, Experiment):
         raise TypeError(f"experiment: got {type(experiment).__name__}; expected a path or a gradscope.config.Experiment")
     source = experiment.source if experiment.source is not None else f"<experiment {experiment.name!r}>"
@@ -58,7 +65,8 @@ def run(
     backend: str = "numba",
     processes: int | None = None,
 ) -> Results:
-    """Run every run of ``experiment`` (a path or an Experiment) and return their Results.
+    """Run every run of ``experiment`` (a path, a shipped preset's name or an Experiment) and return their
+    Results.
 
     ``out``: record into this folder as the runs go and export there at the end, as ``gradscope run --out``
     does (traces, figures unless ``plots=False``); without it, nothing touches the disk.  ``seed``,
