@@ -31,4 +31,4 @@ def __dir__():
     return sorted(list(globals()) + list(_PUBLIC))
 
 
-__all__ = ["run", "open", "Results", "Experiment", "ConfigError"]  # noqa: F822  (loaded by __getattr__)
+__all__ = ["run", "open", "Results", "Experiment", "ConfigError"]

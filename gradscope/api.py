@@ -47,7 +47,9 @@ def validated(experiment: Experiment | str | os.PathLike) -> Experiment:
             path = shipped if shipped.exists() else path
         return load(path)
     if not isinstance(experiment, Experiment):
-        raise TypeError(f"experiment: got {type(experiment).__name__}; expected a path or a gradscope.config.Experiment")
+        raise TypeError(
+            f"experiment: got {type(experiment).__name__}; expected a path or a gradscope.config.Experiment"
+        )
     source = experiment.source if experiment.source is not None else f"<experiment {experiment.name!r}>"
     checked = loads(dumps(experiment), source=source)
     return checked.model_copy(update={"source": experiment.source})
@@ -131,7 +133,8 @@ def open(*paths: str | os.PathLike) -> Results:  # noqa: A001  (gradscope.open, 
             folders += [open_folder(p) for p in sorted((path / "points").iterdir()) if p.is_dir()]
         else:
             folders.append(open_folder(path))
-    runs, sources, streams, analysis = [], [], {}, {}
+    runs, streams, analysis = [], {}, {}
+    sources: list[Path | None] = []
     taken: set[str] = set()
     for folder in folders:
         for result in folder.results:

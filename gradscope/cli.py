@@ -295,8 +295,11 @@ def _run(args) -> int:
         console.clear()
         for r in results:
             if r.store_error:
-                print(f"gradscope: run {r.name!r}: recording to disk stopped ({r.store_error}); the run went "
-                      f"on in memory", file=sys.stderr)
+                print(
+                    f"gradscope: run {r.name!r}: recording to disk stopped ({r.store_error}); the run went "
+                    f"on in memory",
+                    file=sys.stderr,
+                )
         stopped = stop.is_set() or any(r.status is RunStatus.STOPPED for r in results)
         computed = sum(r.iterations for r in results)
         if stopped and computed == 0:

@@ -76,7 +76,9 @@ def select(
     if iterations is not None:
         if isinstance(iterations, bool) or not isinstance(iterations, int) or iterations < 0:
             raise ConfigError(f"{names[2]}: got {iterations!r}; expected an integer >= 0", key=names[2])
-        selected = [r.model_copy(update={"train": r.train.model_copy(update={"iterations": iterations})}) for r in selected]
+        selected = [
+            r.model_copy(update={"train": r.train.model_copy(update={"iterations": iterations})}) for r in selected
+        ]
     update: dict = {"runs": selected}
     if seed is not None:
         if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
@@ -276,8 +278,8 @@ def run_experiment(
     ``on_iteration(index, done, total, seconds)`` as runs go (from workers: at most ~10 times a second each);
     ``stop`` (anything with ``is_set()``) stops every run after its current iteration.  Ctrl+C in this process
     (KeyboardInterrupt) is a stop too.  ``record_to``: a folder per run (or None), where each run records as
-    it goes (execute_run), from this process or a worker.  Raises ConfigError (check_memory) before the first iteration when a
-    run cannot fit this machine's memory.
+    it goes (execute_run), from this process or a worker.  Raises ConfigError (check_memory) before the first
+    iteration when a run cannot fit this machine's memory.
     """
     check_memory(experiment)
     runs = list(experiment.runs)

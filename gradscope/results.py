@@ -154,7 +154,9 @@ class Results:
                     columns.setdefault(f"analysis.{key}", []).append((r, dims, values, a_labels))
         axes: dict[str, Any] = {
             "iteration": _union_sorted(e[3]["iteration"] for c in columns.values() for e in c),
-            "analysis_iteration": _union_sorted(e[3].get("analysis_iteration", ()) for c in columns.values() for e in c),
+            "analysis_iteration": _union_sorted(
+                e[3].get("analysis_iteration", ()) for c in columns.values() for e in c
+            ),
             "stream": list(dict.fromkeys(s for result in self.runs for s in self.run_streams(result))),
         }
         for entries in columns.values():  # dimensions aligned by position: the longest run's length, for all
@@ -262,7 +264,7 @@ class Results:
 
 
 def _flatten(config: dict, prefix: str = "") -> dict:
-    out = {}
+    out: dict[str, Any] = {}
     for key, value in config.items():
         if isinstance(value, dict):
             out |= _flatten(value, f"{prefix}{key}.")

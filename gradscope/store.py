@@ -23,6 +23,7 @@ from __future__ import annotations
 import os
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -75,7 +76,7 @@ class RunStore:
 
         path = Path(path)
         group = zarr.open_group(str(path), mode="w", zarr_format=3)
-        attrs = {
+        attrs: dict[str, Any] = {
             "gradscope_store": STORE_FORMAT,
             "run": name,
             "streams": [str(s) for s in streams],
@@ -164,7 +165,7 @@ def read_store(path) -> tuple[dict[str, np.ndarray], dict]:
     if not (path / "zarr.json").exists():
         raise FileNotFoundError(f"{path}: no records store")
     group = zarr.open_group(str(path), mode="r")
-    info = dict(group.attrs)
+    info: dict[str, Any] = dict(group.attrs)
     if info.get("gradscope_store") != STORE_FORMAT:
         raise ValueError(f"{path}: gradscope_store: got {info.get('gradscope_store')!r}; expected {STORE_FORMAT}")
     K = int(info.get("records", 0))

@@ -65,7 +65,12 @@ def test_runs_without_a_value_are_nan_and_streams_come_from_the_trace(tmp_path):
         "two",
         runs=[
             RunConfig(
-                name="bi", cell="gru", bidirectional=True, layers=2, hidden_size=5, task=task,
+                name="bi",
+                cell="gru",
+                bidirectional=True,
+                layers=2,
+                hidden_size=5,
+                task=task,
                 train=TrainConfig(iterations=5, record_every=2),
             )
         ],
@@ -108,16 +113,30 @@ def test_the_same_run_name_in_two_folders_is_told_apart(tmp_path):
 @pytest.mark.parametrize("bidirectional", [False, True])
 def test_to_pandas_equals_trace_csv(tmp_path, bidirectional):
     runs = [
-        RunConfig(name="a, \"quoted\"", cell="lstm", layers=2, bidirectional=bidirectional, hidden_size=6,
-                  task=TASK, train=TrainConfig(iterations=2)),
+        RunConfig(
+            name='a, "quoted"',
+            cell="lstm",
+            layers=2,
+            bidirectional=bidirectional,
+            hidden_size=6,
+            task=TASK,
+            train=TrainConfig(iterations=2),
+        ),
         RunConfig(name="b", hidden_size=5, task=TASK, train=TrainConfig(iterations=1)),
     ]
     out = tmp_path / "out"
     results = gradscope.run(small(runs=runs), out=out, progress=False, plots=False)
     df = results.to_pandas()
     summary = json.loads((out / "summary.json").read_text())
-    files = [pd.read_csv(out / e["dir"] / "trace.csv", dtype={"layer": "string"}, keep_default_na=False,
-                         na_values={"timestep": [""], "value": []}) for e in summary["runs"]]
+    files = [
+        pd.read_csv(
+            out / e["dir"] / "trace.csv",
+            dtype={"layer": "string"},
+            keep_default_na=False,
+            na_values={"timestep": [""], "value": []},
+        )
+        for e in summary["runs"]
+    ]
     expected = pd.concat(files, ignore_index=True)
     assert list(df.columns) == list(expected.columns) == ["run", "iteration", "layer", "timestep", "metric", "value"]
     assert len(df) == len(expected)

@@ -22,7 +22,9 @@ def test_the_example_notebook_runs(tmp_path):
     root = str(NOTEBOOK.parent.parent)
     os.environ["PYTHONPATH"] = root + (os.pathsep + env_path if env_path else "")  # the kernel imports this tree
     try:
-        NotebookClient(notebook, timeout=600, kernel_name="python3", resources={"metadata": {"path": str(tmp_path)}}).execute()
+        NotebookClient(
+            notebook, timeout=600, kernel_name="python3", resources={"metadata": {"path": str(tmp_path)}}
+        ).execute()
     finally:
         if env_path is None:
             os.environ.pop("PYTHONPATH", None)

@@ -121,7 +121,11 @@ def _wait_for(condition, timeout, what):
 
 def _committed(folder: Path, run_dir: str) -> int:
     try:
-        return int(json.loads((folder / RECORDING / run_dir / "records.zarr" / "zarr.json").read_text())["attributes"]["records"])
+        return int(
+            json.loads((folder / RECORDING / run_dir / "records.zarr" / "zarr.json").read_text())["attributes"][
+                "records"
+            ]
+        )
     except (OSError, ValueError, KeyError):
         return 0
 
@@ -132,8 +136,21 @@ def test_a_sigkilled_gradscope_run_reopens_as_interrupted_with_its_records(tmp_p
     out = tmp_path / "out"
     env = dict(os.environ, PYTHONPATH=str(ROOT))
     process = subprocess.Popen(
-        [sys.executable, "-m", "gradscope", "run", str(experiment_file), "--out", str(out), "--no-plots", "--processes", "1"],
-        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+        [
+            sys.executable,
+            "-m",
+            "gradscope",
+            "run",
+            str(experiment_file),
+            "--out",
+            str(out),
+            "--no-plots",
+            "--processes",
+            "1",
+        ],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
     )
     try:
         _wait_for(lambda: _committed(out, "02-long") >= 20, 300, "the long run's first records on disk")
@@ -157,9 +174,9 @@ def test_a_sigkilled_gradscope_run_reopens_as_interrupted_with_its_records(tmp_p
     # the records equal those of an uninterrupted run with the same seed, up to where it was killed
     again = gradscope.run(experiment_file, runs=["short"], progress=False)
     np.testing.assert_array_equal(again["short"].trace.array("grad_h_norm"), short.trace.array("grad_h_norm"))
-    reference = gradscope.run(
-        load(experiment_file), runs=["long"], iterations=long.interrupted_at + 1, progress=False
-    )["long"].trace.to_arrays()
+    reference = gradscope.run(load(experiment_file), runs=["long"], iterations=long.interrupted_at + 1, progress=False)[
+        "long"
+    ].trace.to_arrays()
     kept = long.trace.to_arrays()
     assert list(kept) == list(reference)
     for name, values in reference.items():
@@ -194,7 +211,9 @@ def test_resume_keeps_finished_runs_and_runs_the_others_again(tmp_path, capsys):
     assert "'short' finished before and are kept" in err
     summary = json.loads((out / "summary.json").read_text())
     assert [(r["name"], r["status"], r["iterations"]) for r in summary["runs"]] == [
-        ("short", "completed", 4), ("long", "completed", 6), ("never started", "completed", 1)
+        ("short", "completed", 4),
+        ("long", "completed", 6),
+        ("never started", "completed", 1),
     ]
     assert not (out / RECORDING).exists()
     reopened = gradscope.open(out)

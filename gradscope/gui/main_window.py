@@ -139,6 +139,7 @@ class MainWindow(QtWidgets.QMainWindow):
 
     def add_folder(self, path) -> bool:  # File > Add exported folder
         return self.open_folder(path, add=True)
+
     def _set_experiment(self, experiment, results=None) -> None:
         self.controller.load(experiment, results)
         self.setWindowModified(False)

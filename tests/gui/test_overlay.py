@@ -38,8 +38,12 @@ def window(qtbot, tmp_path):
 def two_exports(tmp_path):
     a = tmp_path / "a"
     b = tmp_path / "b"
-    gradscope.run(experiment("first", [rnn("relu"), rnn("tanh", activation="tanh")]), out=a, progress=False, plots=False)
-    gradscope.run(experiment("rerun", [rnn("relu", seed=5), rnn("lstm", cell="lstm")]), out=b, progress=False, plots=False)
+    gradscope.run(
+        experiment("first", [rnn("relu"), rnn("tanh", activation="tanh")]), out=a, progress=False, plots=False
+    )
+    gradscope.run(
+        experiment("rerun", [rnn("relu", seed=5), rnn("lstm", cell="lstm")]), out=b, progress=False, plots=False
+    )
     return a, b
 
 
@@ -91,7 +95,11 @@ def test_results_figures_are_png_and_svg_files(two_exports):
     svg = results.figure("training", format="svg")
     root = ET.fromstring(svg.data)
     assert root.tag.endswith("svg") and float(root.get("width")) == 1400
-    assert len(root.findall(".//{http://www.w3.org/2000/svg}path")) + len(root.findall(".//{http://www.w3.org/2000/svg}polyline")) > 4
+    assert (
+        len(root.findall(".//{http://www.w3.org/2000/svg}path"))
+        + len(root.findall(".//{http://www.w3.org/2000/svg}polyline"))
+        > 4
+    )
     assert svg._repr_svg_().startswith("<") and svg._repr_png_() is None
     waterfall = results.figure("waterfall")  # the first run's
     assert waterfall.data[:4] == b"\x89PNG"
