@@ -62,7 +62,7 @@ def run_data_from_results(results) -> list[RunData]:
         baseline = getattr(result, "baseline_loss", None)
         if baseline is None and result.run is not None:
             try:
-                baseline = make_task(result.run.task, result.run.dtype).baseline_loss
+                baseline = make_task(result.run.task, result.run.dtype, result.run.architecture).baseline_loss
             except (ValueError, OSError):
                 baseline = None  # e.g. a corpus that moved since the run: no baseline line
         runs.append(
