@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 
 from .config import Experiment
-from .io import FORMAT_2, format_of
+from .io import FORMAT_2, PER_DECODER_LAYER, format_of, stream_arrays
 from .runs import RunResult
 from .store import dimension_names
 
@@ -144,8 +144,13 @@ class Results:
             arrays = result.trace.to_arrays() if len(result.trace) else {}
             labels = {"iteration": arrays.get("iteration", np.zeros(0, np.int64)), "stream": self.run_streams(result)}
             for name, values in arrays.items():
-                if name != "iteration":
-                    columns.setdefault(name, []).append((r, dimension_names(name, values.ndim), values, labels))
+                if name == "iteration":
+                    continue
+                dims, run_labels = dimension_names(name, values.ndim), labels
+                if name in PER_DECODER_LAYER:  # (K, L) by decoder layer: on the stream axis, as trace.csv names them
+                    dims = ("iteration", "stream")
+                    run_labels = dict(labels, stream=_decoder_layers(values.shape[1]))
+                columns.setdefault(name, []).append((r, dims, values, run_labels))
             analysis = self.analysis.get(result.name, {})
             a_labels = dict(labels, analysis_iteration=analysis.get("iteration", np.zeros(0, np.int64)))
             for key, values in analysis.items():
@@ -199,10 +204,13 @@ class Results:
         return {key: _column([row.get(key) for row in rows]) for key in keys}
 
     def _stream_len(self, streams: list[str]) -> np.ndarray:
+        """(R, S) each run's streams' lengths in steps, as trace.npz's stream_len (NaN: a stream it lacks)."""
         out = np.full((len(self.runs), len(streams)), np.nan)  # (R, S)
         for r, result in enumerate(self.runs):
-            for s in self.run_streams(result):
-                out[r, streams.index(s)] = result.run.task.seq_len
+            lengths = stream_arrays(result.run)
+            for name, length in zip(lengths["streams"], lengths["stream_len"]):
+                if str(name) in streams:
+                    out[r, streams.index(str(name))] = length
         return out
 
     # ------------------------------------------------------------------------------------------ pandas
@@ -227,7 +235,9 @@ class Results:
                 index = dict(zip(dims, (g.reshape(-1) for g in grid)))
                 n = values.size
                 layer = np.full(n, None, dtype=object)
-                if "stream" in index:
+                if name in PER_DECODER_LAYER:
+                    layer = np.array(_decoder_layers(values.shape[1]), dtype=object)[index["decoder_layer"]]
+                elif "stream" in index:
                     labels = np.array(streams if named else [str(s) for s in range(values.shape[1])], dtype=object)
                     layer = labels[index["stream"]]
                 timestep = pd.array(index["timestep"] if "timestep" in index else [pd.NA] * n, dtype="Int64")
@@ -261,6 +271,10 @@ class Results:
         if self.renderer is None or not any(len(r.trace) for r in self.runs):
             return None
         return self.figure("composite").data
+
+
+def _decoder_layers(L: int) -> tuple[str, ...]:
+    return tuple(f"decoder.layer{l}" for l in range(L))
 
 
 def _flatten(config: dict, prefix: str = "") -> dict:

@@ -39,9 +39,12 @@ RUNNING = "running"
 
 def dimension_names(name: str, ndim: int) -> tuple[str, ...]:
     """A trace column's dimensions: (iteration,), (iteration, stream), (iteration, timestep) for loss_t,
-    (iteration, stream, timestep); any further axis is named after the column."""
+    (iteration, decoder_layer) for seq2seq's bridge norms, (iteration, stream, timestep); any further axis is
+    named after the column."""
     if ndim == 1:
         return ("iteration",)
+    if ndim == 2 and name.startswith("grad_bridge"):  # seq2seq's (K, L): one per decoder layer (io.PER_DECODER_LAYER)
+        return ("iteration", "decoder_layer")
     if ndim == 2:
         return ("iteration", "timestep" if name in PER_STEP_WITHOUT_STREAM else "stream")
     base = ("iteration", "stream", "timestep")

@@ -10,6 +10,7 @@ import pytest
 import gradscope
 from gradscope import presets
 from gradscope.config import ConfigError, Experiment, RunConfig, TaskConfig, TrainConfig, load
+from gradscope.io import PER_DECODER_LAYER
 
 TASK = TaskConfig(name="probe", seq_len=12, batch_size=4, input_size=3, output_size=2)
 
@@ -44,7 +45,9 @@ def test_to_xarray_of_every_preset_equals_its_export(preset, tmp_path):
             if name == "iteration":
                 continue
             got = one[name]
-            if "stream" in got.dims:
+            if name in PER_DECODER_LAYER:  # (K, L): on the stream axis, under the decoder's streams
+                got = got.sel(stream=[f"decoder.layer{l}" for l in range(values.shape[1])])
+            elif "stream" in got.dims:
                 got = got.sel(stream=streams)
             got = got.values[(slice(None),) * 1 + tuple(slice(0, n) for n in values.shape[1:])]
             np.testing.assert_array_equal(got, values.astype(np.float64), err_msg=f"{preset}: {run.name}: {name}")
@@ -110,17 +113,21 @@ def test_the_same_run_name_in_two_folders_is_told_apart(tmp_path):
     np.testing.assert_array_equal(ds["h_norm"].sel(run="tanh"), ds["h_norm"].sel(run="tanh [b]"))  # same seed
 
 
-@pytest.mark.parametrize("bidirectional", [False, True])
-def test_to_pandas_equals_trace_csv(tmp_path, bidirectional):
+SEQ2SEQ = TaskConfig(name="translate", symbols=4, seq_len=6, target_len=4, batch_size=3)
+
+
+@pytest.mark.parametrize("kind", ["stack", "bidirectional", "seq2seq"])
+def test_to_pandas_equals_trace_csv(tmp_path, kind):
+    keys = {"stack": {}, "bidirectional": {"bidirectional": True}}.get(kind, {"architecture": "seq2seq"})
     runs = [
         RunConfig(
             name='a, "quoted"',
             cell="lstm",
             layers=2,
-            bidirectional=bidirectional,
             hidden_size=6,
-            task=TASK,
+            task=SEQ2SEQ if kind == "seq2seq" else TASK,
             train=TrainConfig(iterations=2),
+            **keys,
         ),
         RunConfig(name="b", hidden_size=5, task=TASK, train=TrainConfig(iterations=1)),
     ]
@@ -146,8 +153,35 @@ def test_to_pandas_equals_trace_csv(tmp_path, bidirectional):
     assert (df["timestep"].astype("Float64").fillna(-1) == expected["timestep"].astype("Float64").fillna(-1)).all()
     assert (df["metric"].astype(str) == expected["metric"].astype(str)).all()
     np.testing.assert_array_equal(df["value"].to_numpy(), expected["value"].astype(float).to_numpy())
-    if bidirectional:
+    if kind == "bidirectional":
         assert "layer1_reverse" in set(df["layer"].dropna())
+    if kind == "seq2seq":
+        bridge = df[df.metric == "grad_bridge_norm"]
+        assert set(bridge["layer"]) == {"decoder.layer0", "decoder.layer1"}
+
+
+def test_a_seq2seq_run_is_labelled_by_its_streams(tmp_path):
+    run = RunConfig(
+        name="s2s",
+        architecture="seq2seq",
+        cell="gru",
+        layers=2,
+        hidden_size=5,
+        task=SEQ2SEQ,
+        train=TrainConfig(iterations=1),
+    )
+    gradscope.run(small(runs=[run, small().runs[0]]), out=tmp_path / "out", progress=False, plots=False)
+    ds = gradscope.open(tmp_path / "out").to_xarray()
+    streams = ["encoder.layer0", "encoder.layer1", "decoder.layer0", "decoder.layer1", "layer0"]
+    assert list(ds["stream"].values) == streams  # trace.npz's names, not layer numbers
+    assert ds["stream_len"].sel(run="s2s").values[:4].tolist() == [6, 6, 4, 4]
+    g = ds["grad_h_norm"].sel(run="s2s", iteration=0)
+    assert np.isfinite(g.sel(stream="encoder.layer0", timestep=slice(0, 5))).all()
+    assert np.isnan(g.sel(stream="decoder.layer0", timestep=slice(4, None))).all()  # past the decoder's 4 steps
+    bridge = ds["grad_bridge_norm"].sel(run="s2s", iteration=0)
+    assert np.isfinite(bridge.sel(stream=["decoder.layer0", "decoder.layer1"])).all()
+    assert np.isnan(bridge.sel(stream=["encoder.layer0", "layer0"])).all()
+    assert ds["architecture"].values.tolist() == ["seq2seq", "stack"]
 
 
 def test_an_experiment_built_in_python_is_validated_like_a_file(tmp_path):
