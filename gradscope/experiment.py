@@ -189,7 +189,7 @@ class _Recorder:
 
     def __init__(self, folder: Path, result: RunResult):
         from .io import _npz_bytes
-        from .store import STORE_NAME, RunStore
+        from .store import STORE_NAME, RunStore, StoreWriter
 
         self.result, self.store = result, None
         try:
@@ -199,7 +199,8 @@ class _Recorder:
             if result.first_batch is not None:
                 atomic_write_bytes(folder / "first_batch.npz", _npz_bytes(dict(result.first_batch)))
             streams = result.run.model_spec().streams
-            self.store = RunStore.create(folder / STORE_NAME, name=result.name, streams=streams, seed=result.seed)
+            store = RunStore.create(folder / STORE_NAME, name=result.name, streams=streams, seed=result.seed)
+            self.store = StoreWriter(store)
         except OSError as error:
             self._failed(error)
 

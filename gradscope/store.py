@@ -3,6 +3,7 @@
     store = RunStore.create(run_dir / "records.zarr", name=..., streams=run.model_spec().streams, seed=...)
     store.add(record)              # every record the trace gets; written out at most ~1 s later
     store.close("completed")       # the last rows, and the run's final status
+    writer = StoreWriter(store)    # the same, flushed by a thread of its own (what a run uses)
     arrays, info = read_store(run_dir / "records.zarr")    # what a killed run left: (K, ...) columns, attrs
 
 Layout (docs/trace_format.md, "The live store"): one Zarr v3 array per trace column, named as in trace.npz,
@@ -14,13 +15,14 @@ Why it survives a SIGKILL: a flush resizes and writes each array, then rewrites 
 the new row count.  Zarr's LocalStore writes every file under a temporary name and renames it into place
 (zarr >= 3.1.3), so a kill leaves each file old or new, never torn; rows below ``records`` are never written
 again, so the reader takes ``records`` rows and ignores anything a half-done flush appended past them.
-Flushing once a second costs ~6 ms per flush (a few small files); no fsync: a killed process loses nothing
-the kernel already has, a power cut whatever the kernel had not written yet.
+A run's store is flushed by a thread of its own (StoreWriter), so training never waits for the disk; no
+fsync: a killed process loses nothing the kernel already has, a power cut whatever it had not written yet.
 """
 
 from __future__ import annotations
 
 import os
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -96,13 +98,17 @@ class RunStore:
 
     def add(self, record: Record) -> None:
         """Count the iteration; a recorded one becomes a row.  Flushes when the last flush is a second old."""
+        self.take(record)
+        if self.clock() - self._flushed_at >= self.flush_seconds:
+            self.flush()
+
+    def take(self, record: Record) -> None:
+        """Count the iteration and keep its row for the next flush."""
         self.iterations = record.iteration + 1
         if record.nonfinite is not None and self.nonfinite is None:
             self.nonfinite = record.nonfinite.as_dict()
         if record.recorded:
             self._pending.append(record.columns())
-        if self.clock() - self._flushed_at >= self.flush_seconds:
-            self.flush()
 
     def flush(self, status: str = RUNNING) -> None:
         """Append the pending rows to every array, then commit their count (and ``status``) in the attributes."""
@@ -158,6 +164,60 @@ class RunStore:
                 array.resize((stop,) + array.shape[1:])
 
 
+class StoreWriter:
+    """A RunStore flushed by a thread of its own, so the run never waits for the disk: ``add`` only queues the
+    record (measured: a flush of an LSTM's ~25 arrays took 0.1 to 0.4 s on the loaded 2-core machine, mostly
+    waiting on Zarr's I/O loop; done in line, every second, it slowed the run by up to 40%).  A write that fails
+    ends the thread; the next ``add`` or ``close`` raises its StoreError."""
+
+    def __init__(self, store: RunStore):
+        self.store = store
+        self._queue: list[Record] = []
+        self._lock = threading.Lock()
+        self._wake = threading.Event()
+        self._closing = False
+        self.error: StoreError | None = None
+        self._thread = threading.Thread(
+            target=self._loop, name=f"gradscope-store-{store.path.parent.name}", daemon=True
+        )
+        self._thread.start()
+
+    def add(self, record: Record) -> None:
+        if self.error is not None:
+            raise self.error
+        with self._lock:
+            self._queue.append(record)
+
+    def close(self, status: str) -> None:
+        """Stop the thread, then write what is left and the run's final status."""
+        self._closing = True
+        self._wake.set()
+        self._thread.join()
+        if self.error is not None:
+            raise self.error
+        self._write(status)
+
+    def _loop(self) -> None:
+        while not self._closing:
+            self._wake.wait(self.store.flush_seconds)
+            if self._closing:
+                return
+            try:
+                self._write(RUNNING)
+            except StoreError as error:
+                self.error = error
+                return
+
+    def _write(self, status: str) -> None:
+        with self._lock:
+            records, self._queue = self._queue, []
+        if not records and status == RUNNING:
+            return
+        for record in records:
+            self.store.take(record)
+        self.store.flush(status)
+
+
 def read_store(path) -> tuple[dict[str, np.ndarray], dict]:
     """The committed rows of a store, as trace.npz's (K, ...) columns, and the group's attributes.
 
@@ -181,4 +241,13 @@ def read_store(path) -> tuple[dict[str, np.ndarray], dict]:
     return arrays, info
 
 
-__all__ = ["RunStore", "StoreError", "read_store", "dimension_names", "STORE_NAME", "FLUSH_SECONDS", "RUNNING"]
+__all__ = [
+    "RunStore",
+    "StoreWriter",
+    "StoreError",
+    "read_store",
+    "dimension_names",
+    "STORE_NAME",
+    "FLUSH_SECONDS",
+    "RUNNING",
+]

@@ -248,3 +248,28 @@ def load_text(tmp_path, text):
     path = tmp_path / "e.toml"
     path.write_text(text)
     return load(path)
+
+
+def test_the_writer_thread_commits_while_the_run_goes_on_and_reports_a_failed_write(tmp_path, monkeypatch):
+    from gradscope.store import StoreError, StoreWriter
+
+    path = tmp_path / "records.zarr"
+    writer = StoreWriter(RunStore.create(path, name="r", streams=["layer0", "layer1"], flush_seconds=0.05))
+    for i in range(3):
+        writer.add(record(i))  # returns at once: the thread writes
+    _wait_for(lambda: read_store(path)[1]["records"] == 3, 30, "the writer thread's flush")
+    assert read_store(path)[1]["status"] == "running"
+    writer.add(record(3))
+    writer.close("completed")
+    arrays, info = read_store(path)
+    assert info["records"] == 4 and info["status"] == "completed"
+
+    def full(self, rows):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(RunStore, "_append", full)
+    failing = StoreWriter(RunStore.create(tmp_path / "full.zarr", name="r", streams=["layer0"], flush_seconds=0.05))
+    failing.add(record(0))
+    _wait_for(lambda: failing.error is not None, 30, "the failed write")
+    with pytest.raises(StoreError, match="No space left on device"):
+        failing.add(record(1))
