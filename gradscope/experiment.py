@@ -184,25 +184,28 @@ def execute_run(
 
 
 class _Recorder:
-    """A run's store while it runs; a store that cannot be written (full disk) stops recording, never the run:
+    """A run's store while it runs, made and written by a thread of its own (store.StoreWriter: the run does not
+    wait for the disk).  A store that cannot be written (full disk) stops recording, never the run:
     ``result.store_error`` says why, and the records stay in memory."""
 
     def __init__(self, folder: Path, result: RunResult):
-        from .io import _npz_bytes
-        from .store import STORE_NAME, RunStore, StoreWriter
+        from .store import StoreWriter
 
-        self.result, self.store = result, None
-        try:
-            folder.mkdir(parents=True, exist_ok=True)
-            if result.init_params is not None:
-                atomic_write_bytes(folder / "init_params.npz", _npz_bytes(result.init_params.arrays()))
-            if result.first_batch is not None:
-                atomic_write_bytes(folder / "first_batch.npz", _npz_bytes(dict(result.first_batch)))
-            streams = result.run.model_spec().streams
-            store = RunStore.create(folder / STORE_NAME, name=result.name, streams=streams, seed=result.seed)
-            self.store = StoreWriter(store)
-        except OSError as error:
-            self._failed(error)
+        self.result = result
+        self.store: StoreWriter | None = StoreWriter(lambda: self._open(folder))
+
+    def _open(self, folder: Path):
+        from .io import _npz_bytes
+        from .store import STORE_NAME, RunStore
+
+        result = self.result
+        folder.mkdir(parents=True, exist_ok=True)
+        if result.init_params is not None:
+            atomic_write_bytes(folder / "init_params.npz", _npz_bytes(result.init_params.arrays()))
+        if result.first_batch is not None:
+            atomic_write_bytes(folder / "first_batch.npz", _npz_bytes(dict(result.first_batch)))
+        streams = result.run.model_spec().streams
+        return RunStore.create(folder / STORE_NAME, name=result.name, streams=streams, seed=result.seed)
 
     def add(self, record) -> None:
         if self.store is not None:

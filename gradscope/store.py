@@ -3,7 +3,7 @@
     store = RunStore.create(run_dir / "records.zarr", name=..., streams=run.model_spec().streams, seed=...)
     store.add(record)              # every record the trace gets; written out at most ~1 s later
     store.close("completed")       # the last rows, and the run's final status
-    writer = StoreWriter(store)    # the same, flushed by a thread of its own (what a run uses)
+    writer = StoreWriter(lambda: RunStore.create(...))   # the same, made and flushed by a thread of its own
     arrays, info = read_store(run_dir / "records.zarr")    # what a killed run left: (K, ...) columns, attrs
 
 Layout (docs/trace_format.md, "The live store"): one Zarr v3 array per trace column, named as in trace.npz,
@@ -24,6 +24,7 @@ from __future__ import annotations
 import os
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -165,21 +166,21 @@ class RunStore:
 
 
 class StoreWriter:
-    """A RunStore flushed by a thread of its own, so the run never waits for the disk: ``add`` only queues the
-    record (measured: a flush of an LSTM's ~25 arrays took 0.1 to 0.4 s on the loaded 2-core machine, mostly
-    waiting on Zarr's I/O loop; done in line, every second, it slowed the run by up to 40%).  A write that fails
-    ends the thread; the next ``add`` or ``close`` raises its StoreError."""
+    """A run's store written by a thread of its own, so the run never waits for the disk: the thread makes the
+    store (``open_store()``, e.g. RunStore.create plus the run's first files), then flushes once a second;
+    ``add`` only queues the record.  Measured: a flush of an LSTM's ~25 arrays took 0.1 to 0.4 s on the loaded
+    2-core machine, mostly waiting on Zarr's I/O loop; done in line every second it slowed runs by up to 40%.
+    A write that fails ends the thread; the next ``add`` or ``close`` raises its StoreError."""
 
-    def __init__(self, store: RunStore):
-        self.store = store
+    def __init__(self, open_store: Callable[[], RunStore], flush_seconds: float = FLUSH_SECONDS):
+        self.store: RunStore | None = None
+        self.flush_seconds = flush_seconds
         self._queue: list[Record] = []
         self._lock = threading.Lock()
         self._wake = threading.Event()
         self._closing = False
         self.error: StoreError | None = None
-        self._thread = threading.Thread(
-            target=self._loop, name=f"gradscope-store-{store.path.parent.name}", daemon=True
-        )
+        self._thread = threading.Thread(target=self._loop, args=(open_store,), name="gradscope-store", daemon=True)
         self._thread.start()
 
     def add(self, record: Record) -> None:
@@ -197,9 +198,14 @@ class StoreWriter:
             raise self.error
         self._write(status)
 
-    def _loop(self) -> None:
+    def _loop(self, open_store) -> None:
+        try:
+            self.store = open_store()
+        except OSError as error:
+            self.error = error if isinstance(error, StoreError) else StoreError(error.errno, str(error))
+            return
         while not self._closing:
-            self._wake.wait(self.store.flush_seconds)
+            self._wake.wait(self.flush_seconds)
             if self._closing:
                 return
             try:
@@ -209,6 +215,8 @@ class StoreWriter:
                 return
 
     def _write(self, status: str) -> None:
+        if self.store is None:
+            return
         with self._lock:
             records, self._queue = self._queue, []
         if not records and status == RUNNING:
