@@ -4,6 +4,7 @@
     gradscope EXPERIMENT.toml                   open the app on an experiment file (or an exported folder)
     gradscope run EXPERIMENT.toml --out DIR [--seed S] [--iterations N] [--runs NAME,...] [--no-plots] [--resume]
     gradscope validate EXPERIMENT.toml
+    gradscope sweep EXPERIMENT.toml --out DIR [--workers N] [--scheduler tcp://HOST:PORT] [--resume] [--no-traces]
 
 Exit codes: 0 done (a diverged run is a result, not an error); 2 bad input (one message naming the file, run and
 key; no traceback); 1 anything else: the traceback goes to a log file whose path is printed; 130 / 143 stopped
@@ -91,6 +92,18 @@ def _parser() -> argparse.ArgumentParser:
         help="numba: compiled kernels (default); numpy: the plain reference engine (slow)",
     )
     run.add_argument("--processes", type=int, help="worker processes (default: chosen from the amount of work)")
+    sweep = sub.add_parser("sweep", help="run every point of an experiment's [sweep] table into sweep.csv")
+    sweep.add_argument("experiment", help="experiment file (TOML) with a [sweep] table")
+    sweep.add_argument(
+        "--out", required=True, help="folder of the sweep (new or empty; with --resume, the earlier one)"
+    )
+    sweep.add_argument("--workers", type=int, help="local worker processes (default: one per CPU)")
+    sweep.add_argument(
+        "--scheduler", help="run the points on the Dask cluster whose scheduler is here (tcp://HOST:PORT)"
+    )
+    sweep.add_argument("--resume", action="store_true", help="finish the sweep in --out: run only the points not done")
+    sweep.add_argument("--no-traces", action="store_true", help="write sweep.csv only, not each point's export")
+    sweep.add_argument("--backend", choices=("numba", "numpy"), default="numba", help="as for run")
     validate = sub.add_parser("validate", help="check an experiment file without running it")
     validate.add_argument("experiment", help="experiment file (TOML)")
     compile_ = sub.add_parser("compile", help="compile every engine kernel into the cache now (install.sh does it)")
@@ -103,13 +116,15 @@ def _parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     try:
-        if not argv or (len(argv) == 1 and argv[0] not in ("run", "validate", "compile", "-h", "--help")):
+        if not argv or (len(argv) == 1 and argv[0] not in ("run", "sweep", "validate", "compile", "-h", "--help")):
             return _open_app(argv[0] if argv else None)
         args = _parser().parse_args(argv)
         if args.command == "validate":
             return _validate(args)
         if args.command == "compile":
             return _compile_all(args)
+        if args.command == "sweep":
+            return _sweep(args)
         return _run(args)
     except BadInput as error:
         print(f"gradscope: {error}", file=sys.stderr)
@@ -137,23 +152,35 @@ def _load(path: str):
 
 
 def _open_app(path: str | None) -> int:
+    """The app, on ``path``.  A bad or missing file is said on stderr in one line and the window opens all the
+    same, with a dialog naming the file and the key (docs/gui.md): someone who started it from a menu sees it."""
     if path is not None and not Path(path).exists():
-        raise BadInput(f"{path}: no such experiment file or exported folder")
-    if path is not None and Path(path).is_file():
-        _load(path)  # a bad file gets its one-line message here too
+        print(f"gradscope: {path}: no such experiment file or exported folder", file=sys.stderr)
+    elif path is not None and Path(path).is_file():
+        try:
+            _load(path)
+        except BadInput as error:
+            print(f"gradscope: {error}", file=sys.stderr)
     from .gui.app import main as app_main
 
-    return int(app_main(path) or 0)
+    return int(app_main(path, end_process=True) or 0)  # the process ends when the window closes
 
 
 def _validate(args) -> int:
     experiment = _load(args.experiment)
     print(
         f"{args.experiment}: ok, experiment {experiment.name!r} with {len(experiment.runs)} run(s): "
-        f"{', '.join(r.name for r in experiment.runs)}",
+        f"{', '.join(r.name for r in experiment.runs)}"
+        + (f"; its [sweep] has {_sweep_size(experiment)} point(s)" if experiment.sweep is not None else ""),
         file=sys.stderr,
     )
     return EXIT_OK
+
+
+def _sweep_size(experiment) -> int:
+    from .config import sweep_points
+
+    return len(sweep_points(experiment))
 
 
 def _compile_all(args) -> int:
@@ -179,22 +206,30 @@ def _compile_all(args) -> int:
 
 def _select(experiment, args):
     """The experiment as it will run: --runs, --seed and --iterations applied (and exported as such)."""
-    from .config import ConfigError
-    from .experiment import select
-
-    wanted = [name.strip() for name in args.runs.split(",") if name.strip()] if args.runs else None
+    runs = list(experiment.runs)
+    if args.runs:
+        wanted = [name.strip() for name in args.runs.split(",") if name.strip()]
+        unknown = [name for name in wanted if name not in {r.name for r in runs}]
+        if unknown:
+            raise BadInput(
+                f"--runs: no run named {unknown[0]!r} in {args.experiment}; the runs are "
+                f"{', '.join(repr(r.name) for r in runs)}"
+            )
+        runs = [r for r in runs if r.name in wanted]
+    if args.iterations is not None:
+        if not 0 <= args.iterations < 2**63:
+            raise BadInput(f"--iterations: got {args.iterations}; expected an integer from 0 to 2**63 - 1")
+        runs = [
+            r.model_copy(update={"train": r.train.model_copy(update={"iterations": args.iterations})}) for r in runs
+        ]
+    update = {"runs": runs}
+    if args.seed is not None:
+        if not 0 <= args.seed < 2**63:  # an experiment file's seed (TOML's integers): exported as such
+            raise BadInput(f"--seed: got {args.seed}; expected an integer from 0 to 2**63 - 1")
+        update["seed"] = args.seed
     if args.processes is not None and args.processes < 1:
         raise BadInput(f"--processes: got {args.processes}; expected an integer >= 1")
-    try:
-        return select(
-            experiment,
-            runs=wanted,
-            seed=args.seed,
-            iterations=args.iterations,
-            names=("--runs", "--seed", "--iterations"),
-        )
-    except ConfigError as error:
-        raise BadInput(str(error)) from None
+    return experiment.model_copy(update=update)
 
 
 # ------------------------------------------------------------------------------------------------ run
@@ -240,6 +275,62 @@ def _remove_if_empty(folder: Path) -> None:
         pass
 
 
+def _compute(work, console: Console):
+    """``work(progress, on_iteration)`` (the runs) in a thread of its own, while this, the main thread, waits in
+    steps of 0.1 s: a signal's handler runs only in the main thread, between bytecodes, so a long iteration in
+    a kernel here would hold a Ctrl+C (and the second one, which must quit at once) until it returned.  The
+    runs' progress comes back through a queue and is shown from here, with the time spent in an iteration
+    that has not ended yet."""
+    import queue
+    import threading
+
+    events: queue.SimpleQueue = queue.SimpleQueue()
+    outcome: dict = {}
+
+    def target():
+        try:
+            outcome["results"] = work(
+                lambda result: events.put((console.finished, (result,))),
+                lambda *update: events.put((console.iteration, update)),
+            )
+        except BaseException as error:  # noqa: BLE001  (raised again in the main thread)
+            outcome["error"] = error
+
+    thread = threading.Thread(target=target, name="gradscope-runs", daemon=True)
+    thread.start()
+    while True:
+        thread.join(0.1)
+        while not events.empty():
+            method, arguments = events.get()
+            method(*arguments)
+        if not thread.is_alive():
+            break
+        console.tick()
+    if "error" in outcome:
+        raise outcome["error"]
+    return outcome["results"]
+
+
+def _rescue(out, error: OSError, experiment, results, export) -> None:
+    """The destination failed mid-export: the results go, traces only, to a folder of their own in the
+    temporary folder (or the cache) instead, and one line says where; never lose what was computed."""
+    import tempfile
+
+    why = f"{error.strerror or error}" + (f" ({error.filename})" if error.filename else "")
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    for parent in (Path(tempfile.gettempdir()), Path.home() / ".cache" / "gradscope" / "rescued"):
+        target = parent / f"gradscope-rescued-{Path(out).name or 'export'}-{stamp}-{os.getpid()}"
+        try:
+            export(target, experiment, results, figures=None)
+        except Exception:  # noqa: BLE001  (try the next place)
+            continue
+        print(
+            f"gradscope: cannot write {out}: {why}; the results (traces, no figures) are in {target}", file=sys.stderr
+        )
+        return
+    print(f"gradscope: cannot write {out}: {why}; nor a copy elsewhere: the results are lost", file=sys.stderr)
+
+
 def _run(args) -> int:
     experiment = _select(_load(args.experiment), args)
     from .config import ConfigError
@@ -282,14 +373,17 @@ def _run(args) -> int:
                 file=sys.stderr,
             )
             return stop.exit_code
-        ran = run_experiment(
-            experiment.model_copy(update={"runs": [experiment.runs[i] for i in todo]}),
-            backend=args.backend,
-            processes=workers,
-            stop=stop,
-            progress=console.finished,
-            on_iteration=lambda index, *rest: console.iteration(todo[index], *rest),
-            record_to=[recording.run_dir(i, experiment.runs[i].name) for i in todo],
+        ran = _compute(
+            lambda progress, on_iteration: run_experiment(
+                experiment.model_copy(update={"runs": [experiment.runs[i] for i in todo]}),
+                backend=args.backend,
+                processes=workers,
+                stop=stop,
+                progress=progress,
+                on_iteration=lambda index, *rest: on_iteration(todo[index], *rest),
+                record_to=[recording.run_dir(i, experiment.runs[i].name) for i in todo],
+            ),
+            console,
         )
         results = [kept[i] if i in kept else ran[todo.index(i)] for i in range(len(experiment.runs))]
         console.clear()
@@ -328,6 +422,9 @@ def _run(args) -> int:
             status = EXIT_ERROR
         except ExportError as error:
             raise BadInput(str(error)) from None
+        except OSError as error:  # the destination broke after the check (disk full, permissions changed)
+            status = EXIT_ERROR
+            _rescue(args.out, error, experiment, results, export_experiment)
     failed = [r for r in results if r.status is RunStatus.FAILED]
     if failed:
         path = write_log("\n".join(f"run {r.name!r} failed:\n{r.error}" for r in failed))
@@ -336,6 +433,77 @@ def _run(args) -> int:
     if stopped:
         cause = f"by {stop.name}" if stop.signum is not None else "by an interrupt"
         print(f"gradscope: stopped {cause}; the {computed} iteration(s) computed are exported", file=sys.stderr)
+        status = stop.exit_code if stop.signum is not None else 128 + signal.SIGINT
+    return status
+
+
+# ---------------------------------------------------------------------------------------------- sweep
+def _sweep(args) -> int:
+    """gradscope sweep: every point of the file's [sweep] into --out (gradscope.sweep.run_sweep)."""
+    experiment = _load(args.experiment)
+    from .config import ConfigError, sweep_points
+    from .experiment import check_memory
+    from .sweep import SweepError, run_sweep
+    from .terminal import SweepConsole
+
+    if experiment.sweep is None:
+        raise BadInput(f"{args.experiment}: no [sweep] table; expected one to sweep (docs/sweeps.md)")
+    if args.workers is not None and args.workers < 1:
+        raise BadInput(f"--workers: got {args.workers}; expected an integer >= 1")
+    if args.workers is not None and args.scheduler:
+        raise BadInput("--workers and --scheduler: give one (the cluster's workers are its own)")
+    points = sweep_points(experiment)
+    try:
+        if not args.scheduler:  # a cluster's workers answer for their own memory
+            check_memory(experiment, list({p.run.model_dump_json(): p.run for p in points}.values()))
+    except ConfigError as error:
+        raise BadInput(str(error)) from None
+    console = SweepConsole()
+    stop = StopRequest(tty=console.tty)
+    console.line(f"sweeping {experiment.name!r}: {len(points)} point(s) into {args.out}")
+    started = time.perf_counter()
+
+    def compiling(done, total, name):
+        if time.perf_counter() - started > 0.5:  # a cold compile takes seconds; a warm cache stays quiet
+            text = f"compiling kernels: {done}/{total} {name}"
+            console.console.status(text) if console.tty else console.line(text) if done == total else None
+
+    with stop.handling():
+        try:
+            summary = run_sweep(
+                experiment,
+                args.out,
+                workers=args.workers,
+                scheduler=args.scheduler,
+                resume=args.resume,
+                traces=not args.no_traces,
+                backend=args.backend,
+                stop=stop,
+                on_progress=console.progress,
+                on_compile=compiling,
+            )
+        except SweepError as error:
+            raise BadInput(str(error)) from None
+    console.clear()
+    progress = summary.progress
+    resumed = f" ({progress.resumed} from before)" if progress.resumed else ""
+    print(
+        f"sweep: {progress.done}/{progress.total} point(s) done{resumed}, {progress.failed} failed, in "
+        f"{progress.where or 'nothing to run'}; table in {summary.out / 'sweep.csv'}",
+        file=sys.stderr,
+    )
+    status = EXIT_OK
+    if summary.errors:
+        path = write_log("\n".join(f"point {name} failed:\n{text}" for name, text in summary.errors.items()))
+        print(f"gradscope: {len(summary.errors)} point(s) failed; the tracebacks are in {path}", file=sys.stderr)
+        status = EXIT_ERROR
+    if summary.stopped:
+        left = progress.total - progress.done
+        print(
+            f"gradscope: stopped by {stop.name or 'an interrupt'}; the {progress.done} finished point(s) are in "
+            f"sweep.csv, {left} left: gradscope sweep {args.experiment} --out {args.out} --resume",
+            file=sys.stderr,
+        )
         status = stop.exit_code if stop.signum is not None else 128 + signal.SIGINT
     return status
 

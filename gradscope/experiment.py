@@ -49,6 +49,19 @@ PARALLEL_MIN_FLOPS = 300e9
 # Refuse runs whose BPTT states would not fit in this share of the machine's memory.
 MEMORY_SHARE = 0.5
 
+# The recorded history of an experiment's runs: at most this many bytes in all (and never less than
+# TRACE_MIN_BYTES per run).  Past its share a run's trace thins itself (trace.Trace: every other older
+# iteration dropped, the first and the latest always kept), so a run of 10**17 iterations records in bounded
+# memory and exports a bounded trace.csv; summary.json's "recorded" and the trace's "iteration" say which.
+TRACE_BUDGET = 512 * 2**20
+TRACE_MIN_BYTES = 16 * 2**20
+
+
+def trace_bytes(runs: int) -> int:
+    """Each run's share of TRACE_BUDGET (and of an eighth of this machine's memory, when it says)."""
+    budget = TRACE_BUDGET if not machine_memory() else min(TRACE_BUDGET, machine_memory() // 8)
+    return max(TRACE_MIN_BYTES, budget // max(1, runs))
+
 
 def select(
     experiment: Experiment,
@@ -59,8 +72,9 @@ def select(
     names: tuple[str, str, str] = ("runs", "seed", "iterations"),
 ) -> Experiment:
     """The experiment as it will run: only ``runs`` (by name, in the file's order), the experiment's seed and
-    every run's train.iterations replaced.  A ConfigError names the option (``names``: how the caller calls
-    them, e.g. "--runs") and what was expected."""
+    every run's train.iterations replaced (gradscope.run's options; the command line's _select checks its
+    flags the same way).  A ConfigError names the option (``names``: how the caller calls them) and what was
+    expected."""
     source = str(experiment.source) if experiment.source is not None else f"experiment {experiment.name!r}"
     selected = list(experiment.runs)
     if runs is not None:
@@ -74,15 +88,15 @@ def select(
             )
         selected = [r for r in selected if r.name in runs]
     if iterations is not None:
-        if isinstance(iterations, bool) or not isinstance(iterations, int) or iterations < 0:
-            raise ConfigError(f"{names[2]}: got {iterations!r}; expected an integer >= 0", key=names[2])
+        if isinstance(iterations, bool) or not isinstance(iterations, int) or not 0 <= iterations < 2**63:
+            raise ConfigError(f"{names[2]}: got {iterations!r}; expected an integer from 0 to 2**63 - 1", key=names[2])
         selected = [
             r.model_copy(update={"train": r.train.model_copy(update={"iterations": iterations})}) for r in selected
         ]
     update: dict = {"runs": selected}
     if seed is not None:
-        if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
-            raise ConfigError(f"{names[1]}: got {seed!r}; expected an integer >= 0", key=names[1])
+        if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 2**63:
+            raise ConfigError(f"{names[1]}: got {seed!r}; expected an integer from 0 to 2**63 - 1", key=names[1])
         update["seed"] = seed
     return experiment.model_copy(update=update)
 
@@ -140,6 +154,7 @@ def execute_run(
     stop=None,
     on_iteration: Callable[[int, int, float], None] | None = None,
     record_to: str | os.PathLike | None = None,
+    max_trace_bytes: int | None = None,
 ) -> RunResult:
     """Train one run to its end (or its divergence, failure or a stop) and collect its trace.
 
@@ -147,12 +162,15 @@ def execute_run(
     ``on_iteration(done, total, seconds)``: called after every iteration, with the seconds since the start.
     ``record_to``: the run's folder of a recording (gradscope.recording): its initial parameters and first
     batch are written there when it starts, its records to ``records.zarr`` as it goes (gradscope.store).
-    The loop is runs.drive, the app's too.
+    ``max_trace_bytes``: the run's recorded history, at most (trace.Trace thins itself past it; default 1 run's
+    share of TRACE_BUDGET).  The loop is runs.drive, the app's too.
     """
     from .engine.trainer import Training
+    from .trace import Trace
 
     start = time.perf_counter()
-    result = RunResult.for_run(run, seed, status=RunStatus.FAILED)
+    trace = Trace(max_bytes=max_trace_bytes or trace_bytes(1))
+    result = RunResult.for_run(run, seed, trace=trace, status=RunStatus.FAILED)
     if stop is not None and stop.is_set():
         return _not_started(run, seed)
     training = recorder = None
@@ -168,6 +186,9 @@ def execute_run(
                 recorder.add(record)
             if on_iteration is not None:
                 on_iteration(result.iterations, training.iterations, time.perf_counter() - start)
+
+        if on_iteration is not None:  # the run has started: a long first iteration shows as going on
+            on_iteration(0, training.iterations, time.perf_counter() - start)
 
         result.status = drive(training, RunControl(stop=stop), on_record=on_record)
     except KeyboardInterrupt:
@@ -290,6 +311,7 @@ def run_experiment(
     seeds = [run.effective_seed(experiment.seed) for run in runs]
     folders = list(record_to) if record_to is not None else [None] * len(runs)
     workers = choose_processes(runs, processes)
+    share = trace_bytes(len(runs))
     if workers == 1:
         results: list[RunResult] = []
         for index, (run, seed) in enumerate(zip(runs, seeds)):
@@ -299,7 +321,9 @@ def run_experiment(
                 def report(done, total, seconds, index=index):
                     on_iteration(index, done, total, seconds)
 
-            result = execute_run(run, seed, backend, stop=stop, on_iteration=report, record_to=folders[index])
+            result = execute_run(
+                run, seed, backend, stop=stop, on_iteration=report, record_to=folders[index], max_trace_bytes=share
+            )
             results.append(result)
             if progress:
                 progress(result)
@@ -310,7 +334,7 @@ def run_experiment(
             if progress:
                 progress(results[-1])
         return results
-    return _run_in_processes(runs, seeds, folders, backend, workers, progress, stop, on_iteration)
+    return _run_in_processes(runs, seeds, folders, backend, workers, progress, stop, on_iteration, share)
 
 
 # ------------------------------------------------------------------------------------- worker processes
@@ -341,7 +365,7 @@ class _WorkerStop:
         return _worker_stop.is_set() or os.getppid() != _worker_parent
 
 
-def _execute_in_worker(index: int, run: RunConfig, seed: int, backend: str, folder=None) -> RunResult:
+def _execute_in_worker(index: int, run: RunConfig, seed: int, backend: str, share: int, folder=None) -> RunResult:
     last = [0.0]
 
     def report(done, total, seconds):
@@ -352,7 +376,9 @@ def _execute_in_worker(index: int, run: RunConfig, seed: int, backend: str, fold
             except (queue.Full, OSError, ValueError):
                 pass  # progress is a courtesy; the run goes on
 
-    return execute_run(run, seed, backend, stop=_WorkerStop(), on_iteration=report, record_to=folder)
+    return execute_run(
+        run, seed, backend, stop=_WorkerStop(), on_iteration=report, record_to=folder, max_trace_bytes=share
+    )
 
 
 @contextmanager
@@ -369,7 +395,7 @@ def _stop_signals_blocked():
         signal.pthread_sigmask(signal.SIG_SETMASK, previous)
 
 
-def _run_in_processes(runs, seeds, folders, backend, workers, progress, stop, on_iteration) -> list[RunResult]:
+def _run_in_processes(runs, seeds, folders, backend, workers, progress, stop, on_iteration, share) -> list[RunResult]:
     context = multiprocessing.get_context("spawn")  # never fork a process that may hold threads
     shared_stop, updates = context.Event(), context.Queue()
     results: dict[int, RunResult] = {}  # by the run's index, filled as the runs end
@@ -389,7 +415,7 @@ def _run_in_processes(runs, seeds, folders, backend, workers, progress, stop, on
     try:
         with _stop_signals_blocked(), _single_threaded_children():  # the workers start here
             pending = {
-                pool.submit(_execute_in_worker, index, run, seed, backend, folders[index]): index
+                pool.submit(_execute_in_worker, index, run, seed, backend, share, folders[index]): index
                 for index, (run, seed) in enumerate(zip(runs, seeds))
             }
         while pending:
@@ -429,4 +455,6 @@ __all__ = [
     "machine_memory",
     "PARALLEL_MIN_FLOPS",
     "MEMORY_SHARE",
+    "TRACE_BUDGET",
+    "trace_bytes",
 ]

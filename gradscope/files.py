@@ -1,6 +1,11 @@
 """Atomic file writes: a file under its final name is either its old content or all of the new one.
 
     atomic_write_text("mine.toml", text)       # temporary name in the same folder, fsync, os.replace
+    check_writable("out/relu")                 # before computing: can a folder be made there? (OSError if not)
+    tmp = make_temporary_dir("out/relu")       # .relu.tmp-*, locked while in use, with the umask's mode
+    remove_stale_temporaries("out/relu")       # .relu.tmp-* / .relu.old-* that a killed process left behind
+
+Temporary names are hidden (``.NAME.tmp-*``) and are created with the user's umask, as any other tool's files.
 
 The config (config.save) and the exporter (io) both write through here; this module imports only the standard
 library, so neither has to import the other for it.
@@ -8,9 +13,29 @@ library, so neither has to import the other for it.
 
 from __future__ import annotations
 
+import fcntl
 import os
+import shutil
 import tempfile
+import time
 from pathlib import Path
+
+LOCK_NAME = ".gradscope-lock"  # inside a temporary folder: held (flock) by the process building it
+STALE_SECONDS = 3600  # a temporary without a lock older than this is left over (a lock is taken within ms)
+
+
+def umask() -> int:
+    """The process's umask, read without changing it where the system says it (Linux), else set and reset."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as f:
+            for line in f:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
 
 
 def fsync_dir(path: str | os.PathLike) -> None:
@@ -30,8 +55,14 @@ def fsync_dir(path: str | os.PathLike) -> None:
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
     """Write ``data`` to ``path`` so that ``path`` is either its old content or all of ``data``."""
     path = Path(path)
+    remove_stale_temporaries(path)
+    try:  # mkstemp makes 0600: keep the replaced file's mode, else the umask's, as any editor does
+        mode = path.stat().st_mode & 0o7777
+    except OSError:
+        mode = 0o666 & ~umask()
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.tmp-", dir=path.parent)
     try:
+        os.fchmod(fd, mode)
         with os.fdopen(fd, "wb") as f:
             f.write(data)
             f.flush()
@@ -48,4 +79,89 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> None:
     atomic_write_bytes(path, text.encode("utf-8"))
 
 
-__all__ = ["atomic_write_bytes", "atomic_write_text", "fsync_dir"]
+def check_writable(path: str | os.PathLike) -> None:
+    """Raise OSError (naming the folder) unless a folder ``path`` can be created or replaced: its nearest existing
+    ancestor is a folder in which this process can create an entry (tried, not guessed: root, read-only file
+    systems and ACLs all answer the same way)."""
+    path = Path(path).absolute()
+    parent = path.parent
+    while not parent.exists() and parent != parent.parent:
+        parent = parent.parent
+    if not parent.is_dir():
+        raise NotADirectoryError(f"{parent} is a file, not a folder")
+    try:
+        probe = tempfile.mkdtemp(prefix=f".{path.name[:100]}.probe-", dir=parent)
+    except OSError as error:
+        raise type(error)(error.errno, f"cannot write into {parent}: {error.strerror}") from None
+    os.rmdir(probe)
+
+
+class TemporaryDir:
+    """A hidden folder ``.NAME.tmp-*`` beside ``path``, with the umask's mode, locked (flock on LOCK_NAME inside)
+    while this object lives, so that remove_stale_temporaries never takes a folder still being built.
+    ``release()`` removes the lock file (call it before renaming the folder into place)."""
+
+    def __init__(self, path: str | os.PathLike, kind: str = "tmp"):
+        path = Path(path)
+        self.path = Path(tempfile.mkdtemp(prefix=f".{path.name}.{kind}-", dir=path.parent))
+        os.chmod(self.path, 0o777 & ~umask())
+        self._lock: int | None = os.open(self.path / LOCK_NAME, os.O_CREAT | os.O_RDWR, 0o600)
+        fcntl.flock(self._lock, fcntl.LOCK_EX)
+
+    def release(self) -> None:
+        if self._lock is not None:
+            Path(self.path / LOCK_NAME).unlink(missing_ok=True)
+            os.close(self._lock)
+            self._lock = None
+
+    def remove(self) -> None:
+        self.release()
+        shutil.rmtree(self.path, ignore_errors=True)
+
+
+def remove_stale_temporaries(path: str | os.PathLike) -> list[Path]:
+    """Remove the ``.NAME.tmp-*`` and ``.NAME.old-*`` entries beside ``path`` that no live process holds (a
+    kill -9 mid-export leaves them): folders whose lock can be taken, and unlocked entries older than
+    STALE_SECONDS.  Returns what was removed; anything it cannot remove is left as it is."""
+    path = Path(path)
+    removed: list[Path] = []
+    try:
+        entries = list(path.parent.iterdir())
+    except OSError:
+        return removed
+    for entry in entries:
+        if not any(entry.name.startswith(f".{path.name}.{kind}-") for kind in ("tmp", "old")):
+            continue
+        try:
+            if _stale(entry):
+                shutil.rmtree(entry) if entry.is_dir() and not entry.is_symlink() else entry.unlink()
+                removed.append(entry)
+        except OSError:
+            continue
+    return removed
+
+
+def _stale(entry: Path) -> bool:
+    lock = entry / LOCK_NAME
+    if entry.is_dir() and lock.exists():
+        fd = os.open(lock, os.O_RDWR)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return False  # a live export holds it
+        finally:
+            os.close(fd)
+        return True
+    return time.time() - entry.lstat().st_mtime > STALE_SECONDS
+
+
+__all__ = [
+    "atomic_write_bytes",
+    "atomic_write_text",
+    "fsync_dir",
+    "check_writable",
+    "TemporaryDir",
+    "remove_stale_temporaries",
+    "umask",
+    "STALE_SECONDS",
+]

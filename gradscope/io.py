@@ -20,8 +20,6 @@ import json
 import math
 import os
 import re
-import shutil
-import tempfile
 import traceback
 from collections.abc import Callable
 from pathlib import Path
@@ -29,10 +27,18 @@ from pathlib import Path
 import numpy as np
 
 from .config import Experiment, dumps, load
+from .engine.analysis import AnalysisLog, run_summary as analysis_summary
 from .engine.cells import cell
 from .engine.metrics import NonFinite
 from .engine.params import Params
-from .files import atomic_write_bytes, atomic_write_text, fsync_dir
+from .files import (
+    TemporaryDir,
+    atomic_write_bytes,
+    atomic_write_text,
+    check_writable,
+    fsync_dir,
+    remove_stale_temporaries,
+)
 from .runs import FINISHED, RunResult, RunStatus
 from .trace import Trace
 
@@ -97,8 +103,13 @@ def run_dir_name(index: int, name: str) -> str:
 
 def check_output_dir(out_dir: str | os.PathLike) -> Path:
     """Refuse a destination that is neither absent, empty, nor an earlier GradScope export (never overwrite
-    someone's files).  Call it before running, so a refused destination costs nothing."""
+    someone's files), or that cannot be written (a read-only folder, a file where a parent folder should be).
+    Call it before running, so a refused destination costs nothing."""
     out = Path(out_dir)
+    try:
+        check_writable(out)
+    except OSError as error:
+        raise ExportError(f"--out {out}: {error.strerror or error}; expected a folder that can be written") from None
     if out.exists():
         if not out.is_dir():
             raise ExportError(
@@ -113,7 +124,14 @@ def check_output_dir(out_dir: str | os.PathLike) -> Path:
 
 
 def _finite_or_text(value):
-    """JSON has no NaN or Inf: write them as the strings "nan", "inf", "-inf"."""
+    """JSON has no NaN or Inf: write them as the strings "nan", "inf", "-inf" (docs/experiments.md), at any depth
+    of a summary (final_loss, a divergence's values, whatever a later key holds); NumPy scalars as Python's."""
+    if isinstance(value, dict):
+        return {key: _finite_or_text(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [_finite_or_text(item) for item in value]
+    if isinstance(value, np.generic):
+        value = value.item()
     if isinstance(value, float) and not math.isfinite(value):
         return "nan" if math.isnan(value) else ("inf" if value > 0 else "-inf")
     return value
@@ -124,8 +142,10 @@ def _from_text(value):
 
 
 def format_of(run) -> int:
-    """The format a run's export needs (docs/trace_format.md): 2 for a bidirectional or seq2seq model or a GRU."""
-    if run.bidirectional or run.architecture != "stack":
+    """The format a run's export needs (docs/trace_format.md): 2 for a bidirectional or seq2seq model, a GRU, or a
+    run with analysis."""
+    analysed = getattr(run, "analysis", None) is not None and run.analysis.every > 0
+    if run.bidirectional or run.architecture != "stack" or analysed:
         return FORMAT_2
     return max(FORMAT_VERSION, cell(run.cell).trace_format)
 
@@ -235,8 +255,10 @@ def export_experiment(
     stores, gradscope.recording), published with it.
     """
     out = check_output_dir(out_dir).absolute()
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
+    out.parent.mkdir(parents=True, exist_ok=True)  # with the umask's mode, as mkdir -p
+    remove_stale_temporaries(out)  # what an export killed here (kill -9, power cut) left behind
+    building = TemporaryDir(out)
+    tmp = building.path
     figures_error = None
     try:
         summaries = []
@@ -255,7 +277,7 @@ def export_experiment(
                 _write(run_dir / "init_params.npz", _npz_bytes(result.init_params.arrays()))
             if result.first_batch is not None:
                 _write(run_dir / "first_batch.npz", _npz_bytes(dict(result.first_batch)))
-            summaries.append(_run_summary(result, dir_name))
+            summaries.append(_run_summary(result, dir_name) | write_analysis(run_dir, result))
         if extra_files is not None:
             extra_files(tmp, results)
         ran = experiment.model_copy(update={"runs": [r.run for r in results]})
@@ -279,11 +301,13 @@ def export_experiment(
         }
         if figures_error:
             summary["figures_error"] = figures_error
-        _write(tmp / "summary.json", json.dumps(summary, indent=2, allow_nan=False).encode("utf-8"))
+        summary_json = json.dumps(_finite_or_text(summary), indent=2, allow_nan=False)
+        _write(tmp / "summary.json", summary_json.encode("utf-8"))
+        building.release()
         fsync_dir(tmp)
         _publish(tmp, out)
     except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
+        building.remove()
         raise
     if figures_error:
         raise FigureExportError(out, figures_error)
@@ -294,17 +318,45 @@ def _publish(tmp: Path, out: Path) -> None:
     """Rename the finished folder into place; an earlier export there is moved aside first, then removed."""
     old = None
     if out.exists():
-        old = Path(tempfile.mkdtemp(prefix=f".{out.name}.old-", dir=out.parent))
-        os.replace(out, old / out.name)
+        old = TemporaryDir(out, kind="old")
+        os.replace(out, old.path / out.name)
     try:
         os.replace(tmp, out)
     except BaseException:
         if old is not None:
-            os.replace(old / out.name, out)  # put the earlier export back
+            os.replace(old.path / out.name, out)  # put the earlier export back
+            old.remove()
         raise
     fsync_dir(out.parent)
     if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
+        old.remove()
+
+
+def write_analysis(run_dir: Path, result: RunResult) -> dict:
+    """analysis.npz of a run with analysis on (docs/trace_format.md, "Analysis"); returns the run's summary.json
+    additions: "analysis", the spectrum's figures per stream at the first and last analysed iterations."""
+    if result.analysis is None or not len(result.analysis):
+        return {}
+    _write(run_dir / "analysis.npz", _npz_bytes(result.analysis.to_arrays()))
+    units = result.analysis.unit_arrays()
+    if units:
+        _write(run_dir / "units.npz", _npz_bytes(units))
+    return {"analysis": analysis_summary(result.analysis, result.run.model_spec().streams)}
+
+
+def read_analysis(run_dir: Path) -> AnalysisLog | None:
+    path = run_dir / "analysis.npz"
+    if not path.exists():
+        return None
+    with np.load(path) as npz:
+        arrays = {k: npz[k] for k in npz.files}
+    if "iteration" not in arrays:
+        raise ValueError(f"{path}: no 'iteration' array; expected the keys of docs/trace_format.md, Analysis")
+    units = None
+    if (run_dir / "units.npz").exists():
+        with np.load(run_dir / "units.npz") as npz:
+            units = {k: npz[k] for k in npz.files}
+    return AnalysisLog.from_arrays(arrays, units)
 
 
 # -------------------------------------------------------------------------------------------------- import
@@ -338,6 +390,7 @@ def load_experiment_folder(path: str | os.PathLike) -> tuple[Experiment, list[Ru
         nonfinite = NonFinite(**entry["nonfinite"]) if entry.get("nonfinite") else None
         trace = Trace.from_arrays(arrays)
         trace.nonfinite = nonfinite
+        analysis = read_analysis(run_dir)
         results.append(
             RunResult(
                 name=entry["name"],
@@ -345,7 +398,7 @@ def load_experiment_folder(path: str | os.PathLike) -> tuple[Experiment, list[Ru
                 trace=trace,
                 status=RunStatus(entry["status"]),
                 iterations=entry["iterations"],
-                wall_seconds=entry["wall_seconds"],
+                wall_seconds=_from_text(entry["wall_seconds"]),
                 loss_kind=entry["loss_kind"],
                 nonfinite=nonfinite,
                 init_params=init_params,
@@ -354,6 +407,7 @@ def load_experiment_folder(path: str | os.PathLike) -> tuple[Experiment, list[Ru
                 seed=entry.get("seed"),
                 baseline_loss=_from_text(entry.get("baseline_loss")),
                 description=entry.get("task_description", ""),
+                analysis=analysis,
             )
         )
     return experiment, results

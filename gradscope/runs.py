@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from .engine.analysis import AnalysisLog
 from .engine.metrics import NonFinite
 from .engine.params import Params
 from .trace import Record, Trace
@@ -77,6 +78,7 @@ class RunResult:
     description: str = ""  # the task, in words
     interrupted_at: int | None = None  # read back from the store of a killed process: its last iteration
     store_error: str | None = None  # why recording to the run's store stopped (the run went on in memory)
+    analysis: AnalysisLog | None = None  # the analysed iterations (analysis.npz), when analysis is on
 
     @classmethod
     def for_run(
@@ -109,6 +111,8 @@ class RunResult:
         self.baseline_loss = training.task.baseline_loss
         self.description = training.task.description
         self.init_params, self.first_batch = training.init_params, training.first_batch
+        if training.analysis.on:
+            self.analysis = AnalysisLog(training.analysis_h0)
 
     def add(self, record: Record) -> None:
         """Count one iteration; the recorded ones go into the trace; a NaN or Inf is located."""
@@ -116,6 +120,8 @@ class RunResult:
         self.wall_seconds += record.seconds
         if record.recorded:
             self.trace.append(record)
+        if record.analysis is not None and self.analysis is not None:
+            self.analysis.append(record.iteration, record.analysis)
         if record.nonfinite is not None:
             self.nonfinite = record.nonfinite
 

@@ -15,6 +15,7 @@ import time
 from contextlib import contextmanager
 
 STOP_SIGNALS = ("SIGINT", "SIGTERM")  # exit code 128 + the signal's number, as a shell reports it
+LONG_ITERATION_LINE = 30.0  # seconds: not on a terminal, a line this often says a long iteration goes on
 
 
 # ------------------------------------------------------------------------------------------ stop signals
@@ -96,6 +97,8 @@ class Console:
         self.running: dict[int, tuple[int, int, float]] = {}  # index -> (done, total, seconds)
         self._status = ""
         self._drawn_at = 0.0
+        self._since: dict[int, float] = {}  # index -> when its last iteration ended (monotonic)
+        self._told: dict[int, float] = {}  # index -> when a line last said its iteration goes on (not a tty)
 
     def line(self, text: str) -> None:
         """A permanent line; the status line, if any, is drawn again under it."""
@@ -122,19 +125,42 @@ class Console:
 
     def iteration(self, index: int, done: int, total: int, seconds: float) -> None:
         self.running[index] = (done, total, seconds)
+        self._since[index] = time.monotonic()
         if self.tty and time.monotonic() - self._drawn_at >= 0.1:
             self._draw()
+
+    def tick(self) -> None:
+        """Called a few times a second while runs compute: an iteration that takes long shows how long it has
+        run so far (on a terminal in the status line; elsewhere a line every LONG_ITERATION_LINE seconds)."""
+        now = time.monotonic()
+        if self.tty:
+            if now - self._drawn_at >= 0.5 and any(now - t >= 1.0 for t in self._since.values()):
+                self._draw()
+            return
+        for index, since in self._since.items():
+            done, total, _ = self.running.get(index, (0, 0, 0.0))
+            waited = now - since
+            if waited >= LONG_ITERATION_LINE and now - self._told.get(index, since) >= LONG_ITERATION_LINE:
+                self._told[index] = now
+                self.line(
+                    f"[{index + 1}/{len(self.names)}] {self.names[index]}: iteration {done} of {total} "
+                    f"running for {waited:.0f} s"
+                )
 
     def finished(self, result) -> None:
         index = self.names.index(result.name)
         self.running.pop(index, None)
+        self._since.pop(index, None)
         self.line(progress_line(index + 1, len(self.names), result))
 
     def _draw(self) -> None:
         parts = []
+        now = time.monotonic()
         for index, (done, total, seconds) in sorted(self.running.items()):
             rate = f", {done / seconds:.1f} it/s" if seconds > 0 else ""
-            parts.append(f"[{index + 1}/{len(self.names)}] {self.names[index]}: {done}/{total}{rate}")
+            waited = now - self._since.get(index, now)
+            inside = f", iteration {done} for {waited:.0f} s" if waited >= 1.0 else ""  # a long one, going on
+            parts.append(f"[{index + 1}/{len(self.names)}] {self.names[index]}: {done}/{total}{rate}{inside}")
         if parts:
             self.status(" | ".join(parts))
         else:
@@ -170,3 +196,45 @@ def progress_line(index: int, total: int, result) -> str:
     if result.error:
         line += f"; {result.error.strip().splitlines()[-1]}"
     return line
+
+
+# ------------------------------------------------------------------------------------------- sweeps
+def sweep_bar(progress, width: int = 24) -> str:
+    """``[#########---------] 12/64 done, 2 running, 1 failed, ETA 00:31`` (a runner.SweepProgress)."""
+    total = max(progress.total, 1)
+    filled = int(width * (progress.done + progress.failed) / total)
+    bar = "#" * filled + "-" * (width - filled)
+    return f"[{bar}] {progress.summary()}"
+
+
+class SweepConsole:
+    """stderr during ``gradscope sweep``: on a terminal a bar redrawn at most 10 times a second; elsewhere a
+    line at every tenth of the points.  Failed points get a permanent line each."""
+
+    def __init__(self, stream=None):
+        self.console = Console([], stream)
+        self._said = -1  # the last tenth reported (not a terminal)
+        self._failed = 0
+
+    @property
+    def tty(self) -> bool:
+        return self.console.tty
+
+    def line(self, text: str) -> None:
+        self.console.line(text)
+
+    def progress(self, progress) -> None:
+        if progress.failed > self._failed:
+            self._failed = progress.failed
+            self.console.line(f"point failed ({progress.failed} so far; the tracebacks go to a log at the end)")
+        if self.console.tty:
+            if time.monotonic() - self.console._drawn_at >= 0.1 or progress.running == 0:
+                self.console.status(sweep_bar(progress))
+            return
+        tenth = (10 * (progress.done + progress.failed)) // max(progress.total, 1)
+        if tenth != self._said:
+            self._said = tenth
+            self.console.line(sweep_bar(progress))
+
+    def clear(self) -> None:
+        self.console.clear()

@@ -3,7 +3,8 @@
 # in .venv with GradScope in editable mode.
 #   scripts/install.sh          the app
 #   scripts/install.sh --test   the app, the test tools and PyTorch (the CPU build, pinned: the tests' oracle),
-#                               and the static checkers that .ci/run uses (ruff, mypy, import-linter; [dev])
+#                               the static checkers that .ci/run uses (ruff, mypy, import-linter; [dev]),
+#                               and Dask's distributed scheduler ([dask]), which the sweep tests start
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -33,7 +34,7 @@ fi
 .venv/bin/python -m pip install -q --upgrade pip >&2
 if [ "$with_tests" = 1 ]; then
   # torch is pinned: an unpinned torch pulls a multi-GB CUDA build (docs/environment.md)
-  .venv/bin/python -m pip install -q -e ".[test,dev]" "torch==2.13.0" >&2
+  .venv/bin/python -m pip install -q -e ".[test,dev,dask]" "torch==2.13.0" >&2
 else
   .venv/bin/python -m pip install -q -e . >&2
 fi

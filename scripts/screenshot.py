@@ -24,7 +24,16 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-TABS = {"through_time": 0, "waterfall": 1, "training": 2, "saturation": 3, "layers": 4}
+TABS = {
+    "through_time": 0,
+    "waterfall": 1,
+    "training": 2,
+    "saturation": 3,
+    "layers": 4,
+    "jacobian": 5,
+    "lyapunov": 6,
+    "units": 7,
+}
 
 
 def main(argv=None) -> int:

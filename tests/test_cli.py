@@ -158,19 +158,24 @@ def test_a_diverged_run_is_a_result_exit_0(tmp_path, capsys):
 def test_no_arguments_or_a_file_open_the_app(small, monkeypatch):
     opened = []
     fake = types.ModuleType("gradscope.gui.app")
-    fake.main = lambda path=None: opened.append(path) or 0
+    fake.main = lambda path=None, end_process=False: opened.append((path, end_process)) and 0
     monkeypatch.setitem(sys.modules, "gradscope.gui.app", fake)
     assert cli.main([]) == 0 and cli.main([str(small)]) == 0
-    assert opened == [None, str(small)]
+    assert opened == [(None, True), (str(small), True)]  # the process ends with the window
 
 
-def test_opening_a_bad_file_exits_2_before_the_app_starts(monkeypatch, capsys):
+def test_opening_a_bad_file_says_so_in_one_line_and_opens_the_app_for_its_dialog(monkeypatch, capsys):
+    """docs/gui.md: a bad file is refused with a dialog; the terminal gets the same one line."""
+    opened = []
     fake = types.ModuleType("gradscope.gui.app")
-    fake.main = lambda path=None: pytest.fail("the app must not start on a bad file")
+    fake.main = lambda path=None, end_process=False: opened.append(path) or 0
     monkeypatch.setitem(sys.modules, "gradscope.gui.app", fake)
     bad = ROOT / "tests" / "data" / "bad" / "bad_cell.toml"
-    assert cli.main([str(bad)]) == 2
-    assert "cell" in capsys.readouterr().err
+    assert cli.main([str(bad)]) == 0 and opened == [str(bad)]
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith(f"gradscope: {bad}") and "cell" in err[0]
+    assert cli.main(["/no/such/file.toml"]) == 0 and opened[-1] == "/no/such/file.toml"
+    assert "no such experiment file" in capsys.readouterr().err
 
 
 def test_python_dash_m_and_main_py(small):

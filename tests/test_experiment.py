@@ -65,7 +65,7 @@ def test_a_stop_in_one_process_keeps_what_was_computed_and_starts_nothing_more(e
     assert long.init_params is not None and long.first_batch is not None
     assert results[2].init_params is None and len(results[2].trace) == 0  # never started
     assert [r.loss_kind for r in results] == ["mse"] * 3  # the contract's values, even unstarted
-    assert stop.updates[:4] == [(0, 1, 4), (0, 2, 4), (0, 3, 4), (0, 4, 4)]
+    assert stop.updates[:5] == [(0, 0, 4), (0, 1, 4), (0, 2, 4), (0, 3, 4), (0, 4, 4)]  # (0, 0): it started
     # What was kept is what an uninterrupted run computes over those iterations.
     whole = execute_run(
         experiment.runs[1].model_copy(update={"train": experiment.runs[1].train.model_copy(update={"iterations": 7})}),

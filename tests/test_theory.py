@@ -435,7 +435,7 @@ def test_gate_lines_anchor_like_the_other_lines():
 def test_every_public_name_of_the_theory_modules_is_importable_from_the_package():
     import importlib
 
-    for module in ("meanfield", "lines", "criticality", "lyapunov", "gates"):
+    for module in ("meanfield", "lines", "criticality", "lyapunov", "gates", "sweeps"):
         names = importlib.import_module(f"gradscope.theory.{module}").__all__
         assert set(names) <= set(th.__all__), module
         assert all(

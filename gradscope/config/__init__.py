@@ -16,6 +16,7 @@ whether a run fits this machine's memory is checked where it runs (experiment.ch
     schema.py     the models (RunConfig, InitConfig, TaskConfig, TrainConfig, Experiment) and ConfigError
     loading.py    load, loads: merging [defaults] into [[runs]], and the error messages
     saving.py     dumps, save: writing every setting out, or editing the user's file in place
+    sweep.py      the [sweep] table and the points it expands to (sweep_points)
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from .schema import (
     OPTIMIZERS,
     SCHEMA_VERSION,
     TASKS,
+    AnalysisConfig,
     ConfigError,
     Experiment,
     InitConfig,
@@ -33,14 +35,19 @@ from .schema import (
     TaskConfig,
     TrainConfig,
 )
+from .sweep import Sweep, SweepPoint, sweep_points
 
 __all__ = [
     "ConfigError",
+    "AnalysisConfig",
     "InitConfig",
     "TaskConfig",
     "TrainConfig",
     "RunConfig",
     "Experiment",
+    "Sweep",
+    "SweepPoint",
+    "sweep_points",
     "load",
     "loads",
     "dumps",

@@ -14,14 +14,24 @@ from pathlib import Path
 from pydantic import BaseModel, ValidationError
 
 from ..engine.tasks import TaskError, make_task
+from .checks import MAX_BYTES, MAX_DEPTH, document_problem, strip_bom, text_problem
 from .schema import SCHEMA_VERSION, ConfigError, Experiment, RunConfig, _Header, _KeyedError
+from .sweep import parse_sweep, sweep_points
 
 
 def load(path: str | os.PathLike, *, check_tasks: bool = True) -> Experiment:
     """Read and validate an experiment file.  Raises ConfigError (with the file's name) on any problem."""
     path = Path(path)
     try:
-        text = path.read_text(encoding="utf-8")
+        if path.exists() and not path.is_dir() and not path.is_file():  # a FIFO blocks, /dev/zero never ends
+            raise ConfigError(f"{path}: not a regular file; expected an experiment file (TOML)", source=str(path))
+        with open(path, "rb") as f:
+            data = f.read(MAX_BYTES + 1)  # at most: a bigger file is refused, never read into memory whole
+        if len(data) > MAX_BYTES:
+            raise ConfigError(
+                f"{path}: more than {MAX_BYTES // 2**20} MiB; expected an experiment file (TOML)", source=str(path)
+            )
+        text = data.decode("utf-8")
     except FileNotFoundError:
         raise ConfigError(f"{path}: no such experiment file", source=str(path)) from None
     except (OSError, UnicodeDecodeError) as error:
@@ -34,26 +44,41 @@ def loads(text: str, source: str | os.PathLike = "<string>", *, check_tasks: boo
     text files (task.text) are resolved against its folder.  ``check_tasks`` also builds each run's task
     (catches a missing text file or a sequence too short for the copy task)."""
     name = str(source)
+    text = strip_bom(text)
+    problem = text_problem(text)
+    if problem:
+        raise ConfigError(f"{name}: {problem}", source=name)
     try:
         doc = tomllib.loads(text)
     except tomllib.TOMLDecodeError as error:
         raise ConfigError(f"{name}: TOML syntax error: {error}", source=name) from None
+    except RecursionError:  # arrays or inline tables nested thousands deep
+        raise ConfigError(
+            f"{name}: arrays or inline tables nested too deeply; expected at most {MAX_DEPTH} levels", source=name
+        ) from None
+    except ValueError as error:  # e.g. an integer of more than 4300 digits (Python's limit on int(str))
+        raise ConfigError(f"{name}: TOML value refused: {error}", source=name) from None
 
     def fail(message: str, key: str | None = None, run=None):
         raise ConfigError(f"{name}: {message}", source=name, run=run, key=key)
 
-    unknown = sorted(set(doc) - {"schema_version", "experiment", "defaults", "runs"})
+    problem = document_problem(doc)
+    if problem:
+        fail(problem, key=problem.partition(":")[0])
+
+    unknown = sorted(set(doc) - {"schema_version", "experiment", "defaults", "runs", "sweep"})
     if unknown:
         fail(
-            f"unknown top-level key {unknown[0]!r}; expected schema_version, [experiment], [defaults], [[runs]]",
+            f"unknown top-level key {unknown[0]!r}; expected schema_version, [experiment], [defaults], [[runs]], "
+            f"[sweep]",
             key=unknown[0],
         )
     if "schema_version" not in doc:
         fail("schema_version is missing; expected schema_version = 1 at the top of the file", key="schema_version")
-    if doc["schema_version"] != SCHEMA_VERSION or isinstance(doc["schema_version"], bool):
+    if type(doc["schema_version"]) is not int or doc["schema_version"] != SCHEMA_VERSION:  # 1.0 and true: no
         fail(
-            f"schema_version: got {doc['schema_version']!r}; expected {SCHEMA_VERSION} (the only version this "
-            f"GradScope reads)",
+            f"schema_version: got {doc['schema_version']!r}; expected the integer {SCHEMA_VERSION} (the only "
+            f"version this GradScope reads)",
             key="schema_version",
         )
     header = doc.get("experiment", {})
@@ -76,9 +101,11 @@ def loads(text: str, source: str | os.PathLike = "<string>", *, check_tasks: boo
     base_dir = Path(source).parent if isinstance(source, Path) else None
 
     runs: list[RunConfig] = []
+    names: set[str] = set()
     for index, entry in enumerate(entries):
         label = entry.get("name") if isinstance(entry.get("name"), str) else None
-        where = f"run {label!r} (runs[{index}])" if label else f"runs[{index}]"
+        shown = label if label is None or len(label) <= 60 else f"{label[:40]}..."  # a message stays one short line
+        where = f"run {shown!r} (runs[{index}])" if label else f"runs[{index}]"
         if "runs" not in doc:
             where = "[defaults] (the file's only run)"
         merged = _merge(defaults, entry)
@@ -104,21 +131,25 @@ def loads(text: str, source: str | os.PathLike = "<string>", *, check_tasks: boo
                     key="init.input",
                     run=label if label else index,
                 )
-        if any(r.name == run.name for r in runs):
+        if run.name in names:  # a set: a file of 10 000 runs is checked in linear time
             fail(
                 f"{where}: name: {run.name!r} is used by an earlier run; expected every run to have its own name",
                 key="name",
                 run=run.name,
             )
         runs.append(run)
-    return Experiment(
+        names.add(run.name)
+    experiment = Experiment(
         name=header.name,
         seed=header.seed,
         description=header.description,
         defaults=defaults,
         runs=runs,
+        sweep=parse_sweep(doc["sweep"], name) if "sweep" in doc else None,
         source=Path(source) if isinstance(source, Path) else None,
     )
+    sweep_points(experiment, name)  # every swept value against every run, now (a ConfigError naming it)
+    return experiment
 
 
 def _merge(base: dict, override: dict) -> dict:
@@ -143,7 +174,7 @@ def _has_key(table: dict, dotted: str) -> bool:
 def _resolve_text(run: dict, base_dir: Path | None) -> dict:
     """task.text relative to the experiment file's folder, made absolute so a run stands on its own."""
     task = run.get("task")
-    if isinstance(task, dict) and isinstance(task.get("text"), str) and task["text"]:
+    if isinstance(task, dict) and isinstance(task.get("text"), str) and task["text"] and "\x00" not in task["text"]:
         path = Path(task["text"]).expanduser()
         if not path.is_absolute() and base_dir is not None:
             path = (base_dir / path).resolve()

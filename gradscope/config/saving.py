@@ -81,6 +81,11 @@ def dumps(experiment: Experiment) -> str:
             entry.add(tomlkit.key(key.split(".")), value)
         runs.append(entry)
     doc.add("runs", runs)
+    if experiment.sweep is not None:
+        sweep = tomlkit.table()
+        for key, value in experiment.sweep.table().items():
+            sweep.add(key, value)  # "init.recurrent_scale" = [...]: one quoted dotted key, as files write it
+        doc.add("sweep", sweep)
     return tomlkit.dumps(doc)
 
 

@@ -15,11 +15,13 @@ from pathlib import Path
 from typing import Any, Final, Literal, get_args
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from ..engine.analysis import AnalysisSpec
 from ..engine.cells import CELLS as CELL_DESCRIPTIONS, Activation, CellName, cell
 from ..engine.params import DEFAULT_SHARDS, Dtype, InitScheme, InitSpec, ModelSpec
 from ..engine.tasks import TASK_NAMES, TaskName, make_task
+from .checks import name_problem
 
 SCHEMA_VERSION: Final = 1
 TASKS = TASK_NAMES
@@ -27,7 +29,8 @@ Architecture = Literal["stack", "seq2seq"]  # engine.params.ARCHITECTURES
 Optimizer = Literal["sgd", "adam"]
 OPTIMIZERS: tuple[Optimizer, ...] = get_args(Optimizer)
 
-_MODEL = ConfigDict(frozen=True, extra="forbid", strict=True)
+# allow_inf_nan: every float key refuses NaN and +-Inf (they are results, never settings)
+_MODEL = ConfigDict(frozen=True, extra="forbid", strict=True, allow_inf_nan=False)
 
 
 class ConfigError(ValueError):
@@ -62,6 +65,7 @@ class InitConfig(BaseModel):
     input: InitScheme = "gaussian"  # scheme for W_hx
     input_scale: float = Field(1.0, ge=0)  # gaussian: Var(W_hx) = scale / fan_in
     readout_scale: float = Field(1.0, ge=0)  # W_yh ~ N(0, readout_scale / d)
+    bias_scale: float = Field(0.0, ge=0)  # Var(b_h) = bias_scale (the phase diagram's sigma_b^2); 0: b_h = 0
     forget_bias: float = 0.0  # lstm: added to the f block of b_h
     chrono: bool = False  # lstm: chrono initialisation of b_i, b_f
     chrono_tmax: int = Field(0, ge=0)  # T_max for chrono; 0: the task's seq_len
@@ -114,6 +118,19 @@ class TrainConfig(BaseModel):
     shards: int = Field(DEFAULT_SHARDS, ge=1, le=64)
 
 
+class AnalysisConfig(BaseModel):
+    """[defaults.analysis]: long-lag Jacobians and Lyapunov exponents (engine.analysis; docs/trace_format.md)."""
+
+    model_config = _MODEL
+    every: int = Field(0, ge=0)  # 0: off; k > 0: at iteration 0 and at every k-th recorded iteration
+    jacobian: bool = True  # the long-lag Jacobian norms (and dL/dW_hh by lag)
+    lyapunov: int = Field(0, ge=0)  # how many Lyapunov exponents (0: none; at most the state size)
+    warmup: int = Field(500, ge=0)  # steps run and discarded before the exponents are measured
+    steps: int = Field(1000, ge=1)  # steps measured
+    h0: Literal["zero", "random"] = "zero"  # the exponents' s_{-1}: zero, or N(0, 1) per unit
+    examples: int = Field(1, ge=1, le=1024)  # batch examples the exponents are averaged over
+
+
 class RunConfig(BaseModel):
     """One run, fully resolved (defaults merged with the run's own keys)."""
 
@@ -132,9 +149,17 @@ class RunConfig(BaseModel):
     init: InitConfig = InitConfig()
     task: TaskConfig = TaskConfig()
     train: TrainConfig = TrainConfig()
+    analysis: AnalysisConfig = AnalysisConfig()
 
     @model_validator(mode="after")
     def _check(self) -> RunConfig:
+        D = self.hidden_size * len(cell(self.cell).states)  # the state size: d, or 2d for the LSTM's (h, c)
+        if self.analysis.lyapunov > D:
+            raise _KeyedError(
+                "analysis.lyapunov",
+                f"got {self.analysis.lyapunov}; expected at most the state size {D} (hidden_size "
+                f"{self.hidden_size}" + (", times 2 for the LSTM's (h, c))" if D > self.hidden_size else ")"),
+            )
         if self.init.chrono and not cell(self.cell).applies("init.chrono"):
             takers = " or ".join(f'cell = "{c.name}"' for c in CELL_DESCRIPTIONS.values() if c.applies("init.chrono"))
             raise _KeyedError(
@@ -191,8 +216,13 @@ class RunConfig(BaseModel):
     def init_spec(self) -> InitSpec:
         return InitSpec(**self.init.model_dump())
 
+    def analysis_spec(self) -> AnalysisSpec:
+        return AnalysisSpec(**self.analysis.model_dump())
+
     def effective_seed(self, experiment_seed: int) -> int:
         return self.seed if self.seed is not None else experiment_seed
+
+    _name = field_validator("name")(lambda value: _printable_name(value))
 
 
 class Experiment(BaseModel):
@@ -205,6 +235,7 @@ class Experiment(BaseModel):
     description: str = ""
     defaults: dict = Field(default_factory=dict)
     runs: list[RunConfig] = Field(default_factory=list)
+    sweep: Any = None  # config.sweep.Sweep: the file's [sweep] table, or None
     source: Path | None = None
 
     @model_validator(mode="after")
@@ -232,12 +263,23 @@ class _Header(BaseModel):
     seed: int = Field(0, ge=0)
     description: str = ""
 
+    _name = field_validator("name")(lambda value: _printable_name(value))
+
+
+def _printable_name(name: str) -> str:
+    """Names become file names, SVG text and titles: at most checks.NAME_MAX characters, no control characters."""
+    problem = name_problem(name)
+    if problem:
+        raise ValueError(problem)
+    return name
+
 
 __all__ = [
     "ConfigError",
     "InitConfig",
     "TaskConfig",
     "TrainConfig",
+    "AnalysisConfig",
     "RunConfig",
     "Experiment",
     "SCHEMA_VERSION",

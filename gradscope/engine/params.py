@@ -246,6 +246,7 @@ class InitSpec:
     input: str = "gaussian"
     input_scale: float = 1.0
     readout_scale: float = 1.0  # W_yh ~ N(0, readout_scale / d), b_y = 0
+    bias_scale: float = 0.0  # b_h ~ N(0, bias_scale) per entry, added to the scheme's b_h (0: no draw)
     forget_bias: float = 0.0  # lstm: added to the f block of b_h
     chrono: bool = False  # lstm: chrono initialisation of the i and f biases
     chrono_tmax: int = 0  # T_max for chrono; 0 means the task's sequence length
@@ -254,7 +255,7 @@ class InitSpec:
         for key in ("recurrent", "input"):
             if getattr(self, key) not in INIT_SCHEMES:
                 raise ValueError(f"init.{key} must be one of {INIT_SCHEMES}, got {getattr(self, key)!r}")
-        for key in ("recurrent_scale", "input_scale", "readout_scale"):
+        for key in ("recurrent_scale", "input_scale", "readout_scale", "bias_scale"):
             value = getattr(self, key)
             if not (isinstance(value, (int, float, np.number)) and np.isfinite(value) and value >= 0):
                 raise ValueError(f"init.{key} must be a finite number >= 0, got {value!r}")
@@ -316,7 +317,8 @@ def init_params(spec: ModelSpec, init: InitSpec, rng: np.random.Generator, seq_l
 
     For an LSTM or a GRU every gate block of W_hx and W_hh is drawn as its own matrix, so "orthogonal" and "identity"
     make each gate's recurrent matrix orthogonal / the identity.  The biases are zero except: the pytorch scheme
-    draws b_h like PyTorch (sum of its two biases); an LSTM adds ``forget_bias`` to the f block; chrono
+    draws b_h like PyTorch (sum of its two biases); ``bias_scale`` > 0 adds N(0, bias_scale) to every entry of
+    b_h (after the scheme's draws, in each stream); an LSTM adds ``forget_bias`` to the f block; chrono
     initialisation (Tallec & Ollivier 2018) sets b_f = log(u), u ~ U[1, T_max - 1], and b_i = -b_f.
     """
     d, G = spec.hidden_size, spec.gates
@@ -339,6 +341,8 @@ def init_params(spec: ModelSpec, init: InitSpec, rng: np.random.Generator, seq_l
                 b_h += rng.uniform(-k, k, size=G * d)  # bias_ih + bias_hh, PyTorch's two biases in one
             else:
                 b_hh = rng.uniform(-k, k, size=G * d)  # the GRU keeps them apart: n uses r * (.. + b_hh)
+        if init.bias_scale > 0:  # drawn only when asked, so runs without it keep their bits
+            b_h = b_h + rng.normal(0.0, np.sqrt(init.bias_scale), size=G * d)  # (G d,) Var(b_h) = bias_scale
         if cell(spec.cell).applies("init.forget_bias"):
             b_h[d : 2 * d] += init.forget_bias
             if init.chrono:

@@ -31,6 +31,8 @@ class Record:
     metrics: dict[str, np.ndarray | float] = field(default_factory=dict)
     nonfinite: NonFinite | None = None
     seconds: float = 0.0  # wall time of the iteration
+    # the analysed iterations' row of analysis.npz (engine.analysis.analyse: (S, T) and (S, m) arrays), else None
+    analysis: dict[str, np.ndarray] | None = None
 
     @property
     def diverged(self) -> bool:

@@ -243,6 +243,8 @@ def _read_corpus(path: str, mtime: float) -> str:
 
 def load_corpus(text: str) -> tuple[str, Path]:
     """The text named by task.text ("" = the shipped corpus) and its path."""
+    if "\x00" in text:  # the operating system refuses such a path (ValueError), as it would a missing file
+        raise TaskError(f"got {text!r}; expected a file name without a NUL character", "task.text")
     path = Path(text) if text else DEFAULT_CORPUS
     try:
         return _read_corpus(str(path), path.stat().st_mtime), path

@@ -26,6 +26,7 @@ from contextlib import contextmanager
 import numpy as np
 
 from . import bptt
+from .analysis import AnalysisSpec, analyse, exponent_inputs
 from .metrics import parameter_metrics
 from .optim import clip_by_global_norm, make_optimizer
 from .params import init_params
@@ -94,6 +95,15 @@ class Training:
         self._workspace: dict = {}
         self.threads: int | None = None  # threads per pass (engine.bptt); None: all
         self._generator: Generator[Record, None, None] | None = None  # closed by close()
+        # analysis (docs/trace_format.md, "Analysis"): off unless analysis.every > 0; the exponents' drive and
+        # initial states come from a third stream of the seed, drawn once, so every analysed iteration measures
+        # the same trajectories' inputs and the data and parameters do not move
+        self.analysis: AnalysisSpec = run.analysis_spec() if hasattr(run, "analysis_spec") else AnalysisSpec()
+        self.analysis_drive = self.analysis_h0 = None
+        if self.analysis.on and self.analysis.lyapunov > 0:
+            analysis_rng = np.random.default_rng(np.random.SeedSequence(self.seed).spawn(3)[2])
+            self.analysis_drive, self.analysis_h0 = exponent_inputs(self.spec, self.analysis, self.task, analysis_rng)
+        self._recorded = 0  # recorded iterations so far (analysis.every counts them)
 
     def __iter__(self) -> Generator[Record, None, None]:
         if self._generator is None:
@@ -117,6 +127,17 @@ class Training:
         per changed W_hh costs O(d^3) (docs/metrics.md): at d = 512 about a training step."""
         every = self.run.train.spectral_every
         return every > 0 and (iteration % every == 0 or iteration == self.iterations - 1 or diverged)
+
+    def is_analysed(self, recorded: bool) -> bool:
+        """Whether this recorded iteration is analysed: iteration 0 and every analysis.every-th recorded one."""
+        return recorded and self.analysis.on and self._recorded % self.analysis.every == 0
+
+    def _analyse(self, batch: dict) -> dict:
+        """The analysis row at the current parameters, on this iteration's batch (engine.analysis)."""
+        with np.errstate(all="ignore"), small_linear_algebra():
+            return analyse(
+                self.spec, self.params, batch, self.task.loss_kind, self.analysis, self.analysis_drive, self.analysis_h0
+            )
 
     def _draw(self) -> dict[str, np.ndarray]:
         """A batch as first_batch.npz holds it: x, target, mask (and decoder_x for seq2seq)."""
@@ -165,6 +186,9 @@ class Training:
                             self.spec, self.params, result.grads, spectral=self.measures_spectrum(iteration, diverged)
                         )
                     )
+            analysed = self.is_analysed(recorded)
+            analysis = self._analyse(batch) if analysed else None
+            self._recorded += recorded
             clipped = clip_by_global_norm(result.grads, train.clip_norm, norm=grad_norm)[1]
             nonfinite = result.nonfinite
             if nonfinite is not None:
@@ -182,6 +206,7 @@ class Training:
                 metrics=metrics,
                 nonfinite=nonfinite,
                 seconds=time.perf_counter() - start,
+                analysis=analysis,
             )
             if diverged:
                 return

@@ -23,7 +23,7 @@ def make_app():
     _APP = app
     app.setApplicationName("GradScope")
     app.setOrganizationName("GradScope")
-    app.setApplicationDisplayName("GradScope")
+    # no setApplicationDisplayName: Qt would append it to every window title ("GradScope — x — GradScope")
     font = app.font()
     if font.pointSize() < 10:
         font.setPointSize(10)
@@ -40,9 +40,10 @@ def _icon():
     return QtGui.QIcon(str(path)) if path.exists() else QtGui.QIcon()
 
 
-def main(path: str | None = None) -> int:
+def main(path: str | None = None, end_process: bool = False) -> int:
     """Open the window (on ``path``, an experiment file or exported folder, else the lecture demo) and run the
-    event loop.  Returns the exit code."""
+    event loop.  Returns the exit code; with ``end_process`` (the command line) it never returns: once the window
+    is closed the process ends at once (exit_process), its training threads told to stop but not waited for."""
     if not (os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY") or os.environ.get("QT_QPA_PLATFORM")):
         print("gradscope: no display found; run under xvfb-run -a, or set QT_QPA_PLATFORM=offscreen", file=sys.stderr)
     from PyQt6 import QtCore
@@ -51,6 +52,7 @@ def main(path: str | None = None) -> int:
 
     app = make_app()
     window = MainWindow()
+    window.ends_process = end_process
     window.show()
     target = Path(path) if path else (DEFAULT_EXPERIMENT if DEFAULT_EXPERIMENT.exists() else None)
     if target is not None:
@@ -59,6 +61,8 @@ def main(path: str | None = None) -> int:
     main.window = window  # reachable for scripts (screenshots) and tests
     code = int(app.exec())
     main.window = None
+    if end_process:
+        exit_process(code)
     close_down(window, code)
     return code
 
@@ -91,6 +95,21 @@ def close_down(window, code: int = 0) -> None:
     if not sip.isdeleted(window):
         sip.delete(window)
     gc.collect()
+
+
+def exit_process(code: int) -> None:
+    """End the process once the window is closed: atexit handlers run, output is flushed, and both the
+    teardown of the window (close_down, 0.2-0.3 s) and the interpreter's module-by-module teardown are
+    skipped, as is the wait for the training threads to end their current step.  Measured here with 5 runs
+    training: Ctrl+Q to main's return 0.2-0.4 s (the wait for the threads' steps), then 0.9-1.3 s of
+    interpreter teardown (Qt's plugins, Numba/LLVM, OpenMP: no Python frame left), which is what made quitting
+    take over 2 s on a loaded machine.  Nothing is lost: the threads compute, they never write."""
+    import atexit
+
+    atexit._run_exitfuncs()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
 
 
 def exit_now_if_compiling(code: int) -> None:

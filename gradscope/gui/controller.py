@@ -41,6 +41,9 @@ class Controller(QtCore.QObject):
         self.runs_at_once = max(1, int(runs_at_once or default_runs_at_once()))  # runs with a worker, at most
         self._waiting: list[RunState] = []  # asked to run, no worker yet: started first come, first served
         self._retired: list[TrainingThread] = []  # stopped threads not yet ended: kept alive until they end
+        self._by_key: dict[int, RunState] = {}  # self.states by key (rebuilt when the list changed)
+        self._threads: dict[int, RunState] = {}  # the runs given a worker (pruned by _working)
+        self._queued: set[int] = set()  # keys of _waiting
         compiler().progress.connect(self._on_compiling)  # created here, in the GUI thread
         self.run_updated.connect(self._share_cores)  # after every change of a run's status
 
@@ -53,6 +56,7 @@ class Controller(QtCore.QObject):
         self.states = []
         for index, run in enumerate(experiment.runs):
             self.states.append(RunState(run, style.run_color(index)))
+        self._by_key = {s.key: s for s in self.states}
         if results is not None:
             by_name = {r.name: r for r in results}
             for state in self.states:
@@ -84,14 +88,16 @@ class Controller(QtCore.QObject):
         return [s.data for s in self.states]
 
     def state(self, key: int) -> RunState:
-        for s in self.states:
-            if s.key == key:
-                return s
-        raise KeyError(f"no run with key {key}")
+        """The run with this key (a dict lookup: signals name runs by key, thousands of runs are fine)."""
+        state = self._by_key.get(key)
+        if state is None:
+            raise KeyError(f"no run with key {key}")
+        return state
 
     def add_run(self, run) -> RunState:
         state = RunState(_unique_name(run, self.states), style.run_color(self._free_color_index()))
         self.states.append(state)
+        self._by_key[state.key] = state
         self._sync_experiment()
         self.runs_changed.emit()
         return state
@@ -104,6 +110,7 @@ class Controller(QtCore.QObject):
         self._stop_thread(state, wait=True)
         self._unqueue(state)
         self.states.remove(state)
+        del self._by_key[key]
         self._sync_experiment()
         self.runs_changed.emit()
         self._fill_slots()
@@ -219,7 +226,12 @@ class Controller(QtCore.QObject):
 
     @property
     def any_busy(self) -> bool:
-        return any(s.busy for s in self.states)
+        return any(s.busy for s in self._working())
+
+    def _working(self) -> list[RunState]:
+        """The runs that have a worker thread (at most runs_at_once, whatever the number of runs)."""
+        self._threads = {k: s for k, s in self._threads.items() if s.thread is not None and self._by_key.get(k) is s}
+        return list(self._threads.values())
 
     @property
     def queued(self) -> list[RunState]:
@@ -228,19 +240,27 @@ class Controller(QtCore.QObject):
 
     # ---------------------------------------------------------------------------------- the queue
     def _enqueue(self, state: RunState) -> None:
-        if state not in self._waiting:
+        if state.key not in self._queued_keys():  # a set: queueing 10 000 runs is linear
             self._waiting.append(state)
+            self._queued.add(state.key)
 
     def _unqueue(self, state: RunState) -> None:
-        if state in self._waiting:
+        if state.key in self._queued_keys():
             self._waiting.remove(state)
+            self._queued.discard(state.key)
+
+    def _queued_keys(self) -> set[int]:
+        """The keys of self._waiting (kept beside it; rebuilt if the list was replaced or popped)."""
+        if len(self._queued) != len(self._waiting):
+            self._queued = {s.key for s in self._waiting}
+        return self._queued
 
     def _fill_slots(self, step: bool = False) -> None:
         """Give waiting runs a worker while fewer than runs_at_once have one.  While paused only a step starts
         runs (with its one iteration): a run started paused would hold a worker and do nothing."""
         if self.paused and not step:
             return
-        while self._waiting and sum(s.thread is not None for s in self.states) < self.runs_at_once:
+        while self._waiting and len(self._working()) < self.runs_at_once:
             state = self._waiting.pop(0)
             self._launch(state, paused=self.paused)
             if step:
@@ -260,6 +280,7 @@ class Controller(QtCore.QObject):
         thread.failed.connect(lambda text: self._on_failed(key, thread, text))
         thread.finished.connect(lambda: self._on_thread_finished(key, thread))
         state.thread = thread
+        self._threads[key] = state
         state.status = RunStatus.COMPILING if self.backend == "numba" else RunStatus.RUNNING
         state.detail = ""
         thread.start()
@@ -289,10 +310,11 @@ class Controller(QtCore.QObject):
 
     def _current(self, key: int, thread: TrainingThread) -> RunState | None:
         """The run a signal is about, or None when the run was removed or its thread replaced meanwhile."""
-        for s in self.states:
-            if s.key == key:
-                return s if s.thread is thread else None
-        return None
+        try:
+            state = self.state(key)
+        except KeyError:
+            return None
+        return state if state.thread is thread else None
 
     # ---------------------------------------------------------------------------------- slots
     def _on_compiling(self, kernels, done, total, name) -> None:
@@ -333,7 +355,7 @@ class Controller(QtCore.QObject):
         """The cores go to the runs, not to their shards: with k runs training, each pass runs its batch
         shards on cpus // k threads (at least 1), so several runs never queue for one pool of shard threads.
         Threads change only the speed of a pass, never its numbers (engine.shard_rows)."""
-        running = [s.training for s in self.states if s.training is not None and s.status is RunStatus.RUNNING]
+        running = [s.training for s in self._working() if s.training is not None and s.status is RunStatus.RUNNING]
         threads = max(1, (os.cpu_count() or 1) // max(1, len(running)))
         for training in running:
             training.threads = threads

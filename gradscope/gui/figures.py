@@ -65,18 +65,18 @@ def run_data_from_results(results) -> list[RunData]:
                 baseline = make_task(result.run.task, result.run.dtype, result.run.architecture).baseline_loss
             except (ValueError, OSError):
                 baseline = None  # e.g. a corpus that moved since the run: no baseline line
-        runs.append(
-            RunData(
-                index,
-                result.name,
-                style.run_color(index),
-                result.trace,
-                run=result.run,
-                loss_kind=result.loss_kind,
-                baseline_loss=baseline,
-                first_batch=result.first_batch,
-            )
+        data = RunData(
+            index,
+            result.name,
+            style.run_color(index),
+            result.trace,
+            run=result.run,
+            loss_kind=result.loss_kind,
+            baseline_loss=baseline,
+            first_batch=result.first_batch,
         )
+        data.result.analysis = getattr(result, "analysis", None)  # the Jacobian and Lyapunov views' rows
+        runs.append(data)
     return runs
 
 
@@ -87,6 +87,13 @@ def export_figures(experiment, results, plots_dir) -> list[Path]:
     return render_figures(run_data_from_results(results), plots_dir, title=title)
 
 
+ANALYSIS_FIGURES = {
+    "jacobian": "jac_sigma_max",
+    "lyapunov": "lyapunov",
+    "units": "unit_h",
+}  # figure -> the analysis key it draws
+
+
 def shows_something(figure_name: str, runs: list[RunData]) -> bool:
     """Whether a view has anything to draw for these runs (an export leaves the others out)."""
     with_data = [r for r in runs if r.visible and r.has_data()]
@@ -94,6 +101,10 @@ def shows_something(figure_name: str, runs: list[RunData]) -> bool:
         return any(name in r.trace for r in with_data for name in SATURATION_METRICS)
     if figure_name == "layers":
         return any(r.layers > 1 for r in with_data)
+    if figure_name in ANALYSIS_FIGURES:
+        from .views.analysis import has_analysis
+
+        return any(has_analysis(r, ANALYSIS_FIGURES[figure_name]) for r in with_data)
     return bool(with_data)
 
 
@@ -255,6 +266,7 @@ def unique(stem: str, taken: set[str]) -> str:
 
 
 def slug(name: str) -> str:
-    """A run name as a file-name part: letters, digits, '.', '-' and '_' kept, the rest '_'."""
-    cleaned = re.sub(r"[^A-Za-z0-9._-]+", "_", name).strip("._")
+    """A run name as a file-name part: letters, digits, '.', '-' and '_' kept, the rest '_', at most 60 characters
+    (a file name has at most 255 bytes; unique() tells apart names that agree up to there)."""
+    cleaned = re.sub(r"[^A-Za-z0-9._-]+", "_", name)[:60].strip("._")
     return cleaned or "run"

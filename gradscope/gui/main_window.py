@@ -1,4 +1,4 @@
-"""The main window: run list and editor on the left, the five views in tabs, menus, toolbar, status bar.
+"""The main window: run list and editor on the left, the eight views in tabs, menus, toolbar, status bar.
 
 It computes nothing: runs live in the Controller, drawing in the views.  A ~30 Hz timer redraws the visible
 view, and only when a trace it shows changed (View.redraw compares a signature).
@@ -14,11 +14,12 @@ from PyQt6 import QtCore, QtWidgets
 from .. import config, io as gio, presets
 from ..recording import describe, open_folder
 from ..runs import RunStatus
-from . import menus
+from . import menus, unsaved
 from .controller import Controller
 from .figures import export_figures
 from .menus import MODELS_DIR, TAB_TIPS, TAB_TITLES
 from .panels import RunEditor, RunList
+from .sweep import SweepTab
 from .views import VIEWS
 from .worker import compiler
 
@@ -45,6 +46,11 @@ class MainWindow(QtWidgets.QMainWindow):
         for view, title, tip in zip(self.views, TAB_TITLES, TAB_TIPS):
             index = self.tabs.addTab(view, title)
             self.tabs.setTabToolTip(index, tip)
+        self.sweep_tab = SweepTab()
+        index = self.tabs.addTab(self.sweep_tab, "Sweep")
+        self.tabs.setTabToolTip(
+            index, "A sweep's log gain per step over its keys, with the mean-field curve or critical line"
+        )
         self.tabs.currentChanged.connect(lambda _: self.redraw(force=True))
         self.setCentralWidget(self.tabs)
 
@@ -93,6 +99,9 @@ class MainWindow(QtWidgets.QMainWindow):
         self.timer.timeout.connect(self._tick)
         self.timer.start()
         self.redraw_count = 0
+        self._next_tick = 0.0  # perf_counter before which ticks are skipped (see _tick)
+        self._exported: dict = {}  # unsaved.signature() at the last export (nothing new to lose since)
+        self.ends_process = False  # app.main(end_process=True): closing the window ends the process
         self._update_title()
 
     # ------------------------------------------------------------------------------------- opening
@@ -105,6 +114,8 @@ class MainWindow(QtWidgets.QMainWindow):
 
     def open_file(self, path) -> bool:
         path = Path(path)
+        if not self.keep_or_discard(f"open {path.name}"):
+            return False
         try:
             experiment = config.load(path)
         except config.ConfigError as error:
@@ -119,6 +130,8 @@ class MainWindow(QtWidgets.QMainWindow):
         """An exported folder, or the recording a killed (or running) ``gradscope run`` left: its runs replace
         those shown, or with ``add`` join them (an overlay)."""
         path = Path(path)
+        if not self.keep_or_discard(f"open {path.name}"):
+            return False
         try:
             folder = open_folder(path)
         except (OSError, ValueError, KeyError) as error:  # ConfigError is a ValueError
@@ -141,6 +154,7 @@ class MainWindow(QtWidgets.QMainWindow):
         return self.open_folder(path, add=True)
 
     def _set_experiment(self, experiment, results=None) -> None:
+        self.sweep_tab.set_experiment(experiment)
         self.controller.load(experiment, results)
         self.setWindowModified(False)
         self._update_title()
@@ -259,6 +273,7 @@ class MainWindow(QtWidgets.QMainWindow):
             return None
         finally:
             QtWidgets.QApplication.restoreOverrideCursor()
+        self._exported = unsaved.signature(self)
         self.statusBar().showMessage(f"Exported {len(results)} run(s) to {out}", 15000)
         return out
 
@@ -281,6 +296,12 @@ class MainWindow(QtWidgets.QMainWindow):
 
     # ------------------------------------------------------------------------------------- running
     def run_or_pause(self) -> None:
+        states = self.controller.states
+        if states and all(s.loaded for s in states):  # an exported folder: recorded runs, nothing to run
+            self.statusBar().showMessage(
+                "These runs were opened from an export: Reset (Ctrl+R) to run them again", 10000
+            )
+            return
         if self.controller.any_busy and not self.controller.paused:
             self.controller.pause()
             self.statusBar().showMessage("Paused: Space runs, S steps", 5000)
@@ -303,7 +324,17 @@ class MainWindow(QtWidgets.QMainWindow):
         self.statusBar().showMessage("Stopped: the traces stay; Reset clears them", 5000)
 
     def reset(self) -> None:
-        self.controller.reset()
+        if self.keep_or_discard("reset"):
+            self.controller.reset()
+
+    # ------------------------------------------------------------------------------------- unsaved results
+    def keep_or_discard(self, doing: str) -> bool:
+        """Before ``doing`` something that drops the runs' results: True to go on (gui/unsaved.py)."""
+        return unsaved.keep_or_discard(self, doing)
+
+    def ask_discard(self, runs: int, doing: str) -> str:
+        """ "export" | "discard" | "cancel", from a modal question (tests replace this method)."""
+        return unsaved.ask_discard(self, runs, doing)
 
     # ------------------------------------------------------------------------------------- run edits
     def add_run(self) -> None:
@@ -328,9 +359,7 @@ class MainWindow(QtWidgets.QMainWindow):
         self._select(key)
 
     def _select(self, key: int) -> None:
-        item = self.run_list._items.get(key)
-        if item is not None:
-            self.run_list.tree.setCurrentItem(item)
+        self.run_list.select(key)
 
     def _selected(self, key) -> None:
         if key is None:
@@ -364,14 +393,23 @@ class MainWindow(QtWidgets.QMainWindow):
         self.statusBar().showMessage(f"Compiling kernels failed: {text.strip().splitlines()[-1]}", 15000)
 
     def _tick(self) -> None:
+        """Redraw and update the status bar, but never spend more than a third of the time on it: with
+        thousands of runs a redraw takes longer than a tick, and input must still get the GUI thread."""
+        now = time.perf_counter()
+        if now < self._next_tick:
+            return
         self.redraw()
         self._update_summary()
+        spent = time.perf_counter() - now
+        self._next_tick = now + 3 * spent if spent > REDRAW_MS / 1000 else 0.0
 
     def redraw(self, force: bool = False) -> bool:
         """Redraw the visible view if what it shows changed."""
+        if self.tabs.currentIndex() >= len(self.views):  # the Sweep tab draws itself (its own timer)
+            return False
         view = self.views[self.tabs.currentIndex()]
         view.set_live(self.controller.any_busy and not self.controller.paused)
-        drew = view.redraw(self.controller.run_data(), force=force)
+        drew = view.redraw(_for_views(self.controller.run_data()), force=force)
         self.redraw_count += drew
         return drew
 
@@ -441,8 +479,29 @@ class MainWindow(QtWidgets.QMainWindow):
     # ------------------------------------------------------------------------------------- closing
     def closeEvent(self, event) -> None:  # Qt override
         self.timer.stop()
-        self.controller.shutdown(timeout_ms=5000)
+        self.sweep_tab.close_job()  # a running sweep stops; its finished points stay in sweep.csv
+        # every worker is told to stop; when the process ends right after (the command line's app) no need to
+        # wait for their current steps: they compute and never write
+        self.controller.shutdown(timeout_ms=0 if self.ends_process else 5000)
+        self.settings.sync()  # the process may end without destructors (app.exit_process)
         event.accept()
+
+
+def _for_views(runs: list, without_data: int = 64) -> list:
+    """The runs a view is given: every run with data, and of those without data (queued) the first
+    ``without_data``, in order.  A view only draws runs with data; the others only tell it the empty state,
+    the timesteps and layers to expect, and asking 10 000 queued runs that on every redraw held the GUI thread
+    for half a second."""
+    if len(runs) <= without_data:
+        return runs
+    kept = []
+    for run in runs:
+        if run.has_data():
+            kept.append(run)
+        elif without_data > 0:
+            kept.append(run)
+            without_data -= 1
+    return kept
 
 
 def _display_path(path) -> str:

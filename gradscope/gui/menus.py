@@ -12,13 +12,16 @@ from PyQt6 import QtCore, QtGui, QtWidgets
 from .. import io as gio, presets
 
 MODELS_DIR = presets.presets_dir()  # the shipped experiment files, installed with the package
-TAB_TITLES = ("Through time", "Waterfall", "Training", "Saturation", "Layers")
+TAB_TITLES = ("Through time", "Waterfall", "Training", "Saturation", "Layers", "Jacobian", "Lyapunov", "Units")
 TAB_TIPS = (
     "‖∂L/∂h_t‖ and ‖h_t‖ against t, with the theory's lines",
     "log ‖∂L/∂h_t‖ over training iteration and timestep for one run",
     "Loss with the task's baseline; gradient norm with the clip threshold",
     "LSTM gates; dead ReLU and saturated tanh/sigmoid units",
     "Gradient norm against t for each layer of a stacked model",
+    "sigma_max of the long-lag Jacobian ∂s_{T-1}/∂s_t against the lag, and ∂L/∂W_hh split by lag (analysis.every)",
+    "The Lyapunov spectrum and the largest exponent over training (analysis.lyapunov)",
+    "One example's h_t and dL/dh_t unit by unit, and a unit's gate traces (analysis.every)",
 )
 
 

@@ -112,8 +112,10 @@ class RunData:
     @property
     def streams(self) -> tuple[str, ...]:
         """The streams' names (layer0, layer0_reverse, ...), in the trace's order."""
-        if self.run is not None:
-            return self.run.model_spec().streams
+        if self.run is not None:  # once per settings (invalidate): views ask for every run on every redraw
+            if "streams" not in self._cache:
+                self._cache["streams"] = self.run.model_spec().streams
+            return self._cache["streams"]
         S = int(self.trace.array("h_norm").shape[1]) if "h_norm" in self.trace and len(self.trace) else 1
         return tuple(f"layer{l}" for l in range(S))
 

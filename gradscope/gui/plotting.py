@@ -22,6 +22,7 @@ _PEN_STYLES = {
     "dash": QtCore.Qt.PenStyle.DashLine,
     "dot": QtCore.Qt.PenStyle.DotLine,
     "dashdot": QtCore.Qt.PenStyle.DashDotLine,
+    "none": QtCore.Qt.PenStyle.NoPen,  # a legend entry that explains a marker, not a line
 }
 
 
@@ -298,15 +299,40 @@ class HoverReadout:
         self.label.setTextWidth(-1)
         if self.label.textItem.boundingRect().width() > room:
             self.label.setTextWidth(room)
-        # keep the box inside the view, in its top corner away from the mouse (scene coordinates, so an
-        # inverted axis, as in the waterfall, puts it at the top too)
+        # keep the box inside the view, in a corner away from the mouse, the top or the bottom one, whichever
+        # hides fewer points of the curves (the ends of exploding or vanishing curves sit in the corners);
+        # scene coordinates, so an inverted axis, as in the waterfall, is handled alike
         box = vb.sceneBoundingRect()
         right_half = scene_pos.x() > box.center().x()
-        corner = vb.mapSceneToView(box.topLeft() if right_half else box.topRight())
-        self.label.setAnchor((0, 0) if right_half else (1, 0))
+        size = self.label.textItem.boundingRect()
+        corners = []
+        for top in (True, False):
+            x = box.left() if right_half else box.right()
+            y = box.top() if top else box.bottom()
+            covered = QtCore.QRectF(
+                x if right_half else x - size.width(), y if top else y - size.height(), size.width(), size.height()
+            )
+            corners.append((self._points_under(vb, covered), not top, x, y, top))
+        _, _, x, y, top = min(corners)  # fewest points hidden; the top corner on a tie
+        corner = vb.mapSceneToView(QtCore.QPointF(x, y))
+        self.label.setAnchor((0 if right_half else 1, 0 if top else 1))
         self.label.setPos(corner.x(), corner.y())
         self.line.setVisible(True)
         self.label.setVisible(True)
+
+    def _points_under(self, vb, scene_rect) -> int:
+        """How many points of the plot's curves fall inside a rectangle in scene coordinates."""
+        rect = vb.mapSceneToView(scene_rect).boundingRect()
+        count = 0
+        for item in self.plot.listDataItems():
+            if not item.isVisible():
+                continue
+            x, y = item.getData()
+            if x is None or not len(x):
+                continue
+            inside = (x >= rect.left()) & (x <= rect.right()) & (y >= rect.top()) & (y <= rect.bottom())
+            count += int(np.count_nonzero(inside))
+        return count
 
     def refresh(self) -> None:
         """Describe the last mouse position again (after a redraw, so the values shown are the ones drawn)."""

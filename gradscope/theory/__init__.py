@@ -28,10 +28,12 @@ Beyond the profile lines (each module's docstring gives its formulas and sources
   Poole et al. (2016) / Schoenholz et al. (2017), for phase diagrams; the ReLU log gain 0.5 ln(c/2).
 * ``lyapunov``: the mean-field largest Lyapunov exponent and the mean of the Lyapunov spectrum of a random
   tanh RNN (Engelken, Wolf & Abbott 2020/2023).
+* ``sweeps``: a run's mean-field log gain per step (0.5 ln chi_1) and the recurrent scale of its critical line,
+  drawn over sweep.csv's measurements.
 * ``gates``: the LSTM cell-path (prod f) and GRU update-path (prod z) decays at initialisation, as lines.
 
 Modules: meanfield (moments, variance map, init -> variance factor), lines (anchored lines, RunTheory),
-criticality, lyapunov, gates.  Every public name is importable from gradscope.theory.
+criticality, lyapunov, gates, sweeps.  Every public name is importable from gradscope.theory.
 """
 
 from .criticality import chi_1, critical_line, critical_sigma_w, relu_log_gain, tanh_fixed_point
@@ -46,7 +48,13 @@ from .gates import (
     lstm_cell_line,
 )
 from .lines import RunTheory, anchored_line, last_scored_step, mean_field_line, pascanu_line, relu_line
-from .lyapunov import chaos_onset_gain, ginibre_mean_log_det, largest_lyapunov_exponent, mean_lyapunov_exponent
+from .lyapunov import (
+    chaos_onset_gain,
+    ginibre_mean_log_det,
+    largest_lyapunov_exponent,
+    mean_field_largest_exponent,
+    mean_lyapunov_exponent,
+)
 from .meanfield import (
     ACTIVATIONS,
     DERIVATIVE_BOUND,
@@ -61,6 +69,7 @@ from .meanfield import (
     variance_map,
     variance_trajectory,
 )
+from .sweeps import critical_recurrent_scale, predicted_log_gain
 
 __all__ = [
     "ACTIVATIONS",
@@ -87,6 +96,7 @@ __all__ = [
     "critical_line",
     "relu_log_gain",
     "largest_lyapunov_exponent",
+    "mean_field_largest_exponent",
     "chaos_onset_gain",
     "ginibre_mean_log_det",
     "mean_lyapunov_exponent",
@@ -98,4 +108,6 @@ __all__ = [
     "gate_product_line",
     "lstm_cell_line",
     "gru_update_line",
+    "predicted_log_gain",
+    "critical_recurrent_scale",
 ]

@@ -72,7 +72,7 @@ class RunTheory:
 
     c       recurrent variance factor (Var(W_hh) = c / d), None when W_hh is not random (identity)
     q_in    (T,) the top layer's input contribution to its pre-activation variance
-    q_b     bias variance (nonzero only for the pytorch scheme)
+    q_b     bias variance (init.bias_scale, plus the pytorch scheme's own)
     The lines describe the TOP layer, which the loss reaches directly; layers below also receive gradient
     from the layer above at every step, which this recursion leaves out.
     """
@@ -103,6 +103,7 @@ class RunTheory:
         m2 = 1.0 if x is None else np.mean(np.square(x, dtype=np.float64), axis=(1, 2))  # (T,) E[x_t^2]
         # the pytorch scheme also draws b_h as the sum of two U(-1/sqrt(d), 1/sqrt(d)): variance 2 / (3 d)
         q_b = 2.0 / (3.0 * d) if init.recurrent == "pytorch" else 0.0
+        q_b += init.bias_scale  # init.bias_scale: b_h ~ N(0, bias_scale) on top
         if c is None:
             q_in = np.full(T, np.nan)
         else:

@@ -18,8 +18,8 @@ import math
 import numpy as np
 from scipy.special import digamma
 
-from .criticality import chi_1, critical_sigma_w, tanh_fixed_point
-from .meanfield import gaussian_expectation
+from .criticality import chi_1, critical_sigma_w, relu_log_gain, tanh_fixed_point
+from .meanfield import gaussian_expectation, mean_field_gain
 
 
 def largest_lyapunov_exponent(g: float, sigma_in: float = 0.0) -> float:
@@ -31,6 +31,23 @@ def largest_lyapunov_exponent(g: float, sigma_in: float = 0.0) -> float:
     spectral radius is g by the circular law).
     """
     return 0.5 * math.log(chi_1(g, sigma_in))
+
+
+def mean_field_largest_exponent(activation: str, c: float, q_in: float = 0.0, q_b: float = 0.0) -> float:
+    """lambda_max of a random RNN with Var(W_hh) = c / d and input + bias variance q_in + q_b per unit, in nats
+    per step: the analysis views' line (it is also the log of the profile's mean-field gain per step).
+
+    tanh: ``largest_lyapunov_exponent(sqrt(c), sqrt(q_in + q_b))``, whose fixed point is the positive one above
+    the transition (an autonomous network started away from 0); relu: 0.5 ln(c / 2) (criticality.relu_log_gain),
+    whatever the variances; sigmoid, linear: ln of meanfield.mean_field_gain at its fixed point (inf past it: the
+    linear network's, or a relu one's, variance has none).
+    """
+    if activation == "tanh":
+        return largest_lyapunov_exponent(math.sqrt(c), math.sqrt(q_in + q_b))
+    if activation == "relu":
+        return relu_log_gain(c)
+    gain = mean_field_gain(activation, c, q_in, q_b)
+    return math.log(gain) if gain > 0 else -math.inf
 
 
 def chaos_onset_gain(sigma_in: float = 0.0) -> float:
@@ -81,4 +98,10 @@ def mean_lyapunov_exponent(g: float, sigma_in: float = 0.0, d: int | None = None
     return log_slope + math.log(g) + ginibre_mean_log_det(d)
 
 
-__all__ = ["largest_lyapunov_exponent", "chaos_onset_gain", "ginibre_mean_log_det", "mean_lyapunov_exponent"]
+__all__ = [
+    "mean_field_largest_exponent",
+    "largest_lyapunov_exponent",
+    "chaos_onset_gain",
+    "ginibre_mean_log_det",
+    "mean_lyapunov_exponent",
+]

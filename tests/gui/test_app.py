@@ -62,6 +62,7 @@ def small_file(tmp_path):
 def window(qtbot, tmp_path):
     settings = QtCore.QSettings(str(tmp_path / "settings.ini"), QtCore.QSettings.Format.IniFormat)
     w = MainWindow(backend="numpy", settings=settings, warm_up=False)
+    w.ask_discard = lambda runs, doing: "discard"  # the question is tested in tests/gui/test_hostile.py
     qtbot.addWidget(w)
     yield w
     w.controller.shutdown(timeout_ms=None)
@@ -173,7 +174,7 @@ def test_edit_a_run_save_and_reopen(window, qtbot, small_file):
     state = window.controller.states[0]
     window.controller.start()
     wait_finished(qtbot, window)
-    window.run_list.tree.setCurrentItem(window.run_list._items[state.key])
+    window.run_list.select(state.key)
     editor = window.editor
     assert editor.values()["init.recurrent_scale"] == 1.5
     editor.set_value("hidden_size", 24)
@@ -225,8 +226,7 @@ def test_hiding_a_run_removes_it_from_the_views(window, qtbot, small_file):
     window.controller.start()
     wait_finished(qtbot, window)
     key = window.controller.states[1].key
-    item = window.run_list._items[key]
-    item.setCheckState(0, QtCore.Qt.CheckState.Unchecked)
+    window.run_list.set_checked(key, False)
     window.redraw()
     assert window.views[0].figure.grad_curves.data((key, "grad_h_norm")) is None
     assert window.views[0].figure.legend.labels[:1] == ["a"]
@@ -368,9 +368,8 @@ def test_a_diverging_run_stops_as_diverged_and_keeps_its_trace(window, qtbot, tm
         window.show()
     tree.setFixedWidth(300)
     qtbot.waitUntil(lambda: tree.viewport().width() < 300 and tree.columnWidth(1) > 0)
-    item = window.run_list._items[boom.key]
     assert tree.columnWidth(0) >= tree.fontMetrics().horizontalAdvance(boom.name) + 20
-    assert item.toolTip(1) == boom.status_text()
+    assert window.run_list.tooltip(boom.key, 1) == boom.status_text()
     assert "diverged at iteration 0" in window.views[0].figure.legend.labels[1]
 
 
@@ -512,14 +511,15 @@ def test_editor_keeps_exact_floats_and_refuses_text_that_is_not_a_number(window,
 def test_unticking_runs_repeatedly_keeps_the_rows_and_the_selection(window, qtbot, small_file):
     """Each tick used to rebuild the list from inside the row's own signal (a crash, sometimes)."""
     window.open_file(small_file(iterations=1))
-    items = dict(window.run_list._items)
-    window.run_list.tree.setCurrentItem(items[window.controller.states[1].key])
+    keys = window.run_list.keys()
+    model = window.run_list.model
+    window.run_list.select(window.controller.states[1].key)
     for _ in range(5):
-        for key, item in items.items():
-            item.setCheckState(0, QtCore.Qt.CheckState.Unchecked)
+        for key in keys:
+            window.run_list.set_checked(key, False)
             assert window.controller.state(key).data.visible is False
-            item.setCheckState(0, QtCore.Qt.CheckState.Checked)
-    assert window.run_list._items == items  # the same row objects
+            window.run_list.set_checked(key, True)
+    assert window.run_list.keys() == keys and window.run_list.model is model  # the same rows
     assert window.run_list.current_key() == window.controller.states[1].key
     assert all(s.data.visible for s in window.controller.states)
 

@@ -14,7 +14,8 @@ from PyQt6 import QtCore, QtGui, QtWidgets
 from ...config import RunConfig
 from .fields import FIELDS, FLOAT_MAX, Field, applies
 
-GROUPS = {"": "Model", "init": "Initialisation", "task": "Task", "train": "Training"}  # sub-table -> box title
+# sub-table -> box title
+GROUPS = {"": "Model", "init": "Initialisation", "task": "Task", "train": "Training", "analysis": "Analysis"}
 # dotted key -> (label, tooltip); a schema key without an entry is shown under its own name
 LABELS = {
     "name": ("Name", "The run's name (unique within the experiment)"),
@@ -41,6 +42,7 @@ LABELS = {
     "init.input": ("W_hx scheme", "Scheme of the input weights W_hx"),
     "init.input_scale": ("W_hx scale", "gaussian: Var(W_hx) = scale / fan_in"),
     "init.readout_scale": ("W_yh scale", "W_yh ~ N(0, scale / d)"),
+    "init.bias_scale": ("b_h variance", "b_h ~ N(0, bias_scale): the phase diagram's sigma_b^2; 0: b_h = 0"),
     "init.forget_bias": ("Forget bias", "lstm: added to the f block of b_h"),
     "init.chrono": ("Chrono init", "lstm: b_f = log U[1, T_max - 1], b_i = -b_f"),
     "init.chrono_tmax": ("Chrono T_max", "0: the task's sequence length"),
@@ -68,6 +70,17 @@ LABELS = {
         "Spectrum every",
         "Measure spectral_radius and sigma_max of W_hh on every n-th iteration (an eigensolve); 0: never",
     ),
+    "analysis.every": (
+        "Analyse every",
+        "Long-lag Jacobians, dL/dW_hh by lag, unit traces and Lyapunov exponents at iteration 0 and every n-th "
+        "recorded iteration (float64, costs seconds at d = 256); 0: off",
+    ),
+    "analysis.jacobian": ("Jacobians", "The long-lag Jacobian norms, dL/dW_hh by lag and the unit traces"),
+    "analysis.lyapunov": ("Exponents m", "How many Lyapunov exponents (QR method); at most the state size"),
+    "analysis.warmup": ("Warm-up steps", "Steps run and discarded before the exponents are measured"),
+    "analysis.steps": ("Measured steps", "Steps the exponents are averaged over"),
+    "analysis.h0": ("Initial state", "The exponents' s_{-1}: zero, or N(0, 1) per unit (from the run's seed)"),
+    "analysis.examples": ("Examples", "Trajectories the exponents are averaged over"),
 }
 SLIDERS = {"init.recurrent_scale": 6.0, "init.input_scale": 6.0}  # scales with a slider, and where it ends
 PROBE_SIZE = 32
@@ -81,6 +94,8 @@ SPECIAL = {
     "init.chrono_tmax": "0: the sequence length",
     "train.iterations": "0: one pass at initialisation",
     "train.spectral_every": "0: never",
+    "analysis.every": "0: off",
+    "analysis.lyapunov": "0: none",
 }
 
 

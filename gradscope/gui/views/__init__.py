@@ -1,13 +1,24 @@
-"""The five views.  Each module holds a Figure (pyqtgraph items, drawn from RunData) and its View widget."""
+"""The eight views.  Each module holds a Figure (pyqtgraph items, drawn from RunData) and its View widget."""
 
+from .analysis import JacobianFigure, JacobianView, LyapunovFigure, LyapunovView
 from .layers import LayersFigure, LayersView
 from .profile import ProfileFigure, ProfileView
 from .saturation import SaturationFigure, SaturationView
 from .training import TrainingFigure, TrainingView
+from .units import UnitsFigure, UnitsView
 from .waterfall import WaterfallFigure, WaterfallView
 
-FIGURES = (ProfileFigure, WaterfallFigure, TrainingFigure, SaturationFigure, LayersFigure)
-VIEWS = (ProfileView, WaterfallView, TrainingView, SaturationView, LayersView)
+FIGURES = (
+    ProfileFigure,
+    WaterfallFigure,
+    TrainingFigure,
+    SaturationFigure,
+    LayersFigure,
+    JacobianFigure,
+    LyapunovFigure,
+    UnitsFigure,
+)
+VIEWS = (ProfileView, WaterfallView, TrainingView, SaturationView, LayersView, JacobianView, LyapunovView, UnitsView)
 
 __all__ = [
     "FIGURES",
@@ -22,4 +33,10 @@ __all__ = [
     "SaturationView",
     "LayersFigure",
     "LayersView",
+    "JacobianFigure",
+    "JacobianView",
+    "LyapunovFigure",
+    "LyapunovView",
+    "UnitsFigure",
+    "UnitsView",
 ]

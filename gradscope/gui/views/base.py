@@ -126,11 +126,13 @@ def _same(drawn, new) -> bool:
 
 
 class NonFiniteMarkers:
-    """Crosses at the top of a log plot for the steps whose value is NaN or Inf (one colour per run)."""
+    """Crosses at the top of a log plot for the steps whose value is NaN or Inf (one colour per run); with
+    ``symbol="t"``, triangles at its bottom for the steps whose value is exactly 0 (an underflow: log10 has no
+    place for it, and a gap alone would say nothing)."""
 
-    def __init__(self, plot: pg.PlotItem):
+    def __init__(self, plot: pg.PlotItem, symbol: str = "x"):
         self.plot = plot
-        self.item = pg.ScatterPlotItem(symbol="x", size=9, pxMode=True)
+        self.item = pg.ScatterPlotItem(symbol=symbol, size=9, pxMode=True)
         self.item.setZValue(50)
         plot.addItem(self.item)
         self.points: list[tuple[float, str]] = []

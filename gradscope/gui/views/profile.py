@@ -102,6 +102,7 @@ class ProfileFigure(Figure):
         self.state_curves = CurveSet(self.state_plot)
         self.grad_marks = NonFiniteMarkers(self.grad_plot)
         self.state_marks = NonFiniteMarkers(self.state_plot)
+        self.grad_zeros = NonFiniteMarkers(self.grad_plot, symbol="t")  # gradients that underflowed to 0
         self.grad_snap = SnapBounds(self.grad_plot)
         self.state_snap = SnapBounds(self.state_plot)
         self.hint = EmptyHint(self.grad_plot, "Press Run (Space) to start")
@@ -136,7 +137,7 @@ class ProfileFigure(Figure):
         shown = visible_with_data(runs)
         self._shown = []
         grad_keys, theory_keys, state_keys = [], [], []
-        grad_marks, state_marks = [], []
+        grad_marks, state_marks, grad_zeros = [], [], []
         bridged = False  # a seq2seq run is shown: mark the bridge
         any_lstm = False
         theory_kinds = set()
@@ -167,6 +168,8 @@ class ProfileFigure(Figure):
                 marks.append((t[bad], run.color))
                 values = run.trace.array(metric)[row]
                 entry["values"][metric] = np.concatenate([values[s][:n] for (s, _, _), n in zip(segments, cut)])
+                if metric.startswith("grad_"):
+                    grad_zeros.append((t[entry["values"][metric] == 0], run.color))
                 any_lstm |= metric == "c_norm"
             for kind, line in self._theory_lines(run, row, layer).items():
                 t = np.arange(len(line), dtype=np.float64)
@@ -180,7 +183,9 @@ class ProfileFigure(Figure):
         self.grad_curves.retain(grad_keys)
         self.theory_curves.retain(theory_keys)
         self.state_curves.retain(state_keys)
-        self.legend.set([(run.label, run.color, "solid") for run in shown] + _style_entries(any_lstm, theory_kinds))
+        zeros = "▼ exactly 0 (underflow)" if any(len(t) for t, _ in grad_zeros) else None
+        entries = [(run.label, run.color, "solid") for run in shown] + _style_entries(any_lstm, theory_kinds)
+        self.legend.set(entries + ([(zeros, STYLE_GREY, "none")] if zeros else []))
         empty_x = timestep_range(runs)
         snap_and_mark(
             self.grad_snap,
@@ -194,6 +199,8 @@ class ProfileFigure(Figure):
         snap_and_mark(
             self.state_snap, self.state_marks, state_marks, self.state_curves, live=self.live, empty_x=empty_x
         )
+        bottom = self.grad_snap.bounds[1][0] if self.grad_snap.bounds is not None else 0.0
+        self.grad_zeros.set(grad_zeros, bottom - 0.25)
         for bridge in self.bridges:
             bridge.setVisible(bridged)
         self.hint.show(not shown)

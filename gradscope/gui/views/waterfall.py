@@ -24,6 +24,7 @@ from .base import (
     set_layer_choices,
     set_run_choices,
     stream_label,
+    timestep_range,
     visible_with_data,
 )
 
@@ -85,11 +86,15 @@ class WaterfallFigure(Figure):
 
     def refresh(self, runs: list[RunData]) -> None:
         run = self.chosen(runs)
-        if run is None:
+        if run is None:  # nothing to show (e.g. after Reset): nothing of an earlier run stays either
             self.image.clear()
             self.bad.clear()
-            self.snap.snap(None, None, log_y=False)
+            self.snap.snap(None, None, log_y=False, empty_x=timestep_range(runs))  # the runs' 0 .. T-1
             self.shown = None
+            self.levels, self._level_owner = None, None
+            self.colorbar.setLevels((-1, 1))
+            self._set_colorbar_ticks(-1, 1)
+            self.plot.setTitle(f"Waterfall of log₁₀ {QUANTITIES[self.quantity]}", size="11pt")
             self.hint.show(True)
             self.hint.set_text(
                 "Press Run (Space) to start"
@@ -175,7 +180,10 @@ class WaterfallFigure(Figure):
 
     def _set_colorbar_ticks(self, lo: int, hi: int) -> None:
         step = max(1, math.ceil((hi - lo) / 8))
-        ticks = [(float(k), decade_label(k)) for k in range(lo, hi + 1) if (k - lo) % step == 0]
+        decades = [k for k in range(lo, hi + 1) if (k - lo) % step == 0]
+        if decades[-1] != hi:  # the top decade always has its label (it says how big the biggest values are)
+            decades = decades[:-1] + [hi] if hi - decades[-1] < step / 2 else decades + [hi]
+        ticks = [(float(k), decade_label(k)) for k in decades]
         self.colorbar.axis.setTicks([ticks])
 
     def _describe(self, x: float, y: float) -> str | None:

@@ -1,0 +1,194 @@
+"""Where a sweep's points run: worker processes on this machine (``LocalPool``) or a Dask cluster
+(``DaskPool``, the optional extra ``gradscope[dask]``).  Both hand back ``concurrent.futures.Future``s of
+``PointOutcome``s, so the sweep's loop (runner.py) is the same for both.
+
+What travels to a worker: the point's RunConfig (a frozen pydantic model, pickled), its seed, the backend
+name and whether to send the run's traces back.  What comes back: the point's measured columns (table.measure,
+computed on the worker) and, unless --no-traces, its RunResult (traces, initial parameters, first batch), which
+the main process exports.  A worker needs only GradScope installed; its kernel cache fills itself on first use.
+
+Local workers each get one BLAS / Numba thread (two processes on two cores, no oversubscription; the bits
+do not depend on threads: the batch's split is a setting, train.shards).  They ignore SIGINT and SIGTERM and
+stop between iterations when the main process says so or has died (experiment.py's worker start-up).
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import threading
+import time
+import traceback
+import uuid
+from concurrent.futures import Future, ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
+from dataclasses import dataclass
+
+from ..experiment import _init_worker, _single_threaded_children, _stop_signals_blocked, _WorkerStop, execute_run
+from ..runs import RunResult
+from .table import measure
+
+
+class SweepError(RuntimeError):
+    """A sweep that cannot start: no [sweep] table, a folder in the way, Dask missing or unreachable."""
+
+
+@dataclass
+class PointOutcome:
+    """What a worker sends back for one point."""
+
+    index: int
+    measured: dict  # table.TAIL's columns
+    result: RunResult | None = None  # when its traces are wanted
+    error: str | None = None  # a failed run's traceback
+
+
+def compute_point(index: int, run, seed: int, backend: str = "numba", keep: bool = True, stop=None) -> PointOutcome:
+    """Run one point to its end and measure it (on whichever worker): the function every pool runs."""
+    result = execute_run(run, seed, backend, stop=stop)
+    return PointOutcome(index, measure(result), result if keep else None, result.error)
+
+
+def _init_sweep_worker(stop, updates, specs) -> None:
+    """A local worker's start-up: experiment.py's (signals, the stop), then the kernels its points need, loaded
+    from the cache before the first point, so that no point's wall_seconds holds the load."""
+    _init_worker(stop, updates)
+    parent = os.getppid()
+
+    def orphaned() -> None:  # an idle worker blocks on its queue, which a killed parent never closes
+        while os.getppid() == parent:
+            time.sleep(0.5)
+        os._exit(0)
+
+    threading.Thread(target=orphaned, name="gradscope-parent-watch", daemon=True).start()
+    from ..engine import compile_kernels
+
+    for spec in specs:
+        compile_kernels(spec)
+
+
+def _compute_in_worker(index: int, run, seed: int, backend: str, keep: bool) -> PointOutcome:
+    return compute_point(index, run, seed, backend, keep, stop=_WorkerStop())
+
+
+class LocalPool:
+    """``workers`` processes on this machine (spawned: never a fork of a process that holds threads)."""
+
+    def __init__(self, workers: int, specs=()):
+        self._specs = tuple(specs)  # engine.ModelSpecs whose kernels each worker loads as it starts
+        self.slots = max(1, int(workers))
+        self.where = f"{self.slots} local worker process{'es' if self.slots > 1 else ''}"
+        self._context = multiprocessing.get_context("spawn")
+        self._stop = self._context.Event()
+        self._updates = self._context.Queue()  # the start-up's progress queue; points report no iterations
+        self._pool = self._start()
+
+    def _start(self) -> ProcessPoolExecutor:
+        with _stop_signals_blocked(), _single_threaded_children():
+            pool = ProcessPoolExecutor(
+                max_workers=self.slots,
+                mp_context=self._context,
+                initializer=_init_sweep_worker,
+                initargs=(self._stop, self._updates, self._specs),
+            )
+            pool.submit(int).result()  # start the workers now, with the signals blocked and one thread each
+        return pool
+
+    def submit(self, point, backend: str, keep: bool) -> Future:
+        try:
+            return self._pool.submit(_compute_in_worker, point.index, point.run, point.seed, backend, keep)
+        except BrokenProcessPool:  # a worker died (killed, out of memory): a new pool for the points left
+            self._pool.shutdown(wait=False, cancel_futures=True)
+            self._pool = self._start()
+            return self._pool.submit(_compute_in_worker, point.index, point.run, point.seed, backend, keep)
+
+    def stop(self) -> None:
+        """The running points stop after their current iteration (and come back as "stopped")."""
+        self._stop.set()
+
+    def close(self) -> None:
+        self._stop.set()
+        self._pool.shutdown(wait=True, cancel_futures=True)
+        self._updates.close()
+
+
+class DaskPool:
+    """The Dask cluster whose scheduler is at ``address`` (``tcp://host:8786``); one point per worker thread."""
+
+    def __init__(self, address: str, timeout: float = 10.0):
+        try:
+            from distributed import Client
+        except ImportError:
+            raise SweepError(
+                "--scheduler needs Dask's distributed scheduler, which is not installed: pip install 'gradscope[dask]'"
+            ) from None
+        try:
+            self._client = Client(address, timeout=f"{timeout}s", set_as_default=False)
+        except (OSError, TimeoutError, ValueError) as error:
+            raise SweepError(f"--scheduler {address}: cannot reach a Dask scheduler there ({error})") from None
+        threads = sum(self._client.nthreads().values())
+        if threads == 0:
+            self._client.close()
+            raise SweepError(f"--scheduler {address}: the cluster has no workers")
+        self.slots = threads
+        self.where = f"the Dask cluster at {address} ({threads} worker thread{'s' if threads > 1 else ''})"
+        self._tag = uuid.uuid4().hex[:8]  # task keys of this sweep, distinct from any other client's
+        self._futures: dict[int, object] = {}
+        self._lock = threading.Lock()
+
+    def submit(self, point, backend: str, keep: bool) -> Future:
+        done: Future = Future()
+        remote = self._client.submit(
+            compute_point,
+            point.index,
+            point.run,
+            point.seed,
+            backend,
+            keep,
+            pure=False,
+            key=f"gradscope-point-{self._tag}-{point.index}",
+        )
+        with self._lock:
+            self._futures[point.index] = remote
+
+        def relay(remote_future) -> None:  # on the client's thread: hand the outcome to the sweep's loop
+            with self._lock:
+                self._futures.pop(point.index, None)
+            if done.done():
+                return
+            try:
+                if remote_future.status == "finished":
+                    done.set_result(remote_future.result())
+                elif remote_future.status == "cancelled":
+                    done.cancel()
+                    done.set_running_or_notify_cancel()
+                else:
+                    done.set_exception(remote_future.exception())
+            except Exception as error:  # noqa: BLE001  (whatever fetching the result raised is the point's failure)
+                if not done.done():
+                    done.set_exception(error)
+
+        remote.add_done_callback(relay)
+        return done
+
+    def stop(self) -> None:
+        """A task on a Dask worker cannot be interrupted: the running points are cancelled (and lost)."""
+        with self._lock:
+            remote = list(self._futures.values())
+        if remote:
+            self._client.cancel(remote)
+
+    def close(self) -> None:
+        self.stop()
+        self._client.close()
+
+
+def default_workers() -> int:
+    return max(1, os.cpu_count() or 1)
+
+
+def failure_text(error: BaseException) -> str:
+    return "".join(traceback.format_exception(error))
+
+
+__all__ = ["SweepError", "PointOutcome", "compute_point", "LocalPool", "DaskPool", "default_workers"]
