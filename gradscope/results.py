@@ -135,8 +135,9 @@ class Results:
         """One xarray.Dataset of every run: per-timestep metrics (run, iteration, stream, timestep), per-iteration
         ones (run, iteration), per-stream ones (run, iteration, stream), NaN where a run has no value (another
         iteration, stream or length); the runs' settings as coordinates on ``run`` (dotted keys as in the
-        experiment file: "init.recurrent_scale"); analysis.npz as "analysis.<key>" and sweep.csv as
-        "sweep.<column>" (dimension ``point``) where present."""
+        experiment file: "init.recurrent_scale"); analysis.npz's arrays under their own names
+        (``jac_sigma_max``, ``lyapunov``, ...; dimension ``analysis_iteration``) and sweep.csv as "sweep.<column>"
+        (dimension ``point``) where present."""
         import xarray as xr
 
         columns: dict[str, list[tuple[int, tuple[str, ...], np.ndarray, dict]]] = {}
@@ -151,12 +152,12 @@ class Results:
                     dims = ("iteration", "stream")
                     run_labels = dict(labels, stream=_decoder_layers(values.shape[1]))
                 columns.setdefault(name, []).append((r, dims, values, run_labels))
-            analysis = self.analysis.get(result.name, {})
+            analysis = self.analysis.get(result.name) or _analysis_arrays(result)
             a_labels = dict(labels, analysis_iteration=analysis.get("iteration", np.zeros(0, np.int64)))
             for key, values in analysis.items():
                 if key != "iteration":
                     dims = _analysis_dims(key, values, len(a_labels["analysis_iteration"]))
-                    columns.setdefault(f"analysis.{key}", []).append((r, dims, values, a_labels))
+                    columns.setdefault(key, []).append((r, dims, values, a_labels))
         axes: dict[str, Any] = {
             "iteration": _union_sorted(e[3]["iteration"] for c in columns.values() for e in c),
             "analysis_iteration": _union_sorted(
@@ -271,6 +272,12 @@ class Results:
         if self.renderer is None or not any(len(r.trace) for r in self.runs):
             return None
         return self.figure("composite").data
+
+
+def _analysis_arrays(result: RunResult) -> dict[str, np.ndarray]:
+    """analysis.npz's arrays of a run analysed in this process (its AnalysisLog), or none."""
+    log = getattr(result, "analysis", None)
+    return log.to_arrays() if log is not None and len(log) else {}
 
 
 def _decoder_layers(L: int) -> tuple[str, ...]:

@@ -218,3 +218,27 @@ def test_run_options_and_progress_bars(capsys):
 def test_open_refuses_what_is_not_a_gradscope_folder(tmp_path):
     with pytest.raises(FileNotFoundError, match="neither an exported folder"):
         gradscope.open(tmp_path)
+
+
+def test_analysis_results_join_the_dataset(tmp_path):
+    from gradscope.config import AnalysisConfig
+
+    analysed = RunConfig(
+        name="analysed",
+        activation="tanh",
+        hidden_size=6,
+        task=TASK,
+        train=TrainConfig(iterations=2),
+        analysis=AnalysisConfig(every=1, lyapunov=2, warmup=5, steps=10),
+    )
+    results = gradscope.run(small(runs=[analysed, small().runs[0]]), out=tmp_path / "out", progress=False, plots=False)
+    ds = results.to_xarray()
+    assert ds["jac_sigma_max"].dims == ("run", "analysis_iteration", "stream", "timestep")
+    assert ds["lyapunov"].dims == ("run", "analysis_iteration", "stream", "exponent")
+    summary = json.loads((tmp_path / "out" / "summary.json").read_text())
+    arrays = npz(tmp_path / "out" / summary["runs"][0]["dir"] / "analysis.npz")
+    got = ds["jac_sigma_max"].sel(run="analysed", analysis_iteration=arrays["iteration"], stream="layer0")
+    np.testing.assert_array_equal(got.values, arrays["jac_sigma_max"][:, 0, :])
+    assert np.isnan(ds["lyapunov"].sel(run="tanh")).all()  # no analysis for that run
+    reopened = gradscope.open(tmp_path / "out").to_xarray()
+    np.testing.assert_array_equal(reopened["lyapunov"].values, ds["lyapunov"].values)
