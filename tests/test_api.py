@@ -242,3 +242,36 @@ def test_analysis_results_join_the_dataset(tmp_path):
     assert np.isnan(ds["lyapunov"].sel(run="tanh")).all()  # no analysis for that run
     reopened = gradscope.open(tmp_path / "out").to_xarray()
     np.testing.assert_array_equal(reopened["lyapunov"].values, ds["lyapunov"].values)
+
+
+SWEEP = """schema_version = 1
+[experiment]
+name = "tiny-sweep"
+[defaults]
+activation = "tanh"
+hidden_size = 6
+[defaults.task]
+name = "probe"
+seq_len = 8
+batch_size = 2
+input_size = 3
+output_size = 2
+[[runs]]
+name = "tanh"
+[sweep]
+"init.recurrent_scale" = [0.5, 2.0]
+seeds = [0]
+"""
+
+
+def test_open_a_sweep_folder_gives_every_point_and_its_table(tmp_path):
+    from gradscope.sweep import run_sweep
+
+    path = tmp_path / "sweep.toml"
+    path.write_text(SWEEP)
+    run_sweep(load(path), tmp_path / "out", workers=1)
+    results = gradscope.open(tmp_path / "out")
+    assert len(results) == 2
+    ds = results.to_xarray()
+    assert sorted(ds["init.recurrent_scale"].values.tolist()) == [0.5, 2.0]
+    assert ds.sizes["point"] == 2 and "sweep.log_gain_per_step" in ds
