@@ -157,6 +157,18 @@ def open(*paths: str | os.PathLike) -> Results:  # noqa: A001  (gradscope.open, 
     return Results(experiment, runs, state, sources, streams, analysis, sweep, renderer=_render)
 
 
+def _tqdm():
+    """tqdm.auto (the notebook's widget in Jupyter) when ipywidgets is there to draw it; else the text bar (what
+    tqdm.auto would fall back to, after a warning)."""
+    import importlib.util
+
+    if importlib.util.find_spec("ipywidgets") is not None:
+        from tqdm.auto import tqdm
+    else:
+        from tqdm import tqdm
+    return tqdm
+
+
 class _Bars:
     """A tqdm bar per run (tqdm.auto: the notebook's widget, else the terminal's), made as its run starts."""
 
@@ -165,8 +177,7 @@ class _Bars:
         self.bars: dict[int, object] = {}
 
     def update(self, index: int, done: int, total: int, seconds: float) -> None:
-        from tqdm.auto import tqdm
-
+        tqdm = _tqdm()
         bar = self.bars.get(index)
         if bar is None:
             bar = self.bars[index] = tqdm(total=total, desc=self.names[index], unit="it", leave=True)
