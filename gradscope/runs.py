@@ -76,6 +76,8 @@ class RunResult:
     seed: int | None = None  # the seed the run used
     baseline_loss: float | None = None  # the task's trivial strategy, in the units of the loss
     description: str = ""  # the task, in words
+    interrupted_at: int | None = None  # read back from the store of a killed process: its last iteration
+    store_error: str | None = None  # why recording to the run's store stopped (the run went on in memory)
     analysis: AnalysisLog | None = None  # the analysed iterations (analysis.npz), when analysis is on
 
     @classmethod

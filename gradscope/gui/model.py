@@ -253,6 +253,8 @@ class RunState:
             return f"compiling kernels {self.detail}"
         if self.status is RunStatus.FAILED:
             return "failed (double-click for the traceback)"
+        if self.result.interrupted_at is not None:
+            return f"interrupted at iteration {self.result.interrupted_at}"
         return str(self.status)
 
     def note_rate(self, iteration: int) -> None:
