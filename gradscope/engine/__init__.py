@@ -124,6 +124,7 @@ def bptt(
     check: bool = True,
     threads: int | None = None,
     shards: int | None = None,
+    accuracy: bool = False,
 ) -> StepResult:
     """One forward and backward pass through time with every metric (see ``metrics`` for definitions).
 
@@ -131,6 +132,8 @@ def bptt(
     ``shards`` (numba only): the parts of the batch a big enough pass runs on separately and adds up
     (``shard_rows``; default: DEFAULT_SHARDS, a fixed number), which fix the result's bits;
     ``threads``: how many shards run at once (default: NUMBA_NUM_THREADS), which changes only the speed.
+    ``accuracy`` (ce only; the trainer asks at recorded iterations): also ``metrics["accuracy"]``, the share
+    of scored positions whose largest logit is the target's (engine/accuracy.py), a 0-d array.
     Never raises on NaN or Inf: ``result.nonfinite`` says where the first one appeared.
     """
     if check:
@@ -138,12 +141,12 @@ def bptt(
     if backend == "numpy":
         from . import reference
 
-        return reference.bptt(spec, params, x, target, mask, loss_kind)
+        return reference.bptt(spec, params, x, target, mask, loss_kind, accuracy=accuracy)
     if backend == "numba":
         from . import driver
 
         return driver.bptt(
-            spec, params, x, target, mask, loss_kind, workspace=workspace, threads=threads, shards=shards
+            spec, params, x, target, mask, loss_kind, workspace=workspace, threads=threads, shards=shards, accuracy=accuracy
         )
     raise ValueError(f"backend must be 'numba' or 'numpy', got {backend!r}")
 

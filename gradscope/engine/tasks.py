@@ -25,6 +25,11 @@ tagging  Sequence labelling in the spirit of part-of-speech tagging on sentences
          (below); the label of an ambiguous word ("saw", "run", "watch", ...) depends on the words before it;
          every step scored (ce).  Baseline (memoryless): predict each word's tag distribution given the word
          alone, L = T * H(tag | word), estimated once from 200 000 generated words with a fixed seed.
+lookahead  Tagging in which an ambiguous word's tag is decided by the word AFTER it (the lecture's "well": adverb
+         or noun), words drawn independently (engine/lookahead.py); every step scored (ce).  A model that reads
+         forward only can do no better than the word alone: its best expected accuracy is known in closed form,
+         1 - q min(P, 1 - P) (q = A (T-1) / T), the task's ``accuracy_ceiling``; its best loss, A (T-1) H(P), is
+         the baseline.  A bidirectional model can reach accuracy 1 and loss 0.
 """
 
 from __future__ import annotations
@@ -35,6 +40,8 @@ from pathlib import Path
 from typing import Literal, get_args
 
 import numpy as np
+
+from . import lookahead
 
 DEFAULT_CORPUS = Path(__file__).parent / "data" / "corpus.txt"
 
@@ -56,6 +63,8 @@ class Task:
     output_size = 0  # k
     baseline_loss: float | None = None
     baseline_strategy = ""  # the trivial strategy the baseline scores
+    accuracy_ceiling: float | None = None  # the best expected accuracy a unidirectional model can reach, if known
+    ceiling_strategy = ""  # what reaches that ceiling
     description = ""
 
     def __init__(self, seq_len: int, batch_size: int, dtype: str):
@@ -219,7 +228,7 @@ class CharLMTask(Task):
 
 # Sentences of the tagging grammar.  Each word has a fixed set of possible tags; the ambiguous ones take their
 # tag from context: after a determiner or adjective a noun, after a noun phrase or pronoun a verb.
-TAGS = ("DET", "ADJ", "NOUN", "VERB", "PRON", "ADV", "PUNCT")
+TAGS = lookahead.TAGS  # ("DET", "ADJ", "NOUN", "VERB", "PRON", "ADV", "PUNCT"), shared with the lookahead task
 _WORDS = {
     "DET": ["the", "a", "every", "this"],
     "ADJ": ["old", "quick", "red", "quiet"],
@@ -304,6 +313,35 @@ class TaggingTask(Task):
         return x, target, mask
 
 
+class LookaheadTask(Task):
+    name = "lookahead"
+    loss_kind = "ce"
+    input_size, output_size = len(lookahead.WORDS), len(lookahead.TAGS)
+    baseline_strategy = "tag each word from the word alone: the best any unidirectional model can do"
+    ceiling_strategy = "the most likely tag of each word given the word alone (any model that reads forward only)"
+
+    def __init__(self, seq_len, batch_size, dtype):
+        super().__init__(seq_len, batch_size, dtype)
+        if seq_len < 2:
+            raise TaskError(
+                f"the lookahead task needs seq_len >= 2 (an ambiguous word needs a word after it), got {seq_len}",
+                "task.seq_len",
+            )
+        self.baseline_loss = lookahead.unidirectional_loss(seq_len)
+        self.accuracy_ceiling = lookahead.unidirectional_accuracy(seq_len)
+        self.description = (
+            f"lookahead tagging: label each of {seq_len} independent words with one of {len(lookahead.TAGS)} tags; "
+            f"an ambiguous word's tag is decided by the word after it; ce at every step; a unidirectional "
+            f"model's best accuracy is {self.accuracy_ceiling:.4f}"
+        )
+
+    def batch(self, rng):
+        codes = lookahead.sequence_codes(rng, self.seq_len, self.batch_size)  # (T, B)
+        x = self._one_hot(codes, self.input_size)  # (T, B, V)
+        mask = np.ones((self.seq_len, self.batch_size), dtype=self.dtype)
+        return x, lookahead.tags_of(codes), mask
+
+
 def make_task(task_config, dtype: str = "float32") -> Task:
     """The task described by a config.TaskConfig (or anything with the same attributes)."""
     c = task_config
@@ -318,6 +356,8 @@ def make_task(task_config, dtype: str = "float32") -> Task:
         task = CharLMTask(c.seq_len, c.batch_size, dtype, c.text)
     elif c.name == "tagging":
         task = TaggingTask(c.seq_len, c.batch_size, dtype)
+    elif c.name == "lookahead":
+        task = LookaheadTask(c.seq_len, c.batch_size, dtype)
     else:
         raise TaskError(f"unknown task {c.name!r}; expected one of {TASK_NAMES}", "task.name")
     if c.name != "probe":
@@ -332,13 +372,14 @@ def make_task(task_config, dtype: str = "float32") -> Task:
 
 # The task registry: every task GradScope knows, by the name an experiment file gives (config.TaskConfig.name
 # accepts exactly these).
-TaskName = Literal["probe", "adding", "copy", "charlm", "tagging"]  # TASK_CLASSES' keys, in its order
+TaskName = Literal["probe", "adding", "copy", "charlm", "tagging", "lookahead"]  # TASK_CLASSES' keys, in its order
 TASK_CLASSES: dict[str, type[Task]] = {
     "probe": ProbeTask,
     "adding": AddingTask,
     "copy": CopyTask,
     "charlm": CharLMTask,
     "tagging": TaggingTask,
+    "lookahead": LookaheadTask,
 }
 TASK_NAMES: tuple[TaskName, ...] = get_args(TaskName)
 
@@ -362,6 +403,7 @@ __all__ = [
     "CopyTask",
     "CharLMTask",
     "TaggingTask",
+    "LookaheadTask",
     "make_task",
     "task_sizes",
     "loss_kind_of",
