@@ -74,6 +74,7 @@ class RunResult:
     error: str | None = None  # traceback text of a failed run
     seed: int | None = None  # the seed the run used
     baseline_loss: float | None = None  # the task's trivial strategy, in the units of the loss
+    accuracy_ceiling: float | None = None  # the best expected accuracy of a unidirectional model, when known
     description: str = ""  # the task, in words
 
     @classmethod
@@ -105,6 +106,7 @@ class RunResult:
         """What the engine's Training knows before its first iteration."""
         self.loss_kind = training.task.loss_kind
         self.baseline_loss = training.task.baseline_loss
+        self.accuracy_ceiling = training.task.accuracy_ceiling
         self.description = training.task.description
         self.init_params, self.first_batch = training.init_params, training.first_batch
 
