@@ -188,8 +188,18 @@ class TrainingFigure(Figure):
             empty_x=empty_x,
         )
         self.accuracy_marks.set(accuracy_marks, 1.0)
-        self.accuracy_plot.setVisible(bool(accuracy_keys))
+        self._show_accuracy(bool(accuracy_keys))
         self.hint.show(not shown)
+
+    def _show_accuracy(self, on: bool) -> None:
+        """The plots share the width evenly; a hidden accuracy plot's column takes none of it."""
+        grid = self.layout.layout
+        self.accuracy_plot.setVisible(on)
+        for col, plot in enumerate(self.plots):
+            shown = on or col < 2
+            grid.setColumnStretchFactor(col, 1 if shown else 0)
+            plot.setPreferredWidth(300 if shown else 0)  # not the title's width: the plots as wide as each other
+        grid.setColumnMaximumWidth(2, 1e6 if on else 0)
 
     def _describe(self, x: float, metric: str) -> str | None:
         lines = []
