@@ -22,12 +22,13 @@ def loss_of_predictions(t, Y, target, mask):
 
 
 @pytest.mark.parametrize(
-    "name,n,k,kind", [
+    "name,n,k,kind",
+    [
         ("adding", 2, 1, "mse"),
         ("copy", 10, 8, "ce"),
         ("tagging", len(VOCABULARY), len(TAGS), "ce"),
         ("lookahead", len(lookahead.WORDS), len(TAGS), "ce"),
-    ]
+    ],
 )
 def test_fixed_sizes_and_loss_kinds(name, n, k, kind):
     t = task(name=name, seq_len=30, batch_size=5)

@@ -146,7 +146,16 @@ def bptt(
         from . import driver
 
         return driver.bptt(
-            spec, params, x, target, mask, loss_kind, workspace=workspace, threads=threads, shards=shards, accuracy=accuracy
+            spec,
+            params,
+            x,
+            target,
+            mask,
+            loss_kind,
+            workspace=workspace,
+            threads=threads,
+            shards=shards,
+            accuracy=accuracy,
         )
     raise ValueError(f"backend must be 'numba' or 'numpy', got {backend!r}")
 

@@ -61,9 +61,7 @@ _CODE = {w: i for i, w in enumerate(WORDS)}
 _AMBIGUOUS_CODES = np.array([_CODE[w] for w in AMBIGUOUS])  # (4,)
 _CUE_CODES = np.array([_CODE[w] for w in CUE_VERBS])  # (4,)
 # tag of each word when it is not a NOUN-before-a-verb (the only tag of an unambiguous word)
-_OWN_TAG = np.array(
-    [TAGS.index(AMBIGUOUS.get(w) or OTHERS.get(w) or "VERB") for w in WORDS], dtype=np.int64
-)  # (V,)
+_OWN_TAG = np.array([TAGS.index(AMBIGUOUS.get(w) or OTHERS.get(w) or "VERB") for w in WORDS], dtype=np.int64)  # (V,)
 _NOUN = TAGS.index("NOUN")
 
 

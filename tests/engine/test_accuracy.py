@@ -71,7 +71,8 @@ def test_counts_ties_masks_nan_and_blocks(monkeypatch):
     assert accuracy.counts(H_nan, W_yh, b_y, target, mask) == (2, 3, False)
     H_nan[0, 0, 2] = np.nan
     assert np.isnan(accuracy.accuracy(H_nan, W_yh, b_y, target, mask))
-    assert np.isnan(accuracy.share([(3, 4, False), (0, 0, True)])) and accuracy.share([(3, 4, False), (1, 4, False)]) == 0.5
+    assert np.isnan(accuracy.share([(3, 4, False), (0, 0, True)]))
+    assert accuracy.share([(3, 4, False), (1, 4, False)]) == 0.5
     rng = np.random.default_rng(0)
     H, target = rng.normal(size=(50, 7, 3)), rng.integers(0, 3, (50, 7))
     mask = (rng.random((50, 7)) < 0.6).astype(float)
@@ -136,12 +137,7 @@ def _torch_model(torch, spec, params):
     kind = {"rnn": nn.RNN, "lstm": nn.LSTM, "gru": nn.GRU}[spec.cell]
     extra = {"nonlinearity": spec.activation} if spec.cell == "rnn" else {}
     module = kind(
-        spec.input_size,
-        spec.hidden_size,
-        num_layers=spec.layers,
-        bidirectional=spec.bidirectional,
-        dtype=dt,
-        **extra,
+        spec.input_size, spec.hidden_size, num_layers=spec.layers, bidirectional=spec.bidirectional, dtype=dt, **extra
     )
     with torch.no_grad():
         for stream, p in zip(spec.streams, params.layers):
