@@ -57,6 +57,7 @@ def gradscope_version() -> str:
 
 # Metrics with one value per timestep but no layer axis: (K, T) in a trace.
 PER_STEP_WITHOUT_LAYER = ("loss_t",)
+PER_DECODER_LAYER = ("grad_bridge_norm", "grad_bridge_c_norm")  # seq2seq (K, L): one per decoder layer
 
 
 class ExportError(OSError):
@@ -122,14 +123,19 @@ def _from_text(value):
 
 
 def format_of(run) -> int:
-    """The format a run's export needs (docs/trace_format.md): 2 for a bidirectional model or a GRU."""
-    return FORMAT_2 if run.bidirectional else max(FORMAT_VERSION, cell(run.cell).trace_format)
+    """The format a run's export needs (docs/trace_format.md): 2 for a bidirectional or seq2seq model or a GRU."""
+    if run.bidirectional or run.architecture != "stack":
+        return FORMAT_2
+    return max(FORMAT_VERSION, cell(run.cell).trace_format)
 
 
-def stream_arrays(run, T: int) -> dict[str, np.ndarray]:
-    """trace.npz's format-2 keys for a run: the streams' names (S,) and their lengths (S,) in steps."""
+def stream_arrays(run) -> dict[str, np.ndarray]:
+    """trace.npz's format-2 keys for a run: the streams' names (S,) and their lengths (S,) in steps (a seq2seq
+    decoder's are task.target_len, or seq_len when it is not set)."""
     streams = run.model_spec().streams
-    return {"streams": np.array(streams), "stream_len": np.full(len(streams), T, dtype=np.int64)}
+    T_src, T_tgt = run.task.seq_len, run.task.target_len or run.task.seq_len
+    lengths = [T_tgt if name.startswith("decoder.") else T_src for name in streams]
+    return {"streams": np.array(streams), "stream_len": np.array(lengths, dtype=np.int64)}
 
 
 def trace_csv(run_name: str, arrays: dict[str, np.ndarray], streams=None) -> str:
@@ -153,8 +159,10 @@ def trace_csv(run_name: str, arrays: dict[str, np.ndarray], streams=None) -> str
             keys = [f"{head}{it},,{tail}" for it in iterations]
         elif values.ndim == 2 and name in PER_STEP_WITHOUT_LAYER:  # (K, T)
             keys = [f"{head}{it},,{t}{tail}" for it in iterations for t in range(values.shape[1])]
-        elif values.ndim == 2:  # (K, S)
+        elif values.ndim == 2:  # (K, S), or (K, L) for the decoder's layers
             layers = names or range(values.shape[1])
+            if name in PER_DECODER_LAYER:
+                layers = [f"decoder.layer{l}" for l in range(values.shape[1])]
             keys = [f"{head}{it},{l},{tail}" for it in iterations for l in layers]
         else:  # (K, S, T)
             layers, T = names or range(values.shape[1]), values.shape[2]
@@ -238,7 +246,7 @@ def export_experiment(
             run_dir.mkdir()
             arrays = result.trace.to_arrays() if len(result.trace) else {}
             two = format_of(result.run) == FORMAT_2
-            extra = stream_arrays(result.run, result.run.task.seq_len) if two else {}
+            extra = stream_arrays(result.run) if two else {}
             _write(run_dir / "trace.npz", _npz_bytes(arrays | extra))
             if arrays:
                 csv_text = trace_csv(result.name, arrays, extra.get("streams"))

@@ -47,6 +47,10 @@ MALFORMED = {
     "layers_bool.toml": ("layers", None, "True"),
     "identity_input.toml": ("init.input", "irnn", "square"),
     "defaults_origin.toml": ("hidden_size", "a", "set in [defaults]"),
+    "target_len_on_stack.toml": ("task.target_len", "plain", 'architecture = "seq2seq"'),
+    "reverse_source_on_stack.toml": ("task.reverse_source", "uni", 'architecture = "seq2seq"'),
+    "bad_architecture.toml": ("architecture", None, "'transformer'"),
+    "translate_on_stack.toml": ("task.name", "stacked", "'seq2seq'"),
 }
 
 # Valid files that a machine may refuse to run (tests/test_experiment.py: refused where they run, never on load).

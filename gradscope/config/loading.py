@@ -94,7 +94,7 @@ def loads(text: str, source: str | os.PathLike = "<string>", *, check_tasks: boo
             fail(f"{where}: {message}{origin}", key=key, run=label if label else index)
         if check_tasks:
             try:
-                task = make_task(run.task, run.dtype)
+                task = make_task(run.task, run.dtype, run.architecture)
             except TaskError as error:
                 fail(f"{where}: {error.key}: {error}", key=error.key, run=label if label else index)
             if run.init.input == "identity" and task.input_size != run.hidden_size:

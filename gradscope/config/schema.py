@@ -19,10 +19,11 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from ..engine.cells import CELLS as CELL_DESCRIPTIONS, Activation, CellName, cell
 from ..engine.params import DEFAULT_SHARDS, Dtype, InitScheme, InitSpec, ModelSpec
-from ..engine.tasks import TASK_NAMES, TaskName, task_sizes
+from ..engine.tasks import TASK_NAMES, TaskName, make_task
 
 SCHEMA_VERSION: Final = 1
 TASKS = TASK_NAMES
+Architecture = Literal["stack", "seq2seq"]  # engine.params.ARCHITECTURES
 Optimizer = Literal["sgd", "adam"]
 OPTIMIZERS: tuple[Optimizer, ...] = get_args(Optimizer)
 
@@ -79,6 +80,8 @@ class TaskConfig(BaseModel):
     copy_length: int = Field(10, ge=1)  # copy: how many symbols to remember
     text: str = ""  # charlm: text file ("" = the corpus shipped with GradScope)
     fixed_batch: bool = False  # reuse the first batch at every iteration
+    target_len: int | None = Field(None, ge=1)  # seq2seq: the decoder's steps T_tgt (None: seq_len)
+    reverse_source: bool = False  # seq2seq: feed the source backwards (Sutskever et al. 2014)
 
     @model_validator(mode="before")
     @classmethod
@@ -122,6 +125,9 @@ class RunConfig(BaseModel):
     hidden_size: int = Field(128, ge=1)  # d
     layers: int = Field(1, ge=1, le=64)  # L
     bidirectional: bool = False  # each layer also runs in reverse; the layer above and the readout read both
+    # "stack": layers with a readout; "seq2seq": an encoder of `layers` layers (bidirectional if asked) whose
+    # final states start a decoder of as many layers, the readout on the decoder (engine/seq2seq.py)
+    architecture: Architecture = "stack"
     dtype: Dtype = "float32"
     init: InitConfig = InitConfig()
     task: TaskConfig = TaskConfig()
@@ -140,14 +146,25 @@ class RunConfig(BaseModel):
                 "init.chrono_tmax",
                 "chrono initialisation needs T_max >= 3 (init.chrono_tmax, or task.seq_len when it is 0)",
             )
+        if self.architecture != "seq2seq":
+            for key, value in (("target_len", self.task.target_len), ("reverse_source", self.task.reverse_source)):
+                if value not in (None, False):
+                    raise _KeyedError(
+                        f"task.{key}",
+                        f"got {value!r} with architecture = {self.architecture!r}; task.{key} is for an "
+                        f'encoder-decoder: set architecture = "seq2seq", or leave task.{key} out',
+                    )
         return self
 
     def memory_estimate(self) -> int:
         """Bytes BPTT keeps: (G + 2) L T B d state floats, the batch and the weights (with gradients and
         optimizer state: four copies)."""
         G = cell(self.cell).blocks
-        d, T, B = self.hidden_size, self.task.seq_len, self.task.batch_size
+        d, B = self.hidden_size, self.task.batch_size
+        T = max(self.task.seq_len, self.task.target_len or 0)  # seq2seq: the longer side
         L = self.layers * (2 if self.bidirectional else 1)  # streams: a bidirectional layer is two
+        if self.architecture == "seq2seq":
+            L += self.layers  # the decoder's
         n = self.task.input_size or 1
         k = self.task.output_size or 1
         states = (G + 2) * L * T * B * d + T * B * (n + k + 1)
@@ -156,7 +173,8 @@ class RunConfig(BaseModel):
 
     def model_spec(self) -> ModelSpec:
         """The engine's ModelSpec; input and output sizes come from the task."""
-        n, k = task_sizes(self.task)
+        task = make_task(self.task, architecture=self.architecture)
+        n, k = task.input_size, task.output_size
         return ModelSpec(
             cell=self.cell,
             activation=self.activation,
@@ -166,6 +184,8 @@ class RunConfig(BaseModel):
             output_size=k,
             dtype=self.dtype,
             bidirectional=self.bidirectional,
+            architecture=self.architecture,
+            decoder_input_size=task.decoder_input_size,
         )
 
     def init_spec(self) -> InitSpec:
@@ -211,4 +231,5 @@ __all__ = [
     "SCHEMA_VERSION",
     "TASKS",
     "OPTIMIZERS",
+    "Architecture",
 ]

@@ -44,32 +44,49 @@ def expected_shapes(spec: ModelSpec) -> dict[str, tuple[int, ...]]:
     expected: dict[str, tuple[int, ...]] = {}
     G, d = spec.gates, spec.hidden_size
     for stream in spec.streams:
-        nl = spec.layer_input_size(int(stream[5:].split("_")[0]))
+        nl = spec.stream_input_size(stream)
         shapes = {"W_hx": (G * d, nl), "W_hh": (G * d, d), "b_h": (G * d,), "b_hh": (G * d,)}
         expected |= {f"{stream}.{name}": shapes[name] for name in cell(spec.cell).parameters}
     return expected | {"readout.W_yh": (spec.output_size, spec.readout_size), "readout.b_y": (spec.output_size,)}
 
 
-def check_batch(spec: ModelSpec, params: Params, x, target, mask, loss_kind: str) -> None:
+def _check_inputs(spec: ModelSpec, name: str, x, size: int, size_key: str) -> tuple[int, int]:
+    """x (or decoder_x): a time-major (T, B, size) array of the model's dtype; returns (T, B)."""
+    if not isinstance(x, np.ndarray):
+        raise TypeError(f"{name} must be a NumPy array, got {type(x).__name__}")
+    if x.ndim != 3:
+        raise ValueError(f"{name} must be time-major (T, B, n), got an array of shape {x.shape}")
+    T, B, n = x.shape
+    if T < 1 or B < 1:
+        raise ValueError(f"{name} must hold at least one step and one example, got shape (T, B, n) = {x.shape}")
+    if n != size:
+        raise ValueError(f"{name} has {n} input features per step, the model expects {size_key} = {size}")
+    if x.dtype != spec.np_dtype:
+        raise ValueError(f"{name} has dtype {x.dtype}, the model is {spec.dtype}")
+    return T, B
+
+
+def check_batch(spec: ModelSpec, params: Params, x, target, mask, loss_kind: str, decoder_x=None) -> None:
     """Refuse arrays that do not fit the model, naming the array, what was found and what was expected.
 
     NaN and Inf in x or in an mse target are data (the pass reports where they lead); a mask must be
-    finite, because it weighs the loss rather than feeding the model.
+    finite, because it weighs the loss rather than feeding the model.  A seq2seq model also takes
+    decoder_x (T_tgt, B, n_dec); its target and mask then have the decoder's T_tgt steps.
     """
     if loss_kind not in LOSS_KINDS:
         raise ValueError(f"loss_kind must be one of {LOSS_KINDS}, got {loss_kind!r}")
-    for name, a in (("x", x), ("target", target), ("mask", mask)):
+    for name, a in (("target", target), ("mask", mask)):
         if not isinstance(a, np.ndarray):
             raise TypeError(f"{name} must be a NumPy array, got {type(a).__name__}")
-    if x.ndim != 3:
-        raise ValueError(f"x must be time-major (T, B, n), got an array of shape {x.shape}")
-    T, B, n = x.shape
-    if T < 1 or B < 1:
-        raise ValueError(f"x must hold at least one step and one example, got shape (T, B, n) = {x.shape}")
-    if n != spec.input_size:
-        raise ValueError(f"x has {n} input features per step, the model expects input_size = {spec.input_size}")
-    if x.dtype != spec.np_dtype:
-        raise ValueError(f"x has dtype {x.dtype}, the model is {spec.dtype}")
+    T, B = _check_inputs(spec, "x", x, spec.input_size, "input_size")
+    if spec.seq2seq:
+        if decoder_x is None:
+            raise ValueError("a seq2seq model needs decoder_x (T_tgt, B, n_dec), the decoder's inputs")
+        T, B_dec = _check_inputs(spec, "decoder_x", decoder_x, spec.decoder_input_size, "decoder_input_size")
+        if B_dec != B:
+            raise ValueError(f"decoder_x has {B_dec} examples, x has {B}")
+    elif decoder_x is not None:
+        raise ValueError("decoder_x is for a seq2seq model (architecture = 'seq2seq'); this one is a stack")
     if mask.shape != (T, B):
         raise ValueError(f"mask must have shape (T, B) = {(T, B)}, got {mask.shape}")
     if not (mask.dtype == np.bool_ or np.issubdtype(mask.dtype, np.number)) or np.iscomplexobj(mask):
@@ -124,9 +141,13 @@ def bptt(
     check: bool = True,
     threads: int | None = None,
     shards: int | None = None,
+    decoder_x: np.ndarray | None = None,
     accuracy: bool = False,
 ) -> StepResult:
     """One forward and backward pass through time with every metric (see ``metrics`` for definitions).
+
+    A seq2seq model (``spec.architecture == "seq2seq"``) also takes ``decoder_x`` (T_tgt, B, n_dec); its
+    target and mask score the decoder's T_tgt steps (seq2seq.py).
 
     backend "numba" runs the compiled kernels (``driver``); "numpy" runs their plain twins (``reference``).
     ``shards`` (numba only): the parts of the batch a big enough pass runs on separately and adds up
@@ -137,7 +158,19 @@ def bptt(
     Never raises on NaN or Inf: ``result.nonfinite`` says where the first one appeared.
     """
     if check:
-        check_batch(spec, params, x, target, mask, loss_kind)
+        check_batch(spec, params, x, target, mask, loss_kind, decoder_x)
+    if spec.seq2seq:
+        if backend not in ("numba", "numpy"):
+            raise ValueError(f"backend must be 'numba' or 'numpy', got {backend!r}")
+        if decoder_x is None:
+            raise ValueError("a seq2seq model needs decoder_x (T_tgt, B, n_dec), the decoder's inputs")
+        if backend == "numpy":
+            from .reference import seq2seq as twin
+
+            return twin.bptt(spec, params, x, decoder_x, target, mask, loss_kind, accuracy)
+        from . import seq2seq
+
+        return seq2seq.bptt(spec, params, x, decoder_x, target, mask, loss_kind, accuracy)
     if backend == "numpy":
         from . import reference
 

@@ -123,6 +123,19 @@ def first_nonfinite(metrics: dict[str, np.ndarray], grads: Params, grad_norms=No
     return None
 
 
+def without_padding(metrics: dict[str, np.ndarray], n_enc: int, T_src: int, T_tgt: int) -> dict[str, np.ndarray]:
+    """A seq2seq pass's metrics with each stream's padding (its steps past its own length, NaN) set to 0:
+    what ``first_nonfinite`` reads, since padding is not data.  Streams 0 .. n_enc-1 are the encoder's."""
+    out = dict(metrics)
+    for name, M in metrics.items():
+        if name != "loss_t" and np.ndim(M) == 2:
+            M = M.copy()
+            M[:n_enc, T_src:] = 0.0
+            M[n_enc:, T_tgt:] = 0.0
+            out[name] = M
+    return out
+
+
 class _SpectralCache:
     """Spectral stats of recently seen W_hh, so an unchanged matrix costs a checksum, not an eigensolve.
 

@@ -26,6 +26,7 @@ CELLS = CELL_NAMES
 Dtype = Literal["float32", "float64"]
 DTYPES: tuple[Dtype, ...] = get_args(Dtype)
 DEFAULT_SHARDS = 2  # parts of the batch a big pass runs on (engine.shards): a fixed number, it decides the bits
+ARCHITECTURES = ("stack", "seq2seq")  # a stack of layers with a readout; an encoder into a decoder (seq2seq.py)
 InitScheme = Literal["gaussian", "uniform", "xavier", "kaiming", "orthogonal", "identity", "pytorch"]
 INIT_SCHEMES: tuple[InitScheme, ...] = get_args(InitScheme)
 
@@ -42,6 +43,8 @@ class ModelSpec:
     output_size: int = 32  # k
     dtype: str = "float32"  # "float32" | "float64"
     bidirectional: bool = False  # each layer runs forward and in reverse; the layer above reads both
+    architecture: str = "stack"  # "stack" | "seq2seq": an encoder of `layers` layers into a decoder of as many
+    decoder_input_size: int = 0  # seq2seq: n_dec, the decoder's input per step (0: the same as input_size)
 
     def __post_init__(self):
         cell(self.cell)  # a ValueError naming the cells for an unknown one
@@ -57,6 +60,12 @@ class ModelSpec:
         if not isinstance(self.bidirectional, (bool, np.bool_)):
             raise ValueError(f"bidirectional must be true or false, got {self.bidirectional!r}")
         object.__setattr__(self, "bidirectional", bool(self.bidirectional))
+        if self.architecture not in ARCHITECTURES:
+            raise ValueError(f"architecture must be one of {ARCHITECTURES}, got {self.architecture!r}")
+        n_dec = self.decoder_input_size
+        if isinstance(n_dec, bool) or not isinstance(n_dec, (int, np.integer)) or n_dec < 0:
+            raise ValueError(f"decoder_input_size must be a whole number >= 0, got {n_dec!r}")
+        object.__setattr__(self, "decoder_input_size", int(n_dec) or (self.input_size if self.seq2seq else 0))
 
     @property
     def gates(self) -> int:
@@ -72,25 +81,52 @@ class ModelSpec:
         """1, or 2 for a bidirectional model (forward, then reverse, in every layer)."""
         return 2 if self.bidirectional else 1
 
+    @property
+    def seq2seq(self) -> bool:
+        return self.architecture == "seq2seq"
+
     @cached_property
     def streams(self) -> tuple[str, ...]:
-        """The recurrent chains, in the engine's order: layer0, layer0_reverse (bidirectional), layer1, ...
-        (docs/trace_format.md, streams).  Per-timestep metrics are (S, T) in this order."""
+        """The recurrent chains, in the engine's order (docs/trace_format.md, streams): layer0, layer0_reverse
+        (bidirectional), layer1, ...; for seq2seq the encoder's (encoder.layer0, ...), then the decoder's
+        (decoder.layer0, ...).  Per-timestep metrics are (S, T) in this order."""
         suffixes = ("", "_reverse")[: self.directions]
-        return tuple(f"layer{l}{suffix}" for l in range(self.layers) for suffix in suffixes)
+        stack = tuple(f"layer{l}{suffix}" for l in range(self.layers) for suffix in suffixes)
+        if not self.seq2seq:
+            return stack
+        return tuple(f"encoder.{s}" for s in stack) + tuple(f"decoder.layer{l}" for l in range(self.layers))
 
     def layer_input_size(self, l: int) -> int:
-        """n_l: the task's input for layer 0; above, the layer below's h (both directions' when bidirectional)."""
+        """n_l: the task's input for layer 0; above, the layer below's h (both directions' when bidirectional).
+        For seq2seq, the encoder's."""
         return self.input_size if l == 0 else self.hidden_size * self.directions
+
+    def stream_input_size(self, stream: str) -> int:
+        """The input size of a stream's W_hx: its layer's n_l; a seq2seq decoder's layer 0 reads decoder_x."""
+        part, l, _ = parse_stream(stream)
+        if part == "decoder":
+            return self.decoder_input_size if l == 0 else self.hidden_size
+        return self.layer_input_size(l)
 
     @property
     def readout_size(self) -> int:
-        """The readout's input: the top layer's h_t, [h_fwd_t ; h_rev_t] when bidirectional."""
-        return self.hidden_size * self.directions
+        """The readout's input: the top layer's h_t, [h_fwd_t ; h_rev_t] when bidirectional (a seq2seq
+        decoder is unidirectional: d)."""
+        return self.hidden_size * (1 if self.seq2seq else self.directions)
 
     @property
     def label(self) -> str:
         return cell(self.cell).label(self.activation)
+
+
+def parse_stream(name: str) -> tuple[str, int, bool]:
+    """A stream's name as (part, layer, reverse): ``layer1_reverse`` -> ("", 1, True),
+    ``decoder.layer0`` -> ("decoder", 0, False) (docs/trace_format.md, streams)."""
+    part, _, chain = name.rpartition(".")
+    if not chain.startswith("layer"):
+        raise ValueError(f"not a stream name: {name!r} (expected e.g. layer0, layer0_reverse, decoder.layer1)")
+    layer, _, suffix = chain[5:].partition("_")
+    return part, int(layer), suffix == "reverse"
 
 
 @dataclass
@@ -286,12 +322,12 @@ def init_params(spec: ModelSpec, init: InitSpec, rng: np.random.Generator, seq_l
     d, G = spec.hidden_size, spec.gates
     layers = []
     for stream in spec.streams:  # layer0, (layer0_reverse,) layer1, ...: each its own draws
-        l = int(stream[5:].split("_")[0])
-        n = spec.layer_input_size(l)
+        n = spec.stream_input_size(stream)
         try:
             W_hx = np.concatenate([_init_block(init.input, init.input_scale, d, n, d, rng) for _ in range(G)])
         except ValueError as err:
-            where = f"layer {l}" + (" (reverse)" if stream.endswith("_reverse") else "")
+            part, l, reverse = parse_stream(stream)
+            where = (f"the {part}'s " if part else "") + f"layer {l}" + (" (reverse)" if reverse else "")
             raise ValueError(f"init.input = {init.input!r} for {where}'s W_hx ({d} x {n}): {err}") from None
         W_hh = np.concatenate([_init_block(init.recurrent, init.recurrent_scale, d, d, d, rng) for _ in range(G)])
         b_h = np.zeros(G * d)
@@ -319,7 +355,7 @@ def init_params(spec: ModelSpec, init: InitSpec, rng: np.random.Generator, seq_l
     r = spec.readout_size  # d, or 2d: [h_fwd ; h_rev]
     W_yh = rng.normal(0.0, np.sqrt(init.readout_scale / r), size=(spec.output_size, r))
     b_y = np.zeros(spec.output_size)
-    streams = None if not spec.bidirectional else spec.streams
+    streams = None if spec.streams == tuple(f"layer{l}" for l in range(spec.layers)) else spec.streams
     return Params(layers, W_yh, b_y, streams).astype(spec.np_dtype)
 
 
@@ -349,6 +385,8 @@ def spectral_stats(W_hh: np.ndarray, gates: int = 1) -> tuple[float, float]:
 
 __all__ = [
     "ModelSpec",
+    "ARCHITECTURES",
+    "parse_stream",
     "InitSpec",
     "Params",
     "LayerParams",

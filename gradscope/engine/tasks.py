@@ -21,6 +21,13 @@ copy     Reproduce copy_length symbols (out of `symbols`) after a delay: the sym
 charlm   Next-character prediction on a text (the experiment's task.text, or the corpus shipped in
          gradscope/engine/data/corpus.txt), every step scored (ce).  Inputs one-hot over the text's characters.
          Baseline (memoryless): predict the text's character frequencies, L = T * H(unigram) in nats.
+translate  (seq2seq only) A small synthetic translation: the source is seq_len symbols (one-hot), the target
+         the first target_len of them translated word by word through a fixed dictionary (a permutation of the
+         symbols), in the source's order; the decoder reads the previous target word (teacher forcing; a start
+         code first); every decoder step scored (ce).  Baseline (no memory of the source): the uniform
+         distribution over the symbols, L = target_len * ln(symbols).  Target word t needs source word t, the
+         path from it to the decoder is T_src - t encoder steps plus t decoder steps; task.reverse_source feeds
+         the source backwards (Sutskever et al. 2014), which makes the first words' path the shortest.
 tagging  Sequence labelling in the spirit of part-of-speech tagging on sentences from a small synthetic grammar
          (below); the label of an ambiguous word ("saw", "run", "watch", ...) depends on the words before it;
          every step scored (ce).  Baseline (memoryless): predict each word's tag distribution given the word
@@ -64,13 +71,26 @@ class Task:
     baseline_loss: float | None = None
     baseline_strategy = ""  # the trivial strategy the baseline scores
     accuracy_ceiling: float | None = None  # the best expected accuracy a unidirectional model can reach, if known
-    ceiling_strategy = ""  # what reaches that ceiling
     description = ""
+    architectures: tuple[str, ...] = ("stack",)  # the architectures it makes data for (engine.params)
+    # seq2seq (set by make_task): the decoder's steps and input size, and whether the source is fed backwards
+    target_len, decoder_input_size, reverse_source = 0, 0, False
 
     def __init__(self, seq_len: int, batch_size: int, dtype: str):
         self.seq_len, self.batch_size, self.dtype = int(seq_len), int(batch_size), np.dtype(dtype)
 
     def batch(self, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        raise NotImplementedError
+
+    def seq2seq_batch(self, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """(x (T_src, B, n), decoder_x (T_tgt, B, n_dec), target, mask (T_tgt, B)) for an encoder-decoder;
+        x is fed backwards (t = 0 holds the last source word) when reverse_source."""
+        x, decoder_x, target, mask = self._seq2seq_batch(rng)
+        if self.reverse_source:
+            x = np.ascontiguousarray(x[::-1])
+        return x, decoder_x, target, mask
+
+    def _seq2seq_batch(self, rng):
         raise NotImplementedError
 
     def _one_hot(self, symbols: np.ndarray, size: int) -> np.ndarray:
@@ -83,6 +103,7 @@ class ProbeTask(Task):
     name = "probe"
     loss_kind = "mse"
     baseline_strategy = "predict 0"
+    architectures = ("stack", "seq2seq")
 
     def __init__(self, seq_len, batch_size, dtype, input_size: int, output_size: int):
         super().__init__(seq_len, batch_size, dtype)
@@ -101,6 +122,55 @@ class ProbeTask(Task):
         mask = np.zeros((T, B), dtype=self.dtype)  # (T, B)
         mask[-1] = 1
         return x, target, mask
+
+    def _seq2seq_batch(self, rng):
+        """The encoder reads x ~ N(0, 1); the decoder reads N(0, 1) noise; scored at its last step."""
+        x = rng.standard_normal((self.seq_len, self.batch_size, self.input_size)).astype(self.dtype)
+        decoder_x, target, mask = self.batch_of_length(rng, self.target_len)
+        return x, decoder_x, target, mask
+
+    def batch_of_length(self, rng, T):
+        saved, self.seq_len = self.seq_len, T
+        try:
+            return self.batch(rng)
+        finally:
+            self.seq_len = saved
+
+
+class TranslateTask(Task):
+    name = "translate"
+    loss_kind = "ce"
+    baseline_strategy = "predict the uniform distribution over the symbols (no memory of the source)"
+    architectures = ("seq2seq",)
+
+    def __init__(self, seq_len, batch_size, dtype, symbols: int, target_len: int):
+        super().__init__(seq_len, batch_size, dtype)
+        if target_len > seq_len:
+            raise TaskError(
+                f"translate scores target word t against source word t, so task.target_len must be at most "
+                f"task.seq_len = {seq_len}, got {target_len}",
+                "task.target_len",
+            )
+        self.symbols = int(symbols)
+        self.input_size = self.output_size = self.symbols
+        self.start = self.symbols  # the decoder's first input: a start code after the words
+        # the dictionary: a fixed permutation of the words, the same for every run with this vocabulary
+        self.dictionary = np.random.default_rng(self.symbols).permutation(self.symbols)
+        self.baseline_loss = target_len * math.log(self.symbols)
+        self.description = (
+            f"translate: {seq_len} source words out of {symbols}, the first {target_len} translated word by "
+            f"word (teacher forcing); ce at every decoder step"
+        )
+
+    def _seq2seq_batch(self, rng):
+        T, T_tgt, B = self.seq_len, self.target_len, self.batch_size
+        source = rng.integers(0, self.symbols, size=(T, B))  # (T, B)
+        target = self.dictionary[source[:T_tgt]]  # (T_tgt, B) int
+        previous = np.concatenate([np.full((1, B), self.start), target[:-1]])  # (T_tgt, B) teacher forcing
+        x = self._one_hot(source, self.symbols)  # (T, B, symbols)
+        decoder_x = self._one_hot(previous, self.symbols + 1)  # (T_tgt, B, symbols + 1)
+        mask = np.ones((T_tgt, B), dtype=self.dtype)
+        return x, decoder_x, target.astype(np.int64), mask
 
 
 class AddingTask(Task):
@@ -318,7 +388,6 @@ class LookaheadTask(Task):
     loss_kind = "ce"
     input_size, output_size = len(lookahead.WORDS), len(lookahead.TAGS)
     baseline_strategy = "tag each word from the word alone: the best any unidirectional model can do"
-    ceiling_strategy = "the most likely tag of each word given the word alone (any model that reads forward only)"
 
     def __init__(self, seq_len, batch_size, dtype):
         super().__init__(seq_len, batch_size, dtype)
@@ -342,11 +411,15 @@ class LookaheadTask(Task):
         return x, lookahead.tags_of(codes), mask
 
 
-def make_task(task_config, dtype: str = "float32") -> Task:
-    """The task described by a config.TaskConfig (or anything with the same attributes)."""
+def make_task(task_config, dtype: str = "float32", architecture: str = "stack") -> Task:
+    """The task described by a config.TaskConfig (or anything with the same attributes), making data for
+    ``architecture`` ("stack", or "seq2seq": then ``seq2seq_batch``)."""
     c = task_config
+    target_len = getattr(c, "target_len", None) or c.seq_len
     task: Task
-    if c.name == "probe":
+    if c.name == "translate":
+        task = TranslateTask(c.seq_len, c.batch_size, dtype, c.symbols, target_len)
+    elif c.name == "probe":
         task = ProbeTask(c.seq_len, c.batch_size, dtype, c.input_size or 32, c.output_size or 32)
     elif c.name == "adding":
         task = AddingTask(c.seq_len, c.batch_size, dtype)
@@ -367,18 +440,34 @@ def make_task(task_config, dtype: str = "float32") -> Task:
         ):
             if value is not None and value != size:
                 raise TaskError(f"the {c.name} task fixes {key} = {size}, got {value}; leave it out", f"task.{key}")
+    if architecture not in task.architectures:
+        takers = [name for name, kind in TASK_CLASSES.items() if architecture in kind.architectures]
+        raise TaskError(
+            f"the {c.name} task makes data for architecture = {' or '.join(map(repr, task.architectures))}; "
+            f"with architecture = {architecture!r} use task.name = {' or '.join(map(repr, takers))}",
+            "task.name",
+        )
+    if architecture == "seq2seq":
+        task.target_len = target_len
+        task.reverse_source = bool(getattr(c, "reverse_source", False))
+        task.decoder_input_size = task.symbols + 1 if isinstance(task, TranslateTask) else task.input_size
+        if isinstance(task, ProbeTask):
+            task.description += f"; seq2seq: the decoder reads {target_len} steps of N(0, 1) noise"
+        if task.reverse_source:
+            task.description += "; the source fed backwards"
     return task
 
 
 # The task registry: every task GradScope knows, by the name an experiment file gives (config.TaskConfig.name
 # accepts exactly these).
-TaskName = Literal["probe", "adding", "copy", "charlm", "tagging", "lookahead"]  # TASK_CLASSES' keys, in its order
+TaskName = Literal["probe", "adding", "copy", "charlm", "tagging", "translate", "lookahead"]  # TASK_CLASSES' keys
 TASK_CLASSES: dict[str, type[Task]] = {
     "probe": ProbeTask,
     "adding": AddingTask,
     "copy": CopyTask,
     "charlm": CharLMTask,
     "tagging": TaggingTask,
+    "translate": TranslateTask,
     "lookahead": LookaheadTask,
 }
 TASK_NAMES: tuple[TaskName, ...] = get_args(TaskName)
@@ -389,9 +478,9 @@ def loss_kind_of(task_config) -> str:
     return TASK_CLASSES[task_config.name].loss_kind
 
 
-def task_sizes(task_config) -> tuple[int, int]:
+def task_sizes(task_config, architecture: str = "stack") -> tuple[int, int]:
     """(input size n, output size k) of a task without drawing any data."""
-    task = make_task(task_config)
+    task = make_task(task_config, architecture=architecture)
     return task.input_size, task.output_size
 
 
@@ -403,6 +492,7 @@ __all__ = [
     "CopyTask",
     "CharLMTask",
     "TaggingTask",
+    "TranslateTask",
     "LookaheadTask",
     "make_task",
     "task_sizes",

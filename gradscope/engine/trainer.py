@@ -81,14 +81,13 @@ class Training:
     def __init__(self, run, seed: int, backend: str = "numba"):
         self.run, self.seed, self.backend = run, int(seed), backend
         self.spec = run.model_spec()
-        self.task = make_task(run.task, run.dtype)
+        self.task = make_task(run.task, run.dtype, self.spec.architecture)
         init_stream, data_stream = np.random.SeedSequence(self.seed).spawn(2)
         self._data_rng = np.random.default_rng(data_stream)
         params = init_params(self.spec, run.init_spec(), np.random.default_rng(init_stream), run.task.seq_len)
         self.init_params = params.copy()
         self.params = params
-        x, target, mask = self.task.batch(self._data_rng)
-        self.first_batch = {"x": x, "target": target, "mask": mask}
+        self.first_batch = self._draw()
         self.optimizer = make_optimizer(run.train, self.params)
         self.iterations = max(run.train.iterations, 1)  # passes to make
         self.iteration = 0  # the next iteration to compute
@@ -119,25 +118,33 @@ class Training:
         every = self.run.train.spectral_every
         return every > 0 and (iteration % every == 0 or iteration == self.iterations - 1 or diverged)
 
-    def _batch(self, iteration: int):
+    def _draw(self) -> dict[str, np.ndarray]:
+        """A batch as first_batch.npz holds it: x, target, mask (and decoder_x for seq2seq)."""
+        if self.spec.seq2seq:
+            x, decoder_x, target, mask = self.task.seq2seq_batch(self._data_rng)
+            return {"x": x, "target": target, "mask": mask, "decoder_x": decoder_x}
+        x, target, mask = self.task.batch(self._data_rng)
+        return {"x": x, "target": target, "mask": mask}
+
+    def _batch(self, iteration: int) -> dict[str, np.ndarray]:
         if iteration == 0 or self.run.task.fixed_batch:
-            b = self.first_batch
-            return b["x"], b["target"], b["mask"]
-        return self.task.batch(self._data_rng)
+            return self.first_batch
+        return self._draw()
 
     def _steps(self) -> Generator[Record, None, None]:
         train = self.run.train
         for iteration in range(self.iterations):
             start = time.perf_counter()
-            x, target, mask = self._batch(iteration)
+            batch = self._batch(iteration)
             with np.errstate(all="ignore"):  # NaN and Inf are data here: recorded, located, never warned about
                 result = bptt(
                     self.spec,
                     self.params,
-                    x,
-                    target,
-                    mask,
+                    batch["x"],
+                    batch["target"],
+                    batch["mask"],
                     self.task.loss_kind,
+                    decoder_x=batch.get("decoder_x"),
                     backend=self.backend,
                     workspace=self._workspace if self.backend == "numba" else None,
                     threads=self.threads if self.backend == "numba" else None,

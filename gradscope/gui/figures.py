@@ -64,7 +64,7 @@ def run_data_from_results(results) -> list[RunData]:
         ceiling = getattr(result, "accuracy_ceiling", None)
         if (baseline is None or ceiling is None) and result.run is not None:
             try:
-                task = make_task(result.run.task, result.run.dtype)
+                task = make_task(result.run.task, result.run.dtype, result.run.architecture)
                 baseline = task.baseline_loss if baseline is None else baseline
                 ceiling = task.accuracy_ceiling if ceiling is None else ceiling
             except (ValueError, OSError):

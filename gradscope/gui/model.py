@@ -11,6 +11,7 @@ import numpy as np
 
 from .. import theory
 from ..engine.cells import ACTIVATION_METRIC, CELLS, Cell, cell
+from ..engine.params import parse_stream
 from ..runs import RunResult, RunStatus
 from ..trace import Trace
 
@@ -46,6 +47,7 @@ class RunData:
     baseline_loss = _of_result("baseline_loss")
     accuracy_ceiling = _of_result("accuracy_ceiling")
     first_batch = _of_result("first_batch")
+    init_params = _of_result("init_params")
 
     def __init__(
         self,
@@ -128,6 +130,18 @@ class RunData:
             return self.layers - 1
         return names.index(names[-1].split("_")[0])
 
+    def segments(self, stream: int) -> list[tuple[int, int, int | None]]:
+        """What a through-time plot of ``stream`` draws, as (stream index, offset of its t, its length; None:
+        all of it).  A seq2seq stream is drawn with its partner on one axis, the encoder's layer l at
+        t = -T_src .. -1 and the decoder's layer l at t = 0 .. T_tgt-1, so the bridge sits between -1 and 0."""
+        names = self.streams
+        if self.run is None or len(names) != self.layers or not names[stream].startswith(("encoder.", "decoder.")):
+            return [(stream, 0, None)]
+        part, l, reverse = parse_stream(names[stream])
+        encoder = names.index(f"encoder.layer{l}" + ("_reverse" if reverse else ""))
+        T_src, T_tgt = self.run.task.seq_len, self.run.task.target_len or self.run.task.seq_len
+        return [(encoder, -T_src, T_src), (names.index(f"decoder.layer{l}"), 0, T_tgt)]
+
     @property
     def clip_norm(self) -> float:
         return float(self.run.train.clip_norm) if self.run is not None else 0.0
@@ -159,6 +173,22 @@ class RunData:
             x = self.first_batch.get("x") if self.first_batch else None
             self._cache["theory"] = theory.RunTheory.for_run(self.run, x) if self.run is not None else None
         return self._cache["theory"]
+
+    def gate_path(self, stream: int) -> tuple[str, np.ndarray] | None:
+        """A gated cell's path gate and its initial bias per unit: ("f", b_f) for an LSTM (the cell path,
+        dc_t/dc_{t-1} = diag(f_t)), ("z", b_z + b_hh,z) for a GRU (its direct path dh_t/dh_{t-1} ⊃ diag(z_t));
+        None for a plain RNN or without the initial parameters (theory.gates)."""
+        desc = self.cell_description
+        params = self.init_params
+        gate = {"lstm": "f", "gru": "z"}.get(desc.name) if desc is not None else None
+        if gate is None or params is None or stream >= len(params.layers):
+            return None
+        p = params.layers[stream]
+        d = p.W_hh.shape[1]
+        b = np.asarray(p.b_h[d : 2 * d], dtype=np.float64)  # the second block: f (i, f, g, o) and z (r, z, n)
+        if p.b_hh is not None:
+            b = b + np.asarray(p.b_hh[d : 2 * d], dtype=np.float64)
+        return gate, b
 
     def invalidate(self) -> None:
         """Forget derived values (after the run's settings changed)."""

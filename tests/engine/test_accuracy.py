@@ -168,3 +168,54 @@ def test_accuracy_matches_pytorch(torch, cell, activation, layers, bidirectional
     want = right[mask != 0].mean()
     assert 0.3 < want < 1
     assert abs(got - want) * np.count_nonzero(mask) <= (0 if dtype == "float64" else 1)
+
+
+# ----------------------------------------------------------------------------------------------- seq2seq
+@pytest.mark.parametrize("bidirectional", [False, True])
+@pytest.mark.parametrize("layers", [1, 2])
+@pytest.mark.parametrize("cell,activation", KINDS)
+def test_seq2seq_decoder_accuracy_matches_twin_and_pytorch(torch, cell, activation, layers, bidirectional):
+    """The decoder's accuracy (the readout reads the decoder's top layer) against the twin and an encoder-decoder
+    unrolled from nn.*Cell (the encoder's final states summed into the decoder's initial ones)."""
+    from .test_seq2seq import _cells, batch as s2s_batch, model as s2s_model
+
+    rng = np.random.default_rng(zlib.crc32(f"s2s-acc{cell}{activation}{layers}{bidirectional}".encode()))
+    spec, params = s2s_model(cell, activation, layers, "float64", rng, bidirectional, k=4)
+    params.W_yh[...] *= 4  # confident logits: few near-ties
+    x, decoder_x, target, mask = s2s_batch(spec, "ce", rng, T_src=6, T_tgt=8, B=5)
+    cells = _cells(torch, spec, params)
+    L, D, d, B = layers, spec.directions, spec.hidden_size, x.shape[1]
+    lstm = cell == "lstm"
+
+    def run(c, inputs, order, h, cs):
+        outs = {}
+        for t in order:
+            h, cs = c(inputs[t], (h, cs)) if lstm else (c(inputs[t], h), cs)
+            outs[t] = h
+        return outs, h, cs
+
+    with torch.no_grad():
+        zero = torch.zeros(B, d, dtype=torch.float64)
+        inputs, finals = [torch.tensor(v) for v in x], []
+        for l in range(L):
+            outs, ends = [], []
+            for r in range(D):
+                order = range(len(inputs)) if r == 0 else range(len(inputs) - 1, -1, -1)
+                o, h, cs = run(cells[l * D + r], inputs, order, zero, zero)
+                outs.append(o)
+                ends.append((h, cs))
+            finals.append(ends)
+            inputs = [torch.cat([o[t] for o in outs], dim=1) for t in range(len(inputs))]
+        inputs = [torch.tensor(v) for v in decoder_x]
+        for l in range(L):
+            h0, c0 = sum(e[0] for e in finals[l]), sum(e[1] for e in finals[l])
+            o, _, _ = run(cells[L * D + l], inputs, range(len(inputs)), h0, c0)
+            inputs = [o[t] for t in range(len(inputs))]
+        y = torch.stack(inputs) @ torch.tensor(params.W_yh).T + torch.tensor(params.b_y)  # (T_tgt, B, k)
+        predicted = y.argmax(dim=2).numpy()  # (T_tgt, B)
+    target = np.where(rng.random(target.shape) < 0.5, predicted, target)  # about half of them right
+    want = (predicted == target)[mask != 0].mean()
+    got = bptt(spec, params, x, target, mask, "ce", decoder_x=decoder_x, accuracy=True).metrics["accuracy"]
+    twin = bptt(spec, params, x, target, mask, "ce", decoder_x=decoder_x, backend="numpy", accuracy=True)
+    assert "accuracy" not in bptt(spec, params, x, target, mask, "ce", decoder_x=decoder_x).metrics
+    assert 0.3 < want < 1 and got == want == twin.metrics["accuracy"]

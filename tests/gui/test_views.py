@@ -618,3 +618,83 @@ def test_gru_gates_are_drawn_with_their_names(view):
     assert {"reset gate r", "update gate z", "candidate n"} <= set(fig.legend.labels)
     _, y = shown(fig.gate_curves, (0, "gate_z_mean"))
     assert y == pytest.approx(np.full(12, 0.4))
+
+
+def _trained(run_keys: dict, seed: int = 0):
+    """A run's RunData after its iteration 0, computed by the engine (settings, first batch, init params)."""
+    from gradscope.engine.trainer import Training
+    from gradscope.runs import RunResult
+    from gradscope.trace import Trace
+
+    run = RunConfig.model_validate(run_keys)
+    training = Training(run, seed)
+    trace = Trace()
+    trace.append(next(iter(training)))
+    result = RunResult(
+        name="run", run=run, trace=trace, first_batch=training.first_batch, init_params=training.init_params
+    )
+    return RunData(0, color="#0072B2", result=result), trace
+
+
+def test_a_seq2seq_stream_is_drawn_with_its_partner_on_one_axis_and_the_bridge_marked(view, qtbot):
+    keys = {
+        "architecture": "seq2seq",
+        "cell": "lstm",
+        "hidden_size": 4,
+        "task": {"seq_len": 6, "target_len": 4, "batch_size": 2, "input_size": 3, "output_size": 2},
+    }
+    data, trace = _trained(keys)
+    p = view(ProfileView)
+    p.redraw([data])
+    assert [p.layer_box.itemText(i) for i in range(p.layer_box.count())] == [
+        "top layer",
+        "encoder layer 0",
+        "decoder layer 0",
+    ]
+    t, y = shown(p.figure.grad_curves, (0, "grad_h_norm"))
+    assert list(t) == list(range(-6, 4))  # the encoder's 6 steps before the bridge, the decoder's 4 after
+    grad = trace.array("grad_h_norm")[0]  # (S, T): encoder row 0, decoder row 1 (NaN past its 4 steps)
+    assert y == pytest.approx(np.log10(np.concatenate([grad[0], grad[1, :4]])))
+    assert all(b.isVisible() for b in p.figure.bridges)
+    text = p.figure._describe(-6, ("grad_h_norm",), False)  # hover on the encoder's first step
+    assert "decoder layer 0" in text and f"{grad[0, 0]:.4g}"[:4] in text
+    plain, _ = _trained({"cell": "lstm", "hidden_size": 4, "task": {"seq_len": 5, "batch_size": 2}})
+    p.redraw([plain])
+    assert not any(b.isVisible() for b in p.figure.bridges)
+
+
+def test_the_gate_path_lines_follow_sigma_of_the_initial_bias(view):
+    keys = {"cell": "lstm", "hidden_size": 8, "init": {"forget_bias": 2.0}, "task": {"seq_len": 10, "batch_size": 4}}
+    data, trace = _trained(keys)
+    p = view(ProfileView)
+    p.redraw([data])
+    line = shown(p.figure.theory_curves, (0, "gate"))[1]  # log10, anchored at the last scored step (t = 9)
+    grad_c = trace.array("grad_c_norm")[0, 0]
+    b_f = data.init_params.layers[0].b_h[8:16]
+    assert np.allclose(b_f, 2.0)
+    sigma = 1 / (1 + np.exp(-2.0))
+    assert line == pytest.approx(np.log10(grad_c[9]) + (9 - np.arange(10)) * np.log10(sigma))
+    measured = shown(p.figure.theory_curves, (0, "gate_measured"))[1]
+    f_mean = trace.array("gate_f_mean")[0, 0]
+    assert measured[3] == pytest.approx(np.log10(grad_c[9] * np.prod(f_mean[4:10])))
+    p.figure.overlays["gates"] = False
+    p.redraw([data])
+    assert p.figure.theory_curves.data((0, "gate")) is None
+
+
+def test_the_waterfall_of_a_seq2seq_stream_spans_encoder_and_decoder_without_padding(view):
+    keys = {
+        "architecture": "seq2seq",
+        "cell": "gru",
+        "hidden_size": 4,
+        "task": {"seq_len": 5, "target_len": 3, "batch_size": 2, "input_size": 3, "output_size": 2},
+    }
+    data, trace = _trained(keys)
+    v = view(WaterfallView)
+    v.redraw([data])
+    shown_ = v.figure.shown
+    grad = trace.array("grad_h_norm")[0]
+    np.testing.assert_array_equal(shown_["values"][0], np.concatenate([grad[0], grad[1, :3]]))
+    assert not shown_["bad"].any()  # the decoder's padding is not drawn as NaN
+    assert shown_["t0"] == -5 and "encoder layer 0 and decoder layer 0" in v.figure.plot.titleLabel.text
+    assert "t = -5" in v.figure._describe(-5, 0)

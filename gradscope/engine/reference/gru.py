@@ -13,9 +13,10 @@ from ..params import LayerParams
 from . import row_norm_mean, sat_fraction, sigmoid
 
 
-def gru_forward(x: np.ndarray, p: LayerParams):
+def gru_forward(x: np.ndarray, p: LayerParams, h0: np.ndarray | None = None):
     """Forward through time.  Returns H (T, B, d), U_n (T, B, d) = u_n of each step (kept for dr), the gate
-    activations A (T, B, 3d) (blocks r, z, n) and the layer's (T,) metrics."""
+    activations A (T, B, 3d) (blocks r, z, n) and the layer's (T,) metrics; h0 (B, d): h_{-1} when given
+    (a seq2seq decoder), else 0."""
     T, B, _ = x.shape
     d = p.W_hh.shape[1]
     H = np.zeros((T, B, d), dtype=x.dtype)
@@ -23,7 +24,7 @@ def gru_forward(x: np.ndarray, p: LayerParams):
     A = np.zeros((T, B, 3 * d), dtype=x.dtype)
     names = ("h_norm", "gate_r_mean", "gate_z_mean", "gate_n_mean", "gate_r_sat", "gate_z_sat", "gate_n_sat")
     m = {k: np.zeros(T) for k in names}
-    h = np.zeros((B, d), dtype=x.dtype)  # h_{-1} = 0
+    h = np.zeros((B, d), dtype=x.dtype) if h0 is None else h0  # h_{-1}
     for t in range(T):
         a = x[t] @ p.W_hx.T + p.b_h  # (B, 3d)
         u = h @ p.W_hh.T + p.b_hh  # (B, 3d)

@@ -13,8 +13,9 @@ from ..params import LayerParams
 from . import row_norm_mean, sat_fraction, sigmoid
 
 
-def lstm_forward(x: np.ndarray, p: LayerParams):
-    """Forward through time.  Returns H, C (T, B, d), the gate activations A (T, B, 4d) and (T,) metrics."""
+def lstm_forward(x: np.ndarray, p: LayerParams, h0: np.ndarray | None = None, c0: np.ndarray | None = None):
+    """Forward through time.  Returns H, C (T, B, d), the gate activations A (T, B, 4d) and (T,) metrics;
+    h0, c0 (B, d): h_{-1}, c_{-1} when given (a seq2seq decoder), else 0."""
     T, B, _ = x.shape
     d = p.W_hh.shape[1]
     H = np.zeros((T, B, d), dtype=x.dtype)
@@ -33,8 +34,8 @@ def lstm_forward(x: np.ndarray, p: LayerParams):
         "gate_o_sat",
     )
     m = {k: np.zeros(T) for k in names}
-    h = np.zeros((B, d), dtype=x.dtype)
-    c = np.zeros((B, d), dtype=x.dtype)
+    h = np.zeros((B, d), dtype=x.dtype) if h0 is None else h0
+    c = np.zeros((B, d), dtype=x.dtype) if c0 is None else c0
     for t in range(T):
         z = x[t] @ p.W_hx.T + h @ p.W_hh.T + p.b_h  # (B, 4d)
         i, f, g, o = (

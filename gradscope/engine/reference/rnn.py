@@ -12,8 +12,9 @@ from ..params import LayerParams
 from . import activate, activation_grad_from_output, row_norm_mean, sat_fraction
 
 
-def rnn_forward(x: np.ndarray, p: LayerParams, activation: str):
-    """Forward through time.  x (T, B, n) -> H (T, B, d) and the layer's (T,) metrics."""
+def rnn_forward(x: np.ndarray, p: LayerParams, activation: str, h0: np.ndarray | None = None):
+    """Forward through time.  x (T, B, n) -> H (T, B, d) and the layer's (T,) metrics; h0 (B, d): h_{-1}
+    when given (a seq2seq decoder), else 0."""
     T, B, _ = x.shape
     d = p.W_hh.shape[1]
     H = np.zeros((T, B, d), dtype=x.dtype)  # (T, B, d)
@@ -21,7 +22,7 @@ def rnn_forward(x: np.ndarray, p: LayerParams, activation: str):
     extra = {"relu": "relu_dead", "tanh": "tanh_sat", "sigmoid": "sigmoid_sat"}.get(activation)
     if extra:
         m[extra] = np.zeros(T)
-    h = np.zeros((B, d), dtype=x.dtype)  # h_{-1} = 0
+    h = np.zeros((B, d), dtype=x.dtype) if h0 is None else h0  # h_{-1}
     for t in range(T):
         z = x[t] @ p.W_hx.T + h @ p.W_hh.T + p.b_h  # (B, d)
         h = activate(activation, z)  # (B, d)

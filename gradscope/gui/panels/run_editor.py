@@ -23,6 +23,12 @@ LABELS = {
     "activation": ("Activation f", "The RNN's nonlinearity (rnn only)"),
     "hidden_size": ("Hidden size d", "Units per layer"),
     "layers": ("Layers L", "Stacked recurrent layers"),
+    "bidirectional": ("Bidirectional", "Every layer also runs in reverse; the layer above and the readout read both"),
+    "architecture": (
+        "Architecture",
+        "stack: layers with a readout; seq2seq: an encoder of L layers whose final states start a decoder of L "
+        "layers (the readout on the decoder)",
+    ),
     "dtype": ("Precision", "Floating-point type of the kernels"),
     "init.recurrent": (
         "W_hh scheme",
@@ -38,7 +44,7 @@ LABELS = {
     "init.forget_bias": ("Forget bias", "lstm: added to the f block of b_h"),
     "init.chrono": ("Chrono init", "lstm: b_f = log U[1, T_max - 1], b_i = -b_f"),
     "init.chrono_tmax": ("Chrono T_max", "0: the task's sequence length"),
-    "task.name": ("Task", "probe, adding problem, copy, character LM, tagging, lookahead (the next word decides)"),
+    "task.name": ("Task", "probe, adding problem, copy, character LM, tagging, lookahead; translate (seq2seq)"),
     "task.seq_len": ("Sequence length T", "Timesteps per sequence"),
     "task.batch_size": ("Batch size B", "Sequences per batch"),
     "task.input_size": ("Input size n", "probe only: input dimension (other tasks fix it)"),
@@ -47,6 +53,8 @@ LABELS = {
     "task.copy_length": ("Copy length", "copy: symbols to remember"),
     "task.text": ("Text file", "charlm: a text file (empty: the corpus shipped with GradScope)"),
     "task.fixed_batch": ("Fixed batch", "Train on the first batch at every iteration"),
+    "task.target_len": ("Target length", "seq2seq: the decoder's steps (empty: the sequence length)"),
+    "task.reverse_source": ("Reverse source", "seq2seq: feed the source backwards (Sutskever et al. 2014)"),
     "train.iterations": ("Iterations", "Parameter updates; 0: one pass at initialisation"),
     "train.optimizer": ("Optimizer", "sgd (with momentum) or adam"),
     "train.lr": ("Learning rate", "Step size"),
@@ -68,6 +76,7 @@ SIZES = ("task.input_size", "task.output_size")
 SPECIAL = {
     "seed": "the experiment's seed",
     "task.input_size": "set by the task",
+    "task.target_len": "the sequence length",
     "task.output_size": "set by the task",
     "init.chrono_tmax": "0: the sequence length",
     "train.iterations": "0: one pass at initialisation",
@@ -312,7 +321,7 @@ class RunEditor(QtWidgets.QWidget):
         from ...engine.tasks import TaskError, make_task
 
         try:
-            make_task(run.task, run.dtype)
+            make_task(run.task, run.dtype, run.architecture)
         except TaskError as error:
             raise ValueError(f"{error.key}: {error}") from None
         return run

@@ -319,9 +319,10 @@ def layer_combo(tooltip: str) -> QtWidgets.QComboBox:
 
 
 def stream_label(streams, s: int) -> str:
-    """A stream as people read it: "layer 1", "layer 1 reverse" (docs/trace_format.md's names: layer1_reverse)."""
+    """A stream as people read it: "layer 1", "layer 1 reverse", "decoder layer 0" (docs/trace_format.md's names:
+    layer1_reverse, decoder.layer0)."""
     name = streams[s] if s < len(streams) else f"layer{s}"
-    return name.replace("layer", "layer ", 1).replace("_reverse", " reverse")
+    return name.replace(".", " ").replace("layer", "layer ", 1).replace("_reverse", " reverse")
 
 
 def set_layer_choices(combo: QtWidgets.QComboBox, layers, streams=None) -> None:

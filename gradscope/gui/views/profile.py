@@ -8,6 +8,7 @@ import numpy as np
 import pyqtgraph as pg
 from PyQt6 import QtCore, QtGui, QtWidgets
 
+from ... import theory as theory_lines
 from .. import style
 from ..axes import value_label
 from ..model import RunData
@@ -22,6 +23,7 @@ from .base import (
     resolve_layer,
     set_layer_choices,
     snap_and_mark,
+    stream_label,
     timestep_range,
     visible_with_data,
 )
@@ -50,8 +52,18 @@ OVERLAYS = {
         "above 1 they may explode.  Dotted, anchored at the last scored step a, with the current W_hh "
         "(sigma_max of the shown iteration).",
     ),
+    "gates": (
+        "Gate path (LSTM, GRU)",
+        "The gated cells' path through time: an LSTM's cell path dc_t/dc_(t-1) = diag(f_t), a GRU's direct\n"
+        "path dh_t/dh_(t-1) ⊃ diag(z_t).  Dashed: sigma(b)^(a-t) from the initial biases (the small-weight\n"
+        "limit, gradscope.theory.gates); dotted: the product of the measured mean gate along the path,\n"
+        "prod_(j=t+1..a) mean f_j (or z_j).  Both at iteration 0 only: at initialisation the units are alike, so\n"
+        "the product of the means stands for the mean of the products (after training a few units with gates\n"
+        "near 1 carry the gradient, and it would not).  Anchored at the last scored step a on ||dL/dc_t||\n"
+        "(LSTM) or ||dL/dh_t|| (GRU).",
+    ),
 }
-_LINE_STYLE = {"relu": "dash", "tanh": "dash", "pascanu": "dot"}
+_LINE_STYLE = {"relu": "dash", "tanh": "dash", "pascanu": "dot", "gate": "dash", "gate_measured": "dot"}
 
 
 class ProfileFigure(Figure):
@@ -93,9 +105,23 @@ class ProfileFigure(Figure):
         self.grad_snap = SnapBounds(self.grad_plot)
         self.state_snap = SnapBounds(self.state_plot)
         self.hint = EmptyHint(self.grad_plot, "Press Run (Space) to start")
+        # seq2seq: the bridge between the encoder's last step (t = -1) and the decoder's first (t = 0)
+        self.bridges = []
+        for plot, label in ((self.grad_plot, "bridge: encoder | decoder"), (self.state_plot, None)):
+            line = pg.InfiniteLine(
+                pos=-0.5,
+                angle=90,
+                movable=False,
+                pen=pen(STYLE_GREY, 1.5, "dash"),
+                label=label,
+                labelOpts={"position": 0.92, "color": STYLE_GREY, "anchors": [(0.5, 1), (0.5, 1)]},
+            )
+            line.setVisible(False)
+            plot.addItem(line, ignoreBounds=True)
+            self.bridges.append(line)
         self.layer = -1  # -1: the top layer of each run
         self.row = -1  # recorded row to show; -1: the latest
-        self.overlays = {"relu": True, "tanh": True, "pascanu": False}
+        self.overlays = {"relu": True, "tanh": True, "pascanu": False, "gates": True}
         self._shown: list[dict] = []
         self.readouts = [
             HoverReadout(self.grad_plot, self._describe_grad),
@@ -111,6 +137,7 @@ class ProfileFigure(Figure):
         self._shown = []
         grad_keys, theory_keys, state_keys = [], [], []
         grad_marks, state_marks = [], []
+        bridged = False  # a seq2seq run is shown: mark the bridge
         any_lstm = False
         theory_kinds = set()
         for run in shown:
@@ -118,21 +145,28 @@ class ProfileFigure(Figure):
             row = self.row if -len(run.trace) <= self.row < len(run.trace) else -1
             iteration = int(run.trace.iterations[row])
             entry = {"name": run.name, "iteration": iteration, "layer": layer, "values": {}, "theory": {}}
+            entry["stream"] = stream_label(run.streams, layer) if layer < len(run.streams) else f"layer {layer}"
+            segments = run.segments(layer)  # a seq2seq stream: encoder and decoder on one axis
+            bridged |= len(segments) > 1
+            entry["t"] = np.concatenate([_segment_t(offset, length, run) for _, offset, length in segments])
             for metric, curves, keys, marks, line in (
                 ("grad_h_norm", self.grad_curves, grad_keys, grad_marks, "solid"),
                 ("grad_c_norm", self.grad_curves, grad_keys, grad_marks, "dashdot"),
                 ("h_norm", self.state_curves, state_keys, state_marks, "solid"),
                 ("c_norm", self.state_curves, state_keys, state_marks, "dashdot"),
             ):
-                series = log_series(run.trace, metric, row, layer)
-                if series is None:
+                parts = [log_series(run.trace, metric, row, s) for s, _, _ in segments]
+                if any(p is None for p in parts):
                     continue
-                y, bad = series
-                t = np.arange(len(y), dtype=np.float64)
+                cut = [len(_segment_t(offset, length, run)) for _, offset, length in segments]  # no padding
+                y = np.concatenate([p[0][:n] for p, n in zip(parts, cut)])  # type: ignore[index]
+                bad = np.concatenate([p[1][:n] for p, n in zip(parts, cut)])  # type: ignore[index]
+                t = entry["t"]
                 curves.set((run.key, metric), t, y, pen(run.color, line=line))
                 keys.append((run.key, metric))
                 marks.append((t[bad], run.color))
-                entry["values"][metric] = run.trace.array(metric)[row][layer]
+                values = run.trace.array(metric)[row]
+                entry["values"][metric] = np.concatenate([values[s][:n] for (s, _, _), n in zip(segments, cut)])
                 any_lstm |= metric == "c_norm"
             for kind, line in self._theory_lines(run, row, layer).items():
                 t = np.arange(len(line), dtype=np.float64)
@@ -160,6 +194,8 @@ class ProfileFigure(Figure):
         snap_and_mark(
             self.state_snap, self.state_marks, state_marks, self.state_curves, live=self.live, empty_x=empty_x
         )
+        for bridge in self.bridges:
+            bridge.setVisible(bridged)
         self.hint.show(not shown)
         self.hint.set_text(_empty_text(runs))
         titles = sorted({e["iteration"] for e in self._shown})
@@ -167,6 +203,10 @@ class ProfileFigure(Figure):
         self.grad_plot.setTitle(f"Gradient through time: ‖∂L/∂hₜ‖{when}", size="11pt")
 
     def _theory_lines(self, run: RunData, row: int, layer: int) -> dict[str, np.ndarray]:
+        if self.overlays["gates"] and len(run.segments(layer)) == 1:
+            gated = self._gate_lines(run, row, layer)
+            if gated is not None:
+                return gated
         theory = run.theory
         if theory is None or layer != theory.layer or "grad_h_norm" not in run.trace:
             return {}
@@ -191,23 +231,49 @@ class ProfileFigure(Figure):
                 lines["pascanu"] = theory.pascanu(sigma, a, float(grad[a]))
         return lines
 
+    def _gate_lines(self, run: RunData, row: int, layer: int) -> dict[str, np.ndarray] | None:
+        """The gate path's lines (OVERLAYS["gates"]) for a gated cell, None for another."""
+        path = run.gate_path(layer)
+        if path is None:
+            return None
+        gate, b = path
+        anchored_on = "grad_c_norm" if gate == "f" else "grad_h_norm"
+        if anchored_on not in run.trace or f"gate_{gate}_mean" not in run.trace:
+            return {}
+        grad = run.trace.array(anchored_on)[row][layer]  # (T,)
+        T = len(grad)
+        a = run.anchor_step(T)
+        if not (np.isfinite(grad[a]) and grad[a] > 0):
+            return {}
+        lines: dict[str, np.ndarray] = {}
+        if int(run.trace.iterations[row]) != 0:  # both describe the network at initialisation (OVERLAYS)
+            return lines
+        lines["gate"] = theory_lines.gate_product_line(b, 0.0, T, a, float(grad[a]))
+        with np.errstate(divide="ignore", invalid="ignore"):
+            log_gate = np.log10(np.asarray(run.trace.array(f"gate_{gate}_mean")[row][layer], dtype=np.float64))
+        measured = np.full(T, np.nan)  # log10(grad[a] prod_{j=t+1}^{a} mean gate_j) for t <= a
+        measured[: a + 1] = np.log10(grad[a]) + np.concatenate([np.cumsum(log_gate[a:0:-1])[::-1], [0.0]])
+        lines["gate_measured"] = measured
+        return lines
+
     # ------------------------------------------------------------------------------------------- hover
     def _describe(self, x: float, metrics: tuple[str, ...], with_theory: bool) -> str | None:
         t = round(x)
         lines = []
         for entry in self._shown:
             parts = []
+            at = np.flatnonzero(entry["t"] == t)  # the entry's index of step t (seq2seq: t < 0 is the encoder)
             for metric in metrics:
                 values = entry["values"].get(metric)
-                if values is not None and 0 <= t < len(values):
-                    parts.append(f"{_SYMBOL[metric]} = {value_label(float(values[t]))}")
+                if values is not None and at.size:
+                    parts.append(f"{_SYMBOL[metric]} = {value_label(float(values[at[0]]))}")
             if with_theory:
                 for kind, line in entry["theory"].items():
                     if 0 <= t < len(line) and np.isfinite(line[t]):
                         parts.append(f"{_READOUT[kind]} = {value_label(10 ** line[t])}")
             if parts:
                 lines.append(
-                    f"{entry['name']} (iteration {entry['iteration']}, layer {entry['layer']}): " + ", ".join(parts)
+                    f"{entry['name']} (iteration {entry['iteration']}, {entry['stream']}): " + ", ".join(parts)
                 )
         return f"t = {t}\n" + "\n".join(lines) if lines else None
 
@@ -216,6 +282,13 @@ class ProfileFigure(Figure):
 
     def _describe_state(self, x, y):
         return self._describe(x, ("h_norm", "c_norm"), False)
+
+
+def _segment_t(offset: int, length: int | None, run: RunData) -> np.ndarray:
+    """The t values of a drawn segment: offset .. offset + length - 1 (the whole recorded T when None)."""
+    if length is None:
+        length = int(run.trace.array("h_norm").shape[-1]) if "h_norm" in run.trace else 0
+    return np.arange(offset, offset + length, dtype=np.float64)
 
 
 def latest_finite(column: np.ndarray, row: int, layer: int) -> float | None:
@@ -236,10 +309,20 @@ def _style_entries(any_lstm: bool, theory_kinds: set) -> list[tuple[str, str, st
         entries.append(("mean field (iteration 0)", STYLE_GREY, "dash"))
     if "pascanu" in theory_kinds:
         entries.append(("Pascanu bound", STYLE_GREY, "dot"))
+    if "gate" in theory_kinds:
+        entries.append(("σ(b)^(a-t), gate path (iteration 0)", STYLE_GREY, "dash"))  # noqa: RUF001
+    if "gate_measured" in theory_kinds:
+        entries.append(("∏ measured gate mean (iteration 0)", STYLE_GREY, "dot"))
     return entries
 
 
-_READOUT = {"relu": "mean field", "tanh": "mean field", "pascanu": "Pascanu bound"}
+_READOUT = {
+    "relu": "mean field",
+    "tanh": "mean field",
+    "pascanu": "Pascanu bound",
+    "gate": "σ(b)^(a-t)",  # noqa: RUF001  (sigma, as in the formula)
+    "gate_measured": "∏ gate mean",
+}
 _SYMBOL = {"grad_h_norm": "‖∂L/∂h‖", "grad_c_norm": "‖∂L/∂c‖", "h_norm": "‖h‖", "c_norm": "‖c‖"}
 
 

@@ -23,6 +23,7 @@ from .base import (
     run_combo,
     set_layer_choices,
     set_run_choices,
+    stream_label,
     visible_with_data,
 )
 
@@ -102,7 +103,12 @@ class WaterfallFigure(Figure):
         self.hint.show(False)
         layer = resolve_layer(self.layer, run.layers, run.top_stream)
         rows = thin_rows(len(run.trace), MAX_ROWS)  # (K',)
-        values = np.asarray(run.trace.array(self.quantity)[rows, layer, :], dtype=np.float64)  # (K', T)
+        column = run.trace.array(self.quantity)
+        segments = run.segments(layer)  # a seq2seq stream: the encoder's steps (t < 0), then the decoder's
+        t0 = segments[0][1]
+        values = np.concatenate(  # (K', T) without a stream's padding
+            [np.asarray(column[rows, s, :length], dtype=np.float64) for s, _, length in segments], axis=1
+        )
         iterations = run.trace.iterations[rows].astype(np.float64)  # (K',)
         logv = log10_or_nan(values)  # (K', T)
         bad = ~np.isfinite(values)  # NaN / Inf: grey
@@ -113,7 +119,7 @@ class WaterfallFigure(Figure):
         self.image.setImage(image, autoLevels=False, levels=(lo, hi))
         self.colorbar.setLevels((lo, hi))
         self._set_colorbar_ticks(lo, hi)
-        rect = _rect(iterations, values.shape[1])
+        rect = _rect(iterations, values.shape[1], t0)
         self.image.setRect(rect)
         # iteration ticks within the recorded rows, at the rows themselves when they are few
         self.plot.getAxis("left").set_marks(
@@ -133,7 +139,9 @@ class WaterfallFigure(Figure):
             self.bad.clear()
         self.bad.setVisible(bool(bad.any()))
         symbol = QUANTITIES[self.quantity]
-        self.plot.setTitle(f"Waterfall of log₁₀ {symbol}: {run.label}, layer {layer}", size="11pt")
+        where = " and ".join(stream_label(run.streams, s) for s, _, _ in segments) if len(segments) > 1 else None
+        where = where or (stream_label(run.streams, layer) if layer < len(run.streams) else f"layer {layer}")
+        self.plot.setTitle(f"Waterfall of log₁₀ {symbol}: {run.label}, {where}", size="11pt")
         note = (
             f"{len(rows)} of {len(run.trace)} recorded iterations shown"
             if len(rows) < len(run.trace)
@@ -143,6 +151,7 @@ class WaterfallFigure(Figure):
         self.shown = {
             "run": run.name,
             "layer": layer,
+            "t0": t0,
             "iterations": iterations,
             "values": values,
             "image": image,
@@ -175,21 +184,23 @@ class WaterfallFigure(Figure):
         values, iterations = self.shown["values"], self.shown["iterations"]
         t = round(x)
         row = nearest_index(iterations, y)
-        if row is None or not 0 <= t < values.shape[1]:
+        column = t - self.shown["t0"]
+        if row is None or not 0 <= column < values.shape[1]:
             return None
         return (
             f"{self.shown['run']}, iteration {int(iterations[row])}, t = {t}\n"
-            f"{QUANTITIES[self.quantity]} = {value_label(float(values[row, t]))}"
+            f"{QUANTITIES[self.quantity]} = {value_label(float(values[row, column]))}"
         )
 
 
-def _rect(iterations: np.ndarray, T: int) -> QtCore.QRectF:
-    """Rows centred on their iterations (evenly spread by the trace's thinning), columns on t = 0..T-1."""
+def _rect(iterations: np.ndarray, T: int, t0: int = 0) -> QtCore.QRectF:
+    """Rows centred on their iterations (evenly spread by the trace's thinning), columns on t = t0..t0+T-1
+    (t0 < 0: a seq2seq encoder's steps come first)."""
     if len(iterations) < 2:
         first = float(iterations[0]) if len(iterations) else 0.0
-        return QtCore.QRectF(-0.5, first - 0.5, T, 1.0)
+        return QtCore.QRectF(t0 - 0.5, first - 0.5, T, 1.0)
     step = (iterations[-1] - iterations[0]) / (len(iterations) - 1)
-    return QtCore.QRectF(-0.5, iterations[0] - step / 2, T, iterations[-1] - iterations[0] + step)
+    return QtCore.QRectF(t0 - 0.5, iterations[0] - step / 2, T, iterations[-1] - iterations[0] + step)
 
 
 class WaterfallView(View):
