@@ -209,6 +209,11 @@ def _csv_values(values: np.ndarray) -> list[str]:
     return list(map(repr, flat.astype(np.float64).tolist()))
 
 
+def _final(trace, name: str):
+    """The last recorded value of a per-iteration metric (text when not finite), or None without one."""
+    return _finite_or_text(float(trace.array(name)[-1])) if len(trace) and name in trace else None
+
+
 def _run_summary(result: RunResult, dir_name: str) -> dict:
     trace = result.trace
     loss = trace.array("loss") if len(trace) and "loss" in trace else np.zeros(0)
@@ -225,6 +230,8 @@ def _run_summary(result: RunResult, dir_name: str) -> dict:
         "seed": result.seed,
         "final_loss": _finite_or_text(float(loss[-1])) if len(loss) else None,
         "baseline_loss": result.baseline_loss,
+        "accuracy_ceiling": result.accuracy_ceiling,
+        "final_accuracy": _final(trace, "accuracy"),
         "task_description": result.description,
         "nonfinite": result.nonfinite.as_dict() if result.nonfinite is not None else None,
         "error": result.error,
@@ -406,6 +413,7 @@ def load_experiment_folder(path: str | os.PathLike) -> tuple[Experiment, list[Ru
                 error=entry.get("error"),
                 seed=entry.get("seed"),
                 baseline_loss=_from_text(entry.get("baseline_loss")),
+                accuracy_ceiling=entry.get("accuracy_ceiling"),
                 description=entry.get("task_description", ""),
                 analysis=analysis,
             )

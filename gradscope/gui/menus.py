@@ -16,7 +16,7 @@ TAB_TITLES = ("Through time", "Waterfall", "Training", "Saturation", "Layers", "
 TAB_TIPS = (
     "‖∂L/∂h_t‖ and ‖h_t‖ against t, with the theory's lines",
     "log ‖∂L/∂h_t‖ over training iteration and timestep for one run",
-    "Loss with the task's baseline; gradient norm with the clip threshold",
+    "Loss with the task's baseline; gradient norm with the clip threshold; accuracy (ce tasks) with its ceiling",
     "LSTM gates; dead ReLU and saturated tanh/sigmoid units",
     "Gradient norm against t for each layer of a stacked model",
     "sigma_max of the long-lag Jacobian ∂s_{T-1}/∂s_t against the lag, and ∂L/∂W_hh split by lag (analysis.every)",
