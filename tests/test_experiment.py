@@ -73,7 +73,13 @@ def test_a_stop_in_one_process_keeps_what_was_computed_and_starts_nothing_more(e
         "numpy",
     )
     for name in whole.trace.names:
-        np.testing.assert_array_equal(long.trace.array(name), whole.trace.array(name))
+        if name in ("spectral_radius", "sigma_max"):  # tracked between iterations (engine.spectra); the
+            # uninterrupted 7-iteration run measures its last iteration exactly: equal within the tolerance
+            from gradscope.engine.spectra import TOLERANCE
+
+            np.testing.assert_allclose(long.trace.array(name), whole.trace.array(name), rtol=TOLERANCE[name])
+        else:
+            np.testing.assert_array_equal(long.trace.array(name), whole.trace.array(name))
 
 
 def test_a_stop_reaches_worker_processes(experiment):

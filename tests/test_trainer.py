@@ -241,7 +241,12 @@ def test_spectral_every_thins_the_eigensolves_and_zero_turns_them_off():
     # Same seed, same data and updates: thinning the spectrum changes nothing else.
     full = list(run_training(make_run(train={"iterations": 8, "record_every": 1, "lr": 0.05}), seed=2, backend=BACKEND))
     assert [r.loss for r in full] == [r.loss for r in records]
-    np.testing.assert_array_equal(full[3].metrics["spectral_radius"], records[3].metrics["spectral_radius"])
+    # the spectrum is tracked from the previous measurement (engine.spectra): equal within the stated tolerance
+    from gradscope.engine.spectra import TOLERANCE
+
+    np.testing.assert_allclose(
+        full[3].metrics["spectral_radius"], records[3].metrics["spectral_radius"], rtol=TOLERANCE["spectral_radius"]
+    )
 
 
 def test_the_shard_setting_splits_the_pass_and_the_bits_follow_it():

@@ -171,13 +171,17 @@ class _SpectralCache:
 spectral_cache = _SpectralCache()
 
 
-def parameter_metrics(spec: ModelSpec, params: Params, grads: Params, spectral: bool = True) -> dict:
+def parameter_metrics(
+    spec: ModelSpec, params: Params, grads: Params, spectral: bool = True, spectra=None, exact: bool = False
+) -> dict:
     """Per-parameter metrics of one iteration (module docstring): gradient norms and W_hh's spectrum.
 
     Returns {"grad_norm_W_hx", "grad_norm_W_hh", "grad_norm_b_h" (and "grad_norm_b_hh" for the GRU),
     "spectral_radius", "sigma_max": (L,) float64 arrays, "grad_norm_W_yh", "grad_norm_b_y": floats}.  Norms
-    accumulate in float64.  The spectral pair costs an O(d^3) eigensolve per changed W_hh (docs/metrics.md:
-    ~0.3 s at d = 512); ``spectral=False`` leaves both keys out, for callers that measure it less often.
+    accumulate in float64.  Measured from scratch, the spectral pair costs an O(d^3) eigensolve per changed W_hh
+    (docs/metrics.md: ~0.3 s at d = 512); ``spectra``, one engine.spectra.SpectralTracker per stream (what the
+    trainer passes), tracks it from the previous iteration instead, exactly when ``exact``.
+    ``spectral=False`` leaves both keys out, for callers that measure it less often.
     """
     norms = grads.norms()
     layer_arrays = cell(spec.cell).parameters  # W_hx, W_hh, b_h (and the GRU's b_hh)
@@ -188,7 +192,8 @@ def parameter_metrics(spec: ModelSpec, params: Params, grads: Params, spectral: 
         for a in layer_arrays:
             per_stream[f"grad_norm_{a}"][s] = norms[f"{stream}.{a}"]
         if spectral:
-            radius, sigma_max = spectral_cache(params.layers[s].W_hh, spec.gates)
+            W_hh = params.layers[s].W_hh
+            radius, sigma_max = spectral_cache(W_hh, spec.gates) if spectra is None else spectra[s](W_hh, exact)
             per_stream["spectral_radius"][s], per_stream["sigma_max"][s] = radius, sigma_max
     readout = {"grad_norm_W_yh": norms["readout.W_yh"], "grad_norm_b_y": norms["readout.b_y"]}
     return {**per_stream, **readout}

@@ -132,6 +132,9 @@ def compile_kernels(dtype: str, progress=None) -> None:
             dispatcher.compile(signature)
             if progress is not None:
                 progress(done, len(plan), name)
+        from .spectra_kernels import compile_spectra  # the trainer's spectral tracking (float64 whatever the dtype)
+
+        compile_spectra()
     # Numba finds SciPy's BLAS on the first call, taking the GIL to import it: do that here, not inside a
     # nogil kernel running in a worker thread.
     one = np.ones((1, 1), dtype)

@@ -31,6 +31,7 @@ from .metrics import parameter_metrics
 from .optim import clip_by_global_norm, make_optimizer
 from .params import init_params
 from .record import Record, diverges
+from .spectra import SpectralTracker
 from .tasks import make_task
 
 _blas_lock = threading.RLock()
@@ -93,6 +94,9 @@ class Training:
         self.iterations = max(run.train.iterations, 1)  # passes to make
         self.iteration = 0  # the next iteration to compute
         self._workspace: dict = {}
+        # spectral_radius and sigma_max tracked from iteration to iteration (engine.spectra), exact at iteration 0,
+        # at the last iteration and at a diverged one
+        self._spectra = [SpectralTracker(self.spec.gates) for _ in self.spec.streams]
         self.threads: int | None = None  # threads per pass (engine.bptt); None: all
         self._generator: Generator[Record, None, None] | None = None  # closed by close()
         # analysis (docs/trace_format.md, "Analysis"): off unless analysis.every > 0; the exponents' drive and
@@ -124,7 +128,7 @@ class Training:
     def measures_spectrum(self, iteration: int, diverged: bool = False) -> bool:
         """Whether a recorded iteration carries spectral_radius and sigma_max: every spectral_every-th
         (iteration 0 included), the last and a diverged one; never when spectral_every is 0.  An eigensolve
-        per changed W_hh costs O(d^3) (docs/metrics.md): at d = 512 about a training step."""
+        from scratch costs O(d^3) (docs/metrics.md); the trainer tracks the spectrum instead (engine.spectra)."""
         every = self.run.train.spectral_every
         return every > 0 and (iteration % every == 0 or iteration == self.iterations - 1 or diverged)
 
@@ -184,7 +188,12 @@ class Training:
                     metrics = dict(result.metrics)
                     metrics.update(
                         parameter_metrics(
-                            self.spec, self.params, result.grads, spectral=self.measures_spectrum(iteration, diverged)
+                            self.spec,
+                            self.params,
+                            result.grads,
+                            spectral=self.measures_spectrum(iteration, diverged),
+                            spectra=self._spectra,
+                            exact=iteration == 0 or iteration == self.iterations - 1 or diverged,
                         )
                     )
             analysed = self.is_analysed(recorded)
