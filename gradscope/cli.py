@@ -2,7 +2,7 @@
 
     gradscope                                   open the app (on the lecture's demo)
     gradscope EXPERIMENT.toml                   open the app on an experiment file (or an exported folder)
-    gradscope run EXPERIMENT.toml --out DIR [--seed S] [--iterations N] [--runs NAME,...] [--no-plots]
+    gradscope run EXPERIMENT.toml --out DIR [--seed S] [--iterations N] [--runs NAME,...] [--no-plots] [--resume]
     gradscope validate EXPERIMENT.toml
     gradscope sweep EXPERIMENT.toml --out DIR [--workers N] [--scheduler tcp://HOST:PORT] [--resume] [--no-traces]
 
@@ -80,6 +80,11 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--iterations", type=int, help="override train.iterations of every run")
     run.add_argument("--runs", help="comma-separated names of the runs to run (default: all)")
     run.add_argument("--no-plots", action="store_true", help="export traces only, no figures")
+    run.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue the interrupted recording in --out: keep its finished runs, run the others again",
+    )
     run.add_argument(
         "--backend",
         choices=("numba", "numpy"),
@@ -263,6 +268,13 @@ def write_figures(experiment, results, plots_dir):
     return export_figures(experiment, results, plots_dir)
 
 
+def _remove_if_empty(folder: Path) -> None:
+    try:
+        folder.rmdir()
+    except OSError:
+        pass
+
+
 def _compute(work, console: Console):
     """``work(progress, on_iteration)`` (the runs) in a thread of its own, while this, the main thread, waits in
     steps of 0.1 s: a signal's handler runs only in the main thread, between bytecodes, so a long iteration in
@@ -324,13 +336,26 @@ def _run(args) -> int:
     from .config import ConfigError
     from .experiment import check_memory, choose_processes, run_experiment
     from .io import ExportError, FigureExportError, check_output_dir, export_experiment
+    from .recording import Recording
     from .runs import RunStatus
 
+    fresh = not Path(args.out).exists()
     try:
         check_memory(experiment)  # this machine's question, before anything is compiled or run
         check_output_dir(args.out)
+        recording = Recording.start(args.out, experiment, resume=args.resume)
     except (ConfigError, ExportError) as error:
         raise BadInput(str(error)) from None
+    except OSError as error:
+        raise BadInput(f"--out {args.out}: cannot record there: {error.strerror or error}") from None
+    kept = recording.finished_runs(experiment) if args.resume else {}
+    if kept:
+        print(
+            f"resuming: {', '.join(repr(r.name) for r in kept.values())} finished before and are kept; the "
+            f"other runs run again from iteration 0",
+            file=sys.stderr,
+        )
+    todo = [i for i in range(len(experiment.runs)) if i not in kept]
     workers = choose_processes(list(experiment.runs), args.processes)
     console = Console([r.name for r in experiment.runs])
     console.line(
@@ -348,21 +373,33 @@ def _run(args) -> int:
                 file=sys.stderr,
             )
             return stop.exit_code
-        results = _compute(
+        ran = _compute(
             lambda progress, on_iteration: run_experiment(
-                experiment,
+                experiment.model_copy(update={"runs": [experiment.runs[i] for i in todo]}),
                 backend=args.backend,
                 processes=workers,
                 stop=stop,
                 progress=progress,
-                on_iteration=on_iteration,
+                on_iteration=lambda index, *rest: on_iteration(todo[index], *rest),
+                record_to=[recording.run_dir(i, experiment.runs[i].name) for i in todo],
             ),
             console,
         )
+        results = [kept[i] if i in kept else ran[todo.index(i)] for i in range(len(experiment.runs))]
         console.clear()
+        for r in results:
+            if r.store_error:
+                print(
+                    f"gradscope: run {r.name!r}: recording to disk stopped ({r.store_error}); the run went "
+                    f"on in memory",
+                    file=sys.stderr,
+                )
         stopped = stop.is_set() or any(r.status is RunStatus.STOPPED for r in results)
         computed = sum(r.iterations for r in results)
         if stopped and computed == 0:
+            recording.close()
+            if fresh:
+                _remove_if_empty(Path(args.out))
             print(
                 f"gradscope: stopped before any iteration was computed; nothing exported ({args.out} left as it was)",
                 file=sys.stderr,
@@ -371,7 +408,13 @@ def _run(args) -> int:
         status = EXIT_OK
         stop.exporting = True
         try:
-            out = export_experiment(args.out, experiment, results, figures=None if args.no_plots else write_figures)
+            out = export_experiment(
+                args.out,
+                experiment,
+                results,
+                figures=None if args.no_plots else write_figures,
+                extra_files=recording.link_stores,
+            )
             print(f"exported to {out}", file=sys.stderr)
         except FigureExportError as error:
             path = write_log(error.details)

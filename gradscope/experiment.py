@@ -29,8 +29,10 @@ import traceback
 from collections.abc import Callable
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from contextlib import contextmanager
+from pathlib import Path
 
 from .config import ConfigError, Experiment, RunConfig
+from .files import atomic_write_bytes
 from .runs import RunControl, RunResult, RunStatus, drive
 
 # Below this much estimated work (floating-point operations over all runs) worker processes cost more to start
@@ -59,6 +61,44 @@ def trace_bytes(runs: int) -> int:
     """Each run's share of TRACE_BUDGET (and of an eighth of this machine's memory, when it says)."""
     budget = TRACE_BUDGET if not machine_memory() else min(TRACE_BUDGET, machine_memory() // 8)
     return max(TRACE_MIN_BYTES, budget // max(1, runs))
+
+
+def select(
+    experiment: Experiment,
+    *,
+    runs: list[str] | None = None,
+    seed: int | None = None,
+    iterations: int | None = None,
+    names: tuple[str, str, str] = ("runs", "seed", "iterations"),
+) -> Experiment:
+    """The experiment as it will run: only ``runs`` (by name, in the file's order), the experiment's seed and
+    every run's train.iterations replaced (gradscope.run's options; the command line's _select checks its
+    flags the same way).  A ConfigError names the option (``names``: how the caller calls them) and what was
+    expected."""
+    source = str(experiment.source) if experiment.source is not None else f"experiment {experiment.name!r}"
+    selected = list(experiment.runs)
+    if runs is not None:
+        unknown = [name for name in runs if name not in {r.name for r in selected}]
+        if unknown:
+            raise ConfigError(
+                f"{names[0]}: no run named {unknown[0]!r} in {source}; the runs are "
+                f"{', '.join(repr(r.name) for r in selected)}",
+                source=source,
+                key=names[0],
+            )
+        selected = [r for r in selected if r.name in runs]
+    if iterations is not None:
+        if isinstance(iterations, bool) or not isinstance(iterations, int) or not 0 <= iterations < 2**63:
+            raise ConfigError(f"{names[2]}: got {iterations!r}; expected an integer from 0 to 2**63 - 1", key=names[2])
+        selected = [
+            r.model_copy(update={"train": r.train.model_copy(update={"iterations": iterations})}) for r in selected
+        ]
+    update: dict = {"runs": selected}
+    if seed is not None:
+        if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 2**63:
+            raise ConfigError(f"{names[1]}: got {seed!r}; expected an integer from 0 to 2**63 - 1", key=names[1])
+        update["seed"] = seed
+    return experiment.model_copy(update=update)
 
 
 def estimated_flops(run: RunConfig) -> float:
@@ -113,12 +153,15 @@ def execute_run(
     *,
     stop=None,
     on_iteration: Callable[[int, int, float], None] | None = None,
+    record_to: str | os.PathLike | None = None,
     max_trace_bytes: int | None = None,
 ) -> RunResult:
     """Train one run to its end (or its divergence, failure or a stop) and collect its trace.
 
     ``stop``: anything with ``is_set()``, checked between iterations (and before the run starts).
     ``on_iteration(done, total, seconds)``: called after every iteration, with the seconds since the start.
+    ``record_to``: the run's folder of a recording (gradscope.recording): its initial parameters and first
+    batch are written there when it starts, its records to ``records.zarr`` as it goes (gradscope.store).
     ``max_trace_bytes``: the run's recorded history, at most (trace.Trace thins itself past it; default 1 run's
     share of TRACE_BUDGET).  The loop is runs.drive, the app's too.
     """
@@ -130,13 +173,17 @@ def execute_run(
     result = RunResult.for_run(run, seed, trace=trace, status=RunStatus.FAILED)
     if stop is not None and stop.is_set():
         return _not_started(run, seed)
-    training = None
+    training = recorder = None
     try:
         training = Training(run, seed, backend=backend)
         result.prepare(training)
+        if record_to is not None:
+            recorder = _Recorder(Path(record_to), result)
 
         def on_record(record):
             result.add(record)
+            if recorder is not None:
+                recorder.add(record)
             if on_iteration is not None:
                 on_iteration(result.iterations, training.iterations, time.perf_counter() - start)
 
@@ -151,8 +198,53 @@ def execute_run(
     finally:
         if training is not None:
             training.close()
+        if recorder is not None:
+            recorder.close(result.status)
     result.wall_seconds = time.perf_counter() - start
     return result
+
+
+class _Recorder:
+    """A run's store while it runs, made and written by a thread of its own (store.StoreWriter: the run does not
+    wait for the disk).  A store that cannot be written (full disk) stops recording, never the run:
+    ``result.store_error`` says why, and the records stay in memory."""
+
+    def __init__(self, folder: Path, result: RunResult):
+        from .store import StoreWriter
+
+        self.result = result
+        self.store: StoreWriter | None = StoreWriter(lambda: self._open(folder))
+
+    def _open(self, folder: Path):
+        from .io import _npz_bytes
+        from .store import STORE_NAME, RunStore
+
+        result = self.result
+        folder.mkdir(parents=True, exist_ok=True)
+        if result.init_params is not None:
+            atomic_write_bytes(folder / "init_params.npz", _npz_bytes(result.init_params.arrays()))
+        if result.first_batch is not None:
+            atomic_write_bytes(folder / "first_batch.npz", _npz_bytes(dict(result.first_batch)))
+        streams = result.run.model_spec().streams
+        return RunStore.create(folder / STORE_NAME, name=result.name, streams=streams, seed=result.seed)
+
+    def add(self, record) -> None:
+        if self.store is not None:
+            try:
+                self.store.add(record)
+            except OSError as error:
+                self._failed(error)
+
+    def close(self, status) -> None:
+        if self.store is not None:
+            try:
+                self.store.close(str(status))
+            except OSError as error:
+                self._failed(error)
+
+    def _failed(self, error: OSError) -> None:
+        self.store = None
+        self.result.store_error = f"{error}"
 
 
 def _not_started(run: RunConfig, seed: int) -> RunResult:
@@ -203,18 +295,21 @@ def run_experiment(
     progress: Callable[[RunResult], None] | None = None,
     stop=None,
     on_iteration: Callable[[int, int, int, float], None] | None = None,
+    record_to: list | None = None,
 ) -> list[RunResult]:
     """Run every run of ``experiment``; returns their results in the file's order.
 
     ``progress(result)`` is called as each run ends (in worker processes: in the order they end);
     ``on_iteration(index, done, total, seconds)`` as runs go (from workers: at most ~10 times a second each);
     ``stop`` (anything with ``is_set()``) stops every run after its current iteration.  Ctrl+C in this process
-    (KeyboardInterrupt) is a stop too.  Raises ConfigError (check_memory) before the first iteration when a
-    run cannot fit this machine's memory.
+    (KeyboardInterrupt) is a stop too.  ``record_to``: a folder per run (or None), where each run records as
+    it goes (execute_run), from this process or a worker.  Raises ConfigError (check_memory) before the first
+    iteration when a run cannot fit this machine's memory.
     """
     check_memory(experiment)
     runs = list(experiment.runs)
     seeds = [run.effective_seed(experiment.seed) for run in runs]
+    folders = list(record_to) if record_to is not None else [None] * len(runs)
     workers = choose_processes(runs, processes)
     share = trace_bytes(len(runs))
     if workers == 1:
@@ -226,7 +321,9 @@ def run_experiment(
                 def report(done, total, seconds, index=index):
                     on_iteration(index, done, total, seconds)
 
-            result = execute_run(run, seed, backend, stop=stop, on_iteration=report, max_trace_bytes=share)
+            result = execute_run(
+                run, seed, backend, stop=stop, on_iteration=report, record_to=folders[index], max_trace_bytes=share
+            )
             results.append(result)
             if progress:
                 progress(result)
@@ -237,7 +334,7 @@ def run_experiment(
             if progress:
                 progress(results[-1])
         return results
-    return _run_in_processes(runs, seeds, backend, workers, progress, stop, on_iteration, share)
+    return _run_in_processes(runs, seeds, folders, backend, workers, progress, stop, on_iteration, share)
 
 
 # ------------------------------------------------------------------------------------- worker processes
@@ -257,6 +354,24 @@ def _init_worker(stop, updates) -> None:
         signal.pthread_sigmask(signal.SIG_UNBLOCK, _STOP_SIGNALS)
     updates.cancel_join_thread()  # progress may be dropped at exit; never block on it
     _worker_stop, _worker_updates, _worker_parent = stop, updates, os.getppid()
+    exit_when_orphaned()
+
+
+def exit_when_orphaned(poll: float = 0.5) -> None:
+    """In a worker: end this process once the main process has died (its parent changes).  A worker between
+    iterations notices through _WorkerStop, but one blocked on its queue, or on handing back a result nobody
+    will read, would otherwise live on (seen: two orphans at 10-20% CPU for an hour after a SIGKILL)."""
+    import threading
+    import time
+
+    parent = os.getppid()
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(poll)
+        os._exit(1)
+
+    threading.Thread(target=watch, name="gradscope-parent-watch", daemon=True).start()
 
 
 class _WorkerStop:
@@ -268,7 +383,7 @@ class _WorkerStop:
         return _worker_stop.is_set() or os.getppid() != _worker_parent
 
 
-def _execute_in_worker(index: int, run: RunConfig, seed: int, backend: str, share: int) -> RunResult:
+def _execute_in_worker(index: int, run: RunConfig, seed: int, backend: str, share: int, folder=None) -> RunResult:
     last = [0.0]
 
     def report(done, total, seconds):
@@ -279,7 +394,9 @@ def _execute_in_worker(index: int, run: RunConfig, seed: int, backend: str, shar
             except (queue.Full, OSError, ValueError):
                 pass  # progress is a courtesy; the run goes on
 
-    return execute_run(run, seed, backend, stop=_WorkerStop(), on_iteration=report, max_trace_bytes=share)
+    return execute_run(
+        run, seed, backend, stop=_WorkerStop(), on_iteration=report, record_to=folder, max_trace_bytes=share
+    )
 
 
 @contextmanager
@@ -296,7 +413,7 @@ def _stop_signals_blocked():
         signal.pthread_sigmask(signal.SIG_SETMASK, previous)
 
 
-def _run_in_processes(runs, seeds, backend, workers, progress, stop, on_iteration, share) -> list[RunResult]:
+def _run_in_processes(runs, seeds, folders, backend, workers, progress, stop, on_iteration, share) -> list[RunResult]:
     context = multiprocessing.get_context("spawn")  # never fork a process that may hold threads
     shared_stop, updates = context.Event(), context.Queue()
     results: dict[int, RunResult] = {}  # by the run's index, filled as the runs end
@@ -316,7 +433,7 @@ def _run_in_processes(runs, seeds, backend, workers, progress, stop, on_iteratio
     try:
         with _stop_signals_blocked(), _single_threaded_children():  # the workers start here
             pending = {
-                pool.submit(_execute_in_worker, index, run, seed, backend, share): index
+                pool.submit(_execute_in_worker, index, run, seed, backend, share, folders[index]): index
                 for index, (run, seed) in enumerate(zip(runs, seeds))
             }
         while pending:
@@ -348,6 +465,7 @@ def _run_in_processes(runs, seeds, backend, workers, progress, stop, on_iteratio
 
 __all__ = [
     "run_experiment",
+    "select",
     "execute_run",
     "estimated_flops",
     "choose_processes",

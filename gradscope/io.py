@@ -115,7 +115,8 @@ def check_output_dir(out_dir: str | os.PathLike) -> Path:
             raise ExportError(
                 f"--out {out}: a file is in the way; expected a folder (new, empty, or an earlier GradScope export)"
             )
-        if any(out.iterdir()) and not (out / "summary.json").exists():
+        ours = (out / "summary.json").exists() or (out / "recording").is_dir()  # an export, or our recording
+        if any(out.iterdir()) and not ours:
             raise ExportError(
                 f"--out {out}: the folder is not empty and is not a GradScope export; choose a new folder"
             )
@@ -208,6 +209,11 @@ def _csv_values(values: np.ndarray) -> list[str]:
     return list(map(repr, flat.astype(np.float64).tolist()))
 
 
+def _final(trace, name: str):
+    """The last recorded value of a per-iteration metric (text when not finite), or None without one."""
+    return _finite_or_text(float(trace.array(name)[-1])) if len(trace) and name in trace else None
+
+
 def _run_summary(result: RunResult, dir_name: str) -> dict:
     trace = result.trace
     loss = trace.array("loss") if len(trace) and "loss" in trace else np.zeros(0)
@@ -224,6 +230,8 @@ def _run_summary(result: RunResult, dir_name: str) -> dict:
         "seed": result.seed,
         "final_loss": _finite_or_text(float(loss[-1])) if len(loss) else None,
         "baseline_loss": result.baseline_loss,
+        "accuracy_ceiling": result.accuracy_ceiling,
+        "final_accuracy": _final(trace, "accuracy"),
         "task_description": result.description,
         "nonfinite": result.nonfinite.as_dict() if result.nonfinite is not None else None,
         "error": result.error,
@@ -237,7 +245,11 @@ FigureWriter = Callable[[Experiment, list, Path], object]
 
 
 def export_experiment(
-    out_dir: str | os.PathLike, experiment: Experiment, results: list[RunResult], figures: FigureWriter | None = None
+    out_dir: str | os.PathLike,
+    experiment: Experiment,
+    results: list[RunResult],
+    figures: FigureWriter | None = None,
+    extra_files: Callable[[Path, list], object] | None = None,
 ) -> Path:
     """Write the experiment folder of docs/trace_format.md at ``out_dir``; returns its path.
 
@@ -246,6 +258,8 @@ def export_experiment(
     None (or False): traces only.  Raises ExportError when ``out_dir`` holds something else, and
     FigureExportError (after the traces are in place, with ``figures_error`` in summary.json) when only the
     figures failed, whatever the writer raised (including an ImportError of the GUI it loads).
+    ``extra_files(folder, results)``, when given, adds files to the folder under construction (the recording's
+    stores, gradscope.recording), published with it.
     """
     out = check_output_dir(out_dir).absolute()
     out.parent.mkdir(parents=True, exist_ok=True)  # with the umask's mode, as mkdir -p
@@ -271,6 +285,8 @@ def export_experiment(
             if result.first_batch is not None:
                 _write(run_dir / "first_batch.npz", _npz_bytes(dict(result.first_batch)))
             summaries.append(_run_summary(result, dir_name) | write_analysis(run_dir, result))
+        if extra_files is not None:
+            extra_files(tmp, results)
         ran = experiment.model_copy(update={"runs": [r.run for r in results]})
         _write(tmp / "experiment.toml", dumps(ran).encode("utf-8"))
         if figures:
@@ -397,6 +413,7 @@ def load_experiment_folder(path: str | os.PathLike) -> tuple[Experiment, list[Ru
                 error=entry.get("error"),
                 seed=entry.get("seed"),
                 baseline_loss=_from_text(entry.get("baseline_loss")),
+                accuracy_ceiling=entry.get("accuracy_ceiling"),
                 description=entry.get("task_description", ""),
                 analysis=analysis,
             )

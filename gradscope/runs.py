@@ -75,7 +75,10 @@ class RunResult:
     error: str | None = None  # traceback text of a failed run
     seed: int | None = None  # the seed the run used
     baseline_loss: float | None = None  # the task's trivial strategy, in the units of the loss
+    accuracy_ceiling: float | None = None  # the best expected accuracy of a unidirectional model, when known
     description: str = ""  # the task, in words
+    interrupted_at: int | None = None  # read back from the store of a killed process: its last iteration
+    store_error: str | None = None  # why recording to the run's store stopped (the run went on in memory)
     analysis: AnalysisLog | None = None  # the analysed iterations (analysis.npz), when analysis is on
 
     @classmethod
@@ -107,6 +110,7 @@ class RunResult:
         """What the engine's Training knows before its first iteration."""
         self.loss_kind = training.task.loss_kind
         self.baseline_loss = training.task.baseline_loss
+        self.accuracy_ceiling = training.task.accuracy_ceiling
         self.description = training.task.description
         self.init_params, self.first_batch = training.init_params, training.first_batch
         if training.analysis.on:

@@ -178,7 +178,8 @@ def _terminal_width() -> int:
 
 
 def progress_line(index: int, total: int, result) -> str:
-    """``[2/3] relu 2/n: completed, 100 iteration(s) in 1.20 s (83.3 it/s), loss 2.1 -> 0.3``."""
+    """``[2/3] relu 2/n: completed, 100 iteration(s) in 1.20 s (83.3 it/s), loss 2.1 -> 0.3`` (and for a ce task
+    ``, accuracy 0.15 -> 0.89``, with the task's accuracy ceiling when it has one)."""
     from .runs import RunStatus
 
     if result.status is RunStatus.STOPPED and result.iterations == 0 and result.init_params is None:
@@ -191,6 +192,11 @@ def progress_line(index: int, total: int, result) -> str:
     if len(result.trace):
         loss = result.trace.array("loss")
         line += f", loss {loss[0]:.4g} -> {loss[-1]:.4g}"
+        if "accuracy" in result.trace:  # ce tasks: the share of scored positions right, and the ceiling if known
+            accuracy = result.trace.array("accuracy")
+            line += f", accuracy {accuracy[0]:.4f} -> {accuracy[-1]:.4f}"
+            if getattr(result, "accuracy_ceiling", None) is not None:
+                line += f" (unidirectional ceiling {result.accuracy_ceiling:.4f})"
     if result.nonfinite is not None:
         line += f"; {result.nonfinite}"
     if result.error:

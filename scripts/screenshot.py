@@ -64,6 +64,9 @@ def main(argv=None) -> int:
         default=0.35,
         help="put the mouse at this fraction of the first plot's width (crosshair readout); negative: no mouse",
     )
+    parser.add_argument(
+        "--hover-plot", type=int, default=0, help="which of the view's shown plots the mouse is put on (0: the first)"
+    )
     parser.add_argument("--pascanu", action="store_true", help="switch the Pascanu bound overlay on")
     parser.add_argument("--timeout", type=float, default=300, help="give up after this many seconds")
     parser.add_argument("--offscreen", action="store_true", help="allow the offscreen platform (not a real window)")
@@ -112,7 +115,8 @@ def main(argv=None) -> int:
         app.processEvents()
         view = window.views[TABS[tab]]
         if args.hover >= 0 and view.figure.plots:
-            plot = next((p for p in view.figure.plots if p.isVisible()), view.figure.plots[0])
+            visible = [p for p in view.figure.plots if p.isVisible()] or view.figure.plots[:1]
+            plot = visible[min(args.hover_plot, len(visible) - 1)]
             rect = plot.getViewBox().sceneBoundingRect()
             scene_point = QtCore.QPointF(rect.left() + args.hover * rect.width(), rect.top() + 0.5 * rect.height())
             viewport = view.graphics.viewport()

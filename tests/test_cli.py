@@ -428,9 +428,9 @@ def test_figures_are_written_by_the_gui_writer_the_cli_passes(small, tmp_path, m
     passed = []
     real = gio.export_experiment
 
-    def spy(out_dir, experiment, results, figures=None):
+    def spy(out_dir, experiment, results, figures=None, **rest):  # rest: the recording's extra_files
         passed.append(figures)
-        return real(out_dir, experiment, results, figures=None)
+        return real(out_dir, experiment, results, figures=None, **rest)
 
     monkeypatch.setattr(gio, "export_experiment", spy)
     assert cli.main(["run", str(small), "--out", str(tmp_path / "a"), "--backend", "numpy"]) == 0

@@ -162,7 +162,13 @@ def test_a_write_failure_after_the_runs_keeps_the_results_elsewhere_and_says_whe
     assert summary["runs"][0]["status"] == "completed" and summary["runs"][0]["iterations"] == 3
     with np.load(kept / summary["runs"][0]["dir"] / "trace.npz") as npz:
         assert list(npz["iteration"]) == [0, 1, 2]
-    assert not out.exists() and not [p for p in tmp_path.iterdir() if p.name.startswith(".out.")]
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".out.")]
+    # no export under the final name; what stays in out is the live recording (docs/trace_format.md), itself a
+    # second copy of the records: it reopens with every run completed
+    assert [p.name for p in out.iterdir()] == ["recording"]
+    import gradscope
+
+    assert [str(r.status) for r in gradscope.open(out)] == ["completed"] * len(summary["runs"])
 
 
 def _result(experiment, **changes) -> RunResult:
@@ -338,3 +344,69 @@ def test_a_second_ctrl_c_quits_at_once_during_a_long_iteration(tmp_path):
     assert proc.returncode == -signal.SIGINT, rest
     assert quit_after < 2.0, f"quit {quit_after:.1f} s after the second Ctrl+C"
     assert "SIGINT received" in rest and "again quits at once" in rest
+
+
+WORKERS = """
+schema_version = 1
+[experiment]
+name = "workers"
+[defaults]
+hidden_size = 64
+[defaults.task]
+seq_len = 200
+batch_size = 16
+[defaults.train]
+iterations = 100000
+[[runs]]
+name = "a"
+[[runs]]
+name = "b"
+"""
+
+
+def _children(pid: int) -> list[int]:
+    out = subprocess.run(["pgrep", "-P", str(pid)], capture_output=True, text=True).stdout
+    return [int(p) for p in out.split()]
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().split(") ")[1][0] != "Z"
+    except FileNotFoundError:
+        return False
+
+
+@pytest.mark.skipif(not Path("/proc").exists(), reason="reads the process table in /proc")
+def test_worker_processes_end_when_the_command_line_is_killed(tmp_path):
+    """SIGKILL of `gradscope run --processes 2`: its workers must not live on (they are orphans, at 10-20% CPU
+    for an hour, before experiment.exit_when_orphaned)."""
+    path = tmp_path / "workers.toml"
+    path.write_text(WORKERS)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "gradscope", "run", str(path), "--out", str(tmp_path / "out"), "--processes", "2"],
+        cwd=ROOT,
+        env=dict(os.environ, GRADSCOPE_LOG_DIR=str(tmp_path / "logs"), PYTHONPATH=str(ROOT)),
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.monotonic() + 120
+        workers: list[int] = []
+        while time.monotonic() < deadline:  # the pool's spawned workers (and its resource tracker)
+            workers = [p for p in _children(proc.pid) if "spawn_main" in Path(f"/proc/{p}/cmdline").read_text()]
+            if len(workers) >= 2:
+                break
+            time.sleep(0.2)
+        assert len(workers) >= 2, "no worker processes started"
+        time.sleep(3.0)  # they are training
+        proc.kill()
+        proc.wait(timeout=10)
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and any(_alive(p) for p in workers):
+            time.sleep(0.2)
+        assert not any(_alive(p) for p in workers), "worker processes outlived the killed command line"
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        for p in _children(proc.pid):
+            os.kill(p, signal.SIGKILL)

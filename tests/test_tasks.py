@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from gradscope.config import TaskConfig
-from gradscope.engine import reference
+from gradscope.engine import lookahead, reference
 from gradscope.engine.tasks import TAGS, VOCABULARY, TaskError, make_task, tagging_stream
 
 
@@ -22,7 +22,13 @@ def loss_of_predictions(t, Y, target, mask):
 
 
 @pytest.mark.parametrize(
-    "name,n,k,kind", [("adding", 2, 1, "mse"), ("copy", 10, 8, "ce"), ("tagging", len(VOCABULARY), len(TAGS), "ce")]
+    "name,n,k,kind",
+    [
+        ("adding", 2, 1, "mse"),
+        ("copy", 10, 8, "ce"),
+        ("tagging", len(VOCABULARY), len(TAGS), "ce"),
+        ("lookahead", len(lookahead.WORDS), len(TAGS), "ce"),
+    ],
 )
 def test_fixed_sizes_and_loss_kinds(name, n, k, kind):
     t = task(name=name, seq_len=30, batch_size=5)
@@ -141,3 +147,88 @@ def test_impossible_tasks_name_the_key(kw, key):
     with pytest.raises(TaskError) as caught:
         task(**kw)
     assert caught.value.key == key
+
+
+# ------------------------------------------------------------------------------ lookahead: the ceiling, checked
+def bayes_unidirectional_by_brute_force(T: int) -> tuple[float, float]:
+    """(best expected accuracy, best expected loss per sequence) of a predictor that sees words <= t, computed
+    over EVERY sequence of T words with its probability under the generator's tables (lookahead.word_probabilities)
+    and its tags from lookahead.tags_of: at each t, the posterior over the tag given the prefix w_0..w_t."""
+    p_word, p_last = lookahead.word_probabilities(), lookahead.word_probabilities(last=True)
+    V = len(lookahead.WORDS)
+    support = [np.flatnonzero(p_word) for _ in range(T - 1)] + [np.flatnonzero(p_last)]
+    grids = np.meshgrid(*support, indexing="ij")
+    codes = np.stack([g.reshape(-1) for g in grids])  # (T, N): every sequence of non-zero probability
+    prob = np.prod([p_word[codes[t]] for t in range(T - 1)], axis=0) * p_last[codes[T - 1]]  # (N,)
+    assert prob.sum() == pytest.approx(1.0, abs=1e-12)
+    tags = lookahead.tags_of(codes)  # (T, N)
+    K = len(lookahead.TAGS)
+    correct = loss = 0.0
+    for t in range(T):
+        prefix = np.ravel_multi_index(codes[: t + 1], (V,) * (t + 1))  # (N,) which prefix each sequence has
+        joint = np.zeros((V ** (t + 1), K))
+        np.add.at(joint, (prefix, tags[t]), prob)  # P(prefix, tag_t)
+        joint = joint[joint.sum(axis=1) > 0]
+        correct += joint.max(axis=1).sum()  # predict the most likely tag given the prefix
+        posterior = joint / joint.sum(axis=1, keepdims=True)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            loss -= np.nansum(np.where(joint > 0, joint * np.log(posterior), 0.0))  # E[-log P(tag | prefix)]
+    return correct / T, loss
+
+
+@pytest.mark.parametrize("T", [2, 3, 4])
+def test_lookahead_ceiling_is_the_bayes_optimal_unidirectional_predictor(T):
+    accuracy, loss = bayes_unidirectional_by_brute_force(T)
+    t = task(name="lookahead", seq_len=T, batch_size=1)
+    assert t.accuracy_ceiling == pytest.approx(accuracy, abs=1e-12)
+    assert t.baseline_loss == pytest.approx(loss, abs=1e-12)
+    # and the closed form's own numbers: 1 - 0.4 (T-1)/T 0.3, 0.4 (T-1) H(0.3)
+    h = -(0.3 * math.log(0.3) + 0.7 * math.log(0.7))
+    assert accuracy == pytest.approx(1 - 0.4 * (T - 1) / T * 0.3, abs=1e-12)
+    assert loss == pytest.approx(0.4 * (T - 1) * h, abs=1e-12)
+
+
+def test_lookahead_batches_follow_the_stated_distribution_and_reach_the_ceiling_by_monte_carlo():
+    T, B = 20, 20_000
+    t = task(name="lookahead", seq_len=T, batch_size=B)
+    assert t.accuracy_ceiling == pytest.approx(0.886) and t.baseline_loss == pytest.approx(4.642568695617191)
+    x, target, mask = t.batch(np.random.default_rng(8))
+    words = x.argmax(axis=-1)  # (T, B)
+    assert np.all(x.sum(axis=-1) == 1) and np.all(mask == 1)
+    assert (t.input_size, t.output_size) == (len(lookahead.WORDS), len(TAGS))
+    ambiguous = np.isin(words, [lookahead.WORDS.index(w) for w in lookahead.AMBIGUOUS])
+    cue = np.isin(words, [lookahead.WORDS.index(w) for w in lookahead.CUE_VERBS])
+    assert not ambiguous[-1].any()  # the last word is never ambiguous
+    # shares: ambiguous 0.4 and cue 0.3 at positions 0..T-2; cue 0.3 at the last (sd of each ~0.001)
+    assert ambiguous[:-1].mean() == pytest.approx(0.4, abs=0.005) and cue.mean() == pytest.approx(0.3, abs=0.005)
+    assert cue[-1].mean() == pytest.approx(0.3, abs=0.015)
+    # the next word is a verb with probability 0.3 after every ambiguous word, whatever came before it
+    after = cue[1:][ambiguous[:-1]]
+    assert after.mean() == pytest.approx(0.3, abs=0.005)
+    prev_ambiguous = np.zeros_like(ambiguous)
+    prev_ambiguous[1:] = ambiguous[:-1]
+    assert cue[1:][ambiguous[:-1] & prev_ambiguous[:-1]].mean() == pytest.approx(0.3, abs=0.01)
+    # the tag is a function of (word, next word): what a bidirectional model can reach, accuracy 1
+    pairs = words[:-1] * 100 + words[1:]
+    for pair in np.unique(pairs):
+        assert len(np.unique(target[:-1][pairs == pair])) == 1
+    # the word-only tagger fitted on one batch, scored on another: the ceiling and the baseline, to sampling error
+    counts = np.full((len(lookahead.WORDS), len(TAGS)), 1e-12)
+    np.add.at(counts, (words, target), 1)
+    x2, target2, mask2 = t.batch(np.random.default_rng(9))
+    words2 = x2.argmax(axis=-1)
+    measured = np.mean(counts.argmax(axis=1)[words2] == target2)
+    se = math.sqrt(0.4 * 0.95 * 0.3 * 0.7 / (T * B))  # the errors are at ambiguous words only
+    assert measured == pytest.approx(t.accuracy_ceiling, abs=4 * se)
+    log_p = np.log(counts / counts.sum(axis=1, keepdims=True))
+    assert loss_of_predictions(t, log_p[words2], target2, mask2) == pytest.approx(t.baseline_loss, rel=0.01)
+
+
+def test_lookahead_well_is_a_noun_before_a_verb_and_an_adverb_otherwise():
+    code = {w: i for i, w in enumerate(lookahead.WORDS)}
+    sentence = ["the", "well", "runs", "she", "sees", "well", ".", "light", "light", "keeps"]
+    tags = lookahead.tags_of(np.array([code[w] for w in sentence]))
+    assert [TAGS[i] for i in tags] == ["DET", "NOUN", "VERB", "PRON", "VERB", "ADV", "PUNCT", "ADJ", "NOUN", "VERB"]
+    with pytest.raises(TaskError) as error:
+        task(name="lookahead", seq_len=1)
+    assert error.value.key == "task.seq_len"

@@ -238,6 +238,18 @@ class Experiment(BaseModel):
     sweep: Any = None  # config.sweep.Sweep: the file's [sweep] table, or None
     source: Path | None = None
 
+    @model_validator(mode="after")
+    def _unique_names(self) -> Experiment:
+        # run names are the keys of every export (run folders, trace.csv, the views); a file refuses the same
+        # (config.loads), so does an Experiment built in Python
+        names = [run.name for run in self.runs]
+        for index, name in enumerate(names):
+            if name in names[:index]:
+                raise ValueError(
+                    f"runs[{index}]: name: {name!r} is used by an earlier run; expected every run to have its own name"
+                )
+        return self
+
     def run(self, name: str) -> RunConfig:
         for run in self.runs:
             if run.name == name:

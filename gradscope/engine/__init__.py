@@ -142,6 +142,7 @@ def bptt(
     threads: int | None = None,
     shards: int | None = None,
     decoder_x: np.ndarray | None = None,
+    accuracy: bool = False,
 ) -> StepResult:
     """One forward and backward pass through time with every metric (see ``metrics`` for definitions).
 
@@ -152,6 +153,8 @@ def bptt(
     ``shards`` (numba only): the parts of the batch a big enough pass runs on separately and adds up
     (``shard_rows``; default: DEFAULT_SHARDS, a fixed number), which fix the result's bits;
     ``threads``: how many shards run at once (default: NUMBA_NUM_THREADS), which changes only the speed.
+    ``accuracy`` (ce only; the trainer asks at recorded iterations): also ``metrics["accuracy"]``, the share
+    of scored positions whose largest logit is the target's (engine/accuracy.py), a 0-d array.
     Never raises on NaN or Inf: ``result.nonfinite`` says where the first one appeared.
     """
     if check:
@@ -164,19 +167,28 @@ def bptt(
         if backend == "numpy":
             from .reference import seq2seq as twin
 
-            return twin.bptt(spec, params, x, decoder_x, target, mask, loss_kind)
+            return twin.bptt(spec, params, x, decoder_x, target, mask, loss_kind, accuracy)
         from . import seq2seq
 
-        return seq2seq.bptt(spec, params, x, decoder_x, target, mask, loss_kind)
+        return seq2seq.bptt(spec, params, x, decoder_x, target, mask, loss_kind, accuracy)
     if backend == "numpy":
         from . import reference
 
-        return reference.bptt(spec, params, x, target, mask, loss_kind)
+        return reference.bptt(spec, params, x, target, mask, loss_kind, accuracy=accuracy)
     if backend == "numba":
         from . import driver
 
         return driver.bptt(
-            spec, params, x, target, mask, loss_kind, workspace=workspace, threads=threads, shards=shards
+            spec,
+            params,
+            x,
+            target,
+            mask,
+            loss_kind,
+            workspace=workspace,
+            threads=threads,
+            shards=shards,
+            accuracy=accuracy,
         )
     raise ValueError(f"backend must be 'numba' or 'numpy', got {backend!r}")
 

@@ -219,3 +219,20 @@ def weights(spec: ModelSpec, params: Params, buf: dict) -> tuple:
         if b_hh.shape[2]:
             b_hh[l, r] = p.b_hh
     return (W_hx0, W_hxR, W_hh, b_h, b_hh) + readout
+
+
+def top_states(spec: ModelSpec, buf: dict, rows: list) -> list[tuple[int, int, np.ndarray]]:
+    """What the readout read in the pass that just filled ``buf``: (b0, b1, H_top (T, b1 - b0, r)) per shard
+    of the batch's rows (views, or a joined copy for a bidirectional stack: [h_fwd_t ; h_rev_t] by input
+    position, its reverse stream's buffer being in step order).  The backward pass only reads H."""
+    L = spec.layers
+    shards = buf["shards"] if "shards" in buf else [buf]
+    out = []
+    for (b0, b1), shard in zip(rows, shards):
+        H = shard["H"]
+        if spec.bidirectional:
+            top = np.concatenate([H[L - 1, 0], H[L - 1, 1, ::-1]], axis=2)  # (T, B_s, 2d)
+        else:
+            top = H[L - 1]  # (T, B_s, d)
+        out.append((b0, b1, top))
+    return out

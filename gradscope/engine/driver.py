@@ -13,6 +13,7 @@ from functools import lru_cache
 import numpy as np
 
 from . import buffers
+from .accuracy import counts as accuracy_counts, share as accuracy_share
 from .cells import cell
 from .cells.rnn import ACTIVATION_CODES
 from .metrics import StepResult, first_nonfinite, step_metric_names
@@ -150,6 +151,7 @@ def bptt(
     chunk: int | None = None,
     threads: int | None = None,
     shards: int | None = None,
+    accuracy: bool = False,
 ) -> StepResult:
     """One forward and backward pass with every metric, in compiled kernels that release the GIL.
 
@@ -159,7 +161,8 @@ def bptt(
     ``chunk_steps``).  ``shards``: how many parts of the batch the pass runs on (``shard_rows``; default
     ``shards.DEFAULT_SHARDS``); they decide the bits of the result.  ``threads``: how many of them run at once
     (default ``default_threads()``, divided by the threads of the kernels' BLAS if a user gave it more than
-    one); they decide only the speed.  The returned arrays are new; nothing returned aliases the workspace.
+    one); they decide only the speed.  ``accuracy`` (ce only): also metrics["accuracy"] (engine/accuracy.py).
+    The returned arrays are new; nothing returned aliases the workspace.
     """
     T, B, n = x.shape
     dt = spec.np_dtype
@@ -238,6 +241,13 @@ def bptt(
     result_grads = buffers.result_grads(spec, grads)
     if spec.bidirectional:
         norms = np.array([vector_norm(np.ascontiguousarray(g).ravel()) for _, g in result_grads.named()])
+    if accuracy and loss_kind == "ce":  # the readout once more, on the top states the pass left in its buffers
+        metrics["accuracy"] = np.asarray(
+            accuracy_share(
+                accuracy_counts(H, weights[5], weights[6], target_i[:, b0:b1], mask[:, b0:b1])
+                for b0, b1, H in buffers.top_states(spec, buf, rows)
+            )
+        )
     return StepResult(
         loss=float(loss_t.sum()),
         grads=result_grads,

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from .accuracy import accuracy as accuracy_of
 from .cells import cell
 from .cells.gru import gru_backward, gru_forward
 from .cells.lstm import lstm_backward, lstm_forward
@@ -112,8 +113,10 @@ def bptt(
     target: np.ndarray,
     mask: np.ndarray,
     loss_kind: str,
+    accuracy: bool = False,
 ) -> StepResult:
-    """One forward and backward pass of a seq2seq model with every metric (module docstring).
+    """One forward and backward pass of a seq2seq model with every metric (module docstring); ``accuracy`` (ce
+    only): also metrics["accuracy"] on the decoder's steps (engine/accuracy.py).
 
     x (T_src, B, n), decoder_x (T_tgt, B, n_dec); target (T_tgt, B, k) (mse) or (T_tgt, B) ints (ce) and
     mask (T_tgt, B) score the decoder's steps.  Metrics are (S, T) with T = max(T_src, T_tgt), each stream's
@@ -203,6 +206,8 @@ def bptt(
     metrics["grad_bridge_norm"] = np.array([_row_norm_mean(g) for g in bridge_h])  # (L,)
     if lstm:
         metrics["grad_bridge_c_norm"] = np.array([_row_norm_mean(g) for g in bridge_c])
+    if accuracy and loss_kind == "ce":  # X: the decoder's top states, which the readout read
+        metrics["accuracy"] = np.asarray(accuracy_of(X, params.W_yh, params.b_y, target_i, mask))
     result = Params(layer_grads, dW_yh, dby64.astype(dt), spec.streams)  # type: ignore[arg-type]
     norms = np.array([vector_norm(np.ascontiguousarray(g).ravel()) for _, g in result.named()])
     return StepResult(

@@ -32,6 +32,11 @@ tagging  Sequence labelling in the spirit of part-of-speech tagging on sentences
          (below); the label of an ambiguous word ("saw", "run", "watch", ...) depends on the words before it;
          every step scored (ce).  Baseline (memoryless): predict each word's tag distribution given the word
          alone, L = T * H(tag | word), estimated once from 200 000 generated words with a fixed seed.
+lookahead  Tagging in which an ambiguous word's tag is decided by the word AFTER it (the lecture's "well": adverb
+         or noun), words drawn independently (engine/lookahead.py); every step scored (ce).  A model that reads
+         forward only can do no better than the word alone: its best expected accuracy is known in closed form,
+         1 - q min(P, 1 - P) (q = A (T-1) / T), the task's ``accuracy_ceiling``; its best loss, A (T-1) H(P), is
+         the baseline.  A bidirectional model can reach accuracy 1 and loss 0.
 """
 
 from __future__ import annotations
@@ -42,6 +47,8 @@ from pathlib import Path
 from typing import Literal, get_args
 
 import numpy as np
+
+from . import lookahead
 
 DEFAULT_CORPUS = Path(__file__).parent / "data" / "corpus.txt"
 
@@ -63,6 +70,7 @@ class Task:
     output_size = 0  # k
     baseline_loss: float | None = None
     baseline_strategy = ""  # the trivial strategy the baseline scores
+    accuracy_ceiling: float | None = None  # the best expected accuracy a unidirectional model can reach, if known
     description = ""
     architectures: tuple[str, ...] = ("stack",)  # the architectures it makes data for (engine.params)
     # seq2seq (set by make_task): the decoder's steps and input size, and whether the source is fed backwards
@@ -292,7 +300,7 @@ class CharLMTask(Task):
 
 # Sentences of the tagging grammar.  Each word has a fixed set of possible tags; the ambiguous ones take their
 # tag from context: after a determiner or adjective a noun, after a noun phrase or pronoun a verb.
-TAGS = ("DET", "ADJ", "NOUN", "VERB", "PRON", "ADV", "PUNCT")
+TAGS = lookahead.TAGS  # ("DET", "ADJ", "NOUN", "VERB", "PRON", "ADV", "PUNCT"), shared with the lookahead task
 _WORDS = {
     "DET": ["the", "a", "every", "this"],
     "ADJ": ["old", "quick", "red", "quiet"],
@@ -377,6 +385,34 @@ class TaggingTask(Task):
         return x, target, mask
 
 
+class LookaheadTask(Task):
+    name = "lookahead"
+    loss_kind = "ce"
+    input_size, output_size = len(lookahead.WORDS), len(lookahead.TAGS)
+    baseline_strategy = "tag each word from the word alone: the best any unidirectional model can do"
+
+    def __init__(self, seq_len, batch_size, dtype):
+        super().__init__(seq_len, batch_size, dtype)
+        if seq_len < 2:
+            raise TaskError(
+                f"the lookahead task needs seq_len >= 2 (an ambiguous word needs a word after it), got {seq_len}",
+                "task.seq_len",
+            )
+        self.baseline_loss = lookahead.unidirectional_loss(seq_len)
+        self.accuracy_ceiling = lookahead.unidirectional_accuracy(seq_len)
+        self.description = (
+            f"lookahead tagging: label each of {seq_len} independent words with one of {len(lookahead.TAGS)} tags; "
+            f"an ambiguous word's tag is decided by the word after it; ce at every step; a unidirectional "
+            f"model's best accuracy is {self.accuracy_ceiling:.4f}"
+        )
+
+    def batch(self, rng):
+        codes = lookahead.sequence_codes(rng, self.seq_len, self.batch_size)  # (T, B)
+        x = self._one_hot(codes, self.input_size)  # (T, B, V)
+        mask = np.ones((self.seq_len, self.batch_size), dtype=self.dtype)
+        return x, lookahead.tags_of(codes), mask
+
+
 def make_task(task_config, dtype: str = "float32", architecture: str = "stack") -> Task:
     """The task described by a config.TaskConfig (or anything with the same attributes), making data for
     ``architecture`` ("stack", or "seq2seq": then ``seq2seq_batch``)."""
@@ -395,6 +431,8 @@ def make_task(task_config, dtype: str = "float32", architecture: str = "stack") 
         task = CharLMTask(c.seq_len, c.batch_size, dtype, c.text)
     elif c.name == "tagging":
         task = TaggingTask(c.seq_len, c.batch_size, dtype)
+    elif c.name == "lookahead":
+        task = LookaheadTask(c.seq_len, c.batch_size, dtype)
     else:
         raise TaskError(f"unknown task {c.name!r}; expected one of {TASK_NAMES}", "task.name")
     if c.name != "probe":
@@ -424,7 +462,7 @@ def make_task(task_config, dtype: str = "float32", architecture: str = "stack") 
 
 # The task registry: every task GradScope knows, by the name an experiment file gives (config.TaskConfig.name
 # accepts exactly these).
-TaskName = Literal["probe", "adding", "copy", "charlm", "tagging", "translate"]  # TASK_CLASSES' keys, in order
+TaskName = Literal["probe", "adding", "copy", "charlm", "tagging", "translate", "lookahead"]  # TASK_CLASSES' keys
 TASK_CLASSES: dict[str, type[Task]] = {
     "probe": ProbeTask,
     "adding": AddingTask,
@@ -432,6 +470,7 @@ TASK_CLASSES: dict[str, type[Task]] = {
     "charlm": CharLMTask,
     "tagging": TaggingTask,
     "translate": TranslateTask,
+    "lookahead": LookaheadTask,
 }
 TASK_NAMES: tuple[TaskName, ...] = get_args(TaskName)
 
@@ -456,6 +495,7 @@ __all__ = [
     "CharLMTask",
     "TaggingTask",
     "TranslateTask",
+    "LookaheadTask",
     "make_task",
     "task_sizes",
     "loss_kind_of",

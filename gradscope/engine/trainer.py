@@ -174,6 +174,7 @@ class Training:
                     workspace=self._workspace if self.backend == "numba" else None,
                     threads=self.threads if self.backend == "numba" else None,
                     shards=self.run.train.shards if self.backend == "numba" else None,
+                    accuracy=self.task.loss_kind == "ce" and self.is_recorded(iteration),
                 )
             # Every gradient figure of the record is taken BEFORE clipping (docs/trace_format.md: grad_norm is
             # before clipping; the per-parameter norms follow it, so they add up to grad_norm in quadrature),

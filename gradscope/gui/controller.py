@@ -67,6 +67,23 @@ class Controller(QtCore.QObject):
         self.paused = False
         self.runs_changed.emit()
 
+    def add_loaded(self, experiment, results) -> list[RunState]:
+        """Add an exported (or recorded) folder's runs to those shown, with their traces: an overlay.  A run
+        whose name is taken is renamed "name (2)"; each gets a colour not in use."""
+        if self.experiment is None:
+            self.load(experiment, results)
+            return list(self.states)
+        added = []
+        for run, result in zip(experiment.runs, results):
+            state = RunState(_unique_name(run, self.states), style.run_color(self._free_color_index()))
+            state.data.result = replace(result, name=state.run.name, run=state.run)
+            state.loaded = True
+            self.states.append(state)
+            added.append(state)
+        self._sync_experiment()
+        self.runs_changed.emit()
+        return added
+
     def run_data(self) -> list[RunData]:
         return [s.data for s in self.states]
 

@@ -54,17 +54,21 @@ def configure_pyqtgraph() -> None:
 
 
 def run_data_from_results(results) -> list[RunData]:
-    """RunData for each gradscope.runs.RunResult (the baseline, when missing, from the run's task)."""
+    """RunData for each gradscope.runs.RunResult (the baseline and the accuracy ceiling, when missing, from the
+    run's task)."""
     from ..engine.tasks import make_task
 
     runs = []
     for index, result in enumerate(results):
         baseline = getattr(result, "baseline_loss", None)
-        if baseline is None and result.run is not None:
+        ceiling = getattr(result, "accuracy_ceiling", None)
+        if (baseline is None or ceiling is None) and result.run is not None:
             try:
-                baseline = make_task(result.run.task, result.run.dtype, result.run.architecture).baseline_loss
+                task = make_task(result.run.task, result.run.dtype, result.run.architecture)
+                baseline = task.baseline_loss if baseline is None else baseline
+                ceiling = task.accuracy_ceiling if ceiling is None else ceiling
             except (ValueError, OSError):
-                baseline = None  # e.g. a corpus that moved since the run: no baseline line
+                pass  # e.g. a corpus that moved since the run: no baseline line
         data = RunData(
             index,
             result.name,
@@ -74,6 +78,7 @@ def run_data_from_results(results) -> list[RunData]:
             loss_kind=result.loss_kind,
             baseline_loss=baseline,
             first_batch=result.first_batch,
+            accuracy_ceiling=ceiling,
         )
         data.result.analysis = getattr(result, "analysis", None)  # the Jacobian and Lyapunov views' rows
         runs.append(data)

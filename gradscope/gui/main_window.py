@@ -12,6 +12,7 @@ from pathlib import Path
 from PyQt6 import QtCore, QtWidgets
 
 from .. import config, io as gio, presets
+from ..recording import describe, open_folder
 from ..runs import RunStatus
 from . import menus, unsaved
 from .controller import Controller
@@ -125,19 +126,32 @@ class MainWindow(QtWidgets.QMainWindow):
         self.statusBar().showMessage(f"Opened {path}: press Run (Space)", 10000)
         return True
 
-    def open_folder(self, path) -> bool:
+    def open_folder(self, path, add: bool = False) -> bool:
+        """An exported folder, or the recording a killed (or running) ``gradscope run`` left: its runs replace
+        those shown, or with ``add`` join them (an overlay)."""
         path = Path(path)
         if not self.keep_or_discard(f"open {path.name}"):
             return False
         try:
-            experiment, results = gio.load_experiment_folder(path)
+            folder = open_folder(path)
         except (OSError, ValueError, KeyError) as error:  # ConfigError is a ValueError
             self.show_error("Cannot open the exported folder", f"{path}: {error}")
             return False
-        self._set_experiment(experiment, results)
+        if add:
+            self.controller.add_loaded(folder.experiment, folder.results)
+            self.setWindowModified(True)
+            self._update_title()
+            self.redraw(force=True)
+        else:
+            self._set_experiment(folder.experiment, folder.results)
         self._add_recent(path)
-        self.statusBar().showMessage(f"Opened the export {path} (recorded runs, nothing to run)", 10000)
+        what = "the export" if folder.state == "exported" else f"the recording ({describe(folder)})"
+        verb = "Added" if add else "Opened"
+        self.statusBar().showMessage(f"{verb} {what} {path} (recorded runs, nothing to run)", 15000)
         return True
+
+    def add_folder(self, path) -> bool:  # File > Add exported folder
+        return self.open_folder(path, add=True)
 
     def _set_experiment(self, experiment, results=None) -> None:
         self.sweep_tab.set_experiment(experiment)
@@ -160,6 +174,11 @@ class MainWindow(QtWidgets.QMainWindow):
         path = QtWidgets.QFileDialog.getExistingDirectory(self, "Open exported folder", str(self._source_dir()))
         if path:
             self.open_folder(path)
+
+    def add_folder_dialog(self) -> None:
+        path = QtWidgets.QFileDialog.getExistingDirectory(self, "Add exported folder", str(self._source_dir()))
+        if path:
+            self.add_folder(path)
 
     def _source_dir(self) -> Path:
         experiment = self.controller.experiment

@@ -16,7 +16,7 @@ TAB_TITLES = ("Through time", "Waterfall", "Training", "Saturation", "Layers", "
 TAB_TIPS = (
     "‖∂L/∂h_t‖ and ‖h_t‖ against t, with the theory's lines",
     "log ‖∂L/∂h_t‖ over training iteration and timestep for one run",
-    "Loss with the task's baseline; gradient norm with the clip threshold",
+    "Loss with the task's baseline; gradient norm with the clip threshold; accuracy (ce tasks) with its ceiling",
     "LSTM gates; dead ReLU and saturated tanh/sigmoid units",
     "Gradient norm against t for each layer of a stacked model",
     "sigma_max of the long-lag Jacobian ∂s_{T-1}/∂s_t against the lag, and ∂L/∂W_hh split by lag (analysis.every)",
@@ -45,7 +45,14 @@ ACTIONS = (
         "Open exported &folder…",
         "open_folder_dialog",
         "Ctrl+Shift+O",
-        "View an exported experiment folder again without running",
+        "View an exported experiment folder (or a killed run's) again without running",
+    ),
+    (
+        "act_add_folder",
+        "&Add exported folder…",
+        "add_folder_dialog",
+        "Ctrl+Alt+O",
+        "Show an exported (or interrupted) folder's runs beside those already shown",
     ),
     ("act_save", "&Save", "save", "Ctrl+S", "Save the experiment file (keeps comments)"),
     ("act_save_as", "Save &as…", "save_as_dialog", "Ctrl+Shift+S", "Save the experiment to a new file"),
@@ -82,6 +89,7 @@ def make_menus(window) -> None:
     file_menu.addAction(window.act_open)
     window.recent_menu = file_menu.addMenu("Open &recent")
     file_menu.addAction(window.act_open_folder)
+    file_menu.addAction(window.act_add_folder)
     file_menu.addSeparator()
     file_menu.addAction(window.act_save)
     file_menu.addAction(window.act_save_as)

@@ -33,7 +33,8 @@ class RunData:
     key         a stable identity (a run keeps its key when renamed or edited)
     result      the gradscope.runs.RunResult: name, trace (read through trace.array(name)), run (the
                 RunConfig, when known: theory lines, clip threshold, cell and activation come from it),
-                first_batch (x, target, mask: the mask says which steps are scored), loss_kind, baseline_loss
+                first_batch (x, target, mask: the mask says which steps are scored), loss_kind, baseline_loss,
+                accuracy_ceiling (the task's, for ce tasks that have one)
     color, visible  how it is drawn
 
     Views and tests may build one from a bare trace: ``RunData(key, name, color, trace, run=..., ...)``.
@@ -44,6 +45,7 @@ class RunData:
     run = _of_result("run")
     loss_kind = _of_result("loss_kind")
     baseline_loss = _of_result("baseline_loss")
+    accuracy_ceiling = _of_result("accuracy_ceiling")
     first_batch = _of_result("first_batch")
     init_params = _of_result("init_params")
 
@@ -59,6 +61,7 @@ class RunData:
         baseline_loss: float | None = None,
         first_batch: dict | None = None,
         result: RunResult | None = None,
+        accuracy_ceiling: float | None = None,
     ):
         if result is None:
             result = RunResult(
@@ -68,6 +71,7 @@ class RunData:
                 loss_kind=loss_kind,
                 baseline_loss=baseline_loss,
                 first_batch=first_batch,
+                accuracy_ceiling=accuracy_ceiling,
             )
         self.key, self.color, self.visible, self.result = key, color, visible, result
         self._cache: dict = {}
@@ -253,6 +257,8 @@ class RunState:
             return f"compiling kernels {self.detail}"
         if self.status is RunStatus.FAILED:
             return "failed (double-click for the traceback)"
+        if self.result.interrupted_at is not None:
+            return f"interrupted at iteration {self.result.interrupted_at}"
         return str(self.status)
 
     def note_rate(self, iteration: int) -> None:

@@ -17,7 +17,6 @@ from __future__ import annotations
 import multiprocessing
 import os
 import threading
-import time
 import traceback
 import uuid
 from concurrent.futures import Future, ProcessPoolExecutor
@@ -52,15 +51,7 @@ def compute_point(index: int, run, seed: int, backend: str = "numba", keep: bool
 def _init_sweep_worker(stop, updates, specs) -> None:
     """A local worker's start-up: experiment.py's (signals, the stop), then the kernels its points need, loaded
     from the cache before the first point, so that no point's wall_seconds holds the load."""
-    _init_worker(stop, updates)
-    parent = os.getppid()
-
-    def orphaned() -> None:  # an idle worker blocks on its queue, which a killed parent never closes
-        while os.getppid() == parent:
-            time.sleep(0.5)
-        os._exit(0)
-
-    threading.Thread(target=orphaned, name="gradscope-parent-watch", daemon=True).start()
+    _init_worker(stop, updates)  # with its parent watch: an orphaned worker ends (experiment.exit_when_orphaned)
     from ..engine import compile_kernels
 
     for spec in specs:

@@ -360,6 +360,29 @@ def test_training_draws_loss_norm_baseline_and_clip_threshold(view):
     assert set(fig.baselines.items) == {0} and set(fig.thresholds.items) == {0}  # run 1 has neither
 
 
+def test_training_draws_accuracy_and_its_ceiling_for_ce_runs_only(view):
+    def with_accuracy(k, m):
+        m["accuracy"] = np.asarray(float("nan") if k == 3 else 0.2 * (k + 1))
+
+    ce, mse = make_trace(K=4, tweak=with_accuracy), make_trace(K=3)
+    v = view(TrainingView)
+    v.redraw([run_data(1, mse)])
+    assert not v.figure.accuracy_plot.isVisible()  # no run records an accuracy: the plot gives its room
+    runs = [run_data(0, ce, accuracy_ceiling=0.886, loss_kind="ce"), run_data(1, mse, color="#D55E00")]
+    v.redraw(runs)
+    fig = v.figure
+    assert fig.accuracy_plot.isVisible()
+    x, y = shown(fig.accuracy_curves, 0)
+    assert x == pytest.approx([0, 10, 20, 30]) and y[:3] == pytest.approx([0.2, 0.4, 0.6]) and np.isnan(y[3])
+    assert set(fig.accuracy_curves.items) == {0}
+    _, ceiling = shown(fig.ceilings, 0)
+    assert ceiling == pytest.approx([0.886, 0.886])
+    assert [x for x, _ in fig.accuracy_marks.points] == [30]  # the NaN accuracy is marked
+    assert "unidirectional ceiling (accuracy)" in fig.legend.labels
+    text = fig._describe(20, "accuracy")
+    assert "accuracy = 0.6" in text and "ceiling 0.886" in text and "run 1" not in text
+
+
 def test_training_marks_a_nan_loss(view):
     from gradscope.trace import Record
 

@@ -118,16 +118,38 @@ def readout_backward(H: np.ndarray, dY: np.ndarray, W_yh: np.ndarray):
 
 # -------------------------------------------------------------------------------------------- whole model
 def bptt(
-    spec: ModelSpec, params: Params, x: np.ndarray, target: np.ndarray, mask: np.ndarray, loss_kind: str
+    spec: ModelSpec,
+    params: Params,
+    x: np.ndarray,
+    target: np.ndarray,
+    mask: np.ndarray,
+    loss_kind: str,
+    accuracy: bool = False,
 ) -> StepResult:
     """One forward and backward pass through time over the stacked model, with every metric.  NaN and Inf
-    are data, as in the kernels: they flow through without warnings and ``nonfinite`` says where they began."""
+    are data, as in the kernels: they flow through without warnings and ``nonfinite`` says where they began.
+    ``accuracy`` (ce only): also metrics["accuracy"] (``accuracy_of_logits``)."""
     with np.errstate(all="ignore"):
-        return _bptt(spec, params, x, target, mask, loss_kind)
+        return _bptt(spec, params, x, target, mask, loss_kind, accuracy)
+
+
+def accuracy_of_logits(Y: np.ndarray, target: np.ndarray, mask: np.ndarray) -> float:
+    """Twin of engine/accuracy.py: the share of positions with mask != 0 whose first largest logit of Y
+    (T, B, k) is the target's; NaN when one of them has a NaN logit or none is scored."""
+    scored = mask != 0  # (T, B)
+    if not scored.any() or np.isnan(Y[scored]).any():
+        return float("nan")
+    return float(np.mean(np.argmax(Y, axis=-1)[scored] == target[scored]))
 
 
 def _bptt(
-    spec: ModelSpec, params: Params, x: np.ndarray, target: np.ndarray, mask: np.ndarray, loss_kind: str
+    spec: ModelSpec,
+    params: Params,
+    x: np.ndarray,
+    target: np.ndarray,
+    mask: np.ndarray,
+    loss_kind: str,
+    accuracy: bool = False,
 ) -> StepResult:
     """Stream by stream: a layer's D = 1 or 2 directions (ModelSpec.streams order), the reverse one run over
     the time-reversed input; the layer above (and the readout) reads [h_fwd_t ; h_rev_t]."""
@@ -170,6 +192,9 @@ def _bptt(
             dX = dX + (dx[::-1] if r else dx)
         G = dX  # (T, B, n_l) into the layer below
     grads = grads.astype(spec.np_dtype)
+    if accuracy and loss_kind == "ce":
+        Y = H_top @ params.W_yh.T + params.b_y  # (T, B, k) the logits
+        metrics["accuracy"] = np.asarray(accuracy_of_logits(Y, target, mask))
     return StepResult(loss=loss, grads=grads, metrics=metrics, nonfinite=first_nonfinite(metrics, grads))
 
 

@@ -15,7 +15,7 @@ import numpy as np
 from ..cells import cell
 from ..metrics import StepResult, first_nonfinite, without_padding
 from ..params import ModelSpec, Params
-from . import readout_backward, readout_loss, row_norm_mean
+from . import accuracy_of_logits, readout_backward, readout_loss, row_norm_mean
 from .gru import gru_backward, gru_forward
 from .lstm import lstm_backward, lstm_forward
 from .rnn import rnn_backward, rnn_forward
@@ -49,13 +49,18 @@ def _backward(spec: ModelSpec, X, cache, G, p, h0=None, c0=None, dc_end=None):
     return grads, dx, {"grad_h_norm": gh}, dz0 @ p.W_hh, None
 
 
-def bptt(spec: ModelSpec, params: Params, x, decoder_x, target, mask, loss_kind: str) -> StepResult:
-    """One forward and backward pass of the seq2seq model, with every metric (seq2seq.bptt's twin)."""
+def bptt(
+    spec: ModelSpec, params: Params, x, decoder_x, target, mask, loss_kind: str, accuracy: bool = False
+) -> StepResult:
+    """One forward and backward pass of the seq2seq model, with every metric (seq2seq.bptt's twin); ``accuracy``
+    (ce only): also the decoder's metrics["accuracy"] (reference.accuracy_of_logits)."""
     with np.errstate(all="ignore"):
-        return _bptt(spec, params, x, decoder_x, target, mask, loss_kind)
+        return _bptt(spec, params, x, decoder_x, target, mask, loss_kind, accuracy)
 
 
-def _bptt(spec: ModelSpec, params: Params, x, decoder_x, target, mask, loss_kind: str) -> StepResult:
+def _bptt(
+    spec: ModelSpec, params: Params, x, decoder_x, target, mask, loss_kind: str, accuracy: bool = False
+) -> StepResult:
     L, D, d = spec.layers, spec.directions, spec.hidden_size
     T_src, T_tgt = x.shape[0], decoder_x.shape[0]
     T, S = max(T_src, T_tgt), L * D + L
@@ -127,6 +132,8 @@ def _bptt(spec: ModelSpec, params: Params, x, decoder_x, target, mask, loss_kind
     if lstm:
         metrics["grad_bridge_c_norm"] = np.array([row_norm_mean(g) for g in dc_bridge])
     grads = grads.astype(spec.np_dtype)
+    if accuracy and loss_kind == "ce":  # the decoder's logits (X: its top layer's states)
+        metrics["accuracy"] = np.asarray(accuracy_of_logits(X @ params.W_yh.T + params.b_y, target, mask))
     return StepResult(
         loss=loss,
         grads=grads,

@@ -46,7 +46,7 @@ LABELS = {
     "init.forget_bias": ("Forget bias", "lstm: added to the f block of b_h"),
     "init.chrono": ("Chrono init", "lstm: b_f = log U[1, T_max - 1], b_i = -b_f"),
     "init.chrono_tmax": ("Chrono T_max", "0: the task's sequence length"),
-    "task.name": ("Task", "probe, adding problem, copy, character LM, tagging; translate (seq2seq)"),
+    "task.name": ("Task", "probe, adding problem, copy, character LM, tagging, lookahead; translate (seq2seq)"),
     "task.seq_len": ("Sequence length T", "Timesteps per sequence"),
     "task.batch_size": ("Batch size B", "Sequences per batch"),
     "task.input_size": ("Input size n", "probe only: input dimension (other tasks fix it)"),
