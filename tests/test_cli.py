@@ -331,6 +331,8 @@ def test_ctrl_c_in_a_terminal_stops_the_worker_processes_too_and_exits_130(tmp_p
 
     try:
         assert read_until(r"\[2/2\] long: [1-9]\d*/10000000, [\d.]+ it/s")  # the status line, live
+        assert read_until(r"\[1/2\] short: completed")  # both run at once: on a loaded machine the short
+        # one can still be going when the long one shows its first iteration; the short one must be complete
         os.killpg(proc.pid, signal.SIGINT)
         read_until(r"will never appear")  # read to the end
         assert proc.wait(timeout=60) == 130

@@ -16,6 +16,7 @@ import gradscope
 from gradscope import cli, store
 from gradscope.config import load
 from gradscope.engine.record import Record
+from gradscope.engine.spectra import TOLERANCE
 from gradscope.recording import RECORDING, open_folder
 from gradscope.store import RunStore, read_store
 
@@ -187,7 +188,12 @@ def test_a_sigkilled_gradscope_run_reopens_as_interrupted_with_its_records(tmp_p
     kept = long.trace.to_arrays()
     assert list(kept) == list(reference)
     for name, values in reference.items():
-        np.testing.assert_array_equal(kept[name], values, err_msg=name)
+        if name in TOLERANCE:
+            # the reference's last iteration is measured exactly, the killed run's was tracked from the one
+            # before (engine.spectra): equal within the tracker's stated tolerance, the rest bit for bit
+            np.testing.assert_allclose(kept[name], values, rtol=TOLERANCE[name], err_msg=name)
+        else:
+            np.testing.assert_array_equal(kept[name], values, err_msg=name)
     ds = results.to_xarray()
     assert ds["interrupted_at"].sel(run="long").item() == long.interrupted_at
 
