@@ -32,7 +32,6 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from .config import ConfigError, Experiment, RunConfig
-from .files import atomic_write_bytes
 from .runs import RunControl, RunResult, RunStatus, drive
 
 # Below this much estimated work (floating-point operations over all runs) worker processes cost more to start
@@ -178,7 +177,9 @@ def execute_run(
         training = Training(run, seed, backend=backend)
         result.prepare(training)
         if record_to is not None:
-            recorder = _Recorder(Path(record_to), result)
+            from .recording import RunRecorder  # the live store (recording.py)
+
+            recorder = RunRecorder(Path(record_to), result)
 
         def on_record(record):
             result.add(record)
@@ -202,49 +203,6 @@ def execute_run(
             recorder.close(result.status)
     result.wall_seconds = time.perf_counter() - start
     return result
-
-
-class _Recorder:
-    """A run's store while it runs, made and written by a thread of its own (store.StoreWriter: the run does not
-    wait for the disk).  A store that cannot be written (full disk) stops recording, never the run:
-    ``result.store_error`` says why, and the records stay in memory."""
-
-    def __init__(self, folder: Path, result: RunResult):
-        from .store import StoreWriter
-
-        self.result = result
-        self.store: StoreWriter | None = StoreWriter(lambda: self._open(folder))
-
-    def _open(self, folder: Path):
-        from .io import _npz_bytes
-        from .store import STORE_NAME, RunStore
-
-        result = self.result
-        folder.mkdir(parents=True, exist_ok=True)
-        if result.init_params is not None:
-            atomic_write_bytes(folder / "init_params.npz", _npz_bytes(result.init_params.arrays()))
-        if result.first_batch is not None:
-            atomic_write_bytes(folder / "first_batch.npz", _npz_bytes(dict(result.first_batch)))
-        streams = result.run.model_spec().streams
-        return RunStore.create(folder / STORE_NAME, name=result.name, streams=streams, seed=result.seed)
-
-    def add(self, record) -> None:
-        if self.store is not None:
-            try:
-                self.store.add(record)
-            except OSError as error:
-                self._failed(error)
-
-    def close(self, status) -> None:
-        if self.store is not None:
-            try:
-                self.store.close(str(status))
-            except OSError as error:
-                self._failed(error)
-
-    def _failed(self, error: OSError) -> None:
-        self.store = None
-        self.result.store_error = f"{error}"
 
 
 def _not_started(run: RunConfig, seed: int) -> RunResult:

@@ -28,7 +28,7 @@ import numpy as np
 from .config import ConfigError, Experiment, dumps, load
 from .engine.metrics import NonFinite
 from .engine.params import Params
-from .files import atomic_write_text
+from .files import atomic_write_bytes, atomic_write_text
 from .io import load_experiment_folder, run_dir_name
 from .runs import RunResult, RunStatus
 from .store import RUNNING, STORE_NAME, read_store
@@ -237,3 +237,46 @@ def describe(folder: Folder) -> str:
 
 
 __all__ = ["Recording", "RecordingExists", "Folder", "open_folder", "describe", "RECORDING"]
+
+
+class RunRecorder:
+    """A run's store while it runs, made and written by a thread of its own (store.StoreWriter: the run does not
+    wait for the disk).  A store that cannot be written (full disk) stops recording, never the run:
+    ``result.store_error`` says why, and the records stay in memory."""
+
+    def __init__(self, folder: Path, result: RunResult):
+        from .store import StoreWriter
+
+        self.result = result
+        self.store: StoreWriter | None = StoreWriter(lambda: self._open(folder))
+
+    def _open(self, folder: Path):
+        from .io import _npz_bytes
+        from .store import RunStore
+
+        result = self.result
+        folder.mkdir(parents=True, exist_ok=True)
+        if result.init_params is not None:
+            atomic_write_bytes(folder / "init_params.npz", _npz_bytes(result.init_params.arrays()))
+        if result.first_batch is not None:
+            atomic_write_bytes(folder / "first_batch.npz", _npz_bytes(dict(result.first_batch)))
+        streams = result.run.model_spec().streams
+        return RunStore.create(folder / STORE_NAME, name=result.name, streams=streams, seed=result.seed)
+
+    def add(self, record) -> None:
+        if self.store is not None:
+            try:
+                self.store.add(record)
+            except OSError as error:
+                self._failed(error)
+
+    def close(self, status) -> None:
+        if self.store is not None:
+            try:
+                self.store.close(str(status))
+            except OSError as error:
+                self._failed(error)
+
+    def _failed(self, error: OSError) -> None:
+        self.store = None
+        self.result.store_error = f"{error}"

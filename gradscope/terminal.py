@@ -13,6 +13,7 @@ import sys
 import threading
 import time
 from contextlib import contextmanager
+from pathlib import Path
 
 STOP_SIGNALS = ("SIGINT", "SIGTERM")  # exit code 128 + the signal's number, as a shell reports it
 LONG_ITERATION_LINE = 30.0  # seconds: not on a terminal, a line this often says a long iteration goes on
@@ -244,3 +245,66 @@ class SweepConsole:
 
     def clear(self) -> None:
         self.console.clear()
+
+
+# ------------------------------------------------------------------------------------- the command line's
+def log_dir() -> Path:
+    """Where tracebacks go: $GRADSCOPE_LOG_DIR, else ~/.cache/gradscope/logs, else the temporary folder."""
+    import tempfile
+
+    for candidate in (
+        os.environ.get("GRADSCOPE_LOG_DIR"),
+        Path.home() / ".cache" / "gradscope" / "logs",
+        Path(tempfile.gettempdir()) / "gradscope-logs",
+    ):
+        if not candidate:
+            continue
+        try:
+            Path(candidate).mkdir(parents=True, exist_ok=True)
+            return Path(candidate)
+        except OSError:
+            continue
+    return Path(tempfile.gettempdir())
+
+
+def write_log(text: str) -> Path:
+    path = log_dir() / f"gradscope-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}.log"
+    with open(path, "a", encoding="utf-8") as f:
+        f.write(text if text.endswith("\n") else text + "\n")
+    return path
+
+
+def compute_in_thread(work, console: Console):
+    """``work(progress, on_iteration)`` (the runs) in a thread of its own, while this, the main thread, waits in
+    steps of 0.1 s: a signal's handler runs only in the main thread, between bytecodes, so a long iteration in
+    a kernel here would hold a Ctrl+C (and the second one, which must quit at once) until it returned.  The
+    runs' progress comes back through a queue and is shown from here, with the time spent in an iteration
+    that has not ended yet."""
+    import queue
+    import threading
+
+    events: queue.SimpleQueue = queue.SimpleQueue()
+    outcome: dict = {}
+
+    def target():
+        try:
+            outcome["results"] = work(
+                lambda result: events.put((console.finished, (result,))),
+                lambda *update: events.put((console.iteration, update)),
+            )
+        except BaseException as error:  # noqa: BLE001  (raised again in the main thread)
+            outcome["error"] = error
+
+    thread = threading.Thread(target=target, name="gradscope-runs", daemon=True)
+    thread.start()
+    while True:
+        thread.join(0.1)
+        while not events.empty():
+            method, arguments = events.get()
+            method(*arguments)
+        if not thread.is_alive():
+            break
+        console.tick()
+    if "error" in outcome:
+        raise outcome["error"]
+    return outcome["results"]
