@@ -182,3 +182,16 @@ def torch_pass(torch, spec, params, x, target, mask, loss_kind):
     grads["readout.W_yh"] = W_yh.grad.numpy().copy()
     grads["readout.b_y"] = b_y.grad.numpy().copy()
     return loss.item(), metrics, loss_t, grads, pre, act
+
+
+def torch_loss(torch, y, target, mask, loss_kind):
+    """L = (1/B) sum_{t,b} mask ell in PyTorch, as the engine defines it (mse: 0.5 ||y - target||^2; ce)."""
+    F = torch.nn.functional
+    B = y.shape[1]
+    w = torch.tensor(mask / B, dtype=torch.float64)
+    if loss_kind == "mse":
+        ell = 0.5 * ((y - torch.tensor(target, dtype=y.dtype)) ** 2).sum(dim=2)
+    else:
+        ell = F.cross_entropy(y.reshape(-1, y.shape[2]), torch.tensor(target.reshape(-1)), reduction="none")
+        ell = ell.reshape(w.shape)
+    return (w * ell.to(torch.float64)).sum()

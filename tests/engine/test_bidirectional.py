@@ -15,7 +15,7 @@ import pytest
 from gradscope.engine import InitSpec, ModelSpec, bptt, driver, init_params, reference
 from gradscope.engine.cells import cell as describe
 
-from ._helpers import make_batch
+from ._helpers import make_batch, torch_loss
 
 KINDS = [("rnn", "tanh"), ("rnn", "relu"), ("lstm", "tanh"), ("gru", "tanh")]
 RTOL = {"float64": 1e-6, "float32": 1e-4}
@@ -143,18 +143,6 @@ def _torch_modules(torch, spec, params):
     return fused, cells
 
 
-def _loss(torch, y, target, mask, loss_kind):
-    F = torch.nn.functional
-    B = y.shape[1]
-    w = torch.tensor(mask / B, dtype=torch.float64)
-    if loss_kind == "mse":
-        ell = 0.5 * ((y - torch.tensor(target, dtype=y.dtype)) ** 2).sum(dim=2)
-    else:
-        ell = F.cross_entropy(y.reshape(-1, y.shape[2]), torch.tensor(target.reshape(-1)), reduction="none")
-        ell = ell.reshape(w.shape)
-    return (w * ell.to(torch.float64)).sum()
-
-
 @pytest.mark.parametrize("dtype", ["float64", "float32"])
 @pytest.mark.parametrize("loss_kind", ["mse", "ce"])
 @pytest.mark.parametrize("layers", [1, 2, 3])
@@ -171,7 +159,7 @@ def test_engine_matches_pytorch(torch, cell, activation, layers, loss_kind, dtyp
 
     # gradients: the fused module
     out, _ = fused(torch.tensor(x))
-    loss = _loss(torch, out @ W_yh.T + b_y, target, mask, loss_kind)
+    loss = torch_loss(torch, out @ W_yh.T + b_y, target, mask, loss_kind)
     loss.backward()
     assert result.loss == pytest.approx(loss.item(), rel=RTOL[dtype])
     names = {"W_hx": "weight_ih", "W_hh": "weight_hh", "b_h": "bias_ih", "b_hh": "bias_hh"}
@@ -206,7 +194,7 @@ def test_engine_matches_pytorch(torch, cell, activation, layers, loss_kind, dtyp
                 outs[r, t] = h
         inputs = [torch.cat([outs[0, t], outs[1, t]], dim=1) for t in range(T)]
     y = torch.stack(inputs) @ W_yh.T + b_y
-    _loss(torch, y, target, mask, loss_kind).backward()
+    torch_loss(torch, y, target, mask, loss_kind).backward()
 
     def norms(v):
         return v.detach().to(torch.float64).norm(dim=1).mean().item()

@@ -16,6 +16,8 @@ import pytest
 from gradscope.engine import InitSpec, ModelSpec, bptt, init_params
 from gradscope.engine.cells import cell as describe
 
+from ._helpers import torch_loss
+
 KINDS = [("rnn", "tanh"), ("rnn", "relu"), ("lstm", "tanh"), ("gru", "tanh")]
 RTOL = {"float64": 1e-6, "float32": 1e-4}
 GRAD_ATOL = {"float64": 1e-12, "float32": 1e-5}
@@ -160,18 +162,6 @@ def test_the_bridge_gradient_matches_central_differences_of_the_initial_state():
 
 
 # ----------------------------------------------------------------------------------------------- PyTorch
-def _loss(torch, y, target, mask, loss_kind):
-    F = torch.nn.functional
-    B = y.shape[1]
-    w = torch.tensor(mask / B, dtype=torch.float64)
-    if loss_kind == "mse":
-        ell = 0.5 * ((y - torch.tensor(target, dtype=y.dtype)) ** 2).sum(dim=2)
-    else:
-        ell = F.cross_entropy(y.reshape(-1, y.shape[2]), torch.tensor(target.reshape(-1)), reduction="none")
-        ell = ell.reshape(w.shape)
-    return (w * ell.to(torch.float64)).sum()
-
-
 def _cells(torch, spec, params):
     """One nn.*Cell per stream, holding our weights (PyTorch's bias_ih = b_h, bias_hh = b_hh or 0)."""
     nn = torch.nn
@@ -248,7 +238,7 @@ def test_engine_matches_pytorch(torch, cell, activation, layers, bidirectional, 
         o, _, _ = run(cells[s], inputs, range(T_TGT), h0, c0, states.setdefault(s, {}))
         inputs = [o[t] for t in range(T_TGT)]
     y = torch.stack(inputs) @ W_yh.T + b_y
-    loss = _loss(torch, y, target, mask, loss_kind)
+    loss = torch_loss(torch, y, target, mask, loss_kind)
     loss.backward()
     assert result.loss == pytest.approx(loss.item(), rel=RTOL[dtype])
 
