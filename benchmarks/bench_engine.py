@@ -44,6 +44,7 @@ sys.path.insert(0, str(ROOT))
 
 import gradscope  # noqa: E402,F401  (GradScope's thread defaults before NumPy loads, as in the app)
 
+from engine_targets import target_lines  # noqa: E402
 from peers import Case, GemmFloor, TorchFused, TorchInstrumented, make_data, peak_gflops  # noqa: E402
 
 SIZES = [(1, 100, 8, 32), (32, 100, 32, 128), (32, 200, 64, 256), (64, 500, 64, 512)]
@@ -708,6 +709,8 @@ def main(argv=None):
         result["spectral"] = bench_spectral()
     save()
     print(markdown(result))
+    if result.get("speed"):  # every target this run measured, met or not (engine_targets.py)
+        print("\n".join(target_lines(result["speed"], result.get("peak_gflops", {}))))
 
 
 if __name__ == "__main__":
