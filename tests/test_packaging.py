@@ -3,10 +3,9 @@ virtual environment, run from a folder outside the source tree; and an editable 
 
 Nothing is downloaded: the wheel is built with the running interpreter's build backend, hatchling (no build
 isolation), and the fresh environment sees the already installed dependencies through a .pth file pointing at
-the running
-interpreter's site-packages (a .pth file's folders are added to sys.path, their own .pth files are not run, so
-the running environment's GradScope, if any, stays out of it).  The fresh environment has no pip of its own:
-the running one's, seen through that .pth file, installs into whichever interpreter runs it.
+the running interpreter's site-packages (a .pth file's folders are added to sys.path, their own .pth files are
+not run, so the running environment's GradScope, if any, stays out of it).  The fresh environment has no pip of
+its own: the running one's, seen through that .pth file, installs into whichever interpreter runs it.
 """
 
 import json
