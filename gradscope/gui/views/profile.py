@@ -12,7 +12,7 @@ from ... import theory as theory_lines
 from .. import style
 from ..axes import value_label
 from ..model import RunData
-from ..plotting import STYLE_GREY, EmptyHint, HoverReadout, Legend, SnapBounds, make_plot, pen
+from ..plotting import STYLE_GREY, HoverReadout, Legend, pen
 from .base import (
     CurveSet,
     Figure,
@@ -72,40 +72,12 @@ class ProfileFigure(Figure):
 
     def __init__(self, layout: pg.GraphicsLayout, interactive: bool = True):
         super().__init__(layout, interactive)
-        self.grad_plot = make_plot(
-            layout,
-            0,
-            0,
-            menu=interactive,
-            title="Gradient through time: ‖∂L/∂hₜ‖",
-            x_label="timestep t",
-            y_label="‖∂L/∂hₜ‖ (batch mean)",
-            log_y=True,
-        )
-        self.state_plot = make_plot(
-            layout,
-            1,
-            0,
-            menu=interactive,
-            title="Hidden state: ‖hₜ‖",
-            x_label="timestep t",
-            y_label="‖hₜ‖ (batch mean)",
-            log_y=True,
-        )
-        self.state_plot.setXLink(self.grad_plot)
+        self.gradient_and_state_plots(("Gradient through time: ‖∂L/∂hₜ‖", "Hidden state: ‖hₜ‖"), (0, 0), (1, 0))
         layout.layout.setRowStretchFactor(0, 3)
         layout.layout.setRowStretchFactor(1, 2)
-        self.plots = [self.grad_plot, self.state_plot]
         self.legend = Legend(layout, 0, 1, rowspan=2)
-        self.grad_curves = CurveSet(self.grad_plot)
         self.theory_curves = CurveSet(self.grad_plot)
-        self.state_curves = CurveSet(self.state_plot)
-        self.grad_marks = NonFiniteMarkers(self.grad_plot)
-        self.state_marks = NonFiniteMarkers(self.state_plot)
         self.grad_zeros = NonFiniteMarkers(self.grad_plot, symbol="t")  # gradients that underflowed to 0
-        self.grad_snap = SnapBounds(self.grad_plot)
-        self.state_snap = SnapBounds(self.state_plot)
-        self.hint = EmptyHint(self.grad_plot, "Press Run (Space) to start")
         # seq2seq: the bridge between the encoder's last step (t = -1) and the decoder's first (t = 0)
         self.bridges = []
         for plot, label in ((self.grad_plot, "bridge: encoder | decoder"), (self.state_plot, None)):
