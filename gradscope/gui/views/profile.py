@@ -118,10 +118,16 @@ class ProfileFigure(Figure):
             row = self.row if -len(run.trace) <= self.row < len(run.trace) else -1
             iteration = int(run.trace.iterations[row])
             entry = {"name": run.name, "iteration": iteration, "layer": layer, "values": {}, "theory": {}}
-            entry["stream"] = stream_label(run.streams, layer, top=self.layer == -1)
             segments = run.segments(layer)  # a seq2seq stream: encoder and decoder on one axis
             bridged |= len(segments) > 1
             entry["t"] = np.concatenate([_segment_t(offset, length, run) for _, offset, length in segments])
+            # the stream each drawn step belongs to, by name (a seq2seq decoder's t < 0 is its encoder's)
+            entry["streams"] = [
+                stream_label(run.streams, s, top=self.layer == -1 and s == layer) for s, _, _ in segments
+            ]
+            entry["segment"] = np.concatenate(
+                [np.full(len(_segment_t(offset, length, run)), i) for i, (_, offset, length) in enumerate(segments)]
+            )
             for metric, curves, keys, marks, line in (
                 ("grad_h_norm", self.grad_curves, grad_keys, grad_marks, "solid"),
                 ("grad_c_norm", self.grad_curves, grad_keys, grad_marks, "dashdot"),
@@ -251,7 +257,8 @@ class ProfileFigure(Figure):
                     if 0 <= t < len(line) and np.isfinite(line[t]):
                         parts.append(f"{_READOUT[kind]} = {value_label(10 ** line[t])}")
             if parts:
-                lines.append(f"{entry['name']}, {entry['stream']}, iteration {entry['iteration']}: " + ", ".join(parts))
+                stream = entry["streams"][entry["segment"][at[0]]] if at.size else entry["streams"][-1]
+                lines.append(f"{entry['name']}, {stream}, iteration {entry['iteration']}: " + ", ".join(parts))
         return f"t = {t}\n" + "\n".join(lines) if lines else None
 
     def _describe_grad(self, x, y):
