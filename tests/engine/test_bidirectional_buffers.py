@@ -50,3 +50,22 @@ def test_target_lines_say_met_or_not():
     assert any("80% of 100 GFLOP/s" in line and line.endswith("NOT met") for line in lines)
     assert "bidirectional / uni <= 2.1x: met in 2 of 3" in lines
     assert np.isclose(targets.BIDIRECTIONAL_MAX, 2.1)
+
+
+@pytest.mark.parametrize("cell", ["rnn", "lstm", "gru"])
+@pytest.mark.parametrize("layers", [1, 2])
+@pytest.mark.parametrize("shards", [1, 2])
+def test_kernel_gradient_norms_are_the_norms_of_the_gradients(cell, layers, shards):
+    """The bidirectional kernel's gradient norms (stream_grad_norms, in Params.named() order) against NumPy's
+    norm of each gradient array it returns, on one shard and on two."""
+    from gradscope.engine import InitSpec, bptt, init_params
+
+    spec = ModelSpec(
+        cell=cell, input_size=3, hidden_size=6, output_size=4, layers=layers, bidirectional=True, dtype="float64"
+    )
+    params = init_params(spec, InitSpec(), np.random.default_rng(0))
+    rng = np.random.default_rng(1)
+    x, target = rng.normal(size=(7, 16, 3)), rng.normal(size=(7, 16, 4))
+    result = bptt(spec, params, x, target, np.ones((7, 16)), "mse", shards=shards)
+    expected = [np.linalg.norm(g) for _, g in result.grads.named()]
+    np.testing.assert_allclose(result.extras["grad_norms"], expected, rtol=1e-12)
