@@ -235,8 +235,9 @@ def write_figures(experiment, results, plots_dir):
     """The figures of an export (gui.figures.export_figures), with Qt imported only now: ``gradscope run
     --no-plots`` never loads it.  Without a display Qt draws offscreen.  Called by io.export_experiment inside its
     error handling, so a Qt that cannot load is a figure failure (exit 1, traces exported), not a crash."""
-    if not os.environ.get("DISPLAY") and not os.environ.get("WAYLAND_DISPLAY"):
-        os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+    from .gui.warmup import offscreen_without_display
+
+    offscreen_without_display()
     from .gui.figures import export_figures
 
     return export_figures(experiment, results, plots_dir)
@@ -300,7 +301,9 @@ def _run(args) -> int:
         f"running {experiment.name!r}: {len(experiment.runs)} run(s){f' in {workers} processes' if workers > 1 else ''}"
     )
     stop = StopRequest(tty=console.tty)
-    with stop.handling():
+    from .gui.warmup import figure_imports_meanwhile
+
+    with stop.handling(), figure_imports_meanwhile(not args.no_plots):
         try:
             _compile(experiment, args.backend, console, stop)
         except _Stopped:
