@@ -19,6 +19,7 @@ This module imports only the standard library at start-up: the engine (NumPy, Nu
 from __future__ import annotations
 
 import argparse
+import importlib
 import os
 import signal
 import sys
@@ -301,9 +302,7 @@ def _run(args) -> int:
         f"running {experiment.name!r}: {len(experiment.runs)} run(s){f' in {workers} processes' if workers > 1 else ''}"
     )
     stop = StopRequest(tty=console.tty)
-    from .gui.warmup import figure_imports_meanwhile
-
-    with stop.handling(), figure_imports_meanwhile(not args.no_plots):
+    with stop.handling():
         try:
             _compile(experiment, args.backend, console, stop)
         except _Stopped:
@@ -325,6 +324,9 @@ def _run(args) -> int:
                 record_to=[recording.run_dir(i, experiment.runs[i].name) for i in todo],
             ),
             console,
+            meanwhile=None
+            if args.no_plots
+            else importlib.import_module(".gui.warmup", __package__).import_figure_renderer,
         )
         results = [kept[i] if i in kept else ran[todo.index(i)] for i in range(len(experiment.runs))]
         console.clear()

@@ -1,13 +1,15 @@
 """What the command line prepares for the figures while its runs compute.  Qt-free at import: ``gradscope run
 --no-plots`` imports this module and never loads Qt.
 
-    with figure_imports_meanwhile(wanted):   # PyQt6, pyqtgraph and the views imported in a thread meanwhile
-        ...                                  # load the kernels, run, export (write_figures draws)
+    compute_in_thread(work, console, meanwhile=import_figure_renderer)   # the runs in their thread; this here
+
+Qt takes the first thread that imports it for its main thread (importing PyQt6.QtWidgets in a worker thread
+makes a later QApplication in the real main thread warn and misbehave), so the renderer is imported in the main
+thread, while the runs compute in theirs (their kernels release the GIL).
 """
 
 from __future__ import annotations
 
-import contextlib
 import os
 
 
@@ -17,29 +19,14 @@ def offscreen_without_display() -> None:
         os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 
 
-@contextlib.contextmanager
-def figure_imports_meanwhile(wanted: bool):
-    """Import the figure renderer (PyQt6, pyqtgraph, the views: about half a second) in a thread of its own
-    while the kernels load and the runs compute, so that the export only draws; joined when the block ends, so
-    no import is cut off by the process's exit.  Imports only: the QApplication and every widget are still
-    made in the main thread, by write_figures.  A failure here is left to write_figures, which imports again
-    and reports it as a figure failure."""
-    if not wanted:
-        yield
-        return
-    import threading
-
+def import_figure_renderer() -> None:
+    """Import the figure renderer (PyQt6, pyqtgraph, the views: about half a second) and make the
+    QApplication, in the main thread, so that the export only draws.  A failure here is left to the figure
+    writer, which imports again and reports it as a figure failure (the traces are exported all the same)."""
     offscreen_without_display()
-
-    def target():
-        try:
-            from . import figures, rendering, svg, views  # noqa: F401
-        except Exception:  # noqa: BLE001  (reported by write_figures)
-            pass
-
-    thread = threading.Thread(target=target, name="gradscope-figure-imports", daemon=True)
-    thread.start()
     try:
-        yield
-    finally:
-        thread.join()
+        from . import figures, rendering, svg, views  # noqa: F401
+
+        figures.ensure_app()
+    except Exception:  # noqa: BLE001  (reported by write_figures)
+        pass
