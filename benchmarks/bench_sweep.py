@@ -19,10 +19,10 @@ is already there.
 
 Phases, in both processes (CLOCK_MONOTONIC is one clock for every process of the machine): each worker's
 points (how many, busy and CPU seconds, idle seconds between its points, when its first point started and its
-last ended) and the main process's CPU seconds over the points and its time rewriting sweep.csv and writing exports (a Dask
-point's export is written by the main process; a local worker writes its own).  The timing wrapper is this
-file's own ``timed_point``: spawned local workers run this file's top level (as __mp_main__), so they wrap
-compute_point too; Dask receives it by value.
+last ended) and the main process's CPU seconds over the points and its time rewriting sweep.csv and writing
+exports (a Dask point's export is written by the main process; a local worker writes its own).  The timing
+wrapper is this file's own ``timed_point``: spawned local workers run this file's top level (as __mp_main__),
+so they wrap compute_point too; Dask receives it by value.
 
 Per-point overhead: 64 points of a tiny model (d = 4, T = 2, 0 iterations: ~0.1 ms of compute) on one local
 worker, exports kept; (points s - the points' own wall_seconds) / 64 is what the dispatch, the transfer, the
