@@ -87,6 +87,12 @@ def _flatten(table: dict, prefix: str = "") -> dict[str, Any]:
     return flat
 
 
+def _show(values: Any) -> str:
+    """A sweep's values as the user wrote them, shortened for a one-line message."""
+    shown = ", ".join(repr(v) for v in values[:3]) if isinstance(values, list) else repr(values)
+    return shown + (", ..." if isinstance(values, list) and len(values) > 3 else "")
+
+
 def parse_sweep(table: Any, source: str) -> Sweep:
     """The [sweep] table's structure (keys, lists, seeds, mode); the values themselves are checked against
     every run by ``sweep_points``.  Raises ConfigError naming the file and the key."""
@@ -115,6 +121,12 @@ def parse_sweep(table: Any, source: str) -> Sweep:
     for key, values in keys.items():
         if key == "seed":
             fail(key, "seeds are swept with seeds = [...] in [sweep]")
+        nested = next((k for k in known if key.endswith(f".{k}") and k not in UNSWEPT), None)
+        if key not in known and nested is not None:  # e.g. grid = { "init.recurrent_scale" = [...] }
+            fail(
+                key.removesuffix(f".{nested}"),
+                f'unknown key; the swept keys go directly in [sweep], e.g. "{nested}" = [{_show(keys[key])}]',
+            )
         if key not in known or key in UNSWEPT:
             fail(
                 key,

@@ -15,7 +15,7 @@ import pyqtgraph as pg
 from PyQt6 import QtWidgets
 
 from .. import style
-from ..model import RunData, log10_or_nan, nonfinite_mask
+from ..model import RunData, log10_or_nan, nonfinite_mask, stream_label
 from ..plotting import SnapBounds, data_ranges, pen
 
 
@@ -318,13 +318,6 @@ def layer_combo(tooltip: str) -> QtWidgets.QComboBox:
     combo.addItem("top layer", -1)
     combo.setSizeAdjustPolicy(QtWidgets.QComboBox.SizeAdjustPolicy.AdjustToContents)
     return combo
-
-
-def stream_label(streams, s: int) -> str:
-    """A stream as people read it: "layer 1", "layer 1 reverse", "decoder layer 0" (docs/trace_format.md's names:
-    layer1_reverse, decoder.layer0)."""
-    name = streams[s] if s < len(streams) else f"layer{s}"
-    return name.replace(".", " ").replace("layer", "layer ", 1).replace("_reverse", " reverse")
 
 
 def set_layer_choices(combo: QtWidgets.QComboBox, layers, streams=None) -> None:

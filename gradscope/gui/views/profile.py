@@ -146,7 +146,7 @@ class ProfileFigure(Figure):
             row = self.row if -len(run.trace) <= self.row < len(run.trace) else -1
             iteration = int(run.trace.iterations[row])
             entry = {"name": run.name, "iteration": iteration, "layer": layer, "values": {}, "theory": {}}
-            entry["stream"] = stream_label(run.streams, layer) if layer < len(run.streams) else f"layer {layer}"
+            entry["stream"] = stream_label(run.streams, layer, top=self.layer == -1)
             segments = run.segments(layer)  # a seq2seq stream: encoder and decoder on one axis
             bridged |= len(segments) > 1
             entry["t"] = np.concatenate([_segment_t(offset, length, run) for _, offset, length in segments])
@@ -279,9 +279,7 @@ class ProfileFigure(Figure):
                     if 0 <= t < len(line) and np.isfinite(line[t]):
                         parts.append(f"{_READOUT[kind]} = {value_label(10 ** line[t])}")
             if parts:
-                lines.append(
-                    f"{entry['name']} (iteration {entry['iteration']}, {entry['stream']}): " + ", ".join(parts)
-                )
+                lines.append(f"{entry['name']}, {entry['stream']}, iteration {entry['iteration']}: " + ", ".join(parts))
         return f"t = {t}\n" + "\n".join(lines) if lines else None
 
     def _describe_grad(self, x, y):
@@ -354,6 +352,21 @@ class ProfileView(View):
         self.controls.addWidget(QtWidgets.QLabel("Layer:"))
         self.controls.addWidget(self.layer_box)
         self.controls.addSpacing(16)
+        self.controls.addWidget(QtWidgets.QLabel("Iteration:"))
+        self.row_slider = QtWidgets.QSlider(orientation=QtCore.Qt.Orientation.Horizontal)
+        self.row_slider.setToolTip("Recorded iteration to show; at the right end the view follows the latest")
+        self.row_slider.setMinimumWidth(180)
+        self.row_slider.setRange(0, 0)
+        self.row_slider.valueChanged.connect(self._row_changed)
+        self.row_label = QtWidgets.QLabel("latest")
+        self.row_label.setMinimumWidth(110)
+        self.controls.addWidget(self.row_slider, 1)
+        self.controls.addWidget(self.row_label)
+        # The theory toggles on a row of their own: on one row with the rest they made the window at least 1,600 px
+        # wide, more than a laptop's screen, and what did not fit was cut off.
+        self.theory_row = QtWidgets.QHBoxLayout()
+        self.theory_row.setContentsMargins(6, 0, 6, 0)
+        self.theory_row.addWidget(QtWidgets.QLabel("Theory:"))
         # each overlay is a QAction (for the View menu) mirrored by a checkbox here
         self.overlay_actions: dict[str, QtGui.QAction] = {}
         self.overlay_boxes: dict[str, QtWidgets.QCheckBox] = {}
@@ -366,21 +379,11 @@ class ProfileView(View):
             box.toggled.connect(action.setChecked)
             action.toggled.connect(box.setChecked)
             action.toggled.connect(lambda on, k=kind: self.set_overlay(k, on))
-            self.controls.addWidget(box)
+            self.theory_row.addWidget(box)
             self.overlay_actions[kind] = action
             self.overlay_boxes[kind] = box
-        self.controls.addSpacing(16)
-        self.controls.addWidget(QtWidgets.QLabel("Iteration:"))
-        self.row_slider = QtWidgets.QSlider(orientation=QtCore.Qt.Orientation.Horizontal)
-        self.row_slider.setToolTip("Recorded iteration to show; at the right end the view follows the latest")
-        self.row_slider.setMinimumWidth(180)
-        self.row_slider.setRange(0, 0)
-        self.row_slider.valueChanged.connect(self._row_changed)
-        self.row_label = QtWidgets.QLabel("latest")
-        self.row_label.setMinimumWidth(110)
-        self.controls.addWidget(self.row_slider)
-        self.controls.addWidget(self.row_label)
-        self.controls.addStretch(1)
+        self.theory_row.addStretch(1)
+        self.layout().insertLayout(1, self.theory_row)
 
     def set_overlay(self, kind: str, on: bool) -> None:
         if self.overlay_actions[kind].isChecked() != bool(on):
