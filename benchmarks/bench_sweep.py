@@ -81,7 +81,7 @@ _compute_point = pools.compute_point
 def timed_point(index, run, seed, backend="numba", keep=True, stop=None, export=None):
     """compute_point, with the worker's pid, its start and end on the machine's clock and its CPU seconds."""
     start, cpu = time.monotonic(), time.process_time()
-    outcome = _compute_point(index, run, seed, backend, keep, stop, export)
+    outcome = _compute_point(index, run, seed, backend, keep, stop, **({"export": export} if export else {}))
     outcome.measured = dict(outcome.measured, _phases=(os.getpid(), start, time.monotonic(), time.process_time() - cpu))
     return outcome
 
@@ -95,6 +95,7 @@ class Phases:
     def __init__(self):
         self.points: list[tuple] = []  # (pid, start, end, cpu, received)
         self.table = self.exports = 0.0
+        self.last_row = 0.0  # when sweep.csv last got rows: the points' end
         self._row_values, self._write_table, self._export = (
             runner.row_values,
             runner.write_table,
@@ -110,7 +111,8 @@ class Phases:
     def write(self, *args, **kwargs):
         t = time.monotonic()
         self._write_table(*args, **kwargs)
-        self.table += time.monotonic() - t
+        self.last_row = time.monotonic()
+        self.table += self.last_row - t
 
     def export(self, *args, **kwargs):
         t = time.monotonic()
@@ -196,7 +198,7 @@ def timed(exp, out: Path, **how) -> dict:
     start = started[0] if started else t0
     return {
         "total": end - t0,
-        "points": end - start,
+        "points": phases.last_row - start,  # to the last row written (not the workers' exit after it)
         "compute": sum(float(r["wall_seconds"]) for r in table),
         "load": load,
         "phases": phases.summary(start) | {"main_cpu_s": time.process_time() - cpu[-1]},
