@@ -657,7 +657,8 @@ def test_a_seq2seq_stream_is_drawn_with_its_partner_on_one_axis_and_the_bridge_m
     assert y == pytest.approx(np.log10(np.concatenate([grad[0], grad[1, :4]])))
     assert all(b.isVisible() for b in p.figure.bridges)
     text = p.figure._describe(-6, ("grad_h_norm",), False)  # hover on the encoder's first step
-    assert "decoder layer 0" in text and f"{grad[0, 0]:.4g}"[:4] in text
+    assert ", encoder layer 0, iteration" in text and f"{grad[0, 0]:.4g}"[:4] in text  # named: it said "decoder"
+    assert ", decoder layer 0 (top), iteration" in p.figure._describe(1, ("grad_h_norm",), False)
     plain, _ = _trained({"cell": "lstm", "hidden_size": 4, "task": {"seq_len": 5, "batch_size": 2}})
     p.redraw([plain])
     assert not any(b.isVisible() for b in p.figure.bridges)
@@ -721,9 +722,10 @@ def test_layers_are_counted_from_zero_and_the_top_choice_names_the_layer_it_show
     ]
     p = view(ProfileView)
     p.redraw([data])
-    assert p.figure._shown[0]["stream"] == "layer 2 (top)"  # the hover text's "(iteration i, layer 2 (top))"
+    assert p.figure._shown[0]["streams"] == ["layer 2 (top)"]  # the hover text's "deep, layer 2 (top), iteration i"
+    assert "deep, layer 2 (top), iteration" in p.figure._describe_grad(3.0, 0.0)
     p.layer_box.setCurrentIndex(p.layer_box.findData(1))
-    assert p.figure._shown[0]["stream"] == "layer 1"
+    assert p.figure._shown[0]["streams"] == ["layer 1"]
 
 
 def test_a_diverged_stream_is_named_as_the_views_name_it(qapp):

@@ -16,7 +16,7 @@ from PyQt6 import QtWidgets
 
 from .. import style
 from ..model import RunData, log10_or_nan, nonfinite_mask, stream_label
-from ..plotting import SnapBounds, data_ranges, pen
+from ..plotting import EmptyHint, SnapBounds, data_ranges, make_plot, pen
 
 
 class CurveSet:
@@ -225,6 +225,38 @@ class Figure:
 
     def curve_sets(self) -> list[CurveSet]:
         return [v for v in vars(self).values() if isinstance(v, CurveSet)]
+
+    def gradient_and_state_plots(self, titles: tuple[str, str], grad_at: tuple[int, int], state_at: tuple[int, int]):
+        """The pair of plots the through-time and layers views start from: ||dL/dh_t|| and ||h_t|| against t on
+        log axes, x-linked, each with its curves, its non-finite marks and its snapped bounds (``grad_plot``,
+        ``grad_curves``, ``grad_marks``, ``grad_snap`` and the ``state_`` ones), and the empty plot's hint."""
+        self.grad_plot = make_plot(
+            self.layout,
+            *grad_at,
+            menu=self.interactive,
+            title=titles[0],
+            x_label="timestep t",
+            y_label="‖∂L/∂hₜ‖ (batch mean)",
+            log_y=True,
+        )
+        self.state_plot = make_plot(
+            self.layout,
+            *state_at,
+            menu=self.interactive,
+            title=titles[1],
+            x_label="timestep t",
+            y_label="‖hₜ‖ (batch mean)",
+            log_y=True,
+        )
+        self.state_plot.setXLink(self.grad_plot)
+        self.plots = [self.grad_plot, self.state_plot]
+        self.grad_curves = CurveSet(self.grad_plot)
+        self.state_curves = CurveSet(self.state_plot)
+        self.grad_marks = NonFiniteMarkers(self.grad_plot)
+        self.state_marks = NonFiniteMarkers(self.state_plot)
+        self.grad_snap = SnapBounds(self.grad_plot)
+        self.state_snap = SnapBounds(self.state_plot)
+        self.hint = EmptyHint(self.grad_plot, "Press Run (Space) to start")
 
 
 class View(QtWidgets.QWidget):
