@@ -10,7 +10,7 @@ the main process exports.  A worker needs only GradScope installed; its kernel c
 Local workers share this machine's file system, so they write each point's export themselves (``export``:
 its folder and its one-run experiment) and send back only the measured columns: the exports run in parallel
 and no trace is pickled back, where the main process would otherwise write them one after the other while
-the workers wait for it (benchmarks/bench_sweep.py --phases).  A worker that cannot write the export sends the
+the workers wait for it (the phases benchmarks/bench_sweep.py prints).  A worker that cannot write the export sends the
 RunResult back instead, and the main process writes it (and reports what stops it) as for a Dask point.
 
 Local workers each get one BLAS / Numba thread (two processes on two cores, no oversubscription; the bits
