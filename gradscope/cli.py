@@ -26,7 +26,7 @@ import sys
 import time
 from pathlib import Path
 
-from .terminal import Console, StopRequest, compute_in_thread as _compute, progress_line, write_log
+from .terminal import Console, StopRequest, compute_in_thread as _compute, log_note, progress_line
 
 EXIT_OK, EXIT_ERROR, EXIT_BAD_INPUT = 0, 1, 2
 
@@ -112,8 +112,7 @@ def main(argv: list[str] | None = None) -> int:
     except Exception:  # noqa: BLE001  (the last resort: one line and a log, never a bare traceback)
         import traceback
 
-        path = write_log(traceback.format_exc())
-        print(f"gradscope: unexpected error; the traceback is in {path}", file=sys.stderr)
+        print(f"gradscope: unexpected error; {log_note(traceback.format_exc())}", file=sys.stderr)
         return EXIT_ERROR
 
 
@@ -251,9 +250,11 @@ def _remove_if_empty(folder: Path) -> None:
         pass
 
 
-def _rescue(out, error: OSError, experiment, results, export) -> None:
+def _rescue(out, error: OSError, experiment, results, export, recording) -> None:
     """The destination failed mid-export: the results go, traces only, to a folder of their own in the
-    temporary folder (or the cache) instead, and one line says where; never lose what was computed."""
+    temporary folder (or the cache) instead, and one line says where; never lose what was computed.  When
+    nothing can be written anywhere (a full disk, a file size limit), the line says what the live recording in
+    ``out`` kept: every record, or those up to where its store stopped."""
     import tempfile
 
     why = f"{error.strerror or error}" + (f" ({error.filename})" if error.filename else "")
@@ -268,7 +269,17 @@ def _rescue(out, error: OSError, experiment, results, export) -> None:
             f"gradscope: cannot write {out}: {why}; the results (traces, no figures) are in {target}", file=sys.stderr
         )
         return
-    print(f"gradscope: cannot write {out}: {why}; nor a copy elsewhere: the results are lost", file=sys.stderr)
+    stopped = [f"{r.name!r} from {r.store_error}" for r in results if r.store_error]
+    if not recording.path.is_dir():
+        kept = "the results are lost"
+    elif stopped:
+        kept = (
+            f"{recording.path} keeps the records written before recording stopped ({'; '.join(stopped)}); "
+            f"gradscope.open reads them"
+        )
+    else:
+        kept = f"every record is kept in {recording.path} (gradscope.open {out} reads it)"
+    print(f"gradscope: cannot write {out}: {why}; nor a copy elsewhere: {kept}", file=sys.stderr)
 
 
 def _run(args) -> int:
@@ -330,13 +341,6 @@ def _run(args) -> int:
         )
         results = [kept[i] if i in kept else ran[todo.index(i)] for i in range(len(experiment.runs))]
         console.clear()
-        for r in results:
-            if r.store_error:
-                print(
-                    f"gradscope: run {r.name!r}: recording to disk stopped ({r.store_error}); the run went "
-                    f"on in memory",
-                    file=sys.stderr,
-                )
         stopped = stop.is_set() or any(r.status is RunStatus.STOPPED for r in results)
         computed = sum(r.iterations for r in results)
         if stopped and computed == 0:
@@ -359,19 +363,23 @@ def _run(args) -> int:
                 extra_files=recording.link_stores,
             )
             print(f"exported to {out}", file=sys.stderr)
+            for r in results:  # the export has every record; the live copy had stopped
+                if r.store_error:
+                    print(
+                        f"gradscope: run {r.name!r}: recording to disk had stopped ({r.store_error})", file=sys.stderr
+                    )
         except FigureExportError as error:
-            path = write_log(error.details)
-            print(f"gradscope: {error}; the traceback is in {path}", file=sys.stderr)
+            print(f"gradscope: {error}; {log_note(error.details)}", file=sys.stderr)
             status = EXIT_ERROR
         except ExportError as error:
             raise BadInput(str(error)) from None
         except OSError as error:  # the destination broke after the check (disk full, permissions changed)
             status = EXIT_ERROR
-            _rescue(args.out, error, experiment, results, export_experiment)
+            _rescue(args.out, error, experiment, results, export_experiment, recording)
     failed = [r for r in results if r.status is RunStatus.FAILED]
     if failed:
-        path = write_log("\n".join(f"run {r.name!r} failed:\n{r.error}" for r in failed))
-        print(f"gradscope: {len(failed)} run(s) failed; the tracebacks are in {path}", file=sys.stderr)
+        note = log_note("\n".join(f"run {r.name!r} failed:\n{r.error}" for r in failed), "tracebacks")
+        print(f"gradscope: {len(failed)} run(s) failed; {note}", file=sys.stderr)
         status = EXIT_ERROR
     if stopped:
         cause = f"by {stop.name}" if stop.signum is not None else "by an interrupt"
@@ -437,8 +445,9 @@ def _sweep(args) -> int:
     )
     status = EXIT_OK
     if summary.errors:
-        path = write_log("\n".join(f"point {name} failed:\n{text}" for name, text in summary.errors.items()))
-        print(f"gradscope: {len(summary.errors)} point(s) failed; the tracebacks are in {path}", file=sys.stderr)
+        errors = "\n".join(f"point {name} failed:\n{text}" for name, text in summary.errors.items())
+        note = log_note(errors, "tracebacks")
+        print(f"gradscope: {len(summary.errors)} point(s) failed; {note}", file=sys.stderr)
         status = EXIT_ERROR
     if summary.stopped:
         left = progress.total - progress.done

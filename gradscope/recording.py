@@ -213,7 +213,8 @@ def _read_run(run_dir: Path, run, index: int) -> RunResult | None:
     if status != RUNNING:
         result.status = RunStatus(status)
     elif not _pid_alive(info.get("pid")) or info.get("pid") == os.getpid():
-        result.status, result.interrupted_at = RunStatus.STOPPED, iterations - 1
+        # killed (or its store stopped) before its first commit: stopped with nothing, not "at iteration -1"
+        result.status, result.interrupted_at = RunStatus.STOPPED, (iterations - 1 if iterations else None)
     if (run_dir / "init_params.npz").exists():
         with np.load(run_dir / "init_params.npz") as npz:
             result.init_params = Params.from_arrays({k: npz[k] for k in npz.files})
@@ -279,4 +280,4 @@ class RunRecorder:
 
     def _failed(self, error: OSError) -> None:
         self.store = None
-        self.result.store_error = f"{error}"
+        self.result.store_error = error.strerror or str(error)  # "PATH: No space left on device"

@@ -202,7 +202,9 @@ class StoreWriter:
         try:
             self.store = open_store()
         except OSError as error:
-            self.error = error if isinstance(error, StoreError) else StoreError(error.errno, str(error))
+            where = f"{error.filename}: " if error.filename else ""
+            why = where + (error.strerror or str(error))
+            self.error = error if isinstance(error, StoreError) else StoreError(error.errno, why)
             return
         while not self._closing:
             self._wake.wait(self.flush_seconds)

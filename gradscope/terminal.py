@@ -274,6 +274,15 @@ def write_log(text: str) -> Path:
     return path
 
 
+def log_note(text: str, what: str = "traceback") -> str:
+    """``text`` written to a log, and the words that say where: "the traceback is in PATH".  A log that cannot
+    be written (the disk that is full is often the one the log goes to) is said so, never a second error."""
+    try:
+        return f"the {what} is in {write_log(text)}"
+    except OSError as error:
+        return f"no log of the {what} could be written ({error.strerror or error})"
+
+
 def compute_in_thread(work, console: Console, meanwhile=None):
     """``work(progress, on_iteration)`` (the runs) in a thread of its own, while this, the main thread, waits in
     steps of 0.1 s: a signal's handler runs only in the main thread, between bytecodes, so a long iteration in
