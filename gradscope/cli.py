@@ -20,13 +20,20 @@ from __future__ import annotations
 
 import argparse
 import importlib
-import os
 import signal
 import sys
 import time
 from pathlib import Path
 
-from .terminal import Console, StopRequest, compute_in_thread as _compute, log_note, progress_line
+from .terminal import (
+    Console,
+    StopRequest,
+    compute_in_thread as _compute,
+    log_note,
+    progress_line,
+    remove_if_empty,
+    rescue,
+)
 
 EXIT_OK, EXIT_ERROR, EXIT_BAD_INPUT = 0, 1, 2
 
@@ -243,45 +250,6 @@ def write_figures(experiment, results, plots_dir):
     return export_figures(experiment, results, plots_dir)
 
 
-def _remove_if_empty(folder: Path) -> None:
-    try:
-        folder.rmdir()
-    except OSError:
-        pass
-
-
-def _rescue(out, error: OSError, experiment, results, export, recording) -> None:
-    """The destination failed mid-export: the results go, traces only, to a folder of their own in the
-    temporary folder (or the cache) instead, and one line says where; never lose what was computed.  When
-    nothing can be written anywhere (a full disk, a file size limit), the line says what the live recording in
-    ``out`` kept: every record, or those up to where its store stopped."""
-    import tempfile
-
-    why = f"{error.strerror or error}" + (f" ({error.filename})" if error.filename else "")
-    stamp = time.strftime("%Y%m%d-%H%M%S")
-    for parent in (Path(tempfile.gettempdir()), Path.home() / ".cache" / "gradscope" / "rescued"):
-        target = parent / f"gradscope-rescued-{Path(out).name or 'export'}-{stamp}-{os.getpid()}"
-        try:
-            export(target, experiment, results, figures=None)
-        except Exception:  # noqa: BLE001  (try the next place)
-            continue
-        print(
-            f"gradscope: cannot write {out}: {why}; the results (traces, no figures) are in {target}", file=sys.stderr
-        )
-        return
-    stopped = [f"{r.name!r} from {r.store_error}" for r in results if r.store_error]
-    if not recording.path.is_dir():
-        kept = "the results are lost"
-    elif stopped:
-        kept = (
-            f"{recording.path} keeps the records written before recording stopped ({'; '.join(stopped)}); "
-            f"gradscope.open reads them"
-        )
-    else:
-        kept = f"every record is kept in {recording.path} (gradscope.open {out} reads it)"
-    print(f"gradscope: cannot write {out}: {why}; nor a copy elsewhere: {kept}", file=sys.stderr)
-
-
 def _run(args) -> int:
     experiment = _select(_load(args.experiment), args)
     from .config import ConfigError
@@ -346,7 +314,7 @@ def _run(args) -> int:
         if stopped and computed == 0:
             recording.close()
             if fresh:
-                _remove_if_empty(Path(args.out))
+                remove_if_empty(Path(args.out))
             print(
                 f"gradscope: stopped before any iteration was computed; nothing exported ({args.out} left as it was)",
                 file=sys.stderr,
@@ -375,7 +343,7 @@ def _run(args) -> int:
             raise BadInput(str(error)) from None
         except OSError as error:  # the destination broke after the check (disk full, permissions changed)
             status = EXIT_ERROR
-            _rescue(args.out, error, experiment, results, export_experiment, recording)
+            rescue(args.out, error, experiment, results, export_experiment, recording)
     failed = [r for r in results if r.status is RunStatus.FAILED]
     if failed:
         note = log_note("\n".join(f"run {r.name!r} failed:\n{r.error}" for r in failed), "tracebacks")

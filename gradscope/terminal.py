@@ -320,3 +320,42 @@ def compute_in_thread(work, console: Console, meanwhile=None):
     if "error" in outcome:
         raise outcome["error"]
     return outcome["results"]
+
+
+def remove_if_empty(folder: Path) -> None:
+    try:
+        folder.rmdir()
+    except OSError:
+        pass
+
+
+def rescue(out, error: OSError, experiment, results, export, recording) -> None:
+    """``gradscope run``'s destination failed mid-export: the results go, traces only, to a folder of their own in the
+    temporary folder (or the cache) instead, and one line says where; never lose what was computed.  When
+    nothing can be written anywhere (a full disk, a file size limit), the line says what the live recording in
+    ``out`` kept: every record, or those up to where its store stopped."""
+    import tempfile
+
+    why = f"{error.strerror or error}" + (f" ({error.filename})" if error.filename else "")
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    for parent in (Path(tempfile.gettempdir()), Path.home() / ".cache" / "gradscope" / "rescued"):
+        target = parent / f"gradscope-rescued-{Path(out).name or 'export'}-{stamp}-{os.getpid()}"
+        try:
+            export(target, experiment, results, figures=None)
+        except Exception:  # noqa: BLE001  (try the next place)
+            continue
+        print(
+            f"gradscope: cannot write {out}: {why}; the results (traces, no figures) are in {target}", file=sys.stderr
+        )
+        return
+    stopped = [f"{r.name!r} from {r.store_error}" for r in results if r.store_error]
+    if not recording.path.is_dir():
+        kept = "the results are lost"
+    elif stopped:
+        kept = (
+            f"{recording.path} keeps the records written before recording stopped ({'; '.join(stopped)}); "
+            f"gradscope.open reads them"
+        )
+    else:
+        kept = f"every record is kept in {recording.path} (gradscope.open {out} reads it)"
+    print(f"gradscope: cannot write {out}: {why}; nor a copy elsewhere: {kept}", file=sys.stderr)

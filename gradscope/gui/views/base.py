@@ -230,24 +230,14 @@ class Figure:
         """The pair of plots the through-time and layers views start from: ||dL/dh_t|| and ||h_t|| against t on
         log axes, x-linked, each with its curves, its non-finite marks and its snapped bounds (``grad_plot``,
         ``grad_curves``, ``grad_marks``, ``grad_snap`` and the ``state_`` ones), and the empty plot's hint."""
-        self.grad_plot = make_plot(
-            self.layout,
-            *grad_at,
-            menu=self.interactive,
-            title=titles[0],
-            x_label="timestep t",
-            y_label="‖∂L/∂hₜ‖ (batch mean)",
-            log_y=True,
-        )
-        self.state_plot = make_plot(
-            self.layout,
-            *state_at,
-            menu=self.interactive,
-            title=titles[1],
-            x_label="timestep t",
-            y_label="‖hₜ‖ (batch mean)",
-            log_y=True,
-        )
+
+        def log_plot(at: tuple[int, int], title: str, y_label: str) -> pg.PlotItem:
+            return make_plot(
+                self.layout, *at, menu=self.interactive, title=title, x_label="timestep t", y_label=y_label, log_y=True
+            )
+
+        self.grad_plot = log_plot(grad_at, titles[0], "‖∂L/∂hₜ‖ (batch mean)")
+        self.state_plot = log_plot(state_at, titles[1], "‖hₜ‖ (batch mean)")
         self.state_plot.setXLink(self.grad_plot)
         self.plots = [self.grad_plot, self.state_plot]
         self.grad_curves = CurveSet(self.grad_plot)
