@@ -42,6 +42,8 @@ ROOT = HERE.parent
 sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(ROOT))
 
+from engine_targets import target_lines  # noqa: E402
+
 import gradscope  # noqa: E402,F401  (GradScope's thread defaults before NumPy loads, as in the app)
 
 from peers import Case, GemmFloor, TorchFused, TorchInstrumented, make_data, peak_gflops  # noqa: E402
@@ -708,6 +710,8 @@ def main(argv=None):
         result["spectral"] = bench_spectral()
     save()
     print(markdown(result))
+    if result.get("speed"):  # every target this run measured, met or not (engine_targets.py)
+        print("\n".join(target_lines(result["speed"], result.get("peak_gflops", {}))))
 
 
 if __name__ == "__main__":

@@ -19,6 +19,7 @@ This module imports only the standard library at start-up: the engine (NumPy, Nu
 from __future__ import annotations
 
 import argparse
+import importlib
 import os
 import signal
 import sys
@@ -234,8 +235,9 @@ def write_figures(experiment, results, plots_dir):
     """The figures of an export (gui.figures.export_figures), with Qt imported only now: ``gradscope run
     --no-plots`` never loads it.  Without a display Qt draws offscreen.  Called by io.export_experiment inside its
     error handling, so a Qt that cannot load is a figure failure (exit 1, traces exported), not a crash."""
-    if not os.environ.get("DISPLAY") and not os.environ.get("WAYLAND_DISPLAY"):
-        os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+    from .gui.warmup import offscreen_without_display
+
+    offscreen_without_display()
     from .gui.figures import export_figures
 
     return export_figures(experiment, results, plots_dir)
@@ -333,6 +335,9 @@ def _run(args) -> int:
                 record_to=[recording.run_dir(i, experiment.runs[i].name) for i in todo],
             ),
             console,
+            meanwhile=None
+            if args.no_plots
+            else importlib.import_module(".gui.warmup", __package__).import_figure_renderer,
         )
         results = [kept[i] if i in kept else ran[todo.index(i)] for i in range(len(experiment.runs))]
         console.clear()

@@ -283,12 +283,13 @@ def log_note(text: str, what: str = "traceback") -> str:
         return f"no log of the {what} could be written ({error.strerror or error})"
 
 
-def compute_in_thread(work, console: Console):
+def compute_in_thread(work, console: Console, meanwhile=None):
     """``work(progress, on_iteration)`` (the runs) in a thread of its own, while this, the main thread, waits in
     steps of 0.1 s: a signal's handler runs only in the main thread, between bytecodes, so a long iteration in
     a kernel here would hold a Ctrl+C (and the second one, which must quit at once) until it returned.  The
     runs' progress comes back through a queue and is shown from here, with the time spent in an iteration
-    that has not ended yet."""
+    that has not ended yet.  ``meanwhile()``, when given, runs here once the runs have started: work of the main
+    thread's that need not wait for them (the figure renderer's imports)."""
     import queue
     import threading
 
@@ -306,6 +307,8 @@ def compute_in_thread(work, console: Console):
 
     thread = threading.Thread(target=target, name="gradscope-runs", daemon=True)
     thread.start()
+    if meanwhile is not None:
+        meanwhile()
     while True:
         thread.join(0.1)
         while not events.empty():

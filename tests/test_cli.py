@@ -12,27 +12,18 @@ import pytest
 
 from gradscope import cli, config
 
+from .cli_support import SMALL_HEADER, run
+
 ROOT = Path(__file__).resolve().parent.parent
 
-SMALL = """
-schema_version = 1
-[experiment]
-name = "small"
-seed = 2
-[defaults]
-hidden_size = 8
-[defaults.task]
-name = "adding"
-seq_len = 10
-batch_size = 2
-[defaults.train]
-iterations = 3
-[[runs]]
-name = "relu"
+SMALL = (
+    SMALL_HEADER
+    + """\
 [[runs]]
 name = "tanh"
 activation = "tanh"
 """
+)
 
 
 @pytest.fixture
@@ -47,10 +38,6 @@ def logs(tmp_path, monkeypatch):
     folder = tmp_path / "logs"
     monkeypatch.setenv("GRADSCOPE_LOG_DIR", str(folder))
     return folder
-
-
-def run(*args):
-    return cli.main(["run", *map(str, args), "--backend", "numpy", "--no-plots"])
 
 
 def test_run_exports_and_reports_progress(small, tmp_path, capsys):

@@ -20,24 +20,11 @@ import pytest
 from gradscope import cli, config, files, io as gio
 from gradscope.runs import RunResult, RunStatus
 
+from .cli_support import SMALL_HEADER, run
+
 ROOT = Path(__file__).resolve().parent.parent
 
-SMALL = """
-schema_version = 1
-[experiment]
-name = "small"
-seed = 2
-[defaults]
-hidden_size = 8
-[defaults.task]
-name = "adding"
-seq_len = 10
-batch_size = 2
-[defaults.train]
-iterations = 3
-[[runs]]
-name = "relu"
-"""
+SMALL = SMALL_HEADER
 
 
 @pytest.fixture
@@ -50,10 +37,6 @@ def small(tmp_path):
 @pytest.fixture(autouse=True)
 def logs(tmp_path, monkeypatch):
     monkeypatch.setenv("GRADSCOPE_LOG_DIR", str(tmp_path / "logs"))
-
-
-def run(*args):
-    return cli.main(["run", *map(str, args), "--backend", "numpy", "--no-plots"])
 
 
 def one_line(capsys) -> str:

@@ -69,6 +69,11 @@ def test_zip_mode_and_default_seeds():
         ("seeds = [1, -2]", "sweep.seeds", "integers >= 0"),
         ("seed = [1, 2]", "sweep.seed", "seeds = [...]"),
         ('name = ["a"]', "sweep.name", "unknown key"),
+        (
+            'grid = { "init.recurrent_scale" = [1.0, 2.0] }',
+            "sweep.grid",
+            'go directly in [sweep], e.g. "init.recurrent_scale" = [1.0, 2.0]',
+        ),
         ('"init.recurrent_scale" = [1.0, -1.0]', "sweep.init.recurrent_scale", "-1.0"),
         ('activation = ["relu", "softplus"]', "sweep.activation", "softplus"),
         ("", "sweep", "no key to sweep"),

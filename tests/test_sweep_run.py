@@ -111,6 +111,21 @@ def test_two_local_workers_give_the_same_bits(reference, tmp_path):
     assert not (tmp_path / "two" / "points").exists()  # --no-traces
 
 
+def test_two_local_workers_write_each_points_export_with_the_same_bits(reference, tmp_path):
+    """The workers write the exports themselves (gradscope.sweep.pools): every point's folder is there, and
+    holds the same arrays as the reference's."""
+    experiment, out, table = reference
+    run_sweep(experiment, tmp_path / "two", workers=2)
+    assert same_bits(rows(tmp_path / "two"), table)
+    for row in table:
+        _, (mine,) = load_experiment_folder(tmp_path / "two" / "points" / row["point"])
+        _, (theirs,) = load_experiment_folder(out / "points" / row["point"])
+        assert mine.run == theirs.run and mine.seed == theirs.seed
+        for key in ("loss", "grad_h_norm", "h_norm"):
+            assert np.array_equal(mine.trace.array(key), theirs.trace.array(key), equal_nan=True), key
+    assert not list((tmp_path / "two" / "points").glob(".*"))  # no temporary left behind
+
+
 def dask_cluster():
     try:
         from distributed import LocalCluster

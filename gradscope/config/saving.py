@@ -13,6 +13,7 @@ from typing import Any
 from ..files import atomic_write_text
 from .loading import _has_key, _merge, _resolve_text, loads
 from .schema import SCHEMA_VERSION, ConfigError, Experiment, RunConfig
+from .sweep import flatten as _flatten
 
 
 def _run_table(run: RunConfig) -> dict:
@@ -20,16 +21,6 @@ def _run_table(run: RunConfig) -> dict:
     table = run.model_dump(exclude_none=True)
     table.pop("name")
     return table
-
-
-def _flatten(table: dict, prefix: str = "") -> dict[str, Any]:
-    flat: dict[str, Any] = {}
-    for key, value in table.items():
-        if isinstance(value, dict):
-            flat |= _flatten(value, f"{prefix}{key}.")
-        else:
-            flat[f"{prefix}{key}"] = value
-    return flat
 
 
 def _nest(flat: dict[str, Any]) -> dict:

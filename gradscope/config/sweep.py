@@ -76,15 +76,22 @@ def _leaf_keys(model: type[BaseModel] = RunConfig, prefix: str = "") -> list[str
     return keys
 
 
-def _flatten(table: dict, prefix: str = "") -> dict[str, Any]:
-    """``init.recurrent_scale = [...]`` (a sub-table in TOML) and ``"init.recurrent_scale" = [...]`` alike."""
+def flatten(table: dict, prefix: str = "") -> dict[str, Any]:
+    """Nested tables as dotted keys: ``init.recurrent_scale = [...]`` (a sub-table in TOML) and
+    ``"init.recurrent_scale" = [...]`` alike (a sweep's keys; a run's table, for saving.py's diffs)."""
     flat: dict[str, Any] = {}
     for key, value in table.items():
         if isinstance(value, dict):
-            flat |= _flatten(value, f"{prefix}{key}.")
+            flat |= flatten(value, f"{prefix}{key}.")
         else:
             flat[f"{prefix}{key}"] = value
     return flat
+
+
+def _show(values: Any) -> str:
+    """A sweep's values as the user wrote them, shortened for a one-line message."""
+    shown = ", ".join(repr(v) for v in values[:3]) if isinstance(values, list) else repr(values)
+    return shown + (", ..." if isinstance(values, list) and len(values) > 3 else "")
 
 
 def parse_sweep(table: Any, source: str) -> Sweep:
@@ -110,11 +117,17 @@ def parse_sweep(table: Any, source: str) -> Sweep:
         bad = [s for s in seeds if isinstance(s, bool) or not isinstance(s, int) or s < 0]
         if bad:
             fail("seeds", f"got {bad[0]!r} in the list; expected integers >= 0")
-    keys = _flatten({k: v for k, v in table.items() if k not in RESERVED})
+    keys = flatten({k: v for k, v in table.items() if k not in RESERVED})
     known = _leaf_keys()
     for key, values in keys.items():
         if key == "seed":
             fail(key, "seeds are swept with seeds = [...] in [sweep]")
+        nested = next((k for k in known if key.endswith(f".{k}") and k not in UNSWEPT), None)
+        if key not in known and nested is not None:  # e.g. grid = { "init.recurrent_scale" = [...] }
+            fail(
+                key.removesuffix(f".{nested}"),
+                f'unknown key; the swept keys go directly in [sweep], e.g. "{nested}" = [{_show(keys[key])}]',
+            )
         if key not in known or key in UNSWEPT:
             fail(
                 key,

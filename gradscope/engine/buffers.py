@@ -65,6 +65,8 @@ def bidirectional_buffers(spec: ModelSpec, T: int, B: int, chunk: int, n: int) -
         dims = tuple(sizes[s] for s in shape)
         return dims[:1] + (2,) + dims[1:] if shape[0] == "L" else dims  # (L, 2, ...): per stream
 
+    Tl = T if L > 1 else 0
+
     buf = {
         "H": np.empty((L, 2, T, B, d), dt),
         "S": np.zeros(shape_of("S", (L, 2, 0, 0, 0)), dt),
@@ -74,13 +76,17 @@ def bidirectional_buffers(spec: ModelSpec, T: int, B: int, chunk: int, n: int) -
         "dZ": np.zeros(shape_of("dZ", (0, 0, 0)), dt),
         "carry": np.zeros(tuple(sizes[s] for s in desc.buffers.get("carry", ("L", "B", "d"))[1:]), dt),
         "X_rev": np.empty((T, B, n), dt),  # layer 0's input, reversed
-        "X_cat": np.empty((T, B, 2 * d), dt),  # [h_fwd_t ; h_rev_t] of a layer
-        "X_cat_rev": np.empty((T, B, 2 * d), dt),
-        "Y": np.empty((chunk, B, k), dt),
-        "G_top": np.empty((chunk, B, 2 * d), dt),  # dY W_yh of a chunk
-        "G_s": np.empty((2, T, B, d), dt),  # a layer's streams' direct grads
-        "G_below": np.empty((T, B, 2 * d), dt),
-        "DX": np.empty((chunk, B, max(n, 2 * d)), dt),  # dZ W_hx of a chunk
+        "Y": np.empty((T, B, k), dt),  # the readout, then dY, by input position
+        "Y_r": np.empty((T, B, k), dt),  # the same in the reverse stream's step order
+        "G": np.empty((chunk, B, d), dt),  # a top-layer stream's direct gradient of a chunk
+        "W_s": np.empty((2, k, d), dt),  # W_yh's block per stream
+        "dW_s": np.empty((2, k, d), dt),
+        # a stack of L > 1 layers only: a layer's input joined from below, the lower layers' direct gradients
+        "X_cat": np.empty((Tl, B, 2 * d), dt),  # [h_fwd_t ; h_rev_t] of a layer
+        "X_cat_rev": np.empty((Tl, B, 2 * d), dt),
+        "G_s": np.empty((2, Tl, B, d), dt),  # a layer's streams' direct grads
+        "G_below": np.empty((Tl, B, 2 * d), dt),
+        "DX": np.empty((chunk if L > 1 else 0, B, max(n, 2 * d)), dt),  # dZ W_hx of a chunk
         "db64": np.empty((L, 2, Gd), np.float64),
         "dbhh64": np.empty((L, 2, Gd if desc.has_b_hh else 0), np.float64),
         "dby64": np.empty(k, np.float64),

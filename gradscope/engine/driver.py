@@ -18,11 +18,10 @@ from .cells import cell
 from .cells.rnn import ACTIVATION_CODES
 from .metrics import StepResult, first_nonfinite, step_metric_names
 from .params import ModelSpec, Params
-from .primitives import vector_norm
 from .readout import LOSS_CODES
 from .shards import chunk_steps, default_threads, executor, kernel_blas_threads, shard_rows
 from .step import CELL_CODES, grad_norms, pack_layers, step
-from .streams import bidirectional_step
+from .streams import bidirectional_step, stream_grad_norms
 
 _EMPTY_I2 = np.zeros((0, 0), dtype=np.int64)
 _EMPTY_F3: dict[str, np.ndarray] = {
@@ -75,8 +74,8 @@ def _run_step(
     states = (buf["H"], buf["S"], buf["A"], buf["zero"], buf["U"])
     tail = (buf["dZ"], buf["carry"], *grads, buf["db64"], buf["dbhh64"], buf["dby64"], M, loss_t)
     if spec.bidirectional:
-        streams = (buf["X_rev"], buf["X_cat"], buf["X_cat_rev"], buf["Y"], buf["G_top"], buf["G_s"], buf["G_below"])
-        bidirectional_step(*head, *states, *streams, buf["DX"], *tail)
+        streams = tuple(buf[k] for k in ("X_rev", "X_cat", "X_cat_rev", "Y", "Y_r", "G", "W_s", "dW_s"))
+        bidirectional_step(*head, *states, *streams, buf["G_s"], buf["G_below"], buf["DX"], *tail, norms)
     else:
         step(*head, *states, buf["Y"], buf["G"], *tail, norms)
 
@@ -232,15 +231,12 @@ def bptt(
             loss_t,
             threads,
         )
-        if not spec.bidirectional:
-            grad_norms(*grads, norms)
+        (stream_grad_norms if spec.bidirectional else grad_norms)(*grads, norms)
     if spec.bidirectional:
         M[1::2] = M[1::2, :, ::-1].copy()  # reverse streams: from step order to input position
     metrics = {name: M[:, row] for name, row in _facts(spec)[2]}
     metrics["loss_t"] = loss_t
     result_grads = buffers.result_grads(spec, grads)
-    if spec.bidirectional:
-        norms = np.array([vector_norm(np.ascontiguousarray(g).ravel()) for _, g in result_grads.named()])
     if accuracy and loss_kind == "ce":  # the readout once more, on the top states the pass left in its buffers
         metrics["accuracy"] = np.asarray(
             accuracy_share(

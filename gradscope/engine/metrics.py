@@ -116,10 +116,11 @@ def first_nonfinite(metrics: dict[str, np.ndarray], grads: Params, grad_norms=No
         t = int(np.flatnonzero(~backward_ok.all(axis=0))[-1])  # the LAST step with one
         l = int(np.flatnonzero(~backward_ok[:, t])[-1])  # its top layer with one
         return NonFinite("grad_h" if not np.isfinite(gh[l, t]) else "grad_c", l, t)
+    streams = grads.stream_names()  # the rows of the metrics above, so that ``layer`` indexes them alike
     for index, (name, g) in enumerate(grads.named()):
         if not (np.isfinite(grad_norms[index]) if grad_norms is not None else np.all(np.isfinite(g))):
-            layer = int(name[5 : name.index(".")]) if name.startswith("layer") else None
-            return NonFinite(f"grad {name}", layer, None)
+            stream = name.rpartition(".")[0]  # layer1_reverse.W_hh -> layer1_reverse; readout.W_yh -> readout
+            return NonFinite(f"grad {name}", streams.index(stream) if stream in streams else None, None)
     return None
 
 

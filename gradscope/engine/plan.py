@@ -25,9 +25,20 @@ from .cells.rnn import rnn_backward, rnn_backward_row, rnn_forward, rnn_forward_
 from .gemm import gemm_packed_acc, pack, pack_transposed
 from .params import DTYPES
 from .primitives import fill_zero, rows, vector_norm
-from .readout import readout_loss
+from .readout import loss_rows, readout_loss
 from .step import grad_norms, pack_layers, step, zero_accumulators
-from .streams import add_at_positions, bidirectional_step, join_directions, reverse_rows, split_directions
+from .streams import (
+    add_at_positions,
+    add_reversed,
+    bidirectional_readout,
+    bidirectional_step,
+    join_columns,
+    join_directions,
+    reverse_rows,
+    split_columns,
+    split_directions,
+    stream_grad_norms,
+)
 
 KERNEL_DTYPES = DTYPES  # one kernel set per dtype, every cell in each
 
@@ -66,6 +77,7 @@ def kernel_plan(dtype: str) -> Plan:
         ("vector_norm", vector_norm, (A1,)),
         ("grad_norms", grad_norms, (A2, A3, A3, A2, A2, A2, A1, F1)),
         ("zero_accumulators", zero_accumulators, (A2, A3, A3, A2, F2, F2, F1, F1, A3)),
+        ("loss_rows", loss_rows, (A3, A1, A3, I2, F2, i64, i64, f64, F1, F1)),
         ("readout_loss", readout_loss, (A3, A2, A1, A3, I2, F2, i64, i64, f64, A3, F1, A2, F1, A3)),
     ]
     # the cells: a row pass each way, then the layer kernels that call them (cells/<name>.py)
@@ -109,10 +121,19 @@ def kernel_plan(dtype: str) -> Plan:
         ("join_directions", join_directions, (A3, A3, A3)),
         ("split_directions", split_directions, (A3, A3, A3)),
         ("add_at_positions", add_at_positions, (A3, i64, flag, A3)),
+        ("add_reversed", add_reversed, (A3, A3)),
+        ("split_columns", split_columns, (A2, A3)),
+        ("join_columns", join_columns, (A3, A2)),
+        (
+            "bidirectional_readout",
+            bidirectional_readout,
+            (A3, A3, A3, A1, A3, I2, F2, i64, i64, f64, A3, A3, F1, A3, F1),
+        ),
+        ("stream_grad_norms", stream_grad_norms, (A3, A4, A4, A3, A3, A2, A1, F1)),
     ]
     head2 = (i64, i64, A3, A3, A4, A4, A3, A3, A2, A1, A3, I2, F2, i64, i64, f64)
-    work2 = (i64, A3, A5, A5, A5, A5, A5, A2, A2, A3, A3, A3, A3, A3, A4, A3, A3, A3, A2)
-    grads2 = (A3, A4, A4, A3, A3, A2, A1, F3, F3, F1, F3, F1)
+    work2 = (i64, A3, A5, A5, A5, A5, A5, A2, A2, A3, A3, A3, A3, A3, A3, A3, A3, A4, A3, A3, A3, A2)
+    grads2 = (A3, A4, A4, A3, A3, A2, A1, F3, F3, F1, F3, F1, F1)
     plan += [("bidirectional_step", bidirectional_step, head2 + work2 + grads2)]
     return plan
 

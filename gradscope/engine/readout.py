@@ -20,24 +20,17 @@ MSE, CE = 0, 1
 LOSS_CODES = {"mse": MSE, "ce": CE}
 
 
-@_jit.kernel
-def readout_loss(H, W_yh, b_y, target_f, target_i, mask, b0, loss_kind, inv_B, Y, loss_t, dW_yh, db_y, G):
-    """Readout, loss and their gradients for a chunk of steps of the top layer.
+@_jit.helper
+def loss_rows(Y, b_y, target_f, target_i, mask, b0, loss_kind, inv_B, loss_t, db_y):
+    """The loss of Tc steps from their logits without the bias, Y (Tc, B, k), which end holding dL/dy:
 
-        y_t = h_t W_yh^T + b_y,   loss_t[t] = sum_b w_tb ell(y_tb, target_tb),  w_tb = mask[t,b] / B
-        mse: ell = 0.5 ||y - target||^2,        dL/dy = w (y - target)
-        ce:  ell = -log softmax(y)[target],     dL/dy = w (softmax(y) - onehot(target))
-        dW_yh += dY^T H,   db_y += sum dY,   G = dY W_yh   (the direct gradient into h_t)
-    H (Tc, B, d); target_f (Tc, B', k) for mse, target_i (Tc, B') int64 for ce (the other may be empty),
-    mask (Tc, B') float64: their rows b0 .. b0+B-1 are H's (a shard of the batch reads its rows in place);
-    Y (Tc, B, k) scratch, ends holding dY; loss_t (Tc,) float64 out; db_y (k,) float64.  ell and the
+        loss_t[t] = sum_b w_tb ell(y_tb + b_y, target_tb),  w_tb = mask[t,b] / B,   db_y += sum dY
+    target_f (Tc, B', k) for mse, target_i (Tc, B') int64 for ce (the other may be empty), mask (Tc, B')
+    float64: their rows b0 .. b0+B-1 are Y's; loss_t (Tc,) float64 out; db_y (k,) float64.  ell and the
     softmax are computed in float64; masked steps still count a NaN (w * NaN is NaN), like the reference
     and PyTorch.
     """
-    Tc, B, d = H.shape
-    k = W_yh.shape[0]
-    Y2 = rows(Y)
-    gemm_nt(rows(H), W_yh, Y2)  # (Tc*B, k)
+    Tc, B, k = Y.shape
     for s in range(Tc):
         total = 0.0
         for b in range(B):
@@ -74,5 +67,21 @@ def readout_loss(H, W_yh, b_y, target_f, target_i, mask, b0, loss_kind, inv_B, Y
                     db_y[j] += y[j]
             total += w * ell
         loss_t[s] = total
+
+
+@_jit.kernel
+def readout_loss(H, W_yh, b_y, target_f, target_i, mask, b0, loss_kind, inv_B, Y, loss_t, dW_yh, db_y, G):
+    """Readout, loss and their gradients for a chunk of steps of the top layer.
+
+        y_t = h_t W_yh^T + b_y,   loss_t[t] = sum_b w_tb ell(y_tb, target_tb),  w_tb = mask[t,b] / B
+        mse: ell = 0.5 ||y - target||^2,        dL/dy = w (y - target)
+        ce:  ell = -log softmax(y)[target],     dL/dy = w (softmax(y) - onehot(target))
+        dW_yh += dY^T H,   db_y += sum dY,   G = dY W_yh   (the direct gradient into h_t)
+    H (Tc, B, d); the targets and the mask as ``loss_rows`` takes them; Y (Tc, B, k) scratch, ends holding
+    dY; loss_t (Tc,) float64 out; db_y (k,) float64.
+    """
+    Y2 = rows(Y)
+    gemm_nt(rows(H), W_yh, Y2)  # (Tc*B, k)
+    loss_rows(Y, b_y, target_f, target_i, mask, b0, loss_kind, inv_B, loss_t, db_y)
     gemm_tn_acc(Y2, rows(H), dW_yh)  # += dY^T H
     gemm_nn(Y2, W_yh, rows(G))  # (Tc*B, d) = dY W_yh

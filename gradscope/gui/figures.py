@@ -15,7 +15,6 @@ files are written (and fsynced) there while the next figure is drawn; its SVG co
 
 from __future__ import annotations
 
-import os
 import re
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -23,6 +22,7 @@ from typing import NamedTuple
 
 from . import style
 from .model import RunData
+from .warmup import offscreen_without_display
 
 FORMATS = ("png", "svg")
 VIEW_SIZE = (1400, 800)
@@ -33,8 +33,7 @@ SATURATION_METRICS = ("relu_dead", "tanh_sat", "sigmoid_sat", "gate_i_sat", "gat
 
 def ensure_app():
     """The running QApplication, or a new one (offscreen when there is no display) with GradScope's plot style."""
-    if not (os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")):
-        os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+    offscreen_without_display()
     from PyQt6 import QtWidgets
 
     app = QtWidgets.QApplication.instance()

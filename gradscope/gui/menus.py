@@ -10,6 +10,7 @@ from pathlib import Path
 from PyQt6 import QtCore, QtGui, QtWidgets
 
 from .. import io as gio, presets
+from .statusbar import StatusBar
 
 MODELS_DIR = presets.presets_dir()  # the shipped experiment files, installed with the package
 TAB_TITLES = ("Through time", "Waterfall", "Training", "Saturation", "Layers", "Jacobian", "Lyapunov", "Units")
@@ -143,7 +144,8 @@ def make_toolbar(window) -> None:
 
 
 def make_status_bar(window) -> None:
-    status = window.statusBar()
+    status = StatusBar(window)
+    window.setStatusBar(status)
     window.compile_bar = QtWidgets.QProgressBar()
     window.compile_bar.setMaximumWidth(220)
     window.compile_bar.setFormat("compiling kernels %v/%m")

@@ -27,6 +27,15 @@ def _of_result(name: str) -> property:
     )
 
 
+def stream_label(streams, s: int, top: bool = False) -> str:
+    """A stream as people read it: "layer 1", "layer 1 reverse", "decoder layer 0" (docs/trace_format.md's names:
+    layer1_reverse, decoder.layer0).  Layers are counted from 0 everywhere; ``top``: the stream was shown because
+    the chooser says "top layer", and the label says so ("layer 2 (top)"), so that the two words meet."""
+    name = streams[s] if s < len(streams) else f"layer{s}"
+    label = name.replace(".", " ").replace("layer", "layer ", 1).replace("_reverse", " reverse")
+    return f"{label} (top)" if top else label
+
+
 class RunData:
     """One run as the views see it: the run's RunResult (the type the command line exports) and how it is shown.
 
@@ -248,8 +257,8 @@ class RunState:
         if self.status is RunStatus.DIVERGED and self.nonfinite is not None:
             nf = self.nonfinite
             where = [f"iteration {nf.iteration}"] if nf.iteration is not None else []
-            if nf.layer is not None:
-                where.append(f"layer {nf.layer}")
+            if nf.layer is not None:  # a row of the metrics: a stream ("layer 0 reverse", "decoder layer 0")
+                where.append(stream_label(self.data.streams, nf.layer))
             if nf.timestep is not None:
                 where.append(f"t = {nf.timestep}")
             return f"diverged at {', '.join(where)} ({nf.quantity})"

@@ -103,12 +103,20 @@ class Legend:
         """entries: (label, colour, line style), line style one of solid, dash, dot, dashdot."""
         if entries == self.entries:
             return
-        self.item.clear()
-        self._samples = []
-        for label, color, line in entries:
-            sample = pg.PlotDataItem(pen=pen(color, style.CURVE_WIDTH if color not in _GREYS else 1.5, line))
-            self._samples.append(sample)
-            self.item.addItem(sample, label)
+        legend = self.item
+        # pyqtgraph's LegendItem lays itself out again after every entry it adds or removes (updateSize, which it
+        # skips while a fixed size is set): O(N^2) for N runs, 1.8 s for 300.  Fixed meanwhile, laid out once.
+        fixed, legend.size = legend.size, (0, 0)
+        try:
+            legend.clear()
+            self._samples = []
+            for label, color, line in entries:
+                sample = pg.PlotDataItem(pen=pen(color, style.CURVE_WIDTH if color not in _GREYS else 1.5, line))
+                self._samples.append(sample)
+                legend.addItem(sample, label)
+        finally:
+            legend.size = fixed
+        legend.updateSize()
         self.entries = list(entries)
 
     @property

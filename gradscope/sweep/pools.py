@@ -7,9 +7,18 @@ name and whether to send the run's traces back.  What comes back: the point's me
 computed on the worker) and, unless --no-traces, its RunResult (traces, initial parameters, first batch), which
 the main process exports.  A worker needs only GradScope installed; its kernel cache fills itself on first use.
 
+Local workers share this machine's file system, so they write each point's export themselves (``export``:
+its folder and its one-run experiment) and send back only the measured columns: the exports run in parallel
+and no trace is pickled back, where the main process would otherwise write them one after the other while
+the workers wait for it (the phases benchmarks/bench_sweep.py prints).  A worker that cannot write the export sends the
+RunResult back instead, and the main process writes it (and reports what stops it) as for a Dask point.
+
 Local workers each get one BLAS / Numba thread (two processes on two cores, no oversubscription; the bits
-do not depend on threads: the batch's split is a setting, train.shards).  They ignore SIGINT and SIGTERM and
-stop between iterations when the main process says so or has died (experiment.py's worker start-up).
+do not depend on threads: the batch's split is a setting, train.shards).  They all start, and load their
+kernels, before the first point is sent: a pool that spawned its second process on the second point made that
+worker load GradScope and its kernels while the first computed (1.7 s of a 7 s sweep on one core).  They ignore
+SIGINT and SIGTERM and stop between iterations when the main process says so or has died (experiment.py's
+worker start-up).
 """
 
 from __future__ import annotations
@@ -24,8 +33,11 @@ from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 
 from ..experiment import _init_worker, _single_threaded_children, _stop_signals_blocked, _WorkerStop, execute_run
+from ..io import export_experiment
 from ..runs import RunResult
-from .table import measure
+from .table import KEPT, measure
+
+STARTUP_SECONDS = 600.0  # a worker waits this long at most for the others to start (then starts anyway)
 
 
 class SweepError(RuntimeError):
@@ -38,60 +50,110 @@ class PointOutcome:
 
     index: int
     measured: dict  # table.TAIL's columns
-    result: RunResult | None = None  # when its traces are wanted
+    result: RunResult | None = None  # when its traces are wanted and the worker did not export them
     error: str | None = None  # a failed run's traceback
+    exported: bool = False  # the worker published the point's export itself
 
 
-def compute_point(index: int, run, seed: int, backend: str = "numba", keep: bool = True, stop=None) -> PointOutcome:
-    """Run one point to its end and measure it (on whichever worker): the function every pool runs."""
+def compute_point(
+    index: int, run, seed: int, backend: str = "numba", keep: bool = True, stop=None, export=None
+) -> PointOutcome:
+    """Run one point to its end and measure it (on whichever worker): the function every pool runs.
+
+    ``export``: (folder, experiment) when this worker shares the sweep's file system: a finished point's export
+    is published there (io.export_experiment, atomically) and its traces stay here; else they travel back."""
     result = execute_run(run, seed, backend, stop=stop)
-    return PointOutcome(index, measure(result), result if keep else None, result.error)
+    outcome = PointOutcome(index, measure(result), result if keep else None, result.error)
+    if keep and export is not None and outcome.measured["status"] in KEPT:
+        folder, experiment = export
+        try:
+            export_experiment(folder, experiment, [result])
+            outcome.result, outcome.exported = None, True
+        except Exception:  # noqa: BLE001  (the main process writes it instead, and says what stops it)
+            pass
+    return outcome
 
 
-def _init_sweep_worker(stop, updates, specs) -> None:
+_started = None  # a local worker's start-up barrier (all the pool's workers up)
+
+
+def _init_sweep_worker(stop, updates, specs, started=None, cached=None) -> None:
     """A local worker's start-up: experiment.py's (signals, the stop), then the kernels its points need, loaded
-    from the cache before the first point, so that no point's wall_seconds holds the load."""
+    from the cache before the first point, so that no point's wall_seconds holds the load.  ``cached``: set
+    once the main process has them in the cache (it compiles a cold cache once, while this process imports)."""
+    global _started
     _init_worker(stop, updates)  # with its parent watch: an orphaned worker ends (experiment.exit_when_orphaned)
+    _started = started
     from ..engine import compile_kernels
 
+    if cached is not None:
+        cached.wait()  # the parent watch ends this process if the main process dies meanwhile
     for spec in specs:
         compile_kernels(spec)
 
 
-def _compute_in_worker(index: int, run, seed: int, backend: str, keep: bool) -> PointOutcome:
-    return compute_point(index, run, seed, backend, keep, stop=_WorkerStop())
+def _all_started() -> None:
+    """Return once every worker of the pool runs this: one such task per worker holds each worker busy until
+    all are up, so the pool spawns them all (it spawns a process only when no started one is idle)."""
+    try:
+        if _started is not None:
+            _started.wait(STARTUP_SECONDS)
+    except threading.BrokenBarrierError:
+        pass  # one did not start in time: the others go on, and the pool replaces a dead one
+
+
+def _compute_in_worker(index: int, run, seed: int, backend: str, keep: bool, export=None) -> PointOutcome:
+    return compute_point(index, run, seed, backend, keep, stop=_WorkerStop(), export=export)
 
 
 class LocalPool:
     """``workers`` processes on this machine (spawned: never a fork of a process that holds threads)."""
 
-    def __init__(self, workers: int, specs=()):
+    def __init__(self, workers: int, specs=(), prepare=None):
+        """``prepare()``: what this process does while the workers start (the sweep compiles, or loads, the
+        kernels of ``specs`` into the cache); the workers load those kernels once it has returned."""
         self._specs = tuple(specs)  # engine.ModelSpecs whose kernels each worker loads as it starts
         self.slots = max(1, int(workers))
         self.where = f"{self.slots} local worker process{'es' if self.slots > 1 else ''}"
         self._context = multiprocessing.get_context("spawn")
         self._stop = self._context.Event()
         self._updates = self._context.Queue()  # the start-up's progress queue; points report no iterations
-        self._pool = self._start()
+        self._pool = self._start(prepare)
 
-    def _start(self) -> ProcessPoolExecutor:
+    def _start(self, prepare=None) -> ProcessPoolExecutor:
+        cached = self._context.Event()
         with _stop_signals_blocked(), _single_threaded_children():
             pool = ProcessPoolExecutor(
                 max_workers=self.slots,
                 mp_context=self._context,
                 initializer=_init_sweep_worker,
-                initargs=(self._stop, self._updates, self._specs),
+                initargs=(self._stop, self._updates, self._specs, self._context.Barrier(self.slots), cached),
             )
-            pool.submit(int).result()  # start the workers now, with the signals blocked and one thread each
+            # every worker starts now (a submit spawns a process while none is idle), with the signals blocked
+            # and one thread each; each holds its task until all are up, their kernels loaded
+            started = [pool.submit(_all_started) for _ in range(self.slots)]
+        try:
+            if prepare is not None:
+                prepare()  # here, with this process's own signals and threads
+        except BaseException:
+            pool.shutdown(wait=False, cancel_futures=True)
+            self._stop.set()
+            raise
+        finally:
+            cached.set()
+        for future in started:
+            future.result()
         return pool
 
-    def submit(self, point, backend: str, keep: bool) -> Future:
+    def submit(self, point, backend: str, keep: bool, export=None) -> Future:
+        """``export``: (folder, experiment) of the point's export, which the worker writes (see the module)."""
+        args = (point.index, point.run, point.seed, backend, keep, export)
         try:
-            return self._pool.submit(_compute_in_worker, point.index, point.run, point.seed, backend, keep)
+            return self._pool.submit(_compute_in_worker, *args)
         except BrokenProcessPool:  # a worker died (killed, out of memory): a new pool for the points left
             self._pool.shutdown(wait=False, cancel_futures=True)
             self._pool = self._start()
-            return self._pool.submit(_compute_in_worker, point.index, point.run, point.seed, backend, keep)
+            return self._pool.submit(_compute_in_worker, *args)
 
     def stop(self) -> None:
         """The running points stop after their current iteration (and come back as "stopped")."""
@@ -127,7 +189,8 @@ class DaskPool:
         self._futures: dict[int, object] = {}
         self._lock = threading.Lock()
 
-    def submit(self, point, backend: str, keep: bool) -> Future:
+    def submit(self, point, backend: str, keep: bool, export=None) -> Future:
+        """``export`` is not used: a cluster's workers need not share this file system, so traces travel back."""
         done: Future = Future()
         remote = self._client.submit(
             compute_point,

@@ -161,7 +161,7 @@ def run_sweep(
     ``is_set()``) ends the sweep: no new point starts, local points stop after their iteration, Dask points
     are cancelled; every finished point stays in sweep.csv.  ``on_progress(progress)`` after every change;
     ``on_row(row)`` with each new row (a dict of text by column); ``on_compile(done, total, name)`` while the
-    kernels compile (or load from the cache) here, before the local workers start.  Raises SweepError before
+    kernels compile (or load from the cache) here, as the local workers start.  Raises SweepError before
     anything runs when the sweep cannot start, ConfigError for a bad experiment.
     """
     points = sweep_points(experiment)
@@ -176,18 +176,18 @@ def run_sweep(
     progress = SweepProgress(total=len(points), done=len(done), resumed=len(done))
     errors: dict[str, str] = {}
     specs = kernel_specs(todo, backend)
-    if pool is None and todo and not scheduler:
-        _load_kernels(specs, on_compile)
     own = pool is None and bool(todo)
-    if own:
-        pool = DaskPool(scheduler) if scheduler else LocalPool(min(workers or default_workers(), len(todo)), specs)
+    if own and scheduler:
+        pool = DaskPool(scheduler)
+    elif own:  # the kernels compile (or load) here while the workers start, then load in each from the cache
+        pool = LocalPool(min(workers or default_workers(), len(todo)), specs, lambda: _load_kernels(specs, on_compile))
     progress.where = pool.where if pool is not None else ""
     progress.started = time.monotonic()  # the pace is the points', not the workers' start-up
     if on_progress:
         on_progress(progress)
     stopped = False
     in_flight: dict[Future, SweepPoint] = {}
-    queue = list(reversed(todo))
+    queue = list(reversed(longest_first(todo)))  # popped from the end
     try:
         while queue or in_flight:
             if stop is not None and stop.is_set() and not stopped:
@@ -198,35 +198,39 @@ def run_sweep(
             # process writes a row (what is queued is not computed yet, so a kill loses nothing of it)
             while queue and len(in_flight) < 2 * pool.slots:
                 point = queue.pop()
-                in_flight[pool.submit(point, backend, traces)] = point
+                name = point_name(point.index, len(points))
+                export = (out.absolute() / POINTS / name, _single(experiment, point, name))
+                in_flight[pool.submit(point, backend, traces, export)] = point
             progress.running = min(len(in_flight), pool.slots)
             finished, _ = wait(in_flight, timeout=0.1, return_when=FIRST_COMPLETED)
-            for future in finished:
-                point = in_flight.pop(future)
-                name = point_name(point.index, len(points))
-                try:
-                    outcome: PointOutcome = future.result()
-                except Exception as error:  # noqa: BLE001  (a worker died, or Dask lost the task: the point failed)
-                    if stopped:
-                        continue  # cancelled by the stop: not a result
-                    outcome = PointOutcome(point.index, _failed_measures(), None, failure_text(error))
-                status = outcome.measured["status"]
-                if stopped and status == "stopped":
-                    continue  # interrupted by the stop: --resume runs it again
-                if outcome.result is not None and status != "failed":
-                    single = experiment.model_copy(
-                        update={"runs": [point.run], "sweep": None, "name": f"{experiment.name} point {name}"}
-                    )
-                    export_experiment(out / POINTS / name, single, [outcome.result])
-                rows[point.index] = row_values(name, point, outcome.measured)
-                write_table(out / TABLE, header, rows)
-                if status in KEPT:
-                    progress.done += 1
-                else:
-                    progress.failed += 1
-                    errors[name] = outcome.error or f"point {name} ended as {status!r}"
-                if on_row:
-                    on_row(dict(zip(header, rows[point.index])))
+            fresh = 0  # rows not in sweep.csv yet: it is rewritten once for the points that finished together
+            try:  # rewritten even when an export here fails: the rows before it are kept
+                for future in finished:
+                    point = in_flight.pop(future)
+                    name = point_name(point.index, len(points))
+                    try:
+                        outcome: PointOutcome = future.result()
+                    except Exception as error:  # noqa: BLE001  (a worker died, or Dask lost the task: the point failed)
+                        if stopped:
+                            continue  # cancelled by the stop: not a result
+                        outcome = PointOutcome(point.index, _failed_measures(), None, failure_text(error))
+                    status = outcome.measured["status"]
+                    if stopped and status == "stopped":
+                        continue  # interrupted by the stop: --resume runs it again
+                    if outcome.result is not None and status != "failed":  # not exported by the worker
+                        export_experiment(out / POINTS / name, _single(experiment, point, name), [outcome.result])
+                    rows[point.index] = row_values(name, point, outcome.measured)
+                    fresh += 1
+                    if status in KEPT:
+                        progress.done += 1
+                    else:
+                        progress.failed += 1
+                        errors[name] = outcome.error or f"point {name} ended as {status!r}"
+                    if on_row:
+                        on_row(dict(zip(header, rows[point.index])))
+            finally:
+                if fresh:
+                    write_table(out / TABLE, header, rows)
             progress.running = min(len(in_flight), pool.slots)
             if on_progress:
                 on_progress(progress)
@@ -239,6 +243,20 @@ def run_sweep(
         write_table(out / TABLE, header, rows)  # the header alone: the folder says what it will hold
     progress.running = 0
     return SweepSummary(out, progress, stopped, errors)
+
+
+def _single(experiment: Experiment, point: SweepPoint, name: str) -> Experiment:
+    """The experiment of the export of the point named ``name``: its run alone."""
+    return experiment.model_copy(update={"runs": [point.run], "sweep": None, "name": f"{experiment.name} point {name}"})
+
+
+def longest_first(points: list[SweepPoint]) -> list[SweepPoint]:
+    """The points in the order they are sent: the most work first (experiment.estimated_flops; ties in the
+    sweep's order), so the last points to finish are short ones and no worker idles while one long point ends.
+    The rows do not depend on the order."""
+    from ..experiment import estimated_flops
+
+    return sorted(points, key=lambda p: estimated_flops(p.run), reverse=True)
 
 
 def _failed_measures() -> dict:

@@ -36,78 +36,20 @@ Modules: meanfield (moments, variance map, init -> variance factor), lines (anch
 criticality, lyapunov, gates, sweeps.  Every public name is importable from gradscope.theory.
 """
 
-from .criticality import chi_1, critical_line, critical_sigma_w, relu_log_gain, tanh_fixed_point
-from .gates import (
-    gate_mean,
-    gate_preactivation_variance,
-    gate_product,
-    gate_product_line,
-    gru_update_decay,
-    gru_update_line,
-    lstm_cell_decay,
-    lstm_cell_line,
-)
-from .lines import RunTheory, anchored_line, last_scored_step, mean_field_line, pascanu_line, relu_line
-from .lyapunov import (
-    chaos_onset_gain,
-    ginibre_mean_log_det,
-    largest_lyapunov_exponent,
-    mean_field_largest_exponent,
-    mean_lyapunov_exponent,
-)
-from .meanfield import (
-    ACTIVATIONS,
-    DERIVATIVE_BOUND,
-    derivative_second_moment,
-    fixed_point_variance,
-    gain_squared,
-    gaussian_expectation,
-    layer_input_variances,
-    mean_field_gain,
-    second_moment,
-    variance_factor,
-    variance_map,
-    variance_trajectory,
-)
-from .sweeps import critical_recurrent_scale, predicted_log_gain
+# Every module's public names (its __all__, the one list of them) are gradscope.theory's.
+from . import criticality, gates, lines, lyapunov, meanfield, sweeps
+from .criticality import *  # noqa: F403
+from .gates import *  # noqa: F403
+from .lines import *  # noqa: F403
+from .lyapunov import *  # noqa: F403
+from .meanfield import *  # noqa: F403
+from .sweeps import *  # noqa: F403
 
-__all__ = [
-    "ACTIVATIONS",
-    "DERIVATIVE_BOUND",
-    "gaussian_expectation",
-    "second_moment",
-    "derivative_second_moment",
-    "variance_map",
-    "variance_trajectory",
-    "fixed_point_variance",
-    "gain_squared",
-    "mean_field_gain",
-    "variance_factor",
-    "layer_input_variances",
-    "anchored_line",
-    "mean_field_line",
-    "relu_line",
-    "pascanu_line",
-    "last_scored_step",
-    "RunTheory",
-    "tanh_fixed_point",
-    "chi_1",
-    "critical_sigma_w",
-    "critical_line",
-    "relu_log_gain",
-    "largest_lyapunov_exponent",
-    "mean_field_largest_exponent",
-    "chaos_onset_gain",
-    "ginibre_mean_log_det",
-    "mean_lyapunov_exponent",
-    "gate_preactivation_variance",
-    "gate_mean",
-    "gate_product",
-    "lstm_cell_decay",
-    "gru_update_decay",
-    "gate_product_line",
-    "lstm_cell_line",
-    "gru_update_line",
-    "predicted_log_gain",
-    "critical_recurrent_scale",
+__all__ = [  # noqa: PLE0604 (the modules' lists of strings, spread)
+    *meanfield.__all__,
+    *lines.__all__,
+    *criticality.__all__,
+    *lyapunov.__all__,
+    *gates.__all__,
+    *sweeps.__all__,
 ]

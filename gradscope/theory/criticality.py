@@ -19,7 +19,6 @@ from __future__ import annotations
 import math
 
 import numpy as np
-from scipy.optimize import brentq
 
 from .meanfield import derivative_second_moment, second_moment
 
@@ -58,6 +57,8 @@ def tanh_fixed_point(sigma_w: float, sigma_b: float) -> float:
     else:
         lo = 0.0  # excess(0) = sigma_b^2 > 0
     hi = c + q_b + 1.0  # E[tanh^2] < 1: excess(hi) < -1
+    from scipy.optimize import brentq  # here, not at import: scipy.optimize costs 0.2 s of every start-up
+
     return brentq(excess, lo, hi, xtol=1e-15, rtol=4 * np.finfo(float).eps, maxiter=200)
 
 
@@ -98,6 +99,8 @@ def critical_sigma_w(sigma_b: float) -> float:
         lo /= 2
     while _critical_point(hi)[0] <= target:
         hi *= 2
+    from scipy.optimize import brentq
+
     q = brentq(lambda v: _critical_point(v)[0] - target, lo, hi, xtol=1e-15, rtol=4 * np.finfo(float).eps, maxiter=200)
     return _critical_point(q)[1]
 

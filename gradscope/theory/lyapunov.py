@@ -16,7 +16,6 @@ from __future__ import annotations
 import math
 
 import numpy as np
-from scipy.special import digamma
 
 from .criticality import chi_1, critical_sigma_w, relu_log_gain, tanh_fixed_point
 from .meanfield import gaussian_expectation, mean_field_gain
@@ -74,6 +73,8 @@ def ginibre_mean_log_det(d: int | None = None) -> float:
     if int(d) != d or d < 1:
         raise ValueError(f"the matrix size d must be an integer >= 1, got {d!r}")
     k = np.arange(1, int(d) + 1)
+    from scipy.special import digamma  # here, not at import (start-up time)
+
     return float(0.5 * np.mean(digamma(k / 2) + math.log(2.0)) - 0.5 * math.log(d))
 
 

@@ -150,6 +150,28 @@ def test_nonfinite_parameter_gradient_is_named():
     assert first_nonfinite(metrics, grads) == NonFinite("grad_h", 0, 1)  # t = 1 is computed before t = 0
 
 
+@pytest.mark.parametrize(
+    ("shape", "bad", "row"),
+    [
+        ({"layers": 2, "bidirectional": True}, "layer0_reverse.W_hh", 1),  # int("0_reverse") raised here
+        ({"layers": 2, "bidirectional": True}, "layer1_reverse.b_h", 3),
+        ({"layers": 1, "architecture": "seq2seq", "decoder_input_size": 2}, "decoder.layer0.W_hx", 1),
+        ({"layers": 1, "architecture": "seq2seq", "decoder_input_size": 2}, "encoder.layer0.W_hh", 0),
+    ],
+)
+def test_nonfinite_parameter_gradient_of_any_stream_is_located_at_its_row(shape, bad, row):
+    """``layer`` indexes the metrics' stream rows for every stream name (bidirectional and seq2seq too)."""
+    from gradscope.engine import first_nonfinite
+
+    spec = ModelSpec(cell="rnn", input_size=2, hidden_size=3, output_size=2, **shape)
+    grads = init_params(spec, InitSpec(), np.random.default_rng(5))
+    S = len(grads.stream_names())
+    assert grads.stream_names()[row] == bad.rpartition(".")[0]
+    metrics = {"h_norm": np.ones((S, 3)), "grad_h_norm": np.ones((S, 3)), "loss_t": np.zeros(3)}
+    grads.arrays()[bad].flat[0] = np.nan
+    assert first_nonfinite(metrics, grads) == NonFinite(f"grad {bad}", row, None)
+
+
 @pytest.mark.parametrize("cell", ["rnn", "lstm", "gru"])
 @pytest.mark.parametrize("loss_kind", ["mse", "ce"])
 def test_all_nan_weights_run_to_the_end(cell, loss_kind):

@@ -89,7 +89,7 @@ def test_run_on_a_reopened_export_says_why_nothing_runs(window, qtbot, tmp_path)
     window.export_to(tmp_path / "out")
     assert window.open_folder(tmp_path / "out")
     window.act_run.trigger()
-    assert "opened from an export" in window.statusBar().currentMessage()
+    assert "opened from an export" in window.statusBar().full_message()
     assert not window.controller.any_busy
 
 
@@ -111,6 +111,38 @@ def test_the_run_list_shows_at_least_eight_rows(window, tmp_path, qtbot):
     qtbot.waitExposed(window)
     tree = window.run_list.tree
     assert tree.viewport().height() >= 8 * tree.sizeHintForRow(0)
+
+
+def test_a_status_message_too_long_for_the_bar_is_elided_in_the_middle_and_whole_in_its_tooltip(
+    window, qtbot, tmp_path
+):
+    """QStatusBar clipped a long message at its right edge ("Opened /a/long/path/...: press Run" lost the "press
+    Run" part); now it keeps both ends, re-fits on resize, and the tooltip holds all of it."""
+    deep = tmp_path / ("very-long-folder-name-" * 4) / "experiment.toml"
+    deep.parent.mkdir()
+    deep.write_text(experiment_file(tmp_path).read_text())
+    window.resize(700, 500)
+    window.show()
+    qtbot.waitExposed(window)
+    assert window.open_file(deep)
+    bar = window.statusBar()
+    full = bar.full_message()
+    assert full == f"Opened {deep}: press Run (Space)" and bar.toolTip() == full
+    shown = bar.currentMessage()
+    assert shown != full and "…" in shown
+    assert shown.startswith("Opened /") and shown.endswith("press Run (Space)")
+    assert bar.fontMetrics().horizontalAdvance(shown) <= bar.width()
+    window.resize(bar.fontMetrics().horizontalAdvance(full) + 400, 500)
+    qtbot.waitUntil(lambda: bar.currentMessage() == full)  # room again: the whole message
+
+
+def test_the_window_fits_a_laptop_screen(window):
+    """Every tab's controls on one row made the window at least 1,609 px wide (the through-time view's theory
+    toggles, the Sweep tab's buttons and its one-line status): past a 1366 px laptop screen, cut off."""
+    window.show()
+    assert window.minimumSizeHint().width() <= 1280
+    for i in range(window.tabs.count()):
+        assert window.tabs.widget(i).minimumSizeHint().width() <= 1280 - 440, window.tabs.tabText(i)
 
 
 # ------------------------------------------------------------------------------------ a bad file from the command line

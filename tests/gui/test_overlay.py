@@ -64,7 +64,7 @@ def test_add_exported_folder_overlays_it_on_what_is_shown(window, two_exports):
     window.redraw(force=True)
     curves = window.views[0].figure.grad_curves
     assert all(curves.data((s.key, "grad_h_norm")) is not None for s in states)  # all four drawn, overlaid
-    assert "Added the export" in window.statusBar().currentMessage()
+    assert "Added the export" in window.statusBar().full_message()
     window.controller.start()  # loaded runs: nothing to run
     assert not window.controller.any_busy
     assert window.act_add_folder in window.menuBar().actions()[0].menu().actions()
@@ -83,7 +83,7 @@ def test_a_killed_runs_folder_opens_as_interrupted(window, tmp_path):
     a, b = window.controller.states
     assert a.status_text() == "interrupted at iteration 3"
     assert len(a.data.trace) == 4 and len(b.data.trace) == 0
-    assert "interrupted" in window.statusBar().currentMessage()
+    assert "interrupted" in window.statusBar().full_message()
 
 
 def test_results_figures_are_png_and_svg_files(two_exports):

@@ -657,7 +657,8 @@ def test_a_seq2seq_stream_is_drawn_with_its_partner_on_one_axis_and_the_bridge_m
     assert y == pytest.approx(np.log10(np.concatenate([grad[0], grad[1, :4]])))
     assert all(b.isVisible() for b in p.figure.bridges)
     text = p.figure._describe(-6, ("grad_h_norm",), False)  # hover on the encoder's first step
-    assert "decoder layer 0" in text and f"{grad[0, 0]:.4g}"[:4] in text
+    assert ", encoder layer 0, iteration" in text and f"{grad[0, 0]:.4g}"[:4] in text  # named: it said "decoder"
+    assert ", decoder layer 0 (top), iteration" in p.figure._describe(1, ("grad_h_norm",), False)
     plain, _ = _trained({"cell": "lstm", "hidden_size": 4, "task": {"seq_len": 5, "batch_size": 2}})
     p.redraw([plain])
     assert not any(b.isVisible() for b in p.figure.bridges)
@@ -698,3 +699,42 @@ def test_the_waterfall_of_a_seq2seq_stream_spans_encoder_and_decoder_without_pad
     assert not shown_["bad"].any()  # the decoder's padding is not drawn as NaN
     assert shown_["t0"] == -5 and "encoder layer 0 and decoder layer 0" in v.figure.plot.titleLabel.text
     assert "t = -5" in v.figure._describe(-5, 0)
+
+
+# ----------------------------------------------------------------------------------------- wording
+def test_layers_are_counted_from_zero_and_the_top_choice_names_the_layer_it_shows(view):
+    """The chooser offers "top layer"; what it shows is then titled "layer 2 (top)", the same stream chosen by
+    number "layer 2": the two words meet (they were mixed: "top layer" in the chooser, "layer 2" in the title)."""
+    data = run_data(0, make_trace(cell="lstm", layers=3), "deep")
+    w = view(WaterfallView)
+    w.redraw([data])
+    assert w.layer_box.currentText() == "top layer"
+    assert w.figure.plot.titleLabel.text.endswith("deep, layer 2 (top)")
+    w.layer_box.setCurrentIndex(w.layer_box.findData(2))
+    assert w.figure.plot.titleLabel.text.endswith("deep, layer 2")
+    w.layer_box.setCurrentIndex(w.layer_box.findData(0))
+    assert w.figure.plot.titleLabel.text.endswith("deep, layer 0")
+    assert [w.layer_box.itemText(i) for i in range(w.layer_box.count())] == [
+        "top layer",
+        "layer 0",
+        "layer 1",
+        "layer 2",
+    ]
+    p = view(ProfileView)
+    p.redraw([data])
+    assert p.figure._shown[0]["streams"] == ["layer 2 (top)"]  # the hover text's "deep, layer 2 (top), iteration i"
+    assert "deep, layer 2 (top), iteration" in p.figure._describe_grad(3.0, 0.0)
+    p.layer_box.setCurrentIndex(p.layer_box.findData(1))
+    assert p.figure._shown[0]["streams"] == ["layer 1"]
+
+
+def test_a_diverged_stream_is_named_as_the_views_name_it(qapp):
+    from gradscope.config import RunConfig
+    from gradscope.engine import NonFinite
+    from gradscope.gui.model import RunState, RunStatus
+
+    run = RunConfig.model_validate({"name": "bi", "cell": "gru", "bidirectional": True, "layers": 2})
+    state = RunState(run, "#0072B2")
+    state.status = RunStatus.DIVERGED
+    state.nonfinite = NonFinite("grad_h", 1, 4, iteration=7)  # row 1 of the metrics: layer 0's reverse stream
+    assert state.status_text() == "diverged at iteration 7, layer 0 reverse, t = 4 (grad_h)"

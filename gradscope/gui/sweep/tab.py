@@ -68,14 +68,20 @@ class SweepTab(QtWidgets.QWidget):
         self.quantity.setToolTip("Two keys: the heatmap's quantity (lambda_max once the points were analysed)")
         self.status = QtWidgets.QLabel("Open a sweep folder, or run an experiment file that has a [sweep] table")
         self.status.setStyleSheet(f"color: {style.FOREGROUND}")
+        self.status.setWordWrap(True)  # a long progress line wraps instead of widening the window past the screen
+        # Two rows: running a sweep, then what is drawn; on one row they made the window 1,400 px wide at least.
         bar = QtWidgets.QHBoxLayout()
         for widget in (self.open_button, self.run_button, QtWidgets.QLabel("workers"), self.workers):
             bar.addWidget(widget)
         bar.addWidget(self.scheduler, 1)
-        for widget in (self.stop_button, QtWidgets.QLabel("run"), self.run_choice, self.quantity, self.export_button):
-            bar.addWidget(widget)
+        bar.addWidget(self.stop_button)
+        shown = QtWidgets.QHBoxLayout()
+        for widget in (QtWidgets.QLabel("run"), self.run_choice, self.quantity, self.export_button):
+            shown.addWidget(widget)
+        shown.addStretch(1)
         column = QtWidgets.QVBoxLayout(self)
         column.addLayout(bar)
+        column.addLayout(shown)
         column.addWidget(self.figure, 1)
         column.addWidget(self.status)
         self.open_button.clicked.connect(self.open_dialog)

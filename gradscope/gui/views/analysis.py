@@ -138,7 +138,7 @@ class JacobianFigure(Figure):
                 curves.set(run.key, lag, log10_or_nan(values), pen(run.color))
                 marks.append((lag[nonfinite_mask(values)], run.color))
                 keys.append(run.key)
-            entries.append((f"{run.label} ({stream_label(run.streams, s)})", run.color, "solid"))
+            entries.append((f"{run.label} ({stream_label(run.streams, s, top=self.layer == -1)})", run.color, "solid"))
             self.shown.append({"name": run.name, "iteration": int(a["iteration"][-1]), "jac": sigma, "lag": by_lag})
             theory_keys += self._theory(run, s, lag, int(a["iteration"][-1]), log10_or_nan(sigma))
         if any(k[1] == "bound" for k in theory_keys):
@@ -259,7 +259,7 @@ class LyapunovFigure(Figure):
             spectrum_marks.append((index[nonfinite_mask(spectrum)], run.color))
             top_marks.append((iterations[nonfinite_mask(top)], run.color))
             keys.append(run.key)
-            entries.append((f"{run.label} ({stream_label(run.streams, s)})", run.color, "solid"))
+            entries.append((f"{run.label} ({stream_label(run.streams, s, top=self.layer == -1)})", run.color, "solid"))
             rate = mean_field_exponent(run)
             if rate is not None and len(iterations):
                 span = np.array([iterations[0], max(iterations[-1], iterations[0] + 1)])

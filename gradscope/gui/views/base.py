@@ -15,8 +15,8 @@ import pyqtgraph as pg
 from PyQt6 import QtWidgets
 
 from .. import style
-from ..model import RunData, log10_or_nan, nonfinite_mask
-from ..plotting import SnapBounds, data_ranges, pen
+from ..model import RunData, log10_or_nan, nonfinite_mask, stream_label
+from ..plotting import EmptyHint, SnapBounds, data_ranges, make_plot, pen
 
 
 class CurveSet:
@@ -226,6 +226,38 @@ class Figure:
     def curve_sets(self) -> list[CurveSet]:
         return [v for v in vars(self).values() if isinstance(v, CurveSet)]
 
+    def gradient_and_state_plots(self, titles: tuple[str, str], grad_at: tuple[int, int], state_at: tuple[int, int]):
+        """The pair of plots the through-time and layers views start from: ||dL/dh_t|| and ||h_t|| against t on
+        log axes, x-linked, each with its curves, its non-finite marks and its snapped bounds (``grad_plot``,
+        ``grad_curves``, ``grad_marks``, ``grad_snap`` and the ``state_`` ones), and the empty plot's hint."""
+        self.grad_plot = make_plot(
+            self.layout,
+            *grad_at,
+            menu=self.interactive,
+            title=titles[0],
+            x_label="timestep t",
+            y_label="‖∂L/∂hₜ‖ (batch mean)",
+            log_y=True,
+        )
+        self.state_plot = make_plot(
+            self.layout,
+            *state_at,
+            menu=self.interactive,
+            title=titles[1],
+            x_label="timestep t",
+            y_label="‖hₜ‖ (batch mean)",
+            log_y=True,
+        )
+        self.state_plot.setXLink(self.grad_plot)
+        self.plots = [self.grad_plot, self.state_plot]
+        self.grad_curves = CurveSet(self.grad_plot)
+        self.state_curves = CurveSet(self.state_plot)
+        self.grad_marks = NonFiniteMarkers(self.grad_plot)
+        self.state_marks = NonFiniteMarkers(self.state_plot)
+        self.grad_snap = SnapBounds(self.grad_plot)
+        self.state_snap = SnapBounds(self.state_plot)
+        self.hint = EmptyHint(self.grad_plot, "Press Run (Space) to start")
+
 
 class View(QtWidgets.QWidget):
     """A figure in a GraphicsLayoutWidget under a row of controls."""
@@ -318,13 +350,6 @@ def layer_combo(tooltip: str) -> QtWidgets.QComboBox:
     combo.addItem("top layer", -1)
     combo.setSizeAdjustPolicy(QtWidgets.QComboBox.SizeAdjustPolicy.AdjustToContents)
     return combo
-
-
-def stream_label(streams, s: int) -> str:
-    """A stream as people read it: "layer 1", "layer 1 reverse", "decoder layer 0" (docs/trace_format.md's names:
-    layer1_reverse, decoder.layer0)."""
-    name = streams[s] if s < len(streams) else f"layer{s}"
-    return name.replace(".", " ").replace("layer", "layer ", 1).replace("_reverse", " reverse")
 
 
 def set_layer_choices(combo: QtWidgets.QComboBox, layers, streams=None) -> None:

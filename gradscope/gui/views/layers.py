@@ -9,11 +9,9 @@ from PyQt6 import QtWidgets
 from .. import style
 from ..axes import value_label
 from ..model import RunData
-from ..plotting import EmptyHint, HoverReadout, Legend, SnapBounds, make_plot, pen
+from ..plotting import HoverReadout, Legend, pen
 from .base import (
-    CurveSet,
     Figure,
-    NonFiniteMarkers,
     View,
     log_series,
     run_combo,
@@ -40,36 +38,8 @@ class LayersFigure(Figure):
 
     def __init__(self, layout: pg.GraphicsLayout, interactive: bool = True):
         super().__init__(layout, interactive)
-        self.grad_plot = make_plot(
-            layout,
-            0,
-            0,
-            menu=interactive,
-            title="Gradient per layer",
-            x_label="timestep t",
-            y_label="‖∂L/∂hₜ‖ (batch mean)",
-            log_y=True,
-        )
-        self.state_plot = make_plot(
-            layout,
-            0,
-            1,
-            menu=interactive,
-            title="Hidden state per layer",
-            x_label="timestep t",
-            y_label="‖hₜ‖ (batch mean)",
-            log_y=True,
-        )
-        self.state_plot.setXLink(self.grad_plot)
-        self.plots = [self.grad_plot, self.state_plot]
+        self.gradient_and_state_plots(("Gradient per layer", "Hidden state per layer"), (0, 0), (0, 1))
         self.legend = Legend(layout, 0, 2)
-        self.grad_curves = CurveSet(self.grad_plot)
-        self.state_curves = CurveSet(self.state_plot)
-        self.grad_marks = NonFiniteMarkers(self.grad_plot)
-        self.state_marks = NonFiniteMarkers(self.state_plot)
-        self.grad_snap = SnapBounds(self.grad_plot)
-        self.state_snap = SnapBounds(self.state_plot)
-        self.hint = EmptyHint(self.grad_plot, "Press Run (Space) to start")
         self.run_key = None
         self.shown: dict | None = None
         self.readouts = [

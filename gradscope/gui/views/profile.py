@@ -12,7 +12,7 @@ from ... import theory as theory_lines
 from .. import style
 from ..axes import value_label
 from ..model import RunData
-from ..plotting import STYLE_GREY, EmptyHint, HoverReadout, Legend, SnapBounds, make_plot, pen
+from ..plotting import STYLE_GREY, HoverReadout, Legend, pen
 from .base import (
     CurveSet,
     Figure,
@@ -72,40 +72,12 @@ class ProfileFigure(Figure):
 
     def __init__(self, layout: pg.GraphicsLayout, interactive: bool = True):
         super().__init__(layout, interactive)
-        self.grad_plot = make_plot(
-            layout,
-            0,
-            0,
-            menu=interactive,
-            title="Gradient through time: ‖∂L/∂hₜ‖",
-            x_label="timestep t",
-            y_label="‖∂L/∂hₜ‖ (batch mean)",
-            log_y=True,
-        )
-        self.state_plot = make_plot(
-            layout,
-            1,
-            0,
-            menu=interactive,
-            title="Hidden state: ‖hₜ‖",
-            x_label="timestep t",
-            y_label="‖hₜ‖ (batch mean)",
-            log_y=True,
-        )
-        self.state_plot.setXLink(self.grad_plot)
+        self.gradient_and_state_plots(("Gradient through time: ‖∂L/∂hₜ‖", "Hidden state: ‖hₜ‖"), (0, 0), (1, 0))
         layout.layout.setRowStretchFactor(0, 3)
         layout.layout.setRowStretchFactor(1, 2)
-        self.plots = [self.grad_plot, self.state_plot]
         self.legend = Legend(layout, 0, 1, rowspan=2)
-        self.grad_curves = CurveSet(self.grad_plot)
         self.theory_curves = CurveSet(self.grad_plot)
-        self.state_curves = CurveSet(self.state_plot)
-        self.grad_marks = NonFiniteMarkers(self.grad_plot)
-        self.state_marks = NonFiniteMarkers(self.state_plot)
         self.grad_zeros = NonFiniteMarkers(self.grad_plot, symbol="t")  # gradients that underflowed to 0
-        self.grad_snap = SnapBounds(self.grad_plot)
-        self.state_snap = SnapBounds(self.state_plot)
-        self.hint = EmptyHint(self.grad_plot, "Press Run (Space) to start")
         # seq2seq: the bridge between the encoder's last step (t = -1) and the decoder's first (t = 0)
         self.bridges = []
         for plot, label in ((self.grad_plot, "bridge: encoder | decoder"), (self.state_plot, None)):
@@ -146,10 +118,16 @@ class ProfileFigure(Figure):
             row = self.row if -len(run.trace) <= self.row < len(run.trace) else -1
             iteration = int(run.trace.iterations[row])
             entry = {"name": run.name, "iteration": iteration, "layer": layer, "values": {}, "theory": {}}
-            entry["stream"] = stream_label(run.streams, layer) if layer < len(run.streams) else f"layer {layer}"
             segments = run.segments(layer)  # a seq2seq stream: encoder and decoder on one axis
             bridged |= len(segments) > 1
             entry["t"] = np.concatenate([_segment_t(offset, length, run) for _, offset, length in segments])
+            # the stream each drawn step belongs to, by name (a seq2seq decoder's t < 0 is its encoder's)
+            entry["streams"] = [
+                stream_label(run.streams, s, top=self.layer == -1 and s == layer) for s, _, _ in segments
+            ]
+            entry["segment"] = np.concatenate(
+                [np.full(len(_segment_t(offset, length, run)), i) for i, (_, offset, length) in enumerate(segments)]
+            )
             for metric, curves, keys, marks, line in (
                 ("grad_h_norm", self.grad_curves, grad_keys, grad_marks, "solid"),
                 ("grad_c_norm", self.grad_curves, grad_keys, grad_marks, "dashdot"),
@@ -279,9 +257,8 @@ class ProfileFigure(Figure):
                     if 0 <= t < len(line) and np.isfinite(line[t]):
                         parts.append(f"{_READOUT[kind]} = {value_label(10 ** line[t])}")
             if parts:
-                lines.append(
-                    f"{entry['name']} (iteration {entry['iteration']}, {entry['stream']}): " + ", ".join(parts)
-                )
+                stream = entry["streams"][entry["segment"][at[0]]] if at.size else entry["streams"][-1]
+                lines.append(f"{entry['name']}, {stream}, iteration {entry['iteration']}: " + ", ".join(parts))
         return f"t = {t}\n" + "\n".join(lines) if lines else None
 
     def _describe_grad(self, x, y):
@@ -354,6 +331,21 @@ class ProfileView(View):
         self.controls.addWidget(QtWidgets.QLabel("Layer:"))
         self.controls.addWidget(self.layer_box)
         self.controls.addSpacing(16)
+        self.controls.addWidget(QtWidgets.QLabel("Iteration:"))
+        self.row_slider = QtWidgets.QSlider(orientation=QtCore.Qt.Orientation.Horizontal)
+        self.row_slider.setToolTip("Recorded iteration to show; at the right end the view follows the latest")
+        self.row_slider.setMinimumWidth(180)
+        self.row_slider.setRange(0, 0)
+        self.row_slider.valueChanged.connect(self._row_changed)
+        self.row_label = QtWidgets.QLabel("latest")
+        self.row_label.setMinimumWidth(110)
+        self.controls.addWidget(self.row_slider, 1)
+        self.controls.addWidget(self.row_label)
+        # The theory toggles on a row of their own: on one row with the rest they made the window at least 1,600 px
+        # wide, more than a laptop's screen, and what did not fit was cut off.
+        self.theory_row = QtWidgets.QHBoxLayout()
+        self.theory_row.setContentsMargins(6, 0, 6, 0)
+        self.theory_row.addWidget(QtWidgets.QLabel("Theory:"))
         # each overlay is a QAction (for the View menu) mirrored by a checkbox here
         self.overlay_actions: dict[str, QtGui.QAction] = {}
         self.overlay_boxes: dict[str, QtWidgets.QCheckBox] = {}
@@ -366,21 +358,11 @@ class ProfileView(View):
             box.toggled.connect(action.setChecked)
             action.toggled.connect(box.setChecked)
             action.toggled.connect(lambda on, k=kind: self.set_overlay(k, on))
-            self.controls.addWidget(box)
+            self.theory_row.addWidget(box)
             self.overlay_actions[kind] = action
             self.overlay_boxes[kind] = box
-        self.controls.addSpacing(16)
-        self.controls.addWidget(QtWidgets.QLabel("Iteration:"))
-        self.row_slider = QtWidgets.QSlider(orientation=QtCore.Qt.Orientation.Horizontal)
-        self.row_slider.setToolTip("Recorded iteration to show; at the right end the view follows the latest")
-        self.row_slider.setMinimumWidth(180)
-        self.row_slider.setRange(0, 0)
-        self.row_slider.valueChanged.connect(self._row_changed)
-        self.row_label = QtWidgets.QLabel("latest")
-        self.row_label.setMinimumWidth(110)
-        self.controls.addWidget(self.row_slider)
-        self.controls.addWidget(self.row_label)
-        self.controls.addStretch(1)
+        self.theory_row.addStretch(1)
+        self.layout().insertLayout(1, self.theory_row)
 
     def set_overlay(self, kind: str, on: bool) -> None:
         if self.overlay_actions[kind].isChecked() != bool(on):

@@ -141,9 +141,9 @@ class UnitsFigure(Figure):
                 gate_keys.append("h")
                 entries.append((f"hₜ (unit {unit})", GATE_COLORS[0], "solid"))
                 traces["h"] = h[:, unit]
+            where = stream_label(run.streams, s, top=self.layer == -1)
             self.gate_plot.setTitle(
-                f"{'Gates' if gates else 'State'} of unit {unit}: {run.label}, {stream_label(run.streams, s)}",
-                size="11pt",
+                f"{'Gates' if gates else 'State'} of unit {unit}: {run.label}, {where}", size="11pt"
             )
             self.h_plot.setTitle(f"hₜ per unit (example 0, iteration {int(a['iteration'][-1])})", size="11pt")
             self.gate_plot.setLabel("left", "gate activation" if gates else "hₜ")

@@ -145,7 +145,7 @@ class WaterfallFigure(Figure):
         self.bad.setVisible(bool(bad.any()))
         symbol = QUANTITIES[self.quantity]
         where = " and ".join(stream_label(run.streams, s) for s, _, _ in segments) if len(segments) > 1 else None
-        where = where or (stream_label(run.streams, layer) if layer < len(run.streams) else f"layer {layer}")
+        where = where or stream_label(run.streams, layer, top=self.layer == -1)
         self.plot.setTitle(f"Waterfall of log₁₀ {symbol}: {run.label}, {where}", size="11pt")
         note = (
             f"{len(rows)} of {len(run.trace)} recorded iterations shown"

@@ -1,0 +1,178 @@
+"""Start-up as a user feels it (issue 9), each figure a whole process, against its target:
+
+    python benchmarks/bench_startup.py                 # the three figures below, ~1.5 min; writes results/startup.*
+    python benchmarks/bench_startup.py --repeats 3 --skip-cold
+
+    first step       process start -> the first computed LSTM step at (B, T, n, d) = (32, 100, 32, 128) on a warm
+                     Numba cache (the engine imported, the kernels loaded, one bptt call)    target < 0.3 s
+    relu demo        gradscope run models/relu_init_scale.toml --out DIR, its figures included, warm cache
+                                                                                              target < 1.0 s
+    cold compile     the same command on an EMPTY kernel cache, minus its warm time: the compile that one process
+                     needs (every kernel of its cell and dtype, the spectra's)                target < 10 s
+
+"Process start" is the parent's clock just before it starts the child (time.time() on both sides, so the
+interpreter's own start-up is counted).  Every process gets 2 threads (as bench_cli.py).  Medians of the
+repeats; the 1-minute load average is printed beside each, since the machine is shared.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import textwrap
+import time
+from pathlib import Path
+
+import numpy as np
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+RESULTS = HERE / "results"
+DEMO = ROOT / "models" / "relu_init_scale.toml"
+TARGETS = {"first_step": 0.3, "relu_demo": 1.0, "cold_compile": 10.0}  # seconds
+
+FIRST_STEP_CHILD = textwrap.dedent("""
+    import time
+    import numpy as np
+    from gradscope.engine import InitSpec, ModelSpec, bptt, init_params
+    spec = ModelSpec(cell="lstm", input_size=32, hidden_size=128, output_size=32)
+    params = init_params(spec, InitSpec(), np.random.default_rng(0))
+    rng = np.random.default_rng(1)
+    x = rng.normal(size=(100, 32, 32)).astype(np.float32)  # (T, B, n)
+    target = rng.normal(size=(100, 32, 32)).astype(np.float32)  # (T, B, k)
+    bptt(spec, params, x, target, np.ones((100, 32), np.float32), "mse")
+    print(time.time())
+""")
+
+
+def environment(cache: str | None) -> dict:
+    """2 threads; the kernel cache ``cache`` (None: the one this environment uses, warm after one run)."""
+    env = dict(os.environ)
+    if cache is not None:
+        env["NUMBA_CACHE_DIR"] = cache
+    for name in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NUMBA_NUM_THREADS"):
+        env[name] = "2"
+    env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
+    return env
+
+
+def run(command: list[str], env: dict) -> tuple[float, str]:
+    """(seconds from just before the start to the exit, stdout) of one process, which must succeed."""
+    start = time.time()
+    proc = subprocess.run(command, env=env, cwd=ROOT, capture_output=True, text=True)
+    seconds = time.time() - start
+    if proc.returncode != 0:
+        raise RuntimeError(f"{' '.join(command)} exited {proc.returncode}:\n{proc.stderr[-3000:]}")
+    return seconds, proc.stdout
+
+
+def first_step(env: dict) -> float:
+    start = time.time()
+    _, out = run([sys.executable, "-c", FIRST_STEP_CHILD], env)
+    return float(out.split()[-1]) - start
+
+
+def demo_command(out: Path, plots: bool = True) -> list[str]:
+    return [sys.executable, "-m", "gradscope", "run", str(DEMO), "--out", str(out)] + ([] if plots else ["--no-plots"])
+
+
+def demo(env: dict, work: Path, plots: bool = True) -> float:
+    out = work / "demo"
+    shutil.rmtree(out, ignore_errors=True)
+    seconds, _ = run(demo_command(out, plots), env)
+    if plots and not (out / "plots" / "composite.png").exists():
+        raise RuntimeError(f"no figures in {out}")
+    return seconds
+
+
+def figure(name: str, samples: list[float]) -> dict:
+    median = float(np.median(samples))
+    return {
+        "samples": [round(s, 3) for s in samples],
+        "median": median,
+        "best": float(min(samples)),
+        "target": TARGETS[name],
+        "met": median < TARGETS[name],
+    }
+
+
+def load() -> float:
+    return round(os.getloadavg()[0], 2)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--skip-cold", action="store_true", help="leave out the cold compile (~30 s)")
+    parser.add_argument("--out", default=str(RESULTS), help="folder for startup.json and startup.md")
+    args = parser.parse_args()
+    report: dict = {"date": time.strftime("%Y-%m-%d %H:%M"), "command": " ".join(["python"] + sys.argv)}
+    report["load_before"] = load()
+    with tempfile.TemporaryDirectory(prefix="gradscope-bench-startup-") as tmp:
+        work = Path(tmp)
+        env = environment(None)
+        demo(env, work)  # untimed: fills the cache if it was empty, and the file cache
+        first_step(env)
+        steps, demos, plain = [], [], []
+        for repeat in range(args.repeats):  # alternating, so that the load hits both alike
+            steps.append(first_step(env))
+            demos.append(demo(env, work))
+            plain.append(demo(env, work, plots=False))
+            print(
+                f"  repeat {repeat + 1}/{args.repeats}: first step {steps[-1]:.3f} s, relu demo {demos[-1]:.2f} s "
+                f"(--no-plots {plain[-1]:.2f} s), load {load()}",
+                file=sys.stderr,
+            )
+        report["first_step"] = figure("first_step", steps)
+        report["relu_demo"] = figure("relu_demo", demos)
+        report["relu_demo_no_plots"] = {"samples": [round(s, 3) for s in plain], "median": float(np.median(plain))}
+        if not args.skip_cold:
+            cold_cache = str(work / "cache-cold")
+            cold = demo(environment(cold_cache), work, plots=False)
+            report["cold_whole_process"] = cold
+            report["cold_compile"] = figure("cold_compile", [cold - report["relu_demo_no_plots"]["median"]])
+            print(f"  cold: {cold:.1f} s whole process (--no-plots), load {load()}", file=sys.stderr)
+    report["load_after"] = load()
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "startup.json").write_text(json.dumps(report, indent=2))
+    text = markdown(report)
+    (out / "startup.md").write_text(text)
+    print(text)
+
+
+def markdown(report: dict) -> str:
+    rows = [
+        ("process start -> first computed LSTM step (32, 100, 32, 128), warm cache", "first_step"),
+        ("`gradscope run models/relu_init_scale.toml` with its figures, warm cache", "relu_demo"),
+        ("cold compile one process needs (relu demo on an empty cache, minus its warm time)", "cold_compile"),
+    ]
+    lines = [
+        "# Start-up, whole processes (benchmarks/bench_startup.py)",
+        "",
+        f"Measured {report['date']}, load average {report['load_before']} before, {report['load_after']} after; "
+        f"command `{report['command']}`; 2 threads per process; medians.",
+        "",
+        "| figure | median | best | target | met |",
+        "|---|---:|---:|---:|---|",
+    ]
+    for label, key in rows:
+        if key in report:
+            f = report[key]
+            lines.append(
+                f"| {label} | {f['median']:.3f} s | {f['best']:.3f} s | < {f['target']:g} s | "
+                f"{'yes' if f['met'] else 'NO'} |"
+            )
+    lines += ["", f"The relu demo with `--no-plots`: {report['relu_demo_no_plots']['median']:.3f} s (median)."]
+    if "cold_whole_process" in report:
+        lines.append(f"The cold whole process (`--no-plots`): {report['cold_whole_process']:.1f} s.")
+    return "\n".join(lines) + "\n"
+
+
+if __name__ == "__main__":
+    main()
