@@ -54,6 +54,14 @@ class SGD:
             lr = theta.dtype.type(self.lr)
             theta -= lr * (velocity[name] if velocity is not None else g_named[name])
 
+    def state(self) -> dict[str, np.ndarray]:
+        """What a resumed run needs to step on exactly as this one would (engine.trainer.Training.checkpoint)."""
+        return {f"velocity/{name}": v.copy() for name, v in (self.velocity or {}).items()}
+
+    def load_state(self, state: dict[str, np.ndarray]) -> None:
+        velocity = {k.partition("/")[2]: v.copy() for k, v in state.items() if k.startswith("velocity/")}
+        self.velocity = velocity or None
+
 
 class Adam:
     """Adam with bias correction (torch.optim.Adam, no weight decay, no amsgrad)."""
@@ -78,6 +86,16 @@ class Adam:
             s += f(1 - b2) * g * g
             denom = np.sqrt(s) / f(np.sqrt(correction2)) + f(self.eps)
             theta -= f(self.lr / correction1) * m / denom
+
+    def state(self) -> dict[str, np.ndarray]:
+        """The moments and the step count t (the bias corrections depend on it)."""
+        moments = {f"m/{k}": v.copy() for k, v in self.m.items()} | {f"s/{k}": v.copy() for k, v in self.s.items()}
+        return moments | {"t": np.array(self.t)}
+
+    def load_state(self, state: dict[str, np.ndarray]) -> None:
+        self.m = {k[2:]: v.copy() for k, v in state.items() if k.startswith("m/")}
+        self.s = {k[2:]: v.copy() for k, v in state.items() if k.startswith("s/")}
+        self.t = int(state["t"])
 
 
 def make_optimizer(train_config, params: Params):

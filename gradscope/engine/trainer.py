@@ -18,6 +18,7 @@ the generator: the run diverged and keeps everything recorded.
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 from collections.abc import Generator
@@ -29,7 +30,7 @@ from . import bptt
 from .analysis import AnalysisSpec, analyse, exponent_inputs
 from .metrics import parameter_metrics
 from .optim import clip_by_global_norm, make_optimizer
-from .params import init_params
+from .params import Params, init_params
 from .record import Record, diverges
 from .spectra import SpectralTracker
 from .tasks import make_task
@@ -121,6 +122,33 @@ class Training:
         if self._generator is not None:
             self._generator.close()
 
+    def checkpoint(self) -> dict[str, np.ndarray]:
+        """Everything the next iteration depends on, as npz-able arrays: the parameters, the optimizer's state,
+        the data stream's RNG state and the counters.  ``restore`` of it continues the run exactly as it would
+        have gone on: the same batches, updates and records, bit for bit, except spectral_radius and sigma_max,
+        which restart from an exact eigensolve (the tracker's warm start is not kept: engine.spectra) and so
+        agree within the tracker's tolerance, not bit for bit."""
+        state = {f"param/{k}": v.copy() for k, v in self.params.arrays().items()}
+        state |= {f"optimizer/{k}": v for k, v in self.optimizer.state().items()}
+        state["data_rng"] = np.array(json.dumps(self._data_rng.bit_generator.state))
+        state["iteration"], state["recorded"] = np.array(self.iteration), np.array(self._recorded)
+        return state
+
+    def restore(self, state: dict[str, np.ndarray]) -> None:
+        """Continue from a ``checkpoint`` of this run (same run, same seed), before iterating."""
+        if self._generator is not None:
+            raise RuntimeError("restore before the run is iterated")
+        params = Params.from_arrays({k[6:]: v for k, v in state.items() if k.startswith("param/")})
+        for (name, theta), (_, saved) in zip(self.params.named(), params.named(), strict=True):
+            if theta.shape != saved.shape or theta.dtype != saved.dtype:
+                raise ValueError(
+                    f"checkpoint: {name}: got {saved.dtype}{saved.shape}; expected {theta.dtype}{theta.shape}"
+                )
+            theta[...] = saved
+        self.optimizer.load_state({k[10:]: v for k, v in state.items() if k.startswith("optimizer/")})
+        self._data_rng.bit_generator.state = json.loads(str(state["data_rng"]))
+        self.iteration, self._recorded = int(state["iteration"]), int(state["recorded"])
+
     def is_recorded(self, iteration: int) -> bool:
         """Iteration 0, every record_every-th and the last belong in the trace (a diverged one too)."""
         return iteration == 0 or iteration % self.run.train.record_every == 0 or iteration == self.iterations - 1
@@ -158,7 +186,7 @@ class Training:
 
     def _steps(self) -> Generator[Record, None, None]:
         train = self.run.train
-        for iteration in range(self.iterations):
+        for iteration in range(self.iteration, self.iterations):  # from a restored checkpoint's, else 0
             start = time.perf_counter()
             batch = self._batch(iteration)
             with np.errstate(all="ignore"):  # NaN and Inf are data here: recorded, located, never warned about
