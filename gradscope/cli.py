@@ -65,7 +65,8 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument(
         "--resume",
         action="store_true",
-        help="continue the interrupted recording in --out: keep its finished runs, run the others again",
+        help="continue the interrupted recording in --out: keep its finished runs, continue the others from "
+        "their last checkpoint (every ~10 s of computing)",
     )
     run.add_argument(
         "--backend",
@@ -268,13 +269,10 @@ def _run(args) -> int:
     except OSError as error:
         raise BadInput(f"--out {args.out}: cannot record there: {error.strerror or error}") from None
     kept = recording.finished_runs(experiment) if args.resume else {}
-    if kept:
-        print(
-            f"resuming: {', '.join(repr(r.name) for r in kept.values())} finished before and are kept; the "
-            f"other runs run again from iteration 0",
-            file=sys.stderr,
-        )
     todo = [i for i in range(len(experiment.runs)) if i not in kept]
+    if args.resume:
+        for line in recording.resume_lines(experiment, kept, todo):
+            print(line, file=sys.stderr)
     workers = choose_processes(list(experiment.runs), args.processes)
     console = Console([r.name for r in experiment.runs])
     console.line(
@@ -301,6 +299,7 @@ def _run(args) -> int:
                 progress=progress,
                 on_iteration=lambda index, *rest: on_iteration(todo[index], *rest),
                 record_to=[recording.run_dir(i, experiment.runs[i].name) for i in todo],
+                resume=args.resume,
             ),
             console,
             meanwhile=None

@@ -154,13 +154,16 @@ def execute_run(
     on_iteration: Callable[[int, int, float], None] | None = None,
     record_to: str | os.PathLike | None = None,
     max_trace_bytes: int | None = None,
+    resume: bool = False,
 ) -> RunResult:
     """Train one run to its end (or its divergence, failure or a stop) and collect its trace.
 
     ``stop``: anything with ``is_set()``, checked between iterations (and before the run starts).
     ``on_iteration(done, total, seconds)``: called after every iteration, with the seconds since the start.
     ``record_to``: the run's folder of a recording (gradscope.recording): its initial parameters and first
-    batch are written there when it starts, its records to ``records.zarr`` as it goes (gradscope.store).
+    batch are written there when it starts, its records to ``records.zarr`` as it goes (gradscope.store), and
+    its checkpoint every CHECKPOINT_SECONDS of computing and when it is stopped (gradscope.checkpoint).
+    ``resume``: continue from the checkpoint in ``record_to``, when it has a usable one (else from iteration 0).
     ``max_trace_bytes``: the run's recorded history, at most (trace.Trace thins itself past it; default 1 run's
     share of TRACE_BUDGET).  The loop is runs.drive, the app's too.
     """
@@ -173,26 +176,30 @@ def execute_run(
     if stop is not None and stop.is_set():
         return _not_started(run, seed)
     training = recorder = None
+    earlier = 0.0  # seconds computed before a resumed run's checkpoint
     try:
         training = Training(run, seed, backend=backend)
         result.prepare(training)
         if record_to is not None:
-            from .recording import RunRecorder  # the live store (recording.py)
+            from .recording import RunRecorder  # the live store and checkpoints (recording.py)
 
-            recorder = RunRecorder(Path(record_to), result)
+            recorder = RunRecorder.start(Path(record_to), result, training, resume=resume)
+            earlier = result.wall_seconds
 
         def on_record(record):
             result.add(record)
             if recorder is not None:
                 recorder.add(record)
             if on_iteration is not None:
-                on_iteration(result.iterations, training.iterations, time.perf_counter() - start)
+                on_iteration(result.iterations, training.iterations, earlier + time.perf_counter() - start)
 
         if on_iteration is not None:  # the run has started: a long first iteration shows as going on
-            on_iteration(0, training.iterations, time.perf_counter() - start)
+            on_iteration(result.iterations, training.iterations, earlier + time.perf_counter() - start)
 
         result.status = drive(training, RunControl(stop=stop), on_record=on_record)
-    except KeyboardInterrupt:
+        if recorder is not None and result.status is RunStatus.STOPPED:  # a clean stop: --resume goes on here
+            recorder.checkpoint()
+    except KeyboardInterrupt:  # raised inside an iteration: no checkpoint of a half-made update
         result.status = RunStatus.STOPPED
     except Exception:  # noqa: BLE001  (a run that fails ends as FAILED with its traceback; the others go on)
         result.status, result.error = RunStatus.FAILED, traceback.format_exc()
@@ -201,7 +208,7 @@ def execute_run(
             training.close()
         if recorder is not None:
             recorder.close(result.status)
-    result.wall_seconds = time.perf_counter() - start
+    result.wall_seconds = earlier + time.perf_counter() - start
     return result
 
 
@@ -254,6 +261,7 @@ def run_experiment(
     stop=None,
     on_iteration: Callable[[int, int, int, float], None] | None = None,
     record_to: list | None = None,
+    resume: bool = False,
 ) -> list[RunResult]:
     """Run every run of ``experiment``; returns their results in the file's order.
 
@@ -261,7 +269,8 @@ def run_experiment(
     ``on_iteration(index, done, total, seconds)`` as runs go (from workers: at most ~10 times a second each);
     ``stop`` (anything with ``is_set()``) stops every run after its current iteration.  Ctrl+C in this process
     (KeyboardInterrupt) is a stop too.  ``record_to``: a folder per run (or None), where each run records as
-    it goes (execute_run), from this process or a worker.  Raises ConfigError (check_memory) before the first
+    it goes (execute_run), from this process or a worker; with ``resume``, a run whose folder has a checkpoint
+    continues from it.  Raises ConfigError (check_memory) before the first
     iteration when a run cannot fit this machine's memory.
     """
     check_memory(experiment)
@@ -269,7 +278,7 @@ def run_experiment(
     seeds = [run.effective_seed(experiment.seed) for run in runs]
     folders = list(record_to) if record_to is not None else [None] * len(runs)
     workers = choose_processes(runs, processes)
-    share = trace_bytes(len(runs))
+    options = dict(max_trace_bytes=trace_bytes(len(runs)), resume=resume)  # execute_run's, in every process
     if workers == 1:
         results: list[RunResult] = []
         for index, (run, seed) in enumerate(zip(runs, seeds)):
@@ -280,7 +289,7 @@ def run_experiment(
                     on_iteration(index, done, total, seconds)
 
             result = execute_run(
-                run, seed, backend, stop=stop, on_iteration=report, record_to=folders[index], max_trace_bytes=share
+                run, seed, backend, stop=stop, on_iteration=report, record_to=folders[index], **options
             )
             results.append(result)
             if progress:
@@ -292,7 +301,7 @@ def run_experiment(
             if progress:
                 progress(results[-1])
         return results
-    return _run_in_processes(runs, seeds, folders, backend, workers, progress, stop, on_iteration, share)
+    return _run_in_processes(runs, seeds, folders, backend, workers, progress, stop, on_iteration, options)
 
 
 # ------------------------------------------------------------------------------------- worker processes
@@ -341,7 +350,7 @@ class _WorkerStop:
         return _worker_stop.is_set() or os.getppid() != _worker_parent
 
 
-def _execute_in_worker(index: int, run: RunConfig, seed: int, backend: str, share: int, folder=None) -> RunResult:
+def _execute_in_worker(index: int, run: RunConfig, seed: int, backend: str, options: dict, folder=None) -> RunResult:
     last = [0.0]
 
     def report(done, total, seconds):
@@ -352,9 +361,7 @@ def _execute_in_worker(index: int, run: RunConfig, seed: int, backend: str, shar
             except (queue.Full, OSError, ValueError):
                 pass  # progress is a courtesy; the run goes on
 
-    return execute_run(
-        run, seed, backend, stop=_WorkerStop(), on_iteration=report, record_to=folder, max_trace_bytes=share
-    )
+    return execute_run(run, seed, backend, stop=_WorkerStop(), on_iteration=report, record_to=folder, **options)
 
 
 @contextmanager
@@ -371,7 +378,7 @@ def _stop_signals_blocked():
         signal.pthread_sigmask(signal.SIG_SETMASK, previous)
 
 
-def _run_in_processes(runs, seeds, folders, backend, workers, progress, stop, on_iteration, share) -> list[RunResult]:
+def _run_in_processes(runs, seeds, folders, backend, workers, progress, stop, on_iteration, options) -> list[RunResult]:
     context = multiprocessing.get_context("spawn")  # never fork a process that may hold threads
     shared_stop, updates = context.Event(), context.Queue()
     results: dict[int, RunResult] = {}  # by the run's index, filled as the runs end
@@ -391,7 +398,7 @@ def _run_in_processes(runs, seeds, folders, backend, workers, progress, stop, on
     try:
         with _stop_signals_blocked(), _single_threaded_children():  # the workers start here
             pending = {
-                pool.submit(_execute_in_worker, index, run, seed, backend, share, folders[index]): index
+                pool.submit(_execute_in_worker, index, run, seed, backend, options, folders[index]): index
                 for index, (run, seed) in enumerate(zip(runs, seeds))
             }
         while pending:

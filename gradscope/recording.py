@@ -107,6 +107,20 @@ class Recording:
                 kept[index] = result
         return kept
 
+    def resume_lines(self, experiment: Experiment, kept: dict[int, RunResult], todo: list[int]) -> list[str]:
+        """What ``--resume`` does, a line each: the finished runs kept, then for each other run that had started
+        "run 'x' resumed at iteration i of N" (or why it starts again from iteration 0)."""
+        from .checkpoint import resume_note
+
+        lines = [f"resuming: {', '.join(repr(r.name) for r in kept.values())} finished before and are kept"] * bool(
+            kept
+        )
+        for index in todo:
+            run = experiment.runs[index]
+            note = resume_note(self.run_dir(index, run.name), run.name, max(run.train.iterations, 1))
+            lines += [note] if note else []
+        return lines
+
     def link_stores(self, folder: Path, results: list[RunResult]) -> None:
         """io.export_experiment's ``extra_files``: each run's store into the folder being built, as hard links
         (the same disk blocks; the recording keeps its own names until the export replaces it)."""
@@ -243,20 +257,40 @@ __all__ = ["Recording", "RecordingExists", "Folder", "open_folder", "describe", 
 class RunRecorder:
     """A run's store while it runs, made and written by a thread of its own (store.StoreWriter: the run does not
     wait for the disk).  A store that cannot be written (full disk) stops recording, never the run:
-    ``result.store_error`` says why, and the records stay in memory."""
+    ``result.store_error`` says why, and the records stay in memory.
 
-    def __init__(self, folder: Path, result: RunResult):
+    With ``training`` (the engine's Training of the run), ``add`` also queues a checkpoint of it every
+    CHECKPOINT_SECONDS (gradscope.checkpoint; ``add`` is called between iterations, so it is consistent), and
+    ``checkpoint()`` queues one now (a clean stop); each is written once the store holds every record added
+    before it.  ``resume_at``: the run was restored from its checkpoint at that iteration: its store is
+    reopened there (rows past it dropped) and appended to, instead of made anew (``RunRecorder.start``)."""
+
+    def __init__(self, folder: Path, result: RunResult, *, training=None, resume_at: int | None = None):
         from .store import StoreWriter
 
-        self.result = result
-        self.store: StoreWriter | None = StoreWriter(lambda: self._open(folder))
+        self.result, self.folder, self.training = result, Path(folder), training
+        self._checkpointed = time.perf_counter()
+        self.store: StoreWriter | None = StoreWriter(lambda: self._open(self.folder, resume_at))
 
-    def _open(self, folder: Path):
+    @classmethod
+    def start(cls, folder: Path, result: RunResult, training, *, resume: bool = False) -> RunRecorder:
+        """Record ``training``'s run (prepared into ``result``) into ``folder``, with checkpoints; with
+        ``resume``, first continue it from the checkpoint there, when it has a usable one (checkpoint.resume_run)."""
+        from .checkpoint import resume_run
+
+        resume_at = resume_run(Path(folder), training, result) if resume else None
+        return cls(folder, result, training=training, resume_at=resume_at)
+
+    def _open(self, folder: Path, resume_at: int | None = None):
+        from .checkpoint import remove_checkpoint
         from .io import _npz_bytes
         from .store import RunStore
 
+        if resume_at is not None:
+            return RunStore.reopen(folder / STORE_NAME, resume_at)
         result = self.result
         folder.mkdir(parents=True, exist_ok=True)
+        remove_checkpoint(folder)  # an earlier attempt's: it would name rows the new store does not have
         if result.init_params is not None:
             atomic_write_bytes(folder / "init_params.npz", _npz_bytes(result.init_params.arrays()))
         if result.first_batch is not None:
@@ -265,16 +299,38 @@ class RunRecorder:
         return RunStore.create(folder / STORE_NAME, name=result.name, streams=streams, seed=result.seed)
 
     def add(self, record) -> None:
+        from .checkpoint import CHECKPOINT_SECONDS
+
         if self.store is not None:
             try:
                 self.store.add(record)
             except OSError as error:
                 self._failed(error)
+        if self.training is not None and time.perf_counter() - self._checkpointed >= CHECKPOINT_SECONDS:
+            self.checkpoint()
+
+    def checkpoint(self, state: dict[str, np.ndarray] | None = None) -> None:
+        """Queue the run's checkpoint: ``state``, or checkpoint.checkpoint_state of ``training`` now (call it
+        between iterations)."""
+        from .checkpoint import checkpoint_state, write_checkpoint
+
+        self._checkpointed = time.perf_counter()
+        if state is None and self.training is not None:
+            state = checkpoint_state(self.training, self.result)
+        if self.store is not None and state is not None:
+            try:
+                self.store.after_commit(lambda: write_checkpoint(self.folder, state))
+            except OSError as error:
+                self._failed(error)
 
     def close(self, status) -> None:
+        from .checkpoint import remove_checkpoint
+
         if self.store is not None:
             try:
                 self.store.close(str(status))
+                if str(status) in (RunStatus.COMPLETED, RunStatus.DIVERGED):  # nothing left to resume
+                    remove_checkpoint(self.folder)
             except OSError as error:
                 self._failed(error)
 

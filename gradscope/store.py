@@ -15,8 +15,12 @@ Why it survives a SIGKILL: a flush resizes and writes each array, then rewrites 
 the new row count.  Zarr's LocalStore writes every file under a temporary name and renames it into place
 (zarr >= 3.1.3), so a kill leaves each file old or new, never torn; rows below ``records`` are never written
 again, so the reader takes ``records`` rows and ignores anything a half-done flush appended past them.
-A run's store is flushed by a thread of its own (StoreWriter), so training never waits for the disk; no
-fsync: a killed process loses nothing the kernel already has, a power cut whatever it had not written yet.
+A run's store is flushed by a thread of its own (StoreWriter), so training never waits for the disk.
+
+fsync policy: a flush does not fsync (a killed process loses nothing the kernel already has); ``sync()`` fsyncs
+what the store wrote since the last sync, and StoreWriter calls it before each of the run's checkpoints
+(gradscope.checkpoint, every ~10 s), so a power cut loses at most the records since the last checkpoint, and a
+checkpoint on disk never names rows that are not.
 """
 
 from __future__ import annotations
@@ -31,6 +35,7 @@ from typing import Any
 import numpy as np
 
 from .engine.record import Record
+from .files import fsync_dir
 
 STORE_NAME = "records.zarr"
 STORE_FORMAT = 1
@@ -74,6 +79,7 @@ class RunStore:
         self._flushed_at = self.clock()
         self.nonfinite: dict | None = None
         self.columns: list[str] = []  # the trace's column order (first seen first), kept in the attributes
+        self._synced_ns = 0  # when sync() last ran (time.time_ns): files older than that are on disk
 
     @classmethod
     def create(cls, path, *, name: str, streams, seed: int | None = None, flush_seconds: float = FLUSH_SECONDS):
@@ -96,6 +102,52 @@ class RunStore:
         }
         group.attrs.update(attrs)
         return cls(group, path, flush_seconds)
+
+    @classmethod
+    def reopen(cls, path, before: int, flush_seconds: float = FLUSH_SECONDS) -> RunStore:
+        """The store at ``path``, to append to again from iteration ``before`` on (``--resume`` from a checkpoint
+        at that iteration): the rows of iterations >= ``before``, committed after the checkpoint, are dropped
+        first (count, then contents: a kill in between leaves them past ``records``, where no reader looks)."""
+        import zarr
+
+        path = Path(path)
+        arrays, info = read_store(path)
+        if int(info.get("iterations", 0)) < before:
+            raise ValueError(
+                f"{path}: iterations: got {info.get('iterations')}; a checkpoint at iteration {before} needs at "
+                f"least that many committed"
+            )
+        iterations = arrays.get("iteration", np.zeros(0, dtype=np.int64))  # (K,), increasing
+        K = int(np.searchsorted(iterations, before))  # rows of iterations < before
+        group = zarr.open_group(str(path), mode="r+")
+        attrs = {"records": K, "iterations": before, "status": RUNNING, "pid": os.getpid(), "nonfinite": None}
+        group.attrs.update(attrs)
+        for _name, array in group.arrays():
+            if array.shape[0] > K:  # back to the fill value first: a chunk cut by resize keeps its old rows
+                array[K:] = _fill(array.dtype)
+                array.resize((K,) + array.shape[1:])
+        store = cls(group, path, flush_seconds)
+        store.records, store.iterations = K, before
+        store.columns = [str(n) for n in info.get("columns", [])]
+        return store
+
+    def sync(self) -> None:
+        """fsync every file the store changed since the last sync, and its folders (renames are entries)."""
+        since, self._synced_ns = self._synced_ns, time.time_ns()
+        margin = 2 * 10**9  # file systems with coarse timestamps: take a little more, never less
+        try:
+            for root, _dirs, files in os.walk(self.path):
+                for name in files:
+                    file = os.path.join(root, name)
+                    if os.stat(file).st_mtime_ns >= since - margin:
+                        fd = os.open(file, os.O_RDONLY)
+                        try:
+                            os.fsync(fd)
+                        finally:
+                            os.close(fd)
+                fsync_dir(root)
+        except OSError as error:
+            raise StoreError(error.errno, f"{self.path}: {error.strerror or error}") from error
 
     def add(self, record: Record) -> None:
         """Count the iteration; a recorded one becomes a row.  Flushes when the last flush is a second old."""
@@ -170,12 +222,14 @@ class StoreWriter:
     store (``open_store()``, e.g. RunStore.create plus the run's first files), then flushes once a second;
     ``add`` only queues the record.  Measured: a flush of an LSTM's ~25 arrays took 0.1 to 0.4 s on the loaded
     2-core machine, mostly waiting on Zarr's I/O loop; done in line every second it slowed runs by up to 40%.
-    A write that fails ends the thread; the next ``add`` or ``close`` raises its StoreError."""
+    A write that fails ends the thread; the next ``add`` or ``close`` raises its StoreError.
+    ``after_commit(write)``: ``write()`` runs in the thread once every record added before it is committed and
+    fsynced (a checkpoint never names rows that are not on disk)."""
 
     def __init__(self, open_store: Callable[[], RunStore], flush_seconds: float = FLUSH_SECONDS):
         self.store: RunStore | None = None
         self.flush_seconds = flush_seconds
-        self._queue: list[Record] = []
+        self._queue: list[Record | Callable[[], None]] = []
         self._lock = threading.Lock()
         self._wake = threading.Event()
         self._closing = False
@@ -188,6 +242,12 @@ class StoreWriter:
             raise self.error
         with self._lock:
             self._queue.append(record)
+
+    def after_commit(self, write: Callable[[], None]) -> None:
+        if self.error is not None:
+            raise self.error
+        with self._lock:
+            self._queue.append(write)
 
     def close(self, status: str) -> None:
         """Stop the thread, then write what is left and the run's final status."""
@@ -220,12 +280,26 @@ class StoreWriter:
         if self.store is None:
             return
         with self._lock:
-            records, self._queue = self._queue, []
-        if not records and status == RUNNING:
+            items, self._queue = self._queue, []
+        if not items and status == RUNNING:
             return
-        for record in records:
-            self.store.take(record)
-        self.store.flush(status)
+        pending = True
+        for item in items:
+            if isinstance(item, Record):
+                self.store.take(item)
+                pending = True
+                continue
+            self.store.flush(RUNNING)  # the rows before it committed, then on disk, then the checkpoint
+            self.store.sync()
+            try:
+                item()
+            except OSError as error:
+                raise StoreError(
+                    error.errno, f"{error.filename or self.store.path}: {error.strerror or error}"
+                ) from error
+            pending = False
+        if pending or status != RUNNING:
+            self.store.flush(status)
 
 
 def read_store(path) -> tuple[dict[str, np.ndarray], dict]:
