@@ -220,8 +220,23 @@ def _compile(experiment, backend: str, console: Console, stop: StopRequest) -> N
     progress is shown; loading a warm cache is quick and stays quiet.  A stop signal ends it between kernels."""
     if backend != "numba":
         return
-    from .engine import compile_kernels
+    import warnings
 
+    from .engine import compile_kernels
+    from .engine._jit import KernelCacheWarning
+
+    with warnings.catch_warnings(record=True) as caught:  # a full disk's cache: one line, the kernels still run
+        warnings.simplefilter("always", KernelCacheWarning)
+        _compile_each(experiment, console, stop, compile_kernels)
+    console.clear()
+    for warning in caught:
+        if issubclass(warning.category, KernelCacheWarning):
+            print(f"gradscope: {str(warning.message).removeprefix('GradScope: ')}", file=sys.stderr)
+        else:
+            warnings.showwarning(warning.message, warning.category, warning.filename, warning.lineno)
+
+
+def _compile_each(experiment, console: Console, stop: StopRequest, compile_kernels) -> None:
     for spec in dict.fromkeys(r.model_spec() for r in experiment.runs):  # each once, in the file's order
         start = time.perf_counter()
 
@@ -236,7 +251,6 @@ def _compile(experiment, backend: str, console: Console, stop: StopRequest) -> N
                     console.line(text)
 
         compile_kernels(spec, progress=report)
-    console.clear()
 
 
 def write_figures(experiment, results, plots_dir):

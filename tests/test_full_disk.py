@@ -1,7 +1,8 @@
 """A full disk for real: ``gradscope run`` in a process whose files may not grow past a limit
 (resource.RLIMIT_FSIZE, with SIGXFSZ ignored so that a write past it fails with EFBIG as a full disk fails with
 ENOSPC).  Nothing is mocked: Zarr, NumPy's npz writer and the exporter meet the error where they would.  The
-limit is set after the kernels are compiled (a cold Numba cache would meet it first: that is Numba's file).
+limit is set after the kernels are compiled, so that these test our files; the last test meets it in
+Numba's own cache save, with a cold cache: the kernel still runs (engine._jit), and says so once.
 
     limit 100 kB: every store chunk fits, the export's trace.npz (~270 kB) does not -> fails during the export
     limit 60 kB, 1000 iterations: the store's first chunk of per-timestep norms (512 rows of ~310 B) does not
@@ -123,3 +124,38 @@ def test_a_full_disk_gives_one_line_exit_1_and_no_truncated_file(tmp_path, limit
     K = len(kept_run.trace)
     for name, values in kept.items():
         np.testing.assert_array_equal(values, reference[name][:K], err_msg=name)
+
+
+KERNEL_CHILD = """
+import resource, signal, sys, warnings
+import numpy as np
+signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+resource.setrlimit(resource.RLIMIT_FSIZE, (200, 200))  # Numba's index and data files do not fit
+from gradscope.engine import _jit
+@_jit.kernel
+def twice_plus_one(x):
+    return 2.0 * x + 1.0
+with warnings.catch_warnings(record=True) as caught:
+    warnings.simplefilter("always")
+    first = twice_plus_one(np.float64(3.0))  # compiled here; its save fails
+    second = twice_plus_one(np.arange(3.0))  # a second signature: no second try, no second warning
+print(first, second.tolist(), _jit.CACHE_SAVE_ERROR is not None)
+print("|".join(str(w.message) for w in caught if issubclass(w.category, _jit.KernelCacheWarning)))
+"""
+
+
+def test_a_kernel_whose_cache_save_meets_a_full_disk_still_runs_and_says_so_once(tmp_path):
+    cache = tmp_path / "cold-cache"  # nothing compiled there yet
+    env = dict(os.environ, PYTHONPATH=str(ROOT), NUMBA_CACHE_DIR=str(cache))
+    (tmp_path / "kernel_child.py").write_text(KERNEL_CHILD)  # a file: Numba caches only functions of files
+    done = subprocess.run(
+        [sys.executable, str(tmp_path / "kernel_child.py")], env=env, capture_output=True, text=True, timeout=300
+    )
+    assert done.returncode == 0, done.stderr
+    result, warned = done.stdout.strip().splitlines()
+    assert result == "7.0 [1.0, 3.0, 5.0] True"
+    assert warned.count("cannot be saved in the cache") == 1 and "File too large" in warned
+    assert "Traceback" not in done.stderr
+    saved = [p for p in cache.rglob("*twice_plus_one*")]
+    assert all(p.stat().st_size <= 200 for p in saved)  # at most a partial temporary Numba removed, never kept
+    assert not [p for p in saved if p.suffix in (".nbc", ".nbi")]

@@ -26,6 +26,7 @@ import warnings
 from pathlib import Path
 
 import numba
+from numba.core.caching import FunctionCache
 from numba.extending import overload
 
 FASTMATH = frozenset({"contract", "reassoc", "nsz", "arcp"})
@@ -132,6 +133,35 @@ def _our_cache_dir():
         numba.config.CACHE_DIR = saved
 
 
+CACHE_SAVE_ERROR: str | None = None  # why a compiled kernel could not be saved (full disk), once it happened
+
+
+class _DiskFullTolerantCache(FunctionCache):
+    """Numba's function cache, except that a save that fails (a full disk: ENOSPC, a file size limit: EFBIG)
+    leaves the kernel compiled in memory, where Numba would end the compile, and so the run, with the OSError.
+    Numba saves only after the overload is added, so the kernel runs; it is compiled again in the next process.
+    The first failure warns once (KernelCacheWarning) and stops every later save in this process."""
+
+    def save_overload(self, sig, data):
+        global CACHE_SAVE_ERROR
+        if CACHE_SAVE_ERROR is not None:
+            return
+        try:
+            super().save_overload(sig, data)
+        except OSError as error:
+            CACHE_SAVE_ERROR = f"{error.filename or self.cache_path}: {error.strerror or error}"
+            warnings.warn(
+                f"GradScope: compiled kernels cannot be saved in the cache ({CACHE_SAVE_ERROR}); they run "
+                f"uncached in this process and are compiled again in the next",
+                KernelCacheWarning,
+                stacklevel=2,
+            )
+
+
+class KernelCacheWarning(RuntimeWarning):
+    """Numba's cache could not be written: the kernels run, compiled in this process only."""
+
+
 def kernel(func=None, **overrides):
     """``@kernel`` / ``@kernel(option=...)``: numba.njit with the project's options (cached, nogil, NaN-safe).
 
@@ -142,7 +172,10 @@ def kernel(func=None, **overrides):
 
     def decorate(f):
         with _our_cache_dir():
-            return numba.njit(**options)(f)
+            dispatcher = numba.njit(**options)(f)
+        if isinstance(dispatcher._cache, FunctionCache):  # Numba keeps its cache there (Dispatcher.enable_caching)
+            dispatcher._cache.__class__ = _DiskFullTolerantCache
+        return dispatcher
 
     return decorate(func) if func is not None else decorate
 
