@@ -132,20 +132,22 @@ class RunStore:
         return store
 
     def sync(self) -> None:
-        """fsync every file the store changed since the last sync, and its folders (renames are entries)."""
+        """fdatasync every file the store changed since the last sync, and fsync the folders whose entries
+        changed (Zarr renames each file into place): only those, as each costs a journal commit (~5-10 ms)."""
         since, self._synced_ns = self._synced_ns, time.time_ns()
-        margin = 2 * 10**9  # file systems with coarse timestamps: take a little more, never less
+        since -= 2 * 10**9  # file systems with coarse timestamps: take a little more, never less
         try:
             for root, _dirs, files in os.walk(self.path):
                 for name in files:
                     file = os.path.join(root, name)
-                    if os.stat(file).st_mtime_ns >= since - margin:
+                    if os.stat(file).st_mtime_ns >= since:
                         fd = os.open(file, os.O_RDONLY)
                         try:
-                            os.fsync(fd)
+                            os.fdatasync(fd)
                         finally:
                             os.close(fd)
-                fsync_dir(root)
+                if os.stat(root).st_mtime_ns >= since:
+                    fsync_dir(root)
         except OSError as error:
             raise StoreError(error.errno, f"{self.path}: {error.strerror or error}") from error
 
