@@ -30,6 +30,7 @@ from collections.abc import Callable
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 from .config import ConfigError, Experiment, RunConfig
 from .runs import RunControl, RunResult, RunStatus, drive
@@ -278,7 +279,7 @@ def run_experiment(
     seeds = [run.effective_seed(experiment.seed) for run in runs]
     folders = list(record_to) if record_to is not None else [None] * len(runs)
     workers = choose_processes(runs, processes)
-    options = dict(max_trace_bytes=trace_bytes(len(runs)), resume=resume)  # execute_run's, in every process
+    options: dict[str, Any] = dict(max_trace_bytes=trace_bytes(len(runs)), resume=resume)  # for execute_run
     if workers == 1:
         results: list[RunResult] = []
         for index, (run, seed) in enumerate(zip(runs, seeds)):

@@ -120,7 +120,8 @@ class RunStore:
         iterations = arrays.get("iteration", np.zeros(0, dtype=np.int64))  # (K,), increasing
         K = int(np.searchsorted(iterations, before))  # rows of iterations < before
         group = zarr.open_group(str(path), mode="r+")
-        attrs = {"records": K, "iterations": before, "status": RUNNING, "pid": os.getpid(), "nonfinite": None}
+        attrs: dict[str, Any] = {"records": K, "iterations": before, "status": RUNNING, "pid": os.getpid()}
+        attrs["nonfinite"] = None
         group.attrs.update(attrs)
         for _name, array in group.arrays():
             if array.shape[0] > K:  # back to the fill value first: a chunk cut by resize keeps its old rows
