@@ -170,3 +170,37 @@ def test_a_reopened_store_drops_the_rows_past_the_checkpoint_and_appends(tmp_pat
     np.testing.assert_array_equal(arrays["iteration"], np.arange(7))
     np.testing.assert_array_equal(arrays["loss"], [-1.0] * 6 + [6.0])
     assert arrays["h_norm"].shape == (7, 1, 3)
+
+
+def test_a_clean_stop_leaves_a_checkpoint_that_resume_continues_from(tmp_path):
+    from gradscope.config import loads
+    from gradscope.experiment import execute_run
+
+    experiment = loads(TRAINING.format(long=25))
+    run = experiment.runs[1]
+    seed = run.effective_seed(experiment.seed)
+
+    class StopAfter:  # set once the run has made 9 iterations (checked before each)
+        def __init__(self):
+            self.asked = 0
+
+        def is_set(self):
+            self.asked += 1
+            return self.asked > 10
+
+    folder = tmp_path / "02-long"
+    stopped = execute_run(run, seed, stop=StopAfter(), record_to=folder)
+    assert str(stopped.status) == "stopped" and 0 < stopped.iterations < 25
+    assert int(read_checkpoint(folder)["iteration"]) == stopped.iterations
+    resumed = execute_run(run, seed, record_to=folder, resume=True)
+    assert str(resumed.status) == "completed" and resumed.iterations == 25
+    assert not (folder / CHECKPOINT_NAME).exists()
+    whole = execute_run(run, seed).trace.to_arrays()
+    got = resumed.trace.to_arrays()
+    assert list(got) == list(whole)
+    for name, values in whole.items():
+        if name in TOLERANCE:
+            np.testing.assert_allclose(got[name], values, rtol=TOLERANCE[name], err_msg=name)
+        else:
+            np.testing.assert_array_equal(got[name], values, err_msg=name)
+    np.testing.assert_array_equal(read_store(folder / "records.zarr")[0]["loss"], whole["loss"])
