@@ -52,6 +52,47 @@ def fsync_dir(path: str | os.PathLike) -> None:
         os.close(fd)
 
 
+def _syncfs():
+    """libc's syncfs(2) (Linux), or None where there is none."""
+    try:
+        import ctypes
+
+        function = ctypes.CDLL(None, use_errno=True).syncfs
+    except (OSError, AttributeError):
+        return None
+    function.argtypes = [ctypes.c_int]
+    return function
+
+
+def sync_tree(path: str | os.PathLike) -> None:
+    """Flush every file and folder under ``path`` to disk before the folder is published (renamed into place).
+
+    One syncfs(2) of the file system that holds it (Linux): the kernel writes the folder's files out together
+    and commits the journal once, where an fsync per file waits for a journal commit each (an export of 1,000
+    runs wrote 4,000 files: ~3 ms each, 13 s; two sweep workers exporting at once waited ~12 ms per point).
+    Elsewhere (no syncfs): an fsync of every file and folder.  Raises OSError when the disk reports an error."""
+    syncfs = _syncfs()
+    if syncfs is not None:
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            if syncfs(fd) != 0:
+                import ctypes
+
+                code = ctypes.get_errno()
+                raise OSError(code, f"{path}: {os.strerror(code)}")
+        finally:
+            os.close(fd)
+        return
+    for root, _dirs, files in os.walk(path):
+        for name in files:
+            fd = os.open(os.path.join(root, name), os.O_RDONLY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+        fsync_dir(root)
+
+
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
     """Write ``data`` to ``path`` so that ``path`` is either its old content or all of ``data``."""
     path = Path(path)
@@ -159,6 +200,7 @@ __all__ = [
     "atomic_write_bytes",
     "atomic_write_text",
     "fsync_dir",
+    "sync_tree",
     "check_writable",
     "TemporaryDir",
     "remove_stale_temporaries",

@@ -5,8 +5,8 @@ back.
     export_experiment("out/relu", experiment, results, figures=write)   # and plots/, by write(experiment, results, dir)
     experiment, results = load_experiment_folder("out/relu")   # view it again without running
 
-Atomicity: the folder is built under a temporary name beside its destination, every file is fsynced, and the
-folder is renamed into place (an earlier export under the same name is swapped out only then).  A crash, a
+Atomicity: the folder is built under a temporary name beside its destination, flushed to disk as a whole
+(files.sync_tree: one syncfs, not an fsync per file), and renamed into place (an earlier export under the same name is swapped out only then).  A crash, a
 kill or a full disk leaves at most a hidden ``.<name>.tmp-*`` folder, never a truncated file under a final name.
 Single files (config.save) go through ``files.atomic_write_bytes``: temporary name in the same folder, fsync,
 os.replace.
@@ -38,6 +38,7 @@ from .files import (
     check_writable,
     fsync_dir,
     remove_stale_temporaries,
+    sync_tree,
 )
 from .runs import FINISHED, RunResult, RunStatus
 from .trace import Trace
@@ -87,11 +88,10 @@ def _npz_bytes(arrays: dict[str, np.ndarray]) -> bytes:
 
 
 def _write(path: Path, data: bytes) -> None:
-    """A file inside the folder under construction: written and fsynced (the folder's rename publishes it)."""
+    """A file inside the folder under construction (flushed to disk with the whole folder, sync_tree, before the
+    folder's rename publishes it)."""
     with open(path, "wb") as f:
         f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
 
 
 # -------------------------------------------------------------------------------------------------- export
@@ -311,7 +311,7 @@ def export_experiment(
         summary_json = json.dumps(_finite_or_text(summary), indent=2, allow_nan=False)
         _write(tmp / "summary.json", summary_json.encode("utf-8"))
         building.release()
-        fsync_dir(tmp)
+        sync_tree(tmp)  # every file of the folder on disk before its name is
         _publish(tmp, out)
     except BaseException:
         building.remove()
