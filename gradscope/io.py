@@ -37,6 +37,7 @@ from .files import (
     atomic_write_text,
     check_writable,
     fsync_dir,
+    published,
     remove_stale_temporaries,
     sync_tree,
 )
@@ -259,7 +260,7 @@ def export_experiment(
     FigureExportError (after the traces are in place, with ``figures_error`` in summary.json) when only the
     figures failed, whatever the writer raised (including an ImportError of the GUI it loads).
     ``extra_files(folder, results)``, when given, adds files to the folder under construction (the recording's
-    stores, gradscope.recording), published with it.
+    stores, gradscope.recording, moved in by files.move_into: given back if the export fails), published with it.
     """
     out = check_output_dir(out_dir).absolute()
     out.parent.mkdir(parents=True, exist_ok=True)  # with the umask's mode, as mkdir -p
@@ -285,8 +286,6 @@ def export_experiment(
             if result.first_batch is not None:
                 _write(run_dir / "first_batch.npz", _npz_bytes(dict(result.first_batch)))
             summaries.append(_run_summary(result, dir_name) | write_analysis(run_dir, result))
-        if extra_files is not None:
-            extra_files(tmp, results)
         ran = experiment.model_copy(update={"runs": [r.run for r in results]})
         _write(tmp / "experiment.toml", dumps(ran).encode("utf-8"))
         if figures:
@@ -295,6 +294,8 @@ def export_experiment(
                 figures(ran, results, tmp / "plots")
             except Exception:  # noqa: BLE001  (no figure must cost the traces: they are published all the same)
                 figures_error = traceback.format_exc()
+        if extra_files is not None:  # last: the recording's stores move in (files.move_into) for the shortest time
+            extra_files(tmp, results)
         summary = {
             "format_version": max([FORMAT_VERSION] + [format_of(r.run) for r in results]),
             "gradscope_version": gradscope_version(),
@@ -313,6 +314,7 @@ def export_experiment(
         building.release()
         sync_tree(tmp)  # every file of the folder on disk before its name is
         _publish(tmp, out)
+        published(out)
     except BaseException:
         building.remove()
         raise
