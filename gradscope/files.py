@@ -85,7 +85,7 @@ def sync_tree(path: str | os.PathLike) -> None:
         finally:
             os.close(fd)
         return
-    for root, _dirs, files in os.walk(path):
+    for root, _dirs, files in os.walk(os.fspath(path)):
         for name in files:
             fd = os.open(os.path.join(root, name), os.O_RDONLY)
             try:

@@ -6,7 +6,8 @@ back.
     experiment, results = load_experiment_folder("out/relu")   # view it again without running
 
 Atomicity: the folder is built under a temporary name beside its destination, flushed to disk as a whole
-(files.sync_tree: one syncfs, not an fsync per file), and renamed into place (an earlier export under the same name is swapped out only then).  A crash, a
+(files.sync_tree: one syncfs, not an fsync per file), and renamed into place (an earlier export under the
+same name is swapped out only then).  A crash, a
 kill or a full disk leaves at most a hidden ``.<name>.tmp-*`` folder, never a truncated file under a final name.
 Single files (config.save) go through ``files.atomic_write_bytes``: temporary name in the same folder, fsync,
 os.replace.
