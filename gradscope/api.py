@@ -108,7 +108,7 @@ def run(
             recording.close()
         else:
             folder = export_experiment(
-                out, chosen, results, figures=_write_figures if plots else None, extra_files=recording.link_stores
+                out, chosen, results, figures=_write_figures if plots else None, extra_files=recording.move_stores
             )
             sources = [folder] * len(results)
     state = "stopped" if any(str(r.status) == "stopped" for r in results) else "completed"

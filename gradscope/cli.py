@@ -341,7 +341,7 @@ def _run(args) -> int:
                 experiment,
                 results,
                 figures=None if args.no_plots else write_figures,
-                extra_files=recording.link_stores,
+                extra_files=recording.move_stores,
             )
             print(f"exported to {out}", file=sys.stderr)
             for r in results:  # the export has every record; the live copy had stopped

@@ -14,6 +14,7 @@ library, so neither has to import the other for it.
 from __future__ import annotations
 
 import fcntl
+import json
 import os
 import shutil
 import tempfile
@@ -21,6 +22,7 @@ import time
 from pathlib import Path
 
 LOCK_NAME = ".gradscope-lock"  # inside a temporary folder: held (flock) by the process building it
+MOVED_NAME = ".gradscope-moved.json"  # inside a temporary folder: what was moved into it from where (move_into)
 STALE_SECONDS = 3600  # a temporary without a lock older than this is left over (a lock is taken within ms)
 
 
@@ -50,6 +52,47 @@ def fsync_dir(path: str | os.PathLike) -> None:
         pass
     finally:
         os.close(fd)
+
+
+def _syncfs():
+    """libc's syncfs(2) (Linux), or None where there is none."""
+    try:
+        import ctypes
+
+        function = ctypes.CDLL(None, use_errno=True).syncfs
+    except (OSError, AttributeError):
+        return None
+    function.argtypes = [ctypes.c_int]
+    return function
+
+
+def sync_tree(path: str | os.PathLike) -> None:
+    """Flush every file and folder under ``path`` to disk before the folder is published (renamed into place).
+
+    One syncfs(2) of the file system that holds it (Linux): the kernel writes the folder's files out together
+    and commits the journal once, where an fsync per file waits for a journal commit each (an export of 1,000
+    runs wrote 4,000 files: ~3 ms each, 13 s; two sweep workers exporting at once waited ~12 ms per point).
+    Elsewhere (no syncfs): an fsync of every file and folder.  Raises OSError when the disk reports an error."""
+    syncfs = _syncfs()
+    if syncfs is not None:
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            if syncfs(fd) != 0:
+                import ctypes
+
+                code = ctypes.get_errno()
+                raise OSError(code, f"{path}: {os.strerror(code)}")
+        finally:
+            os.close(fd)
+        return
+    for root, _dirs, files in os.walk(os.fspath(path)):
+        for name in files:
+            fd = os.open(os.path.join(root, name), os.O_RDONLY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+        fsync_dir(root)
 
 
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
@@ -115,8 +158,47 @@ class TemporaryDir:
             self._lock = None
 
     def remove(self) -> None:
+        """Give back what was moved in (move_into), then delete the folder."""
         self.release()
+        restore_moved(self.path)
         shutil.rmtree(self.path, ignore_errors=True)
+
+
+def move_into(folder: str | os.PathLike, moves: list[tuple[Path, Path]]) -> None:
+    """Rename each (source, target) pair, ``target`` inside the temporary ``folder``, after writing them down in
+    the folder's MOVED_NAME: one rename per folder moved (a run's store is ~40 files in ~40 folders: a hard link
+    of each, and removing the old names afterwards, took 23 of a 1,000-run export's seconds).  Until the folder is
+    published, whatever deletes it gives them back first (TemporaryDir.remove, remove_stale_temporaries), so a
+    kill or an error mid-export leaves each where it was.  Call ``published(destination)`` after the rename."""
+    folder = Path(folder)
+    journal = {"pid": os.getpid(), "moves": [[str(Path(a).absolute()), str(Path(b).absolute())] for a, b in moves]}
+    with open(folder / MOVED_NAME, "w", encoding="utf-8") as f:
+        json.dump(journal, f)
+        f.flush()
+        os.fsync(f.fileno())  # on disk before any move it describes
+    for source, target in moves:
+        Path(target).parent.mkdir(parents=True, exist_ok=True)
+        os.rename(source, target)
+
+
+def published(folder: str | os.PathLike) -> None:
+    """The moves into a folder are final: its journal (now under the published name) goes."""
+    Path(folder, MOVED_NAME).unlink(missing_ok=True)
+
+
+def restore_moved(folder: str | os.PathLike) -> None:
+    """Move back what ``move_into`` moved into ``folder`` (each target still there whose source is free)."""
+    journal_path = Path(folder) / MOVED_NAME
+    try:
+        moves = json.loads(journal_path.read_text(encoding="utf-8"))["moves"]
+    except (OSError, ValueError, KeyError):
+        return
+    for source, target in moves:
+        source_path, target_path = Path(source), Path(target)
+        if target_path.exists() and not source_path.exists():
+            source_path.parent.mkdir(parents=True, exist_ok=True)
+            os.rename(target_path, source_path)
+    journal_path.unlink(missing_ok=True)
 
 
 def remove_stale_temporaries(path: str | os.PathLike) -> list[Path]:
@@ -134,6 +216,8 @@ def remove_stale_temporaries(path: str | os.PathLike) -> list[Path]:
             continue
         try:
             if _stale(entry):
+                if entry.is_dir() and not entry.is_symlink():
+                    restore_moved(entry)
                 shutil.rmtree(entry) if entry.is_dir() and not entry.is_symlink() else entry.unlink()
                 removed.append(entry)
         except OSError:
@@ -152,15 +236,38 @@ def _stale(entry: Path) -> bool:
         finally:
             os.close(fd)
         return True
+    moved = entry / MOVED_NAME
+    if entry.is_dir() and moved.exists():  # released (about to be published) while holding moved folders
+        try:
+            pid = json.loads(moved.read_text(encoding="utf-8")).get("pid")
+        except (OSError, ValueError):
+            pid = None
+        return not _alive(pid)
     return time.time() - entry.lstat().st_mtime > STALE_SECONDS
+
+
+def _alive(pid) -> bool:
+    if not isinstance(pid, int) or pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 __all__ = [
     "atomic_write_bytes",
     "atomic_write_text",
     "fsync_dir",
+    "sync_tree",
     "check_writable",
     "TemporaryDir",
+    "move_into",
+    "published",
+    "restore_moved",
     "remove_stale_temporaries",
     "umask",
     "STALE_SECONDS",

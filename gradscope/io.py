@@ -5,8 +5,9 @@ back.
     export_experiment("out/relu", experiment, results, figures=write)   # and plots/, by write(experiment, results, dir)
     experiment, results = load_experiment_folder("out/relu")   # view it again without running
 
-Atomicity: the folder is built under a temporary name beside its destination, every file is fsynced, and the
-folder is renamed into place (an earlier export under the same name is swapped out only then).  A crash, a
+Atomicity: the folder is built under a temporary name beside its destination, flushed to disk as a whole
+(files.sync_tree: one syncfs, not an fsync per file), and renamed into place (an earlier export under the
+same name is swapped out only then).  A crash, a
 kill or a full disk leaves at most a hidden ``.<name>.tmp-*`` folder, never a truncated file under a final name.
 Single files (config.save) go through ``files.atomic_write_bytes``: temporary name in the same folder, fsync,
 os.replace.
@@ -37,7 +38,9 @@ from .files import (
     atomic_write_text,
     check_writable,
     fsync_dir,
+    published,
     remove_stale_temporaries,
+    sync_tree,
 )
 from .runs import FINISHED, RunResult, RunStatus
 from .trace import Trace
@@ -87,11 +90,10 @@ def _npz_bytes(arrays: dict[str, np.ndarray]) -> bytes:
 
 
 def _write(path: Path, data: bytes) -> None:
-    """A file inside the folder under construction: written and fsynced (the folder's rename publishes it)."""
+    """A file inside the folder under construction (flushed to disk with the whole folder, sync_tree, before the
+    folder's rename publishes it)."""
     with open(path, "wb") as f:
         f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
 
 
 # -------------------------------------------------------------------------------------------------- export
@@ -259,7 +261,7 @@ def export_experiment(
     FigureExportError (after the traces are in place, with ``figures_error`` in summary.json) when only the
     figures failed, whatever the writer raised (including an ImportError of the GUI it loads).
     ``extra_files(folder, results)``, when given, adds files to the folder under construction (the recording's
-    stores, gradscope.recording), published with it.
+    stores, gradscope.recording, moved in by files.move_into: given back if the export fails), published with it.
     """
     out = check_output_dir(out_dir).absolute()
     out.parent.mkdir(parents=True, exist_ok=True)  # with the umask's mode, as mkdir -p
@@ -285,8 +287,6 @@ def export_experiment(
             if result.first_batch is not None:
                 _write(run_dir / "first_batch.npz", _npz_bytes(dict(result.first_batch)))
             summaries.append(_run_summary(result, dir_name) | write_analysis(run_dir, result))
-        if extra_files is not None:
-            extra_files(tmp, results)
         ran = experiment.model_copy(update={"runs": [r.run for r in results]})
         _write(tmp / "experiment.toml", dumps(ran).encode("utf-8"))
         if figures:
@@ -295,6 +295,8 @@ def export_experiment(
                 figures(ran, results, tmp / "plots")
             except Exception:  # noqa: BLE001  (no figure must cost the traces: they are published all the same)
                 figures_error = traceback.format_exc()
+        if extra_files is not None:  # last: the recording's stores move in (files.move_into) for the shortest time
+            extra_files(tmp, results)
         summary = {
             "format_version": max([FORMAT_VERSION] + [format_of(r.run) for r in results]),
             "gradscope_version": gradscope_version(),
@@ -311,8 +313,9 @@ def export_experiment(
         summary_json = json.dumps(_finite_or_text(summary), indent=2, allow_nan=False)
         _write(tmp / "summary.json", summary_json.encode("utf-8"))
         building.release()
-        fsync_dir(tmp)
+        sync_tree(tmp)  # every file of the folder on disk before its name is
         _publish(tmp, out)
+        published(out)
     except BaseException:
         building.remove()
         raise

@@ -3,14 +3,15 @@
     recording = Recording.start(out, experiment)    # DIR/recording/: experiment.toml, recording.json
     recording.run_dir(index, name)                 # DIR/recording/01-relu-3-n/ (records.zarr, *.npz)
     ...                                            # the runs append to their stores (experiment.execute_run)
-    export_experiment(out, ..., extra_files=recording.link_stores)   # the final folder replaces DIR, stores kept
+    export_experiment(out, ..., extra_files=recording.move_stores)   # the final folder replaces DIR, stores kept
     folder = open_folder("DIR")                    # an export, a recording still going, or a killed one
 
 ``gradscope run --out DIR`` records into ``DIR/recording/`` (docs/trace_format.md, "The live store"): the
 experiment as it runs, then per run its initial parameters and first batch when it starts and its
 ``records.zarr`` (gradscope.store) as it goes.  When the runs end, the export of docs/trace_format.md is
-written beside DIR and swapped in as before; it keeps each run's store as ``<run dir>/records.zarr`` (hard
-links: no copy), and the recording folder goes with the replaced DIR.  A process killed before that leaves
+written beside DIR and swapped in as before; it keeps each run's store as ``<run dir>/records.zarr`` (moved
+in, one rename per store: no copy; a failed or killed export gives them back), and the recording folder goes
+with the replaced DIR.  A process killed before that leaves
 ``DIR/recording/``, which ``open_folder`` reads as "interrupted at iteration i", run by run.
 """
 
@@ -28,7 +29,7 @@ import numpy as np
 from .config import ConfigError, Experiment, dumps, load
 from .engine.metrics import NonFinite
 from .engine.params import Params
-from .files import atomic_write_bytes, atomic_write_text
+from .files import atomic_write_bytes, atomic_write_text, move_into, remove_stale_temporaries
 from .io import load_experiment_folder, run_dir_name
 from .runs import RunResult, RunStatus
 from .store import RUNNING, STORE_NAME, read_store
@@ -66,6 +67,7 @@ class Recording:
         """Begin recording ``experiment`` under ``out``.  An interrupted recording there is refused unless
         ``resume`` (then it must be of the same experiment; its finished runs are kept by the caller)."""
         path = Path(out) / RECORDING
+        remove_stale_temporaries(out)  # an export killed mid-way gives the stores it held back first
         text = dumps(experiment)
         if (path / MANIFEST).exists():
             manifest = json.loads((path / MANIFEST).read_text(encoding="utf-8"))
@@ -121,13 +123,16 @@ class Recording:
             lines += [note] if note else []
         return lines
 
-    def link_stores(self, folder: Path, results: list[RunResult]) -> None:
-        """io.export_experiment's ``extra_files``: each run's store into the folder being built, as hard links
-        (the same disk blocks; the recording keeps its own names until the export replaces it)."""
+    def move_stores(self, folder: Path, results: list[RunResult]) -> None:
+        """io.export_experiment's ``extra_files``: each run's store into the folder being built, by one rename of
+        its folder (files.move_into: put back if the export does not happen; the recording folder goes with the
+        replaced DIR once it does)."""
+        moves = []
         for index, result in enumerate(results):
             source = self.run_dir(index, result.name) / STORE_NAME
             if source.is_dir():
-                _link_tree(source, folder / run_dir_name(index, result.name) / STORE_NAME)
+                moves.append((source, folder / run_dir_name(index, result.name) / STORE_NAME))
+        move_into(folder, moves)
 
     def close(self) -> None:
         """The recording is no longer needed (its export is in place, or nothing was computed)."""
@@ -136,19 +141,6 @@ class Recording:
 
 def _without_source(text: str) -> str:
     return "\n".join(line for line in text.splitlines() if not line.startswith("#"))
-
-
-def _link_tree(source: Path, target: Path) -> None:
-    for root, _dirs, files in os.walk(source):
-        here = target / Path(root).relative_to(source)
-        here.mkdir(parents=True, exist_ok=True)
-        for name in files:
-            if name.endswith(".partial"):  # a write a kill interrupted
-                continue
-            try:
-                os.link(Path(root) / name, here / name)
-            except OSError:  # a file system without hard links: copy
-                shutil.copy2(Path(root) / name, here / name)
 
 
 # ------------------------------------------------------------------------------------------------ reading
@@ -171,6 +163,7 @@ def open_folder(path) -> Folder:
     folder = Path(path)
     recording = folder / RECORDING / MANIFEST
     if recording.exists():
+        remove_stale_temporaries(folder)  # an export killed mid-way gives the stores it held back first
         return _open_recording(folder)
     if (folder / "summary.json").exists():
         experiment, results = load_experiment_folder(folder)

@@ -88,7 +88,8 @@ def export_figures(experiment, results, plots_dir) -> list[Path]:
     """Render every view of an experiment's results to PNG and SVG in plots_dir.  Returns the files written."""
     ensure_app()
     title = getattr(experiment, "name", "") or ""
-    return render_figures(run_data_from_results(results), plots_dir, title=title)
+    # plots_dir is inside the export being built, which io.export_experiment flushes to disk as a whole
+    return render_figures(run_data_from_results(results), plots_dir, title=title, durable=False)
 
 
 ANALYSIS_FIGURES = {
@@ -144,8 +145,9 @@ def figure_pages(runs: list[RunData], size=VIEW_SIZE):
         yield unique(figure_class.name, stems), widget, figure
 
 
-def render_figures(runs: list[RunData], plots_dir, title: str = "", formats=FORMATS) -> list[Path]:
-    """Each view with something to show (the waterfall once per run) and the composite, as files in plots_dir."""
+def render_figures(runs: list[RunData], plots_dir, title: str = "", formats=FORMATS, durable=True) -> list[Path]:
+    """Each view with something to show (the waterfall once per run) and the composite, as files in plots_dir
+    (each flushed to disk unless not ``durable``: a folder its caller flushes whole)."""
     from . import svg
     from .rendering import encode_png, render_page, write_atomically
 
@@ -160,7 +162,10 @@ def render_figures(runs: list[RunData], plots_dir, title: str = "", formats=FORM
         pending = []
 
         def write_png(path, rgb):
-            return write_atomically(path, encode_png(rgb))
+            return write_atomically(path, encode_png(rgb), durable)
+
+        def write_svg(path, data):
+            return write_atomically(path, data, durable)
 
         waterfalls = 0
         for n, (stem, widget, _figure) in enumerate(figure_pages(runs)):
@@ -174,13 +179,13 @@ def render_figures(runs: list[RunData], plots_dir, title: str = "", formats=FORM
                 data = svg.document(
                     page.width, page.height, style.BACKGROUND, page.svg_defs, page.svg_body, title=f"GradScope: {stem}"
                 )
-                pending.append(pool.submit(write_atomically, plots_dir / f"{stem}.svg", data))
+                pending.append(pool.submit(write_svg, plots_dir / f"{stem}.svg", data))
         if pages:
             composite = _composite(pages, title, formats)
             if "png" in formats:
                 pending.append(pool.submit(write_png, plots_dir / "composite.png", composite.rgb))
             if "svg" in formats:
-                pending.append(pool.submit(write_atomically, plots_dir / "composite.svg", composite.svg))
+                pending.append(pool.submit(write_svg, plots_dir / "composite.svg", composite.svg))
         written += [future.result() for future in pending]  # re-raises an encoding or disk error
     return written
 

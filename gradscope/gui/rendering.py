@@ -118,14 +118,16 @@ def _chunk(kind: bytes, data: bytes) -> bytes:
     return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
 
 
-def write_atomically(path: Path, data: bytes) -> Path:
+def write_atomically(path: Path, data: bytes, durable: bool = True) -> Path:
     """Write ``data`` to a temporary name beside ``path``, flush it to disk, then rename it into place, so a
-    crash never leaves a truncated file under the final name."""
+    crash never leaves a truncated file under the final name.  ``durable=False``: no flush, for a file inside a
+    folder that is flushed as a whole before it is published (io.export_experiment's plots/)."""
     path = Path(path)
     temporary = path.with_name(f".{path.name}.partial")
     with open(temporary, "wb") as handle:
         handle.write(data)
-        handle.flush()
-        os.fsync(handle.fileno())
+        if durable:
+            handle.flush()
+            os.fsync(handle.fileno())
     os.replace(temporary, path)
     return path
