@@ -29,6 +29,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from .config import Experiment
 from .files import atomic_write_text
 from .recording import MANIFEST, RECORDING, Folder, RunRecorder, _pid_alive, open_folder
 from .runs import RunResult, RunStatus
@@ -52,7 +53,7 @@ class Take:
 
     session: Session
     path: Path
-    experiment: object  # the one-run config.Experiment written to its recording
+    experiment: Experiment  # the one-run experiment written to its recording
     open: bool = False  # its recorder has started and not closed yet
     discarded: bool = False  # its run's trace was cleared: the folder goes once the recorder is closed
     run_dir: Path | None = None  # recording/01-name/ once started
@@ -84,6 +85,8 @@ class Take:
 
     def kept(self) -> str:
         """What the run's store holds on disk now, in words: "iterations 0-41 are kept in DIR"."""
+        if self.run_dir is None:
+            return f"nothing of it was written to {self.path}"
         try:
             attrs = json.loads((self.run_dir / STORE_NAME / "zarr.json").read_text(encoding="utf-8"))["attributes"]
             iterations = int(attrs.get("iterations", 0))

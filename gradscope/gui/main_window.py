@@ -13,8 +13,8 @@ from PyQt6 import QtCore, QtWidgets
 
 from .. import config, presets
 from ..recording import describe
-from ..sessions import open_any
 from ..runs import RunStatus
+from ..sessions import open_any
 from . import menus, unsaved
 from .controller import Controller
 from .menus import MODELS_DIR, TAB_TIPS, TAB_TITLES

@@ -147,9 +147,7 @@ class SessionRecording(QtCore.QObject):
             self.dialog.setInformativeText(self._informative(text))
             return
         self.dialog = self._dialog(
-            "Recording stopped",
-            f"GradScope could not record to {self.session.path}.",
-            self._informative(text),
+            "Recording stopped", f"GradScope could not record to {self.session.path}.", self._informative(text)
         )
 
     def _informative(self, text: str) -> str:
@@ -162,9 +160,7 @@ class SessionRecording(QtCore.QObject):
         """gui/saving.py: the export could not be written (full disk, unwritable folder)."""
         why = error.strerror or str(error)
         where = f" ({error.filename})" if getattr(error, "filename", None) else ""
-        recorded = (
-            f", and recorded in {self.session.path}" if self.session.recorded and not self.stopped_notes else ""
-        )
+        recorded = f", and recorded in {self.session.path}" if self.session.recorded and not self.stopped_notes else ""
         self._dialog(
             "Cannot export",
             f"Could not export to {out_dir}: {why}{where}.",

@@ -142,9 +142,7 @@ app.exec()
 
 
 def test_a_killed_app_leaves_an_interrupted_session_that_the_next_start_offers(qtbot, tmp_path):
-    experiment = select(
-        config.load(MODELS_DIR / "clipping_exploding_relu.toml"), runs=["clip 1.0"], iterations=100000
-    )
+    experiment = select(config.load(MODELS_DIR / "clipping_exploding_relu.toml"), runs=["clip 1.0"], iterations=100000)
     path = tmp_path / "long.toml"
     config.save(experiment, path)
     env = dict(os.environ, QT_QPA_PLATFORM="offscreen", PYTHONPATH=str(ROOT))
