@@ -120,6 +120,7 @@ def open(*paths: str | os.PathLike) -> Results:  # noqa: A001  (gradscope.open, 
     killed runs (each run "interrupted at iteration i"), and sweep folders (every point, and sweep.csv).
     Runs whose names repeat across folders are told apart by their folder's name."""
     from .recording import open_folder
+    from .sessions import open_any
 
     if not paths:
         raise TypeError("gradscope.open: give at least one folder")
@@ -132,7 +133,7 @@ def open(*paths: str | os.PathLike) -> Results:  # noqa: A001  (gradscope.open, 
             sweep = pd.read_csv(path / "sweep.csv")
             folders += [open_folder(p) for p in sorted((path / "points").iterdir()) if p.is_dir()]
         else:
-            folders.append(open_folder(path))
+            folders.append(open_any(path))  # a session of the app too (gradscope.sessions)
     runs, streams, analysis = [], {}, {}
     sources: list[Path | None] = []
     taken: set[str] = set()

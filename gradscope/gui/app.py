@@ -54,6 +54,7 @@ def main(path: str | None = None, end_process: bool = False) -> int:
     window = MainWindow()
     window.ends_process = end_process
     window.show()
+    window.recording.check_for_interrupted()  # a session left by a crash: offered in a notice above the views
     target = Path(path) if path else (DEFAULT_EXPERIMENT if DEFAULT_EXPERIMENT.exists() else None)
     if target is not None:
         # after the window is on screen: it appears at once, then loads (and compiles in the background)

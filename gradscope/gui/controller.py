@@ -31,6 +31,7 @@ class Controller(QtCore.QObject):
     run_updated = QtCore.pyqtSignal(int)  # a run's status or counters changed (its key)
     compile_progress = QtCore.pyqtSignal(int, int, str)  # done, total, kernel name
     message = QtCore.pyqtSignal(str)  # for the status bar
+    recording_failed = QtCore.pyqtSignal(str)  # a run's recording stopped: which folder, why, what it kept
 
     def __init__(self, backend: str = "numba", runs_at_once: int | None = None, parent=None):
         super().__init__(parent)
@@ -44,6 +45,8 @@ class Controller(QtCore.QObject):
         self._by_key: dict[int, RunState] = {}  # self.states by key (rebuilt when the list changed)
         self._threads: dict[int, RunState] = {}  # the runs given a worker (pruned by _working)
         self._queued: set[int] = set()  # keys of _waiting
+        self.session = None  # sessions.Session: every run launched records into it (gui/session.py)
+        self._takes: dict[int, object] = {}  # run key -> its sessions.Take (the run's recording on disk)
         compiler().progress.connect(self._on_compiling)  # created here, in the GUI thread
         self.run_updated.connect(self._share_cores)  # after every change of a run's status
 
@@ -52,6 +55,8 @@ class Controller(QtCore.QObject):
         """Replace the runs by the experiment's (stopping any running ones).  With ``results`` (an exported
         folder), the runs come with their traces and nothing needs to run."""
         self.shutdown()
+        for state in self.states:  # their traces go: so do their recordings
+            self._discard_take(state)
         self.experiment = experiment
         self.states = []
         for index, run in enumerate(experiment.runs):
@@ -109,6 +114,7 @@ class Controller(QtCore.QObject):
         state = self.state(key)
         self._stop_thread(state, wait=True)
         self._unqueue(state)
+        self._discard_take(state)
         self.states.remove(state)
         del self._by_key[key]
         self._sync_experiment()
@@ -270,8 +276,11 @@ class Controller(QtCore.QObject):
     def _launch(self, state: RunState, paused: bool) -> None:
         seed = state.run.effective_seed(self.experiment.seed if self.experiment is not None else 0)
         state.result.seed = seed
-        thread = TrainingThread(state.run, seed, backend=self.backend, paused=paused)
         key = state.key
+        take = None
+        if self.session is not None and self.experiment is not None:
+            take = self._takes[key] = self.session.take(self.experiment, state.run, seed)
+        thread = TrainingThread(state.run, seed, backend=self.backend, paused=paused, take=take)
         # every slot gets the run's key and the thread, so late signals of a replaced thread are ignored
         thread.prepared.connect(lambda training: self._on_prepared(key, thread, training))
         thread.records.connect(lambda records: self._on_records(key, thread, records))
@@ -279,6 +288,7 @@ class Controller(QtCore.QObject):
         thread.done.connect(lambda status: self._on_done(key, thread, status))
         thread.failed.connect(lambda text: self._on_failed(key, thread, text))
         thread.finished.connect(lambda: self._on_thread_finished(key, thread))
+        thread.recording_failed.connect(self.recording_failed)  # even from a replaced thread: a folder to name
         state.thread = thread
         self._threads[key] = state
         state.status = RunStatus.COMPILING if self.backend == "numba" else RunStatus.RUNNING
@@ -300,6 +310,7 @@ class Controller(QtCore.QObject):
     def _clear(self, state: RunState, run=None) -> None:
         """The run back to queued with nothing recorded (with new settings ``run``, if given)."""
         self._unqueue(state)
+        self._discard_take(state)
         state.data.result = fresh_result(run if run is not None else state.run)
         state.training = None
         state.detail = ""
@@ -307,6 +318,12 @@ class Controller(QtCore.QObject):
         state.loaded = False
         state._rate_window.clear()
         self.run_updated.emit(state.key)
+
+    def _discard_take(self, state: RunState) -> None:
+        """The run's trace is dropped (Reset, an edit, removed, another experiment): its recording too."""
+        take = self._takes.pop(state.key, None)
+        if take is not None:
+            self.session.discard(take)
 
     def _current(self, key: int, thread: TrainingThread) -> RunState | None:
         """The run a signal is about, or None when the run was removed or its thread replaced meanwhile."""

@@ -12,13 +12,15 @@ from pathlib import Path
 from PyQt6 import QtCore, QtWidgets
 
 from .. import config, presets
-from ..recording import describe, open_folder
+from ..recording import describe
 from ..runs import RunStatus
+from ..sessions import open_any
 from . import menus, unsaved
 from .controller import Controller
 from .menus import MODELS_DIR, TAB_TIPS, TAB_TITLES
 from .panels import RunEditor, RunList
 from .saving import SavingAndExport
+from .session import CLOSE_WAIT_MS, SessionRecording
 from .sweep import SweepTab
 from .views import VIEWS
 from .worker import compiler
@@ -80,6 +82,7 @@ class MainWindow(SavingAndExport, QtWidgets.QMainWindow):
         menus.make_menus(self)
         menus.make_toolbar(self)
         menus.make_status_bar(self)
+        self.recording = SessionRecording(self)  # every run records into this session's folder (gui/session.py)
 
         self.controller.runs_changed.connect(self._runs_changed)
         self.controller.run_updated.connect(self._run_updated)
@@ -127,13 +130,13 @@ class MainWindow(SavingAndExport, QtWidgets.QMainWindow):
         return True
 
     def open_folder(self, path, add: bool = False) -> bool:
-        """An exported folder, or the recording a killed (or running) ``gradscope run`` left: its runs replace
-        those shown, or with ``add`` join them (an overlay)."""
+        """An exported folder, the recording a killed (or running) ``gradscope run`` left, or a session of the
+        app (gradscope.sessions): its runs replace those shown, or with ``add`` join them (an overlay)."""
         path = Path(path)
         if not self.keep_or_discard(f"open {path.name}"):
             return False
         try:
-            folder = open_folder(path)
+            folder = open_any(path)
         except (OSError, ValueError, KeyError) as error:  # ConfigError is a ValueError
             self.show_error("Cannot open the exported folder", f"{path}: {error}")
             return False
@@ -395,9 +398,11 @@ class MainWindow(SavingAndExport, QtWidgets.QMainWindow):
     def closeEvent(self, event) -> None:  # Qt override
         self.timer.stop()
         self.sweep_tab.close_job()  # a running sweep stops; its finished points stay in sweep.csv
-        # every worker is told to stop; when the process ends right after (the command line's app) no need to
-        # wait for their current steps: they compute and never write
-        self.controller.shutdown(timeout_ms=0 if self.ends_process else 5000)
+        # every worker is told to stop; when the process ends right after (the command line's app) there is no
+        # need to wait for their current steps unless they record: then their last records reach the disk first
+        writing = self.recording.session.writing
+        ended = self.controller.shutdown(timeout_ms=0 if self.ends_process and not writing else CLOSE_WAIT_MS)
+        self.recording.closed(ended)
         self.settings.sync()  # the process may end without destructors (app.exit_process)
         event.accept()
 

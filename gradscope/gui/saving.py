@@ -74,7 +74,13 @@ class SavingAndExport:
                 warning=True,
             )
             return error.path
-        except (OSError, ValueError) as error:
+        except gio.ExportError as error:  # the folder holds something else: refused before anything is written
+            self.show_error("Cannot export", f"{out_dir}: {error}")
+            return None
+        except OSError as error:  # a full disk, an unwritable folder: say so, keep the traces, offer another
+            self.recording.export_failed(out_dir, error)
+            return None
+        except ValueError as error:
             self.show_error("Cannot export", f"{out_dir}: {error}")
             return None
         finally:

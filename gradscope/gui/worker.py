@@ -7,6 +7,11 @@ obeyed between records (a kernel call is never interrupted): ``resume()`` runs f
 the GUI keeps painting while a step computes.  Anything raised in the thread comes back as
 ``failed(traceback text)``; the thread never dies silently.
 
+Given a ``take`` (gradscope.sessions: the app's recording), the thread also records its run as it goes, with the
+command line's recording.RunRecorder (whose own thread writes the store: the run never waits for the disk).  A
+folder that cannot be written, or a disk that fills, stops the recording, never the run:
+``recording_failed(note)`` says which folder, why and what it kept.
+
 Compiling kernels (seconds on a cold cache) cannot be interrupted, so it does not happen in these threads: one
 ``KernelCompiler`` daemon thread compiles for everyone, and a training thread waits for it while still
 answering stop.  Closing the app mid-compile therefore never waits for the compiler (a daemon thread ends with
@@ -122,11 +127,14 @@ class TrainingThread(QtCore.QThread):
     state = QtCore.pyqtSignal(object)  # RunStatus.RUNNING | RunStatus.PAUSED
     done = QtCore.pyqtSignal(object)  # RunStatus.COMPLETED | DIVERGED | STOPPED
     failed = QtCore.pyqtSignal(str)  # traceback text
+    recording_failed = QtCore.pyqtSignal(str)  # "'a': recording to DIR stopped (why); its iterations 0-41 are kept"
 
-    def __init__(self, run, seed: int, backend: str = "numba", paused: bool = False, parent=None):
+    def __init__(self, run, seed: int, backend: str = "numba", paused: bool = False, take=None, parent=None):
         super().__init__(parent)
         self.run_config, self.seed, self.backend = run, int(seed), backend
         self.control = RunControl(paused=paused)
+        self.take = take  # sessions.Take: where this run records, or None
+        self.recorder = None  # recording.RunRecorder while it records
 
     # ------------------------------------------------------------------ control (any thread)
     def resume(self) -> None:
@@ -148,6 +156,7 @@ class TrainingThread(QtCore.QThread):
     # ------------------------------------------------------------------ the worker thread
     def run(self) -> None:  # QThread override: runs in the new thread
         training = None
+        status = RunStatus.FAILED
         lower_priority()
         try:
             if self.backend == "numba" and not self._wait_for_kernels():
@@ -156,13 +165,61 @@ class TrainingThread(QtCore.QThread):
             from ..engine.trainer import Training
 
             training = Training(self.run_config, self.seed, backend=self.backend)
+            self._start_recording(training)
             self.prepared.emit(training)
-            self.done.emit(self._drive(training))
+            status = self._drive(training)
+            self.done.emit(status)
         except Exception:  # noqa: BLE001  (a failed run is a visible status, never a silent dead thread)
             self.failed.emit(traceback.format_exc())
         finally:
             if training is not None:
                 training.close()
+            self._stop_recording(status)
+
+    # ------------------------------------------------------------------ recording (gradscope.sessions)
+    def _start_recording(self, training) -> None:
+        if self.take is None:
+            return
+        from ..runs import RunResult
+
+        result = RunResult.for_run(self.run_config, self.seed)  # the recorder's own: the GUI thread has the other
+        result.prepare(training)
+        try:
+            self.recorder = self.take.start(result)
+        except (OSError, ValueError) as error:  # an unwritable folder (ConfigError: one already recorded there)
+            why = f"{error.filename}: {error.strerror}" if getattr(error, "filename", None) else str(error)
+            self.recording_failed.emit(
+                f"{self.run_config.name!r}: recording to {self.take.path} could not start ({why}); nothing of "
+                f"it is on disk"
+            )
+
+    def _record(self, record) -> None:
+        recorder = self.recorder
+        if recorder is None:
+            return
+        recorder.add(record)
+        if recorder.result.store_error:
+            self._recording_stopped()
+
+    def _recording_stopped(self) -> None:
+        recorder, self.recorder = self.recorder, None
+        self.take.closed()
+        self.recording_failed.emit(
+            f"{self.run_config.name!r}: recording to {self.take.path} stopped ({recorder.result.store_error}); "
+            f"{self.take.kept()}"
+        )
+
+    def _stop_recording(self, status: RunStatus) -> None:
+        """The last records and the run's final status to its store, before the thread ends."""
+        recorder = self.recorder
+        if recorder is None:
+            return
+        recorder.close(status)
+        if recorder.result.store_error:
+            self._recording_stopped()
+        else:
+            self.recorder = None
+            self.take.closed()
 
     def _wait_for_kernels(self) -> bool:
         """Wait until the compiler has this model's kernels; False if stopped meanwhile."""
@@ -191,6 +248,7 @@ class TrainingThread(QtCore.QThread):
             # the batch reaches the GUI thread up to EMIT_INTERVAL later, after more steps: own the arrays, in
             # case the engine reuses its buffers between steps (the CLI appends before the next step)
             record.metrics = {name: np.array(value) for name, value in record.metrics.items()}
+            self._record(record)
             pending.append(record)
             if self.control.paused or time.monotonic() - last_emit >= EMIT_INTERVAL:
                 flush()

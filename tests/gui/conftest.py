@@ -59,3 +59,9 @@ def make_trace(cell="rnn", activation="relu", layers=1, T=12, K=4, gain=1.25, tw
 @pytest.fixture
 def trace_factory():
     return make_trace
+
+
+@pytest.fixture(autouse=True)
+def _own_data_dir(tmp_path, monkeypatch):
+    """The app records every run under Qt's AppDataLocation (gui/session.py): a test's own, never the user's."""
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "xdg-data"))
