@@ -12,11 +12,7 @@ from gradscope.engine.params import LayerParams, Params
 
 def _pass(L: int = 2, T: int = 5):
     rng = np.random.default_rng(0)
-    metrics = {
-        "h_norm": rng.random((L, T)),
-        "grad_h_norm": rng.random((L, T)),
-        "loss_t": rng.random(T),
-    }
+    metrics = {"h_norm": rng.random((L, T)), "grad_h_norm": rng.random((L, T)), "loss_t": rng.random(T)}
     layers = [LayerParams(rng.random((3, 2)), rng.random((3, 3)), rng.random(3)) for _ in range(L)]
     grads = Params(layers, rng.random((2, 3)), rng.random(2))
     return metrics, grads, np.array([np.linalg.norm(g) for _, g in grads.named()])
