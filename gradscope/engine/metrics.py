@@ -116,6 +116,8 @@ def first_nonfinite(metrics: dict[str, np.ndarray], grads: Params, grad_norms=No
         t = int(np.flatnonzero(~backward_ok.all(axis=0))[-1])  # the LAST step with one
         l = int(np.flatnonzero(~backward_ok[:, t])[-1])  # its top layer with one
         return NonFinite("grad_h" if not np.isfinite(gh[l, t]) else "grad_c", l, t)
+    if grad_norms is not None and grad_norms.size and np.isfinite(grad_norms).all():
+        return None  # the common case: one test of the norms instead of one per array (~10 us a pass)
     streams = grads.stream_names()  # the rows of the metrics above, so that ``layer`` indexes them alike
     for index, (name, g) in enumerate(grads.named()):
         if not (np.isfinite(grad_norms[index]) if grad_norms is not None else np.all(np.isfinite(g))):
