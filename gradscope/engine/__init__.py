@@ -194,11 +194,12 @@ def bptt(
 
 
 def compile_kernels(spec: ModelSpec, progress=None) -> None:
-    """Compile (or load from the cache) the kernels this model needs, calling ``progress(done, total, name)``
-    after each: seconds when cold (callers show "compiling kernels"), a fraction of a second from the cache."""
+    """Compile (or load from the cache) the kernels this model needs (``plan.model_plan``: its cell, dtype and
+    architecture only), calling ``progress(done, total, name)`` after each: seconds when cold (callers show
+    "compiling kernels"), a fraction of a second from the cache."""
     from . import plan
 
-    plan.compile_kernels(spec.dtype, progress)
+    plan.compile_kernels(spec.dtype, progress, plan.model_plan(spec))
 
 
 def compile_all(jobs: int | None = None) -> None:
@@ -224,6 +225,7 @@ _LAZY = {
     "DEFAULT_SHARDS": "shards",
     "KERNEL_DTYPES": "plan",
     "kernel_plan": "plan",
+    "model_plan": "plan",
 }
 
 
@@ -258,6 +260,7 @@ __all__ = [
     "DEFAULT_SHARDS",
     "KERNEL_DTYPES",
     "kernel_plan",
+    "model_plan",
     "Cell",
     "cell",
     "CELLS",

@@ -51,8 +51,8 @@ def lower_priority() -> None:
 
 
 def kernel_key(spec) -> tuple:
-    """What the compiled kernels depend on (engine.compile_kernels plans by cell and dtype)."""
-    return spec.cell, spec.dtype
+    """What the kernels a model loads depend on (engine.plan.model_plan: dtype and architecture; the cell too)."""
+    return spec.cell, spec.dtype, spec.architecture, spec.bidirectional
 
 
 class KernelCompiler(QtCore.QObject):
