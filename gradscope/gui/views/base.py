@@ -16,7 +16,7 @@ from PyQt6 import QtGui, QtWidgets
 
 from .. import style
 from ..model import RunData, log10_or_nan, nonfinite_mask, stream_label
-from ..plotting import EmptyHint, SnapBounds, data_ranges, make_plot, pen, shared_brush, shared_pen
+from ..plotting import EmptyHint, SnapBounds, data_ranges, make_plot, shared_brush, shared_pen
 
 
 class CurveSet:
