@@ -212,10 +212,12 @@ def measure(seconds: float, tab: int, backend: str = "numba", force: bool = Fals
     def begin():
         recording[0] = True
         iterations_at["start"] = ([s.iteration for s in window.controller.states], time.perf_counter())
+        iterations_at["gui_cpu"] = time.thread_time()  # the GUI thread's CPU seconds (called in it)
 
     def end():
         recording[0] = False
         iterations_at["end"] = ([s.iteration for s in window.controller.states], time.perf_counter())
+        iterations_at["gui_cpu"] = time.thread_time() - iterations_at["gui_cpu"]
         app.quit()
 
     QtCore.QTimer.singleShot(2000, begin)
@@ -242,6 +244,7 @@ def measure(seconds: float, tab: int, backend: str = "numba", force: bool = Fals
         "statuses_at_end": statuses,
         "iterations_per_second": [(b - a) / elapsed for a, b in zip(i0, i1, strict=True)],
         "frames_per_second": frames[0] / elapsed,
+        "gui_thread_cpu_share": iterations_at["gui_cpu"] / elapsed,  # of one core: what the runs lose to it
         "paints_per_second": len(paint_ms) / elapsed,
         "redraw_ms": percentiles(redraw_ms) if redraw_ms else none,
         "paint_ms": percentiles(paint_ms) if paint_ms else none,
@@ -425,6 +428,10 @@ def main(argv=None) -> int:
         f"  one frame: redraw median {load['redraw_ms']['p50']:.1f} ms (p95 {load['redraw_ms']['p95']:.1f}) + paint "
         f"median {load['paint_ms']['p50']:.1f} ms (p95 {load['paint_ms']['p95']:.1f}): capacity "
         f"{1000 / load['frame_ms_median']:.0f} frames/s"
+    )
+    print(
+        f"  GUI thread CPU {load['gui_thread_cpu_share']:.0%} of one core (taken from the runs' 2 cores; the X "
+        f"server's share comes on top); load average at the start {result['load_average'][0]:.1f}"
     )
     for name, key in (("input -> screen (ms)", "input_to_screen_ms"), ("tick lateness (ms)", "tick_lateness_ms")):
         p = load[key]
