@@ -7,6 +7,7 @@ theory lines and exported figures in one coordinate system.
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Callable
 
@@ -32,6 +33,26 @@ def pen(color: str, width: float = style.CURVE_WIDTH, line: str = "solid", alpha
     p = pg.mkPen(qcolor, width=width)
     p.setStyle(_PEN_STYLES[line])
     return p
+
+
+@functools.lru_cache(maxsize=512)
+def shared_pen(color: str, width: float = 1.0) -> QtGui.QPen:
+    """One QPen object per (colour, width), never changed: pyqtgraph's symbol atlas keys a marker's picture by
+    the id of its pen and brush, so fresh pens render (and store) every marker anew on every redraw."""
+    return pg.mkPen(QtGui.QColor(color), width=width)
+
+
+@functools.lru_cache(maxsize=512)
+def shared_brush(color: str) -> QtGui.QBrush:
+    """One QBrush object per colour, never changed (see shared_pen)."""
+    return pg.mkBrush(QtGui.QColor(color))
+
+
+def set_title(plot: pg.PlotItem, title: str) -> None:
+    """The plot's title, only when it changed: setting it re-lays out the plot (fixed title row, label size)."""
+    if getattr(plot, "_gradscope_title", None) != title:
+        plot.setTitle(title, size="11pt")
+        plot._gradscope_title = title
 
 
 def make_plot(
@@ -60,7 +81,7 @@ def make_plot(
     if iterations_x:
         axes["bottom"] = IterationAxis("bottom")
     plot = layout.addPlot(row=row, col=col, rowspan=rowspan, colspan=colspan, axisItems=axes, enableMenu=menu)
-    plot.setTitle(title, size="11pt")
+    set_title(plot, title)
     plot.setLabel("bottom", x_label)
     plot.setLabel("left", y_label)
     plot.showGrid(x=True, y=True, alpha=style.GRID_ALPHA)

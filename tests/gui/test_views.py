@@ -738,3 +738,44 @@ def test_a_diverged_stream_is_named_as_the_views_name_it(qapp):
     state.status = RunStatus.DIVERGED
     state.nonfinite = NonFinite("grad_h", 1, 4, iteration=7)  # row 1 of the metrics: layer 0's reverse stream
     assert state.status_text() == "diverged at iteration 7, layer 0 reverse, t = 4 (grad_h)"
+
+
+def test_nonfinite_markers_are_kept_when_unchanged_and_share_one_pen_per_colour(qapp):
+    """A redraw that brings nothing new for the markers leaves them as drawn, and every marker of a colour uses
+    the same pen and brush objects (pyqtgraph's symbol atlas keys its pictures by their ids: fresh pens made it
+    render, and keep, a new picture for every marker of every redraw)."""
+    import pyqtgraph as pg
+
+    from gradscope.gui.views.base import NonFiniteMarkers
+
+    plot = pg.PlotItem()
+    marks = NonFiniteMarkers(plot)
+    blue, red = "#0072B2", "#D55E00"
+    marks.set([(np.array([0.0, 3.0]), blue), (np.array([5.0]), red)], 2.25)
+    data = marks.item.data
+    assert list(data["x"]) == [0.0, 3.0, 5.0] and list(data["y"]) == [2.25] * 3
+    assert [p.color().name() for p in data["pen"]] == ["#0072b2", "#0072b2", "#d55e00"]
+    assert data["pen"][0] is data["pen"][1] and data["brush"][0] is data["brush"][1]
+    assert data["pen"][0].widthF() == 2.0
+    marks.set([(np.array([0.0, 3.0]), blue), (np.array([5.0]), red)], 2.25)
+    assert marks.item.data is data  # unchanged: not rebuilt
+    marks.set([(np.array([0.0, 3.0]), blue), (np.array([5.0]), red)], 3.25)  # the plot's top moved
+    assert list(marks.item.data["y"]) == [3.25] * 3
+    marks.set([(np.array([1.0]), red)], 3.25)
+    assert list(marks.item.data["x"]) == [1.0] and marks.count == 1
+    marks.set([], 3.25)
+    assert len(marks.item.data) == 0 and marks.count == 0
+
+
+def test_titles_are_set_only_when_they_change(qapp):
+    """Setting a plot's title re-lays out the plot: a redraw with the same title leaves the label alone."""
+    import pyqtgraph as pg
+
+    plot = pg.PlotItem()
+    plotting.set_title(plot, "Loss")
+    calls = []
+    plot.titleLabel.setText = lambda text, **kw: calls.append(text)
+    plotting.set_title(plot, "Loss")
+    assert calls == []
+    plotting.set_title(plot, "Loss, iteration 3")
+    assert calls == ["Loss, iteration 3"]

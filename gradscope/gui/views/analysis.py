@@ -19,7 +19,7 @@ from ... import theory
 from ...theory.meanfield import DERIVATIVE_BOUND
 from ..axes import value_label
 from ..model import RunData, log10_or_nan, nonfinite_mask
-from ..plotting import STYLE_GREY, EmptyHint, HoverReadout, Legend, SnapBounds, make_plot, pen
+from ..plotting import STYLE_GREY, EmptyHint, HoverReadout, Legend, SnapBounds, make_plot, pen, set_title
 from .base import (
     CurveSet,
     Figure,
@@ -151,7 +151,7 @@ class JacobianFigure(Figure):
         self.theory_curves.retain(theory_keys)
         its = sorted({r["iteration"] for r in self.shown})
         at = f", iteration {its[0]}" if len(its) == 1 else ""
-        self.jac_plot.setTitle(f"Long-lag Jacobian{at}", size="11pt")
+        set_title(self.jac_plot, f"Long-lag Jacobian{at}")
         empty = (0.0, float(max((len(r["jac"]) for r in self.shown), default=2) - 1))
         snap_and_mark(
             self.jac_snap, self.jac_marks, jac_marks, self.jac_curves, self.theory_curves,

@@ -12,11 +12,11 @@ from __future__ import annotations
 
 import numpy as np
 import pyqtgraph as pg
-from PyQt6 import QtWidgets
+from PyQt6 import QtGui, QtWidgets
 
 from .. import style
 from ..model import RunData, log10_or_nan, nonfinite_mask, stream_label
-from ..plotting import EmptyHint, SnapBounds, data_ranges, make_plot, pen
+from ..plotting import EmptyHint, SnapBounds, data_ranges, make_plot, shared_brush, shared_pen
 
 
 class CurveSet:
@@ -92,8 +92,8 @@ class CurveSet:
         dots.setData(
             x=np.asarray(x, dtype=np.float64)[show],
             y=np.asarray(y, dtype=np.float64)[show],
-            pen=pg.mkPen(qpen.color(), width=1),
-            brush=pg.mkBrush(qpen.color()),
+            pen=shared_pen(qpen.color().name(QtGui.QColor.NameFormat.HexArgb), 1.0),
+            brush=shared_brush(qpen.color().name(QtGui.QColor.NameFormat.HexArgb)),
         )
 
     def retain(self, keys) -> None:
@@ -136,16 +136,24 @@ class NonFiniteMarkers:
         self.item.setZValue(50)
         plot.addItem(self.item)
         self.points: list[tuple[float, str]] = []
+        self._y_top: float | None = None
 
     def set(self, marks: list[tuple[np.ndarray, str]], y_top: float) -> None:
-        """marks: (x positions, colour) pairs; drawn at height y_top."""
-        spots = [
-            {"pos": (float(x), y_top), "pen": pen(color, 2), "brush": pg.mkBrush(color)}
-            for xs, color in marks
-            for x in xs
-        ]
-        self.points = [(float(x), color) for xs, color in marks for x in xs]
-        self.item.setData(spots)
+        """marks: (x positions, colour) pairs; drawn at height y_top.  Unchanged marks are left as drawn (a
+        redraw that brings nothing new for them must not rebuild every marker: with a few hundred underflowed
+        steps that was half of a frame)."""
+        points = [(float(x), color) for xs, color in marks for x in xs]
+        if points == self.points and y_top == self._y_top:
+            return
+        self.points, self._y_top = points, y_top
+        x = np.fromiter((p for p, _ in points), dtype=np.float64, count=len(points))  # (n,)
+        # one pen and brush object per colour, so pyqtgraph renders each colour's marker once (shared_pen)
+        self.item.setData(
+            x=x,
+            y=np.full(len(points), y_top),  # (n,)
+            pen=[shared_pen(color, 2.0) for _, color in points],
+            brush=[shared_brush(color) for _, color in points],
+        )
 
     @property
     def count(self) -> int:

@@ -9,7 +9,7 @@ from PyQt6 import QtWidgets
 from .. import style
 from ..axes import value_label
 from ..model import RunData
-from ..plotting import HoverReadout, Legend, pen
+from ..plotting import HoverReadout, Legend, pen, set_title
 from .base import (
     Figure,
     View,
@@ -93,11 +93,9 @@ class LayersFigure(Figure):
                     marks.append((t[bad], colors[l]))
                     self.shown[metric].append(run.trace.latest(metric)[l])
             single = "" if run.layers > 1 else " (1 layer)"
-            self.grad_plot.setTitle(
-                f"Gradient per layer: {run.label}{single}, iteration {self.shown['iteration']}", size="11pt"
-            )
+            set_title(self.grad_plot, f"Gradient per layer: {run.label}{single}, iteration {self.shown['iteration']}")
         else:
-            self.grad_plot.setTitle("Gradient per layer", size="11pt")
+            set_title(self.grad_plot, "Gradient per layer")
         self.legend.set(entries)
         self.grad_curves.retain(grad_keys)
         self.state_curves.retain(state_keys)

@@ -12,7 +12,7 @@ from ... import theory as theory_lines
 from .. import style
 from ..axes import value_label
 from ..model import RunData
-from ..plotting import STYLE_GREY, HoverReadout, Legend, pen
+from ..plotting import STYLE_GREY, HoverReadout, Legend, pen, set_title
 from .base import (
     CurveSet,
     Figure,
@@ -185,7 +185,7 @@ class ProfileFigure(Figure):
         self.hint.set_text(_empty_text(runs))
         titles = sorted({e["iteration"] for e in self._shown})
         when = "" if not titles else (f", iteration {titles[0]}" if len(titles) == 1 else ", latest iterations")
-        self.grad_plot.setTitle(f"Gradient through time: ‖∂L/∂hₜ‖{when}", size="11pt")
+        set_title(self.grad_plot, f"Gradient through time: ‖∂L/∂hₜ‖{when}")
 
     def _theory_lines(self, run: RunData, row: int, layer: int) -> dict[str, np.ndarray]:
         if self.overlays["gates"] and len(run.segments(layer)) == 1:

@@ -12,7 +12,7 @@ from PyQt6 import QtCore, QtGui, QtWidgets
 from .. import style
 from ..axes import value_label
 from ..model import RunData, log10_or_nan
-from ..plotting import EmptyHint, HoverReadout, Legend, finite_range, make_plot, pen
+from ..plotting import EmptyHint, HoverReadout, Legend, finite_range, make_plot, pen, set_title
 from .analysis import analysis_arrays, stream_length
 from .base import (
     CurveSet,
@@ -142,10 +142,8 @@ class UnitsFigure(Figure):
                 entries.append((f"hₜ (unit {unit})", GATE_COLORS[0], "solid"))
                 traces["h"] = h[:, unit]
             where = stream_label(run.streams, s, top=self.layer == -1)
-            self.gate_plot.setTitle(
-                f"{'Gates' if gates else 'State'} of unit {unit}: {run.label}, {where}", size="11pt"
-            )
-            self.h_plot.setTitle(f"hₜ per unit (example 0, iteration {int(a['iteration'][-1])})", size="11pt")
+            set_title(self.gate_plot, f"{'Gates' if gates else 'State'} of unit {unit}: {run.label}, {where}")
+            set_title(self.h_plot, f"hₜ per unit (example 0, iteration {int(a['iteration'][-1])})")
             self.gate_plot.setLabel("left", "gate activation" if gates else "hₜ")
             self.gate_plot.getViewBox().enableAutoRange()
             self.shown = {"name": run.name, "h": h, "grad": grad, "traces": traces, "unit": unit}

@@ -14,7 +14,7 @@ from PyQt6 import QtCore, QtGui, QtWidgets
 from .. import style
 from ..axes import decade_label, value_label
 from ..model import RunData, log10_or_nan
-from ..plotting import EmptyHint, HoverReadout, SnapBounds, finite_range, make_plot, nearest_index, thin_rows
+from ..plotting import EmptyHint, HoverReadout, SnapBounds, finite_range, make_plot, nearest_index, set_title, thin_rows
 from .base import (
     Figure,
     View,
@@ -94,7 +94,7 @@ class WaterfallFigure(Figure):
             self.levels, self._level_owner = None, None
             self.colorbar.setLevels((-1, 1))
             self._set_colorbar_ticks(-1, 1)
-            self.plot.setTitle(f"Waterfall of log₁₀ {QUANTITIES[self.quantity]}", size="11pt")
+            set_title(self.plot, f"Waterfall of log₁₀ {QUANTITIES[self.quantity]}")
             self.hint.show(True)
             self.hint.set_text(
                 "Press Run (Space) to start"
@@ -146,7 +146,7 @@ class WaterfallFigure(Figure):
         symbol = QUANTITIES[self.quantity]
         where = " and ".join(stream_label(run.streams, s) for s, _, _ in segments) if len(segments) > 1 else None
         where = where or stream_label(run.streams, layer, top=self.layer == -1)
-        self.plot.setTitle(f"Waterfall of log₁₀ {symbol}: {run.label}, {where}", size="11pt")
+        set_title(self.plot, f"Waterfall of log₁₀ {symbol}: {run.label}, {where}")
         note = (
             f"{len(rows)} of {len(run.trace)} recorded iterations shown"
             if len(rows) < len(run.trace)
