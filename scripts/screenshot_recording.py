@@ -105,9 +105,11 @@ def main(argv=None) -> int:
     def ready() -> bool:
         if args.scene == "recovery":
             return window.recording.notice.isVisible()
-        return window.last_dialog is not None and window.last_dialog.isVisible() and len(
-            window.recording.stopped_notes
-        ) == len(window.controller.states)
+        return (
+            window.last_dialog is not None
+            and window.last_dialog.isVisible()
+            and len(window.recording.stopped_notes) == len(window.controller.states)
+        )
 
     def grab():
         window.redraw(force=True)
