@@ -114,6 +114,8 @@ class SessionRecording(QtCore.QObject):
         where = str(self.session.path)
         home = str(Path.home())
         shown = "~" + where[len(home) :] if where.startswith(home + "/") else where
+        # a permanent widget: a long path would starve the bar's messages of room: at most ~260 px, its session kept
+        shown = self.label.fontMetrics().elidedText(shown, QtCore.Qt.TextElideMode.ElideLeft, 260)
         if self.stopped_notes:
             self.label.setText(f"Recording stopped ({len(self.stopped_notes)} run(s)): {shown}")
         else:

@@ -384,7 +384,7 @@ def test_numba_backend_runs_with_compile_progress(qtbot, tmp_path, small_file):
         fresh.progress, timeout=120000, check_params_cb=lambda key, done, total, name: done == total
     ) as blocker:
         fresh.request(spec)
-    assert blocker.args[0] == ("rnn", "float32")
+    assert blocker.args[0][:2] == ("rnn", "float32")  # then the architecture and the bidirectional flag
     settings = QtCore.QSettings(str(tmp_path / "s.ini"), QtCore.QSettings.Format.IniFormat)
     w = MainWindow(backend="numba", settings=settings, warm_up=True)
     qtbot.addWidget(w)
@@ -593,7 +593,9 @@ def test_the_app_takes_itself_down_in_order_at_exit(tmp_path):
         "      'threads running', sum(t is not None and not sip.isdeleted(t) and t.isRunning()\n"
         "                             for t in seen['threads']),\n"
         "      'python threads', sorted(t.name for t in threading.enumerate()\n"
-        "                               if not isinstance(t, threading._DummyThread)), flush=True)\n"
+        "                               if not isinstance(t, threading._DummyThread)\n"
+        "                               and not (t.daemon and (t.name == 'zarr_io' or t.name.startswith('asyncio_')))),\n"
+        "      flush=True)\n"
     )
     env = dict(os.environ, QT_QPA_PLATFORM="offscreen")
     out = subprocess.run(
@@ -607,7 +609,8 @@ def test_the_app_takes_itself_down_in_order_at_exit(tmp_path):
     assert out.returncode == 0, out.stderr[-2000:]
     assert "returned 0 window deleted True threads running 0" in out.stdout, out.stdout + out.stderr[-2000:]
     # what may remain: the main thread and the idle kernel compiler (a daemon blocked on its queue); Python
-    # lists the ended QThreads as "dummy" threads forever, so they are left out
+    # lists the ended QThreads as "dummy" threads forever, so they are left out; so are Zarr's own daemon
+    # threads (its event loop "zarr_io" and that loop's executor), which the app's recording starts once
     assert (
         "python threads ['MainThread', 'gradscope-compiler']" in out.stdout
         or "python threads ['MainThread']" in out.stdout
