@@ -594,7 +594,8 @@ def test_the_app_takes_itself_down_in_order_at_exit(tmp_path):
         "                             for t in seen['threads']),\n"
         "      'python threads', sorted(t.name for t in threading.enumerate()\n"
         "                               if not isinstance(t, threading._DummyThread)\n"
-        "                               and not (t.daemon and (t.name == 'zarr_io' or t.name.startswith('asyncio_')))),\n"
+        "                               and not (t.daemon and (t.name == 'zarr_io'\n"
+        "                                                      or t.name.startswith('asyncio_')))),\n"
         "      flush=True)\n"
     )
     env = dict(os.environ, QT_QPA_PLATFORM="offscreen")
