@@ -242,11 +242,12 @@ def _stale(entry: Path) -> bool:
             pid = json.loads(moved.read_text(encoding="utf-8")).get("pid")
         except (OSError, ValueError):
             pid = None
-        return not _alive(pid)
+        return not pid_alive(pid)
     return time.time() - entry.lstat().st_mtime > STALE_SECONDS
 
 
-def _alive(pid) -> bool:
+def pid_alive(pid) -> bool:
+    """Whether a process with this pid exists (a recording's or an export's writer, read from its manifest)."""
     if not isinstance(pid, int) or pid <= 0:
         return False
     try:

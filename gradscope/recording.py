@@ -29,7 +29,7 @@ import numpy as np
 from .config import ConfigError, Experiment, dumps, load
 from .engine.metrics import NonFinite
 from .engine.params import Params
-from .files import atomic_write_bytes, atomic_write_text, move_into, remove_stale_temporaries
+from .files import atomic_write_bytes, atomic_write_text, move_into, pid_alive, remove_stale_temporaries
 from .io import load_experiment_folder, run_dir_name
 from .runs import RunResult, RunStatus
 from .store import RUNNING, STORE_NAME, read_store
@@ -42,18 +42,6 @@ MANIFEST = "recording.json"
 
 class RecordingExists(ConfigError):
     """DIR holds an interrupted recording: resume it (``--resume``) or choose another folder; never overwritten."""
-
-
-def _pid_alive(pid) -> bool:
-    if not isinstance(pid, int) or pid <= 0:
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 @dataclass
@@ -71,7 +59,7 @@ class Recording:
         text = dumps(experiment)
         if (path / MANIFEST).exists():
             manifest = json.loads((path / MANIFEST).read_text(encoding="utf-8"))
-            if _pid_alive(manifest.get("pid")) and manifest.get("pid") != os.getpid():
+            if pid_alive(manifest.get("pid")) and manifest.get("pid") != os.getpid():
                 raise RecordingExists(f"{out}: another GradScope process (pid {manifest['pid']}) is recording here")
             if not resume:
                 raise RecordingExists(
@@ -195,7 +183,7 @@ def _open_recording(folder: Path) -> Folder:
             result = RunResult.for_run(run, run.effective_seed(experiment.seed), status=RunStatus.STOPPED)
         results.append(result)
         streams[run.name] = tuple(run.model_spec().streams)
-    alive = _pid_alive(manifest.get("pid")) and manifest.get("pid") != os.getpid()
+    alive = pid_alive(manifest.get("pid")) and manifest.get("pid") != os.getpid()
     if not alive:
         for result in results:
             if result.interrupted_at is None and result.status is RunStatus.RUNNING:
@@ -219,7 +207,7 @@ def _read_run(run_dir: Path, run, index: int) -> RunResult | None:
     result.iterations, result.nonfinite = iterations, nonfinite
     if status != RUNNING:
         result.status = RunStatus(status)
-    elif not _pid_alive(info.get("pid")) or info.get("pid") == os.getpid():
+    elif not pid_alive(info.get("pid")) or info.get("pid") == os.getpid():
         # killed (or its store stopped) before its first commit: stopped with nothing, not "at iteration -1"
         result.status, result.interrupted_at = RunStatus.STOPPED, (iterations - 1 if iterations else None)
     if (run_dir / "init_params.npz").exists():

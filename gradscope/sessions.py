@@ -30,8 +30,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .config import Experiment
-from .files import atomic_write_text
-from .recording import MANIFEST, RECORDING, Folder, RunRecorder, _pid_alive, open_folder
+from .files import atomic_write_text, pid_alive
+from .recording import MANIFEST, RECORDING, Folder, RunRecorder, open_folder
 from .runs import RunResult, RunStatus
 from .store import STORE_NAME
 
@@ -198,7 +198,7 @@ def open_session(path) -> Folder:
     if manifest.get("ended"):
         state = "ended"
     else:  # its app (this process too) still going, or gone
-        state = "recording" if _pid_alive(manifest.get("pid")) else "interrupted"
+        state = "recording" if pid_alive(manifest.get("pid")) else "interrupted"
     return Folder(path, experiment, results, state, streams)
 
 
@@ -244,7 +244,7 @@ def last_interrupted(root) -> Interrupted | None:
         try:
             manifest = json.loads((path / SESSION).read_text(encoding="utf-8"))
             pid = manifest.get("pid")
-            if manifest.get("ended") or manifest.get("handled") or (_pid_alive(pid) and pid != os.getpid()):
+            if manifest.get("ended") or manifest.get("handled") or (pid_alive(pid) and pid != os.getpid()):
                 continue
             if pid == os.getpid():  # this very process: not interrupted
                 continue
