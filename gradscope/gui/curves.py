@@ -147,6 +147,9 @@ class CurvePaths(pg.GraphicsObject):
             return (None, None)
         return (min(lo for lo, _ in ranges), max(hi for _, hi in ranges))
 
+    def pixelPadding(self) -> float:  # pyqtgraph's auto-range protocol: pixels around the data (the pen)
+        return max((c.opts["pen"].widthF() * 0.7072 for c in self.shown() if c.opts["pen"] is not None), default=0.0)
+
     def viewTransformChanged(self):  # pyqtgraph's hook: the pixel padding is in view coordinates
         self._rect = None
         self.prepareGeometryChange()
@@ -156,7 +159,7 @@ class CurvePaths(pg.GraphicsObject):
             (x0, x1), (y0, y1) = self.dataBounds(0), self.dataBounds(1)
             if x0 is None or y0 is None:
                 return QtCore.QRectF()
-            pad = max((c.opts["pen"].widthF() * 0.7072 for c in self.shown() if c.opts["pen"] is not None), default=0)
+            pad = self.pixelPadding()
             px = py = 0.0
             if pad > 0:
                 vx, vy = self.pixelVectors()
