@@ -43,11 +43,8 @@ class Curve:
         self.yData = np.asarray(y, dtype=np.float64)
         self.path = self._segments = self._built = None
         ok = np.isfinite(self.xData) & np.isfinite(self.yData)  # (n,)
-        self._range = (
-            ((float(self.xData[ok].min()), float(self.xData[ok].max())), (float(self.yData[ok].min()), float(self.yData[ok].max())))
-            if ok.any()
-            else None
-        )
+        x, y = self.xData[ok], self.yData[ok]
+        self._range = ((float(x.min()), float(x.max())), (float(y.min()), float(y.max()))) if ok.any() else None
         self._owner.geometry_changed()
 
     def set_antialias(self, on: bool) -> None:

@@ -3,11 +3,10 @@ iteration, a few, thousands, RNN-only, LSTM-only and mixed experiments, and a di
 
 import numpy as np
 import pyqtgraph as pg
-
-from gradscope.gui.curves import CurvePaths
 import pytest
 
 from gradscope.gui import figures
+from gradscope.gui.curves import CurvePaths
 from gradscope.gui.model import RunData
 from gradscope.gui.views import VIEWS
 
