@@ -267,9 +267,11 @@ class View(QtWidgets.QWidget):
         # Axes (with their grid lines, which span the plot) are cached as pixmaps: their range moves only when
         # a decade is crossed (SnapBounds), so a frame blits them instead of replaying every line and label.
         # Only here, on screen: exported figures are drawn from fresh Figures, as vectors.
+        # The curves too: a frame that brings no new values (the crosshair moved, a forced redraw of unchanged
+        # data) blits them, and one that does re-renders the plot's one CurvePaths item into its pixmap.
         for plot in self.figure.plots:
-            for name in ("left", "bottom"):
-                plot.getAxis(name).setCacheMode(QtWidgets.QGraphicsItem.CacheMode.DeviceCoordinateCache)
+            for item in (plot.getAxis("left"), plot.getAxis("bottom"), CurvePaths.for_plot(plot)):
+                item.setCacheMode(QtWidgets.QGraphicsItem.CacheMode.DeviceCoordinateCache)
         self.live = False
         self.controls = QtWidgets.QHBoxLayout()
         self.controls.setContentsMargins(6, 4, 6, 0)
