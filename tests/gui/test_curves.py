@@ -34,8 +34,9 @@ def _pixels_of(rgb: np.ndarray, color: str) -> int:
     return int(np.count_nonzero(np.all(rgb == (c.red(), c.green(), c.blue()), axis=-1)))
 
 
-def test_a_plot_holds_one_item_that_paints_every_run_in_drawing_order(qapp):
+def test_a_plot_holds_one_item_that_paints_every_run_in_drawing_order(qtbot):
     v = ProfileView()
+    qtbot.addWidget(v)  # closed and deleted by pytest-qt, not by the garbage collector at some later test
     v.resize(900, 700)
     runs = [RunData(k, f"run {k}", c, make_trace(T=40, gain=1.1 + 0.1 * k)) for k, c in enumerate(COLORS)]
     v.redraw(runs)
