@@ -10,7 +10,9 @@ two to a row under the experiment's name: the same renders, not drawn again.  Fi
 temporary name and renamed, so a crash never leaves a truncated figure under its final name.
 
 Each figure is drawn once: its pixels go to a worker thread for PNG encoding (zlib releases the GIL) and its
-files are written (and fsynced) there while the next figure is drawn; its SVG comes from svg.py.
+files are written (and fsynced) there while the next figure is drawn; its SVG comes from svg.py.  With many
+runs (page_pool.MIN_PAGES), the waterfalls past the composite's two are drawn by worker processes
+(page_pool.py) meanwhile, by the same code, into the same folder: the files are the same bytes.
 """
 
 from __future__ import annotations
