@@ -28,6 +28,7 @@ import signal
 import subprocess
 import sys
 import threading
+import traceback
 from pathlib import Path
 
 # Below this many waterfall pages the exporting process draws them itself: a worker's start (Python, NumPy,
@@ -134,15 +135,22 @@ def draw_waterfalls(plots_dir: Path, formats: tuple, durable: bool, jobs: list) 
 
 def _worker_main() -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    answers = sys.stdout.buffer
+    sys.stdout = sys.stderr  # whatever an import prints must not get into the answer
     from ..experiment import exit_when_orphaned
 
     exit_when_orphaned()
     plots_dir, formats, durable, jobs = pickle.load(sys.stdin.buffer)
     try:
-        answer: tuple = ("files", [str(p) for p in draw_waterfalls(Path(plots_dir), formats, durable, jobs)])
+        answer = pickle.dumps(("files", [str(p) for p in draw_waterfalls(Path(plots_dir), formats, durable, jobs)]))
     except Exception as error:  # noqa: BLE001  (handed to the exporting process, which raises it)
-        answer = ("error", error)
-    sys.stdout.buffer.write(pickle.dumps(answer))
+        error.add_note(f"in figure worker {os.getpid()}:\n{traceback.format_exc()}")
+        try:
+            answer = pickle.dumps(("error", error))
+        except Exception:  # noqa: BLE001  (an exception that does not pickle: its text)
+            answer = pickle.dumps(("error", RuntimeError(traceback.format_exc())))
+    answers.write(answer)
+    answers.flush()
 
 
 if __name__ == "__main__":

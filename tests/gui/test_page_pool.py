@@ -54,10 +54,13 @@ def test_a_worker_error_is_raised_to_the_caller_and_no_worker_is_left(tmp_path, 
     blocked = tmp_path / "a file"
     blocked.write_text("not a folder")
     runs = many_runs(count=2)
-    with pytest.raises(NotADirectoryError), page_pool.PagePool(blocked / "plots", ("png",), durable=False) as pool:
+    pool = page_pool.PagePool(blocked / "plots", ("png",), durable=False)
+    with pytest.raises(NotADirectoryError) as raised, pool:
         pool.draw([(5, "waterfall_run_0", runs[0]), (6, "waterfall_run_1", runs[1])])
         pool.written()  # the worker's own exception, raised here
     assert all(process.returncode is not None for process, _, _ in pool._workers)
+    notes = "".join(getattr(raised.value, "__notes__", []))
+    assert "in figure worker" in notes and "write_atomically" in notes  # where it failed, in the worker
 
 
 def test_a_killed_worker_is_a_clear_error_and_the_pool_waits_for_the_others(tmp_path, qapp):
