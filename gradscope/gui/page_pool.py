@@ -13,11 +13,12 @@ Each worker is ``python -m gradscope.gui.page_pool``, a fresh process (never a f
 loaded), and not a multiprocessing spawn: that would import the caller's main script again, and a script that
 calls gradscope.run without an ``if __name__ == "__main__"`` guard would run its experiment a second time in
 every worker.  Its jobs arrive pickled on stdin, its files' paths (or its exception) leave pickled on stdout.
-It draws with its own offscreen QApplication and one waterfall figure redrawn per run, exactly as
-figure_pages does, and writes the page's PNG and SVG itself into plots_dir (inside the export's temporary
-folder: published with it or not at all).  The pool always waits for its workers before it returns or
-raises (and ends them first when the export is failing), so nothing writes into a folder being removed.
-Workers ignore SIGINT (the exporting process decides what a Ctrl+C stops) and exit if it dies.
+It draws with its own offscreen QApplication (in the exporting process's application font) and one
+waterfall figure redrawn per run, exactly as figure_pages does, and writes the page's PNG and SVG itself
+into plots_dir (inside the export's temporary folder: published with it or not at all).  The pool always
+waits for its workers before it returns or raises (and ends them first when the export is failing), so
+nothing writes into a folder being removed.  Workers ignore SIGINT (the exporting process decides what a
+Ctrl+C stops) and exit if it dies.
 """
 
 from __future__ import annotations
@@ -79,7 +80,7 @@ class PagePool:
         env = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in sys.path if isinstance(p, str) and p))
         for k in range(count):
             share = jobs[k * len(jobs) // count : (k + 1) * len(jobs) // count]
-            payload = pickle.dumps((str(self.plots_dir), self.formats, self.durable, share))
+            payload = pickle.dumps((str(self.plots_dir), self.formats, self.durable, share, _app_font()))
             process = subprocess.Popen(
                 [sys.executable, "-m", __name__],
                 stdin=subprocess.PIPE,
@@ -115,13 +116,27 @@ class PagePool:
         return files
 
 
-def draw_waterfalls(plots_dir: Path, formats: tuple, durable: bool, jobs: list) -> list[Path]:
-    """Each job's waterfall page drawn as figures.figure_pages draws it, and written to plots_dir."""
+def _app_font() -> str | None:
+    """The exporting process's application font (the app raises it to 10 pt): the workers draw with it too."""
+    from PyQt6 import QtWidgets
+
+    return QtWidgets.QApplication.font().toString() if QtWidgets.QApplication.instance() is not None else None
+
+
+def draw_waterfalls(plots_dir: Path, formats: tuple, durable: bool, jobs: list, font: str | None = None) -> list[Path]:
+    """Each job's waterfall page drawn as figures.figure_pages draws it (in the application font ``font``, a
+    QFont.toString()), and written to plots_dir."""
+    from PyQt6 import QtGui, QtWidgets
+
     from .figures import VIEW_SIZE, ensure_app, new_page, page_writes
     from .rendering import render_page, settle
     from .views import WaterfallFigure
 
     ensure_app()
+    if font is not None:
+        chosen = QtGui.QFont()
+        if chosen.fromString(font):
+            QtWidgets.QApplication.setFont(chosen)
     widget, figure = new_page(WaterfallFigure, VIEW_SIZE)
     written = []
     for n, stem, run in jobs:
@@ -140,9 +155,10 @@ def _worker_main() -> None:
     from ..experiment import exit_when_orphaned
 
     exit_when_orphaned()
-    plots_dir, formats, durable, jobs = pickle.load(sys.stdin.buffer)
+    plots_dir, formats, durable, jobs, font = pickle.load(sys.stdin.buffer)
     try:
-        answer = pickle.dumps(("files", [str(p) for p in draw_waterfalls(Path(plots_dir), formats, durable, jobs)]))
+        files = draw_waterfalls(Path(plots_dir), formats, durable, jobs, font)
+        answer = pickle.dumps(("files", [str(p) for p in files]))
     except Exception as error:  # noqa: BLE001  (handed to the exporting process, which raises it)
         error.add_note(f"in figure worker {os.getpid()}:\n{traceback.format_exc()}")
         try:

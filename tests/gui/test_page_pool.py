@@ -50,6 +50,20 @@ def test_pool_pages_are_the_files_drawn_here_byte_for_byte(tmp_path, qapp, monke
     assert all(process.returncode == 0 for process in workers)  # the pool waited for its workers
 
 
+def test_the_workers_draw_in_the_exporting_processs_font(tmp_path, qapp, monkeypatch):
+    """The app raises its font to 10 pt (app.make_app); a worker must draw its pages in that font too."""
+    from PyQt6 import QtWidgets
+
+    font = QtWidgets.QApplication.font()
+    bigger = QtWidgets.QApplication.font()
+    bigger.setPointSize(font.pointSize() + 4)
+    QtWidgets.QApplication.setFont(bigger)
+    try:
+        test_pool_pages_are_the_files_drawn_here_byte_for_byte(tmp_path, qapp, monkeypatch)
+    finally:
+        QtWidgets.QApplication.setFont(font)
+
+
 def test_a_worker_error_is_raised_to_the_caller_and_no_worker_is_left(tmp_path, qapp):
     blocked = tmp_path / "a file"
     blocked.write_text("not a folder")
