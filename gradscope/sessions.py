@@ -84,17 +84,18 @@ class Take:
                 shutil.rmtree(self.path, ignore_errors=True)
 
     def kept(self) -> str:
-        """What the run's store holds on disk now, in words: "iterations 0-41 are kept in DIR"."""
+        """What the run's store holds on disk now, in words: "its iterations 0-41 are kept" (in its folder,
+        ``self.path``: the app's dialog names the session's folder once and each run's folder by its name)."""
         if self.run_dir is None:
-            return f"nothing of it was written to {self.path}"
+            return "nothing of it was written"
         try:
             attrs = json.loads((self.run_dir / STORE_NAME / "zarr.json").read_text(encoding="utf-8"))["attributes"]
             iterations = int(attrs.get("iterations", 0))
         except (OSError, TypeError, ValueError, KeyError):
-            return f"nothing of it could be kept in {self.path}"
+            return "nothing of it could be kept"
         if iterations == 0:
-            return f"nothing of it had been written to {self.path} yet"
-        return f"its iterations 0-{iterations - 1} are kept in {self.path}"
+            return "nothing of it had been written yet"
+        return f"its iterations 0-{iterations - 1} are kept"
 
 
 @dataclass
