@@ -179,7 +179,7 @@ class SessionRecording(QtCore.QObject):
             return
         self.dialog = self._dialog(
             "Recording stopped",
-            f"GradScope could not record every run to {self.session.path}.",
+            f"GradScope could not record to {self.session.path}.",
             self._informative(text),
         )
 
