@@ -178,14 +178,13 @@ class SessionRecording(QtCore.QObject):
             self.dialog.setInformativeText(self._informative(text))
             return
         self.dialog = self._dialog(
-            "Recording stopped",
-            f"GradScope could not record to {self.session.path}.",
-            self._informative(text),
+            "Recording stopped", f"GradScope could not record to {self.session.path}.", self._informative(text)
         )
 
     def _informative(self, text: str) -> str:
         return (
-            f"In that folder (one folder per run):\n{text}\n\nEvery trace is still in memory and shown, and the runs go on (Stop ends them cleanly). "
+            f"In that folder (one folder per run):\n{text}\n\n"
+            f"Every trace is still in memory and shown, and the runs go on (Stop ends them cleanly). "
             f"Export them to a folder on another disk to keep them."
         )
 

@@ -283,8 +283,11 @@ def test_a_full_disk_while_recording_and_exporting_gets_dialogs_with_the_traces_
     folder = open_session(w.recording.session.path)
     for i, (state, result) in enumerate(zip(w.controller.states, folder.results)):
         K = len(result.trace)
-        note = f"'{result.name}' ({i + 1:03d}-{result.name}/): stopped (recording/01-{result.name}/records.zarr: File too large); its iterations 0-{K - 1} are kept"
-        assert 0 < K < 3000 and note in box.informativeText(), box.informativeText()
+        store = f"recording/01-{result.name}/records.zarr"
+        note = (
+            f"'{result.name}' ({i + 1:03d}-{result.name}/): stopped ({store}: File too large); its iterations 0-{K - 1}"
+        )
+        assert 0 < K < 3000 and f"{note} are kept" in box.informativeText(), box.informativeText()
         memory = state.data.trace.to_arrays()
         for name, array in result.trace.to_arrays().items():
             np.testing.assert_array_equal(array, memory[name][:K], err_msg=name)
