@@ -19,7 +19,7 @@ from pathlib import Path
 
 from PyQt6 import QtCore, QtWidgets
 
-from ..sessions import Interrupted, Session, last_interrupted, mark
+from ..sessions import KEEP_DAYS, KEEP_LAST, Interrupted, Session, last_interrupted, mark, prune
 
 CLOSE_WAIT_MS = 5000  # closing the window waits this long for the runs' last records to reach their stores
 
@@ -99,6 +99,7 @@ class RecoveryNotice(QtWidgets.QFrame):
 
 class SessionRecording(QtCore.QObject):
     found = QtCore.pyqtSignal(object)  # an Interrupted session (from the scanning thread), or None
+    pruned = QtCore.pyqtSignal(int)  # how many old sessions the scan removed
 
     def __init__(self, window):
         super().__init__(window)
@@ -116,6 +117,13 @@ class SessionRecording(QtCore.QObject):
         self._show_where()
         window.controller.recording_failed.connect(self.recording_failed)
         self.found.connect(self._found)
+        self.pruned.connect(
+            lambda n: window.statusBar().showMessage(
+                f"Removed {n} old session(s) from {self.root} (closed or answered, older than {KEEP_DAYS} days, "
+                f"beyond the newest {KEEP_LAST})",
+                15000,
+            )
+        )
 
         # the notice above the views: the central widget becomes [notice, tabs]
         self.notice = RecoveryNotice()
@@ -217,7 +225,14 @@ class SessionRecording(QtCore.QObject):
     # ------------------------------------------------------------------------------------- recovery
     def check_for_interrupted(self, wait: bool = False) -> None:
         """Look for a session left by a crash (reading its stores takes a moment: not in the GUI thread)."""
-        thread = threading.Thread(target=lambda: self.found.emit(last_interrupted(self.root)), daemon=True)
+
+        def scan():
+            removed = prune(self.root)  # the stated policy (sessions.prune): old sessions done with
+            if removed:
+                self.pruned.emit(len(removed))
+            self.found.emit(last_interrupted(self.root))
+
+        thread = threading.Thread(target=scan, daemon=True)
         thread.start()
         if wait:
             thread.join()
