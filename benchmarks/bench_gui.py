@@ -442,9 +442,11 @@ def main(argv=None) -> int:
         f"median {load['paint_ms']['p50']:.1f} ms (p95 {load['paint_ms']['p95']:.1f}): capacity "
         f"{1000 / load['frame_ms_median']:.0f} frames/s"
     )
+    per_frame = load["gui_thread_cpu_share"] * 1000 / load["frames_per_second"] if load["frames_per_second"] else 0
     print(
         f"  GUI thread CPU {load['gui_thread_cpu_share']:.0%} of one core (taken from the runs' 2 cores; the X "
-        f"server's share comes on top); load average at the start {result['load_average'][0]:.1f}"
+        f"server's share comes on top), {per_frame:.1f} ms of CPU per frame drawn (less sensitive to the machine's "
+        f"load than the frame rate); load average at the start {result['load_average'][0]:.1f}"
     )
     for name, key in (("input -> screen (ms)", "input_to_screen_ms"), ("tick lateness (ms)", "tick_lateness_ms")):
         p = load[key]

@@ -339,6 +339,8 @@ class MainWindow(SavingAndExport, QtWidgets.QMainWindow):
         text = ", ".join(f"{n} {status}" for status, n in counts.items())
         self.summary_label.setText(f"{len(states)} run{'s' if len(states) != 1 else ''}: {text}" if states else "")
         running = self.controller.any_busy and not self.controller.paused
+        if self.act_run.text() == ("Pause" if running else "Run"):
+            return  # every tick: setIcon repaints the toolbar button even with the same icon
         self.act_run.setText("Pause" if running else "Run")
         self.act_run.setIcon(
             self.style().standardIcon(

@@ -17,6 +17,7 @@ from PyQt6 import QtCore, QtGui, QtWidgets
 
 from . import style
 from .axes import IterationAxis, Log10Axis
+from .curves import drawn_curves
 
 _PEN_STYLES = {
     "solid": QtCore.Qt.PenStyle.SolidLine,
@@ -262,12 +263,10 @@ def data_ranges(*curve_sets) -> tuple[tuple[float, float] | None, tuple[float, f
     xs, ys = [], []
     for curves in curve_sets:
         for item in curves.items.values():
-            if not item.isVisible() or item.yData is None or not len(item.yData):
-                continue
-            ok = np.isfinite(item.yData)
-            if ok.any():
-                xs += [float(np.min(item.xData[ok])), float(np.max(item.xData[ok]))]
-                ys += [float(np.min(item.yData[ok])), float(np.max(item.yData[ok]))]
+            drawn = item.data_range() if item.isVisible() else None
+            if drawn is not None:
+                xs += drawn[0]
+                ys += drawn[1]
     if not ys:
         return None, None
     return (min(xs), max(xs)), (min(ys), max(ys))
@@ -371,12 +370,7 @@ class HoverReadout:
         """How many points of the plot's curves fall inside a rectangle in scene coordinates."""
         rect = vb.mapSceneToView(scene_rect).boundingRect()
         count = 0
-        for item in self.plot.listDataItems():
-            if not item.isVisible():
-                continue
-            x, y = item.getData()
-            if x is None or not len(x):
-                continue
+        for x, y in drawn_curves(self.plot):
             inside = (x >= rect.left()) & (x <= rect.right()) & (y >= rect.top()) & (y <= rect.bottom())
             count += int(np.count_nonzero(inside))
         return count

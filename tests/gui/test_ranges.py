@@ -6,6 +6,7 @@ import pyqtgraph as pg
 import pytest
 
 from gradscope.gui import figures
+from gradscope.gui.curves import CurvePaths
 from gradscope.gui.model import RunData
 from gradscope.gui.views import VIEWS
 
@@ -42,6 +43,9 @@ SCENARIOS = {
 
 def drawn_extent(item):
     """((x0, x1), (y0, y1)) of the finite data an item draws, in its view's coordinates, or None."""
+    if isinstance(item, CurvePaths):  # every curve of the plot
+        (x0, x1), (y0, y1) = item.dataBounds(0), item.dataBounds(1)
+        return None if x0 is None else ((x0, x1), (y0, y1))
     if isinstance(item, pg.PlotDataItem):
         x, y = item.xData, item.yData
     elif isinstance(item, pg.ScatterPlotItem):

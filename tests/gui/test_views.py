@@ -564,12 +564,12 @@ def test_curves_are_rebuilt_only_when_their_values_change(qapp):
     curves = CurveSet(plot)
     x, y = np.arange(5.0), np.array([1.0, np.nan, 2.0, 3.0, 4.0])
     item = curves.set("a", x, y, plotting.pen("#0072B2"))
-    path = item.curve.getPath()
+    path = item.getPath()
     assert curves.set("a", x.copy(), y.copy(), plotting.pen("#0072B2")) is item
-    assert item.curve.path is path  # not rebuilt
+    assert item.path is path  # not rebuilt
     curves.set("a", x, y + 1, plotting.pen("#0072B2"))
-    assert item.curve.path is None and item.yData[0] == 2.0  # new values: rebuilt
-    item.curve.getPath()
+    assert item.path is None and item.yData[0] == 2.0  # new values: rebuilt
+    item.getPath()
     curves.set("a", x, y + 1, plotting.pen("#D55E00"))
     assert item.opts["pen"].color().name() == "#d55e00"
     curves.set("a", x, y + 1, plotting.pen("#D55E00"), markers=True)

@@ -15,6 +15,7 @@ import pyqtgraph as pg
 from PyQt6 import QtGui, QtWidgets
 
 from .. import style
+from ..curves import Curve, CurvePaths
 from ..model import RunData, log10_or_nan, nonfinite_mask, stream_label
 from ..plotting import EmptyHint, SnapBounds, data_ranges, make_plot, shared_brush, shared_pen
 
@@ -22,6 +23,8 @@ from ..plotting import EmptyHint, SnapBounds, data_ranges, make_plot, shared_bru
 class CurveSet:
     """One curve per key in a plot: created on first use, updated in place, removed when its key goes.
 
+    The curves are painted by the plot's one CurvePaths item (gui/curves.py), shared by every CurveSet of the
+    plot; ``items`` maps each key to its Curve (xData, yData, opts["pen"], isVisible, as a PlotDataItem had).
     A line needs two neighbouring finite points: a single recorded iteration, or a finite value between NaNs,
     would draw nothing.  Such points get a dot (and every point does when ``markers`` is asked for, e.g. a
     training curve of a few iterations, so one sees which iterations were recorded).
@@ -31,7 +34,7 @@ class CurveSet:
 
     def __init__(self, plot: pg.PlotItem):
         self.plot = plot
-        self.items: dict = {}
+        self.items: dict[object, Curve] = {}
         self.dots: dict = {}  # key -> ScatterPlotItem of the points drawn as dots
         self._markers: dict = {}  # key -> whether every point was asked to get a dot
         self.antialias = True
@@ -42,31 +45,24 @@ class CurveSet:
             return
         self.antialias = on
         for item in self.items.values():
-            item.opts["antialias"] = on
-            item.curve.opts["antialias"] = on
-            item.curve.update()
+            item.set_antialias(on)
 
-    def set(self, key, x: np.ndarray, y: np.ndarray, qpen, markers: bool = False) -> pg.PlotDataItem:
+    def set(self, key, x: np.ndarray, y: np.ndarray, qpen, markers: bool = False) -> Curve:
         """Draw y against x (non-finite y are gaps: connect="finite"); dots on isolated points, or on every
         point with ``markers``."""
         item = self.items.get(key)
         if item is None:
-            item = pg.PlotDataItem(connect="finite", antialias=self.antialias)
-            item.setClipToView(True)
-            item.setDownsampling(auto=True, method="peak")
-            self.plot.addItem(item)
-            self.items[key] = item
+            item = self.items[key] = CurvePaths.for_plot(self.plot).add(self.antialias)
         elif (
             _same(item.xData, x)
             and _same(item.yData, y)
             and item.opts["pen"] == qpen
             and self._markers.get(key) == markers
         ):
-            # unchanged (another run brought the new data): setData would rebuild the curve's path for nothing
-            if not item.isVisible():
-                item.setVisible(True)
+            # unchanged (another run brought the new data): its path is kept
+            item.setVisible(True)
             return item
-        item.setPen(qpen)
+        item.opts["pen"] = qpen  # setData below repaints and pads the bounds for the pen
         item.setData(x, y)
         item.setVisible(True)
         self._set_dots(key, x, y, qpen, markers)
@@ -100,7 +96,7 @@ class CurveSet:
         """Remove every curve whose key is not in ``keys``."""
         keys = set(keys)
         for key in [k for k in self.items if k not in keys]:
-            self.plot.removeItem(self.items.pop(key))
+            CurvePaths.for_plot(self.plot).remove(self.items.pop(key))
             self._markers.pop(key, None)
             if key in self.dots:
                 self.plot.removeItem(self.dots.pop(key))
@@ -271,9 +267,11 @@ class View(QtWidgets.QWidget):
         # Axes (with their grid lines, which span the plot) are cached as pixmaps: their range moves only when
         # a decade is crossed (SnapBounds), so a frame blits them instead of replaying every line and label.
         # Only here, on screen: exported figures are drawn from fresh Figures, as vectors.
+        # The curves too: a frame that brings no new values (the crosshair moved, a forced redraw of unchanged
+        # data) blits them, and one that does re-renders the plot's one CurvePaths item into its pixmap.
         for plot in self.figure.plots:
-            for name in ("left", "bottom"):
-                plot.getAxis(name).setCacheMode(QtWidgets.QGraphicsItem.CacheMode.DeviceCoordinateCache)
+            for item in (plot.getAxis("left"), plot.getAxis("bottom"), CurvePaths.for_plot(plot)):
+                item.setCacheMode(QtWidgets.QGraphicsItem.CacheMode.DeviceCoordinateCache)
         self.live = False
         self.controls = QtWidgets.QHBoxLayout()
         self.controls.setContentsMargins(6, 4, 6, 0)
