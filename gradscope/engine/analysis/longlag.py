@@ -3,23 +3,25 @@
     P_t = J_{T-1} ... J_{t+1} = ds_{T-1}/ds_t          P_{T-1} = I
     jac_sigma_max[t] = mean_b sigma_max(P_t)          jac_fro[t] = mean_b ||P_t||_F / sqrt(D)
 
-P_t is never formed densely.  It is kept as P_t = U N_t, with U (D, r) orthonormal columns (never formed
-either) and N_t (r, D) carried back by vector-Jacobian products of its rows, N_t = N_{t+1} J_{t+1}: one batched
-product per lag.  U has orthonormal columns, so N_t has P_t's singular values and ||N_t||_F = ||P_t||_F.
-N starts as I (r = D).  The products' singular values separate exponentially with the lag (their rates are the
-Lyapunov exponents), so r is cut now and then (``compress``): at a lag, with N N^T = W diag(w) W^T,
+P_t is never formed densely.  It is kept as P_t = c U N_t, with U (D, r) orthonormal columns (never formed
+either), N_t (r, D) carried back by vector-Jacobian products of its rows, N_t = N_{t+1} J_{t+1} (one batched
+product per lag), and c a power of 2 per example that keeps max |N_t| in [0.5, 1) (exact; the Gram of a 1e-200
+product would underflow).  U has orthonormal columns, so c N_t has P_t's singular values and Frobenius norm.
+N starts as I (r = D).  The products' singular values separate exponentially with the lag (their rates are
+the Lyapunov exponents), so r is cut now and then (``compress``): at a lag, with N N^T = W diag(w) W^T,
 
     N  =  W_k W_k^T N  +  (I - W_k W_k^T) N            N <- W_k^T N  (k, D),  U <- U W_k
 
 dropping the trailing left directions whose eigenvalues w sum to at most DROP ||N||_F^2.  What that drops is
 exact to state: the two pieces' column spaces are orthogonal, so at every later lag
 P^T P = (kept X)^T (kept X) + (dropped X)^T (dropped X) (X the later Jacobians): both norms are underestimates,
-by ||dropped X||_F^2 / (2 ||P||_F^2) relatively for ||P||_F and ||dropped X||_2^2 / (2 sigma_max^2) for sigma_max,
-second order in the dropped part.  With DROP = 1e-12 that is ~5e-13 per cut unless the later Jacobians grow the
-dropped directions (the most contracted ones) ~1e5 times faster than the kept; measured against the dense
-products: below 1e-11 relatively (tests/engine/test_analysis_lowrank.py, which asserts 1e-9).  The cuts come at
-lags FIRST_CUT, then each GROWTH times the last (7 cuts at T = 100: eigh of an (r, r) Gram each, and r falls
-from D = 256 to ~25 on a random tanh RNN with g = 2, a third of the dense product's flops).
+by ||dropped X||_F^2 / (2 ||P||_F^2) relatively for ||P||_F and ||dropped X||_2^2 / (2 sigma_max^2) for
+sigma_max, second order in the dropped part.  With DROP = 1e-12 that is ~5e-13 per cut unless the later
+Jacobians grow the dropped directions (the most contracted ones) ~1e5 times faster than the kept.  Measured
+against the dense products: below 1e-11 relatively; tests/engine/test_analysis_lowrank.py asserts 1e-9 on
+chaotic, ordered, saturated, ReLU, orthogonal, trained-like, LSTM and GRU cases.  The cuts come at lags
+FIRST_CUT, then each GROWTH times the last (7 cuts at T = 100: eigh of an (r, r) Gram each; r falls from
+D = 256 to ~25 on a random tanh RNN with g = 2, a third of the dense products' flops).
 
 sigma_max of N_t comes from subspace iteration on N N^T (a block of BLOCK vectors in the r-dimensional left
 space, which does not move between cuts), warm-started from the previous lag's block: the top left singular
@@ -117,17 +119,20 @@ def jacobian_norms(stream: Stream) -> tuple[np.ndarray, np.ndarray]:
     sigma, fro = np.ones(T), np.ones(T)
     N = np.broadcast_to(np.eye(D), (B, D, D)).copy()  # (B, r, D) N_{T-1} = I, r = D
     U = _start(B, D)
-    cut = FIRST_CUT
+    cut, scale = FIRST_CUT, np.ones(B)  # (B,) N is kept at max |N| in [0.5, 1): P_t = scale U N_t
     with np.errstate(all="ignore"):
         for t in range(T - 2, -1, -1):
             N = stream.map.vjp(stream.p, take_steps(stream.caches, B, t + 1, t + 2), N)[0]  # N_t = N_{t+1} J_{t+1}
             if not np.all(np.isfinite(N)):  # NaN from here back: the products stay NaN, no more work
                 s, _ = top_singular_values(N, U)
-                sigma[t] = float(np.mean(s))
-                fro[t] = float(np.mean(np.sqrt(np.einsum("nij,nij->n", N, N)))) / np.sqrt(D)
+                sigma[t] = float(np.mean(scale * s))
+                fro[t] = float(np.mean(scale * np.sqrt(np.einsum("nij,nij->n", N, N)))) / np.sqrt(D)
                 sigma[:t] = fro[:t] = np.nan
                 break
             lag = T - 1 - t
+            e = np.frexp(np.max(np.abs(N), axis=(1, 2)))[1]  # (B,) max |N| = m 2^e, m in [0.5, 1)
+            N = np.ldexp(N, -e[:, None, None])  # exact: a power of 2; the Gram of 1e-200 would underflow
+            scale = np.ldexp(scale, e)  # (B,) P_t = scale U N_t
             if lag == cut:
                 N, s, f = compress(N)
                 U, cut = _start(B, N.shape[1]), int(np.ceil(lag * GROWTH))
@@ -137,8 +142,8 @@ def jacobian_norms(stream: Stream) -> tuple[np.ndarray, np.ndarray]:
             else:
                 s, U = top_singular_values(N, U)
                 f = np.sqrt(np.einsum("nij,nij->n", N, N))  # (B,) ||N_t||_F = ||P_t||_F
-            sigma[t] = float(np.mean(s))
-            fro[t] = float(np.mean(f)) / np.sqrt(D)
+            sigma[t] = float(np.mean(scale * s))
+            fro[t] = float(np.mean(scale * f)) / np.sqrt(D)
     return sigma, fro
 
 
