@@ -28,7 +28,8 @@ space, which does not move between cuts), warm-started from the previous lag's b
 vectors of P_t settle along the trajectory (Oseledets), so one or two rounds usually suffice.  An example stops
 when the Kato-Temple bound ||N N^T x - theta x||^2 / (theta (theta - theta_2)) on its top Ritz pair (x, theta)
 says theta is within POWER_TOL of sigma_max^2, relatively; one whose top singular values lie too close for that
-within POWER_MAX_ITER rounds gets an exact SVD instead.  At a cut, sigma_max is the Gram's top eigenvalue.
+within POWER_MAX_ITER rounds gets the exact value instead: the top eigenvalue of the (r, r) Gram N N^T,
+as at a cut, at lags before the first cut and once r <= GRAM_ROWS (where that is cheaper than iterating).
 
 The lag decomposition: dL/dW_hh = sum_t dU_t^T h_{t-1}, and dU_t is a sum over the direct gradients G_tau
 (the loss, or the layer above, at step tau >= t) carried back tau - t steps.  The part at lag k is
