@@ -114,7 +114,11 @@ def main(argv=None) -> int:
             rows["long-lag norms B=16 T=100 d=256"]["ours"].append(ours)
             rows["long-lag norms B=16 T=100 d=256"]["numpy_loop"].append(loop)
     load = os.getloadavg()
-    summary: dict = {"load_average_1_5_15_min": load}
+    summary: dict = {
+        "date": time.strftime("%Y-%m-%d %H:%M", time.gmtime()),
+        "command": "python benchmarks/bench_analysis.py " + " ".join(sys.argv[1:]),
+        "load_average_1_5_15_min": load,
+    }
     for name, r in rows.items():
         ours, loop = float(np.median(r["ours"])), float(np.median(r["numpy_loop"]))
         summary[name] = {"ours_s": ours, "numpy_loop_s": loop, "speedup": loop / ours, "runs": r}

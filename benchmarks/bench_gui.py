@@ -18,7 +18,7 @@ input within 100 ms.  Measured in one process, after the kernels are compiled an
 - training speed: iterations per second of each run while the GUI works.
 Without --force the view redraws only when a trace changed (at most ~30 Hz), so frames per second also depend on
 how often new data comes; --force is the window's redraw capacity under the same load.
-Writes benchmarks/results/gui.json.
+Writes benchmarks/results/gui-tab<N>.json (one per view; benchmarks/targets.py gathers them).
 
 OpenBLAS threads: on the 2-core machines of this project, training steps with OpenBLAS's default threads were 20
 to 150 times slower than with OPENBLAS_NUM_THREADS=1 (in a worker thread and in the main thread alike), and
@@ -480,7 +480,8 @@ def main(argv=None) -> int:
         )
     out = HERE / "results"
     out.mkdir(exist_ok=True)
-    (out / "gui.json").write_text(json.dumps(result, indent=2))
+    result["tab_index"], result["command"] = args.tab, "python benchmarks/bench_gui.py " + " ".join(sys.argv[1:])
+    (out / f"gui-tab{args.tab}.json").write_text(json.dumps(result, indent=2))  # one per view (targets.py reads all)
     return 0
 
 

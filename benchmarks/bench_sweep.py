@@ -267,6 +267,8 @@ def main() -> int:
     loads = [t["load"] for runs in times.values() for t in runs]
     speedup = med["local 1"]["points"] / med["local 2"]["points"]
     result = {
+        "date": time.strftime("%Y-%m-%d %H:%M", time.gmtime()),
+        "command": "python benchmarks/bench_sweep.py " + " ".join(sys.argv[1:]),
         "machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "load_before": load_before},
         "work": f"{PRESET.name}: 64 points, exports kept (and --no-traces rows)",
         "median": med,

@@ -145,8 +145,29 @@ def test_a_dask_scheduler_with_two_workers_gives_the_same_bits(reference, tmp_pa
         summary = run_sweep(experiment, tmp_path / "dask", scheduler=cluster.scheduler_address)
     assert "Dask cluster" in summary.progress.where and summary.progress.done == 16
     assert same_bits(rows(tmp_path / "dask"), table)
-    _, results = load_experiment_folder(tmp_path / "dask" / "points" / "0005")  # exported by this process
+    _, results = load_experiment_folder(tmp_path / "dask" / "points" / "0005")  # written where its worker ran
     assert results[0].status == "completed"
+    assert not list((tmp_path / "dask").glob(".gradscope-sweep-*"))  # the marker is gone with the sweep
+
+
+def test_a_worker_writes_a_points_export_only_where_it_reads_the_sweeps_marker(tmp_path):
+    from gradscope.sweep.pools import compute_point
+
+    experiment = config.load(write(tmp_path))
+    point = config.sweep_points(experiment)[0]
+    export = (tmp_path / "points" / "0000", experiment.model_copy(update={"runs": [point.run], "sweep": None}))
+    marker = tmp_path / ".gradscope-sweep-abc"
+    # another host: no marker at that path (or another sweep's token): the traces travel back, nothing written
+    for written in (None, "other"):
+        if written is not None:
+            marker.write_text(written)
+        outcome = compute_point(0, point.run, point.seed, "numpy", True, export=export, probe=(str(marker), "abc"))
+        assert outcome.result is not None and not outcome.exported and not export[0].exists()
+    marker.write_text("abc")  # this sweep's folder: the worker publishes the export, the traces stay there
+    outcome = compute_point(0, point.run, point.seed, "numpy", True, export=export, probe=(str(marker), "abc"))
+    assert outcome.result is None and outcome.exported
+    _, results = load_experiment_folder(export[0])
+    assert results[0].status == "completed" and len(results[0].trace) == 2
 
 
 def test_an_unreachable_scheduler_is_one_clear_error(tmp_path, monkeypatch, capsys):

@@ -3,15 +3,17 @@
 ``PointOutcome``s, so the sweep's loop (runner.py) is the same for both.
 
 What travels to a worker: the point's RunConfig (a frozen pydantic model, pickled), its seed, the backend
-name and whether to send the run's traces back.  What comes back: the point's measured columns (table.measure,
-computed on the worker) and, unless --no-traces, its RunResult (traces, initial parameters, first batch), which
-the main process exports.  A worker needs only GradScope installed; its kernel cache fills itself on first use.
+name, whether to send the run's traces back and where its export goes.  What comes back: the point's measured
+columns (table.measure, computed on the worker) and, unless --no-traces or the worker wrote the point's export
+itself, its RunResult (traces, initial parameters, first batch), which the main process exports.  A worker
+needs only GradScope installed; its kernel cache fills itself on first use.
 
 Local workers share this machine's file system, so they write each point's export themselves (``export``:
 its folder and its one-run experiment) and send back only the measured columns: the exports run in parallel
 and no trace is pickled back, where the main process would otherwise write them one after the other while
-the workers wait for it (the phases benchmarks/bench_sweep.py prints).  A worker that cannot write the export sends the
-RunResult back instead, and the main process writes it (and reports what stops it) as for a Dask point.
+the workers wait for it (the phases benchmarks/bench_sweep.py prints).  A worker that cannot write the export
+sends the RunResult back instead, and the main process writes it (and reports what stops it).  Dask workers do
+the same when they see the sweep's folder (``DaskPool._probe``): those on this host, or on a shared disk.
 
 Local workers each get one BLAS / Numba thread (two processes on two cores, no oversubscription; the bits
 do not depend on threads: the batch's split is a setting, train.shards).  They all start, and load their
@@ -56,14 +58,18 @@ class PointOutcome:
 
 
 def compute_point(
-    index: int, run, seed: int, backend: str = "numba", keep: bool = True, stop=None, export=None
+    index: int, run, seed: int, backend: str = "numba", keep: bool = True, stop=None, export=None, probe=None
 ) -> PointOutcome:
     """Run one point to its end and measure it (on whichever worker): the function every pool runs.
 
     ``export``: (folder, experiment) when this worker shares the sweep's file system: a finished point's export
-    is published there (io.export_experiment, atomically) and its traces stay here; else they travel back."""
+    is published there (io.export_experiment, atomically) and its traces stay here; else they travel back.
+    ``probe``: (path, token) of the sweep's marker file: the export is written here only if this worker reads
+    that token there (a Dask worker on another host, without the sweep's file system, sends the traces back)."""
     result = execute_run(run, seed, backend, stop=stop)
     outcome = PointOutcome(index, measure(result), result if keep else None, result.error)
+    if probe is not None and not sees_marker(*probe):
+        export = None
     if keep and export is not None and outcome.measured["status"] in KEPT:
         folder, experiment = export
         try:
@@ -72,6 +78,18 @@ def compute_point(
         except Exception:  # noqa: BLE001  (the main process writes it instead, and says what stops it)
             pass
     return outcome
+
+
+MARKER_PREFIX = ".gradscope-sweep-"  # a Dask sweep's marker file in its folder (removed when the sweep ends)
+
+
+def sees_marker(path: str, token: str) -> bool:
+    """Does this process see the sweep's folder (the marker at ``path`` holds ``token``)?"""
+    try:
+        with open(path, encoding="utf-8") as marker:
+            return marker.read() == token
+    except OSError:
+        return False
 
 
 _started = None  # a local worker's start-up barrier (all the pool's workers up)
@@ -188,10 +206,30 @@ class DaskPool:
         self._tag = uuid.uuid4().hex[:8]  # task keys of this sweep, distinct from any other client's
         self._futures: dict[int, object] = {}
         self._lock = threading.Lock()
+        self._marker: str | None = None  # the marker file workers look for (see _probe)
+
+    def _probe(self, export) -> tuple[str, str] | None:
+        """A cluster's workers need not share this file system; those that do (a worker on this host, a shared
+        disk) write their points' exports themselves, as local workers do, which keeps this process from
+        writing every export while the cores compute.  A worker knows by reading a marker file with this
+        sweep's token in the sweep's folder: at the same path on another host it is absent (or another's)."""
+        if export is None:
+            return None
+        if self._marker is None:
+            folder = os.path.dirname(os.path.dirname(os.fspath(export[0])))  # DIR of DIR/points/<point>
+            path = os.path.join(folder, f"{MARKER_PREFIX}{self._tag}")
+            try:
+                with open(path, "w", encoding="utf-8") as marker:
+                    marker.write(self._tag)
+            except OSError:
+                return None  # then every worker sends its traces back, as without a shared disk
+            self._marker = path
+        return self._marker, self._tag
 
     def submit(self, point, backend: str, keep: bool, export=None) -> Future:
-        """``export`` is not used: a cluster's workers need not share this file system, so traces travel back."""
+        """``export``: the point's (folder, experiment), written by the worker if it sees this file system."""
         done: Future = Future()
+        probe = self._probe(export) if keep else None
         remote = self._client.submit(
             compute_point,
             point.index,
@@ -199,6 +237,8 @@ class DaskPool:
             point.seed,
             backend,
             keep,
+            export=export if probe is not None else None,
+            probe=probe,
             pure=False,
             key=f"gradscope-point-{self._tag}-{point.index}",
         )
@@ -235,6 +275,11 @@ class DaskPool:
     def close(self) -> None:
         self.stop()
         self._client.close()
+        if self._marker is not None:
+            try:
+                os.remove(self._marker)
+            except OSError:
+                pass  # a stale marker names this sweep only: no later sweep's token matches it
 
 
 def default_workers() -> int:

@@ -30,7 +30,7 @@ from pathlib import Path
 from ..config import Experiment, SweepPoint, dumps, sweep_points
 from ..files import atomic_write_text
 from ..io import export_experiment, gradscope_version
-from .pools import DaskPool, LocalPool, PointOutcome, SweepError, default_workers, failure_text
+from .pools import MARKER_PREFIX, DaskPool, LocalPool, PointOutcome, SweepError, default_workers, failure_text
 from .table import KEPT, TAIL, columns, point_name, read_table, row_values, write_table
 
 MANIFEST = "sweep.json"
@@ -121,6 +121,8 @@ def _prepare(out: Path, experiment: Experiment, points, resume: bool) -> dict[in
             )
         for leftover in (out / POINTS).glob(".*.tmp-*") if (out / POINTS).exists() else []:
             shutil.rmtree(leftover, ignore_errors=True)  # an export a kill interrupted
+        for marker in out.glob(f"{MARKER_PREFIX}*"):
+            marker.unlink(missing_ok=True)  # a killed Dask sweep's (pools.DaskPool._probe)
         header, rows = read_table(out / TABLE)
         if header and header != columns(keys):
             raise SweepError(f"{out / TABLE}: its columns are not this sweep's; choose a new --out")
