@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import sys
 from pathlib import Path
 
 from .config import ConfigError, Experiment, dumps, load, loads
@@ -66,6 +67,7 @@ def run(
     plots: bool = True,
     backend: str = "numba",
     processes: int | None = None,
+    resume: bool = False,
 ) -> Results:
     """Run every run of ``experiment`` (a path, a shipped preset's name or an Experiment) and return their
     Results.
@@ -74,32 +76,45 @@ def run(
     does (traces, figures unless ``plots=False``); without it, nothing touches the disk.  ``seed``,
     ``iterations``, ``runs``: as --seed, --iterations, --runs.  ``progress``: a bar per run (tqdm; in a
     notebook its widget).  Interrupting the kernel (or Ctrl+C) stops the runs after their iteration and keeps
-    what they computed.  Raises ConfigError before anything runs when the experiment or an option is refused.
+    what they computed.  ``resume``: continue the killed or stopped recording in ``out``, as ``gradscope run
+    --resume`` does (its finished runs kept, the others from their checkpoints; a line each on stderr).  Raises
+    ConfigError before anything runs when the experiment or an option is refused.
     """
     from .experiment import check_memory, run_experiment, select
 
     chosen = select(validated(experiment), runs=runs, seed=seed, iterations=iterations)
     check_memory(chosen)
+    if resume and out is None:
+        raise ConfigError("resume=True needs out=: the folder of the recording to continue")
     recording = None
+    kept: dict = {}  # index -> RunResult: the runs a resumed recording had finished
+    todo = list(range(len(chosen.runs)))
     if out is not None:
         from .io import check_output_dir
         from .recording import Recording
 
         check_output_dir(out)
-        recording = Recording.start(out, chosen)
+        recording = Recording.start(out, chosen, resume=resume)
+        if resume:
+            kept = recording.finished_runs(chosen)
+            todo = [i for i in todo if i not in kept]
+            for line in recording.resume_lines(chosen, kept, todo):
+                print(line, file=sys.stderr)
     bars = _Bars(chosen) if progress else None
     try:
-        results = run_experiment(
-            chosen,
+        ran = run_experiment(
+            chosen.model_copy(update={"runs": [chosen.runs[i] for i in todo]}),
             backend=backend,
             processes=processes,
             progress=bars.finished if bars else None,
-            on_iteration=bars.update if bars else None,
-            record_to=[recording.run_dir(i, r.name) for i, r in enumerate(chosen.runs)] if recording else None,
+            on_iteration=(lambda index, *rest: bars.update(todo[index], *rest)) if bars else None,
+            record_to=[recording.run_dir(i, chosen.runs[i].name) for i in todo] if recording else None,
+            resume=resume,
         )
     finally:
         if bars:
             bars.close()
+    results = [kept[i] if i in kept else ran[todo.index(i)] for i in range(len(chosen.runs))]
     sources: list[Path | None] = [None] * len(results)
     if recording is not None and out is not None:
         from .io import export_experiment

@@ -244,7 +244,8 @@ def _compile_each(experiment, console: Console, stop: StopRequest, compile_kerne
             if stop.is_set():
                 raise _Stopped
             if time.perf_counter() - start > 0.5:
-                text = f"compiling kernels for {spec.label} ({spec.dtype}): {done}/{total} {name}"
+                # shown after 0.5 s: mostly the cache's load on a busy machine, a compile only the first time
+                text = f"loading kernels for {spec.label} ({spec.dtype}; compiled on first use): {done}/{total} {name}"
                 if console.tty:
                     console.status(text)
                 else:

@@ -42,6 +42,7 @@ from .files import (
     remove_stale_temporaries,
     sync_tree,
 )
+from .npzfile import npz_bytes
 from .runs import FINISHED, RunResult, RunStatus
 from .trace import Trace
 
@@ -81,12 +82,7 @@ class FigureExportError(RuntimeError):
         self.path, self.details = path, details
 
 
-def _npz_bytes(arrays: dict[str, np.ndarray]) -> bytes:
-    buffer = io.BytesIO()
-    # mypy matches **arrays against savez's allow_pickle: bool (NumPy >= 2.1); the keys are trace names, never
-    # that flag's, and passing the flag by name would store it as an array on NumPy 2.0 (requires numpy>=2.0)
-    np.savez(buffer, **arrays)  # type: ignore[arg-type]
-    return buffer.getvalue()
+_npz_bytes = npz_bytes  # recording.py and checkpoint.py write theirs with it too
 
 
 def _write(path: Path, data: bytes) -> None:

@@ -102,9 +102,8 @@ class Recording:
         "run 'x' resumed at iteration i of N" (or why it starts again from iteration 0)."""
         from .checkpoint import resume_note
 
-        lines = [f"resuming: {', '.join(repr(r.name) for r in kept.values())} finished before and are kept"] * bool(
-            kept
-        )
+        names = ", ".join(repr(r.name) for r in kept.values())
+        lines = [f"resuming: {names} finished before and {'is' if len(kept) == 1 else 'are'} kept"] * bool(kept)
         for index in todo:
             run = experiment.runs[index]
             note = resume_note(self.run_dir(index, run.name), run.name, max(run.train.iterations, 1))

@@ -84,17 +84,18 @@ class Take:
                 shutil.rmtree(self.path, ignore_errors=True)
 
     def kept(self) -> str:
-        """What the run's store holds on disk now, in words: "iterations 0-41 are kept in DIR"."""
+        """What the run's store holds on disk now, in words: "its iterations 0-41 are kept" (in its folder,
+        ``self.path``: the app's dialog names the session's folder once and each run's folder by its name)."""
         if self.run_dir is None:
-            return f"nothing of it was written to {self.path}"
+            return "nothing of it was written"
         try:
             attrs = json.loads((self.run_dir / STORE_NAME / "zarr.json").read_text(encoding="utf-8"))["attributes"]
             iterations = int(attrs.get("iterations", 0))
         except (OSError, TypeError, ValueError, KeyError):
-            return f"nothing of it could be kept in {self.path}"
+            return "nothing of it could be kept"
         if iterations == 0:
-            return f"nothing of it had been written to {self.path} yet"
-        return f"its iterations 0-{iterations - 1} are kept in {self.path}"
+            return "nothing of it had been written yet"
+        return f"its iterations 0-{iterations - 1} are kept"
 
 
 @dataclass
@@ -256,4 +257,43 @@ def last_interrupted(root) -> Interrupted | None:
     return None
 
 
-__all__ = ["Session", "Take", "Interrupted", "open_session", "open_any", "last_interrupted", "is_session", "mark"]
+# ------------------------------------------------------------------------------------------------ pruning
+KEEP_LAST = 20  # the newest sessions are always kept, however old
+KEEP_DAYS = 30  # and every session younger than this
+
+
+def prune(root, *, keep_last: int = KEEP_LAST, keep_days: float = KEEP_DAYS, now: float | None = None) -> list[Path]:
+    """Remove the app's old sessions under ``root``; returns the folders removed.  A session goes only when it is
+    done with (closed cleanly: ``ended``; or its recovery notice was answered: ``handled``), is not among the
+    ``keep_last`` newest, and started more than ``keep_days`` days ago.  Never one that is interrupted and
+    unanswered, one still being written, one whose session.json cannot be read, or any other folder."""
+    root = Path(root)
+    if not root.is_dir():
+        return []
+    now = time.time() if now is None else now
+    sessions = sorted((p for p in root.iterdir() if is_session(p)), reverse=True)  # newest first: named by time
+    removed = []
+    for path in sessions[keep_last:]:
+        try:
+            manifest = json.loads((path / SESSION).read_text(encoding="utf-8"))
+            started = time.mktime(time.strptime(str(manifest["started"])[:19], "%Y-%m-%dT%H:%M:%S"))
+        except (OSError, ValueError, KeyError, TypeError):
+            continue
+        done_with = bool(manifest.get("ended") or manifest.get("handled"))
+        if done_with and now - started > keep_days * 86400 and not pid_alive(manifest.get("pid")):
+            shutil.rmtree(path, ignore_errors=True)
+            removed.append(path)
+    return removed
+
+
+__all__ = [
+    "Session",
+    "Take",
+    "Interrupted",
+    "open_session",
+    "open_any",
+    "last_interrupted",
+    "is_session",
+    "mark",
+    "prune",
+]

@@ -5,7 +5,7 @@
         --out assets/recovery-notice.png
         # an app is started on a training preset, SIGKILLed mid-run; the next start's notice is shown
     xvfb-run -a -s "-screen 0 1920x1200x24" .venv/bin/python scripts/screenshot_recording.py full-disk \\
-        --out /tmp/full-disk.png
+        --out assets/recording-stopped.png
         # the recording folder cannot be written (a file stands in its way): the dialog over the running window
 
 Everything happens in a temporary XDG_DATA_HOME / XDG_CONFIG_HOME: the user's sessions are never touched.

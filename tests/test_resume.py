@@ -108,7 +108,7 @@ def test_a_sigkilled_run_resumes_at_its_checkpoint_and_ends_as_an_uninterrupted_
         timeout=600,
     )
     assert done.returncode == 0, done.stderr
-    assert "resuming: 'short' finished before and are kept" in done.stderr
+    assert "resuming: 'short' finished before and is kept" in done.stderr
     assert f"run 'long' resumed at iteration {at} of {iterations}" in done.stderr
     assert not (out / RECORDING).exists()
     assert not list(out.rglob(CHECKPOINT_NAME))  # finished runs leave none

@@ -221,7 +221,7 @@ def test_resume_keeps_finished_runs_and_runs_the_others_again(tmp_path, capsys):
     assert "pass --resume" in capsys.readouterr().err
     assert cli.main(["run", str(experiment_file), "--out", str(out), "--no-plots", "--resume"]) == cli.EXIT_OK
     err = capsys.readouterr().err
-    assert "'short' finished before and are kept" in err
+    assert "'short' finished before and is kept" in err
     summary = json.loads((out / "summary.json").read_text())
     assert [(r["name"], r["status"], r["iterations"]) for r in summary["runs"]] == [
         ("short", "completed", 4),

@@ -12,4 +12,5 @@ plotting.py      log10 axes, hover readouts, empty-state hints
 views/           one file per view, each a Figure (pyqtgraph items, testable alone) and a View (widget)
 panels/          run list, run editor, and the editor's fields read from the config schema
 figures.py       the views rendered offscreen to PNG and SVG (export_figures), same code as the app
+page_pool.py     many runs' waterfall pages, drawn by worker processes while figures.py draws the rest
 """

@@ -10,11 +10,15 @@ two to a row under the experiment's name: the same renders, not drawn again.  Fi
 temporary name and renamed, so a crash never leaves a truncated figure under its final name.
 
 Each figure is drawn once: its pixels go to a worker thread for PNG encoding (zlib releases the GIL) and its
-files are written (and fsynced) there while the next figure is drawn; its SVG comes from svg.py.
+files are written (and fsynced) there while the next figure is drawn; its SVG comes from svg.py.  With many
+runs (page_pool.MIN_PAGES), the waterfalls past the composite's two are drawn by worker processes
+(page_pool.py) meanwhile, by the same code, into the same folder: the files are the same bytes.
 """
 
 from __future__ import annotations
 
+import functools
+import itertools
 import re
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -113,80 +117,119 @@ def shows_something(figure_name: str, runs: list[RunData]) -> bool:
     return bool(with_data)
 
 
-def figure_pages(runs: list[RunData], size=VIEW_SIZE):
-    """(stem, widget, figure) for each figure to export, drawn and laid out at ``size``.
+def page_plan(runs: list[RunData]) -> list[tuple[type, str, RunData | None]]:
+    """(figure class, file stem, run) of every page to export, in order: the waterfall once per run with data
+    (its run given), every other view with something to show once (run None).  Nothing is drawn yet."""
+    from .views import FIGURES, WaterfallFigure
+
+    stems: set[str] = set()
+    plan: list[tuple[type, str, RunData | None]] = []
+    for figure_class in FIGURES:
+        if not shows_something(figure_class.name, runs):
+            continue
+        if figure_class is WaterfallFigure:
+            for run in runs:
+                if run.visible and run.has_data():
+                    plan.append((figure_class, unique(f"waterfall_{slug(run.name)}", stems), run))
+            continue
+        plan.append((figure_class, unique(figure_class.name, stems), None))
+    return plan
+
+
+def new_page(figure_class, size=VIEW_SIZE):
+    """(widget, figure): an offscreen widget of ``size`` holding a new, non-interactive figure of the class."""
+    import pyqtgraph as pg
+
+    widget = pg.GraphicsLayoutWidget()
+    widget.setBackground(style.BACKGROUND)
+    widget.resize(*size)
+    return widget, figure_class(widget.ci, interactive=False)
+
+
+def figure_pages(runs: list[RunData], size=VIEW_SIZE, plan=None):
+    """(stem, widget, figure) for each page of ``plan`` (default: page_plan(runs)), drawn and laid out at
+    ``size``.
 
     A generator: each page is ready when it is yielded (and the waterfall's one figure is redrawn for the next
     run after that), so a caller renders it before asking for the next.
     """
-    import pyqtgraph as pg
-
     from .rendering import settle
-    from .views import FIGURES, WaterfallFigure
 
-    stems: set[str] = set()
-    for figure_class in FIGURES:
-        if not shows_something(figure_class.name, runs):
-            continue
-        widget = pg.GraphicsLayoutWidget()
-        widget.setBackground(style.BACKGROUND)
-        widget.resize(*size)
-        figure = figure_class(widget.ci, interactive=False)
-        if figure_class is WaterfallFigure:
-            for run in runs:
-                if run.visible and run.has_data():
-                    figure.run_key = run.key
-                    figure.refresh(runs)
-                    settle(widget)
-                    yield unique(f"waterfall_{slug(run.name)}", stems), widget, figure
-            continue
-        figure.refresh(runs)
-        settle(widget)
-        yield unique(figure_class.name, stems), widget, figure
+    for figure_class, group in itertools.groupby(page_plan(runs) if plan is None else plan, key=lambda p: p[0]):
+        widget, figure = new_page(figure_class, size)
+        for _, stem, run in group:
+            if run is not None:
+                figure.run_key = run.key
+            figure.refresh(runs)
+            settle(widget)
+            yield stem, widget, figure
+
+
+def page_writes(plots_dir: Path, stem: str, page, formats, durable: bool) -> list:
+    """The page's files as calls that write them and return their paths (PNG encoding, SVG text and the disk:
+    for a worker thread or process)."""
+    from . import svg
+
+    writes = []
+    if "png" in formats:
+        writes.append(functools.partial(_write_png, plots_dir / f"{stem}.png", page.rgb, durable))
+    if "svg" in formats:
+        data = svg.document(
+            page.width, page.height, style.BACKGROUND, page.svg_defs, page.svg_body, title=f"GradScope: {stem}"
+        )
+        writes.append(functools.partial(_write_bytes, plots_dir / f"{stem}.svg", data, durable))
+    return writes
+
+
+def _write_png(path: Path, rgb, durable: bool) -> Path:
+    from .rendering import encode_png, write_atomically
+
+    return write_atomically(path, encode_png(rgb), durable)
+
+
+def _write_bytes(path: Path, data: bytes, durable: bool) -> Path:
+    from .rendering import write_atomically
+
+    return write_atomically(path, data, durable)
 
 
 def render_figures(runs: list[RunData], plots_dir, title: str = "", formats=FORMATS, durable=True) -> list[Path]:
     """Each view with something to show (the waterfall once per run) and the composite, as files in plots_dir
-    (each flushed to disk unless not ``durable``: a folder its caller flushes whole)."""
-    from . import svg
-    from .rendering import encode_png, render_page, write_atomically
+    (each flushed to disk unless not ``durable``: a folder its caller flushes whole).
+
+    With many runs the waterfalls past the composite's are drawn by worker processes (page_pool.PagePool)
+    while this process draws the other views; each page is drawn by the same code, so the files are the same.
+    """
+    from .page_pool import PagePool, worth_pool
+    from .rendering import render_page
 
     for fmt in formats:
         if fmt not in FORMATS:
             raise ValueError(f"unknown figure format {fmt!r}; expected png or svg")
     plots_dir = Path(plots_dir)
     plots_dir.mkdir(parents=True, exist_ok=True)
-    written: list[Path] = []
-    pages = []
-    with ThreadPoolExecutor(max_workers=2, thread_name_prefix="gradscope-png") as pool:
+    plan = page_plan(runs)
+    number = {stem: n for n, (_, stem, _) in enumerate(plan)}  # a page's place: the prefix of its SVG ids
+    waterfalls = [n for n, (_, stem, _) in enumerate(plan) if stem.startswith("waterfall_")]
+    elsewhere = set(waterfalls[COMPOSITE_COLUMNS:]) if worth_pool(len(waterfalls)) else set()
+    pages = []  # candidates for the composite (see composite_order): every view and the first waterfalls
+    with PagePool(plots_dir, formats, durable) as pool, ThreadPoolExecutor(2, "gradscope-png") as threads:
+        pool.draw([(n, plan[n][1], plan[n][2]) for n in sorted(elsewhere)])  # started first: they take longest
         pending = []
-
-        def write_png(path, rgb):
-            return write_atomically(path, encode_png(rgb), durable)
-
-        def write_svg(path, data):
-            return write_atomically(path, data, durable)
-
-        waterfalls = 0
-        for n, (stem, widget, _figure) in enumerate(figure_pages(runs)):
-            page = render_page(widget, formats, id_prefix=f"p{n}c")
-            waterfalls += stem.startswith("waterfall_")
-            if not stem.startswith("waterfall_") or waterfalls <= COMPOSITE_COLUMNS:
-                pages.append((stem, page))  # a candidate for the composite (see composite_order)
-            if "png" in formats:
-                pending.append(pool.submit(write_png, plots_dir / f"{stem}.png", page.rgb))
-            if "svg" in formats:
-                data = svg.document(
-                    page.width, page.height, style.BACKGROUND, page.svg_defs, page.svg_body, title=f"GradScope: {stem}"
-                )
-                pending.append(pool.submit(write_svg, plots_dir / f"{stem}.svg", data))
+        here = [entry for n, entry in enumerate(plan) if n not in elsewhere]
+        for stem, widget, _figure in figure_pages(runs, plan=here):
+            page = render_page(widget, formats, id_prefix=f"p{number[stem]}c")
+            if not stem.startswith("waterfall_") or number[stem] in waterfalls[:COMPOSITE_COLUMNS]:
+                pages.append((stem, page))
+            pending += [threads.submit(write) for write in page_writes(plots_dir, stem, page, formats, durable)]
         if pages:
             composite = _composite(pages, title, formats)
             if "png" in formats:
-                pending.append(pool.submit(write_png, plots_dir / "composite.png", composite.rgb))
+                pending.append(threads.submit(_write_png, plots_dir / "composite.png", composite.rgb, durable))
             if "svg" in formats:
-                pending.append(pool.submit(write_svg, plots_dir / "composite.svg", composite.svg))
-        written += [future.result() for future in pending]  # re-raises an encoding or disk error
+                pending.append(threads.submit(_write_bytes, plots_dir / "composite.svg", composite.svg, durable))
+        written = [future.result() for future in pending]  # re-raises an encoding or disk error
+        written += pool.written()  # the workers' pages, or their error
     return written
 
 

@@ -23,7 +23,7 @@ from PyQt6 import QtCore, QtGui, QtWidgets
 
 from . import svg
 
-PNG_LEVEL = 6  # zlib level: plots are mostly flat colour; level 6 is Qt's default size at the same speed
+PNG_LEVEL = 3  # zlib level: a 1400 x 800 page in ~7 ms, not level 6's 22-37 ms, for files ~40% larger (40 kB)
 
 
 @dataclass

@@ -19,7 +19,7 @@ from pathlib import Path
 
 from PyQt6 import QtCore, QtWidgets
 
-from ..sessions import Interrupted, Session, last_interrupted, mark
+from ..sessions import KEEP_DAYS, KEEP_LAST, Interrupted, Session, last_interrupted, mark, prune
 
 CLOSE_WAIT_MS = 5000  # closing the window waits this long for the runs' last records to reach their stores
 
@@ -32,6 +32,43 @@ def recording_root(settings: QtCore.QSettings) -> Path:
     return Path(base or Path.home() / ".gradscope") / "sessions"
 
 
+class _HeadAndPathLabel(QtWidgets.QLabel):
+    """One line: a sentence kept whole, then a folder path elided in its middle to the room left (the whole text
+    in the tooltip).  Eliding the whole line would hide what the sentence says (the run, the iteration); when
+    even the sentence does not fit, a shorter wording of it is shown (``heads``: longest first)."""
+
+    MIN_PATH_PX = 80  # ~12 characters of the path: its start and its session's name
+
+    def __init__(self):
+        super().__init__("")
+        self.heads: list[str] = [""]
+        self.path = ""
+        # its width is what the layout gives it: a long path must not widen the window
+        self.setSizePolicy(QtWidgets.QSizePolicy.Policy.Ignored, QtWidgets.QSizePolicy.Policy.Preferred)
+        self.setTextInteractionFlags(QtCore.Qt.TextInteractionFlag.TextSelectableByMouse)
+
+    def set_parts(self, heads: list[str], path: str) -> None:
+        self.heads, self.path = heads, path
+        self.setToolTip(heads[0] + path)
+        self._elide()
+
+    def _elide(self) -> None:
+        metrics = self.fontMetrics()
+        width = self.width() if self.isVisible() else 900
+        fits = [h for h in self.heads if metrics.horizontalAdvance(h) + self.MIN_PATH_PX <= width]
+        head = fits[0] if fits else self.heads[-1]  # too narrow for any: the shortest, clipped at the right
+        room = max(width - metrics.horizontalAdvance(head), self.MIN_PATH_PX)
+        self.setText(head + metrics.elidedText(self.path, QtCore.Qt.TextElideMode.ElideMiddle, room))
+
+    def resizeEvent(self, event) -> None:  # re-elide to the new width
+        super().resizeEvent(event)
+        self._elide()
+
+    def showEvent(self, event) -> None:  # laid out while hidden: no resize event comes when it is shown
+        super().showEvent(event)
+        self._elide()
+
+
 class RecoveryNotice(QtWidgets.QFrame):
     """One line above the views: "The last session was interrupted ...: Open / Dismiss"."""
 
@@ -42,8 +79,7 @@ class RecoveryNotice(QtWidgets.QFrame):
         self.setStyleSheet("#recovery-notice { background: #fff4ce; border: 1px solid #e0c060; }")
         row = QtWidgets.QHBoxLayout(self)
         row.setContentsMargins(8, 4, 8, 4)
-        self.label = QtWidgets.QLabel("")
-        self.label.setTextInteractionFlags(QtCore.Qt.TextInteractionFlag.TextSelectableByMouse)
+        self.label = _HeadAndPathLabel()
         self.open_button = QtWidgets.QPushButton("Open")
         self.dismiss_button = QtWidgets.QPushButton("Dismiss")
         row.addWidget(self.label, 1)
@@ -52,24 +88,18 @@ class RecoveryNotice(QtWidgets.QFrame):
         self.setVisible(False)
 
     def text(self) -> str:
+        """The whole line, path included (the label shows it with the path elided)."""
         return self.label.toolTip()
 
-    def show_text(self, text: str) -> None:
-        self.label.setToolTip(text)  # whole; the label elides it to one line
-        metrics = self.label.fontMetrics()
-        width = max(200, self.label.width() or 900)
-        self.label.setText(metrics.elidedText(text, QtCore.Qt.TextElideMode.ElideMiddle, width))
+    def show_text(self, heads: list[str], path: str) -> None:
+        """``heads``: the sentence before the path, longest wording first (the narrowest window gets the last)."""
+        self.label.set_parts(heads, path)
         self.setVisible(True)
-
-    def resizeEvent(self, event) -> None:  # re-elide to the new width
-        super().resizeEvent(event)
-        if self.isVisible() and self.text():
-            metrics = self.label.fontMetrics()
-            self.label.setText(metrics.elidedText(self.text(), QtCore.Qt.TextElideMode.ElideMiddle, self.label.width()))
 
 
 class SessionRecording(QtCore.QObject):
     found = QtCore.pyqtSignal(object)  # an Interrupted session (from the scanning thread), or None
+    pruned = QtCore.pyqtSignal(int)  # how many old sessions the scan removed
 
     def __init__(self, window):
         super().__init__(window)
@@ -87,6 +117,13 @@ class SessionRecording(QtCore.QObject):
         self._show_where()
         window.controller.recording_failed.connect(self.recording_failed)
         self.found.connect(self._found)
+        self.pruned.connect(
+            lambda n: window.statusBar().showMessage(
+                f"Removed {n} old session(s) from {self.root} (closed or answered, older than {KEEP_DAYS} days, "
+                f"beyond the newest {KEEP_LAST})",
+                15000,
+            )
+        )
 
         # the notice above the views: the central widget becomes [notice, tabs]
         self.notice = RecoveryNotice()
@@ -154,7 +191,8 @@ class SessionRecording(QtCore.QObject):
 
     def _informative(self, text: str) -> str:
         return (
-            f"{text}\n\nEvery trace is still in memory and shown, and the runs go on (Stop ends them cleanly). "
+            f"In that folder (one folder per run):\n{text}\n\n"
+            f"Every trace is still in memory and shown, and the runs go on (Stop ends them cleanly). "
             f"Export them to a folder on another disk to keep them."
         )
 
@@ -187,7 +225,14 @@ class SessionRecording(QtCore.QObject):
     # ------------------------------------------------------------------------------------- recovery
     def check_for_interrupted(self, wait: bool = False) -> None:
         """Look for a session left by a crash (reading its stores takes a moment: not in the GUI thread)."""
-        thread = threading.Thread(target=lambda: self.found.emit(last_interrupted(self.root)), daemon=True)
+
+        def scan():
+            removed = prune(self.root)  # the stated policy (sessions.prune): old sessions done with
+            if removed:
+                self.pruned.emit(len(removed))
+            self.found.emit(last_interrupted(self.root))
+
+        thread = threading.Thread(target=scan, daemon=True)
         thread.start()
         if wait:
             thread.join()
@@ -196,9 +241,14 @@ class SessionRecording(QtCore.QObject):
         self.interrupted = interrupted
         if interrupted is None:
             return
+        started, what = interrupted.started.replace("T", " ")[:16], interrupted.summary()
         self.notice.show_text(
-            f"The last session (started {interrupted.started.replace('T', ' ')[:16]}) was interrupted: "
-            f"{interrupted.summary()}; its records are kept in {interrupted.path}"
+            [
+                f"The last session (started {started}) was interrupted: {what}; its records are kept in ",
+                f"The last session was interrupted: {what}; its records are in ",
+                f"Interrupted: {what}; in ",
+            ],
+            str(interrupted.path),
         )
 
     def open_interrupted(self) -> bool:

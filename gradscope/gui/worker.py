@@ -26,6 +26,7 @@ import queue
 import threading
 import time
 import traceback
+from pathlib import Path
 
 import numpy as np
 from PyQt6 import QtCore
@@ -127,7 +128,8 @@ class TrainingThread(QtCore.QThread):
     state = QtCore.pyqtSignal(object)  # RunStatus.RUNNING | RunStatus.PAUSED
     done = QtCore.pyqtSignal(object)  # RunStatus.COMPLETED | DIVERGED | STOPPED
     failed = QtCore.pyqtSignal(str)  # traceback text
-    recording_failed = QtCore.pyqtSignal(str)  # "'a': recording to DIR stopped (why); its iterations 0-41 are kept"
+    # "'a' (001-a/): stopped (why); its iterations 0-41 are kept": the run's folder in its session's
+    recording_failed = QtCore.pyqtSignal(str)
 
     def __init__(self, run, seed: int, backend: str = "numba", paused: bool = False, take=None, parent=None):
         super().__init__(parent)
@@ -187,10 +189,17 @@ class TrainingThread(QtCore.QThread):
         try:
             self.recorder = self.take.start(result)
         except (OSError, ValueError) as error:  # an unwritable folder (ConfigError: one already recorded there)
-            why = f"{error.filename}: {error.strerror}" if getattr(error, "filename", None) else str(error)
+            why = str(error)
+            if getattr(error, "filename", None):  # the file, within the session's folder the dialog names
+                where, session = Path(error.filename), self.take.session.path
+                inside = where.is_relative_to(session)
+                why = (
+                    error.strerror
+                    if where == session
+                    else f"{where.relative_to(session) if inside else where}: {error.strerror}"
+                )
             self.recording_failed.emit(
-                f"{self.run_config.name!r}: recording to {self.take.path} could not start ({why}); nothing of "
-                f"it is on disk"
+                f"{self.run_config.name!r} ({self.take.path.name}/): could not start ({why}); nothing of it is on disk"
             )
 
     def _record(self, record) -> None:
@@ -204,9 +213,10 @@ class TrainingThread(QtCore.QThread):
     def _recording_stopped(self) -> None:
         recorder, self.recorder = self.recorder, None
         self.take.closed()
+        # "PATH: File too large", PATH within the run's folder, which the note names
+        error = str(recorder.result.store_error).replace(f"{self.take.path}{os.sep}", "")
         self.recording_failed.emit(
-            f"{self.run_config.name!r}: recording to {self.take.path} stopped ({recorder.result.store_error}); "
-            f"{self.take.kept()}"
+            f"{self.run_config.name!r} ({self.take.path.name}/): stopped ({error}); {self.take.kept()}"
         )
 
     def _stop_recording(self, status: RunStatus) -> None:

@@ -221,7 +221,12 @@ def test_an_unwritable_recording_folder_gets_a_dialog_and_the_runs_go_on(qtbot, 
     qtbot.waitUntil(lambda: w.last_dialog is not None and w.last_dialog.isVisible())
     box = w.last_dialog
     assert box.windowTitle() == "Recording stopped"
-    assert str(w.recording.session.path) in box.text() + box.informativeText()
+    # the session's folder named once, each run by its name and its folder's, and what it kept
+    assert (box.text() + box.informativeText()).count(str(w.recording.session.path)) == 1
+    assert str(blocked) not in box.informativeText()
+    for run in ("a", "b"):
+        assert f"'{run}' (00{'ab'.index(run) + 1}-{run}/): could not start (Not a directory)" in box.informativeText()
+    assert "nothing of it is on disk" in box.informativeText()
     assert "still in memory" in box.informativeText()
     assert any(b.text() == "Export elsewhere…" for b in box.buttons())
     assert "Recording stopped" in w.recording.label.text()
@@ -273,12 +278,16 @@ def test_a_full_disk_while_recording_and_exporting_gets_dialogs_with_the_traces_
     box = w.last_dialog
     assert box.windowTitle() == "Recording stopped" and box.isVisible()
     assert "File too large" in box.informativeText(), box.informativeText()
-    assert "are kept in" in box.informativeText(), box.informativeText()
+    assert (box.text() + box.informativeText()).count(str(w.recording.session.path)) == 1, box.informativeText()
     # what it says was kept is on disk, and equals the traces' prefix
     folder = open_session(w.recording.session.path)
-    for state, result in zip(w.controller.states, folder.results):
+    for i, (state, result) in enumerate(zip(w.controller.states, folder.results)):
         K = len(result.trace)
-        assert 0 < K < 3000 and f"iterations 0-{result.iterations - 1} are kept" in box.informativeText()
+        store = f"recording/01-{result.name}/records.zarr"
+        note = (
+            f"'{result.name}' ({i + 1:03d}-{result.name}/): stopped ({store}: File too large); its iterations 0-{K - 1}"
+        )
+        assert 0 < K < 3000 and f"{note} are kept" in box.informativeText(), box.informativeText()
         memory = state.data.trace.to_arrays()
         for name, array in result.trace.to_arrays().items():
             np.testing.assert_array_equal(array, memory[name][:K], err_msg=name)
