@@ -1,0 +1,126 @@
+"""The compressed long-lag products (engine/analysis/longlag.py: P_t = U N_t, cut now and then) against the
+dense products P_t = P_{t+1} J_{t+1} formed in full, with NumPy's SVD for sigma_max: they must agree to 1e-9
+relatively (the cuts' stated budget is ~5e-13 per cut; the torch identities at rtol 1e-6 are in test_analysis.py).
+Cases: random tanh RNNs in order and chaos, a trained-like W_hh (a few large outlier directions on a weak bulk),
+near-degenerate ones (an orthogonal W_hh with equal singular values, ReLU with dead units, a saturated tanh, an
+LSTM and a GRU), and products long enough for several cuts."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from gradscope.engine import InitSpec, ModelSpec, init_params
+from gradscope.engine.analysis import jacobian_norms, longlag, stack_streams
+from gradscope.engine.analysis.maps import take_steps
+
+
+def dense_norms(stream):
+    """The reference: every P_t formed, sigma_max by SVD, per example, batch means."""
+    T, B, D = stream.S.shape
+    sigma, fro = np.ones((B, T)), np.ones((B, T))
+    P = np.broadcast_to(np.eye(D), (B, D, D)).copy()
+    for t in range(T - 2, -1, -1):
+        J = stream.map.jacobian(stream.p, take_steps(stream.caches, B, t + 1, t + 2))  # (B, D, D)
+        P = np.matmul(P, J)
+        sigma[:, t] = np.linalg.norm(P, ord=2, axis=(1, 2))
+        fro[:, t] = np.linalg.norm(P, axis=(1, 2)) / np.sqrt(D)
+    return sigma.mean(0), fro.mean(0)
+
+
+def stream_of(cell="rnn", activation="tanh", d=48, T=60, B=3, scale=4.0, W_hh=None, input_scale=1.0, seed=0):
+    spec = ModelSpec(cell=cell, activation=activation, input_size=4, hidden_size=d, output_size=1, dtype="float64")
+    params = init_params(spec, InitSpec(recurrent_scale=scale, input_scale=input_scale), np.random.default_rng(seed))
+    if W_hh is not None:
+        params.layers[0].W_hh[...] = W_hh
+    x = np.random.default_rng(seed + 1).standard_normal((T, B, 4))
+    return stack_streams(spec, params, x)[0]
+
+
+def trained_like(d, rng):
+    """A weak random bulk plus three strong low-rank directions, as training leaves W_hh (outlier eigenvalues)."""
+    U, V = rng.standard_normal((d, 3)), rng.standard_normal((d, 3))
+    return 0.6 * rng.standard_normal((d, d)) / np.sqrt(d) + U @ np.diag([3.0, 2.0, 1.5]) @ V.T / d
+
+
+def orthogonal(d, rng):
+    return np.linalg.qr(rng.standard_normal((d, d)))[0]
+
+
+CASES = {
+    "tanh g=0.5 (order)": dict(scale=0.25),
+    "tanh g=2 (chaos)": dict(scale=4.0),
+    "tanh g=3 (chaos)": dict(scale=9.0),
+    "tanh saturated": dict(scale=4.0, input_scale=100.0),
+    "relu, dead units": dict(activation="relu", scale=2.0),
+    "linear orthogonal (no cut drops)": dict(activation="linear", W_hh="orthogonal"),
+    "trained-like": dict(W_hh="trained"),
+    "lstm": dict(cell="lstm", d=24),
+    "gru": dict(cell="gru", d=32),
+}
+
+
+@pytest.mark.parametrize("name", list(CASES))
+def test_compressed_products_equal_the_dense_ones(name):
+    kwargs = dict(CASES[name])
+    rng = np.random.default_rng(5)
+    d = kwargs.get("d", 48)
+    if kwargs.get("W_hh") == "orthogonal":
+        kwargs["W_hh"] = orthogonal(d, rng)
+    elif kwargs.get("W_hh") == "trained":
+        kwargs["W_hh"] = trained_like(d, rng)
+    stream = stream_of(**kwargs)
+    sigma, fro = jacobian_norms(stream)
+    ref_sigma, ref_fro = dense_norms(stream)
+    np.testing.assert_allclose(sigma, ref_sigma, rtol=1e-9, atol=1e-300)
+    np.testing.assert_allclose(fro, ref_fro, rtol=1e-9, atol=1e-300)
+
+
+def test_the_cuts_shrink_the_rank_and_drop_within_budget():
+    """At a cut, the kept rows' squared Frobenius norm falls short of the whole by at most DROP of it, and a
+    contracting product loses rows; an orthogonal product (all singular values equal) loses none."""
+    stream = stream_of(scale=4.0, d=64, T=40)
+    T, B, D = stream.S.shape
+    N = np.broadcast_to(np.eye(D), (B, D, D)).copy()
+    for t in range(T - 2, T - 22, -1):
+        N = stream.map.vjp(stream.p, take_steps(stream.caches, B, t + 1, t + 2), N)[0]
+    kept, sigma, fro = longlag.compress(N)
+    assert kept.shape[1] < D // 2
+    whole = np.sum(N * N, axis=(1, 2))
+    assert np.all(whole - np.sum(kept * kept, axis=(1, 2)) <= 1.01 * longlag.DROP * whole)
+    np.testing.assert_allclose(sigma, np.linalg.norm(N, ord=2, axis=(1, 2)), rtol=1e-12)
+    np.testing.assert_allclose(fro, np.sqrt(whole), rtol=1e-12)
+    Q = np.broadcast_to(orthogonal(D, np.random.default_rng(0)), (B, D, D))
+    assert longlag.compress(np.array(Q))[0].shape[1] == D
+
+
+def test_subspace_iteration_stops_at_its_bound_or_falls_back_to_the_exact_value():
+    rng = np.random.default_rng(1)
+    N = rng.standard_normal((4, 30, 80)) * np.linspace(1.0, 0.2, 80)  # (B, r, D)
+    N[3] *= 1e3
+    sigma, U = longlag.top_singular_values(N, rng.standard_normal((4, 30, longlag.BLOCK)))
+    np.testing.assert_allclose(sigma, np.linalg.norm(N, ord=2, axis=(1, 2)), rtol=1e-9)
+    assert U.shape == (4, 30, longlag.BLOCK)
+
+
+def test_products_far_below_the_gram_range_keep_their_value():
+    """A linear RNN with W_hh = 0.2 Q (Q orthogonal): P_t = (0.2 Q)^{T-1-t}, so sigma_max = ||P_t||_F / sqrt(d)
+    = 0.2^lag exactly, down to 1e-208 at lag 297, where the Gram N N^T (1e-416) would underflow."""
+    d, T = 16, 298
+    stream = stream_of(activation="linear", d=d, T=T, B=2, W_hh=0.2 * orthogonal(d, np.random.default_rng(3)))
+    sigma, fro = jacobian_norms(stream)
+    lag = np.arange(T)[::-1]
+    np.testing.assert_allclose(sigma, 0.2**lag, rtol=1e-9)
+    np.testing.assert_allclose(fro, 0.2**lag, rtol=1e-9)
+
+
+def test_nonfinite_products_give_nan_not_an_error():
+    stream = stream_of(scale=4.0, T=30)
+    stream.caches["fp"][5 * 3] = np.nan  # one unit's slope at step 5 of example 0
+    sigma, fro = jacobian_norms(stream)
+    assert np.all(np.isnan(sigma[:5])) and np.all(np.isnan(fro[:5]))
+    assert np.all(np.isfinite(sigma[5:])) and sigma[-1] == 1.0
+    N = np.ones((2, 3, 4))
+    N[0, 0, 0] = np.inf
+    s, _ = longlag.top_singular_values(N, np.ones((2, 3, 1)))
+    assert np.isnan(s[0]) and s[1] == pytest.approx(np.sqrt(12))
