@@ -150,8 +150,11 @@ class Legend:
         try:
             legend.clear()
             self._samples = []
-            for label, color, line in entries:
-                sample = pg.PlotDataItem(pen=pen(color, style.CURVE_WIDTH if color not in _GREYS else 1.5, line))
+            for label, color, line in _shown(entries):
+                if color is None:  # "... and N more runs": no sample line
+                    sample = pg.PlotDataItem(pen=None)
+                else:
+                    sample = pg.PlotDataItem(pen=pen(color, style.CURVE_WIDTH if color not in _GREYS else 1.5, line))
                 self._samples.append(sample)
                 legend.addItem(sample, label)
         finally:
@@ -166,6 +169,27 @@ class Legend:
 
 STYLE_GREY = "#606060"  # legend entries that explain a line style rather than a run
 _GREYS = (STYLE_GREY,)
+MAX_RUN_ENTRIES = 50  # a legend of 1,000 runs would fill the page and squeeze the plot into a sliver
+
+
+def _shown(entries: list[tuple[str, str, str]]) -> list[tuple[str, str | None, str]]:
+    """The entries a legend draws: every line-style entry, the first runs, and one line for the runs past
+    MAX_RUN_ENTRIES (their curves are drawn all the same; the hover readout names them in the app)."""
+    runs = sum(color not in _GREYS for _, color, _ in entries)
+    if runs <= MAX_RUN_ENTRIES:
+        return list(entries)
+    shown: list[tuple[str, str | None, str]] = []
+    kept = 0
+    for entry in entries:
+        if entry[1] in _GREYS:
+            shown.append(entry)
+        elif kept < MAX_RUN_ENTRIES - 1:
+            shown.append(entry)
+            kept += 1
+        elif kept == MAX_RUN_ENTRIES - 1:
+            shown.append((f"… and {runs - kept} more runs", None, "solid"))
+            kept += 1
+    return shown
 
 
 NICE_STEPS = (1, 1.25, 1.5, 2, 2.5, 3, 4, 5, 6, 8, 10)  # consecutive ratios <= 4/3: little empty space

@@ -47,3 +47,21 @@ def test_a_legend_of_many_runs_is_laid_out_once_where_entry_by_entry_put_it(qtbo
     assert geometry.height() > 0 and rows == sorted(rows) and len(set(rows)) == 40
     legend.set(_entries(3))  # fewer entries: a smaller legend
     assert len(legend.item.items) == 3 and 0 < _placement(widget, legend)[0].height() < geometry.height()
+
+
+def test_a_legend_of_a_thousand_runs_names_the_first_and_counts_the_rest_keeping_every_style_entry(qtbot):
+    from gradscope.gui.plotting import MAX_RUN_ENTRIES, STYLE_GREY
+
+    widget, legend = _figure(qtbot)
+    styles = [("mean field (iteration 0)", STYLE_GREY, "dash"), ("Pascanu bound", STYLE_GREY, "dot")]
+    legend.set(_entries(1000) + styles)
+    shown = [label.text for _, label in legend.item.items]
+    assert shown[: MAX_RUN_ENTRIES - 1] == [f"run {i}" for i in range(MAX_RUN_ENTRIES - 1)]
+    assert shown[MAX_RUN_ENTRIES - 1] == f"… and {1000 - MAX_RUN_ENTRIES + 1} more runs"
+    assert shown[MAX_RUN_ENTRIES:] == [label for label, _, _ in styles] and len(shown) == MAX_RUN_ENTRIES + 2
+    assert legend.labels[:2] == ["run 0", "run 1"] and len(legend.labels) == 1002  # what it was asked to explain
+    # the legend no longer takes the page: narrower than the plot beside it
+    geometry, _ = _placement(widget, legend)
+    assert geometry.width() < widget.width() / 2
+    legend.set(_entries(MAX_RUN_ENTRIES))  # up to the limit every run is named
+    assert [label.text for _, label in legend.item.items] == [f"run {i}" for i in range(MAX_RUN_ENTRIES)]
