@@ -78,10 +78,10 @@ name = "relu"
 _compute_point = pools.compute_point
 
 
-def timed_point(index, run, seed, backend="numba", keep=True, stop=None, export=None):
+def timed_point(index, run, seed, backend="numba", keep=True, stop=None, export=None, probe=None):
     """compute_point, with the worker's pid, its start and end on the machine's clock and its CPU seconds."""
     start, cpu = time.monotonic(), time.process_time()
-    outcome = _compute_point(index, run, seed, backend, keep, stop, **({"export": export} if export else {}))
+    outcome = _compute_point(index, run, seed, backend, keep, stop, export=export, probe=probe)
     outcome.measured = dict(outcome.measured, _phases=(os.getpid(), start, time.monotonic(), time.process_time() - cpu))
     return outcome
 
