@@ -29,9 +29,10 @@ def target_checks(speed: list[dict], peak_gflops: dict[str, float]) -> list[dict
     checks = []
 
     def check(target: str, label: str, figure: str, met: bool) -> None:
-        checks.append({"target": target, "label": label, "figure": figure, "met": bool(met)})
+        checks.append({"target": target, "label": label, "figure": figure, "met": bool(met), "load": row_load})
 
     for r in speed:
+        row_load = list(r.get("load", []))  # the load average at the row's start and end
         label = f"{r['cell']} ({r['B']}, {r['T']}, {r['n']}, {r['d']}) {r['dtype']}"
         if "bidirectional_vs_unidirectional" in r:
             ratio = r["bidirectional_vs_unidirectional"]

@@ -63,11 +63,13 @@ def engine_rows(table: Table, folder: Path) -> None:
         result = _read(folder, name)
         if result is None:
             continue
+        # the date of its speed rows: of the last run that measured speed (a later --only memory keeps them)
+        speed_runs = [u.get("date", "") for u in result.get("updates", []) if "speed" in u.get("parts", [])]
+        date = max([result.get("date", "")] + speed_runs)
         for r in result.get("speed", []):
             key = (r["cell"], r["B"], r["T"], r["n"], r["d"], r["dtype"])
-            date = result.get("date", "")
             if key not in rows or rows[key][0] <= date:
-                rows[key] = (date, r, result)
+                rows[key] = (date, r, dict(result, date=date))
     by_target: dict[str, list[tuple[dict, dict]]] = {}
     for _, r, result in rows.values():
         for c in target_checks([r], result.get("peak_gflops", {})):
@@ -81,7 +83,7 @@ def engine_rows(table: Table, folder: Path) -> None:
             if not c["met"]
         ) or ", ".join(c["figure"] for c, _ in checks[:4])
         dates = sorted({res.get("date", "?") for _, res in checks})
-        loads = [res.get("load") for _, res in checks if isinstance(res.get("load"), (int, float))]
+        loads = [float(v) for c, _ in checks for v in c.get("load", [])]
         when = f"{dates[-1]}, {min(loads):.1f}-{max(loads):.1f}" if loads else dates[-1]
         shown = f"met in {met} of {len(checks)}" + (f"; not met: {figures}" if met < len(checks) else f" ({figures})")
         table.add(
