@@ -483,6 +483,7 @@ def main(argv=None) -> int:
     out = HERE / "results"
     out.mkdir(exist_ok=True)
     result["tab_index"], result["command"] = args.tab, "python benchmarks/bench_gui.py " + " ".join(sys.argv[1:])
+    result["date"] = time.strftime("%Y-%m-%d %H:%M", time.gmtime())
     (out / f"gui-tab{args.tab}.json").write_text(json.dumps(result, indent=2))  # one per view (targets.py reads all)
     return 0
 

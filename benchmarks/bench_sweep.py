@@ -300,8 +300,8 @@ def main() -> int:
         f"--no-traces {result['speedup_2_over_1_points_no_traces']:.2f}x)",
         f"Dask 2 workers / local 2 (points, exports kept): {result['dask_over_local_points']:.2f}x the time, "
         + verdict(result["dask_over_local_points"], TARGET_DASK, False)
-        + f" (--no-traces {result['dask_over_local_points_no_traces']:.2f}x; with exports, Dask's are written by "
-        "this process, the local pool's by its workers)",
+        + f" (--no-traces {result['dask_over_local_points_no_traces']:.2f}x; the exports are written by the workers "
+        "in both: these Dask workers see the sweep's folder)",
         f"per-point overhead: {overhead_ms:.1f} ms, {verdict(overhead_ms, TARGET_OVERHEAD_MS, False)}",
         f"rows: {'identical' if same else 'NOT IDENTICAL'} (every column but wall_seconds) in every configuration",
     ]

@@ -184,7 +184,7 @@ def gather(folder: Path) -> Table:
             f"the app, '{load['tab']}': 60 fps, input to screen p99 < 50 ms, runs keep >= 90%",
             figure,
             met,
-            _load(gui.get("load_average")),
+            f"{gui.get('date', '?')}, {_load(gui.get('load_average'))}",
             gui.get("command", ""),
         )
     export = _read(folder, "export.json")
@@ -225,8 +225,8 @@ def gather(folder: Path) -> Table:
                 target,
                 figure,
                 met,
-                _load(analysis.get("load_average_1_5_15_min")),
-                "python benchmarks/bench_analysis.py --repeats 3",
+                f"{analysis.get('date', '?')}, {_load(analysis.get('load_average_1_5_15_min'))}",
+                analysis.get("command", "python benchmarks/bench_analysis.py --repeats 3"),
             )
         else:
             table.missing("10", target, "python benchmarks/bench_analysis.py --repeats 3")
