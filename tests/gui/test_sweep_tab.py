@@ -6,6 +6,7 @@ import xml.etree.ElementTree as ET
 
 import numpy as np
 import pytest
+from PyQt6 import QtWidgets
 
 from gradscope import config
 from gradscope.config import sweep_points
@@ -34,6 +35,13 @@ seeds = [0, 1, 2]
 """
 ONE = '"init.recurrent_scale" = [1.0, 2.0, 3.0, 4.0]'
 TWO = '"init.recurrent_scale" = [0.5, 1.0, 2.0, 4.0]\n"init.bias_scale" = [0.01, 0.1, 1.0]'
+
+
+def wait_job(qtbot, job, timeout):
+    """Until the tab's job thread has ended and its last signals reached the tab (a job that fails at once can
+    end before a waitSignal on its finished() would connect, and the wait then never ends)."""
+    qtbot.waitUntil(job.isFinished, timeout=timeout)
+    QtWidgets.QApplication.processEvents()  # the done / failed / finished signals, queued to the GUI thread
 
 
 def experiment(keys, activation="relu", input_scale=0.0):
@@ -118,8 +126,7 @@ def test_the_tab_runs_a_real_sweep_and_fills_in_then_exports_png_and_svg(qtbot, 
     qtbot.addWidget(tab)
     tab.resize(1200, 700)
     job = tab.run_sweep(exp, tmp_path / "sweep", workers=1, scheduler="")
-    with qtbot.waitSignal(job.finished, timeout=120_000):
-        pass
+    wait_job(qtbot, job, timeout=120_000)
     assert tab.last_error is None, tab.last_error
     assert "Sweep finished: 6/6 points done" in tab.status.text()
     tab.redraw()
@@ -133,8 +140,7 @@ def test_the_tab_runs_a_real_sweep_and_fills_in_then_exports_png_and_svg(qtbot, 
     other = SweepTab()  # the finished folder, opened again
     qtbot.addWidget(other)
     job = other.open_folder(tmp_path / "sweep")
-    with qtbot.waitSignal(job.finished, timeout=60_000):
-        pass
+    wait_job(qtbot, job, timeout=60_000)
     other.redraw()
     np.testing.assert_array_equal(other.figure.shown["runs"]["net"][1], mean)
     assert other.data.lines["net"][1][0] == pytest.approx(0.5 * math.log(1.5 / 2))
@@ -144,8 +150,7 @@ def test_a_folder_that_is_no_sweep_is_a_message_not_a_crash(qtbot, tmp_path):
     tab = SweepTab()
     qtbot.addWidget(tab)
     job = tab.open_folder(tmp_path)
-    with qtbot.waitSignal(job.finished, timeout=30_000):
-        pass
+    wait_job(qtbot, job, timeout=30_000)
     assert "not a GradScope sweep folder" in tab.status.text()
 
 
