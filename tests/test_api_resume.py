@@ -8,13 +8,11 @@ import signal
 import subprocess
 import sys
 
-import numpy as np
 import pytest
 
 import gradscope
-from gradscope.engine.spectra import TOLERANCE
 from gradscope.recording import RECORDING
-from tests.test_resume import CHILD, ROOT, TRAINING, _checkpoint_at, _wait_for
+from tests.test_resume import CHILD, ROOT, TRAINING, _checkpoint_at, _wait_for, assert_same_but_tracked
 
 
 def test_gradscope_run_resumes_a_sigkilled_recording_and_ends_as_an_uninterrupted_run(tmp_path, capfd):
@@ -53,10 +51,6 @@ def test_gradscope_run_resumes_a_sigkilled_recording_and_ends_as_an_uninterrupte
         assert (got.status, got.iterations) == (want.status, want.iterations)
         a, b = got.trace.to_arrays(), want.trace.to_arrays()
         assert sorted(a) == sorted(b)
-        for key in b:
-            if key in TOLERANCE and name == "long":
-                np.testing.assert_allclose(a[key], b[key], rtol=TOLERANCE[key], err_msg=key)
-            else:
-                np.testing.assert_array_equal(a[key], b[key], err_msg=f"{name}: {key}")
+        assert_same_but_tracked(a, b, name == "long", f"{name}: ")
     reopened = gradscope.open(out)
     assert reopened.state == "completed" and reopened["long"].iterations == iterations

@@ -16,9 +16,9 @@ import gradscope
 from gradscope import cli, store
 from gradscope.config import load
 from gradscope.engine.record import Record
-from gradscope.engine.spectra import TOLERANCE
 from gradscope.recording import RECORDING, open_folder
 from gradscope.store import RunStore, read_store
+from tests.test_resume import assert_same_but_tracked
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -187,13 +187,9 @@ def test_a_sigkilled_gradscope_run_reopens_as_interrupted_with_its_records(tmp_p
     ].trace.to_arrays()
     kept = long.trace.to_arrays()
     assert list(kept) == list(reference)
-    for name, values in reference.items():
-        if name in TOLERANCE:
-            # the reference's last iteration is measured exactly, the killed run's was tracked from the one
-            # before (engine.spectra): equal within the tracker's stated tolerance, the rest bit for bit
-            np.testing.assert_allclose(kept[name], values, rtol=TOLERANCE[name], err_msg=name)
-        else:
-            np.testing.assert_array_equal(kept[name], values, err_msg=name)
+    # the reference's last iteration is measured exactly, the killed run's was tracked from the one before
+    # (engine.spectra): equal within the tracker's stated tolerance, the rest bit for bit
+    assert_same_but_tracked(kept, reference)
     ds = results.to_xarray()
     assert ds["interrupted_at"].sel(run="long").item() == long.interrupted_at
 
