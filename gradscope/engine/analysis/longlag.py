@@ -20,8 +20,8 @@ sigma_max, second order in the dropped part.  With DROP = 1e-12 that is ~5e-13 p
 Jacobians grow the dropped directions (the most contracted ones) ~1e5 times faster than the kept.  Measured
 against the dense products: below 1e-11 relatively; tests/engine/test_analysis_lowrank.py asserts 1e-9 on
 chaotic, ordered, saturated, ReLU, orthogonal, trained-like, LSTM and GRU cases.  The cuts come at lags
-FIRST_CUT, then each GROWTH times the last (7 cuts at T = 100: eigh of an (r, r) Gram each; r falls from
-D = 256 to ~25 on a random tanh RNN with g = 2, a third of the dense products' flops).
+FIRST_CUT, then each GROWTH times the last (8 cuts at T = 100: eigh of an (r, r) Gram each; r falls from
+D = 256 to ~32 on a random tanh RNN with g = 2, 29% of the dense products' flops).
 
 sigma_max of N_t comes from subspace iteration on N N^T (a block of BLOCK vectors in the r-dimensional left
 space, which does not move between cuts), warm-started from the previous lag's block: the top left singular
@@ -53,7 +53,7 @@ POWER_MAX_ITER = 4  # rounds before the exact eigenvalue of the Gram is cheaper
 BLOCK = 8  # vectors in the subspace iteration for sigma_max
 DROP = 1e-12  # a cut drops left directions holding at most this share of ||P_t||_F^2
 GRAM_ROWS = 64  # at most this many rows r: sigma_max from the (r, r) Gram directly
-FIRST_CUT, GROWTH = 3, 1.7  # lags of the cuts: 3, 6, 11, 19, 33, 57, 97, ...
+FIRST_CUT, GROWTH = 4, 1.5  # lags of the cuts: 4, 6, 9, 14, 21, 32, 48, 72, ...
 
 
 def _T(A: np.ndarray) -> np.ndarray:
