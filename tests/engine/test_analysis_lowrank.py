@@ -94,13 +94,72 @@ def test_the_cuts_shrink_the_rank_and_drop_within_budget():
     assert longlag.compress(np.array(Q))[0].shape[1] == D
 
 
-def test_subspace_iteration_stops_at_its_bound_or_falls_back_to_the_exact_value():
-    rng = np.random.default_rng(1)
-    N = rng.standard_normal((4, 30, 80)) * np.linspace(1.0, 0.2, 80)  # (B, r, D)
-    N[3] *= 1e3
-    sigma, U = longlag.top_singular_values(N, rng.standard_normal((4, 30, longlag.BLOCK)))
-    np.testing.assert_allclose(sigma, np.linalg.norm(N, ord=2, axis=(1, 2)), rtol=1e-9)
-    assert U.shape == (4, 30, longlag.BLOCK)
+def _svd_sigma_max(N):
+    return np.linalg.norm(N, ord=2, axis=(1, 2))
+
+
+def _spectrum(rng, B, r, D, singular_values):
+    """(B, r, D) blocks with the given singular values (r,) and random singular vectors."""
+    U = np.linalg.qr(rng.standard_normal((B, r, r)))[0]
+    V = np.linalg.qr(rng.standard_normal((B, D, r)))[0]
+    return np.matmul(U * singular_values, np.swapaxes(V, 1, 2))
+
+
+@pytest.mark.parametrize(
+    "kind",
+    ["random", "graded", "close top pair", "equal top four", "all equal", "rank one", "rank deficient"]
+    + ["tiny", "huge", "zero"],
+)
+def test_lanczos_equals_the_svd(kind):
+    """sigma_max by Lanczos (cold, from the all-ones start, and warm, from its own answer) against NumPy's SVD
+    at 1e-10, on spectra from easy (graded) to the ones Lanczos finds hard (a top pair 1e-6 apart, equal top
+    singular values, every singular value equal: an invariant Krylov space at once; rank one and rank
+    deficient: beta vanishes; 1e-150 and 1e150, whose Gram would under/overflow; zero)."""
+    rng = np.random.default_rng(7)
+    B, r, D = 4, 40, 90
+    s = {
+        "random": None,
+        "graded": np.exp(-0.2 * np.arange(r)),
+        "close top pair": np.r_[1.0, 1.0 - 1e-6, np.linspace(0.9, 0.1, r - 2)],
+        "equal top four": np.r_[np.ones(4), np.linspace(0.8, 0.1, r - 4)],
+        "all equal": np.ones(r),
+        "rank one": np.r_[3.0, np.zeros(r - 1)],
+        "rank deficient": np.r_[np.linspace(2.0, 1.0, 10), np.zeros(r - 10)],
+        "tiny": 1e-150 * np.exp(-0.1 * np.arange(r)),
+        "huge": 1e150 * np.exp(-0.1 * np.arange(r)),
+        "zero": np.zeros(r),
+    }[kind]
+    N = rng.standard_normal((B, r, D)) if s is None else _spectrum(rng, B, r, D, s)
+    sigma, x = longlag.top_singular_values(N, np.ones((B, r)))
+    np.testing.assert_allclose(sigma, _svd_sigma_max(N), rtol=1e-10, atol=0)
+    assert x.shape == (B, r) and np.all(np.isfinite(x))
+    again, _ = longlag.top_singular_values(N, x)
+    np.testing.assert_allclose(again, _svd_sigma_max(N), rtol=1e-10)
+
+
+def test_lanczos_falls_back_to_the_exact_value_when_it_cannot_certify(monkeypatch):
+    """Too few steps allowed for a close top pair: the Kato-Temple bound is not met, and the Gram's exact top
+    eigenvalue is used for those examples (the easy one in the batch keeps its Lanczos value)."""
+    monkeypatch.setattr(longlag, "POWER_MAX_ITER", 3)
+    rng = np.random.default_rng(2)
+    hard = _spectrum(rng, 1, 30, 60, np.r_[1.0, 1.0 - 1e-4, np.linspace(0.99, 0.5, 28)])
+    easy = _spectrum(rng, 1, 30, 60, np.r_[1.0, 1e-3 * np.ones(29)])
+    N = np.concatenate([hard, easy])
+    calls = []
+    exact = longlag.gram_sigma_max
+    monkeypatch.setattr(longlag, "gram_sigma_max", lambda M: calls.append(len(M)) or exact(M))
+    sigma, _ = longlag.top_singular_values(N, np.ones((2, 30)))
+    np.testing.assert_allclose(sigma, _svd_sigma_max(N), rtol=1e-12)
+    assert calls == [1]
+
+
+def test_gram_sigma_max_equals_the_svd_also_where_dsyevr_fails():
+    """The exact path: dsyrk + dsyevr (top eigenvalue only); dsyevr's bisection fails (info > 0) on some exact
+    clusters, e.g. a scaled orthogonal matrix, and the full eigensolver answers instead."""
+    rng = np.random.default_rng(3)
+    Q = 0.8 * np.linalg.qr(rng.standard_normal((16, 16)))[0]
+    N = np.stack([Q, rng.standard_normal((16, 16)), np.diag(np.linspace(1, 2, 16))])
+    np.testing.assert_allclose(longlag.gram_sigma_max(N), _svd_sigma_max(N), rtol=1e-12)
 
 
 def test_products_far_below_the_gram_range_keep_their_value():
@@ -122,5 +181,15 @@ def test_nonfinite_products_give_nan_not_an_error():
     assert np.all(np.isfinite(sigma[5:])) and sigma[-1] == 1.0
     N = np.ones((2, 3, 4))
     N[0, 0, 0] = np.inf
-    s, _ = longlag.top_singular_values(N, np.ones((2, 3, 1)))
+    s, x = longlag.top_singular_values(N, np.ones((2, 3)))
     assert np.isnan(s[0]) and s[1] == pytest.approx(np.sqrt(12))
+    assert np.all(np.isfinite(x[1]))
+
+
+def test_zero_products_give_zero_norms():
+    """W_hh = 0 (linear): every product past lag 0 is exactly 0, so both norms are 0 there (no rescale of 0, no
+    division by a vanished Lanczos beta)."""
+    stream = stream_of(activation="linear", d=16, T=20, B=2, W_hh=np.zeros((16, 16)))
+    sigma, fro = jacobian_norms(stream)
+    assert sigma[-1] == fro[-1] == 1.0
+    assert np.all(sigma[:-1] == 0) and np.all(fro[:-1] == 0)

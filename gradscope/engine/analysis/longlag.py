@@ -44,15 +44,17 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import numpy as np
+from scipy.linalg import blas, lapack
 
 from .maps import take_steps
 from .streams import Stream
 
-POWER_TOL = 1e-10  # relative error in sigma_max^2 the subspace iteration stops at (Kato-Temple bound)
-POWER_MAX_ITER = 4  # rounds before the exact eigenvalue of the Gram is cheaper
-BLOCK = 8  # vectors in the subspace iteration for sigma_max
+POWER_TOL = 1e-11  # relative error in sigma_max^2 at which Lanczos stops (Kato-Temple bound)
+POWER_MAX_ITER = 96  # Lanczos steps before the exact eigenvalue of the Gram is cheaper
+CHECKS = frozenset((2, 3, 4, 5, 6, 7, 8, 10, 12, 14, 16, 19, 22, 26, 30, 35, 40, 46, 53, 61, 70, 80))  # eigh of T_j
+EPS = 1e-14  # beta_j below EPS theta: the Krylov space is invariant (to rounding) and theta exact
 DROP = 1e-12  # a cut drops left directions holding at most this share of ||P_t||_F^2
-GRAM_ROWS = 64  # at most this many rows r: sigma_max from the (r, r) Gram directly
+RANGE = 128  # N is rescaled (by a power of 2) when ||N||_F leaves [2^-RANGE, 2^RANGE]
 FIRST_CUT, GROWTH = 4, 1.5  # lags of the cuts: 4, 6, 9, 14, 21, 32, 48, 72, ...
 
 
@@ -60,46 +62,92 @@ def _T(A: np.ndarray) -> np.ndarray:
     return np.swapaxes(A, -1, -2)
 
 
-def top_singular_values(N: np.ndarray, U: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """sigma_max of each (r, D) block of N (B, r, D) by subspace iteration on N N^T from the block U (B, r, k).
+def top_singular_values(N: np.ndarray, x: np.ndarray, fro: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """sigma_max of each (r, D) block of N (B, r, D) by Lanczos on N N^T from the start vectors x (B, r).
 
-    Each round: V = N^T U, the Ritz pairs (theta, y) of N N^T in span U from V^T V (theta <= sigma_max^2, from
-    below), W = N V; stop when the top pair's Kato-Temple bound is below POWER_TOL (module docstring), else
-    U = qr(W).  A block of k vectors converges like (sigma_{k+1} / sigma_1)^2 per round rather than
-    (sigma_2 / sigma_1)^2.  Returns (sigma (B,), the next lag's start (B, r, k))."""
-    finite = np.all(np.isfinite(N), axis=(1, 2))
-    if not np.all(finite):  # NaN or Inf: LAPACK refuses them; those products' sigma_max is NaN
-        sigma, U = np.full(N.shape[0], np.nan), np.array(U, dtype=np.float64)
+    Iteration j: z = N (N^T q_j) (two passes over N, no Gram formed), alpha_j = q_j . z, z orthogonalised
+    against every earlier q (twice: full reorthogonalisation, so no ghost copies), beta_j = |z|, q_{j+1} = z /
+    beta_j.  The top eigenvalue theta of the tridiagonal T_j (alpha on the diagonal, beta beside it) is the
+    top Ritz value of N N^T on the Krylov space, from below, and its Ritz pair's residual is beta_j |y_j| (y_j
+    the last component of T_j's top eigenvector).  An example is done when the Kato-Temple bound
+    residual^2 / (theta (theta - theta_2)) puts theta within POWER_TOL of sigma_max^2 relatively (theta_2 the
+    next Ritz value), or when beta_j vanishes (its Krylov space is invariant: theta is exact).  Lanczos
+    converges like exp(-4 j sqrt(gap)) rather than subspace iteration's gap^j, and a start near the top
+    vector (the previous lag's, below) needs a few steps.  Those not done within POWER_MAX_ITER steps get the
+    exact value (gram_sigma_max).  ``fro`` (B,), ||N||_F if the caller has it, saves a pass over N for the
+    scale check: a block far from 1 is scaled by a power of 2 first (exact), as N N^T of 1e-160 underflows.
+    Returns (sigma (B,), the top Ritz vectors (B, r): the next lag's start)."""
+    finite = np.all(np.isfinite(N), axis=(1, 2)) & np.all(np.isfinite(x), axis=1)
+    if not np.all(finite):  # NaN or Inf: those products' sigma_max is NaN, and LAPACK refuses them
+        sigma, x = np.full(N.shape[0], np.nan), np.array(x, dtype=np.float64)
         if np.any(finite):
-            sigma[finite], U[finite] = top_singular_values(N[finite], U[finite])
-        return sigma, U
-    B = N.shape[0]
-    sigma = np.zeros(B)
+            sigma[finite], x[finite] = top_singular_values(N[finite], x[finite])
+        return sigma, x
+    if fro is None:
+        fro = np.sqrt(np.einsum("nij,nij->n", N, N))
+    far = ((fro < 2.0**-RANGE) | (fro > 2.0**RANGE)) & (fro > 0)  # (B,) a zero block stays (sigma_max 0)
+    if np.any(far):
+        e = np.where(far, np.frexp(fro)[1], 0)  # (B,) ||N||_F = m 2^e
+        sigma, x = top_singular_values(np.ldexp(N, -e[:, None, None]), x, np.ldexp(fro, -e))
+        return np.ldexp(sigma, e), x
+    B, r, _ = N.shape
+    steps = min(POWER_MAX_ITER, r)
     with np.errstate(all="ignore"):
-        U = np.linalg.qr(U)[0]  # (B, r, k)
-        todo = np.ones(B, dtype=bool)  # the examples still iterating (all iterate: no copies of N)
-        for _ in range(POWER_MAX_ITER):
-            V = np.matmul(_T(U), N)  # (B, k, D) (N^T U)^T
-            theta, Y = np.linalg.eigh(np.matmul(V, _T(V)))  # (B, k) ascending, (B, k, k): U^T N N^T U
-            W = np.matmul(N, _T(V))  # (B, r, k) N N^T U
-            top = theta[:, -1]
-            y = Y[:, :, -1:]  # (B, k, 1) the top Ritz vector x = U y
-            residual = np.matmul(W, y)[..., 0] - top[:, None] * np.matmul(U, y)[..., 0]  # (B, r) N N^T x - theta x
-            gap = top - theta[:, -2] if theta.shape[1] > 1 else top
-            done = np.sum(residual * residual, axis=1) <= POWER_TOL * top * gap
-            sigma[todo] = np.sqrt(np.maximum(top[todo], 0))
-            U = np.linalg.qr(W)[0]
-            todo &= ~done & np.isfinite(top)
-            if not np.any(todo):
-                break
-        if np.any(todo):  # close top singular values: the Gram's top eigenvalue, exact whatever the spectrum
-            sigma[todo] = gram_sigma_max(N[todo])
-        return sigma, U
+        norm = np.linalg.norm(x, axis=1)  # (B,)
+        x = np.where(norm[:, None] > 0, x, 1.0)  # a zero start (nothing known) -> the all-ones vector
+        Q = np.zeros((B, steps + 1, r))  # the Lanczos vectors q_0 .. q_steps, as rows
+        Q[:, 0] = x / np.linalg.norm(x, axis=1, keepdims=True)
+        alpha, beta = np.zeros((B, steps)), np.zeros((B, steps))
+        NT = _T(N)  # (B, D, r)
+        for j in range(steps):
+            q = Q[:, j : j + 1]  # (B, 1, r)
+            z = np.matmul(np.matmul(q, N), NT)[:, 0]  # (B, r) (N N^T q)^T
+            alpha[:, j] = np.einsum("br,br->b", q[:, 0], z)
+            done_q = Q[:, : j + 1]  # (B, j+1, r)
+            for _ in range(2):  # classical Gram-Schmidt twice against q_0 .. q_j
+                z -= np.matmul(np.matmul(done_q, z[:, :, None])[:, None, :, 0], done_q)[:, 0]
+            beta[:, j] = np.linalg.norm(z, axis=1)
+            k = j + 1
+            if k in CHECKS or k == steps:
+                theta, Y = np.linalg.eigh(_tridiagonal(alpha[:, :k], beta[:, : k - 1]))  # (B, k), (B, k, k)
+                top = theta[:, -1]
+                residual = beta[:, j] * np.abs(Y[:, -1, -1])  # (B,) |N N^T x - theta x|, x = Q^T y
+                gap = top - theta[:, -2] if k > 1 else top
+                done = (residual * residual <= POWER_TOL * top * gap) | (beta[:, j] <= EPS * top)
+                if np.all(done) or k == steps:
+                    break
+            Q[:, j + 1] = z / np.where(beta[:, j] > 0, beta[:, j], 1.0)[:, None]  # a vanished beta: q = 0
+        sigma = np.sqrt(np.maximum(top, 0))
+        x = np.matmul(Y[:, None, :, -1], Q[:, :k])[:, 0]  # (B, r) the top Ritz vectors
+        if not np.all(done):  # close top singular values: the Gram's top eigenvalue, exact whatever the spectrum
+            sigma[~done] = gram_sigma_max(N[~done])
+        return sigma, x
+
+
+def _tridiagonal(alpha: np.ndarray, beta: np.ndarray) -> np.ndarray:
+    """(B, k, k) the symmetric tridiagonal matrices with diagonals alpha (B, k) and off-diagonals beta (B, k-1)."""
+    B, k = alpha.shape
+    T = np.zeros((B, k, k))
+    i = np.arange(k)
+    T[:, i, i] = alpha
+    T[:, i[:-1], i[1:]] = T[:, i[1:], i[:-1]] = beta
+    return T
 
 
 def gram_sigma_max(N: np.ndarray) -> np.ndarray:
-    """(B,) sigma_max of each (r, D) block of N (B, r, D): sqrt of N N^T's top eigenvalue (relative error ~eps)."""
-    return np.sqrt(np.maximum(np.linalg.eigvalsh(np.matmul(N, _T(N)))[:, -1], 0))
+    """(B,) sigma_max of each (r, D) block of N (B, r, D): sqrt of the top eigenvalue of the (r, r) Gram N N^T
+    (relative error ~eps), by LAPACK directly: dsyrk for the upper triangle of N N^T (half the flops of a
+    matmul), then dsyevr for the top eigenvalue alone (no eigenvectors, no other eigenvalues found): 1.5x less
+    time than eigvalsh at r = 256.  N must be finite (the caller's check)."""
+    B, r, _ = N.shape
+    sigma = np.full(B, np.nan)
+    for b in range(B):
+        G = blas.dsyrk(1.0, N[b].T, trans=1)  # (r, r) upper triangle of N N^T; N[b].T is Fortran-ordered (D, r)
+        w, _, found, _, info = lapack.dsyevr(G, compute_v=0, range="I", il=r, iu=r, lower=0, overwrite_a=1)
+        if info != 0 or found != 1:  # dsyevr's bisection can fail on a cluster (seen: a scaled orthogonal N)
+            w = np.linalg.eigvalsh(N[b] @ N[b].T)[-1:]  # the full symmetric eigensolver, which does not
+        sigma[b] = np.sqrt(max(w[0], 0.0))
+    return sigma
 
 
 def compress(N: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -119,39 +167,31 @@ def jacobian_norms(stream: Stream) -> tuple[np.ndarray, np.ndarray]:
     T, B, D = stream.S.shape
     sigma, fro = np.ones(T), np.ones(T)
     N = np.broadcast_to(np.eye(D), (B, D, D)).copy()  # (B, r, D) N_{T-1} = I, r = D
-    U = _start(B, D)
-    cut, scale = FIRST_CUT, np.ones(B)  # (B,) N is kept at max |N| in [0.5, 1): P_t = scale U N_t
+    x = np.ones((B, D))  # (B, r) Lanczos' start: the previous lag's top left singular vector once there is one
+    cut, scale = FIRST_CUT, np.ones(B)  # (B,) P_t = scale U N_t
     with np.errstate(all="ignore"):
         for t in range(T - 2, -1, -1):
             N = stream.map.vjp(stream.p, take_steps(stream.caches, B, t + 1, t + 2), N)[0]  # N_t = N_{t+1} J_{t+1}
-            if not np.all(np.isfinite(N)):  # NaN from here back: the products stay NaN, no more work
-                s, _ = top_singular_values(N, U)
-                sigma[t] = float(np.mean(scale * s))
-                fro[t] = float(np.mean(scale * np.sqrt(np.einsum("nij,nij->n", N, N)))) / np.sqrt(D)
+            f = np.sqrt(np.einsum("nij,nij->n", N, N))  # (B,) ||N_t||_F = ||P_t||_F / scale
+            if not np.all(np.isfinite(f)):  # NaN from here back: the products stay NaN, no more work
+                s, _ = top_singular_values(N, x)
+                sigma[t], fro[t] = float(np.mean(scale * s)), float(np.mean(scale * f)) / np.sqrt(D)
                 sigma[:t] = fro[:t] = np.nan
                 break
+            far = ((f < 2.0**-RANGE) | (f > 2.0**RANGE)) & (f > 0)  # (B,) the Gram N N^T could under/overflow
+            if np.any(far):  # rescale those by a power of 2 (exact) to ||N||_F in [0.5, 1)
+                e = np.where(far, np.frexp(f)[1], 0)  # (B,)
+                N, f, scale = np.ldexp(N, -e[:, None, None]), np.ldexp(f, -e), np.ldexp(scale, e)
             lag = T - 1 - t
-            e = np.frexp(np.max(np.abs(N), axis=(1, 2)))[1]  # (B,) max |N| = m 2^e, m in [0.5, 1)
-            N = np.ldexp(N, -e[:, None, None])  # exact: a power of 2; the Gram of 1e-200 would underflow
-            scale = np.ldexp(scale, e)  # (B,) P_t = scale U N_t
             if lag == cut:
-                N, s, f = compress(N)
-                U, cut = _start(B, N.shape[1]), int(np.ceil(lag * GROWTH))
-            elif lag < FIRST_CUT or N.shape[1] <= GRAM_ROWS:  # the exact value is cheaper (module docstring)
-                s = gram_sigma_max(N)
-                f = np.sqrt(np.einsum("nij,nij->n", N, N))
+                N, s, _ = compress(N)  # exact sigma_max; the rows come in descending order of singular value
+                x, cut = np.zeros((B, N.shape[1])), int(np.ceil(lag * GROWTH))
+                x[:, 0] = 1  # the top left singular vector at the cut, a good start for the next lags
             else:
-                s, U = top_singular_values(N, U)
-                f = np.sqrt(np.einsum("nij,nij->n", N, N))  # (B,) ||N_t||_F = ||P_t||_F
+                s, x = top_singular_values(N, x, f)
             sigma[t] = float(np.mean(scale * s))
             fro[t] = float(np.mean(scale * f)) / np.sqrt(D)
     return sigma, fro
-
-
-def _start(B: int, r: int) -> np.ndarray:
-    """(B, r, k) the subspace iteration's start after a cut: the top k left singular directions, e_1 .. e_k."""
-    k = min(BLOCK, r)
-    return np.broadcast_to(np.eye(r)[:, :k], (B, r, k)).copy()
 
 
 def lag_terms(stream: Stream, G: np.ndarray) -> Iterator[np.ndarray]:
