@@ -49,7 +49,7 @@ from scipy.linalg import blas, lapack
 from .maps import take_steps
 from .streams import Stream
 
-POWER_TOL = 1e-10  # relative error in sigma_max^2 at which Lanczos stops (Kato-Temple bound)
+POWER_TOL = 1e-11  # relative error in sigma_max^2 at which Lanczos stops (Kato-Temple bound)
 POWER_MAX_ITER = 96  # Lanczos steps before the exact eigenvalue of the Gram is cheaper
 CHECKS = frozenset((2, 3, 4, 5, 6, 7, 8, 10, 12, 14, 16, 19, 22, 26, 30, 35, 40, 46, 53, 61, 70, 80))  # eigh of T_j
 EPS = 1e-14  # beta_j below EPS theta: the Krylov space is invariant (to rounding) and theta exact
