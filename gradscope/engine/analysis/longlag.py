@@ -5,8 +5,9 @@
 
 P_t is never formed densely.  It is kept as P_t = c U N_t, with U (D, r) orthonormal columns (never formed
 either), N_t (r, D) carried back by vector-Jacobian products of its rows, N_t = N_{t+1} J_{t+1} (one batched
-product per lag), and c a power of 2 per example that keeps max |N_t| in [0.5, 1) (exact; the Gram of a 1e-200
-product would underflow).  U has orthonormal columns, so c N_t has P_t's singular values and Frobenius norm.
+product per lag), and c a power of 2 per example, changed (exactly) only when ||N_t||_F leaves
+[2^-RANGE, 2^RANGE] (the Gram of a 1e-200 product would underflow; rescaling every lag cost two passes over N).
+U has orthonormal columns, so c N_t has P_t's singular values and Frobenius norm.
 N starts as I (r = D).  The products' singular values separate exponentially with the lag (their rates are
 the Lyapunov exponents), so r is cut now and then (``compress``): at a lag, with N N^T = W diag(w) W^T,
 
@@ -20,16 +21,19 @@ sigma_max, second order in the dropped part.  With DROP = 1e-12 that is ~5e-13 p
 Jacobians grow the dropped directions (the most contracted ones) ~1e5 times faster than the kept.  Measured
 against the dense products: below 1e-11 relatively; tests/engine/test_analysis_lowrank.py asserts 1e-9 on
 chaotic, ordered, saturated, ReLU, orthogonal, trained-like, LSTM and GRU cases.  The cuts come at lags
-FIRST_CUT, then each GROWTH times the last (8 cuts at T = 100: eigh of an (r, r) Gram each; r falls from
-D = 256 to ~32 on a random tanh RNN with g = 2, 29% of the dense products' flops).
+FIRST_CUT, then each GROWTH times the last (6 cuts at T = 100: dsyrk + dsyevd of an (r, r) Gram each; r
+falls from D = 256 to 133 at lag 10 and 29 at lag 80 on a random tanh RNN with g = 2).  A cut at r = 256 costs
+as much as ~8 lags of products, so the first waits until it drops half the rows.
 
-sigma_max of N_t comes from subspace iteration on N N^T (a block of BLOCK vectors in the r-dimensional left
-space, which does not move between cuts), warm-started from the previous lag's block: the top left singular
-vectors of P_t settle along the trajectory (Oseledets), so one or two rounds usually suffice.  An example stops
-when the Kato-Temple bound ||N N^T x - theta x||^2 / (theta (theta - theta_2)) on its top Ritz pair (x, theta)
-says theta is within POWER_TOL of sigma_max^2, relatively; one whose top singular values lie too close for that
-within POWER_MAX_ITER rounds gets the exact value instead: the top eigenvalue of the (r, r) Gram N N^T,
-as at a cut, at lags before the first cut and once r <= GRAM_ROWS (where that is cheaper than iterating).
+sigma_max of N_t comes from Lanczos on N N^T (``top_singular_values``: two passes over N a step, no Gram),
+started from the previous lag's top Ritz vector (the r-dimensional left space does not move between cuts, and
+the top left singular vector of P_t settles along the trajectory (Oseledets)), or from e_1 after a cut (the
+top direction there).  It stops on the Kato-Temple bound residual^2 / (theta (theta - theta_2)) <= POWER_TOL
+of sigma_max^2; theta_2, the second Ritz value, stands in for the second eigenvalue, so a top pair the Krylov
+space has not yet resolved can pass early: at POWER_TOL = 1e-11 a pair 1e-6 apart is still found to 1e-10
+(tests), at 1e-10 it was not.  Measured on the benchmark case: 35 steps at lag 1, 12-16 before the first cut,
+5-8 after, within 1e-13 of the SVD.  An example not certified within POWER_MAX_ITER steps gets the exact value,
+the top eigenvalue of the (r, r) Gram by dsyrk + dsyevr (that eigenvalue alone).
 
 The lag decomposition: dL/dW_hh = sum_t dU_t^T h_{t-1}, and dU_t is a sum over the direct gradients G_tau
 (the loss, or the layer above, at step tau >= t) carried back tau - t steps.  The part at lag k is
