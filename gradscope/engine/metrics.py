@@ -175,7 +175,13 @@ spectral_cache = _SpectralCache()
 
 
 def parameter_metrics(
-    spec: ModelSpec, params: Params, grads: Params, spectral: bool = True, spectra=None, exact: bool = False
+    spec: ModelSpec,
+    params: Params,
+    grads: Params,
+    spectral: bool = True,
+    spectra=None,
+    exact: bool = False,
+    grad_norms=None,
 ) -> dict:
     """Per-parameter metrics of one iteration (module docstring): gradient norms and W_hh's spectrum.
 
@@ -184,9 +190,15 @@ def parameter_metrics(
     accumulate in float64.  Measured from scratch, the spectral pair costs an O(d^3) eigensolve per changed W_hh
     (docs/metrics.md: ~0.3 s at d = 512); ``spectra``, one engine.spectra.SpectralTracker per stream (what the
     trainer passes), tracks it from the previous iteration instead, exactly when ``exact``.
-    ``spectral=False`` leaves both keys out, for callers that measure it less often.
+    ``spectral=False`` leaves both keys out, for callers that measure it less often.  ``grad_norms``: the norm of
+    every gradient array in Params.named() order, as the pass computed them (StepResult.extras["grad_norms"]),
+    which spares reading the gradients again.
     """
-    norms = grads.norms()
+    names_in_order = [name for name, _ in grads.named()]
+    if grad_norms is not None and len(grad_norms) == len(names_in_order):
+        norms = dict(zip(names_in_order, np.asarray(grad_norms, dtype=np.float64).tolist()))
+    else:
+        norms = grads.norms()
     layer_arrays = cell(spec.cell).parameters  # W_hx, W_hh, b_h (and the GRU's b_hh)
     names = tuple(f"grad_norm_{a}" for a in layer_arrays) + (("spectral_radius", "sigma_max") if spectral else ())
     streams = spec.streams  # one value per stream (layer, or direction of a layer)

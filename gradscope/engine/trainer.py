@@ -222,6 +222,7 @@ class Training:
                             spectral=self.measures_spectrum(iteration, diverged),
                             spectra=self._spectra,
                             exact=iteration == 0 or iteration == self.iterations - 1 or diverged,
+                            grad_norms=result.extras.get("grad_norms"),
                         )
                     )
             analysed = self.is_analysed(recorded)
