@@ -112,7 +112,10 @@ class SpectralTracker:
 
     def __init__(self, gates: int = 1, seed: int = 0):
         self.gates = gates
-        self._blocks: list[Any] = []  # a _Block (or None: measured exactly) per gate block; [] before the first
+        # per gate block: a _Block; or the W (d, d) it was last measured exactly at, to seed a _Block from on the
+        # next tracked call (so the exact measurement at a run's last iteration seeds nothing); or None: measured
+        # exactly every time.  [] before the first call.
+        self._blocks: list[Any] = []
         self._shape: tuple | None = None
         self._rng = np.random.default_rng(seed)
         self.counts = {"exact": 0, "tracked": 0, "fallback": 0}
@@ -134,6 +137,9 @@ class SpectralTracker:
             exact = True
         usable = [1e-100 < s < 1e100 and d >= 2 for s in scales]  # else spectral_stats' scaling is needed
         tracked = [] if exact else [g for g in range(self.gates) if self._blocks[g] is not None and usable[g]]
+        for g in tracked:
+            if isinstance(self._blocks[g], np.ndarray):
+                self._blocks[g] = _seed(self._blocks[g], self._rng)
         found = self._track(blocks, tracked) if tracked else {}
         rho = sigma = 0.0
         for g, W in enumerate(blocks):
@@ -145,7 +151,7 @@ class SpectralTracker:
             self.counts["exact" if exact or not usable[g] else "fallback"] += 1
             r, s = spectral_stats(W)
             rho, sigma = max(rho, r), max(sigma, s)
-            self._blocks[g] = _seed(W, self._rng) if usable[g] else None
+            self._blocks[g] = W.copy() if usable[g] else None  # seeded when next tracked
         return rho, sigma
 
     def _track(self, blocks, tracked) -> dict[int, tuple[float | None, float | None]]:

@@ -196,17 +196,21 @@ def track_block(W, guard, lam, X, P, V, residual_tol, steps, shift, lanczos_step
     return done, G, H, ritz_top, unmatched, sigma, V_new
 
 
-def compile_spectra() -> None:
-    """Compile (or load from the cache) both kernels, on a tiny problem."""
+def compile_spectra(rare: bool = True) -> None:
+    """Compile (or load from the cache) the kernels, on a tiny problem: track_block always, refine_candidates
+    (called only when an eigenvalue comes close to the top) when ``rare``: ``gradscope compile`` compiles it with
+    the rest, a run loads it when it first needs it (~30 ms less at start-up)."""
     W = np.diag([0.5, 0.3, 0.1])
     lam = np.array([0.5 + 0j])
     X = np.eye(3, dtype=np.complex128)[:1].copy()
     P = np.linalg.inv(W - 0.505 * np.eye(3)).astype(np.complex64)[None].copy()
     guard, V = np.eye(3)[:, :2].copy(), np.eye(3)[:, :2].copy()
     track_block(W, guard, lam, X, P, V, 1e-12, 2, 1e-2, 2, 4, 1e-9, (1e-2, 1e-3))
-    refine_candidates(W, lam, X, P, 1e-12, 2, 1e-2)
+    if rare:
+        refine_candidates(W, lam, X, P, 1e-12, 2, 1e-2)
 
 
-KERNELS = ("track_block", "refine_candidates")  # what compile_spectra loads (tests/engine/test_kernel_plan.py)
+KERNELS = ("track_block", "refine_candidates")  # what gradscope compile compiles (tests/engine/test_kernel_plan.py)
+LOADED = ("track_block",)  # what every process that trains loads at start-up (compile_spectra(rare=False))
 
-__all__ = ["track_block", "refine_candidates", "compile_spectra", "KERNELS"]
+__all__ = ["track_block", "refine_candidates", "compile_spectra", "KERNELS", "LOADED"]
