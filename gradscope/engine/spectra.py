@@ -112,10 +112,7 @@ class SpectralTracker:
 
     def __init__(self, gates: int = 1, seed: int = 0):
         self.gates = gates
-        # per gate block: a _Block; or the W (d, d) it was last measured exactly at, to seed a _Block from on the
-        # next tracked call (so the exact measurement at a run's last iteration seeds nothing); or None: measured
-        # exactly every time.  [] before the first call.
-        self._blocks: list[Any] = []
+        self._blocks: list[Any] = []  # a _Block (or None: measured exactly) per gate block; [] before the first
         self._shape: tuple | None = None
         self._rng = np.random.default_rng(seed)
         self.counts = {"exact": 0, "tracked": 0, "fallback": 0}
@@ -123,7 +120,10 @@ class SpectralTracker:
     def reset(self) -> None:
         self._blocks = []
 
-    def __call__(self, W_hh: np.ndarray, exact: bool = False) -> tuple[float, float]:
+    def __call__(self, W_hh: np.ndarray, exact: bool = False, seed: bool = True) -> tuple[float, float]:
+        """``seed=False``: no later call tracks from this one (the run's last iteration), so a block measured
+        exactly is not seeded (a full eigendecomposition per block, ~15 ms at d = 128); the next call, if any,
+        is then exact."""
         d = W_hh.shape[1]
         W64 = np.asarray(W_hh, dtype=np.float64)  # (gates d, d)
         blocks = [W64[g * d : (g + 1) * d] for g in range(self.gates)]  # (d, d) views
@@ -137,9 +137,6 @@ class SpectralTracker:
             exact = True
         usable = [1e-100 < s < 1e100 and d >= 2 for s in scales]  # else spectral_stats' scaling is needed
         tracked = [] if exact else [g for g in range(self.gates) if self._blocks[g] is not None and usable[g]]
-        for g in tracked:
-            if isinstance(self._blocks[g], np.ndarray):
-                self._blocks[g] = _seed(self._blocks[g], self._rng)
         found = self._track(blocks, tracked) if tracked else {}
         rho = sigma = 0.0
         for g, W in enumerate(blocks):
@@ -151,7 +148,7 @@ class SpectralTracker:
             self.counts["exact" if exact or not usable[g] else "fallback"] += 1
             r, s = spectral_stats(W)
             rho, sigma = max(rho, r), max(sigma, s)
-            self._blocks[g] = W.copy() if usable[g] else None  # seeded when next tracked
+            self._blocks[g] = _seed(W, self._rng) if usable[g] and seed else None
         return rho, sigma
 
     def _track(self, blocks, tracked) -> dict[int, tuple[float | None, float | None]]:

@@ -223,6 +223,7 @@ class Training:
                             spectra=self._spectra,
                             exact=iteration == 0 or iteration == self.iterations - 1 or diverged,
                             grad_norms=result.extras.get("grad_norms"),
+                            seed=iteration < self.iterations - 1 and not diverged,  # a later one is tracked
                         )
                     )
             analysed = self.is_analysed(recorded)
