@@ -1,9 +1,11 @@
 """The compiled inner loops of engine.spectra: one call per gate block and iteration does the block's whole
 tracked step (residual inverse iteration of the eigenvalues near the top, the guard's subspace step, block Lanczos
-for sigma_max), so no Python runs per matrix-vector product, per small QR or per Lanczos restart.  Float64; the
-real eigenproblem of the guard's small Rayleigh-Ritz matrix is NumPy's (Numba's eig cannot return the complex
-eigenvalues of a real matrix), batched over the blocks by the caller.  Compiled on first use and cached like every
-kernel (engine._jit); ``gradscope compile`` compiles them with the rest."""
+for sigma_max), so no Python runs per matrix-vector product, per small QR or per Lanczos restart.  Float64 (the
+preconditioners complex64).  The guard's small Rayleigh-Ritz matrix gets its eigenvalues here, from the complex
+eigensolver (Numba's eig of a real matrix cannot return complex ones), which is enough to tell whether one near
+the top is new; when one is, the caller redoes it with NumPy's real eig, whose conjugate pairs are exact, to
+start refining it.  Compiled on first use and cached like every kernel (engine._jit); ``gradscope compile``
+compiles them with the rest."""
 
 from __future__ import annotations
 
@@ -42,9 +44,10 @@ def _refine(W, x, P, tol, steps):
 
 @helper
 def _refine_all(W, lam, X, P, tol, steps, shift):
-    """Refine every candidate c (lam (C,), X (C, d) unit eigenvectors, P (C, d, d) complex64 their preconditioners; all
-    updated in place, the eigenvalue of a complex pair kept with Im >= 0).  A candidate that does not converge
-    gets a fresh P = (W - lambda (1 + shift) I)^-1 at its best lambda and one more go.  Returns converged (C,)."""
+    """Refine every candidate c (lam (C,), X (C, d) its unit eigenvectors, P (C, d, d) complex64 its
+    preconditioners; all updated in place, the eigenvalue of a complex pair kept with Im >= 0).  A candidate that
+    does not converge gets a fresh P = (W - lambda (1 + shift) I)^-1 at its best lambda and one more go.
+    Returns converged (C,)."""
     d = W.shape[0]
     done = np.zeros(lam.shape[0], dtype=np.bool_)
     for c in range(lam.shape[0]):
