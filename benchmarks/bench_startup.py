@@ -109,7 +109,7 @@ FIRST_USE_CHILD = textwrap.dedent("""
     target = rng.normal(size=(T, B, 8)).astype(spec.np_dtype)
     bptt(spec, init_params(spec, InitSpec(), rng), x, target, np.ones((T, B), spec.np_dtype), "mse", decoder_x=dec)
     kernels = [d for dt in plan.KERNEL_DTYPES for _, d, _ in plan.kernel_plan(dt)]
-    kernels += [spectra_kernels.lanczos_basis, spectra_kernels.refine_eigenpair]
+    kernels += [getattr(spectra_kernels, name) for name in spectra_kernels.KERNELS]
     print(sum(sum(d.stats.cache_misses.values()) for d in kernels))
 """)
 FIRST_USE_MODELS = [

@@ -175,7 +175,14 @@ spectral_cache = _SpectralCache()
 
 
 def parameter_metrics(
-    spec: ModelSpec, params: Params, grads: Params, spectral: bool = True, spectra=None, exact: bool = False
+    spec: ModelSpec,
+    params: Params,
+    grads: Params,
+    spectral: bool = True,
+    spectra=None,
+    exact: bool = False,
+    grad_norms=None,
+    seed: bool = True,
 ) -> dict:
     """Per-parameter metrics of one iteration (module docstring): gradient norms and W_hh's spectrum.
 
@@ -183,10 +190,17 @@ def parameter_metrics(
     "spectral_radius", "sigma_max": (L,) float64 arrays, "grad_norm_W_yh", "grad_norm_b_y": floats}.  Norms
     accumulate in float64.  Measured from scratch, the spectral pair costs an O(d^3) eigensolve per changed W_hh
     (docs/metrics.md: ~0.3 s at d = 512); ``spectra``, one engine.spectra.SpectralTracker per stream (what the
-    trainer passes), tracks it from the previous iteration instead, exactly when ``exact``.
-    ``spectral=False`` leaves both keys out, for callers that measure it less often.
+    trainer passes), tracks it from the previous iteration instead, exactly when ``exact`` (``seed=False``: and
+    nothing is kept to track the next one from: the run's last iteration).
+    ``spectral=False`` leaves both keys out, for callers that measure it less often.  ``grad_norms``: the norm of
+    every gradient array in Params.named() order, as the pass computed them (StepResult.extras["grad_norms"]),
+    which spares reading the gradients again.
     """
-    norms = grads.norms()
+    names_in_order = [name for name, _ in grads.named()]
+    if grad_norms is not None and len(grad_norms) == len(names_in_order):
+        norms = dict(zip(names_in_order, np.asarray(grad_norms, dtype=np.float64).tolist()))
+    else:
+        norms = grads.norms()
     layer_arrays = cell(spec.cell).parameters  # W_hx, W_hh, b_h (and the GRU's b_hh)
     names = tuple(f"grad_norm_{a}" for a in layer_arrays) + (("spectral_radius", "sigma_max") if spectral else ())
     streams = spec.streams  # one value per stream (layer, or direction of a layer)
@@ -196,7 +210,7 @@ def parameter_metrics(
             per_stream[f"grad_norm_{a}"][s] = norms[f"{stream}.{a}"]
         if spectral:
             W_hh = params.layers[s].W_hh
-            radius, sigma_max = spectral_cache(W_hh, spec.gates) if spectra is None else spectra[s](W_hh, exact)
+            radius, sigma_max = spectral_cache(W_hh, spec.gates) if spectra is None else spectra[s](W_hh, exact, seed)
             per_stream["spectral_radius"][s], per_stream["sigma_max"][s] = radius, sigma_max
     readout = {"grad_norm_W_yh": norms["readout.W_yh"], "grad_norm_b_y": norms["readout.b_y"]}
     return {**per_stream, **readout}

@@ -168,6 +168,7 @@ def compile_kernels(dtype: str, progress=None, plan: Plan | None = None) -> None
     ``progress(done, total, name)`` is called after each kernel.  A cold compile takes seconds (the GUI
     shows "compiling kernels"); a warm cache loads in a fraction of a second.
     """
+    everything = plan is None  # gradscope compile: every kernel of the dtype, the rarely called ones included
     plan = kernel_plan(dtype) if plan is None else plan
     with _compile_lock:
         for done, (name, dispatcher, signature) in enumerate(plan, start=1):
@@ -176,7 +177,7 @@ def compile_kernels(dtype: str, progress=None, plan: Plan | None = None) -> None
                 progress(done, len(plan), name)
         from .spectra_kernels import compile_spectra  # the trainer's spectral tracking (float64 whatever the dtype)
 
-        compile_spectra()
+        compile_spectra(rare=everything)
     # Numba finds SciPy's BLAS on the first call, taking the GIL to import it: do that here, not inside a
     # nogil kernel running in a worker thread.
     one = np.ones((1, 1), dtype)

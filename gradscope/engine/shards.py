@@ -44,6 +44,18 @@ def default_threads() -> int:
 
 
 _kernel_blas = None  # threadpoolctl's controllers of the kernels' BLAS, looked up once
+_controller = None  # threadpoolctl's ThreadpoolController of the process, made once
+
+
+def blas_controller():
+    """threadpoolctl's ThreadpoolController, made once per process and shared (with the trainer's
+    small_linear_algebra): listing the libraries resolves the path of every one the process has loaded, ~50 ms."""
+    global _controller
+    if _controller is None:
+        from threadpoolctl import ThreadpoolController  # ~25 ms to import: only once something trains
+
+        _controller = ThreadpoolController()
+    return _controller
 
 
 def kernel_blas_controllers() -> list:
@@ -53,9 +65,7 @@ def kernel_blas_controllers() -> list:
     global _kernel_blas
     if _kernel_blas is None:
         try:
-            from threadpoolctl import ThreadpoolController
-
-            blas = [lib for lib in ThreadpoolController().lib_controllers if lib.user_api == "blas"]
+            blas = [lib for lib in blas_controller().lib_controllers if lib.user_api == "blas"]
         except Exception:  # no threadpoolctl, or a library it cannot handle  # noqa: BLE001
             blas = []
         scipy_own = [lib for lib in blas if "scipy" in os.path.basename(os.path.dirname(str(lib.filepath)))]

@@ -61,9 +61,9 @@ def small_linear_algebra():
     global _blas_controller
     with _blas_lock:
         if _blas_controller is None:
-            from threadpoolctl import ThreadpoolController  # ~25 ms to import: only once something trains
+            from .shards import blas_controller  # the one the passes' shards already made, if they ran first
 
-            _blas_controller = ThreadpoolController()
+            _blas_controller = blas_controller()
         saved = [
             (lib, lib.num_threads)
             for lib in _blas_controller.lib_controllers
@@ -222,6 +222,8 @@ class Training:
                             spectral=self.measures_spectrum(iteration, diverged),
                             spectra=self._spectra,
                             exact=iteration == 0 or iteration == self.iterations - 1 or diverged,
+                            grad_norms=result.extras.get("grad_norms"),
+                            seed=iteration < self.iterations - 1 and not diverged,  # a later one is tracked
                         )
                     )
             analysed = self.is_analysed(recorded)

@@ -234,3 +234,30 @@ def test_parameter_metrics_cache_and_spectral_switch():
     assert "spectral_radius" not in quick and "sigma_max" not in quick
     np.testing.assert_array_equal(quick["grad_norm_W_hh"], changed["grad_norm_W_hh"])
     assert quick["grad_norm_b_y"] == pytest.approx(np.linalg.norm(grads.b_y))
+
+
+@pytest.mark.parametrize(
+    "kind",
+    [
+        dict(cell="lstm", layers=2),
+        dict(cell="gru", layers=2, bidirectional=True),
+        dict(cell="rnn", layers=1, architecture="seq2seq"),
+    ],
+)
+def test_parameter_metrics_take_the_pass_gradient_norms(kind):
+    """The trainer hands parameter_metrics the norms the compiled pass computed (StepResult.extras): they must be
+    the norms of the gradient arrays, name by name, as Params.norms computes them from the arrays."""
+    from gradscope.engine import bptt, parameter_metrics
+
+    spec = ModelSpec(input_size=3, hidden_size=7, output_size=2, dtype="float32", **kind)
+    rng = np.random.default_rng(5)
+    params = init_params(spec, InitSpec(), rng)
+    T, B = 6, 4
+    x = rng.standard_normal((T, B, 3)).astype(np.float32)
+    extra = {"decoder_x": rng.standard_normal((T, B, 3)).astype(np.float32)} if spec.architecture == "seq2seq" else {}
+    result = bptt(spec, params, x, rng.standard_normal((T, B, 2)).astype(np.float32), np.ones((T, B)), "mse", **extra)
+    given = parameter_metrics(spec, params, result.grads, spectral=False, grad_norms=result.extras["grad_norms"])
+    plain = parameter_metrics(spec, params, result.grads, spectral=False)
+    assert given.keys() == plain.keys()
+    for name in plain:
+        np.testing.assert_allclose(given[name], plain[name], rtol=1e-12, err_msg=name)
