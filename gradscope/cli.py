@@ -29,7 +29,6 @@ from .terminal import (
     Console,
     StopRequest,
     compute_in_thread as _compute,
-    exit_process,
     log_note,
     progress_line,
     remove_if_empty,
@@ -95,11 +94,6 @@ def _parser() -> argparse.ArgumentParser:
         "--jobs", type=int, help="processes compiling at once (default: one per dtype, up to the CPUs)"
     )
     return parser
-
-
-def entry() -> None:
-    """The ``gradscope`` script: main(), then the process ends without the interpreter's teardown."""
-    exit_process(main())
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -38,10 +38,10 @@ def test_threads_joined_atexit_run_output_flushed_code_kept(tmp_path):
 def test_entry_points_end_through_exit_process():
     import tomllib
 
-    from gradscope import cli
+    from gradscope import __main__ as entry_module
 
     scripts = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["scripts"]
-    assert scripts["gradscope"] == "gradscope.cli:entry" and callable(cli.entry)
+    assert scripts["gradscope"] == "gradscope.__main__:entry" and callable(entry_module.entry)
     assert "exit_process(main())" in (ROOT / "gradscope" / "__main__.py").read_text()
     out = subprocess.run([sys.executable, "-m", "gradscope", "run"], capture_output=True, text=True, cwd=ROOT)
     assert out.returncode == 2 and "gradscope" in out.stderr  # a usage error keeps its exit code
