@@ -3,6 +3,7 @@ after the runs finished, and the process's peak memory, against the targets (< 1
 
     python benchmarks/bench_export.py                  # 1,000 runs, figures included (the default export)
     python benchmarks/bench_export.py --runs 100 --no-plots
+    python benchmarks/bench_export.py --runs 300 --profile /tmp/prof   # cProfile of the export and its workers
 
 The experiment (written to a temporary folder): N runs of a tanh RNN with d = 32 on the probe task
 (T = 20, B = 4, n = k = 8), 10 SGD iterations each, every iteration recorded, every metric at its default, each
@@ -59,9 +60,25 @@ record_every = 1
 """
 
 CHILD = textwrap.dedent("""
-    import json, resource, sys, time
+    import cProfile, json, os, resource, subprocess, sys, time
     import gradscope.io
     from gradscope import cli
+
+    PROFILE = os.environ.get("GRADSCOPE_BENCH_PROFILE")  # a folder: export.prof and worker-<k>.prof go there
+    if PROFILE:
+        from gradscope.gui import page_pool
+
+        class ProfiledPopen(subprocess.Popen):  # each figure worker run under cProfile, its stats to a file
+            count = 0
+
+            def __init__(self, args, *rest, **kwargs):
+                if list(args[1:]) == ["-m", page_pool.__name__]:
+                    ProfiledPopen.count += 1
+                    out = os.path.join(PROFILE, f"worker-{ProfiledPopen.count}.prof")
+                    args = [args[0], "-m", "cProfile", "-o", out, *args[1:]]
+                super().__init__(args, *rest, **kwargs)
+
+        page_pool.subprocess = type("Subprocess", (), {"Popen": ProfiledPopen, "PIPE": subprocess.PIPE})
 
     def high_water():  # this process's peak RSS so far, bytes
         for line in open("/proc/self/status"):
@@ -74,11 +91,16 @@ CHILD = textwrap.dedent("""
 
     def timed_export(*args, **kwargs):
         timing["peak_before_export"] = high_water()
+        profiler = cProfile.Profile() if PROFILE else None
         start = time.perf_counter()
         try:
-            return export(*args, **kwargs)
+            if profiler is None:
+                return export(*args, **kwargs)
+            return profiler.runcall(export, *args, **kwargs)
         finally:
             timing["export_seconds"] = time.perf_counter() - start
+            if profiler is not None:
+                profiler.dump_stats(os.path.join(PROFILE, "export.prof"))
 
     gradscope.io.export_experiment = timed_export  # cli._run imports it from gradscope.io when it runs
     start = time.perf_counter()
@@ -99,12 +121,18 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--runs", type=int, default=1000)
     parser.add_argument("--no-plots", action="store_true", help="export the traces only")
+    parser.add_argument(
+        "--profile", metavar="DIR", help="cProfile the export (DIR/export.prof) and its figure workers (worker-k.prof)"
+    )
     parser.add_argument("--out", default=str(RESULTS), help="folder for export.json and export.md")
     args = parser.parse_args()
     env = dict(os.environ)
     for name in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NUMBA_NUM_THREADS"):
         env[name] = "2"
     env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
+    if args.profile:
+        Path(args.profile).mkdir(parents=True, exist_ok=True)
+        env["GRADSCOPE_BENCH_PROFILE"] = str(Path(args.profile).absolute())
     load_before = round(os.getloadavg()[0], 2)
     with tempfile.TemporaryDirectory(prefix="gradscope-bench-export-") as tmp:
         experiment = Path(tmp) / "many_runs.toml"
@@ -134,12 +162,26 @@ def main() -> None:
         "export_met": timing["export_seconds"] < TARGET_SECONDS,
         "memory_met": peak <= TARGET_BYTES,
     }
+    if args.profile:  # a profile's timings are not the benchmark's: printed, not written to results/
+        print(markdown(report))
+        print_profiles(Path(args.profile))
+        return
     out_dir = Path(args.out)
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "export.json").write_text(json.dumps(report, indent=2))
     text = markdown(report)
     (out_dir / "export.md").write_text(text)
     print(text)
+
+
+def print_profiles(folder: Path, lines: int = 30) -> None:
+    """The export's and each figure worker's profile, by cumulative and by own time."""
+    import pstats
+
+    for path in sorted(folder.glob("*.prof")):
+        for order in ("cumulative", "tottime"):
+            print(f"\n===== {path.name}, by {order} =====")
+            pstats.Stats(str(path)).sort_stats(order).print_stats(lines)
 
 
 def markdown(r: dict) -> str:
