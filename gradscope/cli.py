@@ -254,16 +254,29 @@ def _compile_each(experiment, console: Console, stop: StopRequest, compile_kerne
         compile_kernels(spec, progress=report)
 
 
-def write_figures(experiment, results, plots_dir):
+def write_figures(experiment, results, plots_dir, ahead=None):
     """The figures of an export (gui.figures.export_figures), with Qt imported only now: ``gradscope run
     --no-plots`` never loads it.  Without a display Qt draws offscreen.  Called by io.export_experiment inside its
-    error handling, so a Qt that cannot load is a figure failure (exit 1, traces exported), not a crash."""
+    error handling, so a Qt that cannot load is a figure failure (exit 1, traces exported), not a crash.
+    ``ahead``: the pages drawn while the runs computed (gui.page_ahead), moved into plots_dir first."""
     from .gui.warmup import offscreen_without_display
 
     offscreen_without_display()
     from .gui.figures import export_figures
 
-    return export_figures(experiment, results, plots_dir)
+    return export_figures(experiment, results, plots_dir, ready=ahead.move_into(plots_dir) if ahead else None)
+
+
+def _pages_ahead(recording, experiment, processes: int):
+    """gui.page_ahead's drawer of the ended runs' waterfalls when the export would hand them to worker processes
+    anyway and the runs leave a core (one process); else None (also without Qt: the export reports that)."""
+    names = [r.name for r in experiment.runs]
+    try:
+        if processes == 1 and importlib.import_module(".gui.page_pool", __package__).worth_pool(len(names)):
+            return importlib.import_module(".gui.page_ahead", __package__).PagesAhead(recording.path / "plots", names)
+    except Exception:  # noqa: BLE001  (write_figures imports the renderer again and reports the failure)
+        pass
+    return None
 
 
 def _run(args) -> int:
@@ -289,6 +302,7 @@ def _run(args) -> int:
         for line in recording.resume_lines(experiment, kept, todo):
             print(line, file=sys.stderr)
     workers = choose_processes(list(experiment.runs), args.processes)
+    ahead = None if args.no_plots else _pages_ahead(recording, experiment, workers)
     console = Console([r.name for r in experiment.runs])
     console.line(
         f"running {experiment.name!r}: {len(experiment.runs)} run(s){f' in {workers} processes' if workers > 1 else ''}"
@@ -311,7 +325,7 @@ def _run(args) -> int:
                 backend=args.backend,
                 processes=workers,
                 stop=stop,
-                progress=progress,
+                progress=progress if ahead is None else ahead.also(progress),
                 on_iteration=lambda index, *rest: on_iteration(todo[index], *rest),
                 record_to=[recording.run_dir(i, experiment.runs[i].name) for i in todo],
                 resume=args.resume,
@@ -341,7 +355,7 @@ def _run(args) -> int:
                 args.out,
                 experiment,
                 results,
-                figures=None if args.no_plots else write_figures,
+                figures=None if args.no_plots else lambda *a: write_figures(*a, ahead=ahead),
                 extra_files=recording.move_stores,
             )
             print(f"exported to {out}", file=sys.stderr)
@@ -358,6 +372,9 @@ def _run(args) -> int:
         except OSError as error:  # the destination broke after the check (disk full, permissions changed)
             status = EXIT_ERROR
             rescue(args.out, error, experiment, results, export_experiment, recording)
+        finally:
+            if ahead is not None:
+                ahead.close()  # the export took its pages (or failed before): the worker ends
     failed = [r for r in results if r.status is RunStatus.FAILED]
     if failed:
         note = log_note("\n".join(f"run {r.name!r} failed:\n{r.error}" for r in failed), "tracebacks")

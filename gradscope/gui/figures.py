@@ -59,41 +59,45 @@ def configure_pyqtgraph() -> None:
 def run_data_from_results(results) -> list[RunData]:
     """RunData for each gradscope.runs.RunResult (the baseline and the accuracy ceiling, when missing, from the
     run's task)."""
+    return [run_data_from_result(index, result) for index, result in enumerate(results)]
+
+
+def run_data_from_result(index: int, result) -> RunData:
+    """The RunData of the index-th run of an experiment (its key, colour and references), as
+    run_data_from_results makes it."""
     from ..engine.tasks import make_task
 
-    runs = []
-    for index, result in enumerate(results):
-        baseline = getattr(result, "baseline_loss", None)
-        ceiling = getattr(result, "accuracy_ceiling", None)
-        if (baseline is None or ceiling is None) and result.run is not None:
-            try:
-                task = make_task(result.run.task, result.run.dtype, result.run.architecture)
-                baseline = task.baseline_loss if baseline is None else baseline
-                ceiling = task.accuracy_ceiling if ceiling is None else ceiling
-            except (ValueError, OSError):
-                pass  # e.g. a corpus that moved since the run: no baseline line
-        data = RunData(
-            index,
-            result.name,
-            style.run_color(index),
-            result.trace,
-            run=result.run,
-            loss_kind=result.loss_kind,
-            baseline_loss=baseline,
-            first_batch=result.first_batch,
-            accuracy_ceiling=ceiling,
-        )
-        data.result.analysis = getattr(result, "analysis", None)  # the Jacobian and Lyapunov views' rows
-        runs.append(data)
-    return runs
+    baseline = getattr(result, "baseline_loss", None)
+    ceiling = getattr(result, "accuracy_ceiling", None)
+    if (baseline is None or ceiling is None) and result.run is not None:
+        try:
+            task = make_task(result.run.task, result.run.dtype, result.run.architecture)
+            baseline = task.baseline_loss if baseline is None else baseline
+            ceiling = task.accuracy_ceiling if ceiling is None else ceiling
+        except (ValueError, OSError):
+            pass  # e.g. a corpus that moved since the run: no baseline line
+    data = RunData(
+        index,
+        result.name,
+        style.run_color(index),
+        result.trace,
+        run=result.run,
+        loss_kind=result.loss_kind,
+        baseline_loss=baseline,
+        first_batch=result.first_batch,
+        accuracy_ceiling=ceiling,
+    )
+    data.result.analysis = getattr(result, "analysis", None)  # the Jacobian and Lyapunov views' rows
+    return data
 
 
-def export_figures(experiment, results, plots_dir) -> list[Path]:
-    """Render every view of an experiment's results to PNG and SVG in plots_dir.  Returns the files written."""
+def export_figures(experiment, results, plots_dir, ready=None) -> list[Path]:
+    """Render every view of an experiment's results to PNG and SVG in plots_dir.  Returns the files written.
+    ``ready``: pages already in plots_dir (page_ahead.PagesAhead.move_into), kept where they are the plan's."""
     ensure_app()
     title = getattr(experiment, "name", "") or ""
     # plots_dir is inside the export being built, which io.export_experiment flushes to disk as a whole
-    return render_figures(run_data_from_results(results), plots_dir, title=title, durable=False)
+    return render_figures(run_data_from_results(results), plots_dir, title=title, durable=False, ready=ready)
 
 
 ANALYSIS_FIGURES = {
@@ -193,14 +197,19 @@ def _write_bytes(path: Path, data: bytes, durable: bool) -> Path:
     return write_atomically(path, data, durable)
 
 
-def render_figures(runs: list[RunData], plots_dir, title: str = "", formats=FORMATS, durable=True) -> list[Path]:
+def render_figures(
+    runs: list[RunData], plots_dir, title: str = "", formats=FORMATS, durable=True, ready=None
+) -> list[Path]:
     """Each view with something to show (the waterfall once per run) and the composite, as files in plots_dir
     (each flushed to disk unless not ``durable``: a folder its caller flushes whole).
 
     With many runs the waterfalls past the composite's are drawn by worker processes (page_pool.PagePool)
     while this process draws the other views; each page is drawn by the same code, so the files are the same.
+    ``ready`` ({stem: Drawn}): waterfall pages already in plots_dir, drawn while the runs went on
+    (page_ahead.py); each is kept if it is the page the plan has under its stem (same place, run and rows),
+    else removed and drawn again.
     """
-    from .page_pool import PagePool, worth_pool
+    from .page_pool import PagePool, app_font, worth_pool
     from .rendering import render_page
 
     for fmt in formats:
@@ -211,12 +220,14 @@ def render_figures(runs: list[RunData], plots_dir, title: str = "", formats=FORM
     plan = page_plan(runs)
     number = {stem: n for n, (_, stem, _) in enumerate(plan)}  # a page's place: the prefix of its SVG ids
     waterfalls = [n for n, (_, stem, _) in enumerate(plan) if stem.startswith("waterfall_")]
-    elsewhere = set(waterfalls[COMPOSITE_COLUMNS:]) if worth_pool(len(waterfalls)) else set()
+    kept, done = _kept_pages(plan, ready or {}, formats, set(waterfalls[:COMPOSITE_COLUMNS]), app_font())
+    waterfalls_left = [n for n in waterfalls if n not in done]
+    elsewhere = set(waterfalls_left[COMPOSITE_COLUMNS:]) if worth_pool(len(waterfalls_left)) else set()
     pages = []  # candidates for the composite (see composite_order): every view and the first waterfalls
     with PagePool(plots_dir, formats, durable) as pool, ThreadPoolExecutor(2, "gradscope-png") as threads:
         pool.draw([(n, plan[n][1], plan[n][2]) for n in sorted(elsewhere)])  # started first: they take longest
         pending = []
-        here = [entry for n, entry in enumerate(plan) if n not in elsewhere]
+        here = [entry for n, entry in enumerate(plan) if n not in elsewhere and n not in done]
         for stem, widget, _figure in figure_pages(runs, plan=here):
             page = render_page(widget, formats, id_prefix=f"p{number[stem]}c")
             if not stem.startswith("waterfall_") or number[stem] in waterfalls[:COMPOSITE_COLUMNS]:
@@ -230,7 +241,29 @@ def render_figures(runs: list[RunData], plots_dir, title: str = "", formats=FORM
                 pending.append(threads.submit(_write_bytes, plots_dir / "composite.svg", composite.svg, durable))
         written = [future.result() for future in pending]  # re-raises an encoding or disk error
         written += pool.written()  # the workers' pages, or their error
-    return written
+    return written + kept
+
+
+def _kept_pages(plan, ready: dict, formats, composite: set[int], font) -> tuple[list[Path], set[int]]:
+    """(files, page numbers) of the ``ready`` pages that are the plan's own: the same stem at the same place
+    (its SVG ids), of the same run with the same recorded rows, in this process's application font ``font``
+    and every format, and not one the composite needs drawn here.  The other ready pages' files are removed
+    (they are drawn again, or are not pages of this export at all)."""
+    kept: list[Path] = []
+    done: set[int] = set()
+    for n, (_, stem, run) in enumerate(plan):
+        drawn = ready.get(stem)
+        if drawn is None or run is None or n in composite:
+            continue
+        if drawn.matches(n, run, font) and {p.suffix[1:] for p in drawn.files} == set(formats):
+            kept += drawn.files
+            done.add(n)
+    kept_stems = {plan[n][1] for n in done}
+    for stem, drawn in ready.items():
+        if stem not in kept_stems:
+            for path in drawn.files:
+                path.unlink(missing_ok=True)
+    return kept, done
 
 
 def composite_order(stems: list[str]) -> list[str]:

@@ -35,6 +35,7 @@ from pathlib import Path
 # Below this many waterfall pages the exporting process draws them itself: a worker's start (Python, NumPy,
 # Qt and pyqtgraph imported, a QApplication made) costs about 1.5 s on the project's 2-core machine, ~70 pages.
 MIN_PAGES = 96
+SERVE_NICE = 10  # ``--serve`` (pages drawn while runs compute): the runs keep their core, the pages take the rest
 
 
 class PageWorkerError(RuntimeError):
@@ -80,7 +81,7 @@ class PagePool:
         env = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in sys.path if isinstance(p, str) and p))
         for k in range(count):
             share = jobs[k * len(jobs) // count : (k + 1) * len(jobs) // count]
-            payload = pickle.dumps((str(self.plots_dir), self.formats, self.durable, share, _app_font()))
+            payload = pickle.dumps((str(self.plots_dir), self.formats, self.durable, share, app_font()))
             process = subprocess.Popen(
                 [sys.executable, "-m", __name__],
                 stdin=subprocess.PIPE,
@@ -116,7 +117,7 @@ class PagePool:
         return files
 
 
-def _app_font() -> str | None:
+def app_font() -> str | None:
     """The exporting process's application font (the app raises it to 10 pt): the workers draw with it too."""
     from PyQt6 import QtWidgets
 
@@ -126,6 +127,13 @@ def _app_font() -> str | None:
 def draw_waterfalls(plots_dir: Path, formats: tuple, durable: bool, jobs: list, font: str | None = None) -> list[Path]:
     """Each job's waterfall page drawn as figures.figure_pages draws it (in the application font ``font``, a
     QFont.toString()), and written to plots_dir."""
+    draw = waterfall_drawer(plots_dir, formats, durable, font)
+    return [path for job in jobs for path in draw(*job)]
+
+
+def waterfall_drawer(plots_dir: Path, formats: tuple, durable: bool, font: str | None = None):
+    """draw(n, stem, run) -> the files of that run's waterfall page, drawn on one figure redrawn per run (the
+    figure shows the run of run_key only; the other runs would not change it)."""
     from PyQt6 import QtGui, QtWidgets
 
     from .figures import VIEW_SIZE, ensure_app, new_page, page_writes
@@ -138,14 +146,43 @@ def draw_waterfalls(plots_dir: Path, formats: tuple, durable: bool, jobs: list, 
         if chosen.fromString(font):
             QtWidgets.QApplication.setFont(chosen)
     widget, figure = new_page(WaterfallFigure, VIEW_SIZE)
-    written = []
-    for n, stem, run in jobs:
+
+    def draw(n: int, stem: str, run) -> list[Path]:
         figure.run_key = run.key
-        figure.refresh([run])  # the figure shows the run of run_key only; the other runs would not change it
+        figure.refresh([run])
         settle(widget)
         page = render_page(widget, formats, id_prefix=f"p{n}c")
-        written += [write() for write in page_writes(Path(plots_dir), stem, page, formats, durable)]
-    return written
+        return [write() for write in page_writes(Path(plots_dir), stem, page, formats, durable)]
+
+    return draw
+
+
+def _answer(error: Exception) -> bytes:
+    """A worker's exception, pickled for the exporting process, with the worker's traceback as a note."""
+    error.add_note(f"in figure worker {os.getpid()}:\n{traceback.format_exc()}")
+    try:
+        return pickle.dumps(("error", error))
+    except Exception:  # noqa: BLE001  (an exception that does not pickle: its text)
+        return pickle.dumps(("error", RuntimeError(traceback.format_exc())))
+
+
+def _serve(answers, requests) -> None:
+    """``--serve``: (plots_dir, formats, durable, font), then one job (n, stem, RunData) at a time until the end
+    of the input, each answered with its files (or the error) before the next is read (page_ahead.py)."""
+    plots_dir, formats, durable, font = pickle.load(requests)
+    draw = None
+    while True:
+        try:
+            n, stem, run = pickle.load(requests)
+        except EOFError:
+            return
+        try:
+            draw = draw or waterfall_drawer(Path(plots_dir), formats, durable, font)
+            answer = pickle.dumps(("files", [str(p) for p in draw(n, stem, run)]))
+        except Exception as error:  # noqa: BLE001  (the caller draws that page itself)
+            answer = _answer(error)
+        answers.write(answer)
+        answers.flush()
 
 
 def _worker_main() -> None:
@@ -155,16 +192,19 @@ def _worker_main() -> None:
     from ..experiment import exit_when_orphaned
 
     exit_when_orphaned()
+    if sys.argv[1:] == ["--serve"]:
+        try:
+            os.nice(SERVE_NICE)
+        except (OSError, AttributeError):  # not permitted, or not POSIX: at the runs' priority
+            pass
+        _serve(answers, sys.stdin.buffer)
+        return
     plots_dir, formats, durable, jobs, font = pickle.load(sys.stdin.buffer)
     try:
         files = draw_waterfalls(Path(plots_dir), formats, durable, jobs, font)
         answer = pickle.dumps(("files", [str(p) for p in files]))
     except Exception as error:  # noqa: BLE001  (handed to the exporting process, which raises it)
-        error.add_note(f"in figure worker {os.getpid()}:\n{traceback.format_exc()}")
-        try:
-            answer = pickle.dumps(("error", error))
-        except Exception:  # noqa: BLE001  (an exception that does not pickle: its text)
-            answer = pickle.dumps(("error", RuntimeError(traceback.format_exc())))
+        answer = _answer(error)
     answers.write(answer)
     answers.flush()
 
