@@ -11,16 +11,24 @@ What a PlotDataItem drew, this draws alike: solid opaque pens wider than 1 px wi
 picture) as line segments, everything else as one path; more than 5 points per pixel are thinned to each
 bin's minimum and maximum (pyqtgraph's auto "peak" downsampling), so a long training curve costs what the
 plot's width costs.
+
+A curve's dots (isolated points, or every point of a short training curve: CurveSet) are painted by the same
+item, after every curve, as pyqtgraph's "o" symbol was (a circle of DOT_SIZE px, a 1 px outline in the fill's
+colour): one ScatterPlotItem per curve cost a 1,000-run export's training page ~2,000 items, each with its
+bounds, spots and a vector path per symbol in Python (issue 9).
 """
 
 from __future__ import annotations
 
+import itertools
+
 import numpy as np
 import pyqtgraph as pg
-from PyQt6 import QtCore
+from PyQt6 import QtCore, QtGui
 from pyqtgraph.graphicsItems.PlotCurveItem import arrayToLineSegments  # what PlotCurveItem draws with
 
 DOWNSAMPLE_FACTOR = 5.0  # points per pixel above which a curve is thinned (pyqtgraph's autoDownsampleFactor)
+DOT_SIZE = 7.0  # px: a dot's diameter (the size the ScatterPlotItems had)
 
 
 class Curve:
@@ -37,8 +45,11 @@ class Curve:
         self._segments = None  # pg's line segments (the segmented drawing), built on demand
         self._built: int | None = None
         self._range: tuple | None = None  # ((x0, x1), (y0, y1)) of the finite points, or None
+        self.dots: tuple | None = None  # (x (m,), y (m,), QColor): points drawn as dots, a subset of the finite ones
 
-    def setData(self, x, y) -> None:
+    def setData(self, x, y, dots: tuple | None = None) -> None:
+        """The curve's values; ``dots`` (x, y, colour): which of its finite points also get a dot."""
+        self.dots = dots
         self.xData = np.asarray(x, dtype=np.float64)
         self.yData = np.asarray(y, dtype=np.float64)
         self.path = self._segments = self._built = None
@@ -131,9 +142,10 @@ class CurvePaths(pg.GraphicsObject):
         return [c for c in self.curves if c.visible and c.xData is not None and len(c.xData)]
 
     def geometry_changed(self) -> None:
-        """The drawn extent changed: new bounds for Qt (repaint) and for the ViewBox's auto-range."""
-        self._rect = None
+        """The drawn extent changed: new bounds for Qt (repaint) and for the ViewBox's auto-range.  Qt is told
+        while the old bounds are still cached (it reads them), so N curves set cost N, not N^2 bound scans."""
         self.prepareGeometryChange()
+        self._rect = None
         self.informViewBoundsChanged()
         self.update()
 
@@ -144,8 +156,11 @@ class CurvePaths(pg.GraphicsObject):
             return (None, None)
         return (min(lo for lo, _ in ranges), max(hi for _, hi in ranges))
 
-    def pixelPadding(self) -> float:  # pyqtgraph's auto-range protocol: pixels around the data (the pen)
-        return max((c.opts["pen"].widthF() * 0.7072 for c in self.shown() if c.opts["pen"] is not None), default=0.0)
+    def pixelPadding(self) -> float:  # pyqtgraph's auto-range protocol: pixels around the data (pen, dots)
+        shown = self.shown()
+        pens = (c.opts["pen"].widthF() * 0.7072 for c in shown if c.opts["pen"] is not None)
+        dots = ((DOT_SIZE + 1.0) * 0.7072 for c in shown if c.dots is not None)  # as a ScatterPlotItem pads
+        return max(itertools.chain(pens, dots), default=0.0)
 
     def viewTransformChanged(self):  # pyqtgraph's hook: the pixel padding is in view coordinates
         self._rect = None
@@ -181,6 +196,29 @@ class CurvePaths(pg.GraphicsObject):
                 painter.drawLines(*curve.segments(ds))
             else:
                 painter.drawPath(curve.getPath(ds))
+        self._paint_dots(painter)
+
+    def _paint_dots(self, painter) -> None:
+        """Every curve's dots, in page pixels (their size does not scale with the axes), antialiased."""
+        dotted = [c for c in self.shown() if c.dots is not None and len(c.dots[0])]
+        if not dotted:
+            return
+        m = painter.transform()  # data -> page: (x, y) -> (m11 x + m21 y + dx, m12 x + m22 y + dy)
+        radius = DOT_SIZE / 2
+        painter.save()
+        try:
+            painter.resetTransform()
+            painter.setRenderHint(painter.RenderHint.Antialiasing, True)
+            for curve in dotted:
+                x, y, color = curve.dots
+                px = m.m11() * x + m.m21() * y + m.dx()  # (m,)
+                py = m.m12() * x + m.m22() * y + m.dy()  # (m,)
+                painter.setPen(QtGui.QPen(color, 1.0))
+                painter.setBrush(QtGui.QBrush(color))
+                for u, v in zip(px.tolist(), py.tolist()):
+                    painter.drawEllipse(QtCore.QPointF(u, v), radius, radius)
+        finally:
+            painter.restore()
 
 
 def _segmented(pen, antialias: bool) -> bool:

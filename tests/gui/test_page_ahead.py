@@ -91,7 +91,9 @@ def test_a_page_the_plan_contradicts_is_removed_and_drawn_again(tmp_path, qapp):
     here = export_pages(results, tmp_path / "here")
     drawn_here: list[str] = []
     exported = export_pages(results, plots, ready=ready, drawn_here=drawn_here)
-    assert sorted(s for s in drawn_here if s.startswith("waterfall_")) == [f"waterfall_run_{i}" for i in (0, 2, 3, 4, 5)]
+    assert sorted(s for s in drawn_here if s.startswith("waterfall_")) == [
+        f"waterfall_run_{i}" for i in (0, 2, 3, 4, 5)
+    ]
     assert "waterfall_run_1" not in {p.stem for p in exported}  # its page drawn ahead is not left behind
     assert_same_files(exported, here)
 

@@ -30,12 +30,9 @@ class CurveSet:
     training curve of a few iterations, so one sees which iterations were recorded).
     """
 
-    MARKER_SIZE = 7
-
     def __init__(self, plot: pg.PlotItem):
         self.plot = plot
         self.items: dict[object, Curve] = {}
-        self.dots: dict = {}  # key -> ScatterPlotItem of the points drawn as dots
         self._markers: dict = {}  # key -> whether every point was asked to get a dot
         self.antialias = True
 
@@ -62,14 +59,15 @@ class CurveSet:
             # unchanged (another run brought the new data): its path is kept
             item.setVisible(True)
             return item
-        item.opts["pen"] = qpen  # setData below repaints and pads the bounds for the pen
-        item.setData(x, y)
+        item.opts["pen"] = qpen  # setData below repaints and pads the bounds for the pen (and the dots)
+        item.setData(x, y, dots=self._dots(x, y, qpen, markers))
         item.setVisible(True)
-        self._set_dots(key, x, y, qpen, markers)
         self._markers[key] = markers
         return item
 
-    def _set_dots(self, key, x, y, qpen, markers: bool) -> None:
+    @staticmethod
+    def _dots(x, y, qpen, markers: bool) -> tuple | None:
+        """(x, y, colour) of the points that get a dot (curves.CurvePaths paints them), or None."""
         finite = np.isfinite(y)  # (n,)
         if markers:
             show = finite
@@ -77,20 +75,10 @@ class CurveSet:
             before = np.r_[False, finite[:-1]]
             after = np.r_[finite[1:], False]
             show = finite & ~before & ~after  # no finite neighbour
-        dots = self.dots.get(key)
         if not show.any():
-            if dots is not None:
-                self.plot.removeItem(self.dots.pop(key))
-            return
-        if dots is None:
-            dots = self.dots[key] = pg.ScatterPlotItem(symbol="o", size=self.MARKER_SIZE, pxMode=True)
-            self.plot.addItem(dots)
-        dots.setData(
-            x=np.asarray(x, dtype=np.float64)[show],
-            y=np.asarray(y, dtype=np.float64)[show],
-            pen=shared_pen(qpen.color().name(QtGui.QColor.NameFormat.HexArgb), 1.0),
-            brush=shared_brush(qpen.color().name(QtGui.QColor.NameFormat.HexArgb)),
-        )
+            return None
+        x = np.asarray(x, dtype=np.float64)[show]  # (m,)
+        return x, np.asarray(y, dtype=np.float64)[show], QtGui.QColor(qpen.color())
 
     def retain(self, keys) -> None:
         """Remove every curve whose key is not in ``keys``."""
@@ -98,8 +86,6 @@ class CurveSet:
         for key in [k for k in self.items if k not in keys]:
             CurvePaths.for_plot(self.plot).remove(self.items.pop(key))
             self._markers.pop(key, None)
-            if key in self.dots:
-                self.plot.removeItem(self.dots.pop(key))
 
     def data(self, key) -> tuple[np.ndarray, np.ndarray] | None:
         """The (x, y) drawn for ``key`` (tests and hover readouts read what is on screen)."""
@@ -110,10 +96,10 @@ class CurveSet:
 
     def dot_positions(self, key) -> np.ndarray:
         """(n, 2) positions of the dots drawn for ``key`` (empty when none)."""
-        dots = self.dots.get(key)
-        if dots is None:
+        item = self.items.get(key)
+        if item is None or item.dots is None:
             return np.zeros((0, 2))
-        return np.c_[dots.data["x"], dots.data["y"]]
+        return np.c_[item.dots[0], item.dots[1]]
 
 
 def _same(drawn, new) -> bool:
