@@ -264,7 +264,9 @@ def write_figures(experiment, results, plots_dir, ahead=None):
     offscreen_without_display()
     from .gui.figures import export_figures
 
-    return export_figures(experiment, results, plots_dir, ready=ahead.move_into(plots_dir) if ahead else None)
+    if ahead is None:
+        return export_figures(experiment, results, plots_dir)
+    return export_figures(experiment, results, plots_dir, ready=ahead.move_into(plots_dir))
 
 
 def _pages_ahead(recording, experiment, processes: int):
@@ -355,7 +357,7 @@ def _run(args) -> int:
                 args.out,
                 experiment,
                 results,
-                figures=None if args.no_plots else lambda *a: write_figures(*a, ahead=ahead),
+                figures=None if args.no_plots else write_figures if ahead is None else ahead.writer(write_figures),
                 extra_files=recording.move_stores,
             )
             print(f"exported to {out}", file=sys.stderr)

@@ -13,4 +13,5 @@ views/           one file per view, each a Figure (pyqtgraph items, testable alo
 panels/          run list, run editor, and the editor's fields read from the config schema
 figures.py       the views rendered offscreen to PNG and SVG (export_figures), same code as the app
 page_pool.py     many runs' waterfall pages, drawn by worker processes while figures.py draws the rest
+page_ahead.py    gradscope run: each ended run's waterfall page drawn while the other runs compute
 """

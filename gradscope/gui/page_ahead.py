@@ -87,6 +87,10 @@ class PagesAhead:
 
         return both
 
+    def writer(self, write_figures: Callable) -> Callable:
+        """io.export_experiment's figure writer: ``write_figures(experiment, results, plots_dir, ahead=self)``."""
+        return lambda experiment, results, plots_dir: write_figures(experiment, results, plots_dir, ahead=self)
+
     def add(self, result) -> None:
         """Queue the page of a run that has ended (not the composite's first pages: the export draws those)."""
         index = self.index.get(result.name)
