@@ -269,18 +269,6 @@ def write_figures(experiment, results, plots_dir, ahead=None):
     return export_figures(experiment, results, plots_dir, ready=ahead.move_into(plots_dir))
 
 
-def _pages_ahead(recording, experiment, processes: int):
-    """gui.page_ahead's drawer of the ended runs' waterfalls when the export would hand them to worker processes
-    anyway and the runs leave a core (one process); else None (also without Qt: the export reports that)."""
-    names = [r.name for r in experiment.runs]
-    try:
-        if processes == 1 and importlib.import_module(".gui.page_pool", __package__).worth_pool(len(names)):
-            return importlib.import_module(".gui.page_ahead", __package__).PagesAhead(recording.path / "plots", names)
-    except Exception:  # noqa: BLE001  (write_figures imports the renderer again and reports the failure)
-        pass
-    return None
-
-
 def _run(args) -> int:
     experiment = _select(_load(args.experiment), args)
     from .config import ConfigError
@@ -304,7 +292,13 @@ def _run(args) -> int:
         for line in recording.resume_lines(experiment, kept, todo):
             print(line, file=sys.stderr)
     workers = choose_processes(list(experiment.runs), args.processes)
-    ahead = None if args.no_plots else _pages_ahead(recording, experiment, workers)
+    ahead = (
+        None
+        if args.no_plots
+        else importlib.import_module(".gui.page_ahead", __package__).for_run(
+            recording.path / "plots", [r.name for r in experiment.runs], workers
+        )
+    )  # the ended runs' waterfall pages drawn while the others compute, when worth it
     console = Console([r.name for r in experiment.runs])
     console.line(
         f"running {experiment.name!r}: {len(experiment.runs)} run(s){f' in {workers} processes' if workers > 1 else ''}"

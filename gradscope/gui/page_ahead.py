@@ -1,10 +1,8 @@
 """The waterfall pages of the runs that have ended, drawn while the other runs compute (``gradscope run`` of many
 runs in one process), so that the export after the last run has only the overlay views left to draw.
-The command line uses it when the export would hand its waterfalls to worker processes anyway (page_pool:
-enough pages, more than one core) and the runs compute in this one process (workers of their own would take
-the cores).
+The command line uses it when the export would hand its waterfalls to worker processes anyway (for_run).
 
-    ahead = PagesAhead(recording.path / "plots", [r.name for r in experiment.runs])
+    ahead = for_run(recording.path / "plots", [r.name for r in experiment.runs], processes)  # or None
     progress = ahead.also(progress)        # each run that ends queues its page
     ...
     ready = ahead.move_into(plots_dir)     # at the export: stop, and the pages drawn so far into its plots/
@@ -34,7 +32,14 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from .figures import COMPOSITE_COLUMNS, FORMATS, slug, unique
+
+def for_run(folder: Path, names: list[str], processes: int) -> PagesAhead | None:
+    """A PagesAhead when the export would hand its waterfalls to worker processes anyway (page_pool: enough
+    pages, more than one core) and the runs compute in this one process (``processes``: workers of their own
+    would take the cores); else None.  Cheap to import and to ask: nothing of Qt or the figures is loaded."""
+    from .page_pool import worth_pool
+
+    return PagesAhead(folder, names) if processes == 1 and worth_pool(len(names)) else None
 
 
 @dataclass(frozen=True)
@@ -61,7 +66,9 @@ class PagesAhead:
     """One worker process drawing the waterfall page of each run handed to ``add``, one page at a time, into
     ``folder`` (started with the first page)."""
 
-    def __init__(self, folder: Path, names: list[str], formats=FORMATS):
+    def __init__(self, folder: Path, names: list[str], formats=("png", "svg")):
+        from .figures import slug, unique
+
         self.folder = Path(folder)
         shutil.rmtree(self.folder, ignore_errors=True)  # what a killed process had drawn: not this run's
         self.folder.mkdir(parents=True)
@@ -93,6 +100,8 @@ class PagesAhead:
 
     def add(self, result) -> None:
         """Queue the page of a run that has ended (not the composite's first pages: the export draws those)."""
+        from .figures import COMPOSITE_COLUMNS
+
         index = self.index.get(result.name)
         if index is None or index < COMPOSITE_COLUMNS or not len(result.trace) or self._stop.is_set():
             return
