@@ -1,5 +1,7 @@
 """The analysis' speed (engine/analysis) against a plain NumPy loop of the same algorithm, measured alternately
-in one process on one BLAS thread (the trainer's setting: engine.trainer.small_linear_algebra).
+in one process on one BLAS thread (the trainer's setting: engine.trainer.small_linear_algebra).  The long-lag
+norms run their batch as 2 shards on the engine's 2 threads (each on that one BLAS thread), as the trainer runs them;
+the loop is single-threaded NumPy.
 
     python benchmarks/bench_analysis.py                 # the issue's cases, 3 repeats; results/analysis.json
     python benchmarks/bench_analysis.py --repeats 1 --steps 300
