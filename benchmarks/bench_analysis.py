@@ -2,7 +2,9 @@
 in one process on one BLAS thread per thread (the trainer's setting: engine.trainer.small_linear_algebra).
 Ours runs a big enough step on the engine's 2 threads (lyapunov.py: the next step's products while this one is
 factored); so the full-spectrum loop is timed twice, with NumPy's BLAS on 1 and on 2 threads (SciPy's, which
-the loop does not use, kept at 1 so no idle pool spins beside it), and the faster of the two is the peer.
+the loop does not use, kept at 1 so no idle pool spins beside it), and the faster of the two is the peer.  The
+long-lag norms run their batch as 2 shards on the engine's 2 threads, as the trainer runs a batch; their loop
+is single-threaded NumPy (its per-example products are too small for a second BLAS thread to pay).
 
     python benchmarks/bench_analysis.py                 # the cases, 3 repeats; results/analysis.json
     python benchmarks/bench_analysis.py --repeats 1 --steps 300
