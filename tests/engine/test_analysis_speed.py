@@ -118,8 +118,10 @@ def test_two_threads_give_householders_exponents(two_threads, cell, activation, 
 
 def test_the_benchmark_size_runs_on_two_threads_and_matches_householder():
     """tanh, d = m = 256, one example: above THREADED_FLOPS with the defaults (the issue's case, shorter)."""
+    from gradscope.engine import shards
     from gradscope.engine.analysis import lyapunov
 
+    assert lyapunov.THREADED_FLOPS == shards.MIN_SHARD_FLOPS  # the engine's rule for handing work to a thread
     spec, params = model("rnn", "tanh", d=256, scale=4.0, seed=0)
     x = np.random.default_rng(2).standard_normal((120, 1, 3))
     stream = stack_streams(spec, params, x)[0]

@@ -33,12 +33,13 @@ from queue import SimpleQueue
 
 import numpy as np
 
-from ..shards import MIN_SHARD_FLOPS
 from .maps import take_steps
 from .orthonormal import gram_cholesky, householder, log_diagonal, solve_right
 from .streams import Stream
 
-THREADED_FLOPS = MIN_SHARD_FLOPS  # a step with fewer product flops (2 N m D^2) runs in one thread
+# a step with fewer product flops (2 N m D^2) runs in one thread: handing work to a thread costs ~50 us (the
+# engine's MIN_SHARD_FLOPS; engine.shards, which imports Numba, is imported only when a step is threaded)
+THREADED_FLOPS = 2e7
 
 
 def qr_exponents(stream: Stream, m: int, warmup: int) -> np.ndarray:
