@@ -94,13 +94,14 @@ def qr_exponents(stream: Stream, m: int, warmup: int) -> np.ndarray:
                 info = gram_cholesky(A[n], R[n])
                 log_r[n], ok = log_diagonal(R[n])
                 trusted &= info == 0 and ok
+            B = None
             if ahead is not None:
                 B = handoff.get()  # (N, m, D) J_{t+1} A_t
                 go.put(trusted)
                 if isinstance(B, BaseException):
                     ahead.result()  # raises it here
-            else:
-                B = None if last else J(t + 1, A)
+            elif trusted and not last:
+                B = J(t + 1, A)
             if not trusted:  # this step in the plain order: Q_t (Householder where needed), then J_{t+1} Q_t
                 if ahead is not None:
                     ahead.result()
