@@ -30,6 +30,7 @@ A step whose block needs Householder is done in the plain order: Q_t formed, the
 from __future__ import annotations
 
 from queue import SimpleQueue
+from typing import Any
 
 import numpy as np
 
@@ -79,7 +80,7 @@ def qr_exponents(stream: Stream, m: int, warmup: int) -> np.ndarray:
             solve(B, *halves[1])
 
     I = np.broadcast_to(np.eye(D)[:m], (N, m, D))  # (N, m, D) Q_{-1}^T: the first m coordinate directions
-    A = J(0, I)  # (N, m, D) A_0^T
+    A: Any = J(0, I)  # (N, m, D) A_0^T (None after the last step)
     R = np.empty((N, m, m))  # R_t per example (upper triangles, Fortran order)
     log_r = np.empty((N, m))  # ln R_t[i, i]
     total = np.zeros((N, m))
