@@ -21,10 +21,8 @@ import json
 import math
 import os
 import re
-import threading
 import traceback
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -268,23 +266,31 @@ def export_experiment(
     tmp = building.path
     figures_error = None
     try:
+        summaries = []
+        for index, result in enumerate(results):
+            dir_name = run_dir_name(index, result.name)
+            run_dir = tmp / dir_name
+            run_dir.mkdir()
+            arrays = result.trace.to_arrays() if len(result.trace) else {}
+            two = format_of(result.run) == FORMAT_2
+            extra = stream_arrays(result.run) if two else {}
+            _write(run_dir / "trace.npz", _npz_bytes(arrays | extra))
+            if arrays:
+                csv_text = trace_csv(result.name, arrays, extra.get("streams"))
+                _write(run_dir / "trace.csv", csv_text.encode("utf-8"))
+            if result.init_params is not None:
+                _write(run_dir / "init_params.npz", _npz_bytes(result.init_params.arrays()))
+            if result.first_batch is not None:
+                _write(run_dir / "first_batch.npz", _npz_bytes(dict(result.first_batch)))
+            summaries.append(_run_summary(result, dir_name) | write_analysis(run_dir, result))
         ran = experiment.model_copy(update={"runs": [r.run for r in results]})
-        stop = threading.Event()
-        # the runs' files in a thread while the figures are drawn here: Qt paints without the GIL (issue 9)
-        with ThreadPoolExecutor(1, "gradscope-export") as pool:
-            runs = pool.submit(_write_runs, tmp, results, stop) if figures else None
+        _write(tmp / "experiment.toml", dumps(ran).encode("utf-8"))
+        if figures:
             try:
-                _write(tmp / "experiment.toml", dumps(ran).encode("utf-8"))
-                if figures:
-                    try:
-                        (tmp / "plots").mkdir()
-                        figures(ran, results, tmp / "plots")
-                    except Exception:  # noqa: BLE001  (no figure must cost the traces: published all the same)
-                        figures_error = traceback.format_exc()
-            except BaseException:
-                stop.set()  # nothing more is written into a folder about to be removed
-                raise
-            summaries = runs.result() if runs is not None else _write_runs(tmp, results, stop)
+                (tmp / "plots").mkdir()
+                figures(ran, results, tmp / "plots")
+            except Exception:  # noqa: BLE001  (no figure must cost the traces: they are published all the same)
+                figures_error = traceback.format_exc()
         if extra_files is not None:  # last: the recording's stores move in (files.move_into) for the shortest time
             extra_files(tmp, results)
         summary = {
@@ -312,28 +318,6 @@ def export_experiment(
     if figures_error:
         raise FigureExportError(out, figures_error)
     return out
-
-
-def _write_runs(tmp: Path, results: list[RunResult], stop: threading.Event) -> list[dict]:
-    """Each run's folder (trace.npz, trace.csv, init_params.npz, first_batch.npz, analysis); their summaries."""
-    summaries = []
-    for index, result in enumerate(results):
-        if stop.is_set():
-            raise RuntimeError("the export was abandoned")  # the exporting thread raises its own error
-        dir_name = run_dir_name(index, result.name)
-        run_dir = tmp / dir_name
-        run_dir.mkdir()
-        arrays = result.trace.to_arrays() if len(result.trace) else {}
-        extra = stream_arrays(result.run) if format_of(result.run) == FORMAT_2 else {}
-        _write(run_dir / "trace.npz", _npz_bytes(arrays | extra))
-        if arrays:
-            _write(run_dir / "trace.csv", trace_csv(result.name, arrays, extra.get("streams")).encode("utf-8"))
-        if result.init_params is not None:
-            _write(run_dir / "init_params.npz", _npz_bytes(result.init_params.arrays()))
-        if result.first_batch is not None:
-            _write(run_dir / "first_batch.npz", _npz_bytes(dict(result.first_batch)))
-        summaries.append(_run_summary(result, dir_name) | write_analysis(run_dir, result))
-    return summaries
 
 
 def _publish(tmp: Path, out: Path) -> None:
