@@ -39,18 +39,18 @@ import csv
 import json
 import os
 import platform
-import resource
 import statistics
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE.parent))
+sys.path[:0] = [str(HERE.parent), str(HERE)]  # the source tree's gradscope, whatever is installed; sweep_profile
 
-from gradscope import config, io as gradscope_io  # noqa: E402  (the source tree's, whatever is installed)
+import sweep_profile  # noqa: E402
+
+from gradscope import config, io as gradscope_io  # noqa: E402
 from gradscope.config.sweep import Sweep  # noqa: E402
 from gradscope.sweep import pools, run_sweep, runner  # noqa: E402
 
@@ -82,47 +82,10 @@ name = "relu"
 _compute_point = pools.compute_point
 
 
-def thread_seconds() -> dict[str, float]:
-    """This process's threads: name -> CPU seconds (Linux /proc; empty elsewhere).  A pool that spins beside
-    the compute thread shows here."""
-    tick, out = os.sysconf("SC_CLK_TCK"), {}
-    named = {t.native_id: t.name for t in threading.enumerate()}  # the rest are native (Numba's, BLAS's, ...)
-    try:
-        for tid in os.listdir("/proc/self/task"):
-            with open(f"/proc/self/task/{tid}/stat") as f:
-                stat = f.read()
-            name = named.get(int(tid), "native " + stat[stat.index("(") + 1 : stat.rindex(")")])
-            fields = stat[stat.rindex(")") + 2 :].split()
-            out[name] = out.get(name, 0.0) + (int(fields[11]) + int(fields[12])) / tick  # utime + stime
-    except OSError:
-        pass
-    return out
-
-
-def _usage() -> tuple:
-    self, thread = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_THREAD)
-    return (self.ru_utime, self.ru_stime, self.ru_nvcsw, self.ru_nivcsw, thread.ru_utime + thread.ru_stime)
-
-
 _first_point: list = []  # this worker's CPU seconds before its first point (spawn, imports, kernels)
-_io_seconds = {"export": 0.0, "export_cpu": 0.0, "sync": 0.0}  # this process's, so far
-
-
-def _timing(function, wall: str, cpu: str | None = None):
-    def timed_call(*args, **kwargs):
-        t, c = time.monotonic(), time.process_time()
-        try:
-            return function(*args, **kwargs)
-        finally:
-            _io_seconds[wall] += time.monotonic() - t
-            if cpu:
-                _io_seconds[cpu] += time.process_time() - c
-
-    return timed_call
-
-
-pools.export_experiment = _timing(pools.export_experiment, "export", "export_cpu")  # a worker's point export
-gradscope_io.sync_tree = _timing(gradscope_io.sync_tree, "sync")  # its syncfs (waits for the disk)
+_io = sweep_profile.IoSeconds()
+pools.export_experiment = _io.wrap(pools.export_experiment, "export", "export_cpu")  # a worker's point export
+gradscope_io.sync_tree = _io.wrap(gradscope_io.sync_tree, "sync")  # its syncfs (a wait for the disk)
 
 
 def timed_point(index, run, seed, backend="numba", keep=True, stop=None, export=None, probe=None):
@@ -130,13 +93,16 @@ def timed_point(index, run, seed, backend="numba", keep=True, stop=None, export=
     getrusage's split of them (user, system, voluntary and involuntary context switches, this thread's)."""
     if not _first_point:
         _first_point.append(time.process_time())
-    io_before = dict(_io_seconds)
-    before, start, cpu = _usage(), time.monotonic(), time.process_time()
+    io_before = dict(_io.seconds)
+    before, start, cpu = sweep_profile.usage(), time.monotonic(), time.process_time()
     outcome = _compute_point(index, run, seed, backend, keep, stop, export=export, probe=probe)
-    end, after = time.monotonic(), _usage()
-    usage = tuple(a - b for a, b in zip(after, before))
-    io = {k: v - io_before[k] for k, v in _io_seconds.items()}
-    extra = {"usage": usage, "startup_cpu": _first_point[0], "threads": thread_seconds(), "io": io}
+    end, after = time.monotonic(), sweep_profile.usage()
+    extra = {
+        "usage": tuple(a - b for a, b in zip(after, before)),
+        "startup_cpu": _first_point[0],
+        "threads": sweep_profile.thread_seconds(),
+        "io": {k: v - io_before[k] for k, v in _io.seconds.items()},
+    }
     outcome.measured = dict(outcome.measured, _phases=(os.getpid(), start, end, time.process_time() - cpu, extra))
     return outcome
 
@@ -169,7 +135,7 @@ class Phases:
         self._write_table(*args, **kwargs)
         self.last_row = time.monotonic()
         self.table += self.last_row - t
-        self.at_last_row = (machine_seconds(), time.process_time())
+        self.at_last_row = (sweep_profile.machine_seconds(), time.process_time())
 
     def export(self, *args, **kwargs):
         t = time.monotonic()
@@ -190,71 +156,32 @@ class Phases:
             workers.setdefault(pid, []).append((start, end, cpu, extra, received))
         per = []
         for points in workers.values():
-            usage = [sum(u) for u in zip(*(x["usage"] for _, _, _, x, _ in points))]
-            busy = sum(e - s for s, e, _, _, _ in points)
             per.append(
                 {
                     "points": len(points),
-                    "busy": busy,
+                    "busy": sum(e - s for s, e, _, _, _ in points),
                     "cpu": sum(c for _, _, c, _, _ in points),
-                    "user": usage[0],
-                    "sys": usage[1],
-                    "compute_thread": usage[4],  # the rest of "cpu" is the worker's other threads
-                    "share": sum(c for _, _, c, _, _ in points) / busy,  # of one core while it computed
-                    "preempted": usage[3],  # involuntary context switches: the core was taken from it
-                    "waits": usage[2],  # voluntary: it blocked (I/O, a lock, a futex of an idle pool)
-                    "startup_cpu": points[0][3]["startup_cpu"],
-                    "threads": points[-1][3]["threads"],  # CPU seconds per thread name, the whole process
                     "idle_between": sum(points[i + 1][0] - points[i][1] for i in range(len(points) - 1)),
                     "first_start": points[0][0] - started,
                     "last_end": points[-1][1] - started,
                     "result_lag_ms": 1000 * statistics.median(r - e for _, e, _, _, r in points),
                     "point_cpu_ms": 1000 * statistics.median(c for _, _, c, _, _ in points),
-                    **{k: sum(x["io"][k] for _, _, _, x, _ in points) for k in ("export", "export_cpu", "sync")},
+                    **sweep_profile.worker_profile(points),
                 }
             )
         return {"workers": per, "main_table_s": self.table, "main_exports_s": self.exports}
-
-
-def machine_seconds() -> dict[str, float]:
-    """The whole machine's CPU seconds so far (/proc/stat's first line, every process of every user; Linux):
-    busy (user, nice, system, irq, softirq), steal (the hypervisor gave the core to another guest) and idle."""
-    try:
-        with open("/proc/stat") as f:
-            values = [int(v) / os.sysconf("SC_CLK_TCK") for v in f.readline().split()[1:9]]
-    except OSError:
-        return {}
-    user, nice, system, idle, iowait, irq, softirq, steal = values
-    return {"busy": user + nice + system + irq + softirq, "steal": steal, "idle": idle + iowait}
 
 
 def phase_line(p: dict) -> str:
     def each(key: str, form: str = "{:.2f}") -> str:
         return "/".join(form.format(w[key]) for w in p["workers"])
 
-    line = (
+    return (
         f"workers: {each('points', '{}')} points, busy {each('busy')} s (cpu {each('cpu')}), idle between points "
         f"{each('idle_between')} s, first at +{each('first_start')} s, last end {each('last_end')} s, result to row "
         f"{each('result_lag_ms', '{:.1f}')} ms; main process: cpu {p['main_cpu_s']:.2f} s, sweep.csv "
         f"{p['main_table_s']:.2f} s, exports {p['main_exports_s']:.2f} s"
-    )
-    if not PROFILE:
-        return line
-    m = p.get("machine", {})
-    return line + (
-        f"\n    per worker: point cpu median {each('point_cpu_ms', '{:.1f}')} ms, share of a core while computing "
-        f"{each('share')}, user {each('user')} s, sys {each('sys')} s, compute thread {each('compute_thread')} s, "
-        f"preempted {each('preempted', '{}')} times, waits {each('waits', '{}')}, start-up cpu "
-        f"{each('startup_cpu')} s; exports {each('export')} s (cpu {each('export_cpu')}, syncfs "
-        f"{each('sync')})\n    threads (cpu s): "
-        + " | ".join(
-            ", ".join(f"{n} {v:.2f}" for n, v in sorted(w["threads"].items(), key=lambda kv: -kv[1]) if v >= 0.01)
-            for w in p["workers"]
-        )
-        + f"\n    machine over the points ({m.get('wall', 0):.2f} s): busy {m.get('busy', 0):.2f} cores, ours "
-        f"{m.get('ours', 0):.2f} (workers {m.get('workers', 0):.2f}, main {m.get('main', 0):.2f}), others "
-        f"{m.get('others', 0):.2f}, steal {m.get('steal', 0):.2f}, idle {m.get('idle', 0):.2f}"
-    )
+    ) + (sweep_profile.profile_lines(p) if PROFILE else "")
 
 
 # ------------------------------------------------------------------------------------------ the runs
@@ -280,11 +207,11 @@ def timed(exp, out: Path, **how) -> dict:
         if not started:  # the workers are up: the points' phase starts
             started.append(p.started)  # time.monotonic()
             cpu.append(time.process_time())
-            machine.append(machine_seconds())
+            machine.append(sweep_profile.machine_seconds())
 
     load = os.getloadavg()[0]
     phases = Phases()
-    cpu, machine = [time.process_time()], [machine_seconds()]
+    cpu, machine = [time.process_time()], [sweep_profile.machine_seconds()]
     t0 = time.monotonic()
     try:
         summary = run_sweep(exp, out, on_progress=progress, **how)
@@ -297,11 +224,8 @@ def timed(exp, out: Path, **how) -> dict:
     start = started[0] if started else t0
     phase = phases.summary(start) | {"main_cpu_s": time.process_time() - cpu[-1]}
     (after, main_cpu), wall = phases.at_last_row, phases.last_row - start
-    if after and machine[-1]:  # in cores over the points: busy = ours + everyone else's
-        cores = {k: (after[k] - machine[-1][k]) / wall for k in after}
-        ours = {"workers": sum(w["cpu"] for w in phase["workers"]) / wall, "main": (main_cpu - cpu[-1]) / wall}
-        others = cores["busy"] - ours["workers"] - ours["main"]
-        phase["machine"] = cores | ours | {"ours": ours["workers"] + ours["main"], "others": others, "wall": wall}
+    workers_cpu = sum(w["cpu"] for w in phase["workers"])
+    phase["machine"] = sweep_profile.machine_share(machine[-1], after, wall, workers_cpu, main_cpu - cpu[-1])
     return {
         "total": end - t0,
         "points": phases.last_row - start,  # to the last row written (not the workers' exit after it)
@@ -322,6 +246,23 @@ CONFIGS = {  # name: run_sweep's arguments (the scheduler's address is filled in
 }
 
 
+@contextlib.contextmanager
+def dask_cluster(work, warm: Path):
+    """A LocalCluster on this host (a scheduler in this process, two worker processes of one thread each), its
+    workers' kernels loaded (untimed: a cluster a user points GradScope at is up already); yields its address."""
+    from distributed import LocalCluster
+
+    with LocalCluster(
+        n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None, host="127.0.0.1", silence_logs=40
+    ) as cluster:
+        few = work.model_copy(update={"sweep": Sweep(keys=work.sweep.keys, seeds=work.sweep.seeds[:2])})
+        run_sweep(few, warm, scheduler=cluster.scheduler_address, traces=False)  # 16 points: each worker loads
+        if PROFILE:
+            own, workers = sweep_profile.idle_cores()
+            print(f"idle Dask cluster: {own:.3f} cores (scheduler, here) + {workers:.3f} (workers)", file=sys.stderr)
+        yield cluster.scheduler_address
+
+
 def verdict(value: float, target: float, at_least: bool) -> str:
     met = value >= target if at_least else value <= target
     return f"target {'>=' if at_least else '<='} {target:g}: {'MET' if met else 'NOT MET'}"
@@ -336,11 +277,15 @@ def main() -> int:
         help="print where each configuration's CPU went: per worker (getrusage, its threads), the machine",
     )
     parser.add_argument("--only", help="run only the configurations whose name starts with this (e.g. 'local')")
+    parser.add_argument(
+        "--idle-cluster",
+        action="store_true",
+        help="keep a Dask cluster up, idle, through every configuration (as this benchmark did before): what it "
+        "costs the local pool",
+    )
     args = parser.parse_args()
     global PROFILE
     PROFILE = args.profile
-    from distributed import LocalCluster
-
     # the cluster's workers get one BLAS / Numba thread each, like the local pool's (gradscope.sweep.pools): on a
     # machine others load too, a process with more threads takes a bigger share of the cores, not more work done
     for name in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NUMBA_NUM_THREADS"):
@@ -350,30 +295,29 @@ def main() -> int:
     work, tiny = work_experiment(), tiny_experiment(tmp)
     names = [name for name in CONFIGS if name.startswith(args.only or "")]
     times: dict[str, list[dict]] = {name: [] for name in [*names, "overhead"]}
-    dask = any(name.startswith("dask") for name in names)
-    with (
-        LocalCluster(
-            n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None, host="127.0.0.1", silence_logs=40
+    local, dask = [n for n in names if not n.startswith("dask")], [n for n in names if n.startswith("dask")]
+
+    def run(name: str, r: int, address: str | None = None) -> None:
+        how = CONFIGS[name] | ({"scheduler": address} if "scheduler" in CONFIGS[name] else {})
+        times[name].append(t := timed(work, tmp / f"{name.replace(' ', '_')}-{r}", **how))
+        print(
+            f"{name}: points {t['points']:.2f} s, total {t['total']:.2f} s, load {t['load']:.1f}; "
+            + phase_line(t["phases"]),
+            file=sys.stderr,
         )
-        if dask
-        else contextlib.nullcontext()
-    ) as cluster:
-        if dask:
-            run_sweep(work, tmp / "warm", scheduler=cluster.scheduler_address, traces=False)  # workers load kernels
-        run_sweep(tiny, tmp / "warm-local", workers=2)  # and this process (the first load here took seconds)
+
+    run_sweep(tiny, tmp / "warm-local", workers=2)  # this process's kernels (the first load here took seconds)
+    with dask_cluster(work, tmp / "warm-dask") if args.idle_cluster else contextlib.nullcontext() as idle:
         for r in range(args.rounds):
-            for name in names if r % 2 == 0 else names[::-1]:
-                out = tmp / f"{name.replace(' ', '_')}-{r}"
-                how = dict(CONFIGS[name])
-                if "scheduler" in how:
-                    how["scheduler"] = cluster.scheduler_address
-                times[name].append(timed(work, out, **how))
-                t = times[name][-1]
-                print(
-                    f"{name}: points {t['points']:.2f} s, total {t['total']:.2f} s, load {t['load']:.1f}; "
-                    + phase_line(t["phases"]),
-                    file=sys.stderr,
-                )
+            order = (lambda names: names) if r % 2 == 0 else (lambda names: names[::-1])
+            for group in order([local, dask]):
+                if group is local:
+                    for name in order(local):
+                        run(name, r)
+                elif dask:  # the cluster is up for its own configurations only: idle, it takes ~0.1 of 2 cores
+                    with contextlib.nullcontext(idle) if idle else dask_cluster(work, tmp / f"dask-{r}") as address:
+                        for name in order(dask):
+                            run(name, r, address)
             if not args.only:
                 times["overhead"].append(timed(tiny, tmp / f"tiny-{r}", workers=1))
     if args.only:  # a partial run: the 2-over-1 ratios it has, nothing saved
