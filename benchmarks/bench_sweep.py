@@ -88,14 +88,14 @@ pools.export_experiment = _io.wrap(pools.export_experiment, "export", "export_cp
 gradscope_io.sync_tree = _io.wrap(gradscope_io.sync_tree, "sync")  # its syncfs (a wait for the disk)
 
 
-def timed_point(index, run, seed, backend="numba", keep=True, stop=None, export=None, probe=None):
+def timed_point(index, run, seed, backend="numba", keep=True, stop=None, export=None, probe=None, **how):
     """compute_point, with the worker's pid, its start and end on the machine's clock, its CPU seconds and
     getrusage's split of them (user, system, voluntary and involuntary context switches, this thread's)."""
     if not _first_point:
         _first_point.append(time.process_time())
     io_before = dict(_io.seconds)
     before, start, cpu = sweep_profile.usage(), time.monotonic(), time.process_time()
-    outcome = _compute_point(index, run, seed, backend, keep, stop, export=export, probe=probe)
+    outcome = _compute_point(index, run, seed, backend, keep, stop, export=export, probe=probe, **how)
     end, after = time.monotonic(), sweep_profile.usage()
     extra = {
         "usage": tuple(a - b for a, b in zip(after, before)),
@@ -115,15 +115,18 @@ class Phases:
 
     def __init__(self):
         self.points: list[tuple] = []  # (pid, start, end, cpu, extra, received)
-        self.table = self.exports = 0.0
+        self.table = self.exports = self.sync = 0.0
         self.last_row = 0.0  # when sweep.csv last got rows: the points' end
         self.at_last_row: tuple = ({}, 0.0)  # the machine's CPU seconds and this process's then
-        self._row_values, self._write_table, self._export = (
+        self._row_values, self._write_table, self._export, self._sync = (
             runner.row_values,
             runner.write_table,
             runner.export_experiment,
+            getattr(runner, "sync_tree", None),  # None: a runner whose workers flush their exports themselves
         )
         runner.row_values, runner.write_table, runner.export_experiment = self.row, self.write, self.export
+        if self._sync is not None:
+            runner.sync_tree = self.flush
 
     def row(self, name, point, measured):
         if "_phases" in measured:  # not a point the main process marked failed
@@ -143,12 +146,19 @@ class Phases:
         self.exports += time.monotonic() - t
         return out
 
+    def flush(self, *args):  # the local workers' exports, flushed here before their rows
+        t = time.monotonic()
+        self._sync(*args)
+        self.sync += time.monotonic() - t
+
     def close(self):
         runner.row_values, runner.write_table, runner.export_experiment = (
             self._row_values,
             self._write_table,
             self._export,
         )
+        if self._sync is not None:
+            runner.sync_tree = self._sync
 
     def summary(self, started: float) -> dict:
         workers = {}
@@ -169,7 +179,7 @@ class Phases:
                     **sweep_profile.worker_profile(points),
                 }
             )
-        return {"workers": per, "main_table_s": self.table, "main_exports_s": self.exports}
+        return {"workers": per, "main_table_s": self.table, "main_exports_s": self.exports, "main_sync_s": self.sync}
 
 
 def phase_line(p: dict) -> str:
@@ -180,7 +190,7 @@ def phase_line(p: dict) -> str:
         f"workers: {each('points', '{}')} points, busy {each('busy')} s (cpu {each('cpu')}), idle between points "
         f"{each('idle_between')} s, first at +{each('first_start')} s, last end {each('last_end')} s, result to row "
         f"{each('result_lag_ms', '{:.1f}')} ms; main process: cpu {p['main_cpu_s']:.2f} s, sweep.csv "
-        f"{p['main_table_s']:.2f} s, exports {p['main_exports_s']:.2f} s"
+        f"{p['main_table_s']:.2f} s, exports {p['main_exports_s']:.2f} s, syncfs {p['main_sync_s']:.2f} s"
     ) + (sweep_profile.profile_lines(p) if PROFILE else "")
 
 
