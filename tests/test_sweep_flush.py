@@ -12,7 +12,7 @@ import pytest
 
 from gradscope import config, io as gio
 from gradscope.config import sweep_points
-from gradscope.sweep import LocalPool, compute_point, run_sweep, runner
+from gradscope.sweep import LocalPool, compute_point, pools, run_sweep, runner
 
 SWEEP = """
 schema_version = 1
@@ -139,3 +139,21 @@ def test_a_failing_flush_writes_no_row_for_its_points_and_resume_runs_them_again
     summary = run_sweep(exp, out, pool=InProcessPool(), resume=True)
     assert summary.progress.resumed == len(kept) and summary.progress.done == 6
     assert table(out) == table(reference)
+
+
+def test_a_dask_worker_leaves_the_flush_only_on_this_kernel_and_file_system(tmp_path, monkeypatch):
+    exp = experiment(tmp_path)
+    point = sweep_points(exp)[2]
+    single = exp.model_copy(update={"runs": [point.run], "sweep": None})
+    here = (pools.boot_id(), (tmp_path).stat().st_dev)  # what DaskPool._probe sends: this machine, this folder
+    assert here[0] is not None  # Linux: the tests run where a local Dask worker gets the main process's flush
+    folder = tmp_path / "points" / "0002"
+    assert pools.flushes_here(*here, folder)
+    assert not pools.flushes_here("another-kernel", here[1], folder)  # another host
+    assert not pools.flushes_here(here[0], here[1] + 1, folder)  # another file system on this host
+    synced = []
+    monkeypatch.setattr(gio, "sync_tree", lambda path: synced.append(path))
+    same = compute_point(point.index, point.run, point.seed, export=(folder, single), flusher=here)
+    assert same.exported and not same.flushed and synced == []
+    other = compute_point(point.index, point.run, point.seed, export=(folder, single), flusher=("x", here[1]))
+    assert other.exported and other.flushed and len(synced) == 1
