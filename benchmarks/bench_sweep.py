@@ -14,8 +14,14 @@ machine's load hits them alike; the 1-minute load average is printed before each
 the moment the workers are up to the last row written; ``points s``, what the targets are about) and the
 whole run_sweep call (``total s``, with the workers' start-up: spawn, import, kernels from the cache).  The
 Dask cluster (a LocalCluster: scheduler and two worker processes, one thread each, and one BLAS / Numba thread
-per worker like the local pool's) is started before and is not timed, as a cluster a user points GradScope at
-is already there.
+per worker like the local pool's) is started before the Dask configurations of each round, its workers' kernels
+loaded, and is not timed, as a cluster a user points GradScope at is already there; it is closed before the
+local ones (idle, it took 0.10-0.15 of the 2 cores from them: --idle-cluster keeps it up to measure that).
+
+    python benchmarks/bench_sweep.py --rounds 2 --only local --profile   # the local pool alone, where its CPU goes
+
+--profile prints, per configuration, each worker's getrusage split, its threads' CPU, its start-up CPU and its
+seconds in exports and syncfs, and the machine's cores over the points (sweep_profile.py).
 
 Phases, in both processes (CLOCK_MONOTONIC is one clock for every process of the machine): each worker's
 points (how many, busy and CPU seconds, idle seconds between its points, when its first point started and its
