@@ -74,7 +74,7 @@ def compute_point(
     export=None,
     probe=None,
     sync: bool = True,
-    flusher=None,
+    flusher: tuple[str, int] | None = None,
 ) -> PointOutcome:
     """Run one point to its end and measure it (on whichever worker): the function every pool runs.
 
