@@ -27,8 +27,10 @@ from pathlib import Path
 
 from .terminal import (
     Console,
+    StoppedBeforeRuns,
     StopRequest,
     compute_in_thread as _compute,
+    load_kernels,
     log_note,
     progress_line,
     remove_if_empty,
@@ -40,10 +42,6 @@ EXIT_OK, EXIT_ERROR, EXIT_BAD_INPUT = 0, 1, 2
 
 class BadInput(Exception):
     """A mistake of the user's: printed as one line, exit code 2."""
-
-
-class _Stopped(Exception):
-    """A stop signal arrived before any run started (e.g. while kernels compiled)."""
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -215,45 +213,6 @@ def _select(experiment, args):
 
 
 # ------------------------------------------------------------------------------------------------ run
-def _compile(experiment, backend: str, console: Console, stop: StopRequest) -> None:
-    """Compile (or load from Numba's cache) the kernels every run needs.  A cold compile takes seconds, so its
-    progress is shown; loading a warm cache is quick and stays quiet.  A stop signal ends it between kernels."""
-    if backend != "numba":
-        return
-    import warnings
-
-    from .engine import compile_kernels
-    from .engine._jit import KernelCacheWarning
-
-    with warnings.catch_warnings(record=True) as caught:  # a full disk's cache: one line, the kernels still run
-        warnings.simplefilter("always", KernelCacheWarning)
-        _compile_each(experiment, console, stop, compile_kernels)
-    console.clear()
-    for warning in caught:
-        if issubclass(warning.category, KernelCacheWarning):
-            print(f"gradscope: {str(warning.message).removeprefix('GradScope: ')}", file=sys.stderr)
-        else:
-            warnings.showwarning(warning.message, warning.category, warning.filename, warning.lineno)
-
-
-def _compile_each(experiment, console: Console, stop: StopRequest, compile_kernels) -> None:
-    for spec in dict.fromkeys(r.model_spec() for r in experiment.runs):  # each once, in the file's order
-        start = time.perf_counter()
-
-        def report(done, total, name, spec=spec, start=start):
-            if stop.is_set():
-                raise _Stopped
-            if time.perf_counter() - start > 0.5:
-                # shown after 0.5 s: mostly the cache's load on a busy machine, a compile only the first time
-                text = f"loading kernels for {spec.label} ({spec.dtype}; compiled on first use): {done}/{total} {name}"
-                if console.tty:
-                    console.status(text)
-                else:
-                    console.line(text)
-
-        compile_kernels(spec, progress=report)
-
-
 def write_figures(experiment, results, plots_dir, ahead=None):
     """The figures of an export (gui.figures.export_figures), with Qt imported only now: ``gradscope run
     --no-plots`` never loads it.  Without a display Qt draws offscreen.  Called by io.export_experiment inside its
@@ -306,8 +265,8 @@ def _run(args) -> int:
     stop = StopRequest(tty=console.tty)
     with stop.handling():
         try:
-            _compile(experiment, args.backend, console, stop)
-        except _Stopped:
+            load_kernels(experiment, args.backend, console, stop)
+        except StoppedBeforeRuns:
             console.clear()
             print(
                 f"gradscope: stopped by {stop.name} before any run started; nothing exported ({args.out} "

@@ -1,4 +1,4 @@
-"""What the command line shows and hears while it runs: stop signals, and progress on stderr.
+"""What the command line shows and hears while it runs: stop signals, progress on stderr, the kernels loading.
 
 The first SIGINT / SIGTERM asks the runs to stop and export what they computed; a second ends the process.
 Progress: one line per run as it ends; on a terminal also a status line that follows the running runs.
@@ -383,3 +383,48 @@ def rescue(out, error: OSError, experiment, results, export, recording) -> None:
     else:
         kept = f"every record is kept in {recording.path} (gradscope.open {out} reads it)"
     print(f"gradscope: cannot write {out}: {why}; nor a copy elsewhere: {kept}", file=sys.stderr)
+
+
+# ------------------------------------------------------------------------------------------ kernels
+class StoppedBeforeRuns(Exception):
+    """A stop signal arrived before any run started (e.g. while kernels compiled)."""
+
+
+def load_kernels(experiment, backend: str, console: Console, stop: StopRequest) -> None:
+    """Compile (or load from Numba's cache) the kernels every run needs.  A cold compile takes seconds, so its
+    progress is shown; loading a warm cache is quick and stays quiet.  A stop signal ends it between kernels
+    (StoppedBeforeRuns).  The engine is imported here, when a command computes."""
+    if backend != "numba":
+        return
+    import warnings
+
+    from .engine import compile_kernels
+    from .engine._jit import KernelCacheWarning
+
+    with warnings.catch_warnings(record=True) as caught:  # a full disk's cache: one line, the kernels still run
+        warnings.simplefilter("always", KernelCacheWarning)
+        _load_each(experiment, console, stop, compile_kernels)
+    console.clear()
+    for warning in caught:
+        if issubclass(warning.category, KernelCacheWarning):
+            print(f"gradscope: {str(warning.message).removeprefix('GradScope: ')}", file=sys.stderr)
+        else:
+            warnings.showwarning(warning.message, warning.category, warning.filename, warning.lineno)
+
+
+def _load_each(experiment, console: Console, stop: StopRequest, compile_kernels) -> None:
+    for spec in dict.fromkeys(r.model_spec() for r in experiment.runs):  # each once, in the file's order
+        start = time.perf_counter()
+
+        def report(done, total, name, spec=spec, start=start):
+            if stop.is_set():
+                raise StoppedBeforeRuns
+            if time.perf_counter() - start > 0.5:
+                # shown after 0.5 s: mostly the cache's load on a busy machine, a compile only the first time
+                text = f"loading kernels for {spec.label} ({spec.dtype}; compiled on first use): {done}/{total} {name}"
+                if console.tty:
+                    console.status(text)
+                else:
+                    console.line(text)
+
+        compile_kernels(spec, progress=report)
