@@ -14,8 +14,14 @@ machine's load hits them alike; the 1-minute load average is printed before each
 the moment the workers are up to the last row written; ``points s``, what the targets are about) and the
 whole run_sweep call (``total s``, with the workers' start-up: spawn, import, kernels from the cache).  The
 Dask cluster (a LocalCluster: scheduler and two worker processes, one thread each, and one BLAS / Numba thread
-per worker like the local pool's) is started before and is not timed, as a cluster a user points GradScope at
-is already there.
+per worker like the local pool's) is started before the Dask configurations of each round, its workers' kernels
+loaded, and is not timed, as a cluster a user points GradScope at is already there; it is closed before the
+local ones (idle, it took 0.10-0.15 of the 2 cores from them: --idle-cluster keeps it up to measure that).
+
+    python benchmarks/bench_sweep.py --rounds 2 --only local --profile   # the local pool alone, where its CPU goes
+
+--profile prints, per configuration, each worker's getrusage split, its threads' CPU, its start-up CPU and its
+seconds in exports and syncfs, and the machine's cores over the points (sweep_profile.py).
 
 Phases, in both processes (CLOCK_MONOTONIC is one clock for every process of the machine): each worker's
 points (how many, busy and CPU seconds, idle seconds between its points, when its first point started and its
@@ -34,6 +40,7 @@ Every configuration's rows are compared: every column but wall_seconds must be t
 from __future__ import annotations
 
 import argparse
+import contextlib
 import csv
 import json
 import os
@@ -45,9 +52,11 @@ import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE.parent))
+sys.path[:0] = [str(HERE.parent), str(HERE)]  # the source tree's gradscope, whatever is installed; sweep_profile
 
-from gradscope import config  # noqa: E402  (the source tree's, whatever is installed)
+import sweep_profile  # noqa: E402
+
+from gradscope import config, io as gradscope_io  # noqa: E402
 from gradscope.config.sweep import Sweep  # noqa: E402
 from gradscope.sweep import pools, run_sweep, runner  # noqa: E402
 
@@ -55,6 +64,7 @@ PRESET = HERE.parent / "models" / "sweep_relu_init_scale.toml"
 TARGET_SPEEDUP = 1.8  # 2 local workers against 1, points s
 TARGET_DASK = 1.15  # Dask's 2 workers' time against the local pool of 2, at most
 TARGET_OVERHEAD_MS = 50.0  # per point
+PROFILE = False  # --profile: print each configuration's CPU in detail (see phase_line)
 IDLE_LOAD = 0.5  # a 1-minute load average above this (before a configuration): the machine was not idle
 
 TINY = """
@@ -78,11 +88,28 @@ name = "relu"
 _compute_point = pools.compute_point
 
 
-def timed_point(index, run, seed, backend="numba", keep=True, stop=None, export=None, probe=None):
-    """compute_point, with the worker's pid, its start and end on the machine's clock and its CPU seconds."""
-    start, cpu = time.monotonic(), time.process_time()
-    outcome = _compute_point(index, run, seed, backend, keep, stop, export=export, probe=probe)
-    outcome.measured = dict(outcome.measured, _phases=(os.getpid(), start, time.monotonic(), time.process_time() - cpu))
+_first_point: list = []  # this worker's CPU seconds before its first point (spawn, imports, kernels)
+_io = sweep_profile.IoSeconds()
+pools.export_experiment = _io.wrap(pools.export_experiment, "export", "export_cpu")  # a worker's point export
+gradscope_io.sync_tree = _io.wrap(gradscope_io.sync_tree, "sync")  # its syncfs (a wait for the disk)
+
+
+def timed_point(index, run, seed, backend="numba", keep=True, stop=None, export=None, probe=None, **how):
+    """compute_point, with the worker's pid, its start and end on the machine's clock, its CPU seconds and
+    getrusage's split of them (user, system, voluntary and involuntary context switches, this thread's)."""
+    if not _first_point:
+        _first_point.append(time.process_time())
+    io_before = dict(_io.seconds)
+    before, start, cpu = sweep_profile.usage(), time.monotonic(), time.process_time()
+    outcome = _compute_point(index, run, seed, backend, keep, stop, export=export, probe=probe, **how)
+    end, after = time.monotonic(), sweep_profile.usage()
+    extra = {
+        "usage": tuple(a - b for a, b in zip(after, before)),
+        "startup_cpu": _first_point[0],
+        "threads": sweep_profile.thread_seconds(),
+        "io": {k: v - io_before[k] for k, v in _io.seconds.items()},
+    }
+    outcome.measured = dict(outcome.measured, _phases=(os.getpid(), start, end, time.process_time() - cpu, extra))
     return outcome
 
 
@@ -93,15 +120,19 @@ class Phases:
     """The main process's side: what the workers sent back, and its own time in sweep.csv and exports."""
 
     def __init__(self):
-        self.points: list[tuple] = []  # (pid, start, end, cpu, received)
-        self.table = self.exports = 0.0
+        self.points: list[tuple] = []  # (pid, start, end, cpu, extra, received)
+        self.table = self.exports = self.sync = 0.0
         self.last_row = 0.0  # when sweep.csv last got rows: the points' end
-        self._row_values, self._write_table, self._export = (
+        self.at_last_row: tuple = ({}, 0.0)  # the machine's CPU seconds and this process's then
+        self._row_values, self._write_table, self._export, self._sync = (
             runner.row_values,
             runner.write_table,
             runner.export_experiment,
+            getattr(runner, "sync_tree", None),  # None: a runner whose workers flush their exports themselves
         )
         runner.row_values, runner.write_table, runner.export_experiment = self.row, self.write, self.export
+        if self._sync is not None:
+            runner.sync_tree = self.flush
 
     def row(self, name, point, measured):
         if "_phases" in measured:  # not a point the main process marked failed
@@ -113,6 +144,7 @@ class Phases:
         self._write_table(*args, **kwargs)
         self.last_row = time.monotonic()
         self.table += self.last_row - t
+        self.at_last_row = (sweep_profile.machine_seconds(), time.process_time())
 
     def export(self, *args, **kwargs):
         t = time.monotonic()
@@ -120,31 +152,40 @@ class Phases:
         self.exports += time.monotonic() - t
         return out
 
+    def flush(self, *args):  # the local workers' exports, flushed here before their rows
+        t = time.monotonic()
+        self._sync(*args)
+        self.sync += time.monotonic() - t
+
     def close(self):
         runner.row_values, runner.write_table, runner.export_experiment = (
             self._row_values,
             self._write_table,
             self._export,
         )
+        if self._sync is not None:
+            runner.sync_tree = self._sync
 
     def summary(self, started: float) -> dict:
         workers = {}
-        for pid, start, end, cpu, received in sorted(self.points, key=lambda p: p[1]):
-            workers.setdefault(pid, []).append((start, end, cpu, received))
+        for pid, start, end, cpu, extra, received in sorted(self.points, key=lambda p: p[1]):
+            workers.setdefault(pid, []).append((start, end, cpu, extra, received))
         per = []
         for points in workers.values():
             per.append(
                 {
                     "points": len(points),
-                    "busy": sum(e - s for s, e, _, _ in points),
-                    "cpu": sum(c for _, _, c, _ in points),
+                    "busy": sum(e - s for s, e, _, _, _ in points),
+                    "cpu": sum(c for _, _, c, _, _ in points),
                     "idle_between": sum(points[i + 1][0] - points[i][1] for i in range(len(points) - 1)),
                     "first_start": points[0][0] - started,
                     "last_end": points[-1][1] - started,
-                    "result_lag_ms": 1000 * statistics.median(r - e for _, e, _, r in points),
+                    "result_lag_ms": 1000 * statistics.median(r - e for _, e, _, _, r in points),
+                    "point_cpu_ms": 1000 * statistics.median(c for _, _, c, _, _ in points),
+                    **sweep_profile.worker_profile(points),
                 }
             )
-        return {"workers": per, "main_table_s": self.table, "main_exports_s": self.exports}
+        return {"workers": per, "main_table_s": self.table, "main_exports_s": self.exports, "main_sync_s": self.sync}
 
 
 def phase_line(p: dict) -> str:
@@ -155,8 +196,8 @@ def phase_line(p: dict) -> str:
         f"workers: {each('points', '{}')} points, busy {each('busy')} s (cpu {each('cpu')}), idle between points "
         f"{each('idle_between')} s, first at +{each('first_start')} s, last end {each('last_end')} s, result to row "
         f"{each('result_lag_ms', '{:.1f}')} ms; main process: cpu {p['main_cpu_s']:.2f} s, sweep.csv "
-        f"{p['main_table_s']:.2f} s, exports {p['main_exports_s']:.2f} s"
-    )
+        f"{p['main_table_s']:.2f} s, exports {p['main_exports_s']:.2f} s, syncfs {p['main_sync_s']:.2f} s"
+    ) + (sweep_profile.profile_lines(p) if PROFILE else "")
 
 
 # ------------------------------------------------------------------------------------------ the runs
@@ -182,10 +223,11 @@ def timed(exp, out: Path, **how) -> dict:
         if not started:  # the workers are up: the points' phase starts
             started.append(p.started)  # time.monotonic()
             cpu.append(time.process_time())
+            machine.append(sweep_profile.machine_seconds())
 
     load = os.getloadavg()[0]
     phases = Phases()
-    cpu = [time.process_time()]
+    cpu, machine = [time.process_time()], [sweep_profile.machine_seconds()]
     t0 = time.monotonic()
     try:
         summary = run_sweep(exp, out, on_progress=progress, **how)
@@ -196,12 +238,16 @@ def timed(exp, out: Path, **how) -> dict:
     with open(out / "sweep.csv", newline="") as f:
         table = list(csv.DictReader(f))
     start = started[0] if started else t0
+    phase = phases.summary(start) | {"main_cpu_s": time.process_time() - cpu[-1]}
+    (after, main_cpu), wall = phases.at_last_row, phases.last_row - start
+    workers_cpu = sum(w["cpu"] for w in phase["workers"])
+    phase["machine"] = sweep_profile.machine_share(machine[-1], after, wall, workers_cpu, main_cpu - cpu[-1])
     return {
         "total": end - t0,
         "points": phases.last_row - start,  # to the last row written (not the workers' exit after it)
         "compute": sum(float(r["wall_seconds"]) for r in table),
         "load": load,
-        "phases": phases.summary(start) | {"main_cpu_s": time.process_time() - cpu[-1]},
+        "phases": phase,
         "rows": [[v for k, v in r.items() if k != "wall_seconds"] for r in table],
     }
 
@@ -216,6 +262,23 @@ CONFIGS = {  # name: run_sweep's arguments (the scheduler's address is filled in
 }
 
 
+@contextlib.contextmanager
+def dask_cluster(work, warm: Path):
+    """A LocalCluster on this host (a scheduler in this process, two worker processes of one thread each), its
+    workers' kernels loaded (untimed: a cluster a user points GradScope at is up already); yields its address."""
+    from distributed import LocalCluster
+
+    with LocalCluster(
+        n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None, host="127.0.0.1", silence_logs=40
+    ) as cluster:
+        few = work.model_copy(update={"sweep": Sweep(keys=work.sweep.keys, seeds=work.sweep.seeds[:2])})
+        run_sweep(few, warm, scheduler=cluster.scheduler_address, traces=False)  # 16 points: each worker loads
+        if PROFILE:
+            own, workers = sweep_profile.idle_cores()
+            print(f"idle Dask cluster: {own:.3f} cores (scheduler, here) + {workers:.3f} (workers)", file=sys.stderr)
+        yield cluster.scheduler_address
+
+
 def verdict(value: float, target: float, at_least: bool) -> str:
     met = value >= target if at_least else value <= target
     return f"target {'>=' if at_least else '<='} {target:g}: {'MET' if met else 'NOT MET'}"
@@ -224,9 +287,21 @@ def verdict(value: float, target: float, at_least: bool) -> str:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument(
+        "--profile",
+        action="store_true",
+        help="print where each configuration's CPU went: per worker (getrusage, its threads), the machine",
+    )
+    parser.add_argument("--only", help="run only the configurations whose name starts with this (e.g. 'local')")
+    parser.add_argument(
+        "--idle-cluster",
+        action="store_true",
+        help="keep a Dask cluster up, idle, through every configuration (as this benchmark did before): what it "
+        "costs the local pool",
+    )
     args = parser.parse_args()
-    from distributed import LocalCluster
-
+    global PROFILE
+    PROFILE = args.profile
     # the cluster's workers get one BLAS / Numba thread each, like the local pool's (gradscope.sweep.pools): on a
     # machine others load too, a process with more threads takes a bigger share of the cores, not more work done
     for name in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NUMBA_NUM_THREADS"):
@@ -234,26 +309,40 @@ def main() -> int:
     load_before = os.getloadavg()
     tmp = Path(tempfile.mkdtemp(prefix="bench-sweep-"))
     work, tiny = work_experiment(), tiny_experiment(tmp)
-    times: dict[str, list[dict]] = {name: [] for name in [*CONFIGS, "overhead"]}
-    with LocalCluster(
-        n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None, host="127.0.0.1", silence_logs=40
-    ) as cluster:
-        run_sweep(work, tmp / "warm", scheduler=cluster.scheduler_address, traces=False)  # workers load kernels
-        run_sweep(tiny, tmp / "warm-local", workers=2)  # and this process (the first load here took seconds)
+    names = [name for name in CONFIGS if name.startswith(args.only or "")]
+    times: dict[str, list[dict]] = {name: [] for name in [*names, "overhead"]}
+    local, dask = [n for n in names if not n.startswith("dask")], [n for n in names if n.startswith("dask")]
+
+    def run(name: str, r: int, address: str | None = None) -> None:
+        how = CONFIGS[name] | ({"scheduler": address} if "scheduler" in CONFIGS[name] else {})
+        times[name].append(t := timed(work, tmp / f"{name.replace(' ', '_')}-{r}", **how))
+        print(
+            f"{name}: points {t['points']:.2f} s, total {t['total']:.2f} s, load {t['load']:.1f}; "
+            + phase_line(t["phases"]),
+            file=sys.stderr,
+        )
+
+    run_sweep(tiny, tmp / "warm-local", workers=2)  # this process's kernels (the first load here took seconds)
+    with dask_cluster(work, tmp / "warm-dask") if args.idle_cluster else contextlib.nullcontext() as idle:
         for r in range(args.rounds):
-            for name in list(CONFIGS) if r % 2 == 0 else list(CONFIGS)[::-1]:
-                out = tmp / f"{name.replace(' ', '_')}-{r}"
-                how = dict(CONFIGS[name])
-                if "scheduler" in how:
-                    how["scheduler"] = cluster.scheduler_address
-                times[name].append(timed(work, out, **how))
-                t = times[name][-1]
-                print(
-                    f"{name}: points {t['points']:.2f} s, total {t['total']:.2f} s, load {t['load']:.1f}; "
-                    + phase_line(t["phases"]),
-                    file=sys.stderr,
-                )
-            times["overhead"].append(timed(tiny, tmp / f"tiny-{r}", workers=1))
+            order = (lambda names: names) if r % 2 == 0 else (lambda names: names[::-1])
+            for group in order([local, dask]):
+                if group is local:
+                    for name in order(local):
+                        run(name, r)
+                elif dask:  # the cluster is up for its own configurations only: idle, it takes ~0.1 of 2 cores
+                    with contextlib.nullcontext(idle) if idle else dask_cluster(work, tmp / f"dask-{r}") as address:
+                        for name in order(dask):
+                            run(name, r, address)
+            if not args.only:
+                times["overhead"].append(timed(tiny, tmp / f"tiny-{r}", workers=1))
+    if args.only:  # a partial run: the 2-over-1 ratios it has, nothing saved
+        for tail in ("", " --no-traces"):
+            one, two = times.get("local 1" + tail), times.get("local 2" + tail)
+            if one and two:
+                ratio = statistics.median(t["points"] for t in one) / statistics.median(t["points"] for t in two)
+                print(f"2 local workers / 1{tail}: {ratio:.2f}x, {verdict(ratio, TARGET_SPEEDUP, True)}")
+        return 0
     reference = times["local 1"][0]["rows"]
     same = all(t["rows"] == reference for name in CONFIGS for t in times[name])
     for runs in times.values():

@@ -136,7 +136,6 @@ def gather(folder: Path) -> Table:
     for key, target in (
         ("first_step", "process start -> first computed step < 0.3 s (warm cache)"),
         ("relu_demo", "`gradscope run models/relu_init_scale.toml` with figures < 1.0 s"),
-        ("cold_compile", "a cold compile of what one process needs < 10 s"),
     ):
         if startup and key in startup:
             s = startup[key]
@@ -150,17 +149,23 @@ def gather(folder: Path) -> Table:
             )
         else:
             table.missing("9", target, "python benchmarks/bench_startup.py")
-    if startup and "install_check" in startup:
-        check = startup["install_check"]
+    # the target is one: "a cold compile ... under 10 s (or no compile at all on first use ...)"
+    target = "a cold compile of what one process needs < 10 s, or no compile at all on first use"
+    if startup and "install_check" in startup and "cold_compile" in startup:
+        check, cold = startup["install_check"], startup["cold_compile"]
         compiled = [k for k, v in check["compiles_at_first_use"].items() if v]
         table.add(
             "9",
-            "... or no compile on first use (after `gradscope compile`)",
-            f"{len(compiled)} of {len(check['compiles_at_first_use'])} kinds compiled at first use",
-            check["met"],
-            startup.get("date", "?"),
+            target,
+            f"{len(compiled)} of {len(check['compiles_at_first_use'])} kinds compile at first use after `gradscope "
+            f"compile` (which scripts/install.sh runs, {check['install_seconds']:.0f} s); a raw cold compile takes "
+            f"{cold['median']:.1f} s",
+            bool(check["met"] or cold["met"]),
+            f"{startup.get('date', '?')}, {_load([startup.get('load_before'), startup.get('load_after')])}",
             startup.get("command", ""),
         )
+    else:
+        table.missing("9", target, "python benchmarks/bench_startup.py")
     engine_rows(table, folder)
     for tab in range(5):
         gui = _read(folder, f"gui-tab{tab}.json")

@@ -9,6 +9,8 @@ Atomicity: the folder is built under a temporary name beside its destination, fl
 (files.sync_tree: one syncfs, not an fsync per file), and renamed into place (an earlier export under the
 same name is swapped out only then).  A crash, a
 kill or a full disk leaves at most a hidden ``.<name>.tmp-*`` folder, never a truncated file under a final name.
+``sync=False`` leaves the flush to a caller that flushes the file system itself before anything names the
+export (a sweep's main process, once for the points its local workers exported meanwhile: sweep/runner.py).
 Single files (config.save) go through ``files.atomic_write_bytes``: temporary name in the same folder, fsync,
 os.replace.
 """
@@ -248,6 +250,7 @@ def export_experiment(
     results: list[RunResult],
     figures: FigureWriter | None = None,
     extra_files: Callable[[Path, list], object] | None = None,
+    sync: bool = True,
 ) -> Path:
     """Write the experiment folder of docs/trace_format.md at ``out_dir``; returns its path.
 
@@ -258,6 +261,8 @@ def export_experiment(
     figures failed, whatever the writer raised (including an ImportError of the GUI it loads).
     ``extra_files(folder, results)``, when given, adds files to the folder under construction (the recording's
     stores, gradscope.recording, moved in by files.move_into: given back if the export fails), published with it.
+    ``sync=False``: published without the flush; the caller runs files.sync_tree on the folder's file system
+    before anything names the export (the module's docstring).
     """
     out = check_output_dir(out_dir).absolute()
     out.parent.mkdir(parents=True, exist_ok=True)  # with the umask's mode, as mkdir -p
@@ -309,7 +314,8 @@ def export_experiment(
         summary_json = json.dumps(_finite_or_text(summary), indent=2, allow_nan=False)
         _write(tmp / "summary.json", summary_json.encode("utf-8"))
         building.release()
-        sync_tree(tmp)  # every file of the folder on disk before its name is
+        if sync:
+            sync_tree(tmp)  # every file of the folder on disk before its name is
         _publish(tmp, out)
         published(out)
     except BaseException:

@@ -11,7 +11,8 @@ The folder (docs/trace_format.md, "Sweeps"):
     DIR/points/<point>/    each point's export (the folder `gradscope run` writes, without figures), unless
                            traces=False
 
-A point's export is published before its row, so a row always has its folder.  A kill loses only the points
+A point's export is published, and on disk, before its row, so a row always has its folder (a local worker's
+export is flushed here, one syncfs for the points that finished together: sweep/pools.py).  A kill loses only the points
 that were running: every finished one is in sweep.csv already.  ``resume=True`` runs the points that have no
 row, or whose row says "failed" or "stopped"; it refuses a folder written by a different sweep.
 """
@@ -28,7 +29,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..config import Experiment, SweepPoint, dumps, sweep_points
-from ..files import atomic_write_text
+from ..files import atomic_write_text, sync_tree
 from ..io import export_experiment, gradscope_version
 from .pools import MARKER_PREFIX, DaskPool, LocalPool, PointOutcome, SweepError, default_workers, failure_text
 from .table import KEPT, TAIL, columns, point_name, read_table, row_values, write_table
@@ -206,6 +207,7 @@ def run_sweep(
             progress.running = min(len(in_flight), pool.slots)
             finished, _ = wait(in_flight, timeout=0.1, return_when=FIRST_COMPLETED)
             fresh = 0  # rows not in sweep.csv yet: it is rewritten once for the points that finished together
+            unflushed: list[int] = []  # of them, the points whose worker published the export without a flush
             try:  # rewritten even when an export here fails: the rows before it are kept
                 for future in finished:
                     point = in_flight.pop(future)
@@ -223,6 +225,8 @@ def run_sweep(
                         export_experiment(out / POINTS / name, _single(experiment, point, name), [outcome.result])
                     rows[point.index] = row_values(name, point, outcome.measured)
                     fresh += 1
+                    if outcome.exported and not outcome.flushed:
+                        unflushed.append(point.index)
                     if status in KEPT:
                         progress.done += 1
                     else:
@@ -232,7 +236,7 @@ def run_sweep(
                         on_row(dict(zip(header, rows[point.index])))
             finally:
                 if fresh:
-                    write_table(out / TABLE, header, rows)
+                    _flush_then_write(out, header, rows, unflushed)
             progress.running = min(len(in_flight), pool.slots)
             if on_progress:
                 on_progress(progress)
@@ -245,6 +249,21 @@ def run_sweep(
         write_table(out / TABLE, header, rows)  # the header alone: the folder says what it will hold
     progress.running = 0
     return SweepSummary(out, progress, stopped, errors)
+
+
+def _flush_then_write(out: Path, header: list[str], rows: dict[int, list[str]], unflushed: list[int]) -> None:
+    """Rewrite sweep.csv, the workers' unflushed exports on disk first (one syncfs): no row names an export a
+    power cut could lose.  A flush that fails (a disk error) drops those points' rows (--resume runs them
+    again), writes the others, and raises."""
+    try:
+        if unflushed:
+            sync_tree(out / POINTS)
+    except OSError:
+        for index in unflushed:
+            rows.pop(index, None)
+        raise
+    finally:
+        write_table(out / TABLE, header, rows)
 
 
 def _single(experiment: Experiment, point: SweepPoint, name: str) -> Experiment:

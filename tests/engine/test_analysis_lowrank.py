@@ -193,3 +193,30 @@ def test_zero_products_give_zero_norms():
     sigma, fro = jacobian_norms(stream)
     assert sigma[-1] == fro[-1] == 1.0
     assert np.all(sigma[:-1] == 0) and np.all(fro[:-1] == 0)
+
+
+@pytest.mark.parametrize("cell", ["rnn", "lstm"])
+def test_rows_split_over_threads_equal_the_dense_products(cell, monkeypatch):
+    """B = 10: two shards of 5 rows, one of them on the shard pool's thread, each compressed to its own rank."""
+    calls = []
+    inner = longlag._example_norms
+    monkeypatch.setattr(longlag, "_example_norms", lambda s, b0, b1: calls.append((b0, b1)) or inner(s, b0, b1))
+    stream = stream_of(cell=cell, d=24 if cell == "lstm" else 48, T=40, B=10, seed=3)
+    sigma, fro = jacobian_norms(stream)
+    assert sorted(calls) == [(0, 5), (5, 10)]
+    ref_sigma, ref_fro = dense_norms(stream)
+    np.testing.assert_allclose(sigma, ref_sigma, rtol=1e-9, atol=1e-300)
+    np.testing.assert_allclose(fro, ref_fro, rtol=1e-9, atol=1e-300)
+    again = jacobian_norms(stream)  # the split fixes the bits, not the threads' timing
+    assert np.array_equal(again[0], sigma) and np.array_equal(again[1], fro)
+
+
+def test_nan_in_one_shard_makes_the_batch_means_nan_from_there_back():
+    stream = stream_of(d=16, T=30, B=8)  # two shards of 4 rows
+    stream.caches = {k: v.copy() for k, v in stream.caches.items()}
+    for v in stream.caches.values():
+        if v.dtype.kind == "f":
+            v[20 * 8 + 6] = np.nan  # step 20, row 6 (the second shard): the products through it are NaN
+    sigma, fro = jacobian_norms(stream)
+    assert np.all(np.isnan(sigma[:20])) and np.all(np.isnan(fro[:20]))
+    assert np.all(np.isfinite(sigma[20:])) and np.all(np.isfinite(fro[20:]))

@@ -7,6 +7,8 @@ the same chain's triangular factors and only the last Q's non-orthogonality (eps
 enters the sum of ln R_ii.  These tests check that claim on trajectories (full spectra, every cell) and the
 fallback on blocks Cholesky cannot factor accurately."""
 
+import dataclasses
+
 import numpy as np
 import pytest
 
@@ -83,3 +85,78 @@ def test_a_nonfinite_block_gives_none():
     V = np.ones((2, 3, 10))
     V[1, 0, 4] = np.nan
     assert cholesky_qr(V) is None
+
+
+# ------------------------------------------------------------------------- the step on two threads
+@pytest.fixture
+def two_threads(monkeypatch):
+    """Every stream's step split over the two threads (lyapunov.THREADED_FLOPS is otherwise reached only from
+    d ~ 100 up): the look-ahead product on the shard pool, the triangular solve in two halves."""
+    from gradscope.engine.analysis import lyapunov
+
+    monkeypatch.setattr(lyapunov, "THREADED_FLOPS", 0)
+    return lyapunov
+
+
+@pytest.mark.parametrize(
+    "cell,activation,scale,m",
+    [("rnn", "tanh", 4.0, None), ("rnn", "relu", 2.0, None), ("lstm", "tanh", 4.0, None), ("gru", "tanh", 4.0, 7)],
+)
+def test_two_threads_give_householders_exponents(two_threads, cell, activation, scale, m):
+    """J_{t+1} A_t computed while A_t is factored, then times R_t^{-1}: the same exponents as the plain loop
+    (the ReLU case has dead units, so steps that fall back to Householder on the way)."""
+    spec, params = model(cell, activation, d=24, scale=scale, seed=3)
+    x = np.random.default_rng(8).standard_normal((600, 2, 3))
+    stream = stack_streams(spec, params, x)[0]
+    m = m or stream.D
+    ours, ref = qr_exponents(stream, m, 100), householder_exponents(stream, m, 100)
+    resolved = ref > np.log(np.finfo(float).eps) + 6
+    np.testing.assert_array_equal(ours > np.log(np.finfo(float).eps) + 6, resolved)
+    np.testing.assert_allclose(ours[resolved], ref[resolved], rtol=1e-9, atol=1e-8)
+    np.testing.assert_array_equal(qr_exponents(stream, m, 100), ours)  # the threads never change the bits
+
+
+def test_the_benchmark_size_runs_on_two_threads_and_matches_householder():
+    """tanh, d = m = 256, one example: above THREADED_FLOPS with the defaults (the issue's case, shorter)."""
+    from gradscope.engine import shards
+    from gradscope.engine.analysis import lyapunov
+
+    assert lyapunov.THREADED_FLOPS == shards.MIN_SHARD_FLOPS  # the engine's rule for handing work to a thread
+    spec, params = model("rnn", "tanh", d=256, scale=4.0, seed=0)
+    x = np.random.default_rng(2).standard_normal((120, 1, 3))
+    stream = stack_streams(spec, params, x)[0]
+    assert 2.0 * 1 * 256 * 256 * 256 >= lyapunov.THREADED_FLOPS
+    ours, ref = qr_exponents(stream, 256, 20), householder_exponents(stream, 256, 20)
+    np.testing.assert_allclose(ours, ref, rtol=1e-9, atol=1e-8)
+
+
+def test_a_failing_look_ahead_raises_instead_of_hanging(two_threads, monkeypatch):
+    spec, params = model("rnn", "tanh", d=24, scale=4.0, seed=3)
+    stream = stack_streams(spec, params, np.random.default_rng(8).standard_normal((50, 2, 3)))[0]
+    calls = []
+    real = stream.map.jvp
+
+    def jvp(p, cache, V):
+        calls.append(1)
+        if len(calls) == 10:
+            raise MemoryError("the look-ahead's product")
+        return real(p, cache, V)
+
+    monkeypatch.setattr(stream, "map", dataclasses.replace(stream.map, jvp=jvp))
+    with pytest.raises(MemoryError, match="look-ahead"):
+        qr_exponents(stream, 24, 5)
+
+
+def test_nan_on_the_trajectory_gives_nan_exponents_on_two_threads(two_threads):
+    spec, params = model("rnn", "tanh", d=24, scale=4.0, seed=3)
+    params.layers[0].W_hh[0, 0] = np.nan
+    stream = stack_streams(spec, params, np.random.default_rng(8).standard_normal((40, 2, 3)))[0]
+    assert np.all(np.isnan(qr_exponents(stream, 24, 5)))
+
+
+def test_blocks_not_c_contiguous_are_refused():
+    from gradscope.engine.analysis.orthonormal import gram_cholesky
+
+    V = np.asfortranarray(np.ones((3, 10)))
+    with pytest.raises(ValueError, match="C-contiguous float64"):
+        gram_cholesky(V, np.empty((3, 3)))

@@ -202,7 +202,9 @@ def test_ten_thousand_runs_keep_the_window_responsive_and_close_at_once(window, 
     assert gaps[len(gaps) // 2] < 0.05 and gaps[-1] < 1.0, (gaps[len(gaps) // 2], gaps[-1])
     closing = time.perf_counter()
     window.close()
-    assert time.perf_counter() - closing < 1.0 and not window.controller.any_busy
+    # closing waits for the few training runs' last records (a store flush each, 0.3-0.6 s here, more under
+    # load), never for the 9,990 queued runs, which would take minutes
+    assert time.perf_counter() - closing < 3.0 and not window.controller.any_busy
 
 
 def test_quitting_the_app_ends_the_process_with_every_record_on_disk(tmp_path):

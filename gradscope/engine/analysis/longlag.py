@@ -60,6 +60,7 @@ EPS = 1e-14  # beta_j below EPS theta: the Krylov space is invariant (to roundin
 DROP = 1e-12  # a cut drops left directions holding at most this share of ||P_t||_F^2
 RANGE = 128  # N is rescaled (by a power of 2) when ||N||_F leaves [2^-RANGE, 2^RANGE]
 FIRST_CUT, GROWTH = 10, 1.5  # lags of the cuts: 10, 15, 23, 35, 53, 80, ...
+SHARDS, MIN_SHARD_ROWS = 2, 4  # the rows are split in SHARDS (each at least MIN_SHARD_ROWS) run on threads
 
 
 def _T(A: np.ndarray) -> np.ndarray:
@@ -174,19 +175,43 @@ def compress(N: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
 
 
 def jacobian_norms(stream: Stream) -> tuple[np.ndarray, np.ndarray]:
-    """(jac_sigma_max, jac_fro), each (T,): batch means over the stream's rows (module docstring)."""
-    T, B, D = stream.S.shape
-    sigma, fro = np.ones(T), np.ones(T)
+    """(jac_sigma_max, jac_fro), each (T,): batch means over the stream's rows (module docstring).
+
+    Examples never interact, so the rows are split into SHARDS halves (as a training pass splits its batch,
+    engine.shards), each carried back in a thread of its own with one BLAS thread: NumPy's products and eigh (the
+    vector-Jacobian products, Lanczos) release the GIL; the cuts' SciPy wrappers (dsyrk, dsyevd, dsyevr) hold
+    it, about a sixth of the time (docs/performance.md).  The split depends only on the batch size, so the
+    numbers are the same whatever the threads that compute them (each shard compresses to the rank its own rows
+    need)."""
+    T, B, _ = stream.S.shape
+    bounds = [(0, B)] if B < 2 * MIN_SHARD_ROWS else [(B * i // SHARDS, B * (i + 1) // SHARDS) for i in range(SHARDS)]
+    if len(bounds) == 1:
+        parts = [_example_norms(stream, 0, B)]
+    else:
+        from ..shards import executor
+
+        rest = [executor().submit(_example_norms, stream, b0, b1) for b0, b1 in bounds[1:]]
+        parts = [_example_norms(stream, *bounds[0])] + [job.result() for job in rest]
+    s, f = np.concatenate([p[0] for p in parts], axis=1), np.concatenate([p[1] for p in parts], axis=1)  # (T, B)
+    return np.mean(s, axis=1), np.mean(f, axis=1)
+
+
+def _example_norms(stream: Stream, b0: int, b1: int) -> tuple[np.ndarray, np.ndarray]:
+    """sigma_max(P_t) and ||P_t||_F / sqrt(D), (T, b1 - b0) each, for the stream's rows b0 .. b1-1."""
+    T, B_all, D = stream.S.shape
+    B = b1 - b0
+    sigma, fro = np.ones((T, B)), np.ones((T, B))
     N = np.broadcast_to(np.eye(D), (B, D, D)).copy()  # (B, r, D) N_{T-1} = I, r = D
     x = np.ones((B, D))  # (B, r) Lanczos' start: the previous lag's top left singular vector once there is one
     cut, scale = FIRST_CUT, np.ones(B)  # (B,) P_t = scale U N_t
     with np.errstate(all="ignore"):
         for t in range(T - 2, -1, -1):
-            N = stream.map.vjp(stream.p, take_steps(stream.caches, B, t + 1, t + 2), N)[0]  # N_t = N_{t+1} J_{t+1}
+            rows = {k: v[b0:b1] for k, v in take_steps(stream.caches, B_all, t + 1, t + 2).items()}  # step t+1's
+            N = stream.map.vjp(stream.p, rows, N)[0]  # N_t = N_{t+1} J_{t+1}
             f = np.sqrt(np.einsum("nij,nij->n", N, N))  # (B,) ||N_t||_F = ||P_t||_F / scale
             if not np.all(np.isfinite(f)):  # NaN from here back: the products stay NaN, no more work
                 s, _ = top_singular_values(N, x)
-                sigma[t], fro[t] = float(np.mean(scale * s)), float(np.mean(scale * f)) / np.sqrt(D)
+                sigma[t], fro[t] = scale * s, scale * f / np.sqrt(D)
                 sigma[:t] = fro[:t] = np.nan
                 break
             far = ((f < 2.0**-RANGE) | (f > 2.0**RANGE)) & (f > 0)  # (B,) the Gram N N^T could under/overflow
@@ -200,8 +225,7 @@ def jacobian_norms(stream: Stream) -> tuple[np.ndarray, np.ndarray]:
                 x[:, 0] = 1  # the top left singular vector at the cut, a good start for the next lags
             else:
                 s, x = top_singular_values(N, x, f)
-            sigma[t] = float(np.mean(scale * s))
-            fro[t] = float(np.mean(scale * f)) / np.sqrt(D)
+            sigma[t], fro[t] = scale * s, scale * f / np.sqrt(D)
     return sigma, fro
 
 

@@ -13,44 +13,111 @@ about eps cond(A)^2.  Neither accumulates along the trajectory: the next step fa
 small departure from orthogonality, and the product of the R_t is that of the exact chain, so the exponents
 change by O(eps cond^2 / steps).  A step is refactored by Householder when its Cholesky fails or
 R's diagonal spans more than GRADED (then cond(A)^2 eps could reach 1e-6).
+
+The three calls go to SciPy's BLAS and LAPACK through their C entry points (scipy.linalg.cython_blas and
+cython_lapack) by ctypes, which lets go of the GIL for the length of each call; SciPy's Python wrappers
+(scipy.linalg.blas.dsyrk, ...) hold it, so a thread running them would stop every other Python thread.  With
+the GIL free, the QR method factors one step while another thread computes the next step's products
+(lyapunov.py).  Memory: a block is handed over as V (m, D) C-ordered, the tangent vectors as rows, which is
+A = V^T (D, m) in Fortran order with leading dimension D; R is kept in an (m, m) buffer read as Fortran.
 """
 
 from __future__ import annotations
 
+import ctypes
+from functools import cache
+
 import numpy as np
-from scipy.linalg import blas, lapack
 
 GRADED = 1e5  # max R_ii / min R_ii above which the Gram matrix is too ill-conditioned to trust
 
 
-def _householder(A: np.ndarray) -> np.ndarray | None:
-    """A (D, m) Fortran-ordered, overwritten by Q; returns ln |diag R| (m,), or None if A is not finite."""
-    if not np.all(np.isfinite(A)):
+# ------------------------------------------------------------------------ BLAS and LAPACK, GIL-free
+@cache
+def _entry(module: str, name: str, arguments: int):
+    """SciPy's Fortran-convention routine ``name`` (every argument by pointer, no hidden lengths), callable
+    by ctypes: a foreign call through CFUNCTYPE releases the GIL while it runs."""
+    from numba.extending import get_cython_function_address
+
+    return ctypes.CFUNCTYPE(None, *[ctypes.c_void_p] * arguments)(get_cython_function_address(module, name))
+
+
+def _char(c: str):
+    return ctypes.byref(ctypes.c_char(c.encode()))
+
+
+def _int(n: int):
+    return ctypes.byref(ctypes.c_int(n))
+
+
+def _double(x: float):
+    return ctypes.byref(ctypes.c_double(x))
+
+
+def _at(a: np.ndarray, offset: int = 0) -> ctypes.c_void_p:
+    """A pointer to element ``offset`` of ``a``'s memory, which BLAS reads as float64 with the leading
+    dimension given beside it: anything but a C-contiguous float64 array would be read wrong, so it is refused."""
+    if a.dtype != np.float64 or not a.flags.c_contiguous:
+        raise ValueError(f"a C-contiguous float64 array is needed, got {a.dtype} with strides {a.strides}")
+    return ctypes.c_void_p(a.ctypes.data + 8 * offset)
+
+
+def gram_cholesky(V: np.ndarray, R: np.ndarray) -> int:
+    """R (m, m) := the Cholesky factor of A^T A, A = V^T (D, m) (V (m, D) C-contiguous float64), in R's upper
+    triangle read in Fortran order (its other entries are left as they were).  Returns LAPACK's info: 0 when
+    the Gram matrix was numerically positive definite."""
+    m, D = V.shape
+    _entry("scipy.linalg.cython_blas", "dsyrk", 10)(
+        _char("U"), _char("T"), _int(m), _int(D), _double(1.0), _at(V), _int(D), _double(0.0), _at(R), _int(m)
+    )  # G = A^T A, upper triangle
+    info = ctypes.c_int(0)
+    _entry("scipy.linalg.cython_lapack", "dpotrf", 5)(_char("U"), _int(m), _at(R), _int(m), ctypes.byref(info))
+    return info.value
+
+
+def solve_right(R: np.ndarray, V: np.ndarray, r0: int = 0, r1: int | None = None) -> None:
+    """Rows r0 .. r1-1 of A = V^T (D, m) := those rows of A R^{-1}, in V's memory (R as gram_cholesky left it).
+    Each row of A R^{-1} depends only on that row, so disjoint row ranges may be solved in parallel."""
+    m, D = V.shape
+    r1 = D if r1 is None else r1
+    if r1 > r0:
+        _entry("scipy.linalg.cython_blas", "dtrsm", 11)(
+            _char("R"), _char("U"), _char("N"), _char("N"), _int(r1 - r0), _int(m), _double(1.0), _at(R), _int(m),
+            _at(V, r0), _int(D),
+        )  # fmt: skip
+
+
+def log_diagonal(R: np.ndarray) -> tuple[np.ndarray, bool]:
+    """ln R_ii (m,), and whether the factor can be trusted: finite, and its diagonal spanning at most GRADED."""
+    r = np.abs(np.diagonal(R))  # (m,)
+    return np.log(r), bool(np.all(np.isfinite(r)) and r.min() * GRADED > r.max())
+
+
+def householder(V: np.ndarray) -> np.ndarray | None:
+    """V (m, D), A = V^T, overwritten by Q^T of Householder's thin QR; returns ln |diag R| (m,), or None if A
+    is not finite."""
+    if not np.all(np.isfinite(V)):
         return None
-    Q, R = np.linalg.qr(A)
-    A[...] = Q
+    Q, R = np.linalg.qr(V.T)  # (D, m), (m, m)
+    V[...] = Q.T
     return np.log(np.abs(np.diagonal(R)))
 
 
 def cholesky_qr(V: np.ndarray) -> np.ndarray | None:
-    """V (N, m, D): per row n, the block A = V[n]^T (the tangent vectors as rows, C order, so V[n].T is A in
-    Fortran order with no copy).  Overwrites V[n] with Q^T and returns ln |R_ii| (N, m); None when a block holds
-    NaN or Inf (the exponents are then NaN)."""
+    """V (N, m, D) C-contiguous: per row n, the block A = V[n]^T.  Overwrites V[n] with Q^T and returns
+    ln |R_ii| (N, m); None when a block holds NaN or Inf (the exponents are then NaN)."""
     N, m, _ = V.shape
     out = np.empty((N, m))
+    R = np.empty((m, m))
     for n in range(N):
-        A = V[n].T  # (D, m) Fortran-ordered view of the caller's memory
-        G = blas.dsyrk(1.0, A, trans=1)  # (m, m) upper triangle of A^T A
-        R, info = lapack.dpotrf(G, lower=0, overwrite_a=1, clean=0)
-        r = np.abs(np.diagonal(R))  # (m,)
-        if info == 0 and np.all(np.isfinite(r)) and r.min() * GRADED > r.max():
-            Q = blas.dtrsm(1.0, R, A, side=1, lower=0, overwrite_b=1)  # A R^{-1}, in A's memory
-            if Q is not A and not np.shares_memory(Q, A):
-                A[...] = Q
-            out[n] = np.log(r)
+        info = gram_cholesky(V[n], R)
+        log_r, trusted = log_diagonal(R)
+        if info == 0 and trusted:
+            solve_right(R, V[n])
+            out[n] = log_r
             continue
-        log_r = _householder(A)
-        if log_r is None:
+        exact = householder(V[n])
+        if exact is None:
             return None
-        out[n] = log_r
+        out[n] = exact
     return out
