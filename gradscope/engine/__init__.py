@@ -41,6 +41,12 @@ LOSS_KINDS = ("mse", "ce")
 @lru_cache(maxsize=64)
 def expected_shapes(spec: ModelSpec) -> dict[str, tuple[int, ...]]:
     """Every parameter array of the model, by file name (Params.named() order), with its shape."""
+    return dict(_expected_shapes(spec))
+
+
+@lru_cache(maxsize=64)
+def _expected_shapes(spec: ModelSpec) -> dict[str, tuple[int, ...]]:
+    """``expected_shapes``, worked out once per model (check_batch reads it on every pass; never modified)."""
     expected: dict[str, tuple[int, ...]] = {}
     G, d = spec.gates, spec.hidden_size
     for stream in spec.streams:
@@ -113,7 +119,7 @@ def check_batch(spec: ModelSpec, params: Params, x, target, mask, loss_kind: str
                 f"ce target classes must lie in [0, {spec.output_size}) (output_size); "
                 f"target[t={bad[0]}, b={bad[1]}] = {target[tuple(bad)]}"
             )
-    expected = expected_shapes(spec)
+    expected = _expected_shapes(spec)
     got = params.arrays()
     if got.keys() != expected.keys():
         raise ValueError(

@@ -232,8 +232,6 @@ def bptt(
             threads,
         )
         (stream_grad_norms if spec.bidirectional else grad_norms)(*grads, norms)
-    if spec.bidirectional:
-        M[1::2] = M[1::2, :, ::-1].copy()  # reverse streams: from step order to input position
     metrics = {name: M[:, row] for name, row in _facts(spec)[2]}
     metrics["loss_t"] = loss_t
     result_grads = buffers.result_grads(spec, grads)

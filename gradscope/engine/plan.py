@@ -37,6 +37,7 @@ from .streams import (
     add_reversed,
     bidirectional_readout,
     bidirectional_step,
+    flip_steps,
     join_columns,
     join_directions,
     reverse_rows,
@@ -128,6 +129,7 @@ def kernel_plan(dtype: str) -> Plan:
         ("add_at_positions", add_at_positions, (A3, i64, flag, A3)),
         ("add_reversed", add_reversed, (A3, A3)),
         ("split_columns", split_columns, (A2, A3)),
+        ("flip_steps", flip_steps, (F2,)),
         ("join_columns", join_columns, (A3, A2)),
         (
             "bidirectional_readout",

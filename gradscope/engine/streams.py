@@ -3,8 +3,8 @@
 A bidirectional layer is two streams: one runs forward over t = 0..T-1 from h_{-1} = 0, the other over
 t = T-1..0 from h_T = 0; the layer above, and the readout, read [h_fwd_t ; h_rev_t] (2d).  The reverse
 stream runs the cell's kernels unchanged on a time-reversed copy of its input, so its buffers (H, S, A) hold
-its steps in the order it takes them (step s is input position T-1-s); the driver flips its metric rows to
-input positions (docs/trace_format.md, streams).
+its steps in the order it takes them (step s is input position T-1-s); the kernel flips its metric rows to
+input positions in place at the end of the pass (docs/trace_format.md, streams).
 
     forward, layer by layer
         fwd: the cell's forward kernel on X;   rev: on X reversed;   X <- [H_fwd ; reversed H_rev] (T, B, 2d)
@@ -83,6 +83,18 @@ def add_reversed(Y_r, Y):
         for b in range(B):
             for j in range(k):
                 Y[t, b, j] += Y_r[T - 1 - t, b, j]
+
+
+@_jit.helper
+def flip_steps(m):
+    """m[:, s] <-> m[:, T-1-s] in place for a (rows, T) m: a reverse stream's metrics from its step order to
+    input positions (its step s is input position T-1-s), in the kernel, without a copy."""
+    T = m.shape[1]
+    for i in range(m.shape[0]):
+        for s in range(T // 2):
+            a = m[i, s]
+            m[i, s] = m[i, T - 1 - s]
+            m[i, T - 1 - s] = a
 
 
 @_jit.helper
@@ -204,13 +216,14 @@ def bidirectional_step(
     As ``step.step`` with a direction axis r (0 forward, 1 reverse) after the layer axis: W_hx0 (2, Gd, n),
     W_hxR (L-1, 2, Gd, 2d), W_hh (L, 2, Gd, d), b_h, b_hh (L, 2, .), P_f, P_b (L, 2, ...), H (L, 2, T, B, d),
     S, A (L, 2, T, B, .) or empty; the gradients likewise; M (2L, rows, T) by stream, each in its own step
-    order.  W_yh (k, 2d).  Work: X_rev (T, B, n) layer 0's input reversed; Y, Y_r (T, B, k) the readout,
-    then dY in each stream's step order; G (Tc, B, d) a top-layer stream's direct gradient of a chunk; W_s,
-    dW_s (2, k, d) the readout's blocks per stream and their gradients; for a stack of L > 1 layers only
-    (else empty): X_cat, X_cat_rev (T, B, 2d) a layer's input from below and its reverse, G_s (2, T, B, d)
-    the direct gradients of a lower layer's streams, G_below (T, B, 2d), DX (Tc, B, max(n, 2d)); dZ, carry
-    (B, .) as in ``step.step`` (carry one stream's).  norms: the gradient norms (``stream_grad_norms``), or
-    (0,) to skip them.
+    order while the pass runs, the reverse streams' rows flipped to input positions at its end (a shard's
+    too: the driver's sums of the shards' M are position by position either way).  W_yh (k, 2d).
+    Work: X_rev (T, B, n) layer 0's input reversed; Y, Y_r (T, B, k) the readout, then dY in each stream's step
+    order; G (Tc, B, d) a top-layer stream's direct gradient of a chunk; W_s, dW_s (2, k, d) the readout's blocks
+    per stream and their gradients; for a stack of L > 1 layers only (else empty): X_cat, X_cat_rev (T, B, 2d) a
+    layer's input from below and its reverse, G_s (2, T, B, d) the direct gradients of a lower layer's streams,
+    G_below (T, B, 2d), DX (Tc, B, max(n, 2d)); dZ, carry (B, .) as in ``step.step`` (carry one stream's).  norms:
+    the gradient norms (``stream_grad_norms``), or (0,) to skip them.
     """
     T = x.shape[0]
     L, B = W_hh.shape[0], H.shape[3]
@@ -384,5 +397,7 @@ def bidirectional_step(
     for j in range(db_y.shape[0]):
         db_y[j] = dby64[j]
     join_columns(dW_s, dW_yh)
+    for l in range(L):  # the reverse streams' metric rows by input position (docs/trace_format.md, streams)
+        flip_steps(M[2 * l + 1])
     if norms.shape[0] > 0:
         stream_grad_norms(dW_hx0, dW_hxR, dW_hh, db_h, db_hh, dW_yh, db_y, norms)

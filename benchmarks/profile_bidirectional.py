@@ -1,0 +1,174 @@
+"""Where a bidirectional layer's time goes beyond twice a unidirectional one (issue 14's 2.1x target).
+
+    python benchmarks/profile_bidirectional.py                  # the six cells bench_engine found over 2.1x
+    python benchmarks/profile_bidirectional.py --all            # every cell at the four sizes
+    python benchmarks/profile_bidirectional.py --repeats 200
+
+For each case, GradScope alone (the peers of bench_engine.py are not run), interleaved uni / bi blocks:
+- ``uni``, ``bi``: the median ms of ``engine.bptt`` of one layer (the bench_engine model), on 2 threads;
+- ``kernel``: the median ms inside the step kernel calls (the compiled pass of every shard, as the thread that
+  runs shard 0 sees it), so ``bptt - kernel`` is the Python around them (buffers, sums, metrics dict);
+- ``1 thr``: the same pass on one thread (its shards in turn): what the second core buys;
+- the bidirectional pass's own extra kernels (reverse_rows of x, add_reversed and reverse_rows of Y, the
+  readout's column split / join) timed alone on arrays of a shard's shape.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+sys.path.insert(0, str(HERE.parent))
+
+import gradscope  # noqa: E402,F401  (GradScope's thread defaults before NumPy loads)
+
+from peers import Case, make_data  # noqa: E402
+
+FAILING = [
+    ("rnn-tanh", (1, 100, 8, 32)),
+    ("gru", (1, 100, 8, 32)),
+    ("lstm", (32, 100, 32, 128)),
+    ("rnn-relu", (32, 200, 64, 256)),
+    ("rnn-tanh", (32, 200, 64, 256)),
+    ("rnn-relu", (64, 500, 64, 512)),
+]
+SIZES = [(1, 100, 8, 32), (32, 100, 32, 128), (32, 200, 64, 256), (64, 500, 64, 512)]
+CELLS = ["rnn-relu", "rnn-tanh", "lstm", "gru"]
+
+
+class KernelClock:
+    """Wraps driver.step / driver.bidirectional_step: the time of each call, in the thread that made it."""
+
+    def __init__(self):
+        from gradscope.engine import driver
+
+        self.driver, self.calls = driver, []
+        self.originals = {name: getattr(driver, name) for name in ("step", "bidirectional_step")}
+        for name, kernel in self.originals.items():
+            setattr(driver, name, self.timed(kernel))
+
+    def timed(self, kernel):
+        def call(*args):
+            t0 = time.perf_counter()
+            kernel(*args)
+            self.calls.append(time.perf_counter() - t0)
+
+        return call
+
+
+def median_ms(f, repeats: int) -> float:
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        f()
+        times.append(time.perf_counter() - t0)
+    return float(np.median(times)) * 1e3
+
+
+def model(case: Case, bidirectional: bool):
+    from gradscope.engine import InitSpec, LayerParams, ModelSpec, Params, bptt, init_params
+
+    weights, x, target = make_data(case)
+    spec = ModelSpec(
+        cell=case.cell.split("-")[0],
+        activation=case.activation,
+        input_size=case.n,
+        hidden_size=case.d,
+        layers=1,
+        output_size=case.k,
+        dtype=case.dtype,
+        bidirectional=bidirectional,
+    )
+    b_hh = np.zeros_like(weights["b_h"]) if case.cell == "gru" else None
+    params = Params(
+        [LayerParams(weights["W_hx"], weights["W_hh"], weights["b_h"], b_hh)], weights["W_yh"], weights["b_y"]
+    )
+    if bidirectional:
+        params = init_params(spec, InitSpec(), np.random.default_rng(0))
+    mask = np.ones(x.shape[:2], dtype=x.dtype)
+    workspace: dict = {}
+
+    def run(threads=2):
+        return bptt(spec, params, x, target, mask, "mse", workspace=workspace, threads=threads)
+
+    return spec, run
+
+
+def extras_ms(case: Case, shard_B: int, repeats: int) -> dict:
+    """The bidirectional pass's copies, alone, on a shard's arrays (the kernels' helpers have no CPython
+    wrapper: each is called from a small jitted function)."""
+    import numba
+
+    from gradscope.engine import streams
+
+    reverse_rows = numba.njit(lambda a, b0, B, out: streams.reverse_rows(a, b0, B, out))
+    add_reversed = numba.njit(lambda a, out: streams.add_reversed(a, out))
+    split_columns = numba.njit(lambda W, W_s: streams.split_columns(W, W_s))
+    join_columns = numba.njit(lambda W_s, W: streams.join_columns(W_s, W))
+
+    dt = np.dtype(case.dtype)
+    T, n, d, k = case.T, case.n, case.d, case.k
+    x = np.ones((T, shard_B, n), dt)
+    X_rev = np.empty_like(x)
+    Y = np.ones((T, shard_B, k), dt)
+    Y_r = np.ones_like(Y)
+    W = np.ones((k, 2 * d), dt)
+    W_s = np.empty((2, k, d), dt)
+    return {
+        "reverse x": median_ms(lambda: reverse_rows(x, 0, shard_B, X_rev), repeats),
+        "add_reversed Y": median_ms(lambda: add_reversed(Y_r, Y), repeats),
+        "reverse dY": median_ms(lambda: reverse_rows(Y, 0, shard_B, Y_r), repeats),
+        "split+join W_yh": median_ms(lambda: (split_columns(W, W_s), join_columns(W_s, W)), repeats),
+    }
+
+
+def profile(cell: str, size: tuple, repeats: int, clock: KernelClock) -> str:
+    case = Case(cell, *size)
+    runs = {bi: model(case, bi) for bi in (False, True)}
+    for _, run in runs.values():  # compile / allocate
+        run()
+        run(threads=1)
+    out = {}
+    for bi, (_, run) in runs.items():
+        total, kernel, one = [], [], []
+        for _ in range(3):  # interleaved blocks
+            total.append(median_ms(run, repeats))
+            clock.calls.clear()
+            median_ms(run, repeats)
+            shards = run().extras["shards"]
+            kernel.append(float(np.median(clock.calls)) * 1e3)
+            one.append(median_ms(lambda run=run: run(threads=1), repeats))
+        out[bi] = (np.median(total), np.median(kernel), np.median(one), shards)
+    (u, uk, u1, s), (b, bk, b1, _) = out[False], out[True]
+    extras = extras_ms(case, case.B // s, repeats)
+    extra = ", ".join(f"{k} {v:.3f}" for k, v in extras.items())
+    return (
+        f"{cell:9s} {size!s:20s} shards {s}  uni {u:8.3f} ms (kernel {uk:8.3f}, 1 thr {u1:8.3f})  "
+        f"bi {b:8.3f} ms (kernel {bk:8.3f}, 1 thr {b1:8.3f})  bi/uni {b / u:.2f}x, kernels {bk / uk:.2f}x, "
+        f"1 thr {b1 / u1:.2f}x  |  per shard, ms: {extra}"
+    )
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--all", action="store_true", help="every cell at the four sizes")
+    parser.add_argument("--repeats", type=int, default=0, help="steps per block (default: ~0.3 s per block)")
+    args = parser.parse_args(argv)
+    cases = [(c, s) for s in SIZES for c in CELLS] if args.all else FAILING
+    clock = KernelClock()
+    print(f"load {open('/proc/loadavg').read().split()[0]}", flush=True)
+    for cell, size in cases:
+        B, T, n, d = size
+        repeats = args.repeats or int(np.clip(3e8 / (B * T * d * d * 8), 3, 300))
+        print(profile(cell, size, repeats, clock), flush=True)
+    print(f"load {open('/proc/loadavg').read().split()[0]}", flush=True)
+
+
+if __name__ == "__main__":
+    main()
