@@ -72,32 +72,17 @@ def median_ms(f, repeats: int) -> float:
 
 
 def model(case: Case, bidirectional: bool):
-    from gradscope.engine import InitSpec, LayerParams, ModelSpec, Params, bptt, init_params
+    """The benchmark's own model on the case's weights and batch (bench_engine.GradScopeStep), and a pass of it."""
+    from bench_engine import GradScopeStep
 
-    weights, x, target = make_data(case)
-    spec = ModelSpec(
-        cell=case.cell.split("-")[0],
-        activation=case.activation,
-        input_size=case.n,
-        hidden_size=case.d,
-        layers=1,
-        output_size=case.k,
-        dtype=case.dtype,
-        bidirectional=bidirectional,
-    )
-    b_hh = np.zeros_like(weights["b_h"]) if case.cell == "gru" else None
-    params = Params(
-        [LayerParams(weights["W_hx"], weights["W_hh"], weights["b_h"], b_hh)], weights["W_yh"], weights["b_y"]
-    )
-    if bidirectional:
-        params = init_params(spec, InitSpec(), np.random.default_rng(0))
-    mask = np.ones(x.shape[:2], dtype=x.dtype)
-    workspace: dict = {}
+    from gradscope.engine import bptt
+
+    g = GradScopeStep(case, *make_data(case), bidirectional=bidirectional)
 
     def run(threads=2):
-        return bptt(spec, params, x, target, mask, "mse", workspace=workspace, threads=threads)
+        return bptt(g.spec, g.params, g.x, g.target, g.mask, "mse", workspace=g.workspace, threads=threads)
 
-    return spec, run
+    return g.spec, run
 
 
 def extras_ms(case: Case, shard_B: int, repeats: int) -> dict:

@@ -90,11 +90,12 @@ def qr_exponents(stream: Stream, m: int, warmup: int) -> np.ndarray:
         for t in range(T):
             last = t == T - 1
             ahead = None if last or pool is None else pool.submit(look_ahead, t, A, handoff, go)
-            trusted = True
+            factored = np.empty(N, dtype=bool)  # (N,) whether example n's Cholesky factor can be trusted
             for n in range(N):  # R_t: A_t = Q_t R_t
                 info = gram_cholesky(A[n], R[n])
                 log_r[n], ok = log_diagonal(R[n])
-                trusted &= info == 0 and ok
+                factored[n] = info == 0 and ok
+            trusted = bool(factored.all())
             B = None
             if ahead is not None:
                 B = handoff.get()  # (N, m, D) J_{t+1} A_t
@@ -107,9 +108,7 @@ def qr_exponents(stream: Stream, m: int, warmup: int) -> np.ndarray:
                 if ahead is not None:
                     ahead.result()
                 for n in range(N):
-                    info = gram_cholesky(A[n], R[n])
-                    log_r[n], ok = log_diagonal(R[n])
-                    if info == 0 and ok:
+                    if factored[n]:
                         solve_right(R[n], A[n])
                         continue
                     lr = householder(A[n])
