@@ -70,8 +70,11 @@ class StoreError(OSError):
 class RunStore:
     """Appends a run's records to its Zarr group, flushed at most every FLUSH_SECONDS."""
 
-    def __init__(self, group, path: Path, flush_seconds: float = FLUSH_SECONDS):
+    def __init__(self, group, path: Path, flush_seconds: float = FLUSH_SECONDS, arrays: dict | None = None):
         self.group, self.path, self.flush_seconds = group, path, flush_seconds
+        # the columns' arrays by name (zarr AsyncArray): listing the group at every flush costs a read per array
+        self._arrays = {n: a.async_array for n, a in group.arrays()} if arrays is None else arrays
+        self._attrs: dict[str, Any] = dict(group.attrs)  # what the group's zarr.json says, rewritten whole
         self.records = 0  # rows committed
         self.iterations = 0  # iterations computed (every record, kept or not)
         self._pending: list[dict[str, np.ndarray]] = []
@@ -87,7 +90,6 @@ class RunStore:
         import zarr
 
         path = Path(path)
-        group = zarr.open_group(str(path), mode="w", zarr_format=3)
         attrs: dict[str, Any] = {
             "gradscope_store": STORE_FORMAT,
             "run": name,
@@ -100,8 +102,8 @@ class RunStore:
             "nonfinite": None,
             "columns": [],
         }
-        group.attrs.update(attrs)
-        return cls(group, path, flush_seconds)
+        group = zarr.open_group(str(path), mode="w", zarr_format=3, attributes=attrs)  # one write, not two
+        return cls(group, path, flush_seconds, arrays={})
 
     @classmethod
     def reopen(cls, path, before: int, flush_seconds: float = FLUSH_SECONDS) -> RunStore:
@@ -170,18 +172,14 @@ class RunStore:
         """Append the pending rows to every array, then commit their count (and ``status``) in the attributes."""
         rows, self._pending = self._pending, []
         self._flushed_at = self.clock()
+        commit = {
+            "records": self.records + len(rows),
+            "iterations": self.iterations,
+            "status": status,
+            "nonfinite": self.nonfinite,
+        }
         try:
-            if rows:
-                self._append(rows)
-            self.group.attrs.update(
-                {
-                    "records": self.records + len(rows),
-                    "iterations": self.iterations,
-                    "status": status,
-                    "nonfinite": self.nonfinite,
-                    "columns": self.columns,
-                }
-            )
+            _on_zarr_loop(self._append(rows, commit))
         except OSError as error:
             raise StoreError(error.errno, f"{self.path}: {error.strerror or error}") from error
         self.records += len(rows)
@@ -190,41 +188,68 @@ class RunStore:
         """The last rows and the run's final status (completed, diverged, stopped, failed)."""
         self.flush(status)
 
-    def _append(self, rows: list[dict[str, np.ndarray]]) -> None:
+    async def _append(self, rows: list[dict[str, np.ndarray]], commit: dict[str, Any]) -> None:
+        """Every column's block at once (each array's resize, then its rows: one round trip to Zarr's I/O loop
+        for the whole flush, where the synchronous API took four per column: 0.3 s a flush of a small run on a
+        loaded machine), then, once all are on disk, the attributes that commit them."""
+        import asyncio
+
+        from zarr.api.asynchronous import create_array
+
         names = list(dict.fromkeys(name for row in rows for name in row))
         self.columns += [name for name in names if name not in self.columns]
         start, stop = self.records, self.records + len(rows)
-        for name in names:
+
+        async def write(name: str) -> None:
             sample = next(row[name] for row in rows if name in row)
             dtype = np.dtype(np.float64) if sample.dtype.kind == "f" else sample.dtype  # as the Trace keeps them
-            array = self.group.get(name)
+            block = np.full((len(rows),) + sample.shape, _fill(dtype), dtype=dtype)  # (n, ...)
+            for i, row in enumerate(rows):
+                if name in row:
+                    block[i] = row[name]
+            array = self._arrays.get(name)
             if array is None:  # a metric that appears late: its earlier rows are missing (NaN), not zero
                 row_bytes = max(1, sample.size * dtype.itemsize)
                 chunk_rows = int(2 ** np.clip(np.floor(np.log2(CHUNK_BYTES / row_bytes)), 0, 12))
-                array = self.group.create_array(
-                    name,
-                    shape=(start,) + sample.shape,
+                array = self._arrays[name] = await create_array(
+                    self.group.store,
+                    name=name,
+                    shape=(stop,) + sample.shape,
                     dtype=dtype,
                     chunks=(chunk_rows,) + sample.shape,
                     fill_value=_fill(dtype),
                     dimension_names=dimension_names(name, 1 + sample.ndim),
                 )
-            block = np.full((len(rows),) + sample.shape, _fill(dtype), dtype=dtype)  # (n, ...)
-            for i, row in enumerate(rows):
-                if name in row:
-                    block[i] = row[name]
-            array.resize((stop,) + sample.shape)
-            array[start:stop] = block
-        for name, array in self.group.arrays():  # a column this block lacks: missing rows
-            if name not in names and array.shape[0] < stop:
-                array.resize((stop,) + array.shape[1:])
+            else:
+                await array.resize((stop,) + sample.shape)
+            await array.setitem(slice(start, stop), block)
+
+        async def extend(array) -> None:  # a column this block lacks: missing rows
+            await array.resize((stop,) + array.shape[1:])
+
+        if rows:
+            await asyncio.gather(
+                *[write(name) for name in names],
+                *[extend(a) for n, a in self._arrays.items() if n not in names and a.shape[0] < stop],
+            )
+        self._attrs.update(commit, columns=list(self.columns))
+        self.group = await self.group.update_attributes_async(dict(self._attrs))
+
+
+def _on_zarr_loop(coroutine):
+    """Run ``coroutine`` on Zarr's I/O loop, as each call of its synchronous API does, and return its result."""
+    from zarr.core.sync import sync
+
+    return sync(coroutine)
 
 
 class StoreWriter:
     """A run's store written by a thread of its own, so the run never waits for the disk: the thread makes the
     store (``open_store()``, e.g. RunStore.create plus the run's first files), then flushes once a second;
     ``add`` only queues the record.  Measured: a flush of an LSTM's ~25 arrays took 0.1 to 0.4 s on the loaded
-    2-core machine, mostly waiting on Zarr's I/O loop; done in line every second it slowed runs by up to 40%.
+    2-core machine when each array was its own round trips to Zarr's I/O loop; done in line every second it slowed
+    runs by up to 40%.  Batched into one round trip (RunStore._append), a relu run's 15 columns flush in 21-42 ms
+    where they took 61-90 ms (load 2-3; 10 rows flushed in two blocks, medians of 15 stores).
     A write that fails ends the thread; the next ``add`` or ``close`` raises its StoreError.
     ``after_commit(write)``: ``write()`` runs in the thread once every record added before it is committed and
     fsynced (a checkpoint never names rows that are not on disk)."""

@@ -244,7 +244,7 @@ def test_a_store_that_cannot_be_written_stops_recording_not_the_run(tmp_path, mo
 
     experiment = load_text(tmp_path, TRAINING.format(short=3, long=3))
 
-    def full(self, rows):
+    def full(self, rows, commit):
         raise OSError(28, "No space left on device")
 
     monkeypatch.setattr(RunStore, "_append", full)
@@ -273,7 +273,7 @@ def test_the_writer_thread_commits_while_the_run_goes_on_and_reports_a_failed_wr
     arrays, info = read_store(path)
     assert info["records"] == 4 and info["status"] == "completed"
 
-    def full(self, rows):
+    def full(self, rows, commit):
         raise OSError(28, "No space left on device")
 
     monkeypatch.setattr(RunStore, "_append", full)
