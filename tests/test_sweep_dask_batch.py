@@ -1,7 +1,8 @@
 """A Dask sweep sends several short points per task (DaskPool.batch: within BATCH_FLOPS of estimated work and
 a shrinking share of the points left), the rows and counts are those of one point per task; and a Dask worker's
-points run with glibc's default heap (sweep/heap.py), the worker's own settings back once they are done
-(benchmarks/bench_sweep.py and benchmarks/dask_overhead.py measure what these buy)."""
+points run with glibc's ceilings for its heap thresholds (sweep/heap.py), the worker's own settings back once
+they are done, as a local worker's do for good (benchmarks/bench_sweep.py and benchmarks/dask_overhead.py
+measure what these buy)."""
 
 import os
 import subprocess
@@ -218,3 +219,29 @@ def test_a_point_in_a_dask_like_worker_does_not_fault_in_fresh_pages_for_every_b
     fixed, roomy = (int(v) for v in out.split())
     assert fixed > 100 * 400  # each 2 MiB block a fresh mmap: ~512 faults each
     assert roomy < fixed / 10  # from the heap, reused
+
+
+TRIMMED = """
+import resource, sys, numpy as np
+from gradscope.sweep.heap import keep_roomy
+if sys.argv[1] == "roomy":
+    keep_roomy()
+def faults():
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+    for _ in range(20):
+        blocks = [np.ones(1 << 17) for _ in range(8)]  # 8 x 1 MiB, freed together: more than glibc keeps
+        del blocks
+    return resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before
+faults()  # glibc's thresholds slide up to these blocks first
+print(faults())
+"""
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's mallopt and Linux's fault counts")
+def test_a_local_workers_heap_keeps_what_a_point_frees(tmp_path):
+    counts = {}
+    for how in ("default", "roomy"):
+        run = subprocess.run([sys.executable, "-c", TRIMMED, how], capture_output=True, text=True, check=True)
+        counts[how] = int(run.stdout)
+    assert counts["default"] > 20 * 8 * 128  # glibc trims the freed 8 MiB and faults it in again each time
+    assert counts["roomy"] < counts["default"] / 10

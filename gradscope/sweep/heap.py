@@ -1,18 +1,22 @@
-"""glibc's heap as a local worker has it, while a Dask worker computes sweep points.
+"""The heap a sweep's points run with: glibc's ceilings for its thresholds, on Dask workers and local ones.
 
 Dask's nanny starts each worker process with ``MALLOC_TRIM_THRESHOLD_=65536`` in its environment
 (``distributed.nanny.pre-spawn-environ``), so that freed memory goes back to the system at once.  Setting it
-also turns off glibc's sliding mmap threshold (malloc(3), M_MMAP_THRESHOLD): every block above 128 KiB is then
-a fresh mmap, unmapped when freed.  A training step allocates and frees such blocks all the time (the weights'
-copies and gradients of a 256 x 256 W_hh, the trace's rows), so each one came back as new zeroed pages: measured
-on the shipped ReLU sweep's points, in one process, 3,760 minor page faults a point against ~900 (and ~5 ms more
-system time, ~4 ms more user time: 20% of a 50 ms point), the gap between a Dask worker and a local one.
+also stops glibc sliding its mmap threshold (malloc(3), M_MMAP_THRESHOLD): every block above 128 KiB is then a
+fresh mmap, unmapped when freed.  A training step allocates and frees such blocks all the time (the copies and
+gradients of a 256 x 256 W_hh, the trace's rows), so each came back as new zeroed pages.  Measured on the
+shipped ReLU sweep's points in one process (40 points, exports kept): 3,760 minor page faults and 10-16 ms of
+system time a point with that setting, 500-930 faults and 3-9 ms with glibc's own sliding thresholds, 1-4
+faults and 2-5 ms with the thresholds at glibc's ceilings (mmap 32 MiB, trim twice that).  A point is ~45 ms.
+Even sliding, glibc trims what a step frees together once it passes twice the largest block freed so far, and
+faults it in again in the next step: a local worker paid 0.21 s of system time over 32 points --no-traces
+(bench_sweep.py --profile, 20:22 UTC), 0.02 s at the ceilings.
 
-``roomy_heap()`` gives the points what glibc's default would have grown to (blocks up to 32 MiB from the heap,
-freed memory kept up to twice that: its own ceilings), then puts the worker's settings back and hands the kept
-memory back (malloc_trim), as the worker wanted, once no point runs here any more.  It does nothing where the
-environment does not lower these thresholds (a local worker, a Dask worker started without a nanny) or where
-the C library is not glibc.
+``roomy_heap()``, around a Dask task's points: the ceilings while they run, then the worker's own settings
+back and what the heap kept handed back (malloc_trim), as the worker wants, once no point runs in the process
+any more.  It does nothing where the environment fixes no threshold below the ceilings (a Dask worker started
+without a nanny keeps glibc's sliding ones) or where the C library is not glibc.  ``keep_roomy()``: the
+ceilings for good, in a local sweep worker (a process that runs nothing but points).
 """
 
 from __future__ import annotations
@@ -57,6 +61,15 @@ def _lowered() -> tuple[int, int] | None:
         return None
     fixed = (2 * DEFAULT_MMAP_THRESHOLD if trim is None else trim, DEFAULT_MMAP_THRESHOLD if mmap is None else mmap)
     return None if fixed[0] >= TRIM_THRESHOLD and fixed[1] >= MMAP_THRESHOLD else fixed
+
+
+def keep_roomy() -> None:
+    """This whole process's heap thresholds at glibc's ceilings, for good (a local sweep worker's; see the
+    module); nothing where the C library is not glibc."""
+    libc = _libc()
+    if libc is not None:
+        libc.mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD)
+        libc.mallopt(M_TRIM_THRESHOLD, TRIM_THRESHOLD)
 
 
 @contextmanager

@@ -43,7 +43,7 @@ from dataclasses import dataclass
 from ..experiment import _init_worker, _single_threaded_children, _stop_signals_blocked, _WorkerStop, execute_run
 from ..io import export_experiment
 from ..runs import RunResult
-from .heap import roomy_heap
+from .heap import keep_roomy, roomy_heap
 from .table import KEPT, measure
 
 STARTUP_SECONDS = 600.0  # a worker waits this long at most for the others to start (then starts anyway)
@@ -144,6 +144,7 @@ def _init_sweep_worker(stop, updates, specs, started=None, cached=None) -> None:
     global _started
     _init_worker(stop, updates)  # with its parent watch: an orphaned worker ends (experiment.exit_when_orphaned)
     _started = started
+    keep_roomy()  # the heap a Dask worker's points get too (heap.py): fewer pages faulted in a point
     from ..engine import compile_kernels
 
     if cached is not None:
