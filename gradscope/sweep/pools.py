@@ -226,8 +226,8 @@ class LocalPool:
         self._updates.close()
 
 
-BATCH_FLOPS = 4e9  # a Dask task's points do at most this much work (estimated_flops; ~0.3 s on this machine)
-BATCH_SHARE = 4  # and at most 1 / (BATCH_SHARE x slots) of the points left: tasks shrink to one point as it ends
+BATCH_FLOPS = 1.6e10  # a Dask task's points do at most this much work (estimated_flops; ~1 s here)
+BATCH_SHARE = 2  # and at most 1 / (BATCH_SHARE x slots) of the points left: tasks shrink to one point as it ends
 
 
 def compute_points(points, backend: str, keep: bool, probe=None, flusher=None, each=None) -> list[PointOutcome]:
@@ -244,10 +244,13 @@ class DaskPool:
 
     A task's life in Dask (the client's submit, the scheduler's assignment, the worker's run, its report, the
     scheduler's release and the result fetched back) costs ~10 ms of CPU on the 2 cores of this machine
-    (benchmarks/dask_overhead.py: 6 ms the scheduler's and the client's, 5 the worker's), a sixth of a 60 ms
+    (benchmarks/dask_overhead.py: 6 ms the scheduler's and the client's, 5 the worker's), a fifth of a ~50 ms
     point of the shipped ReLU sweep.  So a task takes several short points (``batch``: up to BATCH_FLOPS of
     estimated work, and fewer as the sweep ends, so that no worker waits long for the last ones) and sends
-    their outcomes back in one result; a long point goes alone, as before."""
+    their outcomes back in one result; a long point goes alone, as before.  The benchmark's 64 points go as
+    13 tasks (16, 12, 9, 7, 5, 4, 3, 2, 2, then 4 single points).  A task's rows come together when it ends,
+    so a kill of the sweep's process loses its points' rows (their exports, published, are written again by
+    --resume), at most ~1 s of work a worker thread."""
 
     def __init__(self, address: str, timeout: float = 10.0):
         try:
