@@ -7,6 +7,7 @@ the file format and the table are docs/trace_format.md, "Sweeps").
 
     table.py    sweep.csv's columns and values: the log gain per step of the top stream, lyapunov_max
     pools.py    where points run: LocalPool (worker processes), DaskPool (a distributed cluster)
+    heap.py     the heap a point runs with: glibc's ceilings for its thresholds (a Dask nanny lowers them)
     runner.py   run_sweep: the folder, the dispatch loop, resume
     theory.py   what the sweep's plots draw over the measurements (mean-field curve, critical line)
 """

@@ -43,6 +43,7 @@ from dataclasses import dataclass
 from ..experiment import _init_worker, _single_threaded_children, _stop_signals_blocked, _WorkerStop, execute_run
 from ..io import export_experiment
 from ..runs import RunResult
+from .heap import keep_roomy, roomy_heap
 from .table import KEPT, measure
 
 STARTUP_SECONDS = 600.0  # a worker waits this long at most for the others to start (then starts anyway)
@@ -143,6 +144,7 @@ def _init_sweep_worker(stop, updates, specs, started=None, cached=None) -> None:
     global _started
     _init_worker(stop, updates)  # with its parent watch: an orphaned worker ends (experiment.exit_when_orphaned)
     _started = started
+    keep_roomy()  # the heap a Dask worker's points get too (heap.py): fewer pages faulted in a point
     from ..engine import compile_kernels
 
     if cached is not None:
@@ -224,8 +226,31 @@ class LocalPool:
         self._updates.close()
 
 
+BATCH_FLOPS = 1.6e10  # a Dask task's points do at most this much work (estimated_flops; ~1 s here)
+BATCH_SHARE = 2  # and at most 1 / (BATCH_SHARE x slots) of the points left: tasks shrink to one point as it ends
+
+
+def compute_points(points, backend: str, keep: bool, probe=None, flusher=None, each=None) -> list[PointOutcome]:
+    """A Dask task: ``points`` ((index, run, seed, export) each) one after the other on this worker, their
+    outcomes in one result, with the heap a local worker has (heap.roomy_heap: a Dask nanny lowers glibc's
+    thresholds).  ``each``: the function each point runs (compute_point; a benchmark wraps it)."""
+    each = each or compute_point
+    with roomy_heap():
+        return [each(i, run, seed, backend, keep, export=e, probe=probe, flusher=flusher) for i, run, seed, e in points]
+
+
 class DaskPool:
-    """The Dask cluster whose scheduler is at ``address`` (``tcp://host:8786``); one point per worker thread."""
+    """The Dask cluster whose scheduler is at ``address`` (``tcp://host:8786``); a task per few points.
+
+    A task's life in Dask (the client's submit, the scheduler's assignment, the worker's run, its report, the
+    scheduler's release and the result fetched back) costs ~10 ms of CPU on the 2 cores of this machine
+    (benchmarks/dask_overhead.py: 6 ms the scheduler's and the client's, 5 the worker's), a fifth of a ~50 ms
+    point of the shipped ReLU sweep.  So a task takes several short points (``batch``: up to BATCH_FLOPS of
+    estimated work, and fewer as the sweep ends, so that no worker waits long for the last ones) and sends
+    their outcomes back in one result; a long point goes alone, as before.  The benchmark's 64 points go as
+    13 tasks (16, 12, 9, 7, 5, 4, 3, 2, 2, then 4 single points).  A task's rows come together when it ends,
+    so a kill of the sweep's process loses its points' rows (their exports, published, are written again by
+    --resume), at most ~1 s of work a worker thread."""
 
     def __init__(self, address: str, timeout: float = 10.0):
         try:
@@ -245,7 +270,7 @@ class DaskPool:
         self.slots = threads
         self.where = f"the Dask cluster at {address} ({threads} worker thread{'s' if threads > 1 else ''})"
         self._tag = uuid.uuid4().hex[:8]  # task keys of this sweep, distinct from any other client's
-        self._futures: dict[int, object] = {}
+        self._futures: dict[int, object] = {}  # the remote future of each task by its first point's index
         self._lock = threading.Lock()
         self._marker: str | None = None  # the marker file workers look for (see _probe)
         self._flusher: tuple[str, int] | None = None  # (boot id, device) of the sweep's folder here
@@ -271,42 +296,64 @@ class DaskPool:
             self._flusher = None if boot is None else (boot, os.stat(folder).st_dev)
         return self._marker, self._tag
 
+    def batch(self, queue) -> int:
+        """How many points the next task takes from the end of ``queue`` (the sweep's points left, the next
+        one last): at least one; more while their estimated work stays within BATCH_FLOPS and their number
+        within the share of the points left."""
+        from ..experiment import estimated_flops
+
+        most = -(-len(queue) // (BATCH_SHARE * self.slots))
+        taken, work = 0, 0.0
+        for point in reversed(queue):
+            work += estimated_flops(point.run)
+            if taken and (taken >= most or work > BATCH_FLOPS):
+                break
+            taken += 1
+        return taken
+
     def submit(self, point, backend: str, keep: bool, export=None) -> Future:
         """``export``: the point's (folder, experiment), written by the worker if it sees this file system."""
-        done: Future = Future()
-        probe = self._probe(export) if keep else None
+        return self.submit_batch([point], backend, keep, [export])[0]
+
+    def submit_batch(self, points, backend: str, keep: bool, exports) -> list[Future]:
+        """One task for ``points`` (their exports as in ``submit``); a Future per point, all set together."""
+        done: list[Future] = [Future() for _ in points]
+        probe = self._probe(exports[0]) if keep else None
+        first = points[0].index
         remote = self._client.submit(
-            compute_point,
-            point.index,
-            point.run,
-            point.seed,
+            compute_points,
+            [(p.index, p.run, p.seed, e if probe is not None else None) for p, e in zip(points, exports)],
             backend,
             keep,
-            export=export if probe is not None else None,
-            probe=probe,
-            flusher=self._flusher if probe is not None else None,
+            probe,
+            self._flusher if probe is not None else None,
+            compute_point,  # looked up now: what a benchmark put in its place runs on the workers too
             pure=False,
-            key=f"gradscope-point-{self._tag}-{point.index}",
+            key=f"gradscope-point-{self._tag}-{first}",
         )
         with self._lock:
-            self._futures[point.index] = remote
+            self._futures[first] = remote
 
-        def relay(remote_future) -> None:  # on the client's thread: hand the outcome to the sweep's loop
+        def relay(remote_future) -> None:  # on the client's thread: hand the outcomes to the sweep's loop
             with self._lock:
-                self._futures.pop(point.index, None)
-            if done.done():
-                return
+                self._futures.pop(first, None)
             try:
-                if remote_future.status == "finished":
-                    done.set_result(remote_future.result())
-                elif remote_future.status == "cancelled":
-                    done.cancel()
-                    done.set_running_or_notify_cancel()
-                else:
-                    done.set_exception(remote_future.exception())
-            except Exception as error:  # noqa: BLE001  (whatever fetching the result raised is the point's failure)
-                if not done.done():
-                    done.set_exception(error)
+                if remote_future.status == "cancelled":
+                    for future in done:
+                        if future.cancel():
+                            future.set_running_or_notify_cancel()
+                    return
+                if remote_future.status != "finished":
+                    raise remote_future.exception() or RuntimeError(f"the Dask task ended {remote_future.status}")
+                outcomes = remote_future.result()
+            except Exception as error:  # noqa: BLE001  (whatever fetching the result raised is the points' failure)
+                for future in done:
+                    if not future.done():
+                        future.set_exception(error)
+                return
+            for future, outcome in zip(done, outcomes):
+                if not future.done():
+                    future.set_result(outcome)
 
         remote.add_done_callback(relay)
         return done

@@ -190,6 +190,7 @@ def run_sweep(
         on_progress(progress)
     stopped = False
     in_flight: dict[Future, SweepPoint] = {}
+    tasks: dict[Future, int] = {}  # each point's task (the first point's index): a DaskPool's take several
     queue = list(reversed(longest_first(todo)))  # popped from the end
     try:
         while queue or in_flight:
@@ -197,13 +198,18 @@ def run_sweep(
                 stopped = True
                 queue.clear()
                 pool.stop()
-            # one point queued per worker beside the one it runs: a worker never waits for the next while this
+            # one task queued per worker beside the one it runs: a worker never waits for the next while this
             # process writes a row (what is queued is not computed yet, so a kill loses nothing of it)
-            while queue and len(in_flight) < 2 * pool.slots:
-                point = queue.pop()
-                name = point_name(point.index, len(points))
-                export = (out.absolute() / POINTS / name, _single(experiment, point, name))
-                in_flight[pool.submit(point, backend, traces, export)] = point
+            while queue and len(set(tasks.values())) < 2 * pool.slots:
+                batch = [queue.pop() for _ in range(pool.batch(queue) if hasattr(pool, "batch") else 1)]
+                names = [point_name(p.index, len(points)) for p in batch]
+                exports = [(out.absolute() / POINTS / n, _single(experiment, p, n)) for p, n in zip(batch, names)]
+                if len(batch) == 1:
+                    sent = [pool.submit(batch[0], backend, traces, exports[0])]
+                else:
+                    sent = pool.submit_batch(batch, backend, traces, exports)
+                for future, point in zip(sent, batch):
+                    in_flight[future], tasks[future] = point, batch[0].index
             progress.running = min(len(in_flight), pool.slots)
             finished, _ = wait(in_flight, timeout=0.1, return_when=FIRST_COMPLETED)
             fresh = 0  # rows not in sweep.csv yet: it is rewritten once for the points that finished together
@@ -211,6 +217,7 @@ def run_sweep(
             try:  # rewritten even when an export here fails: the rows before it are kept
                 for future in finished:
                     point = in_flight.pop(future)
+                    tasks.pop(future)
                     name = point_name(point.index, len(points))
                     try:
                         outcome: PointOutcome = future.result()
