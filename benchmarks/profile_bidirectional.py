@@ -3,6 +3,7 @@
     python benchmarks/profile_bidirectional.py                  # the six cells bench_engine found over 2.1x
     python benchmarks/profile_bidirectional.py --all            # every cell at the four sizes
     python benchmarks/profile_bidirectional.py --repeats 200
+    python benchmarks/profile_bidirectional.py --phases         # one shard's kernel, one thread, and its readout
 
 For each case, GradScope alone (the peers of bench_engine.py are not run), interleaved uni / bi blocks:
 - ``uni``, ``bi``: the median ms of ``engine.bptt`` of one layer (the bench_engine model), on 2 threads;
@@ -140,18 +141,100 @@ def profile(cell: str, size: tuple, repeats: int, clock: KernelClock) -> str:
     )
 
 
+class KernelArgs:
+    """The arguments of the step kernel calls a pass makes (driver.step / driver.bidirectional_step)."""
+
+    def __init__(self):
+        from gradscope.engine import driver
+
+        self.driver, self.calls = driver, {}
+        self.originals = {name: getattr(driver, name) for name in ("step", "bidirectional_step")}
+
+    def capture(self, run):
+        def keep(name):
+            def call(*args):
+                self.calls.setdefault(name, []).append(args)
+                self.originals[name](*args)
+
+            return call
+
+        for name in self.originals:
+            setattr(self.driver, name, keep(name))
+        try:
+            run(threads=1)
+        finally:
+            for name, kernel in self.originals.items():
+                setattr(self.driver, name, kernel)
+
+
+def phases(cell: str, size: tuple, repeats: int) -> str:
+    """Shard 0's kernel alone on one thread, uni and bi, and the top layer's readout alone (module docstring)."""
+    import inspect
+
+    import numba
+
+    from gradscope.engine import readout, step, streams
+
+    case = Case(cell, *size)
+    args = KernelArgs()
+    for bi in (False, True):
+        args.capture(model(case, bi)[1])
+    uni, bi = args.calls["step"][0], args.calls["bidirectional_step"][0]
+    U = dict(zip(inspect.signature(step.step.py_func).parameters, uni))
+    A = dict(zip(inspect.signature(streams.bidirectional_step.py_func).parameters, bi))
+
+    @numba.njit
+    def uni_readout(H, W_yh, b_y, target_f, target_i, mask, b0, loss_kind, inv_B, Y, loss_t, dW_yh, dby64, G, chunk):
+        t1 = H.shape[0]
+        while t1 > 0:  # as step.step's backward: chunks from the end
+            t0 = max(0, t1 - chunk)
+            Tc = t1 - t0
+            readout.readout_loss(
+                H[t0:t1], W_yh, b_y, target_f[t0:t1], target_i[t0:t1], mask[t0:t1], b0, loss_kind, inv_B,
+                Y[:Tc], loss_t[t0:t1], dW_yh, dby64, G[:Tc],
+            )  # fmt: skip
+            t1 = t0
+
+    bi_readout = numba.njit(lambda *a: streams.bidirectional_readout(*a))
+    L = A["H"].shape[0]
+    keys = ("W_s", "b_y", "target_f", "target_i", "mask", "b0", "loss_kind", "inv_B")
+    bi_args = (A["H"][L - 1, 0], A["H"][L - 1, 1], *(A[k] for k in keys), A["Y"], A["Y_r"], A["loss_t"], A["dW_s"])
+    bi_args += (A["dby64"],)
+    keys = ("W_yh", "b_y", "target_f", "target_i", "mask", "b0", "loss_kind", "inv_B", "Y", "loss_t", "dW_yh")
+    uni_args = (U["H"][0], *(U[k] for k in keys), U["dby64"], U["G"], U["chunk"])
+    runs = {
+        "uni": lambda: step.step(*uni),
+        "bi": lambda: streams.bidirectional_step(*bi),
+        "uni readout": lambda: uni_readout(*uni_args),
+        "bi readout": lambda: bi_readout(*bi_args),
+    }
+    for run in runs.values():
+        run()
+    times = {key: [] for key in runs}
+    for _ in range(3):  # interleaved blocks
+        for key, run in runs.items():
+            times[key].append(median_ms(run, repeats))
+    t = {key: float(np.median(v)) for key, v in times.items()}
+    return (
+        f"{cell:9s} {size!s:20s} one shard of {U['H'].shape[2]}, one thread: uni {t['uni']:8.3f} ms  "
+        f"bi {t['bi']:8.3f} ms  = {t['bi'] / t['uni']:.3f}x (bi - 2 uni {t['bi'] - 2 * t['uni']:+.3f} ms)  |  "
+        f"readout: uni {t['uni readout']:.3f} ms (with G), bi {t['bi readout']:.3f} ms (without its G)"
+    )
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--all", action="store_true", help="every cell at the four sizes")
     parser.add_argument("--repeats", type=int, default=0, help="steps per block (default: ~0.3 s per block)")
+    parser.add_argument("--phases", action="store_true", help="one shard's kernel on one thread, and its readout")
     args = parser.parse_args(argv)
     cases = [(c, s) for s in SIZES for c in CELLS] if args.all else FAILING
-    clock = KernelClock()
+    clock = None if args.phases else KernelClock()
     print(f"load {open('/proc/loadavg').read().split()[0]}", flush=True)
     for cell, size in cases:
         B, T, n, d = size
         repeats = args.repeats or int(np.clip(3e8 / (B * T * d * d * 8), 3, 300))
-        print(profile(cell, size, repeats, clock), flush=True)
+        print(phases(cell, size, repeats) if clock is None else profile(cell, size, repeats, clock), flush=True)
     print(f"load {open('/proc/loadavg').read().split()[0]}", flush=True)
 
 
