@@ -190,8 +190,8 @@ class RunStore:
 
     async def _append(self, rows: list[dict[str, np.ndarray]], commit: dict[str, Any]) -> None:
         """Every column's block at once (each array's resize, then its rows: one round trip to Zarr's I/O loop
-        for the whole flush, where the synchronous API took four per column: 0.3 s a flush of a small run on a
-        loaded machine), then, once all are on disk, the attributes that commit them."""
+        for the whole flush, where the synchronous API took about four per column; StoreWriter has the figures),
+        then, once all are on disk, the attributes that commit them."""
         import asyncio
 
         from zarr.api.asynchronous import create_array

@@ -91,7 +91,8 @@ def exported(tmp_path_factory):
     return export_experiment(tmp_path_factory.mktemp("recompute") / "out", experiment, results, figures=None)
 
 
-def _example():
+@pytest.fixture(scope="module")
+def example(torch):
     spec = importlib.util.spec_from_file_location("recompute_in_pytorch", ROOT / "examples" / "recompute_in_pytorch.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
@@ -99,9 +100,9 @@ def _example():
 
 
 @pytest.mark.parametrize("index", range(5))
-def test_the_users_script_recomputes_iteration_zero(torch, exported, index):
+def test_the_users_script_recomputes_iteration_zero(example, exported, index):
     run_dir = sorted(p for p in exported.iterdir() if p.is_dir() and p.name[:2].isdigit())[index]
-    errors = _example().recompute(run_dir)
+    errors = example.recompute(run_dir)
     expected = {"loss", "h_norm", "grad_h_norm", "grad_norm_W_hh"}
     expected |= {"c_norm", "grad_c_norm"} if "lstm" in run_dir.name else set()
     expected |= {"grad_bridge_norm"} if "seq2seq" in run_dir.name else set()

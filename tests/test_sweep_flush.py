@@ -52,6 +52,9 @@ class InProcessPool:
     slots = 2
     where = "this process"
 
+    def batch(self, queue) -> int:
+        return 1
+
     def submit(self, point, backend, keep, export=None) -> Future:
         future: Future = Future()
         future.set_result(compute_point(point.index, point.run, point.seed, backend, keep, export=export, sync=False))

@@ -206,6 +206,11 @@ class LocalPool:
             future.result()
         return pool
 
+    def batch(self, queue) -> int:
+        """How many points the next submit takes: one.  A local worker's point costs no scheduler round trip to
+        share out (the per-point overhead is a few ms), and one at a time keeps a kill's loss to the running points."""
+        return 1
+
     def submit(self, point, backend: str, keep: bool, export=None) -> Future:
         """``export``: (folder, experiment) of the point's export, which the worker writes (see the module)."""
         args = (point.index, point.run, point.seed, backend, keep, export)

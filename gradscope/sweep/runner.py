@@ -201,7 +201,7 @@ def run_sweep(
             # one task queued per worker beside the one it runs: a worker never waits for the next while this
             # process writes a row (what is queued is not computed yet, so a kill loses nothing of it)
             while queue and len(set(tasks.values())) < 2 * pool.slots:
-                batch = [queue.pop() for _ in range(pool.batch(queue) if hasattr(pool, "batch") else 1)]
+                batch = [queue.pop() for _ in range(pool.batch(queue))]
                 names = [point_name(p.index, len(points)) for p in batch]
                 exports = [(out.absolute() / POINTS / n, _single(experiment, p, n)) for p, n in zip(batch, names)]
                 if len(batch) == 1:
