@@ -8,6 +8,7 @@ enters the sum of ln R_ii.  These tests check that claim on trajectories (full s
 fallback on blocks Cholesky cannot factor accurately."""
 
 import dataclasses
+import threading
 
 import numpy as np
 import pytest
@@ -99,7 +100,7 @@ def test_a_nonfinite_block_gives_none():
 @pytest.fixture
 def two_threads(monkeypatch):
     """Every stream's step split over the two threads (lyapunov.THREADED_FLOPS is otherwise reached only from
-    d ~ 100 up): the look-ahead product on the shard pool, the triangular solve in two halves."""
+    d ~ 100 up): the look-ahead product on a helper thread, the triangular solve in two parts."""
     from gradscope.engine.analysis import lyapunov
 
     monkeypatch.setattr(lyapunov, "THREADED_FLOPS", 0)
@@ -135,6 +136,29 @@ def test_a_failing_look_ahead_raises_instead_of_hanging(two_threads, monkeypatch
     monkeypatch.setattr(stream, "map", dataclasses.replace(stream.map, jvp=jvp))
     with pytest.raises(MemoryError, match="look-ahead"):
         qr_exponents(stream, 24, 5)
+
+
+def test_a_busy_shard_pool_does_not_hold_the_exponents_up(two_threads):
+    """The helper is the call's own thread: with the engine's shard pool held by another pass (the app trains
+    runs in threads of one process), the exponents are still computed, and the pool is left as it was."""
+    from gradscope.engine.shards import executor
+
+    spec, params = model("rnn", "tanh", d=24, scale=4.0, seed=3)
+    stream = stack_streams(spec, params, np.random.default_rng(8).standard_normal((60, 2, 3)))[0]
+    release = threading.Event()
+    held = [executor().submit(release.wait, 60) for _ in range(executor()._max_workers)]
+    try:
+        out: list = []
+        worker = threading.Thread(target=lambda: out.append(qr_exponents(stream, 24, 5)))
+        worker.start()
+        worker.join(timeout=30)
+        assert not worker.is_alive(), "qr_exponents waited for the shard pool"
+        ref = householder_exponents(stream, 24, 5)
+        np.testing.assert_allclose(out[0], ref, rtol=1e-9, atol=1e-8)
+        assert not any(f.done() for f in held)
+    finally:
+        release.set()
+    assert all(f.result() for f in held)
 
 
 def test_nan_on_the_trajectory_gives_nan_exponents_on_two_threads(two_threads):

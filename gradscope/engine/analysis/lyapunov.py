@@ -19,27 +19,30 @@ factor; the jvp is linear, so the next block is
 
     A_{t+1} = J_{t+1} Q_t = (J_{t+1} A_t) R_t^{-1}
 
-and J_{t+1} A_t needs A_t only, not R_t.  So while one thread factors A_t (syrk, potrf: R_t and the ln R_ii),
-another computes B = J_{t+1} A_t; then the two solve A_{t+1} = B R_t^{-1} for half of the state's coordinates
-each (the rows of a right triangular solve are independent).  Measured on the benchmark case (tanh, d = m =
-256, one example): the products 0.68 ms a step, syrk + potrf 0.80, the solve 0.67 (docs/performance.md).
+and J_{t+1} A_t needs A_t only, not R_t.  So while this thread factors A_t (potrf of its Gram matrix: R_t and
+the ln R_ii), a helper thread computes B = J_{t+1} A_t; then the two solve A_{t+1} = B R_t^{-1}, each for its
+own state coordinates (the rows of a right triangular solve are independent), and this thread sums the Gram
+matrix of A_{t+1} over its rows as they are solved, then over the helper's (syrk is a sum over rows).
+Measured on the benchmark case (tanh, d = m = 256, one example, 2026-12-04): the product 0.75 ms a step,
+syrk 0.43, potrf 0.27, the solve 0.70 in two parts; 1.2 ms a step on the two threads, 2.0 on one.
 The split in two is fixed by the sizes alone (THREADED_FLOPS), so the numbers do not depend on the threads.
 A step whose block needs Householder is done in the plain order: Q_t formed, then J_{t+1} Q_t.
 """
 
 from __future__ import annotations
 
+import threading
 from queue import SimpleQueue
 from typing import Any
 
 import numpy as np
 
 from .maps import take_steps
-from .orthonormal import gram_cholesky, householder, log_diagonal, solve_right
+from .orthonormal import cholesky, gram_cholesky, gram_rows, householder, log_diagonal, solve_right
 from .streams import Stream
 
-# a step with fewer product flops (2 N m D^2) runs in one thread: handing work to a thread costs ~50 us (the
-# engine's MIN_SHARD_FLOPS; engine.shards, which imports Numba, is imported only when a step is threaded)
+# a step with fewer product flops (2 N m D^2) runs in one thread: each of a threaded step's two meetings
+# costs a wake-up (~50 us), as much as ~2.5e6 flops of the step's products (the engine's MIN_SHARD_FLOPS)
 THREADED_FLOPS = 2e7
 
 
@@ -53,74 +56,150 @@ def qr_exponents(stream: Stream, m: int, warmup: int) -> np.ndarray:
 
     def J(t: int, V: np.ndarray) -> np.ndarray:
         """(N, m, D) (J_t V^T)^T, C-contiguous: the tangent vectors of V (N, m, D) carried through step t."""
-        with np.errstate(all="ignore"):  # numpy's error state is the thread's own: here, maybe the pool's
+        with np.errstate(all="ignore"):  # numpy's error state is the thread's own: here, maybe the helper's
             return np.ascontiguousarray(stream.map.jvp(stream.p, take_steps(stream.caches, N, t, t + 1), V))
 
-    pool = None
-    halves = [(0, D)]
-    if 2.0 * N * m * D * D >= THREADED_FLOPS and D >= 2:
-        from ..shards import executor
-
-        pool, halves = executor(), [(0, D // 2), (D // 2, D)]
-
-    def solve(B: np.ndarray, r0: int, r1: int) -> None:
-        for n in range(N):
-            solve_right(R[n], B[n], r0, r1)
-
-    def look_ahead(t: int, A: np.ndarray, handoff: SimpleQueue, go: SimpleQueue) -> None:
-        """In the pool's thread: B = J_{t+1} A_t, handed over; then, when told R_t is trusted, B's second half
-        of the coordinates times R_t^{-1}.  One task a step: each hand-over between the threads costs a wake-up."""
-        try:
-            B = J(t + 1, A)
-        except BaseException as error:  # handed over, so the caller never waits for B forever
-            handoff.put(error)
-            raise
-        handoff.put(B)
-        if go.get():
-            solve(B, *halves[1])
-
     I = np.broadcast_to(np.eye(D)[:m], (N, m, D))  # (N, m, D) Q_{-1}^T: the first m coordinate directions
-    A: Any = J(0, I)  # (N, m, D) A_0^T (None after the last step)
-    R = np.empty((N, m, m))  # R_t per example (upper triangles, Fortran order)
-    log_r = np.empty((N, m))  # ln R_t[i, i]
-    total = np.zeros((N, m))
-    handoff: SimpleQueue = SimpleQueue()
-    go: SimpleQueue = SimpleQueue()
+    A0 = J(0, I)  # (N, m, D) A_0^T
+    if 2.0 * N * m * D * D >= THREADED_FLOPS and D >= 2 and T >= 2:
+        return _two_threads(J, A0, T, warmup)
+    return _one_thread(J, A0, T, warmup)
+
+
+def _factor(A: np.ndarray, R: np.ndarray, log_r: np.ndarray) -> np.ndarray:
+    """R_t (N, m, m) and ln R_t[i, i] (N, m) of A_t = Q_t R_t by Cholesky, in place; (N,) whether each
+    example's factor can be trusted."""
+    factored = np.empty(len(A), dtype=bool)
+    for n in range(len(A)):
+        info = gram_cholesky(A[n], R[n])
+        log_r[n], ok = log_diagonal(R[n])
+        factored[n] = info == 0 and ok
+    return factored
+
+
+def _orthonormalise(A: np.ndarray, R: np.ndarray, log_r: np.ndarray, factored: np.ndarray) -> bool:
+    """A_t := Q_t^T in place (Householder for the examples whose Cholesky factor is not trusted, their ln R_ii
+    in log_r); False when a block holds NaN or Inf."""
+    for n in range(len(A)):
+        if factored[n]:
+            solve_right(R[n], A[n])
+            continue
+        lr = householder(A[n])
+        if lr is None:
+            return False
+        log_r[n] = lr
+    return True
+
+
+def _one_thread(J, A: np.ndarray, T: int, warmup: int) -> np.ndarray:
+    """The QR method in the plain order: A_t factored, Q_t formed, A_{t+1} = J_{t+1} Q_t."""
+    N, m, _ = A.shape
+    R, log_r, total = np.empty((N, m, m)), np.empty((N, m)), np.zeros((N, m))
     with np.errstate(all="ignore"):
         for t in range(T):
-            last = t == T - 1
-            ahead = None if last or pool is None else pool.submit(look_ahead, t, A, handoff, go)
-            factored = np.empty(N, dtype=bool)  # (N,) whether example n's Cholesky factor can be trusted
-            for n in range(N):  # R_t: A_t = Q_t R_t
-                info = gram_cholesky(A[n], R[n])
-                log_r[n], ok = log_diagonal(R[n])
-                factored[n] = info == 0 and ok
-            trusted = bool(factored.all())
-            B = None
-            if ahead is not None:
-                B = handoff.get()  # (N, m, D) J_{t+1} A_t
-                go.put(trusted)
-                if isinstance(B, BaseException):
-                    ahead.result()  # raises it here
-            elif trusted and not last:
-                B = J(t + 1, A)
-            if not trusted:  # this step in the plain order: Q_t (Householder where needed), then J_{t+1} Q_t
-                if ahead is not None:
-                    ahead.result()
-                for n in range(N):
-                    if factored[n]:
-                        solve_right(R[n], A[n])
-                        continue
-                    lr = householder(A[n])
-                    if lr is None:
-                        return np.full(m, np.nan)  # a NaN or Inf on the trajectory: no exponents, recorded as NaN
-                    log_r[n] = lr
-                B = None if last else J(t + 1, A)
-            elif B is not None:  # A_{t+1} = B R_t^{-1}: the first half of the coordinates here, the rest there
-                solve(B, *halves[0])  # all of them without the pool
-                if ahead is not None:
-                    ahead.result()
+            if not _orthonormalise(A, R, log_r, _factor(A, R, log_r)):
+                return np.full(m, np.nan)  # a NaN or Inf on the trajectory: no exponents, recorded as NaN
             if t >= warmup:
                 total += log_r
-            A = B
+            if t < T - 1:
+                A = J(t + 1, A)
+    return np.sort(np.mean(total, axis=0) / (T - warmup))[::-1]
+
+
+_STOP = object()  # told to the helper thread when the caller leaves early (NaN on the trajectory, an error)
+
+
+def _two_threads(J, A: np.ndarray, T: int, warmup: int) -> np.ndarray:
+    """The QR method on this thread and a helper of its own for the call, two meetings a step.
+
+    Step t, A_t known to both, its Gram matrix G_t = A_t^T A_t computed here:
+        here:    R_t = chol(G_t), ln R_ii  | meet: R_t, B |  rows [0, k) of B R_t^{-1}, their part of G_{t+1} | meet
+        helper:  B = J_{t+1} A_t           |              |  rows [k, D) of B R_t^{-1}                        |
+    after which B is A_{t+1} and this thread adds the helper's rows to G_{t+1}.  At each meeting a thread first
+    hands over what it has, then waits for the other's, so only the earlier one to arrive waits (a wake-up costs
+    ~60 us, a step ~1.1 ms).  At the second, the helper waits only if this thread's rows are not solved yet, and
+    this thread needs the helper's only after its own part of G_{t+1} (syrk is a sum over rows).  The helper is
+    a thread of the call's own, not the engine's shard pool: holding a pool thread for the whole trajectory
+    would stall every other pass of the process that needs one.  A step whose factor is not trusted is done
+    here in the plain order (Q_t by Householder where needed, then J_{t+1} Q_t) while the helper waits.
+    """
+    N, m, D = A.shape
+    # this thread's share of the solve: the helper starts its rows a wake-up (~50 us) before this thread hears
+    # of B, and should not wait for these at the second meeting (7/16: 2.35-2.39 s on the benchmark case, 1/2:
+    # 2.45-2.64 s, 11/32: 2.46-2.48 s)
+    k = D * 7 // 16
+    G = np.empty((2, N, m, m))  # G_t, then R_t in place (upper triangles, Fortran order); two: t and t + 1
+    log_r, total = np.empty((N, m)), np.zeros((N, m))
+    to_helper: SimpleQueue = SimpleQueue()  # R_t (or False: not trusted), then A_{t+1}; or _STOP
+    to_here: SimpleQueue = SimpleQueue()  # B, then "solved"; or the helper's exception
+
+    def helper(A: Any) -> None:
+        try:
+            for t in range(T - 1):
+                B = J(t + 1, A)  # (N, m, D) J_{t+1} A_t
+                to_here.put(B)
+                R = to_helper.get()
+                if R is _STOP:
+                    return
+                if R is not False:
+                    for n in range(N):
+                        solve_right(R[n], B[n], k, D)
+                to_here.put(True)
+                A = to_helper.get()
+                if A is _STOP:
+                    return
+        except BaseException as error:  # noqa: BLE001  handed over, so the caller never waits forever
+            to_here.put(error)
+
+    def meet() -> Any:
+        got = to_here.get()
+        if isinstance(got, BaseException):
+            raise got
+        return got
+
+    def gram(V: np.ndarray, out: np.ndarray, r0: int, r1: int, add: bool) -> None:
+        for n in range(N):
+            gram_rows(V[n], out[n], r0, r1, add)
+
+    thread = threading.Thread(target=helper, args=(A,), name="gradscope-lyapunov", daemon=True)
+    thread.start()
+    try:
+        with np.errstate(all="ignore"):
+            gram(A, G[0], 0, k, add=False)
+            gram(A, G[0], k, D, add=True)  # the rows in the same two parts as every later step's
+            for t in range(T):
+                R, G_next = G[t % 2], G[(t + 1) % 2]
+                factored = np.empty(N, dtype=bool)  # (N,) whether example n's Cholesky factor can be trusted
+                for n in range(N):
+                    info = cholesky(R[n])
+                    log_r[n], ok = log_diagonal(R[n])
+                    factored[n] = info == 0 and ok
+                if t == T - 1:
+                    if not factored.all() and not _orthonormalise(A, R, log_r, factored):
+                        return np.full(m, np.nan)
+                else:
+                    trusted = bool(factored.all())
+                    to_helper.put(R if trusted else False)  # before waiting: the helper may be done with B
+                    B = meet()  # J_{t+1} A_t
+                    if trusted:  # A_{t+1} = B R_t^{-1}: the first k coordinates here
+                        for n in range(N):
+                            solve_right(R[n], B[n], 0, k)
+                        to_helper.put(B)
+                        gram(B, G_next, 0, k, add=False)
+                        meet()  # the helper's rows solved
+                    else:  # the plain order
+                        meet()
+                        if not _orthonormalise(A, R, log_r, factored):
+                            return np.full(m, np.nan)
+                        B = J(t + 1, A)
+                        to_helper.put(B)
+                        gram(B, G_next, 0, k, add=False)
+                    gram(B, G_next, k, D, add=True)
+                if t >= warmup:
+                    total += log_r
+                if t < T - 1:
+                    A = B
+    finally:
+        to_helper.put(_STOP)  # stale if the helper already finished: it is the call's own queue
+        thread.join()
     return np.sort(np.mean(total, axis=0) / (T - warmup))[::-1]

@@ -72,7 +72,9 @@ def rnn_forward(p, x, s, activation):
 
 
 def rnn_jvp(p, cache, V):
-    return cache["fp"][:, None, :] * mm(V, p.W_hh.T)  # (N, m, d): diag(f') W_hh v
+    JV = mm(V, p.W_hh.T)  # (N, m, d): W_hh v
+    JV *= cache["fp"][:, None, :]  # diag(f') W_hh v, in place: a second (N, m, d) block freed beside the
+    return JV  # first makes glibc trim and fault both in again (240 page faults a call at m = d = 256)
 
 
 def rnn_vjp(p, cache, Lam):

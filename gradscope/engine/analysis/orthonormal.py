@@ -66,12 +66,25 @@ def gram_cholesky(V: np.ndarray, R: np.ndarray) -> int:
     """R (m, m) := the Cholesky factor of A^T A, A = V^T (D, m) (V (m, D) C-contiguous float64), in R's upper
     triangle read in Fortran order (its other entries are left as they were).  Returns LAPACK's info: 0 when
     the Gram matrix was numerically positive definite."""
+    gram_rows(V, R)
+    return cholesky(R)
+
+
+def gram_rows(V: np.ndarray, G: np.ndarray, r0: int = 0, r1: int | None = None, add: bool = False) -> None:
+    """G (m, m) := (or += with ``add``) A_rows^T A_rows for rows r0 .. r1-1 of A = V^T (D, m), in G's upper
+    triangle read in Fortran order: the Gram matrix of a block whose rows arrive in two parts."""
     m, D = V.shape
+    r1 = D if r1 is None else r1
     _entry("scipy.linalg.cython_blas", "dsyrk", 10)(
-        _char("U"), _char("T"), _int(m), _int(D), _double(1.0), _at(V), _int(D), _double(0.0), _at(R), _int(m)
-    )  # G = A^T A, upper triangle
-    info = ctypes.c_int(0)
-    _entry("scipy.linalg.cython_lapack", "dpotrf", 5)(_char("U"), _int(m), _at(R), _int(m), ctypes.byref(info))
+        _char("U"), _char("T"), _int(m), _int(r1 - r0), _double(1.0), _at(V, r0), _int(D),
+        _double(1.0 if add else 0.0), _at(G), _int(m),
+    )  # fmt: skip
+
+
+def cholesky(G: np.ndarray) -> int:
+    """G's upper triangle (m, m, Fortran order) := R with R^T R = G; LAPACK's info (0: positive definite)."""
+    m, info = len(G), ctypes.c_int(0)
+    _entry("scipy.linalg.cython_lapack", "dpotrf", 5)(_char("U"), _int(m), _at(G), _int(m), ctypes.byref(info))
     return info.value
 
 
