@@ -51,6 +51,11 @@ from peers import Case, GemmFloor, TorchFused, TorchInstrumented, make_data, pea
 SIZES = [(1, 100, 8, 32), (32, 100, 32, 128), (32, 200, 64, 256), (64, 500, 64, 512)]
 CELLS = ["rnn-relu", "rnn-tanh", "lstm", "gru"]
 SETTLE = 0.2  # seconds of pause before each block: other pools' spinning threads go to sleep
+# Samples per block: at least MIN_BLOCK_STEPS (a block of one step made a median of 3 steps at the largest size,
+# where one slow step moved a ratio by 5%), at most MAX_BLOCK_STEPS (the B = 1 steps take ~0.1 ms: a cap of 200
+# made their blocks 20 ms, shorter than a scheduler's hiccup); between the two, about budget / rounds seconds.
+MIN_BLOCK_STEPS = 3
+MAX_BLOCK_STEPS = 5000
 
 
 def load() -> float:
@@ -167,7 +172,8 @@ def make_peer(key: str, case: Case, data, threads: int):
 
 
 def round_robin(steps: dict, threads: Threads, rounds: int, budget: float, peer_of=PEERS.__getitem__) -> dict:
-    """Time each peer's step in ``rounds`` interleaved blocks of about budget/rounds seconds each.
+    """Time each peer's step in ``rounds`` interleaved blocks of about budget/rounds seconds each (at least
+    MIN_BLOCK_STEPS steps, at most MAX_BLOCK_STEPS).
     ``peer_of(key)``: whose thread settings a step runs with ("gradscope", "torch" or "floor").
 
     Returns {key: {"median_ms", "best_ms", "samples", "threads": settings read back during its blocks}}.
@@ -186,7 +192,7 @@ def round_robin(steps: dict, threads: Threads, rounds: int, budget: float, peer_
             settings[key] = threads.apply(peer_of(key))
             time.sleep(SETTLE)
             step()  # untimed: caches and thread pools warm again
-            repeats = int(np.clip(budget / rounds / max(once[key], 1e-6), 1, 200))
+            repeats = int(np.clip(budget / rounds / max(once[key], 1e-6), MIN_BLOCK_STEPS, MAX_BLOCK_STEPS))
             for _ in range(repeats):
                 t0 = time.perf_counter()
                 step()

@@ -64,12 +64,16 @@ def engine_rows(table: Table, folder: Path) -> None:
         if result is None:
             continue
         # the date of its speed rows: of the last run that measured speed (a later --only memory keeps them)
-        speed_runs = [u.get("date", "") for u in result.get("updates", []) if "speed" in u.get("parts", [])]
-        date = max([result.get("date", "")] + speed_runs)
+        speed_runs = [
+            (u.get("date", ""), u.get("command", ""))
+            for u in result.get("updates", [])
+            if "speed" in u.get("parts", [])
+        ]
+        date, command = max([(result.get("date", ""), result.get("command", ""))] + speed_runs)
         for r in result.get("speed", []):
             key = (r["cell"], r["B"], r["T"], r["n"], r["d"], r["dtype"])
             if key not in rows or rows[key][0] <= date:
-                rows[key] = (date, r, dict(result, date=date))
+                rows[key] = (date, r, dict(result, date=date, command=command))
     by_target: dict[str, list[tuple[dict, dict]]] = {}
     for _, r, result in rows.values():
         for c in target_checks([r], result.get("peak_gflops", {})):
@@ -85,15 +89,9 @@ def engine_rows(table: Table, folder: Path) -> None:
         dates = sorted({res.get("date", "?") for _, res in checks})
         loads = [float(v) for c, _ in checks for v in c.get("load", [])]
         when = f"{dates[-1]}, {min(loads):.1f}-{max(loads):.1f}" if loads else dates[-1]
+        commands = sorted({res.get("command", "") for _, res in checks})  # the runs that measured these rows
         shown = f"met in {met} of {len(checks)}" + (f"; not met: {figures}" if met < len(checks) else f" ({figures})")
-        table.add(
-            issues.get(target.split()[0], "9"),
-            target,
-            shown,
-            met == len(checks),
-            when,
-            "python benchmarks/bench_engine.py --only speed --dtype float32 --rounds 3 --budget 1.0",
-        )
+        table.add(issues.get(target.split()[0], "9"), target, shown, met == len(checks), when, " and ".join(commands))
 
 
 def gather(folder: Path) -> Table:
