@@ -117,7 +117,7 @@ def _two_threads(J, A: np.ndarray, T: int, warmup: int) -> np.ndarray:
         helper:  B = J_{t+1} A_t           |              |  rows [k, D) of B R_t^{-1}                        |
     after which B is A_{t+1} and this thread adds the helper's rows to G_{t+1}.  At each meeting a thread first
     hands over what it has, then waits for the other's, so only the earlier one to arrive waits (a wake-up costs
-    ~60 us, a step ~1.1 ms).  At the second, the helper waits only if this thread's rows are not solved yet, and
+    ~50 us, a step ~1.2 ms).  At the second, the helper waits only if this thread's rows are not solved yet, and
     this thread needs the helper's only after its own part of G_{t+1} (syrk is a sum over rows).  The helper is
     a thread of the call's own, not the engine's shard pool: holding a pool thread for the whole trajectory
     would stall every other pass of the process that needs one.  A step whose factor is not trusted is done
