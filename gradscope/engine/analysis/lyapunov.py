@@ -162,8 +162,8 @@ def _two_threads(J, A: np.ndarray, T: int, warmup: int) -> np.ndarray:
             gram_rows(V[n], out[n], r0, r1, add)
 
     thread = threading.Thread(target=helper, args=(A,), name="gradscope-lyapunov", daemon=True)
-    thread.start()
     try:
+        thread.start()  # inside the try: a Ctrl-C right after it still tells the helper to stop
         with np.errstate(all="ignore"):
             gram(A, G[0], 0, k, add=False)
             gram(A, G[0], k, D, add=True)  # the rows in the same two parts as every later step's
@@ -201,5 +201,6 @@ def _two_threads(J, A: np.ndarray, T: int, warmup: int) -> np.ndarray:
                     A = B
     finally:
         to_helper.put(_STOP)  # stale if the helper already finished: it is the call's own queue
-        thread.join()
+        if thread.ident is not None:  # started
+            thread.join()
     return np.sort(np.mean(total, axis=0) / (T - warmup))[::-1]
