@@ -38,7 +38,7 @@ from typing import Any
 import numpy as np
 
 from .maps import take_steps
-from .orthonormal import cholesky, gram_cholesky, gram_rows, householder, log_diagonal, solve_right
+from .orthonormal import cholesky, cholesky_qr, gram_rows, log_diagonal, orthonormalise, solve_right
 from .streams import Stream
 
 # a step with fewer product flops (2 N m D^2) runs in one thread: each of a threaded step's two meetings
@@ -66,38 +66,14 @@ def qr_exponents(stream: Stream, m: int, warmup: int) -> np.ndarray:
     return _one_thread(J, A0, T, warmup)
 
 
-def _factor(A: np.ndarray, R: np.ndarray, log_r: np.ndarray) -> np.ndarray:
-    """R_t (N, m, m) and ln R_t[i, i] (N, m) of A_t = Q_t R_t by Cholesky, in place; (N,) whether each
-    example's factor can be trusted."""
-    factored = np.empty(len(A), dtype=bool)
-    for n in range(len(A)):
-        info = gram_cholesky(A[n], R[n])
-        log_r[n], ok = log_diagonal(R[n])
-        factored[n] = info == 0 and ok
-    return factored
-
-
-def _orthonormalise(A: np.ndarray, R: np.ndarray, log_r: np.ndarray, factored: np.ndarray) -> bool:
-    """A_t := Q_t^T in place (Householder for the examples whose Cholesky factor is not trusted, their ln R_ii
-    in log_r); False when a block holds NaN or Inf."""
-    for n in range(len(A)):
-        if factored[n]:
-            solve_right(R[n], A[n])
-            continue
-        lr = householder(A[n])
-        if lr is None:
-            return False
-        log_r[n] = lr
-    return True
-
-
 def _one_thread(J, A: np.ndarray, T: int, warmup: int) -> np.ndarray:
     """The QR method in the plain order: A_t factored, Q_t formed, A_{t+1} = J_{t+1} Q_t."""
     N, m, _ = A.shape
-    R, log_r, total = np.empty((N, m, m)), np.empty((N, m)), np.zeros((N, m))
+    total = np.zeros((N, m))
     with np.errstate(all="ignore"):
         for t in range(T):
-            if not _orthonormalise(A, R, log_r, _factor(A, R, log_r)):
+            log_r = cholesky_qr(A)  # (N, m); A now holds Q_t^T
+            if log_r is None:
                 return np.full(m, np.nan)  # a NaN or Inf on the trajectory: no exponents, recorded as NaN
             if t >= warmup:
                 total += log_r
@@ -175,7 +151,7 @@ def _two_threads(J, A: np.ndarray, T: int, warmup: int) -> np.ndarray:
                     log_r[n], ok = log_diagonal(R[n])
                     factored[n] = info == 0 and ok
                 if t == T - 1:
-                    if not factored.all() and not _orthonormalise(A, R, log_r, factored):
+                    if not factored.all() and not orthonormalise(A, R, log_r, factored):
                         return np.full(m, np.nan)
                 else:
                     trusted = bool(factored.all())
@@ -189,7 +165,7 @@ def _two_threads(J, A: np.ndarray, T: int, warmup: int) -> np.ndarray:
                         meet()  # the helper's rows solved
                     else:  # the plain order
                         meet()
-                        if not _orthonormalise(A, R, log_r, factored):
+                        if not orthonormalise(A, R, log_r, factored):
                             return np.full(m, np.nan)
                         B = J(t + 1, A)
                         to_helper.put(B)

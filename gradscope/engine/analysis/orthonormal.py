@@ -120,17 +120,24 @@ def cholesky_qr(V: np.ndarray) -> np.ndarray | None:
     """V (N, m, D) C-contiguous: per row n, the block A = V[n]^T.  Overwrites V[n] with Q^T and returns
     ln |R_ii| (N, m); None when a block holds NaN or Inf (the exponents are then NaN)."""
     N, m, _ = V.shape
-    out = np.empty((N, m))
-    R = np.empty((m, m))
+    R, log_r = np.empty((N, m, m)), np.empty((N, m))
+    trusted = np.empty(N, dtype=bool)
     for n in range(N):
-        info = gram_cholesky(V[n], R)
-        log_r, trusted = log_diagonal(R)
-        if info == 0 and trusted:
-            solve_right(R, V[n])
-            out[n] = log_r
+        info = gram_cholesky(V[n], R[n])
+        log_r[n], ok = log_diagonal(R[n])
+        trusted[n] = info == 0 and ok
+    return log_r if orthonormalise(V, R, log_r, trusted) else None
+
+
+def orthonormalise(V: np.ndarray, R: np.ndarray, log_r: np.ndarray, trusted: np.ndarray) -> bool:
+    """V[n] := Q^T of its block, in place: by R[n] (its Cholesky factor) where ``trusted[n]``, by Householder
+    elsewhere (their ln |R_ii| into log_r[n]).  False when a block holds NaN or Inf."""
+    for n in range(len(V)):
+        if trusted[n]:
+            solve_right(R[n], V[n])
             continue
         exact = householder(V[n])
         if exact is None:
-            return None
-        out[n] = exact
-    return out
+            return False
+        log_r[n] = exact
+    return True
