@@ -19,7 +19,10 @@ retain_grad on every h_t and c_t, the per-step norms) and the NumPy GEMM floor, 
 Every other BLAS pool is on one thread while a peer runs, so no idle pool busy-waits beside it.  The peers are
 measured round-robin (--rounds blocks of each, interleaved), each block after a short pause (so the threads of
 the peer before have gone to sleep) and one untimed step, so that the machine's load hits them alike; the
-machine's load average is recorded with every row.  Writes benchmarks/results/engine.json and engine.md.
+machine's load average is recorded with every row.  A bidirectional layer's time against a unidirectional
+one's (issue 14's target) is also measured apart, from steps of the two taken in turn (``paired_ratio``): the
+machine's speed drifts by ~10% within a minute here, which moved the ratio of two blocks' medians by up to 0.1
+from run to run, more than the target's margin.  Writes benchmarks/results/engine.json and engine.md.
 """
 
 from __future__ import annotations
@@ -56,6 +59,9 @@ SETTLE = 0.2  # seconds of pause before each block: other pools' spinning thread
 # made their blocks 20 ms, shorter than a scheduler's hiccup); between the two, about budget / rounds seconds.
 MIN_BLOCK_STEPS = 3
 MAX_BLOCK_STEPS = 5000
+# Pairs of the bidirectional / uni measurement (paired_ratio): at least MIN_PAIRS (3 pairs at the largest size,
+# one ratio's worth, gave 1.98x to 2.11x between the cells of one run), else about the budget's seconds
+MIN_PAIRS = 10
 
 
 def load() -> float:
@@ -208,6 +214,30 @@ def round_robin(steps: dict, threads: Threads, rounds: int, budget: float, peer_
     }
 
 
+def paired_ratio(first, second, threads: Threads, peer: str, budget: float) -> dict:
+    """second's time over first's, both on ``peer``'s thread settings, from steps taken in turn (first,
+    second, first, ...): each second step against the mean of the first steps on either side of it, so that a
+    drift of the machine's speed between two blocks (seconds apart; ~10% seen here within a minute) cancels.
+    At least MIN_PAIRS pairs, else about ``budget`` seconds.  {"median", "pairs", "quartiles"}."""
+    threads.apply(peer)
+    time.sleep(SETTLE)
+    first(), second()  # untimed: caches and thread pools warm again
+
+    def timed(step) -> float:
+        t0 = time.perf_counter()
+        step()
+        return time.perf_counter() - t0
+
+    a, b = [timed(first)], []
+    start = time.perf_counter()
+    while len(b) < MIN_PAIRS or (time.perf_counter() - start < budget and len(b) < MAX_BLOCK_STEPS):
+        b.append(timed(second))
+        a.append(timed(first))
+    ratios = np.array(b) / (0.5 * (np.array(a[:-1]) + np.array(a[1:])))  # (pairs,)
+    q1, med, q3 = np.percentile(ratios, [25, 50, 75])
+    return {"median": float(med), "pairs": len(b), "quartiles": [float(q1), float(q3)]}
+
+
 def bench_speed(dtypes, sizes, cells, n_threads: int, rounds: int, budget: float):
     threads = Threads(n_threads)
     rows = []
@@ -232,24 +262,31 @@ def bench_speed(dtypes, sizes, cells, n_threads: int, rounds: int, budget: float
                 }
                 for key, m in measured.items():
                     row[key] = m
-                del peers
                 g = row["gradscope"]["median_ms"]
                 row["floor_gflops"] = case.flops() / (row["floor"]["median_ms"] / 1e3) / 1e9
                 row["gradscope_gflops"] = case.flops() / (g / 1e3) / 1e9
                 row["vs_floor"] = g / row["floor"]["median_ms"]
                 row["speedup_vs_torch_instrumented"] = row["torch_instrumented"]["median_ms"] / g
                 row["speedup_vs_torch_fused"] = row["torch_fused"]["median_ms"] / g
-                row["bidirectional_vs_unidirectional"] = row["gradscope_bidirectional"]["median_ms"] / g
+                # the target's figure: steps of the two taken in turn (paired_ratio); the blocks' medians beside it
+                row["bidirectional_vs_unidirectional_blocks"] = row["gradscope_bidirectional"]["median_ms"] / g
+                pair = paired_ratio(peers["gradscope"].step, peers["gradscope_bidirectional"].step, threads,
+                                    "gradscope", budget)  # fmt: skip
+                row["bidirectional_vs_unidirectional"] = pair["median"]
+                row["bidirectional_pairs"] = pair
                 print(
                     f"{case.label():52s} gradscope {g:9.3f} ms  fused {row['torch_fused']['median_ms']:9.3f}  "
                     f"instrumented {row['torch_instrumented']['median_ms']:9.3f}  "
                     f"floor {row['floor']['median_ms']:9.3f}  -> {row['vs_floor']:.2f}x floor, "
                     f"{row['speedup_vs_torch_instrumented']:.1f}x faster than instrumented, "
                     f"{row['speedup_vs_torch_fused']:.2f}x vs fused, bidirectional "
-                    f"{row['bidirectional_vs_unidirectional']:.2f}x (load {row['load'][0]:.1f}-{row['load'][1]:.1f})",
+                    f"{row['bidirectional_vs_unidirectional']:.2f}x in turn over {pair['pairs']} pairs "
+                    f"({row['bidirectional_vs_unidirectional_blocks']:.2f}x by blocks) "
+                    f"(load {row['load'][0]:.1f}-{row['load'][1]:.1f})",
                     file=sys.stderr,
                     flush=True,
                 )
+                del peers
                 rows.append(row)
     return rows
 
@@ -536,6 +573,18 @@ def _ms(m: dict) -> str:
     return f"{m['median_ms']:.3g} ({m['best_ms']:.3g})"
 
 
+def _bidirectional(r: dict) -> str:
+    """The bidirectional column: the ratio of steps taken in turn (the target's figure), and of the blocks."""
+    pair = r.get("bidirectional_pairs")
+    if pair is None:  # a result written before the paired measurement
+        return f"{r['bidirectional_vs_unidirectional']:.2f}x by blocks"
+    q1, q3 = pair["quartiles"]
+    return (
+        f"**{pair['median']:.2f}x** in turn ({q1:.2f}-{q3:.2f}, {pair['pairs']} pairs), "
+        f"{r['bidirectional_vs_unidirectional_blocks']:.2f}x by blocks"
+    )
+
+
 def markdown(result) -> str:
     machine = result["machine"]
     lines = [f"Command: `{result['command']}` ({result['date']})", ""]
@@ -563,7 +612,8 @@ def markdown(result) -> str:
         lines.append(
             f"{n} thread(s) per peer (read back during its blocks: GradScope's shards, PyTorch's "
             f"threads, NumPy's BLAS threads). Milliseconds per training step: median (best) of the "
-            f"interleaved repeats."
+            f"interleaved repeats; bidirectional / uni: the median ratio of steps of the two taken in turn "
+            f"(quartiles, pairs), and the ratio of their blocks' medians."
         )
         for dtype in sorted({r["dtype"] for r in result["speed"]}, reverse=True):
             peak = result["peak_gflops"][dtype]
@@ -585,7 +635,7 @@ def markdown(result) -> str:
                     f"{r['floor_gflops']:.0f} ({r['flops'] / 1e9:.3g} GFLOP) | {r['vs_floor']:.2f}x | "
                     f"{r['speedup_vs_torch_instrumented']:.1f}x faster | "
                     f"{r['speedup_vs_torch_fused']:.2f}x | "
-                    f"{_ms(r['gradscope_bidirectional'])} = {r['bidirectional_vs_unidirectional']:.2f}x | "
+                    f"{_ms(r['gradscope_bidirectional'])}: {_bidirectional(r)} | "
                     f"{r['gradscope_shards']} | "
                     f"{r['load'][0]:.1f}-{r['load'][1]:.1f} |"
                 )

@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import re
 import sys
 from pathlib import Path
 
@@ -28,6 +29,15 @@ def _read(folder: Path, name: str) -> dict | None:
         return json.loads(path.read_text())
     except (OSError, ValueError):
         return None
+
+
+def _span(figures: list[str]) -> str:
+    """Every row met: the smallest and the largest figure (by their leading number), else the first four."""
+    numbers = [re.match(r"[-+]?[0-9.]+", f) for f in figures]
+    if len(figures) <= 2 or not all(numbers):
+        return ", ".join(figures[:4])
+    ordered = sorted(zip((float(n.group()) for n in numbers), figures, strict=True))
+    return f"from {ordered[0][1]} to {ordered[-1][1]}"
 
 
 def _load(value) -> str:
@@ -85,7 +95,7 @@ def engine_rows(table: Table, folder: Path) -> None:
             f"{c['label'].split(' float')[0].replace('(', '').replace(')', '')}: {c['figure']}"
             for c, _ in checks
             if not c["met"]
-        ) or ", ".join(c["figure"] for c, _ in checks[:4])
+        ) or _span([c["figure"] for c, _ in checks])
         dates = sorted({res.get("date", "?") for _, res in checks})
         loads = [float(v) for c, _ in checks for v in c.get("load", [])]
         when = f"{dates[-1]}, {min(loads):.1f}-{max(loads):.1f}" if loads else dates[-1]

@@ -69,3 +69,46 @@ def test_kernel_gradient_norms_are_the_norms_of_the_gradients(cell, layers, shar
     result = bptt(spec, params, x, target, np.ones((7, 16)), "mse", shards=shards)
     expected = [np.linalg.norm(g) for _, g in result.grads.named()]
     np.testing.assert_allclose(result.extras["grad_norms"], expected, rtol=1e-12)
+
+
+def test_paired_ratio_cancels_a_drift_that_moves_the_blocks_ratio():
+    """bench_engine.paired_ratio on steps timed by a fake clock: a bidirectional step of exactly twice the work,
+    the machine 1% slower at every step.  Steps taken in turn give 2.00x; two blocks of 10 steps, one after the
+    other, would give 2.2x (the second block ran on a slower machine)."""
+    path = Path(__file__).resolve().parents[2] / "benchmarks" / "bench_engine.py"
+    spec = importlib.util.spec_from_file_location("bench_engine_for_test", path)
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    now, speed = [0.0], [1.0]
+
+    def work(units):
+        def step():
+            now[0] += units * speed[0]
+            speed[0] *= 1.01  # the machine slows down, step by step
+
+        return step
+
+    class Clock:
+        @staticmethod
+        def perf_counter():
+            return now[0]
+
+        @staticmethod
+        def sleep(_seconds):
+            pass
+
+    class NoThreads:
+        def apply(self, _peer):
+            return {}
+
+    bench.time = Clock  # the module's clock and pause, for this module object only
+    got = bench.paired_ratio(work(1.0), work(2.0), NoThreads(), "gradscope", budget=50.0)
+    assert got["pairs"] >= bench.MIN_PAIRS
+    assert got["median"] == pytest.approx(2.0, rel=1e-3)
+    blocks = [0.0, 0.0]
+    for which, units in enumerate((1.0, 2.0)):  # the same drift measured as two blocks of 10 steps
+        start = now[0]
+        for _ in range(10):
+            work(units)()
+        blocks[which] = (now[0] - start) / 10
+    assert blocks[1] / blocks[0] > 2.15
