@@ -29,7 +29,8 @@ def householder_exponents(stream, m, warmup):
         J = stream.map.jacobian(stream.p, take_steps(stream.caches, N, t, t + 1))  # (N, D, D) dense J_t
         Q, R = np.linalg.qr(J @ Q)  # (N, D, m), (N, m, m)
         if t >= warmup:
-            total += np.log(np.abs(np.diagonal(R, axis1=1, axis2=2)))
+            with np.errstate(divide="ignore"):  # a dead ReLU direction: ln 0 = -inf, as ours records it
+                total += np.log(np.abs(np.diagonal(R, axis1=1, axis2=2)))
     return np.sort(np.mean(total, axis=0) / (T - warmup))[::-1]
 
 

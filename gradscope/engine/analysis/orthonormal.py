@@ -103,7 +103,8 @@ def solve_right(R: np.ndarray, V: np.ndarray, r0: int = 0, r1: int | None = None
 def log_diagonal(R: np.ndarray) -> tuple[np.ndarray, bool]:
     """ln R_ii (m,), and whether the factor can be trusted: finite, and its diagonal spanning at most GRADED."""
     r = np.abs(np.diagonal(R))  # (m,)
-    return np.log(r), bool(np.all(np.isfinite(r)) and r.min() * GRADED > r.max())
+    with np.errstate(divide="ignore"):  # R_ii = 0: a direction the step removes (dead ReLU units), ln 0 = -inf
+        return np.log(r), bool(np.all(np.isfinite(r)) and r.min() * GRADED > r.max())
 
 
 def householder(V: np.ndarray) -> np.ndarray | None:
@@ -113,7 +114,8 @@ def householder(V: np.ndarray) -> np.ndarray | None:
         return None
     Q, R = np.linalg.qr(V.T)  # (D, m), (m, m)
     V[...] = Q.T
-    return np.log(np.abs(np.diagonal(R)))
+    with np.errstate(divide="ignore"):  # as in log_diagonal: ln 0 = -inf is a measurement, not an error
+        return np.log(np.abs(np.diagonal(R)))
 
 
 def cholesky_qr(V: np.ndarray) -> np.ndarray | None:
