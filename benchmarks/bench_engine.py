@@ -14,7 +14,9 @@ retain_grad on every h_t and c_t, the per-step norms) and the NumPy GEMM floor, 
                         at a time on N threads, each calling its BLAS (SciPy's OpenBLAS) on one thread:
                         GradScope's own way to use N cores (the shards, not the threads, fix the numbers)
     PyTorch             torch.set_num_threads(N) (its OpenMP pool, oneDNN)
-    NumPy GEMM floor    NumPy's OpenBLAS on N threads
+    NumPy GEMM floor    NumPy's OpenBLAS on N threads, in a process of its own (peers.RemoteFloor) with
+                        OPENBLAS_CORETYPE and OPENBLAS_L2_SIZE unset there only, so its BLAS picks the
+                        machine's fastest kernels; the large-GEMM peak is measured in such a process too
 
 Every other BLAS pool is on one thread while a peer runs, so no idle pool busy-waits beside it.  The peers are
 measured round-robin (--rounds blocks of each, interleaved), each block after a short pause (so the threads of
@@ -49,7 +51,7 @@ from engine_targets import target_lines  # noqa: E402
 
 import gradscope  # noqa: E402,F401  (GradScope's thread defaults before NumPy loads, as in the app)
 
-from peers import Case, GemmFloor, TorchFused, TorchInstrumented, make_data, peak_gflops  # noqa: E402
+from peers import UNSET_IN_PEER, Case, RemoteFloor, TorchFused, TorchInstrumented, make_data, remote_peak_gflops  # noqa: E402
 
 SIZES = [(1, 100, 8, 32), (32, 100, 32, 128), (32, 200, 64, 256), (64, 500, 64, 512)]
 CELLS = ["rnn-relu", "rnn-tanh", "lstm", "gru"]
@@ -174,18 +176,30 @@ def make_peer(key: str, case: Case, data, threads: int):
         return GradScopeStep(case, *data, threads=threads, parameter_metrics=True)
     if key == "gradscope_bidirectional":
         return GradScopeStep(case, *data, threads=threads, bidirectional=True)
-    return {"torch_fused": TorchFused, "torch_instrumented": TorchInstrumented, "floor": GemmFloor}[key](case, *data)
+    if key == "floor":  # in its own process, timing its own steps (RemoteFloor.block)
+        return RemoteFloor(case, *data, threads=threads)
+    return {"torch_fused": TorchFused, "torch_instrumented": TorchInstrumented}[key](case, *data)
 
 
-def round_robin(steps: dict, threads: Threads, rounds: int, budget: float, peer_of=PEERS.__getitem__) -> dict:
+def round_robin(
+    steps: dict, threads: Threads, rounds: int, budget: float, peer_of=PEERS.__getitem__, blocks: dict | None = None
+) -> dict:
     """Time each peer's step in ``rounds`` interleaved blocks of about budget/rounds seconds each (at least
     MIN_BLOCK_STEPS steps, at most MAX_BLOCK_STEPS).
     ``peer_of(key)``: whose thread settings a step runs with ("gradscope", "torch" or "floor").
+    ``blocks``: {key: a peer in a process of its own (RemoteFloor)}, whose steps are timed in that process
+    (``block(repeats)``, no pipe round trip in the figures) while every pool of this one is on one thread.
 
     Returns {key: {"median_ms", "best_ms", "samples", "threads": settings read back during its blocks}}.
     """
+    blocks = blocks or {}
     once = {}
     for key, step in steps.items():  # warm-up (compile, allocate) and a first time
+        if key in blocks:
+            threads.apply("gradscope")  # every pool of this process on one thread
+            blocks[key].block(1)
+            once[key] = blocks[key].block(1)[0]
+            continue
         threads.apply(peer_of(key))
         step()
         t0 = time.perf_counter()
@@ -195,10 +209,19 @@ def round_robin(steps: dict, threads: Threads, rounds: int, budget: float, peer_
     settings = {}
     for _ in range(rounds):
         for key, step in steps.items():
-            settings[key] = threads.apply(peer_of(key))
+            remote = blocks.get(key)
+            if remote is None:
+                settings[key] = threads.apply(peer_of(key))
+            else:  # its threads are its process's (read there); here, every pool on one thread meanwhile
+                threads.apply("gradscope")
+                settings[key] = {"own process": remote.blas}
             time.sleep(SETTLE)
-            step()  # untimed: caches and thread pools warm again
             repeats = int(np.clip(budget / rounds / max(once[key], 1e-6), MIN_BLOCK_STEPS, MAX_BLOCK_STEPS))
+            if remote is not None:
+                remote.block(1)  # untimed: caches and thread pools warm again
+                times[key].extend(remote.block(repeats))
+                continue
+            step()  # untimed: caches and thread pools warm again
             for _ in range(repeats):
                 t0 = time.perf_counter()
                 step()
@@ -248,7 +271,10 @@ def bench_speed(dtypes, sizes, cells, n_threads: int, rounds: int, budget: float
                 data = make_data(case)
                 load_before = load()
                 peers = {key: make_peer(key, case, data, n_threads) for key in PEERS}
-                measured = round_robin({key: peer.step for key, peer in peers.items()}, threads, rounds, budget)
+                remote = {key: peer for key, peer in peers.items() if isinstance(peer, RemoteFloor)}
+                measured = round_robin(
+                    {key: peer.step for key, peer in peers.items()}, threads, rounds, budget, blocks=remote
+                )
                 row = {
                     "cell": cell,
                     "B": case.B,
@@ -286,6 +312,8 @@ def bench_speed(dtypes, sizes, cells, n_threads: int, rounds: int, budget: float
                     file=sys.stderr,
                     flush=True,
                 )
+                for peer in remote.values():
+                    peer.close()
                 del peers
                 rows.append(row)
     return rows
@@ -548,14 +576,20 @@ def machine_info(n_threads):
         "threads": n_threads,
         "environment": {
             k: os.environ.get(k)
-            for k in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "NUMBA_NUM_THREADS", "OPENBLAS_CORETYPE")
+            for k in (
+                "OPENBLAS_NUM_THREADS",
+                "OMP_NUM_THREADS",
+                "NUMBA_NUM_THREADS",
+                "OPENBLAS_CORETYPE",
+                "OPENBLAS_L2_SIZE",
+            )
         },
         "blas": [
             dict(
                 {k: lib.get(k) for k in ("filepath", "internal_api", "version", "architecture")},
                 used_by="GradScope's kernels (SciPy's OpenBLAS, through Numba)"
                 if lib.get("filepath") in kernel_blas
-                else "NumPy (the GEMM floor)",
+                else "NumPy in this process (the floor runs in its own)",
             )
             for lib in threadpool_info()
             if lib.get("user_api") == "blas"
@@ -604,9 +638,22 @@ def markdown(result) -> str:
             for b in machine["blas"]
         ),
         "",
-        "PyTorch: " + "; ".join(machine.get("torch_backend", [])),
-        "",
     ]
+    if machine.get("peer_blas"):
+        unset = " and ".join(UNSET_IN_PEER)
+        lines += [
+            f"The NumPy GEMM floor and the large-GEMM peak: each in a process of its own, {unset} unset there "
+            "only (this process keeps the machine's settings: "
+            + ", ".join(f"{k}={v}" for k, v in machine.get("environment", {}).items() if k in UNSET_IN_PEER)
+            + "): "
+            + "; ".join(
+                f"{Path(b['filepath']).name}, {b['internal_api']} {b['version']} ({b['architecture']} kernels, "
+                f"{b['num_threads']} threads)"
+                for b in machine["peer_blas"]
+            ),
+            "",
+        ]
+    lines += ["PyTorch: " + "; ".join(machine.get("torch_backend", [])), ""]
     if result.get("speed"):
         n = machine["threads"]
         lines.append(
@@ -750,10 +797,8 @@ def main(argv=None):
         result["compile"] = bench_compile()
         save()
     if "speed" in parts:
-        from threadpoolctl import threadpool_limits
-
-        with threadpool_limits(args.threads, user_api="blas"):
-            result["peak_gflops"] = {dt: peak_gflops(np.dtype(dt)) for dt in dtypes}
+        # in a process of its own, as the floor: the machine's BLAS overrides unset there, its own kernels
+        result["peak_gflops"], result["machine"]["peer_blas"] = remote_peak_gflops(dtypes, args.threads)
         result["speed"] = bench_speed(dtypes, sizes, args.cells, args.threads, args.rounds, args.budget)
         save()
     if "memory" in parts:

@@ -7,11 +7,19 @@ of a one-layer model with a linear readout and an mse loss at every step, on the
 - ``GemmFloor``: only the matrix products any BPTT engine must do, in NumPy with preallocated outputs (the input
   projection as one GEMM over all T*B rows, the T sequential recurrent GEMMs forward and backward, the readout and
   its gradient, and each weight gradient as one GEMM). Its FLOP count gives achieved GFLOP/s.
+- ``RemoteFloor``: the GemmFloor in a process of its own, with OPENBLAS_CORETYPE and OPENBLAS_L2_SIZE unset there
+  (only there: the machine may set them for everything else), so that the floor is the fastest NumPy gives on
+  this machine, its BLAS choosing its own kernels; ``remote_peak_gflops`` measures the large-GEMM peak the same way.
 """
 
 from __future__ import annotations
 
+import os
+import pickle
+import subprocess
+import sys
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
@@ -226,3 +234,101 @@ def peak_gflops(dtype=np.float32, size: int = 2048, repeats: int = 5) -> float:
         np.matmul(a, b, out=out)
         best = min(best, time.perf_counter() - t0)
     return 2 * size**3 / best / 1e9
+
+
+# ------------------------------------------------------------------------------------- the floor's own process
+UNSET_IN_PEER = ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE")  # the machine's BLAS overrides, unset in the peer only
+
+_CHILD = """
+import pickle, sys, time
+sys.path.insert(0, {here!r})
+import numpy as np
+from threadpoolctl import threadpool_info, threadpool_limits
+from peers import GemmFloor, peak_gflops
+read, write = sys.stdin.buffer, sys.stdout.buffer
+def send(obj):
+    pickle.dump(obj, write)
+    write.flush()
+case, data, threads = pickle.load(read)
+with threadpool_limits(threads, user_api="blas"):
+    floor = None if case is None else GemmFloor(case, *data)
+    if floor is not None:
+        floor.step()  # its buffers touched, its BLAS threads started
+    info = [{{k: lib.get(k) for k in ("filepath", "internal_api", "version", "architecture", "num_threads")}}
+            for lib in threadpool_info() if lib.get("user_api") == "blas"]
+    send(info)
+    while True:
+        command, arg = pickle.load(read)
+        if command == "block":  # arg steps, each timed here: no pipe round trip inside the figures
+            times = []
+            for _ in range(arg):
+                t0 = time.perf_counter()
+                floor.step()
+                times.append(time.perf_counter() - t0)
+            send(times)
+        elif command == "peak":
+            send(peak_gflops(np.dtype(arg)))
+        else:
+            break
+"""
+
+
+def peer_environment(threads: int) -> dict:
+    """The environment of a peer's own process: the machine's BLAS overrides unset, ``threads`` BLAS threads."""
+    env = {k: v for k, v in os.environ.items() if k not in UNSET_IN_PEER}
+    env["OPENBLAS_NUM_THREADS"] = env["OMP_NUM_THREADS"] = str(threads)
+    return env
+
+
+class RemoteFloor:
+    """GemmFloor in a process of its own (module docstring); ``block(repeats)`` returns each step's seconds as
+    the child timed them, ``blas`` the child's BLAS libraries as threadpoolctl reads them (kernels, threads)."""
+
+    name = "numpy GEMM floor (own process)"
+
+    def __init__(self, case: Case | None, weights=None, x=None, target=None, threads: int = 1):
+        here = str(Path(__file__).resolve().parent)
+        self.process = subprocess.Popen(
+            [sys.executable, "-c", _CHILD.format(here=here)],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            env=peer_environment(threads),
+        )
+        self._send((case, (weights, x, target), threads))
+        self.blas = self._receive()
+
+    def _send(self, obj) -> None:
+        pickle.dump(obj, self.process.stdin)
+        self.process.stdin.flush()
+
+    def _receive(self):
+        try:
+            return pickle.load(self.process.stdout)
+        except EOFError:
+            raise RuntimeError(f"the floor's process ended (exit code {self.process.wait()})") from None
+
+    def block(self, repeats: int) -> list[float]:
+        self._send(("block", int(repeats)))
+        return self._receive()
+
+    def step(self) -> float:
+        return self.block(1)[0]
+
+    def peak(self, dtype) -> float:
+        self._send(("peak", np.dtype(dtype).name))
+        return self._receive()
+
+    def close(self) -> None:
+        if self.process.poll() is None:
+            self._send(("stop", None))
+            self.process.stdin.close()
+            self.process.wait(timeout=60)
+
+
+def remote_peak_gflops(dtypes, threads: int) -> tuple[dict[str, float], list[dict]]:
+    """The large-GEMM peak of each dtype in a peer's own process (RemoteFloor's), and that process's BLAS."""
+    child = RemoteFloor(None, threads=threads)
+    try:
+        return {np.dtype(dt).name: child.peak(dt) for dt in dtypes}, child.blas
+    finally:
+        child.close()
