@@ -91,10 +91,10 @@ class Threads:
         self.numpy_blas = [lib for lib in self.blas if lib.filepath not in kernel_paths] or self.blas
 
     def apply(self, peer: str) -> dict:
-        """Set the threads for ``peer`` ("gradscope", "torch" or "floor"); returns the settings read back."""
-        own = self.numpy_blas if peer == "floor" else []
+        """Set the threads for ``peer`` ("gradscope", "torch" or "floor"); returns the settings read back.
+        The floor runs in a process of its own (peers.RemoteFloor): meanwhile every pool here is on one thread."""
         for lib in self.blas:
-            lib.set_num_threads(self.n if lib in own else 1)
+            lib.set_num_threads(1)
         self.torch.set_num_threads(self.n if peer == "torch" else 1)
         return self.read(peer)
 
@@ -181,51 +181,42 @@ def make_peer(key: str, case: Case, data, threads: int):
     return {"torch_fused": TorchFused, "torch_instrumented": TorchInstrumented}[key](case, *data)
 
 
-def round_robin(
-    steps: dict, threads: Threads, rounds: int, budget: float, peer_of=PEERS.__getitem__, blocks: dict | None = None
-) -> dict:
-    """Time each peer's step in ``rounds`` interleaved blocks of about budget/rounds seconds each (at least
-    MIN_BLOCK_STEPS steps, at most MAX_BLOCK_STEPS).
-    ``peer_of(key)``: whose thread settings a step runs with ("gradscope", "torch" or "floor").
-    ``blocks``: {key: a peer in a process of its own (RemoteFloor)}, whose steps are timed in that process
-    (``block(repeats)``, no pipe round trip in the figures) while every pool of this one is on one thread.
+def timed_steps(step):
+    """A peer of this process as a block: ``block(repeats)`` runs its step that many times, each timed here."""
+
+    def block(repeats: int) -> list[float]:
+        times = []
+        for _ in range(repeats):
+            t0 = time.perf_counter()
+            step()
+            times.append(time.perf_counter() - t0)
+        return times
+
+    return block
+
+
+def round_robin(blocks: dict, threads: Threads, rounds: int, budget: float, peer_of=PEERS.__getitem__) -> dict:
+    """Time each peer in ``rounds`` interleaved blocks of about budget/rounds seconds each (at least
+    MIN_BLOCK_STEPS steps, at most MAX_BLOCK_STEPS).  ``blocks``: {key: block(repeats) -> each step's seconds}
+    (``timed_steps`` for a peer of this process; RemoteFloor.block times its steps in its own process).
+    ``peer_of(key)``: whose thread settings a block runs with ("gradscope", "torch" or "floor").
 
     Returns {key: {"median_ms", "best_ms", "samples", "threads": settings read back during its blocks}}.
     """
-    blocks = blocks or {}
     once = {}
-    for key, step in steps.items():  # warm-up (compile, allocate) and a first time
-        if key in blocks:
-            threads.apply("gradscope")  # every pool of this process on one thread
-            blocks[key].block(1)
-            once[key] = blocks[key].block(1)[0]
-            continue
+    for key, block in blocks.items():  # warm-up (compile, allocate) and a first time
         threads.apply(peer_of(key))
-        step()
-        t0 = time.perf_counter()
-        step()
-        once[key] = time.perf_counter() - t0
-    times = {key: [] for key in steps}
+        block(1)
+        once[key] = block(1)[0]
+    times = {key: [] for key in blocks}
     settings = {}
     for _ in range(rounds):
-        for key, step in steps.items():
-            remote = blocks.get(key)
-            if remote is None:
-                settings[key] = threads.apply(peer_of(key))
-            else:  # its threads are its process's (read there); here, every pool on one thread meanwhile
-                threads.apply("gradscope")
-                settings[key] = {"own process": remote.blas}
+        for key, block in blocks.items():
+            settings[key] = threads.apply(peer_of(key))
             time.sleep(SETTLE)
+            block(1)  # untimed: caches and thread pools warm again
             repeats = int(np.clip(budget / rounds / max(once[key], 1e-6), MIN_BLOCK_STEPS, MAX_BLOCK_STEPS))
-            if remote is not None:
-                remote.block(1)  # untimed: caches and thread pools warm again
-                times[key].extend(remote.block(repeats))
-                continue
-            step()  # untimed: caches and thread pools warm again
-            for _ in range(repeats):
-                t0 = time.perf_counter()
-                step()
-                times[key].append(time.perf_counter() - t0)
+            times[key].extend(block(repeats))
     return {
         key: {
             "median_ms": float(np.median(v)) * 1e3,
@@ -245,17 +236,12 @@ def paired_ratio(first, second, threads: Threads, peer: str, budget: float) -> d
     threads.apply(peer)
     time.sleep(SETTLE)
     first(), second()  # untimed: caches and thread pools warm again
-
-    def timed(step) -> float:
-        t0 = time.perf_counter()
-        step()
-        return time.perf_counter() - t0
-
-    a, b = [timed(first)], []
+    one, other = timed_steps(first), timed_steps(second)
+    a, b = one(1), []
     start = time.perf_counter()
     while len(b) < MIN_PAIRS or (time.perf_counter() - start < budget and len(b) < MAX_BLOCK_STEPS):
-        b.append(timed(second))
-        a.append(timed(first))
+        b += other(1)
+        a += one(1)
     ratios = np.array(b) / (0.5 * (np.array(a[:-1]) + np.array(a[1:])))  # (pairs,)
     q1, med, q3 = np.percentile(ratios, [25, 50, 75])
     return {"median": float(med), "pairs": len(b), "quartiles": [float(q1), float(q3)]}
@@ -272,9 +258,10 @@ def bench_speed(dtypes, sizes, cells, n_threads: int, rounds: int, budget: float
                 load_before = load()
                 peers = {key: make_peer(key, case, data, n_threads) for key in PEERS}
                 remote = {key: peer for key, peer in peers.items() if isinstance(peer, RemoteFloor)}
-                measured = round_robin(
-                    {key: peer.step for key, peer in peers.items()}, threads, rounds, budget, blocks=remote
-                )
+                blocks = {key: remote[key].block if key in remote else timed_steps(p.step) for key, p in peers.items()}
+                measured = round_robin(blocks, threads, rounds, budget)
+                for key, peer in remote.items():  # its threads are its own process's, read there
+                    measured[key]["threads"] = {"own process": peer.blas}
                 row = {
                     "cell": cell,
                     "B": case.B,
@@ -396,7 +383,7 @@ def bench_linear(cells, Ts, n_threads, rounds, B=32, n=32, d=128, dtype="float32
         steps = {}
         for T in Ts:
             case = Case(cell, B, T, n, d, dtype)
-            steps[T] = GradScopeStep(case, *make_data(case), threads=n_threads).step
+            steps[T] = timed_steps(GradScopeStep(case, *make_data(case), threads=n_threads).step)
         measured = round_robin(steps, threads, rounds, budget, peer_of=lambda T: "gradscope")
         times = np.array([measured[T]["median_ms"] for T in Ts])
         slope, intercept = np.polyfit(Ts, times, 1)
