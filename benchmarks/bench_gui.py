@@ -255,29 +255,50 @@ def measure(seconds: float, tab: int, backend: str = "numba", force: bool = Fals
     }
 
 
-def headless(seconds: float, backend: str = "numba") -> dict:
-    """The same 5 runs without any window, as the app's workers run them: each driven by runs.drive in a thread
-    of its own at the workers' niceness with the app's threads per pass, all at once, in this process;
-    iterations per second per run over
-    ``seconds`` after 2 s of warm-up.  The peer of the training speed measured under the GUI."""
+def headless(seconds: float, backend: str = "numba", in_process: bool = False) -> dict:
+    """The same 5 runs without any window, as the app's workers run them: each in a process of its own
+    (gradscope.runner.serve, from the same fork server, at the workers' niceness; or, ``in_process``, driven by
+    runs.drive in a thread of this process, as GRADSCOPE_RUNS_IN_PROCESS=1 has the app do), all at once, with the
+    app's threads per pass; iterations per second per run over ``seconds`` after 2 s of warm-up.  The peer of
+    the training speed measured under the GUI."""
     from gradscope import config
     from gradscope.engine import compile_kernels
-    from gradscope.engine.trainer import Training
-    from gradscope.gui.worker import lower_priority
-    from gradscope.runs import RunControl, drive
 
     experiment = config.loads(EXPERIMENT)
     for run in experiment.runs if backend == "numba" else []:
         compile_kernels(run.model_spec())
-    control = RunControl()
+    # threads per pass as the app's controller gives them (Controller._share_cores: the cores go to the runs,
+    # cpus // runs each); left at None, every run would queue its shards for the one shared pool
+    threads = max(1, (os.cpu_count() or 1) // len(experiment.runs))
     counts = [0] * len(experiment.runs)
+    if in_process:
+        stop = _headless_threads(experiment, backend, threads, counts)
+    else:
+        stop = _headless_processes(experiment, backend, threads, counts)
+    time.sleep(2.0)
+    start, before = time.perf_counter(), list(counts)
+    time.sleep(seconds)
+    elapsed, after = time.perf_counter() - start, list(counts)
+    stop()
+    return {
+        "seconds": elapsed,
+        "runs": [r.name for r in experiment.runs],
+        "runs_in": "threads" if in_process else "processes",
+        "iterations_per_second": [(b - a) / elapsed for a, b in zip(before, after, strict=True)],
+    }
+
+
+def _headless_threads(experiment, backend, threads, counts):
+    from gradscope.engine.trainer import Training
+    from gradscope.runner import lower_priority
+    from gradscope.runs import RunControl, drive
+
+    control = RunControl()
 
     def work(index, run):
         lower_priority()
         training = Training(run, run.effective_seed(experiment.seed), backend=backend)
-        # threads per pass as the app's controller gives them (Controller._share_cores: the cores go to the runs,
-        # cpus // runs each); left at None, every run would queue its shards for the one shared pool
-        training.threads = max(1, (os.cpu_count() or 1) // len(experiment.runs))
+        training.threads = threads
 
         def on_record(_record):
             counts[index] += 1
@@ -287,21 +308,55 @@ def headless(seconds: float, backend: str = "numba") -> dict:
         finally:
             training.close()
 
-    threads = [threading.Thread(target=work, args=(i, r), daemon=True) for i, r in enumerate(experiment.runs)]
-    for thread in threads:
+    workers = [threading.Thread(target=work, args=(i, r), daemon=True) for i, r in enumerate(experiment.runs)]
+    for worker in workers:
+        worker.start()
+
+    def stop():
+        control.stop()
+        for worker in workers:
+            worker.join()
+
+    return stop
+
+
+def _headless_processes(experiment, backend, threads, counts):
+    from gradscope.runner import process_context, serve
+
+    context = process_context()
+    pipes, processes = [], []
+    for run in experiment.runs:
+        here, there = context.Pipe()
+        seed = run.effective_seed(experiment.seed)
+        process = context.Process(target=serve, args=(there, run, seed, backend, False, None, threads), daemon=True)
+        process.start()
+        there.close()
+        pipes.append(here)
+        processes.append(process)
+    done = threading.Event()
+
+    def relay(index, conn):  # as the app's relay thread: every batch received and unpickled
+        while not done.is_set():
+            if conn.poll(0.05):
+                kind, *args = conn.recv()
+                if kind == "records":
+                    counts[index] += len(args[0])
+                elif kind in ("done", "failed"):
+                    return
+
+    relays = [threading.Thread(target=relay, args=(i, c), daemon=True) for i, c in enumerate(pipes)]
+    for thread in relays:
         thread.start()
-    time.sleep(2.0)
-    start, before = time.perf_counter(), list(counts)
-    time.sleep(seconds)
-    elapsed, after = time.perf_counter() - start, list(counts)
-    control.stop()
-    for thread in threads:
-        thread.join()
-    return {
-        "seconds": elapsed,
-        "runs": [r.name for r in experiment.runs],
-        "iterations_per_second": [(b - a) / elapsed for a, b in zip(before, after, strict=True)],
-    }
+
+    def stop():
+        for conn in pipes:
+            conn.send(("stop",))
+        done.set()
+        for thread, process in zip(relays, processes, strict=True):
+            thread.join()
+            process.join(30)
+
+    return stop
 
 
 def blas_info() -> list[dict]:
@@ -414,7 +469,9 @@ def main(argv=None) -> int:
         os.environ["OPENBLAS_NUM_THREADS"] = os.environ["OMP_NUM_THREADS"] = str(args.blas_threads)
     result = {"python": platform.python_version(), "cpus": os.cpu_count(), "load_average": os.getloadavg()}
     if not args.no_headless:  # first, on its own: the runs' speed with no window at all
-        result["headless"] = headless(args.seconds, args.backend)
+        from gradscope.gui import worker
+
+        result["headless"] = headless(args.seconds, args.backend, in_process=worker.IN_PROCESS)
     result["load"] = measure(args.seconds, args.tab, args.backend, args.force)
     if args.startup:
         result["startup"] = startup()

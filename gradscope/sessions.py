@@ -63,18 +63,29 @@ class Take:
         discarded meanwhile.  Raises OSError when the folder cannot be written (the run goes on in memory)."""
         from .recording import Recording
 
-        with self.session.lock:
-            if self.discarded:
-                return None
-            self.open = True
+        if not self.begin():
+            return None
         try:
-            self.session.make()
             recording = Recording.start(self.path, self.experiment)
             self.run_dir = recording.run_dir(0, result.name)
             return RunRecorder(self.run_dir, result)
         except BaseException:
             self.closed()
             raise
+
+    def begin(self) -> bool:
+        """The run is about to record (start, or a run's process about to): False when it was discarded
+        meanwhile.  Makes the session's folder; raises OSError (the take closed) when it cannot."""
+        with self.session.lock:
+            if self.discarded:
+                return False
+            self.open = True
+        try:
+            self.session.make()
+        except BaseException:
+            self.closed()
+            raise
+        return True
 
     def closed(self) -> None:
         """The recorder has written its last (the run's thread); a discarded take is removed now."""

@@ -313,6 +313,7 @@ class Controller(QtCore.QObject):
         self._discard_take(state)
         state.data.result = fresh_result(run if run is not None else state.run)
         state.training = None
+        state.threads = None
         state.detail = ""
         state.iterations_per_second = 0.0
         state.loaded = False
@@ -347,6 +348,7 @@ class Controller(QtCore.QObject):
         if state is None:
             return
         state.training = training
+        state.threads = None
         state.result.prepare(training)
         state.data.invalidate()
         if not thread.stopping:
@@ -372,10 +374,12 @@ class Controller(QtCore.QObject):
         """The cores go to the runs, not to their shards: with k runs training, each pass runs its batch
         shards on cpus // k threads (at least 1), so several runs never queue for one pool of shard threads.
         Threads change only the speed of a pass, never its numbers (engine.shard_rows)."""
-        running = [s.training for s in self._working() if s.training is not None and s.status is RunStatus.RUNNING]
+        running = [s for s in self._working() if s.training is not None and s.status is RunStatus.RUNNING]
         threads = max(1, (os.cpu_count() or 1) // max(1, len(running)))
-        for training in running:
-            training.threads = threads
+        for state in running:
+            if state.threads != threads:  # a message to the run's process only when it changes
+                state.threads = threads
+                state.thread.set_threads(threads)
 
     def _on_done(self, key, thread, status) -> None:
         state = self._current(key, thread)

@@ -231,7 +231,8 @@ class RunState:
         self.data = RunData(self.key, color=color, result=fresh_result(run))
         self.detail = ""  # e.g. "kernel 3/8" while compiling
         self.thread = None  # its worker (gui.worker.TrainingThread), while it has one
-        self.training = None  # the engine's Training (init_params, first_batch, task)
+        self.training = None  # what the run's worker said of its Training (init_params, first_batch, task)
+        self.threads = None  # threads per pass last given to its worker
         self.iterations_per_second = 0.0
         self.loaded = False  # came from an exported folder: nothing to run
         self._rate_window: list[tuple[float, int]] = []

@@ -16,6 +16,12 @@ Compiling kernels (seconds on a cold cache) cannot be interrupted, so it does no
 ``KernelCompiler`` daemon thread compiles for everyone, and a training thread waits for it while still
 answering stop.  Closing the app mid-compile therefore never waits for the compiler (a daemon thread ends with
 the process; Numba writes its cache files under temporary names).
+
+Where a run computes: by default in a process of its own (gradscope.runner: the window's interpreter lock is the
+GUI's alone; measured in runner's docstring), the thread relaying its messages to these same signals and its
+commands to it; ``in_process=True`` keeps the run in this thread instead (the reference engine's tests, and
+``GRADSCOPE_RUNS_IN_PROCESS=1``).  A run's process that ends without a verdict (killed, out of memory) is a
+failed run whose records so far are kept, with one line that says so.
 """
 
 from __future__ import annotations
@@ -31,24 +37,11 @@ from pathlib import Path
 import numpy as np
 from PyQt6 import QtCore
 
+from ..runner import EMIT_INTERVAL, lower_priority, process_context, serve
 from ..runs import RunControl, RunStatus, drive
 
-EMIT_INTERVAL = 0.05  # seconds between batches: <= 20 signals per second per run
-STOP_POLL = 0.05  # seconds between stop checks while waiting for the compiler
-WORKER_NICE = 10  # workers' niceness: the GUI thread (nice 0) gets the CPU first
-
-
-def lower_priority() -> None:
-    """Let the calling thread yield the CPU to the GUI thread.
-
-    Linux schedules threads individually, and nice 10 weighs a thread about ten times less than nice 0: with
-    5 runs (and their kernels' OpenMP threads, which inherit the niceness) on 2 cores, the GUI thread still gets
-    the CPU within milliseconds.  Elsewhere (or if refused) nothing changes.
-    """
-    try:
-        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), WORKER_NICE)
-    except (AttributeError, OSError):
-        pass
+STOP_POLL = 0.05  # seconds between stop checks while waiting for the compiler (and for a run's process)
+IN_PROCESS = os.environ.get("GRADSCOPE_RUNS_IN_PROCESS", "") == "1"  # runs in the app's threads, not processes
 
 
 def kernel_key(spec) -> tuple:
@@ -131,25 +124,63 @@ class TrainingThread(QtCore.QThread):
     # "'a' (001-a/): stopped (why); its iterations 0-41 are kept": the run's folder in its session's
     recording_failed = QtCore.pyqtSignal(str)
 
-    def __init__(self, run, seed: int, backend: str = "numba", paused: bool = False, take=None, parent=None):
+    def __init__(
+        self,
+        run,
+        seed: int,
+        backend: str = "numba",
+        paused: bool = False,
+        take=None,
+        parent=None,
+        in_process: bool | None = None,
+    ):
         super().__init__(parent)
         self.run_config, self.seed, self.backend = run, int(seed), backend
-        self.control = RunControl(paused=paused)
+        self.control = RunControl(paused=paused)  # the run's own (in this thread), or the mirror of its process's
         self.take = take  # sessions.Take: where this run records, or None
-        self.recorder = None  # recording.RunRecorder while it records
+        self.recorder = None  # recording.RunRecorder while it records (in this thread)
+        self.in_process = IN_PROCESS if in_process is None else bool(in_process)
+        self.training = None  # the Training (in this thread) while it runs
+        self._threads: int | None = None  # threads per pass the controller asked for
+        self._conn = None  # the pipe to the run's process, once it started
+        self._commands = threading.Lock()  # a command and the pipe's opening never cross
+        self._steps_owed = 0  # steps asked for before the run's process could hear them
+        self.process = None  # the run's process (multiprocessing.Process), once started
 
     # ------------------------------------------------------------------ control (any thread)
     def resume(self) -> None:
-        self.control.resume()
+        self._command("resume")
 
     def pause(self) -> None:
-        self.control.pause()
+        self._command("pause")
 
     def step(self) -> None:
-        self.control.step()
+        self._command("step")
 
     def stop(self) -> None:
-        self.control.stop()
+        self._command("stop")
+
+    def set_threads(self, threads: int) -> None:
+        """Threads per pass (the controller shares the cores between the runs training)."""
+        with self._commands:
+            self._threads = int(threads)
+            if self.training is not None:
+                self.training.threads = self._threads
+            self._send("threads", self._threads)
+
+    def _command(self, name: str) -> None:
+        with self._commands:
+            getattr(self.control, name)()
+            if self._conn is None and name == "step":
+                self._steps_owed += 1
+            self._send(name)
+
+    def _send(self, *message) -> None:
+        if self._conn is not None:
+            try:
+                self._conn.send(message)
+            except (OSError, ValueError):
+                pass  # the run's process has ended: its last messages say how
 
     @property
     def stopping(self) -> bool:
@@ -157,6 +188,16 @@ class TrainingThread(QtCore.QThread):
 
     # ------------------------------------------------------------------ the worker thread
     def run(self) -> None:  # QThread override: runs in the new thread
+        if not self.in_process:
+            lower_priority()
+            try:
+                if self.backend == "numba" and not self._wait_for_kernels():
+                    self.done.emit(RunStatus.STOPPED)
+                    return
+                self._relay()
+            except Exception:  # noqa: BLE001  (a failed run is a visible status, never a silent dead thread)
+                self.failed.emit(traceback.format_exc())
+            return
         training = None
         status = RunStatus.FAILED
         lower_priority()
@@ -166,7 +207,10 @@ class TrainingThread(QtCore.QThread):
                 return
             from ..engine.trainer import Training
 
-            training = Training(self.run_config, self.seed, backend=self.backend)
+            training = self.training = Training(self.run_config, self.seed, backend=self.backend)
+            with self._commands:
+                if self._threads is not None:
+                    training.threads = self._threads
             self._start_recording(training)
             self.prepared.emit(training)
             status = self._drive(training)
@@ -175,8 +219,104 @@ class TrainingThread(QtCore.QThread):
             self.failed.emit(traceback.format_exc())
         finally:
             if training is not None:
+                self.training = None
                 training.close()
             self._stop_recording(status)
+
+    # ------------------------------------------------------------------ the run in a process of its own
+    def _relay(self) -> None:
+        """Start the run's process (gradscope.runner.serve) and turn its messages into this thread's signals
+        until it has ended."""
+        recording = None
+        if self.take is not None:
+            try:
+                if self.take.begin():
+                    recording = (str(self.take.path), self.take.experiment)
+            except OSError as error:  # the session's folder cannot be made: the run goes on, unrecorded
+                self._recording_not_started(str(error), error.strerror, error.filename and str(error.filename))
+        context = process_context()
+        conn, child_end = context.Pipe()
+        with self._commands:
+            process = context.Process(
+                target=serve,
+                args=(child_end, self.run_config, self.seed, self.backend)
+                + (self.control.paused, recording, self._threads),
+                name=f"gradscope-run {self.run_config.name}",
+                daemon=True,
+            )
+            process.start()
+            child_end.close()
+            self._conn, self.process = conn, process
+            if self.control.stopping:  # asked while the process started
+                self._send("stop")
+            for _ in range(self._steps_owed):
+                self._send("step")
+            self._steps_owed = 0
+        ended = False
+        recorder_open = recording is not None
+        try:
+            while not ended:
+                if not conn.poll(STOP_POLL):
+                    if not process.is_alive():
+                        process.join()
+                        if conn.poll():  # its last words arrived as it went
+                            continue
+                        self.failed.emit(_died(process.exitcode, self.run_config.name))
+                        return
+                    continue
+                try:
+                    kind, *args = conn.recv()
+                except (EOFError, OSError):
+                    process.join()
+                    self.failed.emit(_died(process.exitcode, self.run_config.name))
+                    return
+                if kind == "records":
+                    self.records.emit(args[0])
+                elif kind == "prepared":
+                    self.prepared.emit(args[0])
+                elif kind == "state":
+                    self.state.emit(args[0])
+                elif kind == "recording":
+                    if args[0] is not None:
+                        self.take.run_dir = Path(args[0])
+                elif kind == "recording_failed":
+                    recorder_open = False
+                    self._recording_not_started(*args)
+                elif kind == "recording_stopped":
+                    if recorder_open:
+                        recorder_open = False
+                        self.take.closed()
+                        error = args[0].replace(f"{self.take.path}{os.sep}", "")
+                        self.recording_failed.emit(
+                            f"{self.run_config.name!r} ({self.take.path.name}/): stopped ({error}); {self.take.kept()}"
+                        )
+                elif kind in ("done", "failed"):
+                    ended = True
+                    if recorder_open:  # the store is closed before these are sent
+                        recorder_open = False
+                        self.take.closed()
+                    (self.done if kind == "done" else self.failed).emit(args[0])
+        finally:
+            with self._commands:
+                self._conn = None
+            conn.close()
+            if recorder_open:
+                self.take.closed()
+            process.join(5.0)
+            if process.is_alive():  # it said its last; never leave it behind
+                process.kill()
+                process.join()
+
+    def _recording_not_started(self, text: str, strerror: str | None, filename: str | None) -> None:
+        self.take.closed()
+        why = text
+        if filename:  # the file, within the session's folder the dialog names
+            where, session = Path(filename), self.take.session.path
+            inside = where.is_relative_to(session)
+            why = strerror if where == session else f"{where.relative_to(session) if inside else where}: {strerror}"
+        self.recording_failed.emit(
+            f"{self.run_config.name!r} ({self.take.path.name}/): could not start ({why}); nothing of it is on disk"
+        )
 
     # ------------------------------------------------------------------ recording (gradscope.sessions)
     def _start_recording(self, training) -> None:
@@ -272,3 +412,21 @@ class TrainingThread(QtCore.QThread):
             return drive(training, self.control, on_record=on_record, on_state=on_state)
         finally:
             flush()
+
+
+def _died(exitcode: int | None, name: str) -> str:
+    """The failure text of a run whose process ended without a verdict: one line that says how, and that what
+    it computed until then is kept."""
+    import signal
+
+    if exitcode is not None and exitcode < 0:
+        try:
+            how = f"killed by {signal.Signals(-exitcode).name}"
+        except ValueError:
+            how = f"killed by signal {-exitcode}"
+    else:
+        how = f"exit code {exitcode}"
+    return (
+        f"RunProcessDied: the process of run {name!r} ended without finishing ({how}; out of memory is one "
+        "cause); the records it sent before are kept"
+    )

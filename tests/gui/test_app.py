@@ -5,6 +5,7 @@ Most runs use the NumPy reference engine (tiny models, no compile); one test dri
 kernel compiler.  Every wait is on a signal or a condition, never a sleep."""
 
 import json
+import os
 import time
 import xml.etree.ElementTree as ET
 from pathlib import Path
@@ -326,6 +327,10 @@ def test_export_figures_only(window, qtbot, small_file, tmp_path):
 # ------------------------------------------------------------------------------------ faults
 def test_a_failing_run_is_marked_failed_with_its_traceback_and_others_finish(window, qtbot, small_file, monkeypatch):
     from gradscope.engine import trainer
+    from gradscope.gui import worker
+
+    monkeypatch.setattr(worker, "IN_PROCESS", True)  # the patched Training is this process's (runs' processes:
+    # tests/test_runner.py and the test below)
 
     real = trainer.Training.__init__
 
@@ -396,6 +401,27 @@ def test_numba_backend_runs_with_compile_progress(qtbot, tmp_path, small_file):
     w.close()
 
 
+def test_a_run_whose_process_is_killed_is_failed_in_one_line_and_keeps_its_records(window, qtbot, small_file):
+    """Runs compute in processes of their own (gradscope.runner): one killed mid-run (as the kernel's OOM
+    killer would) is a failed run that says how it ended and keeps every record it sent; the other finishes."""
+    import signal
+
+    window.open_file(small_file(iterations=100000))
+    window.controller.start()
+    a, b = window.controller.states
+    qtbot.waitUntil(lambda: b.thread is not None and b.thread.process is not None and b.iteration >= 5, timeout=60000)
+    os.kill(b.thread.process.pid, signal.SIGKILL)
+    qtbot.waitUntil(lambda: b.status == "failed", timeout=30000)
+    assert b.error.startswith("RunProcessDied:") and "killed by SIGKILL" in b.error and "\n" not in b.error
+    assert "records it sent before are kept" in b.error
+    kept = len(b.data.trace)
+    assert kept >= 5 and b.result.iterations >= kept
+    assert a.status == "running"  # the other run's process goes on
+    window.controller.stop()
+    wait_finished(qtbot, window)
+    assert a.status == "stopped" and len(b.data.trace) == kept
+
+
 def test_runs_training_at_once_share_the_cores_between_them(window, qtbot, small_file):
     """Two runs training: each pass gets cpus // 2 threads (at least 1) for its batch shards; one run
     left: all of them.  Threads change only the speed, never the numbers (tests/engine/test_shards.py)."""
@@ -405,10 +431,10 @@ def test_runs_training_at_once_share_the_cores_between_them(window, qtbot, small
     window.controller.start()
     states = window.controller.states
     qtbot.waitUntil(lambda: all(s.training is not None and s.status == "running" for s in states), timeout=30000)
-    assert [s.training.threads for s in states] == [max(1, (os.cpu_count() or 1) // 2)] * 2
+    assert [s.threads for s in states] == [max(1, (os.cpu_count() or 1) // 2)] * 2  # sent to their processes
     states[1].thread.stop()
     qtbot.waitUntil(lambda: states[1].finished, timeout=30000)
-    assert states[0].training.threads == (os.cpu_count() or 1)
+    assert states[0].threads == (os.cpu_count() or 1)
     window.controller.stop()
     wait_finished(qtbot, window)
 

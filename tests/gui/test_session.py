@@ -141,11 +141,16 @@ app.exec()
 """
 
 
-def test_a_killed_app_leaves_an_interrupted_session_that_the_next_start_offers(qtbot, tmp_path):
+@pytest.mark.parametrize("runs_in", ["process", "thread"])
+def test_a_killed_app_leaves_an_interrupted_session_that_the_next_start_offers(qtbot, tmp_path, runs_in):
+    """SIGKILL the app mid-run.  A run in a process of its own (the default) hears its pipe end, stops and
+    closes its store: every iteration it computed is kept, as "stopped".  A run in one of the app's threads
+    dies with it: its store keeps what was committed, marked as interrupted there."""
     experiment = select(config.load(MODELS_DIR / "clipping_exploding_relu.toml"), runs=["clip 1.0"], iterations=100000)
     path = tmp_path / "long.toml"
     config.save(experiment, path)
     env = dict(os.environ, QT_QPA_PLATFORM="offscreen", PYTHONPATH=str(ROOT))
+    env["GRADSCOPE_RUNS_IN_PROCESS"] = "1" if runs_in == "thread" else "0"
     env["XDG_DATA_HOME"] = str(tmp_path / "data")  # the default recording folder: Qt's AppDataLocation
     env["XDG_CONFIG_HOME"] = str(tmp_path / "config")
     log = (tmp_path / "stderr.txt").open("wb")
@@ -168,11 +173,20 @@ def test_a_killed_app_leaves_an_interrupted_session_that_the_next_start_offers(q
         log.close()
 
     [session] = root.iterdir()
+    if runs_in == "process":  # the run's process closes its store once it heard the app is gone
+        store = next(session.glob("*/recording/*/records.zarr/zarr.json"))
+        deadline = time.monotonic() + 60
+        while json.loads(store.read_text())["attributes"].get("status") != "stopped":
+            assert time.monotonic() < deadline, "the run's process did not close its store after the app died"
+            time.sleep(0.2)
     folder = open_session(session)
     assert folder.state == "interrupted"
     [result] = folder.results
     K = len(result.trace)
-    assert result.interrupted_at is not None and K >= 20 and result.interrupted_at == result.iterations - 1
+    if runs_in == "thread":
+        assert result.interrupted_at is not None and K >= 20 and result.interrupted_at == result.iterations - 1
+    else:
+        assert result.interrupted_at is None and K >= 20 and result.iterations >= K
     assert str(result.status) == "stopped"
 
     # an uninterrupted run with the same seed, stopped after as many iterations: the same records
@@ -196,7 +210,12 @@ def test_a_killed_app_leaves_an_interrupted_session_that_the_next_start_offers(q
     w.recording.check_for_interrupted(wait=True)
     qtbot.waitUntil(lambda: not w.recording.notice.isHidden())
     text = w.recording.notice.text()
-    assert "interrupted" in text and f"'clip 1.0' at iteration {result.interrupted_at}" in text
+    said = (
+        f"'clip 1.0' at iteration {result.interrupted_at}"
+        if runs_in == "thread"
+        else f"'clip 1.0' stopped ({result.iterations} iterations)"
+    )
+    assert "interrupted" in text and said in text
     assert str(session) in text and "\n" not in text
     assert w.recording.open_interrupted()
     assert w.recording.notice.isHidden()
@@ -262,8 +281,13 @@ def _committed_iterations(session_path: Path) -> list[bool]:
 
 
 def test_a_full_disk_while_recording_and_exporting_gets_dialogs_with_the_traces_shown(
-    qtbot, tmp_path, small, file_size_limit
+    qtbot, tmp_path, small, file_size_limit, monkeypatch
 ):
+    from gradscope.gui import worker
+
+    # the limit is this process's: the runs record in its threads here (a run's own process and a full disk:
+    # tests/test_runner.py)
+    monkeypatch.setattr(worker, "IN_PROCESS", True)
     w = make_window(qtbot, tmp_path, tmp_path / "rec")
     assert w.open_file(small(iterations=3000))
     w.controller.start()
