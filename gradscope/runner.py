@@ -38,7 +38,7 @@ from types import SimpleNamespace
 from .runs import RunControl, RunResult, RunStatus, drive
 
 EMIT_INTERVAL = 0.05  # seconds between batches: <= 20 messages per second per run
-WORKER_NICE = 10  # the runs' niceness: the app's GUI thread (nice 0) gets the CPU first
+WORKER_NICE = 19  # the runs' niceness: the app's GUI thread (nice 0) gets the CPU first
 _context = None
 
 
