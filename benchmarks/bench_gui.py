@@ -335,25 +335,28 @@ def _headless_processes(experiment, backend, threads, counts):
         processes.append(process)
     done = threading.Event()
 
-    def relay(index, conn):  # as the app's relay thread: every batch received and unpickled
-        while not done.is_set():
-            if conn.poll(0.05):
+    def relay(index, conn):  # as the app's relay thread: every batch received and unpickled, to the end
+        while True:
+            try:
                 kind, *args = conn.recv()
-                if kind == "records":
-                    counts[index] += len(args[0])
-                elif kind in ("done", "failed"):
-                    return
+            except (EOFError, OSError):
+                return
+            if kind == "records" and not done.is_set():
+                counts[index] += len(args[0])
+            elif kind in ("done", "failed"):
+                return
 
     relays = [threading.Thread(target=relay, args=(i, c), daemon=True) for i, c in enumerate(pipes)]
     for thread in relays:
         thread.start()
 
     def stop():
+        done.set()
         for conn in pipes:
             conn.send(("stop",))
-        done.set()
-        for thread, process in zip(relays, processes, strict=True):
+        for thread, process, conn in zip(relays, processes, pipes, strict=True):
             thread.join()
+            conn.close()
             process.join(30)
 
     return stop

@@ -28,6 +28,7 @@ disk) and the process exits.
 from __future__ import annotations
 
 import os
+import signal
 import threading
 import time
 import traceback
@@ -102,6 +103,12 @@ def serve(conn, run_config, seed: int, backend: str, paused: bool, recording: tu
 
     ``recording``: (the take's folder, its one-run experiment) to record into, or None."""
     lower_priority()
+    # The app's process ends its runs through the pipe (stop, or its end closing).  Ctrl+C in its terminal is
+    # the app's to handle, and the SIGTERM multiprocessing sends its daemon children at exit is a stop: the
+    # run ends at its next iteration and closes its store, never mid-step.
+    main = threading.current_thread() is threading.main_thread()  # a process of its own (tests call it in a thread)
+    if main:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
     sent = threading.Lock()  # the listener's replies and the run's messages share the pipe
 
     control = RunControl(paused=paused)
@@ -132,6 +139,8 @@ def serve(conn, run_config, seed: int, backend: str, paused: bool, recording: tu
                 getattr(control, command)()
 
     threading.Thread(target=listen, name="gradscope-run-control", daemon=True).start()
+    if main:
+        signal.signal(signal.SIGTERM, lambda _signum, _frame: control.stop())
     status = RunStatus.FAILED
     error = None
     try:
@@ -171,7 +180,7 @@ def serve(conn, run_config, seed: int, backend: str, paused: bool, recording: tu
             status = drive(training, control, on_record=on_record, on_state=on_state)
         finally:
             flush()
-    except Exception:  # noqa: BLE001  (a failed run is a visible status in the app, with its traceback)
+    except BaseException:  # noqa: BLE001  (a failed run is a visible status in the app, with its traceback)
         error = traceback.format_exc()
     finally:
         if training is not None:

@@ -152,3 +152,40 @@ def test_a_full_disk_stops_the_recording_never_the_run(tmp_path, small_files):
     assert len(stopped) == 1 and "File too large" in stopped[0][1]
     assert messages[-1] == ("done", RunStatus.COMPLETED)
     assert records(messages)[-1].iteration == 2999  # every record still reached the app
+
+
+def test_in_a_process_of_its_own_ctrl_c_is_the_apps_and_sigterm_is_a_stop_that_closes_the_store(tmp_path):
+    """multiprocessing sends its daemon children SIGTERM when the app's process exits, and Ctrl+C in the app's
+    terminal reaches every process of its group: neither may kill a run mid-step with its store open."""
+    import os
+
+    from gradscope.runner import process_context
+
+    experiment = config.loads(SMALL.format(iterations=100000))
+    run = experiment.runs[0]
+    context = process_context()
+    conn, there = context.Pipe()
+    recording = (str(tmp_path / "take"), experiment)
+    args = (there, run, run.effective_seed(experiment.seed), "numpy", False, recording, None)
+    process = context.Process(target=serve, args=args, daemon=True)
+    process.start()
+    there.close()
+
+    def records_after(n):
+        got = []
+        while len(got) < n:
+            assert conn.poll(60), "the run sent nothing for 60 s"
+            kind, *rest = conn.recv()
+            if kind == "records":
+                got += rest[0]
+        return got
+
+    records_after(10)
+    os.kill(process.pid, signal.SIGINT)
+    assert records_after(10)  # it goes on
+    os.kill(process.pid, signal.SIGTERM)
+    messages = messages_until_end(conn)
+    process.join(30)
+    assert messages[-1] == ("done", RunStatus.STOPPED) and process.exitcode == 0
+    [store] = (tmp_path / "take").glob("recording/*/records.zarr/zarr.json")
+    assert json.loads(store.read_text())["attributes"]["status"] == "stopped"

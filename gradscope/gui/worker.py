@@ -116,7 +116,7 @@ def compiler() -> KernelCompiler:
 class TrainingThread(QtCore.QThread):
     """Trains one run.  Signals are emitted from the worker thread and delivered queued to the GUI thread."""
 
-    prepared = QtCore.pyqtSignal(object)  # the Training object (spec, task, init_params, first_batch)
+    prepared = QtCore.pyqtSignal(object)  # the Training (in this thread) or its runner.Prepared (task, init_params ...)
     records = QtCore.pyqtSignal(object)  # list[Record] in iteration order
     state = QtCore.pyqtSignal(object)  # RunStatus.RUNNING | RunStatus.PAUSED
     done = QtCore.pyqtSignal(object)  # RunStatus.COMPLETED | DIVERGED | STOPPED
@@ -188,8 +188,7 @@ class TrainingThread(QtCore.QThread):
 
     # ------------------------------------------------------------------ the worker thread
     def run(self) -> None:  # QThread override: runs in the new thread
-        if not self.in_process:
-            lower_priority()
+        if not self.in_process:  # the relay keeps nice 0: it only waits and passes batches on, promptly
             try:
                 if self.backend == "numba" and not self._wait_for_kernels():
                     self.done.emit(RunStatus.STOPPED)
@@ -236,19 +235,28 @@ class TrainingThread(QtCore.QThread):
                 self._recording_not_started(str(error), error.strerror, error.filename and str(error.filename))
         context = process_context()
         conn, child_end = context.Pipe()
-        with self._commands:
-            process = context.Process(
-                target=serve,
-                args=(child_end, self.run_config, self.seed, self.backend)
-                + (self.control.paused, recording, self._threads),
-                name=f"gradscope-run {self.run_config.name}",
-                daemon=True,
-            )
+        paused = self.control.paused
+        process = context.Process(
+            target=serve,
+            args=(child_end, self.run_config, self.seed, self.backend, paused, recording, self._threads),
+            name=f"gradscope-run {self.run_config.name}",
+            daemon=True,
+        )
+        try:  # not under the commands' lock: the fork server's first start takes seconds, the GUI never waits
             process.start()
+        except BaseException:
+            conn.close()
+            if recording is not None:
+                self.take.closed()
+            raise
+        finally:
             child_end.close()
+        with self._commands:  # what was asked while it started, then commands go straight to it
             self._conn, self.process = conn, process
-            if self.control.stopping:  # asked while the process started
+            if self.control.stopping:
                 self._send("stop")
+            elif self.control.paused != paused:
+                self._send("pause" if self.control.paused else "resume")
             for _ in range(self._steps_owed):
                 self._send("step")
             self._steps_owed = 0
@@ -299,13 +307,13 @@ class TrainingThread(QtCore.QThread):
         finally:
             with self._commands:
                 self._conn = None
-            conn.close()
-            if recorder_open:
-                self.take.closed()
+            conn.close()  # a process still running hears the pipe end: it stops and closes its store
             process.join(5.0)
-            if process.is_alive():  # it said its last; never leave it behind
+            if process.is_alive():  # it said its last (or cannot): never leave it behind
                 process.kill()
                 process.join()
+            if recorder_open:  # after the process: a discarded take's folder goes once nothing writes in it
+                self.take.closed()
 
     def _recording_not_started(self, text: str, strerror: str | None, filename: str | None) -> None:
         self.take.closed()
