@@ -35,6 +35,7 @@ import os
 import platform
 import subprocess
 import sys
+import tempfile
 import textwrap
 import threading
 import time
@@ -257,7 +258,8 @@ def measure(seconds: float, tab: int, backend: str = "numba", force: bool = Fals
 
 def headless(seconds: float, backend: str = "numba", in_process: bool = False) -> dict:
     """The same 5 runs without any window, as the app's workers run them: each in a process of its own
-    (gradscope.runner.serve, from the same fork server, at the workers' niceness; or, ``in_process``, driven by
+    (gradscope.runner.serve, from the same fork server, at the workers' niceness, recording into a folder of its
+    own as the app's runs record into its session; or, ``in_process``, driven by
     runs.drive in a thread of this process, as GRADSCOPE_RUNS_IN_PROCESS=1 has the app do), all at once, with the
     app's threads per pass; iterations per second per run over ``seconds`` after 2 s of warm-up.  The peer of
     the training speed measured under the GUI."""
@@ -325,10 +327,15 @@ def _headless_processes(experiment, backend, threads, counts):
 
     context = process_context()
     pipes, processes = [], []
-    for run in experiment.runs:
+    # each records, as in the app (its session's folder) and as `gradscope run` does (--out)
+    folder = tempfile.TemporaryDirectory(prefix="gradscope-headless-")
+    for index, run in enumerate(experiment.runs):
         here, there = context.Pipe()
         seed = run.effective_seed(experiment.seed)
-        process = context.Process(target=serve, args=(there, run, seed, backend, False, None, threads), daemon=True)
+        one = experiment.model_copy(update={"runs": [run.model_copy(update={"seed": int(seed)})]})
+        recording = (str(Path(folder.name) / f"{index + 1:03d}"), one)
+        args = (there, run, seed, backend, False, recording, threads)
+        process = context.Process(target=serve, args=args, daemon=True)
         process.start()
         there.close()
         pipes.append(here)
@@ -358,6 +365,7 @@ def _headless_processes(experiment, backend, threads, counts):
             thread.join()
             conn.close()
             process.join(30)
+        folder.cleanup()
 
     return stop
 
