@@ -258,7 +258,7 @@ def measure(seconds: float, tab: int, backend: str = "numba", force: bool = Fals
 
 def headless(seconds: float, backend: str = "numba", in_process: bool = False) -> dict:
     """The same 5 runs without any window, as the app's workers run them: each in a process of its own
-    (gradscope.runner.serve, from the same fork server, at the workers' niceness, recording into a folder of its
+    (gradscope.run_process.serve, from the same fork server, at the workers' niceness, recording into a folder of its
     own as the app's runs record into its session; or, ``in_process``, driven by
     runs.drive in a thread of this process, as GRADSCOPE_RUNS_IN_PROCESS=1 has the app do), all at once, with the
     app's threads per pass; iterations per second per run over ``seconds`` after 2 s of warm-up.  The peer of
@@ -292,7 +292,7 @@ def headless(seconds: float, backend: str = "numba", in_process: bool = False) -
 
 def _headless_threads(experiment, backend, threads, counts):
     from gradscope.engine.trainer import Training
-    from gradscope.runner import lower_priority
+    from gradscope.run_process import lower_priority
     from gradscope.runs import RunControl, drive
 
     control = RunControl()
@@ -323,7 +323,7 @@ def _headless_threads(experiment, backend, threads, counts):
 
 
 def _headless_processes(experiment, backend, threads, counts):
-    from gradscope.runner import process_context, serve
+    from gradscope.run_process import process_context, serve
 
     context = process_context()
     pipes, processes = [], []

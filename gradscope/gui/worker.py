@@ -17,9 +17,9 @@ Compiling kernels (seconds on a cold cache) cannot be interrupted, so it does no
 answering stop.  Closing the app mid-compile therefore never waits for the compiler (a daemon thread ends with
 the process; Numba writes its cache files under temporary names).
 
-Where a run computes: by default in a process of its own (gradscope.runner: the window's interpreter lock is the
-GUI's alone; measured in runner's docstring), the thread relaying its messages to these same signals and its
-commands to it; ``in_process=True`` keeps the run in this thread instead (the reference engine's tests, and
+Where a run computes: by default in a process of its own (gradscope.run_process: the window's interpreter lock
+is the GUI's alone; measured in that module's docstring), the thread relaying its messages to these same signals
+and its commands to it; ``in_process=True`` keeps the run in this thread instead (the reference engine's tests, and
 ``GRADSCOPE_RUNS_IN_PROCESS=1``).  A run's process that ends without a verdict (killed, out of memory) is a
 failed run whose records so far are kept, with one line that says so.
 """
@@ -37,7 +37,7 @@ from pathlib import Path
 import numpy as np
 from PyQt6 import QtCore
 
-from ..runner import EMIT_INTERVAL, lower_priority, process_context, serve
+from ..run_process import EMIT_INTERVAL, lower_priority, process_context, serve
 from ..runs import RunControl, RunStatus, drive
 
 STOP_POLL = 0.05  # seconds between stop checks while waiting for the compiler (and for a run's process)
@@ -116,7 +116,9 @@ def compiler() -> KernelCompiler:
 class TrainingThread(QtCore.QThread):
     """Trains one run.  Signals are emitted from the worker thread and delivered queued to the GUI thread."""
 
-    prepared = QtCore.pyqtSignal(object)  # the Training (in this thread) or its runner.Prepared (task, init_params ...)
+    prepared = QtCore.pyqtSignal(
+        object
+    )  # the Training (in this thread) or its run_process.Prepared (task, init_params ...)
     records = QtCore.pyqtSignal(object)  # list[Record] in iteration order
     state = QtCore.pyqtSignal(object)  # RunStatus.RUNNING | RunStatus.PAUSED
     done = QtCore.pyqtSignal(object)  # RunStatus.COMPLETED | DIVERGED | STOPPED
@@ -224,7 +226,7 @@ class TrainingThread(QtCore.QThread):
 
     # ------------------------------------------------------------------ the run in a process of its own
     def _relay(self) -> None:
-        """Start the run's process (gradscope.runner.serve) and turn its messages into this thread's signals
+        """Start the run's process (gradscope.run_process.serve) and turn its messages into this thread's signals
         until it has ended."""
         recording = None
         if self.take is not None:

@@ -330,7 +330,7 @@ def test_a_failing_run_is_marked_failed_with_its_traceback_and_others_finish(win
     from gradscope.gui import worker
 
     monkeypatch.setattr(worker, "IN_PROCESS", True)  # the patched Training is this process's (runs' processes:
-    # tests/test_runner.py and the test below)
+    # tests/test_run_process.py and the test below)
 
     real = trainer.Training.__init__
 
@@ -402,7 +402,7 @@ def test_numba_backend_runs_with_compile_progress(qtbot, tmp_path, small_file):
 
 
 def test_a_run_whose_process_is_killed_is_failed_in_one_line_and_keeps_its_records(window, qtbot, small_file):
-    """Runs compute in processes of their own (gradscope.runner): one killed mid-run (as the kernel's OOM
+    """Runs compute in processes of their own (gradscope.run_process): one killed mid-run (as the kernel's OOM
     killer would) is a failed run that says how it ended and keeps every record it sent; the other finishes."""
     import signal
 

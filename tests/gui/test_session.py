@@ -286,7 +286,7 @@ def test_a_full_disk_while_recording_and_exporting_gets_dialogs_with_the_traces_
     from gradscope.gui import worker
 
     # the limit is this process's: the runs record in its threads here (a run's own process and a full disk:
-    # tests/test_runner.py)
+    # tests/test_run_process.py)
     monkeypatch.setattr(worker, "IN_PROCESS", True)
     w = make_window(qtbot, tmp_path, tmp_path / "rec")
     assert w.open_file(small(iterations=3000))

@@ -1,4 +1,4 @@
-"""gradscope.runner: one run driven through a pipe, as the app's runs' processes drive it.
+"""gradscope.run_process: one run driven through a pipe, as the app's runs' processes drive it.
 
 ``serve`` runs here in a thread of the test process (its code is the same in a process of its own; the app's
 processes themselves: tests/gui/test_app.py), so the engine can be patched and a full disk set for it."""
@@ -17,7 +17,7 @@ import pytest
 from gradscope import config
 from gradscope.engine import trainer
 from gradscope.engine.trainer import Training
-from gradscope.runner import Prepared, serve
+from gradscope.run_process import Prepared, serve
 from gradscope.runs import RunStatus
 
 SMALL = """
@@ -159,7 +159,7 @@ def test_in_a_process_of_its_own_ctrl_c_is_the_apps_and_sigterm_is_a_stop_that_c
     terminal reaches every process of its group: neither may kill a run mid-step with its store open."""
     import os
 
-    from gradscope.runner import process_context
+    from gradscope.run_process import process_context
 
     experiment = config.loads(SMALL.format(iterations=100000))
     run = experiment.runs[0]

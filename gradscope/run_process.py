@@ -81,7 +81,7 @@ def process_context():
 
         if "forkserver" in multiprocessing.get_all_start_methods():
             _context = multiprocessing.get_context("forkserver")
-            multiprocessing.set_forkserver_preload(["gradscope.runner", "gradscope.engine.trainer"])
+            multiprocessing.set_forkserver_preload(["gradscope.run_process", "gradscope.engine.trainer"])
         else:
             _context = multiprocessing.get_context("spawn")
     return _context
