@@ -152,34 +152,22 @@ def serve(conn, run_config, seed: int, backend: str, paused: bool, recording: tu
         if recording is not None:
             recorder = _start_recording(send, recording, run_config, seed, training)
         send("prepared", Prepared.of(training))
-        pending: list = []
-        last_emit = time.monotonic()
-
-        def flush() -> None:
-            if pending:
-                send("records", list(pending))
-                pending.clear()
 
         def on_record(record) -> None:
-            nonlocal last_emit, recorder
+            nonlocal recorder
             if recorder is not None:
                 recorder.add(record)
                 if recorder.result.store_error:
                     send("recording_stopped", str(recorder.result.store_error))
                     recorder = None
-            pending.append(record)
-            if control.paused or time.monotonic() - last_emit >= EMIT_INTERVAL:
-                flush()
-                last_emit = time.monotonic()
 
-        def on_state(state: RunStatus) -> None:
-            flush()  # what was computed before a pause shows during it
-            send("state", state)
-
-        try:
-            status = drive(training, control, on_record=on_record, on_state=on_state)
-        finally:
-            flush()
+        status = drive_in_batches(
+            training,
+            control,
+            lambda batch: send("records", batch),
+            on_record=on_record,
+            on_state=lambda state: send("state", state),
+        )
     except BaseException:  # noqa: BLE001  (a failed run is a visible status in the app, with its traceback)
         error = traceback.format_exc()
     finally:
@@ -190,6 +178,38 @@ def serve(conn, run_config, seed: int, backend: str, paused: bool, recording: tu
             if recorder.result.store_error:
                 send("recording_stopped", str(recorder.result.store_error))
         send("failed", error) if error is not None else send("done", status)
+
+
+def drive_in_batches(training, control: RunControl, send_batch, *, on_record=None, on_state=None) -> RunStatus:
+    """runs.drive, its records handed to ``send_batch(list)`` in batches: at most one per EMIT_INTERVAL, at once
+    while paused, and before every change of state (what was computed before a pause shows during it).
+    ``on_record(record)`` sees each record first.  The app's runs, in a process of their own or in its threads."""
+    pending: list = []
+    last = time.monotonic()
+
+    def flush() -> None:
+        if pending:
+            send_batch(list(pending))
+            pending.clear()
+
+    def record(r) -> None:
+        nonlocal last
+        if on_record is not None:
+            on_record(r)
+        pending.append(r)
+        if control.paused or time.monotonic() - last >= EMIT_INTERVAL:
+            flush()
+            last = time.monotonic()
+
+    def state(status: RunStatus) -> None:
+        flush()
+        if on_state is not None:
+            on_state(status)
+
+    try:
+        return drive(training, control, on_record=record, on_state=state)
+    finally:
+        flush()
 
 
 def _start_recording(send, recording: tuple, run_config, seed: int, training):

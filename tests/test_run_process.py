@@ -19,31 +19,17 @@ from gradscope.engine import trainer
 from gradscope.engine.trainer import Training
 from gradscope.run_process import Prepared, serve
 from gradscope.runs import RunStatus
+from tests.small_experiment import SMALL
 
-SMALL = """
-schema_version = 1
-[experiment]
-name = "small"
-seed = 3
-[defaults]
-activation = "tanh"
-hidden_size = 12
-[defaults.task]
-name = "probe"
-seq_len = 10
-batch_size = 4
-input_size = 3
-output_size = 2
-[defaults.train]
-iterations = {iterations}
-lr = 0.01
-[[runs]]
-name = "a"
-"""
+
+def small(iterations):
+    """The small experiment with its first run only (a take's one-run experiment)."""
+    experiment = config.loads(SMALL.format(iterations=iterations))
+    return experiment.model_copy(update={"runs": experiment.runs[:1]})
 
 
 def start(iterations=20, paused=False, recording=None, threads=None):
-    experiment = config.loads(SMALL.format(iterations=iterations))
+    experiment = small(iterations)
     run = experiment.runs[0]
     here, there = multiprocessing.Pipe()
     args = (there, run, run.effective_seed(experiment.seed), "numpy", paused, recording, threads)
@@ -103,7 +89,7 @@ def test_commands_pause_step_and_stop_it_between_iterations():
 
 
 def test_a_run_whose_app_is_gone_stops_and_closes_its_store_with_what_it_computed(tmp_path):
-    experiment = config.loads(SMALL.format(iterations=100000))
+    experiment = small(100000)
     _, _, conn, thread = start(iterations=100000, recording=(str(tmp_path / "take"), experiment))
     sent = []
     while len(sent) < 30:
@@ -139,7 +125,7 @@ def small_files():
 
 
 def test_a_full_disk_stops_the_recording_never_the_run(tmp_path, small_files):
-    experiment = config.loads(SMALL.format(iterations=3000))
+    experiment = small(3000)
     _, _, conn, thread = start(iterations=3000, recording=(str(tmp_path / "take"), experiment))
     while True:  # some rows on disk first
         kind, *args = conn.recv()
@@ -161,7 +147,7 @@ def test_in_a_process_of_its_own_ctrl_c_is_the_apps_and_sigterm_is_a_stop_that_c
 
     from gradscope.run_process import process_context
 
-    experiment = config.loads(SMALL.format(iterations=100000))
+    experiment = small(100000)
     run = experiment.runs[0]
     context = process_context()
     conn, there = context.Pipe()

@@ -30,15 +30,14 @@ import functools
 import os
 import queue
 import threading
-import time
 import traceback
 from pathlib import Path
 
 import numpy as np
 from PyQt6 import QtCore
 
-from ..run_process import EMIT_INTERVAL, lower_priority, process_context, serve
-from ..runs import RunControl, RunStatus, drive
+from ..run_process import drive_in_batches, lower_priority, process_context, serve
+from ..runs import RunControl, RunStatus
 
 STOP_POLL = 0.05  # seconds between stop checks while waiting for the compiler (and for a run's process)
 IN_PROCESS = os.environ.get("GRADSCOPE_RUNS_IN_PROCESS", "") == "1"  # runs in the app's threads, not processes
@@ -116,9 +115,8 @@ def compiler() -> KernelCompiler:
 class TrainingThread(QtCore.QThread):
     """Trains one run.  Signals are emitted from the worker thread and delivered queued to the GUI thread."""
 
-    prepared = QtCore.pyqtSignal(
-        object
-    )  # the Training (in this thread) or its run_process.Prepared (task, init_params ...)
+    # the Training (in this thread) or its run_process.Prepared (task, init_params, first_batch ...)
+    prepared = QtCore.pyqtSignal(object)
     records = QtCore.pyqtSignal(object)  # list[Record] in iteration order
     state = QtCore.pyqtSignal(object)  # RunStatus.RUNNING | RunStatus.PAUSED
     done = QtCore.pyqtSignal(object)  # RunStatus.COMPLETED | DIVERGED | STOPPED
@@ -192,10 +190,10 @@ class TrainingThread(QtCore.QThread):
     def run(self) -> None:  # QThread override: runs in the new thread
         if not self.in_process:  # the relay keeps nice 0: it only waits and passes batches on, promptly
             try:
-                if self.backend == "numba" and not self._wait_for_kernels():
+                if self.backend != "numba" or self._wait_for_kernels():
+                    self._relay()
+                else:
                     self.done.emit(RunStatus.STOPPED)
-                    return
-                self._relay()
             except Exception:  # noqa: BLE001  (a failed run is a visible status, never a silent dead thread)
                 self.failed.emit(traceback.format_exc())
             return
@@ -295,11 +293,7 @@ class TrainingThread(QtCore.QThread):
                 elif kind == "recording_stopped":
                     if recorder_open:
                         recorder_open = False
-                        self.take.closed()
-                        error = args[0].replace(f"{self.take.path}{os.sep}", "")
-                        self.recording_failed.emit(
-                            f"{self.run_config.name!r} ({self.take.path.name}/): stopped ({error}); {self.take.kept()}"
-                        )
+                        self._recording_stopped_by(args[0])
                 elif kind in ("done", "failed"):
                     ended = True
                     if recorder_open:  # the store is closed before these are sent
@@ -339,18 +333,8 @@ class TrainingThread(QtCore.QThread):
         try:
             self.recorder = self.take.start(result)
         except (OSError, ValueError) as error:  # an unwritable folder (ConfigError: one already recorded there)
-            why = str(error)
-            if getattr(error, "filename", None):  # the file, within the session's folder the dialog names
-                where, session = Path(error.filename), self.take.session.path
-                inside = where.is_relative_to(session)
-                why = (
-                    error.strerror
-                    if where == session
-                    else f"{where.relative_to(session) if inside else where}: {error.strerror}"
-                )
-            self.recording_failed.emit(
-                f"{self.run_config.name!r} ({self.take.path.name}/): could not start ({why}); nothing of it is on disk"
-            )
+            filename = getattr(error, "filename", None)
+            self._recording_not_started(str(error), getattr(error, "strerror", None), filename and str(filename))
 
     def _record(self, record) -> None:
         recorder = self.recorder
@@ -362,9 +346,13 @@ class TrainingThread(QtCore.QThread):
 
     def _recording_stopped(self) -> None:
         recorder, self.recorder = self.recorder, None
+        self._recording_stopped_by(str(recorder.result.store_error))
+
+    def _recording_stopped_by(self, error: str) -> None:
+        """The store failed mid-run (``error``, e.g. "PATH: File too large"): the take closes, and the note names
+        PATH within the run's folder and what the store kept."""
         self.take.closed()
-        # "PATH: File too large", PATH within the run's folder, which the note names
-        error = str(recorder.result.store_error).replace(f"{self.take.path}{os.sep}", "")
+        error = error.replace(f"{self.take.path}{os.sep}", "")
         self.recording_failed.emit(
             f"{self.run_config.name!r} ({self.take.path.name}/): stopped ({error}); {self.take.kept()}"
         )
@@ -394,34 +382,17 @@ class TrainingThread(QtCore.QThread):
         return not self.control.stopping
 
     def _drive(self, training) -> RunStatus:
-        """runs.drive (the command line's loop too), its records sent in batches."""
-        pending: list = []
-        last_emit = time.monotonic()
-
-        def flush() -> None:
-            if pending:
-                self.records.emit(list(pending))
-                pending.clear()
+        """runs.drive (the command line's loop too), its records sent in batches, recorded as they come."""
 
         def on_record(record) -> None:
-            nonlocal last_emit
             # the batch reaches the GUI thread up to EMIT_INTERVAL later, after more steps: own the arrays, in
             # case the engine reuses its buffers between steps (the CLI appends before the next step)
             record.metrics = {name: np.array(value) for name, value in record.metrics.items()}
             self._record(record)
-            pending.append(record)
-            if self.control.paused or time.monotonic() - last_emit >= EMIT_INTERVAL:
-                flush()
-                last_emit = time.monotonic()
 
-        def on_state(status: RunStatus) -> None:
-            flush()  # what was computed before a pause shows during it
-            self.state.emit(status)
-
-        try:
-            return drive(training, self.control, on_record=on_record, on_state=on_state)
-        finally:
-            flush()
+        return drive_in_batches(
+            training, self.control, self.records.emit, on_record=on_record, on_state=self.state.emit
+        )
 
 
 def _died(exitcode: int | None, name: str) -> str:

@@ -24,31 +24,9 @@ from gradscope import config
 from gradscope.experiment import execute_run, select
 from gradscope.gui.main_window import MODELS_DIR, MainWindow
 from gradscope.sessions import SESSION, last_interrupted, open_session
+from tests.small_experiment import SMALL
 
 ROOT = Path(__file__).resolve().parents[2]
-
-SMALL = """schema_version = 1
-[experiment]
-name = "small"
-seed = 3
-[defaults]
-activation = "tanh"
-hidden_size = 12
-[defaults.task]
-name = "probe"
-seq_len = 10
-batch_size = 4
-input_size = 3
-output_size = 2
-[defaults.train]
-iterations = {iterations}
-lr = 0.01
-[[runs]]
-name = "a"
-[[runs]]
-name = "b"
-activation = "relu"
-"""
 
 
 @pytest.fixture(autouse=True)
