@@ -1,8 +1,8 @@
-"""The matrix products the kernels make through BLAS: C = op(A) op(B) (+ C), and the input projection.
+"""The batched matrix products of the kernels: C = op(A) op(B) (+ C), and the input projection.
 
-The recurrent products h_{t-1} W_hh^T, which are small and sequential, go through gemm.py's packed tiles
-instead; everything that can be batched over steps (x_t W_hx^T for every t, the weight gradients dZ^T X, the
-readout) is one BLAS call here.
+Everything that can be batched over steps (x_t W_hx^T for every t, the weight gradients dZ^T X and dZ^T H,
+the readout) is one call here: gemm.py's tiles on CPUs with AVX-512, BLAS elsewhere.  The recurrent products
+h_{t-1} W_hh^T, which are small and sequential, go through gemm.py's packed tiles directly.
 """
 
 from __future__ import annotations
@@ -13,7 +13,13 @@ from numba.extending import intrinsic
 from numba.np.linalg import ensure_blas
 
 from . import _jit
+from .gemm import VECTOR_BYTES, gemm_acc
 from .primitives import fill_zero, rows
+
+# The batched products go through gemm.py's tiles on CPUs with AVX-512: there they run at about the core's
+# peak, while OpenBLAS's sgemm ran at half of it where its kernel is chosen as Haswell's (OPENBLAS_CORETYPE,
+# set on this project's machines: 102 against 206 GFLOP/s for (512, 3200) x (3200, 128), docs/performance.md).
+TILED = VECTOR_BYTES == 64
 
 # Numba's own BLAS entry (it calls SciPy's cython_blas sgemm/dgemm), resolved by name, so cached kernels
 # that call it stay valid in a new process.  Column-major, Fortran semantics:
@@ -90,22 +96,35 @@ def _gemm(trans_a, trans_b, A, B, beta, C):
     )
 
 
+@_jit.inline
+def _product(trans_a, trans_b, A, B, beta, C):
+    """C = op(A) op(B) + beta C (beta 0 or 1), row-major arrays (C with unit columns, as every caller's): gemm.py's
+    tiles where they are the faster (AVX-512), else BLAS.  Returns 0, or BLAS's status."""
+    if not TILED:
+        return _gemm(trans_a, trans_b, A, B, beta, C)
+    if not beta:
+        for i in range(C.shape[0]):
+            fill_zero(C[i])
+    gemm_acc(A, trans_a, B, trans_b, C)
+    return 0
+
+
 @_jit.kernel
 def gemm_nt(A, B, C):
-    """C = A B^T (BLAS)."""
-    return _gemm(False, True, A, B, False, C)
+    """C = A B^T."""
+    return _product(False, True, A, B, False, C)
 
 
 @_jit.kernel
 def gemm_nn(A, B, C):
-    """C = A B (BLAS)."""
-    return _gemm(False, False, A, B, False, C)
+    """C = A B."""
+    return _product(False, False, A, B, False, C)
 
 
 @_jit.kernel
 def gemm_tn_acc(A, B, C):
-    """C += A^T B (BLAS)."""
-    return _gemm(True, False, A, B, True, C)
+    """C += A^T B."""
+    return _product(True, False, A, B, True, C)
 
 
 GEMMS = {(False, True, False): gemm_nt, (False, False, False): gemm_nn, (True, False, True): gemm_tn_acc}

@@ -88,6 +88,51 @@ def test_gemm_on_rows_of_a_bigger_array_and_empty_inner_dimension():
     assert np.all(C == 0.0)
 
 
+# Sizes at every edge of gemm.gemm_acc's tiling: rows of C around MR, columns around a panel (NR = 32 float32
+# or 16 float64 with AVX-512), steps of the sum around a block (KC = 256), and the shapes BPTT gives them.
+TILING_SIZES = [(1, 1, 1), (7, 3, 5), (9, 255, 17), (8, 256, 32), (17, 257, 33), (3, 600, 64), (64, 513, 100)]
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("size", TILING_SIZES, ids=lambda s: "x".join(map(str, s)))
+@pytest.mark.parametrize("flags", list(blas.GEMMS), ids=[g.__name__ for g in blas.GEMMS.values()])
+def test_batched_products_match_matmul_at_every_tiling_edge(flags, size, dtype):
+    """C = op(A) op(B) (+ C) against NumPy's matmul in float64 (an independent sum), within the rounding of a
+    float32/float64 sum of k products; A and B are strided views (every other row of a bigger array)."""
+    trans_a, trans_b, beta = flags
+    m, k, n = size
+    rng = np.random.default_rng(m * 1000 + k + n)
+    a_shape, b_shape = ((k, m) if trans_a else (m, k)), ((n, k) if trans_b else (k, n))
+    A = rand(rng, (2 * a_shape[0], a_shape[1]), dtype)[::2]  # rows two apart
+    Bm = rand(rng, (2 * b_shape[0], b_shape[1]), dtype)[::2]
+    C0 = rand(rng, (m, n), dtype)
+    C = C0.copy()
+    assert blas.GEMMS[flags](A, Bm, C) == 0
+    A64, B64 = A.astype(np.float64), Bm.astype(np.float64)
+    want = (A64.T if trans_a else A64) @ (B64.T if trans_b else B64) + (C0 if beta else 0)
+    eps = np.finfo(dtype).eps
+    scale = np.abs(A64.T if trans_a else A64) @ np.abs(B64.T if trans_b else B64) + np.abs(C0 if beta else 0)
+    assert np.all(np.abs(C - want) <= 4 * k * eps * scale + np.finfo(dtype).tiny)
+
+
+@pytest.mark.parametrize("flags", list(blas.GEMMS), ids=[g.__name__ for g in blas.GEMMS.values()])
+def test_batched_products_carry_nan_and_inf_to_exactly_their_row_and_column(flags):
+    """One NaN in op(A) and one Inf in op(B) reach exactly the entries of C whose sums contain them."""
+    trans_a, trans_b, beta = flags
+    rng = np.random.default_rng(5)
+    m, k, n = 19, 300, 40
+    opA, opB = rand(rng, (m, k), "float32"), np.abs(rand(rng, (k, n), "float32")) + 0.5
+    opA[3, 270], opB[10, 37] = np.nan, np.inf  # past the first block of the sum; in the second panel
+    opA[:, 10] = np.abs(opA[:, 10]) + 0.5  # rows that meet the Inf do so with a positive weight
+    A = np.ascontiguousarray(opA.T) if trans_a else opA
+    Bm = np.ascontiguousarray(opB.T) if trans_b else opB
+    C = np.zeros((m, n), np.float32)
+    blas.GEMMS[flags](A, Bm, C)
+    assert np.isnan(C[3]).all()  # a NaN times anything (and NaN + Inf) is NaN
+    assert np.isposinf(np.delete(C, 3, axis=0)[:, 37]).all()
+    assert np.isfinite(np.delete(np.delete(C, 3, axis=0), 37, axis=1)).all()
+
+
 def test_vector_norm_matches_numpy_and_never_overflows():
     rng = np.random.default_rng(3)
     v = rng.standard_normal(101)
