@@ -102,10 +102,7 @@ def _product(trans_a, trans_b, A, B, beta, C):
     tiles where they are the faster (AVX-512), else BLAS.  Returns 0, or BLAS's status."""
     if not TILED:
         return _gemm(trans_a, trans_b, A, B, beta, C)
-    if not beta:
-        for i in range(C.shape[0]):
-            fill_zero(C[i])
-    gemm_acc(A, trans_a, B, trans_b, C)
+    gemm_acc(A, trans_a, B, trans_b, C, beta)
     return 0
 
 

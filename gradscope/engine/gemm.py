@@ -19,11 +19,15 @@ Its sizes follow the vector registers of the CPU Numba compiles for: 32 of 64 by
 NV = 2: 16 accumulators), else 16 (MR = 4, NV = 2).
 
 The batched products (gemm_acc: x_t W_hx^T, dZ^T H, dZ^T X, dZ W_hx and the readout's, thousands of rows)
-use the same tile over blocks of KC steps of the sum, each block of op(B) packed as it is needed.  On this
-project's Zen 5 with OPENBLAS_CORETYPE=Haswell (the machine's setting, so OpenBLAS runs its AVX2 kernel),
-one thread, float32 (2026-12-07): (512, 3200) x (3200, 128), the LSTM's dW_hh at (32, 100, 32, 128),
-206 GFLOP/s against OpenBLAS's 102 (and 175 with OpenBLAS's own AVX-512 kernel, the overrides unset);
-(3200, 32) x (32, 512), its input projection, 198 against 101 (163).
+use the same tile, blocked as BLAS blocks: KC steps of the sum, a block of op(A)'s rows in L2, a block of
+op(B)'s columns packed (with vector copies) once per block of the sum; a product that replaces C stores its
+first block instead of zeroing C and adding to it.  On this project's Zen 5 with OPENBLAS_CORETYPE=Haswell
+(the machine's setting, so OpenBLAS runs its AVX2 kernel), one thread, float32 (2026-12-07):
+(512, 3200) x (3200, 128), the LSTM's dW_hh at (32, 100, 32, 128), 206 GFLOP/s against OpenBLAS's 102 (and
+175 with OpenBLAS's own AVX-512 kernel, the overrides unset); (3200, 32) x (32, 512), its input projection,
+198 against 101 (163).  The blocks and the vector packing took the bidirectional readout's dY^T H, (64, 3200)
+x (3200, 256), from 62 to 158-169 GFLOP/s (the packing had cost half its time), and the input projection at
+(64, 500, 64, 512), (16000, 64) x (64, 512), from 109-115 to 211 (its A had been read once per panel).
 
 The products are summed in the same precision as BLAS (each multiply-add rounded once), in a different
 order; NaN and Inf propagate as in any sum of products.
@@ -39,6 +43,7 @@ from numba.core import cgutils
 from numba.extending import intrinsic
 
 from . import _jit
+from .primitives import fill_zero
 
 
 def _vector_bytes() -> int:
@@ -64,7 +69,7 @@ def _lanes(dtype) -> int:
     return VECTOR_BYTES // (4 if dtype == types.float32 else 8)
 
 
-def _make_tile(rows: int, strided: bool = False):
+def _make_tile(rows: int, strided: bool = False, overwrite: bool = False):
     """The LLVM IR tile for ``rows`` rows of A (rows = MR, or 1 for leftover rows).
 
     _tile(A, a0, lda, mr, P, p0, C, c0, ldc, K, nc):
@@ -75,6 +80,8 @@ def _make_tile(rows: int, strided: bool = False):
     the stack, one value at a time.
     ``strided``: the tile takes one more argument after lda, ``ak``, the step between A's columns, and reads
     A[a0 + i' lda + k ak]: with lda = 1 and ak = a row's length it reads A^T without a copy (gemm_acc).
+    ``overwrite``: C[c0 + i ldc + j] = acc[i, j] instead (the first block of a product that replaces C, which
+    then is neither zeroed nor read: for the input projection, C is the largest array the product touches).
     """
     n_args = 12 if strided else 11
 
@@ -147,7 +154,9 @@ def _make_tile(rows: int, strided: bool = False):
                     with vector_store:
                         for q in range(NV):
                             ptr = builder.bitcast(builder.gep(row, [ir.Constant(i64, q * lanes)]), vec.as_pointer())
-                            total = builder.fadd(builder.load(ptr, align=align), builder.load(acc[i][q]))
+                            total = builder.load(acc[i][q])
+                            if not overwrite:
+                                total = builder.fadd(builder.load(ptr, align=align), total)
                             builder.store(total, ptr, align=align)
                     with partial_store:
                         for q in range(NV):
@@ -155,9 +164,10 @@ def _make_tile(rows: int, strided: bool = False):
                         values = builder.bitcast(spill, fl.as_pointer())
                         with cgutils.for_range(builder, nc) as cols:
                             ptr = builder.gep(row, [cols.index])
-                            builder.store(
-                                builder.fadd(builder.load(ptr), builder.load(builder.gep(values, [cols.index]))), ptr
-                            )
+                            total = builder.load(builder.gep(values, [cols.index]))
+                            if not overwrite:
+                                total = builder.fadd(builder.load(ptr), total)
+                            builder.store(total, ptr)
         return context.get_dummy_value()
 
     def _tile_strided(typingctx, A, a0, lda, ak, mr, P, p0, C, c0, ldc, K, nc):
@@ -171,6 +181,7 @@ def _make_tile(rows: int, strided: bool = False):
 
 _tile = _make_tile(MR)
 _tile_strided = _make_tile(MR, strided=True)
+_tile_strided_store = _make_tile(MR, strided=True, overwrite=True)
 _tile_1 = _make_tile(1)
 
 
@@ -229,7 +240,41 @@ def gemm_packed_acc(A, P, C):
 
 
 # ------------------------------------------------------------------ the batched products, C += op(A) op(B)
-KC = 256  # steps of the sum per block: a packed block of B (KC x NR) stays in L1 while every tile reads it
+KC = 256  # steps of the sum per block: a packed panel of B (KC x NR) stays in L1 while every tile reads it
+# Bytes of op(A) rows (MC x kc) and of packed op(B) columns (kc x NC) kept in L2 at once: every panel of the
+# B block reads the same A block, and every A block the same B block, so each operand crosses from memory
+# once per block of the sum instead of once per panel (the A of the input projection at (64, 500, 64, 512),
+# 16,000 x 64, was read 16 times) and the panels are packed once per block of the sum.
+A_BLOCK_BYTES = 256 * 1024
+B_BLOCK_BYTES = 512 * 1024
+
+
+@intrinsic
+def _copy_panel_rows(typingctx, B, b0, ldb, kc, S, s0):
+    """S[s0 + k NR + j] = B[b0 + k ldb + j] for k < kc, j < NR: whole rows of a panel, NV vector loads and
+    stores each (the element-wise loop ran at ~1 value per ns, and packing H dominated dY^T H)."""
+    if not (isinstance(B, types.Array) and B.dtype in (types.float32, types.float64) and B.dtype == S.dtype):
+        return None
+
+    def codegen(context, builder, signature, args):
+        sig = signature.args
+        lanes = _lanes(sig[0].dtype)
+        i64 = ir.IntType(64)
+        vec = ir.VectorType(context.get_value_type(sig[0].dtype), lanes)
+        align = sig[0].dtype.bitwidth // 8
+        b0, ldb, kc, s0 = (context.cast(builder, args[i], sig[i], types.int64) for i in (1, 2, 3, 5))
+        pb = builder.gep(context.make_array(sig[0])(context, builder, args[0]).data, [b0])
+        ps = builder.gep(context.make_array(sig[4])(context, builder, args[4]).data, [s0])
+        with cgutils.for_range(builder, kc) as loop:
+            src = builder.gep(pb, [builder.mul(loop.index, ldb)])
+            dst = builder.gep(ps, [builder.mul(loop.index, ir.Constant(i64, NV * lanes))])
+            for q in range(NV):
+                at = [ir.Constant(i64, q * lanes)]
+                value = builder.load(builder.bitcast(builder.gep(src, at), vec.as_pointer()), align=align)
+                builder.store(value, builder.bitcast(builder.gep(dst, at), vec.as_pointer()), align=align)
+        return context.get_dummy_value()
+
+    return types.void(B, b0, ldb, kc, S, s0), codegen
 
 
 @_jit.helper
@@ -243,6 +288,10 @@ def _pack_block(B, trans_b, k0, kc, j0, S):
         for j in range(nc):  # along B's rows: read contiguously, write with a stride of NR
             for k in range(kc):
                 S[k, j] = B[j0 + j, k0 + k]
+    elif nc == NR and B.strides[1] == B.itemsize:  # whole rows of the panel, contiguous in B
+        ldb = B.strides[0] // B.itemsize
+        _copy_panel_rows(B, k0 * ldb + j0, ldb, kc, S, 0)
+        return
     else:
         for k in range(kc):
             for j in range(nc):
@@ -253,14 +302,18 @@ def _pack_block(B, trans_b, k0, kc, j0, S):
 
 
 @_jit.inline
-def gemm_acc(A, trans_a, B, trans_b, C):
-    """C += op(A) op(B) for row-major 2-D arrays (C with unit columns), op(M) = M^T when trans_*.
+def gemm_acc(A, trans_a, B, trans_b, C, beta):
+    """C = op(A) op(B) + beta C (beta True or False) for row-major 2-D arrays (C with unit columns), op(M) = M^T
+    when trans_*.
 
     The products that BPTT batches over all steps (x_t W_hx^T, dZ^T H, dZ^T X, dZ W_hx, the readout's): the
-    same tiles as the recurrent products, over blocks of KC steps of the sum, each block of op(B) packed into
-    panels once (KC x NR, in L1) and read by every tile of MR rows of C.  op(A) is read where it lies:
-    A^T through the strided tile (each step reads MR neighbouring values of one row of A).  Each block's
-    partial sums are added to C, so a sum over K steps is rounded as BLAS rounds its own blocked sums.
+    same tiles as the recurrent products, blocked as BLAS blocks them.  For each block of KC steps of the
+    sum, a block of op(B)'s columns (B_BLOCK_BYTES) is packed into panels (KC x NR each, in L1 while it is
+    read); for each block of op(A)'s rows (A_BLOCK_BYTES, in L2), every panel is read by every tile of MR rows.
+    op(A) is read where it lies: A^T through the strided tile (each step reads MR neighbouring values of
+    one row of A).  Each block's partial sums are added to C (the first block's stored, when not beta), so a
+    sum over K steps is rounded as BLAS rounds its own blocked sums, and the same whatever the blocks of rows
+    and columns.
     """
     m, N = C.shape
     K = A.shape[0] if trans_a else A.shape[1]
@@ -268,17 +321,35 @@ def gemm_acc(A, trans_a, B, trans_b, C):
     step_k = A.strides[0] // A.itemsize if trans_a else A.strides[1] // A.itemsize  # between its columns
     ldc = C.strides[0] // C.itemsize
     NR = NV * VECTOR_BYTES // C.itemsize
-    S = np.empty((min(KC, max(K, 1)), NR), C.dtype)  # one packed block of op(B)
+    KB = min(KC, max(K, 1))
+    per_row = KB * C.itemsize  # bytes of one row of op(A) (one column of op(B)) in a block of the sum
+    mc = max(MR, A_BLOCK_BYTES // per_row // MR * MR)  # rows of op(A) per block
+    nb = max(NR, B_BLOCK_BYTES // per_row // NR * NR)  # columns of op(B) per packed block
+    S = np.empty((-(-min(nb, N) // NR), KB, NR), C.dtype)  # the packed panels of one block of op(B)
+    if K == 0 and not beta:
+        for i in range(m):
+            fill_zero(C[i])
     for k0 in range(0, K, KC):
         kc = min(KC, K - k0)
-        for j0 in range(0, N, NR):
-            nc = min(NR, N - j0)
-            _pack_block(B, trans_b, k0, kc, j0, S)
-            i0 = 0
-            while i0 < m:
-                mr = min(MR, m - i0)
-                _tile_strided(A, i0 * step_i + k0 * step_k, step_i, step_k, mr, S, 0, C, i0 * ldc + j0, ldc, kc, nc)
-                i0 += mr
+        for jb in range(0, N, nb):
+            panels = -(-min(nb, N - jb) // NR)
+            for p in range(panels):
+                _pack_block(B, trans_b, k0, kc, jb + p * NR, S[p])
+            for ib in range(0, m, mc):
+                ie = min(m, ib + mc)
+                for p in range(panels):
+                    j0 = jb + p * NR
+                    nc = min(NR, N - j0)
+                    i0 = ib
+                    while i0 < ie:
+                        mr = min(MR, ie - i0)
+                        a0 = i0 * step_i + k0 * step_k
+                        c0, p0 = i0 * ldc + j0, p * KB * NR
+                        if k0 == 0 and not beta:
+                            _tile_strided_store(A, a0, step_i, step_k, mr, S, p0, C, c0, ldc, kc, nc)
+                        else:
+                            _tile_strided(A, a0, step_i, step_k, mr, S, p0, C, c0, ldc, kc, nc)
+                        i0 += mr
 
 
 def panels(K: int, N: int, dtype) -> np.ndarray:

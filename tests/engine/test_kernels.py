@@ -89,8 +89,20 @@ def test_gemm_on_rows_of_a_bigger_array_and_empty_inner_dimension():
 
 
 # Sizes at every edge of gemm.gemm_acc's tiling: rows of C around MR, columns around a panel (NR = 32 float32
-# or 16 float64 with AVX-512), steps of the sum around a block (KC = 256), and the shapes BPTT gives them.
-TILING_SIZES = [(1, 1, 1), (7, 3, 5), (9, 255, 17), (8, 256, 32), (17, 257, 33), (3, 600, 64), (64, 513, 100)]
+# or 16 float64 with AVX-512), steps of the sum around a block (KC = 256), rows past a block of op(A) (256
+# float32, 128 float64 rows at KC steps) and columns past a packed block of op(B) (512, 256), and the shapes
+# BPTT gives them.
+TILING_SIZES = [
+    (1, 1, 1),
+    (7, 3, 5),
+    (9, 255, 17),
+    (8, 256, 32),
+    (17, 257, 33),
+    (3, 600, 64),
+    (64, 513, 100),
+    (300, 256, 40),
+    (20, 260, 530),
+]
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
