@@ -59,6 +59,16 @@ def norm_from_sums(ss, ss_scaled):
     return math.sqrt(ss)
 
 
+@_jit.inline
+def row_norm(ss, v):
+    """||v||_2 from ss, v's sum of squares in v's own precision (a row's loop keeps its full vector width):
+    sqrt(ss), unless the sum overflowed (or holds a NaN), then ``vector_norm(v)``, which cannot overflow.
+    NaN stays NaN, Inf stays Inf."""
+    if ss < np.inf:
+        return math.sqrt(np.float64(ss))
+    return vector_norm(v)
+
+
 @_jit.kernel
 def vector_norm(v):
     """||v||_2 of a 1-D array, accumulated in float64 without overflow."""

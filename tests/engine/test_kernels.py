@@ -304,6 +304,25 @@ def test_lstm_forward_matches_twin(b0, B_all, Tc_stage, dtype):
             close(m[row], m_ref[name], dtype, name)
 
 
+def test_lstm_state_norms_survive_a_float32_sum_of_squares_that_overflows():
+    """The forward rows sum squares in the model's precision; a given c_{-1} of 1e20 makes c_t^2 ~ 1e40, past
+    float32's range, and c_norm must still be the finite norm (taken again without overflow), not Inf."""
+    rng = np.random.default_rng(11)
+    T, B, n, d = 3, 2, 4, 40
+    x = rand(rng, (T, B, n), "float32")
+    p = _layer("lstm", "float32", rng, n, d)
+    A, C, H = np.empty((T, B, 4 * d), np.float32), np.empty((T, B, d), np.float32), np.empty((T, B, d), np.float32)
+    m = np.empty((10, T))
+    c0 = np.full((B, d), 1e20, np.float32)
+    stage = np.empty((T, B, n), np.float32)
+    packed = step_kernels.pack_recurrent(p.W_hh)[0]
+    lstm.lstm_forward(x, 0, p.W_hx, packed, p.b_h, stage, A, C, H, c0, m, NO_STATE["float32"], False)
+    want = np.linalg.norm(C.astype(np.float64), axis=2).mean(axis=1)  # (T,) mean over the batch
+    assert np.all(want > 1e20)
+    np.testing.assert_allclose(m[1], want, rtol=1e-6)
+    np.testing.assert_allclose(m[0], np.linalg.norm(H.astype(np.float64), axis=2).mean(axis=1), rtol=1e-5)
+
+
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("t0,Tc", [(0, 11), (4, 7), (0, 4), (3, 1), (5, 5)])
 @pytest.mark.parametrize("n", [5, 9])

@@ -25,27 +25,28 @@ from ..blas import gemm_nn, gemm_tn_acc, project
 from ..fastmath import sigmoid, tanh
 from ..gemm import gemm_packed_acc
 from ..metrics import SAT_HIGH, SAT_LOW
-from ..primitives import fill_zero, is_float64, norm_from_sums, rows, sq_scaled
+from ..primitives import fill_zero, is_float64, norm_from_sums, row_norm, rows, sq_scaled
 
 
 # The row passes: see cells/rnn.py for why each is its own function.
 @_jit.helper
 def gru_forward_row(a, u, b_h, b_hh, h_prev, un, h, stats):
     """a (3d,) holds x_t W_hx^T, u (3d,) h_{t-1} W_hh^T; in place the gates r, z, n; un (d,) out: u_n
-    (with b_hh); h (d,) out.  stats (7,) float64 accumulates ||h||, the gate sums and saturation counts."""
+    (with b_hh); h (d,) out.  stats (7,) float64 accumulates ||h||, the gate sums and saturation counts.
+    The row's sums are kept in the model's precision (float64 ones would halve a float32 loop's vector
+    width), as in lstm_forward_row."""
     d = h.shape[0]
     one = a.dtype.type(1)
+    zero = a.dtype.type(0)
     lo = a.dtype.type(SAT_LOW)
     hi = a.dtype.type(SAT_HIGH)
-    wide = is_float64(a)
-    ss = 0.0
-    ss_scaled = 0.0
-    r_sum = 0.0
-    z_sum = 0.0
-    n_sum = 0.0
-    r_sat = 0
-    z_sat = 0
-    n_sat = 0
+    ss = zero
+    r_sum = zero
+    z_sum = zero
+    n_sum = zero
+    r_sat = zero
+    z_sat = zero
+    n_sat = zero
     for j in range(d):
         r = sigmoid(a[j] + b_h[j] + u[j] + b_hh[j])
         z = sigmoid(a[d + j] + b_h[d + j] + u[d + j] + b_hh[d + j])
@@ -57,16 +58,14 @@ def gru_forward_row(a, u, b_h, b_hh, h_prev, un, h, stats):
         a[2 * d + j] = n
         un[j] = unj
         h[j] = hj
-        hd = np.float64(hj)
-        ss += hd * hd
-        ss_scaled += sq_scaled(hd, wide)
-        r_sum += np.float64(r)
-        z_sum += np.float64(z)
-        n_sum += np.float64(n)
-        r_sat += (r < lo) | (r > hi)
-        z_sat += (z < lo) | (z > hi)
-        n_sat += abs(n) > hi
-    stats[0] += norm_from_sums(ss, ss_scaled)
+        ss += hj * hj
+        r_sum += r
+        z_sum += z
+        n_sum += n
+        r_sat += one if (r < lo) | (r > hi) else zero
+        z_sat += one if (z < lo) | (z > hi) else zero
+        n_sat += one if abs(n) > hi else zero
+    stats[0] += row_norm(ss, h)
     stats[1] += r_sum
     stats[2] += z_sum
     stats[3] += n_sum
