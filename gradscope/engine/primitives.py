@@ -69,9 +69,9 @@ def row_norm(ss, v):
     return vector_norm(v)
 
 
-@_jit.kernel
-def vector_norm(v):
-    """||v||_2 of a 1-D array, accumulated in float64 without overflow."""
+@_jit.helper
+def squares64(v):
+    """(sum v^2, sum (v 2^-600)^2) of a 1-D array in float64: what ``norm_from_sums`` takes, overflow-proof."""
     ss = 0.0
     ss_scaled = 0.0
     for i in range(v.shape[0]):
@@ -79,4 +79,11 @@ def vector_norm(v):
         ss += x * x
         xs = x * SCALE_DOWN
         ss_scaled += xs * xs
+    return ss, ss_scaled
+
+
+@_jit.kernel
+def vector_norm(v):
+    """||v||_2 of a 1-D array, accumulated in float64 without overflow."""
+    ss, ss_scaled = squares64(v)
     return norm_from_sums(ss, ss_scaled)

@@ -18,7 +18,7 @@ from ..blas import gemm_nn, gemm_tn_acc, project
 from ..fastmath import sigmoid, tanh
 from ..gemm import gemm_packed_acc
 from ..metrics import SAT_HIGH, SAT_LOW
-from ..primitives import fill_zero, is_float64, norm_from_sums, rows, sq_scaled
+from ..primitives import fill_zero, is_float64, norm_from_sums, rows, sq_scaled, squares64
 
 RELU, TANH, SIGMOID, LINEAR = 0, 1, 2, 3
 ACTIVATION_CODES = {"relu": RELU, "tanh": TANH, "sigmoid": SIGMOID, "linear": LINEAR}
@@ -32,46 +32,44 @@ ACTIVATION_CODES = {"relu": RELU, "tanh": TANH, "sigmoid": SIGMOID, "linear": LI
 @_jit.helper
 def rnn_forward_row(z, b_h, act, lo, hi):
     """z (d,) holds x_t W_hx^T + h_{t-1} W_hh^T; in place h = f(z + b_h).
-    Returns (sum h^2, sum (h 2^-600)^2, count for the activation's metric)."""
+    Returns (sum h^2, sum (h 2^-600)^2, count for the activation's metric).
+
+    The loop sums in the model's precision (float64 accumulators held a float32 loop to 8 lanes); when that
+    sum overflows (a ReLU RNN exploding forward) or holds a NaN, the row's sums are taken again in float64,
+    without overflow (``squares64``)."""
     d = z.shape[0]
     zero = z.dtype.type(0)
-    wide = is_float64(z)
-    ss = 0.0
-    ss_scaled = 0.0
-    count = 0
+    one = z.dtype.type(1)
+    ss = zero
+    count = zero  # at most d: exact
     if act == RELU:
         for j in range(d):
             v = z[j] + b_h[j]
             h = zero if v <= zero else v  # NaN stays NaN
             z[j] = h
-            count += h == zero
-            hd = np.float64(h)
-            ss += hd * hd
-            ss_scaled += sq_scaled(hd, wide)
+            count += one if h == zero else zero
+            ss += h * h
     elif act == TANH:
         for j in range(d):
             h = tanh(z[j] + b_h[j])
             z[j] = h
-            count += abs(h) > hi
-            hd = np.float64(h)
-            ss += hd * hd
-            ss_scaled += sq_scaled(hd, wide)
+            count += one if abs(h) > hi else zero
+            ss += h * h
     elif act == SIGMOID:
         for j in range(d):
             h = sigmoid(z[j] + b_h[j])
             z[j] = h
-            count += (h < lo) | (h > hi)
-            hd = np.float64(h)
-            ss += hd * hd
-            ss_scaled += sq_scaled(hd, wide)
+            count += one if (h < lo) | (h > hi) else zero
+            ss += h * h
     else:
         for j in range(d):
             h = z[j] + b_h[j]
             z[j] = h
-            hd = np.float64(h)
-            ss += hd * hd
-            ss_scaled += sq_scaled(hd, wide)
-    return ss, ss_scaled, count
+            ss += h * h
+    if ss < np.inf:
+        return np.float64(ss), 0.0, int(count)
+    ss64, ss_scaled = squares64(z)
+    return ss64, ss_scaled, int(count)
 
 
 @_jit.helper
