@@ -304,23 +304,31 @@ def test_lstm_forward_matches_twin(b0, B_all, Tc_stage, dtype):
             close(m[row], m_ref[name], dtype, name)
 
 
-def test_lstm_state_norms_survive_a_float32_sum_of_squares_that_overflows():
-    """The forward rows sum squares in the model's precision; a given c_{-1} of 1e20 makes c_t^2 ~ 1e40, past
-    float32's range, and c_norm must still be the finite norm (taken again without overflow), not Inf."""
+@pytest.mark.parametrize("case", ["overflow", "underflow"])
+def test_lstm_state_norms_survive_a_float32_sum_of_squares_out_of_range(case):
+    """The forward rows sum squares in the model's precision.  A given c_{-1} of 1e20 makes c_t^2 ~ 1e40, past
+    float32's range; inputs of 1e-24 with no bias make h_t ~ 1e-25, whose squares underflow.  Both norms must
+    still be exact (taken again in float64), not Inf or 0."""
     rng = np.random.default_rng(11)
     T, B, n, d = 3, 2, 4, 40
     x = rand(rng, (T, B, n), "float32")
     p = _layer("lstm", "float32", rng, n, d)
+    c0 = np.zeros((B, d), np.float32)
+    if case == "overflow":
+        c0[:] = 1e20
+    else:
+        x *= np.float32(1e-24)
+        p.b_h[:] = 0
     A, C, H = np.empty((T, B, 4 * d), np.float32), np.empty((T, B, d), np.float32), np.empty((T, B, d), np.float32)
     m = np.empty((10, T))
-    c0 = np.full((B, d), 1e20, np.float32)
     stage = np.empty((T, B, n), np.float32)
     packed = step_kernels.pack_recurrent(p.W_hh)[0]
     lstm.lstm_forward(x, 0, p.W_hx, packed, p.b_h, stage, A, C, H, c0, m, NO_STATE["float32"], False)
-    want = np.linalg.norm(C.astype(np.float64), axis=2).mean(axis=1)  # (T,) mean over the batch
-    assert np.all(want > 1e20)
-    np.testing.assert_allclose(m[1], want, rtol=1e-6)
-    np.testing.assert_allclose(m[0], np.linalg.norm(H.astype(np.float64), axis=2).mean(axis=1), rtol=1e-5)
+    want_c = np.linalg.norm(C.astype(np.float64), axis=2).mean(axis=1)  # (T,) mean over the batch
+    want_h = np.linalg.norm(H.astype(np.float64), axis=2).mean(axis=1)
+    assert np.all(want_c > 1e20) if case == "overflow" else np.all(want_h < 1e-22)
+    np.testing.assert_allclose(m[1], want_c, rtol=1e-6)
+    np.testing.assert_allclose(m[0], want_h, rtol=1e-5)
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
@@ -694,12 +702,14 @@ def test_compile_kernels_covers_everything_bptt_runs(cell, dtype):
 
 
 @pytest.mark.parametrize(
-    "dtype,value,finite", [("float32", 3e38, False), ("float32", 1e20, True), ("float64", 1e200, True)]
+    "dtype,value,finite",
+    [("float32", 3e38, False), ("float32", 1e20, True), ("float32", 1e-25, True), ("float64", 1e200, True)],
 )
 def test_row_norms_are_inf_exactly_when_a_value_is(dtype, value, finite):
-    """float32: an overflowed state gives an infinite norm (not a rescaled 0), and entries near 1e20, whose
-    float32 sum of squares overflows (the row loop's), a finite one; float64: entries near 1e200 give a
-    finite norm although their plain sum of squares overflows."""
+    """float32: an overflowed state gives an infinite norm (not a rescaled 0); entries near 1e20, whose
+    float32 sum of squares overflows (the row loop's), a finite one, and entries near 1e-25, whose squares
+    underflow in float32, their exact one; float64: entries near 1e200 give a finite norm although their
+    plain sum of squares overflows."""
     T, B, n, d = 2, 1, 2, 3
     x = np.full((T, B, n), value, dtype)
     p = LayerParams(np.ones((d, n), dtype), np.zeros((d, d), dtype), np.zeros(d, dtype))

@@ -30,7 +30,7 @@ def lstm_forward_row(a, b_h, c_prev, c, h, stats):
 
     The row's sums are kept in the model's precision and added to stats once per row: float64 accumulators
     in a float32 loop halved its vector width (8 lanes, not 16; the row ran 1.7x longer).  The counts (at most
-    d) are exact; a sum of squares that overflows is taken again without overflow (``row_norm``)."""
+    d) are exact; a sum of squares that overflows or underflows is taken again in float64 (``row_norm``)."""
     d = c.shape[0]
     lo = a.dtype.type(SAT_LOW)
     hi = a.dtype.type(SAT_HIGH)

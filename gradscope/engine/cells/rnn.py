@@ -18,7 +18,7 @@ from ..blas import gemm_nn, gemm_tn_acc, project
 from ..fastmath import sigmoid, tanh
 from ..gemm import gemm_packed_acc
 from ..metrics import SAT_HIGH, SAT_LOW
-from ..primitives import fill_zero, is_float64, norm_from_sums, rows, sq_scaled, squares64
+from ..primitives import fill_zero, is_float64, norm_from_sums, rows, sq_scaled, squares64, sum_is_exact
 
 RELU, TANH, SIGMOID, LINEAR = 0, 1, 2, 3
 ACTIVATION_CODES = {"relu": RELU, "tanh": TANH, "sigmoid": SIGMOID, "linear": LINEAR}
@@ -35,8 +35,8 @@ def rnn_forward_row(z, b_h, act, lo, hi):
     Returns (sum h^2, sum (h 2^-600)^2, count for the activation's metric).
 
     The loop sums in the model's precision (float64 accumulators held a float32 loop to 8 lanes); when that
-    sum overflows (a ReLU RNN exploding forward) or holds a NaN, the row's sums are taken again in float64,
-    without overflow (``squares64``)."""
+    sum overflows (a ReLU RNN exploding forward), holds a NaN or is so small that squares underflowed (a
+    vanishing one), the row's sums are taken again in float64 (``squares64``)."""
     d = z.shape[0]
     zero = z.dtype.type(0)
     one = z.dtype.type(1)
@@ -66,7 +66,7 @@ def rnn_forward_row(z, b_h, act, lo, hi):
             h = z[j] + b_h[j]
             z[j] = h
             ss += h * h
-    if ss < np.inf:
+    if sum_is_exact(ss):
         return np.float64(ss), 0.0, int(count)
     ss64, ss_scaled = squares64(z)
     return ss64, ss_scaled, int(count)
