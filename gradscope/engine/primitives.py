@@ -18,7 +18,7 @@ SCALE_DOWN = 2.0**-600  # second sum of squares, of v * 2^-600: cannot overflow 
 SCALE_UP = 2.0**600
 # A row's sum of squares in float32 is trusted from here up (to its overflow): below it, squares of values
 # under ~1e-19 fall out of float32's normal range and a vanishing state's norm would read low or 0.  The
-# rows below it are summed again in float64 (``sum_is_exact``); what the float32 sum can lose above it is
+# rows below it are summed again in float64 (``row_norm``); what the float32 sum can lose above it is
 # at most d * 2^-126 / 2^-90, under 1e-8 of it for any d we run.
 TRUSTED_SUM = 2.0**-90
 
@@ -65,25 +65,18 @@ def norm_from_sums(ss, ss_scaled):
 
 
 @_jit.inline
-def sum_is_exact(ss):
-    """Whether a row's sum of squares kept in float32 (or float64) can stand for the float64 one: finite, not
-    NaN, and not so small that squares underflowed (TRUSTED_SUM)."""
-    return TRUSTED_SUM <= ss < np.inf
-
-
-@_jit.inline
 def row_norm(ss, v):
     """||v||_2 from ss, v's sum of squares in v's own precision (a row's loop keeps its full vector width):
-    sqrt(ss) when ``sum_is_exact(ss)``, else ``vector_norm(v)`` (float64, cannot overflow or underflow a
-    float32's square).  NaN stays NaN, Inf stays Inf."""
-    if sum_is_exact(ss):
+    sqrt(ss) when ss is finite and not below TRUSTED_SUM, else ``vector_norm(v)`` (float64, cannot overflow
+    or underflow a float32's square).  NaN stays NaN, Inf stays Inf."""
+    if TRUSTED_SUM <= ss < np.inf:
         return math.sqrt(np.float64(ss))
     return vector_norm(v)
 
 
-@_jit.helper
-def squares64(v):
-    """(sum v^2, sum (v 2^-600)^2) of a 1-D array in float64: what ``norm_from_sums`` takes, overflow-proof."""
+@_jit.kernel
+def vector_norm(v):
+    """||v||_2 of a 1-D array, accumulated in float64 without overflow."""
     ss = 0.0
     ss_scaled = 0.0
     for i in range(v.shape[0]):
@@ -91,11 +84,4 @@ def squares64(v):
         ss += x * x
         xs = x * SCALE_DOWN
         ss_scaled += xs * xs
-    return ss, ss_scaled
-
-
-@_jit.kernel
-def vector_norm(v):
-    """||v||_2 of a 1-D array, accumulated in float64 without overflow."""
-    ss, ss_scaled = squares64(v)
     return norm_from_sums(ss, ss_scaled)

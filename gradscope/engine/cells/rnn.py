@@ -18,7 +18,7 @@ from ..blas import gemm_nn, gemm_tn_acc, project
 from ..fastmath import sigmoid, tanh
 from ..gemm import gemm_packed_acc
 from ..metrics import SAT_HIGH, SAT_LOW
-from ..primitives import fill_zero, is_float64, norm_from_sums, rows, sq_scaled, squares64, sum_is_exact
+from ..primitives import fill_zero, is_float64, norm_from_sums, row_norm, rows, sq_scaled
 
 RELU, TANH, SIGMOID, LINEAR = 0, 1, 2, 3
 ACTIVATION_CODES = {"relu": RELU, "tanh": TANH, "sigmoid": SIGMOID, "linear": LINEAR}
@@ -32,11 +32,11 @@ ACTIVATION_CODES = {"relu": RELU, "tanh": TANH, "sigmoid": SIGMOID, "linear": LI
 @_jit.helper
 def rnn_forward_row(z, b_h, act, lo, hi):
     """z (d,) holds x_t W_hx^T + h_{t-1} W_hh^T; in place h = f(z + b_h).
-    Returns (sum h^2, sum (h 2^-600)^2, count for the activation's metric).
+    Returns (||h||, count for the activation's metric).
 
     The loop sums in the model's precision (float64 accumulators held a float32 loop to 8 lanes); when that
     sum overflows (a ReLU RNN exploding forward), holds a NaN or is so small that squares underflowed (a
-    vanishing one), the row's sums are taken again in float64 (``squares64``)."""
+    vanishing one), ``row_norm`` takes the row's norm again in float64."""
     d = z.shape[0]
     zero = z.dtype.type(0)
     one = z.dtype.type(1)
@@ -66,10 +66,7 @@ def rnn_forward_row(z, b_h, act, lo, hi):
             h = z[j] + b_h[j]
             z[j] = h
             ss += h * h
-    if sum_is_exact(ss):
-        return np.float64(ss), 0.0, int(count)
-    ss64, ss_scaled = squares64(z)
-    return ss64, ss_scaled, int(count)
+    return row_norm(ss, z), int(count)
 
 
 @_jit.helper
@@ -144,8 +141,8 @@ def rnn_forward(X, b0, W_hx, P_hh, b_h, act, stage, H, h_norm, act_metric, h0, h
         norm_sum = 0.0
         count = 0
         for b in range(B):
-            ss, ss_scaled, c = rnn_forward_row(H[t, b], b_h, act, lo, hi)
-            norm_sum += norm_from_sums(ss, ss_scaled)
+            norm, c = rnn_forward_row(H[t, b], b_h, act, lo, hi)
+            norm_sum += norm
             count += c
         h_norm[t] = norm_sum / B
         if act != LINEAR:
