@@ -185,18 +185,6 @@ def helper(func):
     return kernel(func, no_cpython_wrapper=True)
 
 
-def type_constant(stub, value_of_type):
-    """In kernels, ``stub(x)`` is the constant ``value_of_type(numba type of x)``, folded at compile time
-    (so a branch on it costs nothing and its dead side vanishes); from Python it is ``stub(x)`` itself."""
-
-    @overload(stub, inline="always")
-    def _constant(x):
-        value = value_of_type(x)
-        return lambda x: value
-
-    return stub
-
-
 def inline(func):
     """A small helper inlined into the kernels that call it (no call overhead; vectorisable)."""
     return numba.njit(inline="always", error_model="numpy", fastmath=set(FASTMATH))(func)

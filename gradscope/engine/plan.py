@@ -29,7 +29,7 @@ from .cells.lstm import lstm_backward, lstm_backward_row, lstm_forward, lstm_for
 from .cells.rnn import rnn_backward, rnn_backward_row, rnn_forward, rnn_forward_row
 from .gemm import gemm_packed_acc, pack, pack_transposed
 from .params import DTYPES
-from .primitives import fill_zero, rows, vector_norm
+from .primitives import add_row, fill_zero, rows, vector_norm
 from .readout import loss_rows, readout_loss
 from .step import grad_norms, pack_layers, step, zero_accumulators
 from .streams import (
@@ -71,6 +71,7 @@ def kernel_plan(dtype: str) -> Plan:
     i64, flag, f64 = types.int64, types.boolean, types.float64
     f = A1.dtype
     plan: Plan = [("fill_zero", fill_zero, (A1,)), ("fill_zero", fill_zero, (F1,)), ("rows", rows, (A3,))]
+    plan += [("add_row", add_row, (A1, F1))]
     plan += [(g.__name__, g, (A2, A2, A2)) for g in GEMMS.values()]
     plan += [("stage_rows", stage_rows, (A3, i64, i64, i64, i64, A3)), ("project", project, (A3, i64, A2, A3, A3))]
     plan += [
@@ -89,7 +90,7 @@ def kernel_plan(dtype: str) -> Plan:
     # the cells: a row pass each way, then the layer kernels that call them (cells/<name>.py)
     plan += [
         ("rnn_forward_row", rnn_forward_row, (A1, A1, i64, f, f)),
-        ("rnn_backward_row", rnn_backward_row, (A1, A1, A1, F1, i64)),
+        ("rnn_backward_row", rnn_backward_row, (A1, A1, A1, i64)),
         ("rnn_forward", rnn_forward, (A3, i64, A2, A3, A1, i64, A3, A3, F1, F1, A2, flag)),
         (
             "rnn_backward",
@@ -99,7 +100,7 @@ def kernel_plan(dtype: str) -> Plan:
     ]
     plan += [
         ("lstm_forward_row", lstm_forward_row, (A1, A1, A1, A1, A1, F1)),
-        ("lstm_backward_row", lstm_backward_row, (A1, A1, A1, A1, A1, F1, F1)),
+        ("lstm_backward_row", lstm_backward_row, (A1, A1, A1, A1, A1, A1, F1)),
         ("lstm_forward", lstm_forward, (A3, i64, A2, A3, A1, A3, A3, A3, A3, A2, F2, A2, flag)),
         (
             "lstm_backward",
@@ -109,7 +110,7 @@ def kernel_plan(dtype: str) -> Plan:
     ]
     plan += [
         ("gru_forward_row", gru_forward_row, (A1, A1, A1, A1, A1, A1, A1, F1)),
-        ("gru_backward_row", gru_backward_row, (A1, A1, A1, A1, A1, A1, F1, F1)),
+        ("gru_backward_row", gru_backward_row, (A1, A1, A1, A1, A1, A1, A1)),
         ("gru_forward", gru_forward, (A3, i64, A2, A3, A1, A1, A3, A3, A3, A3, A2, A2, F2, A2, flag)),
         (
             "gru_backward",

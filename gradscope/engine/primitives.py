@@ -1,8 +1,10 @@
 """The small loops every kernel shares: zeroing, row views, and norms that neither overflow nor lose NaN.
 
-Norms and sums of metrics accumulate in float64.  A float64 model's sum of squares can overflow (entries above
-~1e154), so float64 kernels keep a second sum, of (v 2^-600)^2, used only when the first is infinite: a norm
-is then infinite exactly when its vector holds an Inf, and NaN stays NaN.
+A row pass sums its squares in the model's precision, at the loop's full vector width, and ``row_norm`` takes
+the row again in float64 (``vector_norm``) when that sum overflowed, is NaN or is so small that squares
+underflowed.  ``vector_norm`` keeps a second sum, of (v 2^-600)^2, used only when the first is infinite: a norm
+is then infinite exactly when its vector holds an Inf, and NaN stays NaN.  Sums over rows (the metrics, a bias
+gradient) accumulate in float64.
 """
 
 from __future__ import annotations
@@ -10,7 +12,6 @@ from __future__ import annotations
 import math
 
 import numpy as np
-from numba import types
 
 from . import _jit
 
@@ -31,27 +32,18 @@ def fill_zero(v):
 
 
 @_jit.helper
+def add_row(v, acc):
+    """acc (c,) float64 += v (c,): a bias gradient's sum over rows, kept in float64 (it adds B T terms).
+    Its own loop, called row after row, so the row pass beside it keeps the model's vector width and the
+    sum's order (rows in turn, each unit on its own) is the one it always had."""
+    for j in range(v.shape[0]):
+        acc[j] += np.float64(v[j])
+
+
+@_jit.helper
 def rows(a):
     """(m, B, c) -> the (m*B, c) view of the same rows (one function, so one compiled reshape)."""
     return a.reshape((a.shape[0] * a.shape[1], a.shape[2]))
-
-
-def is_float64(a):
-    """True for a float64 array (in kernels: a compile-time constant, so dead branches vanish)."""
-    return a.dtype == np.float64
-
-
-_jit.type_constant(is_float64, lambda array_type: array_type.dtype == types.float64)
-
-
-@_jit.inline
-def sq_scaled(x, wide):
-    """(x 2^-600)^2 when ``wide`` (float64 models, whose squares can overflow), else 0: a float32 value
-    squared cannot overflow a float64 sum, and the second accumulator would cost ~20% of an LSTM row."""
-    if wide:
-        xs = x * SCALE_DOWN
-        return xs * xs
-    return 0.0
 
 
 @_jit.inline

@@ -6,6 +6,8 @@ in float64 and 2e-5 in float32 (single-precision sums over a few dozen terms), w
 of the same relative size times the largest entry for arrays whose entries can cancel.
 """
 
+import dataclasses
+
 import numba
 import numpy as np
 import pytest
@@ -329,6 +331,31 @@ def test_lstm_state_norms_survive_a_float32_sum_of_squares_out_of_range(case):
     assert np.all(want_c > 1e20) if case == "overflow" else np.all(want_h < 1e-22)
     np.testing.assert_allclose(m[1], want_c, rtol=1e-6)
     np.testing.assert_allclose(m[0], want_h, rtol=1e-5)
+
+
+@pytest.mark.parametrize("cell", ["rnn", "lstm", "gru"])
+@pytest.mark.parametrize("weight", [1e21, 1e-26], ids=["overflow", "underflow"])
+def test_gradient_norms_survive_a_float32_sum_of_squares_out_of_range(cell, weight):
+    """The backward rows sum squares in the model's precision.  Loss weights of 1e21 make dL/dh_t about 1e20,
+    whose float32 squares overflow; weights of 1e-26 make it about 1e-25, whose squares underflow.  The norms
+    (||dL/dh_t||, and ||dL/dc_t|| for the LSTM) must equal the float64 twin's on the same weights, not Inf
+    or 0, and the bias gradients, summed in float64, must stay finite and match too."""
+    rng = np.random.default_rng(23)
+    spec, params = make_model(cell, "tanh", 2, "float32", rng, n=3, d=40, k=2)
+    x, target, mask = make_batch(spec, 5, 3, "mse", rng)
+    got = bptt(spec, params, x, target, mask * weight, "mse")
+    spec64 = dataclasses.replace(spec, dtype="float64")
+    want = reference.bptt(spec64, params.astype(np.float64), x.astype(np.float64), target.astype(np.float64),
+                          mask * weight, "mse")  # fmt: skip
+    names = ["grad_h_norm"] + (["grad_c_norm"] if cell == "lstm" else [])
+    for name in names:
+        w = want.metrics[name]
+        assert np.all(w > 1e18) if weight > 1 else np.all((w > 0) & (w < 1e-22)), (name, w)
+        np.testing.assert_allclose(got.metrics[name], w, rtol=2e-4, err_msg=name)
+    for (name, g), (_, w) in zip(got.grads.named(), want.grads.named()):
+        if name.endswith(("b_h", "b_hh")):
+            assert np.all(np.isfinite(g)), name
+            np.testing.assert_allclose(g, w, rtol=2e-3, atol=2e-4 * np.max(np.abs(w)), err_msg=name)
 
 
 @pytest.mark.parametrize("dtype", DTYPES)

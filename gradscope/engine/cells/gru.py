@@ -25,7 +25,7 @@ from ..blas import gemm_nn, gemm_tn_acc, project
 from ..fastmath import sigmoid, tanh
 from ..gemm import gemm_packed_acc
 from ..metrics import SAT_HIGH, SAT_LOW
-from ..primitives import fill_zero, is_float64, norm_from_sums, row_norm, rows, sq_scaled
+from ..primitives import add_row, fill_zero, row_norm, rows
 
 
 # The row passes: see cells/rnn.py for why each is its own function.
@@ -75,15 +75,16 @@ def gru_forward_row(a, u, b_h, b_hh, h_prev, un, h, stats):
 
 
 @_jit.helper
-def gru_backward_row(a, g_in, gz_next, un_gz, h_prev, du, db_h, db_hh):
+def gru_backward_row(a, g_in, gz_next, un_gz, h_prev, du, g_row):
     """a (3d,) the gates r, z, n of step t, overwritten with da_t; g_in (d,) G_t + du_{t+1} W_hh;
     gz_next (d,) g_{t+1} z_{t+1} (zeros at the sequence's end); un_gz (d,) in: u_n of step t, out: g_t z_t;
-    h_prev (d,); du (3d,) out; db_h, db_hh (3d,) float64 += da_t, du_t.  Returns (sum g^2, scaled sum)."""
+    h_prev (d,); du (3d,) out; g_row (d,) out: g_t (scratch: the norm's fallback reads it).  Returns ||g_t||.
+
+    The sum of squares is kept in the model's precision (``row_norm`` takes the row again in float64 when it
+    overflowed, is NaN or underflowed); db_h and db_hh are added by the caller (``add_row``)."""
     d = h_prev.shape[0]
     one = a.dtype.type(1)
-    wide = is_float64(a)
-    ss = 0.0
-    ss_scaled = 0.0
+    ss = a.dtype.type(0)
     for j in range(d):
         r = a[j]
         z = a[d + j]
@@ -100,16 +101,9 @@ def gru_backward_row(a, g_in, gz_next, un_gz, h_prev, du, db_h, db_hh):
         du[d + j] = dz
         du[2 * d + j] = dun
         un_gz[j] = g * z
-        db_h[j] += dr
-        db_h[d + j] += dz
-        db_h[2 * d + j] += dn
-        db_hh[j] += dr
-        db_hh[d + j] += dz
-        db_hh[2 * d + j] += dun
-        gd = np.float64(g)
-        ss += gd * gd
-        ss_scaled += sq_scaled(gd, wide)
-    return ss, ss_scaled
+        g_row[j] = g
+        ss += g * g
+    return row_norm(ss, g_row)
 
 
 # ---------------------------------------------------------------------------------------- GRU layer
@@ -174,6 +168,7 @@ def gru_backward(
     out: du_{t0}; zero (B, d) zeros; db_h, db_hh (3d,) float64; grad_h_norm[t] = mean_b ||g_t||.
     """
     T, B, d = H.shape
+    g_row = np.empty(d, H.dtype)  # (d,) one row's g_t
     for s in range(Tc - 1, -1, -1):
         t = t0 + s
         if s + 1 < Tc:
@@ -184,8 +179,9 @@ def gru_backward(
         gz_next = S[t + 1] if t + 1 < T else zero  # g_{t+1} z_{t+1}
         norm_sum = 0.0
         for b in range(B):
-            ss, ss_scaled = gru_backward_row(A[t, b], G[s, b], gz_next[b], S[t, b], h_prev[b], DU[s, b], db_h, db_hh)
-            norm_sum += norm_from_sums(ss, ss_scaled)
+            norm_sum += gru_backward_row(A[t, b], G[s, b], gz_next[b], S[t, b], h_prev[b], DU[s, b], g_row)
+            add_row(A[t, b], db_h)  # db_h += da_t (float64)
+            add_row(DU[s, b], db_hh)  # db_hh += du_t
         grad_h_norm[t] = norm_sum / B
     for b in range(B):  # du_{t0}, for the earlier chunk
         for j in range(3 * d):

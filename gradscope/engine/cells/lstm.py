@@ -19,7 +19,7 @@ from ..blas import gemm_nn, gemm_tn_acc, project
 from ..fastmath import sigmoid, tanh
 from ..gemm import gemm_packed_acc
 from ..metrics import SAT_HIGH, SAT_LOW
-from ..primitives import fill_zero, is_float64, norm_from_sums, row_norm, rows, sq_scaled
+from ..primitives import add_row, fill_zero, row_norm, rows
 
 
 # The row passes: see cells/rnn.py for why each is its own function.
@@ -82,17 +82,18 @@ def lstm_forward_row(a, b_h, c_prev, c, h, stats):
 
 
 @_jit.helper
-def lstm_backward_row(a, gh, c, c_prev, dc_next, db_h, stats):
+def lstm_backward_row(a, gh, c, c_prev, dc_next, dc_row, stats):
     """a (4d,) the gates i, f, g, o of step t, overwritten with dz_t; gh (d,) total dL/dh_t; c, c_prev (d,);
-    dc_next (d,) in: dc_{t+1} f_{t+1}, out: dc_t f_t; db_h (4d,) float64 += dz_t.
-    stats (2,) float64 accumulates ||dL/dh_t||, ||dL/dc_t|| of this row."""
+    dc_next (d,) in: dc_{t+1} f_{t+1}, out: dc_t f_t; dc_row (d,) out: dc_t (scratch: the norm's fallback
+    reads it).  stats (2,) float64 accumulates ||dL/dh_t||, ||dL/dc_t|| of this row.
+
+    As in the forward row, the sums of squares are kept in the model's precision (``row_norm`` takes a
+    row again in float64 when its sum overflowed, is NaN or underflowed) and db_h is added by the caller
+    (``add_row``), so the loop keeps its full vector width."""
     d = c.shape[0]
     one = a.dtype.type(1)
-    wide = is_float64(a)
-    ssh = 0.0
-    ssh_scaled = 0.0
-    ssc = 0.0
-    ssc_scaled = 0.0
+    ssh = a.dtype.type(0)
+    ssc = a.dtype.type(0)
     for j in range(d):
         i = a[j]
         f = a[d + j]
@@ -110,18 +111,11 @@ def lstm_backward_row(a, gh, c, c_prev, dc_next, db_h, stats):
         a[2 * d + j] = dg
         a[3 * d + j] = do
         dc_next[j] = dc * f
-        db_h[j] += di
-        db_h[d + j] += df
-        db_h[2 * d + j] += dg
-        db_h[3 * d + j] += do
-        ghd = np.float64(ghj)
-        dcd = np.float64(dc)
-        ssh += ghd * ghd
-        ssh_scaled += sq_scaled(ghd, wide)
-        ssc += dcd * dcd
-        ssc_scaled += sq_scaled(dcd, wide)
-    stats[0] += norm_from_sums(ssh, ssh_scaled)
-    stats[1] += norm_from_sums(ssc, ssc_scaled)
+        dc_row[j] = dc
+        ssh += ghj * ghj
+        ssc += dc * dc
+    stats[0] += row_norm(ssh, gh)
+    stats[1] += row_norm(ssc, dc_row)
 
 
 @_jit.kernel
@@ -192,6 +186,7 @@ def lstm_backward(
     """
     T, B, d = H.shape
     stats = np.empty(2)
+    dc_row = np.empty(d, H.dtype)  # (d,) one row's dc_t
     for s in range(Tc - 1, -1, -1):
         t = t0 + s
         if t + 1 < T:
@@ -199,7 +194,8 @@ def lstm_backward(
         c_prev = C[t - 1] if t > 0 else c0
         fill_zero(stats)
         for b in range(B):
-            lstm_backward_row(A[t, b], G[s, b], C[t, b], c_prev[b], dc_carry[b], db_h, stats)
+            lstm_backward_row(A[t, b], G[s, b], C[t, b], c_prev[b], dc_carry[b], dc_row, stats)
+            add_row(A[t, b], db_h)  # db_h += dz_t (float64)
         grad_h_norm[t] = stats[0] / B
         grad_c_norm[t] = stats[1] / B
     dZ2 = rows(A[t0 : t0 + Tc])  # (Tc*B, 4d)
