@@ -145,6 +145,17 @@ def stage_rows(x, t0, t1, b0, B, stage):
     return out
 
 
+PROJECTION_BYTES = 256 * 1024  # a block of input projections a forward computes ahead of its steps
+
+
+@_jit.inline
+def projection_block(B, width, itemsize):
+    """Steps of x_t W_hx^T a forward projects at a time: about PROJECTION_BYTES of (B, width) rows, so they
+    are still in L2 when their steps add h_{t-1} W_hh^T and the rows read them (all T at once wrote the
+    whole (T, B, Gd) out to memory and read it back, step by step)."""
+    return max(1, PROJECTION_BYTES // (B * width * itemsize))
+
+
 @_jit.helper
 def project(X, b0, W_hx, stage, Z):
     """Z (T, B, Gd) = X[:, b0:b0+B] W_hx^T, the input projection of every step: one GEMM over all T*B rows

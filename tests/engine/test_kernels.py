@@ -333,6 +333,27 @@ def test_lstm_state_norms_survive_a_float32_sum_of_squares_out_of_range(case):
     np.testing.assert_allclose(m[0], want_h, rtol=1e-5)
 
 
+@pytest.mark.parametrize("cell,d", [("rnn", 512), ("lstm", 128), ("gru", 128)])
+@pytest.mark.parametrize("shards", [1, 2])
+def test_forward_projects_in_blocks_of_steps_like_the_twin(cell, d, shards):
+    """A forward computes x_t W_hx^T a block of steps ahead (blas.projection_block, ~256 KiB of rows), not
+    all T at once.  At these widths a block is a few steps, so T = 13 takes several blocks and a ragged last
+    one, for the whole batch and for a shard of it (its rows staged): every metric and gradient as the twin's."""
+    rng = np.random.default_rng(31)
+    T, B = 13, 24
+    spec, params = make_model(cell, "tanh", 2, "float64", rng, n=5, d=d, k=3)
+    width = describe(cell).blocks * d
+    assert all(1 < blas.projection_block(rows, width, 8) < T for rows in (B, B // 2)), "not several blocks"
+    x, target, mask = make_batch(spec, T, B, "mse", rng)
+    got = bptt(spec, params, x, target, mask, "mse", shards=shards)
+    assert got.extras["shards"] == shards
+    want = reference.bptt(spec, params, x, target, mask, "mse")
+    for name in want.metrics:
+        close(got.metrics[name], want.metrics[name], "float64", name)
+    for (name, g), (_, w) in zip(got.grads.named(), want.grads.named()):
+        close(g, w, "float64", name)
+
+
 @pytest.mark.parametrize("cell", ["rnn", "lstm", "gru"])
 @pytest.mark.parametrize("weight", [1e21, 1e-26], ids=["overflow", "underflow"])
 def test_gradient_norms_survive_a_float32_sum_of_squares_out_of_range(cell, weight):
