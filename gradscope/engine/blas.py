@@ -145,17 +145,6 @@ def stage_rows(x, t0, t1, b0, B, stage):
     return out
 
 
-PROJECTION_BYTES = 256 * 1024  # a block of input projections a forward computes ahead of its steps
-
-
-@_jit.inline
-def projection_block(B, width, itemsize):
-    """Steps of x_t W_hx^T a forward projects at a time: about PROJECTION_BYTES of (B, width) rows, so they
-    are still in L2 when their steps add h_{t-1} W_hh^T and the rows read them (all T at once wrote the
-    whole (T, B, Gd) out to memory and read it back, step by step)."""
-    return max(1, PROJECTION_BYTES // (B * width * itemsize))
-
-
 @_jit.helper
 def project(X, b0, W_hx, stage, Z):
     """Z (T, B, Gd) = X[:, b0:b0+B] W_hx^T, the input projection of every step: one GEMM over all T*B rows
@@ -165,3 +154,17 @@ def project(X, b0, W_hx, stage, Z):
     for t0 in range(0, T, Tc):
         t1 = min(T, t0 + Tc)
         gemm_nt(rows(stage_rows(X, t0, t1, b0, B, stage)), W_hx, rows(Z[t0:t1]))
+
+
+PROJECTION_BYTES = 256 * 1024  # the input projections a forward computes ahead of its steps
+
+
+@_jit.inline
+def project_ahead(X, b0, W_hx, stage, Z, t):
+    """At step t of a forward: when t starts a block, Z[t : t+Tb] = the block's x W_hx^T (``project``), for
+    Tb steps of about PROJECTION_BYTES of Z's rows.  They are still in L2 when their steps add
+    h_{t-1} W_hh^T and the rows read them; all T at once wrote the whole of Z out to memory and read it
+    back step by step (13 MB a shard for an LSTM at (32, 200, 64, 256))."""
+    Tb = max(1, PROJECTION_BYTES // (Z.shape[1] * Z.shape[2] * Z.itemsize))
+    if t % Tb == 0:
+        project(X[t : t + Tb], b0, W_hx, stage, Z[t : t + Tb])

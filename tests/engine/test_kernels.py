@@ -336,14 +336,14 @@ def test_lstm_state_norms_survive_a_float32_sum_of_squares_out_of_range(case):
 @pytest.mark.parametrize("cell,d", [("rnn", 512), ("lstm", 128), ("gru", 128)])
 @pytest.mark.parametrize("shards", [1, 2])
 def test_forward_projects_in_blocks_of_steps_like_the_twin(cell, d, shards):
-    """A forward computes x_t W_hx^T a block of steps ahead (blas.projection_block, ~256 KiB of rows), not
+    """A forward computes x_t W_hx^T a block of steps ahead (blas.project_ahead, ~256 KiB of rows), not
     all T at once.  At these widths a block is a few steps, so T = 13 takes several blocks and a ragged last
     one, for the whole batch and for a shard of it (its rows staged): every metric and gradient as the twin's."""
     rng = np.random.default_rng(31)
     T, B = 13, 24
     spec, params = make_model(cell, "tanh", 2, "float64", rng, n=5, d=d, k=3)
     width = describe(cell).blocks * d
-    assert all(1 < blas.projection_block(rows, width, 8) < T for rows in (B, B // 2)), "not several blocks"
+    assert all(1 < blas.PROJECTION_BYTES // (rows * width * 8) < T for rows in (B, B // 2)), "not several blocks"
     x, target, mask = make_batch(spec, T, B, "mse", rng)
     got = bptt(spec, params, x, target, mask, "mse", shards=shards)
     assert got.extras["shards"] == shards

@@ -15,7 +15,7 @@ from __future__ import annotations
 import numpy as np
 
 from .. import _jit
-from ..blas import gemm_nn, gemm_tn_acc, project, projection_block
+from ..blas import gemm_nn, gemm_tn_acc, project_ahead
 from ..fastmath import sigmoid, tanh
 from ..gemm import gemm_packed_acc
 from ..metrics import SAT_HIGH, SAT_LOW
@@ -133,10 +133,8 @@ def lstm_forward(X, b0, W_hx, P_hh, b_h, stage, A, C, H, c0, m, h0, has_h0):
     """
     T, B, d = H.shape
     stats = np.empty(10)
-    Tb = projection_block(B, A.shape[2], A.itemsize)
     for t in range(T):
-        if t % Tb == 0:  # x_t W_hx^T for the next Tb steps, still in L2 when their step adds to them
-            project(X[t : t + Tb], b0, W_hx, stage, A[t : t + Tb])
+        project_ahead(X, b0, W_hx, stage, A, t)  # x_t W_hx^T, a block of steps ahead
         if t > 0:
             gemm_packed_acc(H[t - 1], P_hh, A[t])  # += h_{t-1} W_hh^T
         elif has_h0:

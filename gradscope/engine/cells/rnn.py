@@ -12,7 +12,7 @@ reference/rnn.py; the tests compare them.  The layer's metric rows are RNN.metri
 from __future__ import annotations
 
 from .. import _jit
-from ..blas import gemm_nn, gemm_tn_acc, project, projection_block
+from ..blas import gemm_nn, gemm_tn_acc, project_ahead
 from ..fastmath import sigmoid, tanh
 from ..gemm import gemm_packed_acc
 from ..metrics import SAT_HIGH, SAT_LOW
@@ -116,10 +116,8 @@ def rnn_forward(X, b0, W_hx, P_hh, b_h, act, stage, H, h_norm, act_metric, h0, h
     T, B, d = H.shape
     lo = H.dtype.type(SAT_LOW)
     hi = H.dtype.type(SAT_HIGH)
-    Tb = projection_block(B, H.shape[2], H.itemsize)
     for t in range(T):
-        if t % Tb == 0:  # x_t W_hx^T for the next Tb steps, still in L2 when their step adds to them
-            project(X[t : t + Tb], b0, W_hx, stage, H[t : t + Tb])
+        project_ahead(X, b0, W_hx, stage, H, t)  # x_t W_hx^T, a block of steps ahead
         if t > 0:
             gemm_packed_acc(H[t - 1], P_hh, H[t])  # += h_{t-1} W_hh^T
         elif has_h0:
