@@ -28,7 +28,11 @@ _PEN_STYLES = {
 }
 
 
+@functools.lru_cache(maxsize=1024)
 def pen(color: str, width: float = style.CURVE_WIDTH, line: str = "solid", alpha: int = 255) -> QtGui.QPen:
+    """One QPen object per (colour, width, line style, alpha), never changed by its users (the items that keep a
+    pen keep a copy): a frame asks for a pen per curve, and building QColor and QPen anew was a tenth of the
+    through-time view's redraw (issue 9); the same object also tells a CurveSet at once that a pen is unchanged."""
     qcolor = QtGui.QColor(color)
     qcolor.setAlpha(alpha)
     p = pg.mkPen(qcolor, width=width)
@@ -342,6 +346,8 @@ class HoverReadout:
             plot.addItem(item, ignoreBounds=True)
         self._connected = False
         self._last = None
+        self._shown: tuple = (None, None, None)  # (crosshair x, text, room) last set
+        self._top: bool | None = None  # the box's corner, chosen by the last mouse move
         self.connect()
 
     def connect(self) -> None:
@@ -352,9 +358,17 @@ class HoverReadout:
 
     def hover(self, scene_pos) -> None:
         """Update for a mouse position in scene coordinates (also called by tests)."""
+        self._update(scene_pos, choose_corner=True)
+
+    def _update(self, scene_pos, choose_corner: bool) -> None:
+        """The crosshair and the box for ``scene_pos``.  A mouse move chooses the box's corner; a redraw under a
+        resting mouse (``refresh``) keeps it, so the box holds still while data streams in, and it sets the
+        text and the crosshair only when they changed: with 5 live runs this ran at every frame, and laying
+        out the same text again and counting the points under both corners were a sixth of it (issue 9)."""
         self._last = scene_pos
         vb = self.plot.getViewBox()
-        if not vb.sceneBoundingRect().contains(scene_pos):
+        box = vb.sceneBoundingRect()
+        if not box.contains(scene_pos):
             self.hide()
             return
         point = vb.mapSceneToView(scene_pos)
@@ -362,29 +376,33 @@ class HoverReadout:
         if not text:
             self.hide()
             return
-        self.line.setPos(point.x())
-        self.label.setText(text)
+        if point.x() != self._shown[0]:
+            self.line.setPos(point.x())
         # never wider than the plot (the plot clips it): long lines wrap instead of being cut off
-        room = max(80.0, vb.sceneBoundingRect().width() - 6)
-        self.label.setTextWidth(-1)
-        if self.label.textItem.boundingRect().width() > room:
-            self.label.setTextWidth(room)
+        room = max(80.0, box.width() - 6)
+        if (text, room) != self._shown[1:]:
+            self.label.setText(text)
+            self.label.setTextWidth(-1)
+            if self.label.textItem.boundingRect().width() > room:
+                self.label.setTextWidth(room)
+        self._shown = (point.x(), text, room)
         # keep the box inside the view, in a corner away from the mouse, the top or the bottom one, whichever
         # hides fewer points of the curves (the ends of exploding or vanishing curves sit in the corners);
         # scene coordinates, so an inverted axis, as in the waterfall, is handled alike
-        box = vb.sceneBoundingRect()
         right_half = scene_pos.x() > box.center().x()
-        size = self.label.textItem.boundingRect()
-        corners = []
-        for top in (True, False):
-            x = box.left() if right_half else box.right()
-            y = box.top() if top else box.bottom()
-            covered = QtCore.QRectF(
-                x if right_half else x - size.width(), y if top else y - size.height(), size.width(), size.height()
-            )
-            corners.append((self._points_under(vb, covered), not top, x, y, top))
-        _, _, x, y, top = min(corners)  # fewest points hidden; the top corner on a tie
-        corner = vb.mapSceneToView(QtCore.QPointF(x, y))
+        x = box.left() if right_half else box.right()
+        if choose_corner or self._top is None:
+            size = self.label.textItem.boundingRect()
+            corners = []
+            for top in (True, False):
+                y = box.top() if top else box.bottom()
+                covered = QtCore.QRectF(
+                    x if right_half else x - size.width(), y if top else y - size.height(), size.width(), size.height()
+                )
+                corners.append((self._points_under(vb, covered), not top, top))
+            self._top = min(corners)[2]  # fewest points hidden; the top corner on a tie
+        top = self._top
+        corner = vb.mapSceneToView(QtCore.QPointF(x, box.top() if top else box.bottom()))
         self.label.setAnchor((0 if right_half else 1, 0 if top else 1))
         self.label.setPos(corner.x(), corner.y())
         self.line.setVisible(True)
@@ -402,7 +420,7 @@ class HoverReadout:
     def refresh(self) -> None:
         """Describe the last mouse position again (after a redraw, so the values shown are the ones drawn)."""
         if self.label.isVisible() and self._last is not None:
-            self.hover(self._last)
+            self._update(self._last, choose_corner=False)
 
     def hide(self) -> None:
         self.line.setVisible(False)

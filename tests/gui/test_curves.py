@@ -98,3 +98,34 @@ def test_long_curves_are_thinned_to_each_bins_extremes(qapp):
     np.testing.assert_array_equal(y_thin[1::2][ok], bins.min(axis=1)[ok])
     assert np.isnan(y_thin[2 * (12_345 // 25)])  # the bin holding the NaN stays a gap
     assert curve.getPath(25).elementCount() < curve.getPath(1).elementCount() // 10
+
+
+def test_live_curves_drawn_in_device_pixels_land_where_the_transformed_drawing_puts_them(qtbot):
+    """While runs stream in, segmented curves are drawn from points mapped to device pixels by CurvePaths
+    itself (Curve.device_segments), not through the painter's transform: the same pixels, give or take the
+    rounding of a line's ends (26 of ~6,000 pixels).  A pen that says it is not cosmetic takes the transformed
+    path: the reference."""
+
+    class NotCosmetic(QtGui.QPen):  # CurvePaths asks Python's isCosmetic; Qt still draws the pen as it is
+        def isCosmetic(self):
+            return False
+
+    v = ProfileView()
+    qtbot.addWidget(v)
+    v.resize(900, 700)
+    runs = [RunData(k, f"run {k}", c, make_trace(T=40, gain=1.1 + 0.1 * k)) for k, c in enumerate(COLORS)]
+    v.redraw(runs)
+    v.set_live(True)  # aliased wide pens: drawn as segments
+    paths = v.figure.grad_plot._gradscope_paths
+    assert all(c.segmented() for c in paths.shown() if c.opts["pen"].style() == QtCore.Qt.PenStyle.SolidLine)
+    device = _render(v.figure.grad_plot)
+    assert all(c._device is not None for c in paths.shown() if c.segmented())  # the device path was taken
+    for curve in paths.shown():
+        curve.opts["pen"] = NotCosmetic(curve.opts["pen"])
+    paths.update()  # its cached picture is drawn again
+    transformed = _render(v.figure.grad_plot)
+    for color in COLORS:
+        a, b = _pixels_of(device, color), _pixels_of(transformed, color)
+        assert b > 200 and abs(a - b) <= 0.03 * b, (color, a, b)
+    moved = np.any(device != transformed, axis=-1)  # (h, w): 26 of ~6,000 here; a 2 px shift moves ~8,700
+    assert np.count_nonzero(moved) <= 0.01 * sum(_pixels_of(transformed, c) for c in COLORS)

@@ -779,3 +779,42 @@ def test_titles_are_set_only_when_they_change(qapp):
     assert calls == []
     plotting.set_title(plot, "Loss, iteration 3")
     assert calls == ["Loss, iteration 3"]
+
+
+def test_through_time_redraws_only_the_runs_that_brought_new_values(qtbot):
+    """A frame with new data for one run leaves what the others drew as it was (the same arrays, no new
+    path), draws the new values of that one, and Figure.forget_drawn (bench_gui.py's --force) redraws all."""
+    from gradscope.trace import Record
+
+    v = ProfileView()
+    qtbot.addWidget(v)
+    runs = [run_data(0, make_trace(), "relu 3/n"), run_data(1, make_trace(gain=1.1), "relu 2/n")]
+    v.redraw(runs)
+    curves = v.figure.grad_curves.items
+    before = {k: curves[(k, "grad_h_norm")].yData for k in (0, 1)}
+    parts = dict(v.figure._parts)
+    trace = runs[1].trace
+    trace.append(
+        Record(
+            iteration=99,
+            loss=1.0,
+            grad_norm=1.0,
+            metrics={
+                n: trace.array(n)[0] * 1000
+                for n in trace.names
+                if n not in ("iteration", "loss", "grad_norm", "clipped")
+            },
+        )
+    )
+    assert v.redraw(runs)
+    assert v.figure._parts[0] is parts[0] and v.figure._parts[1] is not parts[1]
+    assert curves[(0, "grad_h_norm")].yData is before[0]  # untouched
+    expected = np.log10(trace.array("grad_h_norm")[-1][0])
+    assert np.allclose(curves[(1, "grad_h_norm")].yData, expected)
+    assert not np.allclose(before[1], expected)
+    kept = {k: curves[(k, "grad_h_norm")].yData for k in (0, 1)}
+    v.figure.forget_drawn()
+    v.redraw(runs, force=True)
+    for k in (0, 1):
+        assert curves[(k, "grad_h_norm")].yData is not kept[k]
+        assert np.array_equal(curves[(k, "grad_h_norm")].yData, kept[k])

@@ -51,7 +51,8 @@ class CurveSet:
         if item is None:
             item = self.items[key] = CurvePaths.for_plot(self.plot).add(self.antialias)
         elif (
-            _same(item.xData, x)
+            not item.stale
+            and _same(item.xData, x)
             and _same(item.yData, y)
             and item.opts["pen"] == qpen
             and self._markers.get(key) == markers
@@ -103,7 +104,9 @@ class CurveSet:
 
 
 def _same(drawn, new) -> bool:
-    """Whether a curve already holds these values (NaN equal to NaN)."""
+    """Whether a curve already holds these values (NaN equal to NaN); the very array it holds at once."""
+    if drawn is new:
+        return True
     return drawn is not None and drawn.shape == np.shape(new) and np.array_equal(drawn, new, equal_nan=True)
 
 
@@ -128,6 +131,8 @@ class NonFiniteMarkers:
         if points == self.points and y_top == self._y_top:
             return
         self.points, self._y_top = points, y_top
+        # hidden while there is nothing to mark: an empty ScatterPlotItem still cost a tenth of each paint
+        self.item.setVisible(bool(points))
         x = np.fromiter((p for p, _ in points), dtype=np.float64, count=len(points))  # (n,)
         # one pen and brush object per colour, so pyqtgraph renders each colour's marker once (shared_pen)
         self.item.setData(
@@ -215,6 +220,16 @@ class Figure:
 
     def curve_sets(self) -> list[CurveSet]:
         return [v for v in vars(self).values() if isinstance(v, CurveSet)]
+
+    def forget_drawn(self) -> None:
+        """The next refresh redraws every curve as if every run had brought new values: what it kept of the
+        runs (a view's memo, ``_parts``) and what its curves hold are forgotten.  benchmarks/bench_gui.py's
+        --force measures the worst frame with it; the app never calls it."""
+        if isinstance(getattr(self, "_parts", None), dict):
+            self._parts = {}
+        for curves in self.curve_sets():
+            for item in curves.items.values():
+                item.stale = True  # CurveSet.set does not compare it with the new values: a setData follows
 
     def gradient_and_state_plots(self, titles: tuple[str, str], grad_at: tuple[int, int], state_at: tuple[int, int]):
         """The pair of plots the through-time and layers views start from: ||dL/dh_t|| and ||h_t|| against t on

@@ -4,6 +4,8 @@ scored step."""
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 import pyqtgraph as pg
 from PyQt6 import QtCore, QtGui, QtWidgets
@@ -66,6 +68,22 @@ OVERLAYS = {
 _LINE_STYLE = {"relu": "dash", "tanh": "dash", "pascanu": "dot", "gate": "dash", "gate_measured": "dot"}
 
 
+class _RunParts:
+    """One run's share of a through-time frame (ProfileFigure._run_parts), and the signature it was made for."""
+
+    def __init__(self, signature: tuple):
+        self.signature = signature
+        self.entry: dict = {}  # the hover readout's values
+        self.curves: list[tuple] = []  # ("grad" | "state", key, t (T,), log10 y (T,), pen)
+        self.theory: list[tuple] = []  # (key, t (T,), log10 line (T,), pen)
+        self.grad_marks: list[tuple] = []  # (t of non-finite values, colour)
+        self.state_marks: list[tuple] = []
+        self.grad_zeros: list[tuple] = []  # (t of gradients exactly 0, colour)
+        self.bridged = False
+        self.any_lstm = False
+        self.theory_kinds: set[str] = set()
+
+
 class ProfileFigure(Figure):
     name = "through_time"
     title = "Through time"
@@ -96,6 +114,7 @@ class ProfileFigure(Figure):
         self.row = -1  # recorded row to show; -1: the latest
         self.overlays = {"relu": True, "tanh": True, "pascanu": False, "gates": True}
         self._shown: list[dict] = []
+        self._parts: dict[object, _RunParts] = {}  # run key -> what it drew (_run_parts)
         self.readouts = [
             HoverReadout(self.grad_plot, self._describe_grad),
             HoverReadout(self.state_plot, self._describe_state),
@@ -113,51 +132,25 @@ class ProfileFigure(Figure):
         bridged = False  # a seq2seq run is shown: mark the bridge
         any_lstm = False
         theory_kinds = set()
+        parts_by_key = {}
         for run in shown:
-            layer = resolve_layer(self.layer, run.layers, run.top_stream)
-            row = self.row if -len(run.trace) <= self.row < len(run.trace) else -1
-            iteration = int(run.trace.iterations[row])
-            entry = {"name": run.name, "iteration": iteration, "layer": layer, "values": {}, "theory": {}}
-            segments = run.segments(layer)  # a seq2seq stream: encoder and decoder on one axis
-            bridged |= len(segments) > 1
-            entry["t"] = np.concatenate([_segment_t(offset, length, run) for _, offset, length in segments])
-            # the stream each drawn step belongs to, by name (a seq2seq decoder's t < 0 is its encoder's)
-            entry["streams"] = [
-                stream_label(run.streams, s, top=self.layer == -1 and s == layer) for s, _, _ in segments
-            ]
-            entry["segment"] = np.concatenate(
-                [np.full(len(_segment_t(offset, length, run)), i) for i, (_, offset, length) in enumerate(segments)]
-            )
-            for metric, curves, keys, marks, line in (
-                ("grad_h_norm", self.grad_curves, grad_keys, grad_marks, "solid"),
-                ("grad_c_norm", self.grad_curves, grad_keys, grad_marks, "dashdot"),
-                ("h_norm", self.state_curves, state_keys, state_marks, "solid"),
-                ("c_norm", self.state_curves, state_keys, state_marks, "dashdot"),
-            ):
-                parts = [log_series(run.trace, metric, row, s) for s, _, _ in segments]
-                if any(p is None for p in parts):
-                    continue
-                cut = [len(_segment_t(offset, length, run)) for _, offset, length in segments]  # no padding
-                y = np.concatenate([p[0][:n] for p, n in zip(parts, cut)])  # type: ignore[index]
-                bad = np.concatenate([p[1][:n] for p, n in zip(parts, cut)])  # type: ignore[index]
-                t = entry["t"]
-                curves.set((run.key, metric), t, y, pen(run.color, line=line))
-                keys.append((run.key, metric))
-                marks.append((t[bad], run.color))
-                values = run.trace.array(metric)[row]
-                entry["values"][metric] = np.concatenate([values[s][:n] for (s, _, _), n in zip(segments, cut)])
-                if metric.startswith("grad_"):
-                    grad_zeros.append((t[entry["values"][metric] == 0], run.color))
-                any_lstm |= metric == "c_norm"
-            for kind, line in self._theory_lines(run, row, layer).items():
-                t = np.arange(len(line), dtype=np.float64)
-                self.theory_curves.set(
-                    (run.key, kind), t, line, pen(run.color, style.THEORY_WIDTH, _LINE_STYLE[kind], alpha=220)
-                )
-                theory_keys.append((run.key, kind))
-                entry["theory"][kind] = line
-                theory_kinds.add(kind)
-            self._shown.append(entry)
+            parts = self._run_parts(run)
+            parts_by_key[run.key] = parts
+            for which, key, t, y, qpen in parts.curves:
+                curves, keys = (self.grad_curves, grad_keys) if which == "grad" else (self.state_curves, state_keys)
+                curves.set(key, t, y, qpen)
+                keys.append(key)
+            for key, t, line, qpen in parts.theory:
+                self.theory_curves.set(key, t, line, qpen)
+                theory_keys.append(key)
+            grad_marks += parts.grad_marks
+            state_marks += parts.state_marks
+            grad_zeros += parts.grad_zeros
+            bridged |= parts.bridged
+            any_lstm |= parts.any_lstm
+            theory_kinds |= parts.theory_kinds
+            self._shown.append(parts.entry)
+        self._parts = parts_by_key  # the runs not shown any more are forgotten
         self.grad_curves.retain(grad_keys)
         self.theory_curves.retain(theory_keys)
         self.state_curves.retain(state_keys)
@@ -186,6 +179,67 @@ class ProfileFigure(Figure):
         titles = sorted({e["iteration"] for e in self._shown})
         when = "" if not titles else (f", iteration {titles[0]}" if len(titles) == 1 else ", latest iterations")
         set_title(self.grad_plot, f"Gradient through time: ‖∂L/∂hₜ‖{when}")
+
+    def _run_parts(self, run: RunData) -> _RunParts:
+        """What one run draws, kept while its trace, settings and this view's options stay as they were: with 5
+        live runs a frame brings new data for one or two of them, and recomputing the others' log10 values,
+        pens and theory lines, and comparing them with what is drawn, was a fifth of the frame (issue 9).
+        The same arrays and pens go back to the curves, which then see at once that nothing changed."""
+        layer = resolve_layer(self.layer, run.layers, run.top_stream)
+        row = self.row if -len(run.trace) <= self.row < len(run.trace) else -1
+        signature = (
+            id(run.trace),
+            run.trace.version,
+            id(run.run),
+            run.name,
+            run.color,
+            layer,
+            row,
+            self.layer,
+            tuple(sorted(self.overlays.items())),
+        )
+        kept = self._parts.get(run.key)
+        if kept is not None and kept.signature == signature:
+            return kept
+        parts = _RunParts(signature)
+        iteration = int(run.trace.iterations[row])
+        entry = parts.entry = {"name": run.name, "iteration": iteration, "layer": layer, "values": {}, "theory": {}}
+        segments = run.segments(layer)  # a seq2seq stream: encoder and decoder on one axis
+        parts.bridged = len(segments) > 1
+        ts = [_segment_t(offset, length, run) for _, offset, length in segments]
+        entry["t"] = ts[0] if len(ts) == 1 else np.concatenate(ts)  # (T,) the shared array when one segment
+        # the stream each drawn step belongs to, by name (a seq2seq decoder's t < 0 is its encoder's)
+        entry["streams"] = [stream_label(run.streams, s, top=self.layer == -1 and s == layer) for s, _, _ in segments]
+        entry["segment"] = np.concatenate(
+            [np.full(len(_segment_t(offset, length, run)), i) for i, (_, offset, length) in enumerate(segments)]
+        )
+        for metric, which, line in (
+            ("grad_h_norm", "grad", "solid"),
+            ("grad_c_norm", "grad", "dashdot"),
+            ("h_norm", "state", "solid"),
+            ("c_norm", "state", "dashdot"),
+        ):
+            series = [log_series(run.trace, metric, row, s) for s, _, _ in segments]
+            if any(p is None for p in series):
+                continue
+            cut = [len(_segment_t(offset, length, run)) for _, offset, length in segments]  # no padding
+            y = np.concatenate([p[0][:n] for p, n in zip(series, cut)])  # type: ignore[index]
+            bad = np.concatenate([p[1][:n] for p, n in zip(series, cut)])  # type: ignore[index]
+            t = entry["t"]
+            parts.curves.append((which, (run.key, metric), t, y, pen(run.color, line=line)))
+            (parts.grad_marks if which == "grad" else parts.state_marks).append((t[bad], run.color))
+            values = run.trace.array(metric)[row]
+            entry["values"][metric] = np.concatenate([values[s][:n] for (s, _, _), n in zip(segments, cut)])
+            if metric.startswith("grad_"):
+                parts.grad_zeros.append((t[entry["values"][metric] == 0], run.color))
+            parts.any_lstm |= metric == "c_norm"
+        for kind, line in self._theory_lines(run, row, layer).items():
+            t = np.arange(len(line), dtype=np.float64)
+            qpen = pen(run.color, style.THEORY_WIDTH, _LINE_STYLE[kind], alpha=220)
+            parts.theory.append(((run.key, kind), t, line, qpen))
+            entry["theory"][kind] = line
+            parts.theory_kinds.add(kind)
+        return parts
 
     def _theory_lines(self, run: RunData, row: int, layer: int) -> dict[str, np.ndarray]:
         if self.overlays["gates"] and len(run.segments(layer)) == 1:
@@ -269,10 +323,18 @@ class ProfileFigure(Figure):
 
 
 def _segment_t(offset: int, length: int | None, run: RunData) -> np.ndarray:
-    """The t values of a drawn segment: offset .. offset + length - 1 (the whole recorded T when None)."""
+    """The t values of a drawn segment: offset .. offset + length - 1 (the whole recorded T when None).
+    One read-only array per range, so a curve redrawn with new values sees at once that its t are the same."""
     if length is None:
         length = int(run.trace.array("h_norm").shape[-1]) if "h_norm" in run.trace else 0
-    return np.arange(offset, offset + length, dtype=np.float64)
+    return _steps(int(offset), int(length))
+
+
+@functools.lru_cache(maxsize=256)
+def _steps(offset: int, length: int) -> np.ndarray:
+    t = np.arange(offset, offset + length, dtype=np.float64)  # (length,)
+    t.flags.writeable = False
+    return t
 
 
 def latest_finite(column: np.ndarray, row: int, layer: int) -> float | None:
