@@ -43,7 +43,7 @@ def main(argv=None) -> int:
     if not (os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")):
         os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
     import bench_gui
-    from PyQt6 import QtCore, QtGui
+    from PyQt6 import QtCore
 
     from gradscope import config
     from gradscope.gui.app import make_app
@@ -94,16 +94,7 @@ def main(argv=None) -> int:
     def frame(k: int) -> None:
         new_record(k)
         if k % 3 == 0:
-            point = QtCore.QPointF(spots[k % 2])
-            move = QtGui.QMouseEvent(
-                QtCore.QEvent.Type.MouseMove,
-                point,
-                point,
-                QtCore.Qt.MouseButton.NoButton,
-                QtCore.Qt.MouseButton.NoButton,
-                QtCore.Qt.KeyboardModifier.NoModifier,
-            )
-            QtCore.QCoreApplication.sendEvent(viewport, move)
+            QtCore.QCoreApplication.sendEvent(viewport, bench_gui.mouse_move(spots[k % 2]))
         start = time.perf_counter()
         window._tick()
         drawn = time.perf_counter()

@@ -87,6 +87,21 @@ init.forget_bias = 1.0
 """
 
 
+def mouse_move(point):
+    """A mouse move with no button held to ``point`` (viewport pixels), as the window system sends one."""
+    from PyQt6 import QtCore, QtGui
+
+    point = QtCore.QPointF(point)
+    return QtGui.QMouseEvent(
+        QtCore.QEvent.Type.MouseMove,
+        point,
+        point,
+        QtCore.Qt.MouseButton.NoButton,
+        QtCore.Qt.MouseButton.NoButton,
+        QtCore.Qt.KeyboardModifier.NoModifier,
+    )
+
+
 def percentiles(values, qs=(50, 95, 99)):
     import numpy as np
 
@@ -102,7 +117,7 @@ def measure(seconds: float, tab: int, backend: str = "numba", force: bool = Fals
 
     if not (os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")):
         os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
-    from PyQt6 import QtCore, QtGui, QtWidgets
+    from PyQt6 import QtCore, QtWidgets
 
     from gradscope import config
     from gradscope.gui.app import make_app
@@ -199,16 +214,8 @@ def measure(seconds: float, tab: int, backend: str = "numba", force: bool = Fals
     def post():
         n = 0
         while not stop_posting.wait(0.05):
-            point = QtCore.QPointF(spots[n % 2])
+            event = mouse_move(spots[n % 2])
             n += 1
-            event = QtGui.QMouseEvent(
-                QtCore.QEvent.Type.MouseMove,
-                point,
-                point,
-                QtCore.Qt.MouseButton.NoButton,
-                QtCore.Qt.MouseButton.NoButton,
-                QtCore.Qt.KeyboardModifier.NoModifier,
-            )
             event.sent = time.perf_counter()
             QtCore.QCoreApplication.postEvent(viewport, event)
 

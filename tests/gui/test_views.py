@@ -14,6 +14,15 @@ from gradscope.gui.views import LayersView, ProfileView, SaturationView, Trainin
 from .conftest import grad_values, make_trace
 
 
+def append_first_row_scaled(trace, iteration: int, factor: float) -> None:
+    """A new record: the trace's first row of per-timestep metrics times ``factor``, at ``iteration``."""
+    from gradscope.trace import Record
+
+    skip = ("iteration", "loss", "grad_norm", "clipped")
+    metrics = {n: trace.array(n)[0] * factor for n in trace.names if n not in skip}
+    trace.append(Record(iteration=iteration, loss=1.0, grad_norm=1.0, metrics=metrics))
+
+
 def run_data(key, trace, name=None, color="#0072B2", **kw):
     return RunData(key, name or f"run {key}", color, trace, **kw)
 
@@ -203,21 +212,8 @@ def test_profile_hover_reads_exact_values(view, qtbot):
     assert "t = 5" in text and "relu 3/n" in text
     assert axes.value_label(grad_values(3, 0, 12)[5]) in text
     # new data arrives while the mouse rests: the readout follows what is drawn
-    from gradscope.trace import Record
-
     trace = v._runs[0].trace
-    trace.append(
-        Record(
-            iteration=99,
-            loss=1.0,
-            grad_norm=1.0,
-            metrics={
-                n: trace.array(n)[0] * 1000
-                for n in trace.names
-                if n not in ("iteration", "loss", "grad_norm", "clipped")
-            },
-        )
-    )
+    append_first_row_scaled(trace, iteration=99, factor=1000)
     v.redraw(v._runs)
     assert "iteration 99" in readout.text
     assert axes.value_label(1000 * grad_values(0, 0, 12)[5]) in readout.text
@@ -784,7 +780,6 @@ def test_titles_are_set_only_when_they_change(qapp):
 def test_through_time_redraws_only_the_runs_that_brought_new_values(qtbot):
     """A frame with new data for one run leaves what the others drew as it was (the same arrays, no new
     path), draws the new values of that one, and Figure.forget_drawn (bench_gui.py's --force) redraws all."""
-    from gradscope.trace import Record
 
     v = ProfileView()
     qtbot.addWidget(v)
@@ -794,18 +789,7 @@ def test_through_time_redraws_only_the_runs_that_brought_new_values(qtbot):
     before = {k: curves[(k, "grad_h_norm")].yData for k in (0, 1)}
     parts = dict(v.figure._parts)
     trace = runs[1].trace
-    trace.append(
-        Record(
-            iteration=99,
-            loss=1.0,
-            grad_norm=1.0,
-            metrics={
-                n: trace.array(n)[0] * 1000
-                for n in trace.names
-                if n not in ("iteration", "loss", "grad_norm", "clipped")
-            },
-        )
-    )
+    append_first_row_scaled(trace, iteration=99, factor=1000)
     assert v.redraw(runs)
     assert v.figure._parts[0] is parts[0] and v.figure._parts[1] is not parts[1]
     assert curves[(0, "grad_h_norm")].yData is before[0]  # untouched

@@ -18,8 +18,9 @@ from PyQt6 import QtWidgets
 from ... import theory
 from ...theory.meanfield import DERIVATIVE_BOUND
 from ..axes import value_label
+from ..hover import HoverReadout
 from ..model import RunData, log10_or_nan, nonfinite_mask
-from ..plotting import STYLE_GREY, EmptyHint, HoverReadout, Legend, SnapBounds, make_plot, pen, set_title
+from ..plotting import STYLE_GREY, EmptyHint, Legend, SnapBounds, make_plot, pen, set_title
 from .base import (
     CurveSet,
     Figure,

@@ -8,8 +8,9 @@ from PyQt6 import QtWidgets
 
 from .. import style
 from ..axes import value_label
+from ..hover import HoverReadout
 from ..model import RunData
-from ..plotting import HoverReadout, Legend, pen, set_title
+from ..plotting import Legend, pen, set_title
 from .base import (
     Figure,
     View,

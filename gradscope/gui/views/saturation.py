@@ -10,8 +10,9 @@ from PyQt6 import QtWidgets
 
 from .. import style
 from ..axes import value_label
+from ..hover import HoverReadout
 from ..model import RunData
-from ..plotting import STYLE_GREY, EmptyHint, HoverReadout, Legend, SnapBounds, make_plot, pen
+from ..plotting import STYLE_GREY, EmptyHint, Legend, SnapBounds, make_plot, pen
 from .base import CurveSet, Figure, View, layer_combo, resolve_layer, set_layer_choices, visible_with_data
 
 GATE_NAMES = {

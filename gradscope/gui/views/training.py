@@ -10,8 +10,9 @@ import pyqtgraph as pg
 
 from .. import style
 from ..axes import value_label
+from ..hover import HoverReadout
 from ..model import RunData, log10_or_nan, nonfinite_mask
-from ..plotting import STYLE_GREY, EmptyHint, HoverReadout, Legend, SnapBounds, make_plot, nearest_index, pen, thin_rows
+from ..plotting import STYLE_GREY, EmptyHint, Legend, SnapBounds, make_plot, nearest_index, pen, thin_rows
 from .base import CurveSet, Figure, NonFiniteMarkers, View, iteration_range, snap_and_mark, visible_with_data
 
 MAX_POINTS = 4000  # points per curve at most: the trace may keep more, a plot cannot show them

@@ -11,8 +11,9 @@ from PyQt6 import QtCore, QtGui, QtWidgets
 
 from .. import style
 from ..axes import value_label
+from ..hover import HoverReadout
 from ..model import RunData, log10_or_nan
-from ..plotting import EmptyHint, HoverReadout, Legend, finite_range, make_plot, pen, set_title
+from ..plotting import EmptyHint, Legend, finite_range, make_plot, pen, set_title
 from .analysis import analysis_arrays, stream_length
 from .base import (
     CurveSet,

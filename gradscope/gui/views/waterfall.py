@@ -13,8 +13,9 @@ from PyQt6 import QtCore, QtGui, QtWidgets
 
 from .. import style
 from ..axes import decade_label, value_label
+from ..hover import HoverReadout
 from ..model import RunData, log10_or_nan
-from ..plotting import EmptyHint, HoverReadout, SnapBounds, finite_range, make_plot, nearest_index, set_title, thin_rows
+from ..plotting import EmptyHint, SnapBounds, finite_range, make_plot, nearest_index, set_title, thin_rows
 from .base import (
     Figure,
     View,
