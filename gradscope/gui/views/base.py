@@ -222,11 +222,9 @@ class Figure:
         return [v for v in vars(self).values() if isinstance(v, CurveSet)]
 
     def forget_drawn(self) -> None:
-        """The next refresh redraws every curve as if every run had brought new values: what it kept of the
-        runs (a view's memo, ``_parts``) and what its curves hold are forgotten.  benchmarks/bench_gui.py's
-        --force measures the worst frame with it; the app never calls it."""
-        if isinstance(getattr(self, "_parts", None), dict):
-            self._parts = {}
+        """The next refresh redraws every curve as if every run had brought new values: what its curves hold is
+        forgotten (a view that keeps more of what it drew forgets that too).  benchmarks/bench_gui.py's --force
+        measures the worst frame with it; the app never calls it."""
         for curves in self.curve_sets():
             for item in curves.items.values():
                 item.stale = True  # CurveSet.set does not compare it with the new values: a setData follows

@@ -145,6 +145,10 @@ class ProfileFigure(Figure):
         when = "" if not titles else (f", iteration {titles[0]}" if len(titles) == 1 else ", latest iterations")
         set_title(self.grad_plot, f"Gradient through time: ‖∂L/∂hₜ‖{when}")
 
+    def forget_drawn(self) -> None:
+        super().forget_drawn()
+        self._parts = {}
+
     def _run_parts(self, run: RunData) -> _RunParts:
         """What one run draws, kept while its trace, settings and this view's options stay as they were: with 5
         live runs a frame brings new data for one or two of them, and recomputing the others' log10 values,
